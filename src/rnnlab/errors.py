@@ -1,0 +1,51 @@
+"""rnnlab's exception types.
+
+Every error a user can cause (a bad shape, a bad file, a bad flag) is raised as one of
+these, with a message that names the thing, the expected value and the received value.
+They subclass the built-in type a Python user would catch (ValueError, TypeError, ...),
+so ``except ValueError`` keeps working. The CLI prints the message on one line and exits
+non-zero; a traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class RnnlabError(Exception):
+    """Base class of every error rnnlab raises on purpose."""
+
+
+class ConfigError(RnnlabError, ValueError):
+    """An invalid constructor argument, option or flag value."""
+
+
+class ShapeError(RnnlabError, ValueError):
+    """A tensor whose shape does not fit (input size, hidden state, batch)."""
+
+
+class DTypeError(RnnlabError, TypeError):
+    """Tensors of different dtypes, or a dtype the engine does not support."""
+
+
+class DeviceError(RnnlabError, ValueError):
+    """Tensors on different devices."""
+
+
+class StateError(RnnlabError, TypeError):
+    """A recurrent state of the wrong kind (for example an LSTM state that is not a pair)."""
+
+
+class DataError(RnnlabError, ValueError):
+    """A data file or data set that cannot be used: empty, malformed, too short, unknown."""
+
+
+class CheckpointError(RnnlabError, ValueError):
+    """A checkpoint or run folder that cannot be read, written or used."""
+
+
+class NonFiniteError(RnnlabError, FloatingPointError):
+    """Training produced a NaN or infinite loss or gradient."""
+
+
+def expected(what: str, want: object, got: object) -> str:
+    """The one message shape we use: ``<what>: expected <want>, got <got>``."""
+    return f"{what}: expected {want}, got {got}"

@@ -1,0 +1,1 @@
+"""Ready tasks. Importing this package registers each task with the training core."""
