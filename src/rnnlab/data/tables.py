@@ -1,0 +1,664 @@
+"""Tabular inputs for classification and forecasting: CSV, TSV and JSON Lines.
+
+Everything a user's file can get wrong is reported here, once, as a :class:`DataError` that
+names the file, the line and the column, so no model code ever sees a malformed value. The
+rules that matter for the model:
+
+* A numeric cell parses as a finite float or is *missing*. Missing cells (empty, ``NA``,
+  ``NaN``, ``null``, ``?``, ...) are errors by default; the ``missing`` policy opts in to
+  ``drop`` (remove the row / time step), ``ffill`` (carry the last value forward; leading
+  gaps take the first value) or ``interpolate`` (linear between neighbours, ends held
+  constant). ``inf`` is never accepted. After loading, no NaN remains.
+* Labels of any type (strings, numbers, JSON values) become indices through a
+  :class:`LabelMap` built from the training file and saved in the run's metadata. A label at
+  prediction time that training never saw is an error, not a silent new class.
+* Scaling (:class:`Scaler`) is fitted on the training part only and saved the same way.
+
+Line numbers are 1-based physical lines of the file (the header is line 1 of a CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from rnnlab.errors import ConfigError, DataError, expected
+
+MISSING_POLICIES = ("error", "drop", "ffill", "interpolate")
+# Cells read as "missing" (case-insensitive, after stripping blanks).
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+FORMATS = ("csv", "tsv", "jsonl")
+
+
+# ----------------------------------------------------------------------------- raw tables
+
+
+@dataclass
+class Table:
+    """A file read as rows of cells. ``cells[i][j]`` is a str, or for JSONL any JSON value
+    (None when the key is absent). ``lines[i]`` is the file line where row ``i`` starts."""
+
+    path: str
+    columns: list[str]
+    cells: list[list[Any]]
+    lines: list[int]
+
+    def col(self, name: str, role: str = "column") -> int:
+        """Index of column ``name``; a DataError listing the available columns otherwise."""
+        if name not in self.columns:
+            raise DataError(
+                f"{self.path}: {role} {name!r} not found; expected one of {self.columns}, got {name!r}"
+            )
+        return self.columns.index(name)
+
+    def where(self, row: int, column: str) -> str:
+        return f"{self.path}, line {self.lines[row]}, column {column!r}"
+
+
+def detect_format(path: str, fmt: str = "auto") -> str:
+    """``csv``, ``tsv`` or ``jsonl`` from the ``fmt`` flag or the file extension."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise ConfigError(expected("format", f"one of {('auto',) + FORMATS}", repr(fmt)))
+        return fmt
+    ext = os.path.splitext(path)[1].lower()
+    by_ext = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+              ".json": "jsonl"}
+    if ext not in by_ext:
+        raise ConfigError(
+            f"{path}: format: expected an extension in {sorted(by_ext)} or --format, got {ext or 'none'!r}"
+        )
+    return by_ext[ext]
+
+
+def _read_text(path: str) -> str:
+    if not os.path.isfile(path):
+        raise DataError(expected("data file", "an existing file", repr(path)))
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: encoding: expected UTF-8 text, got undecodable byte at offset {exc.start}") from None
+    if text.startswith("\ufeff"):  # a BOM written by spreadsheet programs
+        text = text[1:]
+    if not text.strip():
+        raise DataError(f"{path}: expected a header and at least one row, got an empty file")
+    return text
+
+
+def read_table(path: str, fmt: str = "auto") -> Table:
+    """Read a CSV/TSV (first row is the header) or a JSONL file (one JSON object per line)."""
+    fmt = detect_format(path, fmt)
+    text = _read_text(path)
+    if fmt == "jsonl":
+        return _read_jsonl(path, text)
+    return _read_delimited(path, text, "," if fmt == "csv" else "\t")
+
+
+def _read_delimited(path: str, text: str, delimiter: str) -> Table:
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    cells: list[list[Any]] = []
+    lines: list[int] = []
+    start = 1
+    try:
+        for row in reader:
+            line = start
+            start = reader.line_num + 1
+            if not row or all(not c.strip() for c in row) and len(row) <= 1:
+                continue  # blank line
+            if header is None:
+                header = [c.strip() for c in row]
+                _check_header(path, header, line)
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}, line {line}: fields: expected {len(header)} (as in the header), got {len(row)} "
+                    "(a ragged row)"
+                )
+            cells.append(row)
+            lines.append(line)
+    except csv.Error as exc:
+        raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {exc}") from None
+    if header is None:
+        raise DataError(f"{path}: expected a header and at least one row, got an empty file")
+    if not cells:
+        raise DataError(f"{path}: expected at least one data row after the header, got none")
+    return Table(path, header, cells, lines)
+
+
+def _check_header(path: str, header: list[str], line: int) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name == "":
+            raise DataError(f"{path}, line {line}: header: expected a name for every column, got an empty name")
+        if name in seen:
+            raise DataError(f"{path}, line {line}: header: expected unique column names, got {name!r} twice")
+        seen.add(name)
+
+
+def _read_jsonl(path: str, text: str) -> Table:
+    columns: list[str] = []
+    records: list[dict] = []
+    lines: list[int] = []
+    for i, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise DataError(f"{path}, line {i}: expected a JSON object, got invalid JSON ({msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}, line {i}: expected a JSON object, got {type(rec).__name__}")
+        for k in rec:
+            if k not in columns:
+                columns.append(k)
+        records.append(rec)
+        lines.append(i)
+    if not records:
+        raise DataError(f"{path}: expected at least one JSON object, got an empty file")
+    cells = [[rec.get(c) for c in columns] for rec in records]
+    return Table(path, columns, cells, lines)
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return value.strip().lower() in MISSING_TOKENS
+    return False
+
+
+def parse_number(value: Any, where: str) -> float:
+    """A finite float from a cell, or NaN for a missing cell (handled by the missing policy)."""
+    if is_missing(value):
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"{where}: expected a number, got {json.dumps(value)[:40]}")
+    try:
+        x = float(value.strip()) if isinstance(value, str) else float(value)
+    except (ValueError, OverflowError):
+        raise DataError(f"{where}: expected a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(x):
+        raise DataError(f"{where}: expected a finite number, got {str(value)[:40]!r}")
+    return x
+
+
+def label_key(value: Any) -> str:
+    """The string a label is known by: strings as they are (stripped), other JSON values as
+    JSON (``1`` -> ``"1"``, ``true`` -> ``"true"``), so any label type maps to a class."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value, sort_keys=True)
+
+
+def check_missing_policy(policy: str) -> str:
+    if policy not in MISSING_POLICIES:
+        raise ConfigError(expected("missing", f"one of {MISSING_POLICIES}", repr(policy)))
+    return policy
+
+
+def fill_missing(values: np.ndarray, policy: str, where: Sequence[str]) -> np.ndarray:
+    """Apply ``ffill`` or ``interpolate`` to each column of ``values`` (T, D) in place of NaN.
+
+    ``where[t]`` describes time step ``t`` for error messages. ``error`` raises on the first
+    NaN; ``drop`` is handled by the caller (it removes whole rows) and is not accepted here.
+    """
+    if not np.isnan(values).any():
+        return values
+    if policy == "error":
+        t, d = map(int, np.argwhere(np.isnan(values))[0])
+        raise DataError(
+            f"{where[t]}: expected a value, got a missing cell (column {d}); "
+            "choose --missing drop|ffill|interpolate to allow gaps"
+        )
+    out = values.copy()
+    for d in range(out.shape[1]):
+        col = out[:, d]
+        ok = ~np.isnan(col)
+        if not ok.any():
+            raise DataError(f"{where[0]}: column {d}: expected at least one value, got only missing cells")
+        idx = np.arange(len(col))
+        if policy == "interpolate":
+            col[~ok] = np.interp(idx[~ok], idx[ok], col[ok])
+        elif policy == "ffill":
+            last = col[ok][0]  # leading gaps take the first observed value
+            for t in range(len(col)):
+                if ok[t]:
+                    last = col[t]
+                else:
+                    col[t] = last
+        else:
+            raise ConfigError(expected("missing", "ffill or interpolate here", repr(policy)))
+    return out
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclass
+class LabelMap:
+    """Class names in index order. Built from training labels; sorted numerically when every
+    label is a number, else as strings, so the same file always gives the same indices."""
+
+    names: list[str]
+
+    @classmethod
+    def fit(cls, keys: Iterable[str], source: str = "labels") -> "LabelMap":
+        uniq = sorted(set(keys))
+        try:
+            uniq.sort(key=float)
+        except ValueError:
+            pass
+        if len(uniq) < 2:
+            raise DataError(
+                f"{source}: expected at least 2 classes, got {len(uniq)} ({uniq}); a classifier needs a choice"
+            )
+        return cls(uniq)
+
+    def index(self, key: str, where: str) -> int:
+        try:
+            return self._lookup[key]
+        except AttributeError:
+            self._lookup = {n: i for i, n in enumerate(self.names)}
+            return self.index(key, where)
+        except KeyError:
+            raise DataError(
+                f"{where}: label: expected one seen in training {self.names[:20]}, got unseen {key!r}"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelMap":
+        return cls([str(n) for n in d["names"]])
+
+
+# ----------------------------------------------------------------------------- scaling
+
+
+@dataclass
+class Scaler:
+    """Per-column standardisation ``(x - mean) / std``, fitted on the training part only (a
+    scaler fitted on all rows would leak the future into a forecaster). A constant column gets
+    std 1 so it passes through centred instead of dividing by zero."""
+
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Scaler":  # values (N, D)
+        mean = values.mean(axis=0)
+        std = values.std(axis=0)
+        std = np.where(std > 1e-12, std, 1.0)
+        return cls([float(m) for m in mean], [float(s) for s in std])
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - np.asarray(self.mean)) / np.asarray(self.std)
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return values * np.asarray(self.std) + np.asarray(self.mean)
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scaler":
+        return cls([float(v) for v in d["mean"]], [float(v) for v in d["std"]])
+
+
+# ----------------------------------------------------------------------------- text classification
+
+
+@dataclass
+class TextExamples:
+    texts: list[str]
+    labels: list[int] | None          # None when the file has no label column (prediction)
+    lines: list[int]
+    label_map: LabelMap | None = None
+    path: str = ""
+
+
+def load_text_classification(
+    path: str,
+    text_col: str,
+    label_col: str,
+    label_map: LabelMap | None = None,
+    missing: str = "error",
+    fmt: str = "auto",
+    require_labels: bool = True,
+) -> TextExamples:
+    """Texts and label indices from a CSV/TSV/JSONL file.
+
+    With ``label_map`` None the labels define a new map (training); otherwise every label must
+    be in it (evaluation, prediction). ``require_labels=False`` accepts a file without the label
+    column (prediction on new data). ``missing='drop'`` skips rows with an empty text or label.
+    """
+    check_missing_policy(missing)
+    table = read_table(path, fmt)
+    ti = table.col(text_col, "--text-col")
+    has_labels = label_col in table.columns
+    if require_labels or label_map is None:
+        li = table.col(label_col, "--label-col")
+    else:
+        li = table.columns.index(label_col) if has_labels else None
+    texts: list[str] = []
+    keys: list[str] = []
+    lines: list[int] = []
+    for r, row in enumerate(table.cells):
+        text, lab = row[ti], (row[li] if li is not None else "")
+        bad = None
+        if text is None or (isinstance(text, str) and not text.strip()):
+            bad = text_col
+        elif li is not None and is_missing(lab):
+            bad = label_col
+        if bad is not None:
+            if missing == "drop":
+                continue
+            raise DataError(f"{table.where(r, bad)}: expected a value, got a missing cell "
+                            "(use --missing drop to skip such rows)")
+        if not isinstance(text, str):
+            raise DataError(f"{table.where(r, text_col)}: expected text, got {json.dumps(text)[:40]}")
+        texts.append(text)
+        keys.append(label_key(lab) if li is not None else "")
+        lines.append(table.lines[r])
+    if not texts:
+        raise DataError(f"{path}: expected at least one usable row, got none after --missing {missing}")
+    labels = None
+    if li is not None:
+        if label_map is None:
+            label_map = LabelMap.fit(keys, f"{path}: column {label_col!r}")
+        where = [f"{path}, line {ln}, column {label_col!r}" for ln in lines]
+        labels = [label_map.index(k, w) for k, w in zip(keys, where)]
+    return TextExamples(texts, labels, lines, label_map, path)
+
+
+# ----------------------------------------------------------------------------- numeric sequences
+
+
+@dataclass
+class SequenceExamples:
+    """Numeric sequences for classification: ``seqs[i]`` is a float32 array (T_i, D)."""
+
+    seqs: list[np.ndarray]
+    labels: list[int] | None
+    lines: list[int]                  # the line where each sequence starts
+    label_map: LabelMap | None = None
+    path: str = ""
+    dims: int = 1
+
+
+def _finish_labels(path: str, keys: list[str | None], lines: list[int], label_map: LabelMap | None,
+                   source: str) -> tuple[list[int] | None, LabelMap | None]:
+    if any(k is None for k in keys):
+        return None, label_map
+    if label_map is None:
+        label_map = LabelMap.fit(keys, f"{path}: {source}")
+    return [label_map.index(k, f"{path}, line {ln}") for k, ln in zip(keys, lines)], label_map
+
+
+def load_sequences_wide(
+    path: str,
+    label_col: str,
+    value_cols: Sequence[str] | None = None,
+    label_map: LabelMap | None = None,
+    missing: str = "error",
+    fmt: str = "auto",
+    require_labels: bool = True,
+) -> SequenceExamples:
+    """One univariate sequence per row: a label column and value columns (all the other
+    columns, in file order, unless ``value_cols`` names them).
+
+    Trailing missing cells end a shorter sequence (the UCR archive pads variable-length series
+    with NaN at the end); missing cells *inside* a sequence follow the ``missing`` policy.
+    """
+    check_missing_policy(missing)
+    table = read_table(path, fmt)
+    li = table.col(label_col, "--label-col") if (require_labels or label_map is None) else (
+        table.columns.index(label_col) if label_col in table.columns else None)
+    if value_cols:
+        vis = [table.col(c, "--value-cols") for c in value_cols]
+    else:
+        vis = [j for j, c in enumerate(table.columns) if j != li]
+    if not vis:
+        raise DataError(f"{path}: value columns: expected at least one besides the label, got none")
+    seqs: list[np.ndarray] = []
+    keys: list[str | None] = []
+    lines: list[int] = []
+    for r, row in enumerate(table.cells):
+        vals = np.array([parse_number(row[j], table.where(r, table.columns[j])) for j in vis])
+        ok = np.flatnonzero(~np.isnan(vals))
+        if len(ok) == 0:
+            if missing == "drop":
+                continue
+            raise DataError(f"{table.where(r, table.columns[vis[0]])}: expected a sequence, got only missing cells")
+        vals = vals[: ok[-1] + 1]  # trailing gaps: a shorter series
+        if missing == "drop":
+            vals = vals[~np.isnan(vals)]
+        else:
+            where = [table.where(r, table.columns[vis[t]]) for t in range(len(vals))]
+            vals = fill_missing(vals[:, None], missing, where)[:, 0]
+        lab = row[li] if li is not None else None
+        if lab is not None and is_missing(lab):
+            if missing == "drop":
+                continue
+            raise DataError(f"{table.where(r, label_col)}: expected a label, got a missing cell")
+        seqs.append(vals.astype(np.float32)[:, None])
+        keys.append(label_key(lab) if li is not None else None)
+        lines.append(table.lines[r])
+    if not seqs:
+        raise DataError(f"{path}: expected at least one sequence, got none after --missing {missing}")
+    labels, label_map = _finish_labels(path, keys, lines, label_map, f"column {label_col!r}")
+    return SequenceExamples(seqs, labels, lines, label_map, path, 1)
+
+
+def load_sequences_long(
+    path: str,
+    id_col: str,
+    label_col: str,
+    feature_cols: Sequence[str],
+    time_col: str | None = None,
+    label_map: LabelMap | None = None,
+    missing: str = "error",
+    fmt: str = "auto",
+    require_labels: bool = True,
+) -> SequenceExamples:
+    """One time step per row: a sequence id, feature columns (one per variable, so
+    multivariate), a label that is constant within a sequence, and optionally a time column
+    that orders the steps (else file order). Sequences may have different lengths."""
+    check_missing_policy(missing)
+    if not feature_cols:
+        raise ConfigError(expected("--feature-cols", "at least one column", "none"))
+    table = read_table(path, fmt)
+    ii = table.col(id_col, "--id-col")
+    li = table.col(label_col, "--label-col") if (require_labels or label_map is None) else (
+        table.columns.index(label_col) if label_col in table.columns else None)
+    fis = [table.col(c, "--feature-cols") for c in feature_cols]
+    tci = table.col(time_col, "--time-col") if time_col else None
+    groups: dict[str, list[int]] = {}
+    for r, row in enumerate(table.cells):
+        key = label_key(row[ii]) if not is_missing(row[ii]) else None
+        if key is None:
+            raise DataError(f"{table.where(r, id_col)}: expected a sequence id, got a missing cell")
+        groups.setdefault(key, []).append(r)
+    seqs: list[np.ndarray] = []
+    keys: list[str | None] = []
+    lines: list[int] = []
+    for gid, rows in groups.items():
+        if tci is not None:
+            times = [parse_time(table.cells[r][tci], table.where(r, time_col)) for r in rows]
+            check_increasing(times, [table.where(r, time_col) for r in rows], f"sequence {gid!r}")
+        vals = np.array([[parse_number(table.cells[r][j], table.where(r, table.columns[j])) for j in fis]
+                         for r in rows])  # (T, D)
+        where = [f"{table.path}, line {table.lines[r]}" for r in rows]
+        if missing == "drop":
+            keep = ~np.isnan(vals).any(axis=1)
+            vals, where = vals[keep], [w for w, k in zip(where, keep) if k]
+            if len(vals) == 0:
+                continue
+        else:
+            vals = fill_missing(vals, missing, where)
+        key = None
+        if li is not None:
+            labs = {label_key(table.cells[r][li]) for r in rows if not is_missing(table.cells[r][li])}
+            if not labs:
+                if missing == "drop":
+                    continue
+                raise DataError(f"{table.where(rows[0], label_col)}: expected a label for sequence {gid!r}, "
+                                "got only missing cells")
+            if len(labs) > 1:
+                raise DataError(f"{table.where(rows[0], label_col)}: expected one label per sequence, "
+                                f"got {sorted(labs)[:5]} for sequence {gid!r}")
+            key = labs.pop()
+        seqs.append(vals.astype(np.float32))
+        keys.append(key)
+        lines.append(table.lines[rows[0]])
+    if not seqs:
+        raise DataError(f"{path}: expected at least one sequence, got none after --missing {missing}")
+    labels, label_map = _finish_labels(path, keys, lines, label_map, f"column {label_col!r}")
+    return SequenceExamples(seqs, labels, lines, label_map, path, len(fis))
+
+
+# ----------------------------------------------------------------------------- time
+
+
+def parse_time(value: Any, where: str) -> float:
+    """A timestamp as a float: a plain number, or an ISO 8601 date/datetime (seconds since the
+    epoch, UTC when no zone is given). Missing timestamps are always errors: a gap in time is
+    not a gap in value."""
+    from datetime import datetime, timezone
+
+    if is_missing(value):
+        raise DataError(f"{where}: expected a timestamp, got a missing cell")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise DataError(f"{where}: expected a finite timestamp, got {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            x = float(s)
+            if math.isfinite(x):
+                return x
+        except ValueError:
+            pass
+        try:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
+        except ValueError:
+            pass
+        else:
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            try:
+                return dt.timestamp()
+            except (OverflowError, OSError, ValueError):
+                pass
+    raise DataError(f"{where}: expected a number or an ISO date (2024-01-31 or 2024-01-31T12:00), "
+                    f"got {str(value)[:40]!r}")
+
+
+def check_increasing(times: Sequence[float], where: Sequence[str], what: str = "time") -> None:
+    for k in range(1, len(times)):
+        if times[k] == times[k - 1]:
+            raise DataError(f"{where[k]}: {what}: expected strictly increasing timestamps, "
+                            f"got a duplicate of the previous row ({where[k - 1]})")
+        if times[k] < times[k - 1]:
+            raise DataError(f"{where[k]}: {what}: expected strictly increasing timestamps, "
+                            f"got one earlier than the previous row ({where[k - 1]}); sort the file by time")
+
+
+# ----------------------------------------------------------------------------- forecasting
+
+
+@dataclass
+class SeriesFrame:
+    """A forecasting file: targets (N, D_y) and covariates (N, D_x), float64, no NaN."""
+
+    targets: np.ndarray
+    covariates: np.ndarray
+    target_names: list[str]
+    covariate_names: list[str]
+    times: list[str] | None          # the time column's cells as written, if any
+    time_values: np.ndarray | None   # (N,) parsed, strictly increasing
+    lines: list[int] = field(default_factory=list)
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def load_forecast_table(
+    path: str,
+    targets: Sequence[str],
+    covariates: Sequence[str] = (),
+    time_col: str | None = None,
+    missing: str = "error",
+    fmt: str = "auto",
+) -> SeriesFrame:
+    """Read a forecasting file: optional time column (checked: strictly increasing, no
+    duplicates), target columns and covariate columns; missing cells follow ``missing``."""
+    check_missing_policy(missing)
+    if not targets:
+        raise ConfigError(expected("--target", "at least one target column", "none"))
+    table = read_table(path, fmt)
+    tis = [table.col(c, "--target") for c in targets]
+    cis = [table.col(c, "--covariates") for c in covariates]
+    overlap = set(targets) & set(covariates)
+    if overlap:
+        raise ConfigError(expected("--covariates", "columns that are not targets", sorted(overlap)))
+    cols = tis + cis
+    vals = np.array([[parse_number(row[j], table.where(r, table.columns[j])) for j in cols]
+                     for r, row in enumerate(table.cells)], dtype=np.float64).reshape(len(table.cells), len(cols))
+    where = [f"{path}, line {ln}" for ln in table.lines]
+    keep = np.ones(len(vals), dtype=bool)
+    times_raw: list[str] | None = None
+    tvals: np.ndarray | None = None
+    if time_col:
+        tci = table.col(time_col, "--time-col")
+        tv = [parse_time(row[tci], table.where(r, time_col)) for r, row in enumerate(table.cells)]
+        check_increasing(tv, [table.where(r, time_col) for r in range(len(tv))])
+        times_raw = [str(row[tci]).strip() for row in table.cells]
+        tvals = np.array(tv)
+    if missing == "drop":
+        keep = ~np.isnan(vals).any(axis=1)
+        vals = vals[keep]
+        where = [w for w, k in zip(where, keep) if k]
+        if times_raw is not None:
+            times_raw = [t for t, k in zip(times_raw, keep) if k]
+            tvals = tvals[keep]
+        if len(vals) == 0:
+            raise DataError(f"{path}: expected at least one complete row, got none after --missing drop")
+    else:
+        vals = fill_missing(vals, missing, where)
+    lines = [ln for ln, k in zip(table.lines, keep) if k]
+    n_t = len(tis)
+    return SeriesFrame(vals[:, :n_t], vals[:, n_t:], list(targets), list(covariates), times_raw, tvals,
+                       lines, path)
+
+
+def check_length(n: int, context: int, horizon: int, what: str) -> None:
+    """A series must hold at least one context window plus its horizon."""
+    if n < context + horizon:
+        raise DataError(
+            f"{what}: expected at least context + horizon = {context} + {horizon} = {context + horizon} rows, "
+            f"got {n}"
+        )
