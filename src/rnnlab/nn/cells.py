@@ -1,0 +1,144 @@
+"""torch.nn-compatible single-step cells: ``RNNCell``, ``LSTMCell``, ``GRUCell``.
+
+Same constructor arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+``bias_hh``), initialisation, inputs and outputs as torch.nn. A step is a scan of length one
+through the engine, so the cells share the layers' equations and hand-written backward.
+
+    input (B, I) or (I,)   hx (B, H) or (H,)   -> h' (and c' for the LSTM cell)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.cells import FAMILIES
+from rnnlab.engine.scan import scan
+from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
+
+
+class CellBase(nn.Module):
+    def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+        if input_size < 0:
+            raise ConfigError(f"input_size: expected an int >= 0, got {input_size}")
+        if hidden_size <= 0:
+            raise ConfigError(f"hidden_size: expected an int > 0, got {hidden_size}")
+        self.mode = mode
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        gate_size = FAMILIES[mode].NUM_BLOCKS * hidden_size
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(gate_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(gate_size, hidden_size, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's default: every parameter ~ U(−1/√H, 1/√H)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.mode == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        return s
+
+    def _prepare_input(self, input: Any) -> tuple[Tensor, bool]:
+        if not isinstance(input, Tensor):
+            raise ShapeError(f"input: expected a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ShapeError(f"input: expected a 2-D (batched) or 1-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}")
+        if input.shape[-1] != self.input_size:
+            raise ShapeError(f"input.size(-1) (input_size): expected {self.input_size}, got {input.shape[-1]}")
+        w = self.weight_ih
+        if input.dtype != w.dtype:
+            raise DTypeError(f"input dtype: expected {w.dtype} (the weights' dtype), got {input.dtype}")
+        if input.device != w.device:
+            raise DeviceError(f"input device: expected {w.device} (the weights' device), got {input.device}")
+        unbatched = input.dim() == 1
+        return (input.unsqueeze(0) if unbatched else input), unbatched
+
+    def _prepare_state(self, name: str, s: Any, x: Tensor, unbatched: bool) -> Tensor:
+        if s is None:
+            return x.new_zeros(x.shape[0], self.hidden_size)
+        if not isinstance(s, Tensor):
+            raise StateError(f"{name}: expected a Tensor, got {type(s).__name__}")
+        want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        if tuple(s.shape) != want:
+            raise ShapeError(f"{name} shape: expected {want}, got {tuple(s.shape)}")
+        if s.dtype != x.dtype:
+            raise DTypeError(f"{name} dtype: expected {x.dtype} (the input's dtype), got {s.dtype}")
+        if s.device != x.device:
+            raise DeviceError(f"{name} device: expected {x.device} (the input's device), got {s.device}")
+        return s.unsqueeze(0) if unbatched else s
+
+    def _step(self, x: Tensor, h: Tensor, c: Tensor | None):
+        out, h1, c1 = scan(self.mode, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
+                           self.bias_ih, self.bias_hh)
+        return h1, c1
+
+
+class RNNCell(CellBase):
+    """One step of the Elman RNN, a drop-in replacement for ``torch.nn.RNNCell``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 device: Any = None, dtype: Any = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, unbatched = self._prepare_input(input)
+        h, _ = self._step(x, self._prepare_state("hx", hx, x, unbatched), None)
+        return h.squeeze(0) if unbatched else h
+
+
+class GRUCell(CellBase):
+    """One step of the GRU, a drop-in replacement for ``torch.nn.GRUCell``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__("gru", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, unbatched = self._prepare_input(input)
+        h, _ = self._step(x, self._prepare_state("hx", hx, x, unbatched), None)
+        return h.squeeze(0) if unbatched else h
+
+
+class LSTMCell(CellBase):
+    """One step of the LSTM, a drop-in replacement for ``torch.nn.LSTMCell``; returns (h', c')."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        x, unbatched = self._prepare_input(input)
+        if hx is None:
+            h0 = c0 = None
+        elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise StateError(f"hx: expected a tuple (h_0, c_0) for LSTMCell, got a {type(hx).__name__}")
+        else:
+            h0, c0 = hx
+        h0 = self._prepare_state("h_0", h0, x, unbatched)
+        c0 = self._prepare_state("c_0", c0, x, unbatched)
+        h, c = self._step(x, h0, c0)
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)

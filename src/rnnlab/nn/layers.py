@@ -1,0 +1,311 @@
+"""torch.nn-compatible recurrent layers: ``RNN``, ``LSTM``, ``GRU``.
+
+Same constructor arguments, parameter names, shapes, default initialisation, forward signature
+and outputs as ``torch.nn``; a state dict loads both ways. The work is done by
+``rnnlab.engine.scan`` (our equations and hand-written BPTT), one call per layer and direction.
+
+Shape legend: T = sequence length, B = batch, I = input_size, H = hidden_size,
+P = proj_size if > 0 else H, D = 2 if bidirectional else 1, L = num_layers.
+
+    input   (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched, or a PackedSequence
+    h_0     (L·D, B, P)          c_0 (L·D, B, H)  (LSTM)
+    output  (T, B, D·P)          h_n (L·D, B, P)  c_n (L·D, B, H)
+
+Parameters of layer k (suffix ``_reverse`` for the reversed direction), G = gate blocks
+(RNN 1; LSTM 4 = i|f|g|o; GRU 3 = r|z|n)::
+
+    weight_ih_l{k}  (G·H, I if k == 0 else D·P)
+    weight_hh_l{k}  (G·H, P)
+    bias_ih_l{k}    (G·H,)       bias_hh_l{k} (G·H,)       (bias=True)
+    weight_hr_l{k}  (P, H)                                 (LSTM with proj_size > 0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.cells import FAMILIES
+from rnnlab.engine.scan import ScanTag, scan
+from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
+
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_config(mode: str, input_size, hidden_size, num_layers, dropout, proj_size) -> None:
+    for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+    if input_size < 0:
+        raise ConfigError(f"input_size: expected an int >= 0, got {input_size}")
+    if hidden_size <= 0:
+        raise ConfigError(f"hidden_size: expected an int > 0, got {hidden_size}")
+    if num_layers <= 0:
+        raise ConfigError(f"num_layers: expected an int > 0, got {num_layers}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        raise ConfigError(f"dropout: expected a number in [0, 1], got {dropout!r}")
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+        raise ConfigError(f"proj_size: expected an int >= 0, got {proj_size!r}")
+    if proj_size and mode != "lstm":
+        raise ConfigError(f"proj_size: expected 0 (projections exist only for LSTM), got {proj_size} for {mode.upper()}")
+    if proj_size >= hidden_size:
+        raise ConfigError(f"proj_size: expected a value < hidden_size ({hidden_size}), got {proj_size}")
+
+
+class RecurrentBase(nn.Module):
+    """Stacked, optionally bidirectional layers of one cell family (like torch.nn.RNNBase)."""
+
+    def __init__(
+        self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+        batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+        proj_size: int = 0, device: Any = None, dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        _check_config(mode, input_size, hidden_size, num_layers, dropout, proj_size)
+        if dropout > 0 and num_layers == 1:
+            # torch.nn warns here too: dropout acts only between layers.
+            import warnings
+
+            warnings.warn(
+                f"dropout={dropout} has no effect with num_layers=1: rnnlab (like torch.nn) applies "
+                "dropout between recurrent layers only", UserWarning, stacklevel=3,
+            )
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        num_directions = 2 if bidirectional else 1
+        gate_size = FAMILIES[mode].NUM_BLOCKS * hidden_size
+        real_hidden = proj_size if proj_size > 0 else hidden_size
+        factory = {"device": device, "dtype": dtype}
+
+        # Registered in torch.nn's order, so that the same seed gives the same initial weights.
+        self._param_names: list[list[str]] = []
+        for layer in range(num_layers):
+            for direction in range(num_directions):
+                layer_input = input_size if layer == 0 else real_hidden * num_directions
+                suffix = "_reverse" if direction == 1 else ""
+                params = [
+                    (f"weight_ih_l{layer}{suffix}", (gate_size, layer_input)),
+                    (f"weight_hh_l{layer}{suffix}", (gate_size, real_hidden)),
+                ]
+                if bias:
+                    params += [(f"bias_ih_l{layer}{suffix}", (gate_size,)), (f"bias_hh_l{layer}{suffix}", (gate_size,))]
+                if proj_size > 0:
+                    params.append((f"weight_hr_l{layer}{suffix}", (proj_size, hidden_size)))
+                for name, shape in params:
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+                self._param_names.append([n for n, _ in params])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's default: every parameter ~ U(−1/√H, 1/√H)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def real_hidden_size(self) -> int:
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        return [[getattr(self, n) for n in names] for names in self._param_names]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if self.mode == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        return s
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None):
+        is_lstm = self.mode == "lstm"
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        sorted_indices = unsorted_indices = batch_sizes = None
+        if packed:
+            batch_sizes, sorted_indices, unsorted_indices = input.batch_sizes, input.sorted_indices, input.unsorted_indices
+            x, lengths = pad_packed_sequence(input, batch_first=False)   # (T, B, I), original order
+            unbatched = False
+        else:
+            if not isinstance(input, Tensor):
+                raise ShapeError(f"input: expected a Tensor or PackedSequence, got {type(input).__name__}")
+            if input.dim() not in (2, 3):
+                raise ShapeError(
+                    f"input: expected a 3-D (batched) or 2-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}"
+                )
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        self._check_input(x)
+        T, B, _ = x.shape
+        h0, c0 = self._initial_state(hx, x, B, unbatched)
+
+        mask = reverse_index = None
+        if lengths is not None:
+            lengths = lengths.to(x.device)
+            steps = torch.arange(T, device=x.device).unsqueeze(1)                  # (T, 1)
+            valid = steps < lengths.unsqueeze(0)                                   # (T, B)
+            if not bool(valid.all()):
+                mask = valid.unsqueeze(-1)                                         # (T, B, 1)
+            # Reverse each sequence within its own length: t -> len-1-t on valid steps.
+            reverse_index = torch.where(valid, lengths.unsqueeze(0) - 1 - steps, steps)
+        elif self.bidirectional:
+            reverse_index = torch.arange(T - 1, -1, -1, device=x.device).unsqueeze(1).expand(T, B)
+
+        h_n, c_n = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                w = self.all_weights[k]
+                w_ih, w_hh = w[0], w[1]
+                b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+                w_hr = w[-1] if self.proj_size > 0 else None
+                if direction == 0:
+                    tag = ScanTag(layer, 0)
+                    seq = layer_input
+                else:
+                    tag = ScanTag(layer, 1, reverse_index)
+                    seq = layer_input.gather(0, reverse_index.unsqueeze(-1).expand_as(layer_input))
+                out, h, c = scan(self.mode, seq, h0[k], c0[k] if is_lstm else None,
+                                 w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
+                if direction == 1:
+                    out = out.gather(0, reverse_index.unsqueeze(-1).expand_as(out))
+                outs.append(out)
+                h_n.append(h)
+                if is_lstm:
+                    c_n.append(c)
+            layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, p=self.dropout, training=True)
+
+        output = layer_input                                                       # (T, B, D·P)
+        h_n = torch.stack(h_n, 0)
+        hidden = (h_n, torch.stack(c_n, 0)) if is_lstm else h_n
+        if packed:
+            if sorted_indices is not None:
+                output = output.index_select(1, sorted_indices)
+                sorted_lengths = lengths.index_select(0, sorted_indices.to(lengths.device))
+            else:
+                sorted_lengths = lengths
+            data = pack_padded_sequence(output, sorted_lengths.cpu(), enforce_sorted=True).data
+            return PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices), hidden
+        if unbatched:
+            output = output.squeeze(1)
+            hidden = (hidden[0].squeeze(1), hidden[1].squeeze(1)) if is_lstm else hidden.squeeze(1)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, hidden
+
+    # -------------------------------------------------------------------------- validation
+    def _check_input(self, x: Tensor) -> None:
+        w = self.weight_ih_l0
+        if x.shape[-1] != self.input_size:
+            raise ShapeError(f"input.size(-1) (input_size): expected {self.input_size}, got {x.shape[-1]}")
+        if x.dtype not in _SUPPORTED_DTYPES:
+            raise DTypeError(f"input dtype: expected a floating dtype like the weights ({w.dtype}), got {x.dtype}")
+        if x.dtype != w.dtype:
+            raise DTypeError(
+                f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}; "
+                f"convert the input with .to({w.dtype}) or the module with .to({x.dtype})"
+            )
+        if x.device != w.device:
+            raise DeviceError(f"input device: expected {w.device} (the weights' device), got {x.device}")
+
+    def _initial_state(self, hx: Any, x: Tensor, B: int, unbatched: bool) -> tuple[Tensor, Tensor | None]:
+        LD = self.num_layers * self.num_directions
+        P, H = self.real_hidden_size, self.hidden_size
+        is_lstm = self.mode == "lstm"
+        if hx is None:
+            h0 = x.new_zeros(LD, B, P)
+            return h0, (x.new_zeros(LD, B, H) if is_lstm else None)
+        if is_lstm:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                got = f"a {type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+                raise StateError(f"hx: expected a tuple (h_0, c_0) for LSTM, got {got}")
+            h0, c0 = hx
+            self._check_state("h_0", h0, x, (LD, P), unbatched)
+            self._check_state("c_0", c0, x, (LD, H), unbatched)
+            if unbatched:
+                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+            return h0, c0
+        if isinstance(hx, (tuple, list)):
+            raise StateError(f"hx: expected a Tensor for {self.mode.split('_')[0].upper()}, got a {type(hx).__name__}")
+        self._check_state("h_0", hx, x, (LD, P), unbatched)
+        return (hx.unsqueeze(1) if unbatched else hx), None
+
+    def _check_state(self, name: str, s: Any, x: Tensor, size: tuple[int, int], unbatched: bool) -> None:
+        if not isinstance(s, Tensor):
+            raise StateError(f"{name}: expected a Tensor, got {type(s).__name__}")
+        want = (size[0], size[1]) if unbatched else (size[0], x.shape[1], size[1])
+        if tuple(s.shape) != want:
+            legend = "(num_layers*num_directions, hidden)" if unbatched else "(num_layers*num_directions, batch, hidden)"
+            raise ShapeError(f"{name} shape {legend}: expected {want}, got {tuple(s.shape)}")
+        if s.dtype != x.dtype:
+            raise DTypeError(f"{name} dtype: expected {x.dtype} (the input's dtype), got {s.dtype}")
+        if s.device != x.device:
+            raise DeviceError(f"{name} device: expected {x.device} (the input's device), got {s.device}")
+
+
+class RNN(RecurrentBase):
+    r"""Elman RNN, a drop-in replacement for ``torch.nn.RNN``: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+    (or relu). See :mod:`rnnlab.cells.rnn` for the equations and their backward."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device: Any = None, dtype: Any = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, device, dtype)
+
+
+class LSTM(RecurrentBase):
+    r"""LSTM, a drop-in replacement for ``torch.nn.LSTM`` (gate order i, f, g, o; optional proj_size).
+    See :mod:`rnnlab.cells.lstm` for the equations and their backward."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device: Any = None, dtype: Any = None) -> None:
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype)
+
+
+class GRU(RecurrentBase):
+    r"""GRU, a drop-in replacement for ``torch.nn.GRU`` (gate order r, z, n; reset after the
+    recurrent bias). See :mod:`rnnlab.cells.gru` for the equations and their backward."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device: Any = None, dtype: Any = None, proj_size: int = 0) -> None:
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype)
