@@ -1,6 +1,37 @@
-"""The engine: one autograd.Function that runs a cell over a sequence with hand-written BPTT."""
+"""The engine: one autograd.Function that runs a cell over a sequence with hand-written BPTT.
+
+``scan`` is the reference implementation. Faster implementations with the same signature and
+the same numbers register themselves with :func:`register_engine`; layers pick one by name
+(``engine="reference"`` always works and is what the tests compare the others against).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
 
 from rnnlab.engine.record import GateRecord, GradRecord, record_gates, record_grad_norms
-from rnnlab.engine.scan import scan
+from rnnlab.engine.scan import ScanTag, scan
+from rnnlab.errors import ConfigError
 
-__all__ = ["scan", "record_grad_norms", "record_gates", "GradRecord", "GateRecord"]
+_ENGINES: dict[str, Callable] = {"reference": scan}
+
+
+def register_engine(name: str, fn: Callable) -> None:
+    """Register a scan implementation with ``scan``'s signature under ``name``."""
+    _ENGINES[name] = fn
+
+
+def get_engine(name: str) -> Callable:
+    if name not in _ENGINES:
+        raise ConfigError(f"engine: expected one of {sorted(_ENGINES)}, got {name!r}")
+    return _ENGINES[name]
+
+
+def engine_names() -> list[str]:
+    return sorted(_ENGINES)
+
+
+__all__ = [
+    "scan", "ScanTag", "register_engine", "get_engine", "engine_names",
+    "record_grad_norms", "record_gates", "GradRecord", "GateRecord",
+]

@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells import FAMILIES
-from rnnlab.engine.scan import ScanTag, scan
+from rnnlab.engine import get_engine
+from rnnlab.engine.scan import ScanTag
 from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
 
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -63,10 +64,12 @@ class RecurrentBase(nn.Module):
     def __init__(
         self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
         batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-        proj_size: int = 0, device: Any = None, dtype: Any = None,
+        proj_size: int = 0, device: Any = None, dtype: Any = None, engine: str = "reference",
     ) -> None:
         super().__init__()
         _check_config(mode, input_size, hidden_size, num_layers, dropout, proj_size)
+        get_engine(engine)  # fail early on an unknown name
+        self.engine = engine
         if dropout > 0 and num_layers == 1:
             # torch.nn warns here too: dropout acts only between layers.
             import warnings
@@ -179,6 +182,7 @@ class RecurrentBase(nn.Module):
         elif self.bidirectional:
             reverse_index = torch.arange(T - 1, -1, -1, device=x.device).unsqueeze(1).expand(T, B)
 
+        run_scan = get_engine(self.engine)
         h_n, c_n = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -195,7 +199,7 @@ class RecurrentBase(nn.Module):
                 else:
                     tag = ScanTag(layer, 1, reverse_index)
                     seq = layer_input.gather(0, reverse_index.unsqueeze(-1).expand_as(layer_input))
-                out, h, c = scan(self.mode, seq, h0[k], c0[k] if is_lstm else None,
+                out, h, c = run_scan(self.mode, seq, h0[k], c0[k] if is_lstm else None,
                                  w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
                 if direction == 1:
                     out = out.gather(0, reverse_index.unsqueeze(-1).expand_as(out))
@@ -281,12 +285,13 @@ class RNN(RecurrentBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device: Any = None, dtype: Any = None) -> None:
+                 bidirectional: bool = False, device: Any = None, dtype: Any = None,
+                 engine: str = "reference") -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype)
+                         dropout, bidirectional, 0, device, dtype, engine)
 
 
 class LSTM(RecurrentBase):
@@ -295,9 +300,10 @@ class LSTM(RecurrentBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device: Any = None, dtype: Any = None) -> None:
+                 proj_size: int = 0, device: Any = None, dtype: Any = None,
+                 engine: str = "reference") -> None:
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype)
+                         bidirectional, proj_size, device, dtype, engine)
 
 
 class GRU(RecurrentBase):
@@ -306,6 +312,7 @@ class GRU(RecurrentBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device: Any = None, dtype: Any = None, proj_size: int = 0) -> None:
+                 device: Any = None, dtype: Any = None, proj_size: int = 0,
+                 engine: str = "reference") -> None:
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype)
+                         bidirectional, proj_size, device, dtype, engine)
