@@ -1,0 +1,546 @@
+"""Sequence classification: text or numeric sequences -> one class per sequence.
+
+The model (Keras's "LSTM -> dense -> softmax" classifier, with choices)::
+
+    tokens (T, B)        --Embedding-->  (T, B, E)
+    or values (T, B, D)  --Linear----->  (T, B, E)
+    --rnnlab RNN/LSTM/GRU (layers, bidirectional, dropout), fed as a PackedSequence-->
+    pooling over the valid steps of each sequence only (last state | mean | max)  (B, dirs*H)
+    --dropout, Linear-->  logits (B, C)
+
+Padding never changes a prediction: the recurrent layers see a PackedSequence, so a
+sequence's final state is its state at its own last step (for the backward direction, its
+state after reading its own first step), and mean/max pooling mask the padded positions.
+Binary problems use the same two-logit softmax as multi-class ones (equivalent to a sigmoid
+on the logit difference), so one head and one loss serve both.
+
+Data come from CSV/TSV/JSONL (text, or numeric sequences in "wide" or "long" layout) or the
+UCR/UEA ``.ts`` format (see :mod:`rnnlab.data.tables` and :mod:`rnnlab.data.ts_format`).
+Metrics: accuracy, macro-F1, per-class precision/recall, a confusion matrix, and the
+majority-class baseline beside them, so a user sees at once whether the network learned
+anything.
+
+Transfer (``init_from``): a text classifier can start from a trained ``lm`` run: it adopts
+the language model's vocabulary, embedding and recurrent layers (cell, sizes, layers) and
+trains a new head; ``freeze_epochs`` keeps the transferred weights fixed for the first epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.data.tables import (
+    LabelMap,
+    Scaler,
+    SequenceExamples,
+    TextExamples,
+    load_sequences_long,
+    load_sequences_wide,
+    load_text_classification,
+)
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.train.task import ReportSection, StepOutput, register_task
+
+CELLS = ("lstm", "gru", "rnn")
+POOLS = ("last", "mean", "max")
+INPUTS = ("auto", "text", "numeric")
+LEVELS = ("word", "char")
+
+
+@dataclass
+class ClassifyConfig:
+    train: str = ""                    # training file: .csv/.tsv/.jsonl (text or numeric) or .ts
+    valid: str = ""                    # held-out file; "" = a seeded random valid_frac of train
+    test: str = ""                     # optional test file, evaluated as split "test"
+    format: str = "auto"               # csv | tsv | jsonl | ts | auto (from the extension)
+    input: str = "auto"                # text | numeric | auto (numeric for .ts or when id/feature/value cols are given)
+    text_col: str = "text"             # text input: the column holding the text
+    label_col: str = "label"           # the class column (any type; mapped to indices)
+    value_cols: list[str] = field(default_factory=list)    # numeric, wide: one sequence per row ([] = all non-label columns)
+    id_col: str = ""                   # numeric, long: one step per row, grouped by this id
+    feature_cols: list[str] = field(default_factory=list)  # numeric, long: the variables (multivariate)
+    time_col: str = ""                 # numeric, long: orders the steps of a sequence (else file order)
+    missing: str = "error"             # error | drop | ffill | interpolate
+    level: str = "word"                # text: word or char tokens (as the lm task)
+    min_freq: int = 1                  # text: rarer tokens become <unk>
+    max_len: int = 400                 # keep the first max_len steps of a sequence (bounds memory and time)
+    cell: str = "lstm"                 # lstm | gru | rnn
+    embed_dim: int = 64                # embedding / input-projection width
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.1               # between layers and before the head
+    pool: str = "last"                 # last | mean | max, over valid steps only
+    batch_size: int = 32
+    valid_frac: float = 0.2            # used when no valid file is given
+    scale: bool = True                 # numeric: standardise each variable with train statistics
+    seed: int = 0                      # batch order and the train/valid split
+    init_from: str = ""                # text: an lm run folder to start from (vocab, embedding, rnn)
+    freeze_epochs: int = 0             # with init_from: epochs during which transferred weights stay fixed
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, what: str, want: str, got: object) -> None:
+            if not ok:
+                raise ConfigError(expected(f"classify {what}", want, repr(got)))
+
+        check(self.input in INPUTS, "input", f"one of {INPUTS}", self.input)
+        check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
+        check(self.pool in POOLS, "pool", f"one of {POOLS}", self.pool)
+        check(self.level in LEVELS, "level", f"one of {LEVELS}", self.level)
+        for name in ("embed_dim", "hidden_size", "num_layers", "batch_size", "max_len", "min_freq"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
+        check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
+        check(0 < self.valid_frac < 1, "valid_frac", "a number in (0, 1)", self.valid_frac)
+        check(self.freeze_epochs >= 0, "freeze_epochs", "an integer >= 0", self.freeze_epochs)
+        check(not self.freeze_epochs or bool(self.init_from), "freeze_epochs", "0 without init_from",
+              self.freeze_epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ClassifyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(expected("classify config keys", f"a subset of {sorted(known)}", unknown))
+        return cls(**data)
+
+    def resolved_input(self) -> str:
+        if self.input != "auto":
+            return self.input
+        if self.train.lower().endswith(".ts") or self.format == "ts" or self.id_col or self.feature_cols \
+                or self.value_cols:
+            return "numeric"
+        return "text"
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def rnn_class(cell: str) -> type[nn.Module]:
+    """rnnlab's layer for ``cell`` (drop-in torch.nn)."""
+    import rnnlab
+
+    return {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[cell]
+
+
+def pool_states(out: torch.Tensor, h_n: torch.Tensor, lengths: torch.Tensor, pool: str,
+                num_layers: int, dirs: int) -> torch.Tensor:
+    """Pool over valid steps. ``out`` (T, B, dirs*H) zero-padded, ``h_n`` (layers*dirs, B, H),
+    ``lengths`` (B,). Returns (B, dirs*H)."""
+    if pool == "last":
+        last = h_n.view(num_layers, dirs, h_n.shape[-2], h_n.shape[-1])[-1]  # (dirs, B, H)
+        return torch.cat(list(last), dim=-1)
+    t = out.shape[0]
+    mask = (torch.arange(t, device=out.device)[:, None] < lengths.to(out.device)[None, :])[..., None]  # (T, B, 1)
+    if pool == "mean":
+        return (out * mask).sum(0) / lengths.to(out.device, out.dtype)[:, None]
+    return out.masked_fill(~mask, float("-inf")).amax(0)
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(self, *, vocab_size: int, input_dims: int, embed_dim: int, cell: str, hidden_size: int,
+                 num_layers: int, bidirectional: bool, dropout: float, pool: str, n_classes: int) -> None:
+        super().__init__()
+        # vocab_size > 0: token ids; else numeric inputs with input_dims variables.
+        self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim)
+        self.rnn = rnn_class(cell)(embed_dim, hidden_size, num_layers=num_layers,
+                                   dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.drop = nn.Dropout(dropout)
+        self.dirs = 2 if bidirectional else 1
+        self.num_layers = num_layers
+        self.pool = pool
+        self.head = nn.Linear(self.dirs * hidden_size, n_classes)
+
+    def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (T, B) ids or (T, B, D) values, lengths (B,) -> pooled (B, dirs*H)."""
+        emb = self.embed(x)  # (T, B, E)
+        packed = pack_padded_sequence(emb, lengths.cpu(), enforce_sorted=False)
+        out_p, h_n = self.rnn(packed)
+        if isinstance(h_n, tuple):  # LSTM: (h, c)
+            h_n = h_n[0]
+        out, _ = pad_packed_sequence(out_p, total_length=x.shape[0])  # (T, B, dirs*H)
+        return pool_states(out, h_n, lengths, self.pool, self.num_layers, self.dirs)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.features(x, lengths)))  # (B, C)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over classes present in truth or prediction), per-class precision
+    and recall, and the confusion matrix ``cm[true, pred]``."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    pred_n, true_n = cm.sum(0), cm.sum(1)
+    precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
+    recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    present = (pred_n + true_n) > 0
+    return {
+        "acc": float(tp.sum() / max(1, cm.sum())),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "support": true_n.tolist(),
+        "confusion": cm.tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+@dataclass
+class _Split:
+    inputs: list[np.ndarray]     # int64 ids (T,) or float32 values (T, D)
+    labels: np.ndarray | None    # (N,) int64
+    lines: list[int]
+    path: str
+
+
+class ClassifyTask:
+    name = "classify"
+    items_name = "samples"
+    metric_name = "acc"
+
+    def __init__(self, config: ClassifyConfig, metadata: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.kind = config.resolved_input()
+        self._epoch = 0
+        self._splits: dict[str, _Split] = {}
+        self._lm_source: tuple[nn.Module, Any] | None = None
+        self._fresh = metadata is None
+        if metadata is not None:
+            self._meta = metadata
+            self.label_map = LabelMap.from_dict(metadata["label_map"])
+            self._restore_codec(metadata)
+            self.arch = dict(metadata["arch"])
+            return
+        if not config.train:
+            raise ConfigError(expected("classify train", "a data file", "none"))
+        if self.kind == "text" and config.init_from:
+            self._load_lm_source()
+        train = self._read(config.train, None, require_labels=True)
+        self.label_map = train.label_map
+        self._fit_codec(train)
+        self.arch = dict(self._lm_arch) if self._lm_arch is not None else {
+            "embed_dim": config.embed_dim, "cell": config.cell, "hidden_size": config.hidden_size,
+            "num_layers": config.num_layers}
+        counts = np.bincount(np.asarray(train.labels), minlength=len(self.label_map))
+        self._meta = {
+            "input": self.kind,
+            "label_map": self.label_map.to_dict(),
+            "train_counts": counts.tolist(),
+            "majority_class": int(counts.argmax()),
+            "arch": self.arch,
+            **self._codec_meta(),
+        }
+        if config.init_from:
+            self._meta["init_from"] = {"run": os.path.abspath(config.init_from)}
+        self._raw_train = train
+
+    # --- data --------------------------------------------------------------------------
+
+    def _read(self, path: str, label_map: LabelMap | None, require_labels: bool) -> TextExamples | SequenceExamples:
+        c = self.config
+        fmt = "auto" if c.format == "ts" else c.format
+        if self.kind == "text":
+            return load_text_classification(path, c.text_col, c.label_col, label_map, c.missing, fmt, require_labels)
+        if path.lower().endswith(".ts") or c.format == "ts":
+            from rnnlab.data.ts_format import load_ts
+
+            return load_ts(path, label_map, c.missing, require_labels)
+        if c.id_col:
+            return load_sequences_long(path, c.id_col, c.label_col, c.feature_cols, c.time_col or None,
+                                       label_map, c.missing, fmt, require_labels)
+        if c.feature_cols:
+            raise ConfigError(expected("--feature-cols", "to come with --id-col (long layout)", c.feature_cols))
+        return load_sequences_wide(path, c.label_col, c.value_cols or None, label_map, c.missing, fmt,
+                                   require_labels)
+
+    def _fit_codec(self, train: TextExamples | SequenceExamples) -> None:
+        from rnnlab.data.text import UNK, Vocab
+
+        c = self.config
+        if self.kind == "text":
+            if self._lm_source is not None:
+                self.vocab = self._lm_vocab
+                return
+            tokens = [t for text in train.texts for t in self._tokens(text)]
+            if c.level == "word":
+                self.vocab = Vocab.build(tokens, "word", c.min_freq)
+            else:  # always an <unk>: a classifier must accept characters it never saw
+                base = Vocab.build(tokens, "char", c.min_freq)
+                itos = base.itos if base.unk else [UNK] + base.itos
+                self.vocab = Vocab("char", itos, UNK)
+        else:
+            self.dims = train.dims
+            values = np.concatenate(train.seqs, axis=0).astype(np.float64)  # (sum T, D)
+            self.scaler = Scaler.fit(values) if c.scale else None
+
+    def _codec_meta(self) -> dict[str, Any]:
+        if self.kind == "text":
+            return {"vocab": self.vocab.to_json()}
+        return {"dims": self.dims, "scaler": self.scaler.to_dict() if self.scaler else None}
+
+    def _restore_codec(self, meta: dict[str, Any]) -> None:
+        from rnnlab.data.text import Vocab
+
+        if meta.get("input", self.kind) != self.kind:
+            raise CheckpointError(expected("classify metadata input", self.kind, meta.get("input")))
+        if self.kind == "text":
+            self.vocab = Vocab.from_json(meta["vocab"])
+        else:
+            self.dims = int(meta["dims"])
+            self.scaler = Scaler.from_dict(meta["scaler"]) if meta.get("scaler") else None
+
+    def _tokens(self, text: str) -> list[str]:
+        from rnnlab.data.text import tokenize
+
+        level = self.vocab.level if hasattr(self, "vocab") else self.config.level
+        return tokenize(text.strip("\n") if level == "word" else text, level)
+
+    def _encode(self, ex: TextExamples | SequenceExamples) -> _Split:
+        c = self.config
+        if self.kind == "text":
+            inputs = [self.vocab.encode(self._tokens(t)[: c.max_len]).numpy() for t in ex.texts]
+        else:
+            if ex.dims != self.dims:
+                raise DataError(expected(f"{ex.path}: variables per step", self.dims, ex.dims))
+            inputs = []
+            for s in ex.seqs:
+                s = s[: c.max_len].astype(np.float64)
+                if self.scaler is not None:
+                    s = self.scaler.transform(s)
+                inputs.append(s.astype(np.float32))
+        labels = np.asarray(ex.labels, dtype=np.int64) if ex.labels is not None else None
+        return _Split(inputs, labels, ex.lines, ex.path)
+
+    def split(self, name: str) -> _Split:
+        """The encoded examples of ``train``, ``valid`` or ``test`` (loaded on first use)."""
+        if name in self._splits:
+            return self._splits[name]
+        c = self.config
+        if name not in ("train", "valid", "test"):
+            raise ConfigError(expected("split", "train, valid or test", repr(name)))
+        if name == "test" and not c.test:
+            raise DataError(expected("test split", "a --test file", "none"))
+        if name in ("train", "valid") and not c.valid:
+            raw = getattr(self, "_raw_train", None) or self._read(c.train, self.label_map, True)
+            full = self._encode(raw)
+            rng = np.random.default_rng(c.seed)
+            order = rng.permutation(len(full.inputs))
+            n_valid = max(1, int(round(c.valid_frac * len(order))))
+            if len(order) - n_valid < 1:
+                raise DataError(expected(f"{c.train}: examples", "at least 2 to hold some out for validation",
+                                         len(order)))
+            parts = {"valid": np.sort(order[:n_valid]), "train": np.sort(order[n_valid:])}
+            for k, idx in parts.items():
+                self._splits[k] = _Split([full.inputs[i] for i in idx], full.labels[idx],
+                                         [full.lines[i] for i in idx], full.path)
+            return self._splits[name]
+        path = {"train": c.train, "valid": c.valid, "test": c.test}[name]
+        raw = getattr(self, "_raw_train", None) if name == "train" else None
+        self._splits[name] = self._encode(raw or self._read(path, self.label_map, True))
+        return self._splits[name]
+
+    def collate(self, inputs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad to the longest: ids (T, B) int64 or values (T, B, D) float32, and lengths (B,)."""
+        lengths = torch.tensor([len(x) for x in inputs], dtype=torch.long)
+        if (lengths < 1).any():
+            raise DataError(expected("sequence length", ">= 1", int(lengths.min())))
+        t = int(lengths.max())
+        if self.kind == "text":
+            x = torch.zeros(t, len(inputs), dtype=torch.long)
+        else:
+            x = torch.zeros(t, len(inputs), self.dims, dtype=torch.float32)
+        for b, seq in enumerate(inputs):
+            x[: len(seq), b] = torch.from_numpy(np.asarray(seq))
+        return x, lengths
+
+    def _batches(self, split: _Split, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+        bs = self.config.batch_size
+        for s in range(0, len(order), bs):
+            idx = order[s : s + bs]
+            x, lengths = self.collate([split.inputs[i] for i in idx])
+            batch = {"x": x, "lengths": lengths, "index": torch.as_tensor(idx)}
+            if split.labels is not None:
+                batch["y"] = torch.as_tensor(split.labels[idx])
+            yield batch
+
+    # --- the Task contract ---------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._meta)
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        model = SequenceClassifier(
+            vocab_size=len(self.vocab) if self.kind == "text" else 0,
+            input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
+            bidirectional=c.bidirectional, dropout=c.dropout, **self.arch)
+        if self._fresh and self._lm_source is not None:
+            from rnnlab.tasks.transfer import copy_lm_weights
+
+            copy_lm_weights(self._lm_source[0], model, self._lm_extra_tokens)
+        return model
+
+    _lm_arch: dict[str, Any] | None = None
+    _lm_extra_tokens: int = 0
+
+    def _load_lm_source(self) -> None:
+        from rnnlab.tasks.transfer import load_lm_source
+
+        src = load_lm_source(self.config.init_from)
+        self._lm_vocab, self._lm_arch, self._lm_extra_tokens = src.vocab, src.arch, src.extra_tokens
+        self._lm_source = (src.model, src)
+
+    def transferred_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        if not self.config.init_from:
+            return []
+        return list(model.embed.parameters()) + list(model.rnn.parameters())
+
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+        self._epoch = epoch
+        split = self.split("train")
+        gen = np.random.default_rng([self.config.seed, epoch])
+        order = gen.permutation(len(split.inputs))[rank::world_size]
+        return self._batches(split, order)
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], carry: Any) -> StepOutput:
+        if self.config.freeze_epochs:
+            frozen = self._epoch < self.config.freeze_epochs
+            for p in self.transferred_parameters(model):
+                p.requires_grad_(not frozen)
+        device = next(model.parameters()).device
+        logits = model(batch["x"].to(device), batch["lengths"])
+        y = batch["y"].to(device)
+        loss = nn.functional.cross_entropy(logits, y)
+        acc = (logits.argmax(-1) == y).float().mean().item()
+        return StepOutput(loss=loss, n_items=len(y), metrics={"acc": acc})
+
+    @torch.no_grad()
+    def predict_split(self, model: nn.Module, split: _Split) -> tuple[np.ndarray, float | None]:
+        """Class probabilities (N, C) in file order, and the mean cross-entropy when labelled."""
+        device = next(model.parameters()).device
+        probs = np.zeros((len(split.inputs), len(self.label_map)), dtype=np.float64)
+        loss_sum = 0.0
+        for batch in self._batches(split, np.arange(len(split.inputs))):
+            logits = model(batch["x"].to(device), batch["lengths"]).float()
+            probs[batch["index"].numpy()] = torch.softmax(logits, -1).cpu().numpy()
+            if "y" in batch:
+                loss_sum += nn.functional.cross_entropy(logits, batch["y"].to(device), reduction="sum").item()
+        return probs, (loss_sum / len(split.inputs) if split.labels is not None else None)
+
+    def evaluate_detailed(self, model: nn.Module, split: _Split) -> dict[str, Any]:
+        """Metrics for the model and for the majority-class baseline on a labelled split."""
+        was = model.training
+        model.eval()
+        try:
+            probs, loss = self.predict_split(model, split)
+        finally:
+            model.train(was)
+        y = split.labels
+        n = len(self.label_map)
+        m = classification_metrics(y, probs.argmax(1), n)
+        base = classification_metrics(y, np.full_like(y, self._meta["majority_class"]), n)
+        m.update(loss=float(loss), majority_acc=base["acc"], majority_macro_f1=base["macro_f1"], n=len(y))
+        return m
+
+    def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
+        m = self.evaluate_detailed(model, self.split(split))
+        return {k: float(m[k]) for k in ("loss", "acc", "macro_f1", "majority_acc", "majority_macro_f1")}
+
+    # --- files: evaluate / predict ----------------------------------------------------
+
+    def load_file(self, path: str, require_labels: bool) -> _Split:
+        return self._encode(self._read(path, self.label_map, require_labels))
+
+    def evaluate_file(self, model: nn.Module, path: str) -> dict[str, Any]:
+        """Full metrics on a labelled file (labels unseen in training are an error)."""
+        return self.evaluate_detailed(model, self.load_file(path, require_labels=True))
+
+    def predict_file(self, model: nn.Module, path: str, out: str) -> int:
+        """Write ``out`` (CSV): the input line, the predicted label, and one probability per
+        class (``p_<label>``). Returns the number of rows written."""
+        split = self.load_file(path, require_labels=False)
+        was = model.training
+        model.eval()
+        try:
+            probs, _ = self.predict_split(model, split)
+        finally:
+            model.train(was)
+        names = self.label_map.names
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            header = ["line", "pred"] + [f"p_{n}" for n in names]
+            if split.labels is not None:
+                header.insert(1, "label")
+            w.writerow(header)
+            for i, p in enumerate(probs):
+                row = [split.lines[i], names[int(p.argmax())]] + [f"{v:.6f}" for v in p]
+                if split.labels is not None:
+                    row.insert(1, names[int(split.labels[i])])
+                w.writerow(row)
+        return len(probs)
+
+    # --- report ------------------------------------------------------------------------
+
+    def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
+        m = self.evaluate_detailed(model, self.split("valid"))
+        return classification_report_sections(m, self.label_map.names, "validation split")
+
+
+def classification_report_sections(m: dict[str, Any], names: list[str], what: str) -> list[ReportSection]:
+    from rnnlab.report.html import figure_to_img, matplotlib_agg, table
+
+    rows = [["model", m["acc"], m["macro_f1"]], ["majority class", m["majority_acc"], m["majority_macro_f1"]]]
+    html = f"<p>{m['n']} examples of the {what}.</p>" + table(["", "accuracy", "macro-F1"], rows)
+    html += table(["class", "precision", "recall", "support"],
+                  [[n, m["precision"][i], m["recall"][i], int(m["support"][i])] for i, n in enumerate(names)])
+    sections = [ReportSection("Classification: scores beside the majority-class baseline", html)]
+    matplotlib_agg()
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(m["confusion"])
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1.0 + 0.45 * k))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), [n[:12] for n in names], rotation=45, ha="right")
+    ax.set_yticks(range(k), [n[:12] for n in names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+    ax.set_title("confusion matrix")
+    sections.append(ReportSection("Confusion matrix", figure_to_img(fig, "confusion matrix")))
+    return sections
+
+
+def build_classify_task(config: dict[str, Any], metadata: dict[str, Any] | None = None) -> ClassifyTask:
+    return ClassifyTask(ClassifyConfig.from_dict(config), metadata)
+
+
+register_task("classify", build_classify_task)
