@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,24 @@ class Vocab:
 
 
 # --------------------------------------------------------------------------- corpora
+
+_NON_LETTERS = re.compile("[^A-Za-z]+")
+
+
+def preprocess(text: str, how: str) -> str:
+    """``"none"`` keeps the text; ``"d2l"`` is d2l's Time Machine cleaning (§9.2): every run of
+    non-letters (newlines included) becomes one space and letters are lower-cased, leaving a
+    27-character alphabet, so d2l's perplexities can be reproduced.
+
+    >>> preprocess("The Time-Machine,\n by H. G.", "d2l")
+    'the time machine by h g '
+    """
+    if how == "none":
+        return text
+    if how == "d2l":
+        return _NON_LETTERS.sub(" ", text).lower()
+    raise ConfigError(expected("preprocess", "none or d2l", repr(how)))
+
 
 
 @dataclass
