@@ -1,0 +1,495 @@
+"""Language models on characters or words, and text generation.
+
+The model is the classic one: token ids -> embedding (or one-hot, as in d2l's from-scratch
+version) -> dropout -> rnnlab RNN/LSTM/GRU layers -> dropout -> linear decoder to vocabulary
+logits, optionally with the decoder's weight tied to the embedding (Press & Wolf 2017;
+Inan et al. 2017), as pytorch/examples' word_language_model does.
+
+Shapes: T = time steps (bptt), B = batch, E = embedding size, H = hidden size, V = vocabulary.
+
+Metrics: perplexity = exp(mean cross-entropy in nats per token); for characters also bits per
+character = mean cross-entropy / ln 2. Tokens per second come from the training core (it
+counts ``StepOutput.n_items``) and from :meth:`LMTask.evaluate`.
+
+The task registers itself as ``"lm"`` with the training core (see ``rnnlab.train.task``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rnnlab
+from rnnlab.data.lm_batches import LMBatching, eval_batches, lm_batches
+from rnnlab.data.registry import dataset_files, get_spec
+from rnnlab.data.text import (
+    EOS,
+    LEVELS,
+    SPLITS,
+    Corpus,
+    Vocab,
+    check_long_enough,
+    corpus_from_files,
+    detokenize,
+    load_text_corpus,
+    preprocess,
+    read_text,
+    tokenize,
+)
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.train.task import ReportSection, StepOutput, register_task
+
+CELLS = ("rnn", "lstm", "gru")
+TASK_NAME = "lm"
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class LMConfig:
+    """Everything that defines a language-model task; saved as JSON in the run folder."""
+
+    # Data: exactly one of text / dataset.
+    text: str | None = None               # a text file (split contiguously) or a folder with train/valid/test files
+    dataset: str | None = None            # timemachine | tinyshakespeare | wikitext2
+    data_dir: str | None = None           # local copy of the named data set (no download)
+    encoding: str = "utf-8"               # of --text files
+    level: str | None = None              # char | word; None: the data set's usual level, char for --text
+    min_freq: int = 1                     # rarer tokens become <unk>
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)  # contiguous split when the corpus has none
+    preprocess: str = "none"              # none | d2l (lower-case letters and single spaces, as d2l's Time Machine)
+    # Model.
+    cell: str = "lstm"                    # rnn | lstm | gru
+    hidden: int = 256                     # d2l's setting
+    layers: int = 1
+    embed: int | None = None              # 0: one-hot input; None: one-hot for char (d2l), 200 for word (pytorch/examples)
+    dropout: float = 0.0                  # on embeddings, between layers and before the decoder
+    tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden)
+    # Batching.
+    bptt: int = 35                        # truncated-BPTT length (d2l num_steps, pytorch/examples bptt)
+    batch_size: int = 32
+    eval_batch_size: int = 10             # pytorch/examples' eval batch size
+    sampling: str = "sequential"          # sequential (state carried) | random (state reset per batch)
+    seed: int = 0                         # data order; the core seeds the model init separately
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LMConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(expected("lm config keys", f"a subset of {sorted(names)}", f"unknown {unknown}"))
+        d = dict(d)
+        if "split" in d and d["split"] is not None:
+            d["split"] = tuple(float(x) for x in d["split"])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    def resolved(self) -> "LMConfig":
+        """Validate, and fill the defaults that depend on other fields (level, embed)."""
+        if (self.text is None) == (self.dataset is None):
+            raise ConfigError(expected("data", "exactly one of --text FILE and --dataset NAME",
+                                       "both" if self.text else "neither"))
+        if self.dataset is not None:
+            get_spec(self.dataset)  # DataError listing the known names
+        if self.data_dir is not None and self.dataset is None:
+            raise ConfigError(expected("--data-dir", "to come with --dataset NAME", "--text"))
+        level = self.level or (get_spec(self.dataset).level if self.dataset else "char")
+        if level not in LEVELS:
+            raise ConfigError(expected("--level", " or ".join(LEVELS), repr(level)))
+        if self.cell not in CELLS:
+            raise ConfigError(expected("--cell", " | ".join(CELLS), repr(self.cell)))
+        for name in ("hidden", "layers", "bptt", "batch_size", "eval_batch_size", "min_freq"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(expected(f"--{name.replace('_', '-')}", "an integer >= 1", v))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(expected("--dropout", "a number in [0, 1)", self.dropout))
+        embed = self.embed
+        if embed is None:
+            embed = (self.hidden if self.tied else 200) if level == "word" else 0
+        if not isinstance(embed, int) or embed < 0:
+            raise ConfigError(expected("--embed", "an integer >= 0 (0 = one-hot input)", embed))
+        if self.tied and embed != self.hidden:
+            raise ConfigError(expected("--tied", f"--embed equal to --hidden ({self.hidden})",
+                                       "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
+        LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
+        preprocess("", self.preprocess)  # validates the name
+        return LMConfig(**{**asdict(self), "level": level, "embed": embed, "split": tuple(self.split)})
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _rnn_class(cell: str) -> type[nn.Module]:
+    return {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell]
+
+
+class LanguageModel(nn.Module):
+    """Embedding or one-hot -> rnnlab RNN/LSTM/GRU -> linear decoder."""
+
+    def __init__(self, vocab_size: int, cell: str = "lstm", hidden: int = 256, layers: int = 1,
+                 embed: int = 0, dropout: float = 0.0, tied: bool = False) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
+        self.drop = nn.Dropout(dropout)
+        # torch.nn's between-layer dropout only exists for >1 layer (it warns otherwise).
+        self.rnn = _rnn_class(cell)(embed or vocab_size, hidden, layers, dropout=dropout if layers > 1 else 0.0)
+        self.decoder = nn.Linear(hidden, vocab_size)
+        if self.embedding is not None:
+            # pytorch/examples' initialisation: small uniform embedding and decoder, zero bias.
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+        if tied:
+            if self.embedding is None or embed != hidden:
+                raise ConfigError(expected("tied", f"embed == hidden ({hidden})", f"embed {embed}"))
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """``x`` (T, B) ids, ``state`` None or the layer's state -> logits (T, B, V), new state."""
+        if self.embedding is None:
+            emb = F.one_hot(x, self.vocab_size).to(self.decoder.weight.dtype)  # (T, B, V)
+        else:
+            emb = self.embedding(x)                                            # (T, B, E)
+        out, state = self.rnn(self.drop(emb), state)                           # (T, B, H)
+        return self.decoder(self.drop(out)), state                             # (T, B, V)
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the graph behind a carried state (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+# --------------------------------------------------------------------------- task
+
+
+class LMTask:
+    """The ``lm`` task: see the training core's contract in ``rnnlab.train.task``.
+
+    Built from scratch (``metadata=None``) it reads the corpus, builds the vocabulary and checks
+    every data problem at once, before any model exists. Rebuilt from a run folder (with
+    ``metadata``) it takes the saved vocabulary and reads the corpus only when batches or
+    held-out scores are asked for, so ``rnnlab generate`` needs nothing but the run folder.
+    """
+
+    name = TASK_NAME
+    items_name = "tokens"
+    metric_name = "ppl"
+
+    def __init__(self, config: LMConfig | dict[str, Any], metadata: dict[str, Any] | None = None,
+                 corpus: Corpus | None = None) -> None:
+        cfg = config if isinstance(config, LMConfig) else LMConfig.from_dict(config)
+        self.cfg = cfg.resolved()
+        self.batching = LMBatching(self.cfg.bptt, self.cfg.batch_size, self.cfg.sampling, self.cfg.seed)
+        self._corpus = corpus
+        self._ids: dict[str, torch.Tensor] = {}
+        if metadata is not None:
+            if "vocab" not in metadata:
+                raise CheckpointError(expected("lm metadata", "a 'vocab' entry", sorted(metadata)))
+            self.vocab = Vocab.from_json(metadata["vocab"])
+            self._source = metadata.get("source", {})
+        else:
+            corpus = self.corpus()
+            toks = {s: tokenize(preprocess(corpus.split(s), self.cfg.preprocess), self.cfg.level) for s in SPLITS}
+            self.vocab = Vocab.build(toks["train"] + toks["valid"] + toks["test"], self.cfg.level, self.cfg.min_freq)
+            self._ids = {s: self.vocab.encode(toks[s]) for s in SPLITS}
+            self._source = corpus.source
+            self._check_lengths()
+
+    # -- data
+
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            c = self.cfg
+            if c.dataset is not None:
+                files = dataset_files(c.dataset, c.data_dir)
+                src = {"kind": "dataset", "name": c.dataset, "files": {k: str(p) for k, p in files.items()}}
+                self._corpus = corpus_from_files(files, "utf-8", c.split, src)
+            else:
+                self._corpus = load_text_corpus(c.text, c.encoding, c.split)
+        return self._corpus
+
+    def ids(self, split: str) -> torch.Tensor:
+        """The split as a 1-D id tensor (encoded with this task's vocabulary)."""
+        if split not in SPLITS:
+            raise ConfigError(expected("split", " or ".join(SPLITS), repr(split)))
+        if split not in self._ids:
+            text = preprocess(self.corpus().split(split), self.cfg.preprocess)
+            self._ids[split] = self.vocab.encode(tokenize(text, self.cfg.level), f"{split} split")
+            if split == "train":
+                self._check_lengths()
+        return self._ids[split]
+
+    def _check_lengths(self) -> None:
+        where = self._source.get("path") or self._source.get("name") or "corpus"
+        check_long_enough(self.ids("train").numel(), self.cfg.bptt, self.cfg.batch_size,
+                          f"training text of {where} ({self.cfg.level} level)")
+        for s in ("valid", "test"):
+            n = self.ids(s).numel()
+            if n < 2:
+                raise DataError(expected(f"{s} split of {where}", "at least 2 tokens to score", f"{n}; use a longer text"))
+
+    # -- contract
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"vocab": self.vocab.to_json(), "source": self._source}
+        if self._ids:
+            meta["tokens"] = {s: int(t.numel()) for s, t in self._ids.items()}
+        return meta
+
+    def build_model(self) -> nn.Module:
+        c = self.cfg
+        return LanguageModel(len(self.vocab), c.cell, c.hidden, c.layers, c.embed, c.dropout, c.tied)
+
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
+        return lm_batches(self.ids("train"), self.batching, epoch, rank, world_size)
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any], carry: Any) -> StepOutput:
+        # The state is dropped at epoch start and, for random sampling, before every batch.
+        state = None if batch["reset"] else detach_state(carry)
+        x, y = batch["x"], batch["y"]                     # (T, B), (T, B)
+        dev = next(model.parameters()).device
+        x, y = x.to(dev), y.to(dev)
+        logits, state = model(x, state)                   # (T, B, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        lv = float(loss.detach())
+        metrics = {"ppl": _ppl(lv)}
+        if self.cfg.level == "char":
+            metrics["bpc"] = lv / math.log(2)
+        return StepOutput(loss=loss, n_items=int(y.numel()), metrics=metrics, carry=detach_state(state))
+
+    def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
+        return self.evaluate_ids(model, self.ids(split))
+
+    # -- beyond the contract
+
+    def evaluate_ids(self, model: nn.Module, ids: torch.Tensor) -> dict[str, float]:
+        """Mean cross-entropy over a stream, state carried through it; with perplexity, bpc, tokens/s."""
+        was_training = model.training
+        model.eval()
+        dev = next(model.parameters()).device
+        total, count, state = 0.0, 0, None
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                for x, y in eval_batches(ids, self.cfg.eval_batch_size, self.cfg.bptt):
+                    logits, state = model(x.to(dev), state)
+                    total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(dev).reshape(-1),
+                                                   reduction="sum"))
+                    count += y.numel()
+        finally:
+            model.train(was_training)
+        seconds = time.perf_counter() - t0
+        loss = total / max(count, 1)
+        out = {"loss": loss, "ppl": _ppl(loss), "tokens": float(count), "tokens_per_s": count / max(seconds, 1e-9)}
+        if self.cfg.level == "char":
+            out["bpc"] = loss / math.log(2)
+        return out
+
+    def evaluate_text(self, model: nn.Module, path: str, encoding: str | None = None) -> dict[str, float]:
+        """Score a new text file with the model's vocabulary (``rnnlab evaluate RUN --text FILE``)."""
+        text = preprocess(read_text(path, encoding or self.cfg.encoding), self.cfg.preprocess)
+        ids = self.vocab.encode(tokenize(text, self.cfg.level), f"text file {path!r}")
+        if ids.numel() < 2:
+            raise DataError(expected(f"text file {path!r}", "at least 2 tokens to score", ids.numel()))
+        return self.evaluate_ids(model, ids)
+
+    def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
+        return lm_report_sections(self, model, run_dir)
+
+
+def _ppl(loss: float) -> float:
+    # exp overflows past ~709 nats; such a model is broken anyway, say so with inf.
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def make_lm_task(config: dict[str, Any], metadata: dict[str, Any] | None = None) -> LMTask:
+    return LMTask(config, metadata)
+
+
+register_task(TASK_NAME, make_lm_task)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def encode_prime(vocab: Vocab, prime: str) -> torch.Tensor:
+    """The prime as ids. Words outside the vocabulary become ``<unk>``; unknown characters are a
+    DataError that names them. An empty prime starts from a line break."""
+    if vocab.level == "word":
+        toks = prime.split() or [EOS]
+    else:
+        toks = list(prime)
+        if not toks:
+            if "\n" not in vocab.stoi:
+                raise DataError(expected("--prime", "at least one character (the vocabulary has no newline)", "''"))
+            toks = ["\n"]
+    return vocab.encode(toks, "--prime")
+
+
+def generate(model: nn.Module, vocab: Vocab, prime: str, length: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None) -> Iterator[str]:
+    """Yield the text of ``length`` new tokens, one token at a time, as they are sampled.
+
+    ``temperature`` 0 is greedy (argmax); otherwise logits are divided by it before sampling,
+    after keeping only the ``top_k`` largest when given. The same ``seed`` gives the same text.
+    """
+    if not isinstance(length, int) or length < 0:
+        raise ConfigError(expected("--length", "an integer >= 0", length))
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ConfigError(expected("--temperature", "a number >= 0 (0 = greedy)", temperature))
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(expected("--top-k", "an integer >= 1", top_k))
+    ids = encode_prime(vocab, prime)
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits, state = model(ids.view(-1, 1).to(dev), None)   # (T, 1, V)
+            last = logits[-1, 0]                                   # (V,)
+            for _ in range(length):
+                nxt = _choose(last.float().cpu(), temperature, top_k, gen)
+                yield detokenize([vocab.itos[nxt]], vocab.level)
+                logits, state = model(torch.tensor([[nxt]], device=dev), state)
+                last = logits[-1, 0]
+    finally:
+        model.train(was_training)
+
+
+def _choose(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> int:
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    if top_k is not None and top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+# --------------------------------------------------------------------------- report
+
+
+SAMPLE_TEMPERATURES = (0.0, 0.5, 0.8, 1.0)
+
+
+def _read_metric_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Metric records the training core wrote (JSONL preferred, else CSV); empty if none found."""
+    import csv
+
+    for path in sorted(run_dir.glob("**/metrics*.jsonl")):
+        recs = []
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    recs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash; the rest is still useful
+        if recs:
+            return recs
+    for path in sorted(run_dir.glob("**/metrics*.csv")):
+        with open(path, newline="") as f:
+            recs = []
+            for row in csv.DictReader(f):
+                rec: dict[str, Any] = {}
+                for k, v in row.items():
+                    try:
+                        rec[k] = float(v)
+                    except (TypeError, ValueError):
+                        rec[k] = v
+                recs.append(rec)
+        if recs:
+            return recs
+    return []
+
+
+def _curves(recs: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """(step, perplexity) series for training and validation from the core's records."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in recs:
+        step = r.get("step")
+        if not isinstance(step, (int, float)):
+            continue
+        for key, label in (("train_loss", "train"), ("loss", "train"), ("val_loss", "valid"), ("valid_loss", "valid")):
+            v = r.get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                if key == "loss" and r.get("split") not in (None, "train"):
+                    label = str(r["split"])
+                xs, ys = series.setdefault(label, ([], []))
+                xs.append(float(step))
+                ys.append(_ppl(float(v)))
+                break
+    return series
+
+
+def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[ReportSection]:
+    from rnnlab.report.html import figure_to_img, matplotlib_agg, table
+
+    sections: list[ReportSection] = []
+    c = task.cfg
+    # Perplexity curves.
+    series = _curves(_read_metric_records(Path(run_dir)))
+    if series:
+        matplotlib_agg()
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("perplexity (log scale)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        body = figure_to_img(fig, "perplexity curves")
+    else:
+        body = '<p class="note">No metric records found in the run folder.</p>'
+    rows = [["level", c.level], ["vocabulary", len(task.vocab)], ["cell", c.cell], ["hidden × layers", f"{c.hidden} × {c.layers}"],
+            ["input", "one-hot" if c.embed == 0 else f"embedding {c.embed}"], ["tied", c.tied], ["bptt × batch", f"{c.bptt} × {c.batch_size}"],
+            ["sampling", c.sampling], ["data", json.dumps(task._source.get("split", {}))[:200]]]
+    sections.append(ReportSection("Language model: perplexity", body + table(["setting", "value"], rows)))
+    # Samples at a few temperatures, primed with the start of the validation text when available.
+    try:
+        prime_src = task.corpus().valid
+        prime = prime_src[:40] if c.level == "char" else " ".join(prime_src.split()[:8])
+    except Exception:  # the corpus may be gone; the model still samples from a line break
+        prime = ""
+    length = 300 if c.level == "char" else 60
+    parts = [f'<p class="note">Prime: <code>{html.escape(prime)}</code>; seed 0; {length} {c.level}s each.</p>']
+    for t in SAMPLE_TEMPERATURES:
+        try:
+            text = "".join(generate(model, task.vocab, prime, length, temperature=t, seed=0))
+        except DataError:
+            text = "".join(generate(model, task.vocab, "", length, temperature=t, seed=0))
+        label = "greedy (temperature 0)" if t == 0 else f"temperature {t}"
+        parts.append(f"<h3>{label}</h3><pre>{html.escape(prime + text)}</pre>")
+    sections.append(ReportSection("Language model: samples", "\n".join(parts)))
+    return sections
