@@ -1,0 +1,268 @@
+"""The language-model task: model, state carry, training, evaluation, generation, errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import types
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab.data.text import EOS, UNK, contiguous_split
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.tasks.lm import LanguageModel, LMConfig, LMTask, generate, lm_report_sections
+from rnnlab.train.task import Task, build_task
+
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40 + "pack my box with five dozen liquor jugs.\n" * 20
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text(TEXT)
+    return p
+
+
+def small_task(path, **kw) -> LMTask:
+    cfg = dict(text=str(path), hidden=24, bptt=10, batch_size=8, eval_batch_size=4, seed=0)
+    cfg.update(kw)
+    return LMTask(cfg)
+
+
+def test_task_follows_the_contract_and_rebuilds_from_config_and_metadata(text_file, tmp_path):
+    t = small_task(text_file, level="word", embed=16)
+    assert isinstance(t, Task) and t.name == "lm" and t.metric_name == "ppl" and t.items_name == "tokens"
+    cfg, meta = json.loads(json.dumps(t.config_dict())), json.loads(json.dumps(t.metadata()))
+    assert meta["vocab"]["itos"][:2] == [UNK, EOS] and meta["source"]["split"]["kind"] == "contiguous"
+    text_file.unlink()  # a rebuilt task must not need the text to exist (rnnlab generate RUN)
+    u = build_task("lm", cfg, meta)
+    assert u.vocab.itos == t.vocab.itos and u.cfg == t.cfg
+    torch.manual_seed(0)
+    m = u.build_model()
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in t.build_model().parameters())
+
+
+def test_model_uses_rnnlab_layers_and_ties_weights():
+    m = LanguageModel(50, "gru", hidden=16, layers=2, embed=16, dropout=0.1, tied=True)
+    assert isinstance(m.rnn, rnnlab.GRU)
+    assert m.decoder.weight is m.embedding.weight
+    logits, h = m(torch.randint(0, 50, (7, 3)))
+    assert logits.shape == (7, 3, 50) and h.shape == (2, 3, 16)
+    one_hot = LanguageModel(50, "rnn", hidden=8, embed=0)
+    assert one_hot.embedding is None and one_hot.rnn.input_size == 50
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_carrying_state_through_chunks_equals_one_long_forward(cell):
+    torch.manual_seed(0)
+    m = LanguageModel(30, cell, hidden=12, layers=2, embed=8).double().eval()
+    x = torch.randint(0, 30, (23, 4))  # (T, B)
+    whole, _ = m(x)
+    state, parts = None, []
+    for chunk in x.split(5):  # 5 + 5 + 5 + 5 + 3, as truncated BPTT cuts it
+        out, state = m(chunk, state)
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=1e-12)
+
+
+def test_training_step_carries_detached_state_and_resets_on_flag(text_file):
+    t = small_task(text_file)
+    torch.manual_seed(0)
+    m = t.build_model()
+    b0, b1 = itertools.islice(t.train_batches(0), 2)
+    out0 = t.training_step(m, b0, None)
+    h, c = out0.carry
+    assert not h.requires_grad and h.shape == (1, 8, 24)
+    assert out0.n_items == b0["x"].numel() and math.isclose(out0.metrics["ppl"], math.exp(out0.loss.item()))
+    assert math.isclose(out0.metrics["bpc"], out0.loss.item() / math.log(2))
+    # With the carry, the step equals a forward from that state; with reset, from zeros.
+    with_carry = t.training_step(m, b1, out0.carry).loss.item()
+    direct = torch.nn.functional.cross_entropy(m(b1["x"], out0.carry)[0].reshape(-1, len(t.vocab)), b1["y"].reshape(-1))
+    assert math.isclose(with_carry, direct.item(), rel_tol=1e-6)
+    reset = t.training_step(m, {**b1, "reset": True}, out0.carry).loss.item()
+    assert math.isclose(reset, t.training_step(m, b1, None).loss.item(), rel_tol=1e-6)
+    assert not math.isclose(reset, with_carry, rel_tol=1e-6)
+
+
+def test_a_short_run_lowers_perplexity(text_file):
+    t = small_task(text_file, cell="lstm")
+    torch.manual_seed(0)
+    m = t.build_model()
+    opt = torch.optim.Adam(m.parameters(), lr=0.02)
+    before = t.evaluate(m, "valid")
+    carry = None
+    for epoch in range(3):
+        for batch in t.train_batches(epoch):
+            out = t.training_step(m, batch, carry)
+            carry = out.carry
+            opt.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+    after = t.evaluate(m, "valid")
+    assert before["ppl"] > 15 and after["ppl"] < 0.5 * before["ppl"], (before, after)
+    assert after["tokens"] == len(t.ids("valid")) - 1 - (len(t.ids("valid")) - 1) % 4
+    assert math.isclose(after["bpc"], after["loss"] / math.log(2)) and after["tokens_per_s"] > 0
+
+
+def test_evaluate_text_scores_a_new_file(text_file, tmp_path):
+    t = small_task(text_file, level="word", embed=8)
+    m = t.build_model()
+    other = tmp_path / "other.txt"
+    other.write_text("the lazy fox jumps over a cat.\n")  # 'a', 'cat.' unseen -> <unk>
+    r = t.evaluate_text(m, str(other))
+    assert r["tokens"] > 0 and math.isfinite(r["ppl"])
+    c = small_task(text_file)
+    other.write_text("the fox \u00e9t\u00e9\n")
+    with pytest.raises(DataError, match="'\u00e9'"):
+        c.evaluate_text(c.build_model(), str(other))
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _model(task):
+    torch.manual_seed(0)
+    return task.build_model()
+
+
+def test_generation_streams_and_is_deterministic_by_seed(text_file):
+    t = small_task(text_file)
+    m = _model(t)
+    stream = generate(m, t.vocab, "the ", 30, temperature=1.0, seed=7)
+    assert isinstance(stream, types.GeneratorType)
+    first = next(stream)
+    assert len(first) == 1  # one character at a time, as it is produced
+    a = first + "".join(stream)
+    b = "".join(generate(m, t.vocab, "the ", 30, temperature=1.0, seed=7))
+    c = "".join(generate(m, t.vocab, "the ", 30, temperature=1.0, seed=8))
+    assert a == b and len(a) == 30 and a != c
+    assert m.training  # generation leaves the mode as it found it
+
+
+def test_greedy_is_argmax_and_top_k_one_is_greedy(text_file):
+    t = small_task(text_file)
+    m = _model(t)
+    greedy = "".join(generate(m, t.vocab, "the ", 20, temperature=0, seed=1))
+    assert greedy == "".join(generate(m, t.vocab, "the ", 20, temperature=0, seed=2))
+    assert greedy == "".join(generate(m, t.vocab, "the ", 20, temperature=1.5, top_k=1, seed=3))
+    # The first greedy character is the argmax of the model's next-token logits.
+    m.eval()
+    logits, _ = m(t.vocab.encode(list("the ")).view(-1, 1))
+    assert greedy[0] == t.vocab.itos[int(logits[-1, 0].argmax())]
+
+
+def test_word_generation_maps_unknown_prime_words_to_unk(text_file):
+    t = small_task(text_file, level="word", embed=8)
+    m = _model(t)
+    out = "".join(generate(m, t.vocab, "the zebra", 5, temperature=0.8, seed=0))
+    assert len(out.replace("\n", " \n").split()) == 5
+
+
+def test_prime_with_unknown_characters_names_them(text_file):
+    t = small_task(text_file)
+    with pytest.raises(DataError, match=r"--prime.*2 unknown: 'Z', '\$'"):
+        list(generate(_model(t), t.vocab, "the Z$Z", 5))
+
+
+@pytest.mark.parametrize("kw, flag", [({"length": -1}, "--length"), ({"temperature": -0.5}, "--temperature"),
+                                      ({"top_k": 0}, "--top-k")])
+def test_generation_argument_errors(text_file, kw, flag):
+    t = small_task(text_file)
+    args = {"length": 3, "temperature": 1.0, "top_k": None, **kw}
+    with pytest.raises(ConfigError, match=flag):
+        list(generate(_model(t), t.vocab, "the", **args))
+
+
+# --------------------------------------------------------------------------- errors before any model
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a model gets built: every data error must come first."""
+    def boom(*a, **k):
+        raise AssertionError("a model was built")
+    monkeypatch.setattr(LanguageModel, "__init__", boom)
+
+
+def test_empty_and_whitespace_files(tmp_path, no_model):
+    p = tmp_path / "e.txt"
+    p.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        small_task(p)
+    p.write_text(" \n\n  \t\n")
+    with pytest.raises(DataError, match="whitespace"):
+        small_task(p)
+
+
+def test_text_too_short_names_both_numbers(tmp_path, no_model):
+    p = tmp_path / "short.txt"
+    text = "hello there, a short text\n" * 4
+    p.write_text(text)
+    n_train = len(contiguous_split(text, (0.9, 0.05, 0.05))[0][0])
+    assert 90 < n_train < 100
+    with pytest.raises(DataError) as ei:
+        small_task(p, bptt=10, batch_size=16)
+    msg = str(ei.value)
+    assert "10 × 16 + 1 = 161" in msg and f"got {n_train}" in msg and str(p) in msg
+
+
+def test_bad_bytes_name_offset_line_and_flag(tmp_path, no_model):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(TEXT.encode()[:100] + b"\xff\xfe" + TEXT.encode()[100:])
+    with pytest.raises(DataError) as ei:
+        small_task(p)
+    msg = str(ei.value)
+    assert "byte offset 100" in msg and "line 3" in msg and "--encoding" in msg and str(p) in msg
+
+
+def test_unknown_dataset_name(no_model):
+    with pytest.raises(DataError, match="timemachine, tinyshakespeare, wikitext2"):
+        LMTask({"dataset": "ptb"})
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"cell": "transformer"}, "--cell"), ({"level": "byte"}, "--level"), ({"hidden": 0}, "--hidden"),
+    ({"dropout": 1.0}, "--dropout"), ({"tied": True, "embed": 8}, "--tied"), ({"tied": True, "embed": 0}, "--tied"),
+    ({"sampling": "shuffle"}, "sampling"), ({"preprocess": "nfc"}, "preprocess"),
+])
+def test_config_errors(text_file, no_model, kw, word):
+    with pytest.raises(ConfigError, match=word):
+        small_task(text_file, **kw)
+
+
+def test_config_rejects_unknown_keys_and_needs_one_source(text_file):
+    with pytest.raises(ConfigError, match="hiden"):
+        LMConfig.from_dict({"text": "x", "hiden": 3})
+    with pytest.raises(ConfigError, match="exactly one"):
+        LMTask({})
+    with pytest.raises(ConfigError, match="exactly one"):
+        LMTask({"text": str(text_file), "dataset": "timemachine"})
+
+
+def test_tied_default_embed_is_hidden(text_file):
+    t = small_task(text_file, level="word", tied=True)
+    assert t.cfg.embed == t.cfg.hidden == 24
+
+
+def test_report_sections_have_curves_and_samples(text_file, tmp_path):
+    t = small_task(text_file)
+    m = _model(t)
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [{"step": 1, "train_loss": 3.0}, {"step": 2, "train_loss": 2.5},
+                                          {"step": 2, "val_loss": 2.7}]) + "\n")
+    secs = lm_report_sections(t, m, str(tmp_path))
+    titles = [s.title for s in secs]
+    assert titles == ["Language model: perplexity", "Language model: samples"]
+    assert "<img" in secs[0].html and secs[1].html.count("<pre>") == 4 and "greedy" in secs[1].html
