@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,6 @@ from rnnlab.data.text import (
 )
 from rnnlab.errors import ConfigError, DataError
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data")
 
 
 # --------------------------------------------------------------------------- reading
@@ -109,8 +105,8 @@ def test_char_vocab_unknown_characters_are_named():
     assert v2.unk == UNK and v2.encode(list("cz")).tolist() == [0, 0]
 
 
-def test_wikitext2_counts_match_pytorch_examples():
-    files = dataset_files("wikitext2", data_dir=SHARED)
+def test_wikitext2_counts_match_pytorch_examples(shared_data):
+    files = dataset_files("wikitext2", data_dir=shared_data)
     toks = {s: tokenize(read_text(p), "word") for s, p in files.items()}
     assert {s: len(t) for s, t in toks.items()} == {"train": 2088628, "valid": 217646, "test": 245569}
     assert len(Vocab.build(toks["train"] + toks["valid"] + toks["test"], "word")) == 33278
@@ -156,17 +152,23 @@ def test_too_short_names_both_numbers():
 # --------------------------------------------------------------------------- named data sets
 
 
-def test_unknown_dataset_lists_known_ones():
+def test_unknown_dataset_lists_known_ones(tmp_path):
     with pytest.raises(DataError) as ei:
-        dataset_files("ptb", data_dir=SHARED)
+        dataset_files("ptb", data_dir=tmp_path)
     for name in ("timemachine", "tinyshakespeare", "wikitext2"):
         assert name in str(ei.value)
 
 
-def test_local_copy_is_found_in_data_dir_or_its_subfolder_and_verified():
-    a = dataset_files("timemachine", data_dir=SHARED)
-    b = dataset_files("timemachine", data_dir=SHARED / "timemachine")
-    assert a == b == {"all": SHARED / "timemachine" / "timemachine.txt"}
+def test_local_copy_is_found_in_data_dir_or_its_subfolder_and_verified(shared_data, tmp_path):
+    a = dataset_files("timemachine", data_dir=shared_data)
+    b = dataset_files("timemachine", data_dir=shared_data / "timemachine")
+    assert a == b == {"all": shared_data / "timemachine" / "timemachine.txt"}
+    with pytest.raises(DataError, match="no such files"):
+        dataset_files("timemachine", data_dir=tmp_path)
+    # A local copy that is not the pinned edition is refused, naming both checksums.
+    (tmp_path / "timemachine.txt").write_text("The Time Machine, abridged\n")
+    with pytest.raises(DataError, match="8424dbd9"):
+        dataset_files("timemachine", data_dir=tmp_path)
 
 
 def _fake_spec(tmp_path, payload: bytes, sha: str | None = None) -> DatasetSpec:

@@ -351,14 +351,15 @@ def encode_prime(vocab: Vocab, prime: str) -> torch.Tensor:
 
 def generate(model: nn.Module, vocab: Vocab, prime: str, length: int, temperature: float = 1.0,
              top_k: int | None = None, seed: int | None = None) -> Iterator[str]:
-    """Yield the text of ``length`` new tokens, one token at a time, as they are sampled.
+    """A stream of the text of ``length`` new tokens, yielded one token at a time as sampled.
 
     ``temperature`` 0 is greedy (argmax); otherwise logits are divided by it before sampling,
     after keeping only the ``top_k`` largest when given. The same ``seed`` gives the same text.
+    The arguments and the prime are checked here, before the first token is asked for.
     """
-    if not isinstance(length, int) or length < 0:
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise ConfigError(expected("--length", "an integer >= 0", length))
-    if not (temperature >= 0 and math.isfinite(temperature)):
+    if not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
         raise ConfigError(expected("--temperature", "a number >= 0 (0 = greedy)", temperature))
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ConfigError(expected("--top-k", "an integer >= 1", top_k))
@@ -368,17 +369,22 @@ def generate(model: nn.Module, vocab: Vocab, prime: str, length: int, temperatur
         gen.seed()
     else:
         gen.manual_seed(seed)
+    return _sample(model, vocab, ids, length, float(temperature), top_k, gen)
+
+
+def _sample(model: nn.Module, vocab: Vocab, ids: torch.Tensor, length: int, temperature: float,
+            top_k: int | None, gen: torch.Generator) -> Iterator[str]:
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits, state = model(ids.view(-1, 1).to(dev), None)   # (T, 1, V)
+            logits, state = model(ids.view(-1, 1).to(dev), None)   # (T, 1, V): read the prime
             last = logits[-1, 0]                                   # (V,)
             for _ in range(length):
                 nxt = _choose(last.float().cpu(), temperature, top_k, gen)
                 yield detokenize([vocab.itos[nxt]], vocab.level)
-                logits, state = model(torch.tensor([[nxt]], device=dev), state)
+                logits, state = model(torch.tensor([[nxt]], device=dev), state)  # (1, 1, V)
                 last = logits[-1, 0]
     finally:
         model.train(was_training)
@@ -392,6 +398,66 @@ def _choose(logits: torch.Tensor, temperature: float, top_k: int | None, gen: to
         logits = logits.masked_fill(logits < kth, -math.inf)
     probs = torch.softmax(logits / temperature, dim=-1)
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def read_lm_run(run_dir: str | Path) -> LMTask:
+    """The task of a language-model run folder, rebuilt from its config.json without a model.
+
+    CheckpointError if the folder is not a run or is a run of another task; this is checked
+    before any model is built or any weight is read.
+    """
+    from rnnlab.train.rundir import read_run_config
+
+    try:
+        cfg = read_run_config(run_dir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"run folder {run_dir}: expected a language-model run, got {exc}") from None
+    if cfg["task"] != TASK_NAME:
+        raise CheckpointError(expected(f"run folder {run_dir}", f"a language model (task {TASK_NAME!r})",
+                                       f"a run of task {cfg['task']!r}"))
+    return LMTask(cfg["task_config"], cfg.get("task_metadata") or {})
+
+
+def load_lm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LMTask, LanguageModel]:
+    """``(task, model in eval mode)`` of a language-model run (best checkpoint by default)."""
+    from rnnlab.train.rundir import load_run
+
+    read_lm_run(run_dir)
+    task, model, _meta = load_run(run_dir, checkpoint)
+    return task, model
+
+
+def generate_from_run(run_dir: str | Path, prime: str, length: int, temperature: float = 1.0,
+                      top_k: int | None = None, seed: int | None = None, checkpoint: str = "best") -> Iterator[str]:
+    """``rnnlab generate``: every argument and the prime are checked against the run's saved
+    vocabulary first; only then are the weights loaded. Returns the token stream."""
+    task = read_lm_run(run_dir)
+    prime = _prepare_prime(task, prime)
+    generate(_NoModel(), task.vocab, prime, length, temperature, top_k, seed)  # validates, samples nothing
+    task, model = load_lm(run_dir, checkpoint)
+    return generate(model, task.vocab, prime, length, temperature, top_k, seed)
+
+
+def evaluate_run(run_dir: str | Path, text: str | None = None, split: str = "test", encoding: str | None = None,
+                 checkpoint: str = "best") -> dict[str, float]:
+    """Test perplexity of a language-model run, on its own test split or on a text file."""
+    task = read_lm_run(run_dir)
+    if text is not None:
+        read_text(text, encoding or task.cfg.encoding)  # file errors before the weights are read
+    task, model = load_lm(run_dir, checkpoint)
+    return task.evaluate_text(model, text, encoding) if text is not None else task.evaluate(model, split)
+
+
+def _prepare_prime(task: LMTask, prime: str) -> str:
+    # A model trained on d2l-cleaned text knows only lower-case letters and spaces: clean the prime the same way.
+    return preprocess(prime, task.cfg.preprocess) if task.cfg.preprocess != "none" and prime else prime
+
+
+class _NoModel(nn.Module):
+    """Stands in for a model while ``generate`` validates its arguments (the stream is never run)."""
 
 
 # --------------------------------------------------------------------------- report
