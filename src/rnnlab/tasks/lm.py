@@ -337,15 +337,16 @@ register_task(TASK_NAME, make_lm_task)
 
 def encode_prime(vocab: Vocab, prime: str) -> torch.Tensor:
     """The prime as ids. Words outside the vocabulary become ``<unk>``; unknown characters are a
-    DataError that names them. An empty prime starts from a line break."""
+    DataError that names them. An empty prime starts from a line break (or a space)."""
     if vocab.level == "word":
         toks = prime.split() or [EOS]
     else:
         toks = list(prime)
         if not toks:
-            if "\n" not in vocab.stoi:
-                raise DataError(expected("--prime", "at least one character (the vocabulary has no newline)", "''"))
-            toks = ["\n"]
+            start = [c for c in ("\n", " ") if c in vocab.stoi]
+            if not start:
+                raise DataError(expected("--prime", "at least one character (the vocabulary has no newline or space)", "''"))
+            toks = start[:1]
     return vocab.encode(toks, "--prime")
 
 
@@ -544,7 +545,7 @@ def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[Rep
     sections.append(ReportSection("Language model: perplexity", body + table(["setting", "value"], rows)))
     # Samples at a few temperatures, primed with the start of the validation text when available.
     try:
-        prime_src = task.corpus().valid
+        prime_src = preprocess(task.corpus().valid, c.preprocess)
         prime = prime_src[:40] if c.level == "char" else " ".join(prime_src.split()[:8])
     except Exception:  # the corpus may be gone; the model still samples from a line break
         prime = ""
