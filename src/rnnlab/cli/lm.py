@@ -1,0 +1,107 @@
+"""``rnnlab train lm`` and ``rnnlab generate``: thin wrappers over ``rnnlab.tasks.lm``.
+
+``rnnlab evaluate RUN [--text FILE]`` belongs to the training core's CLI; for a language
+model it reaches :func:`rnnlab.tasks.lm.evaluate_run` through the task.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @train_app.command("lm")
+    def train_lm(
+        text: Optional[Path] = typer.Option(None, "--text", help="A text file (split contiguously) or a folder with train/valid/test files."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="timemachine | tinyshakespeare | wikitext2."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local copy of the data set (no download)."),
+        encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of --text files."),
+        level: Optional[str] = typer.Option(None, "--level", help="char | word (default: the data set's, char for --text)."),
+        min_freq: int = typer.Option(1, "--min-freq", help="Tokens seen fewer times become <unk>."),
+        preprocess: str = typer.Option("none", "--preprocess", help="none | d2l (lower-case letters and spaces)."),
+        split: str = typer.Option("0.9,0.05,0.05", "--split", help="train,valid,test fractions when the corpus has no split."),
+        cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru."),
+        hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer."),
+        layers: int = typer.Option(1, "--layers", help="Stacked recurrent layers."),
+        embed: Optional[int] = typer.Option(None, "--embed", help="Embedding size; 0 = one-hot (default: one-hot for char, 200 for word)."),
+        dropout: float = typer.Option(0.0, "--dropout", help="Dropout on embeddings, between layers, before the decoder."),
+        tied: bool = typer.Option(False, "--tied", help="Tie decoder and embedding weights (needs --embed = --hidden)."),
+        bptt: int = typer.Option(35, "--bptt", help="Truncated-BPTT length."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
+        eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),
+        sampling: str = typer.Option("sequential", "--sampling", help="sequential (state carried) | random (state reset)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/lm, or the next free runs/lm-N)."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder."),
+        max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimizer steps (0 = no limit)."),
+        max_epochs: int = typer.Option(0, "--max-epochs", help="Stop after this many epochs (0 = no limit)."),
+        max_time: float = typer.Option(0.0, "--max-time", help="Stop after this many seconds (0 = no limit)."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the model initialisation and the data order."),
+        optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adam | adamw."),
+        lr: float = typer.Option(1.0, "--lr", help="Learning rate (d2l: SGD 1; pytorch/examples: SGD 20)."),
+        clip: float = typer.Option(1.0, "--clip", help="Gradient clipping by global norm (0 = off)."),
+        schedule: str = typer.Option("none", "--schedule", help="none | step | plateau | cosine."),
+        eval_every: int = typer.Option(0, "--eval-every", help="Evaluate every N steps (and at each epoch end)."),
+        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Train a character- or word-level language model."""
+        from rnnlab.tasks.lm import LMTask
+        from rnnlab.train import TrainConfig, fit, new_run_dir
+        from rnnlab.train import resume as resume_run
+
+        if resume is not None:
+            changes = {k: v for k, v in dict(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time).items() if v}
+            resume_run(resume, quiet=quiet, **changes)
+            return
+        fractions = _fractions(split)
+        task = LMTask(dict(
+            text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+            encoding=encoding, level=level, min_freq=min_freq, split=fractions, preprocess=preprocess, cell=cell,
+            hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, sampling=sampling, seed=seed,
+        ))  # every data error is raised here, before any model is built
+        config = TrainConfig(
+            max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed, optimizer=optimizer, lr=lr,
+            clip=clip, schedule=schedule, eval_every=eval_every, threads=threads, quiet=quiet,
+        )
+        fit(task, config, out=out if out is not None else new_run_dir("runs/lm"))
+
+    @app.command("generate")
+    def generate_cmd(
+        run: Path = typer.Argument(..., help="A language-model run folder (rnnlab train lm --out RUN)."),
+        prime: str = typer.Option("", "--prime", help="Text to start from; empty starts at a line break."),
+        length: int = typer.Option(200, "--length", help="Tokens (characters or words) to generate."),
+        temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy (argmax)."),
+        top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the k most likely tokens."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling: the same seed gives the same text."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+    ) -> None:
+        """Sample text from a trained language model, printed as it is produced."""
+        from rnnlab.tasks.lm import generate_from_run, read_lm_run
+
+        stream = generate_from_run(run, prime, length, temperature, top_k, seed, checkpoint)
+        out = sys.stdout
+        out.write(prime)
+        if prime and not prime[-1].isspace() and read_lm_run(run).cfg.level == "word":
+            out.write(" ")  # word tokens come as "word ", so the prime needs its own separator
+        for piece in stream:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    from rnnlab.errors import ConfigError, expected
+
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise ConfigError(expected("--split", "three comma-separated fractions such as 0.9,0.05,0.05", repr(text)))
+    return parts  # type: ignore[return-value]
