@@ -55,7 +55,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         if resume is not None:
             changes = {k: v for k, v in dict(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time).items() if v}
-            resume_run(resume, quiet=quiet, **changes)
+            result = resume_run(resume, quiet=quiet, **changes)
+            if not quiet:
+                _print_summary(result.run_dir)
             return
         fractions = _fractions(split)
         task = LMTask(dict(
@@ -68,7 +70,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed, optimizer=optimizer, lr=lr,
             clip=clip, schedule=schedule, eval_every=eval_every, threads=threads, quiet=quiet,
         )
-        fit(task, config, out=out if out is not None else new_run_dir("runs/lm"))
+        result = fit(task, config, out=out if out is not None else new_run_dir("runs/lm"))
+        if not quiet:
+            _print_summary(result.run_dir)
 
     @app.command("generate")
     def generate_cmd(
@@ -93,6 +97,21 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             out.flush()
         out.write("\n")
         out.flush()
+
+
+def _print_summary(run_dir: Path) -> None:
+    from rnnlab.tasks.lm import summarize_run
+
+    s = summarize_run(run_dir)
+    parts = []
+    if "train_ppl" in s:
+        parts.append(f"train ppl {s['train_ppl']:.3f}" + (f" ({s['train_bpc']:.3f} bpc)" if "train_bpc" in s else ""))
+    if "valid_ppl" in s:
+        parts.append(f"valid ppl {s['valid_ppl']:.3f}" + (f" ({s['valid_bpc']:.3f} bpc)" if "valid_bpc" in s else ""))
+    if "tokens_per_s" in s:
+        parts.append(f"{s['tokens_per_s']:,.0f} tokens/s")
+    if parts:
+        print("lm: " + ", ".join(parts), flush=True)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

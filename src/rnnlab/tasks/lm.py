@@ -452,6 +452,27 @@ def evaluate_run(run_dir: str | Path, text: str | None = None, split: str = "tes
     return task.evaluate_text(model, text, encoding) if text is not None else task.evaluate(model, split)
 
 
+def summarize_run(run_dir: str | Path, last: int = 100) -> dict[str, float]:
+    """Headline numbers of a run from its metrics.jsonl: training perplexity over the last
+    ``last`` steps (exp of their mean loss), the last validation scores, median tokens/s."""
+    recs = _read_metric_records(Path(run_dir))
+    train = [r for r in recs if r.get("kind") == "train" and isinstance(r.get("loss"), (int, float)) and not r.get("skipped")]
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    out: dict[str, float] = {}
+    if train:
+        tail = train[-last:]
+        mean_loss = sum(r["loss"] for r in tail) / len(tail)
+        out.update(steps=float(train[-1]["step"]), train_loss=mean_loss, train_ppl=_ppl(mean_loss))
+        if "bpc" in train[-1]:
+            out["train_bpc"] = mean_loss / math.log(2)
+        speeds = sorted(r["items_per_s"] for r in tail if isinstance(r.get("items_per_s"), (int, float)))
+        if speeds:
+            out["tokens_per_s"] = speeds[len(speeds) // 2]
+    if evals:
+        out.update({k: float(v) for k, v in evals[-1].items() if k.startswith("valid_") and isinstance(v, (int, float))})
+    return out
+
+
 def _prepare_prime(task: LMTask, prime: str) -> str:
     # A model trained on d2l-cleaned text knows only lower-case letters and spaces: clean the prime the same way.
     return preprocess(prime, task.cfg.preprocess) if task.cfg.preprocess != "none" and prime else prime
