@@ -168,6 +168,10 @@ class RecurrentBase(nn.Module):
             x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         self._check_input(x)
         T, B, _ = x.shape
+        if T == 0:
+            # torch.nn refuses this too ("Expected sequence length to be larger than 0"); we say so
+            # in rnnlab's terms instead of returning an empty output and an untouched state.
+            raise ShapeError(f"input sequence length (time dimension): expected > 0, got 0 for input of shape {tuple(input.shape)}")
         h0, c0 = self._initial_state(hx, x, B, unbatched)
 
         mask = reverse_index = None
