@@ -266,3 +266,75 @@ def test_report_sections_have_curves_and_samples(text_file, tmp_path):
     titles = [s.title for s in secs]
     assert titles == ["Language model: perplexity", "Language model: samples"]
     assert "<img" in secs[0].html and secs[1].html.count("<pre>") == 4 and "greedy" in secs[1].html
+
+
+# --------------------------------------------------------------------------- command line, end to end
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One tiny run trained through the training core by ``rnnlab train lm`` (shared by the tests below)."""
+    from rnnlab.cli.main import main
+
+    d = tmp_path_factory.mktemp("lmcli")
+    (d / "corpus.txt").write_text(TEXT)
+    run = d / "run"
+    rc = main(["train", "lm", "--text", str(d / "corpus.txt"), "--hidden", "24", "--bptt", "10", "--batch-size", "8",
+               "--eval-batch-size", "4", "--optimizer", "adam", "--lr", "0.02", "--max-steps", "40",
+               "--eval-every", "20", "--threads", "1", "--quiet", "--out", str(run)])
+    assert rc == 0
+    return run
+
+
+def test_cli_train_writes_an_lm_run_with_perplexities(cli_run):
+    from rnnlab.tasks.lm import summarize_run
+
+    cfg = json.loads((cli_run / "config.json").read_text())
+    assert cfg["task"] == "lm" and cfg["task_config"]["hidden"] == 24
+    s = summarize_run(cli_run)
+    assert s["steps"] == 40 and s["valid_ppl"] < 12 and s["tokens_per_s"] > 0  # chance is ~30
+    assert math.isclose(s["valid_bpc"], s["valid_loss"] / math.log(2))
+    html = (cli_run / "report.html").read_text()
+    assert "Language model: perplexity" in html and "temperature 0.8" in html
+
+
+def test_cli_generate_streams_deterministically(cli_run, capsys):
+    from rnnlab.cli.main import main
+
+    args = ["generate", str(cli_run), "--prime", "the ", "--length", "25", "--temperature", "0.8", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("the ") and len(first) == 4 + 25 + 1
+
+
+def test_cli_generate_errors_name_the_problem(cli_run, tmp_path, capsys, monkeypatch):
+    from rnnlab.cli.main import main
+    import rnnlab.train.rundir as rundir
+
+    def no_load(*a, **k):
+        raise AssertionError("weights were loaded")
+    monkeypatch.setattr(rundir, "load_run", no_load)
+    assert main(["generate", str(cli_run), "--prime", "the QX", "--length", "5"]) == 2
+    assert "'Q', 'X'" in capsys.readouterr().err
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"task": "classify", "task_config": {}, "train_config": {}}))
+    assert main(["generate", str(other), "--length", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "language model" in err and "'classify'" in err
+    assert main(["generate", str(tmp_path), "--length", "5"]) == 2
+    assert "language-model run" in capsys.readouterr().err
+
+
+def test_evaluate_run_on_test_split_and_on_a_file(cli_run, tmp_path):
+    from rnnlab.tasks.lm import evaluate_run
+
+    test = evaluate_run(cli_run)
+    assert test["ppl"] < 12 and test["tokens"] > 0
+    f = tmp_path / "new.txt"
+    f.write_text("the lazy dog jumps over the quick brown fox.\n" * 3)
+    assert evaluate_run(cli_run, text=str(f))["ppl"] < 12
+    f.write_bytes(b"\x00\xff bad")
+    with pytest.raises(DataError, match="byte offset 1"):
+        evaluate_run(cli_run, text=str(f))

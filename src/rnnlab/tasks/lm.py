@@ -316,6 +316,10 @@ class LMTask:
             raise DataError(expected(f"text file {path!r}", "at least 2 tokens to score", ids.numel()))
         return self.evaluate_ids(model, ids)
 
+    def evaluate_file(self, model: nn.Module, path: str) -> dict[str, float]:
+        """The hook the training core's ``rnnlab evaluate RUN <file>`` calls, as for other tasks."""
+        return self.evaluate_text(model, path)
+
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
         return lm_report_sections(self, model, run_dir)
 
