@@ -555,6 +555,11 @@ def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[Rep
 
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for label, (xs, ys) in series.items():
+            if len(ys) > 200:  # per-step training perplexity is noisy: show a running mean of the loss
+                w = len(ys) // 100
+                logs = [math.log(y) for y in ys]
+                ys = [math.exp(sum(logs[max(0, i - w + 1) : i + 1]) / (i + 1 - max(0, i - w + 1))) for i in range(len(logs))]
+                label = f"{label} (running mean over {w} steps)"
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("step")
