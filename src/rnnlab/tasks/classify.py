@@ -104,6 +104,10 @@ class ClassifyConfig:
         check(self.freeze_epochs >= 0, "freeze_epochs", "an integer >= 0", self.freeze_epochs)
         check(not self.freeze_epochs or bool(self.init_from), "freeze_epochs", "0 without init_from",
               self.freeze_epochs)
+        check(not (self.init_from and self.bidirectional), "bidirectional", "off with init_from (a language "
+              "model reads one direction)", self.bidirectional)
+        check(not (self.init_from and self.resolved_input() != "text"), "init_from", "text input (a language "
+              "model reads tokens)", self.init_from)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -544,3 +548,41 @@ def build_classify_task(config: dict[str, Any], metadata: dict[str, Any] | None 
 
 
 register_task("classify", build_classify_task)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def _load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyTask, nn.Module]:
+    from rnnlab.train.rundir import load_run, read_run_config
+
+    cfg = read_run_config(run_dir)
+    if cfg["task"] != "classify":
+        raise CheckpointError(expected(f"run folder {run_dir}", "a classifier (task 'classify')",
+                                       f"a run of task {cfg['task']!r}"))
+    task, model, _ = load_run(run_dir, checkpoint)
+    return task, model
+
+
+def evaluate_run(run_dir: str, path: str, checkpoint: str = "best") -> dict[str, Any]:
+    """``rnnlab evaluate RUN --csv FILE`` for a classifier: full metrics and the majority baseline."""
+    task, model = _load_classify_run(run_dir, checkpoint)
+    return task.evaluate_file(model, path)
+
+
+def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best") -> int:
+    """``rnnlab predict RUN --csv FILE --out preds.csv``: labels and class probabilities."""
+    task, model = _load_classify_run(run_dir, checkpoint)
+    return task.predict_file(model, path, out)
+
+
+def format_metrics(m: dict[str, Any], names: list[str]) -> str:
+    """Metrics as the plain text the CLI prints."""
+    lines = [f"{m['n']} examples: accuracy {m['acc']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+             f"(majority class: accuracy {m['majority_acc']:.4f}, macro-F1 {m['majority_macro_f1']:.4f})",
+             f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
+    for i, n in enumerate(names):
+        lines.append(f"{n[:16]:<16}{m['precision'][i]:>10.4f}{m['recall'][i]:>10.4f}{int(m['support'][i]):>9}")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    lines.extend("  " + " ".join(f"{v:>6}" for v in row) for row in m["confusion"])
+    return "\n".join(lines)

@@ -589,3 +589,49 @@ def build_forecast_task(config: dict[str, Any], metadata: dict[str, Any] | None 
 
 
 register_task("forecast", build_forecast_task)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def _load_forecast_run(run_dir: str, checkpoint: str = "best") -> tuple[ForecastTask, nn.Module]:
+    from rnnlab.errors import CheckpointError
+    from rnnlab.train.rundir import load_run, read_run_config
+
+    cfg = read_run_config(run_dir)
+    if cfg["task"] != "forecast":
+        raise CheckpointError(expected(f"run folder {run_dir}", "a forecaster (task 'forecast')",
+                                       f"a run of task {cfg['task']!r}"))
+    task, model, _ = load_run(run_dir, checkpoint)
+    return task, model
+
+
+def evaluate_run(run_dir: str, path: str, checkpoint: str = "best") -> dict[str, Any]:
+    """``rnnlab evaluate RUN --csv FILE`` for a forecaster: every window of the file, with baselines."""
+    task, model = _load_forecast_run(run_dir, checkpoint)
+    return task.evaluate_file(model, path)
+
+
+def forecast_run(run_dir: str, path: str, horizon: int, out: str, checkpoint: str = "best") -> list[dict[str, Any]]:
+    """``rnnlab forecast RUN --csv FILE --horizon H --out forecast.csv``."""
+    task, model = _load_forecast_run(run_dir, checkpoint)
+    return task.forecast_file(model, path, horizon, out)
+
+
+def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
+                 checkpoint: str = "best") -> dict[str, Any]:
+    """``rnnlab backtest RUN --csv FILE --windows K``: walk-forward scores with baselines."""
+    task, model = _load_forecast_run(run_dir, checkpoint)
+    bt = task.backtest_file(model, path, windows, out)
+    return {k: v for k, v in bt.items() if not k.startswith("_")}
+
+
+def format_scores(m: dict[str, Any]) -> str:
+    """Scores beside the baselines as the plain text the CLI prints."""
+    rows = [("model", "")] + [("naive", "naive_")] + ([("seasonal naive", "snaive_")] if "snaive_mae" in m else [])
+    lines = [f"{int(m['windows'])} windows", f"{'':<16}{'MAE':>10}{'RMSE':>10}{'sMAPE%':>10}{'MASE':>10}"]
+    for name, p in rows:
+        lines.append(f"{name:<16}" + "".join(f"{m[p + k]:>10.4f}" for k in ("mae", "rmse", "smape", "mase")))
+    if "coverage" in m:
+        lines.append(f"coverage of the {m['interval']} interval: {m['coverage']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""``rnnlab train classify`` and ``rnnlab predict``: thin wrappers over ``rnnlab.tasks.classify``.
+
+``rnnlab evaluate RUN --csv FILE`` is the training core's command; for a classifier run it
+reaches :func:`rnnlab.tasks.classify.evaluate_run`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def split_list(values: Optional[List[str]]) -> list[str]:
+    """Repeated flags and comma-separated values both work: ``--x a --x b`` == ``--x a,b``."""
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def train_config(**kw):
+    from rnnlab.train import TrainConfig
+
+    return TrainConfig(**kw)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @train_app.command("classify")
+    def train_classify(
+        train: Path = typer.Option(..., "--train", help="Training file: .csv/.tsv/.jsonl (text or numeric) or .ts."),
+        valid: Optional[Path] = typer.Option(None, "--valid", help="Held-out file (default: a seeded --valid-frac of --train)."),
+        test: Optional[Path] = typer.Option(None, "--test", help="Optional test file."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: a new runs/classify-N)."),
+        fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl | ts."),
+        input_kind: str = typer.Option("auto", "--input", help="auto | text | numeric."),
+        text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
+        label_col: str = typer.Option("label", "--label-col", help="Column holding the class (any type)."),
+        value_cols: Optional[List[str]] = typer.Option(None, "--value-cols", help="Numeric, one sequence per row: the value columns (default: all but the label)."),
+        id_col: str = typer.Option("", "--id-col", help="Numeric, one step per row: the sequence id column."),
+        feature_cols: Optional[List[str]] = typer.Option(None, "--feature-cols", help="Numeric, one step per row: the variable columns."),
+        time_col: str = typer.Option("", "--time-col", help="Numeric, one step per row: orders the steps."),
+        missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
+        level: str = typer.Option("word", "--level", help="Text tokens: word | char."),
+        min_freq: int = typer.Option(1, "--min-freq", help="Rarer tokens become <unk>."),
+        max_len: int = typer.Option(400, "--max-len", help="Keep the first N steps of each sequence."),
+        cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
+        embed_dim: int = typer.Option(64, "--embed", help="Embedding / input projection width."),
+        hidden: int = typer.Option(64, "--hidden", help="Hidden size."),
+        layers: int = typer.Option(1, "--layers", help="Recurrent layers."),
+        bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions."),
+        dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
+        pool: str = typer.Option("last", "--pool", help="last | mean | max over the valid steps."),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        valid_frac: float = typer.Option(0.2, "--valid-frac", help="Held out of --train when no --valid."),
+        no_scale: bool = typer.Option(False, "--no-scale", help="Numeric: do not standardise inputs."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding, rnn."),
+        freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="With --init-from: epochs with transferred weights fixed."),
+        max_steps: int = typer.Option(0, "--max-steps", help="Stop after N optimizer steps (0 = no limit)."),
+        max_epochs: int = typer.Option(10, "--max-epochs", help="Stop after N epochs (0 = no limit)."),
+        max_time: float = typer.Option(0.0, "--max-time", help="Stop after N seconds (0 = no limit)."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the model, the split and the batch order."),
+        optimizer: str = typer.Option("adam", "--optimizer", help="sgd | adam | adamw."),
+        lr: float = typer.Option(2e-3, "--lr"),
+        clip: float = typer.Option(1.0, "--clip", help="Gradient clipping by global norm (0 = off)."),
+        patience: int = typer.Option(0, "--patience", help="Early stopping after N evaluations without improvement."),
+        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Train a sequence classifier (text or numeric sequences)."""
+        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics
+        from rnnlab.train import fit, load_run, new_run_dir
+
+        config = ClassifyConfig(
+            train=str(train), valid=str(valid) if valid else "", test=str(test) if test else "", format=fmt,
+            input=input_kind, text_col=text_col, label_col=label_col, value_cols=split_list(value_cols),
+            id_col=id_col, feature_cols=split_list(feature_cols), time_col=time_col, missing=missing, level=level,
+            min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim, hidden_size=hidden,
+            num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool, batch_size=batch_size,
+            valid_frac=valid_frac, scale=not no_scale, seed=seed, init_from=str(init_from) if init_from else "",
+            freeze_epochs=freeze_epochs)
+        task = ClassifyTask(config)  # every data error is raised here, before any model is built
+        tc = train_config(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed,
+                          optimizer=optimizer, lr=lr, clip=clip, patience=patience, threads=threads, quiet=quiet)
+        result = fit(task, tc, out=out if out is not None else new_run_dir("runs/classify"))
+        task, model, _ = load_run(result.run_dir)
+        m = task.evaluate_detailed(model, task.split("valid"))
+        print(f"classify: run {result.run_dir}, best checkpoint, validation split")
+        print(format_metrics(m, task.label_map.names))
+
+    @app.command("predict")
+    def predict_cmd(
+        run: Path = typer.Argument(..., help="A classifier run folder."),
+        csv: Path = typer.Option(..., "--csv", help="File to classify (same format/columns as training; label optional)."),
+        out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+    ) -> None:
+        """Predict a class (and every class probability) for each sequence of a file."""
+        from rnnlab.tasks.classify import predict_run
+
+        n = predict_run(str(run), str(csv), str(out), checkpoint)
+        print(f"predict: {n} rows -> {out}")

@@ -1,0 +1,109 @@
+"""``rnnlab train forecast``, ``rnnlab forecast`` and ``rnnlab backtest``: thin wrappers over
+``rnnlab.tasks.forecast``. ``rnnlab evaluate RUN --csv FILE`` (the training core's command)
+reaches :func:`rnnlab.tasks.forecast.evaluate_run` for a forecaster run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rnnlab.cli.classify import split_list, train_config
+
+
+def _floats(values: Optional[List[str]]) -> list[float]:
+    from rnnlab.errors import ConfigError, expected
+
+    out = []
+    for v in split_list(values):
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise ConfigError(expected("--quantiles", "numbers in (0, 1) such as 0.1,0.9", repr(v))) from None
+    return out
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @train_app.command("forecast")
+    def train_forecast(
+        csv: Path = typer.Option(..., "--csv", help="One row per time step (.csv/.tsv/.jsonl)."),
+        target: List[str] = typer.Option(..., "--target", help="Column(s) to forecast (repeat or comma-separate)."),
+        covariates: Optional[List[str]] = typer.Option(None, "--covariates", help="Extra input columns (past values)."),
+        time_col: str = typer.Option("", "--time-col", help="Time column: checked to increase strictly."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: a new runs/forecast-N)."),
+        fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
+        missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
+        context: int = typer.Option(48, "--context", help="L: steps the model reads."),
+        horizon: int = typer.Option(12, "--horizon", help="H: steps it forecasts."),
+        season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = none)."),
+        valid_frac: float = typer.Option(0.2, "--valid-frac", help="Last fraction of rows used for validation."),
+        backtest_windows: int = typer.Option(5, "--backtest-windows", help="Walk-forward windows in the report."),
+        mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
+        quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
+        cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
+        hidden: int = typer.Option(64, "--hidden"),
+        layers: int = typer.Option(1, "--layers"),
+        dropout: float = typer.Option(0.0, "--dropout"),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        stride: int = typer.Option(1, "--stride", help="Step between training windows."),
+        max_steps: int = typer.Option(0, "--max-steps", help="Stop after N optimizer steps (0 = no limit)."),
+        max_epochs: int = typer.Option(10, "--max-epochs", help="Stop after N epochs (0 = no limit)."),
+        max_time: float = typer.Option(0.0, "--max-time", help="Stop after N seconds (0 = no limit)."),
+        seed: int = typer.Option(0, "--seed"),
+        optimizer: str = typer.Option("adam", "--optimizer", help="sgd | adam | adamw."),
+        lr: float = typer.Option(3e-3, "--lr"),
+        clip: float = typer.Option(1.0, "--clip"),
+        patience: int = typer.Option(0, "--patience"),
+        threads: int = typer.Option(0, "--threads"),
+        quiet: bool = typer.Option(False, "--quiet"),
+    ) -> None:
+        """Train a forecaster; its scores are printed beside the naive baselines."""
+        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores
+        from rnnlab.train import fit, load_run, new_run_dir
+
+        config = ForecastConfig(
+            data=str(csv), format=fmt, time_col=time_col, targets=split_list(target),
+            covariates=split_list(covariates), missing=missing, context=context, horizon=horizon, season=season,
+            valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode, quantiles=_floats(quantiles),
+            cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout, batch_size=batch_size,
+            stride=stride, seed=seed)
+        task = ForecastTask(config)  # every data error is raised here, before any model is built
+        tc = train_config(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed,
+                          optimizer=optimizer, lr=lr, clip=clip, patience=patience, threads=threads, quiet=quiet)
+        result = fit(task, tc, out=out if out is not None else new_run_dir("runs/forecast"))
+        task, model, _ = load_run(result.run_dir)
+        print(f"forecast: run {result.run_dir}, best checkpoint, validation windows")
+        print(format_scores(task.score(model, task.frame, task.origins("valid"))))
+
+    @app.command("forecast")
+    def forecast_cmd(
+        run: Path = typer.Argument(..., help="A forecaster run folder."),
+        csv: Path = typer.Option(..., "--csv", help="History to forecast from (its last --context rows are used)."),
+        horizon: int = typer.Option(..., "--horizon", help="Steps to forecast past the end of the file."),
+        out: Path = typer.Option(Path("forecast.csv"), "--out"),
+        checkpoint: str = typer.Option("best", "--checkpoint"),
+    ) -> None:
+        """Forecast the next steps after the end of a file."""
+        from rnnlab.tasks.forecast import forecast_run
+
+        rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint)
+        print(f"forecast: {len(rows)} steps -> {out}")
+
+    @app.command("backtest")
+    def backtest_cmd(
+        run: Path = typer.Argument(..., help="A forecaster run folder."),
+        csv: Path = typer.Option(..., "--csv", help="Series to backtest on."),
+        windows: int = typer.Option(5, "--windows", help="K: the last K horizon-long windows, walked forward."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV."),
+        checkpoint: str = typer.Option("best", "--checkpoint"),
+    ) -> None:
+        """Walk-forward evaluation over the last K windows, beside the naive baselines."""
+        from rnnlab.tasks.forecast import backtest_run, format_scores
+
+        bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint)
+        print(format_scores(bt))
+        for p in bt["per_window"]:
+            extra = f", seasonal-naive MAE {p['snaive_mae']:.4f}" if "snaive_mae" in p else ""
+            print(f"window {p['window']} (origin row {p['origin_row']}): MAE {p['mae']:.4f}, "
+                  f"naive MAE {p['naive_mae']:.4f}{extra}")
