@@ -276,3 +276,12 @@ def test_batching_config_errors():
         LMBatching(bptt=0)
     with pytest.raises(ConfigError, match="sampling"):
         LMBatching(sampling="shuffled")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import rnnlab.data.text as text_module
+
+    result = doctest.testmod(text_module)
+    assert result.attempted >= 3 and result.failed == 0

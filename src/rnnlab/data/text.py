@@ -198,7 +198,7 @@ def preprocess(text: str, how: str) -> str:
     non-letters (newlines included) becomes one space and letters are lower-cased, leaving a
     27-character alphabet, so d2l's perplexities can be reproduced.
 
-    >>> preprocess("The Time-Machine,\n by H. G.", "d2l")
+    >>> preprocess("The Time-Machine,\\n by H. G.", "d2l")
     'the time machine by h g '
     """
     if how == "none":
