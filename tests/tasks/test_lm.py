@@ -360,3 +360,19 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_file):
     a = load_file(tmp_path / "whole" / "checkpoints" / "step-00000036" / "model.safetensors")
     b = load_file(tmp_path / "cut" / "checkpoints" / "step-00000036" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_evaluate_prints_test_perplexity_and_scores_a_text_file(cli_run, tmp_path, capsys):
+    from rnnlab.cli.main import main
+
+    assert main(["evaluate", str(cli_run), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert 1 < m["ppl"] < 12 and math.isclose(m["ppl"], math.exp(m["loss"]))
+    f = tmp_path / "new.txt"
+    f.write_text("the quick brown dog.\n" * 5)
+    assert main(["evaluate", str(cli_run), "--text", str(f), "--json"]) == 0
+    # 105 characters: 104 next-character targets, a multiple of the eval batch size (4), all scored.
+    assert json.loads(capsys.readouterr().out)["tokens"] == 104
+    f.write_text("   \n")
+    assert main(["evaluate", str(cli_run), "--text", str(f)]) == 2
+    assert "whitespace" in capsys.readouterr().err

@@ -14,6 +14,8 @@ import typer
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    _register_evaluate_fallback(app)
+
     @train_app.command("lm")
     def train_lm(
         text: Optional[Path] = typer.Option(None, "--text", help="A text file (split contiguously) or a folder with train/valid/test files."),
@@ -97,6 +99,39 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             out.flush()
         out.write("\n")
         out.flush()
+
+
+def _has_command(app: typer.Typer, name: str) -> bool:
+    return any((c.name or (c.callback.__name__ if c.callback else "")).replace("_", "-") == name
+               for c in app.registered_commands)
+
+
+def _register_evaluate_fallback(app: typer.Typer) -> None:
+    """``rnnlab evaluate`` for language-model runs, registered only while the training core's
+    CLI (listed before ``lm`` in ``rnnlab.cli.main._AREAS``) provides no ``evaluate`` command."""
+    if _has_command(app, "evaluate"):
+        return
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        run: Path = typer.Argument(..., help="A language-model run folder."),
+        text: Optional[Path] = typer.Option(None, "--text", help="Score this text file instead of the run's test split."),
+        split: str = typer.Option("test", "--split", help="train | valid | test (without --text)."),
+        encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --text (default: the run's)."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    ) -> None:
+        """Perplexity of a trained language model on its test split or on a text file."""
+        import json
+
+        from rnnlab.tasks.lm import evaluate_run
+
+        m = evaluate_run(run, str(text) if text else None, split, encoding, checkpoint)
+        if as_json:
+            print(json.dumps(m))
+        else:
+            print(", ".join(f"{k} {v:.4f}" if k not in ("tokens", "tokens_per_s") else f"{k} {v:,.0f}"
+                            for k, v in m.items()))
 
 
 def _print_summary(run_dir: Path) -> None:
