@@ -38,7 +38,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         sampling: str = typer.Option("sequential", "--sampling", help="sequential (state carried) | random (state reset)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/lm, or the next free runs/lm-N)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder."),
-        max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimizer steps (0 = no limit)."),
+        max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimizer steps (0 = no limit; 1000 if no budget is given)."),
         max_epochs: int = typer.Option(0, "--max-epochs", help="Stop after this many epochs (0 = no limit)."),
         max_time: float = typer.Option(0.0, "--max-time", help="Stop after this many seconds (0 = no limit)."),
         seed: int = typer.Option(0, "--seed", help="Seeds the model initialisation and the data order."),
@@ -68,6 +68,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt, batch_size=batch_size,
             eval_batch_size=eval_batch_size, sampling=sampling, seed=seed,
         ))  # every data error is raised here, before any model is built
+        if not (max_steps or max_epochs or max_time):
+            max_steps = 1000  # no budget given: a short first run rather than an error
         config = TrainConfig(
             max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed, optimizer=optimizer, lr=lr,
             clip=clip, schedule=schedule, eval_every=eval_every, threads=threads, quiet=quiet,
