@@ -45,7 +45,7 @@ class GateRecord:
     gates: dict[str, Tensor]            # name -> (T, B, H), post-activation, detached
 
 
-@dataclass
+@dataclass(eq=False)   # identity equality: leaving a block removes *this* recorder, not an equal one
 class Recorder:
     """Collects records; ``layers`` lists them sorted by (layer, direction)."""
 

@@ -100,9 +100,11 @@ class _Scan(torch.autograd.Function):
                 if cs is not None:
                     cs[t + 1].copy_(torch.where(m, cs[t + 1], cs[t]))
 
-        if record.gate_recording() and family.GATES:
+        if record.gate_recording():
+            # Every scan emits a record, the RNN's with an empty dict (record_gates' contract), so
+            # consumers see one record per layer and direction whatever the family.
             names = family.GATES
-            blocks = gates.detach().chunk(len(names), dim=2)
+            blocks = gates.detach().chunk(len(names), dim=2) if names else ()
             record.emit_gates(record.GateRecord(
                 tag.layer, tag.direction, CELL_NAMES[mode],
                 {n: tag.to_forward_time(g) for n, g in zip(names, blocks)},
