@@ -207,12 +207,14 @@ class LMTask:
                 raise CheckpointError(expected("lm metadata", "a 'vocab' entry", sorted(metadata)))
             self.vocab = Vocab.from_json(metadata["vocab"])
             self._source = metadata.get("source", {})
+            self._tokens = metadata.get("tokens", {})
         else:
             corpus = self.corpus()
             toks = {s: tokenize(preprocess(corpus.split(s), self.cfg.preprocess), self.cfg.level) for s in SPLITS}
             self.vocab = Vocab.build(toks["train"] + toks["valid"] + toks["test"], self.cfg.level, self.cfg.min_freq)
             self._ids = {s: self.vocab.encode(toks[s]) for s in SPLITS}
             self._source = corpus.source
+            self._tokens = {s: int(t.numel()) for s, t in self._ids.items()}
             self._check_lengths()
 
     # -- data
@@ -254,10 +256,8 @@ class LMTask:
         return self.cfg.to_dict()
 
     def metadata(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"vocab": self.vocab.to_json(), "source": self._source}
-        if self._ids:
-            meta["tokens"] = {s: int(t.numel()) for s, t in self._ids.items()}
-        return meta
+        # The same dict whether the task was built fresh or rebuilt from a checkpoint.
+        return {"vocab": self.vocab.to_json(), "source": self._source, "tokens": self._tokens}
 
     def build_model(self) -> nn.Module:
         c = self.cfg
