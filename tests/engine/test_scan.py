@@ -95,6 +95,22 @@ def test_layer_gradcheck(mode: str, packed: bool, engine: str) -> None:
     _layer_gradcheck(m, x, lengths, hx, fast=True)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_layer_gradcheck_full_jacobian(mode: str, engine: str) -> None:
+    """Full Jacobians through a whole layer: bidirectional, packed with unsorted lengths, h0 (c0)."""
+    _, our_cls, extra = MODES[mode]
+    torch.manual_seed(0)
+    kw = dict(extra, **({"proj_size": 1} if "proj_size" in extra else {}))
+    m = our_cls(2, 2, bidirectional=True, dtype=F64, engine=engine, **kw)
+    P = kw.get("proj_size", 0) or 2
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 2, 2, generator=g, dtype=F64, requires_grad=True)
+    h0 = torch.randn(2, 2, P, generator=g, dtype=F64, requires_grad=True)
+    hx = (h0, torch.randn(2, 2, 2, generator=g, dtype=F64, requires_grad=True)) if mode.startswith("lstm") else h0
+    _layer_gradcheck(m, x, torch.tensor([2, 3]), hx, fast=False)
+
+
 @pytest.mark.parametrize("mode", list(CELLS))
 def test_cell_gradcheck(mode: str) -> None:
     _, our_cls, extra = CELLS[mode]
