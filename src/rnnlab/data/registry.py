@@ -127,7 +127,10 @@ def download(rf: RemoteFile, dest: Path, fetch: Fetcher | None = None) -> Path:
             try:
                 fetch(rf.url, out)
             except OSError as exc:  # URLError is an OSError
-                raise DataError(expected(f"download of {rf.url}", "the file", f"{type(exc).__name__}: {exc}")) from None
+                raise DataError(
+                    expected(f"download of {rf.url}", "the file",
+                             f"{type(exc).__name__}: {exc}; without network, give a local copy with --data-dir")
+                ) from None
             out.flush()
             os.fsync(out.fileno())
         _verify(tmp, rf)
