@@ -1,0 +1,173 @@
+"""Flags every ``rnnlab train TASK`` command shares, the ``rnnlab train toy`` smoke command and
+``rnnlab evaluate RUN``.
+
+A task's train command stays thin: it declares only its own flags and a ``run: TrainArgs``
+parameter, and ``@with_train_options`` adds the common ones (``--out``, ``--resume``,
+``--max-steps``, ``--lr``, ...)::
+
+    @train_app.command("lm")
+    @with_train_options
+    def train_lm(corpus: str = typer.Option(...), ..., run: TrainArgs = None) -> None:
+        run.start(lambda: LMTask(LMConfig(corpus=corpus, ...)))
+
+``run.start`` builds the task only for a new run; with ``--resume RUN`` the task is rebuilt
+from the run folder and the task flags are ignored.
+
+``rnnlab evaluate RUN`` reads the run's task name and dispatches to the evaluator that task
+registered with ``register_evaluator`` (one that may take extra flags), else to the default
+``rnnlab.train.evaluate_run``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from rnnlab.errors import ConfigError
+
+# name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
+_COMMON: dict[str, tuple[Any, Any, str, str]] = {
+    "out": (Optional[Path], None, "--out", "Run folder to create (default: a free runs/TASK[-N])."),
+    "resume_run": (Optional[Path], None, "--resume", "Continue this run folder from its latest checkpoint."),
+    "max_steps": (Optional[int], None, "--max-steps", "Stop after this many optimizer steps (0 = no limit)."),
+    "max_epochs": (Optional[int], None, "--max-epochs", "Stop after this many epochs (0 = no limit)."),
+    "max_time": (Optional[float], None, "--max-time", "Stop after this many seconds of this invocation."),
+    "seed": (Optional[int], None, "--seed", "Random seed."),
+    "optimizer": (Optional[str], None, "--optimizer", "sgd | adam | adamw."),
+    "lr": (Optional[float], None, "--lr", "Learning rate."),
+    "weight_decay": (Optional[float], None, "--weight-decay", "Weight decay."),
+    "momentum": (Optional[float], None, "--momentum", "SGD momentum."),
+    "clip": (Optional[float], None, "--clip", "Clip the global gradient norm to this (0 = off)."),
+    "schedule": (Optional[str], None, "--schedule", "none | step | plateau | cosine."),
+    "eval_every": (Optional[int], None, "--eval-every", "Evaluate every N steps (and at each epoch end)."),
+    "checkpoint_every": (Optional[int], None, "--checkpoint-every", "Checkpoint every N steps."),
+    "keep_last": (Optional[int], None, "--keep-last", "Keep the newest K checkpoints (and the best)."),
+    "patience": (Optional[int], None, "--patience", "Early stopping after N evals without improvement."),
+    "nonfinite": (Optional[str], None, "--nonfinite", "On NaN/inf: stop | skip."),
+    "accelerator": (Optional[str], None, "--accelerator", "cpu | cuda | auto."),
+    "devices": (Optional[int], None, "--devices", "Processes per node (DDP when > 1)."),
+    "num_nodes": (Optional[int], None, "--num-nodes", "Number of nodes (DDP)."),
+    "precision": (Optional[str], None, "--precision", "Lightning precision, e.g. 32-true, bf16-mixed."),
+    "threads": (Optional[int], None, "--threads", "torch.set_num_threads (fix it for bitwise resume)."),
+    "quiet": (bool, False, "--quiet", "No progress bar or summary."),
+    "no_report": (bool, False, "--no-report", "Do not write plots/ and report.html."),
+}
+
+
+@dataclass
+class TrainArgs:
+    """The common flags, parsed: where to train and the TrainConfig fields the user gave."""
+
+    out: Path | None = None
+    resume_run: Path | None = None
+    given: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields set on the command line
+
+    def config(self, **task_defaults: Any):
+        """A TrainConfig: TrainConfig's defaults, then the task's defaults, then the flags."""
+        from rnnlab.train import TrainConfig
+
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **task_defaults, **self.given})
+
+    def start(self, build_task: Callable[[], Any], task_name: str | None = None, **task_defaults: Any):
+        """Train a new run (building the task) or continue ``--resume RUN`` (task from the folder)."""
+        from rnnlab.train import fit, new_run_dir, resume
+
+        if self.resume_run is not None:
+            if self.out is not None and Path(self.out) != Path(self.resume_run):
+                raise ConfigError(f"--out: expected nothing or the --resume folder {self.resume_run}, got {self.out}")
+            return resume(self.resume_run, **self.given)
+        task = build_task()
+        out = self.out if self.out is not None else new_run_dir(Path("runs") / (task_name or task.name))
+        return fit(task, self.config(**task_defaults), out)
+
+
+def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the common train flags to a typer command whose last parameter is ``run: TrainArgs``."""
+    sig = inspect.signature(fn, eval_str=True)
+    if "run" not in sig.parameters:
+        raise TypeError(f"{fn.__name__}: a command using with_train_options needs a 'run' parameter")
+    own = [p for p in sig.parameters.values() if p.name != "run"]
+    common = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=typ, default=typer.Option(default, flag, help=help_))
+        for name, (typ, default, flag, help_) in _COMMON.items()
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in _COMMON}
+        out, resume_run = flags.pop("out"), flags.pop("resume_run")
+        given = {k: v for k, v in flags.items() if v is not None and k not in ("quiet", "no_report")}
+        if flags["quiet"]:
+            given["quiet"] = True
+        if flags["no_report"]:
+            given["report"] = False
+        return fn(**kwargs, run=TrainArgs(out=out, resume_run=resume_run, given=given))
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
+    wrapper.__signature__ = sig.replace(parameters=params, return_annotation=sig.return_annotation)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # typer must see the new signature, not fn's
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- evaluate dispatch
+
+# task name -> evaluator(run_dir, split, checkpoint, extra_args) -> metrics
+Evaluator = Callable[[Path, str, str, list[str]], dict[str, float]]
+_EVALUATORS: dict[str, Evaluator] = {}
+
+
+def register_evaluator(task_name: str, fn: Evaluator) -> None:
+    """Let ``rnnlab evaluate RUN`` hand runs of ``task_name`` (and any extra flags) to ``fn``."""
+    _EVALUATORS[task_name] = fn
+
+
+def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
+    from rnnlab.train import evaluate_run, read_run_config
+
+    name = read_run_config(run_dir)["task"]
+    if name in _EVALUATORS:
+        return _EVALUATORS[name](run_dir, split, checkpoint, extra)
+    if extra:
+        raise ConfigError(f"evaluate: expected no extra options for task {name!r}, got {extra}")
+    return evaluate_run(run_dir, split=split, checkpoint=checkpoint)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @train_app.command("toy")
+    @with_train_options
+    def train_toy(
+        cell: str = typer.Option("gru", help="rnn | lstm | gru."),
+        hidden_size: int = typer.Option(16, help="Hidden units."),
+        streams: int = typer.Option(8, help="Parallel series (the batch)."),
+        dropout: float = typer.Option(0.0, help="Dropout on the recurrent output."),
+        run: TrainArgs = None,
+    ) -> None:
+        """A tiny regression task (next value of noisy sines) for smoke tests of the training core."""
+        from rnnlab.tasks.toy import ToyConfig, ToyTask
+
+        cfg = ToyConfig(cell=cell, hidden_size=hidden_size, streams=streams, dropout=dropout)
+        run.start(lambda: ToyTask(cfg), max_steps=200, eval_every=20)
+
+    @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def evaluate(
+        ctx: typer.Context,
+        run_dir: Path = typer.Argument(..., metavar="RUN", help="A run folder."),
+        split: str = typer.Option("valid", help="valid | test."),
+        checkpoint: str = typer.Option("best", help="best | latest | a checkpoint folder."),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    ) -> None:
+        """Evaluate a trained run on a held-out split (tasks may accept extra options)."""
+        metrics = evaluate_command(run_dir, split, checkpoint, list(ctx.args))
+        if as_json:
+            print(json.dumps(metrics))
+            return
+        width = max((len(k) for k in metrics), default=0)
+        for k, v in metrics.items():
+            print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")

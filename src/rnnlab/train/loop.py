@@ -1,0 +1,543 @@
+"""``fit``: the one training loop every task goes through.
+
+Why Lightning **Fabric** with a short explicit loop, not the Lightning Trainer: exact resume of
+a stateful stream needs us to own the loop. A language model carries its hidden state from one
+batch to the next within an epoch; resuming mid-epoch must regenerate that epoch's batches,
+skip the consumed ones, and hand the saved carry to the next ``training_step``. The Trainer's
+loops, fault-tolerant sampler state and callback order would have to be bent for each of these;
+with Fabric we keep what a library should do for us (device placement, precision, DDP
+process groups with gloo or NCCL, launching, loggers) and write the ~150 lines of loop that
+define the order of events, which is exactly what a bitwise-equal resume depends on.
+
+One step, in order (the checkpoint is taken at the end, so a resumed run starts there):
+
+    train step (forward via the task, backward, clip, non-finite check, optimizer, schedule)
+    -> log -> evaluate (every ``eval_every`` steps and after the epoch's last batch)
+    -> advance the epoch after its last batch -> decide to stop -> checkpoint if due
+
+The epoch's last batch is known by looking one batch ahead, so the epoch-end evaluation belongs
+to the same step as the batch and a checkpoint never falls between them. Evaluations happen only
+at these scheduled points (never "one more at the end"), because an evaluation can change the
+trajectory (decay-on-plateau, early stopping).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from rnnlab.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RnnlabError
+from rnnlab.train import checkpoint as ckpt
+from rnnlab.train.config import RESUME_MUTABLE, TrainConfig
+from rnnlab.train.metrics import MetricsLog
+from rnnlab.train.progress import ProgressBar
+from rnnlab.train.rng import capture_rng, restore_rng, seed_all
+from rnnlab.train.rundir import (
+    CHECKPOINTS,
+    check_new_run_dir,
+    check_writable,
+    latest_checkpoint,
+    make_run_dir,
+    read_run_config,
+    rnnlab_version,
+    write_run_config,
+)
+from rnnlab.train.task import Task, build_task
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int                               # optimizer steps taken in total (batches consumed)
+    epoch: int                              # completed epochs
+    stop_reason: str                        # max_steps | max_epochs | max_time | early_stopping | SIGINT | SIGTERM
+    last_checkpoint: Path | None
+    best_step: int | None                   # step of the best evaluation (lowest valid loss)
+    best_loss: float | None
+    metrics: dict[str, float]               # the last evaluation's metrics (empty if none ran)
+    skipped_steps: int = 0                  # steps dropped by nonfinite="skip"
+    model: nn.Module | None = field(default=None, repr=False)   # the trained model (rank 0's), for notebooks
+
+
+@dataclass
+class LoopState:
+    """The loop's position, saved as JSON in every checkpoint's meta.json."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0                 # batches of ``epoch`` already consumed
+    last_eval_step: int | None = None
+    best_loss: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0                      # evaluations since the best one (early stopping)
+    skipped_steps: int = 0
+    records: int = 0                        # lines of metrics.jsonl at this point (truncated to on resume)
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any], where: Path) -> "LoopState":
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CheckpointError(f"{where}: loop state expected {[f.name for f in dataclasses.fields(cls)]}, got {sorted(data)}") from exc
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    """Per-step schedules (step, cosine) step after each optimizer step; plateau after each eval."""
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    if config.schedule == "plateau":
+        # The PTB recipe: if the valid loss did not improve, divide the lr by a factor (4 in Zaremba et al.).
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=1.0 / config.plateau_factor, patience=config.plateau_patience,
+            threshold=0.0, min_lr=config.min_lr,
+        )
+    if config.schedule == "cosine":
+        warm, total, floor = config.warmup_steps, config.max_steps, config.min_lr / config.lr
+
+        def factor(step: int) -> float:  # a closure, not stored by state_dict (weights-only safe)
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def _peek(it: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
+    """Yield (batch, is_last) by looking one batch ahead."""
+    end = object()
+    cur = next(it, end)
+    while cur is not end:
+        nxt = next(it, end)
+        yield cur, nxt is end
+        cur = nxt
+
+
+def _map_tensors(obj: Any, fn) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(v, fn) for v in obj)
+    if isinstance(obj, list):
+        return [_map_tensors(v, fn) for v in obj]
+    return obj
+
+
+def _json_normal(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def _quiet_lightning(quiet: bool) -> None:
+    for name in ("lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _is_rank_zero_by_env() -> bool:
+    """Before launching: is this the process that owns the run folder? (torchrun sets RANK;
+    Lightning's own launcher sets LOCAL_RANK/NODE_RANK in the processes it starts.)"""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _make_fabric(config: TrainConfig, out: Path):
+    import importlib.util
+
+    from lightning.fabric import Fabric
+
+    devices, num_nodes = config.devices, config.num_nodes
+    if devices * num_nodes == 1 and torch.distributed.is_torchelastic_launched():
+        # Under torchrun the launcher decides the world; adopt it.
+        devices = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        num_nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // devices)
+    loggers = []
+    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        from lightning.fabric.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version=""))
+    strategy = "ddp" if devices * num_nodes > 1 else "auto"
+    return Fabric(
+        accelerator=config.accelerator, strategy=strategy, devices=devices, num_nodes=num_nodes,
+        precision=config.precision, loggers=loggers or None,
+    )
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and returns.
+    A second signal raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -> Path | None:
+    """Create (or check, when resuming) the run folder; return the checkpoint to start from."""
+    if not resume:
+        make_run_dir(out)
+        write_run_config(out, task, config.to_dict())
+        return None
+    saved = read_run_config(out)
+    if saved["task"] != task.name:
+        raise ConfigError(f"resume {out}: task expected {saved['task']!r} (the run's), got {task.name!r}")
+    if _json_normal(saved["task_config"]) != _json_normal(task.config_dict()):
+        raise ConfigError(f"resume {out}: task config expected the run's {saved['task_config']}, got {task.config_dict()}")
+    old, new = saved["train_config"], config.to_dict()
+    changed = sorted(k for k in new if k not in RESUME_MUTABLE and _json_normal(old.get(k)) != _json_normal(new[k]))
+    if changed:
+        raise ConfigError(
+            f"resume {out}: train config expected the run's values for {changed} "
+            f"(only {sorted(RESUME_MUTABLE)} may change), got "
+            + ", ".join(f"{k}={new[k]!r} (was {old.get(k)!r})" for k in changed)
+        )
+    check_writable(out)
+    ckpt.remove_stale(out / CHECKPOINTS)
+    write_run_config(out, task, new)
+    return latest_checkpoint(out)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", resume: bool = False) -> RunResult:
+    """Train ``task`` into the run folder ``out``; continue it from its latest checkpoint if ``resume``.
+
+    Raises CheckpointError for a reused folder without ``resume`` (nothing is overwritten),
+    NonFiniteError on a NaN/inf loss or gradient (unless ``config.nonfinite == "skip"``).
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"fit config: expected a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    out = Path(out)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _quiet_lightning(config.quiet)
+
+    if _is_rank_zero_by_env():  # fail before any process is launched
+        if resume:
+            read_run_config(out)
+        else:
+            check_new_run_dir(out)
+    fabric = _make_fabric(config, out)
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+
+    start: Path | None = None
+    error: RnnlabError | None = None
+    if fabric.is_global_zero:
+        try:
+            start = _prepare_run_dir(out, task, config, resume)
+        except RnnlabError as exc:
+            error = exc
+    if world > 1:
+        message = fabric.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        start_name = fabric.broadcast(None if start is None else str(start))
+        start = None if start_name is None else Path(start_name)
+        if message and error is None:
+            raise CheckpointError(f"rank {rank}: rank 0 could not prepare the run folder ({message})")
+    if error is not None:
+        raise error
+    return _Run(task, config, out, fabric, start).train()
+
+
+def resume(run_dir: str | Path, **changes: Any) -> RunResult:
+    """Continue the run in ``run_dir`` from its latest checkpoint, rebuilding the task from the
+    folder; ``changes`` may set the options in ``RESUME_MUTABLE`` (e.g. ``max_steps=2000``)."""
+    run_dir = Path(run_dir)
+    saved = read_run_config(run_dir)
+    task = build_task(saved["task"], saved["task_config"], saved.get("task_metadata"))
+    config = TrainConfig.from_dict({**saved["train_config"], **changes})
+    return fit(task, config, run_dir, resume=True)
+
+
+class _Run:
+    def __init__(self, task: Task, config: TrainConfig, out: Path, fabric, start: Path | None):
+        self.task, self.config, self.out, self.fabric = task, config, out, fabric
+        self.rank, self.world = fabric.global_rank, fabric.world_size
+        self.root = out / CHECKPOINTS
+        self.loop = LoopState()
+        self.carry: Any = None
+        self.last_saved: Path | None = start
+        self.last_metrics: dict[str, float] = {}
+
+        seed_all(config.seed)
+        self.model = task.build_model()
+        self.optimizer = make_optimizer(config, self.model)
+        self.scheduler = make_scheduler(config, self.optimizer)
+        state = None
+        if start is not None:
+            ck = ckpt.load_checkpoint(start, self.model)
+            state = ck.state
+            self.loop = LoopState.from_meta(ck.meta.get("loop", {}), start / ckpt.META)
+            saved_world = ck.meta.get("world_size", 1)
+            if saved_world != self.world:
+                raise ConfigError(f"resume {start}: world size expected {saved_world} (the run's), got {self.world}")
+        self.model_f, self.optimizer_f = fabric.setup(self.model, self.optimizer)
+        self.rng_state = None
+        if state is not None:
+            where = start / ckpt.STATE
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                if self.scheduler is not None:
+                    self.scheduler.load_state_dict(state["scheduler"])
+                self.rng_state = state["rng"][self.rank]
+                self.carry = fabric.to_device(state["carry"][self.rank])
+            except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+                raise CheckpointError(f"{where}: expected optimizer/scheduler/rng/carry state for this run, got unusable data ({exc})") from exc
+        self.log = MetricsLog(out, keep_records=self.loop.records) if fabric.is_global_zero else None
+        self.bar = None
+
+    # --------------------------------------------------------------- pieces
+
+    def _sync_flags(self, *flags: bool) -> list[bool]:
+        """Every rank must take the same decision (stop, skip): OR the flags across ranks."""
+        if self.world == 1:
+            return list(flags)
+        t = torch.tensor([float(f) for f in flags], device=self.fabric.device)
+        t = self.fabric.all_reduce(t, reduce_op="sum")
+        return [bool(v > 0) for v in t.tolist()]
+
+    def _evaluate(self) -> bool:
+        """Evaluate on "valid"; update plateau schedule, best and early stopping. True if improved."""
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in self.task.evaluate(self.model, "valid").items()}
+        self.model.train()
+        if "loss" not in metrics:
+            raise ConfigError(f"task {self.task.name} evaluate: expected a 'loss' entry, got {sorted(metrics)}")
+        self.last_metrics = metrics
+        loop = self.loop
+        loop.last_eval_step = loop.step
+        if self.log is not None:
+            self._log({"kind": "eval", "step": loop.step, "epoch": loop.epoch, **{f"valid_{k}": v for k, v in metrics.items()}})
+        if self.config.schedule == "plateau":
+            self.scheduler.step(metrics["loss"])
+        if loop.best_loss is None or metrics["loss"] < loop.best_loss:
+            loop.best_loss, loop.best_step, loop.bad_evals = metrics["loss"], loop.step, 0
+            return True
+        loop.bad_evals += 1
+        return False
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.log.log(record)
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step",)}
+        if self.fabric.loggers:
+            self.fabric.log_dict(numbers, step=record["step"])
+
+    def _meta(self) -> dict[str, Any]:
+        task = self.task
+        return {
+            "rnnlab_version": rnnlab_version(),
+            "task": task.name,
+            "task_config": task.config_dict(),
+            "task_metadata": task.metadata(),
+            "train_config": self.config.to_dict(),
+            "step": self.loop.step,
+            "epoch": self.loop.epoch,
+            "batch_in_epoch": self.loop.batch_in_epoch,
+            "best_loss": self.loop.best_loss,
+            "best_step": self.loop.best_step,
+            "metrics": self.last_metrics,
+            "world_size": self.world,
+            "loop": dataclasses.asdict(self.loop),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def _gather(self, obj: Any) -> list[Any]:
+        """One entry per rank (RNG states and carries differ between ranks)."""
+        if self.world == 1:
+            return [obj]
+        gathered = self.fabric.all_gather(obj)
+        return [_map_tensors(gathered, lambda t, r=r: t[r]) for r in range(self.world)]
+
+    def _save(self) -> None:
+        rngs = self._gather(capture_rng())
+        carries = self._gather(self.carry)
+        error = None
+        if self.fabric.is_global_zero:
+            self.loop.records = len(self.log)
+            path = self.root / ckpt.checkpoint_name(self.loop.step)
+            state = {
+                "format_version": ckpt.FORMAT_VERSION,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "rng": _map_tensors(rngs, lambda t: t.detach().cpu()),
+                "carry": _map_tensors(carries, lambda t: t.detach().cpu()),
+            }
+            try:
+                ckpt.save_checkpoint(path, self.model, self._meta(), state)
+                keep = {self.loop.best_step} if self.loop.best_step is not None else set()
+                ckpt.prune_checkpoints(self.root, self.config.keep_last, keep)
+                self.last_saved = path
+            except RnnlabError as exc:
+                error = exc
+        if self.world > 1:
+            message = self.fabric.broadcast(None if error is None else str(error))
+            if message and error is None:
+                raise CheckpointError(f"rank {self.rank}: rank 0 failed to write a checkpoint ({message})")
+            self.last_saved = self.root / ckpt.checkpoint_name(self.loop.step)
+        if error is not None:
+            raise error
+
+    def _stop_reason(self, signal_name: str | None, time_up: bool) -> str | None:
+        c, loop = self.config, self.loop
+        if signal_name:
+            return signal_name
+        if c.max_steps and loop.step >= c.max_steps:
+            return "max_steps"
+        if c.max_epochs and loop.epoch >= c.max_epochs:
+            return "max_epochs"
+        if c.patience and loop.bad_evals >= c.patience:
+            return "early_stopping"
+        if time_up:
+            return "max_time"
+        return None
+
+    def _step(self, batch: Any, signals: _Signals, t_start: float) -> tuple[str | None, bool]:
+        """One optimizer step. Returns (signal name or None, time up) as agreed by all ranks."""
+        c, loop = self.config, self.loop
+        t0 = time.perf_counter()
+        batch = self.fabric.to_device(batch)
+        self.optimizer_f.zero_grad(set_to_none=True)
+        out = self.task.training_step(self.model_f, batch, self.carry)
+        loss = out.loss
+        self.fabric.backward(loss)
+        grad_norm = self.fabric.clip_gradients(
+            self.model_f, self.optimizer_f, max_norm=c.clip if c.clip > 0 else float("inf"), error_if_nonfinite=False
+        )
+        grad_norm = float(grad_norm) if grad_norm is not None else 0.0
+        loss_value = float(loss.detach())
+        bad = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
+        time_up = bool(c.max_time) and time.monotonic() - t_start >= c.max_time
+        bad, got_signal, time_up = self._sync_flags(bad, signals.received is not None, time_up)
+        lr = self.optimizer.param_groups[0]["lr"]
+        step = loop.step + 1
+        if bad:
+            if c.nonfinite == "stop":
+                good = str(self.last_saved) if self.last_saved is not None else "none (no checkpoint written yet)"
+                raise NonFiniteError(
+                    f"step {step}: expected a finite loss and gradient, got loss={loss_value}, "
+                    f"grad norm={grad_norm}; last good checkpoint: {good}"
+                )
+            self.optimizer_f.zero_grad(set_to_none=True)
+            loop.skipped_steps += 1  # the carry of the bad step is dropped: it may hold NaN
+        else:
+            self.optimizer_f.step()
+            if self.scheduler is not None and c.schedule in ("step", "cosine"):
+                self.scheduler.step()
+            self.carry = _map_tensors(out.carry, lambda t: t.detach())
+        loop.step = step
+        loop.batch_in_epoch += 1
+        dt = max(time.perf_counter() - t0, 1e-9)
+        if self.world > 1:
+            loss_value = float(self.fabric.all_reduce(loss.detach().float(), reduce_op="mean"))
+        if self.log is not None:
+            record = {
+                "kind": "train", "step": step, "epoch": loop.epoch, "loss": loss_value, "lr": lr,
+                "items_per_s": out.n_items * self.world / dt, "grad_norm": grad_norm,
+                **{k: float(v) for k, v in out.metrics.items()},
+            }
+            if bad:
+                record["skipped"] = 1
+            self._log(record)
+            if self.bar is not None:
+                self.bar.update(step, loss_value, record["items_per_s"], out.metrics.get(self.task.metric_name))
+        return (signals.received if got_signal else None), time_up
+
+    # --------------------------------------------------------------- the loop
+
+    def train(self) -> RunResult:
+        c, loop, task = self.config, self.loop, self.task
+        if self.fabric.is_global_zero and not c.quiet:
+            self.bar = ProgressBar(c.max_steps or None, loop.step, task.items_name, task.metric_name, quiet=False)
+        if self.rng_state is not None:
+            restore_rng(self.rng_state)  # last, just before the first step, as at save time
+        t_start = time.monotonic()
+        stop = self._stop_reason(None, False)
+        self.model_f.train()
+        try:
+            with _Signals() as signals:
+                while stop is None:
+                    batches = iter(task.train_batches(loop.epoch, self.rank, self.world))
+                    for _ in range(loop.batch_in_epoch):
+                        if next(batches, None) is None:
+                            raise CheckpointError(
+                                f"resume at epoch {loop.epoch}, batch {loop.batch_in_epoch}: expected train_batches to "
+                                f"regenerate the same epoch, got fewer batches (is train_batches deterministic?)"
+                            )
+                    took_any = loop.batch_in_epoch > 0
+                    for batch, is_last in _peek(batches):
+                        took_any = True
+                        got_signal, time_up = self._step(batch, signals, t_start)
+                        improved = False
+                        if (c.eval_every and loop.step % c.eval_every == 0) or is_last:
+                            improved = self._evaluate()
+                        if is_last:
+                            loop.epoch += 1
+                            loop.batch_in_epoch = 0
+                        stop = self._stop_reason(got_signal, time_up)
+                        if improved or is_last or stop or (c.checkpoint_every and loop.step % c.checkpoint_every == 0):
+                            self._save()
+                        if stop:
+                            break
+                    if not took_any:
+                        raise DataError(f"task {task.name} train_batches(epoch={loop.epoch}): expected batches, got none")
+                    stop = stop or self._stop_reason(None, False)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        if self.fabric.is_global_zero and c.report:
+            from rnnlab.train.report import write_report
+
+            write_report(self.out, task, self.model, self.log.records)
+        if self.fabric.is_global_zero and not c.quiet:
+            print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}", flush=True)
+        return RunResult(
+            run_dir=self.out, step=loop.step, epoch=loop.epoch, stop_reason=stop, last_checkpoint=self.last_saved,
+            best_step=loop.best_step, best_loss=loop.best_loss, metrics=dict(self.last_metrics),
+            skipped_steps=loop.skipped_steps, model=self.model,
+        )
