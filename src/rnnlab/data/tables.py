@@ -506,7 +506,11 @@ def load_sequences_long(
     for gid, rows in groups.items():
         if tci is not None:
             times = [parse_time(table.cells[r][tci], table.where(r, time_col)) for r in rows]
-            check_increasing(times, [table.where(r, time_col) for r in rows], f"sequence {gid!r}")
+            order = sorted(range(len(rows)), key=lambda k: times[k])  # the time column orders the steps
+            rows = [rows[k] for k in order]
+            times = [times[k] for k in order]
+            check_increasing(times, [table.where(r, time_col) for r in rows], [table.lines[r] for r in rows],
+                             f"sequence {gid!r}")
         vals = np.array([[parse_number(table.cells[r][j], table.where(r, table.columns[j])) for j in fis]
                          for r in rows])  # (T, D)
         where = [f"{table.path}, line {table.lines[r]}" for r in rows]
@@ -576,14 +580,15 @@ def parse_time(value: Any, where: str) -> float:
                     f"got {str(value)[:40]!r}")
 
 
-def check_increasing(times: Sequence[float], where: Sequence[str], what: str = "time") -> None:
+def check_increasing(times: Sequence[float], where: Sequence[str], lines: Sequence[int], what: str = "time") -> None:
+    """``where[k]`` locates row k for the message; ``lines[k]`` is its line number."""
     for k in range(1, len(times)):
         if times[k] == times[k - 1]:
             raise DataError(f"{where[k]}: {what}: expected strictly increasing timestamps, "
-                            f"got a duplicate of the previous row ({where[k - 1]})")
+                            f"got a duplicate of line {lines[k - 1]}")
         if times[k] < times[k - 1]:
             raise DataError(f"{where[k]}: {what}: expected strictly increasing timestamps, "
-                            f"got one earlier than the previous row ({where[k - 1]}); sort the file by time")
+                            f"got one earlier than line {lines[k - 1]}; sort the file by time")
 
 
 # ----------------------------------------------------------------------------- forecasting
@@ -635,7 +640,7 @@ def load_forecast_table(
     if time_col:
         tci = table.col(time_col, "--time-col")
         tv = [parse_time(row[tci], table.where(r, time_col)) for r, row in enumerate(table.cells)]
-        check_increasing(tv, [table.where(r, time_col) for r in range(len(tv))])
+        check_increasing(tv, [table.where(r, time_col) for r in range(len(tv))], table.lines)
         times_raw = [str(row[tci]).strip() for row in table.cells]
         tvals = np.array(tv)
     if missing == "drop":

@@ -1,0 +1,234 @@
+"""Loaders for classification and forecasting tables: every path and every user error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnlab.data.tables import (
+    LabelMap,
+    Scaler,
+    check_length,
+    fill_missing,
+    load_forecast_table,
+    load_sequences_long,
+    load_sequences_wide,
+    load_text_classification,
+    read_table,
+)
+from rnnlab.errors import ConfigError, DataError
+
+
+def write(tmp_path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def test_text_csv_with_quoted_newline_and_string_labels(tmp_path):
+    path = write(tmp_path, "a.csv", 'id,text,label\n1,good film,pos\n2,"bad\nfilm",neg\n3,fine,pos\n')
+    ex = load_text_classification(path, "text", "label")
+    assert ex.texts == ["good film", "bad\nfilm", "fine"]
+    assert ex.label_map.names == ["neg", "pos"]
+    assert ex.labels == [1, 0, 1]
+    assert ex.lines == [2, 3, 5]  # the quoted newline makes row 2 span lines 3-4
+
+
+def test_text_tsv_and_numeric_labels_sort_numerically(tmp_path):
+    path = write(tmp_path, "a.tsv", "text\tlabel\na\t10\nb\t2\nc\t-1\n")
+    ex = load_text_classification(path, "text", "label")
+    assert ex.label_map.names == ["-1", "2", "10"]
+    assert ex.labels == [2, 1, 0]
+
+
+def test_text_jsonl_labels_of_any_type(tmp_path):
+    rows = [{"t": "x y", "y": True}, {"t": "z", "y": 3}, {"t": "w", "y": "3"}, {"t": "v", "y": 3.0}]
+    path = write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    ex = load_text_classification(path, "t", "y")
+    # 3, "3" and 3.0 are the same class "3"; true is its own class
+    assert ex.label_map.names == ["3", "true"]
+    assert ex.labels == [1, 0, 0, 0]
+
+
+def test_missing_column_names_file_and_choices(tmp_path):
+    path = write(tmp_path, "a.csv", "text,label\nx,1\ny,2\n")
+    with pytest.raises(DataError, match=r"a\.csv: --label-col 'lab' not found; expected one of \['text', 'label'\]"):
+        load_text_classification(path, "text", "lab")
+
+
+@pytest.mark.parametrize("content", ["", "   \n\n", "text,label\n"])
+def test_empty_files(tmp_path, content):
+    path = write(tmp_path, "e.csv", content)
+    with pytest.raises(DataError, match="e.csv: expected"):
+        load_text_classification(path, "text", "label")
+
+
+def test_empty_jsonl(tmp_path):
+    with pytest.raises(DataError, match="empty file"):
+        read_table(write(tmp_path, "e.jsonl", "\n"))
+
+
+def test_missing_text_or_label_strict_then_drop(tmp_path):
+    path = write(tmp_path, "a.csv", "text,label\nx,a\n,b\ny,\nz,b\n")
+    with pytest.raises(DataError, match=r"line 3, column 'text': expected a value, got a missing cell"):
+        load_text_classification(path, "text", "label")
+    ex = load_text_classification(path, "text", "label", missing="drop")
+    assert ex.texts == ["x", "z"] and ex.lines == [2, 5]
+
+
+def test_single_class_is_an_error(tmp_path):
+    path = write(tmp_path, "a.csv", "text,label\nx,a\ny,a\n")
+    with pytest.raises(DataError, match=r"expected at least 2 classes, got 1 \(\['a'\]\)"):
+        load_text_classification(path, "text", "label")
+
+
+def test_unseen_label_at_evaluation(tmp_path):
+    path = write(tmp_path, "a.csv", "text,label\nx,a\ny,c\n")
+    with pytest.raises(DataError, match=r"a.csv, line 3, column 'label': label: expected one seen in training "
+                                        r"\['a', 'b'\], got unseen 'c'"):
+        load_text_classification(path, "text", "label", label_map=LabelMap(["a", "b"]))
+
+
+def test_prediction_file_without_label_column(tmp_path):
+    path = write(tmp_path, "a.csv", "text\nx\ny\n")
+    ex = load_text_classification(path, "text", "label", label_map=LabelMap(["a", "b"]), require_labels=False)
+    assert ex.labels is None and ex.texts == ["x", "y"]
+
+
+def test_ragged_row(tmp_path):
+    path = write(tmp_path, "a.csv", "text,label\nx,a\ny,b,extra\n")
+    with pytest.raises(DataError, match=r"line 3: fields: expected 2 \(as in the header\), got 3 \(a ragged row\)"):
+        read_table(path)
+
+
+def test_bad_json_line(tmp_path):
+    path = write(tmp_path, "a.jsonl", '{"t": "x", "y": 1}\n{"t": oops}\n')
+    with pytest.raises(DataError, match=r"a.jsonl, line 2: expected a JSON object, got invalid JSON"):
+        read_table(path)
+    path = write(tmp_path, "b.jsonl", '[1, 2]\n')
+    with pytest.raises(DataError, match="line 1: expected a JSON object, got list"):
+        read_table(path)
+
+
+def test_unknown_extension_and_format():
+    with pytest.raises(ConfigError, match="format"):
+        read_table("data.xlsx")
+    with pytest.raises(ConfigError, match="format"):
+        read_table("data.csv", fmt="excel")
+
+
+def test_duplicate_header_names(tmp_path):
+    with pytest.raises(DataError, match="unique column names, got 'a' twice"):
+        read_table(write(tmp_path, "a.csv", "a,a\n1,2\n"))
+
+
+# ----------------------------------------------------------------------------- numeric sequences
+
+
+def test_wide_layout_equal_and_variable_length(tmp_path):
+    path = write(tmp_path, "w.csv", "label,v1,v2,v3,v4\nup,1,2,3,4\ndown,4,3,,\nup,0,1,2,NaN\n")
+    ex = load_sequences_wide(path, "label")
+    assert [s.shape for s in ex.seqs] == [(4, 1), (2, 1), (3, 1)]  # trailing gaps end a shorter series
+    np.testing.assert_array_equal(ex.seqs[1][:, 0], [4, 3])
+    assert ex.label_map.names == ["down", "up"] and ex.labels == [1, 0, 1]
+
+
+def test_wide_layout_interior_gap_and_policies(tmp_path):
+    path = write(tmp_path, "w.csv", "label,a,b,c,d\nx,1,,3,4\ny,2,2,2,2\n")
+    with pytest.raises(DataError, match=r"w.csv, line 2, column 'b': expected a value, got a missing cell"):
+        load_sequences_wide(path, "label")
+    assert load_sequences_wide(path, "label", missing="interpolate").seqs[0][:, 0].tolist() == [1, 2, 3, 4]
+    assert load_sequences_wide(path, "label", missing="ffill").seqs[0][:, 0].tolist() == [1, 1, 3, 4]
+    assert load_sequences_wide(path, "label", missing="drop").seqs[0][:, 0].tolist() == [1, 3, 4]
+
+
+def test_unparseable_and_infinite_numbers(tmp_path):
+    path = write(tmp_path, "w.csv", "label,a,b\nx,1,2\ny,3,abc\n")
+    with pytest.raises(DataError, match=r"w.csv, line 3, column 'b': expected a number, got 'abc'"):
+        load_sequences_wide(path, "label")
+    path = write(tmp_path, "w2.csv", "label,a,b\nx,1,inf\ny,3,4\n")
+    with pytest.raises(DataError, match=r"line 2, column 'b': expected a finite number, got 'inf'"):
+        load_sequences_wide(path, "label")
+
+
+def test_long_layout_multivariate_variable_length_ordered_by_time(tmp_path):
+    path = write(tmp_path, "l.csv",
+                 "sid,t,x,y,cls\n"
+                 "a,2,20,200,hi\nb,1,5,50,lo\na,1,10,100,hi\na,3,30,300,hi\nb,2,6,60,lo\n")
+    ex = load_sequences_long(path, "sid", "cls", ["x", "y"], time_col="t")
+    assert ex.dims == 2
+    np.testing.assert_array_equal(ex.seqs[0], [[10, 100], [20, 200], [30, 300]])
+    np.testing.assert_array_equal(ex.seqs[1], [[5, 50], [6, 60]])
+    assert ex.labels == [0, 1] and ex.label_map.names == ["hi", "lo"]
+
+
+def test_long_layout_label_must_be_constant_and_time_unique(tmp_path):
+    path = write(tmp_path, "l.csv", "sid,x,cls\na,1,p\na,2,q\nb,3,q\n")
+    with pytest.raises(DataError, match=r"expected one label per sequence, got \['p', 'q'\] for sequence 'a'"):
+        load_sequences_long(path, "sid", "cls", ["x"])
+    path = write(tmp_path, "l2.csv", "sid,t,x,cls\na,1,1,p\na,1,2,p\nb,1,3,q\n")
+    with pytest.raises(DataError, match=r"line 3, column 't': sequence 'a': expected strictly increasing"):
+        load_sequences_long(path, "sid", "cls", ["x"], time_col="t")
+
+
+# ----------------------------------------------------------------------------- forecasting
+
+
+def test_forecast_table_targets_covariates_and_iso_time(tmp_path):
+    path = write(tmp_path, "f.csv", "date,load,temp\n2024-01-01,1,10\n2024-01-02,2,11\n2024-01-03,3,12\n")
+    fr = load_forecast_table(path, ["load"], ["temp"], "date")
+    assert fr.targets[:, 0].tolist() == [1, 2, 3] and fr.covariates[:, 0].tolist() == [10, 11, 12]
+    assert fr.times == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert np.all(np.diff(fr.time_values) == 86400)
+
+
+def test_forecast_duplicate_and_unsorted_timestamps(tmp_path):
+    dup = write(tmp_path, "d.csv", "t,y\n1,1\n2,2\n2,3\n")
+    with pytest.raises(DataError, match=r"d.csv, line 4, column 't': time: expected strictly increasing "
+                                        r"timestamps, got a duplicate of line 3"):
+        load_forecast_table(dup, ["y"], time_col="t")
+    uns = write(tmp_path, "u.csv", "t,y\n2024-01-02,1\n2024-01-01,2\n")
+    with pytest.raises(DataError, match=r"line 3, column 't': time: .* got one earlier than line 2"):
+        load_forecast_table(uns, ["y"], time_col="t")
+    bad = write(tmp_path, "b.csv", "t,y\nmonday,1\n")
+    with pytest.raises(DataError, match=r"line 2, column 't': expected a number or an ISO date"):
+        load_forecast_table(bad, ["y"], time_col="t")
+
+
+def test_forecast_missing_policies_leave_no_nan(tmp_path):
+    path = write(tmp_path, "m.csv", "y,x\n1,5\nNA,6\n3,\n4,8\n")
+    with pytest.raises(DataError, match=r"m.csv, line 3: expected a value, got a missing cell"):
+        load_forecast_table(path, ["y"], ["x"])
+    fr = load_forecast_table(path, ["y"], ["x"], missing="interpolate")
+    assert fr.targets[:, 0].tolist() == [1, 2, 3, 4] and fr.covariates[:, 0].tolist() == [5, 6, 7, 8]
+    fr = load_forecast_table(path, ["y"], ["x"], missing="ffill")
+    assert fr.targets[:, 0].tolist() == [1, 1, 3, 4] and fr.covariates[:, 0].tolist() == [5, 6, 6, 8]
+    fr = load_forecast_table(path, ["y"], ["x"], missing="drop")
+    assert fr.targets[:, 0].tolist() == [1, 4] and fr.lines == [2, 5]
+    with pytest.raises(ConfigError, match="missing: expected one of"):
+        load_forecast_table(path, ["y"], missing="zero")
+
+
+def test_series_too_short_names_both_numbers():
+    with pytest.raises(DataError, match=r"expected at least context \+ horizon = 24 \+ 6 = 30 rows, got 20"):
+        check_length(20, 24, 6, "series")
+
+
+def test_fill_missing_leading_gap_and_all_missing():
+    v = np.array([[np.nan], [2.0], [np.nan], [4.0]])
+    assert fill_missing(v, "ffill", ["r"] * 4)[:, 0].tolist() == [2, 2, 2, 4]
+    assert fill_missing(v, "interpolate", ["r"] * 4)[:, 0].tolist() == [2, 2, 3, 4]
+    with pytest.raises(DataError, match="only missing cells"):
+        fill_missing(np.full((3, 1), np.nan), "ffill", ["r"] * 3)
+
+
+def test_scaler_round_trip_and_constant_column():
+    x = np.array([[1.0, 5.0], [3.0, 5.0]])
+    s = Scaler.fit(x)
+    assert s.std[1] == 1.0  # a constant column is centred, not divided by zero
+    np.testing.assert_allclose(Scaler.from_dict(s.to_dict()).inverse(s.transform(x)), x)
