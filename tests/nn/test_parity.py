@@ -297,3 +297,23 @@ def test_packed_input_is_a_real_packed_case() -> None:
     assert not torch.equal(lengths, lengths.sort(descending=True).values)
     packed = pack_padded_sequence(torch.zeros(case.T, case.B, case.I), lengths, enforce_sorted=False)
     assert packed.sorted_indices is not None
+
+
+# ------------------------------------------------------------------ known incompatibility
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "the engine returns the output as a view of its saved hidden states (scan.py: 'the output is a "
+    "view of hs[1:]', to save a T·B·P copy), so an in-place op on a dense unidirectional output "
+    "(out += residual, ReLU(inplace=True)) raises, where torch.nn allows it; a design decision for "
+    "the engine's owner (copy the output, or document the limit). It fails loudly, never silently."))
+@pytest.mark.parametrize("mode", list(MODES))
+def test_in_place_op_on_the_output_works_like_torch(mode: str) -> None:
+    ref, ours = MODES[mode][0](3, 4, dtype=torch.float64), MODES[mode][1](3, 4, dtype=torch.float64)
+    ours.load_state_dict(ref.state_dict())
+    grads = []
+    for m in (ref, ours):
+        x = torch.randn(5, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        out, _ = m(x)
+        out.mul_(2.0)                                        # torch.nn: fine
+        (out ** 2).sum().backward()
+        grads.append(x.grad)
+    assert_close("grad[input]", grads[1], grads[0], 1e-10, mode)
