@@ -300,11 +300,12 @@ def test_packed_input_is_a_real_packed_case() -> None:
 
 
 # ------------------------------------------------------------------ known incompatibility
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "the engine returns the output as a view of its saved hidden states (scan.py: 'the output is a "
-    "view of hs[1:]', to save a T·B·P copy), so an in-place op on a dense unidirectional output "
-    "(out += residual, ReLU(inplace=True)) raises, where torch.nn allows it; a design decision for "
-    "the engine's owner (copy the output, or document the limit). It fails loudly, never silently."))
+# The engine returns a dense output as a view of its saved hidden states (scan.py: "the output is
+# a view of hs[1:]", which saves a T·B·P copy), so an in-place op on it (out += residual,
+# ReLU(inplace=True)) raises where torch.nn allows it. It fails loudly, never silently (checked by
+# autograd's version counter). Copying the output or documenting the limit is the engine owner's
+# call; strict=True makes this test fail the day it is fixed, so the marker gets removed.
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="in-place op on a dense output: the output views saved state")
 @pytest.mark.parametrize("mode", list(MODES))
 def test_in_place_op_on_the_output_works_like_torch(mode: str) -> None:
     ref, ours = MODES[mode][0](3, 4, dtype=torch.float64), MODES[mode][1](3, 4, dtype=torch.float64)
