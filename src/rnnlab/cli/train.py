@@ -89,10 +89,15 @@ class TrainArgs:
 
 def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the common train flags to a typer command whose last parameter is ``run: TrainArgs``."""
-    sig = inspect.signature(fn, eval_str=True)
+    sig = inspect.signature(fn)
     if "run" not in sig.parameters:
         raise TypeError(f"{fn.__name__}: a command using with_train_options needs a 'run' parameter")
-    own = [p for p in sig.parameters.values() if p.name != "run"]
+    # Resolve string annotations (``from __future__ import annotations``) of the task's own flags in
+    # the command's module; ``run``'s annotation is never needed (TrainArgs may be a local import).
+    own = [
+        p.replace(annotation=eval(p.annotation, fn.__globals__)) if isinstance(p.annotation, str) else p  # noqa: S307
+        for p in sig.parameters.values() if p.name != "run"
+    ]
     common = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=typ, default=typer.Option(default, flag, help=help_))
         for name, (typ, default, flag, help_) in _COMMON.items()
@@ -110,7 +115,7 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(**kwargs, run=TrainArgs(out=out, resume_run=resume_run, given=given))
 
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
-    wrapper.__signature__ = sig.replace(parameters=params, return_annotation=sig.return_annotation)
+    wrapper.__signature__ = sig.replace(parameters=params, return_annotation=None)
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__  # typer must see the new signature, not fn's
     return wrapper

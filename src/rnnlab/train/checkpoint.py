@@ -266,6 +266,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _short_reason(exc: Exception) -> str:
+    """The informative line of torch.load's long message (the refused global, or the first line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if any(w in ln for w in ("GLOBAL", "Unsupported", "Unpickler", "unpickl")):
+            return ln
+    return lines[0] if lines else type(exc).__name__
+
+
 def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """``state.pt`` through ``torch.load(weights_only=True)``: a pickle that would build any
     object other than tensors and plain containers is refused before anything runs."""
@@ -275,7 +284,7 @@ def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     except FileNotFoundError as exc:
         raise CheckpointError(f"{file}: expected training state, got no such file") from exc
     except Exception as exc:  # UnpicklingError (refused object), RuntimeError/EOFError (truncated)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _short_reason(exc)
         raise CheckpointError(
             f"{file}: expected weights-only training state, got a file that weights_only loading refuses "
             f"({type(exc).__name__}: {reason})"

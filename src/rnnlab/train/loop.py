@@ -68,6 +68,7 @@ class RunResult:
     best_loss: float | None
     metrics: dict[str, float]               # the last evaluation's metrics (empty if none ran)
     skipped_steps: int = 0                  # steps dropped by nonfinite="skip"
+    resumed_from: Path | None = None        # the checkpoint this invocation started from
     model: nn.Module | None = field(default=None, repr=False)   # the trained model (rank 0's), for notebooks
 
 
@@ -302,6 +303,7 @@ class _Run:
         self.loop = LoopState()
         self.carry: Any = None
         self.last_saved: Path | None = start
+        self.start = start
         self.last_metrics: dict[str, float] = {}
 
         seed_all(config.seed)
@@ -539,5 +541,5 @@ class _Run:
         return RunResult(
             run_dir=self.out, step=loop.step, epoch=loop.epoch, stop_reason=stop, last_checkpoint=self.last_saved,
             best_step=loop.best_step, best_loss=loop.best_loss, metrics=dict(self.last_metrics),
-            skipped_steps=loop.skipped_steps, model=self.model,
+            skipped_steps=loop.skipped_steps, resumed_from=self.start, model=self.model,
         )

@@ -1,0 +1,127 @@
+"""The loop: non-finite guard, schedules, early stopping, time budget, report, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import typer
+
+from rnnlab.cli import train as cli_train
+from rnnlab.errors import CheckpointError, ConfigError, NonFiniteError
+from rnnlab.tasks.toy import ToyConfig, ToyTask
+from rnnlab.train import fit, list_checkpoints, load_checkpoint, resume
+from rnnlab.train.checkpoint import nonfinite_entries
+from train_workers import TASK, curve, toy_task, train_config
+
+
+class NaNAt(ToyTask):
+    """The toy task whose loss turns NaN at the given (1-based) steps."""
+
+    def __init__(self, bad_steps, **kw):
+        super().__init__(ToyConfig(**{**TASK, **kw}))
+        self.bad_steps, self.calls = set(bad_steps), 0
+
+    def training_step(self, model, batch, carry):
+        self.calls += 1
+        out = super().training_step(model, batch, carry)
+        if self.calls in self.bad_steps:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def test_nonfinite_stops_and_names_step_and_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteError) as info:
+        fit(NaNAt({8}), train_config(max_steps=20, checkpoint_every=3), out)
+    msg = str(info.value)
+    assert "step 8:" in msg and f"last good checkpoint: {out / 'checkpoints' / 'step-00000006'}" in msg
+    for path in list_checkpoints(out / "checkpoints"):   # nothing non-finite was ever written
+        ck = load_checkpoint(path, toy_task().build_model())
+        assert nonfinite_entries(ck.state) == [] and ck.meta["step"] <= 6
+
+
+def test_nonfinite_skip_drops_the_step_and_goes_on(tmp_path):
+    task = NaNAt({3, 4})
+    r = fit(task, train_config(max_steps=10, nonfinite="skip"), tmp_path / "run")
+    assert r.step == 10 and r.skipped_steps == 2
+    rows = [c for c in curve(tmp_path / "run") if c["kind"] == "train"]
+    assert [c.get("skipped", 0) for c in rows][:5] == [0, 0, 1, 1, 0]
+    assert all(torch.isfinite(p).all() for p in r.model.parameters())
+
+
+class Flat(ToyTask):
+    """Valid loss never improves after the first evaluation."""
+
+    def evaluate(self, model, split="valid"):
+        return {"loss": 1.0, "rmse": 1.0}
+
+
+def test_plateau_divides_lr_and_early_stopping_stops(tmp_path):
+    task = Flat(ToyConfig(**TASK))
+    r = fit(task, train_config(max_steps=100, eval_every=2, schedule="plateau", plateau_factor=4.0,
+                               lr=0.1, patience=3), tmp_path / "run")
+    # evaluations at steps 2 (best), 4, 5 (epoch end), 6: three without improvement
+    assert r.stop_reason == "early_stopping" and r.step == 6 and r.best_step == 2
+    lrs = [c["lr"] for c in curve(tmp_path / "run") if c["kind"] == "train"]
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.025, 0.00625])
+
+
+def test_step_and_cosine_schedules(tmp_path):
+    fit(toy_task(), train_config(max_steps=6, schedule="step", step_size=2, gamma=0.5, lr=0.1), tmp_path / "s")
+    assert [c["lr"] for c in curve(tmp_path / "s") if c["kind"] == "train"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    fit(toy_task(), train_config(max_steps=5, schedule="cosine", warmup_steps=1, lr=0.1), tmp_path / "c")
+    lrs = [c["lr"] for c in curve(tmp_path / "c") if c["kind"] == "train"]
+    want = [0.1] + [0.1 * 0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
+    assert lrs == pytest.approx(want)
+
+
+def test_time_budget_and_epoch_limit(tmp_path):
+    r = fit(toy_task(), train_config(max_steps=0, max_time=0.3, checkpoint_every=0), tmp_path / "t")
+    assert r.stop_reason == "max_time" and r.step >= 1 and r.last_checkpoint.name == f"step-{r.step:08d}"
+    r = fit(toy_task(), train_config(max_steps=0, max_epochs=2), tmp_path / "e")
+    assert r.stop_reason == "max_epochs" and r.step == 10 and r.epoch == 2
+
+
+def test_resume_refuses_a_changed_trajectory_but_accepts_new_limits(tmp_path):
+    out = tmp_path / "run"
+    fit(toy_task(), train_config(max_steps=4), out)
+    with pytest.raises(ConfigError, match=r"train config expected the run's values for \['lr'\]"):
+        fit(toy_task(), train_config(max_steps=8, lr=0.5), out, resume=True)
+    with pytest.raises(ConfigError, match="task config expected"):
+        fit(toy_task(hidden_size=5), train_config(max_steps=8), out, resume=True)
+    r = resume(out, max_steps=6)
+    assert r.step == 6 and r.resumed_from.name == "step-00000004"
+
+
+def cli(args: list[str]) -> None:
+    """This area's commands on their own app (other areas' commands are not needed here)."""
+    app, train_app = typer.Typer(), typer.Typer()
+    app.add_typer(train_app, name="train")
+    cli_train.register(app, train_app)
+    app(args=args, standalone_mode=False)
+
+
+def test_report_and_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    cli(["train", "toy", "--out", str(out), "--max-steps", "6", "--eval-every", "3", "--quiet", "--threads", "1"])
+    assert capsys.readouterr().out == ""                          # quiet prints nothing
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3 and "Toy: valid stream 0" in page and "Loss" in page
+    assert (out / "plots" / "loss.png").stat().st_size > 0 and (out / "plots" / "rmse.png").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["task"] == "toy" and cfg["train_config"]["max_steps"] == 6 and "rnnlab_version" in cfg
+
+    cli(["evaluate", str(out), "--split", "test", "--json"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"loss", "rmse"} and metrics["rmse"] == pytest.approx(math.sqrt(metrics["loss"]))
+
+    with pytest.raises(CheckpointError, match="expected a new or empty folder"):
+        cli(["train", "toy", "--out", str(out), "--max-steps", "2", "--quiet"])
+    cli(["train", "toy", "--resume", str(out), "--max-steps", "8", "--quiet"])
+    assert [c["step"] for c in curve(out) if c["kind"] == "train"] == list(range(1, 9))
+    with pytest.raises(ConfigError, match=r"evaluate: expected no extra options for task 'toy', got \['--bogus'\]"):
+        cli(["evaluate", str(out), "--bogus"])
