@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from rnnlab.cli.train import TrainArgs, register_evaluator, with_train_options
+
 
 def split_list(values: Optional[List[str]]) -> list[str]:
     """Repeated flags and comma-separated values both work: ``--x a --x b`` == ``--x a,b``."""
@@ -20,19 +22,44 @@ def split_list(values: Optional[List[str]]) -> list[str]:
     return out
 
 
-def train_config(**kw):
-    from rnnlab.train import TrainConfig
+# Defaults for the training loop of a classifier (flags override): epochs, not steps, since
+# data sets differ in size by orders of magnitude; Adam needs no tuning on small data.
+TRAIN_DEFAULTS = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
 
-    return TrainConfig(**kw)
+
+def csv_option(extra: list[str]) -> str | None:
+    """``--csv FILE`` (or ``--csv=FILE``) from ``rnnlab evaluate``'s extra arguments; nothing else is accepted."""
+    from rnnlab.errors import ConfigError
+
+    rest = list(extra)
+    path = None
+    while rest:
+        a = rest.pop(0)
+        if a == "--csv" and rest:
+            path = rest.pop(0)
+        elif a.startswith("--csv="):
+            path = a.split("=", 1)[1]
+        else:
+            raise ConfigError(f"evaluate: expected only --csv FILE as an extra option, got {a!r}")
+    return path
+
+
+def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
+    """``rnnlab evaluate RUN [--csv FILE]`` for a classifier: scores beside the majority class."""
+    from rnnlab.tasks.classify import evaluate_run, flat_metrics
+
+    return flat_metrics(evaluate_run(str(run_dir), csv_option(extra), split, checkpoint))
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    register_evaluator("classify", evaluate_classify)
+
     @train_app.command("classify")
+    @with_train_options
     def train_classify(
         train: Path = typer.Option(..., "--train", help="Training file: .csv/.tsv/.jsonl (text or numeric) or .ts."),
         valid: Optional[Path] = typer.Option(None, "--valid", help="Held-out file (default: a seeded --valid-frac of --train)."),
         test: Optional[Path] = typer.Option(None, "--test", help="Optional test file."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: a new runs/classify-N)."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl | ts."),
         input_kind: str = typer.Option("auto", "--input", help="auto | text | numeric."),
         text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
@@ -54,36 +81,30 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         pool: str = typer.Option("last", "--pool", help="last | mean | max over the valid steps."),
         batch_size: int = typer.Option(32, "--batch-size"),
         valid_frac: float = typer.Option(0.2, "--valid-frac", help="Held out of --train when no --valid."),
+        data_seed: int = typer.Option(0, "--data-seed", help="Seeds the train/valid split and the batch order."),
         no_scale: bool = typer.Option(False, "--no-scale", help="Numeric: do not standardise inputs."),
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding, rnn."),
         freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="With --init-from: epochs with transferred weights fixed."),
-        max_steps: int = typer.Option(0, "--max-steps", help="Stop after N optimizer steps (0 = no limit)."),
-        max_epochs: int = typer.Option(10, "--max-epochs", help="Stop after N epochs (0 = no limit)."),
-        max_time: float = typer.Option(0.0, "--max-time", help="Stop after N seconds (0 = no limit)."),
-        seed: int = typer.Option(0, "--seed", help="Seeds the model, the split and the batch order."),
-        optimizer: str = typer.Option("adam", "--optimizer", help="sgd | adam | adamw."),
-        lr: float = typer.Option(2e-3, "--lr"),
-        clip: float = typer.Option(1.0, "--clip", help="Gradient clipping by global norm (0 = off)."),
-        patience: int = typer.Option(0, "--patience", help="Early stopping after N evaluations without improvement."),
-        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text or numeric sequences)."""
         from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics
-        from rnnlab.train import fit, load_run, new_run_dir
+        from rnnlab.train import load_run
 
-        config = ClassifyConfig(
-            train=str(train), valid=str(valid) if valid else "", test=str(test) if test else "", format=fmt,
-            input=input_kind, text_col=text_col, label_col=label_col, value_cols=split_list(value_cols),
-            id_col=id_col, feature_cols=split_list(feature_cols), time_col=time_col, missing=missing, level=level,
-            min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim, hidden_size=hidden,
-            num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool, batch_size=batch_size,
-            valid_frac=valid_frac, scale=not no_scale, seed=seed, init_from=str(init_from) if init_from else "",
-            freeze_epochs=freeze_epochs)
-        task = ClassifyTask(config)  # every data error is raised here, before any model is built
-        tc = train_config(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed,
-                          optimizer=optimizer, lr=lr, clip=clip, patience=patience, threads=threads, quiet=quiet)
-        result = fit(task, tc, out=out if out is not None else new_run_dir("runs/classify"))
+        def build() -> ClassifyTask:
+            config = ClassifyConfig(
+                train=str(train), valid=str(valid) if valid else "", test=str(test) if test else "", format=fmt,
+                input=input_kind, text_col=text_col, label_col=label_col, value_cols=split_list(value_cols),
+                id_col=id_col, feature_cols=split_list(feature_cols), time_col=time_col, missing=missing,
+                level=level, min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim,
+                hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
+                batch_size=batch_size, valid_frac=valid_frac, scale=not no_scale, seed=data_seed,
+                init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs)
+            return ClassifyTask(config)  # every data error is raised here, before any model is built
+
+        result = run.start(build, **TRAIN_DEFAULTS)
+        if run.given.get("quiet"):
+            return
         task, model, _ = load_run(result.run_dir)
         m = task.evaluate_detailed(model, task.split("valid"))
         print(f"classify: run {result.run_dir}, best checkpoint, validation split")

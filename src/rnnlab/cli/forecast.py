@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import split_list, train_config
+from rnnlab.cli.classify import TRAIN_DEFAULTS, csv_option, split_list
+from rnnlab.cli.train import TrainArgs, register_evaluator, with_train_options
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
@@ -24,14 +25,23 @@ def _floats(values: Optional[List[str]]) -> list[float]:
     return out
 
 
+def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
+    """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
+    from rnnlab.tasks.forecast import evaluate_run
+
+    return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    register_evaluator("forecast", evaluate_forecast)
+
     @train_app.command("forecast")
+    @with_train_options
     def train_forecast(
         csv: Path = typer.Option(..., "--csv", help="One row per time step (.csv/.tsv/.jsonl)."),
         target: List[str] = typer.Option(..., "--target", help="Column(s) to forecast (repeat or comma-separate)."),
         covariates: Optional[List[str]] = typer.Option(None, "--covariates", help="Extra input columns (past values)."),
         time_col: str = typer.Option("", "--time-col", help="Time column: checked to increase strictly."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: a new runs/forecast-N)."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
         missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
         context: int = typer.Option(48, "--context", help="L: steps the model reads."),
@@ -47,31 +57,25 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         dropout: float = typer.Option(0.0, "--dropout"),
         batch_size: int = typer.Option(32, "--batch-size"),
         stride: int = typer.Option(1, "--stride", help="Step between training windows."),
-        max_steps: int = typer.Option(0, "--max-steps", help="Stop after N optimizer steps (0 = no limit)."),
-        max_epochs: int = typer.Option(10, "--max-epochs", help="Stop after N epochs (0 = no limit)."),
-        max_time: float = typer.Option(0.0, "--max-time", help="Stop after N seconds (0 = no limit)."),
-        seed: int = typer.Option(0, "--seed"),
-        optimizer: str = typer.Option("adam", "--optimizer", help="sgd | adam | adamw."),
-        lr: float = typer.Option(3e-3, "--lr"),
-        clip: float = typer.Option(1.0, "--clip"),
-        patience: int = typer.Option(0, "--patience"),
-        threads: int = typer.Option(0, "--threads"),
-        quiet: bool = typer.Option(False, "--quiet"),
+        data_seed: int = typer.Option(0, "--data-seed", help="Seeds the batch order."),
+        run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
         from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores
-        from rnnlab.train import fit, load_run, new_run_dir
+        from rnnlab.train import load_run
 
-        config = ForecastConfig(
-            data=str(csv), format=fmt, time_col=time_col, targets=split_list(target),
-            covariates=split_list(covariates), missing=missing, context=context, horizon=horizon, season=season,
-            valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode, quantiles=_floats(quantiles),
-            cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout, batch_size=batch_size,
-            stride=stride, seed=seed)
-        task = ForecastTask(config)  # every data error is raised here, before any model is built
-        tc = train_config(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed,
-                          optimizer=optimizer, lr=lr, clip=clip, patience=patience, threads=threads, quiet=quiet)
-        result = fit(task, tc, out=out if out is not None else new_run_dir("runs/forecast"))
+        def build() -> ForecastTask:
+            config = ForecastConfig(
+                data=str(csv), format=fmt, time_col=time_col, targets=split_list(target),
+                covariates=split_list(covariates), missing=missing, context=context, horizon=horizon,
+                season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
+                quantiles=_floats(quantiles), cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout,
+                batch_size=batch_size, stride=stride, seed=data_seed)
+            return ForecastTask(config)  # every data error is raised here, before any model is built
+
+        result = run.start(build, **{**TRAIN_DEFAULTS, "lr": 3e-3})
+        if run.given.get("quiet"):
+            return
         task, model, _ = load_run(result.run_dir)
         print(f"forecast: run {result.run_dir}, best checkpoint, validation windows")
         print(format_scores(task.score(model, task.frame, task.origins("valid"))))

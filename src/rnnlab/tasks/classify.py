@@ -553,7 +553,7 @@ register_task("classify", build_classify_task)
 # ----------------------------------------------------------------------------- run folders
 
 
-def _load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyTask, nn.Module]:
+def load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyTask, nn.Module]:
     from rnnlab.train.rundir import load_run, read_run_config
 
     cfg = read_run_config(run_dir)
@@ -564,15 +564,32 @@ def _load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[Classify
     return task, model
 
 
-def evaluate_run(run_dir: str, path: str, checkpoint: str = "best") -> dict[str, Any]:
-    """``rnnlab evaluate RUN --csv FILE`` for a classifier: full metrics and the majority baseline."""
-    task, model = _load_classify_run(run_dir, checkpoint)
-    return task.evaluate_file(model, path)
+def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
+                 checkpoint: str = "best") -> dict[str, Any]:
+    """``rnnlab evaluate RUN [--csv FILE]`` for a classifier: full metrics beside the majority
+    class, on a labelled file or on the run's own ``split``; ``names`` holds the class names."""
+    task, model = load_classify_run(run_dir, checkpoint)
+    m = task.evaluate_file(model, path) if path else task.evaluate_detailed(model, task.split(split))
+    m["names"] = list(task.label_map.names)
+    return m
+
+
+def flat_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """One flat dict (as ``rnnlab evaluate`` prints): scalars, per-class precision/recall, and
+    the confusion matrix as rows of counts (true class per row)."""
+    out: dict[str, Any] = {k: float(m[k]) for k in ("loss", "acc", "macro_f1", "majority_acc", "majority_macro_f1")}
+    out["n"] = int(m["n"])
+    for i, name in enumerate(m["names"]):
+        out[f"precision[{name}]"] = float(m["precision"][i])
+        out[f"recall[{name}]"] = float(m["recall"][i])
+    for i, name in enumerate(m["names"]):
+        out[f"confusion[{name}]"] = " ".join(str(v) for v in m["confusion"][i])
+    return out
 
 
 def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best") -> int:
     """``rnnlab predict RUN --csv FILE --out preds.csv``: labels and class probabilities."""
-    task, model = _load_classify_run(run_dir, checkpoint)
+    task, model = load_classify_run(run_dir, checkpoint)
     return task.predict_file(model, path, out)
 
 

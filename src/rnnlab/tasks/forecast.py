@@ -606,10 +606,16 @@ def _load_forecast_run(run_dir: str, checkpoint: str = "best") -> tuple[Forecast
     return task, model
 
 
-def evaluate_run(run_dir: str, path: str, checkpoint: str = "best") -> dict[str, Any]:
-    """``rnnlab evaluate RUN --csv FILE`` for a forecaster: every window of the file, with baselines."""
+def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
+                 checkpoint: str = "best") -> dict[str, Any]:
+    """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: every window of the file (or the
+    run's own validation windows), with the naive baselines beside the model."""
+    if split not in ("valid",) and path is None:
+        raise ConfigError(expected("--split for a forecaster", "valid (or --csv FILE)", repr(split)))
     task, model = _load_forecast_run(run_dir, checkpoint)
-    return task.evaluate_file(model, path)
+    if path:
+        return task.evaluate_file(model, path)
+    return task.evaluate(model, split)
 
 
 def forecast_run(run_dir: str, path: str, horizon: int, out: str, checkpoint: str = "best") -> list[dict[str, Any]]:
