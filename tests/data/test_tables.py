@@ -232,3 +232,11 @@ def test_scaler_round_trip_and_constant_column():
     s = Scaler.fit(x)
     assert s.std[1] == 1.0  # a constant column is centred, not divided by zero
     np.testing.assert_allclose(Scaler.from_dict(s.to_dict()).inverse(s.transform(x)), x)
+
+
+def test_one_column_file_blank_line_is_a_missing_cell_not_a_skipped_row(tmp_path):
+    path = write(tmp_path, "one.csv", "y\n1\n\n3\n\n\n")
+    with pytest.raises(DataError, match=r"one.csv, line 3: expected a value, got a missing cell"):
+        load_forecast_table(path, ["y"])
+    fr = load_forecast_table(path, ["y"], missing="interpolate")
+    assert fr.targets[:, 0].tolist() == [1, 2, 3] and fr.lines == [2, 3, 4]  # trailing blank lines end the file

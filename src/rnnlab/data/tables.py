@@ -107,13 +107,16 @@ def _read_delimited(path: str, text: str, delimiter: str) -> Table:
     header: list[str] | None = None
     cells: list[list[Any]] = []
     lines: list[int] = []
+    blank: list[int] = []
     start = 1
     try:
         for row in reader:
             line = start
             start = reader.line_num + 1
-            if not row or all(not c.strip() for c in row) and len(row) <= 1:
-                continue  # blank line
+            if not row:
+                if header is not None and len(header) == 1:
+                    blank.append(line)  # in a one-column file a blank line is an empty cell ...
+                continue  # ... elsewhere it is just a blank line
             if header is None:
                 header = [c.strip() for c in row]
                 _check_header(path, header, line)
@@ -123,6 +126,10 @@ def _read_delimited(path: str, text: str, delimiter: str) -> Table:
                     f"{path}, line {line}: fields: expected {len(header)} (as in the header), got {len(row)} "
                     "(a ragged row)"
                 )
+            for b in blank:  # ... unless only blank lines follow it (the end of the file)
+                cells.append([""])
+                lines.append(b)
+            blank = []
             cells.append(row)
             lines.append(line)
     except csv.Error as exc:
