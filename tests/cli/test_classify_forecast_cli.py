@@ -1,0 +1,63 @@
+"""End to end through ``rnnlab``: train classify/forecast, evaluate --csv, predict, forecast, backtest."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from rnnlab.cli.main import main
+
+
+def test_classify_commands(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rows = [("good film", "pos"), ("bad film", "neg"), ("great", "pos"), ("awful", "neg")] * 6
+    data.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "classify", "--train", str(data), "--hidden", "8", "--embed", "8", "--max-epochs", "2",
+                 "--out", str(run), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "majority class: accuracy" in out and "confusion matrix" in out
+    assert main(["evaluate", str(run), "--csv", str(data), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["n"] == 24 and m["majority_acc"] == 0.5 and 0 <= m["acc"] <= 1
+    assert m["confusion[neg]"].count(" ") == 1
+    assert main(["predict", str(run), "--csv", str(data), "--out", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv") as fh:
+        preds = list(csv.DictReader(fh))
+    assert len(preds) == 24 and set(preds[0]) == {"line", "label", "pred", "p_neg", "p_pos"}
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nok,maybe\n")
+    assert main(["evaluate", str(run), "--csv", str(bad)]) == 2
+    assert "unseen 'maybe'" in capsys.readouterr().err
+    assert main(["train", "classify", "--train", str(data), "--text-col", "body"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnlab: error:") and "--text-col 'body' not found" in err
+
+
+def test_forecast_commands(tmp_path, capsys):
+    data = tmp_path / "s.csv"
+    rng = np.random.default_rng(0)
+    y = 3 + np.sin(np.arange(120) * 2 * np.pi / 8) + rng.normal(0, 0.1, 120)
+    data.write_text("t,y\n" + "\n".join(f"{i},{v:.4f}" for i, v in enumerate(y)) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--csv", str(data), "--target", "y", "--time-col", "t", "--context", "16",
+                 "--horizon", "4", "--season", "8", "--quantiles", "0.1,0.9", "--hidden", "8", "--max-epochs", "1",
+                 "--backtest-windows", "2", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "seasonal naive" in out and "coverage of the 0.1-0.9 interval" in out
+    assert (run / "report.html").read_text().count("<img") >= 3  # curves + forecast + backtest at least
+    assert main(["forecast", str(run), "--csv", str(data), "--horizon", "4", "--out", str(tmp_path / "f.csv")]) == 0
+    with open(tmp_path / "f.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["t"] for r in rows] == ["120", "121", "122", "123"]
+    assert all(float(r["y_q0.1"]) <= float(r["y"]) <= float(r["y_q0.9"]) for r in rows)
+    assert main(["backtest", str(run), "--csv", str(data), "--windows", "3"]) == 0
+    assert "window 3 (origin row 116)" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--csv", str(data), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["windows"] == 120 - 16 - 4 + 1 and "snaive_mase" in m
+    assert main(["backtest", str(run), "--csv", str(data), "--windows", "50"]) == 2
+    assert "16 + 50 x 4 = 216 rows, got 120" in capsys.readouterr().err
