@@ -98,3 +98,7 @@ def run_ddp_rank(out: str, rank: int, world: int, port: int, task_kw: dict, trai
 
     r = fit(toy_task(**task_kw), train_config(**train_kw), out)
     save_file({k: v.contiguous() for k, v in r.model.state_dict().items()}, weights)
+
+
+def noop() -> None:
+    """Child: nothing (starts the forkserver, so later timings exclude its imports)."""

@@ -54,7 +54,7 @@ class TrainConfig:
 
     # --- evaluation, checkpoints, stopping early ---
     eval_every: int = 0                 # evaluate every N steps (and always at each epoch end); 0 = epoch end only
-    checkpoint_every: int = 0           # save every N steps (and at the end); 0 = only at epoch ends and the end
+    checkpoint_every: int = 0           # save every N steps; 0 = at each epoch end. Always at the end and at a new best
     keep_last: int = 3                  # keep the newest k step checkpoints (and the best); never deletes the only one
     patience: int = 0                   # early stopping: evals without valid-loss improvement; 0 = off
     nonfinite: str = "stop"             # stop: raise NonFiniteError; skip: drop the step and go on

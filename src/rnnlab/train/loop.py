@@ -156,7 +156,7 @@ def _json_normal(obj: Any) -> Any:
 
 
 def _quiet_lightning(quiet: bool) -> None:
-    for name in ("lightning.fabric", "lightning_fabric"):
+    for name in ("lightning.fabric", "lightning.pytorch", "lightning_fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
 
 
@@ -170,6 +170,8 @@ def _make_fabric(config: TrainConfig, out: Path):
     import importlib.util
 
     from lightning.fabric import Fabric
+
+    _quiet_lightning(config.quiet)  # after the import: lightning sets its loggers' level when imported
 
     devices, num_nodes = config.devices, config.num_nodes
     if devices * num_nodes == 1 and torch.distributed.is_torchelastic_launched():
@@ -393,7 +395,14 @@ class _Run:
         """One entry per rank (RNG states and carries differ between ranks)."""
         if self.world == 1:
             return [obj]
-        gathered = self.fabric.all_gather(obj)
+        import torch.distributed as dist
+
+        def gather(t: torch.Tensor) -> torch.Tensor:  # (world, *t.shape); shards must have equal shapes
+            parts = [torch.empty_like(t) for _ in range(self.world)]
+            dist.all_gather(parts, t.contiguous())
+            return torch.stack(parts)
+
+        gathered = _map_tensors(obj, gather)
         return [_map_tensors(gathered, lambda t, r=r: t[r]) for r in range(self.world)]
 
     def _save(self) -> None:
@@ -402,6 +411,7 @@ class _Run:
         error = None
         if self.fabric.is_global_zero:
             self.loop.records = len(self.log)
+            self.log.sync()
             path = self.root / ckpt.checkpoint_name(self.loop.step)
             state = {
                 "format_version": ckpt.FORMAT_VERSION,
@@ -522,7 +532,8 @@ class _Run:
                             loop.epoch += 1
                             loop.batch_in_epoch = 0
                         stop = self._stop_reason(got_signal, time_up)
-                        if improved or is_last or stop or (c.checkpoint_every and loop.step % c.checkpoint_every == 0):
+                        due = loop.step % c.checkpoint_every == 0 if c.checkpoint_every else is_last
+                        if improved or stop or due:
                             self._save()
                         if stop:
                             break

@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
+
+from rnnlab.errors import CheckpointError
 
 
 def _finite_or_none(v: Any) -> Any:
@@ -45,7 +48,12 @@ class MetricsLog:
     def __init__(self, run_dir: str | Path, keep_records: int = 0):
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         self.csv = Path(run_dir) / "metrics.csv"
-        self.records = read_records(self.jsonl)[:keep_records]
+        records = read_records(self.jsonl)
+        if len(records) < keep_records:
+            raise CheckpointError(
+                f"{self.jsonl}: expected at least {keep_records} records (the checkpoint's count), got {len(records)}"
+            )
+        self.records = records[:keep_records]
         self._rewrite_all()
 
     def __len__(self) -> int:
@@ -58,12 +66,25 @@ class MetricsLog:
         return cols
 
     def _rewrite_all(self) -> None:
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        """Both files through a temporary file and os.replace: a kill here never leaves half a log."""
         self._header = self._columns()
-        with open(self.csv, "w", newline="") as f:
+        tmp = self.jsonl.with_name(".tmp-metrics.jsonl")
+        with open(tmp, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in self.records))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.jsonl)
+        tmp = self.csv.with_name(".tmp-metrics.csv")
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._header)
             w.writeheader()
             w.writerows(self.records)
+        os.replace(tmp, self.csv)
+
+    def sync(self) -> None:
+        """fsync the log; called before each checkpoint, whose record count must stay true."""
+        with open(self.jsonl, "a") as f:  # the CSV is derived: resume rebuilds it from the JSONL
+            os.fsync(f.fileno())
 
     def log(self, record: dict[str, Any]) -> None:
         record = {k: _finite_or_none(v) for k, v in record.items()}
