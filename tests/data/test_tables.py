@@ -240,3 +240,9 @@ def test_one_column_file_blank_line_is_a_missing_cell_not_a_skipped_row(tmp_path
         load_forecast_table(path, ["y"])
     fr = load_forecast_table(path, ["y"], missing="interpolate")
     assert fr.targets[:, 0].tolist() == [1, 2, 3] and fr.lines == [2, 3, 4]  # trailing blank lines end the file
+
+
+def test_text_refuses_fill_policies(tmp_path):
+    path = write(tmp_path, "a.csv", "text,label\nx,a\ny,b\n")
+    with pytest.raises(ConfigError, match="--missing for text: expected error or drop"):
+        load_text_classification(path, "text", "label", missing="ffill")

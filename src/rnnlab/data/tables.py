@@ -361,6 +361,9 @@ def load_text_classification(
     column (prediction on new data). ``missing='drop'`` skips rows with an empty text or label.
     """
     check_missing_policy(missing)
+    if missing in ("ffill", "interpolate"):
+        raise ConfigError(expected("--missing for text", "error or drop (a text cannot be interpolated)",
+                                   repr(missing)))
     table = read_table(path, fmt)
     ti = table.col(text_col, "--text-col")
     has_labels = label_col in table.columns
