@@ -45,6 +45,8 @@ def test_new_run_dir_suffixes_and_reuse_is_refused(tmp_path):
     assert new_run_dir(base) == base
     base.mkdir()
     assert new_run_dir(base) == base            # an empty folder is free
+    (base / "checkpoints").mkdir()
+    assert new_run_dir(base) == base            # so is one whose creation was interrupted
     (base / "config.json").write_text("{}")
     assert new_run_dir(base) == tmp_path / "run-2"
     (tmp_path / "run-2").mkdir()

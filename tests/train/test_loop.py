@@ -125,3 +125,10 @@ def test_report_and_cli(tmp_path, capsys):
     assert [c["step"] for c in curve(out) if c["kind"] == "train"] == list(range(1, 9))
     with pytest.raises(ConfigError, match=r"evaluate: expected no extra options for task 'toy', got \['--bogus'\]"):
         cli(["evaluate", str(out), "--bogus"])
+
+
+def test_tensorboard_logger_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")                 # the optional [tensorboard] extra
+    fit(toy_task(), train_config(max_steps=4, eval_every=2), tmp_path / "run")
+    events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

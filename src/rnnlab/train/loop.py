@@ -360,7 +360,8 @@ class _Run:
             self._log({"kind": "eval", "step": loop.step, "epoch": loop.epoch, **{f"valid_{k}": v for k, v in metrics.items()}})
         if self.config.schedule == "plateau":
             self.scheduler.step(metrics["loss"])
-        if loop.best_loss is None or metrics["loss"] < loop.best_loss:
+        finite = math.isfinite(metrics["loss"])
+        if finite and (loop.best_loss is None or metrics["loss"] < loop.best_loss):
             loop.best_loss, loop.best_step, loop.bad_evals = metrics["loss"], loop.step, 0
             return True
         loop.bad_evals += 1
@@ -385,7 +386,7 @@ class _Run:
             "batch_in_epoch": self.loop.batch_in_epoch,
             "best_loss": self.loop.best_loss,
             "best_step": self.loop.best_step,
-            "metrics": self.last_metrics,
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.last_metrics.items()},
             "world_size": self.world,
             "loop": dataclasses.asdict(self.loop),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

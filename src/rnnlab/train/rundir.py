@@ -36,18 +36,29 @@ def rnnlab_version() -> str:
     return getattr(rnnlab, "__version__", "unknown")
 
 
+def _is_free(folder: Path) -> bool:
+    """Absent, empty, or holding only an empty ``checkpoints/`` and temporary files (a run killed
+    while being created, before its config.json existed)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".tmp-")]   # a torn config.json write
+    return all(p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()) for p in entries)
+
+
 def new_run_dir(base: str | Path) -> Path:
     """``base`` if it is free (absent or an empty folder), else the first free ``base-N``."""
     base = Path(base)
     candidate, n = base, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+    while not _is_free(candidate):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
 
 
 def check_new_run_dir(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not _is_free(out):
         raise CheckpointError(
             f"run folder {out}: expected a new or empty folder, got an existing run "
             f"(resume it with --resume {out} / resume=True, or pick another name; "
