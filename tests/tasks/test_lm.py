@@ -365,7 +365,7 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_file):
 def test_cli_evaluate_prints_test_perplexity_and_scores_a_text_file(cli_run, tmp_path, capsys):
     from rnnlab.cli.main import main
 
-    assert main(["evaluate", str(cli_run), "--json"]) == 0
+    assert main(["evaluate", str(cli_run), "--split", "test", "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert 1 < m["ppl"] < 12 and math.isclose(m["ppl"], math.exp(m["loss"]))
     f = tmp_path / "new.txt"

@@ -1,7 +1,9 @@
 """``rnnlab train lm`` and ``rnnlab generate``: thin wrappers over ``rnnlab.tasks.lm``.
 
-``rnnlab evaluate RUN [--text FILE]`` belongs to the training core's CLI; for a language
-model it reaches :func:`rnnlab.tasks.lm.evaluate_run` through the task.
+``rnnlab evaluate RUN [--split test] [--text FILE]`` belongs to the training core's CLI; for a
+language-model run it reaches :func:`rnnlab.tasks.lm.evaluate_run` through the evaluator
+registered here. The common train flags (budget, optimizer, --out, --resume, ...) come from
+``rnnlab.cli.train.with_train_options``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from typing import Optional
 
 import typer
 
+from rnnlab.cli.train import TrainArgs, register_evaluator, with_train_options
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    _register_evaluate_fallback(app)
+    register_evaluator("lm", _evaluate_lm)
 
     @train_app.command("lm")
+    @with_train_options
     def train_lm(
         text: Optional[Path] = typer.Option(None, "--text", help="A text file (split contiguously) or a folder with train/valid/test files."),
         dataset: Optional[str] = typer.Option(None, "--dataset", help="timemachine | tinyshakespeare | wikitext2."),
@@ -36,46 +41,30 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
         eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),
         sampling: str = typer.Option("sequential", "--sampling", help="sequential (state carried) | random (state reset)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/lm, or the next free runs/lm-N)."),
-        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder."),
-        max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimizer steps (0 = no limit; 1000 if no budget is given)."),
-        max_epochs: int = typer.Option(0, "--max-epochs", help="Stop after this many epochs (0 = no limit)."),
-        max_time: float = typer.Option(0.0, "--max-time", help="Stop after this many seconds (0 = no limit)."),
-        seed: int = typer.Option(0, "--seed", help="Seeds the model initialisation and the data order."),
-        optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adam | adamw."),
-        lr: float = typer.Option(1.0, "--lr", help="Learning rate (d2l: SGD 1; pytorch/examples: SGD 20)."),
-        clip: float = typer.Option(1.0, "--clip", help="Gradient clipping by global norm (0 = off)."),
-        schedule: str = typer.Option("none", "--schedule", help="none | step | plateau | cosine."),
-        eval_every: int = typer.Option(0, "--eval-every", help="Evaluate every N steps (and at each epoch end)."),
-        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        run: TrainArgs = None,
     ) -> None:
-        """Train a character- or word-level language model."""
-        from rnnlab.tasks.lm import LMTask
-        from rnnlab.train import TrainConfig, fit, new_run_dir
-        from rnnlab.train import resume as resume_run
+        """Train a character- or word-level language model.
 
-        if resume is not None:
-            changes = {k: v for k, v in dict(max_steps=max_steps, max_epochs=max_epochs, max_time=max_time).items() if v}
-            result = resume_run(resume, quiet=quiet, **changes)
-            if not quiet:
-                _print_summary(result.run_dir)
-            return
-        fractions = _fractions(split)
-        task = LMTask(dict(
-            text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-            encoding=encoding, level=level, min_freq=min_freq, split=fractions, preprocess=preprocess, cell=cell,
-            hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, sampling=sampling, seed=seed,
-        ))  # every data error is raised here, before any model is built
-        if not (max_steps or max_epochs or max_time):
-            max_steps = 1000  # no budget given: a short first run rather than an error
-        config = TrainConfig(
-            max_steps=max_steps, max_epochs=max_epochs, max_time=max_time, seed=seed, optimizer=optimizer, lr=lr,
-            clip=clip, schedule=schedule, eval_every=eval_every, threads=threads, quiet=quiet,
-        )
-        result = fit(task, config, out=out if out is not None else new_run_dir("runs/lm"))
-        if not quiet:
+        Defaults of the common flags for language models: SGD, --lr 1, --clip 1 (d2l's setting).
+        A --max-time or --max-epochs budget on its own is not cut short by the default 1000 steps.
+        """
+        from rnnlab.tasks.lm import LMTask
+
+        given = run.given
+        defaults: dict = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0}
+        if ("max_time" in given or "max_epochs" in given) and "max_steps" not in given:
+            defaults["max_steps"] = 0
+
+        def build() -> LMTask:  # every data error is raised here, before any model is built
+            return LMTask(dict(
+                text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                encoding=encoding, level=level, min_freq=min_freq, split=_fractions(split), preprocess=preprocess,
+                cell=cell, hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
+                batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
+            ))
+
+        result = run.start(build, **defaults)
+        if not given.get("quiet"):
             _print_summary(result.run_dir)
 
     @app.command("generate")
@@ -103,37 +92,24 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out.flush()
 
 
-def _has_command(app: typer.Typer, name: str) -> bool:
-    return any((c.name or (c.callback.__name__ if c.callback else "")).replace("_", "-") == name
-               for c in app.registered_commands)
+def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
+    """``rnnlab evaluate RUN [--split S] [--text FILE [--encoding E]]`` for a language-model run."""
+    from rnnlab.errors import ConfigError, expected
+    from rnnlab.tasks.lm import evaluate_run
 
-
-def _register_evaluate_fallback(app: typer.Typer) -> None:
-    """``rnnlab evaluate`` for language-model runs, registered only while the training core's
-    CLI (listed before ``lm`` in ``rnnlab.cli.main._AREAS``) provides no ``evaluate`` command."""
-    if _has_command(app, "evaluate"):
-        return
-
-    @app.command("evaluate")
-    def evaluate_cmd(
-        run: Path = typer.Argument(..., help="A language-model run folder."),
-        text: Optional[Path] = typer.Option(None, "--text", help="Score this text file instead of the run's test split."),
-        split: str = typer.Option("test", "--split", help="train | valid | test (without --text)."),
-        encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --text (default: the run's)."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
-        as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
-    ) -> None:
-        """Perplexity of a trained language model on its test split or on a text file."""
-        import json
-
-        from rnnlab.tasks.lm import evaluate_run
-
-        m = evaluate_run(run, str(text) if text else None, split, encoding, checkpoint)
-        if as_json:
-            print(json.dumps(m))
-        else:
-            print(", ".join(f"{k} {v:.4f}" if k not in ("tokens", "tokens_per_s") else f"{k} {v:,.0f}"
-                            for k, v in m.items()))
+    opts: dict[str, str] = {}
+    args = list(extra)
+    while args:
+        flag = args.pop(0)
+        name, _, value = flag.partition("=")
+        if name not in ("--text", "--encoding"):
+            raise ConfigError(expected("evaluate option for a language model", "--text FILE or --encoding NAME", repr(flag)))
+        if not value:
+            if not args:
+                raise ConfigError(expected(name, "a value", "nothing"))
+            value = args.pop(0)
+        opts[name[2:]] = value
+    return evaluate_run(run_dir, opts.get("text"), split, opts.get("encoding"), checkpoint)
 
 
 def _print_summary(run_dir: Path) -> None:
