@@ -34,6 +34,8 @@ from rnnlab.cells import FAMILIES
 from rnnlab.engine import get_engine
 from rnnlab.engine.scan import ScanTag
 from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
+from rnnlab.nn import variants as _variants
+from rnnlab.nn.options import CellOptions, cell_kwargs
 
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -65,9 +67,12 @@ class RecurrentBase(nn.Module):
         self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
         batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
         proj_size: int = 0, device: Any = None, dtype: Any = None, engine: str = "reference",
+        options: CellOptions | None = None,
     ) -> None:
         super().__init__()
         _check_config(mode, input_size, hidden_size, num_layers, dropout, proj_size)
+        # Options torch.nn lacks (rnnlab.nn.options); the defaults are torch.nn's behaviour.
+        self.options = (options or CellOptions()).validate(mode, bias, proj_size)
         get_engine(engine)  # fail early on an unknown name
         self.engine = engine
         if dropout > 0 and num_layers == 1:
@@ -88,7 +93,7 @@ class RecurrentBase(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         num_directions = 2 if bidirectional else 1
-        gate_size = FAMILIES[mode].NUM_BLOCKS * hidden_size
+        gate_size = self.options.num_blocks(mode, FAMILIES[mode].NUM_BLOCKS) * hidden_size
         real_hidden = proj_size if proj_size > 0 else hidden_size
         factory = {"device": device, "dtype": dtype}
 
@@ -109,6 +114,7 @@ class RecurrentBase(nn.Module):
                 for name, shape in params:
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                 self._param_names.append([n for n, _ in params])
+        _variants.add_parameters(self, factory)     # none unless an option needs them
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -116,6 +122,8 @@ class RecurrentBase(nn.Module):
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
+        if not self.options.is_default():
+            _variants.init_parameters(self)
 
     @property
     def num_directions(self) -> int:
@@ -145,6 +153,8 @@ class RecurrentBase(nn.Module):
             s += f", bidirectional={self.bidirectional}"
         if self.mode == "rnn_relu":
             s += ", nonlinearity='relu'"
+        for key, value in cell_kwargs(self.options).items():
+            s += f", {key}={value!r}"
         return s
 
     # ----------------------------------------------------------------------------- forward
@@ -203,8 +213,12 @@ class RecurrentBase(nn.Module):
                 else:
                     tag = ScanTag(layer, 1, reverse_index)
                     seq = layer_input.gather(0, reverse_index.unsqueeze(-1).expand_as(layer_input))
-                out, h, c = run_scan(self.mode, seq, h0[k], c0[k] if is_lstm else None,
-                                 w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
+                if self.options.is_default():
+                    out, h, c = run_scan(self.mode, seq, h0[k], c0[k] if is_lstm else None,
+                                     w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
+                else:   # options torch.nn lacks: rnnlab.nn.variants
+                    out, h, c = _variants.run_layer(self, k, seq, h0[k], c0[k] if is_lstm else None,
+                                                    w_ih, w_hh, b_ih, b_hh, w_hr, mask, tag)
                 if direction == 1:
                     out = out.gather(0, reverse_index.unsqueeze(-1).expand_as(out))
                 outs.append(out)
@@ -285,38 +299,50 @@ class RecurrentBase(nn.Module):
 
 class RNN(RecurrentBase):
     r"""Elman RNN, a drop-in replacement for ``torch.nn.RNN``: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
-    (or relu). See :mod:`rnnlab.cells.rnn` for the equations and their backward."""
+    (or relu). See :mod:`rnnlab.cells.rnn` for the equations and their backward.
+
+    Extra keyword options (defaults = torch.nn): ``weight_drop``, ``init="orthogonal"|"identity"``
+    (IRNN); see :class:`rnnlab.nn.options.CellOptions`."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device: Any = None, dtype: Any = None,
-                 engine: str = "reference") -> None:
+                 engine: str = "reference", **options: Any) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype, engine)
+                         dropout, bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options))
 
 
 class LSTM(RecurrentBase):
     r"""LSTM, a drop-in replacement for ``torch.nn.LSTM`` (gate order i, f, g, o; optional proj_size).
-    See :mod:`rnnlab.cells.lstm` for the equations and their backward."""
+    See :mod:`rnnlab.cells.lstm` for the equations and their backward.
+
+    Extra keyword options (defaults = torch.nn; equations in :mod:`rnnlab.cells.lstm_variants`):
+    ``layer_norm``, ``peephole``, ``coupled_gates``, ``recurrent_dropout``, ``zoneout`` (p or
+    (p_h, p_c)), ``zoneout_cell``, ``weight_drop``, ``forget_bias``, ``init="orthogonal"|"chrono"``
+    with ``t_max``; see :class:`rnnlab.nn.options.CellOptions`."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device: Any = None, dtype: Any = None,
-                 engine: str = "reference") -> None:
+                 engine: str = "reference", **options: Any) -> None:
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, engine)
+                         bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options))
 
 
 class GRU(RecurrentBase):
     r"""GRU, a drop-in replacement for ``torch.nn.GRU`` (gate order r, z, n; reset after the
-    recurrent bias). See :mod:`rnnlab.cells.gru` for the equations and their backward."""
+    recurrent bias). See :mod:`rnnlab.cells.gru` for the equations and their backward.
+
+    Extra keyword options (defaults = torch.nn; equations in :mod:`rnnlab.cells.gru_variants`):
+    ``layer_norm``, ``gru_reset="after"|"before"``, ``recurrent_dropout``, ``zoneout``,
+    ``weight_drop``, ``forget_bias`` (update gate), ``init="orthogonal"|"chrono"`` with ``t_max``."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device: Any = None, dtype: Any = None, proj_size: int = 0,
-                 engine: str = "reference") -> None:
+                 engine: str = "reference", **options: Any) -> None:
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, engine)
+                         bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options))

@@ -1,0 +1,258 @@
+"""The variants scan: LSTM/GRU variants and state regularisers as one autograd.Function.
+
+Same structure as the reference scan (:mod:`rnnlab.engine.scan`): the input projection of all
+steps in one matmul (here followed by its layer norm, also for all steps), the time loop over the
+cell's ``forward_step`` (:mod:`rnnlab.cells.lstm_variants`, :mod:`rnnlab.cells.gru_variants`),
+hand-written BPTT over its ``backward_step``, and the weight gradients in one matmul each.
+
+The scan adds what belongs to the sequence rather than to the cell's equations:
+
+- recurrent dropout (Gal & Ghahramani, 2016): the recurrent input is h^in_{t-1} = h_{t-1} ⊙ m,
+  one mask m (B, P) per sequence, already scaled by 1/(1 − p);
+- zoneout (Krueger et al., 2016): h_t = z_t ⊙ h_{t-1} + (1 − z_t) ⊙ h̃_t and likewise for c, where
+  h̃_t, c̃_t are what the cell computed; z_t (T, B, h) is a 0/1 mask in training and the constant
+  p (the mask's expectation) in evaluation;
+- variable lengths, exactly as the reference scan (``mask`` (T, B, 1)).
+
+Masks are drawn by the caller from torch's RNG and passed in as tensors, so the backward is exact
+and a seed makes a run repeatable. DropConnect on W_hh needs no scan support: the layer passes the
+masked weight and autograd carries the product.
+
+Saved for backward, besides the cell's own buffers: hs (T+1, B, P), cs (T+1, B, h), the
+normalised input projection x̂ (T, B, G·h) and its r (T, B, G, 1) with layer norm, the recurrent
+inputs h^in (T, B, P) with recurrent dropout, h̃ / c̃ (T, B, h) with zoneout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rnnlab.cells import gru_variants, layernorm, lstm_variants
+from rnnlab.engine import record
+from rnnlab.engine.scan import ScanTag
+
+CELLS = {"lstm": lstm_variants, "gru": gru_variants}
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """The static part of a variants scan: which equations. ``cell`` is an ``LSTMVariant`` or a
+    ``GRUVariant``; the masks and parameters are tensors passed to :func:`variant_scan`."""
+
+    mode: str                                            # "lstm" or "gru"
+    cell: lstm_variants.LSTMVariant | gru_variants.GRUVariant
+
+
+class _VariantScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole, rd_mask, zo_h, zo_c):
+        is_lstm = spec.mode == "lstm"
+        cell, v = CELLS[spec.mode], spec.cell
+        T, B, I = x.shape
+        GH = w_ih.shape[0]
+        G = len(v.blocks)
+        H = GH // G
+        has_bias = b_ih is not None
+
+        # 1. Input side for all steps: xa = [γ_ih ⊙ LN](W_ih x) + b_ih (+ b_hh for the LSTM).
+        x2 = x.reshape(T * B, I)
+        bias = None
+        if has_bias:
+            bias = b_ih + b_hh if is_lstm else b_ih
+        xhat = rstd_x = None
+        if v.layer_norm:
+            xhat = x.new_empty(T, B, GH)
+            rstd_x = x.new_empty(T, B, G, 1)
+            layernorm.normalize(torch.mm(x2, w_ih.t()), G, xhat, rstd_x)
+            xa = xhat * ln_gain_ih if bias is None else torch.addcmul(bias, ln_gain_ih, xhat)
+        elif bias is not None:
+            xa = torch.addmm(bias, x2, w_ih.t()).view(T, B, GH)
+        else:
+            xa = torch.mm(x2, w_ih.t()).view(T, B, GH)
+
+        w_hh_t = w_hh.t()
+        hs = x.new_empty(T + 1, B, H)
+        hs[0] = h0
+        cs = x.new_empty(T + 1, B, H) if is_lstm else None
+        if is_lstm:
+            cs[0] = c0
+        h_ins = hs[:-1] if rd_mask is None else x.new_empty(T, B, H)
+        htil = x.new_empty(T, B, H) if zo_h is not None else None
+        ctil = x.new_empty(T, B, H) if zo_c is not None else None
+        saved = (lstm_variants.LSTMSaved if is_lstm else gru_variants.GRUSaved)(v, T, B, H, x)
+        params = (lstm_variants.LSTMParams(ln_gain_hh, ln_gain_c, ln_bias_c, peephole) if is_lstm
+                  else gru_variants.GRUParams(ln_gain_hh))
+
+        # 2. The time loop.
+        for t in range(T):
+            h_prev = hs[t]
+            if rd_mask is not None:
+                torch.mul(h_prev, rd_mask, out=h_ins[t])                     # h^in = h_{t-1} ⊙ m
+            h_out = hs[t + 1] if htil is None else htil[t]
+            if is_lstm:
+                c_out = cs[t + 1] if ctil is None else ctil[t]
+                cell.forward_step(v, t, xa[t], h_ins[t], cs[t], w_hh_t, params, saved, c_out, h_out)
+            else:
+                cell.forward_step(v, t, xa[t], h_ins[t], h_prev, w_hh_t, b_hh, params, saved, h_out)
+            if htil is not None:                                             # zoneout: h = h̃ + z (h_{t-1} − h̃)
+                torch.sub(h_prev, htil[t], out=hs[t + 1]).mul_(zo_h[t]).add_(htil[t])
+            if ctil is not None:
+                torch.sub(cs[t], ctil[t], out=cs[t + 1]).mul_(zo_c[t]).add_(ctil[t])
+            if mask is not None:
+                m = mask[t]                                                  # (B, 1): carry the state past the end
+                hs[t + 1].copy_(torch.where(m, hs[t + 1], hs[t]))
+                if cs is not None:
+                    cs[t + 1].copy_(torch.where(m, cs[t + 1], cs[t]))
+
+        if record.gate_recording():
+            blocks = saved.gates.detach().chunk(len(cell.GATES), dim=2)
+            record.emit_gates(record.GateRecord(
+                tag.layer, tag.direction, spec.mode,
+                {n: tag.to_forward_time(g) for n, g in zip(cell.GATES, blocks)},
+            ))
+
+        ctx.spec, ctx.tag, ctx.has_bias, ctx.saved = spec, tag, has_bias, saved
+        ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
+                              peephole, rd_mask, zo_h, zo_c, hs, cs, h_ins if rd_mask is not None else None,
+                              xhat, rstd_x, ctil)
+        out = hs[1:] if mask is None else hs[1:] * mask                      # (T, B, h)
+        if is_lstm:
+            return out, hs[T].clone(), cs[T].clone()
+        return out, hs[T].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_h_last, d_c_last=None):
+        (x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
+         rd_mask, zo_h, zo_c, hs, cs, h_ins, xhat, rstd_x, ctil) = ctx.saved_tensors
+        spec, tag, saved = ctx.spec, ctx.tag, ctx.saved
+        is_lstm = spec.mode == "lstm"
+        cell, v = CELLS[spec.mode], spec.cell
+        T, B, I = x.shape
+        GH = w_ih.shape[0]
+        G = len(v.blocks)
+        H = GH // G
+        if h_ins is None:
+            h_ins = hs[:-1]
+        params = (lstm_variants.LSTMParams(ln_gain_hh, ln_gain_c, ln_bias_c, peephole) if is_lstm
+                  else gru_variants.GRUParams(ln_gain_hh))
+
+        dxa = x.new_empty(T, B, GH)
+        # ∂L/∂(what b_hh is added to): the LSTM and the "before" GRU add it beside xa.
+        dhw = dxa if (is_lstm or v.reset == "before") else x.new_empty(T, B, GH)
+        du = dhw if not v.layer_norm else x.new_empty(T, B, GH)              # ∂L/∂(W_hh h^in)
+        if is_lstm:
+            factors = cell.backward_prepare(v, saved, cs[:-1])
+            dz = x.new_empty(T, B, H)
+            dc = d_c_last.clone()
+        else:
+            factors = cell.backward_prepare(v, saved, hs[:-1], h_ins)
+            dc = None
+        keep_h = None if zo_h is None else 1.0 - zo_h                        # ∂h_t/∂h̃_t
+        keep_c = None if zo_c is None else 1.0 - zo_c
+        dh = d_h_last.clone()
+        recording = record.grad_recording()
+        if recording:
+            rec_h = x.new_empty(T, B)
+            rec_c = x.new_empty(T, B) if is_lstm else None
+        if mask is not None:
+            d_out = d_out * mask                                             # padded outputs were constant zeros
+
+        # 3. BPTT.
+        for t in range(T - 1, -1, -1):
+            dh = dh + d_out[t]                                               # total ∂L/∂h_t
+            if recording:
+                rec_h[t] = torch.linalg.vector_norm(dh, dim=1)
+                if is_lstm and ctil is not None:
+                    rec_c[t] = torch.linalg.vector_norm(dc, dim=1)           # c_t reaches the loss only via later steps
+            dh_in0, dc_in0 = dh, dc
+            if mask is not None:                                             # an invalid step is the identity
+                m = mask[t]
+                dh = dh * m
+                dc = dc * m if dc is not None else None
+            dh_cell = dh if keep_h is None else dh * keep_h[t]               # ∂L/∂h̃_t
+            if is_lstm:
+                dc_cell = dc.clone() if keep_c is None else dc * keep_c[t]   # ∂L/∂c̃_t (updated in place)
+                dh_rec, dc_prev = cell.backward_step(v, t, dh_cell, dc_cell, factors, params, saved, w_hh,
+                                                     dz[t], dxa[t], du[t])
+                if recording and ctil is None:
+                    rec_c[t] = torch.linalg.vector_norm(dc_cell, dim=1)      # now the total ∂L/∂c_t
+                if keep_c is not None:
+                    dc_prev.addcmul_(dc, zo_c[t])                            # c_t = z c_{t-1} + ...
+                direct = None
+            else:
+                dh_rec, direct = cell.backward_step(v, t, dh_cell, factors, params, saved, w_hh,
+                                                    dxa[t], dhw[t], du[t])
+            dh_prev = dh_rec if rd_mask is None else dh_rec.mul_(rd_mask)     # through h^in = h ⊙ m
+            if direct is not None:
+                dh_prev.add_(direct)
+            if keep_h is not None:
+                dh_prev.addcmul_(dh, zo_h[t])                                # h_t = z h_{t-1} + ...
+            if mask is not None:
+                dh_prev = torch.where(m, dh_prev, dh_in0)
+                if is_lstm:
+                    dc_prev = torch.where(m, dc_prev, dc_in0)
+            dh = dh_prev
+            if is_lstm:
+                dc = dc_prev
+
+        if recording:
+            record.emit_grad(record.GradRecord(
+                tag.layer, tag.direction, spec.mode,
+                tag.to_forward_time(rec_h), None if rec_c is None else tag.to_forward_time(rec_c),
+            ))
+
+        # 4. Weight gradients, one matmul (or one reduction) each.
+        need = ctx.needs_input_grad
+        dxa2 = dxa.view(T * B, GH)
+        if v.layer_norm:
+            d_gain_ih = (dxa * xhat).sum((0, 1)) if need[10] else None
+            dxw = layernorm.normalize_backward(dxa * ln_gain_ih, xhat, rstd_x, G, x.new_empty(T, B, GH))
+            dxw2 = dxw.view(T * B, GH)
+        else:
+            d_gain_ih, dxw2 = None, dxa2
+        dx = torch.mm(dxw2, w_ih).view(T, B, I) if need[2] else None
+        dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I)) if need[6] else None
+        if is_lstm:
+            dw_hh = torch.mm(du.view(T * B, GH).t(), h_ins.reshape(T * B, H))
+            pg = cell.param_grads(v, saved, dxa, dz, cs[:-1], cs[1:] if ctil is None else ctil)
+        else:
+            dw_hh = cell.recurrent_weight_grad(v, saved, du, h_ins)
+            pg = cell.param_grads(v, saved, dhw)
+        db_ih = db_hh = None
+        if ctx.has_bias:
+            db_ih = dxa2.sum(0) if need[8] else None
+            db_hh = dhw.view(T * B, GH).sum(0) if need[9] else None
+        dh0 = dh if need[4] else None
+        dc0 = dc if (is_lstm and need[5]) else None
+        if is_lstm:
+            extra = (pg.ln_gain_hh, pg.ln_gain_c, pg.ln_bias_c, pg.peephole)
+        else:
+            extra = (pg.ln_gain_hh, None, None, None)
+        return (None, None, dx, None, dh0, dc0, dw_ih, dw_hh if need[7] else None, db_ih, db_hh,
+                d_gain_ih, *extra, None, None, None)
+
+
+def variant_scan(
+    spec: VariantSpec, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
+    b_ih: Tensor | None = None, b_hh: Tensor | None = None, *,
+    ln_gain_ih: Tensor | None = None, ln_gain_hh: Tensor | None = None,
+    ln_gain_c: Tensor | None = None, ln_bias_c: Tensor | None = None, peephole: Tensor | None = None,
+    rd_mask: Tensor | None = None, zoneout_h: Tensor | None = None, zoneout_c: Tensor | None = None,
+    mask: Tensor | None = None, tag: ScanTag | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Run a variant cell over x (T, B, I); returns (out (T, B, h), h_T (B, h), c_T or None).
+
+    rd_mask (B, h): recurrent-dropout mask, scaled; zoneout_h / zoneout_c (T, B, h) or a view
+    broadcast to it: the zoneout masks (1 = keep the previous value). Inputs are not validated.
+    """
+    tag = tag or ScanTag()
+    res = _VariantScan.apply(spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh,
+                             ln_gain_c, ln_bias_c, peephole, rd_mask, zoneout_h, zoneout_c)
+    if spec.mode == "lstm":
+        return res
+    out, h = res
+    return out, h, None

@@ -1,0 +1,199 @@
+"""Cell options torch.nn lacks, as one typed config: ``CellOptions``.
+
+Every field defaults to torch.nn's behaviour, so ``CellOptions()`` is a plain torch.nn layer.
+The layers take the fields as keyword arguments (``rnnlab.LSTM(8, 16, layer_norm=True)``); task
+code keeps a ``CellOptions`` in its config, saves ``to_dict()`` as JSON, and builds layers with
+``rnn_class(in, hidden, **cell_kwargs(options))``. A command line takes them as one flag::
+
+    --cell-options "layer_norm=1,zoneout=0.1,forget_bias=1"      → parse_cell_options(text)
+
+    >>> o = parse_cell_options("layer_norm=1, zoneout=0.1, init=chrono, t_max=100")
+    >>> o.layer_norm, o.zoneout, o.init, o.t_max
+    (True, 0.1, 'chrono', 100.0)
+    >>> cell_kwargs(o)
+    {'layer_norm': True, 'zoneout': 0.1, 'init': 'chrono', 't_max': 100.0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rnnlab.errors import ConfigError
+
+INITS = ("torch", "orthogonal", "chrono", "identity")
+GRU_RESETS = ("after", "before")
+
+CELL_OPTIONS_HELP = (
+    "Comma-separated cell options (all off by default = torch.nn): layer_norm=1 (LSTM, GRU), "
+    "peephole=1, coupled_gates=1 (LSTM), gru_reset=after|before, recurrent_dropout=P, zoneout=P "
+    "(h; and c unless zoneout_cell=P), weight_drop=P, forget_bias=B, init=torch|orthogonal|chrono|identity, "
+    "t_max=N (chrono)."
+)
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """Options of rnnlab's RNN/LSTM/GRU beyond torch.nn's; each default is torch.nn's behaviour."""
+
+    layer_norm: bool = False           # LN of the input and recurrent pre-activations per gate block (+ LSTM cell)
+    peephole: bool = False             # LSTM: gates see c_{t-1} (i, f) and c_t (o) through diagonal weights
+    coupled_gates: bool = False        # LSTM: f = 1 − i (W has 3 blocks i|g|o)
+    gru_reset: str = "after"           # "after": torch.nn/cuDNN; "before": Cho et al. / d2l
+    recurrent_dropout: float = 0.0     # Gal & Ghahramani: one mask per sequence on h in the recurrence
+    zoneout: float = 0.0               # Krueger et al.: P(unit keeps its previous h); c too unless zoneout_cell
+    zoneout_cell: float | None = None  # LSTM: P(keep previous c); None = same as zoneout
+    weight_drop: float = 0.0           # DropConnect on W_hh, one mask per forward (AWD-LSTM)
+    forget_bias: float | None = None   # LSTM forget (GRU update) gate bias; None = torch.nn's uniform init
+    init: str = "torch"                # torch | orthogonal (W_hh blocks) | chrono (needs t_max) | identity (IRNN)
+    t_max: float | None = None         # chrono: the longest dependency the model should start able to hold
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CellOptions":
+        """Build from keyword arguments or saved JSON; unknown keys are a ConfigError.
+        ``zoneout=(p_h, p_c)`` is accepted as a shorthand for zoneout=p_h, zoneout_cell=p_c."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"cell options: expected keys among {sorted(known)}, got unknown {unknown}")
+        d = dict(d)
+        z = d.get("zoneout")
+        if isinstance(z, (tuple, list)):
+            if len(z) != 2:
+                raise ConfigError(f"zoneout: expected p or (p_h, p_c), got {z!r}")
+            if d.get("zoneout_cell") is not None:
+                raise ConfigError("zoneout_cell: expected it unset when zoneout is a pair (p_h, p_c), got both")
+            d["zoneout"], d["zoneout_cell"] = z
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # --------------------------------------------------------------------- queries
+    @property
+    def zoneout_c(self) -> float:
+        return self.zoneout if self.zoneout_cell is None else self.zoneout_cell
+
+    def needs_variant_scan(self, mode: str) -> bool:
+        """True when the equations differ from torch.nn's (the layer then runs the variants scan).
+        Initialisation and weight drop run on the layer's own engine."""
+        return bool(self.layer_norm or self.peephole or self.coupled_gates or self.gru_reset != "after"
+                    or self.recurrent_dropout or self.zoneout or (mode == "lstm" and self.zoneout_c))
+
+    def num_blocks(self, mode: str, default: int) -> int:
+        """Row blocks of W_ih / W_hh: 3 for the coupled LSTM (i|g|o), else the family's."""
+        return 3 if (mode == "lstm" and self.coupled_gates) else default
+
+    def is_default(self) -> bool:
+        return self == CellOptions()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, mode: str, bias: bool = True, proj_size: int = 0) -> "CellOptions":
+        """Raise ConfigError for a value or a combination the cell family cannot take."""
+        family = {"rnn_tanh": "RNN", "rnn_relu": "RNN", "lstm": "LSTM", "gru": "GRU"}[mode]
+        for name in ("layer_norm", "peephole", "coupled_gates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        if self.layer_norm and family == "RNN":
+            raise ConfigError("layer_norm: expected False for RNN (LSTM and GRU only), got True")
+        for name in ("peephole", "coupled_gates"):
+            if getattr(self, name) and family != "LSTM":
+                raise ConfigError(f"{name}: expected False for {family} (LSTM only), got True")
+        if self.gru_reset not in GRU_RESETS:
+            raise ConfigError(f"gru_reset: expected one of {GRU_RESETS}, got {self.gru_reset!r}")
+        if self.gru_reset != "after" and family != "GRU":
+            raise ConfigError(f"gru_reset: expected 'after' for {family} (a GRU option), got {self.gru_reset!r}")
+        probs = [("recurrent_dropout", self.recurrent_dropout), ("zoneout", self.zoneout),
+                 ("weight_drop", self.weight_drop)]
+        if self.zoneout_cell is not None:
+            probs.append(("zoneout_cell", self.zoneout_cell))
+        for name, p in probs:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+                raise ConfigError(f"{name}: expected a probability in [0, 1), got {p!r}")
+        if self.zoneout_cell is not None and family != "LSTM":
+            raise ConfigError(f"zoneout_cell: expected None for {family} (no cell state), got {self.zoneout_cell!r}")
+        if (self.recurrent_dropout or self.zoneout) and family == "RNN":
+            raise ConfigError("recurrent_dropout/zoneout: expected 0 for RNN (LSTM and GRU only), "
+                              f"got {self.recurrent_dropout}/{self.zoneout}")
+        if proj_size and self.needs_variant_scan(mode):
+            raise ConfigError(f"proj_size: expected 0 with layer_norm/peephole/coupled_gates/recurrent_dropout/"
+                              f"zoneout, got {proj_size}")
+        if self.init not in INITS:
+            raise ConfigError(f"init: expected one of {INITS}, got {self.init!r}")
+        if self.init == "identity" and family != "RNN":
+            raise ConfigError(f"init: expected 'identity' only for RNN (IRNN), got it for {family}")
+        if self.init == "chrono":
+            if family == "RNN":
+                raise ConfigError("init: expected 'chrono' only for LSTM or GRU (it sets gate biases), got RNN")
+            if self.t_max is None or isinstance(self.t_max, bool) or not isinstance(self.t_max, (int, float)) \
+                    or self.t_max <= 2:
+                raise ConfigError(f"t_max: expected a number > 2 with init='chrono', got {self.t_max!r}")
+            if self.forget_bias is not None:
+                raise ConfigError(f"forget_bias: expected None with init='chrono' (chrono sets it), got {self.forget_bias!r}")
+        elif self.t_max is not None:
+            raise ConfigError(f"t_max: expected None unless init='chrono', got {self.t_max!r} with init={self.init!r}")
+        if self.forget_bias is not None:
+            if family == "RNN":
+                raise ConfigError(f"forget_bias: expected None for RNN (no gates), got {self.forget_bias!r}")
+            if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)):
+                raise ConfigError(f"forget_bias: expected a number, got {self.forget_bias!r}")
+        if not bias and (self.forget_bias is not None or self.init in ("chrono", "identity")):
+            raise ConfigError("bias: expected True with forget_bias/init='chrono'/'identity' (they set biases), got False")
+        return self
+
+
+def cell_kwargs(options: CellOptions) -> dict[str, Any]:
+    """The non-default fields, as keyword arguments for rnnlab.RNN/LSTM/GRU."""
+    default = CellOptions()
+    return {f.name: getattr(options, f.name) for f in fields(options)
+            if getattr(options, f.name) != getattr(default, f.name)}
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def parse_cell_options(text: str) -> CellOptions:
+    """Parse a ``--cell-options`` flag: "key=value,key=value" (see CELL_OPTIONS_HELP)."""
+    d: dict[str, Any] = {}
+    kinds = {f.name: f.type for f in fields(CellOptions)}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"--cell-options: expected key=value, got {item!r}")
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key not in kinds:
+            raise ConfigError(f"--cell-options: expected a key among {sorted(kinds)}, got {key!r}")
+        kind = str(kinds[key])
+        if kind.startswith("bool"):
+            if value.lower() not in _BOOL:
+                raise ConfigError(f"--cell-options {key}: expected 1/0/true/false, got {value!r}")
+            d[key] = _BOOL[value.lower()]
+        elif kind.startswith("str"):
+            d[key] = value
+        else:
+            if value.lower() == "none" and "None" in kind:
+                d[key] = None
+                continue
+            try:
+                d[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"--cell-options {key}: expected a number, got {value!r}") from None
+    return CellOptions.from_dict(d)
+
+
+def ablation_configs(t_max: float = 100.0) -> dict[str, CellOptions]:
+    """Named option sets for the demo's ablations (LSTM): forget-gate bias 0 vs 1 vs chrono, and
+    layer norm on/off. ``t_max`` should be about the probe's sequence length.
+
+    "torch" is torch.nn's uniform init (as baseline); "forget_bias=0" removes the bias entirely."""
+    return {
+        "torch": CellOptions(),
+        "forget_bias=0": CellOptions(forget_bias=0.0),
+        "forget_bias=1": CellOptions(forget_bias=1.0),
+        "chrono": CellOptions(init="chrono", t_max=float(t_max)),
+        "layer_norm": CellOptions(layer_norm=True),
+        "layer_norm+forget_bias=1": CellOptions(layer_norm=True, forget_bias=1.0),
+    }
