@@ -53,6 +53,36 @@ def test_nonfinite_skip_drops_the_step_and_goes_on(tmp_path):
     assert all(torch.isfinite(p).all() for p in r.model.parameters())
 
 
+class InfGradAt(ToyTask):
+    """Finite loss, but an infinite gradient at the given step."""
+
+    def __init__(self, bad_step):
+        super().__init__(ToyConfig(**TASK))
+        self.bad_step, self.calls = bad_step, 0
+
+    def training_step(self, model, batch, carry):
+        self.calls += 1
+        out = super().training_step(model, batch, carry)
+        if self.calls == self.bad_step:
+            out.loss = out.loss + (model.head.bias * 0).sum()
+            model.head.bias.register_hook(lambda g: g * float("inf"))   # the run stops at this step
+        return out
+
+
+def test_infinite_gradient_with_finite_loss_is_caught(tmp_path):
+    with pytest.raises(NonFiniteError, match=r"step 4: expected a finite loss and gradient, got loss=[0-9.]+, grad norm=(inf|nan)"):
+        fit(InfGradAt(4), train_config(max_steps=10), tmp_path / "run")
+
+
+def test_epoch_records_average_the_epoch(tmp_path):
+    fit(toy_task(), train_config(max_steps=10), tmp_path / "run")
+    rows = curve(tmp_path / "run")
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [(e["step"], e["epoch"], e["train_steps"]) for e in epochs] == [(5, 0, 5), (10, 1, 5)]
+    first = [r["loss"] for r in rows if r["kind"] == "train" and r["step"] <= 5]
+    assert epochs[0]["train_loss"] == pytest.approx(sum(first) / 5)
+
+
 class Flat(ToyTask):
     """Valid loss never improves after the first evaluation."""
 

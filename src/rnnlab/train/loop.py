@@ -85,6 +85,8 @@ class LoopState:
     bad_evals: int = 0                      # evaluations since the best one (early stopping)
     skipped_steps: int = 0
     records: int = 0                        # lines of metrics.jsonl at this point (truncated to on resume)
+    epoch_loss_sum: float = 0.0             # sum of this epoch's finite step losses (for the epoch record)
+    epoch_steps: int = 0                    # steps counted in epoch_loss_sum
 
     @classmethod
     def from_meta(cls, data: dict[str, Any], where: Path) -> "LoopState":
@@ -436,6 +438,16 @@ class _Run:
         if error is not None:
             raise error
 
+    def _end_epoch(self) -> None:
+        loop = self.loop
+        if self.log is not None:
+            record = {"kind": "epoch", "step": loop.step, "epoch": loop.epoch, "train_steps": loop.epoch_steps}
+            if loop.epoch_steps:
+                record["train_loss"] = loop.epoch_loss_sum / loop.epoch_steps
+            self._log(record)
+        loop.epoch += 1
+        loop.epoch_loss_sum, loop.epoch_steps = 0.0, 0
+
     def _stop_reason(self, signal_name: str | None, time_up: bool) -> str | None:
         c, loop = self.config, self.loop
         if signal_name:
@@ -488,6 +500,9 @@ class _Run:
         dt = max(time.perf_counter() - t0, 1e-9)
         if self.world > 1:
             loss_value = float(self.fabric.all_reduce(loss.detach().float(), reduce_op="mean"))
+        if not bad:
+            loop.epoch_loss_sum += loss_value
+            loop.epoch_steps += 1
         if self.log is not None:
             record = {
                 "kind": "train", "step": step, "epoch": loop.epoch, "loss": loss_value, "lr": lr,
@@ -530,7 +545,7 @@ class _Run:
                         if (c.eval_every and loop.step % c.eval_every == 0) or is_last:
                             improved = self._evaluate()
                         if is_last:
-                            loop.epoch += 1
+                            self._end_epoch()
                             loop.batch_in_epoch = 0
                         stop = self._stop_reason(got_signal, time_up)
                         due = loop.step % c.checkpoint_every == 0 if c.checkpoint_every else is_last
