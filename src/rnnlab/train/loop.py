@@ -252,6 +252,13 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
 
     Raises CheckpointError for a reused folder without ``resume`` (nothing is overwritten),
     NonFiniteError on a NaN/inf loss or gradient (unless ``config.nonfinite == "skip"``).
+
+    With ``devices * num_nodes > 1`` this is one rank of a DDP job: under torchrun (or SLURM) each
+    process calls ``fit``; otherwise Lightning's launcher re-runs the current command once per
+    extra device, so from a notebook use the CLI or torchrun. Every rank must get the same
+    number of equally shaped batches from ``train_batches(epoch, rank, world_size)``, and the
+    task's ``training_step`` must call ``model(...)`` (the DDP-wrapped forward) for gradients
+    to be averaged.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
