@@ -31,6 +31,13 @@ def engine_names() -> list[str]:
     return sorted(_ENGINES)
 
 
+# The fast path (C++ time loops, same numbers; falls back to the reference where it cannot run)
+# and the recomputing (checkpointed) driver register themselves here.
+from rnnlab.engine.fast import fast_scan  # noqa: E402
+
+register_engine("fast", fast_scan)
+
+
 __all__ = [
     "scan", "ScanTag", "register_engine", "get_engine", "engine_names",
     "record_grad_norms", "record_gates", "GradRecord", "GateRecord",

@@ -1,0 +1,173 @@
+"""The fast engine: ``scan``'s signature and numbers, with the time loops in C++.
+
+Why a C++ extension: at the sizes users train (B·H of a few thousand), a step of the reference
+costs one matmul plus a dozen small tensor ops, each a trip through Python and the dispatcher and
+a pass over memory. ``fast_kernels.cpp`` runs the same loop without Python between steps, writes
+the recurrent matmul straight into the saved buffer, and fuses each step's pointwise algebra
+(the cell update, every hand-derived gate gradient, the masking) into one pass. The matmuls are
+still torch's (``at::addmm_out``), the saved buffers are the reference's, and the weight gradients
+are the reference's single matmuls after the loop, so the two engines agree to rounding; the tests
+compare them in float64 and float32.
+
+The extension is compiled on first use by ``torch.utils.cpp_extension`` (needs a C++ compiler and
+the ``ninja`` package: ``pip install rnnlab[fast]``) and cached by torch afterwards. When it cannot
+be built, or for what it does not cover (LSTM projections, half precision, non-CPU tensors), the
+reference runs instead; a failed build warns once. ``RNNLAB_NO_FAST=1`` disables it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rnnlab.cells import CELL_NAMES, FAMILIES
+from rnnlab.engine import record
+from rnnlab.engine.scan import ScanTag, scan as reference_scan
+
+_SOURCE = Path(__file__).with_name("fast_kernels.cpp")
+_ext = None
+_ext_error: str | None = None
+
+
+def _load_extension():
+    """Build (once, cached by torch) and import the C++ kernels; None if that is impossible."""
+    global _ext, _ext_error
+    if _ext is not None or _ext_error is not None:
+        return _ext
+    if os.environ.get("RNNLAB_NO_FAST"):
+        _ext_error = "disabled by RNNLAB_NO_FAST"
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
+            _ext = cpp_extension.load(
+                name="rnnlab_fast_kernels", sources=[str(_SOURCE)],
+                extra_cflags=["-O3"], verbose=False,
+            )
+    except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
+        _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        warnings.warn(
+            f"rnnlab: the fast engine could not be built ({_ext_error}); using the reference engine. "
+            "Install a C++ compiler and `pip install rnnlab[fast]` (ninja) to enable it.",
+            RuntimeWarning, stacklevel=3,
+        )
+    return _ext
+
+
+def available() -> bool:
+    """True when the C++ kernels are built (building them now if needed)."""
+    return _load_extension() is not None
+
+
+def unavailable_reason() -> str | None:
+    _load_extension()
+    return _ext_error
+
+
+def _supported(x: Tensor, w_hr: Tensor | None) -> bool:
+    return (
+        w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+        and _load_extension() is not None
+    )
+
+
+class _FastScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        family = FAMILIES[mode]
+        T, B, I = x.shape
+        GH = w_ih.shape[0]
+        has_bias = b_ih is not None
+        x2 = x.reshape(T * B, I)
+        if has_bias:  # as the reference: LSTM and RNN fold both biases here, the GRU only b_ih
+            b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
+            xw = torch.addmm(b, x2, w_ih.t()).view(T, B, GH)
+        else:
+            xw = torch.mm(x2, w_ih.t()).view(T, B, GH)
+        m = None if mask is None else mask.reshape(T, B).contiguous()
+        w_hh_c = w_hh.contiguous()
+        cs = hn = gates = None
+        if mode == "lstm":
+            hs, cs, gates = _ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
+        elif mode == "gru":
+            hs, gates, hn = _ext.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m)
+        else:
+            hs = _ext.rnn_forward(xw, h0.contiguous(), w_hh_c, mode == "rnn_relu", m)
+        del xw
+
+        if record.gate_recording() and family.GATES:
+            blocks = gates.detach().chunk(len(family.GATES), dim=2)
+            record.emit_gates(record.GateRecord(
+                tag.layer, tag.direction, CELL_NAMES[mode],
+                {n: tag.to_forward_time(g) for n, g in zip(family.GATES, blocks)},
+            ))
+        ctx.mode, ctx.tag, ctx.has_bias = mode, tag, has_bias
+        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn)
+        out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, H); zero at padded steps
+        h_last = hs[T].clone()
+        if mode == "lstm":
+            return out, h_last, cs[T].clone()
+        return out, h_last
+
+    @staticmethod
+    def backward(ctx, d_out, d_h_last, d_c_last=None):
+        x, m, w_ih, w_hh, hs, gates, cs, hn = ctx.saved_tensors
+        mode, tag = ctx.mode, ctx.tag
+        T, B, I = x.shape
+        if m is not None:
+            d_out = d_out * m.unsqueeze(-1)                # padded outputs were constant zeros
+        d_out = d_out.contiguous()
+        recording = record.grad_recording()
+        rec_h = x.new_empty(T, B) if recording else None
+        rec_c = x.new_empty(T, B) if recording and mode == "lstm" else None
+        dc0 = None
+        if mode == "lstm":
+            dxw, dh0, dc0 = _ext.lstm_backward(d_out, d_h_last, d_c_last, gates, cs, w_hh, m, rec_h, rec_c)
+            dhw = dxw
+        elif mode == "gru":
+            dxw, dhw, dh0 = _ext.gru_backward(d_out, d_h_last, gates, hn, hs, w_hh, m, rec_h)
+        else:
+            dxw, dh0 = _ext.rnn_backward(d_out, d_h_last, hs, w_hh, mode == "rnn_relu", m, rec_h)
+            dhw = dxw
+        if recording:
+            record.emit_grad(record.GradRecord(
+                tag.layer, tag.direction, CELL_NAMES[mode], tag.to_forward_time(rec_h),
+                None if rec_c is None else tag.to_forward_time(rec_c),
+            ))
+
+        # Weight gradients, one matmul each (as the reference).
+        need = ctx.needs_input_grad
+        GH = dxw.shape[2]
+        dxw2 = dxw.view(T * B, GH)
+        dhw2 = dhw.view(T * B, GH)
+        dx = torch.mm(dxw2, w_ih).view(T, B, I) if need[2] else None
+        dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I)) if need[6] else None
+        dw_hh = torch.mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
+        db_ih = db_hh = None
+        if ctx.has_bias:
+            db_ih = dxw2.sum(0) if need[8] else None
+            db_hh = dhw2.sum(0) if need[9] else None
+        return (None, None, dx, None, dh0 if need[4] else None, dc0 if need[5] else None,
+                dw_ih, dw_hh, db_ih, db_hh)
+
+
+def fast_scan(
+    mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
+    b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
+    mask: Tensor | None = None, tag: ScanTag | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``rnnlab.engine.scan`` with the loops in C++; falls back to it where unsupported."""
+    if not _supported(x, w_hr):
+        return reference_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
+    tag = tag or ScanTag()
+    res = _FastScan.apply(mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    if mode == "lstm":
+        return res
+    out, h = res
+    return out, h, None

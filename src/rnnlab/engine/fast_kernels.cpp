@@ -1,0 +1,287 @@
+// rnnlab fast path: the time loops of rnnlab.engine.scan in C++, with fused pointwise steps.
+//
+// Same equations, same saved buffers and the same hand-written backward as the reference
+// (src/rnnlab/cells/{rnn,lstm,gru}.py, whose docstrings hold the derivations); what changes is
+// only *how* a step runs: no Python between steps, the recurrent matmul written straight into the
+// preallocated buffer (at::addmm_out / at::mm_out, i.e. the same BLAS as torch), the transcendental
+// activations by ATen's vectorised kernels, and everything else of a step in one pass over memory.
+//
+// Buffers (all contiguous; G = gate blocks, P = H here, the projection is left to the reference):
+//   xw     (T, B, G·H)   input projection (+ folded biases), from the Python side
+//   hs     (T+1, B, H)   h_0..h_T           cs (T+1, B, H)  LSTM c_0..c_T
+//   gates  (T, B, G·H)   post-activation gates (LSTM i|f|g|o, GRU r|z|n)
+//   hn     (T, B, H)     GRU W_hn h_{t-1} + b_hn
+//   mask   (T, B) bool or undefined: invalid steps carry the state; backward is the identity there.
+#include <torch/extension.h>
+
+#include <cmath>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+// Rows b where the step is invalid keep the previous state (forward).
+template <typename T>
+void carry_rows(const bool* m, T* cur, const T* prev, int64_t B, int64_t H) {
+  for (int64_t b = 0; b < B; ++b)
+    if (!m[b]) std::copy(prev + b * H, prev + (b + 1) * H, cur + b * H);
+}
+
+template <typename T>
+void row_norms(const T* v, T* out, int64_t B, int64_t H) {
+  for (int64_t b = 0; b < B; ++b) {
+    double s = 0;
+    for (int64_t j = 0; j < H; ++j) s += double(v[b * H + j]) * double(v[b * H + j]);
+    out[b] = T(std::sqrt(s));
+  }
+}
+
+// ------------------------------------------------------------------------------------- LSTM
+std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
+                                 const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+  const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 4;
+  auto hs = at::empty({T + 1, B, H}, xw.options());
+  auto cs = at::empty({T + 1, B, H}, xw.options());
+  auto gates = at::empty({T, B, G}, xw.options());
+  auto tanh_c = at::empty({B, H}, xw.options());
+  hs[0].copy_(h0);
+  cs[0].copy_(c0);
+  const Tensor w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor g_t = gates[t];
+      at::addmm_out(g_t, xw[t], hs[t], w_hh_t);        // pre-activations of all four gates
+      g_t.narrow(1, 0, 2 * H).sigmoid_();               // i, f
+      g_t.narrow(1, 2 * H, H).tanh_();                  // g
+      g_t.narrow(1, 3 * H, H).sigmoid_();               // o
+      const scalar_t* gp = g_t.data_ptr<scalar_t>();
+      const scalar_t* cp = cs[t].data_ptr<scalar_t>();
+      scalar_t* cn = cs[t + 1].data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {                 // c_t = f ⊙ c_{t-1} + i ⊙ g
+        const scalar_t* r = gp + b * G;
+        for (int64_t j = 0; j < H; ++j)
+          cn[b * H + j] = r[H + j] * cp[b * H + j] + r[j] * r[2 * H + j];
+      }
+      at::tanh_out(tanh_c, cs[t + 1]);
+      const scalar_t* tc = tanh_c.data_ptr<scalar_t>();
+      scalar_t* hn = hs[t + 1].data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)                   // h_t = o ⊙ tanh(c_t)
+        for (int64_t j = 0; j < H; ++j) hn[b * H + j] = gp[b * G + 3 * H + j] * tc[b * H + j];
+      if (mask) {
+        const bool* m = (*mask)[t].data_ptr<bool>();
+        carry_rows(m, hn, hs[t].data_ptr<scalar_t>(), B, H);
+        carry_rows(m, cn, cp, B, H);
+      }
+    }
+  });
+  return {hs, cs, gates};
+}
+
+// Returns {dxw (T, B, 4H), dh_0, dc_0}. rec_h / rec_c (T, B), when defined, receive ‖dh_t‖ and
+// ‖dc_t‖ exactly where the reference records them.
+std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
+                                  const Tensor& gates, const Tensor& cs, const Tensor& w_hh,
+                                  const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h,
+                                  const c10::optional<Tensor>& rec_c) {
+  const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
+  auto dxw = at::empty({T, B, G}, gates.options());
+  Tensor dh = dh_last.clone().contiguous();
+  Tensor dc = dc_last.clone().contiguous();
+  Tensor dh_prev = at::empty({B, H}, gates.options());
+  Tensor tanh_c = at::empty({B, H}, gates.options());
+  Tensor dc_total = at::empty({B, H}, gates.options());   // kept only for the record
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
+    scalar_t* dhp = dh.data_ptr<scalar_t>();
+    scalar_t* dcp = dc.data_ptr<scalar_t>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* dop = d_out[t].data_ptr<scalar_t>();
+      for (int64_t k = 0; k < B * H; ++k) dhp[k] += dop[k];          // total ∂L/∂h_t
+      if (rec_h) row_norms(dhp, (*rec_h)[t].data_ptr<scalar_t>(), B, H);
+      const bool* m = mask ? (*mask)[t].data_ptr<bool>() : nullptr;
+      at::tanh_out(tanh_c, cs[t + 1]);
+      const scalar_t* tc = tanh_c.data_ptr<scalar_t>();
+      const scalar_t* gp = gates[t].data_ptr<scalar_t>();
+      const scalar_t* cp = cs[t].data_ptr<scalar_t>();
+      scalar_t* da = dxw[t].data_ptr<scalar_t>();
+      scalar_t* dctp = dc_total.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const scalar_t* r = gp + b * G;
+        scalar_t* d = da + b * G;
+        const bool valid = m == nullptr || m[b];
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t k = b * H + j;
+          const scalar_t i = r[j], f = r[H + j], g = r[2 * H + j], o = r[3 * H + j];
+          const scalar_t dh_k = valid ? dhp[k] : scalar_t(0);
+          const scalar_t dc_k = valid ? dcp[k] : scalar_t(0);
+          const scalar_t th = tc[k];
+          const scalar_t dct = dc_k + dh_k * o * (scalar_t(1) - th * th);  // dc_total
+          d[3 * H + j] = dh_k * th * o * (scalar_t(1) - o);                // do
+          d[j] = dct * g * i * (scalar_t(1) - i);                          // di
+          d[H + j] = dct * cp[k] * f * (scalar_t(1) - f);                  // df
+          d[2 * H + j] = dct * i * (scalar_t(1) - g * g);                  // dg
+          // dc_{t-1} = dc_total ⊙ f, or dc itself past the end of the sequence
+          dcp[k] = valid ? dct * f : dcp[k];
+          dctp[k] = dct;
+        }
+      }
+      if (rec_c) row_norms(dctp, (*rec_c)[t].data_ptr<scalar_t>(), B, H);
+      at::mm_out(dh_prev, dxw[t], w_hh);                                   // dh_{t-1} = da W_hh
+      const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
+    }
+  });
+  return {dxw, dh, dc};
+}
+
+// -------------------------------------------------------------------------------------- GRU
+std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
+                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+  const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 3;
+  auto hs = at::empty({T + 1, B, H}, xw.options());
+  auto gates = at::empty({T, B, G}, xw.options());
+  auto hn = at::empty({T, B, H}, xw.options());
+  auto hw = at::empty({B, G}, xw.options());
+  hs[0].copy_(h0);
+  const Tensor w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      if (b_hh) at::addmm_out(hw, *b_hh, hs[t], w_hh_t);  // W_hh h_{t-1} + b_hh
+      else at::mm_out(hw, hs[t], w_hh_t);
+      Tensor g_t = gates[t];
+      const scalar_t* xp = xw[t].data_ptr<scalar_t>();
+      const scalar_t* hwp = hw.data_ptr<scalar_t>();
+      scalar_t* gp = g_t.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < 2 * H; ++j) gp[b * G + j] = xp[b * G + j] + hwp[b * G + j];
+      g_t.narrow(1, 0, 2 * H).sigmoid_();                             // r, z
+      scalar_t* hnp = hn[t].data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < H; ++j) {
+          const scalar_t hn_k = hwp[b * G + 2 * H + j];
+          hnp[b * H + j] = hn_k;                                       // hn = W_hn h + b_hn
+          gp[b * G + 2 * H + j] = xp[b * G + 2 * H + j] + gp[b * G + j] * hn_k;
+        }
+      g_t.narrow(1, 2 * H, H).tanh_();                                // n
+      const scalar_t* hp = hs[t].data_ptr<scalar_t>();
+      scalar_t* ho = hs[t + 1].data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < H; ++j) {                              // h = n + z ⊙ (h_{t-1} − n)
+          const scalar_t z = gp[b * G + H + j], n = gp[b * G + 2 * H + j];
+          ho[b * H + j] = (hp[b * H + j] - n) * z + n;
+        }
+      if (mask) carry_rows((*mask)[t].data_ptr<bool>(), ho, hp, B, H);
+    }
+  });
+  return {hs, gates, hn};
+}
+
+// Returns {dxw (T, B, 3H), dhw (T, B, 3H), dh_0}.
+std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, const Tensor& gates,
+                                 const Tensor& hn, const Tensor& hs, const Tensor& w_hh,
+                                 const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h) {
+  const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 3;
+  auto dxw = at::empty({T, B, G}, gates.options());
+  auto dhw = at::empty({T, B, G}, gates.options());
+  Tensor dh = dh_last.clone().contiguous();
+  Tensor direct = at::empty({B, H}, gates.options());
+  Tensor dh_prev = at::empty({B, H}, gates.options());
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
+    scalar_t* dhp = dh.data_ptr<scalar_t>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* dop = d_out[t].data_ptr<scalar_t>();
+      for (int64_t k = 0; k < B * H; ++k) dhp[k] += dop[k];
+      if (rec_h) row_norms(dhp, (*rec_h)[t].data_ptr<scalar_t>(), B, H);
+      const bool* m = mask ? (*mask)[t].data_ptr<bool>() : nullptr;
+      const scalar_t* gp = gates[t].data_ptr<scalar_t>();
+      const scalar_t* hnp = hn[t].data_ptr<scalar_t>();
+      const scalar_t* hp = hs[t].data_ptr<scalar_t>();
+      scalar_t* dx = dxw[t].data_ptr<scalar_t>();
+      scalar_t* dhh = dhw[t].data_ptr<scalar_t>();
+      scalar_t* dir = direct.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const bool valid = m == nullptr || m[b];
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t k = b * H + j, q = b * G;
+          const scalar_t r = gp[q + j], z = gp[q + H + j], n = gp[q + 2 * H + j];
+          const scalar_t d = valid ? dhp[k] : scalar_t(0);
+          const scalar_t da_n = d * (scalar_t(1) - z) * (scalar_t(1) - n * n);
+          const scalar_t da_z = (hp[k] - n) * d * z * (scalar_t(1) - z);
+          const scalar_t da_r = da_n * hnp[k] * r * (scalar_t(1) - r);
+          dx[q + j] = da_r; dx[q + H + j] = da_z; dx[q + 2 * H + j] = da_n;
+          dhh[q + j] = da_r; dhh[q + H + j] = da_z; dhh[q + 2 * H + j] = da_n * r;
+          dir[k] = d * z;                                              // direct path z ⊙ dh
+        }
+      }
+      at::addmm_out(dh_prev, direct, dhw[t], w_hh);                  // dhw W_hh + dh ⊙ z
+      const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
+    }
+  });
+  return {dxw, dhw, dh};
+}
+
+// -------------------------------------------------------------------------------------- RNN
+Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
+                   const c10::optional<Tensor>& mask) {
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
+  auto hs = at::empty({T + 1, B, H}, xw.options());
+  hs[0].copy_(h0);
+  const Tensor w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor h = hs[t + 1];
+      at::addmm_out(h, xw[t], hs[t], w_hh_t);
+      if (relu) h.relu_(); else h.tanh_();
+      if (mask) carry_rows((*mask)[t].data_ptr<bool>(), h.data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), B, H);
+    }
+  });
+  return hs;
+}
+
+// Returns {da (T, B, H), dh_0}.
+std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, const Tensor& hs,
+                                 const Tensor& w_hh, bool relu, const c10::optional<Tensor>& mask,
+                                 const c10::optional<Tensor>& rec_h) {
+  const int64_t T = hs.size(0) - 1, B = hs.size(1), H = hs.size(2);
+  auto da = at::empty({T, B, H}, hs.options());
+  Tensor dh = dh_last.clone().contiguous();
+  Tensor dh_prev = at::empty({B, H}, hs.options());
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "rnn_backward", [&] {
+    scalar_t* dhp = dh.data_ptr<scalar_t>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* dop = d_out[t].data_ptr<scalar_t>();
+      for (int64_t k = 0; k < B * H; ++k) dhp[k] += dop[k];
+      if (rec_h) row_norms(dhp, (*rec_h)[t].data_ptr<scalar_t>(), B, H);
+      const bool* m = mask ? (*mask)[t].data_ptr<bool>() : nullptr;
+      const scalar_t* h = hs[t + 1].data_ptr<scalar_t>();
+      scalar_t* d = da[t].data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const bool valid = m == nullptr || m[b];
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t k = b * H + j;
+          const scalar_t g = valid ? dhp[k] : scalar_t(0);
+          d[k] = relu ? (h[k] > 0 ? g : scalar_t(0)) : g * (scalar_t(1) - h[k] * h[k]);
+        }
+      }
+      at::mm_out(dh_prev, da[t], w_hh);
+      const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
+    }
+  });
+  return {da, dh};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lstm_forward", &lstm_forward);
+  m.def("lstm_backward", &lstm_backward);
+  m.def("gru_forward", &gru_forward);
+  m.def("gru_backward", &gru_backward);
+  m.def("rnn_forward", &rnn_forward);
+  m.def("rnn_backward", &rnn_backward);
+}

@@ -1,0 +1,166 @@
+"""Streaming inference: feed one time step at a time, keep the state between calls.
+
+For online use at batch 1 (a sensor reading per tick, live text a character at a time) the full
+layer forward is the wrong tool: each call pays for sequence bookkeeping and a dozen dispatched
+tensor ops that dwarf the arithmetic. ``Stream`` copies the weights once into pre-transposed NumPy
+arrays and runs each step as one compiled loop per layer (``_stream_kernels``, numba when
+installed), giving the same numbers as the full-sequence forward up to float rounding.
+
+    >>> import torch, rnnlab
+    >>> lstm = rnnlab.LSTM(3, 8, num_layers=2).eval()
+    >>> x = torch.randn(5, 3)                       # (T, I): one sequence
+    >>> stream = Stream(lstm)
+    >>> outs = torch.stack([stream.step(x_t) for x_t in x])
+    >>> full, _ = lstm(x)
+    >>> bool(torch.allclose(outs, full, atol=1e-6))
+    True
+    >>> stream.reset()                              # start a new sequence
+
+Works with rnnlab's RNN/LSTM/GRU layers and torch.nn's (same parameter names), unidirectional
+only (a reversed direction needs the future). Dropout between layers is an inference no-op here,
+as in ``eval()``. If the module's weights change (training goes on), call :meth:`Stream.refresh`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rnnlab.errors import ConfigError, ShapeError, StateError
+from rnnlab.nn import _stream_kernels as K
+
+_MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+
+
+def _mode_of(module: nn.Module) -> str:
+    mode = getattr(module, "mode", None)
+    if isinstance(mode, str) and mode.upper() in _MODES:
+        return _MODES[mode.upper()]
+    raise ConfigError(f"module: expected an rnnlab or torch.nn RNN/LSTM/GRU layer, got {type(module).__name__}")
+
+
+class Stream:
+    """Stateful step-by-step runner of a recurrent layer stack at batch 1.
+
+    ``step(x_t)`` takes x_t of shape (I,) or (1, I) (a Tensor or NumPy array) and returns the top
+    layer's output h_t, shape (P,), as a Tensor (or an ndarray if given one). ``state`` gives
+    (h (L, P), c (L, H)) for the LSTM, h (L, P) otherwise, as torch.nn's unbatched hidden state.
+    """
+
+    def __init__(self, module: nn.Module, use_numba: bool | None = None) -> None:
+        self.mode = _mode_of(module)
+        if getattr(module, "bidirectional", False):
+            raise ConfigError("module: expected a unidirectional layer for streaming, got bidirectional=True")
+        if getattr(module, "batch_first", False) is None:  # pragma: no cover - defensive
+            raise ConfigError("module: batch_first must be a bool")
+        self.module = module
+        self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
+        self.refresh()
+        self.reset()
+
+    # ------------------------------------------------------------------------ weights
+    def refresh(self) -> None:
+        """Copy the module's current weights (call after they change)."""
+        m = self.module
+        self.num_layers = m.num_layers
+        self.hidden_size = m.hidden_size
+        self.proj_size = getattr(m, "proj_size", 0)
+        self.input_size = m.input_size
+        first = getattr(m, "weight_ih_l0")
+        self.dtype = np.float64 if first.dtype == torch.float64 else np.float32
+        dt = self.dtype
+
+        def arr(t: Tensor | None, shape) -> np.ndarray:
+            if t is None:
+                return np.zeros(shape, dtype=dt)
+            return np.ascontiguousarray(t.detach().to("cpu", torch.float64 if dt == np.float64 else torch.float32).numpy())
+
+        self.layers = []
+        for k in range(self.num_layers):
+            w_ih = getattr(m, f"weight_ih_l{k}")
+            w_hh = getattr(m, f"weight_hh_l{k}")
+            G = w_ih.shape[0]
+            b_ih = arr(getattr(m, f"bias_ih_l{k}", None), (G,))
+            b_hh = arr(getattr(m, f"bias_hh_l{k}", None), (G,))
+            w_t = np.ascontiguousarray(np.concatenate([arr(w_ih, None), arr(w_hh, None)], axis=1).T)  # (I+P, G)
+            w_hr = getattr(m, f"weight_hr_l{k}", None) if self.proj_size else None
+            w_hr_t = np.zeros((0, 0), dtype=dt) if w_hr is None else np.ascontiguousarray(arr(w_hr, None).T)  # (H, P)
+            # LSTM and RNN fold both biases (as the engine does); the GRU keeps b_hh apart.
+            b = b_ih + b_hh if self.mode != "gru" else b_ih
+            self.layers.append((w_t, b, b_hh, w_hr_t))
+        H = self.hidden_size
+        G = self.layers[0][0].shape[1]
+        self._a = np.empty(G, dtype=dt)
+        self._hw = np.empty(G, dtype=dt)
+        self._tmp = np.empty(H, dtype=dt)
+        self._one = dt(1.0)
+
+    # -------------------------------------------------------------------------- state
+    def reset(self, state: Tensor | tuple[Tensor, Tensor] | None = None) -> None:
+        """Start a new sequence from zeros, or from ``state`` (torch.nn's unbatched hx layout)."""
+        L, H = self.num_layers, self.hidden_size
+        P = self.proj_size or H
+        dt = self.dtype
+        self._h = np.zeros((L, P), dtype=dt)
+        self._c = np.zeros((L, H), dtype=dt) if self.mode == "lstm" else None
+        # (weights..., h row, c row) per layer, views into the state, for the step loop
+        self._rows = [(*self.layers[k], self._h[k], None if self._c is None else self._c[k]) for k in range(L)]
+        if state is None:
+            return
+        if self.mode == "lstm":
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise StateError(f"state: expected a tuple (h, c) for LSTM, got {type(state).__name__}")
+            h, c = state
+            self._set("c", c, (L, H))
+        else:
+            h = state
+        self._set("h", h, (L, P))
+
+    def _set(self, name: str, t, shape) -> None:
+        a = np.asarray(t.detach().cpu() if isinstance(t, Tensor) else t, dtype=self.dtype)
+        if a.shape != shape:
+            raise ShapeError(f"state {name} shape (num_layers, hidden): expected {shape}, got {a.shape}")
+        (self._h if name == "h" else self._c)[...] = a
+
+    @property
+    def state(self):
+        h = torch.from_numpy(self._h.copy())
+        return (h, torch.from_numpy(self._c.copy())) if self.mode == "lstm" else h
+
+    # --------------------------------------------------------------------------- step
+    def step(self, x_t):
+        """Advance one step; returns the top layer's output h_t (P,)."""
+        as_tensor = isinstance(x_t, Tensor)
+        x = x_t.detach().cpu().numpy() if as_tensor else np.asarray(x_t)
+        if x.ndim == 2 and x.shape[0] == 1:
+            x = x[0]
+        if x.shape != (self.input_size,):
+            raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        x = np.ascontiguousarray(x)
+        if self.use_numba:
+            # The kernels read the whole previous state before writing any of the new one, so
+            # they update the state rows in place: no allocation per step.
+            for w_t, b, b_hh, w_hr_t, h, c in self._rows:
+                if c is not None:
+                    K.lstm_step(x, h, c, w_t, b, w_hr_t, self._a, self._tmp, h, c, self._one)
+                elif self.mode == "gru":
+                    K.gru_step(x, h, w_t, b, b_hh, self._a, self._hw, h, self._one)
+                else:
+                    K.rnn_step(x, h, w_t, b, self.mode == "rnn_relu", self._a, h, self._one)
+                x = h
+        else:
+            for k, (w_t, b, b_hh, w_hr_t) in enumerate(self.layers):
+                c = None if self._c is None else self._c[k]
+                h_new, c_new = K.numpy_step(self.mode, x, self._h[k], c, w_t, b, b_hh, w_hr_t)
+                if c_new is not None:
+                    self._c[k] = c_new
+                self._h[k] = h_new
+                x = self._h[k]
+        return torch.from_numpy(x.copy()) if as_tensor else x.copy()
+
+    def run(self, xs) -> Tensor:
+        """Step through xs (T, I) and return the outputs (T, P)."""
+        return torch.stack([torch.as_tensor(self.step(x_t)) for x_t in xs])
