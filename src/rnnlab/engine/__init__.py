@@ -35,10 +35,13 @@ def engine_names() -> list[str]:
 # and the recomputing (checkpointed) driver register themselves here.
 from rnnlab.engine.fast import fast_scan  # noqa: E402
 
+from rnnlab.engine.checkpoint import checkpointed_scan  # noqa: E402
+
 register_engine("fast", fast_scan)
+register_engine("checkpoint", checkpointed_scan)
 
 
 __all__ = [
-    "scan", "ScanTag", "register_engine", "get_engine", "engine_names",
+    "scan", "fast_scan", "checkpointed_scan", "ScanTag", "register_engine", "get_engine", "engine_names",
     "record_grad_norms", "record_gates", "GradRecord", "GateRecord",
 ]

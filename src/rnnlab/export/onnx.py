@@ -1,0 +1,185 @@
+"""Export rnnlab layers, cells and models to ONNX, for serving with ONNX Runtime.
+
+Why through torch.nn: rnnlab's layers have torch.nn's parameter names and layouts, so a state
+dict moves across unchanged, and torch's exporter maps ``nn.LSTM``/``nn.GRU``/``nn.RNN`` to ONNX's
+own fused LSTM/GRU/RNN operators (fast in ONNX Runtime, and understood by every runtime). Our
+hand-written autograd.Function has no ONNX symbolic, and inference needs no backward anyway.
+Every conversion is checked: the torch.nn twin must give rnnlab's outputs on a random input,
+which also refuses the variants torch.nn lacks (layer norm, zoneout, ...) instead of silently
+exporting a different network.
+
+    >>> import tempfile, os, torch, rnnlab
+    >>> from rnnlab.export.onnx import export_onnx
+    >>> path = os.path.join(tempfile.mkdtemp(), "lstm.onnx")
+    >>> export_onnx(rnnlab.LSTM(3, 4, num_layers=2), path).name
+    'lstm.onnx'
+
+Graph interface of an exported layer: inputs ``input`` (T, B, I) (or (B, T, I) with batch_first),
+``h0`` (L·D, B, P) and for the LSTM ``c0``; outputs ``output``, ``h_n`` (and ``c_n``). Batch and
+sequence axes are dynamic. Cells: ``input`` (B, I), ``hx`` (and ``cx``) -> ``h`` (and ``c``).
+LSTM projections (proj_size > 0) are refused: torch's exporter has no mapping for them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab.errors import ConfigError
+
+_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+_CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.RNNCell, "rnn_relu": nn.RNNCell}
+OPSET = 17
+
+
+def _is_rnnlab(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("rnnlab.nn") and isinstance(getattr(module, "mode", None), str)
+
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """The torch.nn twin of an rnnlab recurrent layer or cell (same weights), in eval mode."""
+    from rnnlab.nn.cells import CellBase
+    from rnnlab.nn.layers import RecurrentBase
+
+    options = getattr(module, "options", None)
+    if options is not None and not options.is_default():
+        raise ConfigError(f"{type(module).__name__} options: expected torch.nn's cell for ONNX export, got {options}")
+    mode = module.mode
+    nl = {"nonlinearity": "relu"} if mode == "rnn_relu" else {}
+    p = next(module.parameters())
+    if isinstance(module, RecurrentBase):
+        if module.proj_size > 0:
+            raise ConfigError("proj_size: expected 0 for ONNX export (torch's exporter cannot map LSTM projections), "
+                              f"got {module.proj_size}")
+        twin = _LAYERS[mode](module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
+                             batch_first=module.batch_first, dropout=module.dropout,
+                             bidirectional=module.bidirectional, **nl)
+    elif isinstance(module, CellBase):
+        twin = _CELLS[mode](module.input_size, module.hidden_size, bias=module.bias, **nl)
+    else:
+        raise ConfigError(f"module: expected an rnnlab RNN/LSTM/GRU layer or cell, got {type(module).__name__}")
+    twin = twin.to(device=p.device, dtype=p.dtype)
+    twin.load_state_dict(module.state_dict(), strict=True)
+    return twin.eval()
+
+
+def torchify(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every rnnlab recurrent submodule replaced by its torch.nn twin."""
+    if _is_rnnlab(model):
+        return to_torch(model)
+    model = copy.deepcopy(model)
+    for name, child in list(model.named_children()):
+        setattr(model, name, torchify(child))
+    return model.eval()
+
+
+def _interface(twin: nn.Module, batch: int = 2, steps: int = 3):
+    """Example inputs, names and dynamic axes for a torch.nn recurrent layer or cell."""
+    p = next(twin.parameters())
+    is_lstm = isinstance(twin, (nn.LSTM, nn.LSTMCell))
+    if isinstance(twin, nn.RNNBase):
+        D = 2 if twin.bidirectional else 1
+        x = torch.randn((batch, steps, twin.input_size) if twin.batch_first else (steps, batch, twin.input_size),
+                        dtype=p.dtype, device=p.device)
+        h0 = torch.randn(twin.num_layers * D, batch, twin.hidden_size, dtype=p.dtype, device=p.device)
+        ax = {0: "batch", 1: "seq"} if twin.batch_first else {0: "seq", 1: "batch"}
+        state_ax = {1: "batch"}
+        args = (x, (h0, torch.randn_like(h0))) if is_lstm else (x, h0)
+        in_names = ["input", "h0", "c0"] if is_lstm else ["input", "h0"]
+        out_names = ["output", "h_n", "c_n"] if is_lstm else ["output", "h_n"]
+        dyn = {"input": ax, "output": ax, **{n: state_ax for n in in_names[1:] + out_names[1:]}}
+        return args, in_names, out_names, dyn
+    x = torch.randn(batch, twin.input_size, dtype=p.dtype, device=p.device)
+    h = torch.randn(batch, twin.hidden_size, dtype=p.dtype, device=p.device)
+    args = (x, (h, torch.randn_like(h))) if is_lstm else (x, h)
+    in_names = ["input", "hx", "cx"] if is_lstm else ["input", "hx"]
+    out_names = ["h", "c"] if is_lstm else ["h"]
+    return args, in_names, out_names, {n: {0: "batch"} for n in in_names + out_names}
+
+
+def _flat(v) -> list[torch.Tensor]:
+    if isinstance(v, torch.Tensor):
+        return [v]
+    return [t for x in v for t in _flat(x)]
+
+
+def export_onnx(
+    module: nn.Module, path: str | Path, example_inputs: tuple | None = None,
+    input_names: list[str] | None = None, output_names: list[str] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None, opset: int = OPSET,
+) -> Path:
+    """Write ``module`` (an rnnlab layer or cell, or any model containing them) to ``path``.
+
+    For a layer or cell, inputs, names and dynamic axes are made here. For a whole model, give
+    ``example_inputs`` (and names/axes to taste). Returns the path.
+    """
+    path = Path(path)
+    twin = torchify(module).eval()
+    # The twin must compute what rnnlab computes (refuses silently-different conversions).
+    if isinstance(twin, (nn.RNNBase, nn.RNNCellBase)):
+        args, in_names, out_names, dyn = _interface(twin)
+        input_names, output_names = input_names or in_names, output_names or out_names
+        dynamic_axes = dynamic_axes if dynamic_axes is not None else dyn
+    elif example_inputs is None:
+        raise ConfigError(f"example_inputs: expected a tuple of example tensors for a {type(module).__name__}, got None")
+    else:
+        args = tuple(example_inputs)
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            want = _flat(module.eval()(*args))
+            got = _flat(twin(*args))
+    finally:
+        module.train(was_training)
+    err = max(float((a - b).abs().max()) for a, b in zip(want, got))
+    if len(want) != len(got) or err > 1e-4:
+        raise ConfigError(f"{type(module).__name__}: expected its torch.nn twin to match it, got max difference {err:.2e}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # The TorchScript exporter (the one that maps nn.LSTM to ONNX's LSTM) announces its own
+        # deprecation and warns about tracing; none of it affects a recurrent layer's graph.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(twin, args, str(path), input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+    return path
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session (raises ConfigError if onnxruntime is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ConfigError("onnxruntime: expected it installed (pip install rnnlab[onnx]), got ImportError") from exc
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, *inputs: Any) -> list:
+    """Run a session on tensors/arrays given in the graph's input order; returns NumPy arrays."""
+    feeds = {}
+    for spec, v in zip(session.get_inputs(), _flat(inputs) if not isinstance(inputs[0], (list,)) else inputs):
+        feeds[spec.name] = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+    return session.run(None, feeds)
+
+
+def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") -> Path:
+    """Export a training run's model. The example input is the first training batch's ``x``."""
+    from rnnlab.train.rundir import load_run
+
+    task, model, _ = load_run(run_dir, checkpoint)
+    batch = next(iter(task.train_batches(0)))
+    x = batch["x"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (tuple, list)) else batch)
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"run {run_dir}: expected a tensor input in its batches, got {type(x).__name__}")
+    x = x[:2]
+    names = ["input"]
+    axes = {"input": {0: "batch", 1: "seq"} if x.dim() > 1 else {0: "batch"}}
+    return export_onnx(model, path, example_inputs=(x,), input_names=names, dynamic_axes=axes)
