@@ -227,7 +227,7 @@ class ClassifyTask:
         self.kind = config.resolved_input()
         self._epoch = 0
         self._splits: dict[str, _Split] = {}
-        self._lm_source: tuple[nn.Module, Any] | None = None
+        self._lm = None  # the LMSource of init_from, on a fresh (not rebuilt) task only
         self._fresh = metadata is None
         if metadata is not None:
             self._meta = metadata
@@ -238,11 +238,13 @@ class ClassifyTask:
         if not config.train:
             raise ConfigError(expected("classify train", "a data file", "none"))
         if self.kind == "text" and config.init_from:
-            self._load_lm_source()
+            from rnnlab.tasks.transfer import load_lm_source
+
+            self._lm = load_lm_source(config.init_from)
         train = self._read(config.train, None, require_labels=True)
         self.label_map = train.label_map
         self._fit_codec(train)
-        self.arch = dict(self._lm_arch) if self._lm_arch is not None else {
+        self.arch = dict(self._lm.arch) if self._lm is not None else {
             "embed_dim": config.embed_dim, "cell": config.cell, "hidden_size": config.hidden_size,
             "num_layers": config.num_layers}
         counts = np.bincount(np.asarray(train.labels), minlength=len(self.label_map))
@@ -282,8 +284,8 @@ class ClassifyTask:
 
         c = self.config
         if self.kind == "text":
-            if self._lm_source is not None:
-                self.vocab = self._lm_vocab
+            if self._lm is not None:
+                self.vocab = self._lm.vocab
                 return
             tokens = [t for text in train.texts for t in self._tokens(text)]
             if c.level == "word":
@@ -401,23 +403,15 @@ class ClassifyTask:
             vocab_size=len(self.vocab) if self.kind == "text" else 0,
             input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
             bidirectional=c.bidirectional, dropout=c.dropout, **self.arch)
-        if self._fresh and self._lm_source is not None:
+        if self._fresh and self._lm is not None:
             from rnnlab.tasks.transfer import copy_lm_weights
 
-            copy_lm_weights(self._lm_source[0], model, self._lm_extra_tokens)
+            copy_lm_weights(self._lm.model, model, self._lm.extra_tokens)
         return model
 
-    _lm_arch: dict[str, Any] | None = None
-    _lm_extra_tokens: int = 0
-
-    def _load_lm_source(self) -> None:
-        from rnnlab.tasks.transfer import load_lm_source
-
-        src = load_lm_source(self.config.init_from)
-        self._lm_vocab, self._lm_arch, self._lm_extra_tokens = src.vocab, src.arch, src.extra_tokens
-        self._lm_source = (src.model, src)
-
     def transferred_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The embedding and recurrent weights that came from the lm run (frozen for
+        ``freeze_epochs`` epochs by switching off their gradients)."""
         if not self.config.init_from:
             return []
         return list(model.embed.parameters()) + list(model.rnn.parameters())
