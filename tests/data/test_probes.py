@@ -55,24 +55,36 @@ def test_generator_agrees_with_label_function(name):
 
 
 def test_checksum_label_reads_keys_and_query_only():
-    M, N, K = 4, 8, 2
+    D, N = 10, 8                                   # digits, noise tokens; queries D+N (even), D+N+1 (odd)
     b = probes.checksum(50, 500, 0)
     x = b.x.clone()
-    x[K:-1] = torch.randint(M, M + N, x[K:-1].shape)     # new noise
+    x[1:-1] = torch.randint(D, D + N, x[1:-1].shape)     # new noise
     assert torch.equal(probes.checksum_label(x), b.y)
-    # Setting the query to the checksum makes every label 1; to any other digit, 0.
-    value = b.x[:K].sum(0) % M
-    x[-1] = value + M + N
+    # Setting the query to the checksum's parity makes every label 1; to the other parity, 0.
+    parity = b.x[0] % 2
+    x[-1] = parity + D + N
     assert probes.checksum_label(x).all()
-    x[-1] = (value + 1) % M + M + N
+    x[-1] = (1 - parity) + D + N
     assert not probes.checksum_label(x).any()
-    # Changing one key digit (mod M) flips a matching label to 0.
-    x[-1] = value + M + N
-    x[0] = (x[0] + 1) % M
-    assert not probes.checksum_label(x).any()
-    # Hand-made example: keys 3, 2 -> 5 mod 4 = 1; query 1 (token M+N+1) matches.
-    seq = torch.tensor([3, 2, 5, 9, 4, M + N + 1])[:, None]
-    assert probes.checksum_label(seq).item() == 1
+    # Changing the key digit's parity flips every label.
+    x2 = b.x.clone()
+    x2[0] = (x2[0] + 1) % D
+    assert torch.equal(probes.checksum_label(x2), 1 - b.y)
+    # Hand-made, two keys: 3 + 4 = 7 is odd; the "odd" query matches.
+    seq = torch.tensor([3, 4, 12, 15, D + N + 1])[:, None]
+    assert probes.checksum_label(seq, n_keys=2).item() == 1
+
+
+def test_checksum_query_alone_says_nothing():
+    # P(label | query) = 1/2 for both queries: without the first token a model is at chance.
+    b = probes.checksum(20, 20000, 5)
+    for q in (18, 19):
+        sel = b.x[-1] == q
+        assert sel.sum() > 2000
+        assert abs(b.y[sel].float().mean().item() - 0.5) < 0.03
+    # Remembering the checksum alone is worth query_skew = 0.75 (predict "match" iff even).
+    guess = (b.x[0] % 2 == 0).long()
+    assert abs((guess == b.y).float().mean().item() - 0.75) < 0.02
 
 
 def test_distractor_label_ignores_distractors():
@@ -149,7 +161,7 @@ def test_bad_arguments_raise_config_errors():
     with pytest.raises(ConfigError, match="probe"):
         get_probe("nope")
     with pytest.raises(ConfigError, match="length T"):
-        probes.checksum(2, 4, 0)
+        probes.checksum(1, 4, 0)
     with pytest.raises(ConfigError, match="batch size"):
         probes.adding(10, 0, 0)
     with pytest.raises(ConfigError, match="params"):
