@@ -33,7 +33,7 @@ Backward, given dh = ∂L/∂h_t; the factors K are computed for all steps befor
     dxa = [da_r | da_z | da_n];   dγ_hh = Σ dhw ⊙ û;   db_hh = Σ dhw
 
 Saved: gates [r|z|n] (T, B, 3h); after: hw (T, B, 3h); before: rh = r ⊙ h^in (T, B, h); with
-layer norm û (T, B, 3h) and its r (T, B, 3, 1).
+layer norm, per step, û (B, 3h) and its r (B, 3, 1) (before: split [rz, n]).
 """
 
 from __future__ import annotations
@@ -73,36 +73,26 @@ class GRUSaved:
         self.hw = like.new_empty(T, B, 3 * H) if v.reset == "after" else like.new_empty(B, 3 * H)
         if v.reset == "before":
             self.rh = like.new_empty(T, B, H)
-        if v.layer_norm:
-            self.u = like.new_empty(B, 3 * H)
-            self.uhat = like.new_empty(T, B, 3 * H)
-            self.rstd_u = like.new_empty(T, B, 3, 1)
-            if v.reset == "before":                    # contiguous scratch for the split LNs
-                self.uhat_rz, self.rstd_rz = like.new_empty(B, 2 * H), like.new_empty(B, 2, 1)
-                self.uhat_n, self.rstd_n = like.new_empty(B, H), like.new_empty(B, 1, 1)
+        if v.layer_norm:                               # per step, as torch's LN kernel returns them
+            self.uhat: list[Tensor] = [None] * T       # (B, 3h) after; [(B, 2h), (B, h)] before
+            self.rstd_u: list[Tensor] = [None] * T     # (B, 3, 1) after; [(B, 2, 1), (B, 1, 1)] before
 
 
-def _recurrent(v, s, t, src, w_t, b, gain, out, lo, hi, uhat_scratch=None, rstd_scratch=None):
-    """out ← R(src W_t^T) for gate blocks lo..hi (b, gain: the matching slices or None)."""
+def _recurrent(v, s, t, src, w_t, b, gain, out, blocks):
+    """out ← R(src W_t^T) for ``blocks`` gate blocks (b, gain: the matching slices or None).
+    With layer norm, appends (û, r) to the step's saved lists."""
     if not v.layer_norm:
         if b is None:
             torch.mm(src, w_t, out=out)
         else:
             torch.addmm(b, src, w_t, out=out)
         return
-    if uhat_scratch is None:
-        u = torch.mm(src, w_t, out=s.u)                                  # u = W_hh h^in
+    uhat, rstd = layernorm.normalize(torch.mm(src, w_t), blocks)         # û = LN(W src)
+    if blocks == 3:
+        s.uhat[t], s.rstd_u[t] = uhat, rstd
     else:
-        u = torch.mm(src, w_t)                                           # a block subset: contiguous
-    H = src.shape[1]
-    if uhat_scratch is None:                                             # all three blocks
-        layernorm.normalize(u, hi - lo, s.uhat[t], s.rstd_u[t])
-        uhat = s.uhat[t]
-    else:
-        layernorm.normalize(u, hi - lo, uhat_scratch, rstd_scratch)
-        s.uhat[t, :, lo * H : hi * H].copy_(uhat_scratch)
-        s.rstd_u[t, :, lo:hi].copy_(rstd_scratch)
-        uhat = uhat_scratch
+        s.uhat[t] = (s.uhat[t] or []) + [uhat]
+        s.rstd_u[t] = (s.rstd_u[t] or []) + [rstd]
     if b is None:
         torch.mul(uhat, gain, out=out)
     else:
@@ -120,18 +110,16 @@ def forward_step(
     gain = p.ln_gain_hh
     if v.reset == "after":
         hw = s.hw[t]
-        _recurrent(v, s, t, h_in, w_hh_t, b_hh, gain, hw, 0, 3)         # hw = R(W_hh h^in)
+        _recurrent(v, s, t, h_in, w_hh_t, b_hh, gain, hw, 3)            # hw = R(W_hh h^in)
         torch.add(xa[:, : 2 * H], hw[:, : 2 * H], out=gates[:, : 2 * H]).sigmoid_()  # r, z
         torch.addcmul(xa[:, 2 * H :], r, hw[:, 2 * H :], out=n).tanh_()  # n = tanh(xa_n + r ⊙ hw_n)
     else:
         hw = s.hw
         sl = (lambda a, lo, hi: None if a is None else a[lo * H : hi * H])
-        _recurrent(v, s, t, h_in, w_hh_t[:, : 2 * H], sl(b_hh, 0, 2), sl(gain, 0, 2), hw[:, : 2 * H], 0, 2,
-                   getattr(s, "uhat_rz", None), getattr(s, "rstd_rz", None))
+        _recurrent(v, s, t, h_in, w_hh_t[:, : 2 * H], sl(b_hh, 0, 2), sl(gain, 0, 2), hw[:, : 2 * H], 2)
         torch.add(xa[:, : 2 * H], hw[:, : 2 * H], out=gates[:, : 2 * H]).sigmoid_()  # r, z
         torch.mul(r, h_in, out=s.rh[t])                                   # r ⊙ h^in
-        _recurrent(v, s, t, s.rh[t], w_hh_t[:, 2 * H :], sl(b_hh, 2, 3), sl(gain, 2, 3), hw[:, 2 * H :], 2, 3,
-                   getattr(s, "uhat_n", None), getattr(s, "rstd_n", None))
+        _recurrent(v, s, t, s.rh[t], w_hh_t[:, 2 * H :], sl(b_hh, 2, 3), sl(gain, 2, 3), hw[:, 2 * H :], 1)
         torch.add(xa[:, 2 * H :], hw[:, 2 * H :], out=n).tanh_()          # n = tanh(xa_n + R(W_hn (r ⊙ h^in)))
     torch.sub(h_prev, n, out=h_out).mul_(z).add_(n)                       # h = n + z ⊙ (h_{t-1} − n)
 
@@ -170,20 +158,18 @@ def backward_step(
         dhw_out[:, : 2 * H].copy_(dxa_out[:, : 2 * H])
         torch.mul(da_n, r, out=dhw_out[:, 2 * H :])                       # ∂L/∂hw_n = da_n ⊙ r
         if v.layer_norm:
-            layernorm.normalize_backward(dhw_out * gain, s.uhat[t], s.rstd_u[t], 3, du_out)
+            du_out.copy_(layernorm.normalize_backward(dhw_out * gain, s.uhat[t], s.rstd_u[t], 3))
         dh_in = torch.mm(du_out, w_hh)
     else:                                                                 # dhw_out is dxa_out
         if v.layer_norm:
-            du_n = layernorm.normalize_backward(da_n * gain[2 * H :], s.uhat[t, :, 2 * H :], s.rstd_u[t, :, 2:], 1,
-                                                torch.empty_like(da_n))
+            du_n = layernorm.normalize_backward(da_n * gain[2 * H :], s.uhat[t][1], s.rstd_u[t][1], 1)
             du_out[:, 2 * H :].copy_(du_n)
         else:
             du_n = da_n
         d_rh = torch.mm(du_n, w_hh[2 * H :])                              # ∂L/∂(r ⊙ h^in)
         torch.mul(d_rh, k.k_r[t], out=da_r)                               # da_r = d(rh) h^in r(1 − r)
         if v.layer_norm:
-            du_rz = layernorm.normalize_backward(dxa_out[:, : 2 * H] * gain[: 2 * H], s.uhat[t, :, : 2 * H],
-                                                 s.rstd_u[t, :, :2], 2, torch.empty_like(dxa_out[:, : 2 * H]))
+            du_rz = layernorm.normalize_backward(dxa_out[:, : 2 * H] * gain[: 2 * H], s.uhat[t][0], s.rstd_u[t][0], 2)
             du_out[:, : 2 * H].copy_(du_rz)
         else:
             du_rz = dxa_out[:, : 2 * H]
@@ -203,4 +189,7 @@ def recurrent_weight_grad(v: GRUVariant, s: GRUSaved, du: Tensor, h_ins: Tensor)
 
 
 def param_grads(v: GRUVariant, s: GRUSaved, dhw: Tensor) -> GRUParams:
-    return GRUParams((dhw * s.uhat).sum((0, 1)) if v.layer_norm else None)
+    if not v.layer_norm:
+        return GRUParams(None)
+    uhat = torch.stack([u if v.reset == "after" else torch.cat(u, dim=1) for u in s.uhat])  # (T, B, 3h)
+    return GRUParams((dhw * uhat).sum((0, 1)))

@@ -13,8 +13,11 @@ Backward of v̂ = LN(v) for one block, given g = ∂L/∂v̂ (the gain already m
 
     ∂L/∂v_k = r_k (g − mean(g) − v̂_k ⊙ mean(g ⊙ v̂_k))
 
-The forward uses torch's layer-norm kernel (it is one fused pass for μ, σ² and v̂, and
-returns r for the backward); the backward is written here.
+:func:`normalize_backward_reference` is that line, written out. :func:`normalize_backward`, used
+by the scans, computes the bracket with torch's fused layer-norm backward kernel (fed v̂ with
+μ = 0, r = 1, so that the kernel's own normalisation is the identity) and then multiplies by r;
+one pass instead of five, tested equal to the reference. The forward also uses torch's kernel
+(one pass for μ, σ², v̂, returning r).
 """
 
 from __future__ import annotations
@@ -25,24 +28,41 @@ from torch import Tensor
 EPS = 1e-5
 
 
-def normalize(v: Tensor, blocks: int, vhat_out: Tensor, rstd_out: Tensor, eps: float = EPS) -> None:
-    """v (..., G·h) → vhat_out (..., G·h) ← v̂ per block, rstd_out (..., G, 1) ← r.
-
-    Writes into preallocated buffers (saved for the backward)."""
-    shape = vhat_out.shape[:-1] + (blocks, v.shape[-1] // blocks)   # v may be (T·B, G·h) for (T, B, G·h)
-    mean = rstd_out.new_empty(rstd_out.shape)          # μ is not needed by the backward
-    torch.ops.aten.native_layer_norm.out(
-        v.reshape(shape), [shape[-1]], None, None, eps,
-        out0=vhat_out.view(shape), out1=mean, out2=rstd_out,
-    )
+def normalize(v: Tensor, blocks: int, eps: float = EPS) -> tuple[Tensor, Tensor]:
+    """v (..., G·h) → (v̂ (..., G·h), r (..., G, 1)), per gate block."""
+    shape = v.shape[:-1] + (blocks, v.shape[-1] // blocks)
+    vhat, _, rstd = torch.native_layer_norm(v.reshape(shape), [shape[-1]], None, None, eps)
+    return vhat.view(v.shape), rstd
 
 
-def normalize_backward(g: Tensor, vhat: Tensor, rstd: Tensor, blocks: int, out: Tensor) -> Tensor:
-    """out (..., G·h) ← ∂L/∂v given g = ∂L/∂v̂ (..., G·h), the saved v̂ and r (..., G, 1)."""
+def normalize_backward_reference(g: Tensor, vhat: Tensor, rstd: Tensor, blocks: int) -> Tensor:
+    """∂L/∂v (..., G·h) given g = ∂L/∂v̂ (..., G·h), the saved v̂ and r (..., G, 1)."""
     shape = g.shape[:-1] + (blocks, g.shape[-1] // blocks)
-    g3, vhat3, out3 = g.reshape(shape), vhat.reshape(shape), out.view(shape)
+    g3, vhat3 = g.reshape(shape), vhat.reshape(shape)
     mean_g = g3.mean(-1, keepdim=True)                               # mean(g)
-    mean_gv = (g3 * vhat3).mean(-1, keepdim=True)                     # mean(g ⊙ v̂)
-    torch.sub(g3, mean_g, out=out3)                                   # g − mean(g)
-    out3.addcmul_(vhat3, mean_gv, value=-1.0).mul_(rstd)              # − v̂ mean(g v̂), times r
-    return out
+    mean_gv = (g3 * vhat3).mean(-1, keepdim=True)                    # mean(g ⊙ v̂)
+    return ((g3 - mean_g - vhat3 * mean_gv) * rstd).reshape(g.shape)
+
+
+def normalize_backward(g: Tensor, vhat: Tensor, rstd: Tensor, blocks: int) -> Tensor:
+    """Same numbers as :func:`normalize_backward_reference`, through torch's fused kernel."""
+    shape = g.shape[:-1] + (blocks, g.shape[-1] // blocks)
+    zero, one = _stats(rstd)
+    bracket = torch.ops.aten.native_layer_norm_backward(
+        g.reshape(shape), vhat.reshape(shape), [shape[-1]], zero, one, None, None, [True, False, False],
+    )[0]                                                             # g − mean(g) − v̂ mean(g v̂)
+    return bracket.mul_(rstd).view(g.shape)
+
+
+_STATS: dict = {}
+
+
+def _stats(rstd: Tensor) -> tuple[Tensor, Tensor]:
+    """μ = 0 and r = 1 shaped like ``rstd`` (cached: the scans call this once per step)."""
+    key = (tuple(rstd.shape), rstd.dtype, rstd.device)
+    if key not in _STATS:
+        if len(_STATS) > 64:
+            _STATS.clear()
+        _STATS[key] = (torch.zeros(rstd.shape, dtype=rstd.dtype, device=rstd.device),
+                       torch.ones(rstd.shape, dtype=rstd.dtype, device=rstd.device))
+    return _STATS[key]

@@ -38,11 +38,10 @@ from later steps; the factors K are computed for all steps at once before the lo
     dc_{t-1}  = dc ⊙ f + di ⊙ p_i + df ⊙ p_f
     da        = [di|df|dg|do]  (or [di|dg|do]);  du = LN_backward(da ⊙ γ_hh) (or da)
     dh^in     = du W_hh
-    dγ_hh = Σ da ⊙ û,   dγ_c = Σ dz ⊙ ĉ,   dβ_c = Σ dz,   dp_i = Σ di ⊙ c_{t-1}, ... dp_o = Σ do ⊙ c_t
+    dγ_hh = Σ da ⊙ û,   dγ_c = Σ dz ⊙ ĉ,   dβ_c = Σ dz   (summed step by step),   dp_i = Σ di ⊙ c_{t-1}, ... dp_o = Σ do ⊙ c_t
 
 Saved per step (T steps, B batch): gates [i|f|g|o] (T, B, 4h) (f = 1 − i when coupled), y (T, B, h);
-with layer norm û (T, B, G·h), its r (T, B, G, 1), ĉ (T, B, h), its r (T, B, 1, 1); dz (T, B, h)
-is written by the backward.
+with layer norm, per step, û (B, G·h), its r (B, G, 1), ĉ (B, h), its r (B, 1, 1).
 """
 
 from __future__ import annotations
@@ -92,12 +91,11 @@ class LSTMSaved:
         self.gates = like.new_empty(T, B, 4 * H)
         self.y = like.new_empty(T, B, H)
         self.pre = like.new_empty(B, G * H)            # scratch: pre-activations of one step
-        if v.layer_norm:
-            self.u = like.new_empty(B, G * H)          # scratch: W_hh h^in
-            self.uhat = like.new_empty(T, B, G * H)
-            self.rstd_u = like.new_empty(T, B, G, 1)
-            self.chat = like.new_empty(T, B, H)
-            self.rstd_c = like.new_empty(T, B, 1, 1)
+        if v.layer_norm:                               # per step: torch's LN kernel allocates them
+            self.uhat: list[Tensor] = [None] * T       # (B, G·h)
+            self.rstd_u: list[Tensor] = [None] * T     # (B, G, 1)
+            self.chat: list[Tensor] = [None] * T       # (B, h)
+            self.rstd_c: list[Tensor] = [None] * T     # (B, 1, 1)
 
 
 def forward_step(
@@ -110,9 +108,9 @@ def forward_step(
     G = len(v.blocks)
     pre = s.pre
     if v.layer_norm:
-        torch.mm(h_in, w_hh_t, out=s.u)                                  # u_t = W_hh h^in
-        layernorm.normalize(s.u, G, s.uhat[t], s.rstd_u[t])              # û_t
-        torch.addcmul(xa, p.ln_gain_hh, s.uhat[t], out=pre)              # a = xa + γ_hh ⊙ û
+        uhat, s.rstd_u[t] = layernorm.normalize(torch.mm(h_in, w_hh_t), G)  # û_t = LN(W_hh h^in)
+        s.uhat[t] = uhat
+        torch.addcmul(xa, p.ln_gain_hh, uhat, out=pre)                   # a = xa + γ_hh ⊙ û
     else:
         torch.addmm(xa, h_in, w_hh_t, out=pre)                           # a = xa + W_hh h^in
     gates = s.gates[t]
@@ -135,8 +133,9 @@ def forward_step(
     torch.sigmoid(a_o, out=o)                                            # o_t = σ(a_o)
     y = s.y[t]
     if v.layer_norm:
-        layernorm.normalize(c_out, 1, s.chat[t], s.rstd_c[t])            # ĉ_t
-        torch.addcmul(p.ln_bias_c, p.ln_gain_c, s.chat[t], out=y).tanh_()  # y = tanh(γ_c ĉ + β_c)
+        chat, s.rstd_c[t] = layernorm.normalize(c_out, 1)                # ĉ_t
+        s.chat[t] = chat
+        torch.addcmul(p.ln_bias_c, p.ln_gain_c, chat, out=y).tanh_()     # y = tanh(γ_c ĉ + β_c)
     else:
         torch.tanh(c_out, out=y)                                         # y = tanh(c_t)
     torch.mul(o, y, out=h_out)                                           # h_t = o_t ⊙ y_t
@@ -154,22 +153,34 @@ def backward_prepare(v: LSTMVariant, s: LSTMSaved, c_prevs: Tensor) -> LSTMFacto
     i, f, g, o = s.gates.chunk(4, dim=2)
     di_da = i * (1.0 - i)                                               # σ'(a_i)
     dg_da = 1.0 - g * g                                                 # tanh'(a_g)
+    k_c = c_prevs.new_empty(T, B, 2 if v.coupled else 3, H)
     if v.coupled:
-        k_c = torch.stack(((g - c_prevs) * di_da, i * dg_da), dim=2)
+        torch.sub(g, c_prevs, out=k_c[:, :, 0]).mul_(di_da)             # (g − c_{t-1}) i(1 − i)
     else:
-        k_c = torch.stack((g * di_da, c_prevs * f * (1.0 - f), i * dg_da), dim=2)
+        torch.mul(g, di_da, out=k_c[:, :, 0])                           # g i(1 − i)
+        torch.mul(f, 1.0 - f, out=k_c[:, :, 1]).mul_(c_prevs)           # c_{t-1} f(1 − f)
+    torch.mul(i, dg_da, out=k_c[:, :, -1])                              # i (1 − g²)
     k_o = s.y * o * (1.0 - o)
     k_z = o * (1.0 - s.y * s.y)
     return LSTMFactors(k_c, k_o, k_z)
 
 
+def new_accumulators(v: LSTMVariant, B: int, H: int, like: Tensor) -> LSTMParams:
+    """Per-sample sums for the layer-norm gains and bias, filled step by step (B, ·)."""
+    if not v.layer_norm:
+        return LSTMParams(None, None, None, None)
+    G = len(v.blocks)
+    return LSTMParams(like.new_zeros(B, G * H), like.new_zeros(B, H), like.new_zeros(B, H), None)
+
+
 def backward_step(
     v: LSTMVariant, t: int, dh: Tensor, dc: Tensor, k: LSTMFactors, p: LSTMParams, s: LSTMSaved,
-    w_hh: Tensor, dz_out: Tensor, da_out: Tensor, du_out: Tensor,
+    w_hh: Tensor, acc: LSTMParams, dz_out: Tensor, da_out: Tensor, du_out: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Gradients of step t. dh (B, h) = ∂L/∂h_t; dc (B, h) = ∂L/∂c_t from later steps, updated in
-    place to the total. Writes dz_out (B, h), da_out (B, G·h) = ∂L/∂a and du_out (B, G·h) = ∂L/∂u
-    (the same tensor as da_out without layer norm). Returns (∂L/∂h^in, ∂L/∂c_{t-1})."""
+    place to the total. Writes da_out (B, G·h) = ∂L/∂a and du_out (B, G·h) = ∂L/∂u (the same tensor
+    as da_out without layer norm); dz_out (B, h) is scratch; adds this step's terms to ``acc``.
+    Returns (∂L/∂h^in, ∂L/∂c_{t-1})."""
     B, H = dh.shape
     G = len(v.blocks)
     gates = s.gates[t]
@@ -177,8 +188,9 @@ def backward_step(
     torch.mul(dh, k.k_o[t], out=do)                                      # do = dh y o(1 − o)
     torch.mul(dh, k.k_z[t], out=dz_out)                                  # dz = dh o (1 − y²)
     if v.layer_norm:
-        g_c = dz_out * p.ln_gain_c
-        dc.add_(layernorm.normalize_backward(g_c, s.chat[t], s.rstd_c[t], 1, g_c))
+        acc.ln_gain_c.addcmul_(dz_out, s.chat[t])                        # dγ_c += dz ⊙ ĉ
+        acc.ln_bias_c.add_(dz_out)                                       # dβ_c += dz
+        dc.add_(layernorm.normalize_backward(dz_out * p.ln_gain_c, s.chat[t], s.rstd_c[t], 1))
     else:
         dc.add_(dz_out)
     if v.peephole:
@@ -191,21 +203,19 @@ def backward_step(
         if not v.coupled:
             dc_prev.addcmul_(da_out[:, H : 2 * H], p.peephole[H : 2 * H])  # + df ⊙ p_f
     if v.layer_norm:
-        layernorm.normalize_backward(da_out * p.ln_gain_hh, s.uhat[t], s.rstd_u[t], G, du_out)
+        acc.ln_gain_hh.addcmul_(da_out, s.uhat[t])                       # dγ_hh += da ⊙ û
+        du_out.copy_(layernorm.normalize_backward(da_out * p.ln_gain_hh, s.uhat[t], s.rstd_u[t], G))
     return torch.mm(du_out, w_hh), dc_prev                               # dh^in = du W_hh
 
 
-def param_grads(
-    v: LSTMVariant, s: LSTMSaved, da: Tensor, dz: Tensor, c_prevs: Tensor, c_new: Tensor,
-) -> LSTMParams:
-    """Gradients of the variant parameters from the whole-sequence buffers (T, B, ·):
-    da = ∂L/∂a, dz = ∂L/∂z, c_prevs = c_0..c_{T-1}, c_new = the c_t each step computed."""
+def param_grads(v: LSTMVariant, acc: LSTMParams, da: Tensor, c_prevs: Tensor, c_new: Tensor) -> LSTMParams:
+    """Gradients of the variant parameters: the accumulators summed over the batch; the peepholes
+    from the whole-sequence buffers (T, B, ·) da = ∂L/∂a, c_prevs = c_0..c_{T-1}, c_new = the c_t
+    each step computed."""
     H = c_prevs.shape[2]
     d_gain_hh = d_gain_c = d_bias_c = d_peep = None
     if v.layer_norm:
-        d_gain_hh = (da * s.uhat).sum((0, 1))
-        d_gain_c = (dz * s.chat).sum((0, 1))
-        d_bias_c = dz.sum((0, 1))
+        d_gain_hh, d_gain_c, d_bias_c = (a.sum(0) for a in acc[:3])
     if v.peephole:
         terms = [(da[..., :H] * c_prevs).sum((0, 1))]                    # dp_i
         if not v.coupled:

@@ -65,9 +65,7 @@ class _VariantScan(torch.autograd.Function):
             bias = b_ih + b_hh if is_lstm else b_ih
         xhat = rstd_x = None
         if v.layer_norm:
-            xhat = x.new_empty(T, B, GH)
-            rstd_x = x.new_empty(T, B, G, 1)
-            layernorm.normalize(torch.mm(x2, w_ih.t()), G, xhat, rstd_x)
+            xhat, rstd_x = layernorm.normalize(torch.mm(x2, w_ih.t()).view(T, B, GH), G)
             xa = xhat * ln_gain_ih if bias is None else torch.addcmul(bias, ln_gain_ih, xhat)
         elif bias is not None:
             xa = torch.addmm(bias, x2, w_ih.t()).view(T, B, GH)
@@ -146,7 +144,8 @@ class _VariantScan(torch.autograd.Function):
         du = dhw if not v.layer_norm else x.new_empty(T, B, GH)              # ∂L/∂(W_hh h^in)
         if is_lstm:
             factors = cell.backward_prepare(v, saved, cs[:-1])
-            dz = x.new_empty(T, B, H)
+            acc = cell.new_accumulators(v, B, H, x)
+            dz = x.new_empty(B, H)                                           # scratch
             dc = d_c_last.clone()
         else:
             factors = cell.backward_prepare(v, saved, hs[:-1], h_ins)
@@ -177,7 +176,7 @@ class _VariantScan(torch.autograd.Function):
             if is_lstm:
                 dc_cell = dc.clone() if keep_c is None else dc * keep_c[t]   # ∂L/∂c̃_t (updated in place)
                 dh_rec, dc_prev = cell.backward_step(v, t, dh_cell, dc_cell, factors, params, saved, w_hh,
-                                                     dz[t], dxa[t], du[t])
+                                                     acc, dz, dxa[t], du[t])
                 if recording and ctil is None:
                     rec_c[t] = torch.linalg.vector_norm(dc_cell, dim=1)      # now the total ∂L/∂c_t
                 if keep_c is not None:
@@ -210,15 +209,14 @@ class _VariantScan(torch.autograd.Function):
         dxa2 = dxa.view(T * B, GH)
         if v.layer_norm:
             d_gain_ih = (dxa * xhat).sum((0, 1)) if need[10] else None
-            dxw = layernorm.normalize_backward(dxa * ln_gain_ih, xhat, rstd_x, G, x.new_empty(T, B, GH))
-            dxw2 = dxw.view(T * B, GH)
+            dxw2 = layernorm.normalize_backward(dxa * ln_gain_ih, xhat, rstd_x, G).view(T * B, GH)
         else:
             d_gain_ih, dxw2 = None, dxa2
         dx = torch.mm(dxw2, w_ih).view(T, B, I) if need[2] else None
         dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I)) if need[6] else None
         if is_lstm:
             dw_hh = torch.mm(du.view(T * B, GH).t(), h_ins.reshape(T * B, H))
-            pg = cell.param_grads(v, saved, dxa, dz, cs[:-1], cs[1:] if ctil is None else ctil)
+            pg = cell.param_grads(v, acc, dxa, cs[:-1], cs[1:] if ctil is None else ctil)
         else:
             dw_hh = cell.recurrent_weight_grad(v, saved, du, h_ins)
             pg = cell.param_grads(v, saved, dhw)
