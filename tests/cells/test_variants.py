@@ -271,3 +271,18 @@ def test_coupled_records_f_as_one_minus_i_and_grad_norms():
     assert rec.dh.shape == (T, B) and rec.dc.shape == (T, B)
     # The last step's ‖∂L/∂h_T‖ is the norm of the all-ones output gradient.
     torch.testing.assert_close(rec.dh[-1], torch.full((B,), H ** 0.5, dtype=DT))
+
+
+def test_fused_layernorm_backward_equals_the_written_formula():
+    from rnnlab.cells import layernorm
+
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(5, 4, 3 * 7, generator=g, dtype=DT)
+    up = torch.randn(5, 4, 3 * 7, generator=g, dtype=DT)
+    vhat, rstd = layernorm.normalize(v, 3)
+    torch.testing.assert_close(layernorm.normalize_backward(up, vhat, rstd, 3),
+                               layernorm.normalize_backward_reference(up, vhat, rstd, 3), rtol=0, atol=1e-12)
+    # and the formula is autograd's derivative of the written-out LN
+    vv = v.clone().requires_grad_()
+    (ln(vv, 3, 1.0) * up).sum().backward()
+    torch.testing.assert_close(layernorm.normalize_backward_reference(up, vhat, rstd, 3), vv.grad, rtol=0, atol=1e-10)
