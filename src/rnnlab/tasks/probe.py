@@ -15,7 +15,7 @@ import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from rnnlab.errors import ConfigError, expected
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 CELLS = ("rnn", "lstm", "gru")
+LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 @dataclass
@@ -140,6 +141,7 @@ class ProbeTask:
         self.spec = get_probe(cfg.probe)
         self.metric_name = self.spec.metric
         self.losses: list[float] = []      # training losses seen by this object, in order
+        self.on_step: Callable[[int], None] | None = None   # progress hook: called with len(losses)
         self._test: ProbeBatch | None = None
 
     # -- the contract -----------------------------------------------------------------------
@@ -166,6 +168,8 @@ class ProbeTask:
         pred = model(batch.x)
         loss = probe_loss(self.spec, pred, batch.y)
         self.losses.append(loss.item())
+        if self.on_step is not None:
+            self.on_step(len(self.losses))
         metrics = {self.metric_name: probe_metric(self.spec, pred.detach(), batch.y)}
         return StepOutput(loss=loss, n_items=batch.x.shape[1], metrics=metrics)
 
@@ -188,7 +192,7 @@ class ProbeTask:
         return out
 
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
-        from rnnlab.analysis.probe_report import probe_sections
+        from rnnlab.report.demo import probe_sections
 
         return probe_sections(self, model)
 
@@ -253,17 +257,19 @@ class ProbeRunConfig:
 def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: float = 0.0,
               hidden: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
               out: str | None = None, quiet: bool = True, threads: int = 0,
-              **probe_options: Any) -> ProbeResult:
+              on_step: Callable[[int], None] | None = None, **probe_options: Any) -> ProbeResult:
     """Train ``cell`` on probe ``task`` at length ``length`` for ``steps`` steps (or ``seconds``)
     through :func:`rnnlab.train.fit`, then measure it on the fixed test set.
 
     ``out`` is the run folder (a temporary one, deleted afterwards, when None).
-    ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params).
+    ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
+    memory_bias). ``on_step(n)`` is called after every training step (for progress displays).
     """
     cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden=hidden, batch_size=batch_size,
                       steps_per_epoch=steps, seed=seed, **probe_options)
     run = ProbeRunConfig(steps=steps, seconds=seconds, lr=lr, threads=threads, quiet=quiet)
     ptask = ProbeTask(cfg)
+    ptask.on_step = on_step
     if out is None:
         with tempfile.TemporaryDirectory(prefix="rnnlab-probe-") as tmp:
             model, seconds_taken = _train(ptask, run, seed, f"{tmp}/run")
