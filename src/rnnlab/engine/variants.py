@@ -19,7 +19,7 @@ and a seed makes a run repeatable. DropConnect on W_hh needs no scan support: th
 masked weight and autograd carries the product.
 
 Saved for backward, besides the cell's own buffers: hs (T+1, B, P), cs (T+1, B, h), the
-normalised input projection x̂ (T, B, G·h) and its r (T, B, G, 1) with layer norm, the recurrent
+normalised input projection x̂ (B, G·h) and its r (B, G, 1) per step with layer norm, the recurrent
 inputs h^in (T, B, P) with recurrent dropout, h̃ / c̃ (T, B, h) with zoneout.
 """
 
@@ -58,15 +58,21 @@ class _VariantScan(torch.autograd.Function):
         H = GH // G
         has_bias = b_ih is not None
 
-        # 1. Input side for all steps: xa = [γ_ih ⊙ LN](W_ih x) + b_ih (+ b_hh for the LSTM).
+        # 1. Input side: xa = [γ_ih ⊙ LN](W_ih x) + b_ih (+ b_hh for the LSTM). The projection is one
+        #    matmul for all steps; with layer norm, its normalisation runs inside the loop, a step
+        #    at a time, where the step's slice is still in cache (whole-sequence passes over
+        #    (T, B, G·h) cost more in memory traffic than they save in calls).
         x2 = x.reshape(T * B, I)
         bias = None
         if has_bias:
             bias = b_ih + b_hh if is_lstm else b_ih
-        xhat = rstd_x = None
+        xhat: list[Tensor] = []                                              # per step: x̂ (B, G·h), r (B, G, 1)
+        rstd_x: list[Tensor] = []
         if v.layer_norm:
-            xhat, rstd_x = layernorm.normalize(torch.mm(x2, w_ih.t()).view(T, B, GH), G)
-            xa = xhat * ln_gain_ih if bias is None else torch.addcmul(bias, ln_gain_ih, xhat)
+            xw = torch.mm(x2, w_ih.t()).view(T, B, GH)
+            xa_t = x.new_empty(B, GH)
+            if bias is None:
+                bias = x.new_zeros(GH)
         elif bias is not None:
             xa = torch.addmm(bias, x2, w_ih.t()).view(T, B, GH)
         else:
@@ -88,14 +94,21 @@ class _VariantScan(torch.autograd.Function):
         # 2. The time loop.
         for t in range(T):
             h_prev = hs[t]
+            if v.layer_norm:
+                xh, r = layernorm.normalize(xw[t], G)                        # x̂_t = LN(W_ih x_t)
+                xhat.append(xh)
+                rstd_x.append(r)
+                torch.addcmul(bias, ln_gain_ih, xh, out=xa_t)                # xa = γ_ih ⊙ x̂ + b
+            else:
+                xa_t = xa[t]
             if rd_mask is not None:
                 torch.mul(h_prev, rd_mask, out=h_ins[t])                     # h^in = h_{t-1} ⊙ m
             h_out = hs[t + 1] if htil is None else htil[t]
             if is_lstm:
                 c_out = cs[t + 1] if ctil is None else ctil[t]
-                cell.forward_step(v, t, xa[t], h_ins[t], cs[t], w_hh_t, params, saved, c_out, h_out)
+                cell.forward_step(v, t, xa_t, h_ins[t], cs[t], w_hh_t, params, saved, c_out, h_out)
             else:
-                cell.forward_step(v, t, xa[t], h_ins[t], h_prev, w_hh_t, b_hh, params, saved, h_out)
+                cell.forward_step(v, t, xa_t, h_ins[t], h_prev, w_hh_t, b_hh, params, saved, h_out)
             if htil is not None:                                             # zoneout: h = h̃ + z (h_{t-1} − h̃)
                 torch.sub(h_prev, htil[t], out=hs[t + 1]).mul_(zo_h[t]).add_(htil[t])
             if ctil is not None:
@@ -114,9 +127,10 @@ class _VariantScan(torch.autograd.Function):
             ))
 
         ctx.spec, ctx.tag, ctx.has_bias, ctx.saved = spec, tag, has_bias, saved
+        ctx.xhat, ctx.rstd_x = xhat, rstd_x
         ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
                               peephole, rd_mask, zo_h, zo_c, hs, cs, h_ins if rd_mask is not None else None,
-                              xhat, rstd_x, ctil)
+                              ctil)
         out = hs[1:] if mask is None else hs[1:] * mask                      # (T, B, h)
         if is_lstm:
             return out, hs[T].clone(), cs[T].clone()
@@ -125,7 +139,8 @@ class _VariantScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
         (x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
-         rd_mask, zo_h, zo_c, hs, cs, h_ins, xhat, rstd_x, ctil) = ctx.saved_tensors
+         rd_mask, zo_h, zo_c, hs, cs, h_ins, ctil) = ctx.saved_tensors
+        xhat, rstd_x = ctx.xhat, ctx.rstd_x
         spec, tag, saved = ctx.spec, ctx.tag, ctx.saved
         is_lstm = spec.mode == "lstm"
         cell, v = CELLS[spec.mode], spec.cell
@@ -139,6 +154,9 @@ class _VariantScan(torch.autograd.Function):
                   else gru_variants.GRUParams(ln_gain_hh))
 
         dxa = x.new_empty(T, B, GH)
+        if v.layer_norm:
+            dxw = x.new_empty(T, B, GH)                                      # ∂L/∂(W_ih x) before the LN
+            acc_ih = x.new_zeros(B, GH)                                      # Σ_t dxa ⊙ x̂ (for γ_ih)
         # ∂L/∂(what b_hh is added to): the LSTM and the "before" GRU add it beside xa.
         dhw = dxa if (is_lstm or v.reset == "before") else x.new_empty(T, B, GH)
         du = dhw if not v.layer_norm else x.new_empty(T, B, GH)              # ∂L/∂(W_hh h^in)
@@ -185,6 +203,9 @@ class _VariantScan(torch.autograd.Function):
             else:
                 dh_rec, direct = cell.backward_step(v, t, dh_cell, factors, params, saved, w_hh,
                                                     dxa[t], dhw[t], du[t])
+            if v.layer_norm:                                                 # input LN, this step
+                acc_ih.addcmul_(dxa[t], xhat[t])
+                dxw[t] = layernorm.normalize_backward(dxa[t] * ln_gain_ih, xhat[t], rstd_x[t], G)
             dh_prev = dh_rec if rd_mask is None else dh_rec.mul_(rd_mask)     # through h^in = h ⊙ m
             if direct is not None:
                 dh_prev.add_(direct)
@@ -208,8 +229,8 @@ class _VariantScan(torch.autograd.Function):
         need = ctx.needs_input_grad
         dxa2 = dxa.view(T * B, GH)
         if v.layer_norm:
-            d_gain_ih = (dxa * xhat).sum((0, 1)) if need[10] else None
-            dxw2 = layernorm.normalize_backward(dxa * ln_gain_ih, xhat, rstd_x, G).view(T * B, GH)
+            d_gain_ih = acc_ih.sum(0) if need[10] else None
+            dxw2 = dxw.view(T * B, GH)
         else:
             d_gain_ih, dxw2 = None, dxa2
         dx = torch.mm(dxw2, w_ih).view(T, B, I) if need[2] else None
