@@ -1,0 +1,59 @@
+"""``rnnlab demo`` (the suite and its report) and ``rnnlab probe`` (one probe, one cell)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from rnnlab.errors import ConfigError, expected
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        quick: bool = typer.Option(False, "--quick", help="The short suite (about 2-3 minutes on 2 cores)."),
+        full: bool = typer.Option(False, "--full", help="Longer lengths and more steps (tens of minutes)."),
+        seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers."),
+        out: str = typer.Option("demo-out", "--out", help="Folder for results.json and report.html."),
+        seconds: float = typer.Option(0.0, "--seconds", help="Optional wall-time cap per training run (0 = none)."),
+        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    ) -> None:
+        """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
+        from rnnlab.report.demo import DemoConfig, run_demo
+
+        if quick and full:
+            raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds)
+        res = run_demo(cfg, out, progress=not quiet)
+        typer.echo(f"demo done in {res.seconds:.0f} s: {res.report} (open in a browser), {res.results_json}")
+
+    @app.command("probe")
+    def probe(
+        task: str = typer.Argument(..., help="checksum | distractor | segments | adding | copy"),
+        cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
+        length: int = typer.Option(50, "--length", help="The probe's length T."),
+        steps: int = typer.Option(400, "--steps", help="Training steps."),
+        hidden: int = typer.Option(32, "--hidden", help="Hidden size."),
+        seed: int = typer.Option(0, "--seed"),
+        lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
+        memory_bias: float = typer.Option(4.0, "--memory-bias",
+                                          help="LSTM forget / GRU update gate bias at init (the demo's)."),
+        seconds: float = typer.Option(0.0, "--seconds", help="Optional wall-time cap (0 = none)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    ) -> None:
+        """Train one cell on one probe and print its test metric against chance."""
+        from rnnlab.tasks.probe import run_probe
+
+        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden=hidden, seed=seed, lr=lr,
+                      memory_bias=memory_bias)
+        if as_json:
+            typer.echo(json.dumps(r.to_dict()))
+        else:
+            typer.echo(f"{task} T={length} {cell}: test {r.metric} {r.value:.4f} (chance/baseline "
+                       f"{r.chance:.4f}), {r.params} params, {r.steps} steps in {r.seconds:.1f} s")
