@@ -1,0 +1,32 @@
+"""``rnnlab bench``: speed and memory against torch.nn (thin: flags -> BenchConfig -> run_bench)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(
+        quick: bool = typer.Option(False, "--quick", help="Fewer repeats and a shorter memory sequence (< 1 min)."),
+        json_path: Path = typer.Option(None, "--json", help="Write the records to this JSON file."),
+        engine: str = typer.Option("fast", "--engine", help="The rnnlab engine to time against torch.nn."),
+        threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
+        no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),
+    ) -> None:
+        """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
+        from rich.console import Console
+
+        from rnnlab.bench import BenchConfig, render_table, run_bench
+
+        console = Console(width=max(Console().width, 150))  # the table has 11 columns
+        cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx)
+        res = run_bench(cfg, log=lambda s: console.print(f"[dim]{s}[/dim]"))
+        console.print(render_table(res))
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps({"machine": res.machine, "records": res.as_dicts()}, indent=1))
+            console.print(f"records written to {json_path}")

@@ -1,0 +1,21 @@
+"""``rnnlab export RUN --onnx model.onnx``: a training run's model to ONNX (thin: calls export_run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @app.command("export")
+    def export(
+        run: Path = typer.Argument(..., help="A training-run folder."),
+        onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="'best' or 'latest'."),
+    ) -> None:
+        """Export a run's model to ONNX (dynamic batch and sequence axes)."""
+        from rnnlab.export.onnx import export_run
+
+        path = export_run(run, onnx, checkpoint)
+        typer.echo(f"wrote {path}")

@@ -1,0 +1,78 @@
+"""rnnlab bench, --quick smoke at tiny sizes: every kind of record, with its fields (no timings
+are asserted: benchmarks are not unit tests)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rnnlab.bench import BenchConfig, activation_bytes, render_table, run_bench
+from rnnlab.errors import ConfigError
+
+FIELDS = {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"}
+
+
+def _tiny(**kw) -> BenchConfig:
+    return BenchConfig(quick=True, sizes=((6, 2, 3, 4),), repeats=1, memory_T=40, memory_size=(2, 3, 4),
+                       stream_hidden=(8,), stream_input=3, gemm_n=64, **kw)
+
+
+def test_quick_bench_records() -> None:
+    res = run_bench(_tiny())
+    kinds = {r["kind"] for r in res.as_dicts()}
+    want = {"train", "forward", "stream", "memory"}
+    try:
+        import onnxruntime  # noqa: F401
+        want.add("onnx")
+    except ImportError:
+        pass
+    assert kinds == want
+    for r in res.as_dicts():
+        assert FIELDS <= set(r), r
+        assert r["rnnlab"] > 0 and r["torch"] > 0
+        assert r["ratio"] == pytest.approx(r["rnnlab"] / r["torch"])
+    cells = {(r["kind"], r["cell"]) for r in res.as_dicts()}
+    assert {("train", c) for c in ("rnn", "lstm", "gru")} <= cells
+    assert render_table(res).row_count == len(res.records)
+    json.dumps(res.as_dicts())
+
+
+def test_memory_is_linear_in_T_and_below_torch() -> None:
+    """Saved activations: exactly proportional to T for rnnlab (fixed per-step buffers)."""
+    import torch
+
+    import rnnlab
+
+    m = rnnlab.LSTM(3, 8)
+    a = activation_bytes(m, torch.randn(50, 2, 3))
+    b = activation_bytes(m, torch.randn(100, 2, 3))
+    per_step = 2 * 4 * (4 * 8 + 8 + 8)            # B·4 bytes·(gates 4H + c H + h H)
+    assert b - a == 50 * per_step
+    assert a < activation_bytes(torch.nn.LSTM(3, 8), torch.randn(50, 2, 3))
+
+
+def test_cli_quick_json(tmp_path, monkeypatch) -> None:
+    import rnnlab.bench as bench_mod
+    from rnnlab.cli.main import main
+
+    monkeypatch.setattr(bench_mod, "SIZES", ((4, 2, 3, 4),))
+    orig = bench_mod.BenchConfig
+
+    def tiny(**kw):
+        return orig(**kw, sizes=((4, 2, 3, 4),), memory_T=20, memory_size=(2, 3, 4), stream_hidden=(8,),
+                    stream_input=3, gemm_n=64, repeats=1)
+
+    monkeypatch.setattr(bench_mod, "BenchConfig", tiny)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--no-onnx", "--json", str(out)]) in (0, None)
+    data = json.loads(out.read_text())
+    assert data["machine"]["threads"] == 2
+    assert {r["kind"] for r in data["records"]} == {"train", "forward", "stream", "memory"}
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ConfigError, match="cells"):
+        BenchConfig(cells=("transformer",))
+    with pytest.raises(ConfigError, match="engine"):
+        BenchConfig(engine="nope")
