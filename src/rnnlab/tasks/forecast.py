@@ -494,7 +494,9 @@ def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
             out.append(f"{t:g}")
         except ValueError:
             dt = datetime.fromtimestamp(t, tz=timezone.utc)
-            out.append(dt.date().isoformat() if len(raw) <= 10 else dt.replace(tzinfo=None).isoformat())
+            naive = dt.replace(tzinfo=None)  # written back in the input's own precision
+            out.append(dt.date().isoformat() if len(raw) <= 10 else
+                       naive.isoformat(timespec="minutes") if len(raw) <= 16 else naive.isoformat())
     return out
 
 
