@@ -265,3 +265,62 @@ def test_gates_are_recorded_through_the_layer():
     with record_gates() as g:
         m(torch.randn(4, 2, 3))
     assert [(r.layer, r.direction, sorted(r.gates)) for r in g.layers] == [(0, 0, list("fgio")), (1, 0, list("fgio"))]
+
+
+# ------------------------------------------------------------------------- cells, d2l
+@pytest.mark.parametrize("cell,kw", [("lstm", dict(layer_norm=True, peephole=True)), ("lstm", dict(coupled_gates=True)),
+                                     ("gru", dict(layer_norm=True, gru_reset="before")), ("gru", dict(layer_norm=True))])
+def test_cell_loop_equals_layer_with_options(cell, kw):
+    cell_cls = {"lstm": rnnlab.LSTMCell, "gru": rnnlab.GRUCell}[cell]
+    torch.manual_seed(0)
+    c = cell_cls(3, 5, dtype=DT, **kw)
+    layer = CLASSES[cell][0](3, 5, dtype=DT, **kw)
+    assert set(layer.state_dict()) == {k + "_l0" for k in c.state_dict()}
+    layer.load_state_dict({k + "_l0": v for k, v in c.state_dict().items()})
+    x = torch.randn(4, 2, 3, dtype=DT)
+    h = torch.zeros(2, 5, dtype=DT)
+    s = (h, h.clone()) if cell == "lstm" else h
+    for t in range(4):
+        s = c(x[t], s)
+    h_layer = layer(x)[1]
+    want = h_layer[0][0] if cell == "lstm" else h_layer[0]
+    torch.testing.assert_close(s[0] if cell == "lstm" else s, want, rtol=0, atol=1e-12)
+
+
+def test_cells_default_to_torch_nn_and_reject_per_sequence_masks():
+    torch.manual_seed(0)
+    a = rnnlab.LSTMCell(3, 5, layer_norm=False, forget_bias=None)
+    torch.manual_seed(0)
+    b = torch.nn.LSTMCell(3, 5)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items()) and repr(a) == repr(b)
+    with pytest.raises(ConfigError, match="recurrent_dropout"):
+        rnnlab.GRUCell(3, 5, recurrent_dropout=0.2)
+
+
+def test_gru_reset_before_reproduces_d2l_from_scratch_gru():
+    """d2l.ai §10.2: Z, R = σ(X W_x· + H W_h· + b_·); H̃ = tanh(X W_xh + (R ⊙ H) W_hh + b_h);
+    H = Z ⊙ H + (1 − Z) ⊙ H̃ — with b_hh = 0 the same numbers as gru_reset="before"."""
+    torch.manual_seed(0)
+    I_, H_ = 3, 4
+    W = {k: torch.randn(I_ if k[1] == "x" else H_, H_, dtype=DT) * 0.5 for k in ("Wxz", "Whz", "Wxr", "Whr", "Wxh", "Whh")}
+    b = {k: torch.randn(H_, dtype=DT) for k in ("bz", "br", "bh")}
+    X = torch.randn(6, 2, I_, dtype=DT)
+    H = torch.zeros(2, H_, dtype=DT)
+    outs = []
+    for x in X:                                         # d2l's gru(inputs, state, params)
+        Z = torch.sigmoid(x @ W["Wxz"] + H @ W["Whz"] + b["bz"])
+        R = torch.sigmoid(x @ W["Wxr"] + H @ W["Whr"] + b["br"])
+        H_tilda = torch.tanh(x @ W["Wxh"] + (R * H) @ W["Whh"] + b["bh"])
+        H = Z * H + (1 - Z) * H_tilda
+        outs.append(H)
+    m = rnnlab.GRU(I_, H_, gru_reset="before", dtype=DT)
+    with torch.no_grad():                               # rows r | z | n, transposed from d2l's x @ W
+        m.weight_ih_l0.copy_(torch.cat([W["Wxr"].T, W["Wxz"].T, W["Wxh"].T]))
+        m.weight_hh_l0.copy_(torch.cat([W["Whr"].T, W["Whz"].T, W["Whh"].T]))
+        m.bias_ih_l0.copy_(torch.cat([b["br"], b["bz"], b["bh"]]))
+        m.bias_hh_l0.zero_()
+    torch.testing.assert_close(m(X)[0], torch.stack(outs), rtol=0, atol=1e-12)
+    # and the torch.nn form differs from it (the reset gate's place matters)
+    m_after = rnnlab.GRU(I_, H_, dtype=DT)
+    m_after.load_state_dict(m.state_dict())
+    assert not torch.allclose(m_after(X)[0], torch.stack(outs))

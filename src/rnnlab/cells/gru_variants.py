@@ -158,7 +158,7 @@ def backward_step(
         dhw_out[:, : 2 * H].copy_(dxa_out[:, : 2 * H])
         torch.mul(da_n, r, out=dhw_out[:, 2 * H :])                       # ∂L/∂hw_n = da_n ⊙ r
         if v.layer_norm:
-            du_out.copy_(layernorm.normalize_backward(dhw_out * gain, s.uhat[t], s.rstd_u[t], 3))
+            layernorm.normalize_backward(dhw_out * gain, s.uhat[t], s.rstd_u[t], 3, out=du_out)
         dh_in = torch.mm(du_out, w_hh)
     else:                                                                 # dhw_out is dxa_out
         if v.layer_norm:

@@ -44,14 +44,18 @@ def normalize_backward_reference(g: Tensor, vhat: Tensor, rstd: Tensor, blocks: 
     return ((g3 - mean_g - vhat3 * mean_gv) * rstd).reshape(g.shape)
 
 
-def normalize_backward(g: Tensor, vhat: Tensor, rstd: Tensor, blocks: int) -> Tensor:
-    """Same numbers as :func:`normalize_backward_reference`, through torch's fused kernel."""
+def normalize_backward(g: Tensor, vhat: Tensor, rstd: Tensor, blocks: int, out: Tensor | None = None) -> Tensor:
+    """Same numbers as :func:`normalize_backward_reference`, through torch's fused kernel; written
+    into ``out`` (..., G·h) when given (saves a copy into a preallocated buffer)."""
     shape = g.shape[:-1] + (blocks, g.shape[-1] // blocks)
     zero, one = _stats(rstd)
     bracket = torch.ops.aten.native_layer_norm_backward(
         g.reshape(shape), vhat.reshape(shape), [shape[-1]], zero, one, None, None, [True, False, False],
     )[0]                                                             # g − mean(g) − v̂ mean(g v̂)
-    return bracket.mul_(rstd).view(g.shape)
+    if out is None:
+        return bracket.mul_(rstd).view(g.shape)
+    torch.mul(bracket, rstd, out=out.view(shape))
+    return out
 
 
 _STATS: dict = {}

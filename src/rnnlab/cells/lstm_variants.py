@@ -204,7 +204,7 @@ def backward_step(
             dc_prev.addcmul_(da_out[:, H : 2 * H], p.peephole[H : 2 * H])  # + df ⊙ p_f
     if v.layer_norm:
         acc.ln_gain_hh.addcmul_(da_out, s.uhat[t])                       # dγ_hh += da ⊙ û
-        du_out.copy_(layernorm.normalize_backward(da_out * p.ln_gain_hh, s.uhat[t], s.rstd_u[t], G))
+        layernorm.normalize_backward(da_out * p.ln_gain_hh, s.uhat[t], s.rstd_u[t], G, out=du_out)
     return torch.mm(du_out, w_hh), dc_prev                               # dh^in = du W_hh
 
 

@@ -205,7 +205,7 @@ class _VariantScan(torch.autograd.Function):
                                                     dxa[t], dhw[t], du[t])
             if v.layer_norm:                                                 # input LN, this step
                 acc_ih.addcmul_(dxa[t], xhat[t])
-                dxw[t] = layernorm.normalize_backward(dxa[t] * ln_gain_ih, xhat[t], rstd_x[t], G)
+                layernorm.normalize_backward(dxa[t] * ln_gain_ih, xhat[t], rstd_x[t], G, out=dxw[t])
             dh_prev = dh_rec if rd_mask is None else dh_rec.mul_(rd_mask)     # through h^in = h ⊙ m
             if direct is not None:
                 dh_prev.add_(direct)

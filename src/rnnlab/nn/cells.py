@@ -16,14 +16,22 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.cells import FAMILIES
-from rnnlab.engine.scan import scan
+from rnnlab.engine.scan import ScanTag, scan
 from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
+from rnnlab.nn import variants as _variants
+from rnnlab.nn.options import CellOptions, cell_kwargs
 
 
 class CellBase(nn.Module):
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True,
-                 device: Any = None, dtype: Any = None) -> None:
+                 device: Any = None, dtype: Any = None, options: CellOptions | None = None) -> None:
         super().__init__()
+        # Options torch.nn lacks (rnnlab.nn.options); the defaults are torch.nn's behaviour.
+        self.options = (options or CellOptions()).validate(mode, bias)
+        if self.options.recurrent_dropout or self.options.weight_drop:
+            raise ConfigError("recurrent_dropout/weight_drop: expected 0 for a single-step cell (their masks are "
+                              "drawn once per sequence: use the layer), got "
+                              f"{self.options.recurrent_dropout}/{self.options.weight_drop}")
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
@@ -33,7 +41,7 @@ class CellBase(nn.Module):
             raise ConfigError(f"hidden_size: expected an int > 0, got {hidden_size}")
         self.mode = mode
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        gate_size = FAMILIES[mode].NUM_BLOCKS * hidden_size
+        gate_size = self.options.num_blocks(mode, FAMILIES[mode].NUM_BLOCKS) * hidden_size
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(gate_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(gate_size, hidden_size, **factory))
@@ -43,6 +51,7 @@ class CellBase(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        _variants.add_parameters(self, factory)     # none unless an option needs them
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -50,6 +59,8 @@ class CellBase(nn.Module):
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
+        if not self.options.is_default():
+            _variants.init_parameters(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -57,6 +68,8 @@ class CellBase(nn.Module):
             s += f", bias={self.bias}"
         if self.mode == "rnn_relu":
             s += ", nonlinearity='relu'"
+        for key, value in cell_kwargs(self.options).items():
+            s += f", {key}={value!r}"
         return s
 
     def _prepare_input(self, input: Any) -> tuple[Tensor, bool]:
@@ -89,6 +102,10 @@ class CellBase(nn.Module):
         return s.unsqueeze(0) if unbatched else s
 
     def _step(self, x: Tensor, h: Tensor, c: Tensor | None):
+        if not self.options.is_default():    # options torch.nn lacks: rnnlab.nn.variants
+            _, h1, c1 = _variants.run_layer(self, 0, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
+                                            self.bias_ih, self.bias_hh, None, None, ScanTag())
+            return h1, c1
         out, h1, c1 = scan(self.mode, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
                            self.bias_ih, self.bias_hh)
         return h1, c1
@@ -98,11 +115,12 @@ class RNNCell(CellBase):
     """One step of the Elman RNN, a drop-in replacement for ``torch.nn.RNNCell``."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
-                 device: Any = None, dtype: Any = None) -> None:
+                 device: Any = None, dtype: Any = None, **options: Any) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype)
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype,
+                         CellOptions.from_dict(options))
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
@@ -111,11 +129,14 @@ class RNNCell(CellBase):
 
 
 class GRUCell(CellBase):
-    """One step of the GRU, a drop-in replacement for ``torch.nn.GRUCell``."""
+    """One step of the GRU, a drop-in replacement for ``torch.nn.GRUCell``.
+
+    Extra keyword options (defaults = torch.nn): ``layer_norm``, ``gru_reset``, ``zoneout`` (per
+    step), ``forget_bias``, ``init``; see :class:`rnnlab.nn.options.CellOptions`."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device: Any = None, dtype: Any = None) -> None:
-        super().__init__("gru", input_size, hidden_size, bias, device, dtype)
+                 device: Any = None, dtype: Any = None, **options: Any) -> None:
+        super().__init__("gru", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
@@ -124,11 +145,15 @@ class GRUCell(CellBase):
 
 
 class LSTMCell(CellBase):
-    """One step of the LSTM, a drop-in replacement for ``torch.nn.LSTMCell``; returns (h', c')."""
+    """One step of the LSTM, a drop-in replacement for ``torch.nn.LSTMCell``; returns (h', c').
+
+    Extra keyword options (defaults = torch.nn): ``layer_norm``, ``peephole``, ``coupled_gates``,
+    ``zoneout``/``zoneout_cell`` (per step), ``forget_bias``, ``init``; see
+    :class:`rnnlab.nn.options.CellOptions`."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device: Any = None, dtype: Any = None) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, device, dtype)
+                 device: Any = None, dtype: Any = None, **options: Any) -> None:
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         x, unbatched = self._prepare_input(input)

@@ -1,6 +1,7 @@
 """What a layer does with its ``CellOptions``: extra parameters, initialisation, masks, dispatch.
 
-Kept out of :mod:`rnnlab.nn.layers` so that the torch.nn-compatible default path stays short; the
+Used by the layers (:mod:`rnnlab.nn.layers`) and the single-step cells (:mod:`rnnlab.nn.cells`,
+parameter names without the ``_l{k}`` suffix). Kept out of them so that the torch.nn-compatible default path stays short; the
 layer calls :func:`add_parameters` (constructor), :func:`init_parameters` (``reset_parameters``)
 and :func:`run_layer` (forward, only when an option changes the computation).
 
@@ -38,9 +39,12 @@ from rnnlab.engine.variants import VariantSpec, variant_scan
 from rnnlab.nn.options import CellOptions
 
 
-def _suffix(k: int, num_directions: int) -> str:
-    layer, direction = divmod(k, num_directions)
-    return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+def _suffixes(module: nn.Module) -> list[str]:
+    """Parameter-name suffix of each layer-direction k ("_l0", "_l0_reverse", ...); "" for a cell."""
+    if not hasattr(module, "num_layers"):
+        return [""]
+    D = module.num_directions
+    return [f"_l{k // D}" + ("_reverse" if k % D == 1 else "") for k in range(module.num_layers * D)]
 
 
 def extra_parameter_shapes(mode: str, o: CellOptions, hidden: int, num_blocks: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -60,10 +64,10 @@ def add_parameters(module: nn.Module, factory: dict) -> None:
     o = module.options
     G = o.num_blocks(module.mode, FAMILIES[module.mode].NUM_BLOCKS)
     module._extra_names = []
-    for k in range(module.num_layers * module.num_directions):
+    for sfx in _suffixes(module):
         names = []
         for name, shape in extra_parameter_shapes(module.mode, o, module.hidden_size, G):
-            full = name + _suffix(k, module.num_directions)
+            full = name + sfx
             setattr(module, full, nn.Parameter(torch.empty(shape, **factory)))
             names.append(full)
         module._extra_names.append(names)
@@ -75,8 +79,7 @@ def init_parameters(module: nn.Module) -> None:
     o: CellOptions = module.options
     H = module.hidden_size
     coupled = module.mode == "lstm" and o.coupled_gates
-    for k, names in enumerate(module._param_names):
-        sfx = _suffix(k, module.num_directions)
+    for k, sfx in enumerate(_suffixes(module)):
         for name in module._extra_names[k]:
             if name.startswith("ln_gain"):
                 getattr(module, name).fill_(1.0)
@@ -129,7 +132,8 @@ def run_layer(
         return get_engine(module.engine)(module.mode, seq, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
     T, B, _ = seq.shape
     H = module.hidden_size
-    extras = {name.rsplit("_l", 1)[0]: getattr(module, name) for name in module._extra_names[k]}
+    sfx = _suffixes(module)[k]
+    extras = {name[: len(name) - len(sfx)]: getattr(module, name) for name in module._extra_names[k]}
     rd = zo_h = zo_c = None
     if o.recurrent_dropout and training:
         keep = 1.0 - o.recurrent_dropout
