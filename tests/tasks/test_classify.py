@@ -182,3 +182,18 @@ def test_single_class_training_file(tmp_path):
 def test_label_map_round_trip():
     lm = LabelMap.fit(["b", "a", "b"])
     assert LabelMap.from_dict(lm.to_dict()).names == ["a", "b"]
+
+
+def test_scaling_and_majority_learned_from_the_training_part_only(tmp_path):
+    """With valid carved out of --train, the held-out rows must not shape the scaler."""
+    path = tmp_path / "wide.csv"
+    rows = [f"{'a' if i % 2 else 'b'},{i},{i + 1},{i + 2}" for i in range(20)]
+    path.write_text("label,v1,v2,v3\n" + "\n".join(rows) + "\n")
+    task = ClassifyTask(ClassifyConfig(train=str(path), input="numeric", valid_frac=0.5))
+    train_rows = [line - 2 for line in task.split("train").lines]  # file line -> row index
+    assert len(train_rows) == 10
+    values = np.concatenate([[i, i + 1, i + 2] for i in train_rows])
+    assert task.scaler.mean == [pytest.approx(values.mean())]
+    assert task.scaler.std == [pytest.approx(values.std())]
+    counts = np.bincount([i % 2 == 0 for i in train_rows], minlength=2)  # label index: a=0 (odd i), b=1
+    assert task.metadata()["train_counts"] == counts.tolist()

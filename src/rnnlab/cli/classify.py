@@ -61,7 +61,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         valid: Optional[Path] = typer.Option(None, "--valid", help="Held-out file (default: a seeded --valid-frac of --train)."),
         test: Optional[Path] = typer.Option(None, "--test", help="Optional test file."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl | ts."),
-        input_kind: str = typer.Option("auto", "--input", help="auto | text | numeric."),
+        input_kind: str = typer.Option("auto", "--input", help="auto | text | numeric (auto: numeric for .ts or with --value-cols/--id-col; pass numeric for a wide CSV of values)."),
         text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
         label_col: str = typer.Option("label", "--label-col", help="Column holding the class (any type)."),
         value_cols: Optional[List[str]] = typer.Option(None, "--value-cols", help="Numeric, one sequence per row: the value columns (default: all but the label)."),

@@ -209,6 +209,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
 # ----------------------------------------------------------------------------- the task
 
 
+def _subset(ex: TextExamples | SequenceExamples, idx: np.ndarray) -> TextExamples | SequenceExamples:
+    pick = [int(i) for i in idx]
+    if isinstance(ex, TextExamples):
+        return dataclasses.replace(ex, texts=[ex.texts[i] for i in pick], labels=[ex.labels[i] for i in pick],
+                                   lines=[ex.lines[i] for i in pick])
+    return dataclasses.replace(ex, seqs=[ex.seqs[i] for i in pick], labels=[ex.labels[i] for i in pick],
+                               lines=[ex.lines[i] for i in pick])
+
+
 @dataclass
 class _Split:
     inputs: list[np.ndarray]     # int64 ids (T,) or float32 values (T, D)
@@ -243,11 +252,13 @@ class ClassifyTask:
             self._lm = load_lm_source(config.init_from)
         train = self._read(config.train, None, require_labels=True)
         self.label_map = train.label_map
-        self._fit_codec(train)
+        # Vocabulary, scaling and the majority class are learned from the training part only.
+        fit_part = train if config.valid else _subset(train, self._holdout(len(train.labels))["train"])
+        self._fit_codec(fit_part)
         self.arch = dict(self._lm.arch) if self._lm is not None else {
             "embed_dim": config.embed_dim, "cell": config.cell, "hidden_size": config.hidden_size,
             "num_layers": config.num_layers}
-        counts = np.bincount(np.asarray(train.labels), minlength=len(self.label_map))
+        counts = np.bincount(np.asarray(fit_part.labels), minlength=len(self.label_map))
         self._meta = {
             "input": self.kind,
             "label_map": self.label_map.to_dict(),
@@ -337,6 +348,16 @@ class ClassifyTask:
         labels = np.asarray(ex.labels, dtype=np.int64) if ex.labels is not None else None
         return _Split(inputs, labels, ex.lines, ex.path)
 
+    def _holdout(self, n: int) -> dict[str, np.ndarray]:
+        """Row indices of the train/valid parts when valid is carved out of the training file
+        (seeded, so a rebuilt task holds out the same rows)."""
+        c = self.config
+        order = np.random.default_rng(c.seed).permutation(n)
+        n_valid = max(1, int(round(c.valid_frac * n)))
+        if n - n_valid < 1:
+            raise DataError(expected(f"{c.train}: examples", "at least 2 to hold some out for validation", n))
+        return {"valid": np.sort(order[:n_valid]), "train": np.sort(order[n_valid:])}
+
     def split(self, name: str) -> _Split:
         """The encoded examples of ``train``, ``valid`` or ``test`` (loaded on first use)."""
         if name in self._splits:
@@ -349,13 +370,7 @@ class ClassifyTask:
         if name in ("train", "valid") and not c.valid:
             raw = getattr(self, "_raw_train", None) or self._read(c.train, self.label_map, True)
             full = self._encode(raw)
-            rng = np.random.default_rng(c.seed)
-            order = rng.permutation(len(full.inputs))
-            n_valid = max(1, int(round(c.valid_frac * len(order))))
-            if len(order) - n_valid < 1:
-                raise DataError(expected(f"{c.train}: examples", "at least 2 to hold some out for validation",
-                                         len(order)))
-            parts = {"valid": np.sort(order[:n_valid]), "train": np.sort(order[n_valid:])}
+            parts = self._holdout(len(full.inputs))
             for k, idx in parts.items():
                 self._splits[k] = _Split([full.inputs[i] for i in idx], full.labels[idx],
                                          [full.lines[i] for i in idx], full.path)
