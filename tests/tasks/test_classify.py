@@ -197,3 +197,13 @@ def test_scaling_and_majority_learned_from_the_training_part_only(tmp_path):
     assert task.scaler.std == [pytest.approx(values.std())]
     counts = np.bincount([i % 2 == 0 for i in train_rows], minlength=2)  # label index: a=0 (odd i), b=1
     assert task.metadata()["train_counts"] == counts.tolist()
+
+
+def test_report_sections_show_baseline_and_confusion_for_valid_and_test(tmp_path):
+    path = sentiment_csv(tmp_path / "reviews.csv", n=30)
+    task = ClassifyTask(ClassifyConfig(train=path, test=path, text_col="review", label_col="sentiment",
+                                       hidden_size=8, embed_dim=8))
+    sections = task.report_sections(quick_fit(task, epochs=1), str(tmp_path))
+    assert len(sections) == 4
+    assert "majority class" in sections[0].html and "<img" in sections[1].html
+    assert sections[2].title.startswith("Test split") and "30 examples of the test split" in sections[2].html

@@ -520,7 +520,12 @@ class ClassifyTask:
 
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
         m = self.evaluate_detailed(model, self.split("valid"))
-        return classification_report_sections(m, self.label_map.names, "validation split")
+        sections = classification_report_sections(m, self.label_map.names, "validation split")
+        if self.config.test:
+            t = self.evaluate_detailed(model, self.split("test"))
+            sections += [ReportSection(f"Test split: {s.title}", s.html)
+                         for s in classification_report_sections(t, self.label_map.names, "test split")]
+        return sections
 
 
 def classification_report_sections(m: dict[str, Any], names: list[str], what: str) -> list[ReportSection]:
