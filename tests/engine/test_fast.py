@@ -91,6 +91,7 @@ def test_checkpointed_scan_rejects_bad_segment() -> None:
         checkpointed_scan("rnn_tanh", x, torch.zeros(1, 2), None, torch.randn(2, 2), torch.randn(2, 2), segment=0)
 
 
+@needs_fast
 def test_fast_falls_back_where_unsupported() -> None:
     """Projections and half precision run the reference (same numbers by construction)."""
     torch.manual_seed(3)

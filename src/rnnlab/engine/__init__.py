@@ -38,6 +38,7 @@ from rnnlab.engine.fast import fast_scan  # noqa: E402
 from rnnlab.engine.checkpoint import checkpointed_scan  # noqa: E402
 
 register_engine("fast", fast_scan)
+register_engine("auto", fast_scan)       # the best engine available here (fast, else the reference)
 register_engine("checkpoint", checkpointed_scan)
 
 

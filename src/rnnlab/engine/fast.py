@@ -12,11 +12,15 @@ compare them in float64 and float32.
 The extension is compiled on first use by ``torch.utils.cpp_extension`` (needs a C++ compiler and
 the ``ninja`` package: ``pip install rnnlab[fast]``) and cached by torch afterwards. When it cannot
 be built, or for what it does not cover (LSTM projections, half precision, non-CPU tensors), the
-reference runs instead; a failed build warns once. ``RNNLAB_NO_FAST=1`` disables it.
+reference runs instead; a failed build is logged once (logger "rnnlab") and
+:func:`unavailable_reason` says why. ``RNNLAB_NO_FAST=1`` disables it.
+
+``engine="auto"`` (the layers' default) is this engine: the fastest that can run here.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -52,10 +56,10 @@ def _load_extension():
             )
     except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
         _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        warnings.warn(
-            f"rnnlab: the fast engine could not be built ({_ext_error}); using the reference engine. "
-            "Install a C++ compiler and `pip install rnnlab[fast]` (ninja) to enable it.",
-            RuntimeWarning, stacklevel=3,
+        # Logged, not warned: a missing compiler must not turn into errors in strict test runs.
+        logging.getLogger("rnnlab").warning(
+            "the fast engine could not be built (%s); using the reference engine. Install a C++ "
+            "compiler and `pip install rnnlab[fast]` (ninja) to enable it.", _ext_error,
         )
     return _ext
 

@@ -7,7 +7,8 @@
 // activations by ATen's vectorised kernels, and everything else of a step in one pass over memory.
 //
 // Buffers (all contiguous; G = gate blocks, P = H here, the projection is left to the reference):
-//   xw     (T, B, G·H)   input projection (+ folded biases), from the Python side
+//   xw     (T, B, G·H)   input projection (+ folded biases), from the Python side; the forward
+//                        overwrites it with the gates (it is not needed afterwards)
 //   hs     (T+1, B, H)   h_0..h_T           cs (T+1, B, H)  LSTM c_0..c_T
 //   gates  (T, B, G·H)   post-activation gates (LSTM i|f|g|o, GRU r|z|n)
 //   hn     (T, B, H)     GRU W_hn h_{t-1} + b_hn
@@ -43,7 +44,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 4;
   auto hs = at::empty({T + 1, B, H}, xw.options());
   auto cs = at::empty({T + 1, B, H}, xw.options());
-  auto gates = at::empty({T, B, G}, xw.options());
+  Tensor gates = xw;  // the gates overwrite the input projection in place: no copy, no extra buffer
   auto tanh_c = at::empty({B, H}, xw.options());
   hs[0].copy_(h0);
   cs[0].copy_(c0);
@@ -51,7 +52,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       Tensor g_t = gates[t];
-      at::addmm_out(g_t, xw[t], hs[t], w_hh_t);        // pre-activations of all four gates
+      g_t.addmm_(hs[t], w_hh_t);                        // pre-activations of all four gates
       g_t.narrow(1, 0, 2 * H).sigmoid_();               // i, f
       g_t.narrow(1, 2 * H, H).tanh_();                  // g
       g_t.narrow(1, 3 * H, H).sigmoid_();               // o
@@ -140,7 +141,7 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
                                 const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 3;
   auto hs = at::empty({T + 1, B, H}, xw.options());
-  auto gates = at::empty({T, B, G}, xw.options());
+  Tensor gates = xw;  // computed in place over the input projection (each element reads its own)
   auto hn = at::empty({T, B, H}, xw.options());
   auto hw = at::empty({B, G}, xw.options());
   hs[0].copy_(h0);
@@ -150,7 +151,7 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
       if (b_hh) at::addmm_out(hw, *b_hh, hs[t], w_hh_t);  // W_hh h_{t-1} + b_hh
       else at::mm_out(hw, hs[t], w_hh_t);
       Tensor g_t = gates[t];
-      const scalar_t* xp = xw[t].data_ptr<scalar_t>();
+      const scalar_t* xp = g_t.data_ptr<scalar_t>();     // == xw[t], read before written
       const scalar_t* hwp = hw.data_ptr<scalar_t>();
       scalar_t* gp = g_t.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b)
