@@ -324,3 +324,11 @@ def test_gru_reset_before_reproduces_d2l_from_scratch_gru():
     m_after = rnnlab.GRU(I_, H_, dtype=DT)
     m_after.load_state_dict(m.state_dict())
     assert not torch.allclose(m_after(X)[0], torch.stack(outs))
+
+
+def test_variant_bench_configs_build():
+    from rnnlab.nn.options import variant_bench_configs
+
+    for name, (cell, o) in variant_bench_configs().items():
+        m = CLASSES[cell][0](3, 4, **cell_kwargs(o))
+        assert m.options == o, name

@@ -197,3 +197,18 @@ def ablation_configs(t_max: float = 100.0) -> dict[str, CellOptions]:
         "layer_norm": CellOptions(layer_norm=True),
         "layer_norm+forget_bias=1": CellOptions(layer_norm=True, forget_bias=1.0),
     }
+
+
+def variant_bench_configs() -> dict[str, tuple[str, CellOptions]]:
+    """Named (cell, options) pairs a speed benchmark times against torch.nn's cell of the same
+    family: ``rnnlab.LSTM(I, H, **cell_kwargs(options))`` beside ``torch.nn.LSTM(I, H)``."""
+    return {
+        "lstm layer_norm": ("lstm", CellOptions(layer_norm=True)),
+        "lstm peephole": ("lstm", CellOptions(peephole=True)),
+        "lstm coupled_gates": ("lstm", CellOptions(coupled_gates=True)),
+        "lstm recurrent_dropout=0.25": ("lstm", CellOptions(recurrent_dropout=0.25)),
+        "lstm zoneout=0.1": ("lstm", CellOptions(zoneout=0.1)),
+        "lstm weight_drop=0.5": ("lstm", CellOptions(weight_drop=0.5)),
+        "gru layer_norm": ("gru", CellOptions(layer_norm=True)),
+        "gru gru_reset=before": ("gru", CellOptions(gru_reset="before")),
+    }
