@@ -2,8 +2,8 @@ r"""GRU variants torch.nn lacks: the reset gate before the matmul, and layer nor
 
 Same notation and gate order (r, z, n) as :mod:`rnnlab.cells.gru`; h^in_{t-1} is the recurrent
 input (h_{t-1}, or h_{t-1} ⊙ m with recurrent dropout, applied by the scan). Let
-xa = W_ih x_t + b_ih (with layer norm: γ_ih ⊙ LN(W_ih x_t) + b_ih; computed for all steps by the
-scan) and R(v) = v + b_h (with layer norm: γ_hh ⊙ LN(v) + b_h, per gate block).
+xa = W_ih x_t + b_ih (with layer norm: γ_ih ⊙ LN(W_ih x_t) + b_ih; computed by the scan, the matmul
+for all steps at once) and R(v) = v + b_h (with layer norm: γ_hh ⊙ LN(v) + b_h, per gate block).
 
 ``reset="after"`` (torch.nn / cuDNN; the default)::
 

@@ -22,8 +22,8 @@ In every variant::
     g_t = tanh(a_g)      c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t      h_t = o_t ⊙ tanh(z_t)
     z_t = γ_c ⊙ LN(c_t) + β_c  with layer norm, else z_t = c_t.
 
-The input side γ_ih ⊙ LN(W_ih x_t) + b_ih + b_hh is computed for all steps at once by the scan;
-a step receives it as ``xa``. Zoneout (applied by the scan) mixes the c_t and h_t written here
+The input side xa = γ_ih ⊙ LN(W_ih x_t) + b_ih + b_hh (without layer norm W_ih x_t + b_ih + b_hh)
+is computed by the scan (the matmul for all steps at once) and handed to the step. Zoneout (applied by the scan) mixes the c_t and h_t written here
 with the previous state; c_t above is then the cell's candidate c̃_t (Krueger et al., 2016).
 
 Backward, from saved post-activations (σ' = y(1−y), tanh' = 1−y²). dh = ∂L/∂h_t and dc = ∂L/∂c_t

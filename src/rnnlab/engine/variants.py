@@ -1,7 +1,7 @@
 """The variants scan: LSTM/GRU variants and state regularisers as one autograd.Function.
 
 Same structure as the reference scan (:mod:`rnnlab.engine.scan`): the input projection of all
-steps in one matmul (here followed by its layer norm, also for all steps), the time loop over the
+steps in one matmul (its layer norm, if any, runs a step at a time inside the loop), the time loop over the
 cell's ``forward_step`` (:mod:`rnnlab.cells.lstm_variants`, :mod:`rnnlab.cells.gru_variants`),
 hand-written BPTT over its ``backward_step``, and the weight gradients in one matmul each.
 
@@ -13,6 +13,9 @@ The scan adds what belongs to the sequence rather than to the cell's equations:
   h̃_t, c̃_t are what the cell computed; z_t (T, B, h) is a 0/1 mask in training and the constant
   p (the mask's expectation) in evaluation;
 - variable lengths, exactly as the reference scan (``mask`` (T, B, 1)).
+
+Their backward, in the loop: ∂L/∂h̃_t = (1 − z_t) ⊙ dh_t and dh_{t-1} += z_t ⊙ dh_t (c alike);
+dh_{t-1} += m ⊙ ∂L/∂h^in_{t-1} (the cell returns ∂L/∂h^in); dW_hh = Σ_t du_t^T h^in_{t-1}.
 
 Masks are drawn by the caller from torch's RNG and passed in as tensors, so the backward is exact
 and a seed makes a run repeatable. DropConnect on W_hh needs no scan support: the layer passes the
