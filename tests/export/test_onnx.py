@@ -92,3 +92,27 @@ def test_twin_state_dict_round_trip() -> None:
     assert isinstance(twin, torch.nn.LSTM)
     for k, v in m.state_dict().items():
         assert torch.equal(twin.state_dict()[k], v), k
+
+
+def test_export_run_cli(tmp_path) -> None:
+    """`rnnlab export RUN --onnx`: a trained run's model runs in ONNX Runtime with rnnlab's numbers,
+    at a sequence length other than the exported one."""
+    from rnnlab.cli.main import main
+    from rnnlab.tasks.toy import ToyConfig, ToyTask
+    from rnnlab.train import TrainConfig
+    from rnnlab.train.loop import fit
+    from rnnlab.train.rundir import load_run
+
+    run = tmp_path / "run"
+    fit(ToyTask(ToyConfig(cell="lstm", hidden_size=6, streams=2, seq_len=5, batches_per_epoch=2)),
+        TrainConfig(max_steps=2, eval_every=2, checkpoint_every=2, threads=1, quiet=True, report=False), run)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--onnx", str(out)]) in (0, None)
+    _, model, _ = load_run(run)
+    x = torch.randn(9, 3, 1)
+    with torch.no_grad():
+        want = _flat(model(x))
+    got = run_onnx(onnx_session(out), x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5)

@@ -171,7 +171,11 @@ def run_onnx(session, *inputs: Any) -> list:
 
 
 def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") -> Path:
-    """Export a training run's model. The example input is the first training batch's ``x``."""
+    """Export a training run's model (rebuilt by ``rnnlab.train.load_run``).
+
+    The example input is the run's own first training batch (``batch["x"]``, or the batch's first
+    element); every axis of it but the last (features) is exported as dynamic.
+    """
     from rnnlab.train.rundir import load_run
 
     task, model, _ = load_run(run_dir, checkpoint)
@@ -179,7 +183,5 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") 
     x = batch["x"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (tuple, list)) else batch)
     if not isinstance(x, torch.Tensor):
         raise ConfigError(f"run {run_dir}: expected a tensor input in its batches, got {type(x).__name__}")
-    x = x[:2]
-    names = ["input"]
-    axes = {"input": {0: "batch", 1: "seq"} if x.dim() > 1 else {0: "batch"}}
-    return export_onnx(model, path, example_inputs=(x,), input_names=names, dynamic_axes=axes)
+    axes = {"input": {i: f"dim{i}" for i in range(max(1, x.dim() - 1))}}
+    return export_onnx(model, path, example_inputs=(x,), input_names=["input"], dynamic_axes=axes)
