@@ -16,6 +16,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         engine: str = typer.Option("fast", "--engine", help="The rnnlab engine to time against torch.nn."),
         threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
         no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),
+        repeats: int = typer.Option(0, "--repeats", help="Timed repeats per measurement (0: 3 quick, 15 full)."),
     ) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
         from rich.console import Console
@@ -23,7 +24,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.bench import BenchConfig, render_table, run_bench
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
-        cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx)
+        cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx, repeats=repeats)
         res = run_bench(cfg, log=lambda s: console.print(f"[dim]{s}[/dim]"))
         console.print(render_table(res))
         if json_path is not None:

@@ -58,7 +58,7 @@ class _Checkpointed(torch.autograd.Function):
         T = x.shape[0]
         is_lstm = mode == "lstm"
         starts = []                                           # the state entering each segment
-        outs = []
+        out = None                                            # (T, B, P), filled segment by segment
         h, c = h0, c0
         with torch.no_grad(), _Collect(grads=False) as gates:
             for s, e in _bounds(T, segment):
@@ -66,7 +66,9 @@ class _Checkpointed(torch.autograd.Function):
                 m = None if mask is None else mask[s:e]
                 o, h, c = run(mode, x[s:e], h, c, w_ih, w_hh, b_ih, b_hh, w_hr, mask=m,
                               tag=ScanTag(tag.layer, tag.direction))
-                outs.append(o)
+                if out is None:
+                    out = o.new_empty(T, *o.shape[1:])
+                out[s:e] = o
         if gates.records:                                     # one record, in forward time
             first = gates.records[0]
             record.emit_gates(record.GateRecord(first.layer, first.direction, first.cell, {
@@ -75,7 +77,6 @@ class _Checkpointed(torch.autograd.Function):
         ctx.mode, ctx.tag, ctx.segment, ctx.inner = mode, tag, segment, inner
         ctx.starts = starts
         ctx.save_for_backward(x, mask, w_ih, w_hh, b_ih, b_hh, w_hr)
-        out = torch.cat(outs, 0)
         return (out, h, c) if is_lstm else (out, h)
 
     @staticmethod
