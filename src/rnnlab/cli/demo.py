@@ -17,7 +17,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers."),
         out: str = typer.Option("demo-out", "--out", help="Folder for results.json and report.html."),
         seconds: float = typer.Option(0.0, "--seconds", help="Optional wall-time cap per training run (0 = none)."),
-        threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
+        threads: int = typer.Option(1, "--threads", help="torch threads per run (1: fastest for these small models)."),
+        jobs: int = typer.Option(2, "--jobs", help="Runs trained at once in worker processes (2 for 2 cores)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     ) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
@@ -25,12 +26,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds)
-        res = run_demo(cfg, out, progress=not quiet)
+        cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,
+                         threads=threads)
+        res = run_demo(cfg, out, progress=not quiet, jobs=jobs)
         typer.echo(f"demo done in {res.seconds:.0f} s: {res.report} (open in a browser), {res.results_json}")
 
     @app.command("probe")

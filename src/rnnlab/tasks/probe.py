@@ -256,12 +256,14 @@ class ProbeRunConfig:
 
 def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: float = 0.0,
               hidden: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
-              out: str | None = None, quiet: bool = True, threads: int = 0,
+              out: str | None = None, quiet: bool = True, threads: int = 1,
               on_step: Callable[[int], None] | None = None, **probe_options: Any) -> ProbeResult:
     """Train ``cell`` on probe ``task`` at length ``length`` for ``steps`` steps (or ``seconds``)
     through :func:`rnnlab.train.fit`, then measure it on the fixed test set.
 
     ``out`` is the run folder (a temporary one, deleted afterwards, when None).
+    ``threads`` defaults to 1: these models are too small for intra-op parallelism to pay, and on
+    a busy machine OpenMP threads spin against other processes (measured 100x slower with 2).
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
     memory_bias). ``on_step(n)`` is called after every training step (for progress displays).
     """
@@ -297,6 +299,9 @@ def _train(ptask: ProbeTask, run: ProbeRunConfig, seed: int, out: str) -> tuple[
     start = time.perf_counter()
     result = fit(ptask, tc, out)
     seconds = time.perf_counter() - start
+    if getattr(result, "stop_reason", None) in ("SIGINT", "SIGTERM"):
+        # The core saved a checkpoint and returned; a suite of runs must stop here too.
+        raise KeyboardInterrupt(result.stop_reason)
     model = getattr(result, "model", result)
     if not isinstance(model, nn.Module):
         raise TypeError(f"rnnlab.train.fit returned {type(result).__name__} without a .model")
