@@ -60,8 +60,9 @@ def test_cli_quick_json(tmp_path, monkeypatch) -> None:
     orig = bench_mod.BenchConfig
 
     def tiny(**kw):
-        return orig(**kw, sizes=((4, 2, 3, 4),), memory_T=20, memory_size=(2, 3, 4), stream_hidden=(8,),
-                    stream_input=3, gemm_n=64, repeats=1)
+        kw.update(sizes=((4, 2, 3, 4),), memory_T=20, memory_size=(2, 3, 4), stream_hidden=(8,),
+                  stream_input=3, gemm_n=64, repeats=1)
+        return orig(**kw)
 
     monkeypatch.setattr(bench_mod, "BenchConfig", tiny)
     out = tmp_path / "b.json"
