@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
 
@@ -10,6 +11,29 @@ from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    from rnnlab.cli.train import TrainArgs, with_train_options
+
+    @train_app.command("probe")
+    @with_train_options
+    def train_probe(
+        probe: str = typer.Option("checksum", "--probe", help="checksum | distractor | segments | adding | copy"),
+        cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
+        length: int = typer.Option(50, "--length", help="The probe's length T."),
+        hidden: int = typer.Option(32, "--hidden"),
+        layers: int = typer.Option(1, "--layers"),
+        batch_size: int = typer.Option(64, "--batch-size"),
+        steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", help="Batches per epoch (evaluation pace)."),
+        memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM f / GRU z gate bias at init."),
+        data_seed: int = typer.Option(0, "--data-seed", help="Seeds the probe data and test set."),
+        run: TrainArgs = None,
+    ) -> None:
+        """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
+        from rnnlab.tasks.probe import ProbeConfig, ProbeTask
+
+        run.start(lambda: ProbeTask(ProbeConfig(
+            probe=probe, cell=cell, length=length, hidden=hidden, layers=layers, batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed)))
+
     @app.command("demo")
     def demo(
         quick: bool = typer.Option(False, "--quick", help="The short suite (about 2-3 minutes on 2 cores)."),
