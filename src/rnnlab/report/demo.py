@@ -34,7 +34,7 @@ SUITES: dict[str, dict[str, Any]] = {
                 "lengths": {"checksum": [25, 50, 100], "distractor": [25, 100], "segments": [25, 100],
                             "adding": [25, 100], "copy": [10, 30]}},
     "full": {"steps": 1000, "checksum_steps": 1000,
-             "lengths": {"checksum": [25, 50, 100, 200, 400], "distractor": [25, 100, 200],
+             "lengths": {"checksum": [10, 25, 50, 100, 200, 400], "distractor": [25, 100, 200],
                          "segments": [25, 100, 200], "adding": [25, 100, 200], "copy": [10, 30, 60]}},
 }
 CELL_ORDER = ("rnn", "lstm", "gru")
