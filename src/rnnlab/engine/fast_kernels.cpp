@@ -278,11 +278,13 @@ std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, con
 
 }  // namespace
 
+// The loops touch no Python object: release the GIL so other Python threads run meanwhile.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", &lstm_forward);
-  m.def("lstm_backward", &lstm_backward);
-  m.def("gru_forward", &gru_forward);
-  m.def("gru_backward", &gru_backward);
-  m.def("rnn_forward", &rnn_forward);
-  m.def("rnn_backward", &rnn_backward);
+  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
+  m.def("lstm_forward", &lstm_forward, release());
+  m.def("lstm_backward", &lstm_backward, release());
+  m.def("gru_forward", &gru_forward, release());
+  m.def("gru_backward", &gru_backward, release());
+  m.def("rnn_forward", &rnn_forward, release());
+  m.def("rnn_backward", &rnn_backward, release());
 }
