@@ -3,6 +3,10 @@
 ``scan`` is the reference implementation. Faster implementations with the same signature and
 the same numbers register themselves with :func:`register_engine`; layers pick one by name
 (``engine="reference"`` always works and is what the tests compare the others against).
+
+Registered here: ``"reference"`` (scan.py), ``"fast"`` (fast.py: the same loops in C++, built on
+first use; falls back to the reference where it cannot run), ``"auto"`` (the best available, i.e.
+"fast"), ``"checkpoint"`` (checkpoint.py: recomputes segments in backward, O(√T) activations).
 """
 
 from __future__ import annotations

@@ -89,7 +89,6 @@ class _Checkpointed(torch.autograd.Function):
         leaves = [None if w is None else w.detach().requires_grad_(True) for w in weights]
         grads = [None if w is None else torch.zeros_like(w) for w in weights]
         dx = torch.empty_like(x) if need[4] else None
-        pieces_h, pieces_c, rec = [], [], None
         bounds = _bounds(x.shape[0], ctx.segment)
         # The recomputation's gate records are duplicates of the forward's: collected and dropped.
         with _Collect(grads=True) as rec, _Collect(grads=False):

@@ -42,8 +42,10 @@ def _matvec_t(w_t, z, row0, n, out):
 
 @_jit
 def lstm_step(x, h, c, w_t, b, w_hr_t, a, tmp, h_out, c_out, one):
-    """One LSTM step (``one`` = 1 in the arrays' dtype, so float32 math stays float32). x (I,), h (P,), c (H,); a (4H,) and tmp (H,) are scratch.
-    w_hr_t = W_hr^T (H, P) or an empty (0, 0) array without projection."""
+    """One LSTM step. x (I,), h (P,), c (H,); a (4H,) and tmp (H,) are scratch; w_hr_t = W_hr^T
+    (H, P), or an empty (0, 0) array without projection. ``one`` is 1 in the arrays' dtype, so
+    that float32 math stays float32 (as torch's). h_out/c_out may alias h/c: the whole previous
+    state is read (the matvecs) before any of the new one is written."""
     I = x.shape[0]
     P = h.shape[0]
     H = c.shape[0]
