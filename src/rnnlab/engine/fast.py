@@ -5,9 +5,10 @@ costs one matmul plus a dozen small tensor ops, each a trip through Python and t
 a pass over memory. ``fast_kernels.cpp`` runs the same loop without Python between steps, writes
 the recurrent matmul straight into the saved buffer, and fuses each step's pointwise algebra
 (the cell update, every hand-derived gate gradient, the masking) into one pass. The matmuls are
-still torch's (``at::addmm_out``), the saved buffers are the reference's, and the weight gradients
-are the reference's single matmuls after the loop, so the two engines agree to rounding; the tests
-compare them in float64 and float32.
+still torch's (``at::addmm_out``), the saved buffers are the reference's (plus the LSTM's
+tanh(c_t), so that backward computes no transcendental; tanh is taken as 2σ(2x) − 1, which
+ATen evaluates about 3x faster), and the weight gradients are the reference's single matmuls after
+the loop, so the two engines agree to rounding; the tests compare them in float64 and float32.
 
 The extension is compiled on first use by ``torch.utils.cpp_extension`` (needs a C++ compiler and
 the ``ninja`` package: ``pip install rnnlab[fast]``) and cached by torch afterwards. When it cannot
@@ -96,9 +97,9 @@ class _FastScan(torch.autograd.Function):
             xw = torch.mm(x2, w_ih.t()).view(T, B, GH)
         m = None if mask is None else mask.reshape(T, B).contiguous()
         w_hh_c = w_hh.contiguous()
-        cs = hn = gates = None
+        cs = hn = gates = tcs = None
         if mode == "lstm":
-            hs, cs, gates = _ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
+            hs, cs, gates, tcs = _ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
         elif mode == "gru":
             hs, gates, hn = _ext.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m)
         else:
@@ -112,7 +113,7 @@ class _FastScan(torch.autograd.Function):
                 {n: tag.to_forward_time(g) for n, g in zip(family.GATES, blocks)},
             ))
         ctx.mode, ctx.tag, ctx.has_bias = mode, tag, has_bias
-        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn)
+        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn, tcs)
         out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, H); zero at padded steps
         h_last = hs[T].clone()
         if mode == "lstm":
@@ -121,7 +122,7 @@ class _FastScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
-        x, m, w_ih, w_hh, hs, gates, cs, hn = ctx.saved_tensors
+        x, m, w_ih, w_hh, hs, gates, cs, hn, tcs = ctx.saved_tensors
         mode, tag = ctx.mode, ctx.tag
         T, B, I = x.shape
         if m is not None:
@@ -132,7 +133,7 @@ class _FastScan(torch.autograd.Function):
         rec_c = x.new_empty(T, B) if recording and mode == "lstm" else None
         dc0 = None
         if mode == "lstm":
-            dxw, dh0, dc0 = _ext.lstm_backward(d_out, d_h_last, d_c_last, gates, cs, w_hh, m, rec_h, rec_c)
+            dxw, dh0, dc0 = _ext.lstm_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, m, rec_h, rec_c)
             dhw = dxw
         elif mode == "gru":
             dxw, dhw, dh0 = _ext.gru_backward(d_out, d_h_last, gates, hn, hs, w_hh, m, rec_h)
