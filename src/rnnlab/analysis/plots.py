@@ -10,6 +10,7 @@ import numpy as np
 from rnnlab.report.html import matplotlib_agg
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
+STYLES = {"rnn": "o-", "lstm": "s-", "gru": "^--"}   # distinct markers: equal scores stay visible
 LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
@@ -23,13 +24,15 @@ def _plt():
 def metric_vs_length(records: Sequence[Mapping[str, Any]], tasks: Sequence[str]):
     """One panel per task: the test metric against T per cell, with the chance/baseline dashed."""
     plt = _plt()
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in records if r["task"] == task]
         for cell in COLORS:
             pts = sorted((r["length"], r["value"]) for r in rows if r["cell"] == cell)
             if pts:
-                ax.plot(*zip(*pts), "o-", color=COLORS[cell], label=LABELS[cell])
+                ax.plot(*zip(*pts), STYLES[cell], color=COLORS[cell], label=LABELS[cell], ms=6 if cell != "lstm" else 8)
         base = sorted({(r["length"], r["chance"]) for r in rows})
         if base:
             ax.plot(*zip(*base), "k--", lw=1, label="chance / baseline")
@@ -40,6 +43,7 @@ def metric_vs_length(records: Sequence[Mapping[str, Any]], tasks: Sequence[str])
         lengths = sorted({r["length"] for r in rows})
         if len(lengths) > 1 and lengths[-1] / max(lengths[0], 1) >= 4:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(lengths, [str(t) for t in lengths])
         ax.set_xlabel("length T")
         ax.set_title(task)
