@@ -209,3 +209,20 @@ def test_config_errors():
         ForecastConfig.from_dict({"data": "x.csv", "horizn": 3})
     with pytest.raises(ConfigError, match="quantiles"):
         ForecastConfig(data="x.csv", targets=["y"], quantiles=[1.5])
+
+
+def test_two_targets_with_a_covariate(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(120)
+    a, b = np.sin(t / 3) + rng.normal(0, 0.1, 120), 10 + np.cos(t / 5)
+    path = tmp_path / "two.csv"
+    path.write_text("a,b,x\n" + "\n".join(f"{a[i]:.4f},{b[i]:.4f},{i % 7}" for i in range(120)) + "\n")
+    task = ForecastTask(ForecastConfig(data=str(path), targets=["a", "b"], covariates=["x"], context=12, horizon=3,
+                                       hidden_size=8, quantiles=[0.2, 0.8]))
+    model = quick_fit(task, epochs=1)
+    assert model(task.windows(task.scaled(task.frame), np.array([12, 13]))[0]).shape == (2, 3, 2, 3)
+    m = task.evaluate(model)
+    assert m["windows"] == 120 - 96 - 3 + 1 and np.isfinite(list(m.values())).all()
+    rows = task.forecast_file(model, str(path), 2, str(tmp_path / "f.csv"))
+    assert list(rows[0]) == ["step", "a", "a_q0.2", "a_q0.5", "a_q0.8", "b", "b_q0.2", "b_q0.5", "b_q0.8"]
+    assert 8 < rows[0]["b"] < 12  # in data units, not scaled ones
