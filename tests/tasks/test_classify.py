@@ -207,3 +207,20 @@ def test_report_sections_show_baseline_and_confusion_for_valid_and_test(tmp_path
     assert len(sections) == 4
     assert "majority class" in sections[0].html and "<img" in sections[1].html
     assert sections[2].title.startswith("Test split") and "30 examples of the test split" in sections[2].html
+
+
+def test_long_layout_task_and_predict(tmp_path):
+    """One row per step (id, t, two variables): multivariate, variable-length sequences."""
+    rng = np.random.default_rng(0)
+    lines = ["sid,t,x,y,kind"]
+    for s in range(24):
+        for t in range(int(rng.integers(3, 8))):
+            lines.append(f"s{s},{t},{rng.normal() + (s % 2)},{rng.normal()},{'odd' if s % 2 else 'even'}")
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(lines) + "\n")
+    task = ClassifyTask(ClassifyConfig(train=str(path), id_col="sid", time_col="t", feature_cols=["x", "y"],
+                                       label_col="kind", hidden_size=8, embed_dim=4))
+    assert task.kind == "numeric" and task.dims == 2 and len(task.scaler.mean) == 2
+    model = quick_fit(task, epochs=1)
+    n = task.predict_file(model, str(path), str(tmp_path / "p.csv"))
+    assert n == 24
