@@ -332,3 +332,37 @@ def test_variant_bench_configs_build():
     for name, (cell, o) in variant_bench_configs().items():
         m = CLASSES[cell][0](3, 4, **cell_kwargs(o))
         assert m.options == o, name
+
+
+# ------------------------------------------------------------------------- fast path
+@pytest.mark.slow  # the first run compiles the C++ extension (about a minute), cached afterwards
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+def test_layer_norm_lstm_fast_path_equals_python_scan(dtype, tol):
+    from rnnlab.engine import variants
+
+    if variants._load_extension() is None:
+        pytest.skip(f"variants fast path not buildable here: {variants._ext_error}")
+    torch.manual_seed(0)
+    a = rnnlab.LSTM(5, 7, num_layers=2, bidirectional=True, layer_norm=True, dtype=dtype)
+    with torch.no_grad():                       # move gains/biases off 1/0 so that every term counts
+        for p in a.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    b = rnnlab.LSTM(5, 7, num_layers=2, bidirectional=True, layer_norm=True, dtype=dtype, engine="fast")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(6, 3, 5, dtype=dtype)
+    hx = (torch.randn(4, 3, 7, dtype=dtype), torch.randn(4, 3, 7, dtype=dtype))
+    w = torch.randn(6, 3, 14, dtype=dtype)
+    outs = []
+    for m in (a, b):
+        out, (h, c) = m(x, hx)
+        ((out * w).sum() + h.sum() + c.square().sum()).backward()
+        outs.append((out, h, c))
+    for name, u, v in zip(("out", "h", "c"), *outs):
+        torch.testing.assert_close(u, v, rtol=0, atol=tol, msg=lambda m, n=name: f"{n}: {m}")
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=tol * 10, msg=lambda m, n=name: f"d{n}: {m}")
+    # cases the fast path does not cover run the Python scan (and still agree): lengths
+    lengths = torch.tensor([6, 3, 5])
+    pa, _ = a(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))
+    pb, _ = b(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))
+    torch.testing.assert_close(pa.data, pb.data, rtol=0, atol=0)

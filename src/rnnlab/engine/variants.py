@@ -28,7 +28,10 @@ inputs h^in (T, B, P) with recurrent dropout, h̃ / c̃ (T, B, h) with zoneout.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -264,17 +267,96 @@ def variant_scan(
     ln_gain_ih: Tensor | None = None, ln_gain_hh: Tensor | None = None,
     ln_gain_c: Tensor | None = None, ln_bias_c: Tensor | None = None, peephole: Tensor | None = None,
     rd_mask: Tensor | None = None, zoneout_h: Tensor | None = None, zoneout_c: Tensor | None = None,
-    mask: Tensor | None = None, tag: ScanTag | None = None,
+    mask: Tensor | None = None, tag: ScanTag | None = None, fast: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Run a variant cell over x (T, B, I); returns (out (T, B, h), h_T (B, h), c_T or None).
 
     rd_mask (B, h): recurrent-dropout mask, scaled; zoneout_h / zoneout_c (T, B, h) or a view
-    broadcast to it: the zoneout masks (1 = keep the previous value). Inputs are not validated.
+    broadcast to it: the zoneout masks (1 = keep the previous value). ``fast``: use the C++ loop
+    where it covers the case (see ``fast_covers``). Inputs are not validated.
     """
     tag = tag or ScanTag()
+    if fast and fast_covers(spec, x, b_ih, rd_mask, zoneout_h, zoneout_c, mask):
+        return _LNLSTMFast.apply(tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
     res = _VariantScan.apply(spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh,
                              ln_gain_c, ln_bias_c, peephole, rd_mask, zoneout_h, zoneout_c)
     if spec.mode == "lstm":
         return res
     out, h = res
     return out, h, None
+
+
+# ----------------------------------------------------------------------------- fast path
+# The layer-norm LSTM's loop in C++ (variants_kernels.cpp): same equations, saved quantities and
+# backward as the Python step above, which stays the reference the tests compare it with. Used
+# when the layer asks for engine="fast" and the case is covered (layer_norm=True only: no
+# peepholes, coupling, recurrent dropout, zoneout or lengths; float32/float64 on the CPU; no
+# gradient recorder); otherwise the Python variants scan runs.
+
+_SOURCE = Path(__file__).with_name("variants_kernels.cpp")
+_ext = None
+_ext_error: str | None = None
+
+
+def _load_extension():
+    """Build (once, cached by torch) and import the C++ kernels; None if that is impossible."""
+    global _ext, _ext_error
+    if _ext is not None or _ext_error is not None:
+        return _ext
+    if os.environ.get("RNNLAB_NO_FAST"):
+        _ext_error = "disabled by RNNLAB_NO_FAST"
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
+            _ext = cpp_extension.load(name="rnnlab_variant_kernels", sources=[str(_SOURCE)],
+                                      extra_cflags=["-O3", "-fopenmp-simd"], verbose=False)
+    except Exception as exc:  # no compiler or ninja: fall back to the Python scan, say so once
+        _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        warnings.warn(f"rnnlab: the variants' fast path could not be built ({_ext_error}); using the Python "
+                      "variants scan", RuntimeWarning, stacklevel=3)
+    return _ext
+
+
+def fast_covers(spec: VariantSpec, x: Tensor, b_ih, rd_mask, zoneout_h, zoneout_c, mask) -> bool:
+    return (spec.mode == "lstm" and spec.cell == lstm_variants.LSTMVariant(layer_norm=True)
+            and rd_mask is None and zoneout_h is None and zoneout_c is None and mask is None
+            and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not record.grad_recording() and _load_extension() is not None)
+
+
+class _LNLSTMFast(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c):
+        T, B, I = x.shape
+        GH = w_ih.shape[0]
+        xw = torch.mm(x.reshape(T * B, I), w_ih.t()).view(T, B, GH)       # W_ih x; LN'd in place by C++
+        bias = b_ih + b_hh if b_ih is not None else x.new_zeros(GH)
+        hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = _ext.ln_lstm_forward(
+            xw, bias, g_ih.contiguous(), g_hh.contiguous(), g_c.contiguous(), b_c.contiguous(),
+            h0.contiguous(), c0.contiguous(), w_hh.contiguous(), layernorm.EPS)
+        if record.gate_recording():
+            blocks = gates.detach().chunk(4, dim=2)
+            record.emit_gates(record.GateRecord(tag.layer, tag.direction, "lstm",
+                                                {n: tag.to_forward_time(g) for n, g in zip(lstm_variants.GATES, blocks)}))
+        ctx.has_bias = b_ih is not None
+        ctx.save_for_backward(x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y)
+        return hs[1:], hs[T].clone(), cs[T].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_h_last, d_c_last):
+        x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = ctx.saved_tensors
+        T, B, I = x.shape
+        GH = w_ih.shape[0]
+        dxa, dxw, du, dz, dh0, dc0 = _ext.ln_lstm_backward(
+            d_out.contiguous(), d_h_last.contiguous(), d_c_last.contiguous(), g_ih.contiguous(), g_hh.contiguous(),
+            g_c.contiguous(), w_hh.contiguous(), cs, gates, xhat, rx, uhat, ru, chat, rc, y)
+        dxw2, dxa2 = dxw.view(T * B, GH), dxa.view(T * B, GH)
+        dx = torch.mm(dxw2, w_ih).view(T, B, I)
+        dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I))
+        dw_hh = torch.mm(du.view(T * B, GH).t(), hs[:-1].reshape(T * B, -1))
+        db = dxa2.sum(0) if ctx.has_bias else None
+        return (None, dx, dh0, dc0, dw_ih, dw_hh, db, db, (dxa * xhat).sum((0, 1)), (dxa * uhat).sum((0, 1)),
+                (dz * chat).sum((0, 1)), dz.sum((0, 1)))
