@@ -297,8 +297,11 @@ def reading(records: list[dict[str, Any]], flows: dict[str, dict[str, dict[str, 
                 if failing_gated:
                     T0 = failing_gated[0]
                     gated = ", ".join(f"{LABEL[c]} {_verdict(by[c, T0])}" for c in ("lstm", "gru") if (c, T0) in by)
-                    text += (f", but the gated cells do not solve it either at T={', '.join(map(str, failing_gated))} "
-                             f"(T={T0}: {gated}): this budget does not separate the cells there.")
+                    text += f", but the gated cells do not solve it either at T={', '.join(map(str, failing_gated))} (T={T0}: {gated})"
+                    ahead = [T for T in failing_gated if rnn.get(T) == "near chance" and all(
+                        _verdict(by[c, T]) == "partly learnt" for c in ("lstm", "gru") if (c, T) in by)]
+                    text += (f"; at T={', '.join(map(str, ahead))} they are partly there while the RNN is at the "
+                             f"baseline." if ahead else ": this budget does not separate the cells there.")
                 else:
                     text += ", where the gated cells succeed."
         for T in lengths:
