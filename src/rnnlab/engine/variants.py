@@ -350,13 +350,12 @@ class _LNLSTMFast(torch.autograd.Function):
         x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = ctx.saved_tensors
         T, B, I = x.shape
         GH = w_ih.shape[0]
-        dxa, dxw, du, dz, dh0, dc0 = _ext.ln_lstm_backward(
+        dxw, du, dh0, dc0, d_g_ih, d_g_hh, db, d_g_c, d_b_c = _ext.ln_lstm_backward(
             d_out.contiguous(), d_h_last.contiguous(), d_c_last.contiguous(), g_ih.contiguous(), g_hh.contiguous(),
             g_c.contiguous(), w_hh.contiguous(), cs, gates, xhat, rx, uhat, ru, chat, rc, y)
-        dxw2, dxa2 = dxw.view(T * B, GH), dxa.view(T * B, GH)
+        dxw2 = dxw.view(T * B, GH)
         dx = torch.mm(dxw2, w_ih).view(T, B, I)
         dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I))
         dw_hh = torch.mm(du.view(T * B, GH).t(), hs[:-1].reshape(T * B, -1))
-        db = dxa2.sum(0) if ctx.has_bias else None
-        return (None, dx, dh0, dc0, dw_ih, dw_hh, db, db, (dxa * xhat).sum((0, 1)), (dxa * uhat).sum((0, 1)),
-                (dz * chat).sum((0, 1)), dz.sum((0, 1)))
+        db = db if ctx.has_bias else None
+        return None, dx, dh0, dc0, dw_ih, dw_hh, db, db, d_g_ih, d_g_hh, d_g_c, d_b_c

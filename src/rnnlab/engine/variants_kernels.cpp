@@ -35,7 +35,6 @@ T normalize_inplace(T* v, int64_t n, double eps) {
 #pragma omp simd reduction(+ : ss)
   for (int64_t j = 0; j < n; ++j) ss += (A(v[j]) - mu) * (A(v[j]) - mu);
   const A r = A(1) / std::sqrt(ss / A(n) + A(eps));
-#pragma omp simd
   for (int64_t j = 0; j < n; ++j) v[j] = T((A(v[j]) - mu) * r);
   return T(r);
 }
@@ -49,7 +48,6 @@ void normalize_backward(const T* grad, const T* gain, const T* vhat, T r, T* out
   for (int64_t j = 0; j < n; ++j) { const A g = A(grad[j]) * A(gain[j]); m1 += g; m2 += g * A(vhat[j]); }
   m1 /= A(n);
   m2 /= A(n);
-#pragma omp simd
   for (int64_t j = 0; j < n; ++j) out[j] = T(A(r) * (A(grad[j]) * A(gain[j]) - m1 - A(vhat[j]) * m2));
 }
 
@@ -120,10 +118,16 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
                                      const Tensor& chat, const Tensor& rc, const Tensor& y) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
   auto opt = gates.options();
-  auto dxa = at::empty({T, B, G}, opt), dxw = at::empty({T, B, G}, opt), du = at::empty({T, B, G}, opt);
-  auto dz = at::empty({T, B, H}, opt);
+  auto dxw = at::empty({T, B, G}, opt), du = at::empty({T, B, G}, opt);
+  auto dxa = at::empty({B, G}, opt), dz = at::empty({B, H}, opt);   // one step's ∂L/∂a, ∂L/∂z (scratch)
+  // Parameter gradients summed step by step while the step's rows are in cache:
+  // Σ da ⊙ x̂ (γ_ih), Σ da ⊙ û (γ_hh), Σ da (both biases), Σ dz ⊙ ĉ (γ_c), Σ dz (β_c).
+  auto d_g_ih = at::zeros({G}, opt), d_g_hh = at::zeros({G}, opt), d_b = at::zeros({G}, opt);
+  auto d_g_c = at::zeros({H}, opt), d_b_c = at::zeros({H}, opt);
   Tensor dh = d_h_last.clone(), dc = d_c_last.clone();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "ln_lstm_backward", [&] {
+    scalar_t *agi = d_g_ih.data_ptr<scalar_t>(), *agh = d_g_hh.data_ptr<scalar_t>(), *ab = d_b.data_ptr<scalar_t>();
+    scalar_t *agc = d_g_c.data_ptr<scalar_t>(), *abc = d_b_c.data_ptr<scalar_t>();
     const scalar_t *gi = g_ih.data_ptr<scalar_t>(), *gh = g_hh.data_ptr<scalar_t>(), *gc = g_c.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
       scalar_t *dhp = dh.data_ptr<scalar_t>(), *dcp = dc.data_ptr<scalar_t>();
@@ -132,8 +136,8 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
       const scalar_t *chp = chat[t].data_ptr<scalar_t>(), *rcp = rc[t].data_ptr<scalar_t>();
       const scalar_t *xp = xhat[t].data_ptr<scalar_t>(), *rxp = rx[t].data_ptr<scalar_t>();
       const scalar_t *up = uhat[t].data_ptr<scalar_t>(), *rup = ru[t].data_ptr<scalar_t>();
-      scalar_t *dap = dxa[t].data_ptr<scalar_t>(), *dwp = dxw[t].data_ptr<scalar_t>();
-      scalar_t *dup = du[t].data_ptr<scalar_t>(), *dzp = dz[t].data_ptr<scalar_t>();
+      scalar_t *dap = dxa.data_ptr<scalar_t>(), *dwp = dxw[t].data_ptr<scalar_t>();
+      scalar_t *dup = du[t].data_ptr<scalar_t>(), *dzp = dz.data_ptr<scalar_t>();
       at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
         std::vector<scalar_t> dcn(H);
         for (int64_t b = b0; b < b1; ++b) {
@@ -163,10 +167,16 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
           }
         }
       });
+      for (int64_t b = 0; b < B; ++b) {                                  // serial: no races on the sums
+        const scalar_t *da = dap + b * G, *xh = xp + b * G, *uh = up + b * G;
+        for (int64_t j = 0; j < G; ++j) { agi[j] += da[j] * xh[j]; agh[j] += da[j] * uh[j]; ab[j] += da[j]; }
+        const scalar_t *dzb = dzp + b * H, *ch = chp + b * H;
+        for (int64_t j = 0; j < H; ++j) { agc[j] += dzb[j] * ch[j]; abc[j] += dzb[j]; }
+      }
       at::mm_out(dh, du[t], w_hh);                                       // dh_{t-1} = du W_hh
     }
   });
-  return {dxa, dxw, du, dz, dh, dc};
+  return {dxw, du, dh, dc, d_g_ih, d_g_hh, d_b, d_g_c, d_b_c};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

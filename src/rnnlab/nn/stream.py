@@ -67,6 +67,7 @@ class Stream:
         self.hidden_size = m.hidden_size
         self.proj_size = getattr(m, "proj_size", 0)
         self.input_size = m.input_size
+        self._x_shape = (m.input_size,)
         first = getattr(m, "weight_ih_l0")
         self.dtype = np.float64 if first.dtype == torch.float64 else np.float32
         dt = self.dtype
@@ -132,14 +133,14 @@ class Stream:
     def step(self, x_t):
         """Advance one step; returns the top layer's output h_t (P,)."""
         as_tensor = isinstance(x_t, Tensor)
-        x = x_t.detach().cpu().numpy() if as_tensor else np.asarray(x_t)
-        if x.ndim == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.shape != (self.input_size,):
-            raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
-        x = np.ascontiguousarray(x)
+        x = (x_t.detach().numpy() if x_t.device.type == "cpu" else x_t.detach().cpu().numpy()) if as_tensor else np.asarray(x_t)
+        if x.shape != self._x_shape:                       # the one check on the hot path
+            if x.ndim == 2 and x.shape[0] == 1:
+                x = x[0]
+            if x.shape != self._x_shape:
+                raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
+        if x.dtype != self.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=self.dtype)
         if self.use_numba:
             # The kernels read the whole previous state before writing any of the new one, so
             # they update the state rows in place: no allocation per step.

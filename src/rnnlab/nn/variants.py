@@ -153,5 +153,5 @@ def run_layer(
         ln_gain_ih=extras.get("ln_gain_ih"), ln_gain_hh=extras.get("ln_gain_hh"),
         ln_gain_c=extras.get("ln_gain_cell"), ln_bias_c=extras.get("ln_bias_cell"),
         peephole=extras.get("peephole"), rd_mask=rd, zoneout_h=zo_h, zoneout_c=zo_c, mask=mask, tag=tag,
-        fast=module.engine == "fast",
+        fast=getattr(module, "engine", "reference") in ("fast", "auto"),
     )
