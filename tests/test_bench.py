@@ -38,16 +38,21 @@ def test_quick_bench_records() -> None:
     json.dumps(res.as_dicts())
 
 
-def test_memory_is_linear_in_T_and_below_torch() -> None:
-    """Saved activations: exactly proportional to T for rnnlab (fixed per-step buffers)."""
+@pytest.mark.parametrize("engine,extra", [("reference", 0), ("fast", 1)])
+def test_memory_is_linear_in_T_and_below_torch(engine, extra) -> None:
+    """Saved activations: exactly proportional to T (fixed per-step buffers); the fast engine
+    also keeps tanh(c_t) so that its backward computes no transcendental."""
     import torch
 
     import rnnlab
+    from rnnlab.engine import fast
 
-    m = rnnlab.LSTM(3, 8)
+    if engine == "fast" and not fast.available():
+        pytest.skip(f"fast engine unavailable: {fast.unavailable_reason()}")
+    m = rnnlab.LSTM(3, 8, engine=engine)
     a = activation_bytes(m, torch.randn(50, 2, 3))
     b = activation_bytes(m, torch.randn(100, 2, 3))
-    per_step = 2 * 4 * (4 * 8 + 8 + 8)            # B·4 bytes·(gates 4H + c H + h H)
+    per_step = 2 * 4 * (4 * 8 + 8 + 8 + extra * 8)   # B·4 bytes·(gates 4H + c H + h H [+ tanh(c) H])
     assert b - a == 50 * per_step
     assert a < activation_bytes(torch.nn.LSTM(3, 8), torch.randn(50, 2, 3))
 

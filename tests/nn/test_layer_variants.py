@@ -151,7 +151,7 @@ def test_zoneout_in_eval_is_the_expectation():
 
 def test_weight_drop_is_one_dropconnect_mask_on_w_hh_per_forward():
     torch.manual_seed(0)
-    m = rnnlab.LSTM(3, 5, weight_drop=0.5, dtype=DT)
+    m = rnnlab.LSTM(3, 5, weight_drop=0.5, dtype=DT, engine="reference")   # bitwise against the reference scan
     x = torch.randn(4, 2, 3, dtype=DT)
     torch.manual_seed(9)
     out, _ = m(x)
@@ -340,8 +340,8 @@ def test_variant_bench_configs_build():
 def test_layer_norm_lstm_fast_path_equals_python_scan(dtype, tol):
     from rnnlab.engine import variants
 
-    if variants._load_extension() is None:
-        pytest.skip(f"variants fast path not buildable here: {variants._ext_error}")
+    if variants._KERNELS.get() is None:
+        pytest.skip(f"variants fast path not buildable here: {variants._KERNELS.error}")
     torch.manual_seed(0)
     a = rnnlab.LSTM(5, 7, num_layers=2, bidirectional=True, layer_norm=True, dtype=dtype)
     with torch.no_grad():                       # move gains/biases off 1/0 so that every term counts

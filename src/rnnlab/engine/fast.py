@@ -21,9 +21,6 @@ reference runs instead; a failed build is logged once (logger "rnnlab") and
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -31,54 +28,26 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
+from rnnlab.engine.kernels import Kernels
 from rnnlab.engine.scan import ScanTag, scan as reference_scan
 
-_SOURCE = Path(__file__).with_name("fast_kernels.cpp")
-_ext = None
-_ext_error: str | None = None
-
-
-def _load_extension():
-    """Build (once, cached by torch) and import the C++ kernels; None if that is impossible."""
-    global _ext, _ext_error
-    if _ext is not None or _ext_error is not None:
-        return _ext
-    if os.environ.get("RNNLAB_NO_FAST"):
-        _ext_error = "disabled by RNNLAB_NO_FAST"
-        return None
-    try:
-        from torch.utils import cpp_extension
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
-            _ext = cpp_extension.load(
-                name="rnnlab_fast_kernels", sources=[str(_SOURCE)],
-                extra_cflags=["-O3"], verbose=False,
-            )
-    except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
-        _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        # Logged, not warned: a missing compiler must not turn into errors in strict test runs.
-        logging.getLogger("rnnlab").warning(
-            "the fast engine could not be built (%s); using the reference engine. Install a C++ "
-            "compiler and `pip install rnnlab[fast]` (ninja) to enable it.", _ext_error,
-        )
-    return _ext
+_KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
 
 
 def available() -> bool:
     """True when the C++ kernels are built (building them now if needed)."""
-    return _load_extension() is not None
+    return _KERNELS.get() is not None
 
 
 def unavailable_reason() -> str | None:
-    _load_extension()
-    return _ext_error
+    _KERNELS.get()
+    return _KERNELS.error
 
 
 def _supported(x: Tensor, w_hr: Tensor | None) -> bool:
     return (
         w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-        and _load_extension() is not None
+        and _KERNELS.get() is not None
     )
 
 
@@ -99,11 +68,11 @@ class _FastScan(torch.autograd.Function):
         w_hh_c = w_hh.contiguous()
         cs = hn = gates = tcs = None
         if mode == "lstm":
-            hs, cs, gates, tcs = _ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
+            hs, cs, gates, tcs = _KERNELS.module.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
         elif mode == "gru":
-            hs, gates, hn = _ext.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m)
+            hs, gates, hn = _KERNELS.module.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m)
         else:
-            hs = _ext.rnn_forward(xw, h0.contiguous(), w_hh_c, mode == "rnn_relu", m)
+            hs = _KERNELS.module.rnn_forward(xw, h0.contiguous(), w_hh_c, mode == "rnn_relu", m)
         del xw
 
         if record.gate_recording() and family.GATES:
@@ -133,12 +102,12 @@ class _FastScan(torch.autograd.Function):
         rec_c = x.new_empty(T, B) if recording and mode == "lstm" else None
         dc0 = None
         if mode == "lstm":
-            dxw, dh0, dc0 = _ext.lstm_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, m, rec_h, rec_c)
+            dxw, dh0, dc0 = _KERNELS.module.lstm_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, m, rec_h, rec_c)
             dhw = dxw
         elif mode == "gru":
-            dxw, dhw, dh0 = _ext.gru_backward(d_out, d_h_last, gates, hn, hs, w_hh, m, rec_h)
+            dxw, dhw, dh0 = _KERNELS.module.gru_backward(d_out, d_h_last, gates, hn, hs, w_hh, m, rec_h)
         else:
-            dxw, dh0 = _ext.rnn_backward(d_out, d_h_last, hs, w_hh, mode == "rnn_relu", m, rec_h)
+            dxw, dh0 = _KERNELS.module.rnn_backward(d_out, d_h_last, hs, w_hh, mode == "rnn_relu", m, rec_h)
             dhw = dxw
         if recording:
             record.emit_grad(record.GradRecord(

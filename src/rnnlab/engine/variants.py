@@ -28,8 +28,6 @@ inputs h^in (T, B, P) with recurrent dropout, h̃ / c̃ (T, B, h) with zoneout.
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from torch import Tensor
 
 from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
+from rnnlab.engine.kernels import Kernels
 from rnnlab.engine.scan import ScanTag
 
 CELLS = {"lstm": lstm_variants, "gru": gru_variants}
@@ -293,38 +292,14 @@ def variant_scan(
 # peepholes, coupling, recurrent dropout, zoneout or lengths; float32/float64 on the CPU; no
 # gradient recorder); otherwise the Python variants scan runs.
 
-_SOURCE = Path(__file__).with_name("variants_kernels.cpp")
-_ext = None
-_ext_error: str | None = None
-
-
-def _load_extension():
-    """Build (once, cached by torch) and import the C++ kernels; None if that is impossible."""
-    global _ext, _ext_error
-    if _ext is not None or _ext_error is not None:
-        return _ext
-    if os.environ.get("RNNLAB_NO_FAST"):
-        _ext_error = "disabled by RNNLAB_NO_FAST"
-        return None
-    try:
-        from torch.utils import cpp_extension
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
-            _ext = cpp_extension.load(name="rnnlab_variant_kernels", sources=[str(_SOURCE)],
-                                      extra_cflags=["-O3", "-fopenmp-simd"], verbose=False)
-    except Exception as exc:  # no compiler or ninja: fall back to the Python scan, say so once
-        _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        warnings.warn(f"rnnlab: the variants' fast path could not be built ({_ext_error}); using the Python "
-                      "variants scan", RuntimeWarning, stacklevel=3)
-    return _ext
+_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"), ["-O3", "-fopenmp-simd"])
 
 
 def fast_covers(spec: VariantSpec, x: Tensor, b_ih, rd_mask, zoneout_h, zoneout_c, mask) -> bool:
     return (spec.mode == "lstm" and spec.cell == lstm_variants.LSTMVariant(layer_norm=True)
             and rd_mask is None and zoneout_h is None and zoneout_c is None and mask is None
             and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not record.grad_recording() and _load_extension() is not None)
+            and not record.grad_recording() and _KERNELS.get() is not None)
 
 
 class _LNLSTMFast(torch.autograd.Function):
@@ -334,7 +309,7 @@ class _LNLSTMFast(torch.autograd.Function):
         GH = w_ih.shape[0]
         xw = torch.mm(x.reshape(T * B, I), w_ih.t()).view(T, B, GH)       # W_ih x; LN'd in place by C++
         bias = b_ih + b_hh if b_ih is not None else x.new_zeros(GH)
-        hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = _ext.ln_lstm_forward(
+        hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = _KERNELS.module.ln_lstm_forward(
             xw, bias, g_ih.contiguous(), g_hh.contiguous(), g_c.contiguous(), b_c.contiguous(),
             h0.contiguous(), c0.contiguous(), w_hh.contiguous(), layernorm.EPS)
         if record.gate_recording():
@@ -350,7 +325,7 @@ class _LNLSTMFast(torch.autograd.Function):
         x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = ctx.saved_tensors
         T, B, I = x.shape
         GH = w_ih.shape[0]
-        dxw, du, dh0, dc0, d_g_ih, d_g_hh, db, d_g_c, d_b_c = _ext.ln_lstm_backward(
+        dxw, du, dh0, dc0, d_g_ih, d_g_hh, db, d_g_c, d_b_c = _KERNELS.module.ln_lstm_backward(
             d_out.contiguous(), d_h_last.contiguous(), d_c_last.contiguous(), g_ih.contiguous(), g_hh.contiguous(),
             g_c.contiguous(), w_hh.contiguous(), cs, gates, xhat, rx, uhat, ru, chat, rc, y)
         dxw2 = dxw.view(T * B, GH)

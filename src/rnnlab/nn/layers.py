@@ -1,8 +1,12 @@
 """torch.nn-compatible recurrent layers: ``RNN``, ``LSTM``, ``GRU``.
 
 Same constructor arguments, parameter names, shapes, default initialisation, forward signature
-and outputs as ``torch.nn``; a state dict loads both ways. The work is done by
-``rnnlab.engine.scan`` (our equations and hand-written BPTT), one call per layer and direction.
+and outputs as ``torch.nn``; a state dict loads both ways. The work is done by an engine of
+:mod:`rnnlab.engine`, one call per layer and direction, chosen with ``engine=``: ``"auto"`` (the
+default: the C++ time loops of ``engine/fast.py`` where they are built and cover the case, else
+the reference), ``"reference"`` (``engine/scan.py``: our equations and hand-written BPTT in
+Python, the readable path the tests compare every other engine with), ``"fast"`` (same as
+auto) or ``"checkpoint"`` (recomputes segments in backward: O(√T) activation memory).
 
 Shape legend: T = sequence length, B = batch, I = input_size, H = hidden_size,
 P = proj_size if > 0 else H, D = 2 if bidirectional else 1, L = num_layers.
@@ -66,7 +70,7 @@ class RecurrentBase(nn.Module):
     def __init__(
         self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
         batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-        proj_size: int = 0, device: Any = None, dtype: Any = None, engine: str = "reference",
+        proj_size: int = 0, device: Any = None, dtype: Any = None, engine: str = "auto",
         options: CellOptions | None = None,
     ) -> None:
         super().__init__()
@@ -307,7 +311,7 @@ class RNN(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device: Any = None, dtype: Any = None,
-                 engine: str = "reference", **options: Any) -> None:
+                 engine: str = "auto", **options: Any) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -327,7 +331,7 @@ class LSTM(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device: Any = None, dtype: Any = None,
-                 engine: str = "reference", **options: Any) -> None:
+                 engine: str = "auto", **options: Any) -> None:
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options))
 
@@ -343,6 +347,6 @@ class GRU(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device: Any = None, dtype: Any = None, proj_size: int = 0,
-                 engine: str = "reference", **options: Any) -> None:
+                 engine: str = "auto", **options: Any) -> None:
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options))
