@@ -1,0 +1,64 @@
+"""``rnnlab info``: what this installation can do here (versions, engines, optional extras, devices)."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import platform
+
+import typer
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def collect(build: bool = True) -> dict:
+    """Versions and capabilities; ``build=False`` skips compiling the C++ kernels if not yet built."""
+    import torch
+
+    from rnnlab.engine import engine_names, fast
+    from rnnlab.nn import _stream_kernels
+
+    if build:
+        fast_ok, fast_why = fast.available(), fast.unavailable_reason()
+    else:
+        fast_ok, fast_why = None, "not checked (--no-build)"
+    return {
+        "rnnlab": _version("rnnlab"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "engines": engine_names(),
+        "fast_kernels": fast_ok,
+        "fast_kernels_unavailable_because": fast_why,
+        "numba_streaming": _stream_kernels.HAVE_NUMBA,
+        "onnxruntime": _version("onnxruntime"),
+        "tensorboard": _version("tensorboard"),
+        "lightning": _version("lightning"),
+    }
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @app.command("info")
+    def info(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of lines."),
+        no_build: bool = typer.Option(False, "--no-build", help="Do not compile the fast kernels to check them."),
+    ) -> None:
+        """Versions, engines (is the fast C++ path built?), optional extras and devices."""
+        rec = collect(build=not no_build)
+        if as_json:
+            print(json.dumps(rec, indent=1))
+            return
+        for key, value in rec.items():
+            if key == "fast_kernels_unavailable_because" and value is None:
+                continue
+            print(f"{key:34s} {value if value is not None else '-'}")

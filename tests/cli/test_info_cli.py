@@ -1,0 +1,23 @@
+"""``rnnlab info``: the capabilities it reports are the ones the library actually has here."""
+
+import json
+
+import torch
+
+from rnnlab.cli.main import main
+from rnnlab.engine import engine_names, fast
+
+
+def test_info_json_reports_engines_and_fast_kernels(capsys):
+    assert main(["info", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["torch"] == torch.__version__
+    assert rec["engines"] == engine_names()
+    assert rec["fast_kernels"] == fast.available()
+    assert rec["cuda"] == torch.cuda.is_available()
+
+
+def test_info_lines(capsys):
+    assert main(["info", "--no-build"]) == 0
+    out = capsys.readouterr().out
+    assert "engines" in out and "not checked (--no-build)" in out
