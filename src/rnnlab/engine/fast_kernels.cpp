@@ -42,6 +42,13 @@ void row_norms(const T* v, T* out, int64_t B, int64_t H) {
 // ------------------------------------------------------------------------------------- LSTM
 // tanh(x) = 2σ(2x) − 1: ATen's vectorised sigmoid is about 3x faster than its tanh on CPU, so the
 // g gate and tanh(c_t) go through one sigmoid each (equal to tanh up to rounding, ~1 ulp of 1).
+// Threads split each step by batch rows: a thread owns rows [b0, b1), computes their part of the
+// recurrent matmul (one GEMM on a contiguous row block), their cell update, and in backward their
+// gate gradients and their rows of dh_{t-1} = da W_hh, needing nothing from the other rows; the
+// step ends at the join. (One BLAS call per step cannot use the second core at these sizes: at
+// B = 32 the GEMM is too small for the library to split.) Inside the region ATen runs serially.
+constexpr int64_t kRowGrain = 8;
+
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
                                  const Tensor& w_hh, const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 4;
@@ -51,42 +58,48 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   Tensor gates = xw;  // the gates overwrite the input projection in place: no copy, no extra buffer
   hs[0].copy_(h0);
   cs[0].copy_(c0);
-  const Tensor w_hh_t = w_hh.t();
+  const Tensor w_hh_t = w_hh.t();                   // (H, 4H)
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     const scalar_t one = 1, two = 2;
     for (int64_t t = 0; t < T; ++t) {
-      Tensor g_t = gates[t];
-      g_t.addmm_(hs[t], w_hh_t);                        // pre-activations of all four gates
+      Tensor g_t = gates[t], h_prev = hs[t], tc_t = tcs[t];
       scalar_t* gp = g_t.data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b)                   // g block: a -> 2a, for tanh(a) = 2σ(2a) − 1
-        for (int64_t j = 2 * H; j < 3 * H; ++j) gp[b * G + j] *= two;
-      g_t.sigmoid_();                                   // i, f, o = σ(a); g block = σ(2a)
-      const scalar_t* cp = cs[t].data_ptr<scalar_t>();
+      scalar_t* hp = h_prev.data_ptr<scalar_t>();
+      scalar_t* cp = cs[t].data_ptr<scalar_t>();
       scalar_t* cn = cs[t + 1].data_ptr<scalar_t>();
-      scalar_t* tc = tcs[t].data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        scalar_t* r = gp + b * G;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t g = two * r[2 * H + j] - one;  // g_t = tanh(a_g)
-          r[2 * H + j] = g;
-          const scalar_t c = r[H + j] * cp[b * H + j] + r[j] * g;  // c_t = f ⊙ c_{t-1} + i ⊙ g
-          cn[b * H + j] = c;
-          tc[b * H + j] = two * c;
-        }
-      }
-      tcs[t].sigmoid_();
+      scalar_t* tc = tc_t.data_ptr<scalar_t>();
       scalar_t* hn = hs[t + 1].data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t th = two * tc[b * H + j] - one;  // tanh(c_t)
-          tc[b * H + j] = th;
-          hn[b * H + j] = gp[b * G + 3 * H + j] * th;     // h_t = o ⊙ tanh(c_t)
+      const bool* m = mask ? (*mask)[t].data_ptr<bool>() : nullptr;
+      at::parallel_for(0, B, kRowGrain, [&](int64_t b0, int64_t b1) {
+        at::NoGradGuard no_grad;                          // worker threads start with grad mode on
+        const int64_t n = b1 - b0;
+        Tensor g_rows = g_t.narrow(0, b0, n);
+        g_rows.addmm_(h_prev.narrow(0, b0, n), w_hh_t);   // pre-activations of all four gates
+        for (int64_t b = b0; b < b1; ++b)                 // g block: a -> 2a, for tanh(a) = 2σ(2a) − 1
+          for (int64_t j = 2 * H; j < 3 * H; ++j) gp[b * G + j] *= two;
+        g_rows.sigmoid_();                                // i, f, o = σ(a); g block = σ(2a)
+        for (int64_t b = b0; b < b1; ++b) {
+          scalar_t* r = gp + b * G;
+          for (int64_t j = 0; j < H; ++j) {
+            const scalar_t g = two * r[2 * H + j] - one;  // g_t = tanh(a_g)
+            r[2 * H + j] = g;
+            const scalar_t c = r[H + j] * cp[b * H + j] + r[j] * g;  // c_t = f ⊙ c_{t-1} + i ⊙ g
+            cn[b * H + j] = c;
+            tc[b * H + j] = two * c;
+          }
         }
-      if (mask) {
-        const bool* m = (*mask)[t].data_ptr<bool>();
-        carry_rows(m, hn, hs[t].data_ptr<scalar_t>(), B, H);
-        carry_rows(m, cn, cp, B, H);
-      }
+        tc_t.narrow(0, b0, n).sigmoid_();
+        for (int64_t b = b0; b < b1; ++b)
+          for (int64_t j = 0; j < H; ++j) {
+            const scalar_t th = two * tc[b * H + j] - one;  // tanh(c_t)
+            tc[b * H + j] = th;
+            hn[b * H + j] = gp[b * G + 3 * H + j] * th;     // h_t = o ⊙ tanh(c_t)
+          }
+        if (m) {
+          carry_rows(m + b0, hn + b0 * H, hp + b0 * H, n, H);
+          carry_rows(m + b0, cn + b0 * H, cp + b0 * H, n, H);
+        }
+      });
     }
   });
   return {hs, cs, gates, tcs};
@@ -107,41 +120,47 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     scalar_t* dhp = dh.data_ptr<scalar_t>();
     scalar_t* dcp = dc.data_ptr<scalar_t>();
+    scalar_t* dctp = dc_total.data_ptr<scalar_t>();
+    const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* dop = d_out[t].data_ptr<scalar_t>();
-      for (int64_t k = 0; k < B * H; ++k) dhp[k] += dop[k];          // total ∂L/∂h_t
-      if (rec_h) row_norms(dhp, (*rec_h)[t].data_ptr<scalar_t>(), B, H);
       const bool* m = mask ? (*mask)[t].data_ptr<bool>() : nullptr;
       const scalar_t* tc = tcs[t].data_ptr<scalar_t>();  // tanh(c_t), saved by the forward
       const scalar_t* gp = gates[t].data_ptr<scalar_t>();
       const scalar_t* cp = cs[t].data_ptr<scalar_t>();
-      scalar_t* da = dxw[t].data_ptr<scalar_t>();
-      scalar_t* dctp = dc_total.data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        const scalar_t* r = gp + b * G;
-        scalar_t* d = da + b * G;
-        const bool valid = m == nullptr || m[b];
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t k = b * H + j;
-          const scalar_t i = r[j], f = r[H + j], g = r[2 * H + j], o = r[3 * H + j];
-          const scalar_t dh_k = valid ? dhp[k] : scalar_t(0);
-          const scalar_t dc_k = valid ? dcp[k] : scalar_t(0);
-          const scalar_t th = tc[k];
-          const scalar_t dct = dc_k + dh_k * o * (scalar_t(1) - th * th);  // dc_total
-          d[3 * H + j] = dh_k * th * o * (scalar_t(1) - o);                // do
-          d[j] = dct * g * i * (scalar_t(1) - i);                          // di
-          d[H + j] = dct * cp[k] * f * (scalar_t(1) - f);                  // df
-          d[2 * H + j] = dct * i * (scalar_t(1) - g * g);                  // dg
-          // dc_{t-1} = dc_total ⊙ f, or dc itself past the end of the sequence
-          dcp[k] = valid ? dct * f : dcp[k];
-          dctp[k] = dct;
+      Tensor da_t = dxw[t];
+      scalar_t* da = da_t.data_ptr<scalar_t>();
+      at::parallel_for(0, B, kRowGrain, [&](int64_t b0, int64_t b1) {
+        at::NoGradGuard no_grad;                          // worker threads start with grad mode on
+        const int64_t n = b1 - b0;
+        for (int64_t k = b0 * H; k < b1 * H; ++k) dhp[k] += dop[k];    // total ∂L/∂h_t
+        if (rec_h) row_norms(dhp + b0 * H, (*rec_h)[t].data_ptr<scalar_t>() + b0, n, H);
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t* r = gp + b * G;
+          scalar_t* d = da + b * G;
+          const bool valid = m == nullptr || m[b];
+          for (int64_t j = 0; j < H; ++j) {
+            const int64_t k = b * H + j;
+            const scalar_t i = r[j], f = r[H + j], g = r[2 * H + j], o = r[3 * H + j];
+            const scalar_t dh_k = valid ? dhp[k] : scalar_t(0);
+            const scalar_t dc_k = valid ? dcp[k] : scalar_t(0);
+            const scalar_t th = tc[k];
+            const scalar_t dct = dc_k + dh_k * o * (scalar_t(1) - th * th);  // dc_total
+            d[3 * H + j] = dh_k * th * o * (scalar_t(1) - o);                // do
+            d[j] = dct * g * i * (scalar_t(1) - i);                          // di
+            d[H + j] = dct * cp[k] * f * (scalar_t(1) - f);                  // df
+            d[2 * H + j] = dct * i * (scalar_t(1) - g * g);                  // dg
+            // dc_{t-1} = dc_total ⊙ f, or dc itself past the end of the sequence
+            dcp[k] = valid ? dct * f : dcp[k];
+            dctp[k] = dct;
+          }
         }
-      }
-      if (rec_c) row_norms(dctp, (*rec_c)[t].data_ptr<scalar_t>(), B, H);
-      at::mm_out(dh_prev, dxw[t], w_hh);                                   // dh_{t-1} = da W_hh
-      const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b)
-        if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
+        if (rec_c) row_norms(dctp + b0 * H, (*rec_c)[t].data_ptr<scalar_t>() + b0, n, H);
+        Tensor out = dh_prev.narrow(0, b0, n);
+        at::mm_out(out, da_t.narrow(0, b0, n), w_hh);                     // dh_{t-1} = da W_hh
+        for (int64_t b = b0; b < b1; ++b)
+          if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
+      });
     }
   });
   return {dxw, dh, dc};

@@ -25,7 +25,9 @@ class Kernels:
 
     name: str
     source: Path
-    cflags: list[str] = field(default_factory=lambda: ["-O3"])
+    # -fopenmp: at::parallel_for is a header template that splits work across threads only when
+    # the including file is compiled with OpenMP (torch's own libgomp is reused at load time).
+    cflags: list[str] = field(default_factory=lambda: ["-O3", "-fopenmp"])
     module: ModuleType | None = None
     error: str | None = None
 
@@ -44,7 +46,8 @@ class Kernels:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
                 self.module = cpp_extension.load(name=f"rnnlab_{self.name}_kernels", sources=[str(self.source)],
-                                                 extra_cflags=self.cflags, verbose=False)
+                                                 extra_cflags=self.cflags, extra_ldflags=["-fopenmp"],
+                                                 verbose=False)
         except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
             lines = str(exc).strip().splitlines()
             self.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"

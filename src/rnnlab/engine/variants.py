@@ -292,7 +292,7 @@ def variant_scan(
 # peepholes, coupling, recurrent dropout, zoneout or lengths; float32/float64 on the CPU; no
 # gradient recorder); otherwise the Python variants scan runs.
 
-_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"), ["-O3", "-fopenmp-simd"])
+_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"), ["-O3", "-fopenmp"])
 
 
 def fast_covers(spec: VariantSpec, x: Tensor, b_ih, rd_mask, zoneout_h, zoneout_c, mask) -> bool:
