@@ -116,3 +116,119 @@ def test_export_run_cli(tmp_path) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want):
         torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5)
+
+
+# Variants torch.nn lacks: exported as a plain-op time loop (an ONNX Loop), so one file serves
+# every sequence length and batch size.
+VARIANTS = [
+    (rnnlab.LSTM, {"layer_norm": True}),
+    (rnnlab.LSTM, {"peephole": True}),
+    (rnnlab.LSTM, {"coupled_gates": True}),
+    (rnnlab.LSTM, {"layer_norm": True, "peephole": True, "num_layers": 2}),
+    (rnnlab.LSTM, {"coupled_gates": True, "peephole": True, "bidirectional": True, "batch_first": True,
+                   "zoneout": 0.2, "zoneout_cell": 0.1, "recurrent_dropout": 0.3}),
+    (rnnlab.GRU, {"layer_norm": True}),
+    (rnnlab.GRU, {"gru_reset": "before"}),
+    (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before"}),
+    (rnnlab.GRU, {"layer_norm": True, "num_layers": 2, "bidirectional": True, "bias": False, "zoneout": 0.25}),
+]
+
+
+def _perturb_extras(m: torch.nn.Module) -> None:
+    """Gains 1 / biases 0 / peepholes at init would hide a wrong slice: move them off their init."""
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.startswith(("ln_", "peephole")):
+                p.add_(0.3 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("cls,kw", VARIANTS, ids=lambda v: getattr(v, "__name__", None) or
+                         ",".join(f"{k}={w}" for k, w in v.items()))
+def test_variant_layer_matches_onnxruntime(tmp_path, cls, kw) -> None:
+    torch.manual_seed(0)
+    m = cls(4, 16, **kw)
+    _perturb_extras(m)
+    path = export_onnx(m, tmp_path / "v.onnx")
+    import onnx
+
+    assert any(n.op_type == "Loop" for n in onnx.load(str(path)).graph.node), "expected a dynamic time loop"
+    sess = onnx_session(path)
+    L, D = kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1
+    for B, T in [(5, 11), (1, 2)]:                  # exported with (2, 3): both axes dynamic
+        x = torch.randn((B, T, 4) if kw.get("batch_first") else (T, B, 4))
+        h0 = torch.randn(L * D, B, 16)
+        state = (h0, torch.randn_like(h0)) if cls is rnnlab.LSTM else h0
+        with torch.no_grad():
+            want = _flat(m.eval()(x, state))
+        got = run_onnx(sess, x, state)
+        assert len(got) == len(want)
+        for name, g, w in zip(["output", "h_n", "c_n"], got, want):
+            assert g.shape == tuple(w.shape), name
+            torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5, msg=lambda s: f"{name}: {s}")
+
+
+@pytest.mark.parametrize("cls,kw", [(rnnlab.LSTMCell, {"layer_norm": True, "peephole": True, "zoneout": 0.2}),
+                                    (rnnlab.LSTMCell, {"coupled_gates": True}),
+                                    (rnnlab.GRUCell, {"layer_norm": True, "gru_reset": "before"})])
+def test_variant_cell_matches_onnxruntime(tmp_path, cls, kw) -> None:
+    torch.manual_seed(2)
+    m = cls(4, 8, **kw).eval()
+    _perturb_extras(m)
+    sess = onnx_session(export_onnx(m, tmp_path / "c.onnx"))
+    x, h = torch.randn(7, 4), torch.randn(7, 8)
+    state = (h, torch.randn_like(h)) if cls is rnnlab.LSTMCell else h
+    with torch.no_grad():
+        want = _flat(m(x, state))
+    for g, w in zip(run_onnx(sess, x, state), want):
+        torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5)
+
+
+def test_model_with_variant_layer(tmp_path) -> None:
+    """A model around a variant layer (called without a state: zeros of the input's batch)."""
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnnlab.LSTM(3, 8, batch_first=True, layer_norm=True, peephole=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    torch.manual_seed(3)
+    m = Tagger().eval()
+    _perturb_extras(m)
+    path = export_onnx(m, tmp_path / "t.onnx", example_inputs=(torch.randn(2, 4, 3),), input_names=["x"],
+                       output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}})
+    x = torch.randn(3, 9, 3)
+    got = run_onnx(onnx_session(path), x)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_training_only_options_use_the_fused_operator(tmp_path) -> None:
+    """weight_drop / forget_bias / init change nothing at inference: torch.nn's twin, ONNX's LSTM op."""
+    import onnx
+
+    m = rnnlab.LSTM(3, 5, weight_drop=0.5, forget_bias=1.0, init="orthogonal")
+    assert isinstance(to_torch(m), torch.nn.LSTM)
+    path = export_onnx(m, tmp_path / "w.onnx")
+    assert any(n.op_type == "LSTM" for n in onnx.load(str(path)).graph.node)
+
+
+def test_twin_check_refuses_a_wrong_twin(monkeypatch, tmp_path) -> None:
+    """The parity check before export is live: a twin whose numbers differ is refused."""
+    import copy
+
+    from rnnlab.export import onnx as onnx_mod
+
+    real = onnx_mod.variant_twin
+
+    def off_by_a_peephole(module):
+        other = copy.deepcopy(module)
+        with torch.no_grad():
+            other.peephole_l0.add_(0.5)
+        return real(other)
+
+    monkeypatch.setattr(onnx_mod, "variant_twin", off_by_a_peephole)
+    with pytest.raises(ConfigError, match="export twin to match"):
+        export_onnx(rnnlab.LSTM(3, 5, peephole=True), tmp_path / "x.onnx")
