@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, register_evaluator, with_train_options
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -85,6 +85,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         no_scale: bool = typer.Option(False, "--no-scale", help="Numeric: do not standardise inputs."),
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding, rnn."),
         freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="With --init-from: epochs with transferred weights fixed."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text or numeric sequences)."""
@@ -99,7 +100,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 level=level, min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim,
                 hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
                 batch_size=batch_size, valid_frac=valid_frac, scale=not no_scale, seed=data_seed,
-                init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs)
+                init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs,
+                cell_options=cell_options_from_flags(cell_option))
             return ClassifyTask(config)  # every data error is raised here, before any model is built
 
         result = run.start(build, **TRAIN_DEFAULTS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -11,7 +11,7 @@ from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    from rnnlab.cli.train import TrainArgs, with_train_options
+    from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
 
     @train_app.command("probe")
     @with_train_options
@@ -25,6 +25,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", help="Batches per epoch (evaluation pace)."),
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM f / GRU z gate bias at init."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the probe data and test set."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
@@ -32,7 +33,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         run.start(lambda: ProbeTask(ProbeConfig(
             probe=probe, cell=cell, length=length, hidden=hidden, layers=layers, batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed)))
+            steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
+            cell_options=cell_options_from_flags(cell_option))))
 
     @app.command("demo")
     def demo(
@@ -64,16 +66,22 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         hidden: int = typer.Option(32, "--hidden", help="Hidden size."),
         seed: int = typer.Option(0, "--seed"),
         lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
-        memory_bias: float = typer.Option(4.0, "--memory-bias",
-                                          help="LSTM forget / GRU update gate bias at init (the demo's)."),
+        memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM forget / GRU update gate "
+                                                    "bias at init (default 4, the demo's; none when a "
+                                                    "--cell-option sets forget_bias, init=chrono or coupled_gates)."),
         seconds: float = typer.Option(0.0, "--seconds", help="Optional wall-time cap (0 = none)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
         """Train one cell on one probe and print its test metric against chance."""
+        from rnnlab.tasks.cell_options import sets_memory_gate_bias
         from rnnlab.tasks.probe import run_probe
 
+        options = cell_options_from_flags(cell_option)
+        if memory_bias is None and not sets_memory_gate_bias(options):
+            memory_bias = 4.0   # the demo's init, unless a cell option sets that bias itself
         r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden=hidden, seed=seed, lr=lr,
-                      memory_bias=memory_bias)
+                      memory_bias=memory_bias, cell_options=options)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))
         else:

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.classify import TRAIN_DEFAULTS, csv_option, split_list
-from rnnlab.cli.train import TrainArgs, register_evaluator, with_train_options
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
@@ -58,6 +58,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size"),
         stride: int = typer.Option(1, "--stride", help="Step between training windows."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the batch order."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
@@ -70,7 +71,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 covariates=split_list(covariates), missing=missing, context=context, horizon=horizon,
                 season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
                 quantiles=_floats(quantiles), cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout,
-                batch_size=batch_size, stride=stride, seed=data_seed)
+                batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
             return ForecastTask(config)  # every data error is raised here, before any model is built
 
         result = run.start(build, **{**TRAIN_DEFAULTS, "lr": 3e-3})

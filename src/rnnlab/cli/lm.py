@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, register_evaluator, with_train_options
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -41,6 +41,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
         eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),
         sampling: str = typer.Option("sequential", "--sampling", help="sequential (state carried) | random (state reset)."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
         """Train a character- or word-level language model.
@@ -61,6 +62,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 encoding=encoding, level=level, min_freq=min_freq, split=_fractions(split), preprocess=preprocess,
                 cell=cell, hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
+                cell_options=cell_options_from_flags(cell_option),
             ))
 
         result = run.start(build, **defaults)

@@ -121,6 +121,26 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# ----------------------------------------------------------------------------- cell options
+
+def cell_option_flag() -> Any:
+    """The ``--cell-option KEY=VALUE`` flag (repeatable) every task train command that builds
+    recurrent layers declares as ``cell_option: Optional[List[str]] = cell_option_flag()``; turn
+    the values into the task config's ``cell_options`` with :func:`cell_options_from_flags`.
+    With ``--resume`` the run's saved cell options are used and the flag is ignored, as every task flag."""
+    from rnnlab.tasks.cell_options import CELL_OPTION_HELP
+
+    return typer.Option(None, "--cell-option", metavar="KEY=VALUE", help=CELL_OPTION_HELP)
+
+
+def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
+    """Repeated ``--cell-option KEY=VALUE`` -> a dict, values read by the key's type (the task
+    config then checks it against the cell)."""
+    from rnnlab.tasks.cell_options import parse_cell_option_flags
+
+    return parse_cell_option_flags(values)
+
+
 # ----------------------------------------------------------------------------- evaluate dispatch
 
 # task name -> evaluator(run_dir, split, checkpoint, extra_args) -> metrics

@@ -30,14 +30,31 @@ SUITES: dict[str, dict[str, Any]] = {
     "quick": {"steps": 400, "checksum_steps": 500,
               "lengths": {"checksum": [20, 100], "distractor": [30], "segments": [30],
                           "adding": [30], "copy": [10]}},
-    "default": {"steps": 400, "checksum_steps": 500,
+    "default": {"steps": 400, "checksum_steps": 500, "ablation": True,
                 "lengths": {"checksum": [25, 50, 100], "distractor": [25, 100], "segments": [25, 100],
                             "adding": [25, 100], "copy": [10, 30]}},
-    "full": {"steps": 1000, "checksum_steps": 1000,
+    "full": {"steps": 1000, "checksum_steps": 1000, "ablation": True,
              "lengths": {"checksum": [10, 25, 50, 100, 200, 400], "distractor": [25, 100, 200],
                          "segments": [25, 100, 200], "adding": [25, 100, 200], "copy": [10, 30, 60]}},
 }
 CELL_ORDER = ("rnn", "lstm", "gru")
+# The ablation (default and full suites, not quick): the LSTM alone, at the longest length of these
+# probes, under each initialisation / layer-norm variant of ``ablation_variants``.
+ABLATION_TASKS = ("checksum", "adding")
+
+
+def ablation_variants(T: int, memory_bias: float) -> dict[str, tuple[dict[str, Any], float | None]]:
+    """variant name -> (cell options, the probe's memory_bias) for the LSTM ablation at length T.
+
+    "torch default" is torch.nn's uniform init (forget-gate bias ≈ 0, no memory_bias);
+    "forget_bias=1" is Keras' / Gers et al.'s; "chrono" is Tallec & Ollivier's with t_max = T;
+    "layer_norm" adds layer normalisation to the demo's usual init (memory_bias)."""
+    return {
+        "torch default": ({}, None),
+        "forget_bias=1": ({"forget_bias": 1.0}, None),
+        f"chrono (t_max={T})": ({"init": "chrono", "t_max": float(T)}, None),
+        f"layer_norm + memory_bias={memory_bias:g}": ({"layer_norm": True}, memory_bias),
+    }
 
 
 @dataclass
@@ -54,6 +71,7 @@ class DemoConfig:
     tasks: list[str] = field(default_factory=list)         # restrict to these probes; [] = all
     lengths: dict[str, list[int]] = field(default_factory=dict)  # override lengths per probe
     cells: list[str] = field(default_factory=lambda: list(CELL_ORDER))
+    ablation: bool = True               # run the suite's ablation section (default and full suites have one)
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -81,6 +99,18 @@ class DemoConfig:
             out += [(t, T, steps) for T in lengths.get(t, suite["lengths"].get(t, []))]
         return out
 
+    def ablation_plan(self) -> list[tuple[str, int, int, str]]:
+        """(task, length, steps, variant) of the ablation runs (LSTM), at each ablation probe's
+        longest length in the plan; empty for a suite without an ablation or with ablation off."""
+        if not (self.ablation and SUITES[self.suite].get("ablation")):
+            return []
+        longest: dict[str, tuple[int, int]] = {}
+        for t, T, steps in self.plan():
+            if t in ABLATION_TASKS and T >= longest.get(t, (0, 0))[0]:
+                longest[t] = (T, steps)
+        return [(t, T, steps, v) for t, (T, steps) in longest.items()
+                for v in ablation_variants(T, self.memory_bias)]
+
 
 @dataclass
 class DemoResult:
@@ -89,6 +119,7 @@ class DemoResult:
     out: Path
     report: Path
     results_json: Path
+    ablation: list[dict[str, Any]] = field(default_factory=list)   # ablation records (with "variant")
 
 
 class _Progress:
@@ -132,16 +163,17 @@ class _Progress:
 
 
 def _run_one(cfg: DemoConfig, task: str, T: int, steps: int, cell: str, analyse: bool,
-             on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train one cell on one (probe, length) and measure it. Returns picklable results only, so
-    it can run in a worker process."""
+             variant: str | None = None, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train one cell on one (probe, length) and measure it; ``variant`` names an ablation run
+    (``ablation_variants``). Returns picklable results only, so it can run in a worker process."""
     from rnnlab.analysis.gates import probe_gate_stats
     from rnnlab.analysis.gradflow import probe_grad_flow
     from rnnlab.tasks.probe import run_probe
 
+    options, memory_bias = ablation_variants(T, cfg.memory_bias)[variant] if variant else ({}, cfg.memory_bias)
     r = run_probe(task, cell, T, steps=steps, seconds=cfg.seconds, hidden=cfg.hidden,
                   seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size, quiet=True,
-                  memory_bias=cfg.memory_bias, on_step=on_step, threads=cfg.threads)
+                  memory_bias=memory_bias, on_step=on_step, threads=cfg.threads, cell_options=options)
     ptask, model = r.probe_task, r.model
     torch.manual_seed(cfg.seed)
     fresh = ptask.build_model()                 # the same init distribution and seed as the run
@@ -152,7 +184,9 @@ def _run_one(cfg: DemoConfig, task: str, T: int, steps: int, cell: str, analyse:
     rec.update(baseline=ptask.spec.baseline, memory_horizon=g_trained.horizon,
                memory_horizon_init=g_init.horizon, horizon_max=len(g_trained.dh) - 1,
                lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
-               memory_bias=cfg.memory_bias if cell != "rnn" else None)
+               memory_bias=memory_bias if cell != "rnn" else None)
+    if variant:
+        rec.update(variant=variant, cell_options=options)
     gate = probe_gate_stats(ptask, model) if analyse and cell != "rnn" else None
     return {"record": rec, "curve": curve, "flow": {"init": g_init, "trained": g_trained} if analyse else None,
             "gates": gate}
@@ -186,8 +220,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int 
     out.mkdir(parents=True, exist_ok=True)
     plan = cfg.plan()
     longest = {t: max(T for tt, T, _ in plan if tt == t) for t, _, _ in plan}
-    runs = [(task, T, steps, cell, T == longest[task]) for task, T, steps in plan for cell in cfg.cells]
-    labels = [f"{LABEL[cell]} on {task} T={T}" for task, T, _, cell, _ in runs]
+    runs = [(task, T, steps, cell, T == longest[task], None) for task, T, steps in plan for cell in cfg.cells]
+    runs += [(task, T, steps, "lstm", False, v) for task, T, steps, v in cfg.ablation_plan()]
+    labels = [f"{LABEL[cell]} on {task} T={T}" + (f" [{v}]" if v else "") for task, T, _, cell, _, v in runs]
     results: list[dict[str, Any] | None] = [None] * len(runs)
 
     def line(i: int) -> str:
@@ -221,24 +256,28 @@ def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int 
                                   sum(shared[i] for i in active[:jobs]), sum(runs[i][2] for i in active[:jobs]))
     seconds = time.perf_counter() - start
 
-    records = [res["record"] for res in results]
+    records = [res["record"] for run, res in zip(runs, results) if run[5] is None]
+    ablation = [res["record"] for run, res in zip(runs, results) if run[5] is not None]
     curves: dict[str, dict[str, list[float]]] = {}
     flows: dict[str, dict[str, dict[str, Any]]] = {}
     gates: dict[str, dict[str, Any]] = {}
-    for (task, T, _, cell, analyse), res in zip(runs, results):
+    for (task, T, _, cell, analyse, variant), res in zip(runs, results):
+        if variant is not None:
+            continue
         curves.setdefault(f"{task} T={T}", {})[cell] = res["curve"]
         if analyse:
             flows.setdefault(task, {})[cell] = res["flow"]
             if cell != "rnn" and task in ("checksum", "segments"):
                 gates.setdefault(task, {})[cell] = res["gates"]
     payload = {"suite": cfg.suite, "config": dataclasses.asdict(cfg), "seconds": seconds, "jobs": jobs,
-               "torch_threads": cfg.threads, "machine": platform.platform(), "records": records}
+               "torch_threads": cfg.threads, "machine": platform.platform(), "records": records,
+               "ablation": ablation}
     results_json = out / "results.json"
     results_json.write_text(json.dumps(payload, indent=1))
-    page = render_demo_report(records, flows, gates, curves, cfg, seconds)
+    page = render_demo_report(records, flows, gates, curves, cfg, seconds, ablation)
     report = out / "report.html"
     report.write_text(page, encoding="utf-8")
-    return DemoResult(records, seconds, out, report, results_json)
+    return DemoResult(records, seconds, out, report, results_json, ablation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,12 +373,82 @@ def reading(records: list[dict[str, Any]], flows: dict[str, dict[str, dict[str, 
     return lines
 
 
+def ablation_rows(ablation: list[dict[str, Any]], records: list[dict[str, Any]],
+                  cfg: DemoConfig) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """task -> [(variant, record)], the ablation's LSTM runs followed, when the main suite trained
+    it, by the main suite's LSTM at the same length (the demo's usual init, memory_bias)."""
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for r in ablation:
+        out.setdefault(r["task"], []).append((r["variant"], r))
+    for task, rows in out.items():
+        T = rows[0][1]["length"]
+        main = next((r for r in records if r["task"] == task and r["cell"] == "lstm" and r["length"] == T), None)
+        if main is not None:
+            rows.append((f"memory_bias={cfg.memory_bias:g} (main suite)", main))
+    return out
+
+
+def ablation_reading(rows_by_task: dict[str, list[tuple[str, dict[str, Any]]]]) -> list[str]:
+    """One sentence per probe, generated from the ablation's numbers."""
+    lines = []
+    for task, rows in rows_by_task.items():
+        r0 = rows[0][1]
+        ranked = sorted(rows, key=lambda vr: _progress_to_perfect(vr[1]), reverse=True)
+        text = (f"<b>{task}</b> T={r0['length']} (LSTM, {r0['metric']}, {r0['baseline']} {r0['chance']:.3g}): "
+                + ", ".join(f"{v} {_fmt(r)} ({_verdict(r)})" for v, r in ranked) + ".")
+        verdicts = {v: _verdict(r) for v, r in rows}
+        torch_v = verdicts.get("torch default")
+        solved = [v for v, _ in ranked if verdicts[v] == "solved"]
+        if len(solved) == len(rows):
+            text += " Every variant solves it at this budget: here the initialisation and layer norm did not matter."
+        elif not solved:
+            text += (f" No variant solves it at this budget; the best, {ranked[0][0]}, gets "
+                     f"{_fmt(ranked[0][1])}.")
+        elif torch_v is not None and torch_v != "solved":
+            text += (f" torch.nn's default init is {torch_v} while {', '.join(solved)} "
+                     f"{'solves' if len(solved) == 1 else 'solve'} it: how the gates start decides the outcome here.")
+        else:
+            failing = [v for v, _ in ranked if verdicts[v] != "solved"]
+            text += f" Not solved with {', '.join(failing)}."
+        lines.append(text)
+    return lines
+
+
+def ablation_section(ablation: list[dict[str, Any]], records: list[dict[str, Any]], cfg: DemoConfig) -> ReportSection:
+    """"Ablation: initialisation and layer norm": a table and the generated reading."""
+    import json as _json
+
+    from rnnlab.report.html import table
+
+    rows_by_task = ablation_rows(ablation, records, cfg)
+    rows = []
+    for task, vrs in rows_by_task.items():
+        for v, r in vrs:
+            opts = r.get("cell_options", {})
+            init_h = r.get("memory_horizon_init")
+            rows.append((task, r["length"], v, _json.dumps(opts) if opts else "none (torch.nn)",
+                         "off" if r.get("memory_bias") is None else r["memory_bias"], r["metric"], r["value"],
+                         r["chance"], f"> {r['horizon_max']}" if init_h is None else init_h,
+                         f"> {r['horizon_max']}" if r["memory_horizon"] is None else r["memory_horizon"],
+                         r["seconds"]))
+    body = ('<div class="reading">' + "".join(f"<p>{line}</p>" for line in ablation_reading(rows_by_task)) +
+            "</div>" + table(["task", "T", "variant", "cell options", "memory_bias", "metric", "test value",
+                              "chance/baseline", "memory horizon at init", "memory horizon trained", "seconds"],
+                             rows) +
+            '<p class="note">The LSTM alone, same hidden size, steps, learning rate and seed as the main suite; '
+            'only the initialisation and layer norm differ. memory_bias is the demo\'s own init of the forget '
+            '(and input) gate biases; the cell options are those of <code>--cell-option</code> '
+            '(<code>rnnlab probe TASK --cell-option init=chrono --cell-option t_max=T</code> reruns one).</p>')
+    return ReportSection("Ablation: initialisation and layer norm", body)
+
+
 # ---------------------------------------------------------------------------------------------
 # The page
 # ---------------------------------------------------------------------------------------------
 
 
-def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: float) -> str:
+def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: float,
+                       ablation: list[dict[str, Any]] | None = None) -> str:
     from rnnlab.analysis import plots
     from rnnlab.data.probes import PROBES
     from rnnlab.report.html import escape, figure_to_img, render_page, table
@@ -380,6 +489,8 @@ def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: 
             '<p class="note">After training, over 256 test sequences (first layer). Heat maps: one test '
             'sequence, hidden units by time steps.</p>'))
     secs.append(ReportSection("Loss curves", figure_to_img(plots.loss_curves(curves), "loss curves")))
+    if ablation:
+        secs.append(ablation_section(ablation, records, cfg))
     probe_rows = [(n, PROBES[n].situation, PROBES[n].baseline) for n in tasks]
     setup = (table(["probe", "what it tests", "baseline"], probe_rows) +
              f'<p class="note">Suite {escape(cfg.suite)}, seed {cfg.seed}, hidden {cfg.hidden}, Adam lr {cfg.lr}, '

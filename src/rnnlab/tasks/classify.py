@@ -48,6 +48,7 @@ from rnnlab.data.tables import (
     load_text_classification,
 )
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 CELLS = ("lstm", "gru", "rnn")
@@ -86,6 +87,7 @@ class ClassifyConfig:
     seed: int = 0                      # batch order and the train/valid split
     init_from: str = ""                # text: an lm run folder to start from (vocab, embedding, rnn)
     freeze_epochs: int = 0             # with init_from: epochs during which transferred weights stay fixed
+    cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
@@ -108,6 +110,9 @@ class ClassifyConfig:
               "model reads one direction)", self.bidirectional)
         check(not (self.init_from and self.resolved_input() != "text"), "init_from", "text input (a language "
               "model reads tokens)", self.init_from)
+        check(not (self.init_from and self.cell_options), "cell_options (--cell-option)", "none with init_from "
+              "(the language model's cell options come with its layers)", self.cell_options)
+        self.cell_options = check_cell_options(self.cell_options, self.cell)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,12 +160,14 @@ def pool_states(out: torch.Tensor, h_n: torch.Tensor, lengths: torch.Tensor, poo
 
 class SequenceClassifier(nn.Module):
     def __init__(self, *, vocab_size: int, input_dims: int, embed_dim: int, cell: str, hidden_size: int,
-                 num_layers: int, bidirectional: bool, dropout: float, pool: str, n_classes: int) -> None:
+                 num_layers: int, bidirectional: bool, dropout: float, pool: str, n_classes: int,
+                 cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         # vocab_size > 0: token ids; else numeric inputs with input_dims variables.
         self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim)
         self.rnn = rnn_class(cell)(embed_dim, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+                                   dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+                                   **(cell_options or {}))
         self.drop = nn.Dropout(dropout)
         self.dirs = 2 if bidirectional else 1
         self.num_layers = num_layers
@@ -258,6 +265,8 @@ class ClassifyTask:
         self.arch = dict(self._lm.arch) if self._lm is not None else {
             "embed_dim": config.embed_dim, "cell": config.cell, "hidden_size": config.hidden_size,
             "num_layers": config.num_layers}
+        if config.cell_options:   # only when given: metadata of runs without options stays as it was
+            self.arch["cell_options"] = dict(config.cell_options)
         counts = np.bincount(np.asarray(fit_part.labels), minlength=len(self.label_map))
         self._meta = {
             "input": self.kind,

@@ -38,6 +38,7 @@ from torch import nn
 
 from rnnlab.data.tables import Scaler, SeriesFrame, check_length, load_forecast_table
 from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.classify import rnn_class
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
@@ -67,6 +68,7 @@ class ForecastConfig:
     batch_size: int = 32
     stride: int = 1                    # step between training windows
     seed: int = 0                      # batch order
+    cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
@@ -83,6 +85,7 @@ class ForecastConfig:
         check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
         check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
+        self.cell_options = check_cell_options(self.cell_options, self.cell)
         check(0 < self.valid_frac < 1, "valid_frac", "a number in (0, 1)", self.valid_frac)
         check(all(isinstance(q, (int, float)) and 0 < q < 1 for q in self.quantiles), "quantiles",
               "numbers in (0, 1)", self.quantiles)
@@ -113,11 +116,12 @@ class ForecastConfig:
 
 class Forecaster(nn.Module):
     def __init__(self, *, input_dims: int, n_targets: int, horizon: int, n_quantiles: int, cell: str,
-                 hidden_size: int, num_layers: int, dropout: float, mode: str) -> None:
+                 hidden_size: int, num_layers: int, dropout: float, mode: str,
+                 cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.mode, self.horizon, self.n_targets, self.n_quantiles = mode, horizon, n_targets, n_quantiles
         self.rnn = rnn_class(cell)(input_dims, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0)
+                                   dropout=dropout if num_layers > 1 else 0.0, **(cell_options or {}))
         self.drop = nn.Dropout(dropout)
         width = horizon * n_targets * n_quantiles if mode == "direct" else n_targets
         self.head = nn.Linear(hidden_size, width)
@@ -276,7 +280,7 @@ class ForecastTask:
         d_y, d_x = len(c.targets), len(c.covariates)
         return Forecaster(input_dims=d_y + d_x if c.mode == "direct" else d_y, n_targets=d_y, horizon=c.horizon,
                           n_quantiles=max(1, len(c.quantiles)), cell=c.cell, hidden_size=c.hidden_size,
-                          num_layers=c.num_layers, dropout=c.dropout, mode=c.mode)
+                          num_layers=c.num_layers, dropout=c.dropout, mode=c.mode, cell_options=c.cell_options)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
         scaled = self.scaled(self.frame)

@@ -20,7 +20,7 @@ import html
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,6 +46,7 @@ from rnnlab.data.text import (
     tokenize,
 )
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 CELLS = ("rnn", "lstm", "gru")
@@ -75,6 +76,7 @@ class LMConfig:
     embed: int | None = None              # 0: one-hot input; None: one-hot for char (d2l), 200 for word (pytorch/examples)
     dropout: float = 0.0                  # on embeddings, between layers and before the decoder
     tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden)
+    cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
     # Batching.
     bptt: int = 35                        # truncated-BPTT length (d2l num_steps, pytorch/examples bptt)
     batch_size: int = 32
@@ -128,7 +130,9 @@ class LMConfig:
                                        "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
         LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
         preprocess("", self.preprocess)  # validates the name
-        return LMConfig(**{**asdict(self), "level": level, "embed": embed, "split": tuple(self.split)})
+        cell_options = check_cell_options(self.cell_options, self.cell)
+        return LMConfig(**{**asdict(self), "level": level, "embed": embed, "split": tuple(self.split),
+                           "cell_options": cell_options})
 
 
 # --------------------------------------------------------------------------- model
@@ -142,13 +146,15 @@ class LanguageModel(nn.Module):
     """Embedding or one-hot -> rnnlab RNN/LSTM/GRU -> linear decoder."""
 
     def __init__(self, vocab_size: int, cell: str = "lstm", hidden: int = 256, layers: int = 1,
-                 embed: int = 0, dropout: float = 0.0, tied: bool = False) -> None:
+                 embed: int = 0, dropout: float = 0.0, tied: bool = False,
+                 cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
         self.drop = nn.Dropout(dropout)
         # torch.nn's between-layer dropout only exists for >1 layer (it warns otherwise).
-        self.rnn = _rnn_class(cell)(embed or vocab_size, hidden, layers, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = _rnn_class(cell)(embed or vocab_size, hidden, layers, dropout=dropout if layers > 1 else 0.0,
+                                    **(cell_options or {}))
         self.decoder = nn.Linear(hidden, vocab_size)
         if self.embedding is not None:
             # pytorch/examples' initialisation: small uniform embedding and decoder, zero bias.
@@ -261,7 +267,7 @@ class LMTask:
 
     def build_model(self) -> nn.Module:
         c = self.cfg
-        return LanguageModel(len(self.vocab), c.cell, c.hidden, c.layers, c.embed, c.dropout, c.tied)
+        return LanguageModel(len(self.vocab), c.cell, c.hidden, c.layers, c.embed, c.dropout, c.tied, c.cell_options)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
         return lm_batches(self.ids("train"), self.batching, epoch, rank, world_size)
@@ -570,6 +576,7 @@ def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[Rep
     else:
         body = '<p class="note">No metric records found in the run folder.</p>'
     rows = [["level", c.level], ["vocabulary", len(task.vocab)], ["cell", c.cell], ["hidden × layers", f"{c.hidden} × {c.layers}"],
+            ["cell options", json.dumps(c.cell_options) if c.cell_options else "none (torch.nn)"],
             ["input", "one-hot" if c.embed == 0 else f"embedding {c.embed}"], ["tied", c.tied], ["bptt × batch", f"{c.bptt} × {c.batch_size}"],
             ["sampling", c.sampling], ["data", json.dumps(task._source.get("split", {}))[:200]]]
     sections.append(ReportSection("Language model: perplexity", body + table(["setting", "value"], rows)))

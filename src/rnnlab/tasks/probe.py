@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe
 from rnnlab.errors import ConfigError, expected
+from rnnlab.tasks.cell_options import check_cell_options, sets_memory_gate_bias
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 CELLS = ("rnn", "lstm", "gru")
@@ -47,6 +48,7 @@ class ProbeConfig:
                                         # LSTM default, larger b is "chrono" init (Tallec & Ollivier
                                         # 2018). None keeps torch.nn's init. The plain RNN has no such gate.
     params: dict[str, Any] = field(default_factory=dict)  # probe generator options (e.g. n_keys)
+    cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
 
     def __post_init__(self) -> None:
         spec = get_probe(self.probe)
@@ -59,6 +61,11 @@ class ProbeConfig:
         if self.memory_bias is not None and (isinstance(self.memory_bias, bool)
                                              or not isinstance(self.memory_bias, (int, float))):
             raise ConfigError(expected("probe memory_bias", "a number or None", repr(self.memory_bias)))
+        self.cell_options = check_cell_options(self.cell_options, self.cell)
+        if self.memory_bias is not None and self.cell != "rnn" and sets_memory_gate_bias(self.cell_options):
+            raise ConfigError(expected("probe memory_bias", "None with --cell-option forget_bias, init=chrono "
+                                       "(they set the memory-gate bias) or coupled_gates (no forget-gate rows)",
+                                       repr(self.memory_bias)))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(expected("probe seed", "an int >= 0", repr(self.seed)))
         unknown = set(self.params) - set(spec.params)
@@ -89,7 +96,7 @@ class ProbeModel(nn.Module):
         self.per_step = spec.target == "per_step"
         self.embed = nn.Embedding(in_size, cfg.embed) if self.tokens else None
         layer = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cfg.cell]
-        self.rnn = layer(cfg.embed if self.tokens else in_size, cfg.hidden, num_layers=cfg.layers)
+        self.rnn = layer(cfg.embed if self.tokens else in_size, cfg.hidden, num_layers=cfg.layers, **cfg.cell_options)
         self.head = nn.Linear(cfg.hidden, spec.n_out)
         self.regression = spec.loss == "mse"
         if cfg.memory_bias is not None and cfg.cell in ("lstm", "gru"):
@@ -265,7 +272,7 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
     ``threads`` defaults to 1: these models are too small for intra-op parallelism to pay, and on
     a busy machine OpenMP threads spin against other processes (measured 100x slower with 2).
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
-    memory_bias). ``on_step(n)`` is called after every training step (for progress displays).
+    memory_bias, cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
     cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden=hidden, batch_size=batch_size,
                       steps_per_epoch=steps, seed=seed, **probe_options)

@@ -8,8 +8,8 @@ What moves from the ``lm`` run (read with the training core's ``load_run``):
   mean of the embedding rows, or at zero for one-hot input);
 * the embedding. A one-hot language model (``--embed 0``) becomes an embedding initialised to
   the identity, which computes exactly the one-hot input and may then be fine-tuned;
-* the recurrent layers (cell, hidden size, layers), weights copied one-to-one, since the
-  classifier uses the same rnnlab layer with the same parameter names.
+* the recurrent layers (cell, hidden size, layers, cell options such as layer_norm), weights
+  copied one-to-one, since the classifier uses the same rnnlab layer with the same parameter names.
 
 The classifier's own ``cell``/``embed_dim``/``hidden_size``/``num_layers`` are then ignored
 (the architecture is the language model's) and the head is new.
@@ -31,7 +31,7 @@ class LMSource:
     run: str
     model: nn.Module
     vocab: Any                    # rnnlab.data.text.Vocab, with <unk> guaranteed
-    arch: dict[str, Any]          # embed_dim, cell, hidden_size, num_layers for SequenceClassifier
+    arch: dict[str, Any]          # embed_dim, cell, hidden_size, num_layers, cell_options for SequenceClassifier
     extra_tokens: int             # rows appended to the LM's vocabulary (0 or 1: <unk>)
 
 
@@ -53,6 +53,8 @@ def load_lm_source(run_dir: str) -> LMSource:
         extra = 1
     embed = cfg.embed if cfg.embed else n_lm  # one-hot: an identity embedding of width V (the LM's input size)
     arch = {"embed_dim": int(embed), "cell": cfg.cell, "hidden_size": int(cfg.hidden), "num_layers": int(cfg.layers)}
+    if cfg.cell_options:  # the LM's layer-norm etc. parameters must exist in the classifier too
+        arch["cell_options"] = dict(cfg.cell_options)
     return LMSource(str(run_dir), model, vocab, arch, extra)
 
 
