@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def rows(a: argparse.Namespace) -> dict[str, list[str]]:
-    data = ["--data-dir", a.data_dir]
+    data = ["--data-dir", os.path.relpath(a.data_dir, REPO)]   # commands run in the repository root
     common = ["--quiet", "--threads", str(a.threads), "--seed", "0"]
     d2l = ["--dataset", "timemachine", *data, "--preprocess", "d2l",
            "--hidden", "256", "--layers", "1", "--embed", "0", "--batch-size", "32", "--bptt", "35",
@@ -71,13 +71,18 @@ def run_row(name: str, args: list[str], test: bool) -> dict:
     cmd = ["rnnlab", "train", "lm", *args]
     run_dir = Path(args[args.index("--out") + 1])
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    exe = Path(sys.executable).with_name("rnnlab")   # the venv's rnnlab, activated or not
+    run = [str(exe), *cmd[1:]] if exe.exists() else cmd
+    proc = subprocess.run(run, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     rec = {"row": name, "command": shlex.join(cmd), "wall_s": round(wall, 1), "rc": proc.returncode}
     if proc.returncode != 0:
         rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         return rec
     rec.update(summarize_run(REPO / run_dir))
+    # The budget can end between evaluations: score the final weights on the validation split too.
+    final = evaluate_run(REPO / run_dir, split="valid", checkpoint="latest")
+    rec.update({f"final_valid_{k}": v for k, v in final.items()})
     if test:
         t1 = time.perf_counter()
         rec.update({f"test_{k}": v for k, v in evaluate_run(REPO / run_dir, split="test").items()})
@@ -90,6 +95,7 @@ def fmt(rec: dict) -> str:
         return f"| {rec['row']} | `{rec['command']}` | failed: {rec.get('error')} | {rec['wall_s']} s |"
     figs = [f"steps {int(rec.get('steps', 0))}"]
     for key, label in (("train_ppl", "train ppl"), ("valid_ppl", "valid ppl"), ("valid_loss", "valid nats/tok"),
+                       ("final_valid_loss", "final-weights valid nats/tok"), ("final_valid_ppl", "final-weights valid ppl"),
                        ("test_ppl", "test ppl"), ("tokens_per_s", "tokens/s")):
         if key in rec:
             figs.append(f"{label} {rec[key]:.3f}" if key != "tokens_per_s" else f"{label} {rec[key]:,.0f}")

@@ -13,6 +13,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RNNLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    # Build the C++ kernels once, in the controller, before pytest-xdist starts its workers: two
+    # workers compiling the same extension at once only wait on each other's lock.
+    if not hasattr(config, "workerinput"):
+        from rnnlab.engine import fast, variants
+
+        fast.available()
+        variants._KERNELS.get()
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -13,10 +13,28 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+
+
+# torch's builder serialises builds with a lock file and waits for it forever; a build killed
+# half-way (Ctrl-C, kill -9 during the first use) would leave it behind and hang every later run.
+# A build takes well under a minute, so a lock older than this is stale.
+STALE_LOCK_SECONDS = 600
+
+
+def _clear_stale_lock(cpp_extension, name: str) -> None:
+    try:
+        lock = Path(cpp_extension._get_build_directory(name, False)) / "lock"
+        age = time.time() - lock.stat().st_mtime
+    except (AttributeError, OSError):  # no lock (the usual case), or a torch without the helper
+        return
+    if age > STALE_LOCK_SECONDS:
+        logging.getLogger("rnnlab").warning("removing a stale build lock %s (%.0f s old)", lock, age)
+        lock.unlink(missing_ok=True)
 
 
 @dataclass
@@ -43,6 +61,7 @@ class Kernels:
         try:
             from torch.utils import cpp_extension
 
+            _clear_stale_lock(cpp_extension, f"rnnlab_{self.name}_kernels")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
                 self.module = cpp_extension.load(name=f"rnnlab_{self.name}_kernels", sources=[str(self.source)],
