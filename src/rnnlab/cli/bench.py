@@ -29,5 +29,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         console.print(render_table(res))
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps({"machine": res.machine, "records": res.as_dicts()}, indent=1))
+            # A list of records (the documented format), each carrying the machine it ran on.
+            json_path.write_text(json.dumps([{**r, "machine": res.machine} for r in res.as_dicts()], indent=1))
             console.print(f"records written to {json_path}")
