@@ -26,17 +26,12 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("cls,kw", LAYERS, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_layer_matches_onnxruntime(tmp_path, cls, kw) -> None:
-    torch.manual_seed(0)
-    m = cls(4, 6, **kw)
-    path = export_onnx(m, tmp_path / "m.onnx")
-    sess = onnx_session(path)
+def _assert_ort_matches(m, sess, kw, hidden: int, B: int, T: int) -> None:
+    """ONNX Runtime's outputs for a random (x, state) equal the layer's own eval outputs to 1e-5."""
     L, D = kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1
-    B, T = 5, 11                                    # exported with (2, 3): the axes are dynamic
     x = torch.randn((B, T, 4) if kw.get("batch_first") else (T, B, 4))
-    h0 = torch.randn(L * D, B, 6)
-    state = (h0, torch.randn_like(h0)) if cls is rnnlab.LSTM else h0
+    h0 = torch.randn(L * D, B, hidden)
+    state = (h0, torch.randn_like(h0)) if isinstance(m, rnnlab.LSTM) else h0
     with torch.no_grad():
         want = _flat(m.eval()(x, state))
     got = run_onnx(sess, x, state)
@@ -44,6 +39,15 @@ def test_layer_matches_onnxruntime(tmp_path, cls, kw) -> None:
     for name, g, w in zip(["output", "h_n", "c_n"], got, want):
         assert g.shape == tuple(w.shape), name
         torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5, msg=lambda s: f"{name}: {s}")
+
+
+@pytest.mark.parametrize("cls,kw", LAYERS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_layer_matches_onnxruntime(tmp_path, cls, kw) -> None:
+    torch.manual_seed(0)
+    m = cls(4, 6, **kw)
+    path = export_onnx(m, tmp_path / "m.onnx")
+    sess = onnx_session(path)
+    _assert_ort_matches(m, sess, kw, hidden=6, B=5, T=11)   # exported with (2, 3): the axes are dynamic
 
 
 @pytest.mark.parametrize("cls", [rnnlab.LSTMCell, rnnlab.GRUCell, rnnlab.RNNCell])
@@ -153,18 +157,8 @@ def test_variant_layer_matches_onnxruntime(tmp_path, cls, kw) -> None:
 
     assert any(n.op_type == "Loop" for n in onnx.load(str(path)).graph.node), "expected a dynamic time loop"
     sess = onnx_session(path)
-    L, D = kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1
     for B, T in [(5, 11), (1, 2)]:                  # exported with (2, 3): both axes dynamic
-        x = torch.randn((B, T, 4) if kw.get("batch_first") else (T, B, 4))
-        h0 = torch.randn(L * D, B, 16)
-        state = (h0, torch.randn_like(h0)) if cls is rnnlab.LSTM else h0
-        with torch.no_grad():
-            want = _flat(m.eval()(x, state))
-        got = run_onnx(sess, x, state)
-        assert len(got) == len(want)
-        for name, g, w in zip(["output", "h_n", "c_n"], got, want):
-            assert g.shape == tuple(w.shape), name
-            torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5, msg=lambda s: f"{name}: {s}")
+        _assert_ort_matches(m, sess, kw, hidden=16, B=B, T=T)
 
 
 @pytest.mark.parametrize("cls,kw", [(rnnlab.LSTMCell, {"layer_norm": True, "peephole": True, "zoneout": 0.2}),

@@ -19,14 +19,6 @@ from rnnlab.train.task import Task, build_task
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40 + "pack my box with five dozen liquor jugs.\n" * 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def text_file(tmp_path):
     p = tmp_path / "corpus.txt"

@@ -22,14 +22,6 @@ TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 LN_PARAMS = {"ln_gain_ih_l0", "ln_gain_hh_l0"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def text_file(tmp_path):
     p = tmp_path / "corpus.txt"
