@@ -41,6 +41,16 @@ def _assert_ort_matches(m, sess, kw, hidden: int, B: int, T: int) -> None:
         torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5, msg=lambda s: f"{name}: {s}")
 
 
+def _assert_model_export_matches(m, tmp_path) -> None:
+    """A whole model (input (B, T, 3)) exported with dynamic axes runs in ORT as in torch at other sizes."""
+    path = export_onnx(m, tmp_path / "t.onnx", example_inputs=(torch.randn(2, 4, 3),), input_names=["x"],
+                       output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}})
+    x = torch.randn(3, 9, 3)
+    got = run_onnx(onnx_session(path), x)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), m(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("cls,kw", LAYERS, ids=lambda v: getattr(v, "__name__", str(v)))
 def test_layer_matches_onnxruntime(tmp_path, cls, kw) -> None:
     torch.manual_seed(0)
@@ -75,12 +85,7 @@ def test_model_with_rnnlab_layers(tmp_path) -> None:
             return self.head(self.rnn(x)[0])
 
     m = Tagger().eval()
-    path = export_onnx(m, tmp_path / "t.onnx", example_inputs=(torch.randn(2, 4, 3),), input_names=["x"],
-                       output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}})
-    x = torch.randn(3, 9, 3)
-    got = run_onnx(onnx_session(path), x)[0]
-    with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(got), m(x), atol=1e-5, rtol=1e-5)
+    _assert_model_export_matches(m, tmp_path)
 
 
 def test_refuses_what_it_cannot_export(tmp_path) -> None:
@@ -191,12 +196,7 @@ def test_model_with_variant_layer(tmp_path) -> None:
     torch.manual_seed(3)
     m = Tagger().eval()
     _perturb_extras(m)
-    path = export_onnx(m, tmp_path / "t.onnx", example_inputs=(torch.randn(2, 4, 3),), input_names=["x"],
-                       output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}})
-    x = torch.randn(3, 9, 3)
-    got = run_onnx(onnx_session(path), x)[0]
-    with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(got), m(x), atol=1e-5, rtol=1e-5)
+    _assert_model_export_matches(m, tmp_path)
 
 
 def test_training_only_options_use_the_fused_operator(tmp_path) -> None:
