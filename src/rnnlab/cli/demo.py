@@ -38,7 +38,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        quick: bool = typer.Option(False, "--quick", help="The short suite (about 2-3 minutes on 2 cores)."),
+        quick: bool = typer.Option(False, "--quick", help="The short suite (under a minute on 2 cores; checksum up to T=100, no ablation)."),
         full: bool = typer.Option(False, "--full", help="Longer lengths and more steps (tens of minutes)."),
         seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers."),
         out: str = typer.Option("demo-out", "--out", help="Folder for results.json and report.html."),
