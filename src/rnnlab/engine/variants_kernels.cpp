@@ -53,6 +53,8 @@ void normalize_backward(const T* grad, const T* gain, const T* vhat, T r, T* out
 
 }  // namespace
 
+constexpr int64_t kRowGrain = 8;   // batch rows per thread chunk (see fast_kernels.cpp)
+
 std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tensor& g_ih, const Tensor& g_hh,
                                     const Tensor& g_c, const Tensor& b_c, const Tensor& h0, const Tensor& c0,
                                     const Tensor& w_hh, double eps) {
@@ -69,12 +71,20 @@ std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tenso
     const scalar_t *gi = g_ih.data_ptr<scalar_t>(), *gh = g_hh.data_ptr<scalar_t>(), *bb = bias.data_ptr<scalar_t>();
     const scalar_t *gc = g_c.data_ptr<scalar_t>(), *bc = b_c.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
-      Tensor u_t = uhat[t];
-      at::mm_out(u_t, hs[t], w_hh_t);                                   // u = W_hh h_{t-1}
+      // One parallel region per step, split by batch rows: each thread runs its rows' recurrent
+      // matmul, layer norms, activations and cell update (nothing crosses rows within a step).
+      Tensor u_t = uhat[t], g_t = gates[t], y_t = y[t], h_prev = hs[t], h_t = hs[t + 1];
       scalar_t *xp = xhat[t].data_ptr<scalar_t>(), *up = u_t.data_ptr<scalar_t>();
       scalar_t *rxp = rx[t].data_ptr<scalar_t>(), *rup = ru[t].data_ptr<scalar_t>();
-      scalar_t* ap = gates[t].data_ptr<scalar_t>();
-      at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      scalar_t* ap = g_t.data_ptr<scalar_t>();
+      const scalar_t* cprev = cs[t].data_ptr<scalar_t>();
+      scalar_t *cp = cs[t + 1].data_ptr<scalar_t>(), *chp = chat[t].data_ptr<scalar_t>();
+      scalar_t *rcp = rc[t].data_ptr<scalar_t>(), *yp = y_t.data_ptr<scalar_t>();
+      at::parallel_for(0, B, kRowGrain, [&](int64_t b0, int64_t b1) {
+        at::NoGradGuard no_grad;                                         // worker threads start with grad on
+        const int64_t n = b1 - b0;
+        Tensor u_rows = u_t.narrow(0, b0, n);
+        at::mm_out(u_rows, h_prev.narrow(0, b0, n), w_hh_t);             // u = W_hh h_{t-1}
         for (int64_t b = b0; b < b1; ++b) {
           for (int64_t k = 0; k < 4; ++k) {                              // LN per gate block
             rxp[b * 4 + k] = normalize_inplace(xp + b * G + k * H, H, eps);
@@ -83,15 +93,10 @@ std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tenso
           for (int64_t j = 0; j < G; ++j)                                // a = γ_ih x̂ + γ_hh û + b
             ap[b * G + j] = gi[j] * xp[b * G + j] + gh[j] * up[b * G + j] + bb[j];
         }
-      });
-      Tensor g_t = gates[t];
-      g_t.narrow(1, 0, 2 * H).sigmoid_();                                // i, f
-      g_t.narrow(1, 2 * H, H).tanh_();                                   // g
-      g_t.narrow(1, 3 * H, H).sigmoid_();                                // o
-      const scalar_t* cprev = cs[t].data_ptr<scalar_t>();
-      scalar_t *cp = cs[t + 1].data_ptr<scalar_t>(), *chp = chat[t].data_ptr<scalar_t>();
-      scalar_t *rcp = rc[t].data_ptr<scalar_t>(), *yp = y[t].data_ptr<scalar_t>();
-      at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+        Tensor g_rows = g_t.narrow(0, b0, n);
+        g_rows.narrow(1, 0, 2 * H).sigmoid_();                           // i, f
+        g_rows.narrow(1, 2 * H, H).tanh_();                              // g
+        g_rows.narrow(1, 3 * H, H).sigmoid_();                           // o
         for (int64_t b = b0; b < b1; ++b) {
           const scalar_t* a = ap + b * G;
           for (int64_t j = 0; j < H; ++j) {
@@ -102,10 +107,11 @@ std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tenso
           rcp[b] = normalize_inplace(chp + b * H, H, eps);              // ĉ
           for (int64_t j = 0; j < H; ++j) yp[b * H + j] = gc[j] * chp[b * H + j] + bc[j];
         }
+        Tensor y_rows = y_t.narrow(0, b0, n);
+        y_rows.tanh_();                                                  // y = tanh(γ_c ĉ + β_c)
+        Tensor h_rows = h_t.narrow(0, b0, n);
+        at::mul_out(h_rows, g_rows.narrow(1, 3 * H, H), y_rows);         // h = o ⊙ y
       });
-      y[t].tanh_();                                                      // y = tanh(γ_c ĉ + β_c)
-      Tensor h_t = hs[t + 1];
-      at::mul_out(h_t, g_t.narrow(1, 3 * H, H), y[t]);                  // h = o ⊙ y
     }
   });
   return {hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y};
@@ -138,7 +144,9 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
       const scalar_t *up = uhat[t].data_ptr<scalar_t>(), *rup = ru[t].data_ptr<scalar_t>();
       scalar_t *dap = dxa.data_ptr<scalar_t>(), *dwp = dxw[t].data_ptr<scalar_t>();
       scalar_t *dup = du[t].data_ptr<scalar_t>(), *dzp = dz.data_ptr<scalar_t>();
-      at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      Tensor du_t = du[t];
+      at::parallel_for(0, B, kRowGrain, [&](int64_t b0, int64_t b1) {
+        at::NoGradGuard no_grad;
         std::vector<scalar_t> dcn(H);
         for (int64_t b = b0; b < b1; ++b) {
           const scalar_t* a = ap + b * G;
@@ -166,6 +174,8 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
             normalize_backward(da + k * H, gi + k * H, xp + o, rxp[b * 4 + k], dwp + o, H);
           }
         }
+        Tensor dh_rows = dh.narrow(0, b0, b1 - b0);                      // dh_{t-1} = du W_hh (these rows;
+        at::mm_out(dh_rows, du_t.narrow(0, b0, b1 - b0), w_hh);          // their dh_t was read above)
       });
       for (int64_t b = 0; b < B; ++b) {                                  // serial: no races on the sums
         const scalar_t *da = dap + b * G, *xh = xp + b * G, *uh = up + b * G;
@@ -173,7 +183,6 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
         const scalar_t *dzb = dzp + b * H, *ch = chp + b * H;
         for (int64_t j = 0; j < H; ++j) { agc[j] += dzb[j] * ch[j]; abc[j] += dzb[j]; }
       }
-      at::mm_out(dh, du[t], w_hh);                                       // dh_{t-1} = du W_hh
     }
   });
   return {dxw, du, dh, dc, d_g_ih, d_g_hh, d_b, d_g_c, d_b_c};
