@@ -29,7 +29,7 @@ from torch import Tensor
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
 from rnnlab.engine.kernels import Kernels
-from rnnlab.engine.scan import ScanTag, scan as reference_scan
+from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan
 
 _KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
 
@@ -115,18 +115,9 @@ class _FastScan(torch.autograd.Function):
                 None if rec_c is None else tag.to_forward_time(rec_c),
             ))
 
-        # Weight gradients, one matmul each (as the reference).
+        # Weight gradients, one matmul each: the reference's own function.
         need = ctx.needs_input_grad
-        GH = dxw.shape[2]
-        dxw2 = dxw.view(T * B, GH)
-        dhw2 = dhw.view(T * B, GH)
-        dx = torch.mm(dxw2, w_ih).view(T, B, I) if need[2] else None
-        dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I)) if need[6] else None
-        dw_hh = torch.mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
-        db_ih = db_hh = None
-        if ctx.has_bias:
-            db_ih = dxw2.sum(0) if need[8] else None
-            db_hh = dhw2.sum(0) if need[9] else None
+        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(need, dxw, dhw, x, w_ih, hs, ctx.has_bias)
         return (None, None, dx, None, dh0 if need[4] else None, dc0 if need[5] else None,
                 dw_ih, dw_hh, db_ih, db_hh)
 

@@ -49,6 +49,25 @@ class ScanTag:
         return v.gather(0, idx)
 
 
+def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, has_bias: bool):
+    """After the BPTT loop: ∂L/∂x and the weight and bias gradients, one matmul (or sum) each.
+
+    dxw (T, B, G·H) is ∂L/∂(x W_ih^T + b_ih) and dhw (T, B, G·H) is ∂L/∂(h W_hh^T + b_hh) (the same
+    tensor where both pre-activations are summed before any nonlinearity); hs (T+1, B, P) holds
+    h_0..h_T. ``need`` is the autograd Function's ``needs_input_grad`` (x at 2, W_ih 6, W_hh 7,
+    b_ih 8, b_hh 9), so nothing is computed that nobody asked for."""
+    T, B, GH = dxw.shape
+    dxw2, dhw2 = dxw.view(T * B, GH), dhw.view(T * B, GH)
+    dx = torch.mm(dxw2, w_ih).view(T, B, x.shape[2]) if need[2] else None
+    dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, x.shape[2])) if need[6] else None
+    dw_hh = torch.mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
+    db_ih = db_hh = None
+    if has_bias:
+        db_ih = dxw2.sum(0) if need[8] else None
+        db_hh = dhw2.sum(0) if need[9] else None
+    return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
 class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
@@ -183,15 +202,7 @@ class _Scan(torch.autograd.Function):
 
         # 4. Weight gradients, one matmul each.
         need = ctx.needs_input_grad
-        dxw2 = dxw.view(T * B, GH)
-        dhw2 = dhw.view(T * B, GH)
-        dx = torch.mm(dxw2, w_ih).view(T, B, I) if need[2] else None
-        dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I)) if need[6] else None
-        dw_hh = torch.mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
-        db_ih = db_hh = None
-        if ctx.has_bias:
-            db_ih = dxw2.sum(0) if need[8] else None
-            db_hh = dhw2.sum(0) if need[9] else None
+        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(need, dxw, dhw, x, w_ih, hs, ctx.has_bias)
         dh0 = dh if need[4] else None
         dc0 = dc if (mode == "lstm" and need[5]) else None
         return None, None, dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
