@@ -15,13 +15,13 @@ FIELDS = {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"}
 
 def _tiny(**kw) -> BenchConfig:
     return BenchConfig(quick=True, sizes=((6, 2, 3, 4),), repeats=1, memory_T=40, memory_size=(2, 3, 4),
-                       stream_hidden=(8,), stream_input=3, gemm_n=64, **kw)
+                       stream_hidden=(8,), stream_input=3, gemm_n=64, variant_size=(5, 2, 3, 4), **kw)
 
 
 def test_quick_bench_records() -> None:
     res = run_bench(_tiny())
     kinds = {r["kind"] for r in res.as_dicts()}
-    want = {"train", "forward", "stream", "memory"}
+    want = {"train", "forward", "stream", "memory", "variant"}
     try:
         import onnxruntime  # noqa: F401
         want.add("onnx")
@@ -34,6 +34,10 @@ def test_quick_bench_records() -> None:
         assert r["ratio"] == pytest.approx(r["rnnlab"] / r["torch"])
     cells = {(r["kind"], r["cell"]) for r in res.as_dicts()}
     assert {("train", c) for c in ("rnn", "lstm", "gru")} <= cells
+    from rnnlab.nn.options import variant_bench_configs
+
+    variants = {(r["cell"], r["note"]) for r in res.as_dicts() if r["kind"] == "variant"}
+    assert variants == {(c, n.split(" ", 1)[1]) for n, (c, _) in variant_bench_configs().items()}
     assert render_table(res).row_count == len(res.records)
     json.dumps(res.as_dicts())
 
@@ -66,12 +70,12 @@ def test_cli_quick_json(tmp_path, monkeypatch) -> None:
 
     def tiny(**kw):
         kw.update(sizes=((4, 2, 3, 4),), memory_T=20, memory_size=(2, 3, 4), stream_hidden=(8,),
-                  stream_input=3, gemm_n=64, repeats=1)
+                  stream_input=3, gemm_n=64, variant_size=(4, 2, 3, 4), repeats=1)
         return orig(**kw)
 
     monkeypatch.setattr(bench_mod, "BenchConfig", tiny)
     out = tmp_path / "b.json"
-    assert main(["bench", "--quick", "--no-onnx", "--json", str(out)]) in (0, None)
+    assert main(["bench", "--quick", "--no-onnx", "--no-variants", "--json", str(out)]) in (0, None)
     data = json.loads(out.read_text())
     assert isinstance(data, list)
     assert all(r["machine"]["threads"] == 2 for r in data)

@@ -6,13 +6,18 @@ the same conditions, so their *ratio* means something even when the absolute tim
 
 Kinds of record (``--json`` writes a list of them):
   train    forward+backward ms per batch; ``roofline`` = the step matmuls' FLOPs over the time
-           at the rate of one large matmul measured in the same run (3x the forward FLOPs)
+           at the rate of one large matmul measured in the same run (3x the forward FLOPs);
+           torch's matmul is MKL's, so a torch.nn cell on oneDNN can exceed 100 % where oneDNN
+           is the faster of the two (AVX-512 on AMD processors)
   forward  inference forward ms (no grad)
   stream   µs per batch-1 step: ``rnnlab.nn.stream.Stream.step`` vs an ``nn.LSTMCell`` call
   memory   bytes saved for backward (activations held between forward and backward, plus the
            output; weights and the input excluded) for one long sequence, two lengths to show
            the growth is linear; ``engine`` says which rnnlab engine
   onnx     inference ms: ONNX Runtime on the exported layer ("rnnlab" column) vs torch.nn
+  variant  forward+backward ms of a cell variant (layer norm, peepholes, ...; ``note`` names it,
+           see ``rnnlab.nn.options.variant_bench_configs``) vs torch.nn's *standard* cell of the
+           same family at ``variant_size``: what the option costs over the cell it replaces
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class BenchConfig:
     stream_input: int = 32
     onnx: bool = True                        # ORT vs torch inference if onnxruntime is installed
     gemm_n: int = 1024                       # size of the matmul that measures the machine's rate
+    variants: bool = True                    # cell variants vs torch.nn's standard cell
+    variant_size: tuple[int, int, int, int] = (100, 64, 128, 128)   # (T, B, I, H), issue 8's size
 
     def __post_init__(self) -> None:
         for c in self.cells:
@@ -78,7 +85,7 @@ class BenchConfig:
 
 @dataclass
 class BenchRecord:
-    kind: str                                # "train" | "forward" | "stream" | "memory" | "onnx"
+    kind: str                                # "train" | "forward" | "stream" | "memory" | "onnx" | "variant"
     cell: str
     T: int
     B: int
@@ -197,6 +204,22 @@ def _bench_speed(cfg: BenchConfig, res: BenchResult, rate: float, log: Callable[
                 log(f"{kind:7s} {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
 
 
+def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
+    from rnnlab.nn.options import cell_kwargs, variant_bench_configs
+
+    T, B, I, H = cfg.variant_size
+    x = torch.randn(T, B, I)
+    for name, (cell, options) in variant_bench_configs().items():
+        torch.manual_seed(0)
+        ours = _RNNLAB[cell](I, H, engine=cfg.engine, **cell_kwargs(options))
+        theirs = _TORCH[cell](I, H)
+        a, b = time_pair(_train_step(ours, x), _train_step(theirs, x), cfg.n_repeats, warmup=1 if cfg.quick else 2)
+        option = name.split(" ", 1)[1]
+        res.records.append(BenchRecord("variant", cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
+                                       engine=cfg.engine, note=option))
+        log(f"variant {name} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch.nn {cell} {b * 1e3:.2f} ms")
+
+
 def _bench_memory(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
     B, I, H = cfg.memory_size
     T_long = cfg.memory_T if not cfg.quick else min(cfg.memory_T, 500)
@@ -298,6 +321,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
         res.machine["gemm_gflops"] = round(rate / 1e9, 1)
         log(f"GEMM rate: {rate / 1e9:.1f} GFLOP/s")
         _bench_speed(cfg, res, rate, log)
+        if cfg.variants:
+            _bench_variants(cfg, res, log)
         _bench_stream(cfg, res, log)
         _bench_memory(cfg, res, log)
         if cfg.onnx:
@@ -326,6 +351,7 @@ def render_table(res: BenchResult):
         t.add_column(col, justify="right" if col not in ("kind", "cell", "engine") else "left")
     for r in res.records:
         roof = "" if r.roofline is None else f"{r.roofline:.0%} / {r.roofline_torch:.0%}"
-        t.add_row(r.kind, r.cell, str(r.T), str(r.B), str(r.I), str(r.H), r.engine or ("ORT" if r.kind == "onnx" else ""),
+        cell = f"{r.cell} {r.note}" if r.kind == "variant" else r.cell
+        t.add_row(r.kind, cell, str(r.T), str(r.B), str(r.I), str(r.H), r.engine or ("ORT" if r.kind == "onnx" else ""),
                   _fmt(r, r.rnnlab), _fmt(r, r.torch), f"{r.ratio:.2f}", roof)
     return t

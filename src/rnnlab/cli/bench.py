@@ -16,6 +16,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         engine: str = typer.Option("fast", "--engine", help="The rnnlab engine to time against torch.nn."),
         threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
         no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),
+        no_variants: bool = typer.Option(False, "--no-variants",
+                                         help="Skip the cell-variant records (layer norm, peepholes, ... vs torch.nn's "
+                                              "standard cell at T=100 B=64 I=128 H=128)."),
         repeats: int = typer.Option(0, "--repeats", help="Timed repeats per measurement (0: 3 quick, 15 full)."),
     ) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
@@ -24,7 +27,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.bench import BenchConfig, render_table, run_bench
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
-        cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx, repeats=repeats)
+        cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,
+                          variants=not no_variants, repeats=repeats)
         res = run_bench(cfg, log=lambda s: console.print(f"[dim]{s}[/dim]"))
         console.print(render_table(res))
         if json_path is not None:
