@@ -22,16 +22,18 @@ CLASSES = [(rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.RNN, {}), (rnnlab.RNN, {
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 
 
-def _run(cls, kw, engine, dtype, packed: bool, bidirectional: bool):
+def _run(cls, kw, engine, dtype, packed: bool, bidirectional: bool, size=(9, 4, 5, 7)):
+    T, B, I, H = size
     torch.manual_seed(0)
-    m = cls(5, 7, num_layers=2, bidirectional=bidirectional, engine=engine, **kw).to(dtype)
-    x = torch.randn(9, 4, 5, dtype=dtype, requires_grad=True)
-    inp = torch.nn.utils.rnn.pack_padded_sequence(x, [9, 3, 5, 1], enforce_sorted=False) if packed else x
+    m = cls(I, H, num_layers=2, bidirectional=bidirectional, engine=engine, **kw).to(dtype)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    lengths = [T, 3, 5, 1] + [T - k % T for k in range(B - 4)]
+    inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths[:B], enforce_sorted=False) if packed else x
     with record_grad_norms() as grads, record_gates() as gates:
         out, h = m(inp)
         out = out.data if packed else out
         hh, cc = (h if isinstance(h, tuple) else (h, None))
-        loss = (out ** 2).sum() + (hh * torch.arange(7, dtype=dtype)).sum()
+        loss = (out ** 2).sum() + (hh * torch.arange(H, dtype=dtype)).sum()
         if cc is not None:
             loss = loss + (cc ** 3).sum()
         loss.backward()
@@ -46,12 +48,15 @@ def _run(cls, kw, engine, dtype, packed: bool, bidirectional: bool):
     return named
 
 
-def _compare(engine, cls, kw, dtype, packed, bidirectional):
-    want = _run(cls, kw, "reference", dtype, packed, bidirectional)
-    got = _run(cls, kw, engine, dtype, packed, bidirectional)
+def _compare(engine, cls, kw, dtype, packed, bidirectional, size=(9, 4, 5, 7), scaled: float | None = None):
+    """``scaled``: float32 tolerance relative to each tensor's largest magnitude (sums of a few
+    hundred float32 products, taken in a different order, differ by that much)."""
+    want = _run(cls, kw, "reference", dtype, packed, bidirectional, size)
+    got = _run(cls, kw, engine, dtype, packed, bidirectional, size)
     assert sorted(got) == sorted(want)
     for name in want:
-        torch.testing.assert_close(got[name], want[name], **TOL[dtype], msg=lambda s: f"{name}: {s}")
+        tol = TOL[dtype] if scaled is None else dict(atol=scaled * max(1.0, want[name].abs().max().item()), rtol=0)
+        torch.testing.assert_close(got[name], want[name], **tol, msg=lambda s: f"{name}: {s}")
 
 
 @needs_fast
@@ -139,3 +144,62 @@ def test_a_built_kernel_loads_without_the_build_lock(tmp_path):
         lock.unlink(missing_ok=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
+
+
+# ---------------------------------------------------------------- the kernels' matmul (gemm.h)
+# Sizes whose per-step recurrent product reaches gemm.h's oneDNN threshold (2^21 multiply-adds):
+# B·H·G·H for the step, and far more for the whole-sequence products.
+LARGE = {rnnlab.LSTM: (6, 32, 24, 128), rnnlab.GRU: (6, 32, 24, 160), rnnlab.RNN: (6, 32, 24, 256)}
+
+
+@needs_fast
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blas"])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("cls", list(LARGE), ids=lambda c: c.__name__)
+def test_fast_equals_reference_at_sizes_that_use_onednn(cls, packed, onednn) -> None:
+    """float32 at sizes where the step and sequence matmuls go to oneDNN (when torch has it), and
+    the same with every matmul kept on BLAS: both equal the reference to float32 rounding."""
+    T, B, I, H = LARGE[cls]
+    G = {rnnlab.LSTM: 4, rnnlab.GRU: 3, rnnlab.RNN: 1}[cls]
+    assert B * H * G * H >= 2**21
+    fast_mod.set_onednn(onednn)
+    try:
+        _compare("fast", cls, {}, torch.float32, packed, False, size=LARGE[cls], scaled=1e-5)
+    finally:
+        fast_mod.set_onednn(True)
+
+
+@needs_fast
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")   # torch's flags() chatter
+def test_gemm_backend_choice_depends_on_shape_and_dtype_only() -> None:
+    K = fast_mod._KERNELS.module
+    assert fast_mod.gemm_backend(8, 64, 256) == "blas"              # small: a oneDNN call's fixed cost dominates
+    big = fast_mod.gemm_backend(32, 256, 1024)
+    assert big == ("onednn" if K.onednn_found() else "blas")
+    fast_mod.set_onednn(False)
+    try:
+        assert fast_mod.gemm_backend(32, 256, 1024) == "blas"
+    finally:
+        fast_mod.set_onednn(True)
+    with torch.backends.mkldnn.flags(enabled=False):                 # torch's own switch is honoured
+        assert fast_mod.gemm_backend(32, 256, 1024) == "blas"
+
+
+@needs_fast
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("M,K,N", [(1, 256, 1024), (7, 3, 5), (32, 256, 1024), (1024, 1120, 256)])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["", "bias"])
+def test_kernel_matmul_equals_torch(dtype, M, K, N, with_bias) -> None:
+    """matmul(a, b, bias) == torch.addmm, with a transposed operand as the engine passes them,
+    and it never writes into the bias (a (1, N) broadcast of it is a view)."""
+    torch.manual_seed(0)
+    a = torch.randn(M, K, dtype=dtype)
+    b = torch.randn(N, K, dtype=dtype).t()
+    bias = torch.randn(N, dtype=dtype) if with_bias else None
+    kept = None if bias is None else bias.clone()
+    got = fast_mod._KERNELS.module.matmul(a, b, bias)
+    want = torch.addmm(bias, a, b) if with_bias else a @ b
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(got, want, **tol)
+    if bias is not None:
+        assert torch.equal(bias, kept)

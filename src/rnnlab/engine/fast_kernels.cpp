@@ -3,8 +3,9 @@
 // Same equations, same saved buffers and the same hand-written backward as the reference
 // (src/rnnlab/cells/{rnn,lstm,gru}.py, whose docstrings hold the derivations); what changes is
 // only *how* a step runs: no Python between steps, the recurrent matmul written straight into the
-// preallocated buffer (at::addmm_out / at::mm_out, i.e. the same BLAS as torch), the transcendental
-// activations by ATen's vectorised kernels, and everything else of a step in one pass over memory.
+// preallocated buffer (rnnlab::gemm, gemm.h: oneDNN's GEMM where it pays, else torch's BLAS), the
+// transcendental activations by ATen's vectorised kernels, and everything else of a step in one
+// pass over memory.
 //
 // Buffers (all contiguous; G = gate blocks, P = H here, the projection is left to the reference):
 //   xw     (T, B, G·H)   input projection (+ folded biases), from the Python side; the forward
@@ -19,7 +20,11 @@
 #include <cmath>
 #include <vector>
 
+#include "gemm.h"
+
 using at::Tensor;
+using rnnlab::gemm;
+using rnnlab::use_onednn;
 
 namespace {
 
@@ -47,6 +52,9 @@ void row_norms(const T* v, T* out, int64_t B, int64_t H) {
 // gate gradients and their rows of dh_{t-1} = da W_hh, needing nothing from the other rows; the
 // step ends at the join. (One BLAS call per step cannot use the second core at these sizes: at
 // B = 32 the GEMM is too small for the library to split.) Inside the region ATen runs serially.
+// Where the step's GEMM goes to oneDNN (use_onednn: large enough, float32), oneDNN splits it
+// across the threads better than rows do, so it runs once for the whole batch before the region
+// (forward) or after it (backward), and the region keeps only the pointwise work.
 constexpr int64_t kRowGrain = 8;
 
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
@@ -61,8 +69,10 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   const Tensor w_hh_t = w_hh.t();                   // (H, 4H)
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     const scalar_t one = 1, two = 2;
+    const bool whole = T > 0 && use_onednn(hs[0], w_hh_t);   // one GEMM per step, outside the region
     for (int64_t t = 0; t < T; ++t) {
       Tensor g_t = gates[t], h_prev = hs[t], tc_t = tcs[t];
+      if (whole) gemm(g_t, h_prev, w_hh_t, true);            // pre-activations of all four gates
       scalar_t* gp = g_t.data_ptr<scalar_t>();
       scalar_t* hp = h_prev.data_ptr<scalar_t>();
       scalar_t* cp = cs[t].data_ptr<scalar_t>();
@@ -74,7 +84,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
         at::NoGradGuard no_grad;                          // worker threads start with grad mode on
         const int64_t n = b1 - b0;
         Tensor g_rows = g_t.narrow(0, b0, n);
-        g_rows.addmm_(h_prev.narrow(0, b0, n), w_hh_t);   // pre-activations of all four gates
+        if (!whole) g_rows.addmm_(h_prev.narrow(0, b0, n), w_hh_t);   // the same, these rows
         for (int64_t b = b0; b < b1; ++b)                 // g block: a -> 2a, for tanh(a) = 2σ(2a) − 1
           for (int64_t j = 2 * H; j < 3 * H; ++j) gp[b * G + j] *= two;
         g_rows.sigmoid_();                                // i, f, o = σ(a); g block = σ(2a)
@@ -122,6 +132,7 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
     scalar_t* dcp = dc.data_ptr<scalar_t>();
     scalar_t* dctp = dc_total.data_ptr<scalar_t>();
     const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
+    const bool whole = T > 0 && use_onednn(dxw[0], w_hh);    // one GEMM per step, after the region
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* dop = d_out[t].data_ptr<scalar_t>();
       const bool* m = mask ? (*mask)[t].data_ptr<bool>() : nullptr;
@@ -156,11 +167,21 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
           }
         }
         if (rec_c) row_norms(dctp + b0 * H, (*rec_c)[t].data_ptr<scalar_t>() + b0, n, H);
+        if (whole) return;
         Tensor out = dh_prev.narrow(0, b0, n);
         at::mm_out(out, da_t.narrow(0, b0, n), w_hh);                     // dh_{t-1} = da W_hh
         for (int64_t b = b0; b < b1; ++b)
           if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
       });
+      if (whole) {                                                        // dh_{t-1} = da W_hh
+        if (m == nullptr) {
+          gemm(dh, da_t, w_hh, false);                                    // dh_t is consumed: overwrite
+        } else {
+          gemm(dh_prev, da_t, w_hh, false);
+          for (int64_t b = 0; b < B; ++b)
+            if (m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
+        }
+      }
     }
   });
   return {dxw, dh, dc};
@@ -178,8 +199,8 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      if (b_hh) at::addmm_out(hw, *b_hh, hs[t], w_hh_t);  // W_hh h_{t-1} + b_hh
-      else at::mm_out(hw, hs[t], w_hh_t);
+      if (b_hh) hw.copy_(b_hh->expand({B, G}));
+      gemm(hw, hs[t], w_hh_t, b_hh.has_value());          // W_hh h_{t-1} + b_hh
       Tensor g_t = gates[t];
       const scalar_t* xp = g_t.data_ptr<scalar_t>();     // == xw[t], read before written
       const scalar_t* hwp = hw.data_ptr<scalar_t>();
@@ -216,7 +237,6 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
   auto dxw = at::empty({T, B, G}, gates.options());
   auto dhw = at::empty({T, B, G}, gates.options());
   Tensor dh = dh_last.clone().contiguous();
-  Tensor direct = at::empty({B, H}, gates.options());
   Tensor dh_prev = at::empty({B, H}, gates.options());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     scalar_t* dhp = dh.data_ptr<scalar_t>();
@@ -230,7 +250,7 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
       const scalar_t* hp = hs[t].data_ptr<scalar_t>();
       scalar_t* dx = dxw[t].data_ptr<scalar_t>();
       scalar_t* dhh = dhw[t].data_ptr<scalar_t>();
-      scalar_t* dir = direct.data_ptr<scalar_t>();
+      scalar_t* dir = dh_prev.data_ptr<scalar_t>();             // the direct path, then += dhw W_hh
       for (int64_t b = 0; b < B; ++b) {
         const bool valid = m == nullptr || m[b];
         for (int64_t j = 0; j < H; ++j) {
@@ -245,7 +265,7 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
           dir[k] = d * z;                                              // direct path z ⊙ dh
         }
       }
-      at::addmm_out(dh_prev, direct, dhw[t], w_hh);                  // dhw W_hh + dh ⊙ z
+      gemm(dh_prev, dhw[t], w_hh, true);                              // dhw W_hh + dh ⊙ z
       const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b)
         if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
@@ -264,7 +284,8 @@ Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool 
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       Tensor h = hs[t + 1];
-      at::addmm_out(h, xw[t], hs[t], w_hh_t);
+      h.copy_(xw[t]);
+      gemm(h, hs[t], w_hh_t, true);                       // x W_ih^T + b + h_{t-1} W_hh^T
       if (relu) h.relu_(); else h.tanh_();
       if (mask) carry_rows((*mask)[t].data_ptr<bool>(), h.data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), B, H);
     }
@@ -297,7 +318,7 @@ std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, con
           d[k] = relu ? (h[k] > 0 ? g : scalar_t(0)) : g * (scalar_t(1) - h[k] * h[k]);
         }
       }
-      at::mm_out(dh_prev, da[t], w_hh);
+      gemm(dh_prev, da[t], w_hh, false);
       const scalar_t* dpp = dh_prev.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b)
         if (m == nullptr || m[b]) std::copy(dpp + b * H, dpp + (b + 1) * H, dhp + b * H);
@@ -317,4 +338,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward, release());
   m.def("rnn_forward", &rnn_forward, release());
   m.def("rnn_backward", &rnn_backward, release());
+  m.def("matmul", &rnnlab::matmul, release());
+  m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
+  m.def("onednn_found", [] { return rnnlab::onednn_matmul() != nullptr; });
+  m.def("gemm_backend", [](int64_t M, int64_t K, int64_t N) {   // which library a float32 (M,K)@(K,N) uses
+    return std::string(rnnlab::use_onednn(at::empty({M, K}), at::empty({K, N})) ? "onednn" : "blas");
+  });
 }

@@ -78,6 +78,8 @@ class Kernels:
         import torch
 
         h = hashlib.sha256(self.source.read_bytes())
+        for header in sorted(self.source.parent.glob("*.h")):   # what the sources include (gemm.h)
+            h.update(header.read_bytes())
         h.update(json.dumps([self.cflags, torch.__version__, sys.version, sys.platform]).encode())
         return h.hexdigest()
 

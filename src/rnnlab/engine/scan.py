@@ -49,18 +49,20 @@ class ScanTag:
         return v.gather(0, idx)
 
 
-def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, has_bias: bool):
+def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, has_bias: bool,
+                           mm=torch.mm):
     """After the BPTT loop: ∂L/∂x and the weight and bias gradients, one matmul (or sum) each.
 
     dxw (T, B, G·H) is ∂L/∂(x W_ih^T + b_ih) and dhw (T, B, G·H) is ∂L/∂(h W_hh^T + b_hh) (the same
     tensor where both pre-activations are summed before any nonlinearity); hs (T+1, B, P) holds
     h_0..h_T. ``need`` is the autograd Function's ``needs_input_grad`` (x at 2, W_ih 6, W_hh 7,
-    b_ih 8, b_hh 9), so nothing is computed that nobody asked for."""
+    b_ih 8, b_hh 9), so nothing is computed that nobody asked for. ``mm`` multiplies two matrices
+    (the fast engine passes its own, which may call oneDNN)."""
     T, B, GH = dxw.shape
     dxw2, dhw2 = dxw.view(T * B, GH), dhw.view(T * B, GH)
-    dx = torch.mm(dxw2, w_ih).view(T, B, x.shape[2]) if need[2] else None
-    dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, x.shape[2])) if need[6] else None
-    dw_hh = torch.mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
+    dx = mm(dxw2, w_ih).view(T, B, x.shape[2]) if need[2] else None
+    dw_ih = mm(dxw2.t(), x.reshape(T * B, x.shape[2])) if need[6] else None
+    dw_hh = mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
     db_ih = db_hh = None
     if has_bias:
         db_ih = dxw2.sum(0) if need[8] else None

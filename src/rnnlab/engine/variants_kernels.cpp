@@ -4,7 +4,7 @@
 // (src/rnnlab/cells/lstm_variants.py, layer_norm=True, no peepholes / coupling; its docstring
 // holds the derivation) and the layer-norm backward of src/rnnlab/cells/layernorm.py. What
 // changes is only how a step runs: no Python between steps, the recurrent matmul written into
-// the saved buffer (at::mm_out, torch's BLAS), the activations by ATen's vectorised kernels,
+// the saved buffer (rnnlab::gemm, gemm.h), the activations by ATen's vectorised kernels,
 // and each row's layer norms, gate algebra and gradients in one pass over memory.
 //
 // Buffers (contiguous; G = 4 gate blocks of H):
@@ -19,7 +19,11 @@
 #include <cmath>
 #include <vector>
 
+#include "gemm.h"
+
 using at::Tensor;
+using rnnlab::gemm;
+using rnnlab::use_onednn;
 
 namespace {
 
@@ -70,10 +74,13 @@ std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tenso
   AT_DISPATCH_FLOATING_TYPES(xhat.scalar_type(), "ln_lstm_forward", [&] {
     const scalar_t *gi = g_ih.data_ptr<scalar_t>(), *gh = g_hh.data_ptr<scalar_t>(), *bb = bias.data_ptr<scalar_t>();
     const scalar_t *gc = g_c.data_ptr<scalar_t>(), *bc = b_c.data_ptr<scalar_t>();
+    const bool whole = T > 0 && use_onednn(hs[0], w_hh_t);   // see fast_kernels.cpp (LSTM)
     for (int64_t t = 0; t < T; ++t) {
       // One parallel region per step, split by batch rows: each thread runs its rows' recurrent
       // matmul, layer norms, activations and cell update (nothing crosses rows within a step).
+      // With oneDNN the matmul runs once for the whole batch before the region instead.
       Tensor u_t = uhat[t], g_t = gates[t], y_t = y[t], h_prev = hs[t], h_t = hs[t + 1];
+      if (whole) gemm(u_t, h_prev, w_hh_t, false);                     // u = W_hh h_{t-1}
       scalar_t *xp = xhat[t].data_ptr<scalar_t>(), *up = u_t.data_ptr<scalar_t>();
       scalar_t *rxp = rx[t].data_ptr<scalar_t>(), *rup = ru[t].data_ptr<scalar_t>();
       scalar_t* ap = g_t.data_ptr<scalar_t>();
@@ -84,7 +91,7 @@ std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tenso
         at::NoGradGuard no_grad;                                         // worker threads start with grad on
         const int64_t n = b1 - b0;
         Tensor u_rows = u_t.narrow(0, b0, n);
-        at::mm_out(u_rows, h_prev.narrow(0, b0, n), w_hh_t);             // u = W_hh h_{t-1}
+        if (!whole) at::mm_out(u_rows, h_prev.narrow(0, b0, n), w_hh_t); // u = W_hh h_{t-1}
         for (int64_t b = b0; b < b1; ++b) {
           for (int64_t k = 0; k < 4; ++k) {                              // LN per gate block
             rxp[b * 4 + k] = normalize_inplace(xp + b * G + k * H, H, eps);
@@ -135,6 +142,7 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
     scalar_t *agi = d_g_ih.data_ptr<scalar_t>(), *agh = d_g_hh.data_ptr<scalar_t>(), *ab = d_b.data_ptr<scalar_t>();
     scalar_t *agc = d_g_c.data_ptr<scalar_t>(), *abc = d_b_c.data_ptr<scalar_t>();
     const scalar_t *gi = g_ih.data_ptr<scalar_t>(), *gh = g_hh.data_ptr<scalar_t>(), *gc = g_c.data_ptr<scalar_t>();
+    const bool whole = T > 0 && use_onednn(du[0], w_hh);
     for (int64_t t = T - 1; t >= 0; --t) {
       scalar_t *dhp = dh.data_ptr<scalar_t>(), *dcp = dc.data_ptr<scalar_t>();
       const scalar_t *dop = d_out[t].data_ptr<scalar_t>(), *ap = gates[t].data_ptr<scalar_t>();
@@ -174,9 +182,11 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
             normalize_backward(da + k * H, gi + k * H, xp + o, rxp[b * 4 + k], dwp + o, H);
           }
         }
+        if (whole) return;
         Tensor dh_rows = dh.narrow(0, b0, b1 - b0);                      // dh_{t-1} = du W_hh (these rows;
         at::mm_out(dh_rows, du_t.narrow(0, b0, b1 - b0), w_hh);          // their dh_t was read above)
       });
+      if (whole) gemm(dh, du_t, w_hh, false);                            // every row's dh_t was read
       for (int64_t b = 0; b < B; ++b) {                                  // serial: no races on the sums
         const scalar_t *da = dap + b * G, *xh = xp + b * G, *uh = up + b * G;
         for (int64_t j = 0; j < G; ++j) { agi[j] += da[j] * xh[j]; agh[j] += da[j] * uh[j]; ab[j] += da[j]; }
