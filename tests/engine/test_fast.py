@@ -153,20 +153,37 @@ LARGE = {rnnlab.LSTM: (6, 32, 24, 128), rnnlab.GRU: (6, 32, 24, 160), rnnlab.RNN
 
 
 @needs_fast
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blas"])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("cls", list(LARGE), ids=lambda c: c.__name__)
-def test_fast_equals_reference_at_sizes_that_use_onednn(cls, packed, onednn) -> None:
+def test_fast_equals_reference_at_sizes_that_use_onednn(cls, packed, onednn, threads) -> None:
     """float32 at sizes where the step and sequence matmuls go to oneDNN (when torch has it), and
-    the same with every matmul kept on BLAS: both equal the reference to float32 rounding."""
+    the same with every matmul kept on BLAS, on one thread and on two (the LSTM then splits each
+    step's rows): all equal the reference to float32 rounding."""
     T, B, I, H = LARGE[cls]
     G = {rnnlab.LSTM: 4, rnnlab.GRU: 3, rnnlab.RNN: 1}[cls]
     assert B * H * G * H >= 2**21
+    old = torch.get_num_threads()
     fast_mod.set_onednn(onednn)
+    torch.set_num_threads(threads)
     try:
         _compare("fast", cls, {}, torch.float32, packed, False, size=LARGE[cls], scaled=1e-5)
     finally:
+        torch.set_num_threads(old)
         fast_mod.set_onednn(True)
+
+
+@needs_fast
+@pytest.mark.parametrize("cls,kw", CLASSES[:3], ids=["lstm", "gru", "rnn"])
+def test_fast_on_two_threads_equals_reference_float64(cls, kw) -> None:
+    """The row-split LSTM step (small sizes, BLAS) on two threads, float64, packed lengths."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _compare("fast", cls, kw, torch.float64, True, True, size=(7, 20, 5, 24))
+    finally:
+        torch.set_num_threads(old)
 
 
 @needs_fast

@@ -366,3 +366,42 @@ def test_layer_norm_lstm_fast_path_equals_python_scan(dtype, tol):
     pa, _ = a(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))
     pb, _ = b(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))
     torch.testing.assert_close(pa.data, pb.data, rtol=0, atol=0)
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blas"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_lstm_fast_path_at_onednn_sizes_and_two_threads(dtype, onednn, threads):
+    """B·H·4H = 2^21: the step matmuls reach gemm.h's oneDNN threshold (float32); two threads split
+    each step's rows and the gain-gradient sums' columns. Equal to the Python scan to rounding."""
+    from rnnlab.engine import fast, variants
+
+    if variants._KERNELS.get() is None:
+        pytest.skip(f"variants fast path not buildable here: {variants._KERNELS.error}")
+    torch.manual_seed(0)
+    a = rnnlab.LSTM(24, 128, layer_norm=True, dtype=dtype)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    b = rnnlab.LSTM(24, 128, layer_norm=True, dtype=dtype, engine="fast")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 32, 24, dtype=dtype)
+    w = torch.randn(5, 32, 128, dtype=dtype)
+    old = torch.get_num_threads()
+    fast.set_onednn(onednn)
+    try:
+        got = []
+        for m in (a, b):
+            torch.set_num_threads(threads if m is b else 1)
+            out, (h, c) = m(x)
+            ((out * w).sum() + h.sum() + c.square().sum()).backward()
+            got.append({"out": out.detach(), "c": c.detach(), **{n: p.grad for n, p in m.named_parameters()}})
+    finally:
+        torch.set_num_threads(old)
+        fast.set_onednn(True)
+    for name, want in got[0].items():
+        scale = max(1.0, want.abs().max().item())
+        tol = 1e-10 * scale if dtype == torch.float64 else 2e-5 * scale
+        torch.testing.assert_close(got[1][name], want, rtol=0, atol=tol, msg=lambda m, n=name: f"{n}: {m}")

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
+from rnnlab.engine import kernels
 from rnnlab.engine.kernels import Kernels
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan
 
@@ -52,9 +53,9 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
 
 
 def set_onednn(enabled: bool) -> None:
-    """Let the kernels' matmuls use oneDNN where it pays (default) or keep them all on BLAS."""
-    if available():
-        _KERNELS.module.set_onednn(bool(enabled))
+    """Let the kernels' matmuls use oneDNN where it pays (default) or keep them all on BLAS
+    (every kernel module: this engine's and the cell variants')."""
+    kernels.set_onednn(enabled)
 
 
 def gemm_backend(M: int, K: int, N: int) -> str:

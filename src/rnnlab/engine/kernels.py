@@ -40,6 +40,20 @@ def _clear_stale_lock(cpp_extension, name: str) -> None:
         lock.unlink(missing_ok=True)
 
 
+_ALL: list["Kernels"] = []
+_ONEDNN = True
+
+
+def set_onednn(enabled: bool) -> None:
+    """Whether the kernels' large single-precision matmuls may use oneDNN (``gemm.h``; default on)
+    or stay on torch's BLAS: for every kernel module, built now or later."""
+    global _ONEDNN
+    _ONEDNN = bool(enabled)
+    for k in _ALL:
+        if k.module is not None:
+            k.module.set_onednn(_ONEDNN)
+
+
 def _import_built(so_path: Path, module_name: str) -> ModuleType:
     """Import an already-built extension module file directly (no builder, no lock)."""
     spec = importlib.util.spec_from_file_location(module_name, so_path)
@@ -104,6 +118,9 @@ class Kernels:
         except Exception:  # the stamp is only a shortcut; without it the builder runs next time
             pass
 
+    def __post_init__(self) -> None:
+        _ALL.append(self)
+
     def get(self) -> ModuleType | None:
         if self.module is not None or self.error is not None:
             return self.module
@@ -115,6 +132,7 @@ class Kernels:
 
             self.module = self._load_cached(cpp_extension)
             if self.module is not None:
+                self.module.set_onednn(_ONEDNN)
                 return self.module
             if sys.stderr.isatty():
                 print(f"rnnlab: compiling the {self.name} kernels (once per machine, then cached)...",
@@ -126,6 +144,7 @@ class Kernels:
                                                  extra_cflags=self.cflags, extra_ldflags=["-fopenmp"],
                                                  verbose=False)
             self._write_stamp(cpp_extension, self.module)
+            self.module.set_onednn(_ONEDNN)
         except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
             lines = str(exc).strip().splitlines()
             self.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"

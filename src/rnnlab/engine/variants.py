@@ -307,7 +307,8 @@ class _LNLSTMFast(torch.autograd.Function):
     def forward(ctx, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c):
         T, B, I = x.shape
         GH = w_ih.shape[0]
-        xw = torch.mm(x.reshape(T * B, I), w_ih.t()).view(T, B, GH)       # W_ih x; LN'd in place by C++
+        mm = _KERNELS.module.matmul                                         # oneDNN where it pays (gemm.h)
+        xw = mm(x.reshape(T * B, I), w_ih.t(), None).view(T, B, GH)      # W_ih x; LN'd in place by C++
         bias = b_ih + b_hh if b_ih is not None else x.new_zeros(GH)
         hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = _KERNELS.module.ln_lstm_forward(
             xw, bias, g_ih.contiguous(), g_hh.contiguous(), g_c.contiguous(), b_c.contiguous(),
@@ -329,8 +330,9 @@ class _LNLSTMFast(torch.autograd.Function):
             d_out.contiguous(), d_h_last.contiguous(), d_c_last.contiguous(), g_ih.contiguous(), g_hh.contiguous(),
             g_c.contiguous(), w_hh.contiguous(), cs, gates, xhat, rx, uhat, ru, chat, rc, y)
         dxw2 = dxw.view(T * B, GH)
-        dx = torch.mm(dxw2, w_ih).view(T, B, I)
-        dw_ih = torch.mm(dxw2.t(), x.reshape(T * B, I))
-        dw_hh = torch.mm(du.view(T * B, GH).t(), hs[:-1].reshape(T * B, -1))
+        mm = _KERNELS.module.matmul
+        dx = mm(dxw2, w_ih, None).view(T, B, I)
+        dw_ih = mm(dxw2.t(), x.reshape(T * B, I), None)
+        dw_hh = mm(du.view(T * B, GH).t(), hs[:-1].reshape(T * B, hs.shape[2]), None)
         db = db if ctx.has_bias else None
         return None, dx, dh0, dc0, dw_ih, dw_hh, db, db, d_g_ih, d_g_hh, d_g_c, d_b_c
