@@ -20,16 +20,23 @@ LAYERS = [
     (rnnlab.RNN, {"nonlinearity": "relu"}),
     (torch.nn.LSTM, {"num_layers": 2}),
 ]
-BACKENDS = [pytest.param(True, id="numba", marks=pytest.mark.skipif(
-    not _stream_kernels.HAVE_NUMBA, reason="numba not installed: pip install rnnlab[fast]")),
-    pytest.param(False, id="numpy")]
+from rnnlab.engine import fast as fast_engine
+
+NO_NUMBA = pytest.mark.skipif(not _stream_kernels.HAVE_NUMBA, reason="numba not installed: pip install rnnlab[fast]")
+NO_KERNELS = pytest.mark.skipif(not fast_engine.available(),
+                                reason=f"fast kernels unavailable: {fast_engine.unavailable_reason()}")
+# (use_numba, use_kernels): the C++ step (LSTM without projection; others fall back), numba, NumPy
+BACKENDS = [pytest.param((True, True), id="kernels", marks=NO_KERNELS),
+            pytest.param((True, False), id="numba", marks=NO_NUMBA),
+            pytest.param((False, False), id="numpy")]
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-6, rtol=1e-5)}
 
 
-@pytest.mark.parametrize("use_numba", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("cls,kw", LAYERS, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_stream_equals_full_forward(cls, kw, dtype, use_numba) -> None:
+def test_stream_equals_full_forward(cls, kw, dtype, backend) -> None:
+    use_numba, use_kernels = backend
     torch.manual_seed(0)
     m = cls(4, 6, **kw).to(dtype).eval()
     x = torch.randn(13, 4, dtype=dtype)
@@ -37,7 +44,9 @@ def test_stream_equals_full_forward(cls, kw, dtype, use_numba) -> None:
     state = (h0, torch.randn(m.num_layers, 6, dtype=dtype)) if m.mode == "LSTM" or m.mode == "lstm" else h0
     with torch.no_grad():
         full, want_state = m(x, state)
-    s = Stream(m, use_numba=use_numba)
+    s = Stream(m, use_numba=use_numba, use_kernels=use_kernels)
+    lstm_plain = m.mode.lower() == "lstm" and not getattr(m, "proj_size", 0)
+    assert s.backend == ("kernels" if use_kernels and lstm_plain else "numba" if use_numba else "numpy")
     s.reset(state)
     got = s.run(x)
     assert got.dtype == dtype
@@ -71,3 +80,38 @@ def test_stream_errors() -> None:
         s.reset(torch.zeros(1, 4))
     with pytest.raises(ShapeError, match="state h"):
         s.reset((torch.zeros(2, 4), torch.zeros(1, 4)))
+
+
+@NO_KERNELS
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_kernel_stream_on_two_threads_and_after_refresh(dtype) -> None:
+    """H = 128 on two threads: each thread steps half of the units (its own weights); equal to
+    the full forward. refresh() picks up new weights; numpy and (1, I) inputs, a float64 input to a
+    float32 stream, and a wrong size (ShapeError) all go the checked way."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(1)
+        m = rnnlab.LSTM(5, 128, num_layers=2).to(dtype).eval()
+        s = Stream(m)
+        assert s.backend == "kernels" and s._cpp.chunks() == 2
+        x = torch.randn(9, 5, dtype=dtype)
+        with torch.no_grad():
+            torch.testing.assert_close(s.run(x), m(x)[0], **TOL[dtype])
+            for p in m.parameters():
+                p.mul_(0.5)
+            s.refresh()
+            s.reset()
+            torch.testing.assert_close(s.run(x), m(x)[0], **TOL[dtype])
+            s.reset()
+            y_np = s.step(x[0].numpy())
+            assert isinstance(y_np, np.ndarray) and y_np.shape == (128,)
+            y_row = s.step(x[1].view(1, 5))
+            other = torch.float64 if dtype == torch.float32 else torch.float32
+            y_cast = s.step(x[2].to(other))
+            assert y_row.dtype == y_cast.dtype == dtype
+            torch.testing.assert_close(torch.stack([torch.from_numpy(y_np), y_row]), m(x[:2])[0], **TOL[dtype])
+        with pytest.raises(ShapeError, match="x_t"):
+            s.step(torch.ones(4, dtype=dtype))
+    finally:
+        torch.set_num_threads(old)

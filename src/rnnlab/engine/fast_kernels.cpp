@@ -17,7 +17,10 @@
 //   mask   (T, B) bool or undefined: invalid steps carry the state; backward is the identity there.
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.h"
@@ -327,6 +330,188 @@ std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, con
   return {da, dh};
 }
 
+// ------------------------------------------------------------ batch-1 streaming step (LSTM)
+// rnnlab.nn.stream.Stream's step for LSTM stacks without projection: one call per time step for
+// the whole stack, state updated in place. A step is a (I + H) × 4H matrix-vector product per
+// layer plus 4H activations: tiny arithmetic, so what counts is (1) no per-call overhead beyond
+// one Python → C++ call, (2) reading the weights fast: the product's inner loop runs over a
+// contiguous row of W^T, compiled twice (AVX2+FMA where the CPU has it, picked at load time by
+// the function's target_clones, and plain x86-64), and (3) at large H, two threads, each owning
+// half of the hidden units and so half of the weights, which then stay in its core's cache from
+// step to step (at H = 256 a layer's weights are 1.2 MB, more than one L2).
+// Columns are unit-major: column 4j + k is gate k (i, f, g, o) of unit j, so a thread's units
+// own one contiguous block of every row.
+namespace streaming {
+
+// The float loops are compiled twice: for AVX2 with FMA (8 lanes, fused multiply-add) and for
+// plain x86-64; the CPU's features pick one once at load time.
+// out[0, n) += W^T z for one chunk's columns, z = (x, h) of lengths I and H. The chunk's columns
+// are packed in blocks of 64: block b holds rows 0..I+H of columns 64b..64b+63, contiguous, so the
+// inner loop reads memory sequentially and the block's 64 sums stay in registers for all rows.
+constexpr int64_t kBlock = 64;
+#define RNNLAB_MATVEC_BODY                                                   \
+  const int64_t K = I + H;                                                 \
+  for (int64_t blk = 0; blk * kBlock < n; ++blk) {                         \
+    std::remove_reference_t<decltype(out[0])> acc[kBlock] = {};           \
+    const auto* __restrict pb = p + blk * K * kBlock;                      \
+    for (int64_t k = 0; k < I; ++k) {                                      \
+      const auto zk = x[k];                                                \
+      for (int64_t j = 0; j < kBlock; ++j) acc[j] += pb[k * kBlock + j] * zk; \
+    }                                                                      \
+    pb += I * kBlock;                                                      \
+    for (int64_t k = 0; k < H; ++k) {                                      \
+      const auto zk = h[k];                                                \
+      for (int64_t j = 0; j < kBlock; ++j) acc[j] += pb[k * kBlock + j] * zk; \
+    }                                                                      \
+    const int64_t width = std::min(kBlock, n - blk * kBlock);              \
+    for (int64_t j = 0; j < width; ++j) out[blk * kBlock + j] += acc[j];   \
+  }
+
+// v[k] ← σ(v[k]) = 1 / (1 + e^{−v[k]}) over a contiguous block. The float version evaluates e^x
+// in a form the compiler vectorises (Cody–Waite reduction x = n ln 2 + r, Cephes' degree-6
+// polynomial for e^r, 2^n through the exponent bits; within 2 ulp of expf), because libm's scalar
+// expf, called 4H times a step, costs more than the whole matrix-vector product.
+#define RNNLAB_SIGMOID_BODY                                                  \
+  for (int64_t k = 0; k < n; ++k) {                                        \
+    const float x = std::min(std::max(-v[k], -87.0f), 88.0f);              \
+    const float m = std::floor(x * 1.44269504088896341f + 0.5f);           \
+    const float r = x - m * 0.693359375f + m * 2.12194440e-4f;             \
+    float p = 1.9875691500e-4f;                                            \
+    p = p * r + 1.3981999507e-3f;                                          \
+    p = p * r + 8.3334519073e-3f;                                          \
+    p = p * r + 4.1665795894e-2f;                                          \
+    p = p * r + 1.6666665459e-1f;                                          \
+    p = p * r + 5.0000001201e-1f;                                          \
+    p = p * r * r + r + 1.0f;                                              \
+    const int32_t bits = (int32_t(m) + 127) << 23;                         \
+    float scale;                                                           \
+    std::memcpy(&scale, &bits, sizeof(scale));                             \
+    v[k] = 1.0f / (1.0f + p * scale);                                      \
+  }
+
+#define RNNLAB_MATVEC_ARGS(T)                                                \
+  const T* __restrict p, const T* __restrict x, int64_t I, const T* __restrict h, int64_t H, \
+  T* __restrict out, int64_t n
+__attribute__((target("avx2,fma"))) void matvec_avx2(RNNLAB_MATVEC_ARGS(float)) { RNNLAB_MATVEC_BODY }
+void matvec_base(RNNLAB_MATVEC_ARGS(float)) { RNNLAB_MATVEC_BODY }
+__attribute__((target("avx2,fma"))) void sigmoid_avx2(float* __restrict v, int64_t n) { RNNLAB_SIGMOID_BODY }
+void sigmoid_base(float* __restrict v, int64_t n) { RNNLAB_SIGMOID_BODY }
+
+bool have_avx2_fma() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+
+void matvec(RNNLAB_MATVEC_ARGS(float)) {
+  if (have_avx2_fma()) matvec_avx2(p, x, I, h, H, out, n); else matvec_base(p, x, I, h, H, out, n);
+}
+void matvec(RNNLAB_MATVEC_ARGS(double)) { RNNLAB_MATVEC_BODY }
+void sigmoid_inplace(float* v, int64_t n) { if (have_avx2_fma()) sigmoid_avx2(v, n); else sigmoid_base(v, n); }
+void sigmoid_inplace(double* v, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) v[k] = 1.0 / (1.0 + std::exp(-v[k]));
+}
+#undef RNNLAB_MATVEC_BODY
+#undef RNNLAB_MATVEC_ARGS
+#undef RNNLAB_SIGMOID_BODY
+
+constexpr int64_t kMinUnitsPerThread = 64;            // below this a fork/join costs more than it saves
+
+class LSTMStreamer {
+ public:
+  // w[l]: (I_l + H, 4H) = [W_ih | W_hh]^T of layer l, columns unit-major; b[l]: (4H) b_ih + b_hh,
+  // unit-major. h, c: (L, H) state, updated in place (Python holds views of them). The weights
+  // are copied once, packed per thread chunk in blocks of 64 columns.
+  LSTMStreamer(const std::vector<Tensor>& w, std::vector<Tensor> b, Tensor h, Tensor c, int64_t threads)
+      : b_(std::move(b)) {
+    H_ = h.size(1);
+    chunks_ = std::max<int64_t>(1, std::min<int64_t>(threads, H_ / kMinUnitsPerThread));
+    for (const Tensor& wl : w) {
+      const int64_t K = wl.size(0);
+      in_.push_back(K - H_);
+      std::vector<Tensor> per_chunk;
+      for (int64_t k = 0; k < chunks_; ++k) {
+        const int64_t col0 = 4 * (k * H_ / chunks_), ncols = 4 * ((k + 1) * H_ / chunks_) - col0;
+        const int64_t nb = (ncols + kBlock - 1) / kBlock;
+        Tensor packed = at::zeros({nb, K, kBlock}, wl.options());
+        for (int64_t blk = 0; blk < nb; ++blk) {
+          const int64_t width = std::min(kBlock, ncols - blk * kBlock);
+          packed[blk].narrow(1, 0, width).copy_(wl.narrow(1, col0 + blk * kBlock, width));
+        }
+        per_chunk.push_back(packed);
+      }
+      w_.push_back(per_chunk);
+    }
+    a_ = at::empty({4 * H_}, h.options());
+    h_next_ = at::empty({H_}, h.options());
+    bind(std::move(h), std::move(c));
+  }
+
+  void bind(Tensor h, Tensor c) { h_ = std::move(h); c_ = std::move(c); }
+
+  // One step: x holds I_0 contiguous values of the state's dtype, on the CPU (a (1, I_0) row is
+  // fine). Returns a copy of the top layer's new h.
+  Tensor step(const Tensor& x) {
+    TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == h_.scalar_type() && x.is_contiguous() &&
+                    x.numel() == in_[0], "LSTMStreamer.step: x must be a contiguous CPU tensor of ", in_[0],
+                " values of the state's dtype");
+    AT_DISPATCH_FLOATING_TYPES(h_.scalar_type(), "lstm_stream_step", [&] {
+      const scalar_t* z = x.data_ptr<scalar_t>();
+      scalar_t* h0 = h_.data_ptr<scalar_t>();
+      scalar_t* c0 = c_.data_ptr<scalar_t>();
+      scalar_t* a = a_.data_ptr<scalar_t>();
+      scalar_t* hn = h_next_.data_ptr<scalar_t>();
+      const int64_t H = H_;
+      for (size_t l = 0; l < w_.size(); ++l) {
+        scalar_t* h = h0 + l * H;
+        scalar_t* c = c0 + l * H;
+        const scalar_t* b = b_[l].data_ptr<scalar_t>();
+        const int64_t I = in_[l];
+        auto chunk = [&](int64_t k) {
+          const int64_t u0 = k * H / chunks_, u1 = (k + 1) * H / chunks_, n = 4 * (u1 - u0);
+          scalar_t* ac = a + 4 * u0;
+          std::copy(b + 4 * u0, b + 4 * u1, ac);
+          matvec(w_[l][k].data_ptr<scalar_t>(), z, I, h, H, ac, n);   // W_ih x + W_hh h_{t-1}
+          // tanh(v) = 2σ(2v) − 1 (as the training kernels): one sigmoid pass for all four gates
+          for (int64_t j = u0; j < u1; ++j) a[4 * j + 2] *= scalar_t(2);
+          sigmoid_inplace(ac, n);                                  // i, f, o; g slot σ(2a_g)
+          scalar_t* t2 = hn + u0;                                  // 2c_t, then σ(2c_t), in place
+          for (int64_t j = u0; j < u1; ++j) {
+            const scalar_t* q = a + 4 * j;
+            const scalar_t g = scalar_t(2) * q[2] - scalar_t(1);  // g = tanh(a_g)
+            const scalar_t cn = q[1] * c[j] + q[0] * g;            // c_t = f ⊙ c_{t-1} + i ⊙ g
+            c[j] = cn;                                             // only this unit's thread reads c_j
+            t2[j - u0] = scalar_t(2) * cn;
+          }
+          sigmoid_inplace(t2, u1 - u0);
+          for (int64_t j = u0; j < u1; ++j)                        // h_t = o ⊙ tanh(c_t)
+            hn[j] = a[4 * j + 3] * (scalar_t(2) * hn[j] - scalar_t(1));
+        };
+        if (chunks_ == 1) {
+          chunk(0);
+        } else {
+          at::parallel_for(0, chunks_, 1, [&](int64_t k0, int64_t k1) {
+            for (int64_t k = k0; k < k1; ++k) chunk(k);
+          });
+        }
+        std::copy(hn, hn + H, h);                                  // every unit read h_{t-1}: now replace it
+        z = h;
+      }
+    });
+    return h_[h_.size(0) - 1].clone();
+  }
+
+  int64_t chunks() const { return chunks_; }
+
+ private:
+  std::vector<std::vector<Tensor>> w_;                             // [layer][chunk] (blocks, K, 64)
+  std::vector<Tensor> b_;
+  std::vector<int64_t> in_;                                        // each layer's input size
+  Tensor h_, c_, a_, h_next_;
+  int64_t H_ = 0, chunks_ = 1;
+};
+
+}  // namespace streaming
+
 }  // namespace
 
 // The loops touch no Python object: release the GIL so other Python threads run meanwhile.
@@ -339,6 +524,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward", &rnn_forward, release());
   m.def("rnn_backward", &rnn_backward, release());
   m.def("matmul", &rnnlab::matmul, release());
+  pybind11::class_<streaming::LSTMStreamer>(m, "LSTMStreamer")
+      .def(pybind11::init<std::vector<Tensor>, std::vector<Tensor>, Tensor, Tensor, int64_t>())
+      .def("bind", &streaming::LSTMStreamer::bind)
+      .def("step", &streaming::LSTMStreamer::step)
+      .def("chunks", &streaming::LSTMStreamer::chunks);
   m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
   m.def("onednn_found", [] { return rnnlab::onednn_matmul() != nullptr; });
   m.def("gemm_backend", [](int64_t M, int64_t K, int64_t N) {   // which library a float32 (M,K)@(K,N) uses

@@ -2,9 +2,13 @@
 
 For online use at batch 1 (a sensor reading per tick, live text a character at a time) the full
 layer forward is the wrong tool: each call pays for sequence bookkeeping and a dozen dispatched
-tensor ops that dwarf the arithmetic. ``Stream`` copies the weights once into pre-transposed NumPy
-arrays and runs each step as one compiled loop per layer (``_stream_kernels``, numba when
-installed), giving the same numbers as the full-sequence forward up to float rounding.
+tensor ops that dwarf the arithmetic. ``Stream`` copies the weights once and runs each step as
+one compiled call: for an LSTM without projection, the C++ step of the fast kernels (weights
+packed for sequential reads, an AVX2/FMA path picked at run time, and from H = 128 on two
+threads, each with its half of the units and of the weights; ``fast_kernels.cpp``); otherwise one
+numba loop per layer over pre-transposed NumPy arrays (``_stream_kernels``), or NumPy without
+numba. All give the same numbers as the full-sequence forward up to float rounding;
+``Stream.backend`` says which runs.
 
     >>> import torch, rnnlab
     >>> lstm = rnnlab.LSTM(3, 8, num_layers=2).eval()
@@ -48,7 +52,7 @@ class Stream:
     (h (L, P), c (L, H)) for the LSTM, h (L, P) otherwise, as torch.nn's unbatched hidden state.
     """
 
-    def __init__(self, module: nn.Module, use_numba: bool | None = None) -> None:
+    def __init__(self, module: nn.Module, use_numba: bool | None = None, use_kernels: bool | None = None) -> None:
         self.mode = _mode_of(module)
         if getattr(module, "bidirectional", False):
             raise ConfigError("module: expected a unidirectional layer for streaming, got bidirectional=True")
@@ -56,8 +60,15 @@ class Stream:
             raise ConfigError("module: batch_first must be a bool")
         self.module = module
         self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
+        self._want_kernels = use_kernels is not False
+        self._cpp = None
         self.refresh()
         self.reset()
+
+    @property
+    def backend(self) -> str:
+        """Which step runs: "kernels" (C++, LSTM without projection), "numba" or "numpy"."""
+        return "kernels" if self._cpp is not None else ("numba" if self.use_numba else "numpy")
 
     # ------------------------------------------------------------------------ weights
     def refresh(self) -> None:
@@ -96,6 +107,34 @@ class Stream:
         self._hw = np.empty(G, dtype=dt)
         self._tmp = np.empty(H, dtype=dt)
         self._one = dt(1.0)
+        self._torch_dtype = torch.float64 if dt == np.float64 else torch.float32
+        self._cpp = self._build_kernel_step()
+        if self._cpp is not None and getattr(self, "_h", None) is not None:
+            self._bind_state()
+
+    def _build_kernel_step(self):
+        """The C++ step of the fast kernels (LSTM without projection), or None where it does not
+        apply or the kernels are not built. Weights go in unit-major: column 4j + k = gate k of
+        unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
+        if not self._want_kernels or self.mode != "lstm" or self.proj_size:
+            return None
+        from rnnlab.engine import fast
+
+        if not fast.available():
+            return None
+        m, H = self.module, self.hidden_size
+        ws, bs = [], []
+        for k in range(self.num_layers):
+            w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1).detach()
+            w = w.to("cpu", self._torch_dtype)
+            ws.append(w.view(4, H, -1).transpose(0, 1).reshape(4 * H, -1).t().contiguous())   # (I+H, 4H)
+            b = torch.from_numpy(self.layers[k][1])                                            # b_ih + b_hh
+            bs.append(b.view(4, H).t().reshape(-1).contiguous())
+        state = torch.zeros(self.num_layers, H, dtype=self._torch_dtype)
+        return fast._KERNELS.module.LSTMStreamer(ws, bs, state, state.clone(), torch.get_num_threads())
+
+    def _bind_state(self) -> None:
+        self._cpp.bind(torch.from_numpy(self._h), torch.from_numpy(self._c))   # shares memory
 
     # -------------------------------------------------------------------------- state
     def reset(self, state: Tensor | tuple[Tensor, Tensor] | None = None) -> None:
@@ -105,6 +144,8 @@ class Stream:
         dt = self.dtype
         self._h = np.zeros((L, P), dtype=dt)
         self._c = np.zeros((L, H), dtype=dt) if self.mode == "lstm" else None
+        if self._cpp is not None:
+            self._bind_state()
         # (weights..., h row, c row) per layer, views into the state, for the step loop
         self._rows = [(*self.layers[k], self._h[k], None if self._c is None else self._c[k]) for k in range(L)]
         if state is None:
@@ -132,6 +173,8 @@ class Stream:
     # --------------------------------------------------------------------------- step
     def step(self, x_t):
         """Advance one step; returns the top layer's output h_t (P,)."""
+        if self._cpp is not None:
+            return self._kernel_step(x_t)
         as_tensor = isinstance(x_t, Tensor)
         x = (x_t.detach().numpy() if x_t.device.type == "cpu" else x_t.detach().cpu().numpy()) if as_tensor else np.asarray(x_t)
         if x.shape != self._x_shape:                       # the one check on the hot path
@@ -161,6 +204,25 @@ class Stream:
                 self._h[k] = h_new
                 x = self._h[k]
         return torch.from_numpy(x.copy()) if as_tensor else x.copy()
+
+    def _kernel_step(self, x_t):
+        if isinstance(x_t, Tensor):
+            if x_t.shape == self._x_shape:                 # the hot path: C++ checks dtype, layout, device
+                try:
+                    return self._cpp.step(x_t)
+                except RuntimeError:
+                    pass
+            return self._cpp.step(self._as_input(x_t.detach().cpu()))
+        self._cpp.step(self._as_input(torch.from_numpy(np.ascontiguousarray(x_t, dtype=self.dtype))))
+        return self._h[-1].copy()
+
+    def _as_input(self, x: Tensor) -> Tensor:
+        if x.shape != self._x_shape:
+            if x.dim() == 2 and x.shape[0] == 1:
+                x = x[0]
+            if x.shape != self._x_shape:
+                raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
+        return x.to(self._torch_dtype).contiguous()
 
     def run(self, xs) -> Tensor:
         """Step through xs (T, I) and return the outputs (T, P)."""
