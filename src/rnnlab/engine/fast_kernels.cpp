@@ -335,8 +335,8 @@ std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, con
 // the whole stack, state updated in place. A step is a (I + H) × 4H matrix-vector product per
 // layer plus 4H activations: tiny arithmetic, so what counts is (1) no per-call overhead beyond
 // one Python → C++ call, (2) reading the weights fast: the product's inner loop runs over a
-// contiguous row of W^T, compiled twice (AVX2+FMA where the CPU has it, picked at load time by
-// the function's target_clones, and plain x86-64), and (3) at large H, two threads, each owning
+// contiguous block of W^T, compiled twice on x86 (AVX2+FMA where the CPU has it, picked at run
+// time, and plain x86-64), and (3) at large H, two threads, each owning
 // half of the hidden units and so half of the weights, which then stay in its core's cache from
 // step to step (at H = 256 a layer's weights are 1.2 MB, more than one L2).
 // Columns are unit-major: column 4j + k is gate k (i, f, g, o) of unit j, so a thread's units
@@ -392,15 +392,20 @@ constexpr int64_t kBlock = 64;
 #define RNNLAB_MATVEC_ARGS(T)                                                \
   const T* __restrict p, const T* __restrict x, int64_t I, const T* __restrict h, int64_t H, \
   T* __restrict out, int64_t n
-__attribute__((target("avx2,fma"))) void matvec_avx2(RNNLAB_MATVEC_ARGS(float)) { RNNLAB_MATVEC_BODY }
 void matvec_base(RNNLAB_MATVEC_ARGS(float)) { RNNLAB_MATVEC_BODY }
-__attribute__((target("avx2,fma"))) void sigmoid_avx2(float* __restrict v, int64_t n) { RNNLAB_SIGMOID_BODY }
 void sigmoid_base(float* __restrict v, int64_t n) { RNNLAB_SIGMOID_BODY }
-
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"))) void matvec_avx2(RNNLAB_MATVEC_ARGS(float)) { RNNLAB_MATVEC_BODY }
+__attribute__((target("avx2,fma"))) void sigmoid_avx2(float* __restrict v, int64_t n) { RNNLAB_SIGMOID_BODY }
 bool have_avx2_fma() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;
 }
+#else  // other architectures: the compiler's own vectorisation of the plain loops
+void matvec_avx2(RNNLAB_MATVEC_ARGS(float)) { matvec_base(p, x, I, h, H, out, n); }
+void sigmoid_avx2(float* v, int64_t n) { sigmoid_base(v, n); }
+bool have_avx2_fma() { return false; }
+#endif
 
 void matvec(RNNLAB_MATVEC_ARGS(float)) {
   if (have_avx2_fma()) matvec_avx2(p, x, I, h, H, out, n); else matvec_base(p, x, I, h, H, out, n);

@@ -18,7 +18,9 @@
 
 #include <torch/extension.h>
 
+#ifndef _WIN32
 #include <dlfcn.h>
+#endif
 
 #include <atomic>
 
@@ -30,12 +32,16 @@ using OneDnnMatmul = void (*)(const Tensor&, const Tensor&, const Tensor&, float
 constexpr int64_t kOneDnnMinMacs = int64_t(1) << 21;   // M·K·N; below it BLAS is as fast or faster
 
 inline OneDnnMatmul find_onednn_matmul() {
+#ifdef _WIN32
+  return nullptr;                                       // (the Itanium-mangled name is Linux/macOS only)
+#else
   static const char* kSymbol = "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff";
   void* f = dlsym(RTLD_DEFAULT, kSymbol);
   if (f == nullptr) {                                   // torch's libraries loaded RTLD_LOCAL
     if (void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD)) f = dlsym(lib, kSymbol);
   }
   return reinterpret_cast<OneDnnMatmul>(f);
+#endif
 }
 
 // 0: BLAS only; 1: oneDNN where it pays (default). Set from Python (set_gemm_backend) for tests
