@@ -502,7 +502,12 @@ class LSTMStreamer {
         z = h;
       }
     });
-    return h_[h_.size(0) - 1].clone();
+    Tensor out = at::empty({H_}, h_.options());             // the top layer's h_t, a copy
+    AT_DISPATCH_FLOATING_TYPES(h_.scalar_type(), "lstm_stream_out", [&] {
+      const scalar_t* top = h_.data_ptr<scalar_t>() + (h_.size(0) - 1) * H_;
+      std::copy(top, top + H_, out.data_ptr<scalar_t>());
+    });
+    return out;
   }
 
   int64_t chunks() const { return chunks_; }

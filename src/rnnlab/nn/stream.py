@@ -173,7 +173,13 @@ class Stream:
     # --------------------------------------------------------------------------- step
     def step(self, x_t):
         """Advance one step; returns the top layer's output h_t (P,)."""
-        if self._cpp is not None:
+        cpp = self._cpp
+        if cpp is not None:
+            if isinstance(x_t, Tensor) and x_t.shape == self._x_shape:   # the hot path
+                try:
+                    return cpp.step(x_t)                  # C++ checks dtype, layout and device
+                except RuntimeError:
+                    pass
             return self._kernel_step(x_t)
         as_tensor = isinstance(x_t, Tensor)
         x = (x_t.detach().numpy() if x_t.device.type == "cpu" else x_t.detach().cpu().numpy()) if as_tensor else np.asarray(x_t)
@@ -206,12 +212,8 @@ class Stream:
         return torch.from_numpy(x.copy()) if as_tensor else x.copy()
 
     def _kernel_step(self, x_t):
+        """The C++ step for inputs off the hot path: (1, I) rows, other dtypes, arrays."""
         if isinstance(x_t, Tensor):
-            if x_t.shape == self._x_shape:                 # the hot path: C++ checks dtype, layout, device
-                try:
-                    return self._cpp.step(x_t)
-                except RuntimeError:
-                    pass
             return self._cpp.step(self._as_input(x_t.detach().cpu()))
         self._cpp.step(self._as_input(torch.from_numpy(np.ascontiguousarray(x_t, dtype=self.dtype))))
         return self._h[-1].copy()
