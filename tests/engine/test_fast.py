@@ -204,7 +204,8 @@ def test_gemm_backend_choice_depends_on_shape_and_dtype_only() -> None:
 
 @needs_fast
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("M,K,N", [(1, 256, 1024), (7, 3, 5), (32, 256, 1024), (1024, 1120, 256)])
+@pytest.mark.parametrize("M,K,N", [(1, 256, 1024), (7, 3, 5), (32, 256, 1024), (1024, 1120, 256),
+                                   (1, 1460, 1460), (1, 2048, 1024), (4096, 1, 512), (4096, 512, 1)])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["", "bias"])
 def test_kernel_matmul_equals_torch(dtype, M, K, N, with_bias) -> None:
     """matmul(a, b, bias) == torch.addmm, with a transposed operand as the engine passes them,
@@ -220,3 +221,28 @@ def test_kernel_matmul_equals_torch(dtype, M, K, N, with_bias) -> None:
     torch.testing.assert_close(got, want, **tol)
     if bias is not None:
         assert torch.equal(bias, kept)
+
+
+@needs_fast
+@pytest.mark.parametrize("cls,size", [(rnnlab.LSTM, (3, 1, 8, 1232)), (rnnlab.GRU, (3, 1, 8, 1232)),
+                                      (rnnlab.RNN, (3, 1, 8, 1500)), (rnnlab.LSTM, (4, 1, 2048, 64)),
+                                      (rnnlab.LSTM, (512, 16, 1, 64))],
+                         ids=["lstm-B1", "gru-B1", "rnn-B1", "lstm-B1-wide-input", "lstm-I1"])
+def test_thin_products_stay_off_onednn(cls, size) -> None:
+    """Batch 1 at large H, a wide input at batch 1, and a one-feature input over many steps: products
+    with a dimension of 1 (which once corrupted the heap inside oneDNN with accumulation) run on
+    BLAS and equal the reference."""
+    T, B, I, H = size
+    assert fast_mod.gemm_backend(B, H, 4 * H) == "blas" and fast_mod.gemm_backend(T * B, I, 4 * H) in (
+        ("blas",) if min(T * B, I) < 8 else ("blas", "onednn"))
+    torch.manual_seed(0)
+    ref, fast = cls(I, H, engine="reference"), cls(I, H, engine="fast")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I)
+    outs = []
+    for m in (ref, fast):
+        out, _ = m(x)
+        out.square().sum().backward()
+        outs.append((out.detach(), m.weight_hh_l0.grad))
+    for want, got in zip(*outs):
+        torch.testing.assert_close(got, want, atol=1e-5 * max(1.0, want.abs().max().item()), rtol=0)

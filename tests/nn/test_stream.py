@@ -115,3 +115,25 @@ def test_kernel_stream_on_two_threads_and_after_refresh(dtype) -> None:
             s.step(torch.ones(4, dtype=dtype))
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "loops"])
+def test_stream_copies_pickles_and_follows_a_dtype_change(use_kernels) -> None:
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(4, 8).eval()
+    s = Stream(m, use_kernels=use_kernels)
+    x = torch.randn(6, 4)
+    first = s.run(x[:3])
+    with torch.no_grad():
+        rest = m(x)[0][3:]
+    for twin in (copy.deepcopy(s), pickle.loads(pickle.dumps(s))):   # each continues from step 3
+        assert twin.backend == s.backend
+        torch.testing.assert_close(twin.run(x[3:]), rest, **TOL[torch.float32])
+    m.double()
+    s.refresh()                                   # weights now float64: the state follows (reset)
+    with torch.no_grad():
+        torch.testing.assert_close(s.run(x.double()), m(x.double())[0], **TOL[torch.float64])
+    assert first.dtype == torch.float32

@@ -336,9 +336,9 @@ std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, con
 // layer plus 4H activations: tiny arithmetic, so what counts is (1) no per-call overhead beyond
 // one Python → C++ call, (2) reading the weights fast: the product's inner loop runs over a
 // contiguous block of W^T, compiled twice on x86 (AVX2+FMA where the CPU has it, picked at run
-// time, and plain x86-64), and (3) at large H, two threads, each owning
-// half of the hidden units and so half of the weights, which then stay in its core's cache from
-// step to step (at H = 256 a layer's weights are 1.2 MB, more than one L2).
+// time, and plain x86-64), and (3) at large H, several threads (torch's count when the Stream
+// is made, at least 64 units each), each owning its units' share of the weights, which then stays
+// in its core's cache from step to step (at H = 256 a layer's weights are 1.2 MB, more than one L2).
 // Columns are unit-major: column 4j + k is gate k (i, f, g, o) of unit j, so a thread's units
 // own one contiguous block of every row.
 namespace streaming {
@@ -451,7 +451,16 @@ class LSTMStreamer {
     bind(std::move(h), std::move(c));
   }
 
-  void bind(Tensor h, Tensor c) { h_ = std::move(h); c_ = std::move(c); }
+  // The state the steps update in place: h and c, (L, H) contiguous CPU tensors of the weights' dtype.
+  void bind(Tensor h, Tensor c) {
+    const auto L = static_cast<int64_t>(w_.size());
+    for (const Tensor* t : {&h, &c})
+      TORCH_CHECK(t->dim() == 2 && t->size(0) == L && t->size(1) == H_ && t->is_contiguous() &&
+                      t->device().is_cpu() && t->scalar_type() == b_[0].scalar_type(),
+                  "LSTMStreamer.bind: expected (", L, ", ", H_, ") contiguous CPU tensors of the weights' dtype");
+    h_ = std::move(h);
+    c_ = std::move(c);
+  }
 
   // One step: x holds I_0 contiguous values of the state's dtype, on the CPU (a (1, I_0) row is
   // fine). Returns a copy of the top layer's new h.
@@ -542,6 +551,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
   m.def("onednn_found", [] { return rnnlab::onednn_matmul() != nullptr; });
   m.def("gemm_backend", [](int64_t M, int64_t K, int64_t N) {   // which library a float32 (M,K)@(K,N) uses
-    return std::string(rnnlab::use_onednn(at::empty({M, K}), at::empty({K, N})) ? "onednn" : "blas");
+    const auto f32 = at::TensorOptions().dtype(at::kFloat);
+    return std::string(rnnlab::use_onednn(at::empty({M, K}, f32), at::empty({K, N}, f32)) ? "onednn" : "blas");
   });
 }

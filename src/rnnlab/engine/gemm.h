@@ -22,6 +22,7 @@
 #include <dlfcn.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 
 namespace rnnlab {
@@ -30,6 +31,10 @@ using at::Tensor;
 using OneDnnMatmul = void (*)(const Tensor&, const Tensor&, const Tensor&, float, float);
 
 constexpr int64_t kOneDnnMinMacs = int64_t(1) << 21;   // M·K·N; below it BLAS is as fast or faster
+// Every dimension at least this: a matrix-vector product gains nothing from oneDNN, and with one
+// row, a transposed right operand and accumulation (beta = 1), mkldnn_matmul in torch 2.13 was
+// seen to corrupt the heap (B = 1, H >= 1200), so thin products never go there.
+constexpr int64_t kOneDnnMinDim = 8;
 
 inline OneDnnMatmul find_onednn_matmul() {
 #ifdef _WIN32
@@ -59,6 +64,7 @@ inline OneDnnMatmul onednn_matmul() {
 // Whether a @ b (a (M, K), b (K, N)) goes to oneDNN. Shapes and dtype only.
 inline bool use_onednn(const Tensor& a, const Tensor& b) {
   return a.scalar_type() == at::kFloat && a.size(0) * a.size(1) * b.size(1) >= kOneDnnMinMacs &&
+         std::min({a.size(0), a.size(1), b.size(1)}) >= kOneDnnMinDim &&
          onednn_enabled().load(std::memory_order_relaxed) && at::globalContext().userEnabledMkldnn() &&
          onednn_matmul() != nullptr;
 }

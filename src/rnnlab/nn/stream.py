@@ -4,8 +4,9 @@ For online use at batch 1 (a sensor reading per tick, live text a character at a
 layer forward is the wrong tool: each call pays for sequence bookkeeping and a dozen dispatched
 tensor ops that dwarf the arithmetic. ``Stream`` copies the weights once and runs each step as
 one compiled call: for an LSTM without projection, the C++ step of the fast kernels (weights
-packed for sequential reads, an AVX2/FMA path picked at run time, and from H = 128 on two
-threads, each with its half of the units and of the weights; ``fast_kernels.cpp``); otherwise one
+packed for sequential reads, an AVX2/FMA path picked at run time, and from H = 128 on up to
+``torch.get_num_threads()`` threads (as at construction), each with at least 64 of the units and
+their weights; ``fast_kernels.cpp``); otherwise one
 numba loop per layer over pre-transposed NumPy arrays (``_stream_kernels``), or NumPy without
 numba. All give the same numbers as the full-sequence forward up to float rounding;
 ``Stream.backend`` says which runs.
@@ -109,7 +110,22 @@ class Stream:
         self._one = dt(1.0)
         self._torch_dtype = torch.float64 if dt == np.float64 else torch.float32
         self._cpp = self._build_kernel_step()
-        if self._cpp is not None and getattr(self, "_h", None) is not None:
+        h = getattr(self, "_h", None)
+        if h is not None:
+            P = self.proj_size or self.hidden_size
+            if h.dtype != dt or h.shape != (self.num_layers, P):   # the module changed dtype or shape
+                self.reset()
+            elif self._cpp is not None:
+                self._bind_state()
+
+    # A Stream copies and pickles without its C++ step (rebuilt from the module on load).
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_cpp"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cpp = self._build_kernel_step()
+        if self._cpp is not None:
             self._bind_state()
 
     def _build_kernel_step(self):
