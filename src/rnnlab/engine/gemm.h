@@ -2,11 +2,12 @@
 //
 // Why: torch runs its CPU matmuls (torch.mm, at::addmm_out) on MKL, while torch.nn.LSTM runs on
 // oneDNN. On AMD processors with AVX-512, MKL takes its AVX2 code and oneDNN its AVX-512 code:
-// measured on a 2-core AMD EPYC, oneDNN's single-precision GEMM ran at about 450 GFLOP/s and
-// MKL's at about 200, and a step's recurrent GEMM at B=32 H=256 took 71 µs against 156 µs. On
-// other CPUs the two are close. So single-precision GEMMs of at least kOneDnnMinMacs multiply-adds
-// go to oneDNN; smaller ones (where a oneDNN call's fixed cost of ~10 µs dominates) and
-// double precision (which oneDNN does not do) stay on BLAS.
+// on a 2-core AMD EPYC (benchmarks/bench_onednn.py), oneDNN's single-precision GEMM ran at 438
+// GFLOP/s and MKL's at 209, and a step's recurrent product at B=32 H=256 took 62 µs against 108.
+// On other CPUs the two are close. So single-precision GEMMs of at least kOneDnnMinMacs
+// multiply-adds, none of whose dimensions is below kOneDnnMinDim, go to oneDNN; smaller or thinner
+// ones (where a oneDNN call's fixed cost of ~10 µs dominates) and double precision (which oneDNN
+// does not do) stay on BLAS.
 //
 // The oneDNN entry point is at::native::mkldnn_matmul(mat1, mat2, result, beta, alpha), which
 // computes result = beta·result + alpha·(mat1 @ mat2) into result's memory. libtorch_cpu exports
