@@ -4,10 +4,9 @@
 // oneDNN. On AMD processors with AVX-512, MKL takes its AVX2 code and oneDNN its AVX-512 code:
 // on a 2-core AMD EPYC (benchmarks/bench_onednn.py), oneDNN's single-precision GEMM ran at 438
 // GFLOP/s and MKL's at 209, and a step's recurrent product at B=32 H=256 took 62 µs against 108.
-// On other CPUs the two are close. So single-precision GEMMs of at least kOneDnnMinMacs
-// multiply-adds, none of whose dimensions is below kOneDnnMinDim, go to oneDNN; smaller or thinner
-// ones (where a oneDNN call's fixed cost of ~10 µs dominates) and double precision (which oneDNN
-// does not do) stay on BLAS.
+// So single-precision GEMMs of at least kOneDnnMinMacs multiply-adds, none of whose dimensions is
+// below kOneDnnMinDim, go to oneDNN; smaller or thinner ones (where a oneDNN call's fixed cost of
+// ~10 µs dominates) and double precision (which oneDNN does not do) stay on BLAS.
 //
 // The oneDNN entry point is at::native::mkldnn_matmul(mat1, mat2, result, beta, alpha), which
 // computes result = beta·result + alpha·(mat1 @ mat2) into result's memory. libtorch_cpu exports
