@@ -3,13 +3,12 @@
 For online use at batch 1 (a sensor reading per tick, live text a character at a time) the full
 layer forward is the wrong tool: each call pays for sequence bookkeeping and a dozen dispatched
 tensor ops that dwarf the arithmetic. ``Stream`` copies the weights once and runs each step as
-one compiled call: for an LSTM without projection, the C++ step of the fast kernels (weights
-packed for sequential reads, an AVX2/FMA path picked at run time, and from H = 128 on up to
-``torch.get_num_threads()`` threads (as at construction), each with at least 64 of the units and
-their weights; ``fast_kernels.cpp``); otherwise one
-numba loop per layer over pre-transposed NumPy arrays (``_stream_kernels``), or NumPy without
-numba. All give the same numbers as the full-sequence forward up to float rounding;
-``Stream.backend`` says which runs.
+one compiled call. For an LSTM without projection that is the C++ step of the fast kernels
+(``fast_kernels.cpp``: weights packed for sequential reads, an AVX2/FMA path picked at run time,
+and from H = 128 up to ``torch.get_num_threads()`` threads as at construction, each with at least
+64 of the units and their weights); otherwise one numba loop per layer over pre-transposed NumPy
+arrays (``_stream_kernels``), or NumPy without numba. All give the same numbers as the
+full-sequence forward up to float rounding; ``Stream.backend`` says which runs.
 
     >>> import torch, rnnlab
     >>> lstm = rnnlab.LSTM(3, 8, num_layers=2).eval()
