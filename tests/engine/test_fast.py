@@ -246,3 +246,41 @@ def test_thin_products_stay_off_onednn(cls, size) -> None:
         outs.append((out.detach(), m.weight_hh_l0.grad))
     for want, got in zip(*outs):
         torch.testing.assert_close(got, want, atol=1e-5 * max(1.0, want.abs().max().item()), rtol=0)
+
+
+# ------------------------------------------------------------ reused buffers (workspace.h)
+@needs_fast
+@pytest.mark.parametrize("kw", [{}, {"layer_norm": True}], ids=["lstm", "ln-lstm"])
+def test_reused_buffers_never_touch_what_someone_holds(kw) -> None:
+    """The kernels hand a buffer out again only when nothing holds it: outputs (and views of them)
+    kept from earlier calls keep their values across later calls, forward and backward; a buffer
+    nobody holds any more is reused; empty_cache() lets them go and results stay right."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(6, 8, engine="fast", **kw)
+    ref = rnnlab.LSTM(6, 8, engine="reference", **kw)
+    ref.load_state_dict(m.state_dict())
+    xs = [torch.randn(5, 3, 6) for _ in range(4)]
+    kept, views = [], []
+    for x in xs:                                   # train-style: forward, backward, keep the outputs
+        out, (h, c) = m(x)
+        out.sum().backward()
+        kept.append((out.detach(), out.detach().clone()))
+        views.append((out[1:].detach(), out[1:].detach().clone()))
+    with torch.no_grad():
+        for x in xs:                               # and inference calls of the same size in between
+            m(x)
+    for (t, copy), (v, vcopy) in zip(kept, views):
+        assert torch.equal(t, copy) and torch.equal(v, vcopy)
+    with torch.no_grad():
+        torch.testing.assert_close(m(xs[1])[0], ref(xs[1])[0], atol=1e-5, rtol=1e-5)
+    # the kernel itself: memory nobody holds any more is handed out again
+    K = fast_mod._KERNELS.module
+    xw, h0, w = torch.randn(5, 3, 32), torch.zeros(3, 8), torch.randn(32, 8)
+    first = K.lstm_forward(xw.clone(), h0, h0, w, None)
+    ptr = first[0].data_ptr()
+    del first
+    again = K.lstm_forward(xw.clone(), h0, h0, w, None)
+    assert again[0].data_ptr() == ptr
+    fast_mod.empty_cache()
+    with torch.no_grad():
+        torch.testing.assert_close(m(xs[2])[0], ref(xs[2])[0], atol=1e-5, rtol=1e-5)

@@ -58,6 +58,11 @@ def set_onednn(enabled: bool) -> None:
     kernels.set_onednn(enabled)
 
 
+def empty_cache() -> None:
+    """Release the activation/gradient buffers the C++ kernels keep for reuse between calls."""
+    kernels.empty_cache()
+
+
 def gemm_backend(M: int, K: int, N: int) -> str:
     """Which library a float32 (M, K) @ (K, N) product of the kernels runs on: "onednn" or "blas"."""
     return _KERNELS.module.gemm_backend(M, K, N) if available() else "blas"

@@ -24,9 +24,11 @@
 #include <vector>
 
 #include "gemm.h"
+#include "workspace.h"
 
 using at::Tensor;
 using rnnlab::gemm;
+using rnnlab::workspace;
 using rnnlab::use_onednn;
 
 namespace {
@@ -63,9 +65,9 @@ constexpr int64_t kRowGrain = 8;
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
                                  const Tensor& w_hh, const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 4;
-  auto hs = at::empty({T + 1, B, H}, xw.options());
-  auto cs = at::empty({T + 1, B, H}, xw.options());
-  auto tcs = at::empty({T, B, H}, xw.options());   // tanh(c_t), saved so backward needs no tanh
+  auto hs = workspace(0, {T + 1, B, H}, xw.options());            // reused buffers: workspace.h
+  auto cs = workspace(1, {T + 1, B, H}, xw.options());
+  auto tcs = workspace(2, {T, B, H}, xw.options());   // tanh(c_t), saved so backward needs no tanh
   Tensor gates = xw;  // the gates overwrite the input projection in place: no copy, no extra buffer
   hs[0].copy_(h0);
   cs[0].copy_(c0);
@@ -125,7 +127,7 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
                                   const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h,
                                   const c10::optional<Tensor>& rec_c) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
-  auto dxw = at::empty({T, B, G}, gates.options());
+  auto dxw = workspace(3, {T, B, G}, gates.options());
   Tensor dh = dh_last.clone().contiguous();
   Tensor dc = dc_last.clone().contiguous();
   Tensor dh_prev = at::empty({B, H}, gates.options());
@@ -194,9 +196,9 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
 std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
                                 const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 3;
-  auto hs = at::empty({T + 1, B, H}, xw.options());
+  auto hs = workspace(4, {T + 1, B, H}, xw.options());
   Tensor gates = xw;  // computed in place over the input projection (each element reads its own)
-  auto hn = at::empty({T, B, H}, xw.options());
+  auto hn = workspace(5, {T, B, H}, xw.options());
   auto hw = at::empty({B, G}, xw.options());
   hs[0].copy_(h0);
   const Tensor w_hh_t = w_hh.t();
@@ -237,8 +239,8 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
                                  const Tensor& hn, const Tensor& hs, const Tensor& w_hh,
                                  const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 3;
-  auto dxw = at::empty({T, B, G}, gates.options());
-  auto dhw = at::empty({T, B, G}, gates.options());
+  auto dxw = workspace(6, {T, B, G}, gates.options());
+  auto dhw = workspace(7, {T, B, G}, gates.options());
   Tensor dh = dh_last.clone().contiguous();
   Tensor dh_prev = at::empty({B, H}, gates.options());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
@@ -281,7 +283,7 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
 Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
                    const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
-  auto hs = at::empty({T + 1, B, H}, xw.options());
+  auto hs = workspace(8, {T + 1, B, H}, xw.options());
   hs[0].copy_(h0);
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
@@ -301,7 +303,7 @@ std::vector<Tensor> rnn_backward(const Tensor& d_out, const Tensor& dh_last, con
                                  const Tensor& w_hh, bool relu, const c10::optional<Tensor>& mask,
                                  const c10::optional<Tensor>& rec_h) {
   const int64_t T = hs.size(0) - 1, B = hs.size(1), H = hs.size(2);
-  auto da = at::empty({T, B, H}, hs.options());
+  auto da = workspace(9, {T, B, H}, hs.options());
   Tensor dh = dh_last.clone().contiguous();
   Tensor dh_prev = at::empty({B, H}, hs.options());
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "rnn_backward", [&] {
@@ -548,6 +550,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("bind", &streaming::LSTMStreamer::bind)
       .def("step", &streaming::LSTMStreamer::step)
       .def("chunks", &streaming::LSTMStreamer::chunks);
+  m.def("release_workspace", &rnnlab::release_workspace);
   m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
   m.def("onednn_found", [] { return rnnlab::onednn_matmul() != nullptr; });
   m.def("gemm_backend", [](int64_t M, int64_t K, int64_t N) {   // which library a float32 (M,K)@(K,N) uses

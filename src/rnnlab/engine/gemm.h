@@ -18,6 +18,8 @@
 
 #include <torch/extension.h>
 
+#include "workspace.h"
+
 #ifndef _WIN32
 #include <dlfcn.h>
 #endif
@@ -85,7 +87,8 @@ inline void gemm(const Tensor& out, const Tensor& a, const Tensor& b, bool accum
 // The whole-sequence products of the Python side (input projection, weight gradients): a new
 // (M, N) tensor a @ b, plus bias (N) broadcast over the rows when given.
 inline Tensor matmul(const Tensor& a, const Tensor& b, const c10::optional<Tensor>& bias) {
-  Tensor out = at::empty({a.size(0), b.size(1)}, a.options());   // never a view of the bias
+  constexpr size_t kMatmulSlot = 100;                             // workspace.h: reused when free
+  Tensor out = workspace(kMatmulSlot, {a.size(0), b.size(1)}, a.options());   // never a view of the bias
   if (bias) out.copy_(bias->expand({a.size(0), b.size(1)}));
   gemm(out, a, b, bias.has_value());
   return out;

@@ -54,6 +54,14 @@ def set_onednn(enabled: bool) -> None:
             k.module.set_onednn(_ONEDNN)
 
 
+def empty_cache() -> None:
+    """Release the buffers the kernels keep for reuse between calls (``workspace.h``: large
+    activation and gradient buffers, reused when nothing else holds them; the calling thread's)."""
+    for k in _ALL:
+        if k.module is not None:
+            k.module.release_workspace()
+
+
 def _import_built(so_path: Path, module_name: str) -> ModuleType:
     """Import an already-built extension module file directly (no builder, no lock)."""
     spec = importlib.util.spec_from_file_location(module_name, so_path)

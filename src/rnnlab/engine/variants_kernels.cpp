@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "workspace.h"
 
 using at::Tensor;
 using rnnlab::gemm;
@@ -64,10 +65,11 @@ std::vector<Tensor> ln_lstm_forward(Tensor xhat, const Tensor& bias, const Tenso
                                     const Tensor& w_hh, double eps) {
   const int64_t T = xhat.size(0), B = xhat.size(1), G = xhat.size(2), H = G / 4;
   auto opt = xhat.options();
-  auto hs = at::empty({T + 1, B, H}, opt), cs = at::empty({T + 1, B, H}, opt);
-  auto gates = at::empty({T, B, G}, opt), uhat = at::empty({T, B, G}, opt);
-  auto rx = at::empty({T, B, 4}, opt), ru = at::empty({T, B, 4}, opt);
-  auto chat = at::empty({T, B, H}, opt), rc = at::empty({T, B}, opt), y = at::empty({T, B, H}, opt);
+  using rnnlab::workspace;                                           // reused buffers (workspace.h)
+  auto hs = workspace(0, {T + 1, B, H}, opt), cs = workspace(1, {T + 1, B, H}, opt);
+  auto gates = workspace(2, {T, B, G}, opt), uhat = workspace(3, {T, B, G}, opt);
+  auto rx = workspace(4, {T, B, 4}, opt), ru = workspace(5, {T, B, 4}, opt);
+  auto chat = workspace(6, {T, B, H}, opt), rc = workspace(7, {T, B}, opt), y = workspace(8, {T, B, H}, opt);
   hs[0].copy_(h0);
   cs[0].copy_(c0);
   const Tensor w_hh_t = w_hh.t();
@@ -134,7 +136,7 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& d_out, const Tensor& d_h_last
                                      const Tensor& chat, const Tensor& rc, const Tensor& y) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
   auto opt = gates.options();
-  auto dxw = at::empty({T, B, G}, opt), du = at::empty({T, B, G}, opt);
+  auto dxw = rnnlab::workspace(9, {T, B, G}, opt), du = rnnlab::workspace(10, {T, B, G}, opt);
   auto dxa = at::empty({B, G}, opt), dz = at::empty({B, H}, opt);   // one step's ∂L/∂a, ∂L/∂z (scratch)
   // Parameter gradients summed step by step while the step's rows are in cache:
   // Σ da ⊙ x̂ (γ_ih), Σ da ⊙ û (γ_hh), Σ da (both biases), Σ dz ⊙ ĉ (γ_c), Σ dz (β_c).
@@ -210,5 +212,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ln_lstm_forward", &ln_lstm_forward, "layer-norm LSTM forward (time loop)");
   m.def("ln_lstm_backward", &ln_lstm_backward, "layer-norm LSTM backward (BPTT)");
   m.def("matmul", &rnnlab::matmul, "a @ b (+ bias) through gemm.h");
+  m.def("release_workspace", &rnnlab::release_workspace);
   m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
 }
