@@ -1,11 +1,13 @@
-"""What the fast kernels gain from oneDNN's matmul (engine/gemm.h), measured side by side.
+"""What the fast kernels gain from oneDNN's matmul (engine/gemm.h) and from reusing their
+buffers (engine/workspace.h), measured side by side.
 
     python benchmarks/bench_onednn.py [--threads 2] [--repeats 15]
 
 Prints (1) the large-matmul rate of torch.mm (MKL) and of the kernels' matmul with oneDNN,
 (2) one LSTM step's recurrent product at B=32 H=256 with oneDNN on and off, and (3) forward+backward
-time of rnnlab layers with oneDNN on and off beside torch.nn, in alternating rounds in one process
-(medians), as ratios to torch.nn. See the README's "oneDNN for the large matmuls".
+time of rnnlab layers with oneDNN off, on, and on without buffer reuse, beside torch.nn, in
+alternating rounds in one process (medians), as ratios to torch.nn. See the README's "oneDNN for
+the large matmuls" and "Reused buffers".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import torch
 
 import rnnlab
+from rnnlab.bench import _train_step
 from rnnlab.engine import fast
 
 CASES = [("lstm", (35, 32, 28, 256), {}), ("lstm", (100, 64, 128, 128), {}), ("lstm", (50, 32, 64, 512), {}),
@@ -67,28 +70,28 @@ def main() -> None:
         ours, theirs = ours_cls(I, H, **kw), theirs_cls(I, H)
         x = torch.randn(T, B, I)
 
-        def run(m: torch.nn.Module) -> None:
-            m.zero_grad(set_to_none=True)
-            m(x)[0].sum().backward()
-
-        times = {"onednn": [], "blas": [], "torch": []}
+        ours_step, theirs_step = _train_step(ours, x), _train_step(theirs, x)
+        settings = {"oneDNN": (True, True), "BLAS": (False, True), "no reuse": (True, False)}
+        times = {name: [] for name in [*settings, "torch.nn"]}
         for _ in range(3):
-            run(ours)
-            run(theirs)
-        for _ in range(a.repeats):                  # alternating rounds: all three see the same load
-            for name in ("onednn", "blas"):
-                fast.set_onednn(name == "onednn")
+            ours_step()
+            theirs_step()
+        for _ in range(a.repeats):                  # alternating rounds: all see the same load
+            for name, (onednn, reuse) in settings.items():
+                fast.set_onednn(onednn)
+                fast.set_reuse(reuse)
                 t0 = time.perf_counter()
-                run(ours)
+                ours_step()
                 times[name].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            run(theirs)
-            times["torch"].append(time.perf_counter() - t0)
+            theirs_step()
+            times["torch.nn"].append(time.perf_counter() - t0)
         fast.set_onednn(True)
+        fast.set_reuse(True)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         label = f"{cell}{' ' + ','.join(kw) if kw else ''} T={T} B={B} I={I} H={H}"
-        print(f"{label:40s} oneDNN {med['onednn']:7.2f} ms  BLAS {med['blas']:7.2f} ms  torch.nn {med['torch']:7.2f} ms"
-              f"  ratio oneDNN {med['onednn'] / med['torch']:.2f}  BLAS {med['blas'] / med['torch']:.2f}")
+        print(f"{label:38s} torch.nn {med['torch.nn']:6.2f} ms; ratio "
+              + "  ".join(f"{name} {med[name] / med['torch.nn']:.2f}" for name in settings))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_quick_bench_records() -> None:
     from rnnlab.nn.options import variant_bench_configs
 
     variants = {(r["cell"], r["note"]) for r in res.as_dicts() if r["kind"] == "variant"}
-    assert variants == {(c, n.split(" ", 1)[1]) for n, (c, _) in variant_bench_configs().items()}
+    assert variants == {(c, name) for name, (c, _) in variant_bench_configs().items()}
     assert render_table(res).row_count == len(res.records)
     json.dumps(res.as_dicts())
 
@@ -70,7 +70,7 @@ def test_cli_quick_json(tmp_path, monkeypatch) -> None:
 
     def tiny(**kw):
         kw.update(sizes=((4, 2, 3, 4),), memory_T=20, memory_size=(2, 3, 4), stream_hidden=(8,),
-                  stream_input=3, gemm_n=64, variant_size=(4, 2, 3, 4), repeats=1)
+                  stream_input=3, gemm_n=64, repeats=1)
         return orig(**kw)
 
     monkeypatch.setattr(bench_mod, "BenchConfig", tiny)

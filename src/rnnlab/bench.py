@@ -15,7 +15,7 @@ Kinds of record (``--json`` writes a list of them):
            output; weights and the input excluded) for one long sequence, two lengths to show
            the growth is linear; ``engine`` says which rnnlab engine
   onnx     inference ms: ONNX Runtime on the exported layer ("rnnlab" column) vs torch.nn
-  variant  forward+backward ms of a cell variant (layer norm, peepholes, ...; ``note`` names it,
+  variant  forward+backward ms of a cell variant (layer norm, peepholes, ...; ``note`` is its name,
            see ``rnnlab.nn.options.variant_bench_configs``) vs torch.nn's *standard* cell of the
            same family at ``variant_size``: what the option costs over the cell it replaces
 """
@@ -214,9 +214,8 @@ def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], Non
         ours = _RNNLAB[cell](I, H, engine=cfg.engine, **cell_kwargs(options))
         theirs = _TORCH[cell](I, H)
         a, b = time_pair(_train_step(ours, x), _train_step(theirs, x), cfg.n_repeats, warmup=1 if cfg.quick else 2)
-        option = name.split(" ", 1)[1]
         res.records.append(BenchRecord("variant", cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
-                                       engine=cfg.engine, note=option))
+                                       engine=cfg.engine, note=name))
         log(f"variant {name} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch.nn {cell} {b * 1e3:.2f} ms")
 
 
@@ -351,7 +350,7 @@ def render_table(res: BenchResult):
         t.add_column(col, justify="right" if col not in ("kind", "cell", "engine") else "left")
     for r in res.records:
         roof = "" if r.roofline is None else f"{r.roofline:.0%} / {r.roofline_torch:.0%}"
-        cell = f"{r.cell} {r.note}" if r.kind == "variant" else r.cell
+        cell = r.note if r.kind == "variant" else r.cell              # a variant's note is its name
         t.add_row(r.kind, cell, str(r.T), str(r.B), str(r.I), str(r.H), r.engine or ("ORT" if r.kind == "onnx" else ""),
                   _fmt(r, r.rnnlab), _fmt(r, r.torch), f"{r.ratio:.2f}", roof)
     return t

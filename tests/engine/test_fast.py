@@ -163,11 +163,12 @@ def test_fast_equals_reference_at_sizes_that_use_onednn(cls, packed, onednn, thr
     step's rows): all equal the reference to float32 rounding."""
     T, B, I, H = LARGE[cls]
     G = {rnnlab.LSTM: 4, rnnlab.GRU: 3, rnnlab.RNN: 1}[cls]
-    assert B * H * G * H >= 2**21
+    K = fast_mod._KERNELS.module
     old = torch.get_num_threads()
     fast_mod.set_onednn(onednn)
     torch.set_num_threads(threads)
-    try:
+    try:                                          # the step product really goes where the parameter says
+        assert fast_mod.gemm_backend(B, H, G * H) == ("onednn" if onednn and K.onednn_found() else "blas")
         _compare("fast", cls, {}, torch.float32, packed, False, size=LARGE[cls], scaled=1e-5)
     finally:
         torch.set_num_threads(old)
@@ -192,7 +193,7 @@ def test_gemm_backend_choice_depends_on_shape_and_dtype_only() -> None:
     K = fast_mod._KERNELS.module
     assert fast_mod.gemm_backend(8, 64, 256) == "blas"              # small: a oneDNN call's fixed cost dominates
     big = fast_mod.gemm_backend(32, 256, 1024)
-    assert big == ("onednn" if K.onednn_found() else "blas")
+    assert big == ("onednn" if K.onednn_found() else "blas") and fast_mod.onednn_in_use() == (big == "onednn")
     fast_mod.set_onednn(False)
     try:
         assert fast_mod.gemm_backend(32, 256, 1024) == "blas"
@@ -233,8 +234,8 @@ def test_thin_products_stay_off_onednn(cls, size) -> None:
     with a dimension of 1 (which once corrupted the heap inside oneDNN with accumulation) run on
     BLAS and equal the reference."""
     T, B, I, H = size
-    assert fast_mod.gemm_backend(B, H, 4 * H) == "blas" and fast_mod.gemm_backend(T * B, I, 4 * H) in (
-        ("blas",) if min(T * B, I) < 8 else ("blas", "onednn"))
+    G = {rnnlab.LSTM: 4, rnnlab.GRU: 3, rnnlab.RNN: 1}[cls]
+    assert fast_mod.gemm_backend(B, H, G * H) == "blas" and fast_mod.gemm_backend(T * B, I, G * H) == "blas"
     torch.manual_seed(0)
     ref, fast = cls(I, H, engine="reference"), cls(I, H, engine="fast")
     fast.load_state_dict(ref.state_dict())

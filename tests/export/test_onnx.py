@@ -178,7 +178,9 @@ def test_variant_cell_matches_onnxruntime(tmp_path, cls, kw) -> None:
     state = (h, torch.randn_like(h)) if cls is rnnlab.LSTMCell else h
     with torch.no_grad():
         want = _flat(m(x, state))
-    for g, w in zip(run_onnx(sess, x, state), want):
+    got = run_onnx(sess, x, state)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
         torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5)
 
 

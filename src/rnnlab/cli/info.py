@@ -41,8 +41,7 @@ def collect(build: bool = True) -> dict:
         "fast_kernels": fast_ok,
         "fast_kernels_unavailable_because": fast_why,
         # large float32 matmuls of the kernels on oneDNN (engine/gemm.h) or all on torch's BLAS
-        "fast_kernels_gemm": None if not fast_ok else ("onednn+blas" if fast.gemm_backend(32, 256, 1024) == "onednn"
-                                                       else "blas"),
+        "fast_kernels_gemm": None if not fast_ok else ("onednn+blas" if fast.onednn_in_use() else "blas"),
         "numba_streaming": _stream_kernels.HAVE_NUMBA,
         "onnxruntime": _version("onnxruntime"),
         "tensorboard": _version("tensorboard"),

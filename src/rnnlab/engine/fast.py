@@ -31,9 +31,8 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
-from rnnlab.engine import kernels
-from rnnlab.engine.kernels import Kernels
-from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan
+from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
+from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan, wanted
 
 _KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
 
@@ -48,19 +47,15 @@ def unavailable_reason() -> str | None:
     return _KERNELS.error
 
 
-def _mm(a: Tensor, b: Tensor) -> Tensor:
-    return _KERNELS.module.matmul(a, b, None)
+def mm(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """a @ b (+ bias over the rows) through the kernels' matmul (gemm.h: oneDNN where it pays)."""
+    return _KERNELS.module.matmul(a, b, bias)
 
 
-def set_onednn(enabled: bool) -> None:
-    """Let the kernels' matmuls use oneDNN where it pays (default) or keep them all on BLAS
-    (every kernel module: this engine's and the cell variants')."""
-    kernels.set_onednn(enabled)
-
-
-def empty_cache() -> None:
-    """Release the activation/gradient buffers the C++ kernels keep for reuse between calls."""
-    kernels.empty_cache()
+def onednn_in_use() -> bool:
+    """Whether the kernels' large float32 matmuls run on oneDNN here (found in this torch,
+    switched on, and torch's mkldnn flag on)."""
+    return available() and gemm_backend(64, 64, 64 * 64) == "onednn"
 
 
 def gemm_backend(M: int, K: int, N: int) -> str:
@@ -86,7 +81,7 @@ class _FastScan(torch.autograd.Function):
         b = None
         if has_bias:  # as the reference: LSTM and RNN fold both biases here, the GRU only b_ih
             b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
-        xw = _KERNELS.module.matmul(x2, w_ih.t(), b).view(T, B, GH)
+        xw = mm(x2, w_ih.t(), b).view(T, B, GH)
         m = None if mask is None else mask.reshape(T, B).contiguous()
         w_hh_c = w_hh.contiguous()
         cs = hn = gates = tcs = None
@@ -140,7 +135,8 @@ class _FastScan(torch.autograd.Function):
 
         # Weight gradients, one matmul each: the reference's own function.
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(need, dxw, dhw, x, w_ih, hs, ctx.has_bias, mm=_mm)
+        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+            wanted(need, (2, 6, 7, 8, 9), ctx.has_bias), dxw, dhw, x, w_ih, hs, mm=mm)
         return (None, None, dx, None, dh0 if need[4] else None, dc0 if need[5] else None,
                 dw_ih, dw_hh, db_ih, db_hh)
 

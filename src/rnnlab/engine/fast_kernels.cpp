@@ -551,6 +551,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("step", &streaming::LSTMStreamer::step)
       .def("chunks", &streaming::LSTMStreamer::chunks);
   m.def("release_workspace", &rnnlab::release_workspace);
+  m.def("set_reuse", [](bool on) { rnnlab::reuse_enabled().store(on); });
   m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
   m.def("onednn_found", [] { return rnnlab::onednn_matmul() != nullptr; });
   m.def("gemm_backend", [](int64_t M, int64_t K, int64_t N) {   // which library a float32 (M,K)@(K,N) uses

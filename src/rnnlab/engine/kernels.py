@@ -41,17 +41,32 @@ def _clear_stale_lock(cpp_extension, name: str) -> None:
 
 
 _ALL: list["Kernels"] = []
-_ONEDNN = True
+# Switches every kernel module takes, built now or later: name of its setter -> value.
+_SWITCHES = {"set_onednn": True, "set_reuse": True}
+
+
+def _switch(setter: str, enabled: bool) -> None:
+    _SWITCHES[setter] = bool(enabled)
+    for k in _ALL:
+        if k.module is not None:
+            getattr(k.module, setter)(_SWITCHES[setter])
+
+
+def _apply_switches(module: ModuleType) -> None:
+    for setter, value in _SWITCHES.items():
+        getattr(module, setter)(value)
 
 
 def set_onednn(enabled: bool) -> None:
     """Whether the kernels' large single-precision matmuls may use oneDNN (``gemm.h``; default on)
-    or stay on torch's BLAS: for every kernel module, built now or later."""
-    global _ONEDNN
-    _ONEDNN = bool(enabled)
-    for k in _ALL:
-        if k.module is not None:
-            k.module.set_onednn(_ONEDNN)
+    or stay on torch's BLAS."""
+    _switch("set_onednn", enabled)
+
+
+def set_reuse(enabled: bool) -> None:
+    """Whether the kernels reuse their large buffers between calls (``workspace.h``; default on)
+    or allocate afresh each call, as before (for measuring what the reuse buys)."""
+    _switch("set_reuse", enabled)
 
 
 def empty_cache() -> None:
@@ -140,7 +155,7 @@ class Kernels:
 
             self.module = self._load_cached(cpp_extension)
             if self.module is not None:
-                self.module.set_onednn(_ONEDNN)
+                _apply_switches(self.module)
                 return self.module
             if sys.stderr.isatty():
                 print(f"rnnlab: compiling the {self.name} kernels (once per machine, then cached)...",
@@ -152,7 +167,7 @@ class Kernels:
                                                  extra_cflags=self.cflags, extra_ldflags=["-fopenmp"],
                                                  verbose=False)
             self._write_stamp(cpp_extension, self.module)
-            self.module.set_onednn(_ONEDNN)
+            _apply_switches(self.module)
         except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
             lines = str(exc).strip().splitlines()
             self.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"

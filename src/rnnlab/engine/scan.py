@@ -49,24 +49,29 @@ class ScanTag:
         return v.gather(0, idx)
 
 
-def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, has_bias: bool,
-                           mm=torch.mm):
+def wanted(needs_input_grad, positions, has_bias: bool = True) -> tuple[bool, ...]:
+    """(x, W_ih, W_hh, b_ih, b_hh) wanted by autograd, from a Function's ``needs_input_grad`` and
+    those arguments' positions in its ``apply``; the biases only when the layer has them."""
+    x, w_ih, w_hh, b_ih, b_hh = (needs_input_grad[i] for i in positions)
+    return x, w_ih, w_hh, b_ih and has_bias, b_hh and has_bias
+
+
+def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, mm=torch.mm):
     """After the BPTT loop: ∂L/∂x and the weight and bias gradients, one matmul (or sum) each.
 
     dxw (T, B, G·H) is ∂L/∂(x W_ih^T + b_ih) and dhw (T, B, G·H) is ∂L/∂(h W_hh^T + b_hh) (the same
     tensor where both pre-activations are summed before any nonlinearity); hs (T+1, B, P) holds
-    h_0..h_T. ``need`` is the autograd Function's ``needs_input_grad`` (x at 2, W_ih 6, W_hh 7,
-    b_ih 8, b_hh 9), so nothing is computed that nobody asked for. ``mm`` multiplies two matrices
-    (the fast engine passes its own, which may call oneDNN)."""
+    h_0..h_T. ``need`` says which of (x, W_ih, W_hh, b_ih, b_hh) want a gradient (see
+    :func:`wanted`), so nothing is computed that nobody asked for. ``mm`` multiplies two matrices
+    (the fast engines pass their own, which may call oneDNN)."""
+    need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh = need
     T, B, GH = dxw.shape
     dxw2, dhw2 = dxw.view(T * B, GH), dhw.view(T * B, GH)
-    dx = mm(dxw2, w_ih).view(T, B, x.shape[2]) if need[2] else None
-    dw_ih = mm(dxw2.t(), x.reshape(T * B, x.shape[2])) if need[6] else None
-    dw_hh = mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need[7] else None
-    db_ih = db_hh = None
-    if has_bias:
-        db_ih = dxw2.sum(0) if need[8] else None
-        db_hh = dhw2.sum(0) if need[9] else None
+    dx = mm(dxw2, w_ih).view(T, B, x.shape[2]) if need_x else None
+    dw_ih = mm(dxw2.t(), x.reshape(T * B, x.shape[2])) if need_w_ih else None
+    dw_hh = mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need_w_hh else None
+    db_ih = dxw2.sum(0) if need_b_ih else None
+    db_hh = dhw2.sum(0) if need_b_hh else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -204,7 +209,8 @@ class _Scan(torch.autograd.Function):
 
         # 4. Weight gradients, one matmul each.
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(need, dxw, dhw, x, w_ih, hs, ctx.has_bias)
+        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+            wanted(need, (2, 6, 7, 8, 9), ctx.has_bias), dxw, dhw, x, w_ih, hs)
         dh0 = dh if need[4] else None
         dc0 = dc if (mode == "lstm" and need[5]) else None
         return None, None, dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr

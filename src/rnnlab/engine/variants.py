@@ -37,7 +37,7 @@ from torch import Tensor
 from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
 from rnnlab.engine.kernels import Kernels
-from rnnlab.engine.scan import ScanTag
+from rnnlab.engine.scan import ScanTag, input_and_weight_grads, wanted
 
 CELLS = {"lstm": lstm_variants, "gru": gru_variants}
 
@@ -292,7 +292,7 @@ def variant_scan(
 # peepholes, coupling, recurrent dropout, zoneout or lengths; float32/float64 on the CPU; no
 # gradient recorder); otherwise the Python variants scan runs.
 
-_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"), ["-O3", "-fopenmp"])
+_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"))
 
 
 def fast_covers(spec: VariantSpec, x: Tensor, b_ih, rd_mask, zoneout_h, zoneout_c, mask) -> bool:
@@ -307,8 +307,7 @@ class _LNLSTMFast(torch.autograd.Function):
     def forward(ctx, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c):
         T, B, I = x.shape
         GH = w_ih.shape[0]
-        mm = _KERNELS.module.matmul                                         # oneDNN where it pays (gemm.h)
-        xw = mm(x.reshape(T * B, I), w_ih.t(), None).view(T, B, GH)      # W_ih x; LN'd in place by C++
+        xw = _KERNELS.module.matmul(x.reshape(T * B, I), w_ih.t(), None).view(T, B, GH)   # W_ih x (gemm.h); LN'd in place
         bias = b_ih + b_hh if b_ih is not None else x.new_zeros(GH)
         hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = _KERNELS.module.ln_lstm_forward(
             xw, bias, g_ih.contiguous(), g_hh.contiguous(), g_c.contiguous(), b_c.contiguous(),
@@ -329,10 +328,9 @@ class _LNLSTMFast(torch.autograd.Function):
         dxw, du, dh0, dc0, d_g_ih, d_g_hh, db, d_g_c, d_b_c = _KERNELS.module.ln_lstm_backward(
             d_out.contiguous(), d_h_last.contiguous(), d_c_last.contiguous(), g_ih.contiguous(), g_hh.contiguous(),
             g_c.contiguous(), w_hh.contiguous(), cs, gates, xhat, rx, uhat, ru, chat, rc, y)
-        dxw2 = dxw.view(T * B, GH)
-        mm = _KERNELS.module.matmul
-        dx = mm(dxw2, w_ih, None).view(T, B, I)
-        dw_ih = mm(dxw2.t(), x.reshape(T * B, I), None)
-        dw_hh = mm(du.view(T * B, GH).t(), hs[:-1].reshape(T * B, hs.shape[2]), None)
+        need = ctx.needs_input_grad                  # apply's order: tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ...
+        dx, dw_ih, dw_hh, _, _ = input_and_weight_grads(  # the biases' sum comes from the kernel
+            wanted(need, (1, 4, 5, 6, 7), has_bias=False), dxw, du, x, w_ih, hs,
+            mm=lambda a, b: _KERNELS.module.matmul(a, b, None))
         db = db if ctx.has_bias else None
         return None, dx, dh0, dc0, dw_ih, dw_hh, db, db, d_g_ih, d_g_hh, d_g_c, d_b_c

@@ -213,5 +213,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ln_lstm_backward", &ln_lstm_backward, "layer-norm LSTM backward (BPTT)");
   m.def("matmul", &rnnlab::matmul, "a @ b (+ bias) through gemm.h");
   m.def("release_workspace", &rnnlab::release_workspace);
+  m.def("set_reuse", [](bool on) { rnnlab::reuse_enabled().store(on); });
   m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
 }

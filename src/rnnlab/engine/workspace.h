@@ -13,6 +13,7 @@
 
 #include <torch/extension.h>
 
+#include <atomic>
 #include <deque>
 #include <vector>
 
@@ -37,8 +38,15 @@ inline at::Tensor over(const at::Tensor& owner, at::IntArrayRef sizes, const at:
   return t;
 }
 
+// Reuse on (default) or off (every call allocates, as torch would): set from Python, set_reuse.
+inline std::atomic<bool>& reuse_enabled() {
+  static std::atomic<bool> on{true};
+  return on;
+}
+
 // A buffer for `slot` (a small integer naming one kind of buffer of one kernel).
 inline at::Tensor workspace(size_t slot, at::IntArrayRef sizes, const at::TensorOptions& options) {
+  if (!reuse_enabled().load(std::memory_order_relaxed)) return at::empty(sizes, options);
   auto& pools = workspace_pools();
   if (pools.size() <= slot) pools.resize(slot + 1);
   auto& pool = pools[slot];

@@ -17,6 +17,7 @@ Calling convention, like torch.nn (no PackedSequence, no unbatched input)::
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import List, Tuple
 
@@ -24,14 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.cells import layernorm
 from rnnlab.errors import ConfigError
 
 
 
-def _ln(v: Tensor, blocks: int, h: int) -> Tensor:
+def _ln(v: Tensor, blocks: int, h: int, eps: float) -> Tensor:
     """Layer norm of each of the ``blocks`` gate blocks of size h in the last axis (no affine)."""
     shape: List[int] = list(v.size())
-    return F.layer_norm(v.reshape(shape[:-1] + [blocks, h]), [h], eps=1e-5).reshape(shape)  # rnnlab.cells.layernorm.EPS
+    return F.layer_norm(v.reshape(shape[:-1] + [blocks, h]), [h], eps=eps).reshape(shape)
 
 
 def _vec(module: nn.Module, name: str, n: int, like: Tensor, fill: float) -> Tensor:
@@ -45,7 +47,7 @@ def _vec(module: nn.Module, name: str, n: int, like: Tensor, fill: float) -> Ten
 class _Direction(nn.Module):
     """One layer-direction of a variant LSTM or GRU: the time loop over the step equations."""
 
-    __constants__ = ["lstm", "layer_norm", "peephole", "coupled", "before", "zoneout_h", "zoneout_c", "G", "H"]
+    __constants__ = ["lstm", "layer_norm", "peephole", "coupled", "before", "zoneout_h", "zoneout_c", "G", "H", "eps"]
 
     def __init__(self, module: nn.Module, sfx: str) -> None:
         super().__init__()
@@ -57,6 +59,7 @@ class _Direction(nn.Module):
         self.before = o.gru_reset == "before"
         self.zoneout_h = float(o.zoneout)
         self.zoneout_c = float(o.zoneout_c) if self.lstm else 0.0
+        self.eps = float(layernorm.EPS)                     # the cells' layer-norm epsilon
         w_ih = getattr(module, "weight_ih" + sfx)
         self.H = H = module.hidden_size
         self.G = G = w_ih.shape[0] // H
@@ -77,20 +80,20 @@ class _Direction(nn.Module):
         """xa = [γ_ih ⊙ LN](W_ih x) + b for all steps at once: x (..., I) -> (..., G·H)."""
         xw = torch.matmul(x, self.w_ih.t())
         if self.layer_norm:
-            xw = self.g_ih * _ln(xw, self.G, self.H)
+            xw = self.g_ih * _ln(xw, self.G, self.H, self.eps)
         return xw + self.b_ih
 
     def _recurrent(self, v: Tensor, lo: int, hi: int) -> Tensor:
         """R(v) for gate blocks lo..hi of the GRU: [γ_hh ⊙ LN](v) + b_hh."""
         H = self.H
         if self.layer_norm:
-            v = self.g_hh[lo * H: hi * H] * _ln(v, hi - lo, H)
+            v = self.g_hh[lo * H: hi * H] * _ln(v, hi - lo, H, self.eps)
         return v + self.b_hh[lo * H: hi * H]
 
     def lstm_step(self, xa: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
         H = self.H
         u = torch.matmul(h, self.w_hh.t())                                  # (B, G·H)
-        a = xa + (self.g_hh * _ln(u, self.G, H) if self.layer_norm else u)
+        a = xa + (self.g_hh * _ln(u, self.G, H, self.eps) if self.layer_norm else u)
         if self.coupled:
             a_i, a_g, a_o = a[:, :H], a[:, H: 2 * H], a[:, 2 * H:]
             if self.peephole:
@@ -109,7 +112,7 @@ class _Direction(nn.Module):
             a_o = a_o + self.peep[2 * H:] * c_new if not self.coupled else a_o + self.peep[H:] * c_new
         o = torch.sigmoid(a_o)
         if self.layer_norm:
-            h_new = o * torch.tanh(self.g_c * _ln(c_new, 1, H) + self.b_c)
+            h_new = o * torch.tanh(self.g_c * _ln(c_new, 1, H, self.eps) + self.b_c)
         else:
             h_new = o * torch.tanh(c_new)
         if self.zoneout_h > 0.0:
@@ -230,8 +233,9 @@ def equations_differ(module: nn.Module) -> bool:
     o = getattr(module, "options", None)
     if o is None:
         return False
-    zc = o.zoneout_c if module.mode == "lstm" else 0.0
-    return bool(o.layer_norm or o.peephole or o.coupled_gates or o.gru_reset != "after" or o.zoneout or zc)
+    # CellOptions knows which options need the variants scan; of those, recurrent dropout alone is
+    # off in eval mode.
+    return dataclasses.replace(o, recurrent_dropout=0.0).needs_variant_scan(module.mode)
 
 
 def variant_twin(module: nn.Module) -> nn.Module:

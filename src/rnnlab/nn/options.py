@@ -3,15 +3,12 @@
 Every field defaults to torch.nn's behaviour, so ``CellOptions()`` is a plain torch.nn layer.
 The layers take the fields as keyword arguments (``rnnlab.LSTM(8, 16, layer_norm=True)``); task
 code keeps a ``CellOptions`` in its config, saves ``to_dict()`` as JSON, and builds layers with
-``rnn_class(in, hidden, **cell_kwargs(options))``. A command line takes them as one flag::
+``rnn_class(in, hidden, **cell_kwargs(options))``. The task commands take them as repeated
+``--cell-option KEY=VALUE`` flags (:mod:`rnnlab.tasks.cell_options`)::
 
-    --cell-options "layer_norm=1,zoneout=0.1,forget_bias=1"      → parse_cell_options(text)
-
-    >>> o = parse_cell_options("layer_norm=1, zoneout=0.1, init=chrono, t_max=100")
-    >>> o.layer_norm, o.zoneout, o.init, o.t_max
-    (True, 0.1, 'chrono', 100.0)
+    >>> o = CellOptions.from_dict({"layer_norm": True, "zoneout": 0.1, "init": "chrono", "t_max": 100})
     >>> cell_kwargs(o)
-    {'layer_norm': True, 'zoneout': 0.1, 'init': 'chrono', 't_max': 100.0}
+    {'layer_norm': True, 'zoneout': 0.1, 'init': 'chrono', 't_max': 100}
 """
 
 from __future__ import annotations
@@ -24,13 +21,6 @@ from rnnlab.errors import ConfigError
 
 INITS = ("torch", "orthogonal", "chrono", "identity")
 GRU_RESETS = ("after", "before")
-
-CELL_OPTIONS_HELP = (
-    "Comma-separated cell options (all off by default = torch.nn): layer_norm=1 (LSTM, GRU), "
-    "peephole=1, coupled_gates=1 (LSTM), gru_reset=after|before, recurrent_dropout=P, zoneout=P "
-    "(h; and c unless zoneout_cell=P), weight_drop=P, forget_bias=B, init=torch|orthogonal|chrono|identity, "
-    "t_max=N (chrono)."
-)
 
 
 @dataclass(frozen=True)
@@ -149,54 +139,6 @@ def cell_kwargs(options: CellOptions) -> dict[str, Any]:
     default = CellOptions()
     return {f.name: getattr(options, f.name) for f in fields(options)
             if getattr(options, f.name) != getattr(default, f.name)}
-
-
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-
-
-def parse_cell_options(text: str) -> CellOptions:
-    """Parse a ``--cell-options`` flag: "key=value,key=value" (see CELL_OPTIONS_HELP)."""
-    d: dict[str, Any] = {}
-    kinds = {f.name: f.type for f in fields(CellOptions)}
-    for item in (s.strip() for s in text.split(",")):
-        if not item:
-            continue
-        if "=" not in item:
-            raise ConfigError(f"--cell-options: expected key=value, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
-        if key not in kinds:
-            raise ConfigError(f"--cell-options: expected a key among {sorted(kinds)}, got {key!r}")
-        kind = str(kinds[key])
-        if kind.startswith("bool"):
-            if value.lower() not in _BOOL:
-                raise ConfigError(f"--cell-options {key}: expected 1/0/true/false, got {value!r}")
-            d[key] = _BOOL[value.lower()]
-        elif kind.startswith("str"):
-            d[key] = value
-        else:
-            if value.lower() == "none" and "None" in kind:
-                d[key] = None
-                continue
-            try:
-                d[key] = float(value)
-            except ValueError:
-                raise ConfigError(f"--cell-options {key}: expected a number, got {value!r}") from None
-    return CellOptions.from_dict(d)
-
-
-def ablation_configs(t_max: float = 100.0) -> dict[str, CellOptions]:
-    """Named option sets for the demo's ablations (LSTM): forget-gate bias 0 vs 1 vs chrono, and
-    layer norm on/off. ``t_max`` should be about the probe's sequence length.
-
-    "torch" is torch.nn's uniform init (as baseline); "forget_bias=0" removes the bias entirely."""
-    return {
-        "torch": CellOptions(),
-        "forget_bias=0": CellOptions(forget_bias=0.0),
-        "forget_bias=1": CellOptions(forget_bias=1.0),
-        "chrono": CellOptions(init="chrono", t_max=float(t_max)),
-        "layer_norm": CellOptions(layer_norm=True),
-        "layer_norm+forget_bias=1": CellOptions(layer_norm=True, forget_bias=1.0),
-    }
 
 
 def variant_bench_configs() -> dict[str, tuple[str, CellOptions]]:

@@ -199,10 +199,7 @@ class Stream:
         as_tensor = isinstance(x_t, Tensor)
         x = (x_t.detach().numpy() if x_t.device.type == "cpu" else x_t.detach().cpu().numpy()) if as_tensor else np.asarray(x_t)
         if x.shape != self._x_shape:                       # the one check on the hot path
-            if x.ndim == 2 and x.shape[0] == 1:
-                x = x[0]
-            if x.shape != self._x_shape:
-                raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
+            x = self._one_row(x)
         if x.dtype != self.dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         if self.use_numba:
@@ -233,13 +230,16 @@ class Stream:
         self._cpp.step(self._as_input(torch.from_numpy(np.ascontiguousarray(x_t, dtype=self.dtype))))
         return self._h[-1].copy()
 
+    def _one_row(self, x):
+        """x_t (I,) as given, or the row of a (1, I) batch; a Tensor or an ndarray."""
+        if x.ndim == 2 and x.shape[0] == 1:
+            x = x[0]
+        if tuple(x.shape) != self._x_shape:
+            raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
+        return x
+
     def _as_input(self, x: Tensor) -> Tensor:
-        if x.shape != self._x_shape:
-            if x.dim() == 2 and x.shape[0] == 1:
-                x = x[0]
-            if x.shape != self._x_shape:
-                raise ShapeError(f"x_t shape: expected ({self.input_size},) or (1, {self.input_size}), got {tuple(x.shape)}")
-        return x.to(self._torch_dtype).contiguous()
+        return self._one_row(x).to(self._torch_dtype).contiguous()
 
     def run(self, xs) -> Tensor:
         """Step through xs (T, I) and return the outputs (T, P)."""

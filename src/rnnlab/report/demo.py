@@ -416,7 +416,6 @@ def ablation_reading(rows_by_task: dict[str, list[tuple[str, dict[str, Any]]]]) 
 
 def ablation_section(ablation: list[dict[str, Any]], records: list[dict[str, Any]], cfg: DemoConfig) -> ReportSection:
     """"Ablation: initialisation and layer norm": a table and the generated reading."""
-    import json as _json
 
     from rnnlab.report.html import table
 
@@ -426,7 +425,7 @@ def ablation_section(ablation: list[dict[str, Any]], records: list[dict[str, Any
         for v, r in vrs:
             opts = r.get("cell_options", {})
             init_h = r.get("memory_horizon_init")
-            rows.append((task, r["length"], v, _json.dumps(opts) if opts else "none (torch.nn)",
+            rows.append((task, r["length"], v, json.dumps(opts) if opts else "none (torch.nn)",
                          "off" if r.get("memory_bias") is None else r["memory_bias"], r["metric"], r["value"],
                          r["chance"], f"> {r['horizon_max']}" if init_h is None else init_h,
                          f"> {r['horizon_max']}" if r["memory_horizon"] is None else r["memory_horizon"],
