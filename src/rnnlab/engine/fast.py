@@ -31,7 +31,7 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
-from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
+from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse, set_tiled  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan, wanted
 
 _KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
@@ -63,6 +63,20 @@ def gemm_backend(M: int, K: int, N: int) -> str:
     return _KERNELS.module.gemm_backend(M, K, N) if available() else "blas"
 
 
+def tiled_isa(batch: int = 32) -> str:
+    """The instruction set the LSTM's tiled loop uses here for a batch of ``batch`` sequences
+    ("avx512", "avx2"), or "" where the row-major loop runs instead (kernels not built, not x86,
+    switched off by :func:`set_tiled`, or under "auto" a single sequence)."""
+    return _KERNELS.module.tiled_isa_for(batch) if available() else ""
+
+
+def _tiled(mode: str, x: Tensor, mask: Tensor | None) -> bool:
+    """Whether this LSTM call takes the unit-major loop (lstm_tiled.h): single precision, whole
+    sequences (no padding mask), a CPU with AVX-512 or AVX2+FMA."""
+    return mode == "lstm" and x.dtype == torch.float32 and mask is None and x.shape[0] > 0 \
+        and bool(_KERNELS.module.tiled_isa_for(x.shape[1]))
+
+
 def _supported(x: Tensor, w_hr: Tensor | None) -> bool:
     return (
         w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
@@ -77,13 +91,16 @@ class _FastScan(torch.autograd.Function):
         T, B, I = x.shape
         GH = w_ih.shape[0]
         has_bias = b_ih is not None
-        x2 = x.reshape(T * B, I)
         b = None
         if has_bias:  # as the reference: LSTM and RNN fold both biases here, the GRU only b_ih
             b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
+        w_hh_c = w_hh.contiguous()
+        ctx.tiled = _tiled(mode, x, mask)
+        if ctx.tiled:
+            return _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh_c, b)
+        x2 = x.reshape(T * B, I)
         xw = mm(x2, w_ih.t(), b).view(T, B, GH)
         m = None if mask is None else mask.reshape(T, B).contiguous()
-        w_hh_c = w_hh.contiguous()
         cs = hn = gates = tcs = None
         if mode == "lstm":
             hs, cs, gates, tcs = _KERNELS.module.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
@@ -109,6 +126,8 @@ class _FastScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
+        if ctx.tiled:
+            return _tiled_backward(ctx, d_out, d_h_last, d_c_last)
         x, m, w_ih, w_hh, hs, gates, cs, hn, tcs = ctx.saved_tensors
         mode, tag = ctx.mode, ctx.tag
         T, B, I = x.shape
@@ -139,6 +158,45 @@ class _FastScan(torch.autograd.Function):
             wanted(need, (2, 6, 7, 8, 9), ctx.has_bias), dxw, dhw, x, w_ih, hs, mm=mm)
         return (None, None, dx, None, dh0 if need[4] else None, dc0 if need[5] else None,
                 dw_ih, dw_hh, db_ih, db_hh)
+
+
+def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
+    """_FastScan.forward for the LSTM's unit-major loop: gates (4H, T, Bp), states (·, H, Bp), hs
+    (T+1, Bp, H), the batch padded to Bp inside the kernels (the extra columns are dropped here)."""
+    T, B, _ = x.shape
+    hs, cs, gates, tcs = _KERNELS.module.lstm_tiled_forward(
+        x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(), w_hh, b)
+    if record.gate_recording():
+        blocks = gates.detach().permute(1, 2, 0)[:, :B].chunk(4, dim=2)   # (T, B, H) each
+        record.emit_gates(record.GateRecord(
+            tag.layer, tag.direction, CELL_NAMES["lstm"],
+            {n: tag.to_forward_time(g) for n, g in zip(FAMILIES["lstm"].GATES, blocks)},
+        ))
+    ctx.mode, ctx.tag, ctx.has_bias = "lstm", tag, b is not None
+    ctx.save_for_backward(x, w_ih, w_hh, hs, gates, cs, tcs)
+    return hs[1:, :B], hs[T, :B].clone(), cs[T].t()[:B].clone(memory_format=torch.contiguous_format)
+
+
+def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
+    x, w_ih, w_hh, hs, gates, cs, tcs = ctx.saved_tensors
+    T, B, I = x.shape
+    Bp = gates.shape[2]
+    recording = record.grad_recording()
+    res = _KERNELS.module.lstm_tiled_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, recording)
+    da, dh0, dc0 = res[:3]
+    if recording:
+        tag = ctx.tag
+        record.emit_grad(record.GradRecord(tag.layer, tag.direction, CELL_NAMES["lstm"],
+                                           tag.to_forward_time(res[3]), tag.to_forward_time(res[4])))
+    dxw = da.permute(1, 2, 0)                              # (T, Bp, 4H) view of (4H, T, Bp)
+    xp = x if Bp == B else torch.nn.functional.pad(x, (0, 0, 0, Bp - B))
+    need = ctx.needs_input_grad
+    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+        wanted(need, (2, 6, 7, 8, 9), ctx.has_bias), dxw, dxw, xp, w_ih, hs, mm=mm)
+    if dx is not None and Bp != B:
+        dx = dx[:, :B]
+    return (None, None, dx, None, dh0 if need[4] else None, dc0 if need[5] else None,
+            dw_ih, dw_hh, db_ih, db_hh)
 
 
 def fast_scan(

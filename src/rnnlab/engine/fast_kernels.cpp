@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "lstm_tiled.h"
 #include "workspace.h"
 
 using at::Tensor;
@@ -545,6 +546,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward", &rnn_forward, release());
   m.def("rnn_backward", &rnn_backward, release());
   m.def("matmul", &rnnlab::matmul, release());
+  m.def("lstm_tiled_forward", &rnnlab::tiled::lstm_forward, release());
+  m.def("lstm_tiled_backward", &rnnlab::tiled::lstm_backward, release());
+  m.def("tiled_isa_for", &rnnlab::tiled::isa_for);
+  m.def("set_tiled", [](const std::string& choice) {
+    if (!rnnlab::tiled::set_choice(choice))
+      throw std::invalid_argument("set_tiled: this CPU cannot run the tiled LSTM loop with " + choice +
+                                  " (it has: " + (rnnlab::tiled::detected_isa().empty() ? std::string("neither AVX-512 nor AVX2+FMA")
+                                                                                          : rnnlab::tiled::detected_isa()) + ")");
+  });
   pybind11::class_<streaming::LSTMStreamer>(m, "LSTMStreamer")
       .def(pybind11::init<std::vector<Tensor>, std::vector<Tensor>, Tensor, Tensor, int64_t>())
       .def("bind", &streaming::LSTMStreamer::bind)

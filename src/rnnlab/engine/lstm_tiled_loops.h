@@ -1,0 +1,258 @@
+// The unit-major LSTM loops of lstm_tiled.h, written once over a vector type V.
+//
+// No include guard on purpose: lstm_tiled.h includes this file once per instruction set, each
+// time inside its own namespace and `#pragma GCC target` region, after defining there a struct V
+// (the register type `reg`, its width W, how many accumulators fit in the register file, and the
+// handful of operations used below). Nothing here includes anything.
+//
+// Layout (see lstm_tiled.h): every per-step quantity is stored unit-major, (units, Bp) with the
+// batch padded to Bp, a multiple of V::W, so that a vector holds W batch columns of one unit.
+// The gate rows are W_ih/W_hh's own rows (i|f|g|o blocks of H), each a run of T·Bp floats.
+
+using reg = V::reg;
+
+inline reg splat(float x) { return V::set1(x); }
+
+// σ(x) = 1 / (1 + e^{−x}), e^z by Cody–Waite reduction z = m ln2 + r and Cephes' degree-6
+// polynomial for e^r (within 2 ulp of expf), as the streaming kernel's scalar version. The clamp
+// keeps 2^m finite and passes NaN through (max/min return their second operand on NaN, so the
+// input goes second): a diverging model stays visibly non-finite.
+inline reg sigmoid(reg x) {
+  reg z = V::sub(V::zero(), x);
+  z = V::min(splat(88.0f), V::max(splat(-87.0f), z));
+  const reg m = V::round(V::mul(z, splat(1.44269504088896341f)));
+  reg r = V::fma(m, splat(-0.693359375f), z);
+  r = V::fma(m, splat(2.12194440e-4f), r);
+  reg p = splat(1.9875691500e-4f);
+  p = V::fma(p, r, splat(1.3981999507e-3f));
+  p = V::fma(p, r, splat(8.3334519073e-3f));
+  p = V::fma(p, r, splat(4.1665795894e-2f));
+  p = V::fma(p, r, splat(1.6666665459e-1f));
+  p = V::fma(p, r, splat(5.0000001201e-1f));
+  p = V::fma(V::mul(p, r), r, V::add(r, splat(1.0f)));
+  return V::div(splat(1.0f), V::add(splat(1.0f), V::ldexp(p, m)));
+}
+
+// tanh(x) = 2σ(2x) − 1, as the other kernels.
+inline reg tanh_(reg x) { return V::fma(splat(2.0f), sigmoid(V::add(x, x)), splat(-1.0f)); }
+
+// Register blocking. Forward: a tile is U units × NB vectors of batch columns for all four gates
+// (4·U·NB accumulators); backward: R units × NB vectors of ∂L/∂h (R·NB accumulators).
+constexpr int kMaxNB = V::kMaxNB;
+constexpr int fwd_units(int nb) { return V::kAcc / (4 * nb) > 0 ? V::kAcc / (4 * nb) : 1; }
+constexpr int bwd_units(int nb) { return V::kAcc / nb > 0 ? V::kAcc / nb : 1; }
+
+// ------------------------------------------------------------------------------- forward
+// One step of U units (j0..j0+U−1) × NB·W columns from c0: the recurrent product for the four
+// gates of each unit (pa: its packed W_hh rows, k-major, 4U per k), added to the input
+// projection and bias, the activations and the cell update, all in registers; then the gates,
+// c_t, tanh(c_t) and h_t are stored.
+template <int U, int NB>
+inline void fwd_tile(const FwdArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t c0) {
+  constexpr int R = 4 * U;
+  const int64_t H = a.H, Bp = a.Bp, rs = a.T * a.Bp;      // rs: stride between gate rows
+  float* rows[R];
+  reg acc[R][NB];
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = (r % 4) * H + j0 + r / 4;          // tile row r = gate r%4 of unit r/4
+    rows[r] = a.xg + row * rs + t * Bp + c0;
+    const reg b = splat(a.bias ? a.bias[row] : 0.0f);
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[r][n] = V::add(V::load(rows[r] + n * V::W), b);
+  }
+  const float* __restrict hp = a.hT + t * H * Bp + c0;    // h_{t-1}, row k = unit k
+  for (int64_t k = 0; k < H; ++k) {
+    reg hv[NB];
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) hv[n] = V::load(hp + k * Bp + n * V::W);
+    const float* __restrict ak = pa + k * R;
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) {
+      const reg w = splat(ak[r]);
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) acc[r][n] = V::fma(w, hv[n], acc[r][n]);
+    }
+  }
+  const float* cp = a.cs + t * H * Bp + c0;
+  float* cn = a.cs + (t + 1) * H * Bp + c0;
+  float* tc = a.tcs + t * H * Bp + c0;
+  float* hn = a.hT + (t + 1) * H * Bp + c0;
+#pragma GCC unroll 8
+  for (int u = 0; u < U; ++u) {
+    const int64_t off = (j0 + u) * Bp;
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) {
+      const int64_t o = off + n * V::W;
+      const reg i = sigmoid(acc[4 * u][n]), f = sigmoid(acc[4 * u + 1][n]);
+      const reg g = tanh_(acc[4 * u + 2][n]), og = sigmoid(acc[4 * u + 3][n]);
+      const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));   // c_t = f ⊙ c_{t-1} + i ⊙ g
+      const reg th = tanh_(c);
+      V::store(rows[4 * u] + n * V::W, i);
+      V::store(rows[4 * u + 1] + n * V::W, f);
+      V::store(rows[4 * u + 2] + n * V::W, g);
+      V::store(rows[4 * u + 3] + n * V::W, og);
+      V::store(cn + o, c);
+      V::store(tc + o, th);
+      V::store(hn + o, V::mul(og, th));                         // h_t = o ⊙ tanh(c_t)
+    }
+  }
+}
+
+// Units [u0, u1) of W_hh (4H, H) packed for fwd_tile: panels of U units (then single units), each
+// panel k-major with its 4U rows (unit-major, gates i f g o) contiguous; a panel starting at unit
+// j0 sits at offset 4·H·j0.
+inline void pack_forward(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1,
+                         int U) {
+  for (int64_t j0 = u0; j0 < u1;) {
+    const int64_t n = (j0 + U <= u1) ? U : 1;
+    float* p = out + 4 * H * j0;
+    for (int64_t k = 0; k < H; ++k)
+      for (int64_t u = 0; u < n; ++u)
+        for (int64_t g = 0; g < 4; ++g) p[(k * n + u) * 4 + g] = w[(g * H + j0 + u) * H + k];
+    j0 += n;
+  }
+}
+
+template <int NB>
+void forward_nb(const FwdArgs& a) {
+  constexpr int U = fwd_units(NB);
+  run_team([&](int tid, int nt) {
+    int64_t u0, u1;
+    unit_range(a.H, U, tid, nt, &u0, &u1);
+    pack_forward(a.w_hh, a.packed, a.H, u0, u1, U);
+    for (int64_t t = 0; t < a.T; ++t) {
+      for (int64_t j0 = u0; j0 < u1;) {
+        const bool full = j0 + U <= u1;
+        const float* pa = a.packed + 4 * a.H * j0;
+        for (int64_t c0 = 0; c0 < a.Bp; c0 += NB * V::W) {
+          if (full) fwd_tile<U, NB>(a, pa, t, j0, c0);
+          else fwd_tile<1, NB>(a, pa, t, j0, c0);
+        }
+        j0 += full ? U : 1;
+      }
+      team_barrier(nt);                                   // h_t complete before step t+1 reads it
+    }
+  });
+}
+
+inline void forward(const FwdArgs& a) {
+  switch (column_block(a.Bp / V::W, kMaxNB)) {
+    case 4: if constexpr (kMaxNB >= 4) { forward_nb<4>(a); return; } break;
+    case 3: forward_nb<3>(a); return;
+    case 2: forward_nb<2>(a); return;
+    default: break;
+  }
+  forward_nb<1>(a);
+}
+
+// ------------------------------------------------------------------------------ backward
+// ∂L/∂h_{t-1} for R units × NB·W columns: Σ_k W_hh[k, j] da_t[k], k over the 4H gate rows
+// (pa: W_hh's columns j0..j0+R−1, k-major).
+template <int R, int NB>
+inline void bwd_tile(const BwdArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t c0) {
+  const int64_t Bp = a.Bp, rs = a.T * a.Bp, G = 4 * a.H;
+  reg acc[R][NB];
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[r][n] = V::zero();
+  const float* __restrict dp = a.da + t * Bp + c0;
+  for (int64_t k = 0; k < G; ++k) {
+    reg dv[NB];
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) dv[n] = V::load(dp + k * rs + n * V::W);
+    const float* __restrict ak = pa + k * R;
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) {
+      const reg w = splat(ak[r]);
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) acc[r][n] = V::fma(w, dv[n], acc[r][n]);
+    }
+  }
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) V::store(a.dh + (j0 + r) * Bp + c0 + n * V::W, acc[r][n]);
+}
+
+// Columns j of W_hh (4H, H) for units [u0, u1), packed for bwd_tile: panels of R units (then
+// single units), k-major over the 4H rows; a panel starting at unit j0 sits at offset 4·H·j0.
+inline void pack_backward(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1,
+                          int R) {
+  for (int64_t j0 = u0; j0 < u1;) {
+    const int64_t n = (j0 + R <= u1) ? R : 1;
+    float* p = out + 4 * H * j0;
+    for (int64_t k = 0; k < 4 * H; ++k)
+      for (int64_t r = 0; r < n; ++r) p[k * n + r] = w[k * H + j0 + r];
+    j0 += n;
+  }
+}
+
+// The gate gradients of step t for units [u0, u1), all columns: the reference's equations
+// (cells/lstm.py), vectorised over the batch. dh holds ∂L/∂h_t from step t+1 (or the final
+// state's gradient); d_out adds the output's. Leaves ∂L/∂c_{t-1} in dc.
+inline void bwd_pointwise(const BwdArgs& a, int64_t t, int64_t u0, int64_t u1, float* rec_h, float* rec_c) {
+  const int64_t H = a.H, Bp = a.Bp, rs = a.T * a.Bp;
+  const float* dout = a.d_out + t * H * Bp;
+  const float* tc = a.tcs + t * H * Bp;
+  const float* cp = a.cs + t * H * Bp;                    // c_{t-1}
+  const reg one = splat(1.0f);
+  for (int64_t j = u0; j < u1; ++j) {
+    for (int64_t c0 = 0; c0 < Bp; c0 += V::W) {
+      const int64_t o = j * Bp + c0;
+      const int64_t gi = j * rs + t * Bp + c0, step = H * rs;   // gate rows i, f, g, o of unit j
+      const reg dh = V::add(V::load(a.dh + o), V::load(dout + o));   // total ∂L/∂h_t
+      const reg i = V::load(a.gates + gi), f = V::load(a.gates + gi + step);
+      const reg g = V::load(a.gates + gi + 2 * step), og = V::load(a.gates + gi + 3 * step);
+      const reg th = V::load(tc + o);
+      const reg dct = V::fma(V::mul(dh, og), V::fnma(th, th, one), V::load(a.dc + o));   // dc + dh·o·(1−th²)
+      V::store(a.da + gi + 3 * step, V::mul(V::mul(dh, th), V::mul(og, V::sub(one, og))));       // do
+      V::store(a.da + gi, V::mul(V::mul(dct, g), V::mul(i, V::sub(one, i))));                      // di
+      V::store(a.da + gi + step, V::mul(V::mul(dct, V::load(cp + o)), V::mul(f, V::sub(one, f))));  // df
+      V::store(a.da + gi + 2 * step, V::mul(V::mul(dct, i), V::fnma(g, g, one)));                  // dg
+      V::store(a.dc + o, V::mul(dct, f));                 // ∂L/∂c_{t-1} = dc_total ⊙ f
+      if (rec_h) {
+        V::store(rec_h + c0, V::fma(dh, dh, V::load(rec_h + c0)));
+        V::store(rec_c + c0, V::fma(dct, dct, V::load(rec_c + c0)));
+      }
+    }
+  }
+}
+
+template <int NB>
+void backward_nb(const BwdArgs& a) {
+  constexpr int R = bwd_units(NB);
+  run_team([&](int tid, int nt) {
+    int64_t u0, u1;
+    unit_range(a.H, R, tid, nt, &u0, &u1);
+    pack_backward(a.w_hh, a.packed, a.H, u0, u1, R);
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      float* rh = a.rec_h ? a.rec_h + (t * a.threads + tid) * a.Bp : nullptr;   // this thread's partial sums
+      float* rc = a.rec_c ? a.rec_c + (t * a.threads + tid) * a.Bp : nullptr;
+      bwd_pointwise(a, t, u0, u1, rh, rc);
+      team_barrier(nt);                                   // every gate gradient of step t is in da
+      for (int64_t j0 = u0; j0 < u1;) {                   // ∂L/∂h_{t-1} = da_t W_hh, this thread's units
+        const bool full = j0 + R <= u1;
+        const float* pa = a.packed + 4 * a.H * j0;
+        for (int64_t c0 = 0; c0 < a.Bp; c0 += NB * V::W) {
+          if (full) bwd_tile<R, NB>(a, pa, t, j0, c0);
+          else bwd_tile<1, NB>(a, pa, t, j0, c0);
+        }
+        j0 += full ? R : 1;
+      }
+      // no barrier: step t−1's pointwise reads only this thread's units of dh, and writes da_{t−1}
+      // and dc rows that nobody reads before the next barrier
+    }
+  });
+}
+
+inline void backward(const BwdArgs& a) {
+  switch (column_block(a.Bp / V::W, kMaxNB)) {
+    case 4: if constexpr (kMaxNB >= 4) { backward_nb<4>(a); return; } break;
+    case 3: backward_nb<3>(a); return;
+    case 2: backward_nb<2>(a); return;
+    default: break;
+  }
+  backward_nb<1>(a);
+}
