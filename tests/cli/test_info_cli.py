@@ -16,6 +16,10 @@ def test_info_json_reports_engines_and_fast_kernels(capsys):
     assert rec["fast_kernels"] == fast.available()
     assert rec["fast_kernels_gemm"] == (None if not fast.available() else "onednn+blas" if fast.onednn_in_use()
                                         else "blas")
+    tiled = rec["fast_kernels_lstm_tiled"]
+    assert (tiled is None) == (fast.tiled_isa(32) == "")
+    if tiled is not None:
+        assert tiled.startswith(fast.tiled_isa(32) + " ") and f"batch 8: {fast.tiled_isa(8)}" in tiled
     assert rec["cuda"] == torch.cuda.is_available()
 
 

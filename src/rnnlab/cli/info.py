@@ -42,6 +42,9 @@ def collect(build: bool = True) -> dict:
         "fast_kernels_unavailable_because": fast_why,
         # large float32 matmuls of the kernels on oneDNN (engine/gemm.h) or all on torch's BLAS
         "fast_kernels_gemm": None if not fast_ok else ("onednn+blas" if fast.onednn_in_use() else "blas"),
+        # the LSTM's tiled loop (engine/lstm_tiled.h) at batch 32 and 8, or None where it does not run
+        "fast_kernels_lstm_tiled": None if not fast_ok or not fast.tiled_isa(32) else
+        f"{fast.tiled_isa(32)} (batch 8: {fast.tiled_isa(8)}; batch < 4: row-major)",
         "numba_streaming": _stream_kernels.HAVE_NUMBA,
         "onnxruntime": _version("onnxruntime"),
         "tensorboard": _version("tensorboard"),

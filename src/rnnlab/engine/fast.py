@@ -13,6 +13,12 @@ tanh(c_t), so that backward computes no transcendental; tanh is taken as 2σ(2x)
 ATen evaluates about 3x faster), and the weight gradients are the reference's single matmuls after
 the loop, so the two engines agree to rounding; the tests compare them in float64 and float32.
 
+For the LSTM in single precision over whole sequences (no padding mask) there is a second loop,
+``lstm_tiled.h``: a unit-major layout in which each thread owns a range of hidden units for the
+whole sequence and runs its own register-tiled AVX-512 or AVX2 products with the cell update fused
+in, meeting the other threads once per step; it is the default on x86 CPUs for batches of 4 or
+more (:func:`set_tiled`, :func:`tiled_isa`), the row-major loop elsewhere.
+
 The extension is compiled on first use by ``torch.utils.cpp_extension`` (needs a C++ compiler and
 the ``ninja`` package: ``pip install rnnlab[fast]``) and cached by torch afterwards. When it cannot
 be built, or for what it does not cover (LSTM projections, half precision, non-CPU tensors), the

@@ -2,7 +2,7 @@
 //
 // Why: torch runs its CPU matmuls (torch.mm, at::addmm_out) on MKL, while torch.nn.LSTM runs on
 // oneDNN. On AMD processors with AVX-512, MKL takes its AVX2 code and oneDNN its AVX-512 code:
-// on a 2-core AMD EPYC (benchmarks/bench_onednn.py), oneDNN's single-precision GEMM ran at 438
+// on a 2-core AMD EPYC (benchmarks/bench_kernels.py), oneDNN's single-precision GEMM ran at 438
 // GFLOP/s and MKL's at 209, and a step's recurrent product at B=32 H=256 took 62 µs against 108.
 // So single-precision GEMMs of at least kOneDnnMinMacs multiply-adds, none of whose dimensions is
 // below kOneDnnMinDim, go to oneDNN; smaller or thinner ones (where a oneDNN call's fixed cost of

@@ -1,0 +1,130 @@
+"""What each part of the fast kernels buys: the LSTM's tiled loop (engine/lstm_tiled.h),
+oneDNN's matmul (engine/gemm.h) and reused buffers (engine/workspace.h), measured side by side.
+
+    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15]
+
+Prints (1) the large-matmul rate of torch.mm (MKL) and of the kernels' matmul with oneDNN,
+(2) one LSTM step's recurrent product at B=32 H=256 with oneDNN on and off, and (3) forward+backward
+time of rnnlab layers beside torch.nn, in alternating rounds in one process (medians), as ratios
+to torch.nn, for each setting: "default" (everything on), for the standard LSTM "tiled AVX2"
+(the narrower instruction set, where the CPU has AVX-512) and "row-major" (the tiled loop off),
+then "row-major BLAS" (oneDNN off too; "BLAS" for the other cells) and "no reuse" (buffer reuse
+off). See the README's "The
+LSTM's tiled loop", "oneDNN for the large matmuls" and "Reused buffers". Last, (4) the LSTM at
+T=35 I=32 H=256 for batches of 1 to 32 with the row-major loop and the tiled one at each vector
+width: the measurements behind the tiled loop's batch-size rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import rnnlab
+from rnnlab.bench import _train_step
+from rnnlab.engine import fast
+
+CASES = [("lstm", (35, 32, 28, 256), {}), ("lstm", (100, 64, 128, 128), {}), ("lstm", (50, 32, 64, 512), {}),
+         ("lstm", (100, 64, 128, 128), {"layer_norm": True}), ("gru", (35, 32, 28, 256), {}),
+         ("rnn", (50, 32, 64, 512), {})]
+CLASSES = {"lstm": (rnnlab.LSTM, torch.nn.LSTM), "gru": (rnnlab.GRU, torch.nn.GRU), "rnn": (rnnlab.RNN, torch.nn.RNN)}
+
+
+def seconds(f, repeats: int) -> float:
+    for _ in range(3):
+        f()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if not fast.available():
+        raise SystemExit(f"the fast kernels are not built here: {fast.unavailable_reason()}")
+    mm = fast._KERNELS.module.matmul
+    print(f"threads={a.threads}; the kernels' large float32 products run on: {fast.gemm_backend(32, 256, 1024)}; "
+          f"the LSTM's tiled loop uses: {fast.tiled_isa(32) or 'nothing (off)'} at B=32")
+
+    n = 2048
+    x, y = torch.randn(n, n), torch.randn(n, n)
+    flops = 2 * n**3
+    print(f"matmul {n}^3: torch.mm {flops / seconds(lambda: x @ y, 5) / 1e9:.0f} GFLOP/s, "
+          f"kernels' matmul {flops / seconds(lambda: mm(x, y, None), 5) / 1e9:.0f} GFLOP/s")
+
+    h, w = torch.randn(32, 256), torch.randn(1024, 256)
+    step = {}
+    for on in (True, False):
+        fast.set_onednn(on)
+        step[on] = seconds(lambda: [mm(h, w.t(), None) for _ in range(100)], 9) / 100
+    fast.set_onednn(True)
+    print(f"step product (32, 256) @ (256, 1024): oneDNN {step[True] * 1e6:.0f} µs, BLAS {step[False] * 1e6:.0f} µs")
+
+    for cell, (T, B, I, H), kw in CASES:
+        # name -> (tiled loop, oneDNN, reuse)
+        settings = {"default": ("auto", True, True)}
+        if cell == "lstm" and not kw and fast.tiled_isa(B):
+            if fast.tiled_isa(B) == "avx512":
+                settings["tiled AVX2"] = ("avx2", True, True)
+            settings["row-major"] = ("off", True, True)
+        settings["row-major BLAS" if "row-major" in settings else "BLAS"] = ("off", False, True)
+        settings["no reuse"] = ("auto", True, False)
+        compare(cell, (T, B, I, H), kw, settings, a.repeats)
+
+    if fast.tiled_isa(32):
+        # Small batches: which loop and which vector width pay (the "auto" rule of lstm_tiled.h)
+        print("LSTM T=35 I=32 H=256 by batch size:")
+        settings = {"row-major": ("off", True, True), "tiled AVX2": ("avx2", True, True)}
+        if fast.tiled_isa(32) == "avx512":
+            settings["tiled AVX-512"] = ("avx512", True, True)
+        for B in (1, 2, 4, 8, 16, 32):
+            compare("lstm", (35, B, 32, 256), {}, settings, a.repeats)
+
+
+def compare(cell: str, size: tuple[int, int, int, int], kw: dict, settings: dict, repeats: int) -> None:
+    """Forward+backward of an rnnlab layer under each setting and of torch.nn, alternating rounds;
+    prints the medians as ratios to torch.nn."""
+    T, B, I, H = size
+    ours_cls, theirs_cls = CLASSES[cell]
+    torch.manual_seed(0)
+    ours, theirs = ours_cls(I, H, **kw), theirs_cls(I, H)
+    x = torch.randn(T, B, I)
+    ours_step, theirs_step = _train_step(ours, x), _train_step(theirs, x)
+    times = {name: [] for name in [*settings, "torch.nn"]}
+    for _ in range(3):
+        ours_step()
+        theirs_step()
+    try:
+        for _ in range(repeats):                    # alternating rounds: all see the same load
+            for name, (tiled, onednn, reuse) in settings.items():
+                fast.set_tiled(tiled)
+                fast.set_onednn(onednn)
+                fast.set_reuse(reuse)
+                t0 = time.perf_counter()
+                ours_step()
+                times[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            theirs_step()
+            times["torch.nn"].append(time.perf_counter() - t0)
+    finally:
+        fast.set_tiled("auto")
+        fast.set_onednn(True)
+        fast.set_reuse(True)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    label = f"{cell}{' ' + ','.join(kw) if kw else ''} T={T} B={B} I={I} H={H}"
+    print(f"{label:38s} torch.nn {med['torch.nn']:6.2f} ms; ratio "
+          + "  ".join(f"{name} {med[name] / med['torch.nn']:.2f}" for name in settings), flush=True)
+
+
+if __name__ == "__main__":
+    main()
