@@ -237,3 +237,41 @@ def test_auto_choice_by_batch_size(calls) -> None:
     assert fast.tiled_isa(1) == fast.tiled_isa(64) == "avx2"
     fast.set_tiled("off")
     assert fast.tiled_isa(64) == ""
+
+
+@needs_tiled
+@pytest.mark.parametrize("B", [5, 16])
+def test_output_is_contiguous_like_torch(B, calls) -> None:
+    """Padded (B=5) or not, the output is a plain (T, B, H) tensor, as torch.nn's."""
+    out, _ = rnnlab.LSTM(3, 6)(torch.randn(4, B, 3))
+    assert calls["forward"] == 1
+    assert out.shape == (4, B, 6) and out.is_contiguous()
+    assert out.view(4 * B, 6).shape == (4 * B, 6)
+
+
+@needs_tiled
+def test_recorded_backward_on_a_new_thread_with_more_threads_than_cores(calls) -> None:
+    """The per-thread partial sums of the gradient record are sized by the team the loop gets, also
+    on a thread torch has not set up (autograd called from a user thread) with more torch threads
+    than OpenMP's default (this once wrote past the end of the buffer)."""
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        torch.manual_seed(0)
+        m, ref = rnnlab.LSTM(3, 8), rnnlab.LSTM(3, 8, engine="reference")
+        ref.load_state_dict(m.state_dict())
+        x = torch.randn(5, 16, 3)
+        records = []
+        for model in (m, ref):
+            with record_grad_norms() as rec:
+                out, _ = model(x)
+                t = threading.Thread(target=lambda: out.pow(2).sum().backward())
+                t.start()
+                t.join()
+            records.append(rec.layers[0].dh)
+    finally:
+        torch.set_num_threads(before)
+    assert calls["backward"] == 1
+    torch.testing.assert_close(records[0], records[1], atol=1e-5, rtol=1e-5)

@@ -37,8 +37,9 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
-from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse, set_tiled  # noqa: F401 (re-exported)
+from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan, wanted
+from rnnlab.errors import ConfigError
 
 _KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
 
@@ -67,6 +68,26 @@ def onednn_in_use() -> bool:
 def gemm_backend(M: int, K: int, N: int) -> str:
     """Which library a float32 (M, K) @ (K, N) product of the kernels runs on: "onednn" or "blas"."""
     return _KERNELS.module.gemm_backend(M, K, N) if available() else "blas"
+
+
+TILED_CHOICES = ("auto", "avx512", "avx2", "off")
+
+
+def set_tiled(choice: bool | str = "auto") -> None:
+    """The LSTM's unit-major loop with rnnlab's own SIMD kernels (``lstm_tiled.h``). "auto"
+    (default): AVX-512 where the CPU has it, AVX2 for batches of 4 to 8 (and on CPUs without
+    AVX-512), the row-major loop for 1 to 3 sequences. "avx512" or "avx2" forces that set for
+    every batch, "off" (or False) keeps the row-major loop everywhere: for tests and benchmarks
+    that compare them. An instruction set this CPU lacks raises ``ConfigError`` and changes
+    nothing. Builds the kernels if they are not built yet (the check needs them)."""
+    value = "auto" if choice is True else "off" if choice is False else choice
+    if value not in TILED_CHOICES:
+        raise ConfigError(f"set_tiled: expected one of {TILED_CHOICES} or a bool, got {choice!r}")
+    if available():                                   # without the kernels there is nothing to switch
+        try:
+            _KERNELS.module.set_tiled(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def tiled_isa(batch: int = 32) -> str:
@@ -180,7 +201,10 @@ def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
         ))
     ctx.mode, ctx.tag, ctx.has_bias = "lstm", tag, b is not None
     ctx.save_for_backward(x, w_ih, w_hh, hs, gates, cs, tcs)
-    return hs[1:, :B], hs[T, :B].clone(), cs[T].t()[:B].clone(memory_format=torch.contiguous_format)
+    # the output as every other engine returns it, (T, B, H) contiguous: a view of the saved hs
+    # when there is no padding, else a copy without the padding columns
+    out = hs[1:] if gates.shape[2] == B else hs[1:, :B].contiguous()
+    return out, hs[T, :B].clone(), cs[T].t()[:B].clone(memory_format=torch.contiguous_format)
 
 
 def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
@@ -195,10 +219,10 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
         record.emit_grad(record.GradRecord(tag.layer, tag.direction, CELL_NAMES["lstm"],
                                            tag.to_forward_time(res[3]), tag.to_forward_time(res[4])))
     dxw = da.permute(1, 2, 0)                              # (T, Bp, 4H) view of (4H, T, Bp)
-    xp = x if Bp == B else torch.nn.functional.pad(x, (0, 0, 0, Bp - B))
     need = ctx.needs_input_grad
-    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
-        wanted(need, (2, 6, 7, 8, 9), ctx.has_bias), dxw, dxw, xp, w_ih, hs, mm=mm)
+    which = wanted(need, (2, 6, 7, 8, 9), ctx.has_bias)
+    xp = x if Bp == B or not which[1] else torch.nn.functional.pad(x, (0, 0, 0, Bp - B))  # for ∂W_ih
+    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(which, dxw, dxw, xp, w_ih, hs, mm=mm)
     if dx is not None and Bp != B:
         dx = dx[:, :B]
     return (None, None, dx, None, dh0 if need[4] else None, dc0 if need[5] else None,

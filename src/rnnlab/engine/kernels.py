@@ -41,22 +41,20 @@ def _clear_stale_lock(cpp_extension, name: str) -> None:
 
 
 _ALL: list["Kernels"] = []
-# Switches of the kernel modules, built now or later: name of the setter -> value. A module
-# without a setter (the tiled LSTM loop is only in the fast kernels) ignores that switch.
-_SWITCHES: dict[str, bool | str] = {"set_onednn": True, "set_reuse": True, "set_tiled": "auto"}
+# Switches every kernel module takes, built now or later: name of its setter -> value.
+_SWITCHES = {"set_onednn": True, "set_reuse": True}
 
 
-def _switch(setter: str, value: bool | str) -> None:
-    _SWITCHES[setter] = value
+def _switch(setter: str, enabled: bool) -> None:
+    _SWITCHES[setter] = bool(enabled)
     for k in _ALL:
         if k.module is not None:
-            _apply_switches(k.module, only=setter)
+            getattr(k.module, setter)(_SWITCHES[setter])
 
 
-def _apply_switches(module: ModuleType, only: str | None = None) -> None:
+def _apply_switches(module: ModuleType) -> None:
     for setter, value in _SWITCHES.items():
-        if (only is None or setter == only) and hasattr(module, setter):
-            getattr(module, setter)(value)
+        getattr(module, setter)(value)
 
 
 def set_onednn(enabled: bool) -> None:
@@ -69,27 +67,6 @@ def set_reuse(enabled: bool) -> None:
     """Whether the kernels reuse their large buffers between calls (``workspace.h``; default on)
     or allocate afresh each call, as before (for measuring what the reuse buys)."""
     _switch("set_reuse", enabled)
-
-
-TILED_CHOICES = ("auto", "avx512", "avx2", "off")
-
-
-def set_tiled(choice: bool | str = "auto") -> None:
-    """The LSTM's unit-major loop with rnnlab's own SIMD kernels (``lstm_tiled.h``; default
-    "auto": AVX-512 where the CPU has it, else AVX2+FMA, else off). "avx2" forces the narrower
-    set on an AVX-512 CPU, "off" (or False) keeps the row-major loop (for tests and benchmarks
-    that compare the two). An instruction set this CPU lacks raises ``ConfigError``."""
-    from rnnlab.errors import ConfigError
-
-    value = "auto" if choice is True else "off" if choice is False else choice
-    if value not in TILED_CHOICES:
-        raise ConfigError(f"set_tiled: expected one of {TILED_CHOICES} or a bool, got {choice!r}")
-    previous = _SWITCHES["set_tiled"]
-    try:
-        _switch("set_tiled", value)
-    except ValueError as exc:
-        _switch("set_tiled", previous)
-        raise ConfigError(str(exc)) from None
 
 
 def empty_cache() -> None:

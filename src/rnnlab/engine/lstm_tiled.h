@@ -38,7 +38,10 @@
 #include "gemm.h"
 #include "workspace.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// GCC only: the instruction sets are switched per region with `#pragma GCC target`, which clang
+// ignores (there the row-major loop runs; fast_kernels.cpp's per-function target attributes are
+// fine with both).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #define RNNLAB_TILED_X86 1
 #endif
@@ -56,6 +59,7 @@ struct FwdArgs {
   float* cs;           // (T+1, H, Bp) c_0..c_T
   float* tcs;          // (T, H, Bp) tanh(c_t)
   int64_t T, H, Bp;
+  int threads;         // the team's size at most (team_size())
 };
 
 struct BwdArgs {
@@ -70,18 +74,24 @@ struct BwdArgs {
   float* dc;           // (H, Bp) in: ∂L/∂c_T; out: ∂L/∂c_0
   float* rec_h;        // (T, threads, Bp) partial Σ (∂L/∂h_t)², or null (no gradient record)
   float* rec_c;        // (T, threads, Bp) partial Σ (∂L/∂c_t)², or null
-  int64_t T, H, Bp, threads;
+  int64_t T, H, Bp;
+  int threads;         // the team's size at most (team_size()); rec_h / rec_c have this many rows per step
 };
 
-// f(thread, threads) on torch's intra-op threads (the OpenMP team at::parallel_for uses), or
-// f(0, 1) where that is one thread or we are already inside a parallel region.
+// How many threads a loop runs on: torch's intra-op count (at::get_num_threads also sets up
+// OpenMP's count on a thread torch has not initialised yet, e.g. an autograd or user thread), or
+// one inside a parallel region. Decided once per call, before anything is sized by it.
+inline int team_size() { return at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads()); }
+
+// f(thread, threads) on an OpenMP team of at most n threads (the pool at::parallel_for uses), or
+// f(0, 1) for n = 1. The team may be smaller than asked; f partitions by the size it gets.
 template <class F>
-void run_team(const F& f) {
-  if (at::get_num_threads() <= 1 || at::in_parallel_region()) {
+void run_team(int n, const F& f) {
+  if (n <= 1) {
     f(0, 1);
     return;
   }
-#pragma omp parallel
+#pragma omp parallel num_threads(n)
   { f(omp_get_thread_num(), omp_get_num_threads()); }
 }
 
@@ -175,18 +185,23 @@ inline const std::string& detected_isa() {
   return isa;
 }
 
-// The user's choice (fast.set_tiled): "auto" (default), "avx512", "avx2" or "off".
-inline std::string& choice() {
-  static std::string c = "auto";
+// The user's choice (fast.set_tiled): "auto" (default), "avx512", "avx2" or "off"; an atomic index
+// into kChoices, since a setter may run while another thread is inside a loop (GIL released).
+constexpr const char* kChoices[] = {"auto", "avx512", "avx2", "off"};
+inline std::atomic<int>& choice_index() {
+  static std::atomic<int> c{0};
   return c;
 }
+inline std::string choice() { return kChoices[choice_index().load(std::memory_order_relaxed)]; }
 
 inline bool set_choice(const std::string& want) {
   const std::string have = detected_isa();
   const bool ok = want == "auto" || want == "off" || (want == "avx2" && !have.empty()) ||
                   (want == "avx512" && have == "avx512");
-  if (ok) choice() = want;
-  return ok;
+  if (!ok) return false;
+  for (int k = 0; k < 4; ++k)
+    if (want == kChoices[k]) choice_index().store(k);
+  return true;
 }
 
 // The instruction set for a batch of B sequences, "" for the row-major loop. Under "auto", from
@@ -196,7 +211,7 @@ inline bool set_choice(const std::string& want) {
 // 8-column vectors rather than half-empty 16-column ones (training at B = 8, H = 256: 0.54 of
 // torch.nn's time against 0.78).
 inline std::string isa_for(int64_t B) {
-  const std::string& c = choice();
+  const std::string c = choice();
   if (c != "auto") return c == "off" ? std::string() : c;
   const std::string& have = detected_isa();
   if (have.empty() || B < 4) return "";
@@ -239,7 +254,7 @@ inline std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const
   Tensor b = bias ? bias->contiguous() : Tensor();
   FwdArgs a{w_hh.data_ptr<float>(), packed.data_ptr<float>(), gates.data_ptr<float>(),
             b.defined() ? b.data_ptr<float>() : nullptr, hT.data_ptr<float>(), cs.data_ptr<float>(),
-            tcs.data_ptr<float>(), T, H, Bp};
+            tcs.data_ptr<float>(), T, H, Bp, team_size()};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::forward(a);
   else avx2::forward(a);
@@ -264,7 +279,7 @@ inline std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_l
   Tensor dh = at::empty({H, Bp}, opt), dc = at::empty({H, Bp}, opt);
   to_unit_major(dh_last, dh);
   to_unit_major(dc_last, dc);
-  const int64_t threads = std::max(1, omp_get_max_threads());
+  const int threads = team_size();
   Tensor rec_h, rec_c;
   if (record) {
     rec_h = at::zeros({T, threads, Bp}, opt);

@@ -117,7 +117,7 @@ inline void pack_forward(const float* __restrict w, float* __restrict out, int64
 template <int NB>
 void forward_nb(const FwdArgs& a) {
   constexpr int U = fwd_units(NB);
-  run_team([&](int tid, int nt) {
+  run_team(a.threads, [&](int tid, int nt) {
     int64_t u0, u1;
     unit_range(a.H, U, tid, nt, &u0, &u1);
     pack_forward(a.w_hh, a.packed, a.H, u0, u1, U);
@@ -223,7 +223,7 @@ inline void bwd_pointwise(const BwdArgs& a, int64_t t, int64_t u0, int64_t u1, f
 template <int NB>
 void backward_nb(const BwdArgs& a) {
   constexpr int R = bwd_units(NB);
-  run_team([&](int tid, int nt) {
+  run_team(a.threads, [&](int tid, int nt) {
     int64_t u0, u1;
     unit_range(a.H, R, tid, nt, &u0, &u1);
     pack_backward(a.w_hh, a.packed, a.H, u0, u1, R);
