@@ -42,9 +42,10 @@ def collect(build: bool = True) -> dict:
         "fast_kernels_unavailable_because": fast_why,
         # large float32 matmuls of the kernels on oneDNN (engine/gemm.h) or all on torch's BLAS
         "fast_kernels_gemm": None if not fast_ok else ("onednn+blas" if fast.onednn_in_use() else "blas"),
-        # the LSTM's tiled loop (engine/lstm_tiled.h) at batch 32 and 8, or None where it does not run
+        # the LSTM's tiled loop (engine/lstm_tiled.h) at batch 32, 8 and 3, or None where it does not run
         "fast_kernels_lstm_tiled": None if not fast_ok or not fast.tiled_isa(32) else
-        f"{fast.tiled_isa(32)} (batch 8: {fast.tiled_isa(8)}; batch < 4: row-major)",
+        f"{fast.tiled_isa(32)} (batch 8: {fast.tiled_isa(8) or 'row-major'}; "
+        f"batch 3: {fast.tiled_isa(3) or 'row-major'})",
         "numba_streaming": _stream_kernels.HAVE_NUMBA,
         "onnxruntime": _version("onnxruntime"),
         "tensorboard": _version("tensorboard"),

@@ -209,8 +209,7 @@ def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
 
 def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
     x, w_ih, w_hh, hs, gates, cs, tcs = ctx.saved_tensors
-    T, B, I = x.shape
-    Bp = gates.shape[2]
+    B, Bp = x.shape[1], gates.shape[2]
     recording = record.grad_recording()
     res = _KERNELS.module.lstm_tiled_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, recording)
     da, dh0, dc0 = res[:3]

@@ -42,6 +42,50 @@ constexpr int kMaxNB = V::kMaxNB;
 constexpr int fwd_units(int nb) { return V::kAcc / (4 * nb) > 0 ? V::kAcc / (4 * nb) : 1; }
 constexpr int bwd_units(int nb) { return V::kAcc / nb > 0 ? V::kAcc / nb : 1; }
 
+// The register-tiled product both passes use: acc[r][n] += Σ_k pa[k·R + r] · b[k·ldb + n·W] over
+// k < K (pa: a packed panel, k-major; b: K rows of NB vectors, ldb apart).
+template <int R, int NB>
+inline void tile_product(reg (&acc)[R][NB], const float* __restrict pa, const float* __restrict b, int64_t ldb,
+                         int64_t K) {
+  for (int64_t k = 0; k < K; ++k) {
+    reg bv[NB];
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) bv[n] = V::load(b + k * ldb + n * V::W);
+    const float* __restrict ak = pa + k * R;
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) {
+      const reg w = splat(ak[r]);
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) acc[r][n] = V::fma(w, bv[n], acc[r][n]);
+    }
+  }
+}
+
+// f(j0, n) for the panels of units [u0, u1): n = `width` units while they fit, then single units.
+// A panel starting at unit j0 sits at offset 4·H·j0 of a packed weight buffer (each unit
+// contributes 4H floats in either pass), so packing and use agree on where it is.
+template <class F>
+inline void for_each_panel(int64_t u0, int64_t u1, int width, const F& f) {
+  for (int64_t j0 = u0; j0 < u1;) {
+    const int64_t n = j0 + width <= u1 ? width : 1;
+    f(j0, n);
+    j0 += n;
+  }
+}
+
+// f(std::integral_constant<int, NB>) with NB = column_block(vectors, kMaxNB): the loops are
+// compiled for each column blocking, chosen here from the padded batch.
+template <class F>
+inline void with_column_block(int64_t vectors, const F& f) {
+  switch (column_block(vectors, kMaxNB)) {
+    case 4: if constexpr (kMaxNB >= 4) { f(std::integral_constant<int, 4>{}); return; } break;
+    case 3: if constexpr (kMaxNB >= 3) { f(std::integral_constant<int, 3>{}); return; } break;
+    case 2: f(std::integral_constant<int, 2>{}); return;
+    default: break;
+  }
+  f(std::integral_constant<int, 1>{});
+}
+
 // ------------------------------------------------------------------------------- forward
 // One step of U units (j0..j0+U−1) × NB·W columns from c0: the recurrent product for the four
 // gates of each unit (pa: its packed W_hh rows, k-major, 4U per k), added to the input
@@ -61,19 +105,7 @@ inline void fwd_tile(const FwdArgs& a, const float* __restrict pa, int64_t t, in
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) acc[r][n] = V::add(V::load(rows[r] + n * V::W), b);
   }
-  const float* __restrict hp = a.hT + t * H * Bp + c0;    // h_{t-1}, row k = unit k
-  for (int64_t k = 0; k < H; ++k) {
-    reg hv[NB];
-#pragma GCC unroll 8
-    for (int n = 0; n < NB; ++n) hv[n] = V::load(hp + k * Bp + n * V::W);
-    const float* __restrict ak = pa + k * R;
-#pragma GCC unroll 32
-    for (int r = 0; r < R; ++r) {
-      const reg w = splat(ak[r]);
-#pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) acc[r][n] = V::fma(w, hv[n], acc[r][n]);
-    }
-  }
+  tile_product<R, NB>(acc, pa, a.hT + t * H * Bp + c0, Bp, H);   // + W_hh h_{t-1} (row k = unit k)
   const float* cp = a.cs + t * H * Bp + c0;
   float* cn = a.cs + (t + 1) * H * Bp + c0;
   float* tc = a.tcs + t * H * Bp + c0;
@@ -104,14 +136,12 @@ inline void fwd_tile(const FwdArgs& a, const float* __restrict pa, int64_t t, in
 // j0 sits at offset 4·H·j0.
 inline void pack_forward(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1,
                          int U) {
-  for (int64_t j0 = u0; j0 < u1;) {
-    const int64_t n = (j0 + U <= u1) ? U : 1;
+  for_each_panel(u0, u1, U, [&](int64_t j0, int64_t n) {
     float* p = out + 4 * H * j0;
     for (int64_t k = 0; k < H; ++k)
       for (int64_t u = 0; u < n; ++u)
         for (int64_t g = 0; g < 4; ++g) p[(k * n + u) * 4 + g] = w[(g * H + j0 + u) * H + k];
-    j0 += n;
-  }
+  });
 }
 
 template <int NB>
@@ -122,28 +152,20 @@ void forward_nb(const FwdArgs& a) {
     unit_range(a.H, U, tid, nt, &u0, &u1);
     pack_forward(a.w_hh, a.packed, a.H, u0, u1, U);
     for (int64_t t = 0; t < a.T; ++t) {
-      for (int64_t j0 = u0; j0 < u1;) {
-        const bool full = j0 + U <= u1;
+      for_each_panel(u0, u1, U, [&](int64_t j0, int64_t n) {
         const float* pa = a.packed + 4 * a.H * j0;
         for (int64_t c0 = 0; c0 < a.Bp; c0 += NB * V::W) {
-          if (full) fwd_tile<U, NB>(a, pa, t, j0, c0);
+          if (n == U) fwd_tile<U, NB>(a, pa, t, j0, c0);
           else fwd_tile<1, NB>(a, pa, t, j0, c0);
         }
-        j0 += full ? U : 1;
-      }
+      });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
     }
   });
 }
 
 inline void forward(const FwdArgs& a) {
-  switch (column_block(a.Bp / V::W, kMaxNB)) {
-    case 4: if constexpr (kMaxNB >= 4) { forward_nb<4>(a); return; } break;
-    case 3: forward_nb<3>(a); return;
-    case 2: forward_nb<2>(a); return;
-    default: break;
-  }
-  forward_nb<1>(a);
+  with_column_block(a.Bp / V::W, [&](auto nb) { forward_nb<decltype(nb)::value>(a); });
 }
 
 // ------------------------------------------------------------------------------ backward
@@ -157,19 +179,7 @@ inline void bwd_tile(const BwdArgs& a, const float* __restrict pa, int64_t t, in
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) acc[r][n] = V::zero();
-  const float* __restrict dp = a.da + t * Bp + c0;
-  for (int64_t k = 0; k < G; ++k) {
-    reg dv[NB];
-#pragma GCC unroll 8
-    for (int n = 0; n < NB; ++n) dv[n] = V::load(dp + k * rs + n * V::W);
-    const float* __restrict ak = pa + k * R;
-#pragma GCC unroll 32
-    for (int r = 0; r < R; ++r) {
-      const reg w = splat(ak[r]);
-#pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) acc[r][n] = V::fma(w, dv[n], acc[r][n]);
-    }
-  }
+  tile_product<R, NB>(acc, pa, a.da + t * Bp + c0, rs, G);          // da_t's row k is gate row k
 #pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
@@ -180,13 +190,11 @@ inline void bwd_tile(const BwdArgs& a, const float* __restrict pa, int64_t t, in
 // single units), k-major over the 4H rows; a panel starting at unit j0 sits at offset 4·H·j0.
 inline void pack_backward(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1,
                           int R) {
-  for (int64_t j0 = u0; j0 < u1;) {
-    const int64_t n = (j0 + R <= u1) ? R : 1;
+  for_each_panel(u0, u1, R, [&](int64_t j0, int64_t n) {
     float* p = out + 4 * H * j0;
     for (int64_t k = 0; k < 4 * H; ++k)
       for (int64_t r = 0; r < n; ++r) p[k * n + r] = w[k * H + j0 + r];
-    j0 += n;
-  }
+  });
 }
 
 // The gate gradients of step t for units [u0, u1), all columns: the reference's equations
@@ -232,15 +240,13 @@ void backward_nb(const BwdArgs& a) {
       float* rc = a.rec_c ? a.rec_c + (t * a.threads + tid) * a.Bp : nullptr;
       bwd_pointwise(a, t, u0, u1, rh, rc);
       team_barrier(nt);                                   // every gate gradient of step t is in da
-      for (int64_t j0 = u0; j0 < u1;) {                   // ∂L/∂h_{t-1} = da_t W_hh, this thread's units
-        const bool full = j0 + R <= u1;
+      for_each_panel(u0, u1, R, [&](int64_t j0, int64_t n) {   // ∂L/∂h_{t-1} = da_t W_hh, own units
         const float* pa = a.packed + 4 * a.H * j0;
         for (int64_t c0 = 0; c0 < a.Bp; c0 += NB * V::W) {
-          if (full) bwd_tile<R, NB>(a, pa, t, j0, c0);
+          if (n == R) bwd_tile<R, NB>(a, pa, t, j0, c0);
           else bwd_tile<1, NB>(a, pa, t, j0, c0);
         }
-        j0 += full ? R : 1;
-      }
+      });
       // no barrier: step t−1's pointwise reads only this thread's units of dh, and writes da_{t−1}
       // and dc rows that nobody reads before the next barrier
     }
@@ -248,11 +254,5 @@ void backward_nb(const BwdArgs& a) {
 }
 
 inline void backward(const BwdArgs& a) {
-  switch (column_block(a.Bp / V::W, kMaxNB)) {
-    case 4: if constexpr (kMaxNB >= 4) { backward_nb<4>(a); return; } break;
-    case 3: backward_nb<3>(a); return;
-    case 2: backward_nb<2>(a); return;
-    default: break;
-  }
-  backward_nb<1>(a);
+  with_column_block(a.Bp / V::W, [&](auto nb) { backward_nb<decltype(nb)::value>(a); });
 }
