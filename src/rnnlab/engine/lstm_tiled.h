@@ -1,9 +1,10 @@
 // The LSTM's time loop in a unit-major layout with its own SIMD matrix kernels ("tiled").
 //
 // Why: at the sizes people train (B = 32, H = 256), a step of the row-major loop in
-// fast_kernels.cpp is one library GEMM (32 × 256 × 1024) plus a pointwise pass, and the GEMM
-// library's fixed costs and its thread fork/join, twice per step, cost more than the arithmetic
-// (oneDNN's GEMM at this size ran at ~180 GFLOP/s where large ones run at ~430). Here each
+// fast_kernels.cpp is one library GEMM (32 × 256 × 1024) plus a pointwise pass in its own
+// parallel region. The library runs a product this small well below its large-matrix rate
+// (benchmarks/bench_kernels.py: 67 µs, 250 GFLOP/s, where a 2048³ one runs at 414), and the step
+// forks and joins the threads twice. Here each
 // thread owns a contiguous range of hidden units for the whole sequence and computes everything
 // of its units: the four gates' recurrent products for those units (W_hh's rows, packed once
 // per call so the thread streams them from its own cache), the activations and the cell update
@@ -209,8 +210,8 @@ inline bool set_choice(const std::string& want) {
 // measurements on a 2-core AMD EPYC (README, "The LSTM's tiled loop"): fewer than 4 sequences
 // keep the row-major loop (padded to 8 columns, the saved activations would more than double, and
 // at B = 1 the library's matrix-vector product is faster than a tile), and up to 8 take AVX2's
-// 8-column vectors rather than half-empty 16-column ones (training at B = 8, H = 256: 0.54 of
-// torch.nn's time against 0.78).
+// 8-column vectors rather than half-empty 16-column ones (bench_kernels.py's batch sweep, training
+// at B = 8, H = 256: 1.15 of torch.nn's time against 1.41).
 inline std::string isa_for(int64_t B) {
   const std::string c = choice();
   if (c != "auto") return c == "off" ? std::string() : c;
@@ -291,9 +292,9 @@ inline std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_l
             dc.data_ptr<float>(), record ? rec_h.data_ptr<float>() : nullptr,
             record ? rec_c.data_ptr<float>() : nullptr, T, H, Bp, threads};
 #ifdef RNNLAB_TILED_X86
-  // The forward's layout decides (the choice may have changed since): AVX-512 where this CPU has
-  // it, it is not narrowed to AVX2, and the padding is a whole number of its vectors.
-  if (detected_isa() == "avx512" && choice() != "avx2" && Bp % 16 == 0) avx512::backward(a);
+  // The forward's choice for this batch, unless the choice changed since and its vectors no longer
+  // fit the saved padding: then AVX2's 8 columns (every padding is a multiple of 8).
+  if (isa_for(B) == "avx512" && Bp % 16 == 0) avx512::backward(a);
   else avx2::backward(a);
 #endif
   std::vector<Tensor> out{da, dh.narrow(1, 0, B).t().contiguous(), dc.narrow(1, 0, B).t().contiguous()};

@@ -73,6 +73,20 @@ inline void for_each_panel(int64_t u0, int64_t u1, int width, const F& f) {
   }
 }
 
+// tile(std::integral_constant<int, n>{}, pa, j0, c0) for every register tile of units [u0, u1):
+// panels of `Units` units (n = Units, or n = 1 for the units left over) × blocks of NB vectors of
+// columns; pa is the panel's packed weights.
+template <int Units, int NB, class F>
+inline void for_each_tile(const float* packed, int64_t H, int64_t u0, int64_t u1, int64_t Bp, const F& tile) {
+  for_each_panel(u0, u1, Units, [&](int64_t j0, int64_t n) {
+    const float* pa = packed + 4 * H * j0;
+    for (int64_t c0 = 0; c0 < Bp; c0 += NB * V::W) {
+      if (n == Units) tile(std::integral_constant<int, Units>{}, pa, j0, c0);
+      else tile(std::integral_constant<int, 1>{}, pa, j0, c0);
+    }
+  });
+}
+
 // f(std::integral_constant<int, NB>) with NB = column_block(vectors, kMaxNB): the loops are
 // compiled for each column blocking, chosen here from the padded batch.
 template <class F>
@@ -152,12 +166,8 @@ void forward_nb(const FwdArgs& a) {
     unit_range(a.H, U, tid, nt, &u0, &u1);
     pack_forward(a.w_hh, a.packed, a.H, u0, u1, U);
     for (int64_t t = 0; t < a.T; ++t) {
-      for_each_panel(u0, u1, U, [&](int64_t j0, int64_t n) {
-        const float* pa = a.packed + 4 * a.H * j0;
-        for (int64_t c0 = 0; c0 < a.Bp; c0 += NB * V::W) {
-          if (n == U) fwd_tile<U, NB>(a, pa, t, j0, c0);
-          else fwd_tile<1, NB>(a, pa, t, j0, c0);
-        }
+      for_each_tile<U, NB>(a.packed, a.H, u0, u1, a.Bp, [&](auto u, const float* pa, int64_t j0, int64_t c0) {
+        fwd_tile<decltype(u)::value, NB>(a, pa, t, j0, c0);
       });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
     }
@@ -240,12 +250,9 @@ void backward_nb(const BwdArgs& a) {
       float* rc = a.rec_c ? a.rec_c + (t * a.threads + tid) * a.Bp : nullptr;
       bwd_pointwise(a, t, u0, u1, rh, rc);
       team_barrier(nt);                                   // every gate gradient of step t is in da
-      for_each_panel(u0, u1, R, [&](int64_t j0, int64_t n) {   // ∂L/∂h_{t-1} = da_t W_hh, own units
-        const float* pa = a.packed + 4 * a.H * j0;
-        for (int64_t c0 = 0; c0 < a.Bp; c0 += NB * V::W) {
-          if (n == R) bwd_tile<R, NB>(a, pa, t, j0, c0);
-          else bwd_tile<1, NB>(a, pa, t, j0, c0);
-        }
+      // ∂L/∂h_{t-1} = da_t W_hh, this thread's units
+      for_each_tile<R, NB>(a.packed, a.H, u0, u1, a.Bp, [&](auto r, const float* pa, int64_t j0, int64_t c0) {
+        bwd_tile<decltype(r)::value, NB>(a, pa, t, j0, c0);
       });
       // no barrier: step t−1's pointwise reads only this thread's units of dh, and writes da_{t−1}
       // and dc rows that nobody reads before the next barrier
