@@ -171,3 +171,62 @@ def test_silence_gives_finite_features():
     feats = AudioFeatures(FeatureConfig())
     out, frames = feats(torch.zeros(800))
     assert int(frames[0]) == 11 and torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _stream_in_chunks(stream, wave, sizes):
+    outs, pos = [], 0
+    for k in sizes:
+        outs.append(stream.accept(wave[pos:pos + k]))
+        pos += k
+    outs.append(stream.accept(wave[pos:]))
+    outs.append(stream.finish())
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("kind,n_deltas,n", [("mfcc", 2, 4321), ("logmel", 1, 3000), ("mfcc", 0, 999), ("mfcc", 2, 50)])
+def test_stream_in_any_chunks_equals_offline_running_features(kind, n_deltas, n):
+    from rnnlab.data.audio_features import FeatureStream
+    wave = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(n)) * 0.1
+    feats = AudioFeatures(FeatureConfig(kind=kind, deltas=n_deltas, normalize="running"))
+    raw, _ = feats.raw(wave)
+    feats.set_stats(*feature_stats([raw[0] * 0.5 + 1]))
+    offline = feats(wave)[0][0]
+    rng = np.random.default_rng(0)
+    stream = FeatureStream(feats)
+    for sizes in ([800] * 6, list(rng.integers(0, 300, 30)), [1] * 120):
+        stream.reset()
+        torch.testing.assert_close(_stream_in_chunks(stream, wave, sizes), offline, atol=1e-9, rtol=0)
+
+
+def test_stream_emits_each_frame_after_its_lookahead():
+    from rnnlab.data.audio_features import FeatureStream
+    cfg = FeatureConfig(deltas=2, normalize="none")           # n_fft 256, hop 80, ±4 frames per delta order
+    stream = FeatureStream(AudioFeatures(cfg))
+    assert stream.lookahead_frames == 8
+    emitted = 0
+    for n in range(0, 4000, 160):
+        emitted += stream.accept(np.zeros(160)).shape[0]
+        seen = n + 160
+        complete = (seen - 128) // 80 + 1 if seen >= 128 else 0     # windows reaching n_fft // 2 past their centre
+        assert emitted == max(0, complete - 8)
+
+
+def test_stream_errors():
+    from rnnlab.data.audio_features import FeatureStream
+    with pytest.raises(ConfigError, match="causal"):
+        FeatureStream(AudioFeatures(FeatureConfig(normalize="utterance")))
+    with pytest.raises(ConfigError, match="set_stats"):
+        FeatureStream(AudioFeatures(FeatureConfig(normalize="running")))
+    stream = FeatureStream(AudioFeatures(FeatureConfig(normalize="none")))
+    from rnnlab.errors import DataError
+    with pytest.raises(DataError, match="at least one sample"):
+        stream.finish()
+    stream.accept(np.zeros(100))
+    stream.finish()
+    with pytest.raises(ConfigError, match="reset"):
+        stream.accept(np.zeros(10))
+    with pytest.raises(ShapeError):
+        FeatureStream(AudioFeatures(FeatureConfig(normalize="none"))).accept(np.zeros((2, 10)))

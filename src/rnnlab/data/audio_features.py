@@ -383,3 +383,108 @@ class AudioFeatures(nn.Module):
                 for b, n in enumerate(frames.tolist())
             ])
         return x, frames
+
+
+class FeatureStream:
+    """:class:`AudioFeatures` fed chunk by chunk: each frame is emitted as soon as it is final.
+
+    ``accept(samples)`` takes any number of new samples (at ``cfg.sample_rate``) and returns
+    the frames ``(k, dim)`` that became final; ``finish()`` returns the rest. Concatenated,
+    the outputs equal the offline features of the whole signal (``AudioFeatures(cfg)``) with
+    the same normalisation, which must be causal: ``"running"`` or ``"none"``.
+
+    A frame is final when its window is complete (``n_fft // 2`` samples past its centre)
+    and, with deltas, when the ``delta_width // 2`` frames after it are, once per delta
+    order: the lookahead is ``n_fft // 2`` samples plus ``deltas * (delta_width // 2)`` hops
+    (16 + 80 ms with the defaults at 8 kHz). Memory is bounded: only the frames still
+    needed for deltas are kept.
+    """
+
+    def __init__(self, features: AudioFeatures):
+        cfg = features.cfg
+        if cfg.normalize == "utterance":
+            raise ConfigError(expected("normalisation of a stream", "'running' or 'none' (causal)", "'utterance'"))
+        if cfg.normalize == "running" and not bool(features.has_stats):
+            raise ConfigError(expected("running normalisation", "training statistics (AudioFeatures.set_stats)",
+                                       "none set"))
+        self.features, self.cfg = features, cfg
+        self.lookahead_frames = cfg.deltas * ((cfg.delta_width - 1) // 2)
+        dtype = features.dft.dtype
+        self._basis = features.dft[:, 0, :].to(dtype)                                # (2K, n_fft)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new signal."""
+        self._pending = np.zeros(self.cfg.n_fft_ // 2, dtype=np.float64)  # the centred frames' left padding
+        self._samples = 0            # samples accepted
+        self._static: list[Tensor] = []
+        self._static_start = 0       # frame index of self._static[0]
+        self._computed = 0           # static frames computed
+        self._emitted = 0
+        self._finished = False
+        self._norm = (RunningNorm(self.features.stats_mean, self.features.stats_var, self.cfg.prior_frames)
+                      if self.cfg.normalize == "running" else None)
+
+    def _frames_from_pending(self) -> None:
+        n_fft, hop = self.cfg.n_fft_, self.cfg.hop_length
+        k = 0 if len(self._pending) < n_fft else 1 + (len(self._pending) - n_fft) // hop
+        if k == 0:
+            return
+        idx = np.arange(k)[:, None] * hop + np.arange(n_fft)[None, :]
+        frames = torch.from_numpy(self._pending[idx]).to(self._basis.dtype)       # (k, n_fft)
+        spec = frames @ self._basis.T                                               # (k, 2K)
+        re, im = spec.chunk(2, dim=1)
+        mel = (re * re + im * im) @ self.features.mel.to(frames.dtype)
+        x = 10.0 * torch.log10(torch.clamp(mel, min=self.cfg.amin))
+        if self.cfg.kind == "mfcc":
+            x = x @ self.features.dct.to(frames.dtype)
+        self._static.extend(x)
+        self._computed += k
+        self._pending = self._pending[k * hop:]
+
+    def _emit(self, upto: int, final: bool) -> Tensor:
+        """Frames ``self._emitted .. upto - 1``, with deltas over the kept static frames."""
+        a, D = self._emitted, self.lookahead_frames
+        if upto <= a:
+            return torch.zeros(0, self.cfg.dim, dtype=self._basis.dtype)
+        lo = max(0, a - D)
+        hi = self._computed if final else upto + D
+        block = torch.stack(self._static[lo - self._static_start:hi - self._static_start])[None]   # (1, n, S)
+        parts = [block]
+        for _ in range(self.cfg.deltas):
+            # Clamping at the block's start is right when lo == 0 and never reaches the
+            # emitted frames otherwise (they start D frames in); at its end likewise.
+            parts.append(deltas(parts[-1], self.cfg.delta_width))
+        x = torch.cat(parts, dim=2)[0, a - lo:upto - lo]
+        if self._norm is not None:
+            x = self._norm(x)
+        self._emitted = upto
+        keep_from = max(0, upto - D) - self._static_start
+        del self._static[:keep_from]
+        self._static_start += keep_from
+        return x
+
+    def accept(self, samples) -> Tensor:
+        """Add samples ``(n,)``; the frames ``(k, dim)`` that are now final."""
+        if self._finished:
+            raise ConfigError(expected("stream", "reset() after finish()", "more samples"))
+        x = np.asarray(samples.detach().cpu() if isinstance(samples, Tensor) else samples, dtype=np.float64)
+        if x.ndim != 1:
+            raise ShapeError(expected("stream samples", "a mono array (n,)", f"shape {tuple(x.shape)}"))
+        self._pending = np.concatenate([self._pending, x])
+        self._samples += len(x)
+        self._frames_from_pending()
+        return self._emit(max(self._emitted, self._computed - self.lookahead_frames), final=False)
+
+    def finish(self) -> Tensor:
+        """The remaining frames ``(k, dim)``: the signal has ended."""
+        if self._samples == 0:
+            raise DataError(expected("stream", "at least one sample before finish()", "none"))
+        total = int(frame_count(self._samples, self.cfg.hop_length))
+        # The right padding of centred frames; enough zeros for the last frame's window.
+        self._pending = np.concatenate([self._pending, np.zeros(self.cfg.n_fft_, dtype=np.float64)])
+        self._frames_from_pending()
+        self._computed = total                       # frames past the end were padding only
+        self._static = self._static[:total - self._static_start]
+        self._finished = True
+        return self._emit(total, final=True)
