@@ -195,7 +195,7 @@ def test_stream_in_any_chunks_equals_offline_running_features(kind, n_deltas, n)
     feats.set_stats(*feature_stats([raw[0] * 0.5 + 1]))
     offline = feats(wave)[0][0]
     rng = np.random.default_rng(0)
-    stream = FeatureStream(feats)
+    stream = FeatureStream(feats, dtype=torch.float64)
     for sizes in ([800] * 6, list(rng.integers(0, 300, 30)), [1] * 120):
         stream.reset()
         torch.testing.assert_close(_stream_in_chunks(stream, wave, sizes), offline, atol=1e-9, rtol=0)

@@ -397,17 +397,18 @@ class FeatureStream:
     and, with deltas, when the ``delta_width // 2`` frames after it are, once per delta
     order: the lookahead is ``n_fft // 2`` samples plus ``deltas * (delta_width // 2)`` hops
     (16 + 80 ms with the defaults at 8 kHz). Memory is bounded: only the frames still
-    needed for deltas are kept.
+    needed for deltas are kept. Frames are computed in the module's buffers' precision
+    (float64 unless converted) and returned as ``dtype``.
     """
 
-    def __init__(self, features: AudioFeatures):
+    def __init__(self, features: AudioFeatures, dtype: torch.dtype = torch.float32):
         cfg = features.cfg
         if cfg.normalize == "utterance":
             raise ConfigError(expected("normalisation of a stream", "'running' or 'none' (causal)", "'utterance'"))
         if cfg.normalize == "running" and not bool(features.has_stats):
             raise ConfigError(expected("running normalisation", "training statistics (AudioFeatures.set_stats)",
                                        "none set"))
-        self.features, self.cfg = features, cfg
+        self.features, self.cfg, self.dtype = features, cfg, dtype
         self.lookahead_frames = cfg.deltas * ((cfg.delta_width - 1) // 2)
         dtype = features.dft.dtype
         self._basis = features.dft[:, 0, :].to(dtype)                                # (2K, n_fft)
@@ -446,7 +447,7 @@ class FeatureStream:
         """Frames ``self._emitted .. upto - 1``, with deltas over the kept static frames."""
         a, D = self._emitted, self.lookahead_frames
         if upto <= a:
-            return torch.zeros(0, self.cfg.dim, dtype=self._basis.dtype)
+            return torch.zeros(0, self.cfg.dim, dtype=self.dtype)
         lo = max(0, a - D)
         hi = self._computed if final else upto + D
         block = torch.stack(self._static[lo - self._static_start:hi - self._static_start])[None]   # (1, n, S)
@@ -462,7 +463,7 @@ class FeatureStream:
         keep_from = max(0, upto - D) - self._static_start
         del self._static[:keep_from]
         self._static_start += keep_from
-        return x
+        return x.to(self.dtype)
 
     def accept(self, samples) -> Tensor:
         """Add samples ``(n,)``; the frames ``(k, dim)`` that are now final."""
