@@ -167,7 +167,7 @@ def test_probe_commands_take_cell_options(tmp_path, capsys):
 
 
 def test_demo_ablation_plan_is_in_default_and_full_but_not_quick():
-    from rnnlab.report.demo import DemoConfig
+    from rnnlab.suites.demo import DemoConfig
 
     assert DemoConfig(suite="quick").ablation_plan() == []
     plan = DemoConfig(suite="default").ablation_plan()
@@ -179,7 +179,7 @@ def test_demo_ablation_plan_is_in_default_and_full_but_not_quick():
 
 
 def test_demo_runs_the_ablation_and_reports_it(tmp_path, monkeypatch):
-    from rnnlab.report import demo
+    from rnnlab.suites import demo
 
     monkeypatch.setitem(demo.SUITES, "default", {"steps": 2, "checksum_steps": 2, "ablation": True,
                                                  "lengths": {"checksum": [6], "adding": [5]}})

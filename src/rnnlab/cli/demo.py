@@ -48,7 +48,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     ) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
-        from rnnlab.report.demo import DemoConfig, run_demo
+        from rnnlab.suites.demo import DemoConfig, run_demo
 
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))

@@ -1,4 +1,4 @@
-"""Probe tasks: synthetic sequences that isolate the situations where gating matters (SPEC.md).
+"""Probe tasks: synthetic sequences that isolate the situations where gating matters.
 
 Each generator is a pure function of ``(T, batch, seed_or_generator, **params)`` and returns a
 :class:`ProbeBatch`. Every generator builds its inputs first and then computes its targets with
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab.errors import ConfigError, expected
@@ -304,3 +305,17 @@ def get_probe(name: str) -> ProbeSpec:
     if name not in PROBES:
         raise ConfigError(expected("probe", f"one of {sorted(PROBES)}", repr(name)))
     return PROBES[name]
+
+
+def probe_loss(spec: ProbeSpec, pred: Tensor, y: Tensor) -> Tensor:
+    """The training loss: MSE for a real-valued target, else cross-entropy (per step for ``copy``)."""
+    if spec.loss == "mse":
+        return F.mse_loss(pred, y)
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), y.reshape(-1))
+
+
+def probe_metric(spec: ProbeSpec, pred: Tensor, y: Tensor) -> float:
+    """The headline metric: accuracy, MSE, or per-step cross-entropy (as the baseline is stated)."""
+    if spec.metric == "acc":
+        return (pred.argmax(-1) == y).float().mean().item()
+    return probe_loss(spec, pred, y).item()

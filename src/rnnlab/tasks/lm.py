@@ -16,6 +16,7 @@ The task registers itself as ``"lm"`` with the training core (see ``rnnlab.train
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -28,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import rnnlab
 from rnnlab.data.lm_batches import LMBatching, eval_batches, lm_batches
 from rnnlab.data.registry import dataset_files, get_spec
 from rnnlab.data.text import (
@@ -46,10 +46,12 @@ from rnnlab.data.text import (
     tokenize,
 )
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
+from rnnlab.tasks.recurrent import CELLS, rnn_class
+from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
-CELLS = ("rnn", "lstm", "gru")
 TASK_NAME = "lm"
 
 
@@ -138,10 +140,6 @@ class LMConfig:
 # --------------------------------------------------------------------------- model
 
 
-def _rnn_class(cell: str) -> type[nn.Module]:
-    return {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell]
-
-
 class LanguageModel(nn.Module):
     """Embedding or one-hot -> rnnlab RNN/LSTM/GRU -> linear decoder."""
 
@@ -153,7 +151,7 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
         self.drop = nn.Dropout(dropout)
         # torch.nn's between-layer dropout only exists for >1 layer (it warns otherwise).
-        self.rnn = _rnn_class(cell)(embed or vocab_size, hidden, layers, dropout=dropout if layers > 1 else 0.0,
+        self.rnn = rnn_class(cell)(embed or vocab_size, hidden, layers, dropout=dropout if layers > 1 else 0.0,
                                     **(cell_options or {}))
         self.decoder = nn.Linear(hidden, vocab_size)
         if self.embedding is not None:
@@ -420,8 +418,6 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     CheckpointError if the folder is not a run or is a run of another task; this is checked
     before any model is built or any weight is read.
     """
-    from rnnlab.train.rundir import read_run_config
-
     try:
         cfg = read_run_config(run_dir)
     except CheckpointError as exc:
@@ -434,8 +430,6 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
 
 def load_lm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LMTask, LanguageModel]:
     """``(task, model in eval mode)`` of a language-model run (best checkpoint by default)."""
-    from rnnlab.train.rundir import load_run
-
     read_lm_run(run_dir)
     task, model, _meta = load_run(run_dir, checkpoint)
     return task, model
@@ -500,8 +494,6 @@ SAMPLE_TEMPERATURES = (0.0, 0.5, 0.8, 1.0)
 
 def _read_metric_records(run_dir: Path) -> list[dict[str, Any]]:
     """Metric records the training core wrote (JSONL preferred, else CSV); empty if none found."""
-    import csv
-
     for path in sorted(run_dir.glob("**/metrics*.jsonl")):
         recs = []
         for line in path.read_text().splitlines():
@@ -549,15 +541,12 @@ def _curves(recs: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[flo
 
 
 def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[ReportSection]:
-    from rnnlab.report.html import figure_to_img, matplotlib_agg, table
-
     sections: list[ReportSection] = []
     c = task.cfg
     # Perplexity curves.
     series = _curves(_read_metric_records(Path(run_dir)))
     if series:
-        matplotlib_agg()
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for label, (xs, ys) in series.items():

@@ -19,15 +19,19 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe
+from rnnlab.analysis import plots
+from rnnlab.analysis.gates import probe_gate_stats
+from rnnlab.analysis.gradflow import probe_grad_flow
+from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe, probe_loss, probe_metric
 from rnnlab.errors import ConfigError, expected
 from rnnlab.tasks.cell_options import check_cell_options, sets_memory_gate_bias
-from rnnlab.train.task import ReportSection, StepOutput, register_task
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.report.html import ReportSection, figure_to_img
+from rnnlab.train import TrainConfig, fit
+from rnnlab.train.task import StepOutput, register_task
 
-CELLS = ("rnn", "lstm", "gru")
 LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
@@ -89,14 +93,12 @@ class ProbeModel(nn.Module):
 
     def __init__(self, spec: ProbeSpec, cfg: ProbeConfig) -> None:
         super().__init__()
-        import rnnlab
-
         in_size = spec.input_size(**cfg.params)
         self.tokens = spec.inputs == "tokens"
         self.per_step = spec.target == "per_step"
         self.embed = nn.Embedding(in_size, cfg.embed) if self.tokens else None
-        layer = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cfg.cell]
-        self.rnn = layer(cfg.embed if self.tokens else in_size, cfg.hidden, num_layers=cfg.layers, **cfg.cell_options)
+        self.rnn = recurrent_layer(cfg.cell, cfg.embed if self.tokens else in_size, cfg.hidden, cfg.layers,
+                                   cfg.cell_options)
         self.head = nn.Linear(cfg.hidden, spec.n_out)
         self.regression = spec.loss == "mse"
         if cfg.memory_bias is not None and cfg.cell in ("lstm", "gru"):
@@ -117,19 +119,6 @@ class ProbeModel(nn.Module):
             return self.head(out)                                          # (T, B, C)
         y = self.head(out[-1])                                             # (B, C)
         return y.squeeze(-1) if self.regression else y
-
-
-def probe_loss(spec: ProbeSpec, pred: Tensor, y: Tensor) -> Tensor:
-    if spec.loss == "mse":
-        return F.mse_loss(pred, y)
-    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), y.reshape(-1))
-
-
-def probe_metric(spec: ProbeSpec, pred: Tensor, y: Tensor) -> float:
-    """The headline metric: accuracy, MSE, or per-step cross-entropy (as the baseline is stated)."""
-    if spec.metric == "acc":
-        return (pred.argmax(-1) == y).float().mean().item()
-    return probe_loss(spec, pred, y).item()
 
 
 def _stream_seed(*key: int) -> int:
@@ -199,9 +188,21 @@ class ProbeTask:
         return out
 
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
-        from rnnlab.report.demo import probe_sections
-
         return probe_sections(self, model)
+
+
+def probe_sections(task, model) -> list[ReportSection]:
+    """Sections for a single probe run's report.html (``rnnlab train probe``): gradient through
+    time and, for gated cells, the gates of the trained model."""
+    cell = task.cfg.cell
+    gf = probe_grad_flow(task, model)
+    html = figure_to_img(plots.grad_vs_distance({cell: {"trained": gf}}, f"{task.cfg.probe} T={task.cfg.length}"))
+    out = [ReportSection("Gradient through time", html)]
+    st = probe_gate_stats(task, model)
+    if st is not None:
+        out.append(ReportSection("Gates", figure_to_img(plots.gate_histograms({cell: st}, task.cfg.probe)) +
+                                 figure_to_img(plots.gate_heatmap(st, task.cfg.probe))))
+    return out
 
 
 def _factory(config: dict[str, Any], metadata: dict[str, Any] | None) -> ProbeTask:
@@ -270,7 +271,7 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
 
     ``out`` is the run folder (a temporary one, deleted afterwards, when None).
     ``threads`` defaults to 1: these models are too small for intra-op parallelism to pay, and on
-    a busy machine OpenMP threads spin against other processes (measured 100x slower with 2).
+    a busy machine OpenMP threads spin against other processes.
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
     memory_bias, cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
@@ -299,8 +300,6 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
 
 def _train(ptask: ProbeTask, run: ProbeRunConfig, seed: int, out: str) -> tuple[nn.Module, float]:
     """The one dependency on the training core: build a TrainConfig and call fit."""
-    from rnnlab.train import TrainConfig, fit
-
     tc = TrainConfig(max_steps=run.steps, max_time=float(run.seconds), seed=seed, optimizer="adam",
                      lr=run.lr, clip=run.clip, quiet=run.quiet, threads=run.threads, report=False)
     start = time.perf_counter()

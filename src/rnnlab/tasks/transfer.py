@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab.data.text import UNK, Vocab
 from rnnlab.errors import CheckpointError
+from rnnlab.tasks.lm import load_lm
 
 
 @dataclass
@@ -37,9 +39,6 @@ class LMSource:
 
 def load_lm_source(run_dir: str) -> LMSource:
     """The trained language model of ``run_dir`` and what a classifier needs from it."""
-    from rnnlab.data.text import UNK, Vocab
-    from rnnlab.tasks.lm import load_lm
-
     try:
         task, model = load_lm(run_dir)
     except CheckpointError as exc:

@@ -13,11 +13,15 @@ saved ``carry`` (for example a language model's hidden state) back to ``training
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from rnnlab.errors import ConfigError
+from rnnlab.report.html import ReportSection
 
 # A batch is whatever the task yields; usually a dict of tensors.
 Batch = Any
@@ -32,12 +36,6 @@ class StepOutput:
     n_items: int                            # samples or tokens in this local batch, for items/s
     metrics: dict[str, float] = field(default_factory=dict)  # extra per-step numbers, already floats
     carry: Carry = None                     # state for the next step of the same epoch
-
-
-@dataclass
-class ReportSection:
-    title: str
-    html: str                               # an HTML fragment; images embedded as data: URIs
 
 
 @runtime_checkable
@@ -70,6 +68,7 @@ class Task(Protocol):
         """Task-specific sections for report.html (may be empty)."""
 
 
+TASKS_PACKAGE = "rnnlab.tasks"
 TaskFactory = Callable[[dict[str, Any], dict[str, Any] | None], Task]
 _REGISTRY: dict[str, TaskFactory] = {}
 
@@ -80,11 +79,10 @@ def register_task(name: str, factory: TaskFactory) -> None:
 
 
 def build_task(name: str, config: dict[str, Any], metadata: dict[str, Any] | None = None) -> Task:
-    from rnnlab.errors import ConfigError
-
     if name not in _REGISTRY:
-        # Tasks register on import; import the package that holds them before giving up.
-        import rnnlab.tasks  # noqa: F401
+        # The built-in tasks register when their package is imported. It sits above this layer, so
+        # it is found by name, as a user's own task module would be, not imported as code.
+        importlib.import_module(TASKS_PACKAGE)
     if name not in _REGISTRY:
         raise ConfigError(f"task: expected one of {sorted(_REGISTRY)}, got {name!r}")
     return _REGISTRY[name](config, metadata)

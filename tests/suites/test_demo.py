@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.report.demo import DemoConfig, reading, run_demo
+from rnnlab.suites.demo import DemoConfig, reading, run_demo
 
 
 @pytest.mark.slow
