@@ -201,12 +201,17 @@ def run_onnx(session, *inputs: Any) -> list:
 def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") -> Path:
     """Export a training run's model (rebuilt by ``rnnlab.train.load_run``).
 
-    The example input is the run's own first training batch (``batch["x"]``, or the batch's first
-    element); every axis of it but the last (features) is exported as dynamic.
+    The example input is the run's own first training batch (``batch["x"]``, ``batch.x`` or the
+    batch's first element); every axis of it but the last (features) is exported as dynamic.
     """
     task, model, _ = load_run(run_dir, checkpoint)
     batch = next(iter(task.train_batches(0)))
-    x = batch["x"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (tuple, list)) else batch)
+    if isinstance(batch, dict):
+        x = batch["x"]
+    elif isinstance(batch, (tuple, list)):
+        x = batch[0]
+    else:
+        x = getattr(batch, "x", batch)      # a batch dataclass (the probe task's ProbeBatch)
     if not isinstance(x, torch.Tensor):
         raise ConfigError(f"run {run_dir}: expected a tensor input in its batches, got {type(x).__name__}")
     axes = {"input": {i: f"dim{i}" for i in range(max(1, x.dim() - 1))}}
