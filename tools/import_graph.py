@@ -5,9 +5,9 @@ functions.
     python tools/import_graph.py --json     # the same as JSON
 
 Layers, lowest first, are the ones ``lint-imports`` enforces (``[tool.importlinter]`` in
-pyproject.toml); a module belongs to the layer of its subpackage. ``rnnlab/__init__.py`` and the
-thin ``rnnlab/bench.py`` are the facade above every layer, so an import of ``rnnlab`` itself from a
-subpackage counts as an upward import.
+pyproject.toml); a module belongs to the layer of its subpackage. ``rnnlab/__init__.py`` is the
+facade above every layer, so an import of ``rnnlab`` itself from a subpackage counts as an upward
+import.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def module_name(path: Path, root: Path) -> str:
 
 def layer_of(module: str) -> int:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] == "bench":
+    if len(parts) == 1 or parts[1] == "bench":   # rnnlab.bench: the bench's earlier place, above the layers
         return FACADE
     for floor, names in enumerate(LAYERS):
         if parts[1] in names:
