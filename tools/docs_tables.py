@@ -75,7 +75,7 @@ def demo_table() -> str:
                      + " | ".join(_value(cells[c]) if c in cells else "" for c in CELLS) + " | "
                      + " / ".join(_horizon(cells[c]) if c in cells else "" for c in CELLS) + " |")
     params = {c: cells[c]["params"] for r0, cells in demo_rows()[:1] for c in cells}
-    hidden = demo_rows()[0][0]["hidden"]
+    hidden = demo_rows()[0][0]["hidden_size"]
     lines.append("")
     lines.append(f"Parameters at hidden size {hidden} on the first probe: "
                  + ", ".join(f"{LABEL[c]} {params[c]:,}" for c in CELLS if c in params) + ".")

@@ -70,7 +70,7 @@ def ablation_variants(T: int, memory_bias: float) -> dict[str, tuple[dict[str, A
 class DemoConfig:
     suite: str = "default"              # quick | default | full
     seed: int = 0                       # seeds data, init and training: same seed, same numbers
-    hidden: int = 32                    # same for all cells (so parameter counts differ: see the table)
+    hidden_size: int = 32               # same for all cells (so parameter counts differ: see the table)
     lr: float = 1e-2                    # Adam; measured to work for all three cells on these probes
     batch_size: int = 64
     memory_bias: float = 4.0            # LSTM forget / GRU update gate bias at init (chrono-like); the ablation varies it
@@ -91,9 +91,9 @@ class DemoConfig:
         for c in self.cells:
             if c not in CELL_ORDER:
                 raise ConfigError(expected("demo cell", f"one of {CELL_ORDER}", repr(c)))
-        if self.steps < 0 or self.seconds < 0 or self.hidden < 1 or self.threads < 0:
-            raise ConfigError(expected("demo steps/seconds/hidden", "non-negative (hidden >= 1)",
-                                       (self.steps, self.seconds, self.hidden)))
+        if self.steps < 0 or self.seconds < 0 or self.hidden_size < 1 or self.threads < 0:
+            raise ConfigError(expected("demo steps/seconds/hidden_size", "non-negative (hidden_size >= 1)",
+                                       (self.steps, self.seconds, self.hidden_size)))
 
     def plan(self) -> list[tuple[str, int, int]]:
         """(task, length, steps) in run order."""
@@ -172,7 +172,7 @@ def _run_one(cfg: DemoConfig, task: str, T: int, steps: int, cell: str, analyse:
     """Train one cell on one (probe, length) and measure it; ``variant`` names an ablation run
     (``ablation_variants``). Returns picklable results only, so it can run in a worker process."""
     options, memory_bias = ablation_variants(T, cfg.memory_bias)[variant] if variant else ({}, cfg.memory_bias)
-    r = run_probe(task, cell, T, steps=steps, seconds=cfg.seconds, hidden=cfg.hidden,
+    r = run_probe(task, cell, T, steps=steps, seconds=cfg.seconds, hidden_size=cfg.hidden_size,
                   seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size, quiet=True,
                   memory_bias=memory_bias, on_step=on_step, threads=cfg.threads, cell_options=options)
     ptask, model = r.probe_task, r.model
@@ -478,7 +478,7 @@ def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: 
         secs.append(ablation_section(ablation, records, cfg))
     probe_rows = [(n, PROBES[n].situation, PROBES[n].baseline) for n in tasks]
     setup = (table(["probe", "what it tests", "baseline"], probe_rows) +
-             f'<p class="note">Suite {escape(cfg.suite)}, seed {cfg.seed}, hidden {cfg.hidden}, Adam lr {cfg.lr}, '
+             f'<p class="note">Suite {escape(cfg.suite)}, seed {cfg.seed}, hidden size {cfg.hidden_size}, Adam lr {cfg.lr}, '
              f'batch {cfg.batch_size}, gradient clipping 1.0, memory-gate bias at init {cfg.memory_bias} '
              f'(LSTM forget gate and GRU update gate; LSTM input gate {-cfg.memory_bias}); the plain RNN keeps '
              f'torch.nn\'s init. Total wall time {seconds:.0f} s with {cfg.threads} torch thread(s) per run '

@@ -27,7 +27,7 @@ from rnnlab.analysis.gradflow import probe_grad_flow
 from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe, probe_loss, probe_metric
 from rnnlab.errors import ConfigError, expected
 from rnnlab.tasks.cell_options import check_cell_options, sets_memory_gate_bias
-from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
 from rnnlab.report.html import ReportSection, figure_to_img
 from rnnlab.train import TrainConfig, fit
 from rnnlab.train.task import StepOutput, register_task
@@ -40,8 +40,8 @@ class ProbeConfig:
     probe: str = "checksum"             # which probe (rnnlab.data.probes.PROBES)
     length: int = 50                    # the probe's T (copy runs T+20 steps)
     cell: str = "lstm"                  # rnn | lstm | gru
-    hidden: int = 64                    # same for every cell by default, so parameter counts differ
-    layers: int = 1                     # one layer isolates the cell's own memory
+    hidden_size: int = 64               # same for every cell by default, so parameter counts differ
+    num_layers: int = 1                 # one layer isolates the cell's own memory
     embed: int = 16                     # token embedding size (ignored for real-valued probes)
     batch_size: int = 64                # fresh samples per step
     steps_per_epoch: int = 100          # batches per "epoch" (the data are infinite; this paces evals)
@@ -58,7 +58,7 @@ class ProbeConfig:
         spec = get_probe(self.probe)
         if self.cell not in CELLS:
             raise ConfigError(expected("probe cell", f"one of {CELLS}", repr(self.cell)))
-        for name in ("length", "hidden", "layers", "embed", "batch_size", "steps_per_epoch", "test_size"):
+        for name in ("length", "hidden_size", "num_layers", "embed", "batch_size", "steps_per_epoch", "test_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(expected(f"probe {name}", "an int >= 1", repr(v)))
@@ -82,6 +82,7 @@ class ProbeConfig:
         if not isinstance(data, dict):
             raise ConfigError(expected("probe config", "a dict", type(data).__name__))
         known = {f.name for f in dataclasses.fields(cls)}
+        data = upgrade_keys(data, "probe config")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(expected("probe config keys", f"a subset of {sorted(known)}", unknown))
@@ -97,15 +98,15 @@ class ProbeModel(nn.Module):
         self.tokens = spec.inputs == "tokens"
         self.per_step = spec.target == "per_step"
         self.embed = nn.Embedding(in_size, cfg.embed) if self.tokens else None
-        self.rnn = recurrent_layer(cfg.cell, cfg.embed if self.tokens else in_size, cfg.hidden, cfg.layers,
+        self.rnn = recurrent_layer(cfg.cell, cfg.embed if self.tokens else in_size, cfg.hidden_size, cfg.num_layers,
                                    cfg.cell_options)
-        self.head = nn.Linear(cfg.hidden, spec.n_out)
+        self.head = nn.Linear(cfg.hidden_size, spec.n_out)
         self.regression = spec.loss == "mse"
         if cfg.memory_bias is not None and cfg.cell in ("lstm", "gru"):
-            H = cfg.hidden
+            H = cfg.hidden_size
             # Gate order LSTM i|f|g|o, GRU r|z|n: the memory gate (f or z) is rows H..2H in both.
             with torch.no_grad():
-                for k in range(cfg.layers):
+                for k in range(cfg.num_layers):
                     getattr(self.rnn, f"bias_ih_l{k}")[H:2 * H] = cfg.memory_bias
                     getattr(self.rnn, f"bias_hh_l{k}")[H:2 * H] = 0.0
                     if cfg.cell == "lstm":      # chrono: the input gate starts as closed as f is open
@@ -229,7 +230,7 @@ class ProbeResult:
     params: int                         # trainable parameters of the whole model
     seconds: float                      # wall time of training (fit), evaluation excluded
     steps: int                          # optimizer steps actually taken
-    hidden: int
+    hidden_size: int
     test_loss: float
     loss_curve: list[float]             # training loss at every step
     extra: dict[str, float] = field(default_factory=dict)   # other test metrics (copy: recall_acc)
@@ -263,7 +264,7 @@ class ProbeRunConfig:
 
 
 def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: float = 0.0,
-              hidden: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
+              hidden_size: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
               out: str | None = None, quiet: bool = True, threads: int = 1,
               on_step: Callable[[int], None] | None = None, **probe_options: Any) -> ProbeResult:
     """Train ``cell`` on probe ``task`` at length ``length`` for ``steps`` steps (or ``seconds``)
@@ -275,7 +276,7 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
     memory_bias, cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
-    cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden=hidden, batch_size=batch_size,
+    cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden_size=hidden_size, batch_size=batch_size,
                       steps_per_epoch=steps, seed=seed, **probe_options)
     run = ProbeRunConfig(steps=steps, seconds=seconds, lr=lr, threads=threads, quiet=quiet)
     ptask = ProbeTask(cfg)
@@ -294,7 +295,7 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
         task=task, cell=cell, length=length, metric=spec.metric, value=ev[spec.metric],
         chance=spec.chance(length), higher_is_better=spec.higher_is_better,
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        seconds=seconds_taken, steps=len(ptask.losses), hidden=hidden, test_loss=ev["loss"],
+        seconds=seconds_taken, steps=len(ptask.losses), hidden_size=hidden_size, test_loss=ev["loss"],
         loss_curve=list(ptask.losses), extra=extra, model=model, probe_task=ptask)
 
 

@@ -26,6 +26,22 @@ CELLS = ("rnn", "lstm", "gru")
 LAYERS: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
+# torch.nn's names for the size of the stack. The probe and language-model configs of run folders
+# written by rnnlab 0.1.0 said ``hidden`` and ``layers``; ``upgrade_keys`` reads them.
+RENAMED = {"hidden": "hidden_size", "layers": "num_layers"}
+
+
+def upgrade_keys(config: dict[str, Any], what: str) -> dict[str, Any]:
+    """``config`` with the 0.1.0 keys ``hidden``/``layers`` renamed to ``hidden_size``/``num_layers``."""
+    out = dict(config)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(expected(f"{what} keys", f"{new!r} or the older {old!r}, not both", sorted(config)))
+            out[new] = out.pop(old)
+    return out
+
+
 def check_cell(cell: object, what: str = "cell") -> str:
     """``cell`` if it names a cell kind, else ConfigError."""
     if cell not in CELLS:

@@ -51,7 +51,7 @@ def load_lm_source(run_dir: str) -> LMSource:
         vocab = Vocab(vocab.level, list(vocab.itos) + [UNK], UNK)
         extra = 1
     embed = cfg.embed if cfg.embed else n_lm  # one-hot: an identity embedding of width V (the LM's input size)
-    arch = {"embed_dim": int(embed), "cell": cfg.cell, "hidden_size": int(cfg.hidden), "num_layers": int(cfg.layers)}
+    arch = {"embed_dim": int(embed), "cell": cfg.cell, "hidden_size": int(cfg.hidden_size), "num_layers": int(cfg.num_layers)}
     if cfg.cell_options:  # the LM's layer-norm etc. parameters must exist in the classifier too
         arch["cell_options"] = dict(cfg.cell_options)
     return LMSource(str(run_dir), model, vocab, arch, extra)
