@@ -95,3 +95,21 @@ def test_readme_command_line_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for line in lines:
         assert main(shlex.split(line)[1:]) == 0, line
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+    import pkgutil
+
+    import rnnlab
+
+    failed, tried = [], 0
+    for info in pkgutil.walk_packages(rnnlab.__path__, "rnnlab."):
+        module = importlib.import_module(info.name)
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False, report=False)
+        tried += result.attempted
+        if result.failed:
+            failed.append(info.name)
+    assert not failed, f"docstring examples fail in {failed} (python -m doctest -v src/rnnlab/...)"
+    assert tried >= 5

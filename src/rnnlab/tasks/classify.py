@@ -52,7 +52,7 @@ from rnnlab.data.ts_format import load_ts
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
-from rnnlab.tasks.recurrent import CELLS, rnn_class
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
 from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
@@ -163,9 +163,8 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         # vocab_size > 0: token ids; else numeric inputs with input_dims variables.
         self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim)
-        self.rnn = rnn_class(cell)(embed_dim, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
-                                   **(cell_options or {}))
+        self.rnn = recurrent_layer(cell, embed_dim, hidden_size, num_layers, cell_options, dropout=dropout,
+                                   bidirectional=bidirectional)
         self.drop = nn.Dropout(dropout)
         self.dirs = 2 if bidirectional else 1
         self.num_layers = num_layers

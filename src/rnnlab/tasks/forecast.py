@@ -41,7 +41,7 @@ from rnnlab.data.tables import Scaler, SeriesFrame, check_length, load_forecast_
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
-from rnnlab.tasks.recurrent import CELLS, rnn_class
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
@@ -122,8 +122,7 @@ class Forecaster(nn.Module):
                  cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.mode, self.horizon, self.n_targets, self.n_quantiles = mode, horizon, n_targets, n_quantiles
-        self.rnn = rnn_class(cell)(input_dims, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, **(cell_options or {}))
+        self.rnn = recurrent_layer(cell, input_dims, hidden_size, num_layers, cell_options, dropout=dropout)
         self.drop = nn.Dropout(dropout)
         width = horizon * n_targets * n_quantiles if mode == "direct" else n_targets
         self.head = nn.Linear(hidden_size, width)

@@ -151,9 +151,7 @@ class LanguageModel(nn.Module):
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
         self.drop = nn.Dropout(dropout)
-        # torch.nn's between-layer dropout only exists for >1 layer (it warns otherwise).
-        self.rnn = recurrent_layer(cell, embed or vocab_size, hidden_size, num_layers, cell_options,
-                                   dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = recurrent_layer(cell, embed or vocab_size, hidden_size, num_layers, cell_options, dropout=dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if self.embedding is not None:
             # pytorch/examples' initialisation: small uniform embedding and decoder, zero bias.
