@@ -8,15 +8,13 @@ that the labelling function ignores everything else.
 
 Layout: time first, like ``torch.nn``'s default: tokens ``(T, B)`` int64, real inputs ``(T, B, F)``.
 
-=============  ==========  ======================================  ==============================
-probe          situation   answer depends on                       chance / trivial baseline
-=============  ==========  ======================================  ==============================
-checksum       1: early    first ``n_keys`` tokens and the query    acc 0.5 (balanced)
-distractor     2: noise    the ``n_signal`` signal tokens only      acc 0.5 (balanced)
-segments       3: breaks   tokens after the last boundary only      acc 0.5 (balanced)
-adding         classic     the two marked values                    MSE 1/6 ≈ 0.167 (predict 1)
-copy           classic     the first 10 symbols                     CE 10·ln 8/(T+20) (memoryless)
-=============  ==========  ======================================  ==============================
+| probe      | situation | answer depends on                     | chance / trivial baseline      |
+|------------|-----------|---------------------------------------|--------------------------------|
+| checksum   | 1: early  | first ``n_keys`` tokens and the query | acc 0.5 (balanced)             |
+| distractor | 2: noise  | the ``n_signal`` signal tokens only   | acc 0.5 (balanced)             |
+| segments   | 3: breaks | tokens after the last boundary only   | acc 0.5 (balanced)             |
+| adding     | classic   | the two marked values                 | MSE 1/6 ≈ 0.167 (predict 1)    |
+| copy       | classic   | the first 10 symbols                  | CE 10·ln 8/(T+20) (memoryless) |
 """
 
 from __future__ import annotations
