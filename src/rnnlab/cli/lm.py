@@ -52,7 +52,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.tasks.lm import LMTask
 
         given = run.given
-        defaults: dict = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0}
+        defaults: dict = dict(LMTask.train_defaults)
         if ("max_time" in given or "max_epochs" in given) and "max_steps" not in given:
             defaults["max_steps"] = 0
 

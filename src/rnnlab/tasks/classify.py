@@ -232,6 +232,9 @@ class _Split:
 
 class ClassifyTask:
     name = "classify"
+    # Epochs, not steps, since data sets differ in size by orders of magnitude; Adam needs no
+    # tuning on small data. fit(task) and ``rnnlab train classify`` start from these.
+    train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
     items_name = "samples"
     metric_name = "acc"
 

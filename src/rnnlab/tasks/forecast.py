@@ -196,6 +196,7 @@ def mase_scale(train_targets: np.ndarray, season: int) -> np.ndarray:
 
 class ForecastTask:
     name = "forecast"
+    train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 3e-3}   # as classify's
     items_name = "samples"
     metric_name = "mase"
 

@@ -186,6 +186,8 @@ def detach_state(state: Any) -> Any:
 
 
 class LMTask:
+    # d2l's setting for recurrent language models (fit(task) and ``rnnlab train lm`` start from it).
+    train_defaults = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0}
     """The ``lm`` task: see the training core's contract in ``rnnlab.train.task``.
 
     Built from scratch (``metadata=None``) it reads the corpus, builds the vocabulary and checks

@@ -250,6 +250,7 @@ def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -
 
 def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", resume: bool = False) -> RunResult:
     """Train ``task`` into the run folder ``out``; continue it from its latest checkpoint if ``resume``.
+    Without ``config``, ``TrainConfig.for_task(task)``: the task's own training defaults.
 
     Raises CheckpointError for a reused folder without ``resume`` (nothing is overwritten),
     NonFiniteError on a NaN/inf loss or gradient (unless ``config.nonfinite == "skip"``).
@@ -261,7 +262,7 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     task's ``training_step`` must call ``model(...)`` (the DDP-wrapped forward) for gradients
     to be averaged.
     """
-    config = TrainConfig() if config is None else config
+    config = TrainConfig.for_task(task) if config is None else config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"fit config: expected a TrainConfig, got {type(config).__name__}")
     config.validate()

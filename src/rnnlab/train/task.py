@@ -43,6 +43,8 @@ class Task(Protocol):
     name: str                               # registry name: "probe", "lm", "classify", "forecast", ...
     items_name: str                         # what n_items counts: "samples" or "tokens"
     metric_name: str                        # the headline metric shown in the progress bar ("acc", "ppl", ...)
+    # Optional: ``train_defaults``, a dict of TrainConfig fields the task trains best with
+    # (TrainConfig.for_task reads it; fit(task) and ``rnnlab train TASK`` start from it).
 
     def config_dict(self) -> dict[str, Any]:
         """The task's config as JSON-able dict; ``build_task(name, config_dict, metadata)`` rebuilds it."""
