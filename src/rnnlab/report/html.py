@@ -29,6 +29,8 @@ code, pre { background: #f6f6f6; padding: 0 .2em; }
 
 @dataclass
 class ReportSection:
+    """One titled part of a report page."""
+
     title: str
     html: str                               # an HTML fragment; images embedded as data: URIs
 
