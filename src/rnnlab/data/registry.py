@@ -35,7 +35,7 @@ from rnnlab.errors import DataError, expected
 class RemoteFile:
     name: str        # file name in the data set's folder
     url: str         # canonical public source
-    sha256: str      # pinned; see /work/shared/data/<dir>/SOURCE.md for provenance
+    sha256: str      # pinned: a download that differs is refused
     size: int        # bytes, for messages and a quick sanity check
 
 
