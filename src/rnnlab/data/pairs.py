@@ -99,7 +99,7 @@ def _read_headerless(path: str, delimiter: str) -> Table:
             raise DataError(f"{path}, line {line}: expected a source and a target, got an empty line")
         cells.append(row)
         lines.append(line)
-    width = min(len(r) for r in cells)
+    width = max(len(r) for r in cells)     # a short row then reads as a missing value on its line
     return Table(path, [str(i) for i in range(width)], cells, lines)
 
 
