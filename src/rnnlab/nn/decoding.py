@@ -65,6 +65,7 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
     """The most probable token at every step, for each source of the batch."""
     B = src.shape[0]
     limits = _limits(src_lengths, max_len)
+    S_of = [int(n) for n in src_lengths]
     memory, state = model.encode(src, src_lengths)
     y = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
     tokens: list[list[int]] = [[] for _ in range(B)]
@@ -81,7 +82,7 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
         for b in live:
             log_probs[b] += best_lp_l[b]
             if w is not None:
-                rows[b].append(w[b, : int(src_lengths[b])])
+                rows[b].append(w[b, : S_of[b]])
             if best[b] == eos_id:
                 finished[b] = True
                 continue
