@@ -340,3 +340,16 @@ def dataset_folder(name: str, data_dir: str | os.PathLike | None = None, fetch: 
             download_folder(spec, cache_dir() / spec.dirname, fetch)
     verify_folder(folder, spec)
     return folder
+
+
+# Sequence-to-sequence pairs made on the user's machine from a package, not downloaded:
+# rnnlab.data.pair_sets (optional extra ``seq2seq``). Imported on use, so that the packages they
+# need are not needed by the other data sets.
+PAIR_DATASETS = ("cmudict", "dates")
+
+
+def pair_dataset(name: str, **kwargs):
+    """The named pairs data set as :class:`rnnlab.data.pair_sets.PairSplits` (``cmudict``, ``dates``)."""
+    from rnnlab.data.pair_sets import load_pair_dataset
+
+    return load_pair_dataset(name, **kwargs)
