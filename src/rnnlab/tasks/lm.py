@@ -200,6 +200,7 @@ class LMTask:
     name = TASK_NAME
     items_name = "tokens"
     metric_name = "ppl"
+    data_keys = ("text",)   # recorded with a checksum in the run folder (named data sets are not)
 
     def __init__(self, config: LMConfig | dict[str, Any], metadata: dict[str, Any] | None = None,
                  corpus: Corpus | None = None) -> None:
@@ -420,7 +421,7 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     CheckpointError if the folder is not a run or is a run of another task; this is checked
     before any model is built or any weight is read.
     """
-    from rnnlab.train.rundir import read_run_config
+    from rnnlab.train.rundir import CONFIG, read_run_config, rebuild_task, resolve_data_paths
 
     try:
         cfg = read_run_config(run_dir)
@@ -429,7 +430,8 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     if cfg["task"] != TASK_NAME:
         raise CheckpointError(expected(f"run folder {run_dir}", f"a language model (task {TASK_NAME!r})",
                                        f"a run of task {cfg['task']!r}"))
-    return LMTask(cfg["task_config"], cfg.get("task_metadata") or {})
+    config = resolve_data_paths(run_dir, cfg["task_config"], cfg.get("data_files"))
+    return rebuild_task(TASK_NAME, config, cfg.get("task_metadata") or {}, Path(run_dir) / CONFIG)
 
 
 def load_lm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LMTask, LanguageModel]:
