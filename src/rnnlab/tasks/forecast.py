@@ -162,12 +162,15 @@ def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) ->
     """y, yhat (W, H, D) in data units; mase_scale (D,) = in-sample MAE of the (seasonal) naive
     forecast on the training part. sMAPE in percent, with 0/0 counted as 0."""
     err = yhat - y
-    denom = np.abs(y) + np.abs(yhat)
-    smape = np.divide(2 * np.abs(err), denom, out=np.zeros_like(err), where=denom > 0)
+    # halves first: |y| + |yhat| and the errors of data near float64's limit (1e300) stay finite
+    denom = np.abs(y) / 2 + np.abs(yhat) / 2
+    smape = np.divide(np.abs(err), denom, out=np.zeros_like(err), where=denom > 0)
     mae_d = np.abs(err).reshape(-1, y.shape[-1]).mean(0)
+    peak = float(np.abs(err).max()) if err.size else 0.0
+    peak = peak if 0 < peak < np.inf else 1.0  # RMSE on errors divided by the largest: no overflow when squared
     return {
         "mae": float(np.abs(err).mean()),
-        "rmse": float(np.sqrt((err**2).mean())),
+        "rmse": float(peak * np.sqrt(((err / peak) ** 2).mean())),
         "smape": float(100 * smape.mean()),
         "mase": float((mae_d / mase_scale).mean()),
     }
