@@ -25,7 +25,7 @@ CLI = "import sys; from rnnlab.cli.main import main; sys.exit(main())"
 
 
 def cli(*argv: object, pause: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}  # SRC: --src
     if pause:
         env["RNNLAB_TEST_CHECKPOINT_PAUSE"] = str(pause)
     return subprocess.Popen([sys.executable, "-c", CLI, *map(str, argv)], stdout=subprocess.PIPE,
@@ -34,7 +34,7 @@ def cli(*argv: object, pause: float = 0.0) -> subprocess.Popen:
 
 def intact(run: Path, last: int) -> str | None:
     """None if the run is whole at step ``last``, else what is wrong."""
-    sys.path.insert(0, SRC)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout judges the run
     from rnnlab.train import latest_checkpoint, load_run
 
     try:
@@ -55,7 +55,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--steps", type=int, default=3, help="steps each pair adds")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds inside each checkpoint write")
+    ap.add_argument("--src", default=None, help="the rnnlab source tree to run (another checkout, to compare)")
     args = ap.parse_args()
+    global SRC
+    SRC = args.src or SRC
     with tempfile.TemporaryDirectory(prefix="rnnlab-concurrency-") as tmp:
         run = Path(tmp) / "run"
         p = cli("train", "toy", "--hidden-size", "4", "--max-steps", "2", "--quiet", "--no-report", "--out", run)
