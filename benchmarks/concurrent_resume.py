@@ -84,7 +84,7 @@ def main() -> None:
                   f"{'one refused' if ok_refusal else 'NO REFUSAL' if codes == [0, 0] else 'unexpected: ' + '; '.join(refused)}"
                   f", run {'intact' if problem is None else 'CORRUPT: ' + problem}", flush=True)
         print(f"{args.pairs} pairs -> {refusals} refusals, {corrupt} corrupt runs"
-              + (f" ({both_ran} pairs did not overlap)" if both_ran else ""))
+              + (f" ({both_ran} pairs where both writers ran)" if both_ran else ""))
 
 
 if __name__ == "__main__":
