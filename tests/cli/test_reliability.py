@@ -466,3 +466,20 @@ def test_a_killed_run_says_how_to_go_on(tmp_path):
     assert again.returncode in ERROR and f"--resume {run}" in line and "--overwrite" in line
     assert main(["train", "toy", "--resume", str(run), "--max-steps", "4", "--quiet"]) in (0, None)
     usable(run)
+
+
+def test_the_same_refusals_from_the_installed_entry_point(lab, tmp_path):
+    """Three of the cases above through a fresh interpreter each (the real entry point, its
+    stderr and exit status), run side by side."""
+    clsrun, fcrun = lab / "run-classify", lab / "run-forecast"
+    before = snapshot(lab)
+    cases = [
+        (["predict", clsrun, "--csv", lab / "cls.csv", "--out", lab / "cls.csv"], "the input file itself"),
+        (["backtest", fcrun, "--csv", lab / "ser.csv", "--windows", "2", "--out", fcrun / "config.json"], "outside the run folder"),
+        (["train", "classify", "--resume", lab / "run-lm", "--train", lab / "cls.csv"], "expected a run of task 'classify'"),
+    ]
+    procs = [(_cli(*argv), want) for argv, want in cases]
+    for proc, want in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode in ERROR and want in one_error_line(err), err
+    assert snapshot(lab) == before
