@@ -45,7 +45,7 @@ def _extensions() -> dict:
             f"rnnlab.engine.{name}",
             [f"src/rnnlab/engine/{src}"],
             # -fopenmp: at::parallel_for splits work across threads only in files compiled with OpenMP
-            extra_compile_args=["-O3", "-fopenmp", f"-DRNNLAB_SOURCE_DIGEST={_source_digest(ENGINE / src)}"],
+            extra_compile_args=["-O3", "-g0", "-fopenmp", f"-DRNNLAB_SOURCE_DIGEST={_source_digest(ENGINE / src)}"],
             extra_link_args=["-fopenmp"],
         )
         for name, src in SOURCES.items()

@@ -53,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--sweep", action="store_true", help="Only (4), the batch-size sweep.")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not fast.available():
@@ -62,6 +63,8 @@ def main() -> None:
           f"the kernels' large float32 products run on: {fast.gemm_backend(32, 256, 1024)} ({fast.gemm_status()[1]}); "
           f"the LSTM's tiled loop uses: {fast.tiled_isa(32) or 'nothing (off)'} at B=32")
 
+    if a.sweep:
+        return sweep(a.repeats)
     n = 2048
     x, y = torch.randn(n, n), torch.randn(n, n)
     flops = 2 * n**3
@@ -89,6 +92,10 @@ def main() -> None:
         settings["no reuse"] = ("auto", True, False)
         compare(cell, (T, B, I, H), kw, settings, a.repeats)
 
+    sweep(a.repeats)
+
+
+def sweep(repeats: int) -> None:
     if fast.tiled_isa(32):
         # Small batches: which loop and which vector width pay (the "auto" rule of lstm_tiled.h)
         print("LSTM T=35 I=32 H=256 by batch size:")
@@ -98,7 +105,7 @@ def main() -> None:
         settings["row-major BLAS"] = ("off", False, True)
         settings["tiled AVX2 BLAS"] = ("avx2", False, True)
         for B in (1, 2, 4, 8, 16, 32):
-            compare("lstm", (35, B, 32, 256), {}, settings, a.repeats)
+            compare("lstm", (35, B, 32, 256), {}, settings, repeats)
 
 
 def compare(cell: str, size: tuple[int, int, int, int], kw: dict, settings: dict, repeats: int) -> None:

@@ -3,7 +3,8 @@ emulation of an AVX2 CPU without AVX-512 (Haswell) and of one without AVX (Nehal
 
 Each model runs one subprocess (about a minute: qemu is some 30x slower than the host): RNN,
 LSTM, GRU and the layer-norm LSTM's fused kernel at B=32 H=256, forward and backward, against
-torch.nn (the reference engine for the variant), then one ``rnnlab train lm`` step. Besides the
+torch.nn's native kernels (the reference engine for the variant), then one ``rnnlab train lm``
+step. Besides the
 numbers, the test checks which paths ran: oneDNN's matmul is only used on AVX-512 CPUs, the
 LSTM's tiled loop runs its AVX2 code on Haswell and does not run on Nehalem (where any AVX
 instruction outside a runtime-checked region would be a SIGILL, i.e. a failed subprocess).

@@ -115,7 +115,8 @@ def _import_built(so_path: Path, module_name: str) -> ModuleType:
 
 @dataclass
 class Kernels:
-    """One C++ source, built lazily: ``get()`` returns the module or None (``error`` says why).
+    """One C++ source: ``get()`` returns its module (the prebuilt one, else built here on first
+    use) or None (``error`` says why).
 
     torch's ``cpp_extension.load`` takes its build lock on every call, even when nothing needs
     building, so a process killed at that moment (kill -9 during a worker's first step) would
@@ -132,8 +133,7 @@ class Kernels:
     cflags: list[str] = field(default_factory=lambda: ["-O3", "-fopenmp"])
     module: ModuleType | None = None
     error: str | None = None
-
-    origin: str = ""    # "prebuilt" (installed with the package) or "built here" (JIT)
+    origin: str = ""    # "prebuilt" (installed with the package) or "built here" (on first use)
 
     @property
     def ext_name(self) -> str:
