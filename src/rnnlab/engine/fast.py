@@ -17,8 +17,9 @@ the loop, so the two engines agree to rounding; the tests compare them in float6
 For the LSTM in single precision over whole sequences (no padding mask) there is a second loop,
 ``lstm_tiled.h``: a unit-major layout in which each thread owns a range of hidden units for the
 whole sequence and runs its own register-tiled AVX-512 or AVX2 products with the cell update fused
-in, meeting the other threads once per step; it is the default on x86 CPUs for batches of 4 or
-more (:func:`set_tiled`, :func:`tiled_isa`), the row-major loop elsewhere.
+in, meeting the other threads once per step; it is the default on x86 CPUs with AVX2 or AVX-512
+from a few sequences on (:func:`set_tiled` gives the rule, :func:`tiled_isa` the choice here),
+the row-major loop elsewhere.
 
 The extension is compiled when rnnlab is installed, or else on first use (kernels.py). Where it
 is missing, or for what it does not cover (LSTM projections, half precision, non-CPU tensors),
@@ -96,8 +97,9 @@ TILED_CHOICES = ("auto", "avx512", "avx2", "off")
 
 def set_tiled(choice: bool | str = "auto") -> None:
     """The LSTM's unit-major loop with rnnlab's own SIMD kernels (``lstm_tiled.h``). "auto"
-    (default): AVX-512 where the CPU has it, AVX2 for batches of 4 to 8 (and on CPUs without
-    AVX-512), the row-major loop for 1 to 3 sequences. "avx512" or "avx2" forces that set for
+    (default): on CPUs with AVX-512, its AVX-512 code from 9 sequences on, its AVX2 code for 4 to
+    8, the row-major loop for 1 to 3; on CPUs with AVX2 but not AVX-512, AVX2 code from 8
+    sequences on, the row-major loop below; elsewhere the row-major loop. "avx512" or "avx2" forces that set for
     every batch, "off" (or False) keeps the row-major loop everywhere: for tests and benchmarks
     that compare them. An instruction set this CPU lacks raises ``ConfigError`` and changes
     nothing. Builds the kernels if they are not built yet (the check needs them)."""
@@ -206,7 +208,7 @@ def _tiled_why(isa: str, batch: int) -> str:
     if not isa:
         if have not in ("avx512", "avx2"):
             return f"the CPU has {have}, neither AVX-512 nor AVX2+FMA"
-        return "fewer than 4 sequences"
+        return "fewer than 4 sequences" if have == "avx512" else "fewer than 8 sequences without AVX-512"
     if isa == "avx2" and have == "avx512":
         return "8-column vectors pay at batches up to 8"
     return f"the CPU's widest"
