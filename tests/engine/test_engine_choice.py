@@ -3,6 +3,8 @@ GEMM library's guard (gemm.h) and the prebuilt kernels' source check (kernels.py
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -140,3 +142,13 @@ def test_prebuilt_module_is_used_only_for_its_own_sources(monkeypatch, tmp_path)
     assert k._load_prebuilt() is None
     monkeypatch.delitem(sys.modules, "rnnlab.engine._zz_kernels")
     assert k._load_prebuilt() is None                                  # none installed
+
+
+def test_info_plan_prints_the_plan(capsys):
+    from rnnlab.cli.main import main
+
+    assert main(["info", "--plan", "gru", "--hidden-size", "64", "--batch-size", "8", "--engine", "reference"]) == 0
+    assert capsys.readouterr().out.strip() == str(fast.plan("gru", 8, 64, steps=35, engine="reference"))
+    assert main(["info", "--plan", "lstm", "--dtype", "float64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == dataclasses.asdict(fast.plan("lstm", 32, 256, steps=35,
+                                                                                 dtype=torch.float64))

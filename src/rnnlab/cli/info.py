@@ -66,13 +66,43 @@ def collect(build: bool = True) -> dict:
     }
 
 
+def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, as_json: bool) -> None:
+    import dataclasses
+
+    import torch
+
+    from rnnlab.engine import ENGINE_CHOICES, fast
+    from rnnlab.errors import ConfigError
+
+    modes = {"rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
+    if cell not in modes:
+        raise ConfigError(f"--plan: expected one of rnn, rnn_relu, lstm, gru, got {cell!r}")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"--dtype: expected float32 or float64, got {dtype!r}")
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"--engine: expected one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    p = fast.plan(modes[cell], batch, hidden, steps=steps, dtype=getattr(torch, dtype), engine=engine)
+    print(json.dumps(dataclasses.asdict(p)) if as_json else str(p))
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("info")
     def info(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of lines."),
         no_build: bool = typer.Option(False, "--no-build", help="Do not compile the fast kernels to check them."),
+        plan: str = typer.Option(None, "--plan", metavar="CELL",
+                                 help="Only the path a layer of CELL (rnn | rnn_relu | lstm | gru) takes: engine, "
+                                      "loop, GEMM library and why."),
+        hidden_size: int = typer.Option(256, "--hidden-size", help="With --plan: hidden units."),
+        batch_size: int = typer.Option(32, "--batch-size", help="With --plan: sequences per batch."),
+        steps: int = typer.Option(35, "--steps", help="With --plan: time steps."),
+        dtype: str = typer.Option("float32", "--dtype", help="With --plan: float32 | float64."),
+        engine: str = typer.Option("auto", "--engine", help="With --plan: auto | fast | reference."),
     ) -> None:
-        """Versions, engines (is the fast C++ path built?), optional extras and devices."""
+        """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
+        if plan is not None:
+            _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, as_json)
+            return
         rec = collect(build=not no_build)
         if as_json:
             print(json.dumps(rec, indent=1))
