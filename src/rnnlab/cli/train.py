@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -112,8 +113,6 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         out, resume_run = flags.pop("out"), flags.pop("resume_run")
         engine = flags.pop("engine")
         if engine is not None:
-            import os
-
             from rnnlab.engine import ENGINE_ENV, set_engine
 
             set_engine(engine)                  # ConfigError (one line) on an unknown name
