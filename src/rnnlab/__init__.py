@@ -20,6 +20,7 @@ from rnnlab.errors import (
     ShapeError,
     StateError,
 )
+from rnnlab.engine import get_engine_choice, set_engine
 from rnnlab.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 from rnnlab._version import __version__  # noqa: F401  (rnnlab.__version__)
@@ -28,4 +29,5 @@ __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "RnnlabError", "ConfigError", "ShapeError", "DTypeError", "DeviceError",
     "StateError", "DataError", "CheckpointError", "NonFiniteError",
+    "set_engine", "get_engine_choice",
 ]

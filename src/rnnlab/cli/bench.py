@@ -13,7 +13,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def bench(
         quick: bool = typer.Option(False, "--quick", help="Fewer repeats and a shorter memory sequence (< 1 min)."),
         json_path: Path = typer.Option(None, "--json", help="Write the records to this JSON file."),
-        engine: str = typer.Option("fast", "--engine", help="The rnnlab engine to time against torch.nn."),
+        engine: str = typer.Option("fast", "--engine", help="auto | fast | reference | checkpoint: the rnnlab engine to time against torch.nn."),
         threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
         no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),
         no_variants: bool = typer.Option(False, "--no-variants",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -59,6 +60,9 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "num_nodes": (Optional[int], None, "--num-nodes", "Number of nodes (DDP)."),
     "precision": (Optional[str], None, "--precision", "Lightning precision, e.g. 32-true, bf16-mixed."),
     "threads": (Optional[int], None, "--threads", "torch.set_num_threads (fix it for bitwise resume)."),
+    "engine": (Optional[str], None, "--engine",
+               "auto | fast | reference: the recurrent layers' engine (rnnlab.set_engine; default: "
+               "$RNNLAB_ENGINE, else auto). Same numbers to rounding, so not saved with the run."),
     "quiet": (bool, False, "--quiet", "No progress bar or summary."),
     "no_report": (bool, False, "--no-report", "Do not write plots/ and report.html."),
 }
@@ -178,6 +182,12 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ctx = kwargs.pop("rnnlab_ctx", None)
         flags = {name: kwargs.pop(name) for name in _COMMON}
         out, resume_run, overwrite = flags.pop("out"), flags.pop("resume_run"), flags.pop("overwrite")
+        engine = flags.pop("engine")
+        if engine is not None:
+            from rnnlab.engine import ENGINE_ENV, set_engine
+
+            set_engine(engine)                  # ConfigError (one line) on an unknown name
+            os.environ[ENGINE_ENV] = engine     # and for worker processes (DDP, data loaders)
         given = {k: v for k, v in flags.items() if v is not None and k not in ("quiet", "no_report")}
         if flags["quiet"]:
             given["quiet"] = True
