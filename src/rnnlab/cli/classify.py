@@ -46,7 +46,7 @@ def csv_option(extra: list[str]) -> str | None:
 
 def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--csv FILE]`` for a classifier: scores beside the majority class."""
-    from rnnlab.tasks.classify import evaluate_run, flat_metrics
+    from rnnlab.tasks.classify import evaluate_run, flat_metrics  # keeps --help fast
 
     return flat_metrics(evaluate_run(str(run_dir), csv_option(extra), split, checkpoint))
 
@@ -89,8 +89,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text or numeric sequences)."""
-        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics
-        from rnnlab.train import load_run
+        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
+        from rnnlab.train import load_run  # keeps --help fast
 
         def build() -> ClassifyTask:
             config = ClassifyConfig(
@@ -120,7 +120,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
-        from rnnlab.tasks.classify import predict_run
+        from rnnlab.tasks.classify import predict_run  # keeps --help fast
 
         n = predict_run(str(run), str(csv), str(out), checkpoint)
         print(f"predict: {n} rows -> {out}")

@@ -15,7 +15,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="'best' or 'latest'."),
     ) -> None:
         """Export a run's model to ONNX (dynamic batch and sequence axes)."""
-        from rnnlab.export.onnx import export_run
+        from rnnlab.export.onnx import export_run  # keeps --help fast
 
         path = export_run(run, onnx, checkpoint)
         typer.echo(f"wrote {path}")
