@@ -109,9 +109,10 @@ def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
     return path
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: str, whole: bool) -> str:
+    """``text`` on one line: all of it joined (``whole``), else its first line (the log has the rest)."""
     lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
-    return " ".join(lines) if len(lines) <= 1 else f"{lines[0]} ..."
+    return " ".join(lines) if whole or len(lines) <= 1 else f"{lines[0]} ..."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,25 +129,22 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort as exc:
-        # typer with click turns Ctrl-C into Abort (later ones into Exit(130)); EOF on a prompt also aborts.
-        if isinstance(exc.__cause__, KeyboardInterrupt):
-            print("rnnlab: interrupted", file=sys.stderr)
-            return 130
+    except typer.Abort:   # end of input at a prompt
         print("rnnlab: aborted", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # outside typer's own handling, which returns 130 (below)
         print("rnnlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # the reader of stdout went away (rnnlab ... | head): nothing left to say to anyone
-        sys.stdout = open(os.devnull, "w")   # noqa: SIM115 - interpreter shutdown would flush into the closed pipe
+        # The reader of stdout went away (rnnlab ... | head): point stdout at /dev/null so that the
+        # interpreter's last flush does not fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except RnnlabError as exc:
         if debug or _DEBUG:
             traceback.print_exc()
         else:
-            print(f"rnnlab: error: {_one_line(str(exc))}", file=sys.stderr)
+            print(f"rnnlab: error: {_one_line(str(exc), whole=True)}", file=sys.stderr)
         return 1
     except Exception as exc:
         if debug or _DEBUG:
@@ -154,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         log = _write_log(exc, args)
         where = f"traceback in {log}" if log else f"no log written to {log_dir()}; rerun with --debug"
-        what = type(exc).__qualname__ + (f": {_one_line(str(exc))}" if str(exc).strip() else "")
+        what = type(exc).__qualname__ + (f": {_one_line(str(exc), whole=False)}" if str(exc).strip() else "")
         print(f"rnnlab: unexpected error: {what} ({where})", file=sys.stderr)
         return 1
-    if code == 130:   # typer 0.29+ turns Ctrl-C into Exit(130), which standalone_mode=False returns
+    if code == 130:   # typer turns Ctrl-C into Exit(130), which standalone_mode=False returns
         print("rnnlab: interrupted", file=sys.stderr)
     return code if isinstance(code, int) else 0
 
