@@ -8,7 +8,7 @@ LOCK   := requirements/lock.txt
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(wildcard $(LOCK)) | sha1sum | cut -c1-12)
 LATEST := .venv-latest
 
-.PHONY: demo test venv bench clean lock test-latest
+.PHONY: demo test venv bench docs clean lock test-latest
 
 # Every pip command of this recipe installs within the lock (a constraints file: it pins what
 # gets installed and adds nothing); set here, not per line, so the pip lines stay as they were.
@@ -27,8 +27,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rnnlab demo --quick --out demo-out
 
+# The tests include the import-layer contract (lint-imports), `mkdocs build --strict` and the
+# Python examples of README.md and docs/ (doctests): see tests/test_layers.py, tests/test_docs.py.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict -d site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
@@ -56,4 +61,4 @@ test-latest:
 	$(LATEST)/bin/python -m pytest -n 2 -q
 
 clean:
-	rm -rf $(VENV) $(LATEST) demo-out
+	rm -rf $(VENV) $(LATEST) demo-out site

@@ -25,8 +25,7 @@ from rnnlab.errors import (
     ShapeError,
     StateError,
 )
-
-__version__ = "0.1.0"
+from rnnlab._version import __version__  # noqa: F401  (rnnlab.__version__)
 
 # Names served from a submodule on first access: importing ``rnnlab`` (as the ``rnnlab`` command
 # does before parsing its flags) must not import torch, so that ``rnnlab --help`` stays fast.

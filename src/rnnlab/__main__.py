@@ -4,4 +4,5 @@ import sys
 
 from rnnlab.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":   # not when a tool walks the package and imports every module
+    sys.exit(main())
