@@ -80,7 +80,7 @@ class TrainArgs:
 
     def config(self, **task_defaults: Any):
         """A TrainConfig: TrainConfig's defaults, then the task's defaults, then the flags."""
-        from rnnlab.train import TrainConfig
+        from rnnlab.train import TrainConfig  # keeps --help fast
 
         return TrainConfig.from_dict({**TrainConfig().to_dict(), **task_defaults, **self.given})
 
@@ -94,7 +94,7 @@ class TrainArgs:
         differ; the flags given on the command line are checked against the run's config.
         ``path_keys`` name the config keys that are data paths (compared by content, not name).
         """
-        from rnnlab.train import fit, new_run_dir, resume
+        from rnnlab.train import fit, new_run_dir, resume  # keeps --help fast
 
         if self.resume_run is not None:
             if self.overwrite:
@@ -214,20 +214,30 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # ----------------------------------------------------------------------------- cell options
 
+# Here rather than beside rnnlab.tasks.cell_options: importing that package imports every task
+# (and torch), which ``--help`` must not wait for. tests/cli/test_bad_invocations.py checks that
+# it names every key of CellOptions.
+CELL_OPTION_HELP = (
+    "A cell option torch.nn lacks, KEY=VALUE; repeat for several (default: none = torch.nn). Keys: "
+    "layer_norm=true (LSTM, GRU), peephole=true, coupled_gates=true (LSTM), gru_reset=after|before (GRU), "
+    "recurrent_dropout=P, zoneout=P, zoneout_cell=P (LSTM c), weight_drop=P, forget_bias=B (LSTM f / GRU z), "
+    "init=torch|orthogonal|chrono|identity (identity: RNN), t_max=N (with init=chrono). "
+    "Example: --cell-option layer_norm=true --cell-option forget_bias=1."
+)
+
+
 def cell_option_flag() -> Any:
     """The ``--cell-option KEY=VALUE`` flag (repeatable) every task train command that builds
     recurrent layers declares as ``cell_option: Optional[List[str]] = cell_option_flag()``; turn
     the values into the task config's ``cell_options`` with :func:`cell_options_from_flags`.
     With ``--resume`` the run's saved cell options are used and the flag is ignored, as every task flag."""
-    from rnnlab.tasks.cell_options import CELL_OPTION_HELP
-
     return typer.Option(None, "--cell-option", metavar="KEY=VALUE", help=CELL_OPTION_HELP)
 
 
 def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
     """Repeated ``--cell-option KEY=VALUE`` -> a dict, values read by the key's type (the task
     config then checks it against the cell)."""
-    from rnnlab.tasks.cell_options import parse_cell_option_flags
+    from rnnlab.tasks.cell_options import parse_cell_option_flags  # keeps --help fast
 
     return parse_cell_option_flags(values)
 
@@ -245,8 +255,8 @@ def register_evaluator(task_name: str, fn: Evaluator) -> None:
 
 
 def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
-    from rnnlab.train import evaluate_run, read_run_config
-    from rnnlab.train.rundir import verify_data_files
+    from rnnlab.train import evaluate_run, read_run_config  # keeps --help fast
+    from rnnlab.train.rundir import verify_data_files  # keeps --help fast
 
     saved = read_run_config(run_dir)
     name = saved["task"]
@@ -270,7 +280,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """A tiny regression task (next value of noisy sines) for smoke tests of the training core."""
-        from rnnlab.tasks.toy import ToyConfig, ToyTask
+        from rnnlab.tasks.toy import ToyConfig, ToyTask  # keeps --help fast
 
         cfg = ToyConfig(cell=cell, hidden_size=hidden_size, streams=streams, dropout=dropout)
         run.start(lambda: ToyTask(cfg), "toy", lambda: ToyTask(cfg).config_dict(), max_steps=200, eval_every=20)
