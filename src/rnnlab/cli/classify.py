@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
+                              with_train_options)
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -111,7 +112,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text or numeric sequences)."""
-        from rnnlab.errors import ConfigError
         from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
         from rnnlab.train import load_run  # keeps --help fast
 
@@ -129,7 +129,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         def build() -> ClassifyTask:
             if train is None:
-                raise ConfigError("--train: expected a training file (or --resume RUN), got none")
+                raise missing_option("--train", "a training file")
             return ClassifyTask(config())  # every data error is raised here, before any model is built
 
         result = run.start(build, "classify", lambda: config().to_dict(), CONFIG_KEYS, ClassifyTask.data_keys,

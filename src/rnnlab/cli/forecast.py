@@ -10,7 +10,8 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.classify import csv_option, split_list
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
+                              with_train_options)
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
@@ -68,7 +69,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
-        from rnnlab.errors import ConfigError
         from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores  # keeps --help fast
         from rnnlab.train import load_run  # keeps --help fast
 
@@ -82,8 +82,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         def build() -> ForecastTask:
             if csv is None or not target:
-                raise ConfigError(f"{'--csv' if csv is None else '--target'}: expected "
-                                  f"{'a data file' if csv is None else 'at least one column'} (or --resume RUN), got none")
+                raise missing_option(*(("--csv", "a data file") if csv is None else ("--target", "at least one column")))
             return ForecastTask(config())  # every data error is raised here, before any model is built
 
         result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,

@@ -27,6 +27,7 @@ import functools
 import inspect
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -224,6 +225,19 @@ CELL_OPTION_HELP = (
     "init=torch|orthogonal|chrono|identity (identity: RNN), t_max=N (with init=chrono). "
     "Example: --cell-option layer_norm=true --cell-option forget_bias=1."
 )
+
+
+def missing_option(flag: str, what: str) -> typer.BadParameter:
+    """The usage error for a flag that is required unless ``--resume RUN`` is given (typer cannot
+    declare "required unless"): exit status 2 with the usage block, worded as typer's own
+    "Missing option" (click's MissingParameter where this typer release has it)."""
+    message = f"Missing option '{flag}': {what} (or --resume RUN)"
+    missing = getattr(sys.modules.get(typer.BadParameter.__module__), "MissingParameter", None)
+    if isinstance(missing, type) and issubclass(missing, typer.BadParameter):
+        exc = missing(message)
+        exc.format_message = lambda: message    # its own wording would name the missing option again
+        return exc
+    return typer.BadParameter(message)
 
 
 def cell_option_flag() -> Any:
