@@ -12,6 +12,7 @@ The layers and cells are drop-in replacements for ``torch.nn``'s::
 from rnnlab.errors import (
     CheckpointError,
     ConfigError,
+    ConfigTypeError,
     DataError,
     DeviceError,
     DTypeError,
@@ -26,6 +27,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
-    "RnnlabError", "ConfigError", "ShapeError", "DTypeError", "DeviceError",
+    "RnnlabError", "ConfigError", "ConfigTypeError", "ShapeError", "DTypeError", "DeviceError",
     "StateError", "DataError", "CheckpointError", "NonFiniteError",
 ]
