@@ -83,15 +83,18 @@ class CellBase(nn.Module):
         if input.shape[-1] != self.input_size:
             raise ShapeError(with_torch(f"input.size(-1) (input_size): expected {self.input_size}, got {input.shape[-1]}",
                                         f"input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size}"))
-        w = self.weight_ih
-        if input.dtype != w.dtype:
-            raise DTypeError(with_torch(f"input dtype: expected {w.dtype} (the weights' dtype), got {input.dtype}",
-                                        f"expected scalar type {str(w.dtype).split('.')[-1].capitalize()} but found "
-                                        f"{str(input.dtype).split('.')[-1].capitalize()}"))
-        if input.device != w.device:
-            raise DeviceError(f"input device: expected {w.device} (the weights' device), got {input.device}")
         unbatched = input.dim() == 1
         return (input.unsqueeze(0) if unbatched else input), unbatched
+
+    def _check_weights_match(self, x: Tensor) -> None:
+        """After the shapes (torch.nn's order): the input's dtype and device are the weights'."""
+        w = self.weight_ih
+        if x.dtype != w.dtype:
+            raise DTypeError(with_torch(f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}",
+                                        f"expected scalar type {str(w.dtype).split('.')[-1].capitalize()} but found "
+                                        f"{str(x.dtype).split('.')[-1].capitalize()}"))
+        if x.device != w.device:
+            raise DeviceError(f"input device: expected {w.device} (the weights' device), got {x.device}")
 
     def _prepare_state(self, name: str, s: Any, x: Tensor, unbatched: bool, index: int = 0) -> Tensor:
         if s is None:
@@ -142,7 +145,9 @@ class RNNCell(CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
-        h, _ = self._step(x, self._prepare_state("hx", hx, x, unbatched), None)
+        h0 = self._prepare_state("hx", hx, x, unbatched)
+        self._check_weights_match(x)
+        h, _ = self._step(x, h0, None)
         return h.squeeze(0) if unbatched else h
 
 
@@ -158,7 +163,9 @@ class GRUCell(CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
-        h, _ = self._step(x, self._prepare_state("hx", hx, x, unbatched), None)
+        h0 = self._prepare_state("hx", hx, x, unbatched)
+        self._check_weights_match(x)
+        h, _ = self._step(x, h0, None)
         return h.squeeze(0) if unbatched else h
 
 
@@ -183,5 +190,6 @@ class LSTMCell(CellBase):
             h0, c0 = hx
         h0 = self._prepare_state("h_0", h0, x, unbatched, 0)
         c0 = self._prepare_state("c_0", c0, x, unbatched, 1)
+        self._check_weights_match(x)
         h, c = self._step(x, h0, c0)
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)

@@ -274,7 +274,9 @@ class RecurrentBase(nn.Module):
         if T == 0:
             # torch.nn refuses this too ("Expected sequence length to be larger than 0"); we say so
             # in rnnlab's terms instead of returning an empty output and an untouched state.
-            raise ShapeError(f"input sequence length (time dimension): expected > 0, got 0 for input of shape {tuple(input.shape)}")
+            raise ShapeError(with_torch(
+                f"input sequence length (time dimension): expected > 0, got 0 for input of shape {tuple(input.shape)}",
+                "Expected sequence length to be larger than 0 in RNN"))
         h0, c0 = self._initial_state(hx, x, B, unbatched)
 
         mask = reverse_index = None
