@@ -17,10 +17,11 @@ and ``impl="rnnlab"``. A case rnnlab cannot pass would be marked xfail with its 
 are none (docs/compatibility.md lists what differs outside these tests).
 
 The gradient checks use torch's testing wrappers (fast mode, batched gradients). By default they
-check the total derivative on every fifth (gradgradcheck: tenth) of module_db's samples (bias, batch_first,
-bidirectional, projections, initial states and nonlinearity still all occur), to keep the suite's cost to seconds;
-``RNNLAB_TORCH_SUITE=all`` checks every sample and ``RNNLAB_TORCH_SUITE=full`` adds torch's
-per-parameter partial derivatives (many more gradchecks: long).
+check the total derivative on every fifth (gradgradcheck: every tenth) of module_db's samples,
+a spread over bias, batch_first, bidirectional, projections, initial states and nonlinearity,
+to keep the suite short; ``RNNLAB_TORCH_SUITE=all`` checks every sample and
+``RNNLAB_TORCH_SUITE=full`` adds torch's per-parameter partial derivatives (many more
+gradchecks: long).
 """
 
 from __future__ import annotations
