@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rnnlab demo --quick --out demo-out
 
+# The tests include the import-layer contract (lint-imports), `mkdocs build --strict` and the
+# Python examples of README.md and docs/ (doctests): see tests/test_layers.py, tests/test_docs.py.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict -d site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out site

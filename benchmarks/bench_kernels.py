@@ -24,7 +24,7 @@ import time
 import torch
 
 import rnnlab
-from rnnlab.bench import _train_step
+from rnnlab.suites.bench import _train_step
 from rnnlab.engine import fast
 
 CASES = [("lstm", (35, 32, 28, 256), {}), ("lstm", (100, 64, 128, 128), {}), ("lstm", (50, 32, 64, 512), {}),

@@ -23,7 +23,7 @@ from rnnlab.errors import (
 )
 from rnnlab.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
-__version__ = "0.1.0"
+from rnnlab._version import __version__  # noqa: F401  (rnnlab.__version__)
 
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",

@@ -59,5 +59,5 @@ def with_torch(message: str, torch_message: str) -> str:
 
 
 def expected(what: str, want: object, got: object) -> str:
-    """The one message shape we use: ``<what>: expected <want>, got <got>``."""
+    """The one message shape of rnnlab's errors: ``<what>: expected <want>, got <got>``."""
     return f"{what}: expected {want}, got {got}"

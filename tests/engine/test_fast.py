@@ -116,7 +116,7 @@ def test_engines_registered() -> None:
 
 def test_checkpoint_engine_bounds_saved_activations() -> None:
     """Recomputation keeps segment-boundary states only: far below the full scan's buffers."""
-    from rnnlab.bench import activation_bytes
+    from rnnlab.suites.bench import activation_bytes
 
     x = torch.randn(400, 2, 3)
     full = activation_bytes(rnnlab.LSTM(3, 8, engine="reference"), x)

@@ -26,7 +26,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
         from rich.console import Console
 
-        from rnnlab.bench import BenchConfig, render_table, run_bench
+        from rnnlab.suites.bench import BenchConfig, render_table, run_bench
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
         cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,

@@ -22,11 +22,6 @@ def split_list(values: Optional[List[str]]) -> list[str]:
     return out
 
 
-# Defaults for the training loop of a classifier (flags override): epochs, not steps, since
-# data sets differ in size by orders of magnitude; Adam needs no tuning on small data.
-TRAIN_DEFAULTS = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
-
-
 def csv_option(extra: list[str]) -> str | None:
     """``--csv FILE`` (or ``--csv=FILE``) from ``rnnlab evaluate``'s extra arguments; nothing else is accepted."""
     from rnnlab.errors import ConfigError
@@ -104,7 +99,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 cell_options=cell_options_from_flags(cell_option))
             return ClassifyTask(config)  # every data error is raised here, before any model is built
 
-        result = run.start(build, **TRAIN_DEFAULTS)
+        result = run.start(build, **ClassifyTask.train_defaults)
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)

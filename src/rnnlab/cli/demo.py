@@ -32,7 +32,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.tasks.probe import ProbeConfig, ProbeTask
 
         run.start(lambda: ProbeTask(ProbeConfig(
-            probe=probe, cell=cell, length=length, hidden=hidden, layers=layers, batch_size=batch_size,
+            probe=probe, cell=cell, length=length, hidden_size=hidden, num_layers=layers, batch_size=batch_size,
             steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
             cell_options=cell_options_from_flags(cell_option))))
 
@@ -48,7 +48,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     ) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
-        from rnnlab.report.demo import DemoConfig, run_demo
+        from rnnlab.suites.demo import DemoConfig, run_demo
 
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
@@ -80,7 +80,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         options = cell_options_from_flags(cell_option)
         if memory_bias is None and not sets_memory_gate_bias(options):
             memory_bias = 4.0   # the demo's init, unless a cell option sets that bias itself
-        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden=hidden, seed=seed, lr=lr,
+        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden, seed=seed, lr=lr,
                       memory_bias=memory_bias, cell_options=options)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import TRAIN_DEFAULTS, csv_option, split_list
+from rnnlab.cli.classify import csv_option, split_list
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
 
 
@@ -74,7 +74,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
             return ForecastTask(config)  # every data error is raised here, before any model is built
 
-        result = run.start(build, **{**TRAIN_DEFAULTS, "lr": 3e-3})
+        result = run.start(build, **ForecastTask.train_defaults)
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)

@@ -52,7 +52,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.tasks.lm import LMTask
 
         given = run.given
-        defaults: dict = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0}
+        defaults: dict = dict(LMTask.train_defaults)
         if ("max_time" in given or "max_epochs" in given) and "max_steps" not in given:
             defaults["max_steps"] = 0
 
@@ -60,7 +60,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return LMTask(dict(
                 text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
                 encoding=encoding, level=level, min_freq=min_freq, split=_fractions(split), preprocess=preprocess,
-                cell=cell, hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
+                cell=cell, hidden_size=hidden, num_layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
                 cell_options=cell_options_from_flags(cell_option),
             ))

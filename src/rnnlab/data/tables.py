@@ -25,6 +25,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -559,8 +560,6 @@ def parse_time(value: Any, where: str) -> float:
     """A timestamp as a float: a plain number, or an ISO 8601 date/datetime (seconds since the
     epoch, UTC when no zone is given). Missing timestamps are always errors: a gap in time is
     not a gap in value."""
-    from datetime import datetime, timezone
-
     if is_missing(value):
         raise DataError(f"{where}: expected a timestamp, got a missing cell")
     if isinstance(value, (int, float)) and not isinstance(value, bool):

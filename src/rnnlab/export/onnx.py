@@ -43,6 +43,9 @@ from torch import nn
 
 from rnnlab.errors import ConfigError
 from rnnlab.export.variant_graph import equations_differ, variant_twin
+from rnnlab.nn.cells import CellBase
+from rnnlab.nn.layers import RecurrentBase
+from rnnlab.train.rundir import load_run
 
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 _CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.RNNCell, "rnn_relu": nn.RNNCell}
@@ -55,9 +58,6 @@ def _is_rnnlab(module: nn.Module) -> bool:
 
 def to_torch(module: nn.Module) -> nn.Module:
     """The torch.nn twin of an rnnlab recurrent layer or cell (same weights), in eval mode."""
-    from rnnlab.nn.cells import CellBase
-    from rnnlab.nn.layers import RecurrentBase
-
     if equations_differ(module):                 # layer norm, peepholes, ...: no torch.nn twin
         return variant_twin(module)
     mode = module.mode
@@ -180,7 +180,7 @@ def _check_twin(module: nn.Module, twin: nn.Module, args: tuple) -> None:
 def onnx_session(path: str | Path, threads: int | None = None):
     """An ONNX Runtime CPU session (raises ConfigError if onnxruntime is not installed)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort   # optional: the [onnx] extra
     except ImportError as exc:
         raise ConfigError("onnxruntime: expected it installed (pip install rnnlab[onnx]), got ImportError") from exc
     opts = ort.SessionOptions()
@@ -201,14 +201,17 @@ def run_onnx(session, *inputs: Any) -> list:
 def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") -> Path:
     """Export a training run's model (rebuilt by ``rnnlab.train.load_run``).
 
-    The example input is the run's own first training batch (``batch["x"]``, or the batch's first
-    element); every axis of it but the last (features) is exported as dynamic.
+    The example input is the run's own first training batch (``batch["x"]``, ``batch.x`` or the
+    batch's first element); every axis of it but the last (features) is exported as dynamic.
     """
-    from rnnlab.train.rundir import load_run
-
     task, model, _ = load_run(run_dir, checkpoint)
     batch = next(iter(task.train_batches(0)))
-    x = batch["x"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (tuple, list)) else batch)
+    if isinstance(batch, dict):
+        x = batch["x"]
+    elif isinstance(batch, (tuple, list)):
+        x = batch[0]
+    else:
+        x = getattr(batch, "x", batch)      # a batch dataclass (the probe task's ProbeBatch)
     if not isinstance(x, torch.Tensor):
         raise ConfigError(f"run {run_dir}: expected a tensor input in its batches, got {type(x).__name__}")
     axes = {"input": {i: f"dim{i}" for i in range(max(1, x.dim() - 1))}}

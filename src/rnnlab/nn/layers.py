@@ -4,7 +4,7 @@ Same constructor arguments, parameter names, shapes, default initialisation, for
 and outputs as ``torch.nn``; a state dict loads both ways. The work is done by an engine of
 :mod:`rnnlab.engine`, one call per layer and direction, chosen with ``engine=``: ``"auto"`` (the
 default: the C++ time loops of ``engine/fast.py`` where they are built and cover the case, else
-the reference), ``"reference"`` (``engine/scan.py``: our equations and hand-written BPTT in
+the reference), ``"reference"`` (``engine/scan.py``: the cells' equations and hand-written BPTT in
 Python, the readable path the tests compare every other engine with), ``"fast"`` (same as
 auto) or ``"checkpoint"`` (recomputes segments in backward: O(√T) activation memory).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import torch
@@ -100,8 +101,6 @@ class RecurrentBase(nn.Module):
         self.engine = engine
         if dropout > 0 and num_layers == 1:
             # torch.nn warns here too: dropout acts only between layers.
-            import warnings
-
             warnings.warn(
                 f"dropout={dropout} has no effect with num_layers=1: rnnlab (like torch.nn) applies "
                 "dropout between recurrent layers only (torch.nn: dropout option adds dropout after all "
@@ -272,7 +271,7 @@ class RecurrentBase(nn.Module):
         self._check_input(x)
         T, B, _ = x.shape
         if T == 0:
-            # torch.nn refuses this too ("Expected sequence length to be larger than 0"); we say so
+            # torch.nn refuses this too ("Expected sequence length to be larger than 0"); said here
             # in rnnlab's terms instead of returning an empty output and an untouched state.
             raise ShapeError(with_torch(
                 f"input sequence length (time dimension): expected > 0, got 0 for input of shape {tuple(input.shape)}",

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnlab.engine import fast
 from rnnlab.errors import ConfigError, ShapeError, StateError
 from rnnlab.nn import _stream_kernels as K
 
@@ -133,8 +134,6 @@ class Stream:
         unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
         if not self._want_kernels or self.mode != "lstm" or self.proj_size:
             return None
-        from rnnlab.engine import fast
-
         if not fast.available():
             return None
         m, H = self.module, self.hidden_size

@@ -47,11 +47,16 @@ from rnnlab.data.tables import (
     load_sequences_wide,
     load_text_classification,
 )
+from rnnlab.data.text import UNK, Vocab, tokenize
+from rnnlab.data.ts_format import load_ts
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
+from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
-CELLS = ("lstm", "gru", "rnn")
 POOLS = ("last", "mean", "max")
 INPUTS = ("auto", "text", "numeric")
 LEVELS = ("word", "char")
@@ -137,13 +142,6 @@ class ClassifyConfig:
 # ----------------------------------------------------------------------------- model
 
 
-def rnn_class(cell: str) -> type[nn.Module]:
-    """rnnlab's layer for ``cell`` (drop-in torch.nn)."""
-    import rnnlab
-
-    return {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[cell]
-
-
 def pool_states(out: torch.Tensor, h_n: torch.Tensor, lengths: torch.Tensor, pool: str,
                 num_layers: int, dirs: int) -> torch.Tensor:
     """Pool over valid steps. ``out`` (T, B, dirs*H) zero-padded, ``h_n`` (layers*dirs, B, H),
@@ -165,9 +163,8 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         # vocab_size > 0: token ids; else numeric inputs with input_dims variables.
         self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim)
-        self.rnn = rnn_class(cell)(embed_dim, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
-                                   **(cell_options or {}))
+        self.rnn = recurrent_layer(cell, embed_dim, hidden_size, num_layers, cell_options, dropout=dropout,
+                                   bidirectional=bidirectional)
         self.drop = nn.Dropout(dropout)
         self.dirs = 2 if bidirectional else 1
         self.num_layers = num_layers
@@ -235,6 +232,9 @@ class _Split:
 
 class ClassifyTask:
     name = "classify"
+    # Epochs, not steps, since data sets differ in size by orders of magnitude; Adam needs no
+    # tuning on small data. fit(task) and ``rnnlab train classify`` start from these.
+    train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
     items_name = "samples"
     metric_name = "acc"
 
@@ -254,8 +254,6 @@ class ClassifyTask:
         if not config.train:
             raise ConfigError(expected("classify train", "a data file", "none"))
         if self.kind == "text" and config.init_from:
-            from rnnlab.tasks.transfer import load_lm_source
-
             self._lm = load_lm_source(config.init_from)
         train = self._read(config.train, None, require_labels=True)
         self.label_map = train.label_map
@@ -288,8 +286,6 @@ class ClassifyTask:
         if self.kind == "text":
             return load_text_classification(path, c.text_col, c.label_col, label_map, c.missing, fmt, require_labels)
         if path.lower().endswith(".ts") or c.format == "ts":
-            from rnnlab.data.ts_format import load_ts
-
             return load_ts(path, label_map, c.missing, require_labels)
         if c.id_col:
             return load_sequences_long(path, c.id_col, c.label_col, c.feature_cols, c.time_col or None,
@@ -300,8 +296,6 @@ class ClassifyTask:
                                    require_labels)
 
     def _fit_codec(self, train: TextExamples | SequenceExamples) -> None:
-        from rnnlab.data.text import UNK, Vocab
-
         c = self.config
         if self.kind == "text":
             if self._lm is not None:
@@ -325,8 +319,6 @@ class ClassifyTask:
         return {"dims": self.dims, "scaler": self.scaler.to_dict() if self.scaler else None}
 
     def _restore_codec(self, meta: dict[str, Any]) -> None:
-        from rnnlab.data.text import Vocab
-
         if meta.get("input", self.kind) != self.kind:
             raise CheckpointError(expected("classify metadata input", self.kind, meta.get("input")))
         if self.kind == "text":
@@ -336,8 +328,6 @@ class ClassifyTask:
             self.scaler = Scaler.from_dict(meta["scaler"]) if meta.get("scaler") else None
 
     def _tokens(self, text: str) -> list[str]:
-        from rnnlab.data.text import tokenize
-
         level = self.vocab.level if hasattr(self, "vocab") else self.config.level
         return tokenize(text.strip("\n") if level == "word" else text, level)
 
@@ -428,8 +418,6 @@ class ClassifyTask:
             input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
             bidirectional=c.bidirectional, dropout=c.dropout, **self.arch)
         if self._fresh and self._lm is not None:
-            from rnnlab.tasks.transfer import copy_lm_weights
-
             copy_lm_weights(self._lm.model, model, self._lm.extra_tokens)
         return model
 
@@ -538,15 +526,12 @@ class ClassifyTask:
 
 
 def classification_report_sections(m: dict[str, Any], names: list[str], what: str) -> list[ReportSection]:
-    from rnnlab.report.html import figure_to_img, matplotlib_agg, table
-
     rows = [["model", m["acc"], m["macro_f1"]], ["majority class", m["majority_acc"], m["majority_macro_f1"]]]
     html = f"<p>{m['n']} examples of the {what}.</p>" + table(["", "accuracy", "macro-F1"], rows)
     html += table(["class", "precision", "recall", "support"],
                   [[n, m["precision"][i], m["recall"][i], int(m["support"][i])] for i, n in enumerate(names)])
     sections = [ReportSection("Classification: scores beside the majority-class baseline", html)]
-    matplotlib_agg()
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(m["confusion"])
     k = len(names)
@@ -577,8 +562,6 @@ register_task("classify", build_classify_task)
 
 
 def load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyTask, nn.Module]:
-    from rnnlab.train.rundir import load_run, read_run_config
-
     cfg = read_run_config(run_dir)
     if cfg["task"] != "classify":
         raise CheckpointError(expected(f"run folder {run_dir}", "a classifier (task 'classify')",

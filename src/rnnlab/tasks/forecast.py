@@ -30,6 +30,7 @@ import csv
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import numpy as np
@@ -37,13 +38,14 @@ import torch
 from torch import nn
 
 from rnnlab.data.tables import Scaler, SeriesFrame, check_length, load_forecast_table
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
-from rnnlab.tasks.classify import rnn_class
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 MODES = ("direct", "autoregressive")
-CELLS = ("lstm", "gru", "rnn")
 
 
 @dataclass
@@ -120,8 +122,7 @@ class Forecaster(nn.Module):
                  cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.mode, self.horizon, self.n_targets, self.n_quantiles = mode, horizon, n_targets, n_quantiles
-        self.rnn = rnn_class(cell)(input_dims, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, **(cell_options or {}))
+        self.rnn = recurrent_layer(cell, input_dims, hidden_size, num_layers, cell_options, dropout=dropout)
         self.drop = nn.Dropout(dropout)
         width = horizon * n_targets * n_quantiles if mode == "direct" else n_targets
         self.head = nn.Linear(hidden_size, width)
@@ -195,6 +196,7 @@ def mase_scale(train_targets: np.ndarray, season: int) -> np.ndarray:
 
 class ForecastTask:
     name = "forecast"
+    train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 3e-3}   # as classify's
     items_name = "samples"
     metric_name = "mase"
 
@@ -486,8 +488,6 @@ def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
     """Timestamps after the last row, spaced by the last interval; None without a time column."""
     if frame.times is None or frame.time_values is None or len(frame) < 2:
         return None
-    from datetime import datetime, timezone
-
     last, step = frame.time_values[-1], frame.time_values[-1] - frame.time_values[-2]
     raw = frame.times[-1]
     out = []
@@ -514,8 +514,6 @@ def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
 
 
 def scores_table(m: dict[str, Any], season: int) -> str:
-    from rnnlab.report.html import table
-
     keys = ("mae", "rmse", "smape", "mase")
     rows = [["model"] + [m[k] for k in keys], ["naive (last value)"] + [m[f"naive_{k}"] for k in keys]]
     if season > 1:
@@ -527,8 +525,6 @@ def scores_table(m: dict[str, Any], season: int) -> str:
 
 
 def backtest_table(per: list[dict[str, Any]], season: int) -> str:
-    from rnnlab.report.html import table
-
     head = ["window", "origin row", "MAE", "naive MAE"] + (["seasonal-naive MAE"] if season > 1 else [])
     rows = [[p["window"], p["origin_row"], p["mae"], p["naive_mae"]] + ([p["snaive_mae"]] if season > 1 else [])
             for p in per]
@@ -536,19 +532,12 @@ def backtest_table(per: list[dict[str, Any]], season: int) -> str:
 
 
 def _plot(title: str):
-    from rnnlab.report.html import matplotlib_agg
-
-    matplotlib_agg()
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = pyplot().subplots(figsize=(9, 3.2))
     ax.set_title(title)
     return fig, ax
 
 
 def plot_forecast(frame: SeriesFrame, m: dict[str, Any], c: ForecastConfig, n_train: int) -> str:
-    from rnnlab.report.html import figure_to_img
-
     t0 = int(m["_origins"][-1])
     pred = m["_pred"][-1]  # (H, D_y, Q)
     start = max(0, t0 - 4 * c.context)
@@ -569,8 +558,6 @@ def plot_forecast(frame: SeriesFrame, m: dict[str, Any], c: ForecastConfig, n_tr
 
 
 def plot_backtest(frame: SeriesFrame, bt: dict[str, Any], c: ForecastConfig) -> str:
-    from rnnlab.report.html import figure_to_img
-
     origins = bt["_origins"]
     start = max(0, int(origins[0]) - 2 * c.context)
     fig, ax = _plot(f"{c.targets[0]}: backtest windows")
@@ -601,9 +588,6 @@ register_task("forecast", build_forecast_task)
 
 
 def _load_forecast_run(run_dir: str, checkpoint: str = "best") -> tuple[ForecastTask, nn.Module]:
-    from rnnlab.errors import CheckpointError
-    from rnnlab.train.rundir import load_run, read_run_config
-
     cfg = read_run_config(run_dir)
     if cfg["task"] != "forecast":
         raise CheckpointError(expected(f"run folder {run_dir}", "a forecaster (task 'forecast')",

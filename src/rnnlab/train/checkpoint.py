@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
 from torch import nn
 
 from rnnlab.errors import CheckpointError, NonFiniteError
@@ -151,8 +153,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], st
     Refuses (NonFiniteError) to write a non-finite tensor; raises CheckpointError when the
     folder cannot be written. An existing folder of the same name is replaced.
     """
-    from safetensors.torch import save as st_save
-
     path = Path(path)
     tensors, aliases = _weights_for_saving(model)
     bad = nonfinite_entries(tensors, "weights") + nonfinite_entries(state, "state")
@@ -212,8 +212,6 @@ def prune_checkpoints(ckpt_root: str | Path, keep_last: int, keep: set[int] = fr
 
 
 def _load_weights(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

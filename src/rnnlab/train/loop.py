@@ -24,6 +24,7 @@ trajectory (decay-on-plateau, early stopping).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from rnnlab.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RnnlabError
@@ -43,6 +45,7 @@ from rnnlab.train import checkpoint as ckpt
 from rnnlab.train.config import RESUME_MUTABLE, TrainConfig
 from rnnlab.train.metrics import MetricsLog
 from rnnlab.train.progress import ProgressBar
+from rnnlab.train.report import write_report
 from rnnlab.train.rng import capture_rng, restore_rng, seed_all
 from rnnlab.train.rundir import (
     CHECKPOINTS,
@@ -169,9 +172,7 @@ def _is_rank_zero_by_env() -> bool:
 
 
 def _make_fabric(config: TrainConfig, out: Path):
-    import importlib.util
-
-    from lightning.fabric import Fabric
+    from lightning.fabric import Fabric   # here, not above: lightning takes seconds to import, and only fit/resume use it
 
     _quiet_lightning(config.quiet)  # after the import: lightning sets its loggers' level when imported
 
@@ -182,7 +183,7 @@ def _make_fabric(config: TrainConfig, out: Path):
         num_nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // devices)
     loggers = []
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        from lightning.fabric.loggers import TensorBoardLogger
+        from lightning.fabric.loggers import TensorBoardLogger   # only with the optional tensorboard package
 
         loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version=""))
     strategy = "ddp" if devices * num_nodes > 1 else "auto"
@@ -249,6 +250,7 @@ def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -
 
 def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", resume: bool = False) -> RunResult:
     """Train ``task`` into the run folder ``out``; continue it from its latest checkpoint if ``resume``.
+    Without ``config``, ``TrainConfig.for_task(task)``: the task's own training defaults.
 
     Raises CheckpointError for a reused folder without ``resume`` (nothing is overwritten),
     NonFiniteError on a NaN/inf loss or gradient (unless ``config.nonfinite == "skip"``).
@@ -260,7 +262,7 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     task's ``training_step`` must call ``model(...)`` (the DDP-wrapped forward) for gradients
     to be averaged.
     """
-    config = TrainConfig() if config is None else config
+    config = TrainConfig.for_task(task) if config is None else config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"fit config: expected a TrainConfig, got {type(config).__name__}")
     config.validate()
@@ -405,8 +407,6 @@ class _Run:
         """One entry per rank (RNG states and carries differ between ranks)."""
         if self.world == 1:
             return [obj]
-        import torch.distributed as dist
-
         def gather(t: torch.Tensor) -> torch.Tensor:  # (world, *t.shape); shards must have equal shapes
             parts = [torch.empty_like(t) for _ in range(self.world)]
             dist.all_gather(parts, t.contiguous())
@@ -567,8 +567,6 @@ class _Run:
             if self.bar is not None:
                 self.bar.close()
         if self.fabric.is_global_zero and c.report:
-            from rnnlab.train.report import write_report
-
             write_report(self.out, task, self.model, self.log.records)
         if self.fabric.is_global_zero and not c.quiet:
             print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}", flush=True)

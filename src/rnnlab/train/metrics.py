@@ -1,6 +1,6 @@
 """Per-step and per-eval metrics of a run: ``metrics.jsonl`` (the record) and ``metrics.csv``.
 
-We write these ourselves instead of through Lightning's CSVLogger because exact resume needs
+Written here rather than through Lightning's CSVLogger because exact resume needs
 to cut the log back to the checkpoint: a process killed after its last checkpoint has logged
 steps that the resumed run will log again. Each checkpoint stores how many records existed
 when it was written; resuming truncates ``metrics.jsonl`` to that count and rebuilds the CSV.

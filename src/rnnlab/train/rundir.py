@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from rnnlab._version import __version__
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.task import Task, build_task
@@ -31,9 +32,7 @@ CHECKPOINTS = "checkpoints"
 
 
 def rnnlab_version() -> str:
-    import rnnlab
-
-    return getattr(rnnlab, "__version__", "unknown")
+    return __version__
 
 
 def _is_free(folder: Path) -> bool:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rnnlab.bench import BenchConfig, activation_bytes, render_table, run_bench
+from rnnlab.suites.bench import BenchConfig, activation_bytes, render_table, run_bench
 from rnnlab.errors import ConfigError
 
 FIELDS = {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"}
@@ -64,7 +64,7 @@ def test_memory_is_linear_in_T_and_below_torch(engine, extra, B) -> None:
 
 
 def test_cli_quick_json(tmp_path, monkeypatch) -> None:
-    import rnnlab.bench as bench_mod
+    import rnnlab.suites.bench as bench_mod
     from rnnlab.cli.main import main
 
     monkeypatch.setattr(bench_mod, "SIZES", ((4, 2, 3, 4),))

@@ -25,6 +25,8 @@ Kinds of record (``--json`` writes a list of them):
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -33,19 +35,25 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from rich.table import Table
 from torch import nn
 
-import rnnlab
+from rnnlab._version import __version__
+from rnnlab.engine import get_engine
 from rnnlab.errors import ConfigError
+from rnnlab.export.onnx import _flat, export_onnx, onnx_session
+from rnnlab.nn import GRU, LSTM, RNN
+from rnnlab.nn.options import cell_kwargs, variant_bench_configs
+from rnnlab.nn.stream import Stream
+from rnnlab.tasks.recurrent import CELLS
 
 SIZES: tuple[tuple[int, int, int, int], ...] = (
-    (35, 32, 28, 256),     # (T, B, I, H): the issue's sizes
+    (35, 32, 28, 256),     # (T, B, I, H)
     (100, 64, 128, 128),
     (50, 32, 64, 512),
     (500, 8, 32, 64),
 )
-CELLS = ("rnn", "lstm", "gru")
-_RNNLAB = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
+_RNNLAB = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 _TORCH = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -65,7 +73,7 @@ class BenchConfig:
     onnx: bool = True                        # ORT vs torch inference if onnxruntime is installed
     gemm_n: int = 1024                       # size of the matmul that measures the machine's rate
     variants: bool = True                    # cell variants vs torch.nn's standard cell
-    variant_size: tuple[int, int, int, int] = (100, 64, 128, 128)   # (T, B, I, H), issue 8's size
+    variant_size: tuple[int, int, int, int] = (100, 64, 128, 128)   # (T, B, I, H)
     gradgrad: bool = True                    # double backward (gradient penalty) vs torch.nn's
     gradgrad_size: tuple[int, int, int, int] = SIZES[0]
 
@@ -75,8 +83,6 @@ class BenchConfig:
                 raise ConfigError(f"cells: expected names from {list(CELLS)}, got {c!r}")
         if self.threads < 1:
             raise ConfigError(f"threads: expected an int >= 1, got {self.threads}")
-        from rnnlab.engine import get_engine
-
         get_engine(self.engine)
 
     @property
@@ -234,8 +240,6 @@ def _bench_gradgrad(cfg: BenchConfig, res: BenchResult, log: Callable[[str], Non
 
 
 def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
-    from rnnlab.nn.options import cell_kwargs, variant_bench_configs
-
     T, B, I, H = cfg.variant_size
     x = torch.randn(T, B, I)
     for name, (cell, options) in variant_bench_configs().items():
@@ -262,13 +266,11 @@ def _bench_memory(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]
 
 
 def _bench_stream(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
-    from rnnlab.nn.stream import Stream
-
     I = cfg.stream_input
     n = 100 if cfg.quick else 2000
     for H in cfg.stream_hidden:
         torch.manual_seed(0)
-        layer = rnnlab.LSTM(I, H).eval()
+        layer = LSTM(I, H).eval()
         cell = nn.LSTMCell(I, H).eval()
         stream = Stream(layer)
         xs = torch.randn(n, I)
@@ -293,12 +295,10 @@ def _bench_stream(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]
 
 def _bench_onnx(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (optional: the [onnx] extra)
     except ImportError:
         log("onnx: onnxruntime not installed, skipped (pip install rnnlab[onnx])")
         return
-    from rnnlab.export.onnx import _flat, export_onnx, onnx_session
-
     T, B, I, H = cfg.sizes[0]
     with tempfile.TemporaryDirectory() as tmp:
         for cell in cfg.cells:
@@ -322,9 +322,6 @@ def _bench_onnx(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) 
 
 
 def machine_info(threads: int) -> dict:
-    import os
-    import platform
-
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -336,7 +333,7 @@ def machine_info(threads: int) -> dict:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "rnnlab": rnnlab.__version__, "load_avg_1min": round(load, 2)}
+            "rnnlab": __version__, "load_avg_1min": round(load, 2)}
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> BenchResult:
@@ -371,8 +368,6 @@ def _fmt(r: BenchRecord, v: float) -> str:
 
 def render_table(res: BenchResult):
     """A rich Table of the records."""
-    from rich.table import Table
-
     m = res.machine
     t = Table(title=f"rnnlab vs torch.nn — {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
                     f"{m.get('threads')} threads, torch {m.get('torch')}, GEMM {m.get('gemm_gflops')} GFLOP/s, "
