@@ -61,3 +61,7 @@ def with_torch(message: str, torch_message: str) -> str:
 def expected(what: str, want: object, got: object) -> str:
     """The one message shape of rnnlab's errors: ``<what>: expected <want>, got <got>``."""
     return f"{what}: expected {want}, got {got}"
+
+
+class OutputError(RnnlabError, OSError):
+    """An output path that must not be written (an input, a folder, a run's own file) or a write that failed."""

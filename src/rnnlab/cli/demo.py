@@ -31,10 +31,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
         from rnnlab.tasks.probe import ProbeConfig, ProbeTask
 
-        run.start(lambda: ProbeTask(ProbeConfig(
-            probe=probe, cell=cell, length=length, hidden_size=hidden, num_layers=layers, batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
-            cell_options=cell_options_from_flags(cell_option))))
+        def config() -> ProbeConfig:
+            return ProbeConfig(
+                probe=probe, cell=cell, length=length, hidden_size=hidden, num_layers=layers, batch_size=batch_size,
+                steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
+                cell_options=cell_options_from_flags(cell_option))
+
+        run.start(lambda: ProbeTask(config()), "probe", lambda: ProbeTask(config()).config_dict(),
+                  {"hidden": "hidden_size", "layers": "num_layers", "data_seed": "seed", "cell_option": "cell_options"})
 
     @app.command("demo")
     def demo(

@@ -56,16 +56,19 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if ("max_time" in given or "max_epochs" in given) and "max_steps" not in given:
             defaults["max_steps"] = 0
 
-        def build() -> LMTask:  # every data error is raised here, before any model is built
-            return LMTask(dict(
+        def config() -> dict:
+            return dict(
                 text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                encoding=encoding, level=level, min_freq=min_freq, split=_fractions(split), preprocess=preprocess,
+                encoding=encoding, level=level, min_freq=min_freq, split=list(_fractions(split)), preprocess=preprocess,
                 cell=cell, hidden_size=hidden, num_layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
                 cell_options=cell_options_from_flags(cell_option),
-            ))
+            )
 
-        result = run.start(build, **defaults)
+        def build() -> LMTask:  # every data error is raised here, before any model is built
+            return LMTask(config())
+
+        result = run.start(build, "lm", config, {"hidden": "hidden_size", "layers": "num_layers", "cell_option": "cell_options"}, LMTask.data_keys, **defaults)
         if not given.get("quiet"):
             _print_summary(result.run_dir)
 

@@ -49,7 +49,7 @@ from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
-from rnnlab.train.rundir import load_run, read_run_config
+from rnnlab.train.rundir import CONFIG, load_run, read_run_config, rebuild_task, resolve_data_paths
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 TASK_NAME = "lm"
@@ -199,6 +199,7 @@ class LMTask:
     name = TASK_NAME
     items_name = "tokens"
     metric_name = "ppl"
+    data_keys = ("text",)   # recorded with a checksum in the run folder (named data sets are not)
 
     def __init__(self, config: LMConfig | dict[str, Any], metadata: dict[str, Any] | None = None,
                  corpus: Corpus | None = None) -> None:
@@ -426,7 +427,8 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     if cfg["task"] != TASK_NAME:
         raise CheckpointError(expected(f"run folder {run_dir}", f"a language model (task {TASK_NAME!r})",
                                        f"a run of task {cfg['task']!r}"))
-    return LMTask(cfg["task_config"], cfg.get("task_metadata") or {})
+    config = resolve_data_paths(run_dir, cfg["task_config"], cfg.get("data_files"))
+    return rebuild_task(TASK_NAME, config, cfg.get("task_metadata") or {}, Path(run_dir) / CONFIG)
 
 
 def load_lm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LMTask, LanguageModel]:
