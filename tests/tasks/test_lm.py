@@ -307,15 +307,15 @@ def test_cli_generate_errors_name_the_problem(cli_run, tmp_path, capsys, monkeyp
     def no_load(*a, **k):
         raise AssertionError("weights were loaded")
     monkeypatch.setattr(rundir, "load_run", no_load)
-    assert main(["generate", str(cli_run), "--prime", "the QX", "--length", "5"]) == 2
+    assert main(["generate", str(cli_run), "--prime", "the QX", "--length", "5"]) == 1
     assert "'Q', 'X'" in capsys.readouterr().err
     other = tmp_path / "other-run"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"task": "classify", "task_config": {}, "train_config": {}}))
-    assert main(["generate", str(other), "--length", "5"]) == 2
+    assert main(["generate", str(other), "--length", "5"]) == 1
     err = capsys.readouterr().err
     assert "language model" in err and "'classify'" in err
-    assert main(["generate", str(tmp_path), "--length", "5"]) == 2
+    assert main(["generate", str(tmp_path), "--length", "5"]) == 1
     assert "language-model run" in capsys.readouterr().err
 
 
@@ -366,7 +366,7 @@ def test_cli_evaluate_prints_test_perplexity_and_scores_a_text_file(cli_run, tmp
     # 105 characters: 104 next-character targets, a multiple of the eval batch size (4), all scored.
     assert json.loads(capsys.readouterr().out)["tokens"] == 104
     f.write_text("   \n")
-    assert main(["evaluate", str(cli_run), "--text", str(f)]) == 2
+    assert main(["evaluate", str(cli_run), "--text", str(f)]) == 1
     assert "whitespace" in capsys.readouterr().err
 
 

@@ -13,7 +13,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def bench(
         quick: bool = typer.Option(False, "--quick", help="Fewer repeats and a shorter memory sequence (< 1 min)."),
         json_path: Path = typer.Option(None, "--json", help="Write the records to this JSON file."),
-        engine: str = typer.Option("fast", "--engine", help="The rnnlab engine to time against torch.nn."),
+        engine: str = typer.Option("fast", "--engine", help="auto | fast | reference | checkpoint: the rnnlab engine to time against torch.nn."),
         threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
         no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),
         no_variants: bool = typer.Option(False, "--no-variants",
@@ -26,7 +26,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
         from rich.console import Console
 
-        from rnnlab.suites.bench import BenchConfig, render_table, run_bench
+        from rnnlab.suites.bench import BenchConfig, render_table, run_bench  # keeps --help fast
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
         cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,

@@ -59,7 +59,7 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     """``rnnlab evaluate RUN [--csv FILE] [--confusion OUT.csv [--force]]`` for a classifier: scores
     beside the majority class; ``--confusion`` writes the whole confusion matrix (printed output
     summarises it by its largest cells beyond a few classes)."""
-    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion
+    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # keeps --help fast
 
     opts = extra_options(extra, ("--csv", "--confusion", "--force"))
     if "confusion" in opts:
@@ -112,8 +112,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ) -> None:
         """Train a sequence classifier (text or numeric sequences)."""
         from rnnlab.errors import ConfigError
-        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics
-        from rnnlab.train import load_run
+        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
+        from rnnlab.train import load_run  # keeps --help fast
 
         def config() -> ClassifyConfig:
             return ClassifyConfig(
@@ -152,7 +152,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
-        from rnnlab.tasks.classify import predict_run
+        from rnnlab.tasks.classify import predict_run  # keeps --help fast
 
         n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
         print(f"predict: {n} rows -> {out}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -59,6 +60,9 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "num_nodes": (Optional[int], None, "--num-nodes", "Number of nodes (DDP)."),
     "precision": (Optional[str], None, "--precision", "Lightning precision, e.g. 32-true, bf16-mixed."),
     "threads": (Optional[int], None, "--threads", "torch.set_num_threads (fix it for bitwise resume)."),
+    "engine": (Optional[str], None, "--engine",
+               "auto | fast | reference: the recurrent layers' engine (rnnlab.set_engine; default: "
+               "$RNNLAB_ENGINE, else auto). Same numbers to rounding, so not saved with the run."),
     "quiet": (bool, False, "--quiet", "No progress bar or summary."),
     "no_report": (bool, False, "--no-report", "Do not write plots/ and report.html."),
 }
@@ -76,7 +80,7 @@ class TrainArgs:
 
     def config(self, **task_defaults: Any):
         """A TrainConfig: TrainConfig's defaults, then the task's defaults, then the flags."""
-        from rnnlab.train import TrainConfig
+        from rnnlab.train import TrainConfig  # keeps --help fast
 
         return TrainConfig.from_dict({**TrainConfig().to_dict(), **task_defaults, **self.given})
 
@@ -90,7 +94,7 @@ class TrainArgs:
         differ; the flags given on the command line are checked against the run's config.
         ``path_keys`` name the config keys that are data paths (compared by content, not name).
         """
-        from rnnlab.train import fit, new_run_dir, resume
+        from rnnlab.train import fit, new_run_dir, resume  # keeps --help fast
 
         if self.resume_run is not None:
             if self.overwrite:
@@ -178,6 +182,12 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ctx = kwargs.pop("rnnlab_ctx", None)
         flags = {name: kwargs.pop(name) for name in _COMMON}
         out, resume_run, overwrite = flags.pop("out"), flags.pop("resume_run"), flags.pop("overwrite")
+        engine = flags.pop("engine")
+        if engine is not None:
+            from rnnlab.engine import ENGINE_ENV, set_engine
+
+            set_engine(engine)                  # ConfigError (one line) on an unknown name
+            os.environ[ENGINE_ENV] = engine     # and for worker processes (DDP, data loaders)
         given = {k: v for k, v in flags.items() if v is not None and k not in ("quiet", "no_report")}
         if flags["quiet"]:
             given["quiet"] = True
@@ -204,20 +214,30 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # ----------------------------------------------------------------------------- cell options
 
+# Here rather than beside rnnlab.tasks.cell_options: importing that package imports every task
+# (and torch), which ``--help`` must not wait for. tests/cli/test_bad_invocations.py checks that
+# it names every key of CellOptions.
+CELL_OPTION_HELP = (
+    "A cell option torch.nn lacks, KEY=VALUE; repeat for several (default: none = torch.nn). Keys: "
+    "layer_norm=true (LSTM, GRU), peephole=true, coupled_gates=true (LSTM), gru_reset=after|before (GRU), "
+    "recurrent_dropout=P, zoneout=P, zoneout_cell=P (LSTM c), weight_drop=P, forget_bias=B (LSTM f / GRU z), "
+    "init=torch|orthogonal|chrono|identity (identity: RNN), t_max=N (with init=chrono). "
+    "Example: --cell-option layer_norm=true --cell-option forget_bias=1."
+)
+
+
 def cell_option_flag() -> Any:
     """The ``--cell-option KEY=VALUE`` flag (repeatable) every task train command that builds
     recurrent layers declares as ``cell_option: Optional[List[str]] = cell_option_flag()``; turn
     the values into the task config's ``cell_options`` with :func:`cell_options_from_flags`.
     With ``--resume`` the run's saved cell options are used and the flag is ignored, as every task flag."""
-    from rnnlab.tasks.cell_options import CELL_OPTION_HELP
-
     return typer.Option(None, "--cell-option", metavar="KEY=VALUE", help=CELL_OPTION_HELP)
 
 
 def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
     """Repeated ``--cell-option KEY=VALUE`` -> a dict, values read by the key's type (the task
     config then checks it against the cell)."""
-    from rnnlab.tasks.cell_options import parse_cell_option_flags
+    from rnnlab.tasks.cell_options import parse_cell_option_flags  # keeps --help fast
 
     return parse_cell_option_flags(values)
 
@@ -235,8 +255,8 @@ def register_evaluator(task_name: str, fn: Evaluator) -> None:
 
 
 def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
-    from rnnlab.train import evaluate_run, read_run_config
-    from rnnlab.train.rundir import verify_data_files
+    from rnnlab.train import evaluate_run, read_run_config  # keeps --help fast
+    from rnnlab.train.rundir import verify_data_files  # keeps --help fast
 
     saved = read_run_config(run_dir)
     name = saved["task"]
@@ -260,7 +280,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """A tiny regression task (next value of noisy sines) for smoke tests of the training core."""
-        from rnnlab.tasks.toy import ToyConfig, ToyTask
+        from rnnlab.tasks.toy import ToyConfig, ToyTask  # keeps --help fast
 
         cfg = ToyConfig(cell=cell, hidden_size=hidden_size, streams=streams, dropout=dropout)
         run.start(lambda: ToyTask(cfg), "toy", lambda: ToyTask(cfg).config_dict(), max_steps=200, eval_every=20)

@@ -136,7 +136,7 @@ def checkpointed_scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
     mask: Tensor | None = None, tag: ScanTag | None = None, *, segment: int | None = None,
-    inner: str = "fast",
+    inner: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``scan`` that keeps only segment-boundary states and recomputes each segment in backward.
 

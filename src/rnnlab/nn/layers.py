@@ -3,10 +3,12 @@
 Same constructor arguments, parameter names, shapes, default initialisation, forward signature
 and outputs as ``torch.nn``; a state dict loads both ways. The work is done by an engine of
 :mod:`rnnlab.engine`, one call per layer and direction, chosen with ``engine=``: ``"auto"`` (the
-default: the C++ time loops of ``engine/fast.py`` where they are built and cover the case, else
-the reference), ``"reference"`` (``engine/scan.py``: the cells' equations and hand-written BPTT in
-Python, the readable path the tests compare every other engine with), ``"fast"`` (same as
-auto) or ``"checkpoint"`` (recomputes segments in backward: O(√T) activation memory).
+default: what ``rnnlab.set_engine`` / ``RNNLAB_ENGINE`` chose, which unless told otherwise is the
+C++ time loops of ``engine/fast.py`` where they are built and cover the case, else the
+reference), ``"reference"`` (``engine/scan.py``: the cells' equations and hand-written BPTT in Python,
+the readable path the tests compare every other engine with), ``"fast"`` (the C++ loops,
+whatever ``set_engine`` says) or ``"checkpoint"`` (recomputes segments in backward: O(√T)
+activation memory).
 
 Shape legend: T = sequence length, B = batch, I = input_size, H = hidden_size,
 P = proj_size if > 0 else H, D = 2 if bidirectional else 1, L = num_layers.

@@ -61,7 +61,11 @@ class Stream:
             raise ConfigError("module: batch_first must be a bool")
         self.module = module
         self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
-        self._want_kernels = use_kernels is not False
+        if use_kernels is None:           # the process-wide engine choice (rnnlab.set_engine) decides
+            from rnnlab.engine import resolve_engine
+
+            use_kernels = resolve_engine("auto") == "fast"
+        self._want_kernels = use_kernels
         self._cpp = None
         self.refresh()
         self.reset()

@@ -39,7 +39,7 @@ from rich.table import Table
 from torch import nn
 
 from rnnlab._version import __version__
-from rnnlab.engine import get_engine
+from rnnlab.engine import fast, get_engine
 from rnnlab.errors import ConfigError
 from rnnlab.export.onnx import _flat, export_onnx, onnx_session
 from rnnlab.nn import GRU, LSTM, RNN
@@ -110,6 +110,8 @@ class BenchRecord:
     roofline_torch: float | None = None
     engine: str = ""
     note: str = ""
+    gemm: str = ""                           # where the step's recurrent product ran: onednn | blas | torch
+    loop: str = ""                           # the time loop: tiled avx512 | tiled avx2 | row-major | python
 
 
 @dataclass
@@ -206,11 +208,13 @@ def _bench_speed(cfg: BenchConfig, res: BenchResult, rate: float, log: Callable[
             ours, theirs = _pair(cell, I, H, cfg.engine)
             x = torch.randn(T, B, I)
             flops = step_flops(cell, T, B, I, H)
+            path = _plan(cell, B, H, T, cfg.engine)
             for kind, make, mult in (("forward", _forward, 1.0), ("train", _train_step, 3.0)):
                 a, b = time_pair(make(ours, x), make(theirs, x), cfg.n_repeats, warmup=1 if cfg.quick else 2)
                 res.records.append(BenchRecord(
                     kind, cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
                     roofline=mult * flops / (a * rate), roofline_torch=mult * flops / (b * rate), engine=cfg.engine,
+                    gemm=path.gemm, loop=path.loop,
                 ))
                 log(f"{kind:7s} {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
 
@@ -237,6 +241,13 @@ def _bench_gradgrad(cfg: BenchConfig, res: BenchResult, log: Callable[[str], Non
         res.records.append(BenchRecord("gradgrad", cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
                                        engine=cfg.engine, note="gradient penalty: ∂‖∂L/∂x‖²/∂W"))
         log(f"gradgrad {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
+
+
+def _plan(cell: str, B: int, H: int, T: int, engine: str):
+    """The path (engine, loop, GEMM) a layer of ``cell`` takes at this size (fast.plan)."""
+    if engine == "checkpoint":
+        engine = "auto"             # the checkpointed driver runs segments on the default engine
+    return fast.plan({"rnn": "rnn_tanh"}.get(cell, cell), B, H, steps=T, engine=engine)
 
 
 def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
@@ -333,7 +344,11 @@ def machine_info(threads: int) -> dict:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "rnnlab": __version__, "load_avg_1min": round(load, 2)}
+            "rnnlab": __version__, "load_avg_1min": round(load, 2),
+            # the CPU's vector ISA as rnnlab's kernels see it, torch's own dispatch level, and
+            # whether the kernels may use oneDNN's GEMM here (each record's "gemm" says which ran)
+            "cpu_isa": fast.cpu_isa(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_gemm": fast.gemm_status()[0], "onednn_gemm_why": fast.gemm_status()[1]}
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> BenchResult:
