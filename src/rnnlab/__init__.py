@@ -17,6 +17,7 @@ from typing import Any
 from rnnlab.errors import (
     CheckpointError,
     ConfigError,
+    ConfigTypeError,
     DataError,
     DeviceError,
     DTypeError,
@@ -34,7 +35,7 @@ _LAZY.update({name: "rnnlab.engine" for name in ("set_engine", "get_engine_choic
 
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
-    "RnnlabError", "ConfigError", "ShapeError", "DTypeError", "DeviceError",
+    "RnnlabError", "ConfigError", "ConfigTypeError", "ShapeError", "DTypeError", "DeviceError",
     "StateError", "DataError", "CheckpointError", "NonFiniteError",
     "set_engine", "get_engine_choice",
 ]

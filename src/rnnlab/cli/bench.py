@@ -19,6 +19,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         no_variants: bool = typer.Option(False, "--no-variants",
                                          help="Skip the cell-variant records (layer norm, peepholes, ... vs torch.nn's "
                                               "standard cell at T=100 B=64 I=128 H=128)."),
+        no_gradgrad: bool = typer.Option(False, "--no-gradgrad",
+                                         help="Skip the double-backward records (a gradient-penalty step vs torch.nn's)."),
         repeats: int = typer.Option(0, "--repeats", help="Timed repeats per measurement (0: 3 quick, 15 full)."),
     ) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
@@ -28,7 +30,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
         cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,
-                          variants=not no_variants, repeats=repeats)
+                          variants=not no_variants, gradgrad=not no_gradgrad, repeats=repeats)
         res = run_bench(cfg, log=lambda s: console.print(f"[dim]{s}[/dim]"))
         console.print(render_table(res))
         if json_path is not None:

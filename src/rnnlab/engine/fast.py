@@ -40,8 +40,9 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
+from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
-from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan, wanted
+from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
 from rnnlab.errors import ConfigError
 
 _KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
@@ -226,6 +227,8 @@ class _FastScan(torch.autograd.Function):
             b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
         w_hh_c = w_hh.contiguous()
         ctx.tiled = _tiled(mode, x, mask)
+        # the inputs as given, for a differentiable (or batched) backward: saved after the buffers
+        ctx.originals = (x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
         if ctx.tiled:
             return _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh_c, b)
         x2 = x.reshape(T * B, I)
@@ -247,7 +250,8 @@ class _FastScan(torch.autograd.Function):
                 {n: tag.to_forward_time(g) for n, g in zip(family.GATES, blocks)},
             ))
         ctx.mode, ctx.tag, ctx.has_bias = mode, tag, has_bias
-        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn, tcs)
+        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn, tcs, *ctx.originals)
+        del ctx.originals
         out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, H); zero at padded steps
         h_last = hs[T].clone()
         if mode == "lstm":
@@ -256,9 +260,12 @@ class _FastScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
+        if backward_needs_autodiff(d_out, d_h_last, d_c_last):
+            return (None, None) + autodiff_backward(ctx.mode, ctx.needs_input_grad[2:] + (False,), (d_out, d_h_last, d_c_last),
+                                                    *ctx.saved_tensors[-8:])[:8]
         if ctx.tiled:
             return _tiled_backward(ctx, d_out, d_h_last, d_c_last)
-        x, m, w_ih, w_hh, hs, gates, cs, hn, tcs = ctx.saved_tensors
+        x, m, w_ih, w_hh, hs, gates, cs, hn, tcs = ctx.saved_tensors[:-8]
         mode, tag = ctx.mode, ctx.tag
         T, B, I = x.shape
         if m is not None:
@@ -303,7 +310,8 @@ def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
             {n: tag.to_forward_time(g) for n, g in zip(FAMILIES["lstm"].GATES, blocks)},
         ))
     ctx.mode, ctx.tag, ctx.has_bias = "lstm", tag, b is not None
-    ctx.save_for_backward(x, w_ih, w_hh, hs, gates, cs, tcs)
+    ctx.save_for_backward(x, w_ih, w_hh, hs, gates, cs, tcs, *ctx.originals)
+    del ctx.originals
     # the output as every other engine returns it, (T, B, H) contiguous: a view of the saved hs
     # when there is no padding, else a copy without the padding columns
     out = hs[1:] if gates.shape[2] == B else hs[1:, :B].contiguous()
@@ -311,7 +319,7 @@ def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
 
 
 def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
-    x, w_ih, w_hh, hs, gates, cs, tcs = ctx.saved_tensors
+    x, w_ih, w_hh, hs, gates, cs, tcs = ctx.saved_tensors[:-8]
     B, Bp = x.shape[1], gates.shape[2]
     recording = record.grad_recording()
     res = _KERNELS.module.lstm_tiled_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, recording)
@@ -337,6 +345,8 @@ def fast_scan(
     mask: Tensor | None = None, tag: ScanTag | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where unsupported."""
+    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):     # torch.func transforms, forward AD
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     if not _supported(x, w_hr):
         return reference_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
     tag = tag or ScanTag()

@@ -15,6 +15,9 @@ Kinds of record (``--json`` writes a list of them):
            output; weights and the input excluded) for one long sequence, two lengths to show
            the growth is linear; ``engine`` says which rnnlab engine
   onnx     inference ms: ONNX Runtime on the exported layer ("rnnlab" column) vs torch.nn
+  gradgrad ms of a gradient-penalty step (forward, ∂L/∂x with create_graph=True, then backward of
+           ‖∂L/∂x‖² to the weights: a double backward) at ``gradgrad_size``; rnnlab's create_graph
+           backward differentiates the cell equations in plain torch ops (engine/autodiff.py)
   variant  forward+backward ms of a cell variant (layer norm, peepholes, ...; ``note`` is its name,
            see ``rnnlab.nn.options.variant_bench_configs``) vs torch.nn's *standard* cell of the
            same family at ``variant_size``: what the option costs over the cell it replaces
@@ -71,6 +74,8 @@ class BenchConfig:
     gemm_n: int = 1024                       # size of the matmul that measures the machine's rate
     variants: bool = True                    # cell variants vs torch.nn's standard cell
     variant_size: tuple[int, int, int, int] = (100, 64, 128, 128)   # (T, B, I, H)
+    gradgrad: bool = True                    # double backward (gradient penalty) vs torch.nn's
+    gradgrad_size: tuple[int, int, int, int] = SIZES[0]
 
     def __post_init__(self) -> None:
         for c in self.cells:
@@ -214,6 +219,30 @@ def _bench_speed(cfg: BenchConfig, res: BenchResult, rate: float, log: Callable[
                 log(f"{kind:7s} {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
 
 
+def _gradient_penalty_step(m: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def f() -> None:
+        m.zero_grad(set_to_none=True)
+        xi = x.detach().requires_grad_()
+        out, _ = m(xi)
+        (gx,) = torch.autograd.grad(out.square().sum(), xi, create_graph=True)
+        gx.square().sum().backward()
+    return f
+
+
+def _bench_gradgrad(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
+    T, B, I, H = cfg.gradgrad_size
+    if cfg.quick:
+        T = min(T, 10)
+    x = torch.randn(T, B, I)
+    for cell in cfg.cells:
+        ours, theirs = _pair(cell, I, H, cfg.engine)
+        a, b = time_pair(_gradient_penalty_step(ours, x), _gradient_penalty_step(theirs, x),
+                         max(3, cfg.n_repeats // 3), warmup=1)
+        res.records.append(BenchRecord("gradgrad", cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
+                                       engine=cfg.engine, note="gradient penalty: ∂‖∂L/∂x‖²/∂W"))
+        log(f"gradgrad {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
+
+
 def _plan(cell: str, B: int, H: int, T: int, engine: str):
     """The path (engine, loop, GEMM) a layer of ``cell`` takes at this size (fast.plan)."""
     if engine == "checkpoint":
@@ -334,6 +363,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
         _bench_speed(cfg, res, rate, log)
         if cfg.variants:
             _bench_variants(cfg, res, log)
+        if cfg.gradgrad:
+            _bench_gradgrad(cfg, res, log)
         _bench_stream(cfg, res, log)
         _bench_memory(cfg, res, log)
         if cfg.onnx:
