@@ -575,6 +575,8 @@ def stream_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike, c
     step = max(1, int(round(task.fcfg.sample_rate * chunk_ms / 1000)))
     rows: list[torch.Tensor] = []
     pooled = None
+    path: list[int] = []     # ctc: the argmax label of every frame so far
+    labels: list[int] = []
     text = ""
     start = time.perf_counter()
     with torch.no_grad():
@@ -592,7 +594,13 @@ def stream_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike, c
             if c.mode == "words":
                 new = task.labels[int(model.head(pooled / len(rows)).argmax())]
             else:
-                new = task.text(greedy_decode(torch.stack(rows).double().numpy(), BLANK).labels)
+                # Greedy CTC, extended frame by frame: a label is emitted when the argmax moves onto it.
+                for row in rows[len(path):]:
+                    k = int(row.argmax())
+                    if k != BLANK and (not path or path[-1] != k):
+                        labels.append(k)
+                    path.append(k)
+                new = task.text(tuple(labels))
             if new != text:
                 text = new
                 if on_partial is not None:
