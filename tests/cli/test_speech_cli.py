@@ -81,8 +81,11 @@ def test_bad_audio_is_one_line(words_run, tmp_path, capsys):
         assert main(["transcribe", str(words_run), str(bad)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("rnnlab: error: audio file") and err.count("\n") == 1, err
-    assert main(["transcribe", str(words_run), str(short)]) == 0
-    assert capsys.readouterr().out.startswith(f"{short}: ")
+    wide = tmp_path / "wide.wav"                 # 96 kHz, 6 channels: mixed down and resampled
+    sf.write(wide, np.random.default_rng(1).uniform(-0.1, 0.1, (48000, 6)), 96000)
+    for ok in (short, wide):
+        assert main(["transcribe", str(words_run), str(ok)]) == 0
+        assert capsys.readouterr().out.startswith(f"{ok}: ")
 
 
 def test_bad_flags_are_one_line(few, tmp_path, capsys):
