@@ -56,6 +56,8 @@ USAGE = [
     Bad(["train", "forecast", "--csv", "x.csv"], 2, "Missing option '--target'"),
     Bad(["train", "forecast", "--csv", "x.csv", "--target", "y", "--horizon", "1.5"], 2,
         "Invalid value for '--horizon'"),
+    Bad(["train", "speech", "--hidden", "abc"], 2, "Invalid value for '--hidden'"),
+    Bad(["transcribe", "run"], 2, "Missing argument"),
     Bad(["train", "probe", "--length", "ten"], 2, "Invalid value for '--length'"),
     Bad(["train", "toy", "--hidden-size", "many"], 2, "Invalid value for '--hidden-size'"),
     Bad(["evaluate"], 2, "Missing argument"),
@@ -89,6 +91,8 @@ LIBRARY = [
     Bad(["evaluate", "EMPTY"], 1, "expected a run folder's config.json"),
     Bad(["generate", "RUN"], 1, "expected a language model"),
     Bad(["predict", "RUN", "--csv", "TEXT"], 1, "expected a classifier"),
+    Bad(["train", "speech", "--mode", "phones", "--out", "r3"], 1, "speech mode: expected one of"),
+    Bad(["transcribe", "RUN", "TEXT"], 1, "expected a speech run"),
 ]
 
 
