@@ -20,7 +20,7 @@ app = typer.Typer(
 train_app = typer.Typer(help="Train a model for a task into a run folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-_AREAS = ["info", "train", "demo", "lm", "classify", "forecast", "bench", "export"]
+_AREAS = ["info", "train", "demo", "lm", "classify", "forecast", "bench", "export", "seq2seq"]
 _DEBUG = False
 
 
