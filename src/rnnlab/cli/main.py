@@ -36,7 +36,7 @@ app = typer.Typer(
 train_app = typer.Typer(help="Train a model for a task into a run folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-_AREAS = ["info", "train", "demo", "lm", "classify", "forecast", "speech", "bench", "export"]
+_AREAS = ["info", "train", "demo", "lm", "classify", "forecast", "speech", "seq2seq", "bench", "export"]
 _DEBUG = False
 _KEEP_LOGS = 20   # traceback logs kept in the log folder; older ones are deleted
 

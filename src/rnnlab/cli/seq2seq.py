@@ -1,0 +1,137 @@
+"""``rnnlab train seq2seq`` and ``rnnlab translate``: thin wrappers over ``rnnlab.tasks.seq2seq``.
+
+``rnnlab evaluate RUN [--split test] [--json]`` is the training core's command; it rebuilds the
+task from the run folder and decodes greedily.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    @train_app.command("seq2seq")
+    @with_train_options
+    def train_seq2seq(
+        train: Optional[Path] = typer.Option(None, "--train", help="Pairs file: .tsv/.csv/.jsonl with source and target columns."),
+        valid: Optional[Path] = typer.Option(None, "--valid", help="Held-out pairs (default: a seeded --valid-frac of --train's sources)."),
+        test: Optional[Path] = typer.Option(None, "--test", help="Optional test pairs."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="cmudict | dates (instead of --train)."),
+        dataset_size: int = typer.Option(0, "--dataset-size", help="dates: how many to generate (0 = default)."),
+        fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
+        source_col: str = typer.Option("source", "--source-col", help="Source column (a name or a 0-based position)."),
+        target_col: str = typer.Option("target", "--target-col", help="Target column (a name or a 0-based position)."),
+        no_header: bool = typer.Option(False, "--no-header", help="CSV/TSV without a header: source and target are the first two fields."),
+        source_tokens: str = typer.Option("auto", "--source-tokens", help="char | word | subword (auto: the data set's, char for files)."),
+        target_tokens: str = typer.Option("auto", "--target-tokens", help="char | word | subword (auto: the data set's, char for files)."),
+        shared_vocab: bool = typer.Option(False, "--shared-vocab", help="One vocabulary and embedding for both sides."),
+        min_freq: int = typer.Option(1, "--min-freq", help="Rarer tokens become <unk>."),
+        subword_vocab_size: int = typer.Option(8000, "--subword-vocab-size", help="Subword tokens: BPE vocabulary size."),
+        max_source_len: int = typer.Option(100, "--max-source-len", help="Longest source in tokens (a longer one is an error)."),
+        max_target_len: int = typer.Option(100, "--max-target-len", help="Longest target in tokens; also the decoding limit."),
+        valid_frac: float = typer.Option(0.1, "--valid-frac", help="Held out of --train when no --valid."),
+        cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
+        embed: int = typer.Option(64, "--embed", help="Embedding size."),
+        hidden: int = typer.Option(128, "--hidden", help="Hidden size (split between directions when bidirectional)."),
+        layers: int = typer.Option(1, "--layers", help="Recurrent layers of encoder and decoder."),
+        bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="Encoder reads both directions."),
+        attention: str = typer.Option("general", "--attention", help="none | additive | general | dot."),
+        attention_size: int = typer.Option(0, "--attention-size", help="Additive attention's inner size (0 = --hidden)."),
+        no_input_feeding: bool = typer.Option(False, "--no-input-feeding", help="Decoder input without the previous attentional vector."),
+        dropout: float = typer.Option(0.1, "--dropout", help="On embeddings, between layers and before the output layer."),
+        tied: bool = typer.Option(False, "--tied", help="Tie the decoder's embedding and output weights."),
+        label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing of the training loss."),
+        scheduled_sampling: float = typer.Option(0.0, "--scheduled-sampling", help="Probability of feeding the model's own previous output."),
+        batch_size: int = typer.Option(64, "--batch-size"),
+        metrics: str = typer.Option("auto", "--metrics", help="exact | g2p | text | auto (from the data set; text for files)."),
+        data_seed: int = typer.Option(0, "--data-seed", help="Seeds the held-out part, the batch order and scheduled sampling."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
+        run: TrainArgs = None,
+    ) -> None:
+        """Train an encoder-decoder with attention on source/target pairs."""
+        from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # keeps --help fast
+        from rnnlab.train import load_run  # keeps --help fast
+
+        def build() -> Seq2SeqTask:  # every data error is raised here, before any model is built
+            return Seq2SeqTask(Seq2SeqConfig(
+                train=str(train) if train else "", valid=str(valid) if valid else "", test=str(test) if test else "",
+                dataset=dataset or "", dataset_size=dataset_size, format=fmt, source_col=source_col,
+                target_col=target_col, header=not no_header, source_tokens=source_tokens, target_tokens=target_tokens,
+                shared_vocab=shared_vocab, min_freq=min_freq, subword_vocab_size=subword_vocab_size,
+                max_source_len=max_source_len, max_target_len=max_target_len, valid_frac=valid_frac, cell=cell,
+                embedding_size=embed, hidden_size=hidden, num_layers=layers, bidirectional=bidirectional,
+                attention=attention, attention_size=attention_size, input_feeding=not no_input_feeding,
+                dropout=dropout, tie_embeddings=tied, cell_options=cell_options_from_flags(cell_option),
+                label_smoothing=label_smoothing, scheduled_sampling=scheduled_sampling, batch_size=batch_size,
+                metrics=metrics, seed=data_seed))
+
+        result = run.start(build, **Seq2SeqTask.train_defaults)
+        if run.given.get("quiet"):
+            return
+        task, model, _ = load_run(result.run_dir)
+        m = task.evaluate(model, "valid")
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "n")
+        print(f"seq2seq: run {result.run_dir}, best checkpoint, validation split ({int(m['n'])} sources): {scores}")
+
+    @app.command("translate")
+    def translate_cmd(
+        run_dir: Path = typer.Argument(..., metavar="RUN", help="A seq2seq run folder."),
+        text: Optional[str] = typer.Argument(None, metavar="INPUT", help="Source text; without it, stdin is read line by line."),
+        beam: int = typer.Option(1, "--beam", help="Beam width (1 = greedy)."),
+        nbest: int = typer.Option(1, "--nbest", help="Outputs per input (at most --beam)."),
+        show_attention: bool = typer.Option(False, "--show-attention", help="Print the alignment under each output."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+    ) -> None:
+        """Translate INPUT (or each line of stdin) with a trained seq2seq run.
+
+        Characters or words the model never saw are read as <unk>, counted and reported on stderr.
+        A bad line of stdin (empty, too long) is reported on stderr and left as an empty output
+        line, so outputs stay aligned with inputs; the exit status is then 2.
+        """
+        from collections import Counter
+
+        from rnnlab.errors import ConfigError, DataError, expected  # keeps --help fast
+        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary  # keeps --help fast
+
+        if nbest > beam:
+            raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))
+        task, model = load_seq2seq_run(str(run_dir), checkpoint)
+        unknown: Counter = Counter()
+        with_unknown = bad = total = 0
+        lines = [text] if text is not None else (line.rstrip("\r\n") for line in sys.stdin)
+        for k, line in enumerate(lines, 1):
+            total += 1
+            try:
+                t = task.translate(model, [line], beam, nbest, ["input" if text is not None else f"stdin line {k}"])[0]
+            except DataError as exc:
+                if text is not None:
+                    raise
+                bad += 1
+                print(f"rnnlab: error: {exc}", file=sys.stderr)
+                print(json.dumps({"source": line, "error": str(exc)}, ensure_ascii=False) if as_json else "", flush=True)
+                continue
+            unknown.update(t.unknown)
+            with_unknown += bool(t.unknown)
+            if as_json:
+                rec = {"source": t.source, "outputs": t.outputs, "scores": t.scores, "unknown": t.unknown}
+                if show_attention:
+                    rec.update(source_tokens=t.source_tokens, output_tokens=t.output_tokens, attention=t.attention)
+                print(json.dumps(rec, ensure_ascii=False), flush=True)
+                continue
+            for i, out in enumerate(t.outputs):
+                print(out if len(t.outputs) == 1 else f"{out}\t{t.scores[i]:.4f}", flush=True)
+                if show_attention:
+                    print(attention_text(t, i), flush=True)
+        if with_unknown:
+            print(f"translate: {with_unknown} of {total} inputs held tokens the model never saw, read as <unk>: "
+                  f"{unknown_summary(unknown)}", file=sys.stderr)
+        if bad:
+            raise DataError(expected("translatable input lines", f"all {total}", f"{bad} left untranslated (see above)"))

@@ -1,0 +1,72 @@
+"""End to end through ``rnnlab``: train seq2seq, evaluate --json, translate (argument, stdin, beam, n-best, attention)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from rnnlab.cli.main import main
+
+WORDS = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac", "cba", "aaa", "ccb", "bab", "cac",
+         "abab", "baba", "caca", "acac", "bcbc"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("s2s-cli")
+    data = tmp / "rev.tsv"
+    data.write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1]}\n" for w in WORDS))
+    out = tmp / "run"
+    assert main(["train", "seq2seq", "--train", str(data), "--test", str(data), "--embed", "8", "--hidden", "16",
+                 "--batch-size", "8", "--max-steps", "2", "--out", str(out), "--no-report", "--quiet"]) == 0
+    return out
+
+
+def test_evaluate_json(run, capsys):
+    assert main(["evaluate", str(run), "--split", "test", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["n"] == len(WORDS) and {"loss", "exact", "bleu", "chrf"} <= set(m)
+
+
+def test_translate_argument_beam_nbest_attention(run, capsys):
+    assert main(["translate", str(run), "abc"]) == 0
+    greedy = capsys.readouterr().out.splitlines()
+    assert len(greedy) == 1
+    assert main(["translate", str(run), "abc", "--beam", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == greedy
+    assert main(["translate", str(run), "abc", "--beam", "3", "--nbest", "2", "--json", "--show-attention"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert len(rec["outputs"]) == 2 and rec["source_tokens"] == ["a", "b", "c", "<eos>"]
+    assert len(rec["attention"][0]) == len(rec["output_tokens"][0])
+    assert main(["translate", str(run), "abc", "--show-attention"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == greedy[0] and lines[1].split() == ["a", "b", "c", "$"]
+    assert main(["translate", str(run), "abc", "--beam", "2", "--nbest", "3"]) == 2
+    assert capsys.readouterr().err.startswith("rnnlab: error: --nbest: expected at most --beam")
+
+
+def test_translate_stdin_keeps_lines_aligned(run, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("abc\n\nabz\n" + "a" * 200 + "\ncab\n"))
+    assert main(["translate", str(run)]) == 2
+    cap = capsys.readouterr()
+    out, err = cap.out.split("\n")[:-1], cap.err.splitlines()
+    assert len(out) == 5 and out[1] == "" and out[3] == ""
+    assert err[0] == "rnnlab: error: stdin line 2: expected non-empty text, got an empty line"
+    assert err[1].startswith("rnnlab: error: stdin line 4 (") and "at most 100 tokens" in err[1]
+    assert err[2] == "translate: 1 of 5 inputs held tokens the model never saw, read as <unk>: 'z' x1"
+    assert err[3] == "rnnlab: error: translatable input lines: expected all 5, got 2 left untranslated (see above)"
+
+
+def test_translate_refuses_another_task(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"task": "classify", "task_config": {}, "train_config": {}}))
+    assert main(["translate", str(tmp_path), "abc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected a sequence-to-sequence run (task 'seq2seq'), got a run of task 'classify'" in err[0]
+
+
+def test_train_seq2seq_bad_flags_are_one_line(tmp_path, capsys):
+    assert main(["train", "seq2seq", "--dataset", "dates", "--attention", "luong"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seq2seq attention: expected one of" in err[0]
