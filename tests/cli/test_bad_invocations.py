@@ -58,6 +58,8 @@ USAGE = [
         "Invalid value for '--horizon'"),
     Bad(["train", "speech", "--hidden", "abc"], 2, "Invalid value for '--hidden'"),
     Bad(["transcribe", "run"], 2, "Missing argument"),
+    Bad(["train", "seq2seq", "--hidden", "abc"], 2, "Invalid value for '--hidden'"),
+    Bad(["translate"], 2, "Missing argument 'RUN'"),
     Bad(["train", "probe", "--length", "ten"], 2, "Invalid value for '--length'"),
     Bad(["train", "toy", "--hidden-size", "many"], 2, "Invalid value for '--hidden-size'"),
     Bad(["evaluate"], 2, "Missing argument"),
@@ -93,6 +95,7 @@ LIBRARY = [
     Bad(["predict", "RUN", "--csv", "TEXT"], 1, "expected a classifier"),
     Bad(["train", "speech", "--mode", "phones", "--out", "r3"], 1, "speech mode: expected one of"),
     Bad(["transcribe", "RUN", "TEXT"], 1, "expected a speech run"),
+    Bad(["translate", "RUN", "hello"], 1, "expected a sequence-to-sequence run"),
 ]
 
 
