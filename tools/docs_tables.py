@@ -3,7 +3,7 @@ produce, never typed by hand.
 
     rnnlab demo --quick --out demo-out                       # writes demo-out/results.json
     cp demo-out/results.json docs/data/demo-quick.json
-    rnnlab bench --quick --json docs/data/bench-quick.json
+    rnnlab bench --json docs/data/bench.json                 # 15 repeats; on a quiet machine
     python tools/docs_tables.py            # rewrite the tables between the markers
     python tools/docs_tables.py --check    # exit 1 when a table differs from its JSON (the tests run this)
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_JSON = ROOT / "docs" / "data" / "demo-quick.json"
-BENCH_JSON = ROOT / "docs" / "data" / "bench-quick.json"
+BENCH_JSON = ROOT / "docs" / "data" / "bench.json"
 DEMO_CMD = "rnnlab demo --quick"
-BENCH_CMD = "rnnlab bench --quick"
+BENCH_CMD = "rnnlab bench"
 CELLS = ("rnn", "lstm", "gru")
 LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 METRIC = {"acc": "accuracy", "mse": "MSE", "xent": "cross-entropy"}
@@ -58,6 +58,12 @@ def readme_results() -> str:
         lines.append(f"| {what} | " + " | ".join(_value(cells[c]) if c in cells else "" for c in CELLS)
                      + f" | `{DEMO_CMD}` |")
     bench = json.loads(BENCH_JSON.read_text())
+    train = [r for r in bench if r["kind"] == "train"]
+    if train:    # seconds: the machine is named on the performance page
+        size = (train[0]["T"], train[0]["B"], train[0]["I"], train[0]["H"])
+        ratio = {r["cell"]: r["ratio"] for r in train if (r["T"], r["B"], r["I"], r["H"]) == size}
+        lines.append(f"| training step time / torch.nn's, T={size[0]} B={size[1]} I={size[2]} H={size[3]} | "
+                     + " | ".join(f"{ratio[c]:.2f}" if c in ratio else "" for c in CELLS) + f" | `{BENCH_CMD}` |")
     memory = [r for r in bench if r["kind"] == "memory"]
     if memory:   # bytes, not seconds: the same on every machine
         T = max(r["T"] for r in memory)
@@ -92,14 +98,17 @@ def bench_table() -> str:
     bench = json.loads(BENCH_JSON.read_text())
     m = bench[0]["machine"] if bench else {}
     lines = [f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('threads', '?')} torch threads, "
-             f"torch {m.get('torch', '?')}, large-matmul rate {m.get('gemm_gflops', '?')} GFLOP/s.", "",
-             "| kind | cell or variant | T | B | I | H | engine | rnnlab | torch.nn | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"torch {m.get('torch', '?')}, large-matmul rate {m.get('gemm_gflops', '?')} GFLOP/s; "
+             f"CPU ISA {m.get('cpu_isa', '?')}, torch's CPU capability {m.get('torch_cpu_capability', '?')}, "
+             f"oneDNN GEMM {'on' if m.get('onednn_gemm') else 'off'}; "
+             f"load average {m.get('load_avg_1min', '?')} at the start.", "",
+             "| kind | cell or variant | T | B | I | H | engine | loop | GEMM | rnnlab | torch.nn | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in bench:
         name = r["note"] if r["kind"] == "variant" else r["cell"]
         engine = r["engine"] or ("ORT" if r["kind"] == "onnx" else "")
         lines.append(f"| {r['kind']} | {name} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {engine} | "
-                     f"{_amount(r, r['rnnlab'])} | {_amount(r, r['torch'])} | {r['ratio']:.2f} |")
+                     f"{r.get('loop') or ''} | {r.get('gemm') or ''} | {_amount(r, r['rnnlab'])} | {_amount(r, r['torch'])} | {r['ratio']:.2f} |")
     return "\n".join(lines)
 
 
