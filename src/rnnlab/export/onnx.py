@@ -207,6 +207,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") 
     from rnnlab.train.rundir import load_run
 
     task, model, _ = load_run(run_dir, checkpoint)
+    if getattr(task, "kind", None) == "frames":     # video clips: uint8 frames in, no training data needed
+        from rnnlab.tasks.video import export_frames
+
+        return export_frames(task, model, path)
     batch = next(iter(task.train_batches(0)))
     x = batch["x"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (tuple, list)) else batch)
     if not isinstance(x, torch.Tensor):

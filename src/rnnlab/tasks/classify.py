@@ -238,6 +238,9 @@ def _subset(ex: TextExamples | SequenceExamples, idx: np.ndarray) -> TextExample
     if isinstance(ex, TextExamples):
         return dataclasses.replace(ex, texts=[ex.texts[i] for i in pick], labels=[ex.labels[i] for i in pick],
                                    lines=[ex.lines[i] for i in pick])
+    if hasattr(ex, "clips"):   # rnnlab.data.frames.FrameExamples
+        return dataclasses.replace(ex, clips=[ex.clips[i] for i in pick], labels=[ex.labels[i] for i in pick],
+                                   lines=[ex.lines[i] for i in pick])
     return dataclasses.replace(ex, seqs=[ex.seqs[i] for i in pick], labels=[ex.labels[i] for i in pick],
                                lines=[ex.lines[i] for i in pick])
 

@@ -218,3 +218,41 @@ def report_sections(task: Any, model: nn.Module, n_clips: int = 4) -> list:
     finally:
         model.train(was)
     return sections
+
+
+# ----------------------------------------------------------------------------- export
+
+
+class FullClips(nn.Module):
+    """The classifier on clips that all have every frame (no lengths input): the recurrent
+    layers run unpacked, which is what ONNX's fused LSTM/GRU/RNN operators express. With
+    uniform ``--frames N`` sampling every clip of N frames or more is such a clip."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        emb = m.embed(x)
+        # An explicit zero state shaped from the input keeps the batch axis dynamic in the graph.
+        h0 = emb[0, :, :1].mul(0).unsqueeze(0).repeat(m.num_layers * m.dirs, 1, m.rnn.hidden_size)
+        out, h_n = m.rnn(emb, (h0, h0) if str(m.rnn.mode).lower() == "lstm" else h0)
+        if isinstance(h_n, tuple):
+            h_n = h_n[0]
+        if m.pool == "last":                              # the last layer's final states, both directions
+            pooled = torch.cat(list(h_n[-m.dirs:]), dim=-1)
+        else:
+            pooled = out.mean(0) if m.pool == "mean" else out.amax(0)
+        return m.head(pooled)
+
+
+def export_frames(task: Any, model: nn.Module, path: Any) -> Any:
+    """ONNX graph ``frames`` (T, B, H, W, C) uint8 -> ``logits`` (B, classes); T and B dynamic."""
+    from rnnlab.export.onnx import export_onnx
+
+    h, w, c = task.frame_shape
+    x = torch.randint(0, 256, (3, 2, h, w, c), dtype=torch.uint8)
+    return export_onnx(FullClips(model).eval(), path, example_inputs=(x,), input_names=["frames"],
+                       output_names=["logits"], dynamic_axes={"frames": {0: "frames", 1: "batch"},
+                                                              "logits": {0: "batch"}})
