@@ -3,10 +3,10 @@
 The model is the classifier of :mod:`rnnlab.tasks.classify` with a frame encoder in place of
 its embedding (the LRCN pattern, Donahue et al. 2015)::
 
-    frames (T, B, C, H, W) --frame encoder, one frame at a time--> (T, B, E)
+    frames (T, B, H, W, C) uint8 --frame encoder, one frame at a time--> (T, B, E)
     --rnnlab RNN/LSTM/GRU--> pooling over valid steps --> logits (B, C)
 
-Frame encoders: ``cnn``, a small CNN defined here (conv blocks, then global average pooling);
+Frame encoders: ``cnn``, a small CNN defined here (conv blocks, then global pooling);
 or a torchvision backbone (``torchvision:resnet18`` and the like) when torchvision is installed
 and a weights file is given, frozen unless ``finetune_backbone``.
 
