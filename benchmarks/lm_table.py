@@ -1,4 +1,4 @@
-"""The README's language-model table: each row is one ``rnnlab train lm`` command, run as a
+"""The language-model table of docs/results.md: each row is one ``rnnlab train lm`` command, run as a
 subprocess and timed, then scored from its run folder.
 
 Rows (pick with ``--rows``; all by default):
@@ -6,14 +6,14 @@ Rows (pick with ``--rows``; all by default):
 * ``tm-rnn``, ``tm-gru``, ``tm-lstm`` — d2l's setting on The Time Machine (d2l §9.5/§10.1-10.2):
   d2l's cleaning (lower-case letters and spaces), one-hot input, 1 layer of 256, batch 32,
   bptt 35, SGD lr 1, clip 1. d2l trains 500 epochs and reports *training* perplexity 1.0-1.3;
-  we also hold out the last 10 % of the book (contiguous: 5 % valid, 5 % test) for held-out perplexities.
+  these rows also hold out the last 10 % of the book (contiguous: 5 % valid, 5 % test) for held-out perplexities.
 * ``shakespeare-3min`` and ``shakespeare-long`` — a character LSTM on tiny Shakespeare with a
   3-minute and a longer wall-clock budget; the figure is validation loss in nats/char.
 * ``wikitext2`` — pytorch/examples' word_language_model defaults (2-layer LSTM, emsize 200,
   nhid 200, dropout 0.2, bptt 35, batch 20, SGD lr 20, clip 0.25, lr / 4 on a validation
   plateau) with the wall-clock budget given; validation and test perplexity.
 
-Usage (from the repository root; corpora in ../shared/data or wherever --data-dir says)::
+Usage (from the repository root; the corpora are read from --data-dir, a folder with a local copy of each)::
 
     python benchmarks/lm_table.py --rows tm-lstm --tm-epochs 500
     python benchmarks/lm_table.py --rows shakespeare-3min,shakespeare-long --long-seconds 1800

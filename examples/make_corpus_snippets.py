@@ -12,7 +12,7 @@ answer away). Each corpus is cut *contiguously* into 80% train / 10% valid / 10%
 words before snippets are taken (no snippet shares text with another split), and every class
 gets the same number of snippets per split, so the majority-class baseline is 1/3.
 
-    python examples/make_corpus_snippets.py --data-dir ../shared/data --out work/snippets
+    python examples/make_corpus_snippets.py --data-dir DATA --out work/snippets
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Every error a user can cause (a bad shape, a bad file, a bad flag) is raised as one of
 these, with a message that names the thing, the expected value and the received value.
 They subclass the built-in type a Python user would catch (ValueError, TypeError, ...),
-so ``except ValueError`` keeps working. The CLI prints the message on one line and exits
+so ``except ValueError`` keeps working, and also the type torch.nn raises for the same mistake
+(a shape error is a RuntimeError too, a dtype mismatch a ValueError too, a non-integer size a
+TypeError), so code written against torch.nn's modules catches rnnlab's errors unchanged. The CLI prints the message on one line and exits
 non-zero; a traceback is shown only with ``--debug``.
 """
 
@@ -18,15 +20,19 @@ class ConfigError(RnnlabError, ValueError):
     """An invalid constructor argument, option or flag value."""
 
 
-class ShapeError(RnnlabError, ValueError):
+class ConfigTypeError(ConfigError, TypeError):
+    """A constructor argument of the wrong type (a float size, a non-bool flag)."""
+
+
+class ShapeError(RnnlabError, ValueError, RuntimeError):
     """A tensor whose shape does not fit (input size, hidden state, batch)."""
 
 
-class DTypeError(RnnlabError, TypeError):
+class DTypeError(RnnlabError, TypeError, ValueError):
     """Tensors of different dtypes, or a dtype the engine does not support."""
 
 
-class DeviceError(RnnlabError, ValueError):
+class DeviceError(RnnlabError, ValueError, RuntimeError):
     """Tensors on different devices."""
 
 
@@ -46,6 +52,16 @@ class NonFiniteError(RnnlabError, FloatingPointError):
     """Training produced a NaN or infinite loss or gradient."""
 
 
+def with_torch(message: str, torch_message: str) -> str:
+    """rnnlab's message followed by torch.nn's for the same mistake, which code written against
+    torch.nn may match: ``<message> (torch.nn: <torch_message>)``."""
+    return f"{message} (torch.nn: {torch_message})"
+
+
 def expected(what: str, want: object, got: object) -> str:
-    """The one message shape we use: ``<what>: expected <want>, got <got>``."""
+    """The one message shape of rnnlab's errors: ``<what>: expected <want>, got <got>``."""
     return f"{what}: expected {want}, got {got}"
+
+
+class OutputError(RnnlabError, OSError):
+    """An output path that must not be written (an input, a folder, a run's own file) or a write that failed."""

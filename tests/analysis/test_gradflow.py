@@ -23,7 +23,7 @@ def test_memory_horizon_on_a_synthetic_decay():
 
 def test_recorded_norms_match_autograd_through_an_explicit_loop():
     torch.manual_seed(0)
-    task = ProbeTask(ProbeConfig(probe="checksum", length=12, cell="rnn", hidden=6, test_size=16))
+    task = ProbeTask(ProbeConfig(probe="checksum", length=12, cell="rnn", hidden_size=6, test_size=16))
     model = task.build_model()
     gf = probe_grad_flow(task, model, n=16)
     assert gf.dh.shape == (12,) and gf.dc is None and gf.cell == "rnn"
@@ -45,7 +45,7 @@ def test_recorded_norms_match_autograd_through_an_explicit_loop():
 
 def test_lstm_flow_has_cell_norms_and_gates_have_shapes():
     torch.manual_seed(0)
-    task = ProbeTask(ProbeConfig(probe="segments", length=16, cell="lstm", hidden=5, test_size=20))
+    task = ProbeTask(ProbeConfig(probe="segments", length=16, cell="lstm", hidden_size=5, test_size=20))
     model = task.build_model()
     gf = probe_grad_flow(task, model)
     assert gf.dc is not None and gf.dc.shape == (16,) and gf.dh[0] > 0
@@ -53,5 +53,5 @@ def test_lstm_flow_has_cell_norms_and_gates_have_shapes():
     assert set(st.values) == {"i", "f", "o"}
     assert st.example["f"].shape == (5, 16) and st.example_tokens.shape == (16,)
     assert all(0 <= v <= 1 for v in st.mean.values())
-    rnn = ProbeTask(ProbeConfig(probe="segments", length=16, cell="rnn", hidden=5, test_size=20))
+    rnn = ProbeTask(ProbeConfig(probe="segments", length=16, cell="rnn", hidden_size=5, test_size=20))
     assert probe_gate_stats(rnn, rnn.build_model()) is None

@@ -30,9 +30,9 @@ def test_classify_commands(tmp_path, capsys):
 
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nok,maybe\n")
-    assert main(["evaluate", str(run), "--csv", str(bad)]) == 2
+    assert main(["evaluate", str(run), "--csv", str(bad)]) == 1
     assert "unseen 'maybe'" in capsys.readouterr().err
-    assert main(["train", "classify", "--train", str(data), "--text-col", "body"]) == 2
+    assert main(["train", "classify", "--train", str(data), "--text-col", "body"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rnnlab: error:") and "--text-col 'body' not found" in err
 
@@ -59,5 +59,5 @@ def test_forecast_commands(tmp_path, capsys):
     assert main(["evaluate", str(run), "--csv", str(data), "--json"]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["windows"] == 120 - 16 - 4 + 1 and "snaive_mase" in m
-    assert main(["backtest", str(run), "--csv", str(data), "--windows", "50"]) == 2
+    assert main(["backtest", str(run), "--csv", str(data), "--windows", "50"]) == 1
     assert "16 + 50 x 4 = 216 rows, got 120" in capsys.readouterr().err

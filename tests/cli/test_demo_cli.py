@@ -13,9 +13,9 @@ def test_probe_json(capsys):
 
 
 def test_probe_and_demo_errors(capsys):
-    assert main(["probe", "nope"]) == 2
+    assert main(["probe", "nope"]) == 1
     assert "probe: expected one of" in capsys.readouterr().err
-    assert main(["demo", "--quick", "--full"]) == 2
+    assert main(["demo", "--quick", "--full"]) == 1
 
 
 def test_train_probe_makes_a_run_folder_with_a_report(tmp_path):

@@ -202,7 +202,7 @@ def test_forecast_duplicate_and_unsorted_timestamps(tmp_path):
 
 def test_forecast_missing_policies_leave_no_nan(tmp_path):
     path = write(tmp_path, "m.csv", "y,x\n1,5\nNA,6\n3,\n4,8\n")
-    with pytest.raises(DataError, match=r"m.csv, line 3: expected a value, got a missing cell"):
+    with pytest.raises(DataError, match=r"m.csv, line 3, column 'y': expected a value, got a missing cell"):
         load_forecast_table(path, ["y"], ["x"])
     fr = load_forecast_table(path, ["y"], ["x"], missing="interpolate")
     assert fr.targets[:, 0].tolist() == [1, 2, 3, 4] and fr.covariates[:, 0].tolist() == [5, 6, 7, 8]
@@ -236,7 +236,7 @@ def test_scaler_round_trip_and_constant_column():
 
 def test_one_column_file_blank_line_is_a_missing_cell_not_a_skipped_row(tmp_path):
     path = write(tmp_path, "one.csv", "y\n1\n\n3\n\n\n")
-    with pytest.raises(DataError, match=r"one.csv, line 3: expected a value, got a missing cell"):
+    with pytest.raises(DataError, match=r"one.csv, line 3, column 'y': expected a value, got a missing cell"):
         load_forecast_table(path, ["y"])
     fr = load_forecast_table(path, ["y"], missing="interpolate")
     assert fr.targets[:, 0].tolist() == [1, 2, 3] and fr.lines == [2, 3, 4]  # trailing blank lines end the file

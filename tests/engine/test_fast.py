@@ -116,7 +116,7 @@ def test_engines_registered() -> None:
 
 def test_checkpoint_engine_bounds_saved_activations() -> None:
     """Recomputation keeps segment-boundary states only: far below the full scan's buffers."""
-    from rnnlab.bench import activation_bytes
+    from rnnlab.suites.bench import activation_bytes
 
     x = torch.randn(400, 2, 3)
     full = activation_bytes(rnnlab.LSTM(3, 8, engine="reference"), x)
@@ -168,7 +168,7 @@ def test_fast_equals_reference_at_sizes_that_use_onednn(cls, packed, onednn, thr
     fast_mod.set_onednn(onednn)
     torch.set_num_threads(threads)
     try:                                          # the step product really goes where the parameter says
-        assert fast_mod.gemm_backend(B, H, G * H) == ("onednn" if onednn and K.onednn_found() else "blas")
+        assert fast_mod.gemm_backend(B, H, G * H) == ("onednn" if onednn and K.onednn_state()[0] else "blas")
         _compare("fast", cls, {}, torch.float32, packed, False, size=LARGE[cls], scaled=1e-5)
     finally:
         torch.set_num_threads(old)
@@ -193,7 +193,7 @@ def test_gemm_backend_choice_depends_on_shape_and_dtype_only() -> None:
     K = fast_mod._KERNELS.module
     assert fast_mod.gemm_backend(8, 64, 256) == "blas"              # small: a oneDNN call's fixed cost dominates
     big = fast_mod.gemm_backend(32, 256, 1024)
-    assert big == ("onednn" if K.onednn_found() else "blas") and fast_mod.onednn_in_use() == (big == "onednn")
+    assert big == ("onednn" if K.onednn_state()[0] else "blas") and fast_mod.onednn_in_use() == (big == "onednn")
     fast_mod.set_onednn(False)
     try:
         assert fast_mod.gemm_backend(32, 256, 1024) == "blas"

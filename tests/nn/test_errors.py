@@ -133,12 +133,25 @@ def test_device_mismatch(name: str) -> None:
 
 
 # ------------------------------------------------------------------ constructors
-@pytest.mark.parametrize("name", list(LAYERS) + list(CELLS))
+@pytest.mark.parametrize("name", list(LAYERS))
 @pytest.mark.parametrize("hidden", [0, -3])
 def test_hidden_size_must_be_positive(name: str, hidden: int) -> None:
-    cls = {**LAYERS, **CELLS}[name]
-    with raises(ConfigError, "hidden_size", "> 0", f"got {hidden}"):
-        cls(3, hidden)
+    with raises(ConfigError, "hidden_size", "> 0", f"got {hidden}", "hidden_size must be greater than zero"):
+        LAYERS[name](3, hidden)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_cell_sizes_may_be_zero_like_torch(name: str) -> None:
+    """torch.nn's cells take sizes of 0 (and refuse negative ones with a RuntimeError)."""
+    ref, ours = getattr(nn, name)(0, 0), CELLS[name](0, 0)
+    x = torch.randn(2, 0)
+    out_ref, out = ref(x), ours(x)
+    assert [t.shape for t in torch.utils._pytree.tree_flatten(out)[0]] == \
+        [t.shape for t in torch.utils._pytree.tree_flatten(out_ref)[0]]
+    with pytest.raises(RuntimeError):
+        getattr(nn, name)(3, -3)
+    with raises(ShapeError, "hidden_size", ">= 0", "got -3"):
+        CELLS[name](3, -3)
 
 
 @pytest.mark.parametrize("name", list(LAYERS) + list(CELLS))
@@ -172,8 +185,11 @@ def test_proj_size_must_be_below_hidden_size(proj: int) -> None:
 
 
 def test_proj_size_on_gru() -> None:
-    with raises(ConfigError, "proj_size", "expected 0", "LSTM", "got 2"):
-        rnnlab.GRU(3, 4, proj_size=2)
+    for cls in (rnnlab.GRU, rnnlab.RNN):
+        for proj in (2, 0):                        # torch.nn refuses the keyword whatever its value
+            with raises(ConfigError, "proj_size", "LSTM", f"got {proj}",
+                        "proj_size argument is only supported for LSTM, not RNN or GRU"):
+                cls(3, 4, proj_size=proj)
 
 
 @pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.RNNCell])

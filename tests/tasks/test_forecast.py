@@ -193,7 +193,7 @@ def test_missing_values_never_reach_the_model(tmp_path):
     path = tmp_path / "gaps.csv"
     y = [f"{np.sin(i / 3):.3f}" if i % 7 else "" for i in range(80)]
     path.write_text("y\n" + "\n".join(y) + "\n")
-    with pytest.raises(DataError, match=r"gaps.csv, line 2: expected a value, got a missing cell"):
+    with pytest.raises(DataError, match=r"gaps.csv, line 2, column 'y': expected a value, got a missing cell"):
         ForecastTask(ForecastConfig(data=str(path), targets=["y"], context=8, horizon=2))
     task = ForecastTask(ForecastConfig(data=str(path), targets=["y"], context=8, horizon=2, missing="interpolate"))
     for batch in task.train_batches(0):

@@ -27,7 +27,7 @@ def text_file(tmp_path):
 
 
 def small_task(path, **kw) -> LMTask:
-    cfg = dict(text=str(path), hidden=24, bptt=10, batch_size=8, eval_batch_size=4, seed=0)
+    cfg = dict(text=str(path), hidden_size=24, bptt=10, batch_size=8, eval_batch_size=4, seed=0)
     cfg.update(kw)
     return LMTask(cfg)
 
@@ -46,19 +46,19 @@ def test_task_follows_the_contract_and_rebuilds_from_config_and_metadata(text_fi
 
 
 def test_model_uses_rnnlab_layers_and_ties_weights():
-    m = LanguageModel(50, "gru", hidden=16, layers=2, embed=16, dropout=0.1, tied=True)
+    m = LanguageModel(50, "gru", hidden_size=16, num_layers=2, embed=16, dropout=0.1, tied=True)
     assert isinstance(m.rnn, rnnlab.GRU)
     assert m.decoder.weight is m.embedding.weight
     logits, h = m(torch.randint(0, 50, (7, 3)))
     assert logits.shape == (7, 3, 50) and h.shape == (2, 3, 16)
-    one_hot = LanguageModel(50, "rnn", hidden=8, embed=0)
+    one_hot = LanguageModel(50, "rnn", hidden_size=8, embed=0)
     assert one_hot.embedding is None and one_hot.rnn.input_size == 50
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_carrying_state_through_chunks_equals_one_long_forward(cell):
     torch.manual_seed(0)
-    m = LanguageModel(30, cell, hidden=12, layers=2, embed=8).double().eval()
+    m = LanguageModel(30, cell, hidden_size=12, num_layers=2, embed=8).double().eval()
     x = torch.randint(0, 30, (23, 4))  # (T, B)
     whole, _ = m(x)
     state, parts = None, []
@@ -225,7 +225,7 @@ def test_unknown_dataset_name(no_model):
 
 
 @pytest.mark.parametrize("kw, word", [
-    ({"cell": "transformer"}, "--cell"), ({"level": "byte"}, "--level"), ({"hidden": 0}, "--hidden"),
+    ({"cell": "transformer"}, "--cell"), ({"level": "byte"}, "--level"), ({"hidden_size": 0}, "--hidden"), ({"layers": 0}, "--layers"),
     ({"dropout": 1.0}, "--dropout"), ({"tied": True, "embed": 8}, "--tied"), ({"tied": True, "embed": 0}, "--tied"),
     ({"sampling": "shuffle"}, "sampling"), ({"preprocess": "nfc"}, "preprocess"),
 ])
@@ -245,7 +245,7 @@ def test_config_rejects_unknown_keys_and_needs_one_source(text_file):
 
 def test_tied_default_embed_is_hidden(text_file):
     t = small_task(text_file, level="word", tied=True)
-    assert t.cfg.embed == t.cfg.hidden == 24
+    assert t.cfg.embed == t.cfg.hidden_size == 24
 
 
 def test_report_sections_have_curves_and_samples(text_file, tmp_path):
@@ -282,7 +282,7 @@ def test_cli_train_writes_an_lm_run_with_perplexities(cli_run):
     from rnnlab.tasks.lm import summarize_run
 
     cfg = json.loads((cli_run / "config.json").read_text())
-    assert cfg["task"] == "lm" and cfg["task_config"]["hidden"] == 24
+    assert cfg["task"] == "lm" and cfg["task_config"]["hidden_size"] == 24
     s = summarize_run(cli_run)
     assert s["steps"] == 40 and s["valid_ppl"] < 12 and s["tokens_per_s"] > 0  # chance is ~30
     assert math.isclose(s["valid_bpc"], s["valid_loss"] / math.log(2))
@@ -307,15 +307,15 @@ def test_cli_generate_errors_name_the_problem(cli_run, tmp_path, capsys, monkeyp
     def no_load(*a, **k):
         raise AssertionError("weights were loaded")
     monkeypatch.setattr(rundir, "load_run", no_load)
-    assert main(["generate", str(cli_run), "--prime", "the QX", "--length", "5"]) == 2
+    assert main(["generate", str(cli_run), "--prime", "the QX", "--length", "5"]) == 1
     assert "'Q', 'X'" in capsys.readouterr().err
     other = tmp_path / "other-run"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"task": "classify", "task_config": {}, "train_config": {}}))
-    assert main(["generate", str(other), "--length", "5"]) == 2
+    assert main(["generate", str(other), "--length", "5"]) == 1
     err = capsys.readouterr().err
     assert "language model" in err and "'classify'" in err
-    assert main(["generate", str(tmp_path), "--length", "5"]) == 2
+    assert main(["generate", str(tmp_path), "--length", "5"]) == 1
     assert "language-model run" in capsys.readouterr().err
 
 
@@ -339,7 +339,7 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_file):
     from rnnlab.train import TrainConfig, fit, resume
     from rnnlab.train.metrics import read_records
 
-    cfg = dict(text=str(text_file), hidden=16, layers=2, embed=8, dropout=0.1, bptt=10, batch_size=8, eval_batch_size=4)
+    cfg = dict(text=str(text_file), hidden_size=16, num_layers=2, embed=8, dropout=0.1, bptt=10, batch_size=8, eval_batch_size=4)
     tc = TrainConfig(max_steps=36, optimizer="adam", lr=0.01, quiet=True, threads=1, eval_every=20, report=False)
     fit(LMTask(cfg), tc, out=tmp_path / "whole")
     fit(LMTask(cfg), tc.replace(max_steps=13), out=tmp_path / "cut")  # mid-epoch: epoch 0 has about 30 batches
@@ -366,5 +366,13 @@ def test_cli_evaluate_prints_test_perplexity_and_scores_a_text_file(cli_run, tmp
     # 105 characters: 104 next-character targets, a multiple of the eval batch size (4), all scored.
     assert json.loads(capsys.readouterr().out)["tokens"] == 104
     f.write_text("   \n")
-    assert main(["evaluate", str(cli_run), "--text", str(f)]) == 2
+    assert main(["evaluate", str(cli_run), "--text", str(f)]) == 1
     assert "whitespace" in capsys.readouterr().err
+
+
+def test_a_config_saved_with_the_older_names_loads():
+    # Run folders written by rnnlab 0.1.0 name the stack's size hidden/layers.
+    cfg = LMConfig.from_dict({"text": "x", "hidden": 12, "layers": 2})
+    assert (cfg.hidden_size, cfg.num_layers) == (12, 2)
+    with pytest.raises(ConfigError):
+        LMConfig.from_dict({"text": "x", "hidden": 12, "hidden_size": 12})

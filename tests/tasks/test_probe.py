@@ -10,7 +10,7 @@ from rnnlab.train.task import Task, build_task
 
 
 def test_is_a_registered_task_and_rebuilds_from_its_config():
-    t = ProbeTask(ProbeConfig(probe="segments", length=20, cell="gru", hidden=8))
+    t = ProbeTask(ProbeConfig(probe="segments", length=20, cell="gru", hidden_size=8))
     assert isinstance(t, Task)
     again = build_task("probe", t.config_dict(), t.metadata())
     assert again.config_dict() == t.config_dict()
@@ -31,7 +31,7 @@ def test_train_batches_are_deterministic_and_shards_partition_the_batch():
 
 def test_model_outputs_per_probe():
     for probe, shape in [("checksum", (5, 2)), ("adding", (5,)), ("copy", (30, 5, 9))]:
-        t = ProbeTask(ProbeConfig(probe=probe, length=10, cell="rnn", hidden=4))
+        t = ProbeTask(ProbeConfig(probe=probe, length=10, cell="rnn", hidden_size=4))
         m = t.build_model()
         assert tuple(m(t.spec.generate(10, 5, 0).x).shape) == shape
         ev = t.evaluate(m)
@@ -39,15 +39,15 @@ def test_model_outputs_per_probe():
 
 
 def test_memory_bias_sets_the_memory_gate_only():
-    m = ProbeTask(ProbeConfig(cell="lstm", hidden=4, memory_bias=3.0)).build_model()
+    m = ProbeTask(ProbeConfig(cell="lstm", hidden_size=4, memory_bias=3.0)).build_model()
     b = m.rnn.bias_ih_l0 + m.rnn.bias_hh_l0
     assert torch.allclose(b[4:8], torch.full((4,), 3.0)) and torch.allclose(b[:4], torch.full((4,), -3.0))
-    g = ProbeTask(ProbeConfig(cell="gru", hidden=4, memory_bias=3.0)).build_model()
+    g = ProbeTask(ProbeConfig(cell="gru", hidden_size=4, memory_bias=3.0)).build_model()
     assert torch.allclose((g.rnn.bias_ih_l0 + g.rnn.bias_hh_l0)[4:8], torch.full((4,), 3.0))
 
 
 @pytest.mark.parametrize("bad", [{"cell": "tcn"}, {"probe": "nope"}, {"length": 0}, {"params": {"x": 1}},
-                                 {"hidden": "8"}, {"bogus": 1}])
+                                 {"hidden_size": "8"}, {"bogus": 1}, {"hidden": 8, "hidden_size": 8}])
 def test_config_errors(bad):
     with pytest.raises(ConfigError):
         ProbeConfig.from_dict(bad)
@@ -55,9 +55,17 @@ def test_config_errors(bad):
 
 def test_short_lstm_run_beats_chance_on_checksum(tmp_path):
     torch.set_num_threads(1)
-    r = run_probe("checksum", "lstm", 10, steps=150, hidden=32, lr=1e-2, memory_bias=4.0,
+    r = run_probe("checksum", "lstm", 10, steps=150, hidden_size=32, lr=1e-2, memory_bias=4.0,
                   out=str(tmp_path / "run"))
     assert r.steps == 150 and len(r.loss_curve) == 150
     assert r.chance == 0.5 and r.value >= 0.8, r.value
     assert (tmp_path / "run").is_dir()             # trained through the core's run folder
     assert r.params == sum(p.numel() for p in r.model.parameters())
+
+
+def test_a_config_saved_with_the_older_names_loads():
+    # Run folders written by rnnlab 0.1.0 name the stack's size hidden/layers.
+    cfg = ProbeConfig.from_dict({"cell": "gru", "hidden": 6, "layers": 2})
+    assert (cfg.hidden_size, cfg.num_layers) == (6, 2)
+    rnn = ProbeTask(cfg).build_model().rnn
+    assert (rnn.hidden_size, rnn.num_layers) == (6, 2)

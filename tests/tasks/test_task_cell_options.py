@@ -95,9 +95,9 @@ def test_config_keeps_the_canonical_options_and_default_is_empty():
 
 
 def test_options_reach_the_layers_of_every_task(text_file, tmp_path):
-    lm = LMTask(dict(text=str(text_file), hidden=8, bptt=5, batch_size=4, cell_options={"layer_norm": True}))
+    lm = LMTask(dict(text=str(text_file), hidden_size=8, bptt=5, batch_size=4, cell_options={"layer_norm": True}))
     assert LN_PARAMS <= _param_names(lm.build_model().rnn)
-    plain = LMTask(dict(text=str(text_file), hidden=8, bptt=5, batch_size=4))
+    plain = LMTask(dict(text=str(text_file), hidden_size=8, bptt=5, batch_size=4))
     assert not any(n.startswith("ln_") for n in _param_names(plain.build_model().rnn))
 
     data = tmp_path / "d.csv"
@@ -115,7 +115,7 @@ def test_options_reach_the_layers_of_every_task(text_file, tmp_path):
     H = 4   # LSTM gate order i|f|g|o: the forget gate's bias starts at 2 (split over the two biases)
     assert torch.allclose(rnn.bias_ih_l0[H:2 * H] + rnn.bias_hh_l0[H:2 * H], torch.full((H,), 2.0))
 
-    probe = ProbeTask(ProbeConfig(length=6, hidden=4, cell_options={"init": "chrono", "t_max": 6}))
+    probe = ProbeTask(ProbeConfig(length=6, hidden_size=4, cell_options={"init": "chrono", "t_max": 6}))
     assert probe.build_model().rnn.options.init == "chrono"
 
 
@@ -142,10 +142,10 @@ def test_lm_run_saves_options_and_resume_generate_evaluate_rebuild_them(text_fil
 
 def test_cli_errors_name_the_flag(text_file, tmp_path, capsys):
     assert main(["train", "lm", "--text", str(text_file), "--cell", "rnn", "--cell-option", "layer_norm=1",
-                 "--out", str(tmp_path / "r")]) == 2
+                 "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "--cell-option" in err and "layer_norm" in err and not (tmp_path / "r").exists()
-    assert main(["probe", "adding", "--length", "6", "--cell-option", "colour=red"]) == 2
+    assert main(["probe", "adding", "--length", "6", "--cell-option", "colour=red"]) == 1
     assert "--cell-option key" in capsys.readouterr().err
 
 
@@ -167,7 +167,7 @@ def test_probe_commands_take_cell_options(tmp_path, capsys):
 
 
 def test_demo_ablation_plan_is_in_default_and_full_but_not_quick():
-    from rnnlab.report.demo import DemoConfig
+    from rnnlab.suites.demo import DemoConfig
 
     assert DemoConfig(suite="quick").ablation_plan() == []
     plan = DemoConfig(suite="default").ablation_plan()
@@ -179,11 +179,11 @@ def test_demo_ablation_plan_is_in_default_and_full_but_not_quick():
 
 
 def test_demo_runs_the_ablation_and_reports_it(tmp_path, monkeypatch):
-    from rnnlab.report import demo
+    from rnnlab.suites import demo
 
     monkeypatch.setitem(demo.SUITES, "default", {"steps": 2, "checksum_steps": 2, "ablation": True,
                                                  "lengths": {"checksum": [6], "adding": [5]}})
-    cfg = demo.DemoConfig(suite="default", hidden=4, cells=["lstm"])
+    cfg = demo.DemoConfig(suite="default", hidden_size=4, cells=["lstm"])
     res = demo.run_demo(cfg, tmp_path / "demo", progress=False)
     data = json.loads(res.results_json.read_text())
     assert len(data["records"]) == 2 and all("variant" not in r for r in data["records"])

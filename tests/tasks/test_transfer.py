@@ -20,7 +20,7 @@ LINES = ["the film was good and i love it", "the film was bad and i hate it", "a
 def lm_run(tmp_path, level: str, embed: int):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(LINES * 20) + "\n")
-    task = LMTask(dict(text=str(text), level=level, hidden=8, embed=embed, bptt=6, batch_size=2))
+    task = LMTask(dict(text=str(text), level=level, hidden_size=8, embed=embed, bptt=6, batch_size=2))
     out = tmp_path / f"lm-{level}"
     fit(task, TrainConfig(max_steps=3, quiet=True, report=False), out=out)
     return out

@@ -71,3 +71,11 @@ def test_metrics_log_truncates_to_a_record_count_and_drops_a_torn_line(tmp_path)
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 4
     log2.log({"kind": "train", "step": 4, "loss": float("nan")})
     assert read_records(tmp_path / "metrics.jsonl")[-1]["loss"] == "nan"
+
+
+def test_for_task_starts_from_the_tasks_training_defaults():
+    from rnnlab.tasks.lm import LMTask
+
+    cfg = TrainConfig.for_task(LMTask, max_steps=5)
+    assert (cfg.optimizer, cfg.lr, cfg.clip, cfg.max_steps) == ("sgd", 1.0, 1.0, 5)
+    assert TrainConfig.for_task(object()) == TrainConfig()

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-# Which gates to show, in what order, and what each one means (SPEC.md).
+from rnnlab.engine import record_gates
+
+# Which gates to show, in what order, and what each one means.
 GATE_NAMES = {
     "lstm": {"i": "input gate i (write)", "f": "forget gate f (keep)", "o": "output gate o (show)"},
     "gru": {"z": "update gate z (keep)", "r": "reset gate r"},
@@ -36,8 +38,6 @@ class GateStats:
 
 def gate_stats(model: nn.Module, x: Tensor, example: int = 0, seed: int = 0) -> GateStats | None:
     """Record the first layer's gates of ``model(x)`` (x: (T, B) or (T, B, F)); None for a plain RNN."""
-    from rnnlab.engine import record_gates
-
     was_training = model.training
     model.eval()
     try:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnlab.data.probes import probe_loss
+from rnnlab.engine import record_grad_norms
 from rnnlab.errors import ShapeError, expected
 
 HORIZON_RATIO = 1e-3
@@ -87,8 +89,6 @@ def grad_flow(model: nn.Module, x: Tensor, loss_fn: Callable[[nn.Module, Tensor]
     the loss is well defined. Parameter gradients are left as they were (zeroed before and
     restored after), so calling this on a model in training does not disturb it.
     """
-    from rnnlab.engine import record_grad_norms
-
     saved = {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()}
     was_training = model.training
     model.eval()
@@ -113,8 +113,6 @@ def grad_flow(model: nn.Module, x: Tensor, loss_fn: Callable[[nn.Module, Tensor]
 def probe_grad_flow(task, model: nn.Module, n: int = 256) -> GradFlow:
     """:func:`grad_flow` on the first ``n`` test samples of a probe task, with the loss at the
     last step only (for ``copy``, the last recalled symbol)."""
-    from rnnlab.tasks.probe import probe_loss
-
     test = task.test_batch()
     x, y = test.x[:, :n], test.y[..., :n]
     spec = task.spec

@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rnnlab.report.html import matplotlib_agg
+from rnnlab.analysis.gates import GATE_NAMES
+from rnnlab.report.html import pyplot
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
 STYLES = {"rnn": "o-", "lstm": "s-", "gru": "^--"}   # distinct markers: equal scores stay visible
@@ -15,16 +16,13 @@ LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 def _plt():
-    matplotlib_agg()
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def metric_vs_length(records: Sequence[Mapping[str, Any]], tasks: Sequence[str]):
     """One panel per task: the test metric against T per cell, with the chance/baseline dashed."""
     plt = _plt()
-    from matplotlib.ticker import NullFormatter
+    NullFormatter = plt.NullFormatter
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -87,8 +85,6 @@ def _h(h: int | None) -> str:
 
 def gate_histograms(stats: Mapping[str, Any], title: str):
     """Distributions of each gate over the test set (LSTM i, f, o; GRU z, r)."""
-    from rnnlab.analysis.gates import GATE_NAMES
-
     plt = _plt()
     cells = [c for c in ("lstm", "gru") if stats.get(c) is not None]
     fig, axes = plt.subplots(1, max(len(cells), 1), figsize=(5.0 * max(len(cells), 1), 3.0), squeeze=False)
@@ -109,8 +105,6 @@ def gate_heatmap(st: Any, title: str):
     plt = _plt()
     names = list(st.example)
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.3 + 1.2 * len(names)), squeeze=False, sharex=True)
-    from rnnlab.analysis.gates import GATE_NAMES
-
     for ax, name in zip(axes[:, 0], names):
         im = ax.imshow(st.example[name], aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
         ax.set_ylabel(name, rotation=0, labelpad=10)

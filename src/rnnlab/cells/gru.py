@@ -1,6 +1,6 @@
 r"""The GRU cell (Cho et al., 2014), in torch.nn / cuDNN form.
 
-Equations (SPEC.md; gate order r, z, n as in torch.nn). The reset gate multiplies the
+Equations (gate order r, z, n as in torch.nn). The reset gate multiplies the
 recurrent term *after* its bias, as torch.nn does::
 
     r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)            reset gate: short-term dependencies

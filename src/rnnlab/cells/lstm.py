@@ -1,6 +1,6 @@
 r"""The LSTM cell (Hochreiter & Schmidhuber, 1997; with the forget gate of Gers et al., 2000).
 
-Equations (SPEC.md; gate order i, f, g, o as in torch.nn)::
+Equations (gate order i, f, g, o as in torch.nn)::
 
     i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)            input gate: what to write
     f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)            forget gate: what to erase

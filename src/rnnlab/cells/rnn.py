@@ -1,6 +1,6 @@
 r"""The vanilla (Elman) RNN cell.
 
-Equations (SPEC.md), for input x_t ∈ R^d and hidden state h_t ∈ R^h::
+Equations, for input x_t ∈ R^d and hidden state h_t ∈ R^h::
 
     h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)        (nonlinearity="tanh")
     h_t = relu(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)        (nonlinearity="relu")

@@ -13,22 +13,24 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def bench(
         quick: bool = typer.Option(False, "--quick", help="Fewer repeats and a shorter memory sequence (< 1 min)."),
         json_path: Path = typer.Option(None, "--json", help="Write the records to this JSON file."),
-        engine: str = typer.Option("fast", "--engine", help="The rnnlab engine to time against torch.nn."),
+        engine: str = typer.Option("fast", "--engine", help="auto | fast | reference | checkpoint: the rnnlab engine to time against torch.nn."),
         threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
         no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),
         no_variants: bool = typer.Option(False, "--no-variants",
                                          help="Skip the cell-variant records (layer norm, peepholes, ... vs torch.nn's "
                                               "standard cell at T=100 B=64 I=128 H=128)."),
+        no_gradgrad: bool = typer.Option(False, "--no-gradgrad",
+                                         help="Skip the double-backward records (a gradient-penalty step vs torch.nn's)."),
         repeats: int = typer.Option(0, "--repeats", help="Timed repeats per measurement (0: 3 quick, 15 full)."),
     ) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
         from rich.console import Console
 
-        from rnnlab.bench import BenchConfig, render_table, run_bench
+        from rnnlab.suites.bench import BenchConfig, render_table, run_bench  # keeps --help fast
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
         cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,
-                          variants=not no_variants, repeats=repeats)
+                          variants=not no_variants, gradgrad=not no_gradgrad, repeats=repeats)
         res = run_bench(cfg, log=lambda s: console.print(f"[dim]{s}[/dim]"))
         console.print(render_table(res))
         if json_path is not None:

@@ -11,7 +11,8 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
+                              with_train_options)
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -22,33 +23,54 @@ def split_list(values: Optional[List[str]]) -> list[str]:
     return out
 
 
-# Defaults for the training loop of a classifier (flags override): epochs, not steps, since
-# data sets differ in size by orders of magnitude; Adam needs no tuning on small data.
-TRAIN_DEFAULTS = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
+# ``rnnlab train classify`` flag (parameter) -> ClassifyConfig key, where the names differ.
+CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "hidden": "hidden_size", "layers": "num_layers",
+               "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale", "cell_option": "cell_options"}
+
+
+def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
+    """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
+    extra arguments; only the ``allowed`` names are accepted."""
+    from rnnlab.errors import ConfigError
+
+    rest = list(extra)
+    opts: dict[str, str] = {}
+    while rest:
+        a = rest.pop(0)
+        name, eq, value = a.partition("=")
+        if name == "--force" and "--force" in allowed and not eq:
+            opts["force"] = "1"
+            continue
+        if name not in allowed or name == "--force":
+            raise ConfigError(f"evaluate: expected only {' / '.join(allowed)} as extra options, got {a!r}")
+        if not eq:
+            if not rest:
+                raise ConfigError(f"{name}: expected a value, got nothing")
+            value = rest.pop(0)
+        opts[name[2:]] = value
+    return opts
 
 
 def csv_option(extra: list[str]) -> str | None:
     """``--csv FILE`` (or ``--csv=FILE``) from ``rnnlab evaluate``'s extra arguments; nothing else is accepted."""
-    from rnnlab.errors import ConfigError
-
-    rest = list(extra)
-    path = None
-    while rest:
-        a = rest.pop(0)
-        if a == "--csv" and rest:
-            path = rest.pop(0)
-        elif a.startswith("--csv="):
-            path = a.split("=", 1)[1]
-        else:
-            raise ConfigError(f"evaluate: expected only --csv FILE as an extra option, got {a!r}")
-    return path
+    return extra_options(extra, ("--csv",)).get("csv")
 
 
 def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
-    """``rnnlab evaluate RUN [--csv FILE]`` for a classifier: scores beside the majority class."""
-    from rnnlab.tasks.classify import evaluate_run, flat_metrics
+    """``rnnlab evaluate RUN [--csv FILE] [--confusion OUT.csv [--force]]`` for a classifier: scores
+    beside the majority class; ``--confusion`` writes the whole confusion matrix (printed output
+    summarises it by its largest cells beyond a few classes)."""
+    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # keeps --help fast
 
-    return flat_metrics(evaluate_run(str(run_dir), csv_option(extra), split, checkpoint))
+    opts = extra_options(extra, ("--csv", "--confusion", "--force"))
+    if "confusion" in opts:
+        from rnnlab.outputs import check_output
+
+        check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
+    m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint)
+    if "confusion" in opts:
+        write_confusion(m, m["names"], opts["confusion"], force=True)
+    return flat_metrics(m)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -57,7 +79,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("classify")
     @with_train_options
     def train_classify(
-        train: Optional[Path] = typer.Option(None, "--train", help="Training file: .csv/.tsv/.jsonl (text, numeric, or an index of clips) or .ts."),
+        train: Optional[Path] = typer.Option(None, "--train", help="Training file: .csv/.tsv/.jsonl (text, numeric, or an index of clips) or .ts (needed unless --resume or --dataset)."),
         valid: Optional[Path] = typer.Option(None, "--valid", help="Held-out file (default: a seeded --valid-frac of --train)."),
         test: Optional[Path] = typer.Option(None, "--test", help="Optional test file."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl | ts."),
@@ -69,6 +91,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         feature_cols: Optional[List[str]] = typer.Option(None, "--feature-cols", help="Numeric, one step per row: the variable columns."),
         time_col: str = typer.Option("", "--time-col", help="Numeric, one step per row: orders the steps."),
         missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
+        encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the data files (utf-16, cp1252, latin-1, ...)."),
         level: str = typer.Option("word", "--level", help="Text tokens: word | char."),
         min_freq: int = typer.Option(1, "--min-freq", help="Rarer tokens become <unk>."),
         max_len: int = typer.Option(400, "--max-len", help="Keep the first N steps of each sequence."),
@@ -97,14 +120,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text, numeric sequences, or video / image sequences)."""
-        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics
-        from rnnlab.train import load_run
+        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
+        from rnnlab.train import load_run  # keeps --help fast
 
-        def build() -> ClassifyTask:
-            config = ClassifyConfig(
-                train=str(train) if train else "", valid=str(valid) if valid else "", test=str(test) if test else "", format=fmt,
-                input=input_kind, text_col=text_col, label_col=label_col, value_cols=split_list(value_cols),
-                id_col=id_col, feature_cols=split_list(feature_cols), time_col=time_col, missing=missing,
+        def config() -> ClassifyConfig:
+            return ClassifyConfig(
+                train=str(train) if train else "", valid=str(valid) if valid else "", test=str(test) if test else "",
+                format=fmt, input=input_kind, text_col=text_col, label_col=label_col,
+                value_cols=split_list(value_cols), id_col=id_col, feature_cols=split_list(feature_cols),
+                time_col=time_col, missing=missing, encoding=encoding,
                 level=level, min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim,
                 hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
                 batch_size=batch_size, valid_frac=valid_frac, scale=not no_scale, seed=data_seed,
@@ -112,9 +136,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 cell_options=cell_options_from_flags(cell_option), dataset=dataset, dataset_size=dataset_size,
                 path_col=path_col, frames=frames, size=list(size) if any(size) else [], frame_encoder=frame_encoder,
                 backbone_weights=str(backbone_weights) if backbone_weights else "", finetune_backbone=finetune_backbone)
-            return ClassifyTask(config)  # every data error is raised here, before any model is built
 
-        result = run.start(build, **TRAIN_DEFAULTS)
+        def build() -> ClassifyTask:
+            if train is None and not dataset:
+                raise missing_option("--train", "a training file")
+            return ClassifyTask(config())  # every data error is raised here, before any model is built
+
+        result = run.start(build, "classify", lambda: config().to_dict(), CONFIG_KEYS, ClassifyTask.data_keys,
+                           **ClassifyTask.train_defaults)
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)
@@ -128,9 +157,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         csv: Path = typer.Option(..., "--csv", help="File to classify (same format/columns as training; label optional)."),
         out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+        missing: Optional[str] = typer.Option(None, "--missing", help="Missing cells: error | drop (default: the run's policy)."),
+        encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
-        from rnnlab.tasks.classify import predict_run
+        from rnnlab.tasks.classify import predict_run  # keeps --help fast
 
-        n = predict_run(str(run), str(csv), str(out), checkpoint)
+        n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
         print(f"predict: {n} rows -> {out}")

@@ -29,12 +29,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
-        from rnnlab.tasks.probe import ProbeConfig, ProbeTask
+        from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # keeps --help fast
 
-        run.start(lambda: ProbeTask(ProbeConfig(
-            probe=probe, cell=cell, length=length, hidden=hidden, layers=layers, batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
-            cell_options=cell_options_from_flags(cell_option))))
+        def config() -> ProbeConfig:
+            return ProbeConfig(
+                probe=probe, cell=cell, length=length, hidden_size=hidden, num_layers=layers, batch_size=batch_size,
+                steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
+                cell_options=cell_options_from_flags(cell_option))
+
+        run.start(lambda: ProbeTask(config()), "probe", lambda: ProbeTask(config()).config_dict(),
+                  {"hidden": "hidden_size", "layers": "num_layers", "data_seed": "seed", "cell_option": "cell_options"})
 
     @app.command("demo")
     def demo(
@@ -48,10 +52,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     ) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
-        from rnnlab.report.demo import DemoConfig, run_demo
-
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
+        from rnnlab.suites.demo import DemoConfig, run_demo  # keeps --help fast
+
         cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,
                          threads=threads)
         res = run_demo(cfg, out, progress=not quiet, jobs=jobs)
@@ -74,13 +78,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
         """Train one cell on one probe and print its test metric against chance."""
-        from rnnlab.tasks.cell_options import sets_memory_gate_bias
-        from rnnlab.tasks.probe import run_probe
+        from rnnlab.tasks.cell_options import sets_memory_gate_bias  # keeps --help fast
+        from rnnlab.tasks.probe import run_probe  # keeps --help fast
 
         options = cell_options_from_flags(cell_option)
         if memory_bias is None and not sets_memory_gate_bias(options):
             memory_bias = 4.0   # the demo's init, unless a cell option sets that bias itself
-        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden=hidden, seed=seed, lr=lr,
+        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden, seed=seed, lr=lr,
                       memory_bias=memory_bias, cell_options=options)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))

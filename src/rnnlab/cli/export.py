@@ -13,9 +13,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="A training-run folder."),
         onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="'best' or 'latest'."),
+        force: bool = typer.Option(False, "--force", help="Overwrite --onnx if it exists."),
     ) -> None:
-        """Export a run's model to ONNX (dynamic batch and sequence axes)."""
-        from rnnlab.export.onnx import export_run
+        """Export a run's model to ONNX (dynamic batch and sequence axes); needs only the run folder."""
+        from rnnlab.export.onnx import export_run  # keeps --help fast
 
-        path = export_run(run, onnx, checkpoint)
+        path = export_run(run, onnx, checkpoint, force=force)
         typer.echo(f"wrote {path}")

@@ -9,8 +9,14 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import TRAIN_DEFAULTS, csv_option, split_list
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.cli.classify import csv_option, split_list
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
+                              with_train_options)
+
+
+# ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
+CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "hidden": "hidden_size", "layers": "num_layers",
+               "data_seed": "seed", "cell_option": "cell_options"}
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
@@ -27,7 +33,7 @@ def _floats(values: Optional[List[str]]) -> list[float]:
 
 def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
-    from rnnlab.tasks.forecast import evaluate_run
+    from rnnlab.tasks.forecast import evaluate_run  # keeps --help fast
 
     return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
 
@@ -38,12 +44,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("forecast")
     @with_train_options
     def train_forecast(
-        csv: Path = typer.Option(..., "--csv", help="One row per time step (.csv/.tsv/.jsonl)."),
-        target: List[str] = typer.Option(..., "--target", help="Column(s) to forecast (repeat or comma-separate)."),
+        csv: Optional[Path] = typer.Option(None, "--csv", help="One row per time step (.csv/.tsv/.jsonl); needed unless --resume."),
+        target: Optional[List[str]] = typer.Option(None, "--target", help="Column(s) to forecast (repeat or comma-separate)."),
         covariates: Optional[List[str]] = typer.Option(None, "--covariates", help="Extra input columns (past values)."),
         time_col: str = typer.Option("", "--time-col", help="Time column: checked to increase strictly."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
         missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
+        encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of --csv (utf-16, cp1252, latin-1, ...)."),
         context: int = typer.Option(48, "--context", help="L: steps the model reads."),
         horizon: int = typer.Option(12, "--horizon", help="H: steps it forecasts."),
         season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = none)."),
@@ -62,19 +69,24 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
-        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores
-        from rnnlab.train import load_run
+        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores  # keeps --help fast
+        from rnnlab.train import load_run  # keeps --help fast
 
-        def build() -> ForecastTask:
-            config = ForecastConfig(
-                data=str(csv), format=fmt, time_col=time_col, targets=split_list(target),
-                covariates=split_list(covariates), missing=missing, context=context, horizon=horizon,
-                season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
+        def config() -> ForecastConfig:
+            return ForecastConfig(
+                data=str(csv) if csv else "", format=fmt, time_col=time_col, targets=split_list(target),
+                covariates=split_list(covariates), missing=missing, encoding=encoding, context=context,
+                horizon=horizon, season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
                 quantiles=_floats(quantiles), cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout,
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
-            return ForecastTask(config)  # every data error is raised here, before any model is built
 
-        result = run.start(build, **{**TRAIN_DEFAULTS, "lr": 3e-3})
+        def build() -> ForecastTask:
+            if csv is None or not target:
+                raise missing_option(*(("--csv", "a data file") if csv is None else ("--target", "at least one column")))
+            return ForecastTask(config())  # every data error is raised here, before any model is built
+
+        result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,
+                           **ForecastTask.train_defaults)
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)
@@ -88,11 +100,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         horizon: int = typer.Option(..., "--horizon", help="Steps to forecast past the end of the file."),
         out: Path = typer.Option(Path("forecast.csv"), "--out"),
         checkpoint: str = typer.Option("best", "--checkpoint"),
+        force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+        missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
+        encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Forecast the next steps after the end of a file."""
-        from rnnlab.tasks.forecast import forecast_run
+        from rnnlab.tasks.forecast import forecast_run  # keeps --help fast
 
-        rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint)
+        rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
         print(f"forecast: {len(rows)} steps -> {out}")
 
     @app.command("backtest")
@@ -102,11 +117,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         windows: int = typer.Option(5, "--windows", help="K: the last K horizon-long windows, walked forward."),
         out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV."),
         checkpoint: str = typer.Option("best", "--checkpoint"),
+        force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+        missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
+        encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Walk-forward evaluation over the last K windows, beside the naive baselines."""
-        from rnnlab.tasks.forecast import backtest_run, format_scores
+        from rnnlab.tasks.forecast import backtest_run, format_scores  # keeps --help fast
 
-        bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint)
+        bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing, encoding)
         print(format_scores(bt))
         for p in bt["per_window"]:
             extra = f", seasonal-naive MAE {p['snaive_mae']:.4f}" if "snaive_mae" in p else ""

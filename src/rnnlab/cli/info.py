@@ -1,4 +1,5 @@
-"""``rnnlab info``: what this installation can do here (versions, engines, optional extras, devices)."""
+"""``rnnlab info``: what this installation can do here (versions, CPU, engines and the path each
+cell takes, optional extras, devices)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,24 @@ def collect(build: bool = True) -> dict:
     """Versions and capabilities; ``build=False`` skips compiling the C++ kernels if not yet built."""
     import torch
 
-    from rnnlab.engine import engine_names, fast
+    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice
     from rnnlab.nn import _stream_kernels
 
-    if build:
+    choice = get_engine_choice()
+    if build and choice != "reference":
         fast_ok, fast_why = fast.available(), fast.unavailable_reason()
     else:
-        fast_ok, fast_why = None, "not checked (--no-build)"
+        fast_ok, fast_why = None, "not checked (--no-build)" if not build else "not loaded (engine: reference)"
     return {
         "rnnlab": _version("rnnlab"),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # the vector ISA torch's own kernels dispatch to, and the CPU's as rnnlab's kernels see it
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isa": fast.cpu_isa() if fast_ok else torch.backends.cpu.get_cpu_capability().lower(),
+        "machine": platform.machine(),
+        # rnnlab.set_engine / RNNLAB_ENGINE: what the layers' default engine="auto" runs
+        "engine": f"{choice} ({engine_choice_source()})",
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -40,12 +48,17 @@ def collect(build: bool = True) -> dict:
         "engines": engine_names(),
         "fast_kernels": fast_ok,
         "fast_kernels_unavailable_because": fast_why,
-        # large float32 matmuls of the kernels on oneDNN (engine/gemm.h) or all on torch's BLAS
+        "fast_kernels_origin": fast._KERNELS.origin if fast_ok else None,   # prebuilt (installed) or built here
+        # large float32 matmuls of the kernels on oneDNN (engine/gemm.h) or all on torch's BLAS, and why
         "fast_kernels_gemm": None if not fast_ok else ("onednn+blas" if fast.onednn_in_use() else "blas"),
+        "fast_kernels_gemm_why": fast.gemm_status()[1] if fast_ok else None,
         # the LSTM's tiled loop (engine/lstm_tiled.h) at batch 32, 8 and 3, or None where it does not run
         "fast_kernels_lstm_tiled": None if not fast_ok or not fast.tiled_isa(32) else
         f"{fast.tiled_isa(32)} (batch 8: {fast.tiled_isa(8) or 'row-major'}; "
         f"batch 3: {fast.tiled_isa(3) or 'row-major'})",
+        # the path each cell's layer takes at a typical training size, float32, and why
+        **{f"plan_{cell}_B{B}_H{H}": str(fast.plan(mode, B, H, steps=35)) if fast_ok or choice == "reference" else None
+           for cell, mode in (("rnn", "rnn_tanh"), ("lstm", "lstm"), ("gru", "gru")) for B, H in ((32, 256), (1, 256))},
         "numba_streaming": _stream_kernels.HAVE_NUMBA,
         "onnxruntime": _version("onnxruntime"),
         "tensorboard": _version("tensorboard"),
@@ -53,13 +66,43 @@ def collect(build: bool = True) -> dict:
     }
 
 
+def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, as_json: bool) -> None:
+    import dataclasses
+
+    import torch
+
+    from rnnlab.engine import ENGINE_CHOICES, fast
+    from rnnlab.errors import ConfigError
+
+    modes = {"rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
+    if cell not in modes:
+        raise ConfigError(f"--plan: expected one of rnn, rnn_relu, lstm, gru, got {cell!r}")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"--dtype: expected float32 or float64, got {dtype!r}")
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"--engine: expected one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    p = fast.plan(modes[cell], batch, hidden, steps=steps, dtype=getattr(torch, dtype), engine=engine)
+    print(json.dumps(dataclasses.asdict(p)) if as_json else str(p))
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("info")
     def info(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of lines."),
         no_build: bool = typer.Option(False, "--no-build", help="Do not compile the fast kernels to check them."),
+        plan: str = typer.Option(None, "--plan", metavar="CELL",
+                                 help="Only the path a layer of CELL (rnn | rnn_relu | lstm | gru) takes: engine, "
+                                      "loop, GEMM library and why."),
+        hidden_size: int = typer.Option(256, "--hidden-size", help="With --plan: hidden units."),
+        batch_size: int = typer.Option(32, "--batch-size", help="With --plan: sequences per batch."),
+        steps: int = typer.Option(35, "--steps", help="With --plan: time steps."),
+        dtype: str = typer.Option("float32", "--dtype", help="With --plan: float32 | float64."),
+        engine: str = typer.Option("auto", "--engine", help="With --plan: auto | fast | reference."),
     ) -> None:
-        """Versions, engines (is the fast C++ path built?), optional extras and devices."""
+        """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
+        if plan is not None:
+            _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, as_json)
+            return
         rec = collect(build=not no_build)
         if as_json:
             print(json.dumps(rec, indent=1))

@@ -49,23 +49,26 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         Defaults of the common flags for language models: SGD, --lr 1, --clip 1 (d2l's setting).
         A --max-time or --max-epochs budget on its own is not cut short by the default 1000 steps.
         """
-        from rnnlab.tasks.lm import LMTask
+        from rnnlab.tasks.lm import LMTask  # keeps --help fast
 
         given = run.given
-        defaults: dict = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0}
+        defaults: dict = dict(LMTask.train_defaults)
         if ("max_time" in given or "max_epochs" in given) and "max_steps" not in given:
             defaults["max_steps"] = 0
 
-        def build() -> LMTask:  # every data error is raised here, before any model is built
-            return LMTask(dict(
+        def config() -> dict:
+            return dict(
                 text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                encoding=encoding, level=level, min_freq=min_freq, split=_fractions(split), preprocess=preprocess,
-                cell=cell, hidden=hidden, layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
+                encoding=encoding, level=level, min_freq=min_freq, split=list(_fractions(split)), preprocess=preprocess,
+                cell=cell, hidden_size=hidden, num_layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
                 cell_options=cell_options_from_flags(cell_option),
-            ))
+            )
 
-        result = run.start(build, **defaults)
+        def build() -> LMTask:  # every data error is raised here, before any model is built
+            return LMTask(config())
+
+        result = run.start(build, "lm", config, {"hidden": "hidden_size", "layers": "num_layers", "cell_option": "cell_options"}, LMTask.data_keys, **defaults)
         if not given.get("quiet"):
             _print_summary(result.run_dir)
 
@@ -80,7 +83,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
     ) -> None:
         """Sample text from a trained language model, printed as it is produced."""
-        from rnnlab.tasks.lm import generate_from_run, read_lm_run
+        from rnnlab.tasks.lm import generate_from_run, read_lm_run  # keeps --help fast
 
         stream = generate_from_run(run, prime, length, temperature, top_k, seed, checkpoint)
         out = sys.stdout
@@ -97,7 +100,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
     """``rnnlab evaluate RUN [--split S] [--text FILE [--encoding E]]`` for a language-model run."""
     from rnnlab.errors import ConfigError, expected
-    from rnnlab.tasks.lm import evaluate_run
+    from rnnlab.tasks.lm import evaluate_run  # keeps --help fast
 
     opts: dict[str, str] = {}
     args = list(extra)
@@ -115,7 +118,7 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
 
 
 def _print_summary(run_dir: Path) -> None:
-    from rnnlab.tasks.lm import summarize_run
+    from rnnlab.tasks.lm import summarize_run  # keeps --help fast
 
     s = summarize_run(run_dir)
     parts = []

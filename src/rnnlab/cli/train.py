@@ -11,7 +11,10 @@ parameter, and ``@with_train_options`` adds the common ones (``--out``, ``--resu
         run.start(lambda: LMTask(LMConfig(corpus=corpus, ...)))
 
 ``run.start`` builds the task only for a new run; with ``--resume RUN`` the task is rebuilt
-from the run folder and the task flags are ignored.
+from the run folder, and a flag given on the command line that contradicts the run (another
+task, model shape, data) is refused with one line listing them; the flags that may change
+(budget, checkpointing, output) are applied and said so. ``--overwrite`` starts an existing
+run folder again from scratch.
 
 ``rnnlab evaluate RUN`` reads the run's task name and dispatches to the evaluator that task
 registered with ``register_evaluator`` (one that may take extra flags), else to the default
@@ -23,6 +26,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,6 +40,7 @@ from rnnlab.errors import ConfigError
 _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "out": (Optional[Path], None, "--out", "Run folder to create (default: a free runs/TASK[-N])."),
     "resume_run": (Optional[Path], None, "--resume", "Continue this run folder from its latest checkpoint."),
+    "overwrite": (bool, False, "--overwrite", "Start the --out run folder again from scratch if it holds a run (deletes it)."),
     "max_steps": (Optional[int], None, "--max-steps", "Stop after this many optimizer steps (0 = no limit)."),
     "max_epochs": (Optional[int], None, "--max-epochs", "Stop after this many epochs (0 = no limit)."),
     "max_time": (Optional[float], None, "--max-time", "Stop after this many seconds of this invocation."),
@@ -55,6 +61,9 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "num_nodes": (Optional[int], None, "--num-nodes", "Number of nodes (DDP)."),
     "precision": (Optional[str], None, "--precision", "Lightning precision, e.g. 32-true, bf16-mixed."),
     "threads": (Optional[int], None, "--threads", "torch.set_num_threads (fix it for bitwise resume)."),
+    "engine": (Optional[str], None, "--engine",
+               "auto | fast | reference: the recurrent layers' engine (rnnlab.set_engine; default: "
+               "$RNNLAB_ENGINE, else auto). Same numbers to rounding, so not saved with the run."),
     "quiet": (bool, False, "--quiet", "No progress bar or summary."),
     "no_report": (bool, False, "--no-report", "Do not write plots/ and report.html."),
 }
@@ -67,24 +76,90 @@ class TrainArgs:
     out: Path | None = None
     resume_run: Path | None = None
     given: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields set on the command line
+    overwrite: bool = False
+    explicit: dict[str, tuple[str, Any]] = field(default_factory=dict)  # task params given: name -> (flag, value)
 
     def config(self, **task_defaults: Any):
         """A TrainConfig: TrainConfig's defaults, then the task's defaults, then the flags."""
-        from rnnlab.train import TrainConfig
+        from rnnlab.train import TrainConfig  # keeps --help fast
 
         return TrainConfig.from_dict({**TrainConfig().to_dict(), **task_defaults, **self.given})
 
-    def start(self, build_task: Callable[[], Any], task_name: str | None = None, **task_defaults: Any):
-        """Train a new run (building the task) or continue ``--resume RUN`` (task from the folder)."""
-        from rnnlab.train import fit, new_run_dir, resume
+    def start(self, build_task: Callable[[], Any], task_name: str | None = None,
+              task_config: Callable[[], dict[str, Any]] | None = None, keys: dict[str, str] | None = None,
+              path_keys: tuple[str, ...] = (), **task_defaults: Any):
+        """Train a new run (building the task) or continue ``--resume RUN`` (task from the folder).
+
+        For ``--resume``, ``task_config()`` gives the task config the flags describe (without
+        reading any data) and ``keys`` maps a flag's parameter name to its config key where they
+        differ; the flags given on the command line are checked against the run's config.
+        ``path_keys`` name the config keys that are data paths (compared by content, not name).
+        """
+        from rnnlab.train import fit, new_run_dir, resume  # keeps --help fast
 
         if self.resume_run is not None:
+            if self.overwrite:
+                raise ConfigError(f"--overwrite: expected it without --resume (it starts a run again from scratch), "
+                                  f"got both; drop one")
             if self.out is not None and Path(self.out) != Path(self.resume_run):
                 raise ConfigError(f"--out: expected nothing or the --resume folder {self.resume_run}, got {self.out}")
-            return resume(self.resume_run, **self.given)
+            data = self.check_resume(task_name, task_config, keys or {}, path_keys)
+            return resume(self.resume_run, data_paths=data, **self.given)
         task = build_task()
         out = self.out if self.out is not None else new_run_dir(Path("runs") / (task_name or task.name))
-        return fit(task, self.config(**task_defaults), out)
+        return fit(task, self.config(**task_defaults), out, overwrite=self.overwrite)
+
+    def check_resume(self, task_name: str | None, task_config: Callable[[], dict[str, Any]] | None,
+                     keys: dict[str, str], path_keys: tuple[str, ...]) -> dict[str, str]:
+        """One ConfigError listing every flag that contradicts the run; returns the data paths given
+        (a moved data file is accepted when its content is the run's, checked by checksum)."""
+        import os
+
+        from rnnlab.train.config import RESUME_MUTABLE
+        from rnnlab.train.rundir import read_run_config, resolve_data_paths
+
+        run = self.resume_run
+        saved = read_run_config(run)
+        command = f"rnnlab train {saved['task']} --resume {run}"
+        if task_name is not None and saved["task"] != task_name:
+            raise ConfigError(f"--resume {run}: expected a run of task {task_name!r}, got a {saved['task']!r} run; "
+                              f"continue it with {command}")
+        bad: list[str] = []
+        data: dict[str, str] = {}
+        if self.explicit and task_config is not None:
+            mine = task_config()
+            theirs = resolve_data_paths(run, saved["task_config"], saved.get("data_files"))
+            for name, (flag, _) in self.explicit.items():
+                key = keys.get(name, name)
+                if key not in mine or key not in theirs:
+                    continue
+                want, got = theirs[key], mine[key]
+                if key in path_keys and isinstance(got, str) and got:
+                    if key in (saved.get("data_files") or {}):
+                        data[key] = got  # identity by content: checked against the recorded checksum
+                        continue
+                    got, want = os.path.abspath(got), os.path.abspath(want) if isinstance(want, str) and want else want
+                if _normal(got) != _normal(want):
+                    bad.append(f"{flag} {_show(got)} (the run has {_show(want)})")
+        old = saved["train_config"]
+        for name, value in self.given.items():
+            if name in RESUME_MUTABLE or name not in old or _normal(value) == _normal(old[name]):
+                continue
+            flag = _COMMON[name][2] if name in _COMMON else f"--{name.replace('_', '-')}"
+            bad.append(f"{flag} {_show(value)} (the run has {_show(old[name])})")
+        if bad:
+            may = ", ".join(_COMMON[k][2] if k in _COMMON else k for k in sorted(RESUME_MUTABLE) if k != "report")
+            raise ConfigError(f"--resume {run}: expected only flags that keep the run as it was trained, got "
+                              f"{'; '.join(bad)}; drop them (only {may}, --no-report may change) or train a new run")
+        return data
+
+
+def _normal(v: Any) -> Any:
+    return json.loads(json.dumps(v))
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v) if not isinstance(v, str) else repr(v)
 
 
 def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,16 +180,33 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
+        ctx = kwargs.pop("rnnlab_ctx", None)
         flags = {name: kwargs.pop(name) for name in _COMMON}
-        out, resume_run = flags.pop("out"), flags.pop("resume_run")
+        out, resume_run, overwrite = flags.pop("out"), flags.pop("resume_run"), flags.pop("overwrite")
+        engine = flags.pop("engine")
+        if engine is not None:
+            from rnnlab.engine import ENGINE_ENV, set_engine
+
+            set_engine(engine)                  # ConfigError (one line) on an unknown name
+            os.environ[ENGINE_ENV] = engine     # and for worker processes (DDP, data loaders)
         given = {k: v for k, v in flags.items() if v is not None and k not in ("quiet", "no_report")}
         if flags["quiet"]:
             given["quiet"] = True
         if flags["no_report"]:
             given["report"] = False
-        return fn(**kwargs, run=TrainArgs(out=out, resume_run=resume_run, given=given))
+        explicit: dict[str, tuple[str, Any]] = {}
+        if ctx is not None:
+            opts = {p.name: (p.opts[0] if p.opts else p.name) for p in ctx.command.params}
+            for name, value in kwargs.items():
+                source = ctx.get_parameter_source(name)
+                if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+                    explicit[name] = (opts.get(name, f"--{name}"), value)
+        return fn(**kwargs, run=TrainArgs(out=out, resume_run=resume_run, given=given, overwrite=overwrite,
+                                          explicit=explicit))
 
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
+    # The context tells a flag given on the command line from a default (checked on --resume).
+    context = inspect.Parameter("rnnlab_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    params = [context] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
     wrapper.__signature__ = sig.replace(parameters=params, return_annotation=None)
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__  # typer must see the new signature, not fn's
@@ -123,20 +215,43 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # ----------------------------------------------------------------------------- cell options
 
+# Here rather than beside rnnlab.tasks.cell_options: importing that package imports every task
+# (and torch), which ``--help`` must not wait for. tests/cli/test_bad_invocations.py checks that
+# it names every key of CellOptions.
+CELL_OPTION_HELP = (
+    "A cell option torch.nn lacks, KEY=VALUE; repeat for several (default: none = torch.nn). Keys: "
+    "layer_norm=true (LSTM, GRU), peephole=true, coupled_gates=true (LSTM), gru_reset=after|before (GRU), "
+    "recurrent_dropout=P, zoneout=P, zoneout_cell=P (LSTM c), weight_drop=P, forget_bias=B (LSTM f / GRU z), "
+    "init=torch|orthogonal|chrono|identity (identity: RNN), t_max=N (with init=chrono). "
+    "Example: --cell-option layer_norm=true --cell-option forget_bias=1."
+)
+
+
+def missing_option(flag: str, what: str) -> typer.BadParameter:
+    """The usage error for a flag that is required unless ``--resume RUN`` is given (typer cannot
+    declare "required unless"): exit status 2 with the usage block, worded as typer's own
+    "Missing option" (click's MissingParameter where this typer release has it)."""
+    message = f"Missing option '{flag}': {what} (or --resume RUN)"
+    missing = getattr(sys.modules.get(typer.BadParameter.__module__), "MissingParameter", None)
+    if isinstance(missing, type) and issubclass(missing, typer.BadParameter):
+        exc = missing(message)
+        exc.format_message = lambda: message    # its own wording would name the missing option again
+        return exc
+    return typer.BadParameter(message)
+
+
 def cell_option_flag() -> Any:
     """The ``--cell-option KEY=VALUE`` flag (repeatable) every task train command that builds
     recurrent layers declares as ``cell_option: Optional[List[str]] = cell_option_flag()``; turn
     the values into the task config's ``cell_options`` with :func:`cell_options_from_flags`.
     With ``--resume`` the run's saved cell options are used and the flag is ignored, as every task flag."""
-    from rnnlab.tasks.cell_options import CELL_OPTION_HELP
-
     return typer.Option(None, "--cell-option", metavar="KEY=VALUE", help=CELL_OPTION_HELP)
 
 
 def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
     """Repeated ``--cell-option KEY=VALUE`` -> a dict, values read by the key's type (the task
     config then checks it against the cell)."""
-    from rnnlab.tasks.cell_options import parse_cell_option_flags
+    from rnnlab.tasks.cell_options import parse_cell_option_flags  # keeps --help fast
 
     return parse_cell_option_flags(values)
 
@@ -154,9 +269,13 @@ def register_evaluator(task_name: str, fn: Evaluator) -> None:
 
 
 def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
-    from rnnlab.train import evaluate_run, read_run_config
+    from rnnlab.train import evaluate_run, read_run_config  # keeps --help fast
+    from rnnlab.train.rundir import verify_data_files  # keeps --help fast
 
-    name = read_run_config(run_dir)["task"]
+    saved = read_run_config(run_dir)
+    name = saved["task"]
+    if not any(a.split("=")[0] in ("--csv", "--text") for a in extra):
+        verify_data_files(run_dir, saved)  # scores on the run's own split: the data must be the run's
     if name in _EVALUATORS:
         return _EVALUATORS[name](run_dir, split, checkpoint, extra)
     if extra:
@@ -175,10 +294,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """A tiny regression task (next value of noisy sines) for smoke tests of the training core."""
-        from rnnlab.tasks.toy import ToyConfig, ToyTask
+        from rnnlab.tasks.toy import ToyConfig, ToyTask  # keeps --help fast
 
         cfg = ToyConfig(cell=cell, hidden_size=hidden_size, streams=streams, dropout=dropout)
-        run.start(lambda: ToyTask(cfg), max_steps=200, eval_every=20)
+        run.start(lambda: ToyTask(cfg), "toy", lambda: ToyTask(cfg).config_dict(), max_steps=200, eval_every=20)
 
     @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def evaluate(

@@ -318,11 +318,27 @@ def dataset_examples(name: str, split: str, label_map: LabelMap | None, size: in
 
 # ----------------------------------------------------------------------------- the classify task's hooks
 
+# Frame encoders (built by rnnlab.tasks.video); checked here, at config time, without torchvision.
+ENCODERS = ("cnn",)
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def check_frame_encoder(name: str, weights: str) -> None:
+    """Config-time checks (no import of torchvision here)."""
+    if name in ENCODERS:
+        if weights:
+            raise ConfigError(expected("backbone_weights (--backbone-weights)", "none with --frame-encoder cnn",
+                                       repr(weights)))
+        return
+    if not name.startswith(TORCHVISION_PREFIX) or not name[len(TORCHVISION_PREFIX):]:
+        raise ConfigError(expected("frame_encoder (--frame-encoder)", "cnn or torchvision:<model name>", repr(name)))
+    if not weights:
+        raise ConfigError(expected(f"backbone_weights for {name}", "a weights file (--backbone-weights)", "none"))
+
+
 
 def check_frames_config(c: Any) -> None:
     """Checks of a ClassifyConfig with frames input (raises ConfigError)."""
-    from rnnlab.tasks.video import check_frame_encoder
-
     if c.dataset and c.dataset not in DATASETS:
         raise ConfigError(expected("classify dataset (--dataset)", f"one of {DATASETS}", repr(c.dataset)))
     if c.dataset and (c.train or c.valid or c.test):

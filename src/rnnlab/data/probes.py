@@ -1,4 +1,4 @@
-"""Probe tasks: synthetic sequences that isolate the situations where gating matters (SPEC.md).
+"""Probe tasks: synthetic sequences that isolate the situations where gating matters.
 
 Each generator is a pure function of ``(T, batch, seed_or_generator, **params)`` and returns a
 :class:`ProbeBatch`. Every generator builds its inputs first and then computes its targets with
@@ -8,15 +8,13 @@ that the labelling function ignores everything else.
 
 Layout: time first, like ``torch.nn``'s default: tokens ``(T, B)`` int64, real inputs ``(T, B, F)``.
 
-=============  ==========  ======================================  ==============================
-probe          situation   answer depends on                       chance / trivial baseline
-=============  ==========  ======================================  ==============================
-checksum       1: early    first ``n_keys`` tokens and the query    acc 0.5 (balanced)
-distractor     2: noise    the ``n_signal`` signal tokens only      acc 0.5 (balanced)
-segments       3: breaks   tokens after the last boundary only      acc 0.5 (balanced)
-adding         classic     the two marked values                    MSE 1/6 ≈ 0.167 (predict 1)
-copy           classic     the first 10 symbols                     CE 10·ln 8/(T+20) (memoryless)
-=============  ==========  ======================================  ==============================
+| probe      | situation | answer depends on                     | chance / trivial baseline      |
+|------------|-----------|---------------------------------------|--------------------------------|
+| checksum   | 1: early  | first ``n_keys`` tokens and the query | acc 0.5 (balanced)             |
+| distractor | 2: noise  | the ``n_signal`` signal tokens only   | acc 0.5 (balanced)             |
+| segments   | 3: breaks | tokens after the last boundary only   | acc 0.5 (balanced)             |
+| adding     | classic   | the two marked values                 | MSE 1/6 ≈ 0.167 (predict 1)    |
+| copy       | classic   | the first 10 symbols                  | CE 10·ln 8/(T+20) (memoryless) |
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab.errors import ConfigError, expected
@@ -304,3 +303,17 @@ def get_probe(name: str) -> ProbeSpec:
     if name not in PROBES:
         raise ConfigError(expected("probe", f"one of {sorted(PROBES)}", repr(name)))
     return PROBES[name]
+
+
+def probe_loss(spec: ProbeSpec, pred: Tensor, y: Tensor) -> Tensor:
+    """The training loss: MSE for a real-valued target, else cross-entropy (per step for ``copy``)."""
+    if spec.loss == "mse":
+        return F.mse_loss(pred, y)
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), y.reshape(-1))
+
+
+def probe_metric(spec: ProbeSpec, pred: Tensor, y: Tensor) -> float:
+    """The headline metric: accuracy, MSE, or per-step cross-entropy (as the baseline is stated)."""
+    if spec.metric == "acc":
+        return (pred.argmax(-1) == y).float().mean().item()
+    return probe_loss(spec, pred, y).item()

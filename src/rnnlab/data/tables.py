@@ -25,6 +25,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -78,14 +79,47 @@ def detect_format(path: str, fmt: str = "auto") -> str:
     return by_ext[ext]
 
 
-def _read_text(path: str) -> str:
+def bom_encoding(raw: bytes) -> str | None:
+    """The encoding a byte-order mark announces (UTF-32 before UTF-16: its LE mark starts with UTF-16's)."""
+    import codecs
+
+    for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8")):
+        if raw.startswith(bom):
+            return name
+    return None
+
+
+def decode_file(path: str, raw: bytes, encoding: str) -> str:
+    """``raw`` decoded as ``encoding``, or one DataError with advice that fits the bytes: a UTF-16/32
+    byte-order mark names its encoding, other undecodable bytes name their line."""
+    import codecs
+
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise ConfigError(expected("--encoding", "a codec Python knows (utf-8, utf-16, cp1252, latin-1, ...)",
+                                   repr(encoding))) from None
+    bom = bom_encoding(raw)
+    if bom in ("utf-16", "utf-32") and not codec.startswith(bom.replace("-", "_")) and not codec.startswith(bom):
+        raise DataError(f"{path}: encoding: expected {encoding} text, got a {bom.upper()} file (it starts with a "
+                        f"{bom.upper()} byte-order mark); pass --encoding {bom}, or save the file as UTF-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start : max(exc.end, exc.start + 1)][:4]
+        raise DataError(f"{path}, line {line}: encoding: expected {encoding} text, got undecodable bytes {bad!r} "
+                        f"at byte offset {exc.start}; pass --encoding with the file's encoding "
+                        "(for example cp1252 or latin-1)") from None
+
+
+def _read_text(path: str, encoding: str = "utf-8") -> str:
     if not os.path.isfile(path):
         raise DataError(expected("data file", "an existing file", repr(path)))
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: encoding: expected UTF-8 text, got undecodable byte at offset {exc.start}") from None
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    text = decode_file(path, raw, encoding).replace("\r\n", "\n")
     if text.startswith("\ufeff"):  # a BOM written by spreadsheet programs
         text = text[1:]
     if not text.strip():
@@ -93,10 +127,10 @@ def _read_text(path: str) -> str:
     return text
 
 
-def read_table(path: str, fmt: str = "auto") -> Table:
+def read_table(path: str, fmt: str = "auto", encoding: str = "utf-8") -> Table:
     """Read a CSV/TSV (first row is the header) or a JSONL file (one JSON object per line)."""
     fmt = detect_format(path, fmt)
-    text = _read_text(path)
+    text = _read_text(path, encoding)
     if fmt == "jsonl":
         return _read_jsonl(path, text)
     return _read_delimited(path, text, "," if fmt == "csv" else "\t")
@@ -204,6 +238,18 @@ def parse_number(value: Any, where: str) -> float:
     return x
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32(values: np.ndarray, where: str) -> np.ndarray:
+    """``values`` as float32 (the models' dtype), or a DataError for numbers float32 cannot hold."""
+    big = np.abs(values) > _F32_MAX
+    if big.any():
+        raise DataError(f"{where}: expected numbers within float32's range (|x| <= 3.4e38), got "
+                        f"{float(values[big].flat[0]):g}; rescale the data")
+    return values.astype(np.float32)
+
+
 def label_key(value: Any) -> str:
     """The string a label is known by: strings as they are (stripped), other JSON values as
     JSON (``1`` -> ``"1"``, ``true`` -> ``"true"``), so any label type maps to a class."""
@@ -220,26 +266,32 @@ def check_missing_policy(policy: str) -> str:
     return policy
 
 
-def fill_missing(values: np.ndarray, policy: str, where: Sequence[str]) -> np.ndarray:
+def fill_missing(values: np.ndarray, policy: str, where: Sequence[str],
+                 columns: Sequence[str] | None = None) -> np.ndarray:
     """Apply ``ffill`` or ``interpolate`` to each column of ``values`` (T, D) in place of NaN.
 
-    ``where[t]`` describes time step ``t`` for error messages. ``error`` raises on the first
-    NaN; ``drop`` is handled by the caller (it removes whole rows) and is not accepted here.
+    ``where[t]`` describes time step ``t`` for error messages, ``columns[d]`` names column ``d``
+    (when ``where`` does not already name it). ``error`` raises on the first NaN; ``drop`` is
+    handled by the caller (it removes whole rows) and is not accepted here.
     """
     if not np.isnan(values).any():
         return values
+
+    def name(d: int) -> str:
+        return f", column {columns[d]!r}" if columns is not None else ""
+
     if policy == "error":
         t, d = map(int, np.argwhere(np.isnan(values))[0])
         raise DataError(
-            f"{where[t]}: expected a value, got a missing cell (column {d}); "
-            "choose --missing drop|ffill|interpolate to allow gaps"
+            f"{where[t]}{name(d)}: expected a value, got a missing cell; "
+            "pass --missing drop|ffill|interpolate to allow gaps"
         )
     out = values.copy()
     for d in range(out.shape[1]):
         col = out[:, d]
         ok = ~np.isnan(col)
         if not ok.any():
-            raise DataError(f"{where[0]}: column {d}: expected at least one value, got only missing cells")
+            raise DataError(f"{where[0]}{name(d)}: expected at least one value, got only missing cells")
         idx = np.arange(len(col))
         if policy == "interpolate":
             col[~ok] = np.interp(idx[~ok], idx[ok], col[ok])
@@ -313,9 +365,21 @@ class Scaler:
     std: list[float]
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Scaler":  # values (N, D)
-        mean = values.mean(axis=0)
-        std = values.std(axis=0)
+    def fit(cls, values: np.ndarray, where: str = "data", columns: Sequence[str] | None = None) -> "Scaler":
+        """``values`` (N, D). Computed on values divided by each column's largest magnitude, so
+        numbers near float64's limit (1e300) do not overflow when squared."""
+        values = np.asarray(values, dtype=np.float64)
+        peak = np.abs(values).max(axis=0) if len(values) else np.ones(values.shape[1:])
+        peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+        unit = values / peak
+        mean = unit.mean(axis=0) * peak
+        std = unit.std(axis=0) * peak
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():
+            d = int(np.flatnonzero(bad)[0])
+            name = f"column {columns[d]!r}" if columns is not None and d < len(columns) else f"column {d}"
+            raise DataError(f"{where}: {name}: expected values whose mean and spread are finite, got mean "
+                            f"{float(mean[d]):g}, std {float(std[d]):g}; rescale the data")
         std = np.where(std > 1e-12, std, 1.0)
         return cls([float(m) for m in mean], [float(s) for s in std])
 
@@ -353,6 +417,7 @@ def load_text_classification(
     missing: str = "error",
     fmt: str = "auto",
     require_labels: bool = True,
+    encoding: str = "utf-8",
 ) -> TextExamples:
     """Texts and label indices from a CSV/TSV/JSONL file.
 
@@ -364,7 +429,7 @@ def load_text_classification(
     if missing in ("ffill", "interpolate"):
         raise ConfigError(expected("--missing for text", "error or drop (a text cannot be interpolated)",
                                    repr(missing)))
-    table = read_table(path, fmt)
+    table = read_table(path, fmt, encoding)
     ti = table.col(text_col, "--text-col")
     has_labels = label_col in table.columns
     if require_labels or label_map is None:
@@ -434,6 +499,7 @@ def load_sequences_wide(
     missing: str = "error",
     fmt: str = "auto",
     require_labels: bool = True,
+    encoding: str = "utf-8",
 ) -> SequenceExamples:
     """One univariate sequence per row: a label column and value columns (all the other
     columns, in file order, unless ``value_cols`` names them).
@@ -442,7 +508,7 @@ def load_sequences_wide(
     with NaN at the end); missing cells *inside* a sequence follow the ``missing`` policy.
     """
     check_missing_policy(missing)
-    table = read_table(path, fmt)
+    table = read_table(path, fmt, encoding)
     li = table.col(label_col, "--label-col") if (require_labels or label_map is None) else (
         table.columns.index(label_col) if label_col in table.columns else None)
     if value_cols:
@@ -472,7 +538,7 @@ def load_sequences_wide(
             if missing == "drop":
                 continue
             raise DataError(f"{table.where(r, label_col)}: expected a label, got a missing cell")
-        seqs.append(vals.astype(np.float32)[:, None])
+        seqs.append(as_float32(vals, table.where(r, table.columns[vis[0]]))[:, None])
         keys.append(label_key(lab) if li is not None else None)
         lines.append(table.lines[r])
     if not seqs:
@@ -491,6 +557,7 @@ def load_sequences_long(
     missing: str = "error",
     fmt: str = "auto",
     require_labels: bool = True,
+    encoding: str = "utf-8",
 ) -> SequenceExamples:
     """One time step per row: a sequence id, feature columns (one per variable, so
     multivariate), a label that is constant within a sequence, and optionally a time column
@@ -498,7 +565,7 @@ def load_sequences_long(
     check_missing_policy(missing)
     if not feature_cols:
         raise ConfigError(expected("--feature-cols", "at least one column", "none"))
-    table = read_table(path, fmt)
+    table = read_table(path, fmt, encoding)
     ii = table.col(id_col, "--id-col")
     li = table.col(label_col, "--label-col") if (require_labels or label_map is None) else (
         table.columns.index(label_col) if label_col in table.columns else None)
@@ -530,7 +597,7 @@ def load_sequences_long(
             if len(vals) == 0:
                 continue
         else:
-            vals = fill_missing(vals, missing, where)
+            vals = fill_missing(vals, missing, where, list(feature_cols))
         key = None
         if li is not None:
             labs = {label_key(table.cells[r][li]) for r in rows if not is_missing(table.cells[r][li])}
@@ -543,7 +610,7 @@ def load_sequences_long(
                 raise DataError(f"{table.where(rows[0], label_col)}: expected one label per sequence, "
                                 f"got {sorted(labs)[:5]} for sequence {gid!r}")
             key = labs.pop()
-        seqs.append(vals.astype(np.float32))
+        seqs.append(as_float32(vals, where[0]))
         keys.append(key)
         lines.append(table.lines[rows[0]])
     if not seqs:
@@ -559,8 +626,6 @@ def parse_time(value: Any, where: str) -> float:
     """A timestamp as a float: a plain number, or an ISO 8601 date/datetime (seconds since the
     epoch, UTC when no zone is given). Missing timestamps are always errors: a gap in time is
     not a gap in value."""
-    from datetime import datetime, timezone
-
     if is_missing(value):
         raise DataError(f"{where}: expected a timestamp, got a missing cell")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -628,13 +693,14 @@ def load_forecast_table(
     time_col: str | None = None,
     missing: str = "error",
     fmt: str = "auto",
+    encoding: str = "utf-8",
 ) -> SeriesFrame:
     """Read a forecasting file: optional time column (checked: strictly increasing, no
     duplicates), target columns and covariate columns; missing cells follow ``missing``."""
     check_missing_policy(missing)
     if not targets:
         raise ConfigError(expected("--target", "at least one target column", "none"))
-    table = read_table(path, fmt)
+    table = read_table(path, fmt, encoding)
     tis = [table.col(c, "--target") for c in targets]
     cis = [table.col(c, "--covariates") for c in covariates]
     overlap = set(targets) & set(covariates)
@@ -663,7 +729,7 @@ def load_forecast_table(
         if len(vals) == 0:
             raise DataError(f"{path}: expected at least one complete row, got none after --missing drop")
     else:
-        vals = fill_missing(vals, missing, where)
+        vals = fill_missing(vals, missing, where, list(targets) + list(covariates))
     lines = [ln for ln, k in zip(table.lines, keep) if k]
     n_t = len(tis)
     return SeriesFrame(vals[:, :n_t], vals[:, n_t:], list(targets), list(covariates), times_raw, tvals,

@@ -61,6 +61,13 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     if p.is_dir():
         raise DataError(expected("text file", "a file", f"the folder {str(p)!r}"))
     raw = p.read_bytes()
+    from rnnlab.data.tables import bom_encoding
+
+    bom = bom_encoding(raw)
+    codec = codecs.lookup(encoding).name
+    if bom in ("utf-16", "utf-32") and not codec.startswith((bom, bom.replace("-", "_"))):
+        raise DataError(f"text file {str(p)!r}: expected valid {encoding} bytes, got a {bom.upper()} file (it starts "
+                        f"with a {bom.upper()} byte-order mark); pass --encoding {bom}, or save the file as UTF-8")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -71,6 +78,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
             f"(line {line}); pass --encoding with the file's encoding (for example --encoding latin-1)"
         ) from None
     text = text.replace("\r\n", "\n")
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (Notepad): not part of the text
+        text = text[1:]
     if not text.strip():
         got = "an empty file" if not raw else f"only whitespace ({len(raw)} bytes)"
         raise DataError(expected(f"text file {str(p)!r}", "some text", got))

@@ -34,6 +34,7 @@ from rnnlab.data.tables import (
     fill_missing,
     label_key,
     _read_text,
+    as_float32,
 )
 from rnnlab.errors import DataError
 
@@ -67,10 +68,11 @@ def load_ts(
     label_map: LabelMap | None = None,
     missing: str = "error",
     require_labels: bool = True,
+    encoding: str = "utf-8",
 ) -> SequenceExamples:
     """Read a ``.ts`` file into sequences (T_i, D) and label indices."""
     check_missing_policy(missing)
-    text = _read_text(path)
+    text = _read_text(path, encoding)
     header: dict[str, object] = {}
     declared: list[str] | None = None
     in_data = False
@@ -149,12 +151,12 @@ def load_ts(
             if missing == "error":
                 t, d = map(int, np.argwhere(np.isnan(vals))[0])
                 raise DataError(f"{path}, line {ln}, dimension {d + 1}, value {t + 1}: expected a number, got a "
-                                "missing value ('?'); choose --missing drop|ffill|interpolate to allow gaps")
+                                "missing value ('?'); pass --missing drop|ffill|interpolate to allow gaps")
             vals = fill_missing(vals, missing, where)
         if label is not None and declared is not None and label not in declared:
             raise DataError(f"{path}, line {ln}: class label: expected one of @classLabel {declared[:20]}, "
                             f"got {label!r}")
-        seqs.append(vals.astype(np.float32))
+        seqs.append(as_float32(vals, f"{path}, line {ln}"))
         keys.append(label)
         lines.append(ln)
     if not in_data:

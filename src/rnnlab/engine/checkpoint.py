@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.engine import record
+from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.scan import ScanTag
 from rnnlab.errors import ConfigError
 
@@ -82,6 +83,13 @@ class _Checkpointed(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, dh, dc=None):
         x, mask, w_ih, w_hh, b_ih, b_hh, w_hr = ctx.saved_tensors
+        if backward_needs_autodiff(d_out, dh, dc):
+            from rnnlab.engine.scan import autodiff_backward
+
+            h0, c0 = ctx.starts[0]                            # the inputs themselves
+            n = ctx.needs_input_grad
+            return (None, None, None, None) + autodiff_backward(
+                ctx.mode, n[4:], (d_out, dh, dc), x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         mode, tag, run = ctx.mode, ctx.tag, _inner(ctx.inner)
         is_lstm = mode == "lstm"
         need = ctx.needs_input_grad
@@ -128,7 +136,7 @@ def checkpointed_scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
     mask: Tensor | None = None, tag: ScanTag | None = None, *, segment: int | None = None,
-    inner: str = "fast",
+    inner: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``scan`` that keeps only segment-boundary states and recomputes each segment in backward.
 
@@ -141,6 +149,8 @@ def checkpointed_scan(
         raise ConfigError(f"segment: expected an int >= 1, got {segment!r}")
     if inner == "checkpoint":
         raise ConfigError("inner: expected an engine other than 'checkpoint', got 'checkpoint'")
+    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):     # torch.func transforms, forward AD
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     tag = tag or ScanTag()
     res = _Checkpointed.apply(mode, tag, segment, inner, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     if mode == "lstm":

@@ -6,9 +6,10 @@ a pass over memory. ``fast_kernels.cpp`` runs the same loop without Python betwe
 the recurrent matmul straight into the saved buffer, and fuses each step's pointwise algebra
 (the cell update, every hand-derived gate gradient, the masking) into one pass. The matmuls —
 each step's and the whole-sequence ones before and after the loop — go through ``gemm.h``:
-oneDNN's single-precision GEMM where the product is large enough to gain from it (on AMD CPUs
-with AVX-512 it runs about twice as fast as the MKL GEMM behind torch.mm), torch's BLAS
-otherwise and in double precision. The saved buffers are the reference's (plus the LSTM's
+on CPUs with AVX-512, oneDNN's single-precision GEMM where the product is large enough to gain
+from it (on AMD CPUs it runs about twice as fast as the MKL GEMM behind torch.mm) and after it
+passed a load-time check against torch.mm; torch's BLAS on every other CPU, for smaller products
+and in double precision (:func:`gemm_status` says which and why). The saved buffers are the reference's (plus the LSTM's
 tanh(c_t), so that backward computes no transcendental; tanh is taken as 2σ(2x) − 1, which
 ATen evaluates about 3x faster), and the weight gradients are the reference's single matmuls after
 the loop, so the two engines agree to rounding; the tests compare them in float64 and float32.
@@ -16,20 +17,22 @@ the loop, so the two engines agree to rounding; the tests compare them in float6
 For the LSTM in single precision over whole sequences (no padding mask) there is a second loop,
 ``lstm_tiled.h``: a unit-major layout in which each thread owns a range of hidden units for the
 whole sequence and runs its own register-tiled AVX-512 or AVX2 products with the cell update fused
-in, meeting the other threads once per step; it is the default on x86 CPUs for batches of 4 or
-more (:func:`set_tiled`, :func:`tiled_isa`), the row-major loop elsewhere.
+in, meeting the other threads once per step; it is the default on x86 CPUs with AVX2 or AVX-512
+from a few sequences on (:func:`set_tiled` gives the rule, :func:`tiled_isa` the choice here),
+the row-major loop elsewhere.
 
-The extension is compiled on first use by ``torch.utils.cpp_extension`` (needs a C++ compiler and
-the ``ninja`` package: ``pip install rnnlab[fast]``) and cached by torch afterwards. When it cannot
-be built, or for what it does not cover (LSTM projections, half precision, non-CPU tensors), the
-reference runs instead; a failed build is logged once (logger "rnnlab") and
-:func:`unavailable_reason` says why. ``RNNLAB_NO_FAST=1`` disables it.
+The extension is compiled when rnnlab is installed, or else on first use (kernels.py). Where it
+is missing, or for what it does not cover (LSTM projections, half precision, non-CPU tensors),
+the reference runs instead; a missing module is logged once (logger "rnnlab") and
+:func:`unavailable_reason` says why.
 
-``engine="auto"`` (the layers' default) is this engine: the fastest that can run here.
+``engine="auto"`` (the layers' default) is this engine unless ``rnnlab.set_engine("reference")``
+(or ``RNNLAB_ENGINE=reference``) says otherwise.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,8 +40,9 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
+from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
-from rnnlab.engine.scan import ScanTag, input_and_weight_grads, scan as reference_scan, wanted
+from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
 from rnnlab.errors import ConfigError
 
 _KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
@@ -65,6 +69,25 @@ def onednn_in_use() -> bool:
     return available() and gemm_backend(64, 64, 64 * 64) == "onednn"
 
 
+def gemm_status() -> tuple[bool, str]:
+    """(whether the kernels' large float32 matmuls may use oneDNN here, why): decided once per
+    process from the CPU (AVX-512 only) and a load-time check of oneDNN's matmul against
+    torch.mm (gemm.h). Before torch's and set_onednn's switches, which gemm_backend honours."""
+    if not available():
+        return False, f"no kernels ({unavailable_reason()})"
+    uses, reason, _ = _KERNELS.module.onednn_state()
+    return uses, reason
+
+
+def cpu_isa() -> str:
+    """The CPU's vector instruction set as the kernels see it: "avx512", "avx2", "avx", "sse4.2",
+    "baseline" on x86-64, the machine's name elsewhere (gemm.h's cpu_isa); without the kernels,
+    torch's own capability in lower case."""
+    if available():
+        return _KERNELS.module.cpu_isa()
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
 def gemm_backend(M: int, K: int, N: int) -> str:
     """Which library a float32 (M, K) @ (K, N) product of the kernels runs on: "onednn" or "blas"."""
     return _KERNELS.module.gemm_backend(M, K, N) if available() else "blas"
@@ -75,8 +98,9 @@ TILED_CHOICES = ("auto", "avx512", "avx2", "off")
 
 def set_tiled(choice: bool | str = "auto") -> None:
     """The LSTM's unit-major loop with rnnlab's own SIMD kernels (``lstm_tiled.h``). "auto"
-    (default): AVX-512 where the CPU has it, AVX2 for batches of 4 to 8 (and on CPUs without
-    AVX-512), the row-major loop for 1 to 3 sequences. "avx512" or "avx2" forces that set for
+    (default): on CPUs with AVX-512, its AVX-512 code from 9 sequences on, its AVX2 code for 4 to
+    8, the row-major loop for 1 to 3; on CPUs with AVX2 but not AVX-512, AVX2 code from 8
+    sequences on, the row-major loop below; elsewhere the row-major loop. "avx512" or "avx2" forces that set for
     every batch, "off" (or False) keeps the row-major loop everywhere: for tests and benchmarks
     that compare them. An instruction set this CPU lacks raises ``ConfigError`` and changes
     nothing. Builds the kernels if they are not built yet (the check needs them)."""
@@ -97,18 +121,98 @@ def tiled_isa(batch: int = 32) -> str:
     return _KERNELS.module.tiled_isa_for(batch) if available() else ""
 
 
+def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> str:
+    """The instruction set of the LSTM's unit-major loop (lstm_tiled.h) for such a call, or ""
+    for the row-major loop: single precision, whole sequences (no padding mask), a CPU with
+    AVX-512 or AVX2+FMA, the batch rule of lstm_tiled.h's isa_for."""
+    if mode != "lstm" or dtype != torch.float32 or masked or T == 0:
+        return ""
+    return _KERNELS.module.tiled_isa_for(B)
+
+
 def _tiled(mode: str, x: Tensor, mask: Tensor | None) -> bool:
-    """Whether this LSTM call takes the unit-major loop (lstm_tiled.h): single precision, whole
-    sequences (no padding mask), a CPU with AVX-512 or AVX2+FMA."""
-    return mode == "lstm" and x.dtype == torch.float32 and mask is None and x.shape[0] > 0 \
-        and bool(_KERNELS.module.tiled_isa_for(x.shape[1]))
+    return bool(_tiled_isa(mode, x.dtype, mask is not None, x.shape[0], x.shape[1]))
+
+
+def _unsupported_reason(device: str, dtype: torch.dtype, has_proj: bool) -> str:
+    """Why the kernels do not run a call ("" when they do)."""
+    if has_proj:
+        return "LSTM projections (proj_size) run on the reference"
+    if device != "cpu":
+        return f"{device} tensors run on the reference"
+    if dtype not in (torch.float32, torch.float64):
+        return f"{dtype} runs on the reference"
+    if _KERNELS.get() is None:
+        return f"the kernels are not available ({_KERNELS.error})"
+    return ""
 
 
 def _supported(x: Tensor, w_hr: Tensor | None) -> bool:
-    return (
-        w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-        and _KERNELS.get() is not None
-    )
+    return not _unsupported_reason(x.device.type, x.dtype, w_hr is not None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs a layer's call: the engine, its time loop and where the recurrent product goes."""
+
+    engine: str         # the engine that runs it: "fast" or "reference"
+    loop: str           # "tiled avx512", "tiled avx2", "row-major" (C++), "python" (reference)
+    gemm: str           # the library of the largest products: "onednn", "blas" or "torch" (the reference's ops)
+    reason: str         # why, one line
+
+    def __str__(self) -> str:
+        return f"engine {self.engine}, loop {self.loop}, GEMM {self.gemm}: {self.reason}"
+
+
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dtype = torch.float32,
+         device: str = "cpu", masked: bool = False, proj_size: int = 0, engine: str = "auto") -> Plan:
+    """The path ``fast_scan`` (or the engine ``engine`` resolves to) takes for one layer-direction
+    of cell ``mode`` ("lstm", "gru", "rnn_tanh", "rnn_relu") at this batch and hidden size. The
+    same predicates as the call itself; shapes, dtype and the CPU decide, never timing."""
+    from rnnlab.engine import resolve_engine
+
+    resolved = resolve_engine(engine)
+    if resolved == "reference":
+        why = "engine='reference'" if engine == "reference" else "rnnlab.set_engine / RNNLAB_ENGINE chose the reference"
+        return Plan("reference", "python", "torch", why)
+    if resolved != "fast":
+        return Plan(resolved, "python", "torch", f"engine {resolved!r} is not the fast engine")
+    why = _unsupported_reason(device, dtype, proj_size > 0)
+    if why:
+        return Plan("reference", "python", "torch", why)
+    G = _GATES[mode] * hidden
+    isa = _tiled_isa(mode, dtype, masked, steps, batch)
+    if dtype != torch.float32:
+        gemm, gemm_why = "blas", "double precision stays on BLAS"
+    else:
+        # the tiled loop's step products are its own SIMD code: its largest GEMMs are the sequence's
+        # (input projection, weight gradients); the row-major loop's are each step's
+        gemm = gemm_backend(G, steps * batch, hidden) if isa else gemm_backend(batch, hidden, G)
+        gemm_why = gemm_status()[1] if gemm == "onednn" or not gemm_status()[0] else "below oneDNN's size threshold"
+    if isa:
+        return Plan("fast", f"tiled {isa}", gemm, f"tiled loop with {isa.upper()} code: {_tiled_why(isa, batch)}; "
+                    f"its sequence GEMMs on {gemm}: {gemm_why}")
+    loop_why = (f"the {CELL_NAMES[mode]}'s C++ loop" if mode != "lstm" else
+                "float64 and padded batches take it" if dtype != torch.float32 or masked else
+                f"no tiled loop at batch {batch} here ({_tiled_why('', batch)})")
+    return Plan("fast", "row-major", gemm, f"row-major loop: {loop_why}; its step GEMM on {gemm}: {gemm_why}")
+
+
+def _tiled_why(isa: str, batch: int) -> str:
+    have = _KERNELS.module.cpu_isa()
+    choice = _KERNELS.module.tiled_choice()
+    if choice != "auto":
+        return f"forced by set_tiled({choice!r})"
+    if not isa:
+        if have not in ("avx512", "avx2"):
+            return f"the CPU has {have}, neither AVX-512 nor AVX2+FMA"
+        return "fewer than 4 sequences" if have == "avx512" else "fewer than 8 sequences without AVX-512"
+    if isa == "avx2" and have == "avx512":
+        return "8-column vectors pay at batches up to 8"
+    return f"the CPU's widest"
 
 
 class _FastScan(torch.autograd.Function):
@@ -123,6 +227,8 @@ class _FastScan(torch.autograd.Function):
             b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
         w_hh_c = w_hh.contiguous()
         ctx.tiled = _tiled(mode, x, mask)
+        # the inputs as given, for a differentiable (or batched) backward: saved after the buffers
+        ctx.originals = (x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
         if ctx.tiled:
             return _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh_c, b)
         x2 = x.reshape(T * B, I)
@@ -144,7 +250,8 @@ class _FastScan(torch.autograd.Function):
                 {n: tag.to_forward_time(g) for n, g in zip(family.GATES, blocks)},
             ))
         ctx.mode, ctx.tag, ctx.has_bias = mode, tag, has_bias
-        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn, tcs)
+        ctx.save_for_backward(x, m, w_ih, w_hh_c, hs, gates, cs, hn, tcs, *ctx.originals)
+        del ctx.originals
         out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, H); zero at padded steps
         h_last = hs[T].clone()
         if mode == "lstm":
@@ -153,9 +260,12 @@ class _FastScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
+        if backward_needs_autodiff(d_out, d_h_last, d_c_last):
+            return (None, None) + autodiff_backward(ctx.mode, ctx.needs_input_grad[2:] + (False,), (d_out, d_h_last, d_c_last),
+                                                    *ctx.saved_tensors[-8:])[:8]
         if ctx.tiled:
             return _tiled_backward(ctx, d_out, d_h_last, d_c_last)
-        x, m, w_ih, w_hh, hs, gates, cs, hn, tcs = ctx.saved_tensors
+        x, m, w_ih, w_hh, hs, gates, cs, hn, tcs = ctx.saved_tensors[:-8]
         mode, tag = ctx.mode, ctx.tag
         T, B, I = x.shape
         if m is not None:
@@ -200,7 +310,8 @@ def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
             {n: tag.to_forward_time(g) for n, g in zip(FAMILIES["lstm"].GATES, blocks)},
         ))
     ctx.mode, ctx.tag, ctx.has_bias = "lstm", tag, b is not None
-    ctx.save_for_backward(x, w_ih, w_hh, hs, gates, cs, tcs)
+    ctx.save_for_backward(x, w_ih, w_hh, hs, gates, cs, tcs, *ctx.originals)
+    del ctx.originals
     # the output as every other engine returns it, (T, B, H) contiguous: a view of the saved hs
     # when there is no padding, else a copy without the padding columns
     out = hs[1:] if gates.shape[2] == B else hs[1:, :B].contiguous()
@@ -208,7 +319,7 @@ def _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh, b):
 
 
 def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
-    x, w_ih, w_hh, hs, gates, cs, tcs = ctx.saved_tensors
+    x, w_ih, w_hh, hs, gates, cs, tcs = ctx.saved_tensors[:-8]
     B, Bp = x.shape[1], gates.shape[2]
     recording = record.grad_recording()
     res = _KERNELS.module.lstm_tiled_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, recording)
@@ -234,6 +345,8 @@ def fast_scan(
     mask: Tensor | None = None, tag: ScanTag | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where unsupported."""
+    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):     # torch.func transforms, forward AD
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     if not _supported(x, w_hr):
         return reference_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
     tag = tag or ScanTag()

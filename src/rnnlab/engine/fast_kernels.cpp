@@ -551,6 +551,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_tiled_forward", &rnnlab::tiled::lstm_forward, release());
   m.def("lstm_tiled_backward", &rnnlab::tiled::lstm_backward, release());
   m.def("tiled_isa_for", &rnnlab::tiled::isa_for);
+  m.def("tiled_choice", &rnnlab::tiled::choice);
   m.def("set_tiled", [](const std::string& choice) {
     if (!rnnlab::tiled::set_choice(choice))
       throw std::invalid_argument("set_tiled: this CPU cannot run the tiled LSTM loop with " + choice +
@@ -564,10 +565,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("chunks", &streaming::LSTMStreamer::chunks);
   m.def("release_workspace", &rnnlab::release_workspace);
   m.def("set_reuse", [](bool on) { rnnlab::reuse_enabled().store(on); });
-  m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
-  m.def("onednn_found", [] { return rnnlab::onednn_matmul() != nullptr; });
-  m.def("gemm_backend", [](int64_t M, int64_t K, int64_t N) {   // which library a float32 (M,K)@(K,N) uses
-    const auto f32 = at::TensorOptions().dtype(at::kFloat);
-    return std::string(rnnlab::use_onednn(at::empty({M, K}, f32), at::empty({K, N}, f32)) ? "onednn" : "blas");
-  });
+  rnnlab::def_gemm_functions(m);
 }

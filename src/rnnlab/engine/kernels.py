@@ -1,16 +1,21 @@
-"""Building the C++ kernels of the fast paths (``fast_kernels.cpp``, ``variants_kernels.cpp``).
+"""Loading the C++ kernels of the fast paths (``fast_kernels.cpp``, ``variants_kernels.cpp``).
 
-Each source is compiled on first use by ``torch.utils.cpp_extension`` (a C++ compiler and the
-``ninja`` package, ``pip install rnnlab[fast]``) and cached by torch, so only the first process on
-a machine pays the build (tens of seconds; a one-line notice says so on a terminal). When a build
-is impossible the caller falls back to the Python reference, with the same numbers: the failure
-is logged once (logger "rnnlab"), never raised or warned, so a machine without a compiler still
-runs everything. ``RNNLAB_NO_FAST=1`` turns the kernels off.
+Each source is compiled when the package is installed (``setup.py``: the modules
+``rnnlab.engine._fast_kernels`` and ``rnnlab.engine._variant_kernels`` travel in the wheel), so a
+machine without a compiler gets them too. A prebuilt module is used when it was built from the
+sources beside it (an editable install whose C++ was edited since is rebuilt instead). Without
+one, the source is compiled on first use by ``torch.utils.cpp_extension`` (a C++ compiler and the
+``ninja`` package, ``pip install rnnlab[fast]``) and cached by torch, so only the first process
+on a machine pays that build (tens of seconds; a one-line notice says so on a terminal). When
+neither works the caller falls back to the Python reference, with the same numbers: one line is
+logged (logger "rnnlab"), nothing is raised or warned, so every machine runs everything.
+``rnnlab.set_engine("reference")`` (or ``RNNLAB_ENGINE=reference``) keeps the kernels unloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -77,6 +82,27 @@ def empty_cache() -> None:
             k.module.release_workspace()
 
 
+def source_digest(source: Path) -> str:
+    """sha256 of a kernel source and the headers beside it (what it includes): setup.py compiles
+    it into the prebuilt module, which is used only while the sources still match."""
+    h = hashlib.sha256(source.read_bytes())
+    for header in sorted(source.parent.glob("*.h")):
+        h.update(header.read_bytes())
+    return h.hexdigest()
+
+
+_logged_gemm_check = False
+
+
+def _report_gemm_check(module: ModuleType) -> None:
+    """One log line per process when oneDNN's matmul failed its load-time check (gemm.h)."""
+    global _logged_gemm_check
+    uses, reason, failed = module.onednn_state()       # runs the check on first call
+    if failed and not _logged_gemm_check:
+        _logged_gemm_check = True
+        logging.getLogger("rnnlab").warning("the kernels use torch's BLAS for every matmul: %s", reason)
+
+
 def _import_built(so_path: Path, module_name: str) -> ModuleType:
     """Import an already-built extension module file directly (no builder, no lock)."""
     spec = importlib.util.spec_from_file_location(module_name, so_path)
@@ -89,7 +115,8 @@ def _import_built(so_path: Path, module_name: str) -> ModuleType:
 
 @dataclass
 class Kernels:
-    """One C++ source, built lazily: ``get()`` returns the module or None (``error`` says why).
+    """One C++ source: ``get()`` returns its module (the prebuilt one, else built here on first
+    use) or None (``error`` says why).
 
     torch's ``cpp_extension.load`` takes its build lock on every call, even when nothing needs
     building, so a process killed at that moment (kill -9 during a worker's first step) would
@@ -106,19 +133,36 @@ class Kernels:
     cflags: list[str] = field(default_factory=lambda: ["-O3", "-fopenmp"])
     module: ModuleType | None = None
     error: str | None = None
+    origin: str = ""    # "prebuilt" (installed with the package) or "built here" (on first use)
 
     @property
     def ext_name(self) -> str:
         return f"rnnlab_{self.name}_kernels"
 
+    @property
+    def prebuilt_name(self) -> str:
+        return f"rnnlab.engine._{self.name}_kernels"
+
     def _fingerprint(self) -> str:
         import torch
 
-        h = hashlib.sha256(self.source.read_bytes())
-        for header in sorted(self.source.parent.glob("*.h")):   # what the sources include (gemm.h)
-            h.update(header.read_bytes())
+        h = hashlib.sha256(source_digest(self.source).encode())
         h.update(json.dumps([self.cflags, torch.__version__, sys.version, sys.platform]).encode())
         return h.hexdigest()
+
+    def _load_prebuilt(self) -> ModuleType | None:
+        """The module setup.py built, when present, importable with this torch and built from
+        these sources; else None (then the JIT build runs)."""
+        try:
+            module = importlib.import_module(self.prebuilt_name)
+        except ImportError as exc:   # not built at install, or built against another torch
+            logging.getLogger("rnnlab").debug("no usable prebuilt %s (%s)", self.prebuilt_name, exc)
+            return None
+        if getattr(module, "source_digest", "") != source_digest(self.source):
+            logging.getLogger("rnnlab").info("%s was built from other sources than %s; rebuilding",
+                                             self.prebuilt_name, self.source.name)
+            return None
+        return module
 
     def _load_cached(self, cpp_extension) -> ModuleType | None:
         try:
@@ -147,33 +191,41 @@ class Kernels:
     def get(self) -> ModuleType | None:
         if self.module is not None or self.error is not None:
             return self.module
-        if os.environ.get("RNNLAB_NO_FAST"):
-            self.error = "disabled by RNNLAB_NO_FAST"
-            return None
         try:
-            from torch.utils import cpp_extension
-
-            self.module = self._load_cached(cpp_extension)
+            self.module = self._load_prebuilt()
             if self.module is not None:
-                _apply_switches(self.module)
-                return self.module
-            if sys.stderr.isatty():
-                print(f"rnnlab: compiling the {self.name} kernels (once per machine, then cached)...",
-                      file=sys.stderr, flush=True)
-            _clear_stale_lock(cpp_extension, self.ext_name)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
-                self.module = cpp_extension.load(name=self.ext_name, sources=[str(self.source)],
-                                                 extra_cflags=self.cflags, extra_ldflags=["-fopenmp"],
-                                                 verbose=False)
-            self._write_stamp(cpp_extension, self.module)
+                self.origin = "prebuilt"
+            else:
+                self.module = self._build()
+                self.origin = "built here"
             _apply_switches(self.module)
+            _report_gemm_check(self.module)
         except Exception as exc:  # no compiler, no ninja, a broken toolchain: fall back, say so once
+            self.module = None
             lines = str(exc).strip().splitlines()
             self.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
             logging.getLogger("rnnlab").warning(
-                "the %s kernels could not be built (%s); using the Python reference instead (same numbers, "
-                "slower). Install a C++ compiler and `pip install rnnlab[fast]` (ninja) to enable them.",
-                self.name, self.error,
+                "the %s kernels are not installed and could not be built (%s); using the Python reference "
+                "instead (same numbers, slower). Reinstall rnnlab with a C++ compiler (pip install "
+                "--no-build-isolation rnnlab), or install ninja (pip install rnnlab[fast]) to build them on "
+                "first use.", self.name, self.error,
             )
         return self.module
+
+    def _build(self) -> ModuleType:
+        """Compile the source with torch's builder (or reuse this fingerprint's earlier build)."""
+        from torch.utils import cpp_extension
+
+        module = self._load_cached(cpp_extension)
+        if module is not None:
+            return module
+        if sys.stderr.isatty():
+            print(f"rnnlab: compiling the {self.name} kernels (once per machine, then cached)...",
+                  file=sys.stderr, flush=True)
+        _clear_stale_lock(cpp_extension, self.ext_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compiler-version chatter from torch's builder
+            module = cpp_extension.load(name=self.ext_name, sources=[str(self.source)],
+                                        extra_cflags=self.cflags, extra_ldflags=["-fopenmp"], verbose=False)
+        self._write_stamp(cpp_extension, module)
+        return module

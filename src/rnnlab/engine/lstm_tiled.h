@@ -207,18 +207,23 @@ inline bool set_choice(const std::string& want) {
 }
 
 // The instruction set for a batch of B sequences, "" for the row-major loop. Under "auto", from
-// measurements on a 2-core AMD EPYC (README, "The LSTM's tiled loop"): fewer than 4 sequences
-// keep the row-major loop (padded to 8 columns, the saved activations would more than double, and
-// at B = 1 the library's matrix-vector product is faster than a tile), and up to 8 take AVX2's
-// 8-column vectors rather than half-empty 16-column ones (bench_kernels.py's batch sweep, training
-// at B = 8, H = 256: 1.15 of torch.nn's time against 1.41).
+// benchmarks/bench_kernels.py's batch sweep (LSTM T=35 I=32 H=256, training, against the
+// row-major loop as it runs on the same CPU):
+//   - fewer than 4 sequences keep the row-major loop everywhere (padded to 8 columns, the saved
+//     activations would more than double, and at B = 1 the library's matrix-vector product is
+//     faster than a tile);
+//   - on AVX-512 CPUs, up to 8 sequences take AVX2's 8-column vectors rather than half-empty
+//     16-column ones, more take AVX-512;
+//   - on CPUs with AVX2 but not AVX-512, the row-major loop's step products run on torch's BLAS
+//     (gemm.h), which beat the AVX2 tiles at 4 sequences ("row-major BLAS" against "tiled AVX2
+//     BLAS", the AVX2 code run on an AVX-512 CPU with oneDNN off); from 8 on the tiles win.
 inline std::string isa_for(int64_t B) {
   const std::string c = choice();
   if (c != "auto") return c == "off" ? std::string() : c;
   const std::string& have = detected_isa();
   if (have.empty() || B < 4) return "";
-  if (have == "avx512" && B <= 8) return "avx2";
-  return have;
+  if (have == "avx512") return B <= 8 ? "avx2" : "avx512";
+  return B >= 8 ? "avx2" : "";
 }
 
 // (B, H) → (H, Bp) with zero padding, into dst.

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
+from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_scan, use_autodiff
 
 
 class ScanTag:
@@ -138,7 +139,7 @@ class _Scan(torch.autograd.Function):
 
         ctx.mode, ctx.tag, ctx.has_bias = mode, tag, has_bias
         saved_gates = None if family.GATES_ARE_OUTPUT else gates  # the RNN's "gates" alias hs[1:]
-        ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, w_hr, hs, saved_gates, cs, hn)
+        ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, w_hr, hs, saved_gates, cs, hn, h0, c0, b_ih)
         out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, p); zero at padded steps
         h_last = hs[T].clone()
         if mode == "lstm":
@@ -147,7 +148,10 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
-        x, mask, w_ih, w_hh, b_hh, w_hr, hs, gates, cs, hn = ctx.saved_tensors
+        x, mask, w_ih, w_hh, b_hh, w_hr, hs, gates, cs, hn, h0, c0, b_ih = ctx.saved_tensors
+        if backward_needs_autodiff(d_out, d_h_last, d_c_last):
+            return (None, None) + autodiff_backward(ctx.mode, ctx.needs_input_grad[2:], (d_out, d_h_last, d_c_last),
+                                                    x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         mode, tag = ctx.mode, ctx.tag
         family = FAMILIES[mode]
         relu = mode == "rnn_relu"
@@ -216,6 +220,18 @@ class _Scan(torch.autograd.Function):
         return None, None, dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
+def autodiff_backward(mode, need, grads, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None) -> tuple:
+    """The gradients of (x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) by autograd through
+    :func:`rnnlab.engine.autodiff.torch_scan` (double backward, batched gradients); ``need``: the
+    Function's needs_input_grad for those arguments, in that order."""
+    def run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
+
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = recompute_grads(
+        run, [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr], [need[i] for i in (0, 2, 3, 4, 5, 6, 7, 8)], grads)
+    return dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+
+
 def scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
@@ -226,6 +242,8 @@ def scan(
     Returns (out (T, B, p), h_T (B, p), c_T (B, h) or None). ``mask`` (T, B, 1) bool marks valid
     steps for variable-length batches. Inputs are not validated here: the layers do that.
     """
+    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):     # torch.func transforms, forward AD
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     tag = tag or ScanTag()
     res = _Scan.apply(mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     if mode == "lstm":

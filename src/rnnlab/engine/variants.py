@@ -36,6 +36,7 @@ from torch import Tensor
 
 from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
+from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
 from rnnlab.engine.kernels import Kernels
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, wanted
 
@@ -135,7 +136,7 @@ class _VariantScan(torch.autograd.Function):
         ctx.xhat, ctx.rstd_x = xhat, rstd_x
         ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
                               peephole, rd_mask, zo_h, zo_c, hs, cs, h_ins if rd_mask is not None else None,
-                              ctil)
+                              ctil, h0, c0, b_ih)
         out = hs[1:] if mask is None else hs[1:] * mask                      # (T, B, h)
         if is_lstm:
             return out, hs[T].clone(), cs[T].clone()
@@ -144,7 +145,12 @@ class _VariantScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
         (x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
-         rd_mask, zo_h, zo_c, hs, cs, h_ins, ctil) = ctx.saved_tensors
+         rd_mask, zo_h, zo_c, hs, cs, h_ins, ctil, h0, c0, b_ih) = ctx.saved_tensors
+        if backward_needs_autodiff(d_out, d_h_last, d_c_last):
+            return (None, None) + _autodiff_backward(
+                ctx.spec, ctx.needs_input_grad[2:], (d_out, d_h_last, d_c_last),
+                x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
+                rd_mask, zo_h, zo_c)
         xhat, rstd_x = ctx.xhat, ctx.rstd_x
         spec, tag, saved = ctx.spec, ctx.tag, ctx.saved
         is_lstm = spec.mode == "lstm"
@@ -260,6 +266,21 @@ class _VariantScan(torch.autograd.Function):
                 d_gain_ih, *extra, None, None, None)
 
 
+def _autodiff_backward(spec, need, grads, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep,
+                       rd_mask, zo_h, zo_c) -> tuple:
+    """Gradients of (x, mask, h0, ..., zo_c) by autograd through
+    :func:`rnnlab.engine.autodiff.torch_variant_scan` (double backward, batched gradients). The
+    masks get none: they are drawn, not learned."""
+    def run(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep):
+        return torch_variant_scan(spec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih=g_ih, ln_gain_hh=g_hh,
+                                  ln_gain_c=g_c, ln_bias_c=b_c, peephole=peep, rd_mask=rd_mask,
+                                  zoneout_h=zo_h, zoneout_c=zo_c, mask=mask)
+
+    inputs = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep]
+    got = recompute_grads(run, inputs, [need[0]] + list(need[2:13]), grads)
+    return (got[0], None, *got[1:], None, None, None)
+
+
 def variant_scan(
     spec: VariantSpec, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, *,
@@ -274,6 +295,12 @@ def variant_scan(
     broadcast to it: the zoneout masks (1 = keep the previous value). ``fast``: use the C++ loop
     where it covers the case (see ``fast_covers``). Inputs are not validated.
     """
+    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
+                    rd_mask, zoneout_h, zoneout_c):                  # torch.func transforms, forward AD
+        return torch_variant_scan(spec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih=ln_gain_ih,
+                                  ln_gain_hh=ln_gain_hh, ln_gain_c=ln_gain_c, ln_bias_c=ln_bias_c,
+                                  peephole=peephole, rd_mask=rd_mask, zoneout_h=zoneout_h,
+                                  zoneout_c=zoneout_c, mask=mask)
     tag = tag or ScanTag()
     if fast and fast_covers(spec, x, b_ih, rd_mask, zoneout_h, zoneout_c, mask):
         return _LNLSTMFast.apply(tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
@@ -317,12 +344,21 @@ class _LNLSTMFast(torch.autograd.Function):
             record.emit_gates(record.GateRecord(tag.layer, tag.direction, "lstm",
                                                 {n: tag.to_forward_time(g) for n, g in zip(lstm_variants.GATES, blocks)}))
         ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y)
+        ctx.save_for_backward(x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y,
+                              h0, c0, b_ih, b_hh, b_c)
         return hs[1:], hs[T].clone(), cs[T].clone()
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last):
-        x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y = ctx.saved_tensors
+        (x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y,
+         h0, c0, b_ih, b_hh, b_c) = ctx.saved_tensors
+        if backward_needs_autodiff(d_out, d_h_last, d_c_last):
+            n = ctx.needs_input_grad                 # apply's order: tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ...
+            got = _autodiff_backward(VariantSpec("lstm", lstm_variants.LSTMVariant(layer_norm=True)),
+                                     (n[1], False, *n[2:], False), (d_out, d_h_last, d_c_last),
+                                     x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, None,
+                                     None, None, None)
+            return (None, got[0], *got[2:12])
         T, B, I = x.shape
         GH = w_ih.shape[0]
         dxw, du, dh0, dc0, d_g_ih, d_g_hh, db, d_g_c, d_b_c = _KERNELS.module.ln_lstm_backward(

@@ -214,5 +214,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("matmul", &rnnlab::matmul, "a @ b (+ bias) through gemm.h");
   m.def("release_workspace", &rnnlab::release_workspace);
   m.def("set_reuse", [](bool on) { rnnlab::reuse_enabled().store(on); });
-  m.def("set_onednn", [](bool on) { rnnlab::onednn_enabled().store(on ? 1 : 0); });
+  rnnlab::def_gemm_functions(m);
 }

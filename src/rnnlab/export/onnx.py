@@ -40,9 +40,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.errors import ConfigError
 from rnnlab.export.variant_graph import equations_differ, variant_twin
+from rnnlab.nn.cells import CellBase
+from rnnlab.nn.layers import RecurrentBase
+from rnnlab.outputs import atomic_path, check_output, commit
+from rnnlab.tasks.classify import SequenceClassifier, pool_states
+from rnnlab.tasks.forecast import Forecaster
+from rnnlab.tasks.lm import LanguageModel
+from rnnlab.tasks.video import FullClips, frames_example
+from rnnlab.train.rundir import load_run
 
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 _CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.RNNCell, "rnn_relu": nn.RNNCell}
@@ -55,9 +64,6 @@ def _is_rnnlab(module: nn.Module) -> bool:
 
 def to_torch(module: nn.Module) -> nn.Module:
     """The torch.nn twin of an rnnlab recurrent layer or cell (same weights), in eval mode."""
-    from rnnlab.nn.cells import CellBase
-    from rnnlab.nn.layers import RecurrentBase
-
     if equations_differ(module):                 # layer norm, peepholes, ...: no torch.nn twin
         return variant_twin(module)
     mode = module.mode
@@ -180,7 +186,7 @@ def _check_twin(module: nn.Module, twin: nn.Module, args: tuple) -> None:
 def onnx_session(path: str | Path, threads: int | None = None):
     """An ONNX Runtime CPU session (raises ConfigError if onnxruntime is not installed)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort   # optional: the [onnx] extra
     except ImportError as exc:
         raise ConfigError("onnxruntime: expected it installed (pip install rnnlab[onnx]), got ImportError") from exc
     opts = ort.SessionOptions()
@@ -198,22 +204,98 @@ def run_onnx(session, *inputs: Any) -> list:
     return session.run(None, feeds)
 
 
-def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best") -> Path:
-    """Export a training run's model (rebuilt by ``rnnlab.train.load_run``).
+class SortedClassifier(nn.Module):
+    """A sequence classifier as ONNX can take it: torch's exporter maps a PackedSequence to the
+    LSTM/GRU/RNN operators' ``sequence_lens`` only when the batch is sorted by length, so this
+    sorts, runs the classifier's own layers, and puts the rows back in their order."""
 
-    The example input is the run's own first training batch (``batch["x"]``, or the batch's first
-    element); every axis of it but the last (features) is exported as dynamic.
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        order = torch.argsort(lengths, descending=True)
+        back = torch.argsort(order)
+        xs, ls = x[:, order], lengths[order]
+        packed = pack_padded_sequence(m.embed(xs), ls, enforce_sorted=True)
+        out_p, _ = m.rnn(packed)
+        out, _ = pad_packed_sequence(out_p, total_length=x.shape[0])  # (T, B, dirs*H)
+        if m.pool == "last":
+            # The final states read from the output (the exporter fails on h_n of a packed input):
+            # forward at each row's own last step, backward after reading step 0.
+            hidden = out.shape[-1] // m.dirs
+            rows = torch.arange(out.shape[1])
+            parts = [out[ls - 1, rows, :hidden]] + ([out[0, :, hidden:]] if m.dirs == 2 else [])
+            feats = torch.cat(parts, dim=-1)
+        else:
+            feats = pool_states(out, out[:1], ls, m.pool, m.num_layers, m.dirs)
+        return m.head(m.drop(feats))[back]
+
+
+def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int = 5):
+    """``(args, input_names, output_names, dynamic_axes)`` for exporting a task's model, made from
+    the model's own sizes (vocabulary, features, context), so the training data need not exist.
+
+    Classifiers take ``lengths`` (B,) beside the padded input (T, B[, D]); language models return
+    their state beside the logits. Unknown tasks fall back to their first training batch.
     """
-    from rnnlab.train.rundir import load_run
+    def ids(vocab: int) -> torch.Tensor:
+        return torch.randint(0, vocab, (steps, batch), generator=torch.Generator().manual_seed(0))
 
-    task, model, _ = load_run(run_dir, checkpoint)
+    def values(width: int, t: int = steps) -> torch.Tensor:
+        return torch.randn(t, batch, width, generator=torch.Generator().manual_seed(0))
+
     if getattr(task, "kind", None) == "frames":     # video clips: uint8 frames in, no training data needed
-        from rnnlab.tasks.video import export_frames
+        return frames_example(task)
 
-        return export_frames(task, model, path)
-    batch = next(iter(task.train_batches(0)))
-    x = batch["x"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (tuple, list)) else batch)
+    seq_batch = {0: "seq", 1: "batch"}
+    if isinstance(model, SequenceClassifier):
+        emb = model.embed
+        x = ids(emb.num_embeddings) if isinstance(emb, nn.Embedding) else values(emb.in_features)
+        lengths = torch.tensor([steps] + [max(1, steps - 2)] * (batch - 1), dtype=torch.long)
+        return ((x, lengths), ["input", "lengths"], ["logits"],
+                {"input": seq_batch, "lengths": {0: "batch"}, "logits": {0: "batch"}})
+    if isinstance(model, LanguageModel):
+        outs = ["logits", "h_n", "c_n"] if model.rnn.mode == "lstm" else ["logits", "h_n"]
+        axes = {"input": seq_batch, "logits": seq_batch, **{n: {1: "batch"} for n in outs[1:]}}
+        return (ids(model.vocab_size),), ["input"], outs, axes
+    if isinstance(model, Forecaster):
+        t = int(getattr(getattr(task, "config", None), "context", steps))
+        return (values(model.rnn.input_size, t),), ["input"], ["forecast"], {"input": seq_batch, "forecast": {0: "batch"}}
+    embed = getattr(model, "embed", None)
+    rnn = getattr(model, "rnn", None)
+    if rnn is not None and getattr(task, "name", "") == "probe":
+        x = ids(embed.num_embeddings) if isinstance(embed, nn.Embedding) else values(rnn.input_size)
+        return (x,), ["input"], None, {"input": seq_batch}
+    first = next(iter(task.train_batches(0)))
+    x = first["x"] if isinstance(first, dict) else getattr(first, "x", None)
+    if x is None:
+        x = first[0] if isinstance(first, (tuple, list)) else first
     if not isinstance(x, torch.Tensor):
-        raise ConfigError(f"run {run_dir}: expected a tensor input in its batches, got {type(x).__name__}")
-    axes = {"input": {i: f"dim{i}" for i in range(max(1, x.dim() - 1))}}
-    return export_onnx(model, path, example_inputs=(x,), input_names=["input"], dynamic_axes=axes)
+        raise ConfigError(f"task {getattr(task, 'name', '?')}: expected a tensor input in its batches, got {type(x).__name__}")
+    return (x,), ["input"], None, {"input": {i: f"dim{i}" for i in range(max(1, x.dim() - 1))}}
+
+
+def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Path:
+    """Export a training run's model (rebuilt by ``rnnlab.train.load_run``), every task's.
+
+    The example input is made from the model's sizes (see :func:`example_for_export`), so only the
+    run folder is needed; batch and sequence axes are exported as dynamic. The output path is
+    checked first (:func:`rnnlab.outputs.check_output`) and written atomically.
+    """
+    path = check_output(path, (), force, flag="--onnx")
+    task, model, _ = load_run(run_dir, checkpoint)
+    args, in_names, out_names, axes = example_for_export(task, model)
+    if in_names == ["input", "lengths"]:
+        model = SortedClassifier(model).eval()
+    elif in_names == ["frames"]:
+        model = FullClips(model).eval()
+    tmp = atomic_path(path)
+    try:
+        export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    commit(tmp, path)
+    return path

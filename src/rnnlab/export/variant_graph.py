@@ -27,6 +27,9 @@ from torch import Tensor, nn
 
 from rnnlab.cells import layernorm
 from rnnlab.errors import ConfigError
+from rnnlab.nn.cells import CellBase
+from rnnlab.nn.layers import RecurrentBase
+from rnnlab.nn.variants import _suffixes
 
 
 
@@ -158,8 +161,6 @@ class VariantLayer(nn.Module):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        from rnnlab.nn.variants import _suffixes
-
         self.D = module.num_directions
         self.dirs = nn.ModuleList([_Direction(module, sfx) for sfx in _suffixes(module)])
 
@@ -240,9 +241,6 @@ def equations_differ(module: nn.Module) -> bool:
 
 def variant_twin(module: nn.Module) -> nn.Module:
     """The scripted inference twin of an rnnlab layer or cell with variant equations, in eval mode."""
-    from rnnlab.nn.cells import CellBase
-    from rnnlab.nn.layers import RecurrentBase
-
     if module.mode not in ("lstm", "gru"):
         raise ConfigError(f"{type(module).__name__}: expected an LSTM or GRU for variant export, got {module.mode}")
     if isinstance(module, CellBase):

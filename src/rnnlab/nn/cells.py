@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from rnnlab.cells import FAMILIES
 from rnnlab.engine.scan import ScanTag, scan
-from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
+from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
 from rnnlab.nn.options import CellOptions, cell_kwargs
 
@@ -32,13 +32,13 @@ class CellBase(nn.Module):
             raise ConfigError("recurrent_dropout/weight_drop: expected 0 for a single-step cell (their masks are "
                               "drawn once per sequence: use the layer), got "
                               f"{self.options.recurrent_dropout}/{self.options.weight_drop}")
+        # torch.nn's cells check nothing themselves: torch.empty refuses a non-integer size (TypeError)
+        # or a negative one (RuntimeError) and sizes of 0 are accepted; so are they here.
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
-        if input_size < 0:
-            raise ConfigError(f"input_size: expected an int >= 0, got {input_size}")
-        if hidden_size <= 0:
-            raise ConfigError(f"hidden_size: expected an int > 0, got {hidden_size}")
+                raise ConfigTypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+            if v < 0:
+                raise ShapeError(f"{name}: expected an int >= 0, got {v}")
         self.mode = mode
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         gate_size = self.options.num_blocks(mode, FAMILIES[mode].NUM_BLOCKS) * hidden_size
@@ -56,7 +56,7 @@ class CellBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's default: every parameter ~ U(−1/√H, 1/√H)."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
         if not self.options.is_default():
@@ -73,28 +73,47 @@ class CellBase(nn.Module):
         return s
 
     def _prepare_input(self, input: Any) -> tuple[Tensor, bool]:
+        name = type(self).__name__
         if not isinstance(input, Tensor):
             raise ShapeError(f"input: expected a Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):
-            raise ShapeError(f"input: expected a 2-D (batched) or 1-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}")
+            raise ShapeError(with_torch(
+                f"input: expected a 2-D (batched) or 1-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}",
+                f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead"))
         if input.shape[-1] != self.input_size:
-            raise ShapeError(f"input.size(-1) (input_size): expected {self.input_size}, got {input.shape[-1]}")
-        w = self.weight_ih
-        if input.dtype != w.dtype:
-            raise DTypeError(f"input dtype: expected {w.dtype} (the weights' dtype), got {input.dtype}")
-        if input.device != w.device:
-            raise DeviceError(f"input device: expected {w.device} (the weights' device), got {input.device}")
+            raise ShapeError(with_torch(f"input.size(-1) (input_size): expected {self.input_size}, got {input.shape[-1]}",
+                                        f"input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size}"))
         unbatched = input.dim() == 1
         return (input.unsqueeze(0) if unbatched else input), unbatched
 
-    def _prepare_state(self, name: str, s: Any, x: Tensor, unbatched: bool) -> Tensor:
+    def _check_weights_match(self, x: Tensor) -> None:
+        """After the shapes (torch.nn's order): the input's dtype and device are the weights'."""
+        w = self.weight_ih
+        if x.dtype != w.dtype:
+            raise DTypeError(with_torch(f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}",
+                                        f"expected scalar type {str(w.dtype).split('.')[-1].capitalize()} but found "
+                                        f"{str(x.dtype).split('.')[-1].capitalize()}"))
+        if x.device != w.device:
+            raise DeviceError(f"input device: expected {w.device} (the weights' device), got {x.device}")
+
+    def _prepare_state(self, name: str, s: Any, x: Tensor, unbatched: bool, index: int = 0) -> Tensor:
         if s is None:
             return x.new_zeros(x.shape[0], self.hidden_size)
         if not isinstance(s, Tensor):
             raise StateError(f"{name}: expected a Tensor, got {type(s).__name__}")
         want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         if tuple(s.shape) != want:
-            raise ShapeError(f"{name} shape: expected {want}, got {tuple(s.shape)}")
+            cls = type(self).__name__
+            if s.dim() not in (1, 2):
+                which = f"hx[{index}]" if self.mode == "lstm" else "hidden"
+                torch_msg = f"{cls}: Expected {which} to be 1D or 2D, got {s.dim()}D instead"
+            elif s.shape[-1] != self.hidden_size:
+                torch_msg = f"hidden{index} has inconsistent hidden_size: got {s.shape[-1]}, expected {self.hidden_size}"
+            elif s.dim() == 2 and not unbatched:
+                torch_msg = f"Input batch size {x.shape[0]} doesn't match hidden{index} batch size {s.shape[0]}"
+            else:
+                torch_msg = f"Expected hidden{index} to be {len(want)}D for {len(want)}D input, got {s.dim()}D"
+            raise ShapeError(with_torch(f"{name} shape: expected {want}, got {tuple(s.shape)}", torch_msg))
         if s.dtype != x.dtype:
             raise DTypeError(f"{name} dtype: expected {x.dtype} (the input's dtype), got {s.dtype}")
         if s.device != x.device:
@@ -117,14 +136,18 @@ class RNNCell(CellBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+            # torch.nn.RNNCell refuses it only in forward (RuntimeError); refused here at once
+            raise ConfigError(with_torch(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}",
+                                         f"Unknown nonlinearity: {nonlinearity}"))
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype,
                          CellOptions.from_dict(options))
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
-        h, _ = self._step(x, self._prepare_state("hx", hx, x, unbatched), None)
+        h0 = self._prepare_state("hx", hx, x, unbatched)
+        self._check_weights_match(x)
+        h, _ = self._step(x, h0, None)
         return h.squeeze(0) if unbatched else h
 
 
@@ -140,7 +163,9 @@ class GRUCell(CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
-        h, _ = self._step(x, self._prepare_state("hx", hx, x, unbatched), None)
+        h0 = self._prepare_state("hx", hx, x, unbatched)
+        self._check_weights_match(x)
+        h, _ = self._step(x, h0, None)
         return h.squeeze(0) if unbatched else h
 
 
@@ -163,7 +188,8 @@ class LSTMCell(CellBase):
             raise StateError(f"hx: expected a tuple (h_0, c_0) for LSTMCell, got a {type(hx).__name__}")
         else:
             h0, c0 = hx
-        h0 = self._prepare_state("h_0", h0, x, unbatched)
-        c0 = self._prepare_state("c_0", c0, x, unbatched)
+        h0 = self._prepare_state("h_0", h0, x, unbatched, 0)
+        c0 = self._prepare_state("c_0", c0, x, unbatched, 1)
+        self._check_weights_match(x)
         h, c = self._step(x, h0, c0)
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)

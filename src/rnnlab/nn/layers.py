@@ -3,10 +3,12 @@
 Same constructor arguments, parameter names, shapes, default initialisation, forward signature
 and outputs as ``torch.nn``; a state dict loads both ways. The work is done by an engine of
 :mod:`rnnlab.engine`, one call per layer and direction, chosen with ``engine=``: ``"auto"`` (the
-default: the C++ time loops of ``engine/fast.py`` where they are built and cover the case, else
-the reference), ``"reference"`` (``engine/scan.py``: our equations and hand-written BPTT in
-Python, the readable path the tests compare every other engine with), ``"fast"`` (same as
-auto) or ``"checkpoint"`` (recomputes segments in backward: O(√T) activation memory).
+default: what ``rnnlab.set_engine`` / ``RNNLAB_ENGINE`` chose, which unless told otherwise is the
+C++ time loops of ``engine/fast.py`` where they are built and cover the case, else the
+reference), ``"reference"`` (``engine/scan.py``: the cells' equations and hand-written BPTT in Python,
+the readable path the tests compare every other engine with), ``"fast"`` (the C++ loops,
+whatever ``set_engine`` says) or ``"checkpoint"`` (recomputes segments in backward: O(√T)
+activation memory).
 
 Shape legend: T = sequence length, B = batch, I = input_size, H = hidden_size,
 P = proj_size if > 0 else H, D = 2 if bidirectional else 1, L = num_layers.
@@ -27,6 +29,8 @@ Parameters of layer k (suffix ``_reverse`` for the reversed direction), G = gate
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from typing import Any
 
 import torch
@@ -37,31 +41,49 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnlab.cells import FAMILIES
 from rnnlab.engine import get_engine
 from rnnlab.engine.scan import ScanTag
-from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError
+from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
 from rnnlab.nn.options import CellOptions, cell_kwargs
 
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _check_config(mode: str, input_size, hidden_size, num_layers, dropout, proj_size) -> None:
+def _check_config(mode: str, input_size, hidden_size, num_layers, dropout, bias, batch_first, proj_size) -> None:
+    """torch.nn.RNNBase's checks, in its order, accepting and refusing the same values; rnnlab's
+    messages carry torch.nn's, which code written against torch.nn may match."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
+        raise ConfigError(with_torch(f"dropout: expected a number in [0, 1], got {dropout!r}",
+                                     "dropout should be a number in range [0, 1] representing the "
+                                     "probability of an element being zeroed"))
+    for name, v in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(v, bool):
+            raise ConfigTypeError(with_torch(f"{name}: expected True or False, got {type(v).__name__} {v!r}",
+                                             f"{name} should be of type bool, got: {type(v).__name__}"))
     for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
-    if input_size < 0:
-        raise ConfigError(f"input_size: expected an int >= 0, got {input_size}")
-    if hidden_size <= 0:
-        raise ConfigError(f"hidden_size: expected an int > 0, got {hidden_size}")
-    if num_layers <= 0:
-        raise ConfigError(f"num_layers: expected an int > 0, got {num_layers}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-        raise ConfigError(f"dropout: expected a number in [0, 1], got {dropout!r}")
-    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
-        raise ConfigError(f"proj_size: expected an int >= 0, got {proj_size!r}")
-    if proj_size and mode != "lstm":
-        raise ConfigError(f"proj_size: expected 0 (projections exist only for LSTM), got {proj_size} for {mode.upper()}")
+            raise ConfigTypeError(with_torch(f"{name}: expected an int, got {type(v).__name__} {v!r}",
+                                             f"{name} should be of type int, got: {type(v).__name__}"))
+        if v <= 0:
+            raise ConfigError(with_torch(f"{name}: expected an int > 0, got {v}", f"{name} must be greater than zero"))
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+        raise ConfigTypeError(f"proj_size: expected an int >= 0, got {type(proj_size).__name__} {proj_size!r}")
+    if proj_size < 0:
+        raise ConfigError(with_torch(f"proj_size: expected an int >= 0, got {proj_size}",
+                                     "proj_size should be a positive integer or zero to disable projections"))
     if proj_size >= hidden_size:
-        raise ConfigError(f"proj_size: expected a value < hidden_size ({hidden_size}), got {proj_size}")
+        raise ConfigError(with_torch(f"proj_size: expected a value < hidden_size ({hidden_size}), got {proj_size}",
+                                     "proj_size has to be smaller than hidden_size"))
+
+
+def _no_proj_size(family: str, proj_size) -> None:
+    """torch.nn.RNN and GRU refuse the keyword itself, whatever its value."""
+    if proj_size is not _ABSENT:
+        raise ConfigError(with_torch(f"proj_size: expected no proj_size for {family} (projections exist only "
+                                     f"for LSTM), got {proj_size!r}",
+                                     "proj_size argument is only supported for LSTM, not RNN or GRU"))
+
+
+_ABSENT = object()
 
 
 class RecurrentBase(nn.Module):
@@ -74,18 +96,18 @@ class RecurrentBase(nn.Module):
         options: CellOptions | None = None,
     ) -> None:
         super().__init__()
-        _check_config(mode, input_size, hidden_size, num_layers, dropout, proj_size)
+        _check_config(mode, input_size, hidden_size, num_layers, dropout, bias, batch_first, proj_size)
         # Options torch.nn lacks (rnnlab.nn.options); the defaults are torch.nn's behaviour.
         self.options = (options or CellOptions()).validate(mode, bias, proj_size)
         get_engine(engine)  # fail early on an unknown name
         self.engine = engine
         if dropout > 0 and num_layers == 1:
             # torch.nn warns here too: dropout acts only between layers.
-            import warnings
-
             warnings.warn(
                 f"dropout={dropout} has no effect with num_layers=1: rnnlab (like torch.nn) applies "
-                "dropout between recurrent layers only", UserWarning, stacklevel=3,
+                "dropout between recurrent layers only (torch.nn: dropout option adds dropout after all "
+                "but last recurrent layer, so non-zero dropout expects num_layers greater than 1)",
+                UserWarning, stacklevel=3,
             )
         self.mode = mode
         self.input_size = input_size
@@ -102,7 +124,10 @@ class RecurrentBase(nn.Module):
         factory = {"device": device, "dtype": dtype}
 
         # Registered in torch.nn's order, so that the same seed gives the same initial weights.
-        self._param_names: list[list[str]] = []
+        # torch.nn's bookkeeping, same names and meaning: the parameter names per layer-direction
+        # (_all_weights) and in one list (_flat_weights_names); _flat_weights is a property.
+        self._all_weights: list[list[str]] = []
+        self._flat_weights_names: list[str] = []
         for layer in range(num_layers):
             for direction in range(num_directions):
                 layer_input = input_size if layer == 0 else real_hidden * num_directions
@@ -117,7 +142,8 @@ class RecurrentBase(nn.Module):
                     params.append((f"weight_hr_l{layer}{suffix}", (proj_size, hidden_size)))
                 for name, shape in params:
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
-                self._param_names.append([n for n, _ in params])
+                self._all_weights.append([n for n, _ in params])
+                self._flat_weights_names.extend(n for n, _ in params)
         _variants.add_parameters(self, factory)     # none unless an option needs them
         self.reset_parameters()
 
@@ -130,6 +156,10 @@ class RecurrentBase(nn.Module):
             _variants.init_parameters(self)
 
     @property
+    def _torch_name(self) -> str:
+        return {"lstm": "LSTM", "gru": "GRU"}.get(self.mode, "RNN")
+
+    @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
@@ -139,7 +169,67 @@ class RecurrentBase(nn.Module):
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
-        return [[getattr(self, n) for n in names] for names in self._param_names]
+        """The parameters of each layer-direction, in torch.nn's order (as torch.nn's attribute)."""
+        return [[getattr(self, n) for n in names] for names in self._all_weights]
+
+    @property
+    def _flat_weights(self) -> list[Tensor | None]:
+        """torch.nn's flat list of the weights, read from the attributes at each access, so that it
+        follows reparametrisations (``torch.nn.utils.weight_norm``), ``functional_call`` and ``.to()``."""
+        return [getattr(self, n, None) for n in self._flat_weights_names]
+
+    def flatten_parameters(self) -> None:
+        """torch.nn's call to pack the weights for cuDNN. rnnlab's engines read the parameters as
+        they are, so there is nothing to pack: a no-op, as torch.nn's is on the CPU."""
+
+    # torch.nn.RNNBase's checking methods, for code that calls or overrides them.
+    def check_input(self, input: Tensor, batch_sizes: Tensor | None) -> None:
+        if input.dim() != (2 if batch_sizes is not None else 3):
+            raise ShapeError(with_torch(
+                f"input: expected {2 if batch_sizes is not None else 3}-D, got {input.dim()}-D",
+                f"input must have {2 if batch_sizes is not None else 3} dimensions, got {input.dim()}"))
+        x = input if batch_sizes is not None else (input.transpose(0, 1) if self.batch_first else input)
+        self._check_input(x if x.dim() == 3 else x.unsqueeze(1))
+
+    def get_expected_hidden_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
+        if batch_sizes is not None:
+            batch = int(batch_sizes[0])
+        else:
+            batch = input.size(0) if self.batch_first else input.size(1)
+        return (self.num_layers * self.num_directions, batch, self.real_hidden_size)
+
+    def get_expected_cell_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
+        L, B, _ = self.get_expected_hidden_size(input, batch_sizes)
+        return (L, B, self.hidden_size)
+
+    def check_hidden_size(self, hx: Tensor, expected_hidden_size: tuple[int, int, int],
+                          msg: str = "Expected hidden size {}, got {}") -> None:
+        if hx.size() != expected_hidden_size:
+            raise ShapeError(with_torch(f"hidden state shape: expected {tuple(expected_hidden_size)}, got {tuple(hx.shape)}",
+                                        msg.format(expected_hidden_size, list(hx.size()))))
+
+    def check_forward_args(self, input: Tensor, hidden: Any, batch_sizes: Tensor | None) -> None:
+        self.check_input(input, batch_sizes)
+        if self.mode == "lstm":
+            self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                                   "Expected hidden[0] size {}, got {}")
+            self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                                   "Expected hidden[1] size {}, got {}")
+        else:
+            self.check_hidden_size(hidden, self.get_expected_hidden_size(input, batch_sizes))
+
+    def permute_hidden(self, hx: Any, permutation: Tensor | None):
+        if permutation is None:
+            return hx
+        if isinstance(hx, tuple):
+            return tuple(h.index_select(1, permutation) for h in hx)
+        return hx.index_select(1, permutation)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_param_names" in state:                  # modules pickled before torch.nn's names
+            self._all_weights = state["_param_names"]
+            self._flat_weights_names = [n for names in self._all_weights for n in names]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -175,17 +265,19 @@ class RecurrentBase(nn.Module):
             if not isinstance(input, Tensor):
                 raise ShapeError(f"input: expected a Tensor or PackedSequence, got {type(input).__name__}")
             if input.dim() not in (2, 3):
-                raise ShapeError(
-                    f"input: expected a 3-D (batched) or 2-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}"
-                )
+                raise ShapeError(with_torch(
+                    f"input: expected a 3-D (batched) or 2-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}",
+                    f"{self._torch_name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"))
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         self._check_input(x)
         T, B, _ = x.shape
         if T == 0:
-            # torch.nn refuses this too ("Expected sequence length to be larger than 0"); we say so
+            # torch.nn refuses this too ("Expected sequence length to be larger than 0"); said here
             # in rnnlab's terms instead of returning an empty output and an untouched state.
-            raise ShapeError(f"input sequence length (time dimension): expected > 0, got 0 for input of shape {tuple(input.shape)}")
+            raise ShapeError(with_torch(
+                f"input sequence length (time dimension): expected > 0, got 0 for input of shape {tuple(input.shape)}",
+                "Expected sequence length to be larger than 0 in RNN"))
         h0, c0 = self._initial_state(hx, x, B, unbatched)
 
         mask = reverse_index = None
@@ -254,15 +346,17 @@ class RecurrentBase(nn.Module):
     # -------------------------------------------------------------------------- validation
     def _check_input(self, x: Tensor) -> None:
         w = self.weight_ih_l0
-        if x.shape[-1] != self.input_size:
-            raise ShapeError(f"input.size(-1) (input_size): expected {self.input_size}, got {x.shape[-1]}")
+        torch_dtype = (f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). "
+                       f"Convert input: input.to({w.dtype}), or convert model: model.to({x.dtype})")
         if x.dtype not in _SUPPORTED_DTYPES:
-            raise DTypeError(f"input dtype: expected a floating dtype like the weights ({w.dtype}), got {x.dtype}")
+            raise DTypeError(with_torch(f"input dtype: expected a floating dtype like the weights ({w.dtype}), got {x.dtype}",
+                                        torch_dtype))
         if x.dtype != w.dtype:
-            raise DTypeError(
-                f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}; "
-                f"convert the input with .to({w.dtype}) or the module with .to({x.dtype})"
-            )
+            raise DTypeError(with_torch(f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}", torch_dtype))
+        if x.shape[-1] != self.input_size:
+            raise ShapeError(with_torch(f"input.size(-1) (input_size): expected {self.input_size}, got {x.shape[-1]}",
+                                        f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                                        f"got {x.shape[-1]}"))
         if x.device != w.device:
             raise DeviceError(f"input device: expected {w.device} (the weights' device), got {x.device}")
 
@@ -294,7 +388,16 @@ class RecurrentBase(nn.Module):
         want = (size[0], size[1]) if unbatched else (size[0], x.shape[1], size[1])
         if tuple(s.shape) != want:
             legend = "(num_layers*num_directions, hidden)" if unbatched else "(num_layers*num_directions, batch, hidden)"
-            raise ShapeError(f"{name} shape {legend}: expected {want}, got {tuple(s.shape)}")
+            if s.dim() != len(want):
+                which = "hx" if self.mode != "lstm" else "hx and cx"
+                torch_msg = (f"For {'unbatched 2-D' if unbatched else 'batched 3-D'} input, {which} should also be "
+                             f"{len(want)}-D but got {s.dim()}-D tensor")
+            else:
+                idx = "" if self.mode != "lstm" else ("[0]" if name == "h_0" else "[1]")
+                full = (size[0], 1 if unbatched else x.shape[1], size[1])
+                got = list(s.shape) if not unbatched else [s.shape[0], 1, s.shape[1]]
+                torch_msg = f"Expected hidden{idx} size {full}, got {got}"
+            raise ShapeError(with_torch(f"{name} shape {legend}: expected {want}, got {tuple(s.shape)}", torch_msg))
         if s.dtype != x.dtype:
             raise DTypeError(f"{name} dtype: expected {x.dtype} (the input's dtype), got {s.dtype}")
         if s.device != x.device:
@@ -311,9 +414,11 @@ class RNN(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device: Any = None, dtype: Any = None,
-                 engine: str = "auto", **options: Any) -> None:
+                 engine: str = "auto", proj_size: Any = _ABSENT, **options: Any) -> None:
+        _no_proj_size("RNN", proj_size)
         if nonlinearity not in ("tanh", "relu"):
-            raise ConfigError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ConfigError(with_torch(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}",
+                                         f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."))
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options))
@@ -346,7 +451,8 @@ class GRU(RecurrentBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device: Any = None, dtype: Any = None, proj_size: int = 0,
+                 device: Any = None, dtype: Any = None, proj_size: Any = _ABSENT,
                  engine: str = "auto", **options: Any) -> None:
+        _no_proj_size("GRU", proj_size)
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options))
+                         bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options))

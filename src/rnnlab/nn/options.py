@@ -3,7 +3,7 @@
 Every field defaults to torch.nn's behaviour, so ``CellOptions()`` is a plain torch.nn layer.
 The layers take the fields as keyword arguments (``rnnlab.LSTM(8, 16, layer_norm=True)``); task
 code keeps a ``CellOptions`` in its config, saves ``to_dict()`` as JSON, and builds layers with
-``rnn_class(in, hidden, **cell_kwargs(options))``. The task commands take them as repeated
+``rnnlab.tasks.recurrent.recurrent_layer``. The task commands take them as repeated
 ``--cell-option KEY=VALUE`` flags (:mod:`rnnlab.tasks.cell_options`)::
 
     >>> o = CellOptions.from_dict({"layer_norm": True, "zoneout": 0.1, "init": "chrono", "t_max": 100})

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnlab.engine import fast
 from rnnlab.errors import ConfigError, ShapeError, StateError
 from rnnlab.nn import _stream_kernels as K
 
@@ -60,7 +61,11 @@ class Stream:
             raise ConfigError("module: batch_first must be a bool")
         self.module = module
         self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
-        self._want_kernels = use_kernels is not False
+        if use_kernels is None:           # the process-wide engine choice (rnnlab.set_engine) decides
+            from rnnlab.engine import resolve_engine
+
+            use_kernels = resolve_engine("auto") == "fast"
+        self._want_kernels = use_kernels
         self._cpp = None
         self.refresh()
         self.reset()
@@ -133,8 +138,6 @@ class Stream:
         unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
         if not self._want_kernels or self.mode != "lstm" or self.proj_size:
             return None
-        from rnnlab.engine import fast
-
         if not fast.available():
             return None
         m, H = self.module, self.hidden_size

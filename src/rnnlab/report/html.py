@@ -1,6 +1,7 @@
 """Self-contained HTML pages: every plot is embedded as a PNG data URI, no scripts, no network.
 
-Used by every command that writes a ``report.html`` (training runs, ``rnnlab demo``).
+Used by every command that writes a ``report.html`` (training runs, ``rnnlab demo``). This module
+renders plain data (sections of HTML, rows, matplotlib figures) and imports nothing else of rnnlab.
 """
 
 from __future__ import annotations
@@ -8,9 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import dataclass
 from typing import Iterable, Sequence
-
-from rnnlab.train.task import ReportSection
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -27,17 +27,23 @@ code, pre { background: #f6f6f6; padding: 0 .2em; }
 """
 
 
+@dataclass
+class ReportSection:
+    """One titled part of a report page."""
+
+    title: str
+    html: str                               # an HTML fragment; images embedded as data: URIs
+
+
 def escape(text: object) -> str:
     return html.escape(str(text))
 
 
 def figure_to_img(fig, alt: str = "plot", dpi: int = 110) -> str:
     """Render a matplotlib figure to an ``<img>`` tag holding a base64 PNG, then close it."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -73,6 +79,14 @@ def render_page(title: str, sections: Sequence[ReportSection], subtitle: str = "
 
 def matplotlib_agg() -> None:
     """Select the non-interactive backend (no display on servers and in CI)."""
-    import matplotlib
+    import matplotlib   # on first use, like pyplot below: only pages with figures pay for it
 
     matplotlib.use("Agg", force=True)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive backend."""
+    matplotlib_agg()
+    import matplotlib.pyplot as plt   # slow to import (a noticeable part of a second); figures only
+
+    return plt

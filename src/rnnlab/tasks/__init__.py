@@ -3,7 +3,7 @@
 import importlib
 
 # Each module calls ``register_task`` on import; a module not written yet is skipped.
-for _name in ("probe", "lm", "classify", "forecast", "toy"):
+for _name in ("probe", "lm", "classify", "forecast", "toy", "speech"):
     try:
         importlib.import_module(f"rnnlab.tasks.{_name}")
     except ModuleNotFoundError as _exc:

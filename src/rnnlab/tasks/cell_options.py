@@ -28,14 +28,6 @@ FLAG = "--cell-option"
 MODES = {"rnn": "rnn_tanh", "lstm": "lstm", "gru": "gru"}   # task cell name -> layer mode
 KEYS = tuple(f.name for f in fields(CellOptions))
 
-CELL_OPTION_HELP = (
-    "A cell option torch.nn lacks, KEY=VALUE; repeat for several (default: none = torch.nn). Keys: "
-    "layer_norm=true (LSTM, GRU), peephole=true, coupled_gates=true (LSTM), gru_reset=after|before (GRU), "
-    "recurrent_dropout=P, zoneout=P, zoneout_cell=P (LSTM c), weight_drop=P, forget_bias=B (LSTM f / GRU z), "
-    "init=torch|orthogonal|chrono|identity (identity: RNN), t_max=N (with init=chrono). "
-    "Example: --cell-option layer_norm=true --cell-option forget_bias=1."
-)
-
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 

@@ -47,11 +47,16 @@ from rnnlab.data.tables import (
     load_sequences_wide,
     load_text_classification,
 )
+from rnnlab.data.text import UNK, Vocab, tokenize
+from rnnlab.data.ts_format import load_ts
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
+from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
-CELLS = ("lstm", "gru", "rnn")
 POOLS = ("last", "mean", "max")
 INPUTS = ("auto", "text", "numeric", "frames")
 LEVELS = ("word", "char")
@@ -71,6 +76,7 @@ class ClassifyConfig:
     feature_cols: list[str] = field(default_factory=list)  # numeric, long: the variables (multivariate)
     time_col: str = ""                 # numeric, long: orders the steps of a sequence (else file order)
     missing: str = "error"             # error | drop | ffill | interpolate
+    encoding: str = "utf-8"            # of the data files (utf-16, cp1252, latin-1, ...)
     level: str = "word"                # text: word or char tokens (as the lm task)
     min_freq: int = 1                  # text: rarer tokens become <unk>
     max_len: int = 400                 # keep the first max_len steps of a sequence (bounds memory and time)
@@ -152,13 +158,6 @@ class ClassifyConfig:
 # ----------------------------------------------------------------------------- model
 
 
-def rnn_class(cell: str) -> type[nn.Module]:
-    """rnnlab's layer for ``cell`` (drop-in torch.nn)."""
-    import rnnlab
-
-    return {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[cell]
-
-
 def pool_states(out: torch.Tensor, h_n: torch.Tensor, lengths: torch.Tensor, pool: str,
                 num_layers: int, dirs: int) -> torch.Tensor:
     """Pool over valid steps. ``out`` (T, B, dirs*H) zero-padded, ``h_n`` (layers*dirs, B, H),
@@ -182,9 +181,8 @@ class SequenceClassifier(nn.Module):
         # (frames: rnnlab.tasks.video) maps (T, B, ...) inputs to (T, B, embed_dim) itself.
         self.embed = encoder if encoder is not None else (
             nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim))
-        self.rnn = rnn_class(cell)(embed_dim, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
-                                   **(cell_options or {}))
+        self.rnn = recurrent_layer(cell, embed_dim, hidden_size, num_layers, cell_options, dropout=dropout,
+                                   bidirectional=bidirectional)
         self.drop = nn.Dropout(dropout)
         self.dirs = 2 if bidirectional else 1
         self.num_layers = num_layers
@@ -208,26 +206,72 @@ class SequenceClassifier(nn.Module):
 # ----------------------------------------------------------------------------- metrics
 
 
+# Classes up to which the confusion matrix is kept dense in the metrics (and printed, plotted);
+# beyond, only its non-zero cells are kept: a 10,000-class matrix would take 800 MB dense.
+DENSE_CONFUSION = 50
+PRINTED_CONFUSION = 20      # the CLI prints the matrix up to this many classes, else the top confusions
+TOP_CONFUSIONS = 10
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
     """Accuracy, macro-F1 (over classes present in truth or prediction), per-class precision
-    and recall, and the confusion matrix ``cm[true, pred]``."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    tp = np.diag(cm).astype(float)
-    pred_n, true_n = cm.sum(0), cm.sum(1)
+    and recall, the non-zero cells of the confusion matrix (``cells``: [true, pred, count], most
+    frequent first) and, up to ``DENSE_CONFUSION`` classes, the dense matrix ``cm[true, pred]``."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    codes, counts = np.unique(y_true * n_classes + y_pred, return_counts=True)
+    t, p = codes // n_classes, codes % n_classes
+    tp = np.zeros(n_classes)
+    np.add.at(tp, t[t == p], counts[t == p])
+    pred_n = np.bincount(y_pred, minlength=n_classes)
+    true_n = np.bincount(y_true, minlength=n_classes)
     precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
     recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
                    where=(precision + recall) > 0)
     present = (pred_n + true_n) > 0
-    return {
-        "acc": float(tp.sum() / max(1, cm.sum())),
+    order = np.argsort(-counts, kind="stable")
+    out = {
+        "acc": float(tp.sum() / max(1, len(y_true))),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "precision": precision.tolist(),
         "recall": recall.tolist(),
         "support": true_n.tolist(),
-        "confusion": cm.tolist(),
+        "cells": [[int(t[i]), int(p[i]), int(counts[i])] for i in order],
     }
+    if n_classes <= DENSE_CONFUSION:
+        cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+        cm[t, p] = counts
+        out["confusion"] = cm.tolist()
+    return out
+
+
+def _classes_shown(m: dict[str, Any], names: list[str], most: int = DENSE_CONFUSION) -> list[int]:
+    """Every class up to ``most`` of them, else the ``most`` largest by support (in class order)."""
+    if len(names) <= most:
+        return list(range(len(names)))
+    return sorted(np.argsort(-np.asarray(m["support"]), kind="stable")[:most].tolist())
+
+
+def top_confusions(m: dict[str, Any], names: list[str], k: int = TOP_CONFUSIONS) -> list[tuple[str, str, int]]:
+    """The ``k`` most frequent mistakes as (true, predicted, count)."""
+    return [(names[t], names[p], c) for t, p, c in m["cells"] if t != p][:k]
+
+
+def write_confusion(m: dict[str, Any], names: list[str], path: str, force: bool = False) -> int:
+    """The whole confusion matrix as CSV: one row per non-zero cell (true, predicted, count).
+    Returns the number of rows."""
+    import csv as _csv
+
+    from rnnlab.outputs import atomic_open, check_output
+
+    check_output(path, (), force, flag="--confusion")
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        w = _csv.writer(fh)
+        w.writerow(["true", "predicted", "count"])
+        for t, p, c in sorted(m["cells"]):
+            w.writerow([names[t], names[p], c])
+    return len(m["cells"])
 
 
 # ----------------------------------------------------------------------------- the task
@@ -255,8 +299,12 @@ class _Split:
 
 class ClassifyTask:
     name = "classify"
+    # Epochs, not steps, since data sets differ in size by orders of magnitude; Adam needs no
+    # tuning on small data. fit(task) and ``rnnlab train classify`` start from these.
+    train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
     items_name = "samples"
     metric_name = "acc"
+    data_keys = ("train", "valid", "test")   # recorded with checksums in the run folder
 
     def __init__(self, config: ClassifyConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config = config
@@ -274,8 +322,6 @@ class ClassifyTask:
         if not config.train and not config.dataset:
             raise ConfigError(expected("classify train", "a data file", "none"))
         if self.kind == "text" and config.init_from:
-            from rnnlab.tasks.transfer import load_lm_source
-
             self._lm = load_lm_source(config.init_from)
         train = self._read(self._path("train"), None, require_labels=True)
         self.label_map = train.label_map
@@ -315,22 +361,19 @@ class ClassifyTask:
             return read_examples(c, path, label_map, require_labels)
         fmt = "auto" if c.format == "ts" else c.format
         if self.kind == "text":
-            return load_text_classification(path, c.text_col, c.label_col, label_map, c.missing, fmt, require_labels)
+            return load_text_classification(path, c.text_col, c.label_col, label_map, c.missing, fmt, require_labels,
+                                            encoding=c.encoding)
         if path.lower().endswith(".ts") or c.format == "ts":
-            from rnnlab.data.ts_format import load_ts
-
-            return load_ts(path, label_map, c.missing, require_labels)
+            return load_ts(path, label_map, c.missing, require_labels, encoding=c.encoding)
         if c.id_col:
             return load_sequences_long(path, c.id_col, c.label_col, c.feature_cols, c.time_col or None,
-                                       label_map, c.missing, fmt, require_labels)
+                                       label_map, c.missing, fmt, require_labels, encoding=c.encoding)
         if c.feature_cols:
             raise ConfigError(expected("--feature-cols", "to come with --id-col (long layout)", c.feature_cols))
         return load_sequences_wide(path, c.label_col, c.value_cols or None, label_map, c.missing, fmt,
-                                   require_labels)
+                                   require_labels, encoding=c.encoding)
 
     def _fit_codec(self, train: TextExamples | SequenceExamples) -> None:
-        from rnnlab.data.text import UNK, Vocab
-
         c = self.config
         if self.kind == "frames":
             self.frame_shape = list(train.clips[0].shape[1:])  # (H, W, C)
@@ -349,7 +392,7 @@ class ClassifyTask:
         else:
             self.dims = train.dims
             values = np.concatenate(train.seqs, axis=0).astype(np.float64)  # (sum T, D)
-            self.scaler = Scaler.fit(values) if c.scale else None
+            self.scaler = Scaler.fit(values, f"{c.train}: training part") if c.scale else None
 
     def _codec_meta(self) -> dict[str, Any]:
         if self.kind == "frames":
@@ -359,8 +402,6 @@ class ClassifyTask:
         return {"dims": self.dims, "scaler": self.scaler.to_dict() if self.scaler else None}
 
     def _restore_codec(self, meta: dict[str, Any]) -> None:
-        from rnnlab.data.text import Vocab
-
         if meta.get("input", self.kind) != self.kind:
             raise CheckpointError(expected("classify metadata input", self.kind, meta.get("input")))
         if self.kind == "frames":
@@ -372,8 +413,6 @@ class ClassifyTask:
             self.scaler = Scaler.from_dict(meta["scaler"]) if meta.get("scaler") else None
 
     def _tokens(self, text: str) -> list[str]:
-        from rnnlab.data.text import tokenize
-
         level = self.vocab.level if hasattr(self, "vocab") else self.config.level
         return tokenize(text.strip("\n") if level == "word" else text, level)
 
@@ -477,8 +516,6 @@ class ClassifyTask:
             input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
             bidirectional=c.bidirectional, dropout=c.dropout, encoder=encoder, **self.arch)
         if self._fresh and self._lm is not None:
-            from rnnlab.tasks.transfer import copy_lm_weights
-
             copy_lm_weights(self._lm.model, model, self._lm.extra_tokens)
         return model
 
@@ -559,9 +596,11 @@ class ClassifyTask:
             probs, _ = self.predict_split(model, split)
         finally:
             model.train(was)
+        from rnnlab.outputs import atomic_open
+
         names = self.label_map.names
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w", newline="", encoding="utf-8") as fh:
+        with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             header = ["line", "pred"] + [f"p_{n}" for n in names]
             if split.labels is not None:
@@ -591,18 +630,22 @@ class ClassifyTask:
 
 
 def classification_report_sections(m: dict[str, Any], names: list[str], what: str) -> list[ReportSection]:
-    from rnnlab.report.html import figure_to_img, matplotlib_agg, table
-
     rows = [["model", m["acc"], m["macro_f1"]], ["majority class", m["majority_acc"], m["majority_macro_f1"]]]
     html = f"<p>{m['n']} examples of the {what}.</p>" + table(["", "accuracy", "macro-F1"], rows)
     html += table(["class", "precision", "recall", "support"],
-                  [[n, m["precision"][i], m["recall"][i], int(m["support"][i])] for i, n in enumerate(names)])
+                  [[names[i], m["precision"][i], m["recall"][i], int(m["support"][i])] for i in _classes_shown(m, names)])
     sections = [ReportSection("Classification: scores beside the majority-class baseline", html)]
-    matplotlib_agg()
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
-    cm = np.asarray(m["confusion"])
     k = len(names)
+    if "confusion" not in m:
+        rows = [[t, p, c] for t, p, c in top_confusions(m, names, 20)]
+        sections.append(ReportSection("Most frequent confusions",
+                                      f"<p>{k} classes: the matrix is summarised by its largest off-diagonal cells "
+                                      "(rnnlab evaluate RUN --confusion FILE writes all of it).</p>"
+                                      + table(["true", "predicted", "count"], rows)))
+        return sections
+    cm = np.asarray(m["confusion"])
     fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1.0 + 0.45 * k))
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(k), [n[:12] for n in names], rotation=45, ha="right")
@@ -630,8 +673,6 @@ register_task("classify", build_classify_task)
 
 
 def load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyTask, nn.Module]:
-    from rnnlab.train.rundir import load_run, read_run_config
-
     cfg = read_run_config(run_dir)
     if cfg["task"] != "classify":
         raise CheckpointError(expected(f"run folder {run_dir}", "a classifier (task 'classify')",
@@ -658,15 +699,33 @@ def flat_metrics(m: dict[str, Any]) -> dict[str, Any]:
     for i, name in enumerate(m["names"]):
         out[f"precision[{name}]"] = float(m["precision"][i])
         out[f"recall[{name}]"] = float(m["recall"][i])
-    for i, name in enumerate(m["names"]):
-        out[f"confusion[{name}]"] = " ".join(str(v) for v in m["confusion"][i])
+    if "confusion" in m and len(m["names"]) <= PRINTED_CONFUSION:
+        for i, name in enumerate(m["names"]):
+            out[f"confusion[{name}]"] = " ".join(str(v) for v in m["confusion"][i])
+    else:
+        for r, (t, p, c) in enumerate(top_confusions(m, m["names"]), start=1):
+            out[f"top_confusion[{r}]"] = f"{t} -> {p}: {c}"
     return out
 
 
-def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best") -> int:
-    """``rnnlab predict RUN --csv FILE --out preds.csv``: labels and class probabilities."""
+def with_file_options(task: Any, missing: str | None = None, encoding: str | None = None) -> Any:
+    """The task reading new files with another ``--missing`` policy or ``--encoding`` than training's."""
+    changes = {k: v for k, v in (("missing", missing), ("encoding", encoding)) if v is not None}
+    if changes:
+        task.config = dataclasses.replace(task.config, **changes)
+        task._splits = {}
+    return task
+
+
+def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best", force: bool = False,
+                missing: str | None = None, encoding: str | None = None) -> int:
+    """``rnnlab predict RUN --csv FILE --out preds.csv``: labels and class probabilities. The output
+    path is checked before anything is read (see :func:`rnnlab.outputs.check_output`)."""
+    from rnnlab.outputs import check_output
+
+    check_output(out, [path], force)
     task, model = load_classify_run(run_dir, checkpoint)
-    return task.predict_file(model, path, out)
+    return with_file_options(task, missing, encoding).predict_file(model, path, out)
 
 
 def format_metrics(m: dict[str, Any], names: list[str]) -> str:
@@ -674,8 +733,16 @@ def format_metrics(m: dict[str, Any], names: list[str]) -> str:
     lines = [f"{m['n']} examples: accuracy {m['acc']:.4f}, macro-F1 {m['macro_f1']:.4f} "
              f"(majority class: accuracy {m['majority_acc']:.4f}, macro-F1 {m['majority_macro_f1']:.4f})",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
-    for i, n in enumerate(names):
+    shown = _classes_shown(m, names)
+    for i in shown:
+        n = names[i]
         lines.append(f"{n[:16]:<16}{m['precision'][i]:>10.4f}{m['recall'][i]:>10.4f}{int(m['support'][i]):>9}")
-    lines.append("confusion matrix (rows: true, columns: predicted)")
-    lines.extend("  " + " ".join(f"{v:>6}" for v in row) for row in m["confusion"])
+    if len(shown) < len(names):
+        lines.append(f"({len(names) - len(shown)} smaller classes not shown; --json lists every class)")
+    if "confusion" in m and len(names) <= PRINTED_CONFUSION:
+        lines.append("confusion matrix (rows: true, columns: predicted)")
+        lines.extend("  " + " ".join(f"{v:>6}" for v in row) for row in m["confusion"])
+    else:
+        lines.append(f"most frequent confusions ({len(names)} classes; rnnlab evaluate RUN --confusion FILE writes all)")
+        lines.extend(f"  {t[:24]} -> {p[:24]}: {c}" for t, p, c in top_confusions(m, names))
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import csv
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import numpy as np
@@ -37,13 +38,14 @@ import torch
 from torch import nn
 
 from rnnlab.data.tables import Scaler, SeriesFrame, check_length, load_forecast_table
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
-from rnnlab.tasks.classify import rnn_class
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 MODES = ("direct", "autoregressive")
-CELLS = ("lstm", "gru", "rnn")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ForecastConfig:
     targets: list[str] = field(default_factory=list)      # columns to forecast
     covariates: list[str] = field(default_factory=list)   # extra input columns (past values only)
     missing: str = "error"             # error | drop | ffill | interpolate
+    encoding: str = "utf-8"            # of the data files (utf-16, cp1252, latin-1, ...)
     context: int = 48                  # L: steps the model reads
     horizon: int = 12                  # H: steps it forecasts
     season: int = 0                    # m: the seasonal-naive baseline and MASE's lag; 0 = none (lag 1)
@@ -120,8 +123,7 @@ class Forecaster(nn.Module):
                  cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.mode, self.horizon, self.n_targets, self.n_quantiles = mode, horizon, n_targets, n_quantiles
-        self.rnn = rnn_class(cell)(input_dims, hidden_size, num_layers=num_layers,
-                                   dropout=dropout if num_layers > 1 else 0.0, **(cell_options or {}))
+        self.rnn = recurrent_layer(cell, input_dims, hidden_size, num_layers, cell_options, dropout=dropout)
         self.drop = nn.Dropout(dropout)
         width = horizon * n_targets * n_quantiles if mode == "direct" else n_targets
         self.head = nn.Linear(hidden_size, width)
@@ -161,12 +163,15 @@ def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) ->
     """y, yhat (W, H, D) in data units; mase_scale (D,) = in-sample MAE of the (seasonal) naive
     forecast on the training part. sMAPE in percent, with 0/0 counted as 0."""
     err = yhat - y
-    denom = np.abs(y) + np.abs(yhat)
-    smape = np.divide(2 * np.abs(err), denom, out=np.zeros_like(err), where=denom > 0)
+    # halves first: |y| + |yhat| and the errors of data near float64's limit (1e300) stay finite
+    denom = np.abs(y) / 2 + np.abs(yhat) / 2
+    smape = np.divide(np.abs(err), denom, out=np.zeros_like(err), where=denom > 0)
     mae_d = np.abs(err).reshape(-1, y.shape[-1]).mean(0)
+    peak = float(np.abs(err).max()) if err.size else 0.0
+    peak = peak if 0 < peak < np.inf else 1.0  # RMSE on errors divided by the largest: no overflow when squared
     return {
         "mae": float(np.abs(err).mean()),
-        "rmse": float(np.sqrt((err**2).mean())),
+        "rmse": float(peak * np.sqrt(((err / peak) ** 2).mean())),
         "smape": float(100 * smape.mean()),
         "mase": float((mae_d / mase_scale).mean()),
     }
@@ -195,8 +200,10 @@ def mase_scale(train_targets: np.ndarray, season: int) -> np.ndarray:
 
 class ForecastTask:
     name = "forecast"
+    train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 3e-3}   # as classify's
     items_name = "samples"
     metric_name = "mase"
+    data_keys = ("data",)   # recorded with a checksum in the run folder
 
     def __init__(self, config: ForecastConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config = c = config
@@ -219,7 +226,8 @@ class ForecastTask:
             raise DataError(expected(f"{c.data}: validation part (last {c.valid_frac:.0%})",
                                      f"at least horizon = {c.horizon} rows", n - self.n_train))
         values = np.concatenate([frame.targets, frame.covariates], axis=1)  # (N, D_y + D_x)
-        self.scaler = Scaler.fit(values[: self.n_train])
+        self.scaler = Scaler.fit(values[: self.n_train], f"{c.data}: training part",
+                                 list(c.targets) + list(c.covariates))
         self.mase_scale = mase_scale(frame.targets[: self.n_train], c.season)
         self._frame = frame
         self._meta = {
@@ -235,7 +243,8 @@ class ForecastTask:
 
     def load(self, path: str) -> SeriesFrame:
         c = self.config
-        return load_forecast_table(path, c.targets, c.covariates, c.time_col or None, c.missing, c.format)
+        return load_forecast_table(path, c.targets, c.covariates, c.time_col or None, c.missing, c.format,
+                                   encoding=c.encoding)
 
     @property
     def frame(self) -> SeriesFrame:
@@ -486,8 +495,6 @@ def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
     """Timestamps after the last row, spaced by the last interval; None without a time column."""
     if frame.times is None or frame.time_values is None or len(frame) < 2:
         return None
-    from datetime import datetime, timezone
-
     last, step = frame.time_values[-1], frame.time_values[-1] - frame.time_values[-2]
     raw = frame.times[-1]
     out = []
@@ -505,8 +512,10 @@ def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
 
 
 def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    from rnnlab.outputs import atomic_open
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         for r in rows:
@@ -514,8 +523,6 @@ def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
 
 
 def scores_table(m: dict[str, Any], season: int) -> str:
-    from rnnlab.report.html import table
-
     keys = ("mae", "rmse", "smape", "mase")
     rows = [["model"] + [m[k] for k in keys], ["naive (last value)"] + [m[f"naive_{k}"] for k in keys]]
     if season > 1:
@@ -527,8 +534,6 @@ def scores_table(m: dict[str, Any], season: int) -> str:
 
 
 def backtest_table(per: list[dict[str, Any]], season: int) -> str:
-    from rnnlab.report.html import table
-
     head = ["window", "origin row", "MAE", "naive MAE"] + (["seasonal-naive MAE"] if season > 1 else [])
     rows = [[p["window"], p["origin_row"], p["mae"], p["naive_mae"]] + ([p["snaive_mae"]] if season > 1 else [])
             for p in per]
@@ -536,19 +541,12 @@ def backtest_table(per: list[dict[str, Any]], season: int) -> str:
 
 
 def _plot(title: str):
-    from rnnlab.report.html import matplotlib_agg
-
-    matplotlib_agg()
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = pyplot().subplots(figsize=(9, 3.2))
     ax.set_title(title)
     return fig, ax
 
 
 def plot_forecast(frame: SeriesFrame, m: dict[str, Any], c: ForecastConfig, n_train: int) -> str:
-    from rnnlab.report.html import figure_to_img
-
     t0 = int(m["_origins"][-1])
     pred = m["_pred"][-1]  # (H, D_y, Q)
     start = max(0, t0 - 4 * c.context)
@@ -569,8 +567,6 @@ def plot_forecast(frame: SeriesFrame, m: dict[str, Any], c: ForecastConfig, n_tr
 
 
 def plot_backtest(frame: SeriesFrame, bt: dict[str, Any], c: ForecastConfig) -> str:
-    from rnnlab.report.html import figure_to_img
-
     origins = bt["_origins"]
     start = max(0, int(origins[0]) - 2 * c.context)
     fig, ax = _plot(f"{c.targets[0]}: backtest windows")
@@ -601,9 +597,6 @@ register_task("forecast", build_forecast_task)
 
 
 def _load_forecast_run(run_dir: str, checkpoint: str = "best") -> tuple[ForecastTask, nn.Module]:
-    from rnnlab.errors import CheckpointError
-    from rnnlab.train.rundir import load_run, read_run_config
-
     cfg = read_run_config(run_dir)
     if cfg["task"] != "forecast":
         raise CheckpointError(expected(f"run folder {run_dir}", "a forecaster (task 'forecast')",
@@ -624,17 +617,34 @@ def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
     return task.evaluate(model, split)
 
 
-def forecast_run(run_dir: str, path: str, horizon: int, out: str, checkpoint: str = "best") -> list[dict[str, Any]]:
-    """``rnnlab forecast RUN --csv FILE --horizon H --out forecast.csv``."""
+def _file_options(task: ForecastTask, missing: str | None, encoding: str | None) -> ForecastTask:
+    changes = {k: v for k, v in (("missing", missing), ("encoding", encoding)) if v is not None}
+    if changes:
+        task.config = dataclasses.replace(task.config, **changes)
+    return task
+
+
+def forecast_run(run_dir: str, path: str, horizon: int, out: str, checkpoint: str = "best", force: bool = False,
+                 missing: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+    """``rnnlab forecast RUN --csv FILE --horizon H --out forecast.csv``. The output path is checked
+    before anything is read (see :func:`rnnlab.outputs.check_output`)."""
+    from rnnlab.outputs import check_output
+
+    check_output(out, [path], force)
     task, model = _load_forecast_run(run_dir, checkpoint)
-    return task.forecast_file(model, path, horizon, out)
+    return _file_options(task, missing, encoding).forecast_file(model, path, horizon, out)
 
 
 def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
-                 checkpoint: str = "best") -> dict[str, Any]:
+                 checkpoint: str = "best", force: bool = False, missing: str | None = None,
+                 encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab backtest RUN --csv FILE --windows K``: walk-forward scores with baselines."""
+    from rnnlab.outputs import check_output
+
+    if out:
+        check_output(out, [path], force)
     task, model = _load_forecast_run(run_dir, checkpoint)
-    bt = task.backtest_file(model, path, windows, out)
+    bt = _file_options(task, missing, encoding).backtest_file(model, path, windows, out)
     return {k: v for k, v in bt.items() if not k.startswith("_")}
 
 

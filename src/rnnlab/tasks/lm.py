@@ -16,6 +16,7 @@ The task registers itself as ``"lm"`` with the training core (see ``rnnlab.train
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -28,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import rnnlab
 from rnnlab.data.lm_batches import LMBatching, eval_batches, lm_batches
 from rnnlab.data.registry import dataset_files, get_spec
 from rnnlab.data.text import (
@@ -46,10 +46,12 @@ from rnnlab.data.text import (
     tokenize,
 )
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
+from rnnlab.train.rundir import CONFIG, load_run, read_run_config, rebuild_task, resolve_data_paths
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
-CELLS = ("rnn", "lstm", "gru")
 TASK_NAME = "lm"
 
 
@@ -71,11 +73,11 @@ class LMConfig:
     preprocess: str = "none"              # none | d2l (lower-case letters and single spaces, as d2l's Time Machine)
     # Model.
     cell: str = "lstm"                    # rnn | lstm | gru
-    hidden: int = 256                     # d2l's setting
-    layers: int = 1
+    hidden_size: int = 256                # d2l's setting
+    num_layers: int = 1
     embed: int | None = None              # 0: one-hot input; None: one-hot for char (d2l), 200 for word (pytorch/examples)
     dropout: float = 0.0                  # on embeddings, between layers and before the decoder
-    tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden)
+    tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden_size)
     cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
     # Batching.
     bptt: int = 35                        # truncated-BPTT length (d2l num_steps, pytorch/examples bptt)
@@ -87,10 +89,10 @@ class LMConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LMConfig":
         names = {f.name for f in fields(cls)}
+        d = upgrade_keys(d, "lm config")
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(expected("lm config keys", f"a subset of {sorted(names)}", f"unknown {unknown}"))
-        d = dict(d)
         if "split" in d and d["split"] is not None:
             d["split"] = tuple(float(x) for x in d["split"])
         return cls(**d)
@@ -114,19 +116,20 @@ class LMConfig:
             raise ConfigError(expected("--level", " or ".join(LEVELS), repr(level)))
         if self.cell not in CELLS:
             raise ConfigError(expected("--cell", " | ".join(CELLS), repr(self.cell)))
-        for name in ("hidden", "layers", "bptt", "batch_size", "eval_batch_size", "min_freq"):
+        for name in ("hidden_size", "num_layers", "bptt", "batch_size", "eval_batch_size", "min_freq"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(expected(f"--{name.replace('_', '-')}", "an integer >= 1", v))
+                flag = {"hidden_size": "hidden", "num_layers": "layers"}.get(name, name)
+                raise ConfigError(expected(f"--{flag.replace('_', '-')}", "an integer >= 1", v))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(expected("--dropout", "a number in [0, 1)", self.dropout))
         embed = self.embed
         if embed is None:
-            embed = (self.hidden if self.tied else 200) if level == "word" else 0
+            embed = (self.hidden_size if self.tied else 200) if level == "word" else 0
         if not isinstance(embed, int) or embed < 0:
             raise ConfigError(expected("--embed", "an integer >= 0 (0 = one-hot input)", embed))
-        if self.tied and embed != self.hidden:
-            raise ConfigError(expected("--tied", f"--embed equal to --hidden ({self.hidden})",
+        if self.tied and embed != self.hidden_size:
+            raise ConfigError(expected("--tied", f"--embed equal to --hidden ({self.hidden_size})",
                                        "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
         LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
         preprocess("", self.preprocess)  # validates the name
@@ -138,32 +141,26 @@ class LMConfig:
 # --------------------------------------------------------------------------- model
 
 
-def _rnn_class(cell: str) -> type[nn.Module]:
-    return {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell]
-
-
 class LanguageModel(nn.Module):
     """Embedding or one-hot -> rnnlab RNN/LSTM/GRU -> linear decoder."""
 
-    def __init__(self, vocab_size: int, cell: str = "lstm", hidden: int = 256, layers: int = 1,
+    def __init__(self, vocab_size: int, cell: str = "lstm", hidden_size: int = 256, num_layers: int = 1,
                  embed: int = 0, dropout: float = 0.0, tied: bool = False,
                  cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
         self.drop = nn.Dropout(dropout)
-        # torch.nn's between-layer dropout only exists for >1 layer (it warns otherwise).
-        self.rnn = _rnn_class(cell)(embed or vocab_size, hidden, layers, dropout=dropout if layers > 1 else 0.0,
-                                    **(cell_options or {}))
-        self.decoder = nn.Linear(hidden, vocab_size)
+        self.rnn = recurrent_layer(cell, embed or vocab_size, hidden_size, num_layers, cell_options, dropout=dropout)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
         if self.embedding is not None:
             # pytorch/examples' initialisation: small uniform embedding and decoder, zero bias.
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
             nn.init.zeros_(self.decoder.bias)
         if tied:
-            if self.embedding is None or embed != hidden:
-                raise ConfigError(expected("tied", f"embed == hidden ({hidden})", f"embed {embed}"))
+            if self.embedding is None or embed != hidden_size:
+                raise ConfigError(expected("tied", f"embed == hidden_size ({hidden_size})", f"embed {embed}"))
             self.decoder.weight = self.embedding.weight
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
@@ -189,6 +186,8 @@ def detach_state(state: Any) -> Any:
 
 
 class LMTask:
+    # d2l's setting for recurrent language models (fit(task) and ``rnnlab train lm`` start from it).
+    train_defaults = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0}
     """The ``lm`` task: see the training core's contract in ``rnnlab.train.task``.
 
     Built from scratch (``metadata=None``) it reads the corpus, builds the vocabulary and checks
@@ -200,6 +199,7 @@ class LMTask:
     name = TASK_NAME
     items_name = "tokens"
     metric_name = "ppl"
+    data_keys = ("text",)   # recorded with a checksum in the run folder (named data sets are not)
 
     def __init__(self, config: LMConfig | dict[str, Any], metadata: dict[str, Any] | None = None,
                  corpus: Corpus | None = None) -> None:
@@ -267,7 +267,7 @@ class LMTask:
 
     def build_model(self) -> nn.Module:
         c = self.cfg
-        return LanguageModel(len(self.vocab), c.cell, c.hidden, c.layers, c.embed, c.dropout, c.tied, c.cell_options)
+        return LanguageModel(len(self.vocab), c.cell, c.hidden_size, c.num_layers, c.embed, c.dropout, c.tied, c.cell_options)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
         return lm_batches(self.ids("train"), self.batching, epoch, rank, world_size)
@@ -420,8 +420,6 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     CheckpointError if the folder is not a run or is a run of another task; this is checked
     before any model is built or any weight is read.
     """
-    from rnnlab.train.rundir import read_run_config
-
     try:
         cfg = read_run_config(run_dir)
     except CheckpointError as exc:
@@ -429,13 +427,12 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     if cfg["task"] != TASK_NAME:
         raise CheckpointError(expected(f"run folder {run_dir}", f"a language model (task {TASK_NAME!r})",
                                        f"a run of task {cfg['task']!r}"))
-    return LMTask(cfg["task_config"], cfg.get("task_metadata") or {})
+    config = resolve_data_paths(run_dir, cfg["task_config"], cfg.get("data_files"))
+    return rebuild_task(TASK_NAME, config, cfg.get("task_metadata") or {}, Path(run_dir) / CONFIG)
 
 
 def load_lm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LMTask, LanguageModel]:
     """``(task, model in eval mode)`` of a language-model run (best checkpoint by default)."""
-    from rnnlab.train.rundir import load_run
-
     read_lm_run(run_dir)
     task, model, _meta = load_run(run_dir, checkpoint)
     return task, model
@@ -500,8 +497,6 @@ SAMPLE_TEMPERATURES = (0.0, 0.5, 0.8, 1.0)
 
 def _read_metric_records(run_dir: Path) -> list[dict[str, Any]]:
     """Metric records the training core wrote (JSONL preferred, else CSV); empty if none found."""
-    import csv
-
     for path in sorted(run_dir.glob("**/metrics*.jsonl")):
         recs = []
         for line in path.read_text().splitlines():
@@ -549,15 +544,12 @@ def _curves(recs: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[flo
 
 
 def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[ReportSection]:
-    from rnnlab.report.html import figure_to_img, matplotlib_agg, table
-
     sections: list[ReportSection] = []
     c = task.cfg
     # Perplexity curves.
     series = _curves(_read_metric_records(Path(run_dir)))
     if series:
-        matplotlib_agg()
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for label, (xs, ys) in series.items():
@@ -575,7 +567,7 @@ def lm_report_sections(task: LMTask, model: nn.Module, run_dir: str) -> list[Rep
         body = figure_to_img(fig, "perplexity curves")
     else:
         body = '<p class="note">No metric records found in the run folder.</p>'
-    rows = [["level", c.level], ["vocabulary", len(task.vocab)], ["cell", c.cell], ["hidden × layers", f"{c.hidden} × {c.layers}"],
+    rows = [["level", c.level], ["vocabulary", len(task.vocab)], ["cell", c.cell], ["hidden_size × num_layers", f"{c.hidden_size} × {c.num_layers}"],
             ["cell options", json.dumps(c.cell_options) if c.cell_options else "none (torch.nn)"],
             ["input", "one-hot" if c.embed == 0 else f"embedding {c.embed}"], ["tied", c.tied], ["bptt × batch", f"{c.bptt} × {c.batch_size}"],
             ["sampling", c.sampling], ["data", json.dumps(task._source.get("split", {}))[:200]]]

@@ -19,15 +19,19 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe
+from rnnlab.analysis import plots
+from rnnlab.analysis.gates import probe_gate_stats
+from rnnlab.analysis.gradflow import probe_grad_flow
+from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe, probe_loss, probe_metric
 from rnnlab.errors import ConfigError, expected
 from rnnlab.tasks.cell_options import check_cell_options, sets_memory_gate_bias
-from rnnlab.train.task import ReportSection, StepOutput, register_task
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
+from rnnlab.report.html import ReportSection, figure_to_img
+from rnnlab.train import TrainConfig, fit
+from rnnlab.train.task import StepOutput, register_task
 
-CELLS = ("rnn", "lstm", "gru")
 LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
@@ -36,8 +40,8 @@ class ProbeConfig:
     probe: str = "checksum"             # which probe (rnnlab.data.probes.PROBES)
     length: int = 50                    # the probe's T (copy runs T+20 steps)
     cell: str = "lstm"                  # rnn | lstm | gru
-    hidden: int = 64                    # same for every cell by default, so parameter counts differ
-    layers: int = 1                     # one layer isolates the cell's own memory
+    hidden_size: int = 64               # same for every cell by default, so parameter counts differ
+    num_layers: int = 1                 # one layer isolates the cell's own memory
     embed: int = 16                     # token embedding size (ignored for real-valued probes)
     batch_size: int = 64                # fresh samples per step
     steps_per_epoch: int = 100          # batches per "epoch" (the data are infinite; this paces evals)
@@ -54,7 +58,7 @@ class ProbeConfig:
         spec = get_probe(self.probe)
         if self.cell not in CELLS:
             raise ConfigError(expected("probe cell", f"one of {CELLS}", repr(self.cell)))
-        for name in ("length", "hidden", "layers", "embed", "batch_size", "steps_per_epoch", "test_size"):
+        for name in ("length", "hidden_size", "num_layers", "embed", "batch_size", "steps_per_epoch", "test_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(expected(f"probe {name}", "an int >= 1", repr(v)))
@@ -78,6 +82,7 @@ class ProbeConfig:
         if not isinstance(data, dict):
             raise ConfigError(expected("probe config", "a dict", type(data).__name__))
         known = {f.name for f in dataclasses.fields(cls)}
+        data = upgrade_keys(data, "probe config")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(expected("probe config keys", f"a subset of {sorted(known)}", unknown))
@@ -89,21 +94,19 @@ class ProbeModel(nn.Module):
 
     def __init__(self, spec: ProbeSpec, cfg: ProbeConfig) -> None:
         super().__init__()
-        import rnnlab
-
         in_size = spec.input_size(**cfg.params)
         self.tokens = spec.inputs == "tokens"
         self.per_step = spec.target == "per_step"
         self.embed = nn.Embedding(in_size, cfg.embed) if self.tokens else None
-        layer = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cfg.cell]
-        self.rnn = layer(cfg.embed if self.tokens else in_size, cfg.hidden, num_layers=cfg.layers, **cfg.cell_options)
-        self.head = nn.Linear(cfg.hidden, spec.n_out)
+        self.rnn = recurrent_layer(cfg.cell, cfg.embed if self.tokens else in_size, cfg.hidden_size, cfg.num_layers,
+                                   cfg.cell_options)
+        self.head = nn.Linear(cfg.hidden_size, spec.n_out)
         self.regression = spec.loss == "mse"
         if cfg.memory_bias is not None and cfg.cell in ("lstm", "gru"):
-            H = cfg.hidden
+            H = cfg.hidden_size
             # Gate order LSTM i|f|g|o, GRU r|z|n: the memory gate (f or z) is rows H..2H in both.
             with torch.no_grad():
-                for k in range(cfg.layers):
+                for k in range(cfg.num_layers):
                     getattr(self.rnn, f"bias_ih_l{k}")[H:2 * H] = cfg.memory_bias
                     getattr(self.rnn, f"bias_hh_l{k}")[H:2 * H] = 0.0
                     if cfg.cell == "lstm":      # chrono: the input gate starts as closed as f is open
@@ -117,19 +120,6 @@ class ProbeModel(nn.Module):
             return self.head(out)                                          # (T, B, C)
         y = self.head(out[-1])                                             # (B, C)
         return y.squeeze(-1) if self.regression else y
-
-
-def probe_loss(spec: ProbeSpec, pred: Tensor, y: Tensor) -> Tensor:
-    if spec.loss == "mse":
-        return F.mse_loss(pred, y)
-    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), y.reshape(-1))
-
-
-def probe_metric(spec: ProbeSpec, pred: Tensor, y: Tensor) -> float:
-    """The headline metric: accuracy, MSE, or per-step cross-entropy (as the baseline is stated)."""
-    if spec.metric == "acc":
-        return (pred.argmax(-1) == y).float().mean().item()
-    return probe_loss(spec, pred, y).item()
 
 
 def _stream_seed(*key: int) -> int:
@@ -199,9 +189,21 @@ class ProbeTask:
         return out
 
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
-        from rnnlab.report.demo import probe_sections
-
         return probe_sections(self, model)
+
+
+def probe_sections(task, model) -> list[ReportSection]:
+    """Sections for a single probe run's report.html (``rnnlab train probe``): gradient through
+    time and, for gated cells, the gates of the trained model."""
+    cell = task.cfg.cell
+    gf = probe_grad_flow(task, model)
+    html = figure_to_img(plots.grad_vs_distance({cell: {"trained": gf}}, f"{task.cfg.probe} T={task.cfg.length}"))
+    out = [ReportSection("Gradient through time", html)]
+    st = probe_gate_stats(task, model)
+    if st is not None:
+        out.append(ReportSection("Gates", figure_to_img(plots.gate_histograms({cell: st}, task.cfg.probe)) +
+                                 figure_to_img(plots.gate_heatmap(st, task.cfg.probe))))
+    return out
 
 
 def _factory(config: dict[str, Any], metadata: dict[str, Any] | None) -> ProbeTask:
@@ -228,7 +230,7 @@ class ProbeResult:
     params: int                         # trainable parameters of the whole model
     seconds: float                      # wall time of training (fit), evaluation excluded
     steps: int                          # optimizer steps actually taken
-    hidden: int
+    hidden_size: int
     test_loss: float
     loss_curve: list[float]             # training loss at every step
     extra: dict[str, float] = field(default_factory=dict)   # other test metrics (copy: recall_acc)
@@ -262,7 +264,7 @@ class ProbeRunConfig:
 
 
 def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: float = 0.0,
-              hidden: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
+              hidden_size: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
               out: str | None = None, quiet: bool = True, threads: int = 1,
               on_step: Callable[[int], None] | None = None, **probe_options: Any) -> ProbeResult:
     """Train ``cell`` on probe ``task`` at length ``length`` for ``steps`` steps (or ``seconds``)
@@ -270,11 +272,11 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
 
     ``out`` is the run folder (a temporary one, deleted afterwards, when None).
     ``threads`` defaults to 1: these models are too small for intra-op parallelism to pay, and on
-    a busy machine OpenMP threads spin against other processes (measured 100x slower with 2).
+    a busy machine OpenMP threads spin against other processes.
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
     memory_bias, cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
-    cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden=hidden, batch_size=batch_size,
+    cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden_size=hidden_size, batch_size=batch_size,
                       steps_per_epoch=steps, seed=seed, **probe_options)
     run = ProbeRunConfig(steps=steps, seconds=seconds, lr=lr, threads=threads, quiet=quiet)
     ptask = ProbeTask(cfg)
@@ -293,14 +295,12 @@ def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: floa
         task=task, cell=cell, length=length, metric=spec.metric, value=ev[spec.metric],
         chance=spec.chance(length), higher_is_better=spec.higher_is_better,
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        seconds=seconds_taken, steps=len(ptask.losses), hidden=hidden, test_loss=ev["loss"],
+        seconds=seconds_taken, steps=len(ptask.losses), hidden_size=hidden_size, test_loss=ev["loss"],
         loss_curve=list(ptask.losses), extra=extra, model=model, probe_task=ptask)
 
 
 def _train(ptask: ProbeTask, run: ProbeRunConfig, seed: int, out: str) -> tuple[nn.Module, float]:
     """The one dependency on the training core: build a TrainConfig and call fit."""
-    from rnnlab.train import TrainConfig, fit
-
     tc = TrainConfig(max_steps=run.steps, max_time=float(run.seconds), seed=seed, optimizer="adam",
                      lr=run.lr, clip=run.clip, quiet=run.quiet, threads=run.threads, report=False)
     start = time.perf_counter()

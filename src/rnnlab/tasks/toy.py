@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import ConfigError, expected
+from rnnlab.report.html import figure_to_img, pyplot
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.train.task import ReportSection, StepOutput, register_task
-
-CELLS = ("rnn", "lstm", "gru")
 
 
 @dataclass
@@ -64,10 +64,7 @@ class ToyModel(nn.Module):
 
     def __init__(self, cfg: ToyConfig):
         super().__init__()
-        import rnnlab
-
-        layer = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cfg.cell]
-        self.rnn = layer(1, cfg.hidden_size, num_layers=cfg.num_layers)
+        self.rnn = recurrent_layer(cfg.cell, 1, cfg.hidden_size, cfg.num_layers)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, 1)
 
@@ -155,10 +152,7 @@ class ToyTask:
         return {"loss": mse, "rmse": math.sqrt(mse)}
 
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
-        import matplotlib.pyplot as plt
-
-        from rnnlab.report.html import figure_to_img
-
+        plt = pyplot()
         with torch.no_grad():
             pred, y = self._predict(model, "valid")
         fig, ax = plt.subplots(figsize=(7, 3))

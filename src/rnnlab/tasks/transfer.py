@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab.data.text import UNK, Vocab
 from rnnlab.errors import CheckpointError
+from rnnlab.tasks.lm import load_lm
 
 
 @dataclass
@@ -37,9 +39,6 @@ class LMSource:
 
 def load_lm_source(run_dir: str) -> LMSource:
     """The trained language model of ``run_dir`` and what a classifier needs from it."""
-    from rnnlab.data.text import UNK, Vocab
-    from rnnlab.tasks.lm import load_lm
-
     try:
         task, model = load_lm(run_dir)
     except CheckpointError as exc:
@@ -52,7 +51,7 @@ def load_lm_source(run_dir: str) -> LMSource:
         vocab = Vocab(vocab.level, list(vocab.itos) + [UNK], UNK)
         extra = 1
     embed = cfg.embed if cfg.embed else n_lm  # one-hot: an identity embedding of width V (the LM's input size)
-    arch = {"embed_dim": int(embed), "cell": cfg.cell, "hidden_size": int(cfg.hidden), "num_layers": int(cfg.layers)}
+    arch = {"embed_dim": int(embed), "cell": cfg.cell, "hidden_size": int(cfg.hidden_size), "num_layers": int(cfg.num_layers)}
     if cfg.cell_options:  # the LM's layer-norm etc. parameters must exist in the classifier too
         arch["cell_options"] = dict(cfg.cell_options)
     return LMSource(str(run_dir), model, vocab, arch, extra)

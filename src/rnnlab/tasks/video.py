@@ -23,24 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnlab.data.frames import TORCHVISION_PREFIX
 from rnnlab.errors import ConfigError, expected
-
-ENCODERS = ("cnn",)
-TORCHVISION_PREFIX = "torchvision:"
-
-
-def check_frame_encoder(name: str, weights: str) -> None:
-    """Config-time checks (no import of torchvision here)."""
-    if name in ENCODERS:
-        if weights:
-            raise ConfigError(expected("backbone_weights (--backbone-weights)", "none with --frame-encoder cnn",
-                                       repr(weights)))
-        return
-    if not name.startswith(TORCHVISION_PREFIX) or not name[len(TORCHVISION_PREFIX):]:
-        raise ConfigError(expected("frame_encoder (--frame-encoder)", "cnn or torchvision:<model name>", repr(name)))
-    if not weights:
-        raise ConfigError(expected(f"backbone_weights for {name}", "a weights file (--backbone-weights)", "none"))
-
 
 class SmallCNN(nn.Module):
     """Conv blocks (3x3 conv, batch norm, ReLU, then 2x2 max pool but after the last), then two
@@ -247,12 +231,9 @@ class FullClips(nn.Module):
         return m.head(pooled)
 
 
-def export_frames(task: Any, model: nn.Module, path: Any) -> Any:
-    """ONNX graph ``frames`` (T, B, H, W, C) uint8 -> ``logits`` (B, classes); T and B dynamic."""
-    from rnnlab.export.onnx import export_onnx
-
+def frames_example(task: Any) -> tuple[tuple[torch.Tensor], list[str], list[str], dict[str, dict[int, str]]]:
+    """``(args, input_names, output_names, dynamic_axes)`` for exporting :class:`FullClips` of a
+    frames run: ``frames`` (T, B, H, W, C) uint8 -> ``logits`` (B, classes); T and B dynamic."""
     h, w, c = task.frame_shape
-    x = torch.randint(0, 256, (3, 2, h, w, c), dtype=torch.uint8)
-    return export_onnx(FullClips(model).eval(), path, example_inputs=(x,), input_names=["frames"],
-                       output_names=["logits"], dynamic_axes={"frames": {0: "frames", 1: "batch"},
-                                                              "logits": {0: "batch"}})
+    x = torch.randint(0, 256, (3, 2, h, w, c), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return (x,), ["frames"], ["logits"], {"frames": {0: "frames", 1: "batch"}, "logits": {0: "batch"}}

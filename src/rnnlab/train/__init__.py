@@ -8,6 +8,8 @@ Python API (the CLI wraps exactly these)::
     task, model, meta = load_run("runs/probe")                            # for evaluate/generate/predict
 """
 
+import torch
+
 from rnnlab.train.checkpoint import (
     Checkpoint,
     list_checkpoints,
@@ -23,8 +25,6 @@ from rnnlab.train.task import ReportSection, StepOutput, Task, build_task, regis
 
 def evaluate_run(run_dir, split: str = "valid", checkpoint: str = "best") -> dict[str, float]:
     """Metrics of a trained run on ``split``: rebuilds the task and model with ``load_run``."""
-    import torch
-
     task, model, _ = load_run(run_dir, checkpoint=checkpoint)
     with torch.no_grad():
         return {k: float(v) for k, v in task.evaluate(model, split).items()}

@@ -21,6 +21,7 @@ Format versions (bump when the layout changes, and add a loader branch saying wh
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
 from torch import nn
 
 from rnnlab.errors import CheckpointError, NonFiniteError
@@ -113,12 +116,37 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def nonfinite_json(obj: Any, prefix: str = "") -> list[str]:
+    """Paths of the floats in a JSON-able container that JSON cannot hold (NaN, inf)."""
+    bad: list[str] = []
+    if isinstance(obj, float) and not math.isfinite(obj):
+        bad.append(f"{prefix or 'value'}={obj!r}")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += nonfinite_json(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad += nonfinite_json(v, f"{prefix}[{i}]")
+    return bad
+
+
+def dumps_json(obj: Any, where: str | Path) -> str:
+    """Strict JSON, or a NonFiniteError naming the values JSON cannot hold (never ValueError)."""
+    bad = nonfinite_json(obj)
+    if bad:
+        raise NonFiniteError(f"{where}: expected finite numbers, got {', '.join(bad[:3])}"
+                             + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                             + " (data values too large or a diverged model?)")
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON through a temporary file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
+    text = dumps_json(obj, path)
     tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
     try:
-        _write_bytes(tmp, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+        _write_bytes(tmp, text.encode())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -151,14 +179,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], st
     Refuses (NonFiniteError) to write a non-finite tensor; raises CheckpointError when the
     folder cannot be written. An existing folder of the same name is replaced.
     """
-    from safetensors.torch import save as st_save
-
     path = Path(path)
     tensors, aliases = _weights_for_saving(model)
     bad = nonfinite_entries(tensors, "weights") + nonfinite_entries(state, "state")
     if bad:
         raise NonFiniteError(f"checkpoint {path}: expected finite tensors, got NaN/inf in {', '.join(bad[:5])}")
     meta = {"format_version": FORMAT_VERSION, **meta}
+    meta_text = dumps_json(meta, path / META)
     parent = path.parent
     tmp = parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -172,7 +199,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], st
         pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
-        _write_bytes(tmp / META, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())
+        _write_bytes(tmp / META, meta_text.encode())
         _fsync_dir(tmp)
         if path.exists():  # re-saving a step (e.g. a resumed run stopping where it started)
             trash = parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
@@ -202,7 +229,10 @@ def prune_checkpoints(ckpt_root: str | Path, keep_last: int, keep: set[int] = fr
         if p in keep_paths:
             continue
         trash = p.parent / f".trash-{p.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(p, trash)  # the step-* name disappears atomically, then the files go
+        try:
+            os.replace(p, trash)  # the step-* name disappears atomically, then the files go
+        except FileNotFoundError:
+            continue  # already gone (removed by hand)
         shutil.rmtree(trash, ignore_errors=True)
         removed.append(p)
     return removed
@@ -212,8 +242,6 @@ def prune_checkpoints(ckpt_root: str | Path, keep_last: int, keep: set[int] = fr
 
 
 def _load_weights(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -263,7 +291,38 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{file}: expected format_version {FORMAT_VERSION}, got {version!r}")
+    check_meta_types(meta, file)
     return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# key -> (check, what it must be); keys that a checkpoint may lack are checked only when present.
+_META_TYPES = {
+    "task": (lambda v: isinstance(v, str), "a string"),
+    "task_config": (lambda v: isinstance(v, dict), "a JSON object"),
+    "task_metadata": (lambda v: v is None or isinstance(v, dict), "a JSON object or null"),
+    "train_config": (lambda v: isinstance(v, dict), "a JSON object"),
+    "step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "batch_in_epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "best_step": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or null"),
+    "best_loss": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), "a number or null"),
+    "world_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "loop": (lambda v: isinstance(v, dict), "a JSON object"),
+    "metrics": (lambda v: isinstance(v, dict), "a JSON object"),
+}
+
+
+def check_meta_types(meta: dict[str, Any], file: Path) -> None:
+    """A meta.json edited by hand (``"step": "ten"``) is refused here, naming the key, rather than
+    failing later inside the loop."""
+    for key, (ok, want) in _META_TYPES.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(f"{file}: {key}: expected {want}, got {json.dumps(meta[key])[:60]} "
+                                  "(was the file edited?)")
 
 
 def _short_reason(exc: Exception) -> str:

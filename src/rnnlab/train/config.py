@@ -107,6 +107,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def for_task(cls, task: Any, **overrides: Any) -> "TrainConfig":
+        """The task's own training defaults (its ``train_defaults``, if it has them) under ``overrides``:
+        ``fit(task)`` and ``rnnlab train TASK`` start from the same settings."""
+        return cls(**{**dict(getattr(task, "train_defaults", {})), **overrides})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         if not isinstance(data, dict):
             raise ConfigError(expected("train config", "a dict", type(data).__name__))

@@ -24,11 +24,13 @@ trajectory (decay-on-plateau, early stopping).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,25 +38,33 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from rnnlab.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RnnlabError
 from rnnlab.train import checkpoint as ckpt
+from rnnlab.train import lock as run_lock
 from rnnlab.train.config import RESUME_MUTABLE, TrainConfig
 from rnnlab.train.metrics import MetricsLog
 from rnnlab.train.progress import ProgressBar
+from rnnlab.train.report import write_report
 from rnnlab.train.rng import capture_rng, restore_rng, seed_all
 from rnnlab.train.rundir import (
     CHECKPOINTS,
     check_new_run_dir,
     check_writable,
+    clear_run_dir,
+    data_keys,
     latest_checkpoint,
     make_run_dir,
     read_run_config,
+    rebuild_task,
+    resolve_data_paths,
     rnnlab_version,
+    verify_data_files,
     write_run_config,
 )
-from rnnlab.train.task import Task, build_task
+from rnnlab.train.task import Task
 
 
 @dataclass
@@ -91,9 +101,21 @@ class LoopState:
     @classmethod
     def from_meta(cls, data: dict[str, Any], where: Path) -> "LoopState":
         try:
-            return cls(**data)
+            state = cls(**data)
         except TypeError as exc:
             raise CheckpointError(f"{where}: loop state expected {[f.name for f in dataclasses.fields(cls)]}, got {sorted(data)}") from exc
+        for f in dataclasses.fields(cls):
+            v = getattr(state, f.name)
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if f.name in ("epoch_loss_sum", "best_loss"):
+                ok = number or (v is None and f.name == "best_loss")
+            else:
+                ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (
+                    v is None and f.name in ("last_eval_step", "best_step"))
+            if not ok:
+                raise CheckpointError(f"{where}: loop.{f.name}: expected {'a number' if f.name.endswith(('sum', 'loss')) else 'an integer >= 0'}, "
+                                      f"got {json.dumps(v)[:40]} (was the file edited?)")
+        return state
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -169,9 +191,7 @@ def _is_rank_zero_by_env() -> bool:
 
 
 def _make_fabric(config: TrainConfig, out: Path):
-    import importlib.util
-
-    from lightning.fabric import Fabric
+    from lightning.fabric import Fabric   # here, not above: lightning takes seconds to import, and only fit/resume use it
 
     _quiet_lightning(config.quiet)  # after the import: lightning sets its loggers' level when imported
 
@@ -182,7 +202,7 @@ def _make_fabric(config: TrainConfig, out: Path):
         num_nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // devices)
     loggers = []
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        from lightning.fabric.loggers import TensorBoardLogger
+        from lightning.fabric.loggers import TensorBoardLogger   # only with the optional tensorboard package
 
         loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version=""))
     strategy = "ddp" if devices * num_nodes > 1 else "auto"
@@ -219,6 +239,15 @@ class _Signals:
 # ----------------------------------------------------------------------------- run folder
 
 
+def _normal_config(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """A task config for comparison: JSON-normal, data paths absolute."""
+    out = _json_normal(config)
+    for k in keys:
+        if isinstance(out.get(k), str) and out[k]:
+            out[k] = os.path.abspath(os.path.expanduser(out[k]))
+    return out
+
+
 def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -> Path | None:
     """Create (or check, when resuming) the run folder; return the checkpoint to start from."""
     if not resume:
@@ -228,8 +257,17 @@ def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -
     saved = read_run_config(out)
     if saved["task"] != task.name:
         raise ConfigError(f"resume {out}: task expected {saved['task']!r} (the run's), got {task.name!r}")
-    if _json_normal(saved["task_config"]) != _json_normal(task.config_dict()):
-        raise ConfigError(f"resume {out}: task config expected the run's {saved['task_config']}, got {task.config_dict()}")
+    keys = data_keys(task)
+    recorded = saved.get("data_files") or {}
+    saved_task = resolve_data_paths(out, saved["task_config"], recorded)
+    mine = task.config_dict()
+    # Recorded data files are compared by content (verify_data_files), not by where they are now.
+    a = {k: v for k, v in _normal_config(saved_task, keys).items() if k not in recorded}
+    b = {k: v for k, v in _normal_config(mine, keys).items() if k not in recorded}
+    if a != b:
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise ConfigError(f"resume {out}: task config expected the run's values for {diff}, got "
+                          + ", ".join(f"{k}={b.get(k)!r} (was {a.get(k)!r})" for k in diff))
     old, new = saved["train_config"], config.to_dict()
     changed = sorted(k for k in new if k not in RESUME_MUTABLE and _json_normal(old.get(k)) != _json_normal(new[k]))
     if changed:
@@ -238,19 +276,60 @@ def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -
             f"(only {sorted(RESUME_MUTABLE)} may change), got "
             + ", ".join(f"{k}={new[k]!r} (was {old.get(k)!r})" for k in changed)
         )
+    verify_data_files(out, saved, mine)
+    applied = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in sorted(RESUME_MUTABLE)
+               if k in new and k in old and _json_normal(old[k]) != _json_normal(new[k])]
+    applied += [f"{k} {rec.get('path')!r} -> {os.path.abspath(mine[k])!r} (same content)" for k, rec in recorded.items()
+                if isinstance(rec, dict) and k in mine and isinstance(mine[k], str)
+                and os.path.abspath(mine[k]) != rec.get("path")]
+    if applied:  # said even with quiet: a flag that changed the run must not pass unnoticed
+        print(f"rnnlab: resume {out}: applying {', '.join(applied)}", file=sys.stderr, flush=True)
     check_writable(out)
     ckpt.remove_stale(out / CHECKPOINTS)
-    write_run_config(out, task, new)
+    write_run_config(out, task, new, previous_data=saved.get("data_files"))
     return latest_checkpoint(out)
+
+
+def _ensure_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"run folder {out}: cannot create it ({exc.strerror or exc})") from exc
+
+
+def _lock_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check the folder, then take its lock (released by the caller). Checks that depend on the
+    folder's content are repeated under the lock: another process may have started meanwhile."""
+    if resume:
+        read_run_config(out)
+        run_lock.acquire(out)
+        return
+    if out.exists() and not out.is_dir():
+        check_new_run_dir(out)
+    if not overwrite:
+        check_new_run_dir(out)
+    _ensure_folder(out)
+    run_lock.acquire(out)
+    try:
+        if overwrite:
+            clear_run_dir(out)
+        check_new_run_dir(out)
+    except BaseException:
+        run_lock.release(out)
+        raise
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
-def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", resume: bool = False) -> RunResult:
+def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", resume: bool = False,
+        overwrite: bool = False) -> RunResult:
     """Train ``task`` into the run folder ``out``; continue it from its latest checkpoint if ``resume``.
+    Without ``config``, ``TrainConfig.for_task(task)``: the task's own training defaults.
 
-    Raises CheckpointError for a reused folder without ``resume`` (nothing is overwritten),
+    Raises CheckpointError for a reused folder without ``resume`` (nothing is overwritten unless
+    ``overwrite``, which clears a folder holding only a run's files), for a folder another
+    process is writing to (``rnnlab.train.lock``),
     NonFiniteError on a NaN/inf loss or gradient (unless ``config.nonfinite == "skip"``).
 
     With ``devices * num_nodes > 1`` this is one rank of a DDP job: under torchrun (or SLURM) each
@@ -260,7 +339,7 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     task's ``training_step`` must call ``model(...)`` (the DDP-wrapped forward) for gradients
     to be averaged.
     """
-    config = TrainConfig() if config is None else config
+    config = TrainConfig.for_task(task) if config is None else config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"fit config: expected a TrainConfig, got {type(config).__name__}")
     config.validate()
@@ -269,11 +348,19 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
         torch.set_num_threads(config.threads)
     _quiet_lightning(config.quiet)
 
-    if _is_rank_zero_by_env():  # fail before any process is launched
-        if resume:
-            read_run_config(out)
-        else:
-            check_new_run_dir(out)
+    if resume and overwrite:
+        raise ConfigError("fit: expected resume or overwrite, got both")
+    locked = _is_rank_zero_by_env()
+    if locked:  # fail before any process is launched; hold the folder until training ends
+        _lock_run_dir(out, resume, overwrite)
+    try:
+        return _fit_locked(task, config, out, resume)
+    finally:
+        if locked:
+            run_lock.release(out)
+
+
+def _fit_locked(task: Task, config: TrainConfig, out: Path, resume: bool) -> RunResult:
     fabric = _make_fabric(config, out)
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
@@ -296,12 +383,25 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     return _Run(task, config, out, fabric, start).train()
 
 
-def resume(run_dir: str | Path, **changes: Any) -> RunResult:
+def resume(run_dir: str | Path, data_paths: dict[str, str] | None = None, **changes: Any) -> RunResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, rebuilding the task from the
-    folder; ``changes`` may set the options in ``RESUME_MUTABLE`` (e.g. ``max_steps=2000``)."""
+    folder; ``changes`` may set the options in ``RESUME_MUTABLE`` (e.g. ``max_steps=2000``).
+    ``data_paths`` points recorded data files to a new place (``{"train": "moved/train.csv"}``);
+    their content must be the one the run was trained on (checked by SHA-256)."""
     run_dir = Path(run_dir)
     saved = read_run_config(run_dir)
-    task = build_task(saved["task"], saved["task_config"], saved.get("task_metadata"))
+    file = run_dir / "config.json"
+    task_config = resolve_data_paths(run_dir, saved["task_config"], saved.get("data_files"))
+    for key, path in (data_paths or {}).items():
+        if key not in (saved.get("data_files") or {}):
+            raise ConfigError(f"resume {run_dir}: data path {key!r}: expected one of the run's data files "
+                              f"{sorted(saved.get('data_files') or {})}, got {key!r}")
+        task_config[key] = os.path.abspath(path)
+    task = rebuild_task(saved["task"], task_config, saved.get("task_metadata"), file)
+    try:
+        TrainConfig.from_dict(saved["train_config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{file}: train_config: {exc} (was the file edited?)") from exc
     config = TrainConfig.from_dict({**saved["train_config"], **changes})
     return fit(task, config, run_dir, resume=True)
 
@@ -405,8 +505,6 @@ class _Run:
         """One entry per rank (RNG states and carries differ between ranks)."""
         if self.world == 1:
             return [obj]
-        import torch.distributed as dist
-
         def gather(t: torch.Tensor) -> torch.Tensor:  # (world, *t.shape); shards must have equal shapes
             parts = [torch.empty_like(t) for _ in range(self.world)]
             dist.all_gather(parts, t.contiguous())
@@ -567,8 +665,6 @@ class _Run:
             if self.bar is not None:
                 self.bar.close()
         if self.fabric.is_global_zero and c.report:
-            from rnnlab.train.report import write_report
-
             write_report(self.out, task, self.model, self.log.records)
         if self.fabric.is_global_zero and not c.quiet:
             print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}", flush=True)

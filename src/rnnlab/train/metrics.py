@@ -1,6 +1,6 @@
 """Per-step and per-eval metrics of a run: ``metrics.jsonl`` (the record) and ``metrics.csv``.
 
-We write these ourselves instead of through Lightning's CSVLogger because exact resume needs
+Written here rather than through Lightning's CSVLogger because exact resume needs
 to cut the log back to the checkpoint: a process killed after its last checkpoint has logged
 steps that the resumed run will log again. Each checkpoint stores how many records existed
 when it was written; resuming truncates ``metrics.jsonl`` to that count and rebuilds the CSV.
@@ -54,7 +54,10 @@ class MetricsLog:
                 f"{self.jsonl}: expected at least {keep_records} records (the checkpoint's count), got {len(records)}"
             )
         self.records = records[:keep_records]
-        self._rewrite_all()
+        try:
+            self._rewrite_all()
+        except OSError as exc:
+            raise CheckpointError(f"{self.jsonl}: cannot write ({exc.strerror or exc})") from exc
 
     def __len__(self) -> int:
         return len(self.records)
@@ -83,16 +86,25 @@ class MetricsLog:
 
     def sync(self) -> None:
         """fsync the log; called before each checkpoint, whose record count must stay true."""
-        with open(self.jsonl, "a") as f:  # the CSV is derived: resume rebuilds it from the JSONL
-            os.fsync(f.fileno())
+        try:
+            with open(self.jsonl, "a") as f:  # the CSV is derived: resume rebuilds it from the JSONL
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise CheckpointError(f"{self.jsonl}: cannot write ({exc.strerror or exc})") from exc
 
     def log(self, record: dict[str, Any]) -> None:
         record = {k: _finite_or_none(v) for k, v in record.items()}
         self.records.append(record)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if any(k not in self._header for k in record):
-            self._rewrite_all()
-            return
-        with open(self.csv, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._header).writerow(record)
+        try:
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if any(k not in self._header for k in record):
+                self._rewrite_all()
+                return
+            with open(self.csv, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._header).writerow(record)
+        except OSError as exc:
+            raise CheckpointError(
+                f"{self.jsonl.parent}: cannot write the metrics log ({exc.strerror or exc}); the run stopped "
+                f"and continues from its last checkpoint with --resume {self.jsonl.parent}"
+            ) from exc

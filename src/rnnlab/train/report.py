@@ -9,13 +9,12 @@ from typing import Any
 
 from torch import nn
 
-from rnnlab.report.html import escape, figure_to_img, matplotlib_agg, render_page, table
-from rnnlab.train.task import ReportSection, Task
+from rnnlab.report.html import ReportSection, escape, figure_to_img, matplotlib_agg, pyplot, render_page, table
+from rnnlab.train.task import Task
 
 
 def _curves(records: list[dict[str, Any]], metric: str, plots: Path) -> list[ReportSection]:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("loss"), (int, float))]
     evals = [r for r in records if r.get("kind") == "eval"]
     sections = []

@@ -8,32 +8,44 @@ Layout::
     RUN/plots/*.png, RUN/report.html
 
 A run folder is never reused silently: starting a run in a folder that already holds files
-raises CheckpointError; continuing one needs ``resume``. ``new_run_dir(base)`` picks a free
-name (``base``, ``base-2``, ``base-3``, ...).
+raises CheckpointError naming the two ways forward, ``resume`` (``--resume RUN``) and
+``overwrite`` (``--overwrite``, which clears a folder only if it holds nothing but rnnlab's own
+files). ``new_run_dir(base)`` picks a free name (``base``, ``base-2``, ``base-3``, ...).
+
+Run folders are relocatable: ``config.json`` records each training data file (``data_files``)
+by its absolute path, its path relative to the run folder and its SHA-256, so a command run from
+another working directory, or on a run folder moved together with its data, finds the data; a
+resume refuses data that changed since training. Only one process writes into a run folder at a
+time (``rnnlab.train.lock``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab._version import __version__
+from rnnlab.errors import CheckpointError, DataError, RnnlabError
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
+from rnnlab.train.lock import LOCK_NAME
 from rnnlab.train.task import Task, build_task
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
+# What training writes into a run folder; --overwrite clears a folder only if it holds nothing else.
+RUN_ENTRIES = frozenset({CONFIG, CHECKPOINTS, "metrics.jsonl", "metrics.csv", "plots", "report.html",
+                         "tensorboard", LOCK_NAME})
 
 
 def rnnlab_version() -> str:
-    import rnnlab
-
-    return getattr(rnnlab, "__version__", "unknown")
+    return __version__
 
 
 def _is_free(folder: Path) -> bool:
@@ -43,7 +55,8 @@ def _is_free(folder: Path) -> bool:
         return True
     if not folder.is_dir():
         return False
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".tmp-")]   # a torn config.json write
+    entries = [p for p in folder.iterdir()
+               if not p.name.startswith((".tmp-", ".write-probe-", ".trash-")) and p.name != LOCK_NAME]  # a torn config.json write
     return all(p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()) for p in entries)
 
 
@@ -57,13 +70,58 @@ def new_run_dir(base: str | Path) -> Path:
     return candidate
 
 
+def describe_run(out: Path) -> str:
+    """A few words on what an existing folder holds, for messages."""
+    latest = latest_checkpoint(out)
+    if (out / CONFIG).is_file():
+        if latest is not None:
+            return f"a run with its latest checkpoint at step {int(latest.name.split('-')[1])}"
+        return "a run without a checkpoint yet (stopped or killed before its first one)"
+    return "a folder with other files"
+
+
 def check_new_run_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"run folder {out}: expected a folder or a new name, got an existing file")
     if not _is_free(out):
+        if (out / CONFIG).is_file():
+            raise CheckpointError(
+                f"run folder {out}: expected a new or empty folder, got {describe_run(out)}; continue it with "
+                f"--resume {out} (resume=True), or start it again from scratch with --overwrite (overwrite=True)"
+            )
         raise CheckpointError(
-            f"run folder {out}: expected a new or empty folder, got an existing run "
-            f"(resume it with --resume {out} / resume=True, or pick another name; "
-            f"rnnlab.train.new_run_dir suggests {new_run_dir(out)})"
+            f"run folder {out}: expected a new or empty folder, got {describe_run(out)} "
+            f"({', '.join(sorted(p.name for p in out.iterdir())[:5])}); pick another --out "
+            f"(free: {new_run_dir(out)})"
         )
+
+
+def clear_run_dir(out: Path) -> None:
+    """Empty a run folder for ``overwrite``: refused unless it holds only rnnlab's run files, so a
+    mistyped ``--out`` never deletes a user's folder. The caller holds the folder's lock."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CheckpointError(f"--overwrite {out}: expected a run folder, got a file")
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in RUN_ENTRIES and not p.name.startswith((".tmp-", ".write-probe-", ".trash-")))
+    if foreign:
+        raise CheckpointError(
+            f"--overwrite {out}: expected a folder holding only a run's files, got also {foreign[:5]}; "
+            "nothing was deleted (pick another --out or remove those files yourself)"
+        )
+    for p in out.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        trash = out / f".trash-{p.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(p, trash)  # the name disappears at once; a kill here leaves only .trash-*
+            if trash.is_dir():
+                shutil.rmtree(trash)
+            else:
+                trash.unlink()
+        except OSError as exc:
+            raise CheckpointError(f"--overwrite {out}: cannot remove {p.name} ({exc.strerror or exc})") from exc
 
 
 def check_writable(folder: Path) -> None:
@@ -87,14 +145,71 @@ def make_run_dir(out: Path) -> None:
     check_writable(out)
 
 
-def write_run_config(out: Path, task: Task, train_config: dict[str, Any]) -> None:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_checksum(path: str | Path) -> str | None:
+    """SHA-256 of a data file, or of a data folder's files (names and contents, sorted); None if absent."""
+    p = Path(path)
+    if p.is_file():
+        return _sha256(p)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
+            h.update(f"{f.relative_to(p).as_posix()}\0{_sha256(f)}\n".encode())
+        return h.hexdigest()
+    return None
+
+
+def data_keys(task: Task) -> tuple[str, ...]:
+    """The task config's keys that name data files (a task declares them as ``data_keys``)."""
+    return tuple(getattr(task, "data_keys", ()))
+
+
+def record_data_files(out: Path, task_config: dict[str, Any], keys: tuple[str, ...],
+                      previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{key: {"path": absolute, "run_relative": ..., "sha256": ..., "bytes": ...}}`` for each data
+    path of the task config. ``previous`` records keep their checksum (a resume never re-blesses
+    changed data: it is checked against the record first)."""
+    record: dict[str, Any] = {}
+    for key in keys:
+        value = task_config.get(key)
+        if not value or not isinstance(value, str):
+            continue
+        p = Path(value).expanduser()
+        absolute = os.path.abspath(p)
+        entry: dict[str, Any] = {"path": absolute}
+        try:
+            entry["run_relative"] = os.path.relpath(absolute, os.path.abspath(out))
+        except ValueError:  # another drive (Windows)
+            pass
+        old = (previous or {}).get(key)
+        if isinstance(old, dict) and old.get("sha256"):
+            entry["sha256"] = old["sha256"]
+        else:
+            entry["sha256"] = data_checksum(p)
+        if p.is_file():
+            entry["bytes"] = p.stat().st_size
+        record[key] = entry
+    return record
+
+
+def write_run_config(out: Path, task: Task, train_config: dict[str, Any],
+                     previous_data: dict[str, Any] | None = None) -> None:
+    config = task.config_dict()
     write_json_atomic(
         out / CONFIG,
         {
             "task": task.name,
-            "task_config": task.config_dict(),
+            "task_config": config,
             "task_metadata": task.metadata(),
             "train_config": train_config,
+            "data_files": record_data_files(out, config, data_keys(task), previous_data),
             "rnnlab_version": rnnlab_version(),
         },
     )
@@ -102,16 +217,92 @@ def write_run_config(out: Path, task: Task, train_config: dict[str, Any]) -> Non
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     file = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run folder {run_dir}: expected a run folder, got "
+                              + ("a file" if Path(run_dir).exists() else "no such folder"))
     try:
         cfg = json.loads(file.read_text())
     except FileNotFoundError as exc:
         raise CheckpointError(f"{file}: expected a run folder's config.json, got no such file") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{file}: expected JSON, got unreadable data ({exc})") from exc
-    for key in ("task", "task_config", "train_config"):
-        if not isinstance(cfg, dict) or key not in cfg:
-            raise CheckpointError(f"{file}: expected key {key!r}, got {sorted(cfg) if isinstance(cfg, dict) else cfg!r}")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(cfg).__name__}")
+    for key, kind in (("task", str), ("task_config", dict), ("train_config", dict)):
+        if key not in cfg:
+            raise CheckpointError(f"{file}: expected key {key!r}, got {sorted(cfg)}")
+        if not isinstance(cfg[key], kind):
+            raise CheckpointError(f"{file}: {key}: expected a JSON {'string' if kind is str else 'object'}, "
+                                  f"got {json.dumps(cfg[key])[:60]} (was the file edited?)")
+    for key in ("task_metadata", "data_files"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise CheckpointError(f"{file}: {key}: expected a JSON object or null, got {json.dumps(cfg[key])[:60]} "
+                                  "(was the file edited?)")
     return cfg
+
+
+def resolve_data_paths(run_dir: str | Path, task_config: dict[str, Any],
+                       data_files: dict[str, Any] | None) -> dict[str, Any]:
+    """The task config with each recorded data path pointing where the data is now: its absolute
+    path if it is still there, else the same place relative to the run folder (a run moved together
+    with its data). A path found nowhere becomes absolute, so errors name a real location."""
+    if not data_files:
+        return task_config
+    out = dict(task_config)
+    for key, rec in data_files.items():
+        if key not in out or not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+            continue
+        candidates = [Path(rec["path"])]
+        if isinstance(rec.get("run_relative"), str):
+            candidates.append(Path(os.path.normpath(Path(os.path.abspath(run_dir)) / rec["run_relative"])))
+        found = next((c for c in candidates if c.exists()), None)
+        out[key] = str(found if found is not None else candidates[0])
+    return out
+
+
+def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
+                      task_config: dict[str, Any] | None = None) -> None:
+    """DataError unless every data file recorded in ``config.json`` is present (at its absolute or
+    run-relative path, or where ``task_config`` now points) with the checksum it had when
+    training started."""
+    run_dir = Path(run_dir)
+    cfg = cfg if cfg is not None else read_run_config(run_dir)
+    file = run_dir / CONFIG
+    for key, rec in (cfg.get("data_files") or {}).items():
+        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+            continue
+        if task_config is not None and isinstance(task_config.get(key), str) and task_config[key]:
+            where = os.path.abspath(task_config[key])
+        else:
+            where = resolve_data_paths(run_dir, {key: rec["path"]}, {key: rec})[key]
+        if not Path(where).exists():
+            also = (f" or {os.path.normpath(Path(os.path.abspath(run_dir)) / rec['run_relative'])}"
+                    if rec.get("run_relative") else "")
+            raise DataError(f"{file}: training data {key!r}: expected it at {rec['path']}{also}, got no such file "
+                            f"(moved or deleted since training?); put it back there")
+        want = rec.get("sha256")
+        if want:
+            got = data_checksum(where)
+            if got != want:
+                raise DataError(f"{file}: training data {key!r} ({where}): expected the data the run was trained on "
+                                f"(sha256 {want[:12]}), got a changed file (sha256 {str(got)[:12]}); restore it, "
+                                "or train a new run on the new data")
+
+
+def rebuild_task(name: Any, config: Any, metadata: Any, file: Path) -> Task:
+    """``build_task`` on a config read from ``file``: a bad value is reported as the file's, not as
+    a command-line flag's (an edited config.json or meta.json)."""
+    if not isinstance(name, str) or not isinstance(config, dict) or not (metadata is None or isinstance(metadata, dict)):
+        raise CheckpointError(f"{file}: expected task (a string), task_config (an object) and task_metadata "
+                              f"(an object), got {type(name).__name__}, {type(config).__name__}, "
+                              f"{type(metadata).__name__} (was the file edited?)")
+    try:
+        return build_task(name, config, metadata)
+    except RnnlabError as exc:
+        raise CheckpointError(f"{file}: cannot rebuild the {name!r} task from it ({exc}) (was the file edited?)") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise CheckpointError(f"{file}: cannot rebuild the {name!r} task from it ({type(exc).__name__}: {exc}) "
+                              "(was the file edited?)") from exc
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -127,6 +318,9 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     best_step = read_meta(latest).get("best_step")
     if best_step is None:
         return None
+    if not isinstance(best_step, int) or isinstance(best_step, bool):
+        raise CheckpointError(f"{latest / 'meta.json'}: best_step: expected an integer or null, got {best_step!r} "
+                              "(was the file edited?)")
     found = [p for p in list_checkpoints(Path(run_dir) / CHECKPOINTS) if p.name == f"step-{best_step:08d}"]
     return found[0] if found else None
 
@@ -152,13 +346,21 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", map_location: str = 
     """
     path = resolve_checkpoint(run_dir, checkpoint)
     meta = read_meta(path)
+    for key in ("task", "task_config"):
+        if key not in meta:
+            raise CheckpointError(f"{path / 'meta.json'}: expected key {key!r}, got none")
     try:
-        task = build_task(meta["task"], meta["task_config"], meta.get("task_metadata"))
-    except KeyError as exc:
-        raise CheckpointError(f"{path / 'meta.json'}: expected key {exc.args[0]!r}, got none") from exc
-    except ConfigError as exc:
-        raise CheckpointError(f"{path / 'meta.json'}: cannot rebuild the task ({exc})") from exc
-    model = task.build_model()
+        data_files = read_run_config(run_dir).get("data_files")
+    except CheckpointError:
+        data_files = None  # the checkpoint alone still rebuilds the model
+    task_config = meta["task_config"]
+    if isinstance(task_config, dict):
+        task_config = resolve_data_paths(run_dir, task_config, data_files)
+    task = rebuild_task(meta["task"], task_config, meta.get("task_metadata"), path / "meta.json")
+    try:
+        model = task.build_model()
+    except RnnlabError as exc:
+        raise CheckpointError(f"{path / 'meta.json'}: cannot rebuild the model ({exc}) (was the file edited?)") from exc
     ck: Checkpoint = load_checkpoint(path, model, with_state=False)
     model.to(map_location)
     model.eval()

@@ -13,11 +13,15 @@ saved ``carry`` (for example a language model's hidden state) back to ``training
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from rnnlab.errors import ConfigError
+from rnnlab.report.html import ReportSection
 
 # A batch is whatever the task yields; usually a dict of tensors.
 Batch = Any
@@ -34,17 +38,13 @@ class StepOutput:
     carry: Carry = None                     # state for the next step of the same epoch
 
 
-@dataclass
-class ReportSection:
-    title: str
-    html: str                               # an HTML fragment; images embedded as data: URIs
-
-
 @runtime_checkable
 class Task(Protocol):
     name: str                               # registry name: "probe", "lm", "classify", "forecast", ...
     items_name: str                         # what n_items counts: "samples" or "tokens"
     metric_name: str                        # the headline metric shown in the progress bar ("acc", "ppl", ...)
+    # Optional: ``train_defaults``, a dict of TrainConfig fields the task trains best with
+    # (TrainConfig.for_task reads it; fit(task) and ``rnnlab train TASK`` start from it).
 
     def config_dict(self) -> dict[str, Any]:
         """The task's config as JSON-able dict; ``build_task(name, config_dict, metadata)`` rebuilds it."""
@@ -70,6 +70,7 @@ class Task(Protocol):
         """Task-specific sections for report.html (may be empty)."""
 
 
+TASKS_PACKAGE = "rnnlab.tasks"
 TaskFactory = Callable[[dict[str, Any], dict[str, Any] | None], Task]
 _REGISTRY: dict[str, TaskFactory] = {}
 
@@ -80,11 +81,10 @@ def register_task(name: str, factory: TaskFactory) -> None:
 
 
 def build_task(name: str, config: dict[str, Any], metadata: dict[str, Any] | None = None) -> Task:
-    from rnnlab.errors import ConfigError
-
     if name not in _REGISTRY:
-        # Tasks register on import; import the package that holds them before giving up.
-        import rnnlab.tasks  # noqa: F401
+        # The built-in tasks register when their package is imported. It sits above this layer, so
+        # it is found by name, as a user's own task module would be, not imported as code.
+        importlib.import_module(TASKS_PACKAGE)
     if name not in _REGISTRY:
         raise ConfigError(f"task: expected one of {sorted(_REGISTRY)}, got {name!r}")
     return _REGISTRY[name](config, metadata)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rnnlab.bench import BenchConfig, activation_bytes, render_table, run_bench
+from rnnlab.suites.bench import BenchConfig, activation_bytes, render_table, run_bench
 from rnnlab.errors import ConfigError
 
 FIELDS = {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"}
@@ -15,13 +15,14 @@ FIELDS = {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"}
 
 def _tiny(**kw) -> BenchConfig:
     return BenchConfig(quick=True, sizes=((6, 2, 3, 4),), repeats=1, memory_T=40, memory_size=(2, 3, 4),
-                       stream_hidden=(8,), stream_input=3, gemm_n=64, variant_size=(5, 2, 3, 4), **kw)
+                       stream_hidden=(8,), stream_input=3, gemm_n=64, variant_size=(5, 2, 3, 4),
+                       gradgrad_size=(5, 2, 3, 4), **kw)
 
 
 def test_quick_bench_records() -> None:
     res = run_bench(_tiny())
     kinds = {r["kind"] for r in res.as_dicts()}
-    want = {"train", "forward", "stream", "memory", "variant"}
+    want = {"train", "forward", "stream", "memory", "variant", "gradgrad"}
     try:
         import onnxruntime  # noqa: F401
         want.add("onnx")
@@ -63,7 +64,7 @@ def test_memory_is_linear_in_T_and_below_torch(engine, extra, B) -> None:
 
 
 def test_cli_quick_json(tmp_path, monkeypatch) -> None:
-    import rnnlab.bench as bench_mod
+    import rnnlab.suites.bench as bench_mod
     from rnnlab.cli.main import main
 
     monkeypatch.setattr(bench_mod, "SIZES", ((4, 2, 3, 4),))
@@ -76,7 +77,7 @@ def test_cli_quick_json(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(bench_mod, "BenchConfig", tiny)
     out = tmp_path / "b.json"
-    assert main(["bench", "--quick", "--no-onnx", "--no-variants", "--json", str(out)]) in (0, None)
+    assert main(["bench", "--quick", "--no-onnx", "--no-variants", "--no-gradgrad", "--json", str(out)]) in (0, None)
     data = json.loads(out.read_text())
     assert isinstance(data, list)
     assert all(r["machine"]["threads"] == 2 for r in data)

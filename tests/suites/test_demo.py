@@ -6,12 +6,12 @@ import json
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.report.demo import DemoConfig, reading, run_demo
+from rnnlab.suites.demo import DemoConfig, reading, run_demo
 
 
 @pytest.mark.slow
 def test_tiny_suite_writes_results_and_a_self_contained_report(tmp_path):
-    cfg = DemoConfig(suite="quick", steps=3, hidden=4, tasks=["checksum", "adding"], cells=["rnn", "lstm"],
+    cfg = DemoConfig(suite="quick", steps=3, hidden_size=4, tasks=["checksum", "adding"], cells=["rnn", "lstm"],
                      lengths={"checksum": [6, 8], "adding": [6]})
     res = run_demo(cfg, tmp_path / "demo", progress=False)
     data = json.loads(res.results_json.read_text())

@@ -12,20 +12,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing as mp
 import platform
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rnnlab.analysis import plots
+from rnnlab.analysis.gates import probe_gate_stats
+from rnnlab.analysis.gradflow import probe_grad_flow
+from rnnlab.data.probes import PROBES
 from rnnlab.errors import ConfigError, expected
-from rnnlab.train.task import ReportSection
+from rnnlab.report.html import ReportSection, escape, figure_to_img, render_page, table
+from rnnlab.tasks.probe import LABEL, run_probe
+from rnnlab.tasks.recurrent import CELLS
 
 # Suites: probe -> lengths. Budgets are in steps (machine-independent); ``seconds`` optionally caps
-# each run. Default lengths include T=100 on checksum, where (measured) the plain RNN is at chance
-# while LSTM and GRU reach 1.0 within 500 steps.
+# each run. Default lengths include T=100 on checksum, the length at which the demo's results
+# separate the plain RNN from the gated cells.
 SUITES: dict[str, dict[str, Any]] = {
     "quick": {"steps": 400, "checksum_steps": 500,
               "lengths": {"checksum": [20, 100], "distractor": [30], "segments": [30],
@@ -37,7 +46,7 @@ SUITES: dict[str, dict[str, Any]] = {
              "lengths": {"checksum": [10, 25, 50, 100, 200, 400], "distractor": [25, 100, 200],
                          "segments": [25, 100, 200], "adding": [25, 100, 200], "copy": [10, 30, 60]}},
 }
-CELL_ORDER = ("rnn", "lstm", "gru")
+CELL_ORDER = CELLS                      # the order of tables and reading
 # The ablation (default and full suites, not quick): the LSTM alone, at the longest length of these
 # probes, under each initialisation / layer-norm variant of ``ablation_variants``.
 ABLATION_TASKS = ("checksum", "adding")
@@ -61,10 +70,10 @@ def ablation_variants(T: int, memory_bias: float) -> dict[str, tuple[dict[str, A
 class DemoConfig:
     suite: str = "default"              # quick | default | full
     seed: int = 0                       # seeds data, init and training: same seed, same numbers
-    hidden: int = 32                    # same for all cells (so parameter counts differ: see the table)
+    hidden_size: int = 32               # same for all cells (so parameter counts differ: see the table)
     lr: float = 1e-2                    # Adam; measured to work for all three cells on these probes
     batch_size: int = 64
-    memory_bias: float = 4.0            # LSTM forget / GRU update gate bias at init (chrono-like); see README
+    memory_bias: float = 4.0            # LSTM forget / GRU update gate bias at init (chrono-like); the ablation varies it
     seconds: float = 0.0                # optional wall-time cap per training run; 0 = steps only
     steps: int = 0                      # override the suite's steps per run; 0 = the suite's
     threads: int = 1                    # torch threads per run: 1 is fastest for these small models
@@ -76,17 +85,15 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
             raise ConfigError(expected("demo suite", f"one of {sorted(SUITES)}", repr(self.suite)))
-        from rnnlab.data.probes import PROBES
-
         for t in list(self.tasks) + list(self.lengths):
             if t not in PROBES:
                 raise ConfigError(expected("demo task", f"one of {sorted(PROBES)}", repr(t)))
         for c in self.cells:
             if c not in CELL_ORDER:
                 raise ConfigError(expected("demo cell", f"one of {CELL_ORDER}", repr(c)))
-        if self.steps < 0 or self.seconds < 0 or self.hidden < 1 or self.threads < 0:
-            raise ConfigError(expected("demo steps/seconds/hidden", "non-negative (hidden >= 1)",
-                                       (self.steps, self.seconds, self.hidden)))
+        if self.steps < 0 or self.seconds < 0 or self.hidden_size < 1 or self.threads < 0:
+            raise ConfigError(expected("demo steps/seconds/hidden_size", "non-negative (hidden_size >= 1)",
+                                       (self.steps, self.seconds, self.hidden_size)))
 
     def plan(self) -> list[tuple[str, int, int]]:
         """(task, length, steps) in run order."""
@@ -129,8 +136,6 @@ class _Progress:
         self.enabled = enabled
         if not enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), transient=False)
         self.suite = self.p.add_task("demo suite (runs)", total=total_runs)
@@ -166,12 +171,8 @@ def _run_one(cfg: DemoConfig, task: str, T: int, steps: int, cell: str, analyse:
              variant: str | None = None, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train one cell on one (probe, length) and measure it; ``variant`` names an ablation run
     (``ablation_variants``). Returns picklable results only, so it can run in a worker process."""
-    from rnnlab.analysis.gates import probe_gate_stats
-    from rnnlab.analysis.gradflow import probe_grad_flow
-    from rnnlab.tasks.probe import run_probe
-
     options, memory_bias = ablation_variants(T, cfg.memory_bias)[variant] if variant else ({}, cfg.memory_bias)
-    r = run_probe(task, cell, T, steps=steps, seconds=cfg.seconds, hidden=cfg.hidden,
+    r = run_probe(task, cell, T, steps=steps, seconds=cfg.seconds, hidden_size=cfg.hidden_size,
                   seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size, quiet=True,
                   memory_bias=memory_bias, on_step=on_step, threads=cfg.threads, cell_options=options)
     ptask, model = r.probe_task, r.model
@@ -214,8 +215,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int 
     2-core machine ``jobs=2`` nearly halves the wall time. Every run is seeded on its own, so the
     numbers do not depend on ``jobs``.
     """
-    from rnnlab.tasks.probe import LABEL
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = cfg.plan()
@@ -237,9 +236,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int 
                 results[i] = _run_one(cfg, *run, on_step=prog.start(labels[i], run[2]))
                 prog.done(line(i))
         else:
-            import multiprocessing as mp
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
             ctx = mp.get_context("spawn")           # no fork after torch has started its threads
             shared = ctx.Array("i", len(runs), lock=False)
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(shared,)) as ex:
@@ -304,8 +300,6 @@ def _fmt(r: dict[str, Any]) -> str:
 
 def reading(records: list[dict[str, Any]], flows: dict[str, dict[str, dict[str, Any]]] | None = None) -> list[str]:
     """Plain-language findings, each one a sentence built from the records."""
-    from rnnlab.tasks.probe import LABEL
-
     lines: list[str] = []
     for task in dict.fromkeys(r["task"] for r in records):
         rows = [r for r in records if r["task"] == task]
@@ -416,9 +410,6 @@ def ablation_reading(rows_by_task: dict[str, list[tuple[str, dict[str, Any]]]]) 
 
 def ablation_section(ablation: list[dict[str, Any]], records: list[dict[str, Any]], cfg: DemoConfig) -> ReportSection:
     """"Ablation: initialisation and layer norm": a table and the generated reading."""
-
-    from rnnlab.report.html import table
-
     rows_by_task = ablation_rows(ablation, records, cfg)
     rows = []
     for task, vrs in rows_by_task.items():
@@ -448,11 +439,6 @@ def ablation_section(ablation: list[dict[str, Any]], records: list[dict[str, Any
 
 def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: float,
                        ablation: list[dict[str, Any]] | None = None) -> str:
-    from rnnlab.analysis import plots
-    from rnnlab.data.probes import PROBES
-    from rnnlab.report.html import escape, figure_to_img, render_page, table
-    from rnnlab.tasks.probe import LABEL
-
     tasks = list(dict.fromkeys(r["task"] for r in records))
     secs: list[ReportSection] = []
     secs.append(ReportSection("Reading", '<div class="reading">' + "".join(
@@ -492,7 +478,7 @@ def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: 
         secs.append(ablation_section(ablation, records, cfg))
     probe_rows = [(n, PROBES[n].situation, PROBES[n].baseline) for n in tasks]
     setup = (table(["probe", "what it tests", "baseline"], probe_rows) +
-             f'<p class="note">Suite {escape(cfg.suite)}, seed {cfg.seed}, hidden {cfg.hidden}, Adam lr {cfg.lr}, '
+             f'<p class="note">Suite {escape(cfg.suite)}, seed {cfg.seed}, hidden size {cfg.hidden_size}, Adam lr {cfg.lr}, '
              f'batch {cfg.batch_size}, gradient clipping 1.0, memory-gate bias at init {cfg.memory_bias} '
              f'(LSTM forget gate and GRU update gate; LSTM input gate {-cfg.memory_bias}); the plain RNN keeps '
              f'torch.nn\'s init. Total wall time {seconds:.0f} s with {cfg.threads} torch thread(s) per run '
@@ -501,22 +487,3 @@ def render_demo_report(records, flows, gates, curves, cfg: DemoConfig, seconds: 
     secs.append(ReportSection("Setup", setup))
     return render_page("rnnlab demo: RNN vs LSTM vs GRU", secs,
                        "Do gates keep information across long spans? Measured on probe tasks.")
-
-
-def probe_sections(task, model) -> list[ReportSection]:
-    """Sections for a single probe run's report.html (``rnnlab train probe``): gradient through
-    time and, for gated cells, the gates of the trained model."""
-    from rnnlab.analysis import plots
-    from rnnlab.analysis.gates import probe_gate_stats
-    from rnnlab.analysis.gradflow import probe_grad_flow
-    from rnnlab.report.html import figure_to_img
-
-    cell = task.cfg.cell
-    gf = probe_grad_flow(task, model)
-    html = figure_to_img(plots.grad_vs_distance({cell: {"trained": gf}}, f"{task.cfg.probe} T={task.cfg.length}"))
-    out = [ReportSection("Gradient through time", html)]
-    st = probe_gate_stats(task, model)
-    if st is not None:
-        out.append(ReportSection("Gates", figure_to_img(plots.gate_histograms({cell: st}, task.cfg.probe)) +
-                                 figure_to_img(plots.gate_heatmap(st, task.cfg.probe))))
-    return out

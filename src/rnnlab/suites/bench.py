@@ -15,6 +15,9 @@ Kinds of record (``--json`` writes a list of them):
            output; weights and the input excluded) for one long sequence, two lengths to show
            the growth is linear; ``engine`` says which rnnlab engine
   onnx     inference ms: ONNX Runtime on the exported layer ("rnnlab" column) vs torch.nn
+  gradgrad ms of a gradient-penalty step (forward, ∂L/∂x with create_graph=True, then backward of
+           ‖∂L/∂x‖² to the weights: a double backward) at ``gradgrad_size``; rnnlab's create_graph
+           backward differentiates the cell equations in plain torch ops (engine/autodiff.py)
   variant  forward+backward ms of a cell variant (layer norm, peepholes, ...; ``note`` is its name,
            see ``rnnlab.nn.options.variant_bench_configs``) vs torch.nn's *standard* cell of the
            same family at ``variant_size``: what the option costs over the cell it replaces
@@ -22,6 +25,8 @@ Kinds of record (``--json`` writes a list of them):
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -30,19 +35,25 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from rich.table import Table
 from torch import nn
 
-import rnnlab
+from rnnlab._version import __version__
+from rnnlab.engine import fast, get_engine
 from rnnlab.errors import ConfigError
+from rnnlab.export.onnx import _flat, export_onnx, onnx_session
+from rnnlab.nn import GRU, LSTM, RNN
+from rnnlab.nn.options import cell_kwargs, variant_bench_configs
+from rnnlab.nn.stream import Stream
+from rnnlab.tasks.recurrent import CELLS
 
 SIZES: tuple[tuple[int, int, int, int], ...] = (
-    (35, 32, 28, 256),     # (T, B, I, H): the issue's sizes
+    (35, 32, 28, 256),     # (T, B, I, H)
     (100, 64, 128, 128),
     (50, 32, 64, 512),
     (500, 8, 32, 64),
 )
-CELLS = ("rnn", "lstm", "gru")
-_RNNLAB = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
+_RNNLAB = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 _TORCH = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -62,7 +73,9 @@ class BenchConfig:
     onnx: bool = True                        # ORT vs torch inference if onnxruntime is installed
     gemm_n: int = 1024                       # size of the matmul that measures the machine's rate
     variants: bool = True                    # cell variants vs torch.nn's standard cell
-    variant_size: tuple[int, int, int, int] = (100, 64, 128, 128)   # (T, B, I, H), issue 8's size
+    variant_size: tuple[int, int, int, int] = (100, 64, 128, 128)   # (T, B, I, H)
+    gradgrad: bool = True                    # double backward (gradient penalty) vs torch.nn's
+    gradgrad_size: tuple[int, int, int, int] = SIZES[0]
 
     def __post_init__(self) -> None:
         for c in self.cells:
@@ -70,8 +83,6 @@ class BenchConfig:
                 raise ConfigError(f"cells: expected names from {list(CELLS)}, got {c!r}")
         if self.threads < 1:
             raise ConfigError(f"threads: expected an int >= 1, got {self.threads}")
-        from rnnlab.engine import get_engine
-
         get_engine(self.engine)
 
     @property
@@ -99,6 +110,8 @@ class BenchRecord:
     roofline_torch: float | None = None
     engine: str = ""
     note: str = ""
+    gemm: str = ""                           # where the step's recurrent product ran: onednn | blas | torch
+    loop: str = ""                           # the time loop: tiled avx512 | tiled avx2 | row-major | python
 
 
 @dataclass
@@ -195,18 +208,49 @@ def _bench_speed(cfg: BenchConfig, res: BenchResult, rate: float, log: Callable[
             ours, theirs = _pair(cell, I, H, cfg.engine)
             x = torch.randn(T, B, I)
             flops = step_flops(cell, T, B, I, H)
+            path = _plan(cell, B, H, T, cfg.engine)
             for kind, make, mult in (("forward", _forward, 1.0), ("train", _train_step, 3.0)):
                 a, b = time_pair(make(ours, x), make(theirs, x), cfg.n_repeats, warmup=1 if cfg.quick else 2)
                 res.records.append(BenchRecord(
                     kind, cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
                     roofline=mult * flops / (a * rate), roofline_torch=mult * flops / (b * rate), engine=cfg.engine,
+                    gemm=path.gemm, loop=path.loop,
                 ))
                 log(f"{kind:7s} {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
 
 
-def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
-    from rnnlab.nn.options import cell_kwargs, variant_bench_configs
+def _gradient_penalty_step(m: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def f() -> None:
+        m.zero_grad(set_to_none=True)
+        xi = x.detach().requires_grad_()
+        out, _ = m(xi)
+        (gx,) = torch.autograd.grad(out.square().sum(), xi, create_graph=True)
+        gx.square().sum().backward()
+    return f
 
+
+def _bench_gradgrad(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
+    T, B, I, H = cfg.gradgrad_size
+    if cfg.quick:
+        T = min(T, 10)
+    x = torch.randn(T, B, I)
+    for cell in cfg.cells:
+        ours, theirs = _pair(cell, I, H, cfg.engine)
+        a, b = time_pair(_gradient_penalty_step(ours, x), _gradient_penalty_step(theirs, x),
+                         max(3, cfg.n_repeats // 3), warmup=1)
+        res.records.append(BenchRecord("gradgrad", cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
+                                       engine=cfg.engine, note="gradient penalty: ∂‖∂L/∂x‖²/∂W"))
+        log(f"gradgrad {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
+
+
+def _plan(cell: str, B: int, H: int, T: int, engine: str):
+    """The path (engine, loop, GEMM) a layer of ``cell`` takes at this size (fast.plan)."""
+    if engine == "checkpoint":
+        engine = "auto"             # the checkpointed driver runs segments on the default engine
+    return fast.plan({"rnn": "rnn_tanh"}.get(cell, cell), B, H, steps=T, engine=engine)
+
+
+def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
     T, B, I, H = cfg.variant_size
     x = torch.randn(T, B, I)
     for name, (cell, options) in variant_bench_configs().items():
@@ -233,13 +277,11 @@ def _bench_memory(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]
 
 
 def _bench_stream(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
-    from rnnlab.nn.stream import Stream
-
     I = cfg.stream_input
     n = 100 if cfg.quick else 2000
     for H in cfg.stream_hidden:
         torch.manual_seed(0)
-        layer = rnnlab.LSTM(I, H).eval()
+        layer = LSTM(I, H).eval()
         cell = nn.LSTMCell(I, H).eval()
         stream = Stream(layer)
         xs = torch.randn(n, I)
@@ -264,12 +306,10 @@ def _bench_stream(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]
 
 def _bench_onnx(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (optional: the [onnx] extra)
     except ImportError:
         log("onnx: onnxruntime not installed, skipped (pip install rnnlab[onnx])")
         return
-    from rnnlab.export.onnx import _flat, export_onnx, onnx_session
-
     T, B, I, H = cfg.sizes[0]
     with tempfile.TemporaryDirectory() as tmp:
         for cell in cfg.cells:
@@ -293,9 +333,6 @@ def _bench_onnx(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) 
 
 
 def machine_info(threads: int) -> dict:
-    import os
-    import platform
-
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -307,7 +344,11 @@ def machine_info(threads: int) -> dict:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "rnnlab": rnnlab.__version__, "load_avg_1min": round(load, 2)}
+            "rnnlab": __version__, "load_avg_1min": round(load, 2),
+            # the CPU's vector ISA as rnnlab's kernels see it, torch's own dispatch level, and
+            # whether the kernels may use oneDNN's GEMM here (each record's "gemm" says which ran)
+            "cpu_isa": fast.cpu_isa(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_gemm": fast.gemm_status()[0], "onednn_gemm_why": fast.gemm_status()[1]}
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> BenchResult:
@@ -322,6 +363,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
         _bench_speed(cfg, res, rate, log)
         if cfg.variants:
             _bench_variants(cfg, res, log)
+        if cfg.gradgrad:
+            _bench_gradgrad(cfg, res, log)
         _bench_stream(cfg, res, log)
         _bench_memory(cfg, res, log)
         if cfg.onnx:
@@ -340,8 +383,6 @@ def _fmt(r: BenchRecord, v: float) -> str:
 
 def render_table(res: BenchResult):
     """A rich Table of the records."""
-    from rich.table import Table
-
     m = res.machine
     t = Table(title=f"rnnlab vs torch.nn — {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
                     f"{m.get('threads')} threads, torch {m.get('torch')}, GEMM {m.get('gemm_gflops')} GFLOP/s, "

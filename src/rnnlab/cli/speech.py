@@ -1,0 +1,144 @@
+"""``rnnlab train speech`` and ``rnnlab transcribe``: thin wrappers over ``rnnlab.tasks.speech``.
+
+``rnnlab evaluate RUN`` is the training core's command; for a speech run it reaches
+:func:`evaluate_speech` (``--split test`` for the split's test recordings or strings).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+
+
+def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
+    """``rnnlab evaluate RUN [--split test]`` for a speech run: loss and accuracy (words) or DER and
+    string accuracy (ctc, greedy and prefix beam), and accuracy per speaker."""
+    from rnnlab.errors import ConfigError
+    from rnnlab.tasks.speech import load_speech_run  # keeps --help fast
+
+    if extra:
+        raise ConfigError(f"evaluate: expected no extra options for a speech run, got {extra}")
+    task, model = load_speech_run(run_dir, checkpoint)
+    m = task.evaluate_detailed(model, split)
+    out = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and k != "n"}
+    out["n"] = int(m["n"])
+    for spk, acc in m.get("per_speaker", {}).items():
+        out[f"acc[{spk}]"] = float(acc)
+    return out
+
+
+def _features(kind: str, n_mels: int, n_mfcc: int, deltas: int, normalize: str) -> dict:
+    return {"kind": kind, "n_mels": n_mels, "n_mfcc": n_mfcc, "deltas": deltas, "normalize": normalize}
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    register_evaluator("speech", evaluate_speech)
+
+    @train_app.command("speech")
+    @with_train_options
+    def train_speech(
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="fsdd (the Free Spoken Digit Dataset)."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="With --dataset: a local copy (default: the user cache, fetched if missing)."),
+        audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Your recordings: {label}_{speaker}_{take}.wav, or labels from --labels."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="With --audio-dir: a CSV with columns file,label[,speaker,take]."),
+        split: str = typer.Option("official", "--split", help="official (takes 0-4 test) | speaker:NAME (that speaker is the test set)."),
+        mode: str = typer.Option("words", "--mode", help="words (one label per recording) | ctc (connected strings, CTC loss)."),
+        feature_kind: str = typer.Option("mfcc", "--features", help="mfcc | logmel."),
+        n_mels: int = typer.Option(40, "--n-mels", help="Mel bands."),
+        n_mfcc: int = typer.Option(13, "--n-mfcc", help="Cepstra (mfcc)."),
+        deltas: int = typer.Option(2, "--deltas", help="0 | 1 | 2: add deltas and delta-deltas."),
+        normalize: str = typer.Option("running", "--normalize", help="running (causal, streams) | utterance | none."),
+        cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
+        hidden: int = typer.Option(128, "--hidden", help="Hidden size."),
+        layers: int = typer.Option(2, "--layers", help="Recurrent layers."),
+        bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions (cannot stream)."),
+        dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        valid_frac: float = typer.Option(0.1, "--valid-frac", help="Training recordings held out for validation."),
+        data_seed: int = typer.Option(0, "--data-seed", help="Seeds the validation part, batch order, strings and augmentation."),
+        time_masks: int = typer.Option(2, "--time-masks", help="SpecAugment time masks per utterance (0 = off)."),
+        time_mask_frames: int = typer.Option(10, "--time-mask-frames", help="Longest time mask, in frames."),
+        freq_masks: int = typer.Option(2, "--freq-masks", help="SpecAugment frequency masks per utterance (0 = off)."),
+        freq_mask_bands: int = typer.Option(4, "--freq-mask-bands", help="Widest frequency mask, in bands."),
+        gain_db: float = typer.Option(6.0, "--gain-db", help="Random gain within +-this many dB (0 = off)."),
+        noise_snr_db: float = typer.Option(0.0, "--noise-snr-db", help="Additive white noise at SNR in [this, this+20] dB (0 = off)."),
+        speed: float = typer.Option(0.1, "--speed", help="Speed perturbation by a factor in [1-this, 1+this] (0 = off)."),
+        train_strings: int = typer.Option(2000, "--train-strings", help="ctc: strings per epoch."),
+        valid_strings: int = typer.Option(200, "--valid-strings", help="ctc: validation strings."),
+        test_strings: int = typer.Option(300, "--test-strings", help="ctc: test strings."),
+        max_digits: int = typer.Option(7, "--max-digits", help="ctc: longest string."),
+        string_noise: str = typer.Option("", "--string-noise", help="ctc: background noise in strings: white | pink."),
+        beam: int = typer.Option(8, "--beam", help="ctc: prefix beam width for the test split (1 = greedy)."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
+        run: TrainArgs = None,
+    ) -> None:
+        """Train a speech recogniser: isolated words, or connected digits with CTC."""
+        from rnnlab.tasks.speech import SpeechConfig, SpeechTask  # keeps --help fast
+        from rnnlab.train import load_run  # keeps --help fast
+
+        def build() -> SpeechTask:
+            config = SpeechConfig(
+                mode=mode, dataset=dataset or "", data_dir=str(data_dir) if data_dir else "",
+                audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
+                features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden,
+                num_layers=layers, bidirectional=bidirectional, dropout=dropout, batch_size=batch_size,
+                valid_frac=valid_frac, seed=data_seed, time_masks=time_masks, time_mask_frames=time_mask_frames,
+                freq_masks=freq_masks, freq_mask_bands=freq_mask_bands, gain_db=gain_db, noise_snr_db=noise_snr_db,
+                speed=speed, train_strings=train_strings, valid_strings=valid_strings, test_strings=test_strings,
+                max_digits=max_digits, string_noise=string_noise, beam=beam,
+                cell_options=cell_options_from_flags(cell_option))
+            return SpeechTask(config)  # every data error is raised here, before any model is built
+
+        result = run.start(build, **SpeechTask.train_defaults)
+        if run.given.get("quiet"):
+            return
+        task, model, _ = load_run(result.run_dir)
+        m = task.evaluate_detailed(model, "test")
+        if task.config.mode == "words":
+            per = ", ".join(f"{k} {v:.4f}" for k, v in m["per_speaker"].items())
+            print(f"speech: run {result.run_dir}, test split: accuracy {m['acc']:.4f} on {m['n']} recordings"
+                  f" (per speaker: {per})")
+        else:
+            print(f"speech: run {result.run_dir}, {m['n']} test strings: DER {m['der']:.4f}, string accuracy "
+                  f"{m['string_acc']:.4f} (greedy: DER {m['greedy_der']:.4f}, string accuracy "
+                  f"{m['greedy_string_acc']:.4f})")
+
+    @app.command("transcribe")
+    def transcribe_cmd(
+        run_dir: Path = typer.Argument(..., metavar="RUN", help="A speech run folder."),
+        files: List[Path] = typer.Argument(..., metavar="FILE...", help="Audio files (WAV, FLAC, OGG; any rate)."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per file: text, score, per-token timings and scores."),
+        stream: bool = typer.Option(False, "--stream", help="Run chunk by chunk (unidirectional models): partial results and the real-time factor."),
+        chunk_ms: float = typer.Option(100.0, "--chunk-ms", help="With --stream: audio per chunk."),
+        beam: Optional[int] = typer.Option(None, "--beam", help="ctc: prefix beam width (default: the run's; 1 = greedy)."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
+    ) -> None:
+        """Print what a speech run hears in each audio file."""
+        import torch  # keeps --help fast
+
+        from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # keeps --help fast
+
+        torch.set_num_threads(max(1, threads))
+        task, model = load_speech_run(run_dir, checkpoint)
+        for path in files:
+            if stream:
+                def partial(text: str, seconds: float, _p=path) -> None:
+                    if not as_json:
+                        print(f"{_p}: {seconds:6.2f} s  {text}", flush=True)
+
+                res = stream_file(task, model, path, chunk_ms=chunk_ms, on_partial=partial)
+                res.pop("log_probs")
+                if as_json:
+                    print(json.dumps(res))
+                else:
+                    print(f"{path}: {res['text']}  (real-time factor {res['rtf']:.4f}, {res['seconds']:.2f} s "
+                          f"of audio, step backend {res['backend']})")
+                continue
+            res = transcribe_file(task, model, path, beam)
+            print(json.dumps(res) if as_json else f"{path}: {res['text']}")

@@ -1,0 +1,99 @@
+"""Output files of commands (predictions, forecasts, backtests, exports): checked before any
+work, written atomically.
+
+:func:`check_output` refuses, before a model is loaded or a row is read, an output path that is
+a folder, that is one of the command's input files, that lies inside a run folder (its files
+belong to the training that wrote them), or that exists already (unless ``force``), and probes
+that its folder is writable. :func:`atomic_open` writes through a temporary file in the same
+folder and renames it over the target only once the whole file is written, so a failed or
+interrupted write leaves the previous file as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from rnnlab.errors import OutputError
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run folder (a folder with ``config.json`` and ``checkpoints/``) that holds ``path``, if any."""
+    p = Path(os.path.abspath(path))
+    for folder in [p, *p.parents]:
+        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
+            return folder
+    return None
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
+                 flag: str = "--out") -> Path:
+    """``out`` if a command may write it; an OutputError naming the flag otherwise (see the module)."""
+    out = Path(out)
+    if out.is_dir():
+        raise OutputError(f"{flag} {out}: expected a file path, got a folder")
+    for inp in inputs:
+        if inp is not None and str(inp) and _same(out, Path(inp)):
+            raise OutputError(f"{flag} {out}: expected a file other than the input, got the input file itself; "
+                              "write the output elsewhere")
+    run = enclosing_run(out)
+    if run is not None:
+        raise OutputError(f"{flag} {out}: expected a path outside the run folder {run} (its files belong to the "
+                          "training that wrote them), got one inside it")
+    if out.exists() and not force:
+        raise OutputError(f"{flag} {out}: expected a new file, got an existing one; pass --force to overwrite it")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".write-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{flag} {out}: expected a writable folder, got {exc.strerror or exc} "
+                          f"for {parent}") from exc
+    return out
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """``open`` for writing through ``.tmp-NAME-XXXX`` in the same folder and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); any previous file there is unchanged") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_path(path: str | Path) -> Path:
+    """A temporary path beside ``path`` for writers that take a file name (move it with :func:`commit`)."""
+    path = Path(path)
+    return path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def commit(tmp: Path, path: str | Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); any previous file there is unchanged") from exc

@@ -1,0 +1,612 @@
+"""Speech: spoken words to labels, and connected digits to text with CTC.
+
+The model::
+
+    waveform (B, N) --AudioFeatures (log-mel / MFCC + deltas, normalised)--> (B, T, D)
+    --SpecAugment masks (training only)--> --rnnlab RNN/LSTM/GRU (layers, bidirectional)-->
+    words: mean over the valid frames --Linear--> logits (B, C)
+    ctc:   per frame --Linear--> log-probabilities (T, B, 1 + C), blank = 0 (torch.nn.CTCLoss)
+
+Two modes over the same recordings (FSDD, or a folder with labels from file names or a CSV):
+
+- ``words``: one label per recording (isolated digits).
+- ``ctc``: strings of 1-7 words synthesised from the recordings
+  (:class:`rnnlab.data.digit_strings.ConnectedDigits`): training strings from the training
+  recordings only, validation strings from a part carved out of them, test strings from the
+  split's test recordings. Metrics: digit error rate (edit distance) and string accuracy.
+
+The feature settings live in the run's config; the running-normalisation statistics come from
+the training recordings and live in the run's metadata (and the model's buffers), so
+``rnnlab transcribe --stream`` computes exactly the offline features chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.data.audio import load_audio
+from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStream, feature_stats
+from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
+from rnnlab.data.recordings import Recording, fsdd_recordings, make_split, read_label_csv, scan_recordings
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.report.html import figure_to_img, pyplot, table
+from rnnlab.tasks.cell_options import check_cell_options
+from rnnlab.tasks.classify import classification_metrics
+from rnnlab.tasks.ctc import Hypothesis, beam_search, digit_error_rate, greedy_decode, string_accuracy
+from rnnlab.tasks.recurrent import CELLS, recurrent_layer
+from rnnlab.train.rundir import load_run, read_run_config
+from rnnlab.train.task import ReportSection, StepOutput, register_task
+
+MODES = ("words", "ctc")
+DATASETS = ("", "fsdd")
+BLANK = 0
+
+
+@dataclass
+class SpeechConfig:
+    mode: str = "words"                # words (one label per recording) | ctc (connected strings)
+    dataset: str = "fsdd"              # fsdd | "" (then audio_dir)
+    data_dir: str = ""                 # fsdd: a local copy ("" = the user cache, fetched if missing)
+    audio_dir: str = ""                # own recordings: {label}_{speaker}_{take}.wav, or labels from a CSV
+    labels: str = ""                   # CSV with columns file,label[,speaker,take] for audio_dir
+    split: str = "official"            # official | speaker:NAME
+    features: dict[str, Any] = field(default_factory=lambda: {"normalize": "running"})  # FeatureConfig fields
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 2
+    bidirectional: bool = False        # unidirectional models can stream
+    dropout: float = 0.1
+    cell_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    valid_frac: float = 0.1            # of the training recordings, held out for validation
+    seed: int = 0
+    # augmentation (training only)
+    time_masks: int = 2                # SpecAugment: masks over time ...
+    time_mask_frames: int = 10         # ... each up to this many frames
+    freq_masks: int = 2                # masks over feature bands ...
+    freq_mask_bands: int = 4           # ... each up to this many bands (of the static features and their deltas)
+    gain_db: float = 6.0               # random gain in [-gain_db, +gain_db]
+    noise_snr_db: float = 0.0          # additive white noise at an SNR in [noise_snr_db, noise_snr_db + 20]; 0 = off
+    speed: float = 0.1                 # speed perturbation by a factor in [1 - speed, 1 + speed]; 0 = off
+    # ctc
+    train_strings: int = 2000          # strings per epoch
+    valid_strings: int = 200
+    test_strings: int = 300
+    max_digits: int = 7
+    string_noise: str = ""             # "" | white | pink: background noise in the strings
+    beam: int = 8                      # prefix beam width for evaluation (1 = greedy)
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, what: str, want: str, got: object) -> None:
+            if not ok:
+                raise ConfigError(expected(f"speech {what}", want, repr(got)))
+
+        check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
+        check(self.dataset in DATASETS, "dataset", "'fsdd' or '' (with audio_dir)", self.dataset)
+        check(bool(self.dataset) != bool(self.audio_dir), "data", "exactly one of dataset and audio_dir",
+              {"dataset": self.dataset, "audio_dir": self.audio_dir})
+        check(not self.labels or bool(self.audio_dir), "labels", "a CSV only with audio_dir", self.labels)
+        check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
+        for name in ("hidden_size", "num_layers", "batch_size", "train_strings", "valid_strings", "test_strings",
+                     "max_digits", "beam"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and v >= 0, name, "an integer >= 0", v)
+        check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
+        check(0 < self.valid_frac < 1, "valid_frac", "a number in (0, 1)", self.valid_frac)
+        check(self.gain_db >= 0, "gain_db", "a number >= 0", self.gain_db)
+        check(0 <= self.speed < 0.5, "speed", "a number in [0, 0.5)", self.speed)
+        check(self.string_noise in ("", "white", "pink"), "string_noise", "'', 'white' or 'pink'", self.string_noise)
+        self.feature_config()   # checks the feature fields
+        self.cell_options = check_cell_options(self.cell_options, self.cell)
+
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SpeechConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(expected("speech config keys", f"a subset of {sorted(known)}", unknown))
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class SpeechModel(nn.Module):
+    """Features, a recurrent stack and a linear head; ``forward(wave, lengths)`` gives
+    words: logits (B, C); ctc: log-probabilities (T, B, C) and the frame counts."""
+
+    def __init__(self, features: FeatureConfig, *, mode: str, cell: str, hidden_size: int, num_layers: int,
+                 bidirectional: bool, dropout: float, n_out: int, cell_options: dict[str, Any] | None = None):
+        super().__init__()
+        self.mode = mode
+        self.features = AudioFeatures(features)
+        self.rnn = recurrent_layer(cell, features.dim, hidden_size, num_layers, cell_options, dropout=dropout,
+                                   bidirectional=bidirectional)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear((2 if bidirectional else 1) * hidden_size, n_out)
+
+    def encode(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Features (B, T, D) with frame counts (B,) -> head outputs as ``forward``."""
+        x = feats.transpose(0, 1).contiguous()                                     # (T, B, D)
+        packed = pack_padded_sequence(x, frames.cpu(), enforce_sorted=False)
+        out_p, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out_p, total_length=x.shape[0])               # (T, B, dirs*H)
+        if self.mode == "words":
+            mask = (torch.arange(x.shape[0])[:, None] < frames.cpu()[None, :]).to(out)[..., None]
+            pooled = (out * mask).sum(0) / frames.to(out)[:, None]
+            return self.head(self.drop(pooled))
+        return torch.log_softmax(self.head(self.drop(out)), dim=-1)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, frames = self.features(wave, lengths)
+        return self.encode(feats.to(self.head.weight.dtype), frames), frames
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def perturb_wave(x: np.ndarray, rng: np.random.Generator, c: SpeechConfig) -> np.ndarray:
+    """Speed (resampling by linear interpolation: tempo and pitch together), gain and white noise."""
+    if c.speed > 0:
+        factor = rng.uniform(1 - c.speed, 1 + c.speed)
+        n = max(2, int(round(len(x) / factor)))
+        x = np.interp(np.arange(n) * factor, np.arange(len(x)), x).astype(np.float32)
+    if c.gain_db > 0:
+        x = x * np.float32(10 ** (rng.uniform(-c.gain_db, c.gain_db) / 20))
+    if c.noise_snr_db > 0:
+        snr = rng.uniform(c.noise_snr_db, c.noise_snr_db + 20)
+        power = float(np.mean(x.astype(np.float64) ** 2)) + 1e-12
+        x = x + rng.standard_normal(len(x)).astype(np.float32) * np.float32(np.sqrt(power / 10 ** (snr / 10)))
+    return x.astype(np.float32)
+
+
+def spec_augment(feats: torch.Tensor, frames: torch.Tensor, rng: np.random.Generator, c: SpeechConfig,
+                 static_dim: int) -> torch.Tensor:
+    """SpecAugment's time and frequency masks (set to 0, the normalised mean), per utterance.
+    A frequency mask covers the same bands of the static features and of their deltas."""
+    feats = feats.clone()
+    groups = feats.shape[2] // static_dim
+    for b, n in enumerate(frames.tolist()):
+        for _ in range(c.freq_masks):
+            w = int(rng.integers(0, c.freq_mask_bands + 1))
+            if w and w < static_dim:
+                f0 = int(rng.integers(0, static_dim - w + 1))
+                for g in range(groups):
+                    feats[b, :, g * static_dim + f0:g * static_dim + f0 + w] = 0
+        for _ in range(c.time_masks):
+            w = int(rng.integers(0, min(c.time_mask_frames, max(1, n // 5)) + 1))
+            if w:
+                t0 = int(rng.integers(0, n - w + 1))
+                feats[b, t0:t0 + w] = 0
+    return feats
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def _pad(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        out[i, :len(w)] = torch.from_numpy(w)
+    return out, lengths
+
+
+@dataclass
+class _Part:
+    waves: list[np.ndarray]
+    targets: list[tuple[int, ...]]          # words: (label,); ctc: the label sequence (1-based)
+    speakers: list[str | None]
+    sources: list[Any]                      # recording path(s) behind each item
+
+
+class SpeechTask:
+    name = "speech"
+    train_defaults = {"max_steps": 0, "max_epochs": 30, "optimizer": "adam", "lr": 2e-3, "clip": 5.0}
+    items_name = "utterances"
+
+    def __init__(self, config: SpeechConfig, metadata: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.metric_name = "acc" if config.mode == "words" else "der"
+        self.fcfg = config.feature_config()
+        self._parts: dict[str, _Part] = {}
+        self._split = None
+        if metadata is not None:
+            self._meta = metadata
+            self.labels = list(metadata["labels"])
+            return
+        split = self._recording_split()
+        self.labels = sorted({r.label for r in split.train})
+        unseen = sorted({r.label for r in split.test} - set(self.labels))
+        if unseen:
+            raise DataError(expected(f"test labels of split {split.name!r}", "labels seen in training", unseen))
+        self._meta = {"labels": self.labels, "split": split.name,
+                      "n_train": len(self._train_recs), "n_valid": len(self._valid_recs), "n_test": len(split.test)}
+        mean, var = self._stats()
+        self._meta["feature_mean"], self._meta["feature_var"] = mean.tolist(), var.tolist()
+
+    # --- data --------------------------------------------------------------------------
+
+    def _recordings(self) -> list[Recording]:
+        c = self.config
+        if c.dataset == "fsdd":
+            return fsdd_recordings(c.data_dir or None)
+        if c.labels:
+            recs = read_label_csv(c.labels)
+        else:
+            recs = scan_recordings(c.audio_dir)
+        if not recs:
+            raise DataError(expected(f"audio folder {c.audio_dir}", "audio files", "none"))
+        return recs
+
+    def _recording_split(self):
+        if self._split is None:
+            c = self.config
+            split = make_split(self._recordings(), c.split)
+            train = list(split.train)
+            order = np.random.default_rng([c.seed, 17]).permutation(len(train))
+            n_valid = max(1, int(round(c.valid_frac * len(train))))
+            if n_valid >= len(train):
+                raise DataError(expected("training recordings", "at least 2 (one is held out for validation)",
+                                         len(train)))
+            self._valid_recs = [train[i] for i in sorted(order[:n_valid])]
+            self._train_recs = [train[i] for i in sorted(order[n_valid:])]
+            self._split = split
+        return self._split
+
+    def _load(self, recs) -> list[np.ndarray]:
+        return [load_audio(r.path, self.fcfg.sample_rate) for r in recs]
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and variance of the raw features over (up to 500) training recordings."""
+        feats = AudioFeatures(FeatureConfig.from_dict({**self.fcfg.to_dict(), "normalize": "none"}))
+        recs = self._train_recs[:: max(1, len(self._train_recs) // 500)]
+        raws = []
+        for w in self._load(recs):
+            raw, _ = feats.raw(torch.from_numpy(w).double())
+            raws.append(raw[0])
+        return feature_stats(raws)
+
+    def _strings(self, part: str) -> ConnectedDigits:
+        c = self.config
+        split = self._recording_split()
+        recs = {"train": self._train_recs, "valid": self._valid_recs, "test": list(split.test)}[part]
+        size = {"train": c.train_strings, "valid": c.valid_strings, "test": c.test_strings}[part]
+        seed = {"train": c.seed, "valid": c.seed + 1_000_003, "test": c.seed + 2_000_003}[part]
+        scfg = StringConfig(max_digits=c.max_digits, noise=c.string_noise or None)
+        return ConnectedDigits(recs, size, seed, sample_rate=self.fcfg.sample_rate, config=scfg)
+
+    def _index(self, label: str) -> int:
+        return self.labels.index(label)
+
+    def part(self, name: str) -> _Part:
+        """The "train", "valid" or "test" items: recordings (words) or synthesised strings (ctc)."""
+        if name not in ("train", "valid", "test"):
+            raise ConfigError(expected("split", "train, valid or test", repr(name)))
+        if name not in self._parts:
+            split = self._recording_split()
+            recs = {"train": self._train_recs, "valid": self._valid_recs, "test": list(split.test)}[name]
+            if self.config.mode == "words":
+                self._parts[name] = _Part(self._load(recs), [(self._index(r.label),) for r in recs],
+                                          [r.speaker for r in recs], [r.path for r in recs])
+            else:
+                ds = self._strings(name)
+                if name == "train":   # drawn per epoch in train_batches
+                    self._parts[name] = _Part([], [], [], [])
+                    self._train_ds = ds
+                else:
+                    items = [ds[i] for i in range(len(ds))]
+                    self._parts[name] = _Part([s.audio for s in items],
+                                              [tuple(1 + self._index(lab) for lab in s.labels) for s in items],
+                                              [None] * len(items), [s.sources for s in items])
+        return self._parts[name]
+
+    # --- the Task protocol -------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._meta)
+
+    def build_model(self) -> SpeechModel:
+        c = self.config
+        n_out = len(self.labels) + (1 if c.mode == "ctc" else 0)
+        model = SpeechModel(self.fcfg, mode=c.mode, cell=c.cell, hidden_size=c.hidden_size,
+                            num_layers=c.num_layers, bidirectional=c.bidirectional, dropout=c.dropout,
+                            n_out=n_out, cell_options=c.cell_options)
+        model.features.set_stats(torch.tensor(self._meta["feature_mean"], dtype=torch.float64),
+                                 torch.tensor(self._meta["feature_var"], dtype=torch.float64))
+        return model
+
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
+        c = self.config
+        part = self.part("train")
+        n = len(part.waves) if c.mode == "words" else c.train_strings
+        order = np.random.default_rng([c.seed, epoch]).permutation(n)[rank::world_size]
+        for start in range(0, len(order), c.batch_size):
+            idx = order[start:start + c.batch_size]
+            rng = np.random.default_rng([c.seed, epoch, start])
+            if c.mode == "words":
+                waves, targets = [part.waves[i] for i in idx], [part.targets[i] for i in idx]
+            else:
+                # Each epoch draws fresh strings: string i of epoch e is string e * n + i of the generator.
+                strings = [self._epoch_ds(epoch)[int(i)] for i in idx]
+                waves = [s.audio for s in strings]
+                targets = [tuple(1 + self._index(lab) for lab in s.labels) for s in strings]
+            waves = [perturb_wave(w, rng, c) for w in waves]
+            yield {"waves": waves, "targets": targets, "seed": [c.seed, epoch, start, 1]}
+
+    def _epoch_ds(self, epoch: int) -> ConnectedDigits:
+        ds = self._train_ds
+        if getattr(self, "_epoch_cache", (None,))[0] != epoch:
+            fresh = ConnectedDigits(ds.recordings, ds.size, ds.seed + 7919 * epoch, sample_rate=ds.sample_rate,
+                                    config=ds.config)
+            fresh._audio = ds._audio   # the recordings' audio is read once
+            self._epoch_cache = (epoch, fresh)
+        return self._epoch_cache[1]
+
+    def _forward_batch(self, model: SpeechModel, waves: list[np.ndarray], augment_seed: list[int] | None):
+        device = next(model.parameters()).device
+        wave, lengths = _pad(waves)
+        with torch.no_grad():
+            feats, frames = model.features(wave.to(device).double(), lengths)
+        feats = feats.to(model.head.weight.dtype)
+        if augment_seed is not None:
+            feats = spec_augment(feats, frames, np.random.default_rng(augment_seed), self.config,
+                                 self.fcfg.static_dim)
+        return model.encode(feats, frames), frames
+
+    def _loss(self, out: torch.Tensor, frames: torch.Tensor, targets: list[tuple[int, ...]], reduction: str):
+        device = out.device
+        if self.config.mode == "words":
+            y = torch.tensor([t[0] for t in targets], device=device)
+            return nn.functional.cross_entropy(out, y, reduction=reduction)
+        flat = torch.tensor([v for t in targets for v in t], dtype=torch.long)
+        tl = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        loss = nn.functional.ctc_loss(out.float(), flat, frames.cpu(), tl, blank=BLANK, reduction="none",
+                                      zero_infinity=True)
+        loss = loss / tl.to(loss)   # per label, as CTCLoss's "mean"
+        return loss.mean() if reduction == "mean" else loss.sum()
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any], carry: Any) -> StepOutput:
+        out, frames = self._forward_batch(model, batch["waves"], batch["seed"])
+        loss = self._loss(out, frames, batch["targets"], "mean")
+        metrics = {}
+        if self.config.mode == "words":
+            y = torch.tensor([t[0] for t in batch["targets"]], device=out.device)
+            metrics["acc"] = (out.argmax(-1) == y).float().mean().item()
+        return StepOutput(loss=loss, n_items=len(batch["waves"]), metrics=metrics)
+
+    @torch.no_grad()
+    def outputs(self, model: SpeechModel, part: _Part) -> tuple[list[np.ndarray], float]:
+        """Per item: words: log-probabilities (C,); ctc: frame log-probabilities (T, C). And the mean loss."""
+        was = model.training
+        model.eval()
+        res: list[np.ndarray] = []
+        loss_sum = 0.0
+        try:
+            bs = self.config.batch_size
+            for s in range(0, len(part.waves), bs):
+                out, frames = self._forward_batch(model, part.waves[s:s + bs], None)
+                loss_sum += float(self._loss(out, frames, part.targets[s:s + bs], "sum"))
+                if self.config.mode == "words":
+                    res.extend(torch.log_softmax(out.double(), -1).cpu().numpy())
+                else:
+                    lp = out.double().cpu().numpy()
+                    res.extend(lp[:n, b] for b, n in enumerate(frames.tolist()))
+        finally:
+            model.train(was)
+        return res, loss_sum / max(1, len(part.waves))
+
+    def decode(self, lp: np.ndarray, beam: int | None = None) -> Hypothesis:
+        beam = self.config.beam if beam is None else beam
+        return greedy_decode(lp, BLANK) if beam <= 1 else beam_search(lp, beam=beam, blank=BLANK)[0]
+
+    def text(self, labels: tuple[int, ...]) -> str:
+        words = [self.labels[i - 1] for i in labels]
+        return ("" if all(len(w) == 1 for w in self.labels) else " ").join(words)
+
+    def evaluate_detailed(self, model: SpeechModel, split: str = "valid", beam: int | None = None) -> dict[str, Any]:
+        part = self.part(split)
+        outs, loss = self.outputs(model, part)
+        m: dict[str, Any] = {"loss": loss, "n": len(outs)}
+        if self.config.mode == "words":
+            y = np.array([t[0] for t in part.targets])
+            pred = np.array([int(o.argmax()) for o in outs])
+            m.update(classification_metrics(y, pred, len(self.labels)))
+            per: dict[str, list[int]] = {}
+            for spk, ok in zip(part.speakers, (y == pred).tolist()):
+                per.setdefault(str(spk), []).append(int(ok))
+            m["per_speaker"] = {k: float(np.mean(v)) for k, v in sorted(per.items())}
+        else:
+            refs = [self.text(t) for t in part.targets]
+            hyps = [self.text(self.decode(o, beam).labels) for o in outs]
+            greedy = [self.text(greedy_decode(o, BLANK).labels) for o in outs]
+            sep = None if all(len(w) == 1 for w in self.labels) else " "
+            split_words = (lambda s: list(s)) if sep is None else (lambda s: s.split())
+            r, h, g = ([split_words(s) for s in xs] for xs in (refs, hyps, greedy))
+            m.update(der=digit_error_rate(r, h), string_acc=string_accuracy(r, h),
+                     greedy_der=digit_error_rate(r, g), greedy_string_acc=string_accuracy(r, g),
+                     refs=refs, hyps=hyps)
+        return m
+
+    def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
+        m = self.evaluate_detailed(model, split, beam=1 if split == "valid" else None)
+        keys = ("loss", "acc", "macro_f1") if self.config.mode == "words" else ("loss", "der", "string_acc")
+        return {k: float(m[k]) for k in keys}
+
+    # --- report ------------------------------------------------------------------------
+
+    def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
+        m = self.evaluate_detailed(model, "test")
+        if self.config.mode == "words":
+            html = f"<p>{m['n']} test recordings of split {self._meta.get('split', self.config.split)}.</p>"
+            html += table(["accuracy", "macro-F1"], [[m["acc"], m["macro_f1"]]])
+            html += table(["speaker", "accuracy"], [[k, v] for k, v in m["per_speaker"].items()])
+            sections = [ReportSection("Speech: test accuracy, per speaker", html)]
+            sections.append(ReportSection("Confusion matrix (test)", self._confusion_img(m["confusion"])))
+            return sections
+        html = table(["decoder", "DER", "string accuracy"],
+                     [["greedy", m["greedy_der"], m["greedy_string_acc"]],
+                      [f"prefix beam ({self.config.beam})", m["der"], m["string_acc"]]])
+        html += table(["reference", "decoded"], [[r, h] for r, h in list(zip(m["refs"], m["hyps"]))[:10]])
+        sections = [ReportSection(f"Connected digits: {m['n']} test strings", html)]
+        sections.append(ReportSection("Spectrogram with the CTC alignment", self._alignment_img(model)))
+        return sections
+
+    def _confusion_img(self, cm: list[list[int]]) -> str:
+        plt = pyplot()
+        cm_a = np.asarray(cm)
+        k = len(self.labels)
+        fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1.0 + 0.45 * k))
+        ax.imshow(cm_a, cmap="Blues")
+        ax.set_xticks(range(k), self.labels)
+        ax.set_yticks(range(k), self.labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        return figure_to_img(fig, "confusion matrix")
+
+    def _alignment_img(self, model: SpeechModel) -> str:
+        part = self.part("test")
+        wave = torch.from_numpy(part.waves[0]).double()
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            raw, _ = model.features.raw(wave)
+            lp, _ = model(wave)
+        model.train(was)
+        hyp = self.decode(lp[:, 0].double().numpy())
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.imshow(raw[0, :, :self.fcfg.static_dim].T.numpy(), origin="lower", aspect="auto", cmap="magma")
+        for tok in hyp.tokens:
+            ax.axvspan(tok.start - 0.5, tok.end - 0.5, color="cyan", alpha=0.35)
+            ax.text((tok.start + tok.end) / 2, self.fcfg.static_dim * 0.9, self.labels[tok.label - 1],
+                    color="white", ha="center")
+        ax.set_xlabel(f"frame ({self.fcfg.hop_ms:g} ms)")
+        ax.set_title(f"reference {self.text(part.targets[0])!r}, decoded {self.text(hyp.labels)!r}")
+        return figure_to_img(fig, "spectrogram with CTC alignment")
+
+
+def build_speech_task(config: dict[str, Any], metadata: dict[str, Any] | None = None) -> SpeechTask:
+    return SpeechTask(SpeechConfig.from_dict(config), metadata)
+
+
+register_task("speech", build_speech_task)
+
+
+# ----------------------------------------------------------------------------- run folders: transcribe
+
+
+def load_speech_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> tuple[SpeechTask, SpeechModel]:
+    cfg = read_run_config(run_dir)
+    if cfg["task"] != "speech":
+        raise CheckpointError(expected(f"run folder {run_dir}", "a speech run (task 'speech')",
+                                       f"a run of task {cfg['task']!r}"))
+    task, model, _ = load_run(run_dir, checkpoint)
+    return task, model
+
+
+def _seconds(frame: int, task: SpeechTask) -> float:
+    return round(frame * task.fcfg.hop_ms / 1000, 3)
+
+
+def transcribe_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike,
+                    beam: int | None = None) -> dict[str, Any]:
+    """``{"file", "text", "score", "tokens": [{"token", "start_s", "end_s", "score"}]}``: the
+    scores are natural-log probabilities (words: of the label; ctc: of the whole labelling,
+    and each token's summed over the frames that emit it)."""
+    wave = load_audio(path, task.fcfg.sample_rate)
+    if len(wave) < task.fcfg.win_length:
+        raise DataError(expected(f"audio file {str(path)!r}", f"at least {task.fcfg.win_length} samples "
+                                 f"({task.fcfg.win_ms:g} ms)", f"{len(wave)}"))
+    model.eval()
+    with torch.no_grad():
+        out, frames = model(torch.from_numpy(wave).double())
+    seconds = round(len(wave) / task.fcfg.sample_rate, 3)
+    if task.config.mode == "words":
+        lp = torch.log_softmax(out[0].double(), -1).numpy()
+        k = int(lp.argmax())
+        return {"file": str(path), "text": task.labels[k], "score": float(lp[k]),
+                "tokens": [{"token": task.labels[k], "start_s": 0.0, "end_s": seconds, "score": float(lp[k])}]}
+    hyp = task.decode(out[:, 0].double().numpy(), beam)
+    return {"file": str(path), "text": task.text(hyp.labels), "score": hyp.log_prob,
+            "tokens": [{"token": task.labels[t.label - 1], "start_s": _seconds(t.start, task),
+                        "end_s": _seconds(t.end, task), "score": t.log_prob} for t in hyp.tokens]}
+
+
+def stream_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike, chunk_ms: float = 100.0,
+                on_partial=None) -> dict[str, Any]:
+    """Transcribe ``path`` as a live signal: ``chunk_ms`` of samples at a time through
+    :class:`FeatureStream` and the recurrent stack's step path (:class:`rnnlab.nn.Stream`), greedy
+    CTC on the frames so far. ``on_partial(text, seconds)`` is called when the text changes.
+    Returns the final result with ``rtf`` (processing time / audio time) and the frame log-probabilities."""
+    from rnnlab.nn.stream import Stream
+
+    c = task.config
+    if c.bidirectional:
+        raise ConfigError(expected("a model to stream", "a unidirectional one", "a bidirectional run"))
+    if task.fcfg.normalize == "utterance":
+        raise ConfigError(expected("feature normalisation to stream", "'running' or 'none'", "'utterance'"))
+    wave = load_audio(path, task.fcfg.sample_rate)
+    model.eval()
+    rnn_stream = Stream(model.rnn)
+    feat_stream = FeatureStream(model.features, dtype=model.head.weight.dtype)
+    step = max(1, int(round(task.fcfg.sample_rate * chunk_ms / 1000)))
+    rows: list[torch.Tensor] = []
+    pooled = None
+    path: list[int] = []     # ctc: the argmax label of every frame so far
+    labels: list[int] = []
+    text = ""
+    start = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, len(wave) + step, step):
+            frames = feat_stream.accept(wave[s:s + step]) if s < len(wave) else feat_stream.finish()
+            for f in frames:
+                h = rnn_stream.step(f)
+                if c.mode == "words":
+                    pooled = h.clone() if pooled is None else pooled + h
+                    rows.append(h)
+                else:
+                    rows.append(torch.log_softmax(model.head(h), -1))
+            if not rows:
+                continue
+            if c.mode == "words":
+                new = task.labels[int(model.head(pooled / len(rows)).argmax())]
+            else:
+                # Greedy CTC, extended frame by frame: a label is emitted when the argmax moves onto it.
+                for row in rows[len(path):]:
+                    k = int(row.argmax())
+                    if k != BLANK and (not path or path[-1] != k):
+                        labels.append(k)
+                    path.append(k)
+                new = task.text(tuple(labels))
+            if new != text:
+                text = new
+                if on_partial is not None:
+                    on_partial(text, min(len(wave), s + step) / task.fcfg.sample_rate)
+    elapsed = time.perf_counter() - start
+    seconds = len(wave) / task.fcfg.sample_rate
+    lp = torch.stack(rows).double().numpy() if c.mode == "ctc" else None
+    return {"file": str(path), "text": text, "rtf": elapsed / max(seconds, 1e-9), "seconds": seconds,
+            "backend": rnn_stream.backend, "log_probs": lp}

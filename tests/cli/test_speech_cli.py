@@ -1,0 +1,96 @@
+"""``rnnlab train speech``, ``rnnlab transcribe`` and ``rnnlab evaluate`` on a speech run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("soundfile")
+pytest.importorskip("soxr")
+
+from rnnlab.cli.main import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def few(tmp_path_factory) -> Path:
+    from tests.conftest import SHARED_DATA
+
+    src = SHARED_DATA / "fsdd" / "recordings"
+    if not src.is_dir():
+        pytest.skip(f"FSDD not found at {src} (set RNNLAB_SHARED_DATA)")
+    out = tmp_path_factory.mktemp("fsdd_cli")
+    for d in "05":
+        for s in ("theo", "nicolas"):
+            for t in (1, 8, 9, 10):
+                shutil.copy(src / f"{d}_{s}_{t}.wav", out)
+    return out
+
+
+SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--train-strings", "8",
+         "--valid-strings", "4", "--test-strings", "4", "--max-digits", "2", "--beam", "2", "--max-steps", "2",
+         "--no-report"]
+
+
+@pytest.mark.parametrize("mode", ["words", "ctc"])
+def test_train_transcribe_evaluate(few, tmp_path, capsys, mode):
+    run = tmp_path / "run"
+    assert main(["train", "speech", "--audio-dir", str(few), "--mode", mode, "--cell", "gru",
+                 "--out", str(run), *SMALL]) == 0
+    assert "speech: run" in capsys.readouterr().out
+    wav = few / "5_theo_1.wav"
+    assert main(["transcribe", str(run), str(wav), str(few / "0_nicolas_1.wav")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{wav}: ")
+    assert main(["transcribe", str(run), str(wav), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == {"file", "text", "score", "tokens"}
+    assert all(set(t) == {"token", "start_s", "end_s", "score"} for t in res["tokens"])
+    assert main(["transcribe", str(run), str(wav), "--stream", "--chunk-ms", "50"]) == 0
+    assert "real-time factor" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["evaluate", str(run), "--split", "test", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert ("acc" if mode == "words" else "der") in metrics
+    if mode == "words":
+        assert {"acc[theo]", "acc[nicolas]"} <= set(metrics)
+
+
+@pytest.fixture(scope="module")
+def words_run(few, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("speech_run") / "run"
+    assert main(["train", "speech", "--audio-dir", str(few), "--out", str(run), "--quiet", *SMALL]) == 0
+    return run
+
+
+def test_bad_audio_is_one_line(words_run, tmp_path, capsys):
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio\n")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(b"")   # an empty file
+    import numpy as np
+    import soundfile as sf
+
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(800), 8000)       # 0.1 s of silence: a result, not an error
+    trunc = tmp_path / "trunc.wav"
+    sf.write(trunc, np.random.default_rng(0).uniform(-0.5, 0.5, 8000), 8000)
+    trunc.write_bytes(trunc.read_bytes()[:3000])
+    for bad in (text, cut, trunc, tmp_path / "missing.wav"):
+        assert main(["transcribe", str(words_run), str(bad)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("rnnlab: error: audio file") and err.count("\n") == 1, err
+    wide = tmp_path / "wide.wav"                 # 96 kHz, 6 channels: mixed down and resampled
+    sf.write(wide, np.random.default_rng(1).uniform(-0.1, 0.1, (48000, 6)), 96000)
+    for ok in (short, wide):
+        assert main(["transcribe", str(words_run), str(ok)]) == 0
+        assert capsys.readouterr().out.startswith(f"{ok}: ")
+
+
+def test_bad_flags_are_one_line(few, tmp_path, capsys):
+    assert main(["train", "speech", "--audio-dir", str(few), "--mode", "phones", "--out", str(tmp_path / "r")]) == 1
+    assert "mode" in capsys.readouterr().err
+    assert main(["train", "speech", "--audio-dir", str(few), "--split", "speaker:nobody",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1

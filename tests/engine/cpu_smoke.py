@@ -1,0 +1,100 @@
+"""The parity smoke that test_cpu_models.py runs under ``qemu-x86_64 -cpu MODEL``.
+
+    python tests/engine/cpu_smoke.py WORKDIR
+
+RNN, LSTM, GRU (engine "fast") against torch.nn (its native kernels: oneDNN's JIT-compiled LSTM
+disagrees with every other implementation by about 0.15 under qemu 7.2's Haswell model, with the
+same weights; the record keeps that difference as "torch_onednn_lstm") and the layer-norm LSTM's
+fused kernel against the reference engine, at B=32 H=256 over a few steps, forward and backward; then one step of
+``rnnlab train lm`` on a tiny text. Prints one JSON object on its last line: what the CPU looks
+like to torch and to the kernels, which paths ran (tiled-loop calls, reference fallbacks, GEMMs
+per library) and the largest relative differences.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+import rnnlab
+from rnnlab.engine import fast
+from rnnlab.engine import variants as engine_variants
+
+T, B, I, H = 3, 32, 16, 256
+
+
+def main(work: Path) -> dict:
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    rec: dict = {"capability": torch.backends.cpu.get_cpu_capability(), "fast": fast.available(),
+                 "variant_kernels": engine_variants._KERNELS.get() is not None}
+    K, KV = fast._KERNELS.module, engine_variants._KERNELS.module
+    rec.update(cpu_isa=K.cpu_isa(), onednn=list(K.onednn_state()), onednn_check=K.onednn_check(),
+               tiled_isa=fast.tiled_isa(B))
+
+    calls = {"tiled": 0, "reference": 0}
+    tiled_forward, reference_scan = fast._tiled_forward, fast.reference_scan
+
+    def count(name, f):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return f(*args, **kwargs)
+        return wrapped
+
+    fast._tiled_forward = count("tiled", tiled_forward)      # module globals: what fast_scan calls
+    fast.reference_scan = count("reference", reference_scan)
+    K.gemm_counts(True)
+    KV.gemm_counts(True)
+
+    def run(m, x, w_out):
+        x = x.clone().requires_grad_(True)
+        y, _ = m(x)
+        (y * w_out).sum().backward()
+        return {"out": y.detach(), "dx": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
+
+    def rel(a: dict, b: dict) -> float:
+        return max(((a[k] - b[k]).abs().max() / b[k].abs().max().clamp(min=1.0)).item() for k in b)
+
+    def torch_native(m, x, w_out):
+        with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
+            warnings.simplefilter("ignore")      # torch's TF32 chatter about the flag
+            return run(m, x, w_out)
+
+    diffs = {}
+    x = torch.randn(T, B, I)
+    w_out = torch.randn(T, B, H)
+    for name, ours_cls, theirs_cls in (("rnn", rnnlab.RNN, torch.nn.RNN), ("lstm", rnnlab.LSTM, torch.nn.LSTM),
+                                       ("gru", rnnlab.GRU, torch.nn.GRU)):
+        ours, theirs = ours_cls(I, H, engine="fast"), theirs_cls(I, H)
+        theirs.load_state_dict(ours.state_dict())
+        diffs[name] = rel(run(ours, x, w_out), torch_native(theirs, x, w_out))
+        if name == "lstm":
+            rec["torch_onednn_lstm"] = rel(run(theirs, x, w_out), torch_native(theirs, x, w_out))
+    # the kernels' products per library (the two modules may share one counter: GCC makes an inline
+    # function's static unique process-wide, so each part is read, and reset, right after it runs)
+    rec["gemm"] = list(K.gemm_counts(True))
+    fused = rnnlab.LSTM(I, H, layer_norm=True, engine="fast")
+    reference = rnnlab.LSTM(I, H, layer_norm=True, engine="reference")
+    reference.load_state_dict(fused.state_dict())
+    diffs["lstm layer_norm"] = rel(run(fused, x, w_out), run(reference, x, w_out))
+    rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
+
+    from rnnlab.cli import main as cli
+
+    text = work / "tiny.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
+    rec["cli_rc"] = cli(["train", "lm", "--text", str(text), "--hidden", str(H), "--batch-size", str(B),
+                         "--bptt", "5", "--eval-batch-size", "4", "--max-steps", "1", "--eval-every", "1",
+                         "--threads", "2", "--engine", "fast", "--quiet", "--no-report", "--out", str(work / "run")])
+    rec["cli_calls"] = {k: v - rec["calls"][k] for k, v in calls.items()}
+    rec["cli_gemm"] = list(K.gemm_counts(True))
+    KV.gemm_counts(True)
+    return rec
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]))), flush=True)

@@ -1,0 +1,121 @@
+"""The speech task: a few training steps in each mode, transcription, streaming against offline, bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("soundfile")
+pytest.importorskip("soxr")
+
+from rnnlab.errors import ConfigError, DataError  # noqa: E402
+from rnnlab.tasks.speech import SpeechConfig, SpeechTask, load_speech_run, stream_file, transcribe_file  # noqa: E402
+from rnnlab.train import TrainConfig, fit  # noqa: E402
+
+DIGITS = ("0", "1", "2")
+SPEAKERS = ("george", "jackson")
+TAKES = (0, 5, 6, 7)      # take 0 is the official test take; 5-7 train
+
+
+@pytest.fixture(scope="module")
+def few_fsdd(tmp_path_factory) -> Path:
+    """24 FSDD recordings (3 digits x 2 speakers x 4 takes) copied into a folder of their own."""
+    from tests.conftest import SHARED_DATA
+
+    src = SHARED_DATA / "fsdd" / "recordings"
+    if not src.is_dir():
+        pytest.skip(f"FSDD not found at {src} (set RNNLAB_SHARED_DATA)")
+    out = tmp_path_factory.mktemp("fsdd_few")
+    for d in DIGITS:
+        for s in SPEAKERS:
+            for t in TAKES:
+                shutil.copy(src / f"{d}_{s}_{t}.wav", out / f"{d}_{s}_{t}.wav")
+    return out
+
+
+def small(folder: Path, **kw) -> SpeechConfig:
+    base = dict(dataset="", audio_dir=str(folder), hidden_size=16, num_layers=1, batch_size=8, valid_frac=0.25,
+                train_strings=8, valid_strings=4, test_strings=4, max_digits=3, beam=4)
+    base.update(kw)
+    return SpeechConfig(**base)
+
+
+def train(cfg: SpeechConfig, out: Path, steps: int = 2):
+    task = SpeechTask(cfg)
+    return task, fit(task, TrainConfig.for_task(task, max_steps=steps, eval_every=steps, report=False,
+                                                 quiet=True), out)
+
+
+@pytest.mark.parametrize("mode", ["words", "ctc"])
+def test_train_a_few_steps_then_transcribe(few_fsdd, tmp_path, mode):
+    cfg = small(few_fsdd, mode=mode)
+    task, result = train(cfg, tmp_path / "run")
+    assert task.labels == list(DIGITS)
+    # Validation recordings are carved out of the training takes, never the test take.
+    assert all(r.take != 0 for r in task._valid_recs + task._train_recs)
+    assert {r.path for r in task._valid_recs}.isdisjoint({r.path for r in task._train_recs})
+    task2, model = load_speech_run(result.run_dir)
+    m = task2.evaluate(model, "test")
+    assert np.isfinite(m["loss"]) and set(m) >= {"loss", task2.metric_name}
+    res = transcribe_file(task2, model, few_fsdd / "1_george_0.wav")
+    assert set(res) >= {"file", "text", "score", "tokens"}
+    if mode == "words":
+        assert res["text"] in DIGITS
+    else:
+        assert set(res["text"]) <= set(DIGITS)
+        ends = [t["end_s"] for t in res["tokens"]]
+        assert ends == sorted(ends)
+
+
+def test_ctc_strings_keep_to_their_split(few_fsdd):
+    task = SpeechTask(small(few_fsdd, mode="ctc"))
+    test_paths = {p for srcs in task.part("test").sources for p in srcs}
+    valid_paths = {p for srcs in task.part("valid").sources for p in srcs}
+    assert all(p.name.endswith("_0.wav") for p in test_paths)
+    assert valid_paths <= {r.path for r in task._valid_recs}
+    batch = next(iter(task.train_batches(0)))
+    assert all(1 <= len(t) <= 3 for t in batch["targets"])
+
+
+@pytest.mark.parametrize("mode", ["ctc", "words"])
+def test_streaming_equals_offline(few_fsdd, tmp_path, mode):
+    cfg = small(few_fsdd, mode=mode, cell="gru")
+    _, result = train(cfg, tmp_path / "run", steps=1)
+    task, model = load_speech_run(result.run_dir)
+    path = few_fsdd / "2_jackson_0.wav"
+    partial = []
+    streamed = stream_file(task, model, path, chunk_ms=100, on_partial=lambda t, s: partial.append((t, s)))
+    offline = transcribe_file(task, model, path, beam=1)
+    assert streamed["text"] == offline["text"]
+    assert streamed["rtf"] > 0 and partial and partial[-1][0] == streamed["text"]
+    if mode == "ctc":
+        from rnnlab.data.audio import load_audio
+
+        wave = torch.from_numpy(load_audio(path, 8000)).double()
+        with torch.no_grad():
+            lp, _ = model(wave)
+        np.testing.assert_allclose(streamed["log_probs"], lp[:, 0].double().numpy(), atol=1e-4)
+
+
+def test_bidirectional_model_does_not_stream(few_fsdd, tmp_path):
+    _, result = train(small(few_fsdd, mode="ctc", bidirectional=True), tmp_path / "run", steps=1)
+    task, model = load_speech_run(result.run_dir)
+    with pytest.raises(ConfigError, match="unidirectional"):
+        stream_file(task, model, few_fsdd / "0_george_0.wav")
+
+
+def test_bad_config_and_data_are_one_line(few_fsdd, tmp_path):
+    with pytest.raises(ConfigError, match="mode"):
+        small(few_fsdd, mode="phones")
+    with pytest.raises(ConfigError, match="exactly one of dataset and audio_dir"):
+        SpeechConfig(dataset="fsdd", audio_dir=str(few_fsdd))
+    with pytest.raises(DataError, match="speaker"):
+        SpeechTask(small(few_fsdd, split="speaker:nobody"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError):
+        SpeechTask(small(empty))

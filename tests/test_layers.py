@@ -1,0 +1,47 @@
+"""The package's layers point down (import-linter's contracts in pyproject.toml) and its import
+graph has no cycle (tools/import_graph.py, read from the code with ``ast``)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_graph():
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "tools" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(importlib.util.find_spec("importlinter") is None, reason="import-linter is in the [dev] extra")
+def test_import_contracts_are_kept():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_logo=True, no_cache=True))"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_no_import_cycle_and_no_upward_import():
+    figures = _import_graph().measure(ROOT / "src")
+    assert figures["cycle_members"] == []
+    assert figures["upward"] == []
+
+
+def test_import_graph_sees_a_cycle_and_an_upward_import(tmp_path):
+    pkg = tmp_path / "rnnlab"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "tasks").mkdir()
+    for init in (pkg / "__init__.py", pkg / "data" / "__init__.py", pkg / "tasks" / "__init__.py"):
+        init.write_text("")
+    (pkg / "data" / "a.py").write_text("def f():\n    from rnnlab.tasks.b import g\n")
+    (pkg / "tasks" / "b.py").write_text("from rnnlab.data.a import f\n")
+    figures = _import_graph().measure(tmp_path)
+    assert figures["cycle_members"] == [["rnnlab.data.a", "rnnlab.tasks.b"]]
+    assert len(figures["upward"]) == 1 and "rnnlab.data.a -> rnnlab.tasks.b" in figures["upward"][0]
+    assert figures["function_local_imports"] == 1

@@ -1,0 +1,139 @@
+"""The figures in README.md and docs/, written from the JSON that ``rnnlab demo`` and ``rnnlab bench``
+produce, never typed by hand.
+
+    rnnlab demo --quick --out demo-out                       # writes demo-out/results.json
+    cp demo-out/results.json docs/data/demo-quick.json
+    rnnlab bench --quick --json docs/data/bench-quick.json
+    python tools/docs_tables.py            # rewrite the tables between the markers
+    python tools/docs_tables.py --check    # exit 1 when a table differs from its JSON (the tests run this)
+
+A table lives between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in a markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_JSON = ROOT / "docs" / "data" / "demo-quick.json"
+BENCH_JSON = ROOT / "docs" / "data" / "bench-quick.json"
+DEMO_CMD = "rnnlab demo --quick"
+BENCH_CMD = "rnnlab bench --quick"
+CELLS = ("rnn", "lstm", "gru")
+LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+METRIC = {"acc": "accuracy", "mse": "MSE", "xent": "cross-entropy"}
+
+
+def _value(r: dict) -> str:
+    return f"{r['value']:.2f}" if r["metric"] == "acc" else f"{r['value']:.3f}"
+
+
+def _horizon(r: dict) -> str:
+    return f"> {r['horizon_max']}" if r["memory_horizon"] is None else str(r["memory_horizon"])
+
+
+def demo_rows() -> list[tuple[dict, dict[str, dict]]]:
+    records = json.loads(DEMO_JSON.read_text())["records"]
+    keys = list(dict.fromkeys((r["task"], r["length"]) for r in records))
+    by = {(r["task"], r["length"], r["cell"]): r for r in records}
+    return [(by[k + (next(c for c in CELLS if k + (c,) in by),)], {c: by[k + (c,)] for c in CELLS if k + (c,) in by})
+            for k in keys]
+
+
+def readme_results() -> str:
+    """A few headline rows: the demo's longest checksum and its adding probe, and the bench's
+    activation memory, each with the command that produced it."""
+    lines = ["| result | RNN | LSTM | GRU | command |", "|---|---|---|---|---|"]
+    rows = demo_rows()
+    for task in ("checksum", "adding"):
+        picked = [(r0, cells) for r0, cells in rows if r0["task"] == task]
+        if not picked:
+            continue
+        r0, cells = max(picked, key=lambda rc: rc[0]["length"])
+        what = f"{task} T={r0['length']}: test {METRIC[r0['metric']]} (chance or baseline {r0['chance']:.3g})"
+        lines.append(f"| {what} | " + " | ".join(_value(cells[c]) if c in cells else "" for c in CELLS)
+                     + f" | `{DEMO_CMD}` |")
+    bench = json.loads(BENCH_JSON.read_text())
+    memory = [r for r in bench if r["kind"] == "memory"]
+    if memory:   # bytes, not seconds: the same on every machine
+        T = max(r["T"] for r in memory)
+        for r in (r for r in memory if r["T"] == T):
+            lines.append(f"| LSTM activation memory / torch.nn's, T={T} B={r['B']} H={r['H']}, engine {r['engine']} | "
+                         f"| {r['ratio']:.2f} | | `{BENCH_CMD}` |")
+    return "\n".join(lines)
+
+
+def demo_table() -> str:
+    lines = ["| probe | T | metric | chance / baseline | RNN | LSTM | GRU | memory horizon RNN / LSTM / GRU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r0, cells in demo_rows():
+        lines.append(f"| {r0['task']} | {r0['length']} | {METRIC[r0['metric']]} | {r0['chance']:.3g} | "
+                     + " | ".join(_value(cells[c]) if c in cells else "" for c in CELLS) + " | "
+                     + " / ".join(_horizon(cells[c]) if c in cells else "" for c in CELLS) + " |")
+    params = {c: cells[c]["params"] for r0, cells in demo_rows()[:1] for c in cells}
+    hidden = demo_rows()[0][0]["hidden_size"]
+    lines.append("")
+    lines.append(f"Parameters at hidden size {hidden} on the first probe: "
+                 + ", ".join(f"{LABEL[c]} {params[c]:,}" for c in CELLS if c in params) + ".")
+    return "\n".join(lines)
+
+
+def _amount(r: dict, v: float) -> str:
+    if r["unit"] == "bytes":
+        return f"{v / 2**20:.1f} MiB"
+    return f"{v:.2f} {'µs' if r['unit'] == 'us' else 'ms'}"
+
+
+def bench_table() -> str:
+    bench = json.loads(BENCH_JSON.read_text())
+    m = bench[0]["machine"] if bench else {}
+    lines = [f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('threads', '?')} torch threads, "
+             f"torch {m.get('torch', '?')}, large-matmul rate {m.get('gemm_gflops', '?')} GFLOP/s.", "",
+             "| kind | cell or variant | T | B | I | H | engine | rnnlab | torch.nn | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in bench:
+        name = r["note"] if r["kind"] == "variant" else r["cell"]
+        engine = r["engine"] or ("ORT" if r["kind"] == "onnx" else "")
+        lines.append(f"| {r['kind']} | {name} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {engine} | "
+                     f"{_amount(r, r['rnnlab'])} | {_amount(r, r['torch'])} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+TABLES = {
+    "readme-results": (ROOT / "README.md", readme_results),
+    "demo-results": (ROOT / "docs" / "results.md", demo_table),
+    "bench": (ROOT / "docs" / "performance.md", bench_table),
+}
+
+
+def render(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no <!-- table:{name} --> ... <!-- /table:{name} --> markers")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, (path, make) in TABLES.items():
+        text = path.read_text(encoding="utf-8")
+        new = render(text, name, make())
+        if new != text:
+            stale.append(f"{path.relative_to(ROOT)} ({name})")
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        print("tables differ from their JSON: " + ", ".join(stale) + "; run python tools/docs_tables.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
