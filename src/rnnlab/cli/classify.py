@@ -7,7 +7,7 @@ reaches :func:`rnnlab.tasks.classify.evaluate_run`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -79,11 +79,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("classify")
     @with_train_options
     def train_classify(
-        train: Optional[Path] = typer.Option(None, "--train", help="Training file: .csv/.tsv/.jsonl (text or numeric) or .ts (needed unless --resume)."),
+        train: Optional[Path] = typer.Option(None, "--train", help="Training file: .csv/.tsv/.jsonl (text, numeric, or an index of clips) or .ts (needed unless --resume or --dataset)."),
         valid: Optional[Path] = typer.Option(None, "--valid", help="Held-out file (default: a seeded --valid-frac of --train)."),
         test: Optional[Path] = typer.Option(None, "--test", help="Optional test file."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl | ts."),
-        input_kind: str = typer.Option("auto", "--input", help="auto | text | numeric (auto: numeric for .ts or with --value-cols/--id-col; pass numeric for a wide CSV of values)."),
+        input_kind: str = typer.Option("auto", "--input", help="auto | text | numeric | frames (auto: numeric for .ts or with --value-cols/--id-col, frames with --dataset/--frames/--size; pass numeric for a wide CSV of values)."),
         text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
         label_col: str = typer.Option("label", "--label-col", help="Column holding the class (any type)."),
         value_cols: Optional[List[str]] = typer.Option(None, "--value-cols", help="Numeric, one sequence per row: the value columns (default: all but the label)."),
@@ -109,9 +109,17 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding, rnn."),
         freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="With --init-from: epochs with transferred weights fixed."),
         cell_option: Optional[List[str]] = cell_option_flag(),
+        dataset: str = typer.Option("", "--dataset", help="Frames: a named synthetic data set instead of files (moving-digits)."),
+        dataset_size: int = typer.Option(0, "--dataset-size", help="Frames: training clips of --dataset (0 = its default)."),
+        path_col: str = typer.Option("path", "--path-col", help="Frames: the index column holding each clip's path (.npy, frame folder, video)."),
+        frames: int = typer.Option(0, "--frames", help="Frames: keep N frames sampled uniformly (0 = all)."),
+        size: Tuple[int, int] = typer.Option((0, 0), "--size", metavar="H W", help="Frames: resize every frame (default: keep)."),
+        frame_encoder: str = typer.Option("cnn", "--frame-encoder", help="Frames: cnn | torchvision:<model> (with --backbone-weights)."),
+        backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Frames: the torchvision model's state dict."),
+        finetune_backbone: bool = typer.Option(False, "--finetune-backbone", help="Frames: train the torchvision backbone too."),
         run: TrainArgs = None,
     ) -> None:
-        """Train a sequence classifier (text or numeric sequences)."""
+        """Train a sequence classifier (text, numeric sequences, or video / image sequences)."""
         from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
         from rnnlab.train import load_run  # keeps --help fast
 
@@ -125,10 +133,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
                 batch_size=batch_size, valid_frac=valid_frac, scale=not no_scale, seed=data_seed,
                 init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs,
-                cell_options=cell_options_from_flags(cell_option))
+                cell_options=cell_options_from_flags(cell_option), dataset=dataset, dataset_size=dataset_size,
+                path_col=path_col, frames=frames, size=list(size) if any(size) else [], frame_encoder=frame_encoder,
+                backbone_weights=str(backbone_weights) if backbone_weights else "", finetune_backbone=finetune_backbone)
 
         def build() -> ClassifyTask:
-            if train is None:
+            if train is None and not dataset:
                 raise missing_option("--train", "a training file")
             return ClassifyTask(config())  # every data error is raised here, before any model is built
 

@@ -50,6 +50,7 @@ from rnnlab.outputs import atomic_path, check_output, commit
 from rnnlab.tasks.classify import SequenceClassifier, pool_states
 from rnnlab.tasks.forecast import Forecaster
 from rnnlab.tasks.lm import LanguageModel
+from rnnlab.tasks.video import FullClips, frames_example
 from rnnlab.train.rundir import load_run
 
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
@@ -245,6 +246,9 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
     def values(width: int, t: int = steps) -> torch.Tensor:
         return torch.randn(t, batch, width, generator=torch.Generator().manual_seed(0))
 
+    if getattr(task, "kind", None) == "frames":     # video clips: uint8 frames in, no training data needed
+        return frames_example(task)
+
     seq_batch = {0: "seq", 1: "batch"}
     if isinstance(model, SequenceClassifier):
         emb = model.embed
@@ -285,6 +289,8 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     args, in_names, out_names, axes = example_for_export(task, model)
     if in_names == ["input", "lengths"]:
         model = SortedClassifier(model).eval()
+    elif in_names == ["frames"]:
+        model = FullClips(model).eval()
     tmp = atomic_path(path)
     try:
         export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)

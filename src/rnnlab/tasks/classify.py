@@ -58,7 +58,7 @@ from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 POOLS = ("last", "mean", "max")
-INPUTS = ("auto", "text", "numeric")
+INPUTS = ("auto", "text", "numeric", "frames")
 LEVELS = ("word", "char")
 
 
@@ -94,6 +94,15 @@ class ClassifyConfig:
     init_from: str = ""                # text: an lm run folder to start from (vocab, embedding, rnn)
     freeze_epochs: int = 0             # with init_from: epochs during which transferred weights stay fixed
     cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
+    # frames input (video, image sequences; rnnlab.data.frames): an index of path,label rows, or a named data set
+    dataset: str = ""                  # a named synthetic data set (moving-digits) instead of train/valid/test files
+    dataset_size: int = 0              # its training clips (0 = its default; valid and test get a fifth each)
+    path_col: str = "path"             # frames: the index column holding each clip's path
+    frames: int = 0                    # frames: keep N frames sampled uniformly (0 = all)
+    size: list[int] = field(default_factory=list)  # frames: resize every frame to [H, W] ([] = keep)
+    frame_encoder: str = "cnn"         # frames: cnn | torchvision:<model> (needs torchvision and backbone_weights)
+    backbone_weights: str = ""         # frames: the torchvision model's state dict file
+    finetune_backbone: bool = False    # frames: train the torchvision backbone too (else frozen)
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
@@ -119,6 +128,10 @@ class ClassifyConfig:
         check(not (self.init_from and self.cell_options), "cell_options (--cell-option)", "none with init_from "
               "(the language model's cell options come with its layers)", self.cell_options)
         self.cell_options = check_cell_options(self.cell_options, self.cell)
+        if self.resolved_input() == "frames":
+            from rnnlab.data.frames import check_frames_config
+
+            check_frames_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,6 +147,8 @@ class ClassifyConfig:
     def resolved_input(self) -> str:
         if self.input != "auto":
             return self.input
+        if self.dataset or self.frames or self.size:
+            return "frames"
         if self.train.lower().endswith(".ts") or self.format == "ts" or self.id_col or self.feature_cols \
                 or self.value_cols:
             return "numeric"
@@ -160,10 +175,12 @@ def pool_states(out: torch.Tensor, h_n: torch.Tensor, lengths: torch.Tensor, poo
 class SequenceClassifier(nn.Module):
     def __init__(self, *, vocab_size: int, input_dims: int, embed_dim: int, cell: str, hidden_size: int,
                  num_layers: int, bidirectional: bool, dropout: float, pool: str, n_classes: int,
-                 cell_options: dict[str, Any] | None = None) -> None:
+                 cell_options: dict[str, Any] | None = None, encoder: nn.Module | None = None) -> None:
         super().__init__()
-        # vocab_size > 0: token ids; else numeric inputs with input_dims variables.
-        self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim)
+        # vocab_size > 0: token ids; else numeric inputs with input_dims variables; an encoder
+        # (frames: rnnlab.tasks.video) maps (T, B, ...) inputs to (T, B, embed_dim) itself.
+        self.embed = encoder if encoder is not None else (
+            nn.Embedding(vocab_size, embed_dim) if vocab_size > 0 else nn.Linear(input_dims, embed_dim))
         self.rnn = recurrent_layer(cell, embed_dim, hidden_size, num_layers, cell_options, dropout=dropout,
                                    bidirectional=bidirectional)
         self.drop = nn.Dropout(dropout)
@@ -173,7 +190,7 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(self.dirs * hidden_size, n_classes)
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x (T, B) ids or (T, B, D) values, lengths (B,) -> pooled (B, dirs*H)."""
+        """x (T, B) ids, (T, B, D) values or (T, B, H, W, C) frames, lengths (B,) -> pooled (B, dirs*H)."""
         emb = self.embed(x)  # (T, B, E)
         packed = pack_padded_sequence(emb, lengths.cpu(), enforce_sorted=False)
         out_p, h_n = self.rnn(packed)
@@ -265,6 +282,9 @@ def _subset(ex: TextExamples | SequenceExamples, idx: np.ndarray) -> TextExample
     if isinstance(ex, TextExamples):
         return dataclasses.replace(ex, texts=[ex.texts[i] for i in pick], labels=[ex.labels[i] for i in pick],
                                    lines=[ex.lines[i] for i in pick])
+    if hasattr(ex, "clips"):   # rnnlab.data.frames.FrameExamples
+        return dataclasses.replace(ex, clips=[ex.clips[i] for i in pick], labels=[ex.labels[i] for i in pick],
+                                   lines=[ex.lines[i] for i in pick])
     return dataclasses.replace(ex, seqs=[ex.seqs[i] for i in pick], labels=[ex.labels[i] for i in pick],
                                lines=[ex.lines[i] for i in pick])
 
@@ -299,14 +319,14 @@ class ClassifyTask:
             self._restore_codec(metadata)
             self.arch = dict(metadata["arch"])
             return
-        if not config.train:
+        if not config.train and not config.dataset:
             raise ConfigError(expected("classify train", "a data file", "none"))
         if self.kind == "text" and config.init_from:
             self._lm = load_lm_source(config.init_from)
-        train = self._read(config.train, None, require_labels=True)
+        train = self._read(self._path("train"), None, require_labels=True)
         self.label_map = train.label_map
         # Vocabulary, scaling and the majority class are learned from the training part only.
-        fit_part = train if config.valid else _subset(train, self._holdout(len(train.labels))["train"])
+        fit_part = train if config.valid or config.dataset else _subset(train, self._holdout(len(train.labels))["train"])
         self._fit_codec(fit_part)
         self.arch = dict(self._lm.arch) if self._lm is not None else {
             "embed_dim": config.embed_dim, "cell": config.cell, "hidden_size": config.hidden_size,
@@ -328,8 +348,17 @@ class ClassifyTask:
 
     # --- data --------------------------------------------------------------------------
 
+    def _path(self, split: str) -> str:
+        """The file of ``split``, or ``"<dataset>:<split>"`` for a named data set."""
+        c = self.config
+        return f"{c.dataset}:{split}" if c.dataset else {"train": c.train, "valid": c.valid, "test": c.test}[split]
+
     def _read(self, path: str, label_map: LabelMap | None, require_labels: bool) -> TextExamples | SequenceExamples:
         c = self.config
+        if self.kind == "frames":
+            from rnnlab.data.frames import read_examples
+
+            return read_examples(c, path, label_map, require_labels)
         fmt = "auto" if c.format == "ts" else c.format
         if self.kind == "text":
             return load_text_classification(path, c.text_col, c.label_col, label_map, c.missing, fmt, require_labels,
@@ -346,6 +375,9 @@ class ClassifyTask:
 
     def _fit_codec(self, train: TextExamples | SequenceExamples) -> None:
         c = self.config
+        if self.kind == "frames":
+            self.frame_shape = list(train.clips[0].shape[1:])  # (H, W, C)
+            return
         if self.kind == "text":
             if self._lm is not None:
                 self.vocab = self._lm.vocab
@@ -363,6 +395,8 @@ class ClassifyTask:
             self.scaler = Scaler.fit(values, f"{c.train}: training part") if c.scale else None
 
     def _codec_meta(self) -> dict[str, Any]:
+        if self.kind == "frames":
+            return {"frame_shape": self.frame_shape}
         if self.kind == "text":
             return {"vocab": self.vocab.to_json()}
         return {"dims": self.dims, "scaler": self.scaler.to_dict() if self.scaler else None}
@@ -370,7 +404,9 @@ class ClassifyTask:
     def _restore_codec(self, meta: dict[str, Any]) -> None:
         if meta.get("input", self.kind) != self.kind:
             raise CheckpointError(expected("classify metadata input", self.kind, meta.get("input")))
-        if self.kind == "text":
+        if self.kind == "frames":
+            self.frame_shape = [int(v) for v in meta["frame_shape"]]
+        elif self.kind == "text":
             self.vocab = Vocab.from_json(meta["vocab"])
         else:
             self.dims = int(meta["dims"])
@@ -382,6 +418,11 @@ class ClassifyTask:
 
     def _encode(self, ex: TextExamples | SequenceExamples) -> _Split:
         c = self.config
+        if self.kind == "frames":
+            from rnnlab.data.frames import check_frame_shape
+
+            return _Split(check_frame_shape(ex, self.frame_shape), np.asarray(ex.labels, dtype=np.int64)
+                          if ex.labels is not None else None, ex.lines, ex.path)
         if self.kind == "text":
             inputs = [self.vocab.encode(self._tokens(t)[: c.max_len]).numpy() for t in ex.texts]
         else:
@@ -413,9 +454,9 @@ class ClassifyTask:
         c = self.config
         if name not in ("train", "valid", "test"):
             raise ConfigError(expected("split", "train, valid or test", repr(name)))
-        if name == "test" and not c.test:
+        if name == "test" and not (c.test or c.dataset):
             raise DataError(expected("test split", "a --test file", "none"))
-        if name in ("train", "valid") and not c.valid:
+        if name in ("train", "valid") and not (c.valid or c.dataset):
             raw = getattr(self, "_raw_train", None) or self._read(c.train, self.label_map, True)
             full = self._encode(raw)
             parts = self._holdout(len(full.inputs))
@@ -423,7 +464,7 @@ class ClassifyTask:
                 self._splits[k] = _Split([full.inputs[i] for i in idx], full.labels[idx],
                                          [full.lines[i] for i in idx], full.path)
             return self._splits[name]
-        path = {"train": c.train, "valid": c.valid, "test": c.test}[name]
+        path = self._path(name)
         raw = getattr(self, "_raw_train", None) if name == "train" else None
         self._splits[name] = self._encode(raw or self._read(path, self.label_map, True))
         return self._splits[name]
@@ -436,6 +477,8 @@ class ClassifyTask:
         t = int(lengths.max())
         if self.kind == "text":
             x = torch.zeros(t, len(inputs), dtype=torch.long)
+        elif self.kind == "frames":   # uint8 (T, B, H, W, C): the model's frame encoder scales it
+            x = torch.zeros(t, len(inputs), *self.frame_shape, dtype=torch.uint8)
         else:
             x = torch.zeros(t, len(inputs), self.dims, dtype=torch.float32)
         for b, seq in enumerate(inputs):
@@ -462,10 +505,16 @@ class ClassifyTask:
 
     def build_model(self) -> nn.Module:
         c = self.config
+        encoder = None
+        if self.kind == "frames":
+            from rnnlab.tasks.video import build_frame_encoder
+
+            encoder = build_frame_encoder(c.frame_encoder, c.backbone_weights, self.frame_shape[2],
+                                          self.arch["embed_dim"], c.finetune_backbone)
         model = SequenceClassifier(
             vocab_size=len(self.vocab) if self.kind == "text" else 0,
             input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
-            bidirectional=c.bidirectional, dropout=c.dropout, **self.arch)
+            bidirectional=c.bidirectional, dropout=c.dropout, encoder=encoder, **self.arch)
         if self._fresh and self._lm is not None:
             copy_lm_weights(self._lm.model, model, self._lm.extra_tokens)
         return model
@@ -569,10 +618,14 @@ class ClassifyTask:
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
         m = self.evaluate_detailed(model, self.split("valid"))
         sections = classification_report_sections(m, self.label_map.names, "validation split")
-        if self.config.test:
+        if self.config.test or self.config.dataset:
             t = self.evaluate_detailed(model, self.split("test"))
             sections += [ReportSection(f"Test split: {s.title}", s.html)
                          for s in classification_report_sections(t, self.label_map.names, "test split")]
+        if self.kind == "frames":
+            from rnnlab.tasks.video import report_sections as frame_sections
+
+            sections += frame_sections(self, model)
         return sections
 
 
