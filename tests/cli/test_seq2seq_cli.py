@@ -43,13 +43,13 @@ def test_translate_argument_beam_nbest_attention(run, capsys):
     assert main(["translate", str(run), "abc", "--show-attention"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == greedy[0] and lines[1].split() == ["a", "b", "c", "$"]
-    assert main(["translate", str(run), "abc", "--beam", "2", "--nbest", "3"]) == 2
+    assert main(["translate", str(run), "abc", "--beam", "2", "--nbest", "3"]) == 1
     assert capsys.readouterr().err.startswith("rnnlab: error: --nbest: expected at most --beam")
 
 
 def test_translate_stdin_keeps_lines_aligned(run, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("abc\n\nabz\n" + "a" * 200 + "\ncab\n"))
-    assert main(["translate", str(run)]) == 2
+    assert main(["translate", str(run)]) == 1
     cap = capsys.readouterr()
     out, err = cap.out.split("\n")[:-1], cap.err.splitlines()
     assert len(out) == 5 and out[1] == "" and out[3] == ""
@@ -61,12 +61,12 @@ def test_translate_stdin_keeps_lines_aligned(run, capsys, monkeypatch):
 
 def test_translate_refuses_another_task(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"task": "classify", "task_config": {}, "train_config": {}}))
-    assert main(["translate", str(tmp_path), "abc"]) == 2
+    assert main(["translate", str(tmp_path), "abc"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected a sequence-to-sequence run (task 'seq2seq'), got a run of task 'classify'" in err[0]
 
 
 def test_train_seq2seq_bad_flags_are_one_line(tmp_path, capsys):
-    assert main(["train", "seq2seq", "--dataset", "dates", "--attention", "luong"]) == 2
+    assert main(["train", "seq2seq", "--dataset", "dates", "--attention", "luong"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "seq2seq attention: expected one of" in err[0]

@@ -94,7 +94,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         Characters or words the model never saw are read as <unk>, counted and reported on stderr.
         A bad line of stdin (empty, too long) is reported on stderr and left as an empty output
-        line, so outputs stay aligned with inputs; the exit status is then 2.
+        line, so outputs stay aligned with inputs; the exit status is then 1 (an rnnlab error).
         """
         from collections import Counter
 
