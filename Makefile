@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the local CPU wheel where one exists.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	# the C++ kernels compile against this torch (setup.py), so no isolated build environment
-	$(BIN)/python -m pip install --quiet setuptools wheel
+	# the C++ kernels compile against this torch (setup.py), so no isolated build environment;
+	# numpy first too, or importing torch in setup.py warns that it is missing
+	$(BIN)/python -m pip install --quiet setuptools wheel numpy
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
