@@ -21,6 +21,7 @@ frames, non-finite samples in a float file.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -42,22 +43,21 @@ _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILIN
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
 
 
-def _soundfile():
+def _optional(module: str, what: str):
+    """The optional package ``module`` of the ``audio`` extra, or one ConfigError saying how to get it."""
     try:
-        import soundfile
+        return importlib.import_module(module)
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError(expected("audio support", "the 'soundfile' package (pip install 'rnnlab[audio]')",
+        raise ConfigError(expected(what, f"the {module!r} package (pip install 'rnnlab[audio]')",
                                    "it is not installed")) from None
-    return soundfile
+
+
+def _soundfile():
+    return _optional("soundfile", "audio support")
 
 
 def _soxr():
-    try:
-        import soxr
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError(expected("resampling", "the 'soxr' package (pip install 'rnnlab[audio]')",
-                                   "it is not installed")) from None
-    return soxr
+    return _optional("soxr", "resampling")
 
 
 @dataclass(frozen=True)
