@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
 import torch
+from seq2seq_decode_speed import decode_speed
 
 from rnnlab.tasks import Seq2Seq, Seq2SeqConfig
+from rnnlab.tasks.seq2seq import write_attention_png
 from rnnlab.train import TrainConfig, fit, load_run, new_run_dir
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def main(name: str, config: dict, train: dict, smoke: dict, argv: list[str] | None = None) -> dict:
@@ -18,25 +27,27 @@ def main(name: str, config: dict, train: dict, smoke: dict, argv: list[str] | No
     ap.add_argument("--smoke", action="store_true", help="a few steps on a small model, to check the script runs")
     ap.add_argument("--out", default=None, help="run folder (default: a free runs/bench-NAME[-N])")
     ap.add_argument("--json", default=None, help="write the figures to this file too")
+    ap.add_argument("--figure", default=None, help="write the attention heat map of a long test source here (PNG)")
+    ap.add_argument("--repeats", type=int, default=5, help="decoding passes timed (the median is reported)")
     args = ap.parse_args(argv)
     cfg, tr = (dict(config, **smoke.get("config", {})), dict(train, **smoke.get("train", {}))) if args.smoke else (config, train)
     out = Path(args.out) if args.out else new_run_dir(Path("runs") / f"bench-{name}")
     task = Seq2Seq(Seq2SeqConfig(**cfg))
-    t0 = time.perf_counter()
-    fit(task, TrainConfig.for_task(task, **tr), out)
-    train_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    result = fit(task, TrainConfig.for_task(task, **tr), out)
+    train_s, train_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     task, model, _ = load_run(out)
     with torch.no_grad():
         scores = task.evaluate(model, "test")
-    sources, _ = task.split("test").pairs.grouped()
-    src = task.codec.encode_sources(sources, task.config.max_source_len).ids
-    speed = {}
-    for beam in (1, 5):
-        t0 = time.perf_counter()
-        task.decode_ids(model, src, beam=beam)
-        speed[f"beam{beam}_words_per_s"] = len(src) / (time.perf_counter() - t0)
-    figures = {"data": name, "run": str(out), "train_seconds": train_s, "test": scores, **speed,
+    figures = {"data": name, "run": str(out), "config": cfg, "train": tr, "stop_reason": result.stop_reason,
+               "steps": result.step, "epochs": result.epoch, "train_wall_seconds": train_s, "train_cpu_seconds": train_cpu, "test": scores,
+               "decoding": decode_speed(task, model, "test", repeats=1 if args.smoke else args.repeats),
                "threads": torch.get_num_threads(), "smoke": args.smoke}
+    if args.figure and model.attention is not None:
+        sources, _ = task.split("test").pairs.grouped()
+        longest = max(sources[:50], key=len)
+        [t] = task.translate(model, [longest])
+        figures["figure"] = str(write_attention_png(t, args.figure))
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -1,21 +1,24 @@
-"""Dates in 8 languages and 9 styles -> ISO 8601: exact match on the test split, training time,
-greedy and beam-5 decoding speed.
+"""Dates in 8 languages and 9 styles -> ISO 8601 with the task's default model and training
+settings, 3 epochs (the docs' ``rnnlab train seq2seq --dataset dates --max-epochs 3``): exact
+match on the test split, training CPU seconds, decoding speed, and the attention heat map of a
+test source.
 
-    python benchmarks/seq2seq_dates.py [--smoke] [--out RUN] [--json FILE]
+    python benchmarks/seq2seq_dates.py [--smoke] [--out RUN] [--json FILE] [--figure PNG]
 
-Aim: 99.5 % exact match within 5 minutes of CPU training, with a diagonal attention map in the
-run's report.html.
+Aim: at least 99.5 % exact match within 5 minutes of CPU time (one thread, the process's user +
+system seconds), with a clean alignment in the heat map.
 """
 
 import sys
 
+import torch
 from _seq2seq import main
 
-CONFIG = dict(dataset="dates", dataset_size=40000, cell="lstm", embedding_size=32, hidden_size=128,
-              attention="additive", dropout=0.1, batch_size=128)
-TRAIN = dict(max_time=300.0, max_epochs=20, max_steps=0, lr=3e-3, eval_every=200)
+CONFIG = dict(dataset="dates")
+TRAIN = dict(max_epochs=3, threads=1)
 SMOKE = {"config": {"dataset_size": 600, "hidden_size": 16, "embedding_size": 8},
-         "train": {"max_time": 0.0, "max_epochs": 0, "max_steps": 3, "eval_every": 0, "report": False}}
+         "train": {"max_epochs": 0, "max_steps": 3, "report": False}}
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
     main("dates", CONFIG, TRAIN, SMOKE, sys.argv[1:])

@@ -70,3 +70,35 @@ def test_train_seq2seq_bad_flags_are_one_line(tmp_path, capsys):
     assert main(["train", "seq2seq", "--dataset", "dates", "--attention", "luong"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "seq2seq attention: expected one of" in err[0]
+
+
+def test_translate_show_attention_writes_png(run, tmp_path, capsys, monkeypatch):
+    png = tmp_path / "align.png"
+    assert main(["translate", str(run), "abc", "--show-attention", "--out", str(png)]) == 0
+    cap = capsys.readouterr()
+    assert len(cap.out.splitlines()) == 1                      # the output only; the alignment went to the file
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and cap.err.strip() == f"translate: wrote {png}"
+    assert main(["translate", str(run), "abc", "--show-attention", "--out", str(png)]) == 1
+    assert "pass --force to overwrite it" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("abc\ncab\n"))
+    assert main(["translate", str(run), "--show-attention", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s-1.png").exists() and (tmp_path / "s-2.png").exists()
+    capsys.readouterr()
+    assert main(["translate", str(run), "abc", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--out writes the alignment: expected it with --show-attention" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,message", [
+    ("source\ttarget\nabc\tcba\nbca\n", "line 3: fields: expected 2 (as in the header), got 1"),
+    ("source\ttarget\nabc\tcba\nbca\t \n", "line 3, column 'target': expected target text, got an empty cell"),
+    ("source\tother\nabc\tcba\n", "target column"),
+    ("source\ttarget\nabc\tcba\n" + "a" * 120 + "\tx\n", "at most 100 tokens"),
+], ids=["missing-value", "empty-cell", "missing-column", "too-long-source"])
+def test_train_bad_pairs_file_is_one_line(tmp_path, capsys, text, message):
+    data = tmp_path / "bad.tsv"
+    data.write_text(text)
+    assert main(["train", "seq2seq", "--train", str(data), "--valid", str(data), "--max-steps", "1",
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnnlab: error:") and message in err[0], err
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -87,6 +87,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         beam: int = typer.Option(1, "--beam", help="Beam width (1 = greedy)."),
         nbest: int = typer.Option(1, "--nbest", help="Outputs per input (at most --beam)."),
         show_attention: bool = typer.Option(False, "--show-attention", help="Print the alignment under each output."),
+        png: Optional[Path] = typer.Option(None, "--out", help="With --show-attention: write the best output's "
+                                           "alignment as a PNG here instead of printing it (stdin: one file per line, NAME-K.png)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
     ) -> None:
@@ -99,11 +102,20 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from collections import Counter
 
         from rnnlab.errors import ConfigError, DataError, expected  # keeps --help fast
-        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary  # keeps --help fast
+        from rnnlab.outputs import check_output  # keeps --help fast
+        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary, write_attention_png  # keeps --help fast
 
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))
+        if png is not None and not show_attention:
+            raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
         task, model = load_seq2seq_run(str(run_dir), checkpoint)
+
+        def png_of(k: int) -> Path:
+            return png if text is not None else png.with_name(f"{png.stem}-{k}{png.suffix or '.png'}")
+
+        if png is not None and text is not None:
+            check_output(png, (), force)      # before any work: a refused path costs no decoding
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
         lines = [text] if text is not None else (line.rstrip("\r\n") for line in sys.stdin)
@@ -120,15 +132,22 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 continue
             unknown.update(t.unknown)
             with_unknown += bool(t.unknown)
+            if png is not None:
+                if t.attention is None:
+                    raise ConfigError(expected("--show-attention --out", "a run with attention",
+                                               "a fixed-context model (--attention none)"))
+                path = check_output(png_of(k), (), force)
+                write_attention_png(t, path)
+                print(f"translate: wrote {path}", file=sys.stderr)
             if as_json:
                 rec = {"source": t.source, "outputs": t.outputs, "scores": t.scores, "unknown": t.unknown}
-                if show_attention:
+                if show_attention and png is None:
                     rec.update(source_tokens=t.source_tokens, output_tokens=t.output_tokens, attention=t.attention)
                 print(json.dumps(rec, ensure_ascii=False), flush=True)
                 continue
             for i, out in enumerate(t.outputs):
                 print(out if len(t.outputs) == 1 else f"{out}\t{t.scores[i]:.4f}", flush=True)
-                if show_attention:
+                if show_attention and png is None:
                     print(attention_text(t, i), flush=True)
         if with_unknown:
             print(f"translate: {with_unknown} of {total} inputs held tokens the model never saw, read as <unk>: "

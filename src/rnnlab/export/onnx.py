@@ -29,6 +29,11 @@ Graph interface of an exported layer: inputs ``input`` (T, B, I) (or (B, T, I) w
 sequence axes are dynamic. Cells: ``input`` (B, I), ``hx`` (and ``cx``) -> ``h`` (and ``c``).
 Models (``example_inputs`` given, e.g. ``rnnlab export RUN --onnx``) may hold variant layers.
 LSTM projections (proj_size > 0) are refused: torch's exporter has no mapping for them.
+
+A sequence-to-sequence model (:class:`~rnnlab.nn.seq2seq.EncoderDecoder`) is two graphs,
+written by :func:`export_seq2seq`: the encoder, run once per batch of sources, and one decoder
+step, which the caller runs in its own greedy or beam loop (see :class:`Seq2SeqEncoderGraph` and
+:class:`Seq2SeqStepGraph` for their inputs and outputs).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from rnnlab.nn.layers import RecurrentBase
 from rnnlab.outputs import atomic_path, check_output, commit
 from rnnlab.tasks.classify import SequenceClassifier, pool_states
 from rnnlab.tasks.forecast import Forecaster
+from rnnlab.nn.seq2seq import DecoderState, EncoderDecoder, Memory
 from rnnlab.tasks.lm import LanguageModel
 from rnnlab.tasks.video import FullClips, frames_example
 from rnnlab.train.rundir import load_run
@@ -277,15 +283,145 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
     return (x,), ["input"], None, {"input": {i: f"dim{i}" for i in range(max(1, x.dim() - 1))}}
 
 
-def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Path:
+class Seq2SeqEncoderGraph(nn.Module):
+    """The encoder of an :class:`EncoderDecoder` as an ONNX graph.
+
+    Inputs ``src`` (B, S) int64 (ids closed by ``<eos>``, padded with ``<pad>``) and
+    ``src_lengths`` (B,) int64. Outputs ``memory`` (B, S, H) (the encoder outputs), ``projected``
+    (B, S, ·) (the attention's key projection; absent with attention "none"), ``summary`` (B, H)
+    (only with attention "none": the fixed context), then the decoder's initial ``h`` (L, B, H),
+    ``c`` (LSTM only) and ``feed`` (B, A). torch's exporter maps a packed sequence to the
+    recurrent operators' ``sequence_lens`` only for a batch sorted by length, so the graph sorts
+    the rows and puts them back.
+    """
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor):
+        m = self.model
+        order = torch.argsort(src_lengths, descending=True)
+        back = torch.argsort(order)
+        x = m.source_embedding(src.index_select(0, order))
+        packed = pack_padded_sequence(x, src_lengths.index_select(0, order), batch_first=True, enforce_sorted=True)
+        out, state = m.encoder(packed)
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        memory = memory.index_select(0, back)
+        h, c = state if m.cell == "lstm" else (state, None)
+        h = m._merge_directions(h.index_select(1, back))
+        outs = [memory, h[-1] if m.attention is None else m.attention.project_keys(memory), h]
+        if c is not None:
+            outs.append(m._merge_directions(c.index_select(1, back)))
+        outs.append(memory.new_zeros(src.shape[0], m.feed_size))
+        return tuple(outs)
+
+
+class Seq2SeqStepGraph(nn.Module):
+    """One decoder step of an :class:`EncoderDecoder` as an ONNX graph.
+
+    Inputs ``y_prev`` (B,) int64 (``<bos>`` at the first step), the state ``h`` (L, B, H), ``c``
+    (LSTM only), ``feed`` (B, A), then the encoder's ``memory``, ``projected`` or ``summary`` and
+    ``src_lengths``. Outputs ``logits`` (B, V), the new ``h_out``, ``c_out`` (LSTM only),
+    ``feed_out``, and ``attention`` (B, S) (absent with attention "none").
+    """
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, y_prev: torch.Tensor, *rest: torch.Tensor):
+        m = self.model
+        lstm = m.cell == "lstm"
+        h, c, feed, memory, keyed, src_lengths = rest if lstm else (rest[0], None, *rest[1:])
+        mask = torch.arange(memory.shape[1], device=memory.device).unsqueeze(0) < src_lengths.unsqueeze(1)
+        none = m.attention is None
+        # the summary is read only with attention "none", the projection only with attention
+        mem = Memory(memory, mask, None if none else keyed, keyed if none else memory[:, 0])
+        logits, state, weights = m.step(y_prev, DecoderState(h, c, feed), mem)
+        outs = [logits, state.h] + ([state.c] if lstm else []) + [state.feed]
+        return tuple(outs) + (() if weights is None else (weights,))
+
+
+def seq2seq_interfaces(model: EncoderDecoder, batch: int = 2, steps: int = 5) -> dict[str, tuple]:
+    """``{"encoder": (graph, args, input names, output names, dynamic axes), "decoder": (...)}``
+    for exporting ``model``, with example inputs made from its sizes."""
+    lstm, none = model.cell == "lstm", model.attention is None
+    gen = torch.Generator().manual_seed(0)
+    src = torch.randint(4, model.source_embedding.num_embeddings, (batch, steps), generator=gen)
+    lengths = torch.tensor([steps] + [max(1, steps - 2)] * (batch - 1), dtype=torch.long)
+    keyed = "summary" if none else "projected"
+    state = ["h", "c", "feed"] if lstm else ["h", "feed"]
+    enc_out = ["memory", keyed] + state
+    bs, bss = {0: "batch"}, {0: "batch", 1: "src_len"}
+    enc_axes = {"src": bss, "src_lengths": bs, "memory": bss, keyed: bs if none else bss, "h": {1: "batch"},
+                "c": {1: "batch"}, "feed": bs}
+    encoder = Seq2SeqEncoderGraph(model).eval()
+    with torch.no_grad():
+        enc_values = encoder(src, lengths)
+    y = torch.full((batch,), 1, dtype=torch.long)
+    dec_in = ["y_prev"] + state + ["memory", keyed, "src_lengths"]
+    dec_args = (y, *enc_values[2:], enc_values[0], enc_values[1], lengths)
+    dec_out = ["logits"] + [f"{n}_out" for n in state] + ([] if none else ["attention"])
+    dec_axes = {"y_prev": bs, "h": {1: "batch"}, "c": {1: "batch"}, "feed": bs, "memory": bss,
+                keyed: bs if none else bss, "src_lengths": bs, "logits": bs, "h_out": {1: "batch"},
+                "c_out": {1: "batch"}, "feed_out": bs, "attention": bss}
+    keep = lambda axes, names: {k: v for k, v in axes.items() if k in names}  # noqa: E731
+    return {"encoder": (encoder, (src, lengths), ["src", "src_lengths"], enc_out,
+                        keep(enc_axes, ["src", "src_lengths"] + enc_out)),
+            "decoder": (Seq2SeqStepGraph(model).eval(), dec_args, dec_in, dec_out, keep(dec_axes, dec_in + dec_out))}
+
+
+def seq2seq_paths(path: str | Path) -> tuple[Path, Path]:
+    """Where ``rnnlab export RUN --onnx PATH`` writes a seq2seq run: ``STEM.encoder.onnx`` and
+    ``STEM.decoder.onnx`` beside PATH."""
+    path = Path(path)
+    stem = path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
+    return path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder.onnx")
+
+
+def export_seq2seq(model: EncoderDecoder, encoder_path: str | Path, decoder_path: str | Path) -> tuple[Path, Path]:
+    """Write the encoder and the decoder step of ``model`` (see the graphs' classes for their
+    interfaces); each is checked against rnnlab's eval outputs before it is written."""
+    if equations_differ(model.encoder):
+        raise ConfigError("seq2seq ONNX export: expected cell options torch.nn has (the encoder's packed sequences "
+                          "map to the fused operators only), got options that change the cell's equations")
+    was = model.training
+    model.eval()
+    try:
+        out = []
+        for part, path in (("encoder", encoder_path), ("decoder", decoder_path)):
+            graph, args, names_in, names_out, axes = seq2seq_interfaces(model)[part]
+            out.append(export_onnx(graph, path, example_inputs=args, input_names=names_in, output_names=names_out,
+                                   dynamic_axes=axes))
+    finally:
+        model.train(was)
+    return out[0], out[1]
+
+
+def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Path | tuple[Path, Path]:
     """Export a training run's model (rebuilt by ``rnnlab.train.load_run``), every task's.
 
     The example input is made from the model's sizes (see :func:`example_for_export`), so only the
     run folder is needed; batch and sequence axes are exported as dynamic. The output path is
-    checked first (:func:`rnnlab.outputs.check_output`) and written atomically.
+    checked first (:func:`rnnlab.outputs.check_output`) and written atomically. A seq2seq run is
+    two files, ``STEM.encoder.onnx`` and ``STEM.decoder.onnx`` (:func:`seq2seq_paths`), returned
+    as a pair.
     """
-    path = check_output(path, (), force, flag="--onnx")
     task, model, _ = load_run(run_dir, checkpoint)
+    if isinstance(model, EncoderDecoder):
+        paths = [check_output(p, (), force, flag="--onnx") for p in seq2seq_paths(path)]
+        tmps = [atomic_path(p) for p in paths]
+        try:
+            export_seq2seq(model, *tmps)
+        except BaseException:
+            for t in tmps:
+                t.unlink(missing_ok=True)
+            raise
+        for t, p in zip(tmps, paths):
+            commit(t, p)
+        return paths[0], paths[1]
+    path = check_output(path, (), force, flag="--onnx")
     args, in_names, out_names, axes = example_for_export(task, model)
     if in_names == ["input", "lengths"]:
         model = SortedClassifier(model).eval()

@@ -69,7 +69,8 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
     y = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
     tokens: list[list[int]] = [[] for _ in range(B)]
     log_probs = [0.0] * B
-    rows: list[list[Tensor]] = [[] for _ in range(B)]
+    steps = [0] * B                                # decoder steps of example b (its attention rows)
+    weights: list[Tensor] = []                     # per step (B, S); sliced per example at the end
     finished = [False] * B
     live = list(range(B))
     for t in range(1, max(limits) + 1):
@@ -77,11 +78,12 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
         logp = _log_probs(logits)                  # (B, V)
         best_lp, y = logp.max(dim=-1)
         best, best_lp_l = y.tolist(), best_lp.tolist()
+        if w is not None:
+            weights.append(w)
         still = []
         for b in live:
             log_probs[b] += best_lp_l[b]
-            if w is not None:
-                rows[b].append(w[b, : S_of[b]])
+            steps[b] = t
             if best[b] == eos_id:
                 finished[b] = True
                 continue
@@ -91,8 +93,10 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
         live = still
         if not live:
             break
+    att = torch.stack(weights, 1) if weights else None       # (B, steps, S)
     # Greedy ranks nothing: its score is the plain log-probability (alpha = 0).
-    return [Hypothesis(tokens[b], log_probs[b], log_probs[b], finished[b], torch.stack(rows[b]) if rows[b] else None)
+    return [Hypothesis(tokens[b], log_probs[b], log_probs[b], finished[b],
+                       None if att is None else att[b, : steps[b], : S_of[b]].clone())
             for b in range(B)]
 
 

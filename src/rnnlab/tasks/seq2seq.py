@@ -24,6 +24,7 @@ import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ from torch import nn
 from rnnlab.data.pair_sets import PAIR_DATASETS, hash_split, load_pair_dataset
 from rnnlab.data.pairs import PAD_ID, SPLITS, TOKEN_KINDS, PairCodec, Pairs, pad_batch, read_pairs, target_io
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
-from rnnlab.metrics.sequence import corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate
+from rnnlab.metrics.sequence import closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate
 from rnnlab.nn.attention import ATTENTIONS
 from rnnlab.nn.decoding import Hypothesis, beam_search, greedy_decode
 from rnnlab.nn.seq2seq import EncoderDecoder
@@ -409,8 +410,6 @@ class Seq2SeqTask:
         return sections
 
     def _worst_errors(self, examples: list, split: str, k: int = 15) -> ReportSection:
-        from rnnlab.metrics.sequence import closest_reference
-
         chars = self.target_kind == "char"
         wrong = []
         for source, refs, output, h in examples:
@@ -426,22 +425,13 @@ class Seq2SeqTask:
         return ReportSection(f"Worst errors ({split} split)", html)
 
     def _heat_maps(self, examples: list, split: str) -> ReportSection:
-        plt = pyplot()
         html = ""
         for source, _, output, h in examples:
             if h.attention is None:
                 continue
-            w = h.attention.numpy()
-            xs = self.codec.source_tokens(source)
             tv = self.codec.target_vocab
             ys = [tv.itos[i] for i in h.tokens] + (["<eos>"] if h.finished else [])
-            fig, ax = plt.subplots(figsize=(1.5 + 0.28 * len(xs), 1.2 + 0.28 * len(ys)))
-            ax.imshow(w[: len(ys)], cmap="Greys", vmin=0, vmax=1, aspect="auto")
-            ax.set_xticks(range(len(xs)), xs, rotation=90, fontsize=7)
-            ax.set_yticks(range(len(ys)), ys, fontsize=7)
-            ax.set_xlabel("source")
-            ax.set_ylabel("output")
-            fig.tight_layout()
+            fig = attention_figure(self.codec.source_tokens(source), ys, h.attention.tolist())
             html += figure_to_img(fig, f"attention of {source[:30]}")
         return ReportSection(f"Attention ({split} split, greedy outputs)", html)
 
@@ -480,6 +470,34 @@ def attention_text(t: Translation, which: int = 0) -> str:
     for y, row in zip(ys, t.attention[which]):
         lines.append(f"{y:>{width}} " + " ".join(shades[min(9, int(math.floor(v * 10)))] for v in row))
     return "\n".join(lines)
+
+
+def attention_figure(source_tokens: Sequence[str], output_tokens: Sequence[str], weights: Sequence[Sequence[float]],
+                     title: str = ""):
+    """A heat map of attention ``weights`` (one row per output token, one column per source
+    token): a matplotlib figure, for report.html and ``rnnlab translate --show-attention --out``."""
+    plt = pyplot()
+    w = np.asarray(weights, dtype=float)[: len(output_tokens), : len(source_tokens)]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.28 * len(source_tokens), 1.2 + 0.28 * len(output_tokens)))
+    ax.imshow(w, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(source_tokens)), ["␣" if t == " " else t for t in source_tokens],
+                  rotation=90, fontsize=7)
+    ax.set_yticks(range(len(output_tokens)), list(output_tokens), fontsize=7)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_attention_png(t: Translation, path: str | Path, which: int = 0) -> Path:
+    """The alignment of ``t``'s output ``which`` as a PNG heat map at ``path``."""
+    fig = attention_figure(t.source_tokens, t.output_tokens[which], t.attention[which],
+                           f"{t.source} -> {t.outputs[which]}")
+    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    return Path(path)
 
 
 def unknown_summary(counts: Counter) -> str:
