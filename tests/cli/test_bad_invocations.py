@@ -60,6 +60,7 @@ USAGE = [
     Bad(["transcribe", "run"], 2, "Missing argument"),
     Bad(["train", "seq2seq", "--hidden", "abc"], 2, "Invalid value for '--hidden'"),
     Bad(["translate"], 2, "Missing argument 'RUN'"),
+    Bad(["translate", "run", "hello", "--out", "a.png"], 2, "--out writes the alignment: expected it with --show-attention"),
     Bad(["train", "probe", "--length", "ten"], 2, "Invalid value for '--length'"),
     Bad(["train", "toy", "--hidden-size", "many"], 2, "Invalid value for '--hidden-size'"),
     Bad(["evaluate"], 2, "Missing argument"),

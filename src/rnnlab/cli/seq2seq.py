@@ -99,6 +99,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         A bad line of stdin (empty, too long) is reported on stderr and left as an empty output
         line, so outputs stay aligned with inputs; the exit status is then 1 (an rnnlab error).
         """
+        if png is not None and not show_attention:
+            raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
         from collections import Counter
 
         from rnnlab.errors import ConfigError, DataError, expected  # keeps --help fast
@@ -107,8 +109,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))
-        if png is not None and not show_attention:
-            raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
         task, model = load_seq2seq_run(str(run_dir), checkpoint)
 
         def png_of(k: int) -> Path:
