@@ -12,7 +12,7 @@ from rnnlab.errors import CheckpointError, ConfigError, DataError
 from rnnlab.nn.decoding import greedy_decode
 from rnnlab.data.pairs import pad_batch
 from rnnlab.tasks import Seq2Seq, Seq2SeqConfig
-from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run
+from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, write_attention_png
 from rnnlab.train import TrainConfig, fit, load_run
 
 WORDS = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac", "cba", "aaa", "ccb", "bab", "cac",
@@ -151,3 +151,24 @@ def test_g2p_scores_against_every_reference(tmp_path):
     m = task.evaluate_detailed(model, "valid")
     assert m["n"] == 2 and m["examples"][0][1] == ["A B C", "X Y"]
     assert 0 <= m["per"] and 0 <= m["wer"] <= 1 and m["exact"] == pytest.approx(1 - m["wer"])
+
+
+def test_report_has_scores_worst_errors_and_attention_maps(run):
+    run_dir, _ = run
+    task, model, _ = load_run(run_dir)
+    sections = task.report_sections(model, str(run_dir))
+    titles = [s.title for s in sections]
+    assert titles == ["Sequence to sequence: valid scores", "Worst errors (valid split)",
+                      "Attention (valid split, greedy outputs)"]
+    m = task.evaluate_detailed(model, "valid")
+    wrong = sum(out not in refs for _, refs, out, _ in m["examples"])
+    assert f"{wrong} of {len(m['examples'])} outputs match no reference" in sections[1].html
+    assert sections[2].html.count("<img") == min(4, len(m["examples"]))
+
+
+def test_attention_png_is_written(run, tmp_path):
+    run_dir, _ = run
+    task, model, _ = load_run(run_dir)
+    [t] = task.translate(model, ["abc"])
+    path = write_attention_png(t, tmp_path / "a.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
