@@ -85,3 +85,22 @@ def test_variant_cells_are_refused(tmp_path) -> None:
     model = EncoderDecoder(7, 7, embedding_size=4, hidden_size=4, cell_options={"layer_norm": True})
     with pytest.raises(ConfigError, match="cell options"):
         export_seq2seq(model, tmp_path / "e.onnx", tmp_path / "d.onnx")
+
+
+def test_export_command_writes_both_graphs_of_a_run(tmp_path, capsys) -> None:
+    from rnnlab.cli.main import main
+
+    data = tmp_path / "rev.tsv"
+    words = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac"]
+    data.write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1]}\n" for w in words))
+    run = tmp_path / "run"
+    assert main(["train", "seq2seq", "--train", str(data), "--valid", str(data), "--embed", "8", "--hidden", "16",
+                 "--max-steps", "2", "--out", str(run), "--no-report", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--onnx", str(tmp_path / "rev.onnx")]) == 0
+    enc, dec = tmp_path / "rev.encoder.onnx", tmp_path / "rev.decoder.onnx"
+    assert capsys.readouterr().out.strip() == f"wrote {enc} and {dec}"
+    assert [i.name for i in onnx_session(enc).get_inputs()] == ["src", "src_lengths"]
+    assert "attention" in [o.name for o in onnx_session(dec).get_outputs()]
+    assert main(["export", str(run), "--onnx", str(tmp_path / "rev.onnx")]) == 1      # both exist: --force needed
+    assert "pass --force" in capsys.readouterr().err
