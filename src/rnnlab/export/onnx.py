@@ -366,7 +366,10 @@ def seq2seq_interfaces(model: EncoderDecoder, batch: int = 2, steps: int = 5) ->
     dec_axes = {"y_prev": bs, "h": {1: "batch"}, "c": {1: "batch"}, "feed": bs, "memory": bss,
                 keyed: bs if none else bss, "src_lengths": bs, "logits": bs, "h_out": {1: "batch"},
                 "c_out": {1: "batch"}, "feed_out": bs, "attention": bss}
-    keep = lambda axes, names: {k: v for k, v in axes.items() if k in names}  # noqa: E731
+
+    def keep(axes: dict, names: list[str]) -> dict:
+        return {k: v for k, v in axes.items() if k in names}
+
     return {"encoder": (encoder, (src, lengths), ["src", "src_lengths"], enc_out,
                         keep(enc_axes, ["src", "src_lengths"] + enc_out)),
             "decoder": (Seq2SeqStepGraph(model).eval(), dec_args, dec_in, dec_out, keep(dec_axes, dec_in + dec_out))}
