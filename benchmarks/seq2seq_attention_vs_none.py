@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--attention", default="general", help="the attention compared with none")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default=None, help="train only this one (to split the two runs across processes); "
+                    "a later call without it resumes finished runs at once and plots both")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a small model, to check the script runs")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="PNG path (default: OUT/attention-vs-none.png)")
@@ -86,14 +88,22 @@ def main(argv: list[str] | None = None) -> dict:
     files = make_pairs(out / "data", pairs, 2, args.max_len, args.seed)
     results = {}
     for attention in (args.attention, "none"):
+        if args.only and attention != args.only:
+            continue
         cfg = Seq2SeqConfig(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]),
                             hidden_size=hidden, embedding_size=32, attention=attention, metrics="text")
         task = Seq2Seq(cfg)
         run = out / f"run-{attention}"
+        # An existing run is resumed (at once, if it has its steps); the training seconds of every
+        # call add up in train-seconds.json beside it.
+        seconds_file = out / f"train-seconds-{attention}.json"
+        spent = json.loads(seconds_file.read_text()) if seconds_file.exists() else {"cpu": 0.0, "wall": 0.0}
         w0, c0 = time.perf_counter(), cpu_seconds()
         fit(task, TrainConfig.for_task(task, max_steps=steps, max_epochs=0, eval_every=500, threads=1, quiet=True,
-                                       report=False), run)
-        wall, cpu = time.perf_counter() - w0, cpu_seconds() - c0
+                                       report=False), run, resume=(run / "config.json").exists())
+        spent = {"cpu": spent["cpu"] + cpu_seconds() - c0, "wall": spent["wall"] + time.perf_counter() - w0}
+        seconds_file.write_text(json.dumps(spent))
+        wall, cpu = spent["wall"], spent["cpu"]
         task, model, _ = load_run(run)
         m = task.evaluate_detailed(model, "test")
         results[attention] = {"run": str(run), "train_cpu_seconds": cpu, "train_wall_seconds": wall,
