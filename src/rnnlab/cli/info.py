@@ -10,6 +10,8 @@ import platform
 
 import typer
 
+from rnnlab.errors import ConfigError
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -20,10 +22,10 @@ def _version(dist: str) -> str | None:
 
 def collect(build: bool = True) -> dict:
     """Versions and capabilities; ``build=False`` skips compiling the C++ kernels if not yet built."""
-    import torch
+    import torch   # lazy: torch and the engine take most of a second to import; --help needs neither
 
-    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice
-    from rnnlab.nn import _stream_kernels
+    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice   # lazy: as torch
+    from rnnlab.nn import _stream_kernels   # lazy: as torch
 
     choice = get_engine_choice()
     if build and choice != "reference":
@@ -67,12 +69,9 @@ def collect(build: bool = True) -> dict:
 
 
 def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, as_json: bool) -> None:
-    import dataclasses
+    import torch   # lazy: as in collect
 
-    import torch
-
-    from rnnlab.engine import ENGINE_CHOICES, fast
-    from rnnlab.errors import ConfigError
+    from rnnlab.engine import ENGINE_CHOICES, plan   # lazy: as torch
 
     modes = {"rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
     if cell not in modes:
@@ -81,8 +80,8 @@ def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engi
         raise ConfigError(f"--dtype: expected float32 or float64, got {dtype!r}")
     if engine not in ENGINE_CHOICES:
         raise ConfigError(f"--engine: expected one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
-    p = fast.plan(modes[cell], batch, hidden, steps=steps, dtype=getattr(torch, dtype), engine=engine)
-    print(json.dumps(dataclasses.asdict(p)) if as_json else str(p))
+    p = plan(modes[cell], batch, hidden, steps=steps, dtype=getattr(torch, dtype), engine=engine)
+    print(json.dumps(p.to_dict()) if as_json else str(p))
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

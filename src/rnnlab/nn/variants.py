@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from rnnlab.cells import FAMILIES
 from rnnlab.cells.gru_variants import GRUVariant
 from rnnlab.cells.lstm_variants import LSTMVariant
-from rnnlab.engine import get_engine, resolve_engine
+from rnnlab.engine import get_engine
 from rnnlab.engine.scan import ScanTag
 from rnnlab.engine.variants import VariantSpec, variant_scan
 from rnnlab.nn.options import CellOptions
@@ -153,5 +153,5 @@ def run_layer(
         ln_gain_ih=extras.get("ln_gain_ih"), ln_gain_hh=extras.get("ln_gain_hh"),
         ln_gain_c=extras.get("ln_gain_cell"), ln_bias_c=extras.get("ln_bias_cell"),
         peephole=extras.get("peephole"), rd_mask=rd, zoneout_h=zo_h, zoneout_c=zo_c, mask=mask, tag=tag,
-        fast=resolve_engine(getattr(module, "engine", "reference")) == "fast",
+        engine=getattr(module, "engine", "reference"),    # a single-step cell has none: the reference
     )

@@ -25,6 +25,7 @@ Kinds of record (``--json`` writes a list of them):
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
@@ -305,9 +306,7 @@ def _bench_stream(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]
 
 
 def _bench_onnx(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
-    try:
-        import onnxruntime  # noqa: F401  (optional: the [onnx] extra)
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:   # the onnx extra
         log("onnx: onnxruntime not installed, skipped (pip install rnnlab[onnx])")
         return
     T, B, I, H = cfg.sizes[0]
