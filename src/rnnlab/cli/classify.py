@@ -13,6 +13,8 @@ import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
+from rnnlab.errors import ConfigError
+from rnnlab.outputs import check_output
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -31,8 +33,6 @@ CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "hidden": "hidden_size", 
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
     """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
     extra arguments; only the ``allowed`` names are accepted."""
-    from rnnlab.errors import ConfigError
-
     rest = list(extra)
     opts: dict[str, str] = {}
     while rest:
@@ -60,11 +60,10 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     """``rnnlab evaluate RUN [--csv FILE] [--confusion OUT.csv [--force]]`` for a classifier: scores
     beside the majority class; ``--confusion`` writes the whole confusion matrix (printed output
     summarises it by its largest cells beyond a few classes)."""
-    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # keeps --help fast
+    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--csv", "--confusion", "--force"))
     if "confusion" in opts:
-        from rnnlab.outputs import check_output
 
         check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint)
@@ -120,8 +119,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text, numeric sequences, or video / image sequences)."""
-        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def config() -> ClassifyConfig:
             return ClassifyConfig(
@@ -162,7 +161,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
-        from rnnlab.tasks.classify import predict_run  # keeps --help fast
+        from rnnlab.tasks.classify import predict_run  # lazy: keeps --help fast
 
         n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
         print(f"predict: {n} rows -> {out}")

@@ -7,11 +7,11 @@ from typing import List, Optional
 
 import typer
 
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
 from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
 
     @train_app.command("probe")
     @with_train_options
@@ -29,7 +29,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
-        from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # keeps --help fast
+        from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # lazy: keeps --help fast
 
         def config() -> ProbeConfig:
             return ProbeConfig(
@@ -54,7 +54,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
-        from rnnlab.suites.demo import DemoConfig, run_demo  # keeps --help fast
+        from rnnlab.suites.demo import DemoConfig, run_demo  # lazy: keeps --help fast
 
         cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,
                          threads=threads)
@@ -78,8 +78,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
         """Train one cell on one probe and print its test metric against chance."""
-        from rnnlab.tasks.cell_options import sets_memory_gate_bias  # keeps --help fast
-        from rnnlab.tasks.probe import run_probe  # keeps --help fast
+        from rnnlab.tasks.cell_options import sets_memory_gate_bias  # lazy: keeps --help fast
+        from rnnlab.tasks.probe import run_probe  # lazy: keeps --help fast
 
         options = cell_options_from_flags(cell_option)
         if memory_bias is None and not sets_memory_gate_bias(options):

@@ -16,7 +16,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --onnx if it exists."),
     ) -> None:
         """Export a run's model to ONNX (dynamic batch and sequence axes); needs only the run folder."""
-        from rnnlab.export.onnx import export_run  # keeps --help fast
+        from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
 
         path = export_run(run, onnx, checkpoint, force=force)
         typer.echo(f"wrote {path}")

@@ -12,6 +12,7 @@ import typer
 from rnnlab.cli.classify import csv_option, split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
+from rnnlab.errors import ConfigError, expected
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
@@ -20,8 +21,6 @@ CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "hidden": "h
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
-    from rnnlab.errors import ConfigError, expected
-
     out = []
     for v in split_list(values):
         try:
@@ -33,7 +32,7 @@ def _floats(values: Optional[List[str]]) -> list[float]:
 
 def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
-    from rnnlab.tasks.forecast import evaluate_run  # keeps --help fast
+    from rnnlab.tasks.forecast import evaluate_run  # lazy: keeps --help fast
 
     return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
 
@@ -69,8 +68,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
-        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def config() -> ForecastConfig:
             return ForecastConfig(
@@ -105,7 +104,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Forecast the next steps after the end of a file."""
-        from rnnlab.tasks.forecast import forecast_run  # keeps --help fast
+        from rnnlab.tasks.forecast import forecast_run  # lazy: keeps --help fast
 
         rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
         print(f"forecast: {len(rows)} steps -> {out}")
@@ -122,7 +121,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Walk-forward evaluation over the last K windows, beside the naive baselines."""
-        from rnnlab.tasks.forecast import backtest_run, format_scores  # keeps --help fast
+        from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
         bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing, encoding)
         print(format_scores(bt))

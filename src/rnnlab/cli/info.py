@@ -22,10 +22,10 @@ def _version(dist: str) -> str | None:
 
 def collect(build: bool = True) -> dict:
     """Versions and capabilities; ``build=False`` skips compiling the C++ kernels if not yet built."""
-    import torch   # lazy: torch and the engine take most of a second to import; --help needs neither
+    import torch   # lazy: keeps --help fast
 
-    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice   # lazy: as torch
-    from rnnlab.nn import _stream_kernels   # lazy: as torch
+    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice  # lazy: keeps --help fast
+    from rnnlab.nn import _stream_kernels  # lazy: keeps --help fast
 
     choice = get_engine_choice()
     if build and choice != "reference":
@@ -69,9 +69,9 @@ def collect(build: bool = True) -> dict:
 
 
 def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, as_json: bool) -> None:
-    import torch   # lazy: as in collect
+    import torch  # lazy: keeps --help fast
 
-    from rnnlab.engine import ENGINE_CHOICES, plan   # lazy: as torch
+    from rnnlab.engine import ENGINE_CHOICES, plan  # lazy: keeps --help fast
 
     modes = {"rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
     if cell not in modes:

@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -49,7 +50,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         Defaults of the common flags for language models: SGD, --lr 1, --clip 1 (d2l's setting).
         A --max-time or --max-epochs budget on its own is not cut short by the default 1000 steps.
         """
-        from rnnlab.tasks.lm import LMTask  # keeps --help fast
+        from rnnlab.tasks.lm import LMTask  # lazy: keeps --help fast
 
         given = run.given
         defaults: dict = dict(LMTask.train_defaults)
@@ -83,7 +84,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
     ) -> None:
         """Sample text from a trained language model, printed as it is produced."""
-        from rnnlab.tasks.lm import generate_from_run, read_lm_run  # keeps --help fast
+        from rnnlab.tasks.lm import generate_from_run, read_lm_run  # lazy: keeps --help fast
 
         stream = generate_from_run(run, prime, length, temperature, top_k, seed, checkpoint)
         out = sys.stdout
@@ -99,8 +100,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
     """``rnnlab evaluate RUN [--split S] [--text FILE [--encoding E]]`` for a language-model run."""
-    from rnnlab.errors import ConfigError, expected
-    from rnnlab.tasks.lm import evaluate_run  # keeps --help fast
+    from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
     opts: dict[str, str] = {}
     args = list(extra)
@@ -118,7 +118,7 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
 
 
 def _print_summary(run_dir: Path) -> None:
-    from rnnlab.tasks.lm import summarize_run  # keeps --help fast
+    from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
 
     s = summarize_run(run_dir)
     parts = []
@@ -133,8 +133,6 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
-    from rnnlab.errors import ConfigError, expected
-
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
+from rnnlab.errors import ConfigError, DataError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -56,8 +58,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train an encoder-decoder with attention on source/target pairs."""
-        from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def build() -> Seq2SeqTask:  # every data error is raised here, before any model is built
             return Seq2SeqTask(Seq2SeqConfig(
@@ -96,10 +98,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         A bad line of stdin (empty, too long) is reported on stderr and left as an empty output
         line, so outputs stay aligned with inputs; the exit status is then 1 (an rnnlab error).
         """
-        from collections import Counter
 
-        from rnnlab.errors import ConfigError, DataError, expected  # keeps --help fast
-        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary  # keeps --help fast
+        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary  # lazy: keeps --help fast
 
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))

@@ -13,13 +13,13 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.errors import ConfigError
 
 
 def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--split test]`` for a speech run: loss and accuracy (words) or DER and
     string accuracy (ctc, greedy and prefix beam), and accuracy per speaker."""
-    from rnnlab.errors import ConfigError
-    from rnnlab.tasks.speech import load_speech_run  # keeps --help fast
+    from rnnlab.tasks.speech import load_speech_run  # lazy: keeps --help fast
 
     if extra:
         raise ConfigError(f"evaluate: expected no extra options for a speech run, got {extra}")
@@ -78,8 +78,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
-        from rnnlab.tasks.speech import SpeechConfig, SpeechTask  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.speech import SpeechConfig, SpeechTask  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def build() -> SpeechTask:
             config = SpeechConfig(
@@ -120,9 +120,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
     ) -> None:
         """Print what a speech run hears in each audio file."""
-        import torch  # keeps --help fast
+        import torch  # lazy: keeps --help fast
 
-        from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # keeps --help fast
+        from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast
 
         torch.set_num_threads(max(1, threads))
         task, model = load_speech_run(run_dir, checkpoint)
