@@ -88,6 +88,7 @@ LIBRARY = [
     Bad(["demo", "--quick", "--full"], 1, "at most one of --quick/--full"),
     Bad(["bench", "--engine", "bogus"], 1, "engine: expected one of"),
     Bad(["probe", "adding", "--cell-option", "colour=red"], 1, "--cell-option key: expected one of"),
+    Bad(["info", "--plan", "gru", "--cell-option", "peephole=true"], 1, "peephole: expected False for GRU"),
     Bad(["train", "lm", "--text", "missing.txt", "--out", "r1"], 1, "expected an existing file"),
     Bad(["train", "classify", "--train", "missing.csv", "--out", "r2"], 1, "expected an existing file"),
     Bad(["evaluate", "EMPTY"], 1, "expected a run folder's config.json"),

@@ -256,12 +256,8 @@ class RecurrentBase(nn.Module):
         ``steps`` steps (``masked``: padded, a PackedSequence of unequal lengths), with this
         layer's engine, dtype, device and cell options: :func:`rnnlab.engine.plan`."""
         w = self.weight_ih_l0
-        o = self.options
-        variant = _variants.spec_for(self).cell if o.needs_variant_scan(self.mode) else None
-        state_masks = bool(o.zoneout or (self.mode == "lstm" and o.zoneout_c) or (o.recurrent_dropout and self.training))
         return plan(self.mode, batch_size, self.hidden_size, steps=steps, dtype=w.dtype, device=w.device.type,
-                    masked=masked, proj_size=self.proj_size, engine=self.engine, variant=variant,
-                    state_masks=state_masks)
+                    masked=masked, proj_size=self.proj_size, engine=self.engine, **_variants.plan_options(self))
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):

@@ -118,6 +118,16 @@ def spec_for(module: nn.Module) -> VariantSpec:
     return VariantSpec("gru", GRUVariant(o.layer_norm, o.gru_reset))
 
 
+def plan_options(module: nn.Module) -> dict:
+    """What the options change for :func:`rnnlab.engine.plan`: ``variant`` (the cell's equations
+    when they differ from torch.nn's, else None) and ``state_masks`` (zoneout, or recurrent
+    dropout while training, draw masks)."""
+    o: CellOptions = module.options
+    variant = spec_for(module).cell if o.needs_variant_scan(module.mode) else None
+    masks = bool(o.zoneout or (module.mode == "lstm" and o.zoneout_c) or (o.recurrent_dropout and module.training))
+    return {"variant": variant, "state_masks": masks}
+
+
 def run_layer(
     module: nn.Module, k: int, seq: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None, mask: Tensor | None, tag: ScanTag,
