@@ -26,8 +26,8 @@ def split_list(values: Optional[List[str]]) -> list[str]:
 
 
 # ``rnnlab train classify`` flag (parameter) -> ClassifyConfig key, where the names differ.
-CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "hidden": "hidden_size", "layers": "num_layers",
-               "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale", "cell_option": "cell_options"}
+CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale",
+               "cell_option": "cell_options"}
 
 
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
@@ -96,8 +96,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         max_len: int = typer.Option(400, "--max-len", help="Keep the first N steps of each sequence."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         embed_dim: int = typer.Option(64, "--embed", help="Embedding / input projection width."),
-        hidden: int = typer.Option(64, "--hidden", help="Hidden size."),
-        layers: int = typer.Option(1, "--layers", help="Recurrent layers."),
+        hidden_size: int = typer.Option(64, "--hidden-size", "--hidden", help="Hidden size."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Recurrent layers."),
         bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions."),
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
         pool: str = typer.Option("last", "--pool", help="last | mean | max over the valid steps."),
@@ -129,7 +129,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 value_cols=split_list(value_cols), id_col=id_col, feature_cols=split_list(feature_cols),
                 time_col=time_col, missing=missing, encoding=encoding,
                 level=level, min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim,
-                hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
+                hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
                 batch_size=batch_size, valid_frac=valid_frac, scale=not no_scale, seed=data_seed,
                 init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs,
                 cell_options=cell_options_from_flags(cell_option), dataset=dataset, dataset_size=dataset_size,

@@ -19,8 +19,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         probe: str = typer.Option("checksum", "--probe", help="checksum | distractor | segments | adding | copy"),
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
         length: int = typer.Option(50, "--length", help="The probe's length T."),
-        hidden: int = typer.Option(32, "--hidden"),
-        layers: int = typer.Option(1, "--layers"),
+        hidden_size: int = typer.Option(64, "--hidden-size", "--hidden", help="Hidden units."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Recurrent layers."),
         batch_size: int = typer.Option(64, "--batch-size"),
         steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", help="Batches per epoch (evaluation pace)."),
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM f / GRU z gate bias at init."),
@@ -33,12 +33,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         def config() -> ProbeConfig:
             return ProbeConfig(
-                probe=probe, cell=cell, length=length, hidden_size=hidden, num_layers=layers, batch_size=batch_size,
+                probe=probe, cell=cell, length=length, hidden_size=hidden_size, num_layers=num_layers, batch_size=batch_size,
                 steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
                 cell_options=cell_options_from_flags(cell_option))
 
         run.start(lambda: ProbeTask(config()), "probe", lambda: ProbeTask(config()).config_dict(),
-                  {"hidden": "hidden_size", "layers": "num_layers", "data_seed": "seed", "cell_option": "cell_options"})
+                  {"data_seed": "seed", "cell_option": "cell_options"})
 
     @app.command("demo")
     def demo(
@@ -67,7 +67,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
         length: int = typer.Option(50, "--length", help="The probe's length T."),
         steps: int = typer.Option(400, "--steps", help="Training steps."),
-        hidden: int = typer.Option(32, "--hidden", help="Hidden size."),
+        hidden_size: int = typer.Option(32, "--hidden-size", "--hidden", help="Hidden size."),
         seed: int = typer.Option(0, "--seed"),
         lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM forget / GRU update gate "
@@ -84,7 +84,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         options = cell_options_from_flags(cell_option)
         if memory_bias is None and not sets_memory_gate_bias(options):
             memory_bias = 4.0   # the demo's init, unless a cell option sets that bias itself
-        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden, seed=seed, lr=lr,
+        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden_size, seed=seed, lr=lr,
                       memory_bias=memory_bias, cell_options=options)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))

@@ -16,8 +16,7 @@ from rnnlab.errors import ConfigError, expected
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
-CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "hidden": "hidden_size", "layers": "num_layers",
-               "data_seed": "seed", "cell_option": "cell_options"}
+CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "data_seed": "seed", "cell_option": "cell_options"}
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
@@ -58,8 +57,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
-        hidden: int = typer.Option(64, "--hidden"),
-        layers: int = typer.Option(1, "--layers"),
+        hidden_size: int = typer.Option(64, "--hidden-size", "--hidden"),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers"),
         dropout: float = typer.Option(0.0, "--dropout"),
         batch_size: int = typer.Option(32, "--batch-size"),
         stride: int = typer.Option(1, "--stride", help="Step between training windows."),
@@ -76,7 +75,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 data=str(csv) if csv else "", format=fmt, time_col=time_col, targets=split_list(target),
                 covariates=split_list(covariates), missing=missing, encoding=encoding, context=context,
                 horizon=horizon, season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
-                quantiles=_floats(quantiles), cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout,
+                quantiles=_floats(quantiles), cell=cell, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
 
         def build() -> ForecastTask:

@@ -33,11 +33,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         preprocess: str = typer.Option("none", "--preprocess", help="none | d2l (lower-case letters and spaces)."),
         split: str = typer.Option("0.9,0.05,0.05", "--split", help="train,valid,test fractions when the corpus has no split."),
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru."),
-        hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer."),
-        layers: int = typer.Option(1, "--layers", help="Stacked recurrent layers."),
+        hidden_size: int = typer.Option(256, "--hidden-size", "--hidden", help="Hidden units per layer."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Stacked recurrent layers."),
         embed: Optional[int] = typer.Option(None, "--embed", help="Embedding size; 0 = one-hot (default: one-hot for char, 200 for word)."),
         dropout: float = typer.Option(0.0, "--dropout", help="Dropout on embeddings, between layers, before the decoder."),
-        tied: bool = typer.Option(False, "--tied", help="Tie decoder and embedding weights (needs --embed = --hidden)."),
+        tied: bool = typer.Option(False, "--tied", help="Tie decoder and embedding weights (needs --embed = --hidden-size)."),
         bptt: int = typer.Option(35, "--bptt", help="Truncated-BPTT length."),
         batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
         eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),
@@ -61,7 +61,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return dict(
                 text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
                 encoding=encoding, level=level, min_freq=min_freq, split=list(_fractions(split)), preprocess=preprocess,
-                cell=cell, hidden_size=hidden, num_layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
+                cell=cell, hidden_size=hidden_size, num_layers=num_layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
                 cell_options=cell_options_from_flags(cell_option),
             )
@@ -69,7 +69,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def build() -> LMTask:  # every data error is raised here, before any model is built
             return LMTask(config())
 
-        result = run.start(build, "lm", config, {"hidden": "hidden_size", "layers": "num_layers", "cell_option": "cell_options"}, LMTask.data_keys, **defaults)
+        result = run.start(build, "lm", config, {"cell_option": "cell_options"}, LMTask.data_keys, **defaults)
         if not given.get("quiet"):
             _print_summary(result.run_dir)
 

@@ -42,7 +42,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("speech")
     @with_train_options
     def train_speech(
-        dataset: Optional[str] = typer.Option(None, "--dataset", help="fsdd (the Free Spoken Digit Dataset)."),
+        dataset: str = typer.Option("fsdd", "--dataset", help="fsdd (the Free Spoken Digit Dataset; none with --audio-dir)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="With --dataset: a local copy (default: the user cache, fetched if missing)."),
         audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Your recordings: {label}_{speaker}_{take}.wav, or labels from --labels."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="With --audio-dir: a CSV with columns file,label[,speaker,take]."),
@@ -54,8 +54,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         deltas: int = typer.Option(2, "--deltas", help="0 | 1 | 2: add deltas and delta-deltas."),
         normalize: str = typer.Option("running", "--normalize", help="running (causal, streams) | utterance | none."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
-        hidden: int = typer.Option(128, "--hidden", help="Hidden size."),
-        layers: int = typer.Option(2, "--layers", help="Recurrent layers."),
+        hidden_size: int = typer.Option(128, "--hidden-size", "--hidden", help="Hidden size."),
+        num_layers: int = typer.Option(2, "--num-layers", "--layers", help="Recurrent layers."),
         bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions (cannot stream)."),
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
         batch_size: int = typer.Option(32, "--batch-size"),
@@ -83,10 +83,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         def build() -> SpeechTask:
             config = SpeechConfig(
-                mode=mode, dataset=dataset or "", data_dir=str(data_dir) if data_dir else "",
+                mode=mode, dataset="" if audio_dir is not None and "dataset" not in run.explicit else dataset, data_dir=str(data_dir) if data_dir else "",
                 audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
-                features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden,
-                num_layers=layers, bidirectional=bidirectional, dropout=dropout, batch_size=batch_size,
+                features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden_size,
+                num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_size=batch_size,
                 valid_frac=valid_frac, seed=data_seed, time_masks=time_masks, time_mask_frames=time_mask_frames,
                 freq_masks=freq_masks, freq_mask_bands=freq_mask_bands, gain_db=gain_db, noise_snr_db=noise_snr_db,
                 speed=speed, train_strings=train_strings, valid_strings=valid_strings, test_strings=test_strings,
