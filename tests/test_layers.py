@@ -60,3 +60,12 @@ def test_import_graph_sees_a_cycle_and_an_upward_import(tmp_path):
     assert figures["local_without_reason"] == ["rnnlab/data/a.py:2 rnnlab.tasks.b.g"]
     (pkg / "data" / "a.py").write_text("def f():\n    from rnnlab.tasks.b import g  # lazy: a reason\n")
     assert _import_graph().measure(tmp_path)["local_without_reason"] == []
+
+
+def test_the_architecture_page_lists_the_contract_layers():
+    """docs/architecture.md's layer list is the contract's, top to bottom."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```text\n", 1)[1].split("```", 1)[0]
+    floors = [tuple(n.strip().split(".", 1)[1] for n in line.split("   ")[0].split("|"))
+              for line in block.splitlines() if line.startswith("rnnlab.")]
+    assert floors == list(reversed(_import_graph().LAYERS))

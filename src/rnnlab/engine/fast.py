@@ -7,11 +7,11 @@ the recurrent matmul straight into the saved buffer, and fuses each step's point
 (the cell update, every hand-derived gate gradient, the masking) into one pass. The matmuls —
 each step's and the whole-sequence ones before and after the loop — go through ``gemm.h``:
 on CPUs with AVX-512, oneDNN's single-precision GEMM where the product is large enough to gain
-from it (on AMD CPUs it runs about twice as fast as the MKL GEMM behind torch.mm) and after it
+from it (on AMD CPUs it outruns the MKL GEMM behind torch.mm; benchmarks/bench_kernels.py prints both) and after it
 passed a load-time check against torch.mm; torch's BLAS on every other CPU, for smaller products
 and in double precision (:func:`gemm_status` says which and why). The saved buffers are the reference's (plus the LSTM's
 tanh(c_t), so that backward computes no transcendental; tanh is taken as 2σ(2x) − 1, which
-ATen evaluates about 3x faster), and the weight gradients are the reference's single matmuls after
+ATen evaluates faster than tanh), and the weight gradients are the reference's single matmuls after
 the loop, so the two engines agree to rounding; the tests compare them in float64 and float32.
 
 For the LSTM in single precision over whole sequences (no padding mask) there is a second loop,
