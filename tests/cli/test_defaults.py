@@ -114,3 +114,16 @@ def test_the_model_size_flags_share_one_name():
         assert "--hidden-size" in opts.get("hidden_size", ()), task
         if task != "toy":
             assert "--num-layers" in opts.get("num_layers", ()), task
+
+
+def test_probe_command_runs_one_run_of_the_demo():
+    """``rnnlab probe`` is one run of the demo: its model and training defaults are DemoConfig's."""
+    from rnnlab.suites.demo import SUITES, DemoConfig
+
+    command = typer.main.get_command(app).commands["probe"]
+    defaults = {p.name: p.default for p in command.params}
+    demo = DemoConfig()
+    assert defaults["hidden_size"] == demo.hidden_size
+    assert defaults["lr"] == demo.lr
+    assert defaults["seed"] == demo.seed
+    assert defaults["steps"] == SUITES["default"]["steps"]
