@@ -1,7 +1,7 @@
 """Spoken digits on FSDD: isolated words on the official and leave-one-speaker-out splits,
 connected digits with CTC, and streaming against offline decoding.
 
-    python benchmarks/speech_fsdd.py --data-dir ../shared/data/fsdd [--out runs/bench-speech] [--smoke]
+    python benchmarks/speech_fsdd.py --data-dir PATH/TO/fsdd [--out runs/bench-speech] [--smoke]
         [--only words|loso|ctc|stream] [--threads 2]
 
 Each part trains through ``rnnlab train speech`` (so every figure comes with the command that

@@ -1,8 +1,14 @@
 """The package's import graph, read from the code with ``ast``: cycles, upward imports, imports inside
 functions.
 
-    python tools/import_graph.py            # the three figures and the offending imports
+    python tools/import_graph.py            # the figures and the offending imports
     python tools/import_graph.py --json     # the same as JSON
+    python tools/import_graph.py --list     # also every function-local import
+
+A function-local import is allowed only with a comment on its line that says why (``# lazy:
+keeps --help fast``, ``# lazy: ...`` for a slow optional path); optional extras go through
+``rnnlab.errors.optional_module``. Their number may not grow past the ceilings in pyproject.toml
+(``[tool.rnnlab.import-graph]``); tests/test_layers.py checks both.
 
 Layers, lowest first, are the ones ``lint-imports`` enforces (``[tool.importlinter]`` in
 pyproject.toml); a module belongs to the layer of its subpackage. ``rnnlab/__init__.py`` is the
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import sys
 from collections import defaultdict
 import tomllib
@@ -29,6 +36,11 @@ def read_layers(pyproject: Path = ROOT.parent / "pyproject.toml") -> list[tuple[
     contracts = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
     layers = next(c["layers"] for c in contracts if c["type"] == "layers")
     return [tuple(name.strip().split(".", 1)[1] for name in floor.split("|")) for floor in reversed(layers)]
+
+
+def read_ceilings(pyproject: Path = ROOT.parent / "pyproject.toml") -> dict[str, int]:
+    """The most function-local imports allowed, in all and outside cli/ (``[tool.rnnlab.import-graph]``)."""
+    return tomllib.loads(pyproject.read_text())["tool"]["rnnlab"]["import-graph"]
 
 
 LAYERS = read_layers()
@@ -58,7 +70,7 @@ class Imports(ast.NodeVisitor):
     def __init__(self, module: str, is_package: bool):
         self.module, self.is_package = module, is_package
         self.depth = 0
-        self.found: list[tuple[int, list[str], bool]] = []   # (line, imported names, local)
+        self.found: list[tuple[int, int, list[str], bool]] = []   # (line, last line, imported names, local)
 
     def visit_FunctionDef(self, node):
         self.depth += 1
@@ -68,7 +80,7 @@ class Imports(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Import(self, node):
-        self.found.append((node.lineno, [a.name for a in node.names], self.depth > 0))
+        self.found.append((node.lineno, node.end_lineno, [a.name for a in node.names], self.depth > 0))
 
     def visit_ImportFrom(self, node):
         base = node.module or ""
@@ -76,7 +88,8 @@ class Imports(ast.NodeVisitor):
             pkg = self.module.split(".") if self.is_package else self.module.split(".")[:-1]
             pkg = pkg[: len(pkg) - (node.level - 1)]
             base = ".".join(pkg + ([base] if base else []))
-        self.found.append((node.lineno, [f"{base}.{a.name}" for a in node.names] + [base], self.depth > 0))
+        self.found.append((node.lineno, node.end_lineno, [f"{base}.{a.name}" for a in node.names] + [base],
+                           self.depth > 0))
 
 
 def resolve(names: list[str], modules: set[str]) -> set[str]:
@@ -132,14 +145,18 @@ def measure(root: Path = ROOT) -> dict:
     files = sorted((root / PACKAGE).rglob("*.py"))
     modules = {module_name(f, root): f for f in files}
     graph: dict[str, set[str]] = defaultdict(set)
-    upward, local = [], []
+    upward, local, unexplained = [], [], []
     for module, path in modules.items():
         visitor = Imports(module, path.name == "__init__.py")
-        visitor.visit(ast.parse(path.read_text(), str(path)))
+        text = path.read_text()
+        visitor.visit(ast.parse(text, str(path)))
+        lines = text.splitlines()
         where = path.relative_to(root).as_posix()
-        for line, names, is_local in visitor.found:
+        for line, last, names, is_local in visitor.found:
             if is_local:
                 local.append(f"{where}:{line} {names[0]}")
+                if not re.search(r"#(?!\s*noqa)", lines[last - 1]):
+                    unexplained.append(f"{where}:{line} {names[0]}")
             for target in resolve(names, set(modules)):
                 if target == module or (target != PACKAGE and module.startswith(target + ".")):
                     continue   # a subpackage's own __init__ is loaded before its modules anyway
@@ -165,6 +182,7 @@ def measure(root: Path = ROOT) -> dict:
         "cycle_members": cycles,
         "upward": upward,
         "local": local,
+        "local_without_reason": unexplained,
     }
 
 
@@ -181,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("modules", "cycles", "modules_in_cycles", "package_cycles", "upward_imports",
                 "function_local_imports", "function_local_imports_outside_cli"):
         print(f"{key:38s} {figures[key]}")
+    for edge in figures["local_without_reason"]:
+        print("local import without a reason comment:", edge)
     for cycle in figures["cycle_members"]:
         print("cycle:", " ".join(cycle))
     for edge in figures["upward"]:

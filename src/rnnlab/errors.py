@@ -11,6 +11,8 @@ non-zero; a traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import importlib
+
 
 class RnnlabError(Exception):
     """Base class of every error rnnlab raises on purpose."""
@@ -65,3 +67,13 @@ def expected(what: str, want: object, got: object) -> str:
 
 class OutputError(RnnlabError, OSError):
     """An output path that must not be written (an input, a folder, a run's own file) or a write that failed."""
+
+
+def optional_module(module: str, what: str, want: str, got: str = "it is not installed"):
+    """The module ``module`` of an optional extra (imported on first use, so that the package
+    imports without it), or one ConfigError ``<what>: expected <want>, got <got>`` saying how to
+    install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(expected(what, want, got)) from None

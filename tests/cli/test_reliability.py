@@ -256,7 +256,7 @@ def test_resume_refuses_contradicting_flags_in_one_line(lab, copy_of, capfd):
     cases = [
         (["train", "classify", "--resume", lm, "--train", lab / "cls.csv"], "expected a run of task 'classify', got a 'lm' run"),
         (["train", "lm", "--resume", lm, "--hidden", "999", "--text", lab / "other.txt"],
-         "--hidden 999 (the run has 16)"),
+         "--hidden-size 999 (the run has 16)"),
         (["train", "lm", "--resume", lm, "--lr", "0.5", "--cell", "gru"], "--cell 'gru' (the run has 'lstm'); --lr 0.5"),
         (["train", "toy", "--resume", toy, "--overwrite"], "expected it without --resume"),
         (["train", "toy", "--resume", toy, "--out", lab / "elsewhere"], "expected nothing or the --resume folder"),

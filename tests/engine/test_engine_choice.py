@@ -3,7 +3,6 @@ GEMM library's guard (gemm.h) and the prebuilt kernels' source check (kernels.py
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import torch
 
 import rnnlab
 from rnnlab import engine as eng
-from rnnlab.engine import fast
+from rnnlab.engine import dispatch, fast
 from rnnlab.engine.kernels import Kernels, source_digest
 from rnnlab.errors import ConfigError
 
@@ -37,8 +36,8 @@ def test_set_engine_rejects_unknown_names(restore_choice):
 
 def test_reference_choice_sends_auto_layers_to_the_reference_and_keeps_explicit_ones(restore_choice, monkeypatch):
     calls = []
-    ref = eng._ENGINES["reference"]
-    monkeypatch.setitem(eng._ENGINES, "reference", lambda *a, **k: calls.append(1) or ref(*a, **k))
+    ref = dispatch._ENGINES["reference"]
+    monkeypatch.setitem(dispatch._ENGINES, "reference", lambda *a, **k: calls.append(1) or ref(*a, **k))
     x = torch.randn(4, 3, 5)
     auto, explicit = rnnlab.LSTM(5, 6), rnnlab.LSTM(5, 6, engine="fast")
     explicit.load_state_dict(auto.state_dict())
@@ -65,10 +64,10 @@ def test_environment_variable_sets_the_choice_and_reference_loads_no_kernels():
 
 def test_environment_variable_with_an_unknown_name_is_one_config_error(monkeypatch):
     monkeypatch.setenv("RNNLAB_ENGINE", "turbo")
-    monkeypatch.setattr(eng, "_choice", None)
+    monkeypatch.setattr(dispatch, "_choice", None)
     with pytest.raises(ConfigError, match=r"^RNNLAB_ENGINE: expected one of auto, fast, reference, got 'turbo'$"):
         rnnlab.LSTM(3, 4)(torch.randn(2, 1, 3))
-    monkeypatch.setattr(eng, "_choice", None)     # re-read after the variable is restored
+    monkeypatch.setattr(dispatch, "_choice", None)     # re-read after the variable is restored
 
 
 def test_cli_engine_flag_sets_the_choice(restore_choice, monkeypatch, tmp_path):
@@ -150,5 +149,4 @@ def test_info_plan_prints_the_plan(capsys):
     assert main(["info", "--plan", "gru", "--hidden-size", "64", "--batch-size", "8", "--engine", "reference"]) == 0
     assert capsys.readouterr().out.strip() == str(fast.plan("gru", 8, 64, steps=35, engine="reference"))
     assert main(["info", "--plan", "lstm", "--dtype", "float64", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == dataclasses.asdict(fast.plan("lstm", 32, 256, steps=35,
-                                                                                 dtype=torch.float64))
+    assert json.loads(capsys.readouterr().out) == fast.plan("lstm", 32, 256, steps=35, dtype=torch.float64).to_dict()

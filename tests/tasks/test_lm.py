@@ -225,7 +225,7 @@ def test_unknown_dataset_name(no_model):
 
 
 @pytest.mark.parametrize("kw, word", [
-    ({"cell": "transformer"}, "--cell"), ({"level": "byte"}, "--level"), ({"hidden_size": 0}, "--hidden"), ({"layers": 0}, "--layers"),
+    ({"cell": "transformer"}, "--cell"), ({"level": "byte"}, "--level"), ({"hidden_size": 0}, "--hidden-size"), ({"layers": 0}, "--num-layers"),
     ({"dropout": 1.0}, "--dropout"), ({"tied": True, "embed": 8}, "--tied"), ({"tied": True, "embed": 0}, "--tied"),
     ({"sampling": "shuffle"}, "sampling"), ({"preprocess": "nfc"}, "preprocess"),
 ])

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -24,9 +25,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         repeats: int = typer.Option(0, "--repeats", help="Timed repeats per measurement (0: 3 quick, 15 full)."),
     ) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
-        from rich.console import Console
 
-        from rnnlab.suites.bench import BenchConfig, render_table, run_bench  # keeps --help fast
+        from rnnlab.suites.bench import BenchConfig, render_table, run_bench  # lazy: keeps --help fast
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
         cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,

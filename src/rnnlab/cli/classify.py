@@ -13,6 +13,8 @@ import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
+from rnnlab.errors import ConfigError
+from rnnlab.outputs import check_output
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -24,15 +26,13 @@ def split_list(values: Optional[List[str]]) -> list[str]:
 
 
 # ``rnnlab train classify`` flag (parameter) -> ClassifyConfig key, where the names differ.
-CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "hidden": "hidden_size", "layers": "num_layers",
-               "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale", "cell_option": "cell_options"}
+CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale",
+               "cell_option": "cell_options"}
 
 
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
     """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
     extra arguments; only the ``allowed`` names are accepted."""
-    from rnnlab.errors import ConfigError
-
     rest = list(extra)
     opts: dict[str, str] = {}
     while rest:
@@ -60,11 +60,10 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     """``rnnlab evaluate RUN [--csv FILE] [--confusion OUT.csv [--force]]`` for a classifier: scores
     beside the majority class; ``--confusion`` writes the whole confusion matrix (printed output
     summarises it by its largest cells beyond a few classes)."""
-    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # keeps --help fast
+    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--csv", "--confusion", "--force"))
     if "confusion" in opts:
-        from rnnlab.outputs import check_output
 
         check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint)
@@ -97,8 +96,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         max_len: int = typer.Option(400, "--max-len", help="Keep the first N steps of each sequence."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         embed_dim: int = typer.Option(64, "--embed", help="Embedding / input projection width."),
-        hidden: int = typer.Option(64, "--hidden", help="Hidden size."),
-        layers: int = typer.Option(1, "--layers", help="Recurrent layers."),
+        hidden_size: int = typer.Option(64, "--hidden-size", "--hidden", help="Hidden size."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Recurrent layers."),
         bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions."),
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
         pool: str = typer.Option("last", "--pool", help="last | mean | max over the valid steps."),
@@ -120,8 +119,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text, numeric sequences, or video / image sequences)."""
-        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def config() -> ClassifyConfig:
             return ClassifyConfig(
@@ -130,7 +129,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 value_cols=split_list(value_cols), id_col=id_col, feature_cols=split_list(feature_cols),
                 time_col=time_col, missing=missing, encoding=encoding,
                 level=level, min_freq=min_freq, max_len=max_len, cell=cell, embed_dim=embed_dim,
-                hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
+                hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
                 batch_size=batch_size, valid_frac=valid_frac, scale=not no_scale, seed=data_seed,
                 init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs,
                 cell_options=cell_options_from_flags(cell_option), dataset=dataset, dataset_size=dataset_size,
@@ -162,7 +161,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
-        from rnnlab.tasks.classify import predict_run  # keeps --help fast
+        from rnnlab.tasks.classify import predict_run  # lazy: keeps --help fast
 
         n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
         print(f"predict: {n} rows -> {out}")

@@ -7,11 +7,11 @@ from typing import List, Optional
 
 import typer
 
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
 from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
 
     @train_app.command("probe")
     @with_train_options
@@ -19,8 +19,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         probe: str = typer.Option("checksum", "--probe", help="checksum | distractor | segments | adding | copy"),
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
         length: int = typer.Option(50, "--length", help="The probe's length T."),
-        hidden: int = typer.Option(32, "--hidden"),
-        layers: int = typer.Option(1, "--layers"),
+        hidden_size: int = typer.Option(64, "--hidden-size", "--hidden", help="Hidden units."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Recurrent layers."),
         batch_size: int = typer.Option(64, "--batch-size"),
         steps_per_epoch: int = typer.Option(100, "--steps-per-epoch", help="Batches per epoch (evaluation pace)."),
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM f / GRU z gate bias at init."),
@@ -29,16 +29,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
-        from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # keeps --help fast
+        from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # lazy: keeps --help fast
 
         def config() -> ProbeConfig:
             return ProbeConfig(
-                probe=probe, cell=cell, length=length, hidden_size=hidden, num_layers=layers, batch_size=batch_size,
+                probe=probe, cell=cell, length=length, hidden_size=hidden_size, num_layers=num_layers, batch_size=batch_size,
                 steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
                 cell_options=cell_options_from_flags(cell_option))
 
         run.start(lambda: ProbeTask(config()), "probe", lambda: ProbeTask(config()).config_dict(),
-                  {"hidden": "hidden_size", "layers": "num_layers", "data_seed": "seed", "cell_option": "cell_options"})
+                  {"data_seed": "seed", "cell_option": "cell_options"})
 
     @app.command("demo")
     def demo(
@@ -54,7 +54,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
-        from rnnlab.suites.demo import DemoConfig, run_demo  # keeps --help fast
+        from rnnlab.suites.demo import DemoConfig, run_demo  # lazy: keeps --help fast
 
         cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,
                          threads=threads)
@@ -67,7 +67,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
         length: int = typer.Option(50, "--length", help="The probe's length T."),
         steps: int = typer.Option(400, "--steps", help="Training steps."),
-        hidden: int = typer.Option(32, "--hidden", help="Hidden size."),
+        hidden_size: int = typer.Option(32, "--hidden-size", "--hidden", help="Hidden size."),
         seed: int = typer.Option(0, "--seed"),
         lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM forget / GRU update gate "
@@ -78,13 +78,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
         """Train one cell on one probe and print its test metric against chance."""
-        from rnnlab.tasks.cell_options import sets_memory_gate_bias  # keeps --help fast
-        from rnnlab.tasks.probe import run_probe  # keeps --help fast
+        from rnnlab.tasks.cell_options import sets_memory_gate_bias  # lazy: keeps --help fast
+        from rnnlab.tasks.probe import run_probe  # lazy: keeps --help fast
 
         options = cell_options_from_flags(cell_option)
         if memory_bias is None and not sets_memory_gate_bias(options):
             memory_bias = 4.0   # the demo's init, unless a cell option sets that bias itself
-        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden, seed=seed, lr=lr,
+        r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden_size, seed=seed, lr=lr,
                       memory_bias=memory_bias, cell_options=options)
         if as_json:
             typer.echo(json.dumps(r.to_dict()))

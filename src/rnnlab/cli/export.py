@@ -18,7 +18,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Export a run's model to ONNX (dynamic batch and sequence axes); needs only the run folder.
 
         A seq2seq run is two files beside --onnx: STEM.encoder.onnx and STEM.decoder.onnx (one step)."""
-        from rnnlab.export.onnx import export_run  # keeps --help fast
+        from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
 
         path = export_run(run, onnx, checkpoint, force=force)
         typer.echo(f"wrote {path[0]} and {path[1]}" if isinstance(path, tuple) else f"wrote {path}")

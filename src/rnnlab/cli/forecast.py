@@ -12,16 +12,14 @@ import typer
 from rnnlab.cli.classify import csv_option, split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
+from rnnlab.errors import ConfigError, expected
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
-CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "hidden": "hidden_size", "layers": "num_layers",
-               "data_seed": "seed", "cell_option": "cell_options"}
+CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "data_seed": "seed", "cell_option": "cell_options"}
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
-    from rnnlab.errors import ConfigError, expected
-
     out = []
     for v in split_list(values):
         try:
@@ -33,7 +31,7 @@ def _floats(values: Optional[List[str]]) -> list[float]:
 
 def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
-    from rnnlab.tasks.forecast import evaluate_run  # keeps --help fast
+    from rnnlab.tasks.forecast import evaluate_run  # lazy: keeps --help fast
 
     return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
 
@@ -59,8 +57,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
-        hidden: int = typer.Option(64, "--hidden"),
-        layers: int = typer.Option(1, "--layers"),
+        hidden_size: int = typer.Option(64, "--hidden-size", "--hidden"),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers"),
         dropout: float = typer.Option(0.0, "--dropout"),
         batch_size: int = typer.Option(32, "--batch-size"),
         stride: int = typer.Option(1, "--stride", help="Step between training windows."),
@@ -69,15 +67,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
-        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, format_scores  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def config() -> ForecastConfig:
             return ForecastConfig(
                 data=str(csv) if csv else "", format=fmt, time_col=time_col, targets=split_list(target),
                 covariates=split_list(covariates), missing=missing, encoding=encoding, context=context,
                 horizon=horizon, season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
-                quantiles=_floats(quantiles), cell=cell, hidden_size=hidden, num_layers=layers, dropout=dropout,
+                quantiles=_floats(quantiles), cell=cell, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
 
         def build() -> ForecastTask:
@@ -105,7 +103,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Forecast the next steps after the end of a file."""
-        from rnnlab.tasks.forecast import forecast_run  # keeps --help fast
+        from rnnlab.tasks.forecast import forecast_run  # lazy: keeps --help fast
 
         rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
         print(f"forecast: {len(rows)} steps -> {out}")
@@ -122,7 +120,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Walk-forward evaluation over the last K windows, beside the naive baselines."""
-        from rnnlab.tasks.forecast import backtest_run, format_scores  # keeps --help fast
+        from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
         bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing, encoding)
         print(format_scores(bt))

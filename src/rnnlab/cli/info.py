@@ -8,7 +8,12 @@ import json
 import os
 import platform
 
+from typing import List, Optional
+
 import typer
+
+from rnnlab.cli.train import cell_option_flag, cell_options_from_flags
+from rnnlab.errors import ConfigError
 
 
 def _version(dist: str) -> str | None:
@@ -20,10 +25,10 @@ def _version(dist: str) -> str | None:
 
 def collect(build: bool = True) -> dict:
     """Versions and capabilities; ``build=False`` skips compiling the C++ kernels if not yet built."""
-    import torch
+    import torch   # lazy: keeps --help fast
 
-    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice
-    from rnnlab.nn import _stream_kernels
+    from rnnlab.engine import engine_choice_source, engine_names, fast, get_engine_choice  # lazy: keeps --help fast
+    from rnnlab.nn import _stream_kernels  # lazy: keeps --help fast
 
     choice = get_engine_choice()
     if build and choice != "reference":
@@ -66,23 +71,22 @@ def collect(build: bool = True) -> dict:
     }
 
 
-def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, as_json: bool) -> None:
-    import dataclasses
+def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, padded: bool,
+                options: dict, as_json: bool) -> None:
+    import torch  # lazy: keeps --help fast
 
-    import torch
-
-    from rnnlab.engine import ENGINE_CHOICES, fast
-    from rnnlab.errors import ConfigError
+    from rnnlab.nn import GRU, LSTM, RNN  # lazy: keeps --help fast
 
     modes = {"rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
     if cell not in modes:
         raise ConfigError(f"--plan: expected one of rnn, rnn_relu, lstm, gru, got {cell!r}")
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype: expected float32 or float64, got {dtype!r}")
-    if engine not in ENGINE_CHOICES:
-        raise ConfigError(f"--engine: expected one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
-    p = fast.plan(modes[cell], batch, hidden, steps=steps, dtype=getattr(torch, dtype), engine=engine)
-    print(json.dumps(dataclasses.asdict(p)) if as_json else str(p))
+    mode = modes[cell]
+    make = {"lstm": LSTM, "gru": GRU}.get(mode) or (lambda *a, **k: RNN(*a, nonlinearity=mode[4:], **k))
+    layer = make(1, hidden, engine=engine, dtype=getattr(torch, dtype), **options)   # checks the options
+    p = layer.plan(batch, steps, masked=padded)
+    print(json.dumps(p.to_dict()) if as_json else str(p))
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -97,11 +101,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="With --plan: sequences per batch."),
         steps: int = typer.Option(35, "--steps", help="With --plan: time steps."),
         dtype: str = typer.Option("float32", "--dtype", help="With --plan: float32 | float64."),
-        engine: str = typer.Option("auto", "--engine", help="With --plan: auto | fast | reference."),
+        engine: str = typer.Option("auto", "--engine", help="With --plan: auto | fast | reference | checkpoint."),
+        padded: bool = typer.Option(False, "--padded", help="With --plan: a padded batch (unequal lengths)."),
+        cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
         """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
         if plan is not None:
-            _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, as_json)
+            _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, padded,
+                        cell_options_from_flags(cell_option), as_json)
             return
         rec = collect(build=not no_build)
         if as_json:

@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -32,11 +33,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         preprocess: str = typer.Option("none", "--preprocess", help="none | d2l (lower-case letters and spaces)."),
         split: str = typer.Option("0.9,0.05,0.05", "--split", help="train,valid,test fractions when the corpus has no split."),
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru."),
-        hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer."),
-        layers: int = typer.Option(1, "--layers", help="Stacked recurrent layers."),
+        hidden_size: int = typer.Option(256, "--hidden-size", "--hidden", help="Hidden units per layer."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Stacked recurrent layers."),
         embed: Optional[int] = typer.Option(None, "--embed", help="Embedding size; 0 = one-hot (default: one-hot for char, 200 for word)."),
         dropout: float = typer.Option(0.0, "--dropout", help="Dropout on embeddings, between layers, before the decoder."),
-        tied: bool = typer.Option(False, "--tied", help="Tie decoder and embedding weights (needs --embed = --hidden)."),
+        tied: bool = typer.Option(False, "--tied", help="Tie decoder and embedding weights (needs --embed = --hidden-size)."),
         bptt: int = typer.Option(35, "--bptt", help="Truncated-BPTT length."),
         batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
         eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),
@@ -49,7 +50,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         Defaults of the common flags for language models: SGD, --lr 1, --clip 1 (d2l's setting).
         A --max-time or --max-epochs budget on its own is not cut short by the default 1000 steps.
         """
-        from rnnlab.tasks.lm import LMTask  # keeps --help fast
+        from rnnlab.tasks.lm import LMTask  # lazy: keeps --help fast
 
         given = run.given
         defaults: dict = dict(LMTask.train_defaults)
@@ -60,7 +61,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return dict(
                 text=str(text) if text else None, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
                 encoding=encoding, level=level, min_freq=min_freq, split=list(_fractions(split)), preprocess=preprocess,
-                cell=cell, hidden_size=hidden, num_layers=layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
+                cell=cell, hidden_size=hidden_size, num_layers=num_layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
                 cell_options=cell_options_from_flags(cell_option),
             )
@@ -68,7 +69,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def build() -> LMTask:  # every data error is raised here, before any model is built
             return LMTask(config())
 
-        result = run.start(build, "lm", config, {"hidden": "hidden_size", "layers": "num_layers", "cell_option": "cell_options"}, LMTask.data_keys, **defaults)
+        result = run.start(build, "lm", config, {"cell_option": "cell_options"}, LMTask.data_keys, **defaults)
         if not given.get("quiet"):
             _print_summary(result.run_dir)
 
@@ -83,7 +84,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
     ) -> None:
         """Sample text from a trained language model, printed as it is produced."""
-        from rnnlab.tasks.lm import generate_from_run, read_lm_run  # keeps --help fast
+        from rnnlab.tasks.lm import generate_from_run, read_lm_run  # lazy: keeps --help fast
 
         stream = generate_from_run(run, prime, length, temperature, top_k, seed, checkpoint)
         out = sys.stdout
@@ -99,8 +100,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
     """``rnnlab evaluate RUN [--split S] [--text FILE [--encoding E]]`` for a language-model run."""
-    from rnnlab.errors import ConfigError, expected
-    from rnnlab.tasks.lm import evaluate_run  # keeps --help fast
+    from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
     opts: dict[str, str] = {}
     args = list(extra)
@@ -118,7 +118,7 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
 
 
 def _print_summary(run_dir: Path) -> None:
-    from rnnlab.tasks.lm import summarize_run  # keeps --help fast
+    from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
 
     s = summarize_run(run_dir)
     parts = []
@@ -133,8 +133,6 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
-    from rnnlab.errors import ConfigError, expected
-
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:

@@ -16,6 +16,7 @@ module level, so that ``rnnlab --help`` answers without loading them.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import os
 import sys
@@ -91,8 +92,6 @@ def log_dir() -> Path:
 def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
     """Write the command line and ``exc``'s traceback to a new file in :func:`log_dir`; None
     when no file can be written there (the caller then says so)."""
-    import datetime  # keeps --help fast
-
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     text = (f"rnnlab {' '.join(argv)}\n"
             f"python {sys.version.split()[0]}, typer {getattr(typer, '__version__', '?')}\n\n"

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
+from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.outputs import check_output
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -39,11 +42,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         valid_frac: float = typer.Option(0.1, "--valid-frac", help="Held out of --train when no --valid."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         embed: int = typer.Option(64, "--embed", help="Embedding size."),
-        hidden: int = typer.Option(128, "--hidden", help="Hidden size (split between directions when bidirectional)."),
-        layers: int = typer.Option(1, "--layers", help="Recurrent layers of encoder and decoder."),
+        hidden_size: int = typer.Option(128, "--hidden-size", "--hidden", help="Hidden size (split between directions when bidirectional)."),
+        num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Recurrent layers of encoder and decoder."),
         bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="Encoder reads both directions."),
         attention: str = typer.Option("general", "--attention", help="none | additive | general | dot."),
-        attention_size: int = typer.Option(0, "--attention-size", help="Additive attention's inner size (0 = --hidden)."),
+        attention_size: int = typer.Option(0, "--attention-size", help="Additive attention's inner size (0 = --hidden-size)."),
         no_input_feeding: bool = typer.Option(False, "--no-input-feeding", help="Decoder input without the previous attentional vector."),
         dropout: float = typer.Option(0.1, "--dropout", help="On embeddings, between layers and before the output layer."),
         tied: bool = typer.Option(False, "--tied", help="Tie the decoder's embedding and output weights."),
@@ -56,8 +59,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train an encoder-decoder with attention on source/target pairs."""
-        from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def build() -> Seq2SeqTask:  # every data error is raised here, before any model is built
             return Seq2SeqTask(Seq2SeqConfig(
@@ -66,7 +69,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 target_col=target_col, header=not no_header, source_tokens=source_tokens, target_tokens=target_tokens,
                 shared_vocab=shared_vocab, min_freq=min_freq, subword_vocab_size=subword_vocab_size,
                 max_source_len=max_source_len, max_target_len=max_target_len, valid_frac=valid_frac, cell=cell,
-                embedding_size=embed, hidden_size=hidden, num_layers=layers, bidirectional=bidirectional,
+                embedding_size=embed, hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                 attention=attention, attention_size=attention_size, input_feeding=not no_input_feeding,
                 dropout=dropout, tie_embeddings=tied, cell_options=cell_options_from_flags(cell_option),
                 label_smoothing=label_smoothing, scheduled_sampling=scheduled_sampling, batch_size=batch_size,
@@ -101,11 +104,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         if png is not None and not show_attention:
             raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
-        from collections import Counter
-
-        from rnnlab.errors import ConfigError, DataError, expected  # keeps --help fast
-        from rnnlab.outputs import check_output  # keeps --help fast
-        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary, write_attention_png  # keeps --help fast
+        from rnnlab.tasks.seq2seq import (  # lazy: keeps --help fast
+            attention_text, load_seq2seq_run, unknown_summary, write_attention_png,
+        )
 
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))

@@ -13,13 +13,13 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.errors import ConfigError
 
 
 def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--split test]`` for a speech run: loss and accuracy (words) or DER and
     string accuracy (ctc, greedy and prefix beam), and accuracy per speaker."""
-    from rnnlab.errors import ConfigError
-    from rnnlab.tasks.speech import load_speech_run  # keeps --help fast
+    from rnnlab.tasks.speech import load_speech_run  # lazy: keeps --help fast
 
     if extra:
         raise ConfigError(f"evaluate: expected no extra options for a speech run, got {extra}")
@@ -42,7 +42,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("speech")
     @with_train_options
     def train_speech(
-        dataset: Optional[str] = typer.Option(None, "--dataset", help="fsdd (the Free Spoken Digit Dataset)."),
+        dataset: str = typer.Option("fsdd", "--dataset", help="fsdd (the Free Spoken Digit Dataset; none with --audio-dir)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="With --dataset: a local copy (default: the user cache, fetched if missing)."),
         audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Your recordings: {label}_{speaker}_{take}.wav, or labels from --labels."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="With --audio-dir: a CSV with columns file,label[,speaker,take]."),
@@ -54,8 +54,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         deltas: int = typer.Option(2, "--deltas", help="0 | 1 | 2: add deltas and delta-deltas."),
         normalize: str = typer.Option("running", "--normalize", help="running (causal, streams) | utterance | none."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
-        hidden: int = typer.Option(128, "--hidden", help="Hidden size."),
-        layers: int = typer.Option(2, "--layers", help="Recurrent layers."),
+        hidden_size: int = typer.Option(128, "--hidden-size", "--hidden", help="Hidden size."),
+        num_layers: int = typer.Option(2, "--num-layers", "--layers", help="Recurrent layers."),
         bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions (cannot stream)."),
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
         batch_size: int = typer.Option(32, "--batch-size"),
@@ -78,15 +78,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
-        from rnnlab.tasks.speech import SpeechConfig, SpeechTask  # keeps --help fast
-        from rnnlab.train import load_run  # keeps --help fast
+        from rnnlab.tasks.speech import SpeechConfig, SpeechTask  # lazy: keeps --help fast
+        from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def build() -> SpeechTask:
             config = SpeechConfig(
-                mode=mode, dataset=dataset or "", data_dir=str(data_dir) if data_dir else "",
+                mode=mode, dataset="" if audio_dir is not None and "dataset" not in run.explicit else dataset, data_dir=str(data_dir) if data_dir else "",
                 audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
-                features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden,
-                num_layers=layers, bidirectional=bidirectional, dropout=dropout, batch_size=batch_size,
+                features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden_size,
+                num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_size=batch_size,
                 valid_frac=valid_frac, seed=data_seed, time_masks=time_masks, time_mask_frames=time_mask_frames,
                 freq_masks=freq_masks, freq_mask_bands=freq_mask_bands, gain_db=gain_db, noise_snr_db=noise_snr_db,
                 speed=speed, train_strings=train_strings, valid_strings=valid_strings, test_strings=test_strings,
@@ -120,9 +120,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
     ) -> None:
         """Print what a speech run hears in each audio file."""
-        import torch  # keeps --help fast
+        import torch  # lazy: keeps --help fast
 
-        from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # keeps --help fast
+        from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast
 
         torch.set_num_threads(max(1, threads))
         task, model = load_speech_run(run_dir, checkpoint)

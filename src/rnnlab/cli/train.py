@@ -81,7 +81,7 @@ class TrainArgs:
 
     def config(self, **task_defaults: Any):
         """A TrainConfig: TrainConfig's defaults, then the task's defaults, then the flags."""
-        from rnnlab.train import TrainConfig  # keeps --help fast
+        from rnnlab.train import TrainConfig  # lazy: keeps --help fast
 
         return TrainConfig.from_dict({**TrainConfig().to_dict(), **task_defaults, **self.given})
 
@@ -95,7 +95,7 @@ class TrainArgs:
         differ; the flags given on the command line are checked against the run's config.
         ``path_keys`` name the config keys that are data paths (compared by content, not name).
         """
-        from rnnlab.train import fit, new_run_dir, resume  # keeps --help fast
+        from rnnlab.train import fit, new_run_dir, resume  # lazy: keeps --help fast
 
         if self.resume_run is not None:
             if self.overwrite:
@@ -113,10 +113,9 @@ class TrainArgs:
                      keys: dict[str, str], path_keys: tuple[str, ...]) -> dict[str, str]:
         """One ConfigError listing every flag that contradicts the run; returns the data paths given
         (a moved data file is accepted when its content is the run's, checked by checksum)."""
-        import os
 
-        from rnnlab.train.config import RESUME_MUTABLE
-        from rnnlab.train.rundir import read_run_config, resolve_data_paths
+        from rnnlab.train.config import RESUME_MUTABLE  # lazy: keeps --help fast
+        from rnnlab.train.rundir import read_run_config, resolve_data_paths  # lazy: keeps --help fast
 
         run = self.resume_run
         saved = read_run_config(run)
@@ -185,7 +184,7 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         out, resume_run, overwrite = flags.pop("out"), flags.pop("resume_run"), flags.pop("overwrite")
         engine = flags.pop("engine")
         if engine is not None:
-            from rnnlab.engine import ENGINE_ENV, set_engine
+            from rnnlab.engine import ENGINE_ENV, set_engine  # lazy: keeps --help fast
 
             set_engine(engine)                  # ConfigError (one line) on an unknown name
             os.environ[ENGINE_ENV] = engine     # and for worker processes (DDP, data loaders)
@@ -251,7 +250,7 @@ def cell_option_flag() -> Any:
 def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
     """Repeated ``--cell-option KEY=VALUE`` -> a dict, values read by the key's type (the task
     config then checks it against the cell)."""
-    from rnnlab.tasks.cell_options import parse_cell_option_flags  # keeps --help fast
+    from rnnlab.tasks.cell_options import parse_cell_option_flags  # lazy: keeps --help fast
 
     return parse_cell_option_flags(values)
 
@@ -269,8 +268,8 @@ def register_evaluator(task_name: str, fn: Evaluator) -> None:
 
 
 def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
-    from rnnlab.train import evaluate_run, read_run_config  # keeps --help fast
-    from rnnlab.train.rundir import verify_data_files  # keeps --help fast
+    from rnnlab.train import evaluate_run, read_run_config  # lazy: keeps --help fast
+    from rnnlab.train.rundir import verify_data_files  # lazy: keeps --help fast
 
     saved = read_run_config(run_dir)
     name = saved["task"]
@@ -294,7 +293,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """A tiny regression task (next value of noisy sines) for smoke tests of the training core."""
-        from rnnlab.tasks.toy import ToyConfig, ToyTask  # keeps --help fast
+        from rnnlab.tasks.toy import ToyConfig, ToyTask  # lazy: keeps --help fast
 
         cfg = ToyConfig(cell=cell, hidden_size=hidden_size, streams=streams, dropout=dropout)
         run.start(lambda: ToyTask(cfg), "toy", lambda: ToyTask(cfg).config_dict(), max_steps=200, eval_every=20)

@@ -21,7 +21,6 @@ frames, non-finite samples in a float file.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import ConfigError, DataError, expected, optional_module
 
 # Extensions a folder scan picks up; any format libsndfile knows is readable by path.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -45,11 +44,7 @@ _UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
 
 def _optional(module: str, what: str):
     """The optional package ``module`` of the ``audio`` extra, or one ConfigError saying how to get it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError(expected(what, f"the {module!r} package (pip install 'rnnlab[audio]')",
-                                   "it is not installed")) from None
+    return optional_module(module, what, f"the {module!r} package (pip install 'rnnlab[audio]')")
 
 
 def _soundfile():

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data.tables import LabelMap, _finish_labels, read_table
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import ConfigError, DataError, expected, optional_module
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -90,8 +90,13 @@ def _image_array(img: Any) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
+def _pil_image():
+    """Pillow's Image module (the video extra)."""
+    return optional_module("PIL.Image", "image frames", "Pillow installed (pip install rnnlab[video])", "ImportError")
+
+
 def _read_folder(path: str) -> np.ndarray:
-    from PIL import Image
+    Image = _pil_image()
 
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
     if not names:
@@ -112,11 +117,7 @@ def _read_folder(path: str) -> np.ndarray:
 
 
 def _read_video(path: str) -> np.ndarray:
-    try:
-        import av
-    except ImportError:
-        raise ConfigError(expected(f"{path}: a video reader", "PyAV installed (pip install rnnlab[video])",
-                                   "ImportError")) from None
+    av = optional_module("av", f"{path}: a video reader", "PyAV installed (pip install rnnlab[video])", "ImportError")
     try:
         with av.open(path) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
@@ -158,7 +159,7 @@ def sample_frames(clip: np.ndarray, n: int) -> np.ndarray:
 
 def resize_frames(clip: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Every frame resized to (H, W) with Pillow's bilinear filter."""
-    from PIL import Image
+    Image = _pil_image()
 
     h, w = size
     if clip.shape[1:3] == (h, w):
@@ -231,12 +232,9 @@ _POOLS = {"train": (0.0, 0.6), "valid": (0.6, 0.8), "test": (0.8, 1.0)}
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 digits (1797 images, no download) as uint8 0-255 and labels."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ConfigError(expected("data set 'moving-digits'", "scikit-learn installed (pip install rnnlab[video])",
-                                   "ImportError")) from None
-    d = load_digits()
+    datasets = optional_module("sklearn.datasets", "data set 'moving-digits'",
+                               "scikit-learn installed (pip install rnnlab[video])", "ImportError")
+    d = datasets.load_digits()
     return np.rint(d.images * (255 / 16)).astype(np.uint8), d.target.astype(np.int64)
 
 

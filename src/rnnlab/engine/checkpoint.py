@@ -22,14 +22,9 @@ from torch import Tensor
 
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
-from rnnlab.engine.scan import ScanTag
+from rnnlab.engine.dispatch import get_engine
+from rnnlab.engine.scan import ScanTag, autodiff_backward
 from rnnlab.errors import ConfigError
-
-
-def _inner(name: str):
-    from rnnlab.engine import get_engine
-
-    return get_engine(name)
 
 
 class _Collect:
@@ -55,7 +50,7 @@ def _bounds(T: int, segment: int) -> list[tuple[int, int]]:
 class _Checkpointed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mode, tag, segment, inner, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
-        run = _inner(inner)
+        run = get_engine(inner)
         T = x.shape[0]
         is_lstm = mode == "lstm"
         starts = []                                           # the state entering each segment
@@ -84,13 +79,11 @@ class _Checkpointed(torch.autograd.Function):
     def backward(ctx, d_out, dh, dc=None):
         x, mask, w_ih, w_hh, b_ih, b_hh, w_hr = ctx.saved_tensors
         if backward_needs_autodiff(d_out, dh, dc):
-            from rnnlab.engine.scan import autodiff_backward
-
             h0, c0 = ctx.starts[0]                            # the inputs themselves
             n = ctx.needs_input_grad
             return (None, None, None, None) + autodiff_backward(
                 ctx.mode, n[4:], (d_out, dh, dc), x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-        mode, tag, run = ctx.mode, ctx.tag, _inner(ctx.inner)
+        mode, tag, run = ctx.mode, ctx.tag, get_engine(ctx.inner)
         is_lstm = mode == "lstm"
         need = ctx.needs_input_grad
         weights = [w_ih, w_hh, b_ih, b_hh, w_hr]

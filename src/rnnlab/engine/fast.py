@@ -7,11 +7,11 @@ the recurrent matmul straight into the saved buffer, and fuses each step's point
 (the cell update, every hand-derived gate gradient, the masking) into one pass. The matmuls —
 each step's and the whole-sequence ones before and after the loop — go through ``gemm.h``:
 on CPUs with AVX-512, oneDNN's single-precision GEMM where the product is large enough to gain
-from it (on AMD CPUs it runs about twice as fast as the MKL GEMM behind torch.mm) and after it
+from it (on AMD CPUs it outruns the MKL GEMM behind torch.mm; benchmarks/bench_kernels.py prints both) and after it
 passed a load-time check against torch.mm; torch's BLAS on every other CPU, for smaller products
 and in double precision (:func:`gemm_status` says which and why). The saved buffers are the reference's (plus the LSTM's
 tanh(c_t), so that backward computes no transcendental; tanh is taken as 2σ(2x) − 1, which
-ATen evaluates about 3x faster), and the weight gradients are the reference's single matmuls after
+ATen evaluates faster than tanh), and the weight gradients are the reference's single matmuls after
 the loop, so the two engines agree to rounding; the tests compare them in float64 and float32.
 
 For the LSTM in single precision over whole sequences (no padding mask) there is a second loop,
@@ -32,20 +32,16 @@ the reference runs instead; a missing module is logged once (logger "rnnlab") an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
-from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
+from rnnlab.engine.dispatch import Plan, plan  # noqa: F401 (re-exported: fast.plan)
+from rnnlab.engine.kernels import FAST_KERNELS as _KERNELS, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
 from rnnlab.errors import ConfigError
-
-_KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
 
 
 def available() -> bool:
@@ -121,103 +117,10 @@ def tiled_isa(batch: int = 32) -> str:
     return _KERNELS.module.tiled_isa_for(batch) if available() else ""
 
 
-def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> str:
-    """The instruction set of the LSTM's unit-major loop (lstm_tiled.h) for such a call, or ""
-    for the row-major loop: single precision, whole sequences (no padding mask), a CPU with
-    AVX-512 or AVX2+FMA, the batch rule of lstm_tiled.h's isa_for."""
-    if mode != "lstm" or dtype != torch.float32 or masked or T == 0:
-        return ""
-    return _KERNELS.module.tiled_isa_for(B)
-
-
-def _tiled(mode: str, x: Tensor, mask: Tensor | None) -> bool:
-    return bool(_tiled_isa(mode, x.dtype, mask is not None, x.shape[0], x.shape[1]))
-
-
-def _unsupported_reason(device: str, dtype: torch.dtype, has_proj: bool) -> str:
-    """Why the kernels do not run a call ("" when they do)."""
-    if has_proj:
-        return "LSTM projections (proj_size) run on the reference"
-    if device != "cpu":
-        return f"{device} tensors run on the reference"
-    if dtype not in (torch.float32, torch.float64):
-        return f"{dtype} runs on the reference"
-    if _KERNELS.get() is None:
-        return f"the kernels are not available ({_KERNELS.error})"
-    return ""
-
-
-def _supported(x: Tensor, w_hr: Tensor | None) -> bool:
-    return not _unsupported_reason(x.device.type, x.dtype, w_hr is not None)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What runs a layer's call: the engine, its time loop and where the recurrent product goes."""
-
-    engine: str         # the engine that runs it: "fast" or "reference"
-    loop: str           # "tiled avx512", "tiled avx2", "row-major" (C++), "python" (reference)
-    gemm: str           # the library of the largest products: "onednn", "blas" or "torch" (the reference's ops)
-    reason: str         # why, one line
-
-    def __str__(self) -> str:
-        return f"engine {self.engine}, loop {self.loop}, GEMM {self.gemm}: {self.reason}"
-
-
-_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-
-
-def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dtype = torch.float32,
-         device: str = "cpu", masked: bool = False, proj_size: int = 0, engine: str = "auto") -> Plan:
-    """The path ``fast_scan`` (or the engine ``engine`` resolves to) takes for one layer-direction
-    of cell ``mode`` ("lstm", "gru", "rnn_tanh", "rnn_relu") at this batch and hidden size. The
-    same predicates as the call itself; shapes, dtype and the CPU decide, never timing."""
-    from rnnlab.engine import resolve_engine
-
-    resolved = resolve_engine(engine)
-    if resolved == "reference":
-        why = "engine='reference'" if engine == "reference" else "rnnlab.set_engine / RNNLAB_ENGINE chose the reference"
-        return Plan("reference", "python", "torch", why)
-    if resolved != "fast":
-        return Plan(resolved, "python", "torch", f"engine {resolved!r} is not the fast engine")
-    why = _unsupported_reason(device, dtype, proj_size > 0)
-    if why:
-        return Plan("reference", "python", "torch", why)
-    G = _GATES[mode] * hidden
-    isa = _tiled_isa(mode, dtype, masked, steps, batch)
-    if dtype != torch.float32:
-        gemm, gemm_why = "blas", "double precision stays on BLAS"
-    else:
-        # the tiled loop's step products are its own SIMD code: its largest GEMMs are the sequence's
-        # (input projection, weight gradients); the row-major loop's are each step's
-        gemm = gemm_backend(G, steps * batch, hidden) if isa else gemm_backend(batch, hidden, G)
-        gemm_why = gemm_status()[1] if gemm == "onednn" or not gemm_status()[0] else "below oneDNN's size threshold"
-    if isa:
-        return Plan("fast", f"tiled {isa}", gemm, f"tiled loop with {isa.upper()} code: {_tiled_why(isa, batch)}; "
-                    f"its sequence GEMMs on {gemm}: {gemm_why}")
-    loop_why = (f"the {CELL_NAMES[mode]}'s C++ loop" if mode != "lstm" else
-                "float64 and padded batches take it" if dtype != torch.float32 or masked else
-                f"no tiled loop at batch {batch} here ({_tiled_why('', batch)})")
-    return Plan("fast", "row-major", gemm, f"row-major loop: {loop_why}; its step GEMM on {gemm}: {gemm_why}")
-
-
-def _tiled_why(isa: str, batch: int) -> str:
-    have = _KERNELS.module.cpu_isa()
-    choice = _KERNELS.module.tiled_choice()
-    if choice != "auto":
-        return f"forced by set_tiled({choice!r})"
-    if not isa:
-        if have not in ("avx512", "avx2"):
-            return f"the CPU has {have}, neither AVX-512 nor AVX2+FMA"
-        return "fewer than 4 sequences" if have == "avx512" else "fewer than 8 sequences without AVX-512"
-    if isa == "avx2" and have == "avx512":
-        return "8-column vectors pay at batches up to 8"
-    return f"the CPU's widest"
-
-
 class _FastScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, route, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        mode, ctx.tiled = route               # the cell, and whether the plan chose the tiled loop
         family = FAMILIES[mode]
         T, B, I = x.shape
         GH = w_ih.shape[0]
@@ -226,7 +129,6 @@ class _FastScan(torch.autograd.Function):
         if has_bias:  # as the reference: LSTM and RNN fold both biases here, the GRU only b_ih
             b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
         w_hh_c = w_hh.contiguous()
-        ctx.tiled = _tiled(mode, x, mask)
         # the inputs as given, for a differentiable (or batched) backward: saved after the buffers
         ctx.originals = (x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
         if ctx.tiled:
@@ -344,13 +246,16 @@ def fast_scan(
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
     mask: Tensor | None = None, tag: ScanTag | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``rnnlab.engine.scan`` with the loops in C++; falls back to it where unsupported."""
-    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):     # torch.func transforms, forward AD
+    """``rnnlab.engine.scan`` with the loops in C++; falls back to it where :func:`plan` says so."""
+    p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
+             masked=mask is not None, proj_size=0 if w_hr is None else w_hr.shape[0], engine="fast",
+             autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+    if p.loop == "autograd":                                           # torch.func transforms, forward AD
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
-    if not _supported(x, w_hr):
+    if p.engine == "reference":
         return reference_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
     tag = tag or ScanTag()
-    res = _FastScan.apply(mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    res = _FastScan.apply((mode, p.tiled), tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if mode == "lstm":
         return res
     out, h = res

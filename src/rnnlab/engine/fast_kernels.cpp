@@ -52,8 +52,8 @@ void row_norms(const T* v, T* out, int64_t B, int64_t H) {
 
 // ------------------------------------------------------------------------------------- LSTM
 // The row-major loop. For float32 without a mask, batches of 4 or more take the unit-major loop
-// of lstm_tiled.h instead (fast.py decides); this one serves float64, masks and small batches.
-// tanh(x) = 2σ(2x) − 1: ATen's vectorised sigmoid is about 3x faster than its tanh on CPU, so the
+// of lstm_tiled.h instead (dispatch.py's plan decides); this one serves float64, masks and small batches.
+// tanh(x) = 2σ(2x) − 1: ATen's vectorised sigmoid is faster than its tanh on CPU, so the
 // g gate and tanh(c_t) go through one sigmoid each (equal to tanh up to rounding, ~1 ulp of 1).
 // Threads split each step by batch rows: a thread owns rows [b0, b1), computes their part of the
 // recurrent matmul (one GEMM on a contiguous row block), their cell update, and in backward their

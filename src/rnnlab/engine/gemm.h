@@ -2,8 +2,8 @@
 //
 // Why: torch runs its CPU matmuls (torch.mm, at::addmm_out) on MKL, while torch.nn.LSTM runs on
 // oneDNN. On AMD processors with AVX-512, MKL takes its AVX2 code and oneDNN its AVX-512 code, so
-// oneDNN's single-precision GEMM runs about twice as fast there (benchmarks/bench_kernels.py
-// prints both rates and a step's recurrent product with each). Single-precision GEMMs of at least
+// oneDNN's single-precision GEMM runs faster there (benchmarks/bench_kernels.py prints both
+// rates and a step's recurrent product with each). Single-precision GEMMs of at least
 // kOneDnnMinMacs multiply-adds, none of whose dimensions is below kOneDnnMinDim, go to oneDNN;
 // smaller or thinner ones (where a oneDNN call's fixed cost dominates) and double precision
 // (which oneDNN does not do) stay on BLAS.

@@ -144,7 +144,7 @@ class Kernels:
         return f"rnnlab.engine._{self.name}_kernels"
 
     def _fingerprint(self) -> str:
-        import torch
+        import torch   # lazy: setup.py loads this file where torch may be missing
 
         h = hashlib.sha256(source_digest(self.source).encode())
         h.update(json.dumps([self.cflags, torch.__version__, sys.version, sys.platform]).encode())
@@ -214,7 +214,7 @@ class Kernels:
 
     def _build(self) -> ModuleType:
         """Compile the source with torch's builder (or reuse this fingerprint's earlier build)."""
-        from torch.utils import cpp_extension
+        from torch.utils import cpp_extension   # lazy: imports setuptools; only a build needs it
 
         module = self._load_cached(cpp_extension)
         if module is not None:
@@ -229,3 +229,8 @@ class Kernels:
                                         extra_cflags=self.cflags, extra_ldflags=["-fopenmp"], verbose=False)
         self._write_stamp(cpp_extension, module)
         return module
+
+
+# The two sources; the engines that run them and the dispatch (dispatch.py) share these.
+FAST_KERNELS = Kernels("fast", Path(__file__).with_name("fast_kernels.cpp"))
+VARIANT_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"))

@@ -3,8 +3,7 @@
 // Why: at the sizes people train (B = 32, H = 256), a step of the row-major loop in
 // fast_kernels.cpp is one library GEMM (32 × 256 × 1024) plus a pointwise pass in its own
 // parallel region. The library runs a product this small well below its large-matrix rate
-// (benchmarks/bench_kernels.py: 67 µs, 250 GFLOP/s, where a 2048³ one runs at 414), and the step
-// forks and joins the threads twice. Here each
+// (benchmarks/bench_kernels.py prints both), and the step forks and joins the threads twice. Here each
 // thread owns a contiguous range of hidden units for the whole sequence and computes everything
 // of its units: the four gates' recurrent products for those units (W_hh's rows, packed once
 // per call so the thread streams them from its own cache), the activations and the cell update

@@ -29,7 +29,6 @@ inputs h^in (T, B, P) with recurrent dropout, h̃ / c̃ (T, B, h) with zoneout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -37,7 +36,8 @@ from torch import Tensor
 from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
-from rnnlab.engine.kernels import Kernels
+from rnnlab.engine.dispatch import plan
+from rnnlab.engine.kernels import VARIANT_KERNELS as _KERNELS
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, wanted
 
 CELLS = {"lstm": lstm_variants, "gru": gru_variants}
@@ -287,22 +287,28 @@ def variant_scan(
     ln_gain_ih: Tensor | None = None, ln_gain_hh: Tensor | None = None,
     ln_gain_c: Tensor | None = None, ln_bias_c: Tensor | None = None, peephole: Tensor | None = None,
     rd_mask: Tensor | None = None, zoneout_h: Tensor | None = None, zoneout_c: Tensor | None = None,
-    mask: Tensor | None = None, tag: ScanTag | None = None, fast: bool = False,
+    mask: Tensor | None = None, tag: ScanTag | None = None, fast: bool = False, engine: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Run a variant cell over x (T, B, I); returns (out (T, B, h), h_T (B, h), c_T or None).
 
     rd_mask (B, h): recurrent-dropout mask, scaled; zoneout_h / zoneout_c (T, B, h) or a view
-    broadcast to it: the zoneout masks (1 = keep the previous value). ``fast``: use the C++ loop
-    where it covers the case (see ``fast_covers``). Inputs are not validated.
+    broadcast to it: the zoneout masks (1 = keep the previous value). ``engine``: the layer's
+    engine name (else ``fast`` says "fast" or "reference"); :func:`rnnlab.engine.plan` says
+    whether the C++ loop covers the case. Inputs are not validated.
     """
-    if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
-                    rd_mask, zoneout_h, zoneout_c):                  # torch.func transforms, forward AD
+    p = plan(spec.mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
+             masked=mask is not None, engine=engine or ("fast" if fast else "reference"), variant=spec.cell,
+             state_masks=rd_mask is not None or zoneout_h is not None or zoneout_c is not None,
+             recording=record.grad_recording(),
+             autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
+                                   peephole, rd_mask, zoneout_h, zoneout_c))
+    if p.loop == "autograd":                                         # torch.func transforms, forward AD
         return torch_variant_scan(spec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih=ln_gain_ih,
                                   ln_gain_hh=ln_gain_hh, ln_gain_c=ln_gain_c, ln_bias_c=ln_bias_c,
                                   peephole=peephole, rd_mask=rd_mask, zoneout_h=zoneout_h,
                                   zoneout_c=zoneout_c, mask=mask)
     tag = tag or ScanTag()
-    if fast and fast_covers(spec, x, b_ih, rd_mask, zoneout_h, zoneout_c, mask):
+    if p.loop == "variants C++":
         return _LNLSTMFast.apply(tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
     res = _VariantScan.apply(spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh,
                              ln_gain_c, ln_bias_c, peephole, rd_mask, zoneout_h, zoneout_c)
@@ -314,19 +320,8 @@ def variant_scan(
 
 # ----------------------------------------------------------------------------- fast path
 # The layer-norm LSTM's loop in C++ (variants_kernels.cpp): same equations, saved quantities and
-# backward as the Python step above, which stays the reference the tests compare it with. Used
-# when the layer asks for engine="fast" and the case is covered (layer_norm=True only: no
-# peepholes, coupling, recurrent dropout, zoneout or lengths; float32/float64 on the CPU; no
-# gradient recorder); otherwise the Python variants scan runs.
-
-_KERNELS = Kernels("variant", Path(__file__).with_name("variants_kernels.cpp"))
-
-
-def fast_covers(spec: VariantSpec, x: Tensor, b_ih, rd_mask, zoneout_h, zoneout_c, mask) -> bool:
-    return (spec.mode == "lstm" and spec.cell == lstm_variants.LSTMVariant(layer_norm=True)
-            and rd_mask is None and zoneout_h is None and zoneout_c is None and mask is None
-            and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not record.grad_recording() and _KERNELS.get() is not None)
+# backward as the Python step above, which stays the reference the tests compare it with. Where
+# it runs (layer_norm=True only, on the fast engine) is the dispatch's call (dispatch.plan).
 
 
 class _LNLSTMFast(torch.autograd.Function):

@@ -2,9 +2,9 @@
 //
 // Why: a training step allocates tens of MB of activations and gradients (the layer-norm LSTM at
 // T=100 B=64 H=128: about 80 MB), and torch's CPU allocator hands such sizes straight to the
-// system, so every step page-faults all of it in afresh. Measured on a 2-core AMD EPYC: with
-// glibc told to keep freed memory, that LSTM's forward+backward went from 48.5 to 27.7 ms. So
-// buffers come from a small per-thread pool: a buffer's memory is handed out again (as a new
+// system, so every step page-faults all of it in afresh, which costs a large share of such a
+// step (glibc told to keep freed memory instead runs it markedly faster). So buffers come from a
+// small per-thread pool: a buffer's memory is handed out again (as a new
 // tensor over it) only when no tensor but the pool's own uses it any more (autograd has released
 // the saved tensors, the user holds no output or view of it), for the same sizes and options;
 // otherwise a new one is allocated and joins the pool, which keeps the most recent few. The contents are not cleared: callers

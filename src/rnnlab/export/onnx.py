@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, optional_module
 from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
 from rnnlab.nn.layers import RecurrentBase
@@ -191,10 +191,7 @@ def _check_twin(module: nn.Module, twin: nn.Module, args: tuple) -> None:
 
 def onnx_session(path: str | Path, threads: int | None = None):
     """An ONNX Runtime CPU session (raises ConfigError if onnxruntime is not installed)."""
-    try:
-        import onnxruntime as ort   # optional: the [onnx] extra
-    except ImportError as exc:
-        raise ConfigError("onnxruntime: expected it installed (pip install rnnlab[onnx]), got ImportError") from exc
+    ort = optional_module("onnxruntime", "onnxruntime", "it installed (pip install rnnlab[onnx])", "ImportError")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads

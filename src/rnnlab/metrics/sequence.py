@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import ConfigError, DataError, expected, optional_module
 
 Tokens = Union[str, Sequence[str]]
 
@@ -111,12 +111,7 @@ def _sacrebleu_refs(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) ->
 
 
 def _sacrebleu():
-    try:
-        import sacrebleu
-    except ImportError:
-        raise ConfigError(expected("BLEU/chrF", "the sacrebleu package (pip install 'rnnlab[seq2seq]')",
-                                   "it is not installed")) from None
-    return sacrebleu
+    return optional_module("sacrebleu", "BLEU/chrF", "the sacrebleu package (pip install 'rnnlab[seq2seq]')")
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells import FAMILIES
-from rnnlab.engine import get_engine
+from rnnlab.engine import Plan, get_engine, plan
 from rnnlab.engine.scan import ScanTag
 from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
@@ -250,6 +250,14 @@ class RecurrentBase(nn.Module):
         for key, value in cell_kwargs(self.options).items():
             s += f", {key}={value!r}"
         return s
+
+    def plan(self, batch_size: int, steps: int = 1, masked: bool = False) -> Plan:
+        """The path each layer-direction's forward takes for a batch of ``batch_size`` sequences of
+        ``steps`` steps (``masked``: padded, a PackedSequence of unequal lengths), with this
+        layer's engine, dtype, device and cell options: :func:`rnnlab.engine.plan`."""
+        w = self.weight_ih_l0
+        return plan(self.mode, batch_size, self.hidden_size, steps=steps, dtype=w.dtype, device=w.device.type,
+                    masked=masked, proj_size=self.proj_size, engine=self.engine, **_variants.plan_options(self))
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnnlab.engine import fast
+from rnnlab.engine import fast, plan
 from rnnlab.errors import ConfigError, ShapeError, StateError
 from rnnlab.nn import _stream_kernels as K
 
@@ -61,11 +61,8 @@ class Stream:
             raise ConfigError("module: batch_first must be a bool")
         self.module = module
         self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
-        if use_kernels is None:           # the process-wide engine choice (rnnlab.set_engine) decides
-            from rnnlab.engine import resolve_engine
-
-            use_kernels = resolve_engine("auto") == "fast"
-        self._want_kernels = use_kernels
+        # None: the process-wide engine choice (rnnlab.set_engine) decides, as for the layers
+        self._engine = "auto" if use_kernels is None else "fast" if use_kernels else "reference"
         self._cpp = None
         self.refresh()
         self.reset()
@@ -74,6 +71,11 @@ class Stream:
     def backend(self) -> str:
         """Which step runs: "kernels" (C++, LSTM without projection), "numba" or "numpy"."""
         return "kernels" if self._cpp is not None else ("numba" if self.use_numba else "numpy")
+
+    def plan(self):
+        """The path of the step, as :func:`rnnlab.engine.plan` decides it."""
+        return plan(self.mode, 1, self.hidden_size, proj_size=self.proj_size, engine=self._engine,
+                    stream=True, numba=self.use_numba)
 
     # ------------------------------------------------------------------------ weights
     def refresh(self) -> None:
@@ -128,6 +130,8 @@ class Stream:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if "_engine" not in state:            # pickled before the engine name was kept
+            self._engine = "fast" if state.get("_want_kernels", True) else "reference"
         self._cpp = self._build_kernel_step()
         if self._cpp is not None:
             self._bind_state()
@@ -136,9 +140,7 @@ class Stream:
         """The C++ step of the fast kernels (LSTM without projection), or None where it does not
         apply or the kernels are not built. Weights go in unit-major: column 4j + k = gate k of
         unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
-        if not self._want_kernels or self.mode != "lstm" or self.proj_size:
-            return None
-        if not fast.available():
+        if self.plan().loop != "stream C++":
             return None
         m, H = self.module, self.hidden_size
         ws, bs = [], []

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from rnnlab.cells import FAMILIES
 from rnnlab.cells.gru_variants import GRUVariant
 from rnnlab.cells.lstm_variants import LSTMVariant
-from rnnlab.engine import get_engine, resolve_engine
+from rnnlab.engine import get_engine
 from rnnlab.engine.scan import ScanTag
 from rnnlab.engine.variants import VariantSpec, variant_scan
 from rnnlab.nn.options import CellOptions
@@ -118,6 +118,16 @@ def spec_for(module: nn.Module) -> VariantSpec:
     return VariantSpec("gru", GRUVariant(o.layer_norm, o.gru_reset))
 
 
+def plan_options(module: nn.Module) -> dict:
+    """What the options change for :func:`rnnlab.engine.plan`: ``variant`` (the cell's equations
+    when they differ from torch.nn's, else None) and ``state_masks`` (zoneout, or recurrent
+    dropout while training, draw masks)."""
+    o: CellOptions = module.options
+    variant = spec_for(module).cell if o.needs_variant_scan(module.mode) else None
+    masks = bool(o.zoneout or (module.mode == "lstm" and o.zoneout_c) or (o.recurrent_dropout and module.training))
+    return {"variant": variant, "state_masks": masks}
+
+
 def run_layer(
     module: nn.Module, k: int, seq: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None, mask: Tensor | None, tag: ScanTag,
@@ -153,5 +163,5 @@ def run_layer(
         ln_gain_ih=extras.get("ln_gain_ih"), ln_gain_hh=extras.get("ln_gain_hh"),
         ln_gain_c=extras.get("ln_gain_cell"), ln_bias_c=extras.get("ln_bias_cell"),
         peephole=extras.get("peephole"), rd_mask=rd, zoneout_h=zo_h, zoneout_c=zo_c, mask=mask, tag=tag,
-        fast=resolve_engine(getattr(module, "engine", "reference")) == "fast",
+        engine=getattr(module, "engine", "reference"),    # a single-step cell has none: the reference
     )

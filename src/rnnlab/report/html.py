@@ -79,7 +79,7 @@ def render_page(title: str, sections: Sequence[ReportSection], subtitle: str = "
 
 def matplotlib_agg() -> None:
     """Select the non-interactive backend (no display on servers and in CI)."""
-    import matplotlib   # on first use, like pyplot below: only pages with figures pay for it
+    import matplotlib   # lazy: only pages with figures pay for matplotlib
 
     matplotlib.use("Agg", force=True)
 
@@ -87,6 +87,6 @@ def matplotlib_agg() -> None:
 def pyplot():
     """``matplotlib.pyplot`` on the non-interactive backend."""
     matplotlib_agg()
-    import matplotlib.pyplot as plt   # slow to import (a noticeable part of a second); figures only
+    import matplotlib.pyplot as plt   # lazy: pyplot is slow to import, and only figures need it
 
     return plt

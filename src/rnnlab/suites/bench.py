@@ -25,6 +25,7 @@ Kinds of record (``--json`` writes a list of them):
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
@@ -208,7 +209,7 @@ def _bench_speed(cfg: BenchConfig, res: BenchResult, rate: float, log: Callable[
             ours, theirs = _pair(cell, I, H, cfg.engine)
             x = torch.randn(T, B, I)
             flops = step_flops(cell, T, B, I, H)
-            path = _plan(cell, B, H, T, cfg.engine)
+            path = ours.plan(B, T)        # the loop and GEMM library the layer takes at this size
             for kind, make, mult in (("forward", _forward, 1.0), ("train", _train_step, 3.0)):
                 a, b = time_pair(make(ours, x), make(theirs, x), cfg.n_repeats, warmup=1 if cfg.quick else 2)
                 res.records.append(BenchRecord(
@@ -241,13 +242,6 @@ def _bench_gradgrad(cfg: BenchConfig, res: BenchResult, log: Callable[[str], Non
         res.records.append(BenchRecord("gradgrad", cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
                                        engine=cfg.engine, note="gradient penalty: ∂‖∂L/∂x‖²/∂W"))
         log(f"gradgrad {cell:4s} T={T} B={B} I={I} H={H}: rnnlab {a * 1e3:.2f} ms, torch {b * 1e3:.2f} ms")
-
-
-def _plan(cell: str, B: int, H: int, T: int, engine: str):
-    """The path (engine, loop, GEMM) a layer of ``cell`` takes at this size (fast.plan)."""
-    if engine == "checkpoint":
-        engine = "auto"             # the checkpointed driver runs segments on the default engine
-    return fast.plan({"rnn": "rnn_tanh"}.get(cell, cell), B, H, steps=T, engine=engine)
 
 
 def _bench_variants(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
@@ -305,9 +299,7 @@ def _bench_stream(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]
 
 
 def _bench_onnx(cfg: BenchConfig, res: BenchResult, log: Callable[[str], None]) -> None:
-    try:
-        import onnxruntime  # noqa: F401  (optional: the [onnx] extra)
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:   # the onnx extra
         log("onnx: onnxruntime not installed, skipped (pip install rnnlab[onnx])")
         return
     T, B, I, H = cfg.sizes[0]

@@ -47,13 +47,16 @@ from rnnlab.data.tables import (
     load_sequences_wide,
     load_text_classification,
 )
+from rnnlab.data.frames import check_frame_shape, check_frames_config, read_examples
 from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
+from rnnlab.tasks.video import build_frame_encoder, report_sections as frame_sections
 from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
@@ -129,8 +132,6 @@ class ClassifyConfig:
               "(the language model's cell options come with its layers)", self.cell_options)
         self.cell_options = check_cell_options(self.cell_options, self.cell)
         if self.resolved_input() == "frames":
-            from rnnlab.data.frames import check_frames_config
-
             check_frames_config(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,13 +262,9 @@ def top_confusions(m: dict[str, Any], names: list[str], k: int = TOP_CONFUSIONS)
 def write_confusion(m: dict[str, Any], names: list[str], path: str, force: bool = False) -> int:
     """The whole confusion matrix as CSV: one row per non-zero cell (true, predicted, count).
     Returns the number of rows."""
-    import csv as _csv
-
-    from rnnlab.outputs import atomic_open, check_output
-
     check_output(path, (), force, flag="--confusion")
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
-        w = _csv.writer(fh)
+        w = csv.writer(fh)
         w.writerow(["true", "predicted", "count"])
         for t, p, c in sorted(m["cells"]):
             w.writerow([names[t], names[p], c])
@@ -356,8 +353,6 @@ class ClassifyTask:
     def _read(self, path: str, label_map: LabelMap | None, require_labels: bool) -> TextExamples | SequenceExamples:
         c = self.config
         if self.kind == "frames":
-            from rnnlab.data.frames import read_examples
-
             return read_examples(c, path, label_map, require_labels)
         fmt = "auto" if c.format == "ts" else c.format
         if self.kind == "text":
@@ -419,8 +414,6 @@ class ClassifyTask:
     def _encode(self, ex: TextExamples | SequenceExamples) -> _Split:
         c = self.config
         if self.kind == "frames":
-            from rnnlab.data.frames import check_frame_shape
-
             return _Split(check_frame_shape(ex, self.frame_shape), np.asarray(ex.labels, dtype=np.int64)
                           if ex.labels is not None else None, ex.lines, ex.path)
         if self.kind == "text":
@@ -507,8 +500,6 @@ class ClassifyTask:
         c = self.config
         encoder = None
         if self.kind == "frames":
-            from rnnlab.tasks.video import build_frame_encoder
-
             encoder = build_frame_encoder(c.frame_encoder, c.backbone_weights, self.frame_shape[2],
                                           self.arch["embed_dim"], c.finetune_backbone)
         model = SequenceClassifier(
@@ -596,7 +587,6 @@ class ClassifyTask:
             probs, _ = self.predict_split(model, split)
         finally:
             model.train(was)
-        from rnnlab.outputs import atomic_open
 
         names = self.label_map.names
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -623,8 +613,6 @@ class ClassifyTask:
             sections += [ReportSection(f"Test split: {s.title}", s.html)
                          for s in classification_report_sections(t, self.label_map.names, "test split")]
         if self.kind == "frames":
-            from rnnlab.tasks.video import report_sections as frame_sections
-
             sections += frame_sections(self, model)
         return sections
 
@@ -721,8 +709,6 @@ def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best", for
                 missing: str | None = None, encoding: str | None = None) -> int:
     """``rnnlab predict RUN --csv FILE --out preds.csv``: labels and class probabilities. The output
     path is checked before anything is read (see :func:`rnnlab.outputs.check_output`)."""
-    from rnnlab.outputs import check_output
-
     check_output(out, [path], force)
     task, model = load_classify_run(run_dir, checkpoint)
     return with_file_options(task, missing, encoding).predict_file(model, path, out)

@@ -39,6 +39,7 @@ from torch import nn
 
 from rnnlab.data.tables import Scaler, SeriesFrame, check_length, load_forecast_table
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
@@ -512,8 +513,6 @@ def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
 
 
 def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
-    from rnnlab.outputs import atomic_open
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -628,8 +627,6 @@ def forecast_run(run_dir: str, path: str, horizon: int, out: str, checkpoint: st
                  missing: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
     """``rnnlab forecast RUN --csv FILE --horizon H --out forecast.csv``. The output path is checked
     before anything is read (see :func:`rnnlab.outputs.check_output`)."""
-    from rnnlab.outputs import check_output
-
     check_output(out, [path], force)
     task, model = _load_forecast_run(run_dir, checkpoint)
     return _file_options(task, missing, encoding).forecast_file(model, path, horizon, out)
@@ -639,8 +636,6 @@ def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
                  checkpoint: str = "best", force: bool = False, missing: str | None = None,
                  encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab backtest RUN --csv FILE --windows K``: walk-forward scores with baselines."""
-    from rnnlab.outputs import check_output
-
     if out:
         check_output(out, [path], force)
     task, model = _load_forecast_run(run_dir, checkpoint)

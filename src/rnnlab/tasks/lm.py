@@ -119,8 +119,7 @@ class LMConfig:
         for name in ("hidden_size", "num_layers", "bptt", "batch_size", "eval_batch_size", "min_freq"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                flag = {"hidden_size": "hidden", "num_layers": "layers"}.get(name, name)
-                raise ConfigError(expected(f"--{flag.replace('_', '-')}", "an integer >= 1", v))
+                raise ConfigError(expected(f"--{name.replace('_', '-')}", "an integer >= 1", v))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(expected("--dropout", "a number in [0, 1)", self.dropout))
         embed = self.embed
@@ -129,7 +128,7 @@ class LMConfig:
         if not isinstance(embed, int) or embed < 0:
             raise ConfigError(expected("--embed", "an integer >= 0 (0 = one-hot input)", embed))
         if self.tied and embed != self.hidden_size:
-            raise ConfigError(expected("--tied", f"--embed equal to --hidden ({self.hidden_size})",
+            raise ConfigError(expected("--tied", f"--embed equal to --hidden-size ({self.hidden_size})",
                                        "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
         LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
         preprocess("", self.preprocess)  # validates the name

@@ -35,7 +35,9 @@ from torch import nn
 from rnnlab.data.pair_sets import PAIR_DATASETS, hash_split, load_pair_dataset
 from rnnlab.data.pairs import PAD_ID, SPLITS, TOKEN_KINDS, PairCodec, Pairs, pad_batch, read_pairs, target_io
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
-from rnnlab.metrics.sequence import closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate
+from rnnlab.metrics.sequence import (
+    closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate,
+)
 from rnnlab.nn.attention import ATTENTIONS
 from rnnlab.nn.decoding import Hypothesis, beam_search, greedy_decode
 from rnnlab.nn.seq2seq import EncoderDecoder

@@ -39,6 +39,7 @@ from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStre
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
 from rnnlab.data.recordings import Recording, fsdd_recordings, make_split, read_label_csv, scan_recordings
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.classify import classification_metrics
@@ -561,8 +562,6 @@ def stream_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike, c
     :class:`FeatureStream` and the recurrent stack's step path (:class:`rnnlab.nn.Stream`), greedy
     CTC on the frames so far. ``on_partial(text, seconds)`` is called when the text changes.
     Returns the final result with ``rtf`` (processing time / audio time) and the frame log-probabilities."""
-    from rnnlab.nn.stream import Stream
-
     c = task.config
     if c.bidirectional:
         raise ConfigError(expected("a model to stream", "a unidirectional one", "a bidirectional run"))

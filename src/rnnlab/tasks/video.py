@@ -23,8 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnlab.analysis.gates import GATE_NAMES
 from rnnlab.data.frames import TORCHVISION_PREFIX
-from rnnlab.errors import ConfigError, expected
+from rnnlab.engine import record_gates
+from rnnlab.errors import ConfigError, expected, optional_module
+from rnnlab.report.html import escape, figure_to_img, pyplot
+from rnnlab.train.task import ReportSection
 
 class SmallCNN(nn.Module):
     """Conv blocks (3x3 conv, batch norm, ReLU, then 2x2 max pool but after the last), then two
@@ -57,12 +61,9 @@ class SmallCNN(nn.Module):
 def torchvision_backbone(name: str, weights: str, channels: int, out_dim: int, finetune: bool) -> nn.Module:
     """A torchvision classification model with its weights file, its classifier replaced by a
     linear map to ``out_dim``; frozen unless ``finetune``."""
-    try:
-        import torchvision
-    except ImportError:
-        raise ConfigError(expected(f"frame_encoder {TORCHVISION_PREFIX}{name}",
-                                   "torchvision installed (pip install torchvision, the build matching torch)",
-                                   "ImportError")) from None
+    torchvision = optional_module("torchvision", f"frame_encoder {TORCHVISION_PREFIX}{name}",
+                                  "torchvision installed (pip install torchvision, the build matching torch)",
+                                  "ImportError")
     try:
         net = torchvision.models.get_model(name, weights=None)
     except Exception as exc:  # noqa: BLE001
@@ -133,15 +134,10 @@ def prefix_predictions(model: nn.Module, x: torch.Tensor, length: int) -> np.nda
 def report_sections(task: Any, model: nn.Module, n_clips: int = 4) -> list:
     """Frame strips of a few validation clips with the prediction after each frame, and the
     first layer's gates over the frames of one clip."""
-    from rnnlab.engine import record_gates
-    from rnnlab.report.html import escape, figure_to_img, matplotlib_agg
-    from rnnlab.train.task import ReportSection
-
     split = task.split("valid")
     names = task.label_map.names
     idx = list(range(min(n_clips, len(split.inputs))))
-    matplotlib_agg()
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     was = model.training
     model.eval()
@@ -181,8 +177,6 @@ def report_sections(task: Any, model: nn.Module, n_clips: int = 4) -> list:
             model.rnn(model.embed(x))
         recs = [r for r in rec.layers if r.layer == 0 and r.direction == 0 and r.gates]
         if recs:
-            from rnnlab.analysis.gates import GATE_NAMES
-
             gates = {g: recs[-1].gates[g][:, 0, :].T.float().numpy() for g in GATE_NAMES.get(recs[-1].cell, {})}
             if gates:
                 fig, axes = plt.subplots(1, len(gates), figsize=(3.2 * len(gates), 3.0), squeeze=False)

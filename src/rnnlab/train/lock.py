@@ -91,7 +91,7 @@ def acquire(folder: str | Path) -> None:
         f"{{holder}}; wait for it to finish or stop it, then run the command again"
     )
     if fcntl is None:  # pragma: no cover - Windows
-        import filelock
+        import filelock   # Windows only: a dependency there (pyproject), absent elsewhere
 
         handle = filelock.FileLock(str(file) + ".filelock", timeout=0)
         try:

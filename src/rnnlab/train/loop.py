@@ -191,7 +191,7 @@ def _is_rank_zero_by_env() -> bool:
 
 
 def _make_fabric(config: TrainConfig, out: Path):
-    from lightning.fabric import Fabric   # here, not above: lightning takes seconds to import, and only fit/resume use it
+    from lightning.fabric import Fabric   # lazy: lightning is slow to import, and only fit/resume use it
 
     _quiet_lightning(config.quiet)  # after the import: lightning sets its loggers' level when imported
 
@@ -202,7 +202,7 @@ def _make_fabric(config: TrainConfig, out: Path):
         num_nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // devices)
     loggers = []
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        from lightning.fabric.loggers import TensorBoardLogger   # only with the optional tensorboard package
+        from lightning.fabric.loggers import TensorBoardLogger   # lazy: as Fabric above, and only with tensorboard
 
         loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version=""))
     strategy = "ddp" if devices * num_nodes > 1 else "auto"
