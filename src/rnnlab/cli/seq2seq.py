@@ -104,9 +104,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         if png is not None and not show_attention:
             raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
-        from rnnlab.tasks.seq2seq import (  # lazy: keeps --help fast
-            attention_text, load_seq2seq_run, unknown_summary, write_attention_png,
-        )
+        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary, write_attention_png  # lazy: keeps --help fast
 
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))
