@@ -65,3 +65,8 @@ def expected(what: str, want: object, got: object) -> str:
 
 class OutputError(RnnlabError, OSError):
     """An output path that must not be written (an input, a folder, a run's own file) or a write that failed."""
+
+
+class DataWarning(UserWarning):
+    """Data changed on the way in (long sequences downsampled or cut): the CLI prints it as one
+    ``rnnlab: warning:`` line; Python code sees a warning it can filter or turn into an error."""
