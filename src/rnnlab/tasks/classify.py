@@ -1117,7 +1117,7 @@ def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = Non
     n_cls = len(task.label_map)
     rows = [{"name": "model", "acc": m["acc"], "macro_f1": m["macro_f1"]},
             {"name": "majority class", "acc": m["majority_acc"], "macro_f1": m["majority_macro_f1"]}]
-    backend = _dtw_backend() if task.kind == "numeric" and baselines else None
+    backend = None
     if task.kind == "numeric" and baselines:
         tr = task.split("train")
         if split == "valid" and ev.folds is not None:   # k-fold: out of fold, as the model is scored
@@ -1128,6 +1128,7 @@ def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = Non
         else:
             pairs = [(np.arange(len(tr.raw)), np.arange(len(ev.raw)))]
             train_raw, train_y, eval_raw = tr.raw, tr.labels, ev.raw
+        backend = _dtw_backend() if pairs else None
         for name, metric in (("1-NN Euclidean", "euclidean"), ("1-NN DTW", "dtw")):
             if not pairs or (metric == "dtw" and backend is None):
                 continue
