@@ -385,3 +385,19 @@ def test_ucr_names_resolve_in_a_data_dir(tmp_path, monkeypatch):
 def test_ucr_sets_of_the_installed_package(monkeypatch):
     monkeypatch.delenv("RNNLAB_UCR_DIR", raising=False)
     assert ucr_path("ucr:GunPoint", "train").endswith("GunPoint_TRAIN.ts")
+
+
+def test_lstm_fcn_ensemble_run_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from rnnlab.export.onnx import export_run
+    from rnnlab.train import fit, load_run
+
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=2, length=11), hidden_size=4))
+    fit(task, TrainConfig.for_task(task, max_steps=1, quiet=True, report=False), tmp_path / "run")
+    path = export_run(tmp_path / "run", tmp_path / "m.onnx")
+    task, model, _ = load_run(tmp_path / "run")
+    x, lengths = torch.randn(11, 3, 1), torch.tensor([11, 9, 11])
+    x[9:, 1] = 0.0
+    want = model.eval()(x, lengths).detach().numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"series": x.numpy(), "lengths": lengths.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
