@@ -4,6 +4,7 @@ produce, never typed by hand.
     rnnlab demo --quick --out demo-out                       # writes demo-out/results.json
     cp demo-out/results.json docs/data/demo-quick.json
     rnnlab bench --json docs/data/bench.json                 # 15 repeats; on a quiet machine
+    python benchmarks/ucr_classify.py                        # writes docs/data/results-classify.json
     python tools/docs_tables.py            # rewrite the tables between the markers
     python tools/docs_tables.py --check    # exit 1 when a table differs from its JSON (the tests run this)
 
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_JSON = ROOT / "docs" / "data" / "demo-quick.json"
 BENCH_JSON = ROOT / "docs" / "data" / "bench.json"
+UCR_JSON = ROOT / "docs" / "data" / "results-classify.json"   # python benchmarks/ucr_classify.py
 DEMO_CMD = "rnnlab demo --quick"
 BENCH_CMD = "rnnlab bench"
 CELLS = ("rnn", "lstm", "gru")
@@ -112,10 +114,50 @@ def bench_table() -> str:
     return "\n".join(lines)
 
 
+def _acc(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def _correct(r: dict, acc: float) -> int:
+    """Test series classified right: published accuracies are rounded to 4 or 5 digits."""
+    return round(acc * r["n_test"])
+
+
+def ucr_table() -> str:
+    """The UCR/UEA classification rows of benchmarks/ucr_classify.py, a summary line under them."""
+    data = json.loads(UCR_JSON.read_text())
+    rows = [r for r in data["rows"] if not r.get("smoke")]
+    lines = ["| set | train / test series | length | classes | validation | model | majority | 1-NN Euclidean | "
+             "1-NN DTW | LSTM-FCN (published) | CPU s (train + baselines) | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        length = str(r["length_max"]) if r["length_min"] == r["length_max"] else f"{r['length_min']}–{r['length_max']}"
+        v = r["validation"]
+        val = f"{v['folds']}-fold" if v["mode"] == "kfold" else v["mode"]
+        dims = f" × {r['dims']} variables" if r["dims"] > 1 else ""
+        lines.append(f"| {r['set']} | {r['n_train']} / {r['n_test']} | {length}{dims} | {r['classes']} | {val} | "
+                     f"{_acc(r['model_acc'])} | {_acc(r['majority_acc'])} | {_acc(r['nn1_euclidean_acc'])} | "
+                     f"{_acc(r['nn1_dtw_acc'])} | {_acc(r['published_lstm_fcn_acc'])} | "
+                     f"{r['train_cpu_s']:.0f} + {r['baselines_cpu_s']:.0f} | {r['wall_s']:.0f} |")
+    dtw = [r for r in rows if r["nn1_dtw_acc"] is not None]
+    pub = [r for r in rows if r["published_lstm_fcn_acc"] is not None]
+    m = data.get("machine", {})
+    lines += ["", f"Model accuracy ≥ 1-NN DTW on {sum(r['model_acc'] >= r['nn1_dtw_acc'] for r in dtw)} of "
+              f"{len(dtw)} sets; at or above LSTM-FCN's published accuracy on "
+              f"{sum(_correct(r, r['model_acc']) >= _correct(r, r['published_lstm_fcn_acc']) for r in pub)} of {len(pub)} "
+              f"(compared as test series right); "
+              f"above the majority class on {sum(r['model_acc'] > r['majority_acc'] for r in rows)} of {len(rows)}. "
+              f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores shared with other jobs (load average up to "
+              f"{max(r['load_avg_1min_end'] for r in rows):.1f}), {data.get('threads', '?')} torch thread, "
+              f"torch {m.get('torch', '?')}."]
+    return "\n".join(lines)
+
+
 TABLES = {
     "readme-results": (ROOT / "README.md", readme_results),
     "demo-results": (ROOT / "docs" / "results.md", demo_table),
     "bench": (ROOT / "docs" / "performance.md", bench_table),
+    "ucr-classify": (ROOT / "docs" / "results.md", ucr_table),
 }
 
 

@@ -77,3 +77,8 @@ def optional_module(module: str, what: str, want: str, got: str = "it is not ins
         return importlib.import_module(module)
     except ImportError:
         raise ConfigError(expected(what, want, got)) from None
+
+
+class DataWarning(UserWarning):
+    """Data changed on the way in (long sequences downsampled or cut): the CLI prints it as one
+    ``rnnlab: warning:`` line; Python code sees a warning it can filter or turn into an error."""

@@ -189,7 +189,7 @@ def test_scaling_and_majority_learned_from_the_training_part_only(tmp_path):
     path = tmp_path / "wide.csv"
     rows = [f"{'a' if i % 2 else 'b'},{i},{i + 1},{i + 2}" for i in range(20)]
     path.write_text("label,v1,v2,v3\n" + "\n".join(rows) + "\n")
-    task = ClassifyTask(ClassifyConfig(train=str(path), input="numeric", valid_frac=0.5))
+    task = ClassifyTask(ClassifyConfig(train=str(path), input="numeric", valid_frac=0.5, folds=1))
     train_rows = [line - 2 for line in task.split("train").lines]  # file line -> row index
     assert len(train_rows) == 10
     values = np.concatenate([[i, i + 1, i + 2] for i in train_rows])

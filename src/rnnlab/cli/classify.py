@@ -6,14 +6,18 @@ reaches :func:`rnnlab.tasks.classify.evaluate_run`.
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+import warnings
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, DataWarning
 from rnnlab.outputs import check_output
 
 
@@ -27,7 +31,23 @@ def split_list(values: Optional[List[str]]) -> list[str]:
 
 # ``rnnlab train classify`` flag (parameter) -> ClassifyConfig key, where the names differ.
 CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale",
-               "cell_option": "cell_options"}
+               "cell_option": "cell_options", "no_baselines": "baselines"}
+def print_data_warnings() -> Any:
+    """A context in which rnnlab's DataWarnings print as one ``rnnlab: warning:`` line on stderr
+    (other warnings keep Python's format)."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, DataWarning):
+            print(f"rnnlab: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", DataWarning)
+    return ctx
 
 
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
@@ -93,7 +113,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the data files (utf-16, cp1252, latin-1, ...)."),
         level: str = typer.Option("word", "--level", help="Text tokens: word | char."),
         min_freq: int = typer.Option(1, "--min-freq", help="Rarer tokens become <unk>."),
-        max_len: int = typer.Option(400, "--max-len", help="Keep the first N steps of each sequence."),
+        max_len: int = typer.Option(256, "--max-len", help="Longer sequences are downsampled (numeric) or cut (text), with a warning; see --long-series."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         embed_dim: int = typer.Option(64, "--embed", help="Embedding / input projection width."),
         hidden_size: int = typer.Option(64, "--hidden-size", "--hidden", help="Hidden size."),
@@ -108,7 +128,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding, rnn."),
         freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="With --init-from: epochs with transferred weights fixed."),
         cell_option: Optional[List[str]] = cell_option_flag(),
-        dataset: str = typer.Option("", "--dataset", help="Frames: a named synthetic data set instead of files (moving-digits)."),
+        dataset: str = typer.Option("", "--dataset", help="A named data set instead of files: ucr:NAME (a UCR/UEA set, e.g. ucr:GunPoint, from --data-dir or the installed aeon/sktime) or moving-digits (frames)."),
         dataset_size: int = typer.Option(0, "--dataset-size", help="Frames: training clips of --dataset (0 = its default)."),
         path_col: str = typer.Option("path", "--path-col", help="Frames: the index column holding each clip's path (.npy, frame folder, video)."),
         frames: int = typer.Option(0, "--frames", help="Frames: keep N frames sampled uniformly (0 = all)."),
@@ -116,10 +136,19 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         frame_encoder: str = typer.Option("cnn", "--frame-encoder", help="Frames: cnn | torchvision:<model> (with --backbone-weights)."),
         backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Frames: the torchvision model's state dict."),
         finetune_backbone: bool = typer.Option(False, "--finetune-backbone", help="Frames: train the torchvision backbone too."),
+        arch: str = typer.Option("auto", "--arch", help="auto | rnn | lstm-fcn (auto: lstm-fcn for numeric sequences, rnn for text and frames)."),
+        normalize: str = typer.Option("channel", "--normalize", help="Numeric: channel (each variable scaled with training statistics) | series (each series z-normalised) | none."),
+        long_series: str = typer.Option("auto", "--long-series", help="Beyond --max-len: auto | downsample | truncate (auto: downsample numeric, truncate text)."),
+        folds: int = typer.Option(0, "--folds", help="Validation without --valid: 0 = auto (stratified k-fold below 1000 numeric series, else holdout), 1 = holdout, K = stratified K-fold."),
+        ensemble: int = typer.Option(1, "--ensemble", help="Models per fold from different initialisations; predictions averaged."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="--dataset ucr:NAME: a folder holding NAME/NAME_TRAIN.ts and NAME_TEST.ts."),
+        no_baselines: bool = typer.Option(False, "--no-baselines", help="Skip the 1-NN baselines after training."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results (scores, baselines) as one JSON object."),
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text, numeric sequences, or video / image sequences)."""
-        from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, format_metrics  # lazy: keeps --help fast
+        from rnnlab.tasks.classify import (ClassifyConfig, ClassifyTask, baseline_table, format_baselines,
+                                           format_metrics)  # lazy: keeps --help fast
         from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def config() -> ClassifyConfig:
@@ -134,21 +163,48 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 init_from=str(init_from) if init_from else "", freeze_epochs=freeze_epochs,
                 cell_options=cell_options_from_flags(cell_option), dataset=dataset, dataset_size=dataset_size,
                 path_col=path_col, frames=frames, size=list(size) if any(size) else [], frame_encoder=frame_encoder,
-                backbone_weights=str(backbone_weights) if backbone_weights else "", finetune_backbone=finetune_backbone)
+                backbone_weights=str(backbone_weights) if backbone_weights else "", finetune_backbone=finetune_backbone,
+                arch=arch, normalize=normalize, long_series=long_series, folds=folds, ensemble=ensemble,
+                data_dir=str(data_dir) if data_dir else "", baselines=not no_baselines)
 
         def build() -> ClassifyTask:
             if train is None and not dataset:
                 raise missing_option("--train", "a training file")
             return ClassifyTask(config())  # every data error is raised here, before any model is built
 
-        result = run.start(build, "classify", lambda: config().to_dict(), CONFIG_KEYS, ClassifyTask.data_keys,
-                           **ClassifyTask.train_defaults)
-        if run.given.get("quiet"):
+
+        warned = print_data_warnings()
+        cpu0 = time.process_time()
+        try:
+            if run.resume_run is None:
+                # numeric input: the budget follows the number of training series (task.train_defaults)
+                task = build()
+                result = run.start(lambda: task, "classify", lambda: config().to_dict(), CONFIG_KEYS,
+                                   ClassifyTask.data_keys, **task.train_defaults)
+            else:
+                result = run.start(build, "classify", lambda: config().to_dict(), CONFIG_KEYS, ClassifyTask.data_keys,
+                                   **ClassifyTask.train_defaults)
+            if run.given.get("quiet") and not as_json:
+                return
+            cpu1 = time.process_time()
+            task, model, _ = load_run(result.run_dir)
+            m = task.evaluate_detailed(model, task.split("valid"))
+            table = baseline_table(task, model, baselines=task.config.baselines)
+            cpu2 = time.process_time()
+        finally:
+            warned.__exit__(None, None, None)
+        (Path(result.run_dir) / "baselines.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+        if as_json:
+            print(json.dumps({"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": result.step,
+                              "best_step": result.best_step, "valid": {k: m[k] for k in ("loss", "acc", "macro_f1", "n")},
+                              "baselines": table, "timing": {"train_cpu_s": round(cpu1 - cpu0, 1),
+                                                             "baselines_cpu_s": round(cpu2 - cpu1, 1)}}))
             return
-        task, model, _ = load_run(result.run_dir)
-        m = task.evaluate_detailed(model, task.split("valid"))
-        print(f"classify: run {result.run_dir}, best checkpoint, validation split")
+        what = "validation split" + (" (out of fold)" if task.plan["mode"] == "kfold" else
+                                     " (the training series: too few for a split)" if task.plan["mode"] == "none" else "")
+        print(f"classify: run {result.run_dir}, best checkpoint, {what}")
         print(format_metrics(m, task.label_map.names))
+        print(format_baselines(table))
 
     @app.command("predict")
     def predict_cmd(

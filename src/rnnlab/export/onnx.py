@@ -259,6 +259,13 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
         lengths = torch.tensor([steps] + [max(1, steps - 2)] * (batch - 1), dtype=torch.long)
         return ((x, lengths), ["input", "lengths"], ["logits"],
                 {"input": seq_batch, "lengths": {0: "batch"}, "logits": {0: "batch"}})
+    if getattr(task, "name", "") == "classify" and getattr(task, "kind", "") == "numeric":
+        # LSTM-FCN and ensembles: series padded to the run's length (the LSTM branch's input
+        # width), so only the batch axis is dynamic
+        t = int(task.length)
+        lengths = torch.tensor([t] + [max(1, t - 2)] * (batch - 1), dtype=torch.long)
+        return ((values(task.dims, t), lengths), ["series", "lengths"], ["logits"],
+                {"series": {1: "batch"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
     if isinstance(model, LanguageModel):
         outs = ["logits", "h_n", "c_n"] if model.rnn.mode == "lstm" else ["logits", "h_n"]
         axes = {"input": seq_batch, "logits": seq_batch, **{n: {1: "batch"} for n in outs[1:]}}

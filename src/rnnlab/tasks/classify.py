@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -50,7 +53,8 @@ from rnnlab.data.tables import (
 from rnnlab.data.frames import check_frame_shape, check_frames_config, read_examples
 from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.data.ucr import is_ucr, ucr_path
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -63,6 +67,23 @@ from rnnlab.train.task import ReportSection, StepOutput, register_task
 POOLS = ("last", "mean", "max")
 INPUTS = ("auto", "text", "numeric", "frames")
 LEVELS = ("word", "char")
+ARCHS = ("auto", "rnn", "lstm-fcn")          # auto: lstm-fcn for numeric input, rnn for text and frames
+NORMALIZE = ("channel", "series", "none")
+LONG_SERIES = ("auto", "downsample", "truncate")   # auto: downsample numeric series, truncate token sequences
+
+# Validation when no --valid file is given (numeric input, --folds 0 = auto): below KFOLD_BELOW
+# training series, a 20 % holdout leaves a handful of series per class to pick a checkpoint on, so
+# the choice is noise; stratified k-fold scores every training series instead (each fold's model
+# on the series it did not see). Above it, a holdout is large enough and k times cheaper.
+KFOLD_BELOW = 1000
+DEFAULT_FOLDS = 5
+# The budget from the data size (numeric input): about BUDGET_EPOCHS passes over the training
+# set, but at least MIN_SAMPLES and at most MAX_SAMPLES series seen (and never under
+# MIN_EPOCHS passes), so a 50-series set gets hundreds of epochs and a 100k-series set a few.
+BUDGET_EPOCHS = 150
+MIN_SAMPLES, MAX_SAMPLES, MIN_EPOCHS = 10_000, 20_000, 3
+EVALS_PER_RUN = 40        # evaluations over the budget; early stopping after a quarter of them
+LSTM_FCN_DROPOUT = 0.8    # Karim et al. 2017: dropout 0.8 after the LSTM branch
 
 
 @dataclass
@@ -82,7 +103,7 @@ class ClassifyConfig:
     encoding: str = "utf-8"            # of the data files (utf-16, cp1252, latin-1, ...)
     level: str = "word"                # text: word or char tokens (as the lm task)
     min_freq: int = 1                  # text: rarer tokens become <unk>
-    max_len: int = 400                 # keep the first max_len steps of a sequence (bounds memory and time)
+    max_len: int = 256                 # longer sequences are downsampled or cut (long_series), always with a warning
     cell: str = "lstm"                 # lstm | gru | rnn
     embed_dim: int = 64                # embedding / input-projection width
     hidden_size: int = 64
@@ -106,6 +127,14 @@ class ClassifyConfig:
     frame_encoder: str = "cnn"         # frames: cnn | torchvision:<model> (needs torchvision and backbone_weights)
     backbone_weights: str = ""         # frames: the torchvision model's state dict file
     finetune_backbone: bool = False    # frames: train the torchvision backbone too (else frozen)
+    # numeric sequences (time-series classification)
+    arch: str = "auto"                 # auto | rnn | lstm-fcn (auto: lstm-fcn for numeric input, else rnn)
+    normalize: str = "channel"         # channel (train statistics per variable) | series (z-normalise each series) | none
+    long_series: str = "auto"          # auto | downsample | truncate: what happens beyond max_len (auto: downsample numeric)
+    folds: int = 0                     # validation without a valid file: 0 = auto, 1 = holdout, k >= 2 = stratified k-fold
+    ensemble: int = 1                  # models per fold trained from different initialisations; predictions averaged
+    data_dir: str = ""                 # dataset ucr:NAME: a folder with NAME/NAME_TRAIN.ts (else aeon/sktime's data)
+    baselines: bool = True             # after training: majority class, 1-NN Euclidean, 1-NN DTW (with sktime or aeon)
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
@@ -116,6 +145,15 @@ class ClassifyConfig:
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
         check(self.pool in POOLS, "pool", f"one of {POOLS}", self.pool)
         check(self.level in LEVELS, "level", f"one of {LEVELS}", self.level)
+        check(self.arch in ARCHS, "arch", f"one of {ARCHS}", self.arch)
+        check(self.normalize in NORMALIZE, "normalize", f"one of {NORMALIZE}", self.normalize)
+        check(self.long_series in LONG_SERIES, "long_series", f"one of {LONG_SERIES}", self.long_series)
+        check(isinstance(self.folds, int) and not isinstance(self.folds, bool) and self.folds >= 0, "folds",
+              "an integer >= 0 (0 = auto, 1 = holdout, k >= 2 = k-fold)", self.folds)
+        check(isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool) and self.ensemble >= 1,
+              "ensemble", "an integer >= 1", self.ensemble)
+        check(not (self.folds >= 2 and self.valid), "folds", "0 or 1 with a valid file (the folds are cut from "
+              "train)", self.folds)
         for name in ("embed_dim", "hidden_size", "num_layers", "batch_size", "max_len", "min_freq"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
@@ -131,7 +169,12 @@ class ClassifyConfig:
         check(not (self.init_from and self.cell_options), "cell_options (--cell-option)", "none with init_from "
               "(the language model's cell options come with its layers)", self.cell_options)
         self.cell_options = check_cell_options(self.cell_options, self.cell)
-        if self.resolved_input() == "frames":
+        check(self.resolved_arch() == "rnn" or self.resolved_input() == "numeric", "arch",
+              "rnn for text and frames input (lstm-fcn reads numeric sequences)", self.arch)
+        if is_ucr(self.dataset):
+            check(not (self.train or self.valid or self.test), "train/valid/test", f"none with --dataset "
+                  f"{self.dataset} (it names its files)", [p for p in (self.train, self.valid, self.test) if p])
+        elif self.resolved_input() == "frames":
             check_frames_config(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,12 +191,24 @@ class ClassifyConfig:
     def resolved_input(self) -> str:
         if self.input != "auto":
             return self.input
+        if is_ucr(self.dataset):
+            return "numeric"
         if self.dataset or self.frames or self.size:
             return "frames"
         if self.train.lower().endswith(".ts") or self.format == "ts" or self.id_col or self.feature_cols \
                 or self.value_cols:
             return "numeric"
         return "text"
+
+    def resolved_arch(self) -> str:
+        if self.arch != "auto":
+            return self.arch
+        return "lstm-fcn" if self.resolved_input() == "numeric" else "rnn"
+
+    def resolved_long(self) -> str:
+        if self.long_series != "auto":
+            return self.long_series
+        return "downsample" if self.resolved_input() == "numeric" else "truncate"
 
 
 # ----------------------------------------------------------------------------- model
@@ -202,6 +257,76 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(self.features(x, lengths)))  # (B, C)
+
+
+def _conv_block(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    # "same" padding as Keras pads it (left (k-1)//2, right k//2); torch's padding="same" warns
+    # for even kernels.
+    return nn.Sequential(nn.ConstantPad1d(((k - 1) // 2, k // 2), 0.0), nn.Conv1d(c_in, c_out, k),
+                         nn.BatchNorm1d(c_out), nn.ReLU())
+
+
+class LSTMFCN(nn.Module):
+    """LSTM-FCN (Karim, Majumdar, Darabi and Chen, 2017): an LSTM branch beside a fully
+    convolutional branch, their features concatenated into a softmax layer.
+
+    * FCN branch: three blocks conv1d -> batch norm -> ReLU of ``filters`` (128, 256, 128) with
+      kernels (8, 5, 3), then global average pooling over the valid steps of each series.
+    * LSTM branch, with the paper's *dimension shuffle*: the LSTM reads the D variables as its
+      steps and the ``length`` time steps as the features of each step (a univariate series is
+      one step of ``length`` features), then dropout 0.8 on its last hidden state. The layer is
+      rnnlab's (``cell``: lstm, or gru / rnn for the variants).
+
+    Inputs are (T, B, D) zero-padded with ``lengths`` (B,); T <= ``length`` (the task pads every
+    series to ``length``, the longest training series after downsampling, as the paper pads).
+    """
+
+    def __init__(self, *, input_dims: int, length: int, cell: str, hidden_size: int, num_layers: int,
+                 n_classes: int, cell_options: dict[str, Any] | None = None,
+                 filters: tuple[int, ...] = (128, 256, 128), kernels: tuple[int, ...] = (8, 5, 3),
+                 dropout: float = LSTM_FCN_DROPOUT) -> None:
+        super().__init__()
+        self.length = length
+        self.rnn = recurrent_layer(cell, length, hidden_size, num_layers, cell_options)
+        self.drop = nn.Dropout(dropout)
+        chans = (input_dims,) + tuple(filters)
+        self.fcn = nn.Sequential(*[_conv_block(chans[i], chans[i + 1], k) for i, k in enumerate(kernels)])
+        self.head = nn.Linear(hidden_size + filters[-1], n_classes)
+
+    def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0]
+        if t > self.length:
+            raise DataError(expected("LSTM-FCN input length", f"<= {self.length} steps", t))
+        x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.length - t))            # (L, B, D)
+        steps = x.permute(2, 1, 0)                                          # (D, B, L): variables as steps
+        _, h_n = self.rnn(steps)
+        if isinstance(h_n, tuple):  # LSTM: (h, c)
+            h_n = h_n[0]
+        lstm = self.drop(h_n[-1])                                           # (B, H)
+        conv = self.fcn(x.permute(1, 2, 0))                                  # (B, F, L)
+        mask = (torch.arange(self.length, device=x.device)[None, :] < lengths.to(x.device)[:, None])  # (B, L)
+        gap = (conv * mask[:, None, :]).sum(-1) / lengths.to(x.device, conv.dtype)[:, None]
+        return torch.cat([lstm, gap], dim=-1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x, lengths))
+
+
+class MemberEnsemble(nn.Module):
+    """Several classifiers of the same shape (seeds and/or folds): ``forward`` gives the log of
+    their mean class probabilities (so argmax and cross-entropy are the ensemble's);
+    ``member_logits`` gives each member's own logits (M, B, C)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def member_logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x, lengths) for m in self.members])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(self.member_logits(x, lengths), dim=-1)
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -292,12 +417,81 @@ class _Split:
     labels: np.ndarray | None    # (N,) int64
     lines: list[int]
     path: str
+    folds: np.ndarray | None = None   # k-fold: the fold of each example (the member that does not train on it)
+    raw: list[np.ndarray] | None = None   # numeric: the series as read (before scaling and downsampling), for baselines
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) of each example: every class is shuffled (seeded) and dealt round the
+    folds in turn, one class after another, so each fold holds each class's share to within one
+    example and the fold sizes differ by at most one."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 7919])
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+    folds = np.empty(len(labels), dtype=np.int64)
+    folds[order] = np.arange(len(order)) % k
+    return folds
+
+
+def validation_plan(config: ClassifyConfig, kind: str, counts: np.ndarray) -> dict[str, Any]:
+    """How the checkpoint is chosen: ``{"mode": "file"}`` (a valid file or a named data set's own
+    split), ``{"mode": "holdout"}`` (valid_frac of train), ``{"mode": "kfold", "folds": k}`` or
+    ``{"mode": "none"}`` (too few series per class for any split: the budget is trained out and
+    "valid" reports the training series). The auto rule is :data:`KFOLD_BELOW`'s."""
+    c = config
+    if c.valid or (c.dataset and not is_ucr(c.dataset)):
+        return {"mode": "file"}
+    if c.folds == 1 or (c.folds == 0 and (kind != "numeric" or counts.sum() >= KFOLD_BELOW)):
+        return {"mode": "holdout"}
+    smallest = int(counts[counts > 0].min())
+    k = c.folds if c.folds >= 2 else min(DEFAULT_FOLDS, smallest)
+    if c.folds >= 2 and k > smallest:
+        raise DataError(expected(f"{c.train or c.dataset}: --folds {k}", f"at most the smallest class's "
+                                 f"{smallest} examples (stratified folds)", k))
+    return {"mode": "kfold", "folds": k} if k >= 2 else {"mode": "none"}
+
+
+def budget(n: int, batch_size: int) -> dict[str, Any]:
+    """TrainConfig fields for ``n`` training series (numeric input): steps from the data size,
+    Adam with a cosine schedule after a 5 % warm-up, ~EVALS_PER_RUN evaluations (and one per
+    epoch) and early stopping after a quarter of them without a better validation loss."""
+    samples = max(min(max(BUDGET_EPOCHS * n, MIN_SAMPLES), MAX_SAMPLES), MIN_EPOCHS * n)
+    steps = max(1, math.ceil(samples / min(batch_size, n)))
+    every = max(1, steps // EVALS_PER_RUN)
+    # the loop also evaluates at every epoch end: count those in, so patience stays a quarter of the run
+    evals = steps // every + steps // max(1, math.ceil(n / batch_size))
+    return {"max_steps": steps, "max_epochs": 0, "optimizer": "adam", "lr": 2e-3, "schedule": "cosine",
+            "warmup_steps": max(1, steps // 20), "min_lr": 1e-5, "eval_every": every,
+            "patience": max(1, evals // 4)}
+
+
+def downsample(s: np.ndarray, factor: int) -> np.ndarray:
+    """(T, D) -> (ceil(T / factor), D): the mean of each window of ``factor`` steps (the last
+    window may be shorter)."""
+    if factor <= 1:
+        return s
+    t = len(s)
+    n = math.ceil(t / factor)
+    pad = n * factor - t
+    sums = np.concatenate([s, np.zeros((pad, s.shape[1]), s.dtype)]).reshape(n, factor, -1).sum(1)
+    counts = np.full(n, factor, dtype=np.float64)
+    counts[-1] = factor - pad
+    return sums / counts[:, None]
+
+
+def znorm(s: np.ndarray) -> np.ndarray:
+    """Each variable of one series to mean 0, standard deviation 1 (a constant variable to 0)."""
+    mean = s.mean(0, keepdims=True)
+    std = s.std(0, keepdims=True)
+    return (s - mean) / np.where(std > 1e-8, std, 1.0)
 
 
 class ClassifyTask:
     name = "classify"
-    # Epochs, not steps, since data sets differ in size by orders of magnitude; Adam needs no
-    # tuning on small data. fit(task) and ``rnnlab train classify`` start from these.
+    # Text and frames: epochs, not steps, since data sets differ in size by orders of magnitude;
+    # Adam needs no tuning on small data. Numeric input replaces these by ``budget`` (from the
+    # number of training series) in ``self.train_defaults``; fit(task) and ``rnnlab train
+    # classify`` both read the instance's.
     train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
     items_name = "samples"
     metric_name = "acc"
@@ -315,6 +509,9 @@ class ClassifyTask:
             self.label_map = LabelMap.from_dict(metadata["label_map"])
             self._restore_codec(metadata)
             self.arch = dict(metadata["arch"])
+            self.plan = dict(metadata.get("validation", {"mode": "file" if config.valid or config.dataset
+                                                         else "holdout"}))
+            self._set_train_defaults(int(sum(metadata["train_counts"])))
             return
         if not config.train and not config.dataset:
             raise ConfigError(expected("classify train", "a data file", "none"))
@@ -322,14 +519,23 @@ class ClassifyTask:
             self._lm = load_lm_source(config.init_from)
         train = self._read(self._path("train"), None, require_labels=True)
         self.label_map = train.label_map
-        # Vocabulary, scaling and the majority class are learned from the training part only.
-        fit_part = train if config.valid or config.dataset else _subset(train, self._holdout(len(train.labels))["train"])
+        all_counts = np.bincount(np.asarray(train.labels), minlength=len(self.label_map))
+        self.plan = validation_plan(config, self.kind, all_counts)
+        # Vocabulary, scaling and the majority class are learned from the training part only
+        # (k-fold: from the whole training file; every member's scaler would differ otherwise).
+        fit_part = train if self.plan["mode"] != "holdout" else _subset(train, self._holdout(len(train.labels))["train"])
         self._fit_codec(fit_part)
         self.arch = dict(self._lm.arch) if self._lm is not None else {
             "embed_dim": config.embed_dim, "cell": config.cell, "hidden_size": config.hidden_size,
             "num_layers": config.num_layers}
         if config.cell_options:   # only when given: metadata of runs without options stays as it was
             self.arch["cell_options"] = dict(config.cell_options)
+        if config.resolved_arch() == "lstm-fcn":
+            self.arch["model"] = "lstm-fcn"
+            self.arch["length"] = self.length
+        members = config.ensemble * (self.plan.get("folds", 1))
+        if members > 1:
+            self.arch["members"] = members
         counts = np.bincount(np.asarray(fit_part.labels), minlength=len(self.label_map))
         self._meta = {
             "input": self.kind,
@@ -337,17 +543,32 @@ class ClassifyTask:
             "train_counts": counts.tolist(),
             "majority_class": int(counts.argmax()),
             "arch": self.arch,
+            "validation": self.plan,
             **self._codec_meta(),
         }
         if config.init_from:
             self._meta["init_from"] = {"run": os.path.abspath(config.init_from)}
         self._raw_train = train
+        self._set_train_defaults(int(counts.sum()))
+
+    def _set_train_defaults(self, n: int | None) -> None:
+        if self.kind == "numeric" and n:
+            self.train_defaults = budget(n, self.config.batch_size)
+
+    @property
+    def members(self) -> int:
+        return int(self.arch.get("members", 1))
 
     # --- data --------------------------------------------------------------------------
 
     def _path(self, split: str) -> str:
         """The file of ``split``, or ``"<dataset>:<split>"`` for a named data set."""
         c = self.config
+        if is_ucr(c.dataset):
+            if split == "valid":
+                raise DataError(expected(f"{c.dataset}: a valid split", "none (UCR sets have train and test; "
+                                         "validation is cut from train)", "a request for one"))
+            return ucr_path(c.dataset, split, c.data_dir)
         return f"{c.dataset}:{split}" if c.dataset else {"train": c.train, "valid": c.valid, "test": c.test}[split]
 
     def _read(self, path: str, label_map: LabelMap | None, require_labels: bool) -> TextExamples | SequenceExamples:
@@ -386,15 +607,30 @@ class ClassifyTask:
                 self.vocab = Vocab("char", itos, UNK)
         else:
             self.dims = train.dims
-            values = np.concatenate(train.seqs, axis=0).astype(np.float64)  # (sum T, D)
-            self.scaler = Scaler.fit(values, f"{c.train}: training part") if c.scale else None
+            self.normalize = c.normalize if c.scale else "none"
+            if self.normalize == "series":
+                values = np.concatenate([znorm(s.astype(np.float64)) for s in train.seqs], axis=0)
+            else:
+                values = np.concatenate(train.seqs, axis=0).astype(np.float64)  # (sum T, D)
+            # series: z-normalised series are then scaled per variable too (a no-op for one variable)
+            self.scaler = Scaler.fit(values, f"{c.train or c.dataset}: training part") if self.normalize != "none" else None
+            longest = max(len(s) for s in train.seqs)
+            # One factor for every series (train, test, predict), so a step means the same time span in all.
+            self.factor = math.ceil(longest / c.max_len) if c.resolved_long() == "downsample" else 1
+            self.length = min(math.ceil(longest / self.factor), c.max_len)
+            if self.factor > 1:
+                warnings.warn(f"{c.train or c.dataset}: series up to {longest} steps are longer than --max-len "
+                              f"{c.max_len}: every series is downsampled by {self.factor} (the mean of each "
+                              f"{self.factor} steps); pass --max-len {longest} to keep every step", DataWarning,
+                              stacklevel=3)
 
     def _codec_meta(self) -> dict[str, Any]:
         if self.kind == "frames":
             return {"frame_shape": self.frame_shape}
         if self.kind == "text":
             return {"vocab": self.vocab.to_json()}
-        return {"dims": self.dims, "scaler": self.scaler.to_dict() if self.scaler else None}
+        return {"dims": self.dims, "scaler": self.scaler.to_dict() if self.scaler else None,
+                "normalize": self.normalize, "factor": self.factor, "length": self.length}
 
     def _restore_codec(self, meta: dict[str, Any]) -> None:
         if meta.get("input", self.kind) != self.kind:
@@ -406,6 +642,10 @@ class ClassifyTask:
         else:
             self.dims = int(meta["dims"])
             self.scaler = Scaler.from_dict(meta["scaler"]) if meta.get("scaler") else None
+            # runs of rnnlab before these options: channel scaling (or none), first max_len steps kept
+            self.normalize = meta.get("normalize", "channel" if self.scaler else "none")
+            self.factor = int(meta.get("factor", 1))
+            self.length = int(meta.get("length", self.config.max_len))
 
     def _tokens(self, text: str) -> list[str]:
         level = self.vocab.level if hasattr(self, "vocab") else self.config.level
@@ -416,19 +656,35 @@ class ClassifyTask:
         if self.kind == "frames":
             return _Split(check_frame_shape(ex, self.frame_shape), np.asarray(ex.labels, dtype=np.int64)
                           if ex.labels is not None else None, ex.lines, ex.path)
+        cut = 0
         if self.kind == "text":
-            inputs = [self.vocab.encode(self._tokens(t)[: c.max_len]).numpy() for t in ex.texts]
+            inputs = []
+            for t in ex.texts:
+                tokens = self._tokens(t)
+                cut += len(tokens) > c.max_len
+                inputs.append(self.vocab.encode(tokens[: c.max_len]).numpy())
+            raw = None
+            limit = c.max_len
         else:
             if ex.dims != self.dims:
                 raise DataError(expected(f"{ex.path}: variables per step", self.dims, ex.dims))
-            inputs = []
+            inputs, limit = [], self.length
             for s in ex.seqs:
-                s = s[: c.max_len].astype(np.float64)
+                s = s.astype(np.float64)
+                if self.normalize == "series":
+                    s = znorm(s)
                 if self.scaler is not None:
                     s = self.scaler.transform(s)
-                inputs.append(s.astype(np.float32))
+                s = downsample(s, self.factor)
+                cut += len(s) > limit
+                inputs.append(s[:limit].astype(np.float32))
+            raw = list(ex.seqs)
+        if cut:
+            after = f" after downsampling by {self.factor}" if self.kind == "numeric" and self.factor > 1 else ""
+            warnings.warn(f"{ex.path}: {cut} of {len(inputs)} sequences are longer than {limit} steps{after} "
+                          f"and were cut to their first {limit} (--max-len {c.max_len})", DataWarning, stacklevel=3)
         labels = np.asarray(ex.labels, dtype=np.int64) if ex.labels is not None else None
-        return _Split(inputs, labels, ex.lines, ex.path)
+        return _Split(inputs, labels, ex.lines, ex.path, raw=raw)
 
     def _holdout(self, n: int) -> dict[str, np.ndarray]:
         """Row indices of the train/valid parts when valid is carved out of the training file
@@ -441,7 +697,9 @@ class ClassifyTask:
         return {"valid": np.sort(order[:n_valid]), "train": np.sort(order[n_valid:])}
 
     def split(self, name: str) -> _Split:
-        """The encoded examples of ``train``, ``valid`` or ``test`` (loaded on first use)."""
+        """The encoded examples of ``train``, ``valid`` or ``test`` (loaded on first use). With
+        k-fold validation both ``train`` and ``valid`` are the whole training file with each
+        example's fold; without any split (mode "none") ``valid`` is the training file."""
         if name in self._splits:
             return self._splits[name]
         c = self.config
@@ -449,13 +707,19 @@ class ClassifyTask:
             raise ConfigError(expected("split", "train, valid or test", repr(name)))
         if name == "test" and not (c.test or c.dataset):
             raise DataError(expected("test split", "a --test file", "none"))
-        if name in ("train", "valid") and not (c.valid or c.dataset):
-            raw = getattr(self, "_raw_train", None) or self._read(c.train, self.label_map, True)
+        mode = self.plan["mode"]
+        if name in ("train", "valid") and mode != "file":
+            raw = getattr(self, "_raw_train", None) or self._read(self._path("train"), self.label_map, True)
             full = self._encode(raw)
-            parts = self._holdout(len(full.inputs))
-            for k, idx in parts.items():
-                self._splits[k] = _Split([full.inputs[i] for i in idx], full.labels[idx],
-                                         [full.lines[i] for i in idx], full.path)
+            if mode == "holdout":
+                for k, idx in self._holdout(len(full.inputs)).items():
+                    self._splits[k] = _Split([full.inputs[i] for i in idx], full.labels[idx],
+                                             [full.lines[i] for i in idx], full.path,
+                                             raw=[full.raw[i] for i in idx] if full.raw is not None else None)
+            else:
+                if mode == "kfold":
+                    full.folds = stratified_folds(full.labels, self.plan["folds"], c.seed)
+                self._splits["train"] = self._splits["valid"] = full
             return self._splits[name]
         path = self._path(name)
         raw = getattr(self, "_raw_train", None) if name == "train" else None
@@ -486,6 +750,8 @@ class ClassifyTask:
             batch = {"x": x, "lengths": lengths, "index": torch.as_tensor(idx)}
             if split.labels is not None:
                 batch["y"] = torch.as_tensor(split.labels[idx])
+            if split.folds is not None:
+                batch["fold"] = torch.as_tensor(split.folds[idx])
             yield batch
 
     # --- the Task contract ---------------------------------------------------------------
@@ -496,18 +762,30 @@ class ClassifyTask:
     def metadata(self) -> dict[str, Any]:
         return dict(self._meta)
 
-    def build_model(self) -> nn.Module:
+    def _build_one(self) -> nn.Module:
         c = self.config
+        if self.arch.get("model") == "lstm-fcn":
+            return LSTMFCN(input_dims=self.dims, length=int(self.arch["length"]), cell=self.arch["cell"],
+                           hidden_size=self.arch["hidden_size"], num_layers=self.arch["num_layers"],
+                           n_classes=len(self.label_map), cell_options=self.arch.get("cell_options"))
         encoder = None
         if self.kind == "frames":
             encoder = build_frame_encoder(c.frame_encoder, c.backbone_weights, self.frame_shape[2],
                                           self.arch["embed_dim"], c.finetune_backbone)
-        model = SequenceClassifier(
+        rnn_arch = {k: v for k, v in self.arch.items() if k not in ("model", "length", "members")}
+        return SequenceClassifier(
             vocab_size=len(self.vocab) if self.kind == "text" else 0,
             input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
-            bidirectional=c.bidirectional, dropout=c.dropout, encoder=encoder, **self.arch)
+            bidirectional=c.bidirectional, dropout=c.dropout, encoder=encoder, **rnn_arch)
+
+    def build_model(self) -> nn.Module:
+        if self.members > 1:   # built one after the other from the seeded generator: different initialisations
+            model: nn.Module = MemberEnsemble([self._build_one() for _ in range(self.members)])
+        else:
+            model = self._build_one()
         if self._fresh and self._lm is not None:
-            copy_lm_weights(self._lm.model, model, self._lm.extra_tokens)
+            for m in (model.members if self.members > 1 else [model]):
+                copy_lm_weights(self._lm.model, m, self._lm.extra_tokens)
         return model
 
     def transferred_parameters(self, model: nn.Module) -> list[nn.Parameter]:
@@ -515,7 +793,8 @@ class ClassifyTask:
         ``freeze_epochs`` epochs by switching off their gradients)."""
         if not self.config.init_from:
             return []
-        return list(model.embed.parameters()) + list(model.rnn.parameters())
+        return [p for m in (model.members if self.members > 1 else [model])
+                for p in list(m.embed.parameters()) + list(m.rnn.parameters())]
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
         self._epoch = epoch
@@ -524,26 +803,58 @@ class ClassifyTask:
         order = gen.permutation(len(split.inputs))[rank::world_size]
         return self._batches(split, order)
 
+    def member_folds(self) -> np.ndarray:
+        """The fold each member holds out (k-fold), else -1: member m holds out fold m % k."""
+        k = self.plan.get("folds", 0) if self.plan["mode"] == "kfold" else 0
+        return np.arange(self.members) % k if k else np.full(self.members, -1)
+
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], carry: Any) -> StepOutput:
         if self.config.freeze_epochs:
             frozen = self._epoch < self.config.freeze_epochs
             for p in self.transferred_parameters(model):
                 p.requires_grad_(not frozen)
         device = next(model.parameters()).device
-        logits = model(batch["x"].to(device), batch["lengths"])
-        y = batch["y"].to(device)
-        loss = nn.functional.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean().item()
-        return StepOutput(loss=loss, n_items=len(y), metrics={"acc": acc})
+        x, lengths, y = batch["x"].to(device), batch["lengths"], batch["y"].to(device)
+        if self.members == 1:
+            logits = model(x, lengths)
+            loss = nn.functional.cross_entropy(logits, y)
+            acc = (logits.argmax(-1) == y).float().mean().item()
+            return StepOutput(loss=loss, n_items=len(y), metrics={"acc": acc})
+        # Each member on the examples outside its fold; the mean of the members' losses (each
+        # member's gradient is its own loss's, scaled by 1/M, which Adam does not see).
+        losses, correct, seen = [], 0.0, 0
+        fold = batch.get("fold")
+        for m, held_out in zip(model.members, self.member_folds()):
+            keep = torch.ones(len(y), dtype=torch.bool) if held_out < 0 or fold is None else fold != int(held_out)
+            if not keep.any():
+                continue
+            idx = torch.nonzero(keep).flatten()
+            ln = lengths[idx]
+            logits = m(x[: int(ln.max()), idx.to(device)], ln)
+            losses.append(nn.functional.cross_entropy(logits, y[idx.to(device)]))
+            correct += (logits.argmax(-1) == y[idx.to(device)]).float().sum().item()
+            seen += len(idx)
+        loss = torch.stack(losses).mean()
+        return StepOutput(loss=loss, n_items=len(y), metrics={"acc": correct / max(1, seen)})
 
     @torch.no_grad()
     def predict_split(self, model: nn.Module, split: _Split) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (N, C) in file order, and the mean cross-entropy when labelled."""
+        """Class probabilities (N, C) in file order, and the mean cross-entropy when labelled.
+        A k-fold split (``folds`` set) is scored out of fold: each example by the members that
+        did not train on it."""
         device = next(model.parameters()).device
         probs = np.zeros((len(split.inputs), len(self.label_map)), dtype=np.float64)
         loss_sum = 0.0
+        out_of_fold = split.folds is not None and self.members > 1
+        held = torch.as_tensor(self.member_folds())
         for batch in self._batches(split, np.arange(len(split.inputs))):
-            logits = model(batch["x"].to(device), batch["lengths"]).float()
+            if out_of_fold:
+                member = torch.log_softmax(model.member_logits(batch["x"].to(device), batch["lengths"]).float(), -1)
+                use = (held[:, None] == batch["fold"][None, :]).to(device)           # (M, B)
+                logits = torch.logsumexp(member.masked_fill(~use[..., None], float("-inf")), 0) \
+                    - torch.log(use.sum(0).clamp(min=1).to(member.dtype))[:, None]
+            else:
+                logits = model(batch["x"].to(device), batch["lengths"]).float()
             probs[batch["index"].numpy()] = torch.softmax(logits, -1).cpu().numpy()
             if "y" in batch:
                 loss_sum += nn.functional.cross_entropy(logits, batch["y"].to(device), reduction="sum").item()
@@ -731,4 +1042,101 @@ def format_metrics(m: dict[str, Any], names: list[str]) -> str:
     else:
         lines.append(f"most frequent confusions ({len(names)} classes; rnnlab evaluate RUN --confusion FILE writes all)")
         lines.extend(f"  {t[:24]} -> {p[:24]}: {c}" for t, p, c in top_confusions(m, names))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+BASELINE_ROWS = ("model", "majority class", "1-NN Euclidean", "1-NN DTW")
+
+
+def _dtw_backend() -> tuple[str, Any] | None:
+    """A pairwise DTW (full window, squared point distances) from aeon, else sktime; None when
+    neither is installed. aeon's is the faster of the two by an order of magnitude."""
+    if importlib.util.find_spec("aeon") is not None:
+        from aeon.distances import dtw_pairwise_distance   # optional extra: imported only when present
+
+        return "aeon", lambda a, b: dtw_pairwise_distance(a, b)
+    if importlib.util.find_spec("sktime") is not None:
+        try:   # a private module of sktime: without it, no DTW row rather than a crash
+            from sktime.dists_kernels._numba_distances._distance import dtw_distance   # optional extra (ucr)
+        except ImportError:
+            return None
+        return "sktime", lambda a, b: np.array([[dtw_distance(x, y) for y in b] for x in a])
+    return None
+
+
+def _padded(series: list[np.ndarray], length: int) -> np.ndarray:
+    """(N, length * D): each (T, D) series zero-padded (or cut) to ``length`` steps, flattened."""
+    out = np.zeros((len(series), length, series[0].shape[1]))
+    for i, s in enumerate(series):
+        out[i, : min(len(s), length)] = s[:length]
+    return out.reshape(len(series), -1)
+
+
+def nearest_neighbour(train: list[np.ndarray], train_y: np.ndarray, test: list[np.ndarray],
+                      metric: str, dtw: Any = None) -> np.ndarray:
+    """1-NN labels of ``test`` among ``train`` (series (T, D) as read, before any scaling):
+    ``euclidean`` on series zero-padded to the longest of both sets (so unequal lengths compare),
+    ``dtw`` (full window, the ``dtw`` pairwise function) on the series as they are. Ties go to the
+    first training series."""
+    if metric == "euclidean":
+        length = max(len(s) for s in list(train) + list(test))
+        a, b = _padded(list(test), length), _padded(list(train), length)
+        d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    else:
+        to = [np.ascontiguousarray(s.T, dtype=np.float64) for s in test]     # (D, T) as aeon/sktime take them
+        tr = [np.ascontiguousarray(s.T, dtype=np.float64) for s in train]
+        d = np.asarray(dtw(to, tr))
+    return np.asarray(train_y)[np.argmin(d, axis=1)]
+
+
+def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = None,
+                   baselines: bool = True) -> dict[str, Any]:
+    """The model beside the majority class, 1-NN Euclidean and (with aeon or sktime installed)
+    1-NN DTW, all on one evaluation split: ``test`` when the run has one, else ``valid`` (k-fold:
+    out of fold, each baseline fitted on the other folds); ``baselines=False`` keeps the model
+    and majority rows only. Returns ``{"split", "n", "rows":
+    [{"name", "acc", "macro_f1"}...], "dtw": backend or None}``; text and frames have no 1-NN rows."""
+    c = task.config
+    split = split or ("test" if c.test or c.dataset else "valid")
+    ev = task.split(split)
+    m = task.evaluate_detailed(model, ev)
+    n_cls = len(task.label_map)
+    rows = [{"name": "model", "acc": m["acc"], "macro_f1": m["macro_f1"]},
+            {"name": "majority class", "acc": m["majority_acc"], "macro_f1": m["majority_macro_f1"]}]
+    backend = None
+    if task.kind == "numeric" and baselines:
+        tr = task.split("train")
+        if split == "valid" and ev.folds is not None:   # k-fold: out of fold, as the model is scored
+            pairs = [(np.flatnonzero(ev.folds != f), np.flatnonzero(ev.folds == f)) for f in np.unique(ev.folds)]
+            train_raw, train_y, eval_raw = ev.raw, ev.labels, ev.raw
+        elif split == "valid" and task.plan["mode"] == "none":
+            pairs = []          # no held-out series: a 1-NN would find each series itself
+        else:
+            pairs = [(np.arange(len(tr.raw)), np.arange(len(ev.raw)))]
+            train_raw, train_y, eval_raw = tr.raw, tr.labels, ev.raw
+        backend = _dtw_backend() if pairs else None
+        for name, metric in (("1-NN Euclidean", "euclidean"), ("1-NN DTW", "dtw")):
+            if not pairs or (metric == "dtw" and backend is None):
+                continue
+            pred = np.zeros(len(ev.labels), dtype=np.int64)
+            for fit_idx, eval_idx in pairs:
+                pred[eval_idx] = nearest_neighbour([train_raw[i] for i in fit_idx], train_y[fit_idx],
+                                                   [eval_raw[i] for i in eval_idx], metric,
+                                                   backend[1] if backend else None)
+            b = classification_metrics(ev.labels, pred, n_cls)
+            rows.append({"name": name, "acc": b["acc"], "macro_f1": b["macro_f1"]})
+    return {"split": split, "n": int(m["n"]), "rows": rows, "dtw": backend[0] if backend else None,
+            "validation": dict(task.plan)}
+
+
+def format_baselines(table: dict[str, Any]) -> str:
+    lines = [f"{table['n']} examples of the {table['split']} split"
+             + (" (out of fold)" if table["split"] == "valid" and table["validation"].get("mode") == "kfold" else ""),
+             f"{'':<16}{'accuracy':>10}{'macro-F1':>10}"]
+    lines += [f"{r['name']:<16}{r['acc']:>10.4f}{r['macro_f1']:>10.4f}" for r in table["rows"]]
+    if table["dtw"] is None and any(r["name"] == "1-NN Euclidean" for r in table["rows"]) and not \
+            importlib.util.find_spec("sktime"):
+        lines.append("(1-NN DTW: install the ucr extra, pip install 'rnnlab[ucr]', or aeon)")
     return "\n".join(lines)

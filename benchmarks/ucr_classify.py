@@ -1,0 +1,126 @@
+"""UCR/UEA time-series classification with default flags, beside 1-NN baselines and LSTM-FCN's
+published accuracy: one ``rnnlab train classify --dataset ucr:NAME`` per set, JSON out.
+
+    OMP_NUM_THREADS=1 python benchmarks/ucr_classify.py [--sets GunPoint,ArrowHead] [--data-dir DIR]
+        [--json docs/data/results-classify.json] [--out runs/bench-ucr] [--threads 1] [--smoke]
+
+Every set is trained with the command's defaults (only ``--out --threads --quiet --no-report
+--json`` added), so each row is reproduced by ``rnnlab train classify --dataset ucr:NAME``. The
+sets are read from ``--data-dir`` or the installed aeon / sktime package (see
+``rnnlab.data.ucr``). Rows are merged into the JSON file after each set, so sets can run in
+separate invocations; CPU seconds are the training command's process time (training, then the
+baselines, counted apart).
+``--smoke`` trains a few steps per set, to check the script, not the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rnnlab.cli.main import main as rnnlab
+from rnnlab.data.ts_format import load_ts
+from rnnlab.data.ucr import ucr_path
+
+# The nine sets the aeon 1.6 wheel ships (sktime 1.2: all but PickupGestureWiimoteZ), smallest first.
+SETS = ("ItalyPowerDemand", "GunPoint", "ArrowHead", "BasicMotions", "PickupGestureWiimoteZ", "JapaneseVowels",
+        "ACSF1", "OSULeaf", "PLAID")
+# LSTM-FCN test accuracy as its authors published it for the 2015 UCR archive, checkpoint chosen
+# by training loss (Karim et al., "Insights into LSTM fully convolutional networks for time series
+# classification", IEEE Access 2019; github.com/titu1994/LSTM-FCN, Results/train_loss_old_datasets.csv).
+# The other five sets (the 2018 archive's and the multivariate ones) have no univariate LSTM-FCN figure there.
+PUBLISHED_LSTM_FCN = {"ArrowHead": 0.89714, "GunPoint": 1.0, "ItalyPowerDemand": 0.9621, "OSULeaf": 0.98347}
+COMMAND = "rnnlab train classify --dataset ucr:{name}"
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
+def describe(name: str, data_dir: str) -> dict:
+    train = load_ts(ucr_path(f"ucr:{name}", "train", data_dir), None, "error", True)
+    test = load_ts(ucr_path(f"ucr:{name}", "test", data_dir), train.label_map, "error", True)
+    lengths = [len(s) for s in train.seqs + test.seqs]
+    return {"n_train": len(train.seqs), "n_test": len(test.seqs), "dims": train.dims, "classes": len(train.label_map),
+            "length_min": min(lengths), "length_max": max(lengths)}
+
+
+def run_set(name: str, args: argparse.Namespace) -> dict:
+    out = Path(args.out) / name
+    cmd = ["train", "classify", "--dataset", f"ucr:{name}", "--out", str(out), "--overwrite", "--threads",
+           str(args.threads), "--quiet", "--no-report", "--json"]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if args.smoke:
+        cmd += ["--max-steps", "3"]
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = rnnlab(cmd)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if code != 0:
+        sys.exit(f"failed ({code}): rnnlab {' '.join(cmd)}")
+    result = json.loads(buf.getvalue().strip().splitlines()[-1])
+    rows = {r["name"]: r["acc"] for r in result["baselines"]["rows"]}
+    return {
+        "set": name, **describe(name, args.data_dir or ""),
+        "command": COMMAND.format(name=name), "validation": result["baselines"]["validation"],
+        "steps": result["steps"], "stop_reason": result["stop_reason"],
+        "model_acc": rows["model"], "majority_acc": rows["majority class"],
+        "nn1_euclidean_acc": rows.get("1-NN Euclidean"), "nn1_dtw_acc": rows.get("1-NN DTW"),
+        "dtw_backend": result["baselines"]["dtw"],
+        "published_lstm_fcn_acc": PUBLISHED_LSTM_FCN.get(name),
+        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "train_cpu_s": result["timing"]["train_cpu_s"], "baselines_cpu_s": result["timing"]["baselines_cpu_s"],
+        "wall_s": round(wall, 1), "load_avg_1min_end": round(os.getloadavg()[0], 2),
+        "smoke": bool(args.smoke),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated set names (default: the nine)")
+    p.add_argument("--data-dir", default="", help="folder of NAME/NAME_TRAIN.ts files (default: aeon's or sktime's)")
+    p.add_argument("--json", default="docs/data/results-classify.json", help="results file (rows merged by set)")
+    p.add_argument("--out", default="runs/bench-ucr", help="run folders")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="a few steps per set: checks the script, not the figures")
+    args = p.parse_args(argv)
+    path = Path(args.json)
+    data = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+        row = run_set(name, args)
+        data["rows"] = [r for r in data["rows"] if r["set"] != name] + [row]
+        data["rows"].sort(key=lambda r: SETS.index(r["set"]) if r["set"] in SETS else len(SETS))
+        data["machine"] = machine()
+        data["threads"] = args.threads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        dtw = row["nn1_dtw_acc"]
+        print(f"{name:<22} model {row['model_acc']:.4f}  majority {row['majority_acc']:.4f}  "
+              f"1NN-ED {row['nn1_euclidean_acc']:.4f}  1NN-DTW {'n/a' if dtw is None else f'{dtw:.4f}'}  "
+              f"CPU {row['cpu_s']:.0f} s  wall {row['wall_s']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

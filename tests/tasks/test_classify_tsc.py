@@ -1,0 +1,403 @@
+"""Time-series classification: tiny training sets, long series, stratified folds, LSTM-FCN,
+normalisation, ensembles, the 1-NN baselines and ``ucr:NAME`` data sets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlab.cli.main import main
+from rnnlab.data.ts_format import write_ts
+from rnnlab.data.ucr import ucr_path
+from rnnlab.errors import ConfigError, DataError, DataWarning
+from rnnlab.tasks.classify import (
+    ClassifyConfig,
+    ClassifyTask,
+    LSTMFCN,
+    MemberEnsemble,
+    _dtw_backend,
+    baseline_table,
+    budget,
+    downsample,
+    nearest_neighbour,
+    stratified_folds,
+    znorm,
+)
+from rnnlab.train import TrainConfig
+
+
+def ts_file(path, n_per_class: int = 4, length: int = 12, dims: int = 1, classes: int = 2, seed: int = 0,
+            lengths: list[int] | None = None) -> str:
+    """Class c: a sine of frequency c + 1 plus noise; ``lengths`` gives per-series lengths."""
+    rng = np.random.default_rng(seed)
+    seqs, labels = [], []
+    i = 0
+    for c in range(classes):
+        for _ in range(n_per_class):
+            t = lengths[i % len(lengths)] if lengths else length
+            x = np.sin(np.linspace(0, 2 * np.pi * (c + 1), t))[:, None] + 0.1 * rng.normal(size=(t, dims))
+            seqs.append(x.astype(np.float64))
+            labels.append(f"c{c}")
+            i += 1
+    write_ts(str(path), seqs, labels)
+    return str(path)
+
+
+def quick_fit(task, steps: int = 3, lr: float = 1e-2):
+    torch.manual_seed(0)
+    model = task.build_model()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    done = 0
+    while done < steps:
+        for batch in task.train_batches(done):
+            loss = task.training_step(model, batch, None).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return model.eval()
+
+
+def no_data_warnings():
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("error", DataWarning)
+    return ctx
+
+
+# ----------------------------------------------------------------------------- tiny training sets
+
+
+def test_one_series_per_class_trains_without_a_split(tmp_path):
+    """Too few series per class for any split: the budget is trained out, "valid" is the training file."""
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=1), hidden_size=4))
+    assert task.plan == {"mode": "none"} and task.members == 1
+    assert len(task.split("train").inputs) == len(task.split("valid").inputs) == 2
+    m = task.evaluate(quick_fit(task), "valid")
+    assert 0 <= m["acc"] <= 1 and math.isfinite(m["loss"])
+    table = baseline_table(task, quick_fit(task), baselines=True)
+    assert [r["name"] for r in table["rows"]] == ["model", "majority class"]   # a 1-NN would find each series itself
+
+
+def test_three_series_per_class_get_three_folds(tmp_path):
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=3), hidden_size=4))
+    assert task.plan == {"mode": "kfold", "folds": 3} and task.members == 3
+    valid = task.split("valid")
+    assert len(valid.inputs) == 6 and sorted(np.bincount(valid.folds).tolist()) == [2, 2, 2]
+    m = task.evaluate(quick_fit(task), "valid")
+    assert math.isfinite(m["loss"])
+    # every series is scored; asking for more folds than the smallest class has is an error
+    with pytest.raises(DataError, match="at most the smallest class's 3 examples"):
+        ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=3), folds=4))
+
+
+def test_holdout_above_the_kfold_threshold_and_on_request(tmp_path):
+    path = ts_file(tmp_path / "t.ts", n_per_class=5)
+    assert ClassifyTask(ClassifyConfig(train=path, folds=1)).plan == {"mode": "holdout"}
+    with pytest.raises(ConfigError, match="folds"):
+        ClassifyConfig(train=path, valid=path, folds=3)
+
+
+def test_budget_follows_the_data_size():
+    small, large = budget(50, 32), budget(100_000, 32)
+    assert small["schedule"] == large["schedule"] == "cosine"
+    assert small["max_steps"] * 32 / 50 > 100                 # hundreds of epochs for 50 series
+    assert 3 <= large["max_steps"] * 32 / 100_000 < 4           # a few epochs for 100k
+    assert 0 < small["warmup_steps"] < small["max_steps"] and small["patience"] >= 1
+
+
+def test_numeric_task_trains_with_its_budget(tmp_path):
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts")))
+    cfg = TrainConfig.for_task(task)
+    assert cfg.max_steps == budget(8, 32)["max_steps"] and cfg.schedule == "cosine"
+
+
+# ----------------------------------------------------------------------------- long series
+
+
+def test_long_series_are_downsampled_with_a_warning(tmp_path):
+    path = ts_file(tmp_path / "t.ts", length=50)
+    with pytest.warns(DataWarning, match=r"up to 50 steps are longer than --max-len 20: every series is "
+                                         r"downsampled by 3"):
+        task = ClassifyTask(ClassifyConfig(train=path, max_len=20))
+    assert task.length == 17 and all(len(s) == 17 for s in task.split("train").inputs)
+
+
+def test_truncation_warns_and_counts(tmp_path):
+    path = ts_file(tmp_path / "t.ts", length=30)
+    task = ClassifyTask(ClassifyConfig(train=path, max_len=10, long_series="truncate"))
+    with pytest.warns(DataWarning, match=r"8 of 8 sequences are longer than 10 steps and were cut"):
+        inputs = task.split("train").inputs
+    assert all(len(s) == 10 for s in inputs)
+
+
+def test_test_series_longer_than_the_training_ones_warn(tmp_path):
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "a.ts", length=12),
+                                       test=ts_file(tmp_path / "b.ts", length=16)))
+    with pytest.warns(DataWarning, match=r"b.ts: 8 of 8 sequences are longer than 12 steps"):
+        task.split("test")
+
+
+def test_nothing_cut_means_no_warning(tmp_path):
+    ctx = no_data_warnings()
+    try:
+        task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", lengths=[7, 12, 9])))
+        task.split("train")
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def test_text_cut_at_max_len_warns(tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\n" + "\n".join(f"{'w ' * (3 + i)},{i % 2}" for i in range(6)) + "\n")
+    task = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.csv"), max_len=4))
+    with pytest.warns(DataWarning, match=r"sequences are longer than 4 steps and were cut"):
+        task.split("train")
+
+
+def test_downsample_means_of_windows():
+    s = np.arange(7, dtype=np.float64)[:, None]
+    np.testing.assert_allclose(downsample(s, 3)[:, 0], [1.0, 4.0, 6.0])
+    assert downsample(s, 1) is s
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_stratified_folds_keep_class_shares(k):
+    labels = np.array([0] * 23 + [1] * 11 + [2] * 6)
+    folds = stratified_folds(labels, k, seed=1)
+    sizes = np.bincount(folds, minlength=k)
+    assert sizes.max() - sizes.min() <= 1
+    for c in range(3):
+        per_fold = np.bincount(folds[labels == c], minlength=k)
+        assert per_fold.max() - per_fold.min() <= 1
+    np.testing.assert_array_equal(folds, stratified_folds(labels, k, seed=1))
+    assert not np.array_equal(folds, stratified_folds(labels, k, seed=2))
+
+
+def test_out_of_fold_scores_come_from_the_members_that_did_not_train_on_them(tmp_path):
+    """Member m always answers class m: each series must be scored by its own fold's member."""
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=4), folds=2, hidden_size=4))
+    model = task.build_model().eval()
+    with torch.no_grad():
+        for m, member in enumerate(model.members):
+            member.head.weight.zero_()
+            member.head.bias.copy_(torch.tensor([10.0, -10.0]) * (1 if m == 0 else -1))
+    valid = task.split("valid")
+    probs, _ = task.predict_split(model, valid)
+    np.testing.assert_array_equal(probs.argmax(1), valid.folds)        # fold f -> member f -> class f
+    test_probs, _ = task.predict_split(model, task.load_file(str(tmp_path / "t.ts"), True))
+    np.testing.assert_allclose(test_probs, 0.5, atol=1e-6)             # all members: the average
+
+
+# ----------------------------------------------------------------------------- LSTM-FCN
+
+
+def small_fcn(**kw):
+    args = dict(input_dims=2, length=9, cell="lstm", hidden_size=3, num_layers=1, n_classes=3,
+                filters=(4, 5, 4), kernels=(3, 2, 3))
+    args.update(kw)
+    return LSTMFCN(**args)
+
+
+def test_lstm_fcn_shapes_and_dimension_shuffle():
+    torch.manual_seed(0)
+    model = LSTMFCN(input_dims=3, length=20, cell="lstm", hidden_size=8, num_layers=1, n_classes=4).eval()
+    seen = {}
+
+    def hook(mod, inp, out):
+        seen["x"] = inp[0].shape
+
+    model.rnn.register_forward_hook(hook)
+    out = model(torch.randn(15, 5, 3), torch.tensor([15, 10, 3, 15, 1]))
+    assert out.shape == (5, 4)
+    assert seen["x"] == (3, 5, 20)       # the variables as steps, the (padded) time steps as features
+    assert [m.out_channels for m in model.fcn.modules() if isinstance(m, torch.nn.Conv1d)] == [128, 256, 128]
+    assert [m.kernel_size[0] for m in model.fcn.modules() if isinstance(m, torch.nn.Conv1d)] == [8, 5, 3]
+    assert model.head.in_features == 8 + 128
+    with pytest.raises(DataError, match="LSTM-FCN input length"):
+        model(torch.randn(21, 1, 3), torch.tensor([21]))
+
+
+def test_lstm_fcn_prediction_alone_equals_prediction_in_padded_batch():
+    torch.manual_seed(0)
+    model = small_fcn().eval()
+    lengths = torch.tensor([9, 4, 6])
+    x = torch.randn(9, 3, 2)
+    for b, n in enumerate(lengths):
+        x[n:, b] = 0.0
+    batch = model(x, lengths)
+    for b, n in enumerate(lengths):
+        alone = model(x[:n, b : b + 1], lengths[b : b + 1])
+        torch.testing.assert_close(alone, batch[b : b + 1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_lstm_fcn_gradcheck(cell):
+    torch.manual_seed(0)
+    model = small_fcn(cell=cell).double().eval()
+    x = torch.randn(9, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([9, 7])
+    assert torch.autograd.gradcheck(lambda inp: model(inp, lengths), (x,), eps=1e-6, atol=1e-5)
+    params = [p for p in model.parameters()]
+    loss = model(x, lengths).sum()
+    grads = torch.autograd.grad(loss, params)
+    assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads[:4])  # LSTM branch too
+
+
+def test_arch_auto_and_checks(tmp_path):
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts")))
+    assert isinstance(task.build_model().members[0], LSTMFCN)
+    rnn = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts"), arch="rnn", folds=1))
+    assert not isinstance(rnn.build_model(), (LSTMFCN, MemberEnsemble))
+    with pytest.raises(ConfigError, match="arch"):
+        ClassifyConfig(train="x.csv", arch="lstm-fcn")     # text input
+    with pytest.raises(ConfigError, match="arch: expected one of"):
+        ClassifyConfig(train="x.ts", arch="resnet")
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_znorm_each_series_and_variable():
+    s = np.stack([np.arange(10.0) * 3 + 5, np.full(10, 2.0)], axis=1)
+    z = znorm(s)
+    np.testing.assert_allclose(z[:, 0].mean(), 0, atol=1e-12)
+    np.testing.assert_allclose(z[:, 0].std(), 1, atol=1e-12)
+    np.testing.assert_array_equal(z[:, 1], 0.0)             # a constant variable: zeros, not NaN
+
+
+def test_normalize_options(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(loc=10 * i, scale=1 + i, size=(16, 1)) for i in range(6)]
+    write_ts(str(tmp_path / "t.ts"), seqs, ["a", "b"] * 3)
+    series = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.ts"), normalize="series", folds=1))
+    for x in series.split("train").inputs + series.split("valid").inputs:
+        assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-4
+    none = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.ts"), normalize="none", folds=1))
+    assert none.scaler is None
+    raw = none._read(str(tmp_path / "t.ts"), none.label_map, True).seqs
+    np.testing.assert_allclose(np.concatenate(none.split("train").inputs + none.split("valid").inputs).sum(),
+                               np.concatenate(raw).sum(), rtol=1e-5)
+    channel = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.ts"), folds=1))
+    fit = np.concatenate(channel.split("train").inputs)
+    assert abs(fit.mean()) < 1e-5 and abs(fit.std() - 1) < 1e-4   # scaled on the training part, amplitudes kept
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+
+def test_ensemble_averages_member_probabilities():
+    torch.manual_seed(0)
+    members = [small_fcn().eval() for _ in range(3)]
+    ens = MemberEnsemble(members).eval()
+    x, lengths = torch.randn(9, 4, 2), torch.tensor([9, 9, 5, 2])
+    want = torch.stack([torch.softmax(m(x, lengths), -1) for m in members]).mean(0)
+    torch.testing.assert_close(torch.softmax(ens(x, lengths), -1), want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(members[0](x, lengths), members[1](x, lengths))    # different initialisations
+
+
+def test_ensemble_option_builds_members_per_fold(tmp_path):
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=3), ensemble=2, hidden_size=4))
+    assert task.members == 6 and task.member_folds().tolist() == [0, 1, 2, 0, 1, 2]
+    rebuilt = ClassifyTask(ClassifyConfig.from_dict(task.config_dict()), task.metadata())
+    assert len(rebuilt.build_model().members) == 6
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def textbook_dtw(a: np.ndarray, b: np.ndarray) -> float:
+    n, m = len(a), len(b)
+    c = np.full((n + 1, m + 1), np.inf)
+    c[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            c[i, j] = ((a[i - 1] - b[j - 1]) ** 2).sum() + min(c[i - 1, j], c[i, j - 1], c[i - 1, j - 1])
+    return c[n, m]
+
+
+def test_nearest_neighbour_euclidean_against_brute_force():
+    rng = np.random.default_rng(0)
+    train = [rng.normal(size=(int(t), 2)) for t in (5, 7, 6, 7)]
+    test = [rng.normal(size=(int(t), 2)) for t in (7, 4, 6)]
+    y = np.array([0, 1, 2, 3])
+    pad = lambda s: np.concatenate([s, np.zeros((7 - len(s), 2))])  # noqa: E731
+    want = [int(np.argmin([((pad(a) - pad(b)) ** 2).sum() for b in train])) for a in test]
+    np.testing.assert_array_equal(nearest_neighbour(train, y, test, "euclidean"), want)
+
+
+def test_nearest_neighbour_dtw_against_the_textbook_recursion():
+    backend = _dtw_backend()
+    if backend is None:
+        pytest.skip("neither aeon nor sktime installed")
+    rng = np.random.default_rng(1)
+    train = [rng.normal(size=(int(t), 1)) for t in (6, 8, 5)]
+    test = [rng.normal(size=(int(t), 1)) for t in (7, 5)]
+    want = [int(np.argmin([textbook_dtw(a, b) for b in train])) for a in test]
+    np.testing.assert_array_equal(nearest_neighbour(train, np.arange(3), test, "dtw", backend[1]), want)
+
+
+def test_json_output_has_the_baseline_table(tmp_path, capsys):
+    train = ts_file(tmp_path / "X_TRAIN.ts", n_per_class=3, length=10)
+    test = ts_file(tmp_path / "X_TEST.ts", n_per_class=2, length=10, seed=1)
+    code = main(["train", "classify", "--train", train, "--test", test, "--max-steps", "2", "--out",
+                 str(tmp_path / "run"), "--quiet", "--no-report", "--json", "--threads", "1"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    table = out["baselines"]
+    names = [r["name"] for r in table["rows"]]
+    want = ["model", "majority class", "1-NN Euclidean"] + (["1-NN DTW"] if _dtw_backend() else [])
+    assert names == want and table["split"] == "test" and table["n"] == 4
+    assert all(0 <= r["acc"] <= 1 for r in table["rows"])
+    assert table["validation"] == {"mode": "kfold", "folds": 3}
+    assert (tmp_path / "run" / "baselines.json").exists()
+
+
+# ----------------------------------------------------------------------------- ucr:NAME
+
+
+def test_ucr_names_resolve_in_a_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("RNNLAB_UCR_DIR", raising=False)
+    (tmp_path / "Toy").mkdir()
+    ts_file(tmp_path / "Toy" / "Toy_TRAIN.ts")
+    ts_file(tmp_path / "Toy" / "Toy_TEST.ts", seed=3)
+    assert ucr_path("ucr:Toy", "test", str(tmp_path)) == str(tmp_path / "Toy" / "Toy_TEST.ts")
+    task = ClassifyTask(ClassifyConfig(dataset="ucr:Toy", data_dir=str(tmp_path)))
+    assert task.kind == "numeric" and len(task.split("test").inputs) == 8
+    with pytest.raises(DataError, match=r"ucr:Nope: Nope_TRAIN.ts: expected a file in one of"):
+        ClassifyTask(ClassifyConfig(dataset="ucr:Nope", data_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="none with --dataset ucr:Toy"):
+        ClassifyConfig(dataset="ucr:Toy", train="x.ts")
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("aeon") or importlib.util.find_spec("sktime")),
+                    reason="neither aeon nor sktime installed")
+def test_ucr_sets_of_the_installed_package(monkeypatch):
+    monkeypatch.delenv("RNNLAB_UCR_DIR", raising=False)
+    assert ucr_path("ucr:GunPoint", "train").endswith("GunPoint_TRAIN.ts")
+
+
+def test_lstm_fcn_ensemble_run_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from rnnlab.export.onnx import export_run
+    from rnnlab.train import fit, load_run
+
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=2, length=11), hidden_size=4))
+    fit(task, TrainConfig.for_task(task, max_steps=1, quiet=True, report=False), tmp_path / "run")
+    path = export_run(tmp_path / "run", tmp_path / "m.onnx")
+    task, model, _ = load_run(tmp_path / "run")
+    x, lengths = torch.randn(11, 3, 1), torch.tensor([11, 9, 11])
+    x[9:, 1] = 0.0
+    want = model.eval()(x, lengths).detach().numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"series": x.numpy(), "lengths": lengths.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
