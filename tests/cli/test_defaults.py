@@ -32,7 +32,7 @@ CONFIGS: dict[str, type] = {
 # flag parameter -> config key where the names differ; "!key": the flag is the key's negation
 KEYS: dict[str, dict[str, str]] = {
     "classify": {"fmt": "format", "input_kind": "input", "data_seed": "seed", "no_scale": "!scale",
-                 "cell_option": "cell_options"},
+                 "cell_option": "cell_options", "no_baselines": "!baselines"},
     "forecast": {"csv": "data", "target": "targets", "fmt": "format", "data_seed": "seed",
                  "cell_option": "cell_options"},
     "lm": {"cell_option": "cell_options"},
@@ -50,7 +50,9 @@ CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("classify", "size"): lambda v: list(v) if any(v) else [],
     ("forecast", "target"): lambda v: list(v or []),
 }
-NOT_FIELDS: dict[str, set[str]] = {}
+NOT_FIELDS: dict[str, set[str]] = {
+    "classify": {"as_json"},   # --json: how the result is printed, not part of the model
+}
 
 
 def _train_commands() -> dict[str, Any]:
