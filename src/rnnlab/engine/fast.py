@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
-from rnnlab.engine import record
+from rnnlab.engine import ops, record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.kernels import Kernels, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
@@ -339,12 +339,26 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
             dw_ih, dw_hh, db_ih, db_hh)
 
 
+@torch.compiler.assume_constant_result
+def _ops_ready() -> bool:
+    """Whether the kernels' operators are there (loading the kernels now if needed), with their
+    fake implementations and autograd formula. A constant to the compilers: run once, when traced."""
+    if _KERNELS.get() is None:
+        return False
+    ops.register()
+    return True
+
+
 def fast_scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
     mask: Tensor | None = None, tag: ScanTag | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where unsupported."""
+    if torch.compiler.is_compiling():       # torch.compile / torch.export: the operators of ops.py
+        if w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _ops_ready():
+            return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     if use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):     # torch.func transforms, forward AD
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     if not _supported(x, w_hr):
