@@ -58,6 +58,12 @@ def unavailable_reason() -> str | None:
     return _KERNELS.error
 
 
+def kernel_library() -> str | None:
+    """The file of the kernels' compiled module (None without one): ``torch.ops.load_library`` of
+    it defines the ``rnnlab::`` operators, e.g. for an AOTInductor package in a process without rnnlab."""
+    return _KERNELS.module.__file__ if available() else None
+
+
 def mm(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """a @ b (+ bias over the rows) through the kernels' matmul (gemm.h: oneDNN where it pays)."""
     return _KERNELS.module.matmul(a, b, bias)
