@@ -120,6 +120,7 @@ def test_cell_options_compile_fullgraph_through_the_plain_ops():
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_inductor_training_and_inference_match_eager():
     torch.manual_seed(0)
     m = rnnlab.LSTM(5, 8, batch_first=True)
