@@ -71,7 +71,7 @@ USAGE = [
     Bad(["predict", "run"], 2, "Missing option '--csv'"),
     Bad(["forecast", "run", "--csv", "f.csv"], 2, "Missing option '--horizon'"),
     Bad(["backtest", "run", "--csv", "f.csv", "--windows", "five"], 2, "Invalid value for '--windows'"),
-    Bad(["export", "run"], 2, "Missing option '--onnx'"),
+    Bad(["export", "run"], 2, "expected --onnx PATH or --pt2 PATH"),
     Bad(["bench", "--threads", "two"], 2, "Invalid value for '--threads'"),
     Bad(["bench", "--repeats", "1.5"], 2, "Invalid value for '--repeats'"),
     Bad(["demo", "--seed", "zero"], 2, "Invalid value for '--seed'"),
@@ -102,6 +102,7 @@ LIBRARY = [
     Bad(["train", "speech", "--mode", "phones", "--out", "r3"], 1, "speech mode: expected one of"),
     Bad(["transcribe", "RUN", "TEXT"], 1, "expected a speech run"),
     Bad(["translate", "RUN", "hello"], 1, "expected a sequence-to-sequence run"),
+    Bad(["export", "run", "--pt2", "model.zip"], 1, "ending in .pt2"),
 ]
 
 

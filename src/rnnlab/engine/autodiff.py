@@ -45,7 +45,11 @@ def _functorch_wrapped(t) -> bool:
 
 def use_autodiff(*tensors) -> bool:
     """Whether a forward must run in plain torch ops: inside a torch.func transform, or with a
-    forward-mode dual tensor among the inputs (the engines' Functions have no jvp)."""
+    forward-mode dual tensor among the inputs (the engines' Functions have no jvp), or under
+    torch.compile / torch.export where the fast engine's operators do not cover the call (these
+    ops trace; the Functions' Python loops do not)."""
+    if torch.compiler.is_compiling():
+        return True
     if torch._C._are_functorch_transforms_active() or any(_functorch_wrapped(t) for t in tensors):
         return True
     if forward_ad._current_level >= 0:

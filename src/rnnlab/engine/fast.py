@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.cells import CELL_NAMES, FAMILIES
-from rnnlab.engine import record
+from rnnlab.engine import ops, record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.dispatch import Plan, plan  # noqa: F401 (re-exported: fast.plan)
 from rnnlab.engine.kernels import FAST_KERNELS as _KERNELS, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
@@ -52,6 +52,12 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     _KERNELS.get()
     return _KERNELS.error
+
+
+def kernel_library() -> str | None:
+    """The file of the kernels' compiled module (None without one): ``torch.ops.load_library`` of
+    it defines the ``rnnlab::`` operators, e.g. for an AOTInductor package in a process without rnnlab."""
+    return _KERNELS.module.__file__ if available() else None
 
 
 def mm(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -241,12 +247,26 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
             dw_ih, dw_hh, db_ih, db_hh)
 
 
+@torch.compiler.assume_constant_result
+def _ops_ready() -> bool:
+    """Whether the kernels' operators are there (loading the kernels now if needed), with their
+    fake implementations and autograd formula. A constant to the compilers: run once, when traced."""
+    if _KERNELS.get() is None:
+        return False
+    ops.register()
+    return True
+
+
 def fast_scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
     mask: Tensor | None = None, tag: ScanTag | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where :func:`plan` says so."""
+    if torch.compiler.is_compiling():       # torch.compile / torch.export: the operators of ops.py
+        if w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _ops_ready():
+            return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
+        return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
              masked=mask is not None, proj_size=0 if w_hr is None else w_hr.shape[0], engine="fast",
              autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))

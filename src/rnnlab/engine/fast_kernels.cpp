@@ -538,6 +538,80 @@ class LSTMStreamer {
 
 }  // namespace
 
+// ------------------------------------------------------------------ torch.library operators
+// The row-major loops as dispatcher operators, so that torch.compile, torch.export and
+// AOTInductor see one opaque call per layer-direction (engine/ops.py adds their fake
+// implementations and autograd formula in Python). Registered in C++ so that a package compiled by
+// AOTInductor finds them with torch.ops.load_library alone, without rnnlab's Python code.
+// Unused buffers come back as empty tensors (an operator returns no None). Outputs never alias
+// inputs or each other: the input projection is computed here, and the LSTM's and RNN's shared
+// pre-activation gradient comes back once (dhw empty).
+namespace {
+
+Tensor nothing(const Tensor& like) { return at::empty({0}, like.options()); }
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> seq_forward_op(
+    c10::string_view mode, const Tensor& x, const Tensor& h0, const c10::optional<Tensor>& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
+    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), GH = w_ih.size(0);
+  const bool is_gru = mode == "gru", is_lstm = mode == "lstm";
+  c10::optional<Tensor> b;
+  if (b_ih) b = is_gru ? b_ih->contiguous() : (*b_ih + *b_hh);   // the GRU keeps b_hh for its step
+  Tensor xw = rnnlab::matmul(x.contiguous().view({T * B, I}), w_ih.t(), b).view({T, B, GH});
+  const Tensor w = w_hh.contiguous();
+  c10::optional<Tensor> m;
+  if (mask) m = mask->reshape({T, B}).contiguous();
+  if (is_lstm) {
+    auto r = lstm_forward(xw, h0.contiguous(), c0->contiguous(), w, m);
+    return {r[0], r[1], r[2], nothing(x), r[3]};
+  }
+  if (is_gru) {
+    auto r = gru_forward(xw, h0.contiguous(), w, b_hh, m);
+    return {r[0], nothing(x), r[1], r[2], nothing(x)};
+  }
+  return {rnn_forward(xw, h0.contiguous(), w, mode == "rnn_relu", m), nothing(x), nothing(x), nothing(x), nothing(x)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> seq_backward_op(
+    c10::string_view mode, const Tensor& d_out, const Tensor& d_h_last, const c10::optional<Tensor>& d_c_last,
+    const Tensor& hs, const Tensor& cs, const Tensor& gates, const Tensor& hn, const Tensor& tcs,
+    const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+  const int64_t T = hs.size(0) - 1, B = hs.size(1);
+  c10::optional<Tensor> m;
+  const c10::optional<Tensor> none;
+  Tensor d = d_out.contiguous();
+  if (mask) {
+    m = mask->reshape({T, B}).contiguous();
+    d = (d * m->unsqueeze(-1)).contiguous();               // padded outputs were constant zeros
+  }
+  const Tensor w = w_hh.contiguous();
+  if (mode == "lstm") {
+    auto r = lstm_backward(d, d_h_last, *d_c_last, gates, cs, tcs, w, m, none, none);
+    return {r[0], nothing(hs), r[1], r[2]};
+  }
+  if (mode == "gru") {
+    auto r = gru_backward(d, d_h_last, gates, hn, hs, w, m, none);
+    return {r[0], r[1], r[2], nothing(hs)};
+  }
+  auto r = rnn_backward(d, d_h_last, hs, w, mode == "rnn_relu", m, none);
+  return {r[0], nothing(hs), r[1], nothing(hs)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rnnlab, m) {
+  m.def("seq_forward(str mode, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+        "Tensor? b_hh, Tensor? mask) -> (Tensor hs, Tensor cs, Tensor gates, Tensor hn, Tensor tcs)");
+  m.def("seq_backward(str mode, Tensor d_out, Tensor d_h_last, Tensor? d_c_last, Tensor hs, Tensor cs, "
+        "Tensor gates, Tensor hn, Tensor tcs, Tensor w_hh, Tensor? mask) -> (Tensor dxw, Tensor dhw, Tensor dh0, Tensor dc0)");
+}
+
+TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
+  m.impl("seq_forward", &seq_forward_op);
+  m.impl("seq_backward", &seq_backward_op);
+}
+
 // The loops touch no Python object: release the GIL so other Python threads run meanwhile.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using release = pybind11::call_guard<pybind11::gil_scoped_release>;

@@ -81,6 +81,10 @@ inline std::string cpu_isa() {
 // Whether mkldnn_matmul computes what at::mm computes, for every call form gemm() makes, on small
 // matrices; "" when it does, else why not (an exception's first line, or the largest difference).
 inline std::string check_onednn_matmul(OneDnnMatmul f) {
+  // Real tensors even when the first use comes under a Python dispatch mode (torch.export's fake
+  // tensors): the check must run on data.
+  c10::impl::ExcludeDispatchKeyGuard no_python_modes(
+      c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot}));
   try {
     const auto opt = at::TensorOptions().dtype(at::kFloat);
     // Deterministic operands, all dimensions at least kOneDnnMinDim (the smallest gemm() sends).

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells import FAMILIES
-from rnnlab.engine import Plan, get_engine, plan
+from rnnlab.engine import Plan, get_engine, get_engine_choice, plan
 from rnnlab.engine.scan import ScanTag
 from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
@@ -100,6 +100,9 @@ class RecurrentBase(nn.Module):
         # Options torch.nn lacks (rnnlab.nn.options); the defaults are torch.nn's behaviour.
         self.options = (options or CellOptions()).validate(mode, bias, proj_size)
         get_engine(engine)  # fail early on an unknown name
+        if engine == "auto":
+            # read RNNLAB_ENGINE now, not in the first forward, which torch.compile may trace
+            get_engine_choice()
         self.engine = engine
         if dropout > 0 and num_layers == 1:
             # torch.nn warns here too: dropout acts only between layers.

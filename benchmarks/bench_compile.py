@@ -1,0 +1,127 @@
+"""torch.compile of rnnlab's LSTM (fullgraph, through the fast engine's operators) vs eager rnnlab vs
+torch.compile of torch.nn.LSTM: training step (forward + backward) and inference, median ms; the
+compile time of a 2-layer language model and its graph count across 5 sequence lengths.
+
+    python benchmarks/bench_compile.py [--size T B I H] [--repeats N] [--threads N] [--backend inductor] [--json FILE]
+
+The default size is the first of ``rnnlab bench``'s (rnnlab.suites.bench.SIZES). Prints one JSON
+object (and writes it to --json), with the machine's load average beside the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import rnnlab
+from rnnlab.suites.bench import SIZES
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()                                                   # warm-up (and compile, for compiled models)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _steps(model, x):
+    def train():
+        out, _ = model(x)
+        out.sum().backward()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+
+    return train, infer
+
+
+def _graphs(fn, *args) -> tuple[int, int]:
+    """(graphs, graph breaks) torch.compile makes of fn(*args), from dynamo's explain()."""
+    ex = torch._dynamo.explain(fn)(*args)
+    return ex.graph_count, ex.graph_break_count
+
+
+def lm_compile(backend: str, lengths=(12, 20, 28, 36, 44), B: int = 8, vocab: int = 200, H: int = 128) -> dict:
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.rnn, self.head = nn.Embedding(vocab, H), rnnlab.LSTM(H, H, 2, batch_first=True), nn.Linear(H, vocab)
+
+        def forward(self, tokens):
+            return self.head(self.rnn(self.emb(tokens))[0])
+
+    # no length equal to the batch: dynamo's duck sizing would tie the two sizes in the first graph
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model = LM()
+    cm = torch.compile(model, fullgraph=True, backend=backend, dynamic=True)
+    first = None
+    for T in lengths:
+        tokens = torch.randint(0, vocab, (B, T))
+        t = time.perf_counter()
+        loss = nn.functional.cross_entropy(cm(tokens).flatten(0, 1), tokens.flatten())
+        loss.backward()
+        if first is None:
+            first = time.perf_counter() - t
+    return {"compile_and_first_step_s": round(first, 2), "lengths": list(lengths),
+            "graphs": int(torch._dynamo.utils.counters["stats"]["unique_graphs"])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, nargs=4, default=list(SIZES[0]), metavar=("T", "B", "I", "H"))
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", default="inductor")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    T, B, I, H = a.size
+    x = torch.randn(B, T, I)
+    ours = rnnlab.LSTM(I, H, batch_first=True)
+    theirs = nn.LSTM(I, H, batch_first=True)
+    res = {"size": {"T": T, "B": B, "I": I, "H": H}, "threads": a.threads, "repeats": a.repeats, "backend": a.backend,
+           "torch": torch.__version__, "load_before": os.getloadavg()[0]}
+    rows = {}
+    cpu0 = time.process_time()
+    for name, model, compiled in [("rnnlab eager", ours, False), ("rnnlab compiled fullgraph", ours, True),
+                                  ("torch.nn eager", theirs, False), ("torch.nn compiled", theirs, True)]:
+        torch._dynamo.reset()
+        m = torch.compile(model, fullgraph=name.startswith("rnnlab"), backend=a.backend, dynamic=True) if compiled else model
+        t = time.perf_counter()
+        train, infer = _steps(m, x)
+        train()
+        first = time.perf_counter() - t
+        rows[name] = {"train_ms": round(_median_ms(train, a.repeats), 3), "infer_ms": round(_median_ms(infer, a.repeats), 3),
+                      "first_call_s": round(first, 2)}
+        if compiled:
+            torch._dynamo.reset()
+            rows[name]["graphs"], rows[name]["graph_breaks"] = _graphs(model, x)
+    res["rows"] = rows
+    eager = rows["rnnlab eager"]
+    comp = rows["rnnlab compiled fullgraph"]
+    res["compiled_over_eager"] = {"train": round(comp["train_ms"] / eager["train_ms"], 3),
+                                  "infer": round(comp["infer_ms"] / eager["infer_ms"], 3)}
+    res["lm_2layer"] = lm_compile(a.backend)
+    res["cpu_s"] = round(time.process_time() - cpu0, 1)
+    res["load_after"] = os.getloadavg()[0]
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

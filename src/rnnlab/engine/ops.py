@@ -1,0 +1,110 @@
+"""The fast engine as ``torch.library`` operators, for ``torch.compile`` and ``torch.export``.
+
+``fast_kernels.cpp`` registers two operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
+
+    rnnlab::seq_forward(mode, x, h0, c0?, w_ih, w_hh, b_ih?, b_hh?, mask?) -> (hs, cs, gates, hn, tcs)
+    rnnlab::seq_backward(mode, d_out, d_h_last, d_c_last?, hs, cs, gates, hn, tcs, w_hh, mask?)
+        -> (dxw, dhw, dh0, dc0)
+
+the row-major time loops of :mod:`rnnlab.engine.fast` with the buffers they save (unused ones
+empty). This module gives them what the compilers need from Python: a fake implementation (the
+output shapes, symbolic in T and B, so one graph serves every length and batch) and the autograd
+formula (the backward operator, then the input and weight gradients as ordinary matmuls, which
+the compiler sees and fuses). Dynamo, AOTAutograd and export then see one opaque call per layer
+and direction instead of a Python loop they cannot trace. The operators live in C++, so a package
+compiled by AOTInductor runs them after ``torch.ops.load_library`` of the kernels' module alone.
+
+Not covered (the compiled model runs the plain-ops equations of :mod:`rnnlab.engine.autodiff`
+there instead, unrolled per sequence length): LSTM projections, cell options, half precision.
+The LSTM's unit-major (tiled) loop is not an operator: a compiled LSTM runs the row-major loop.
+The backward operator has no derivative of its own: ``create_graph=True`` through a compiled
+model raises, while the eager engines' double backward is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnlab.engine.scan import input_and_weight_grads
+
+_registered = False
+
+
+def _empty(x: Tensor) -> Tensor:
+    return x.new_empty(0)
+
+
+def _fake_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask):
+    T, B = x.shape[0], x.shape[1]
+    H = w_hh.shape[1]
+    hs = x.new_empty(T + 1, B, H)
+    if mode == "lstm":
+        return hs, x.new_empty(T + 1, B, H), x.new_empty(T, B, 4 * H), _empty(x), x.new_empty(T, B, H)
+    if mode == "gru":
+        return hs, _empty(x), x.new_empty(T, B, 3 * H), x.new_empty(T, B, H), _empty(x)
+    return hs, _empty(x), _empty(x), _empty(x), _empty(x)
+
+
+def _fake_backward(mode, d_out, d_h_last, d_c_last, hs, cs, gates, hn, tcs, w_hh, mask):
+    T, B, H = d_out.shape
+    GH = w_hh.shape[0]
+    dxw = d_out.new_empty(T, B, GH)
+    dhw = d_out.new_empty(T, B, GH) if mode == "gru" else _empty(d_out)
+    dc0 = d_out.new_empty(B, H) if mode == "lstm" else _empty(d_out)
+    return dxw, dhw, d_out.new_empty(B, H), dc0
+
+
+def _setup_context(ctx, inputs, output):
+    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask = inputs
+    hs, cs, gates, hn, tcs = output
+    ctx.mode, ctx.has_bias = mode, b_ih is not None
+    ctx.mark_non_differentiable(gates, hn, tcs)
+    ctx.save_for_backward(x, w_ih, w_hh, mask, hs, cs, gates, hn, tcs)
+
+
+def _backward(ctx, d_hs, d_cs, *_):
+    """d_hs (T+1, B, H): the gradient of every h_t the graph read (its outputs hs[1:] and h_T);
+    the kernels' d_out is its rows 1..T, their d_h_last zero (the same sum, d_out[T-1] + d_h_T)."""
+    x, w_ih, w_hh, mask, hs, cs, gates, hn, tcs = ctx.saved_tensors
+    mode = ctx.mode
+    if d_hs is None:
+        d_hs = torch.zeros_like(hs)
+    d_out = d_hs[1:]
+    d_h_last = torch.zeros_like(hs[0])
+    d_c_last = None
+    if mode == "lstm":
+        d_c_last = torch.zeros_like(cs[-1]) if d_cs is None else d_cs[-1]
+    dxw, dhw, dh0, dc0 = torch.ops.rnnlab.seq_backward(mode, d_out, d_h_last, d_c_last, hs, cs, gates, hn, tcs,
+                                                       w_hh, mask)
+    if mode != "gru":
+        dhw = dxw
+    need = ctx.needs_input_grad
+    which = (need[1], need[4], need[5], need[6] and ctx.has_bias, need[7] and ctx.has_bias)
+    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(which, dxw, dhw, x, w_ih, hs)
+    return (None, dx, dh0 if need[2] else None, dc0 if mode == "lstm" and need[3] else None,
+            dw_ih, dw_hh, db_ih, db_hh, None)
+
+
+def register() -> None:
+    """Add the fake implementations and the autograd formula to the C++ operators (once; the
+    kernels' module must be loaded, which defines the operators)."""
+    global _registered
+    if _registered:
+        return
+    torch.library.register_fake("rnnlab::seq_forward")(_fake_forward)
+    torch.library.register_fake("rnnlab::seq_backward")(_fake_backward)
+    torch.library.register_autograd("rnnlab::seq_forward", _backward, setup_context=_setup_context)
+    _registered = True
+
+
+def is_registered() -> bool:
+    return _registered
+
+
+def op_scan(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
+            b_ih: Tensor | None, b_hh: Tensor | None, mask: Tensor | None):
+    """``scan``'s results through the operator: (out (T, B, H), h_T, c_T or None)."""
+    hs, cs, _, _, _ = torch.ops.rnnlab.seq_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
+    out = hs[1:] if mask is None else hs[1:] * mask
+    return out, hs[-1], (cs[-1] if mode == "lstm" else None)

@@ -1,0 +1,67 @@
+"""A training run's model as an AOTInductor package (``.pt2``): ``rnnlab export RUN --pt2 model.pt2``.
+
+``torch.export`` traces the model, where each rnnlab layer-direction is one call of the fast
+engine's operator ``rnnlab::seq_forward`` (:mod:`rnnlab.engine.ops`), with dynamic batch and
+sequence axes; AOTInductor compiles the program into a package. The package runs in a process
+without rnnlab's Python code once the kernels' library defines the operator::
+
+    torch.ops.load_library(KERNELS)          # the file rnnlab.engine.fast.kernel_library() names
+    run = torch._inductor.aoti_load_package("model.pt2")
+    logits, *state = run(tokens)             # (T, B) int64 for a language model
+
+Models with variable-length inputs (the classifiers' packed sequences) are not covered: their
+lengths decide the graph's control flow, which torch.export cannot trace; ``--onnx`` exports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch._inductor
+
+from rnnlab.engine import fast
+from rnnlab.errors import ConfigError
+from rnnlab.export.onnx import example_for_export
+from rnnlab.outputs import atomic_path, check_output, commit
+from rnnlab.train.rundir import load_run
+
+
+def _aoti_package():
+    """torch's AOTInductor packaging entry point (``torch._inductor.aoti_compile_and_package``,
+    the one its documentation names), or ConfigError where this torch lacks it."""
+    fn = getattr(torch._inductor, "aoti_compile_and_package", None)
+    if fn is None:
+        raise ConfigError(f"--pt2: expected a torch with torch._inductor.aoti_compile_and_package, got torch {torch.__version__}")
+    return fn
+
+
+def export_program(model: torch.nn.Module, args: tuple, dynamic_axes: dict, names: list[str]):
+    """``torch.export.export`` of ``model`` on ``args`` with the named axes dynamic."""
+    shapes = tuple({d: torch.export.Dim.AUTO for d in dynamic_axes.get(n, {})} or None for n in names)
+    return torch.export.export(model, args, dynamic_shapes=shapes)
+
+
+def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Path:
+    """Compile a training run's model into an AOTInductor package at ``path`` (``.pt2``)."""
+    if Path(path).suffix != ".pt2":
+        raise ConfigError(f"--pt2: expected a file name ending in .pt2, got {str(path)!r}")
+    path = check_output(path, (), force, flag="--pt2")
+    if not fast.available():
+        raise ConfigError(f"--pt2: expected the fast kernels (their operators go into the package), got none here "
+                          f"({fast.unavailable_reason()})")
+    package = _aoti_package()
+    task, model, _ = load_run(run_dir, checkpoint)
+    args, in_names, _, axes = example_for_export(task, model.eval())
+    if "lengths" in in_names or "frames" in in_names:
+        raise ConfigError(f"--pt2: expected a model without variable-length or frame inputs, got task "
+                          f"{getattr(task, 'name', '?')!r}'s; use --onnx")
+    program = export_program(model, args, axes, in_names)
+    tmp = atomic_path(path)
+    try:
+        package(program, package_path=str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    commit(tmp, path)
+    return path

@@ -1,0 +1,177 @@
+"""torch.compile(fullgraph=True) and torch.export of rnnlab's layers through the fast engine's
+operators (engine/ops.py): float64 outputs and every gradient against the eager model, one
+graph for five sequence lengths and two batch sizes, an exported program that runs, and an
+AOTInductor package that runs in a fresh process without rnnlab's Python code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import rnnlab
+from rnnlab.cli.main import main
+from rnnlab.engine import fast as fast_mod
+from rnnlab.tasks.toy import ToyConfig, ToyTask
+from rnnlab.train import TrainConfig
+from rnnlab.train.loop import fit
+from rnnlab.train.rundir import load_run
+
+pytestmark = [
+    pytest.mark.skipif(not fast_mod.available(), reason=f"fast engine unavailable: {fast_mod.unavailable_reason()}"),
+    # inductor imports torch.jit code that warns about itself (torch 2.13)
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"),
+]
+
+LAYERS = [
+    (rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}),
+    (rnnlab.GRU, {"bias": False}), (rnnlab.LSTM, {"bidirectional": True, "num_layers": 2}),
+]
+IDS = ["lstm", "gru", "rnn_tanh", "rnn_relu", "gru_nobias", "lstm_bi2"]
+
+
+def _loss(out, h):
+    hh, cc = h if isinstance(h, tuple) else (h, None)
+    loss = (out ** 2).sum() + (hh * torch.arange(hh.shape[-1], dtype=hh.dtype)).sum()
+    return loss if cc is None else loss + (cc ** 3).sum()
+
+
+def _graphs_with_ops(counter) -> int:
+    """Graphs the backend compiled that hold any op (dynamo also hands it the empty graph of a
+    helper frame it runs once: the fast engine's assume_constant_result check)."""
+    return sum(1 for g in counter.graphs if any(n.op == "call_function" for n in g.graph.nodes))
+
+
+def _grads(m, x):
+    out, h = m(x)
+    g = torch.autograd.grad(_loss(out, h), [x, *m.parameters()])
+    return [out.detach()] + [t.detach() for t in (h if isinstance(h, tuple) else (h,))] + list(g)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("cls,kw", LAYERS, ids=IDS)
+def test_fullgraph_matches_eager_in_float64_with_one_graph_for_every_shape(cls, kw):
+    torch.manual_seed(0)
+    m = cls(5, 7, batch_first=True, **kw).double()
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for B, T in [(3, 4), (3, 9), (2, 6), (3, 11), (4, 2)]:
+        x = torch.randn(B, T, 5, dtype=torch.float64, requires_grad=True)
+        got, want = _grads(cm, x), _grads(m, x)
+        frames.append(counter.frame_count)
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    assert frames == [frames[0]] * 5                # no recompilation after the first shape
+    assert _graphs_with_ops(counter) == 1
+
+
+def test_embedding_lstm_linear_compiles_once_across_five_lengths():
+    torch.manual_seed(0)
+    emb, rnn, head = torch.nn.Embedding(20, 6), rnnlab.LSTM(6, 8, num_layers=2, batch_first=True), torch.nn.Linear(8, 20)
+
+    class LM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.rnn, self.head = emb, rnn, head
+
+        def forward(self, tokens):
+            return self.head(self.rnn(self.emb(tokens))[0])
+
+    model = LM().double()
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(model, fullgraph=True, backend=counter)
+    frames = []
+    for T in (3, 5, 8, 13, 21):
+        tokens = torch.randint(0, 20, (2, T))
+        if T == 3:
+            torch._dynamo.mark_dynamic(tokens, 1)
+        loss = torch.nn.functional.cross_entropy(cm(tokens).flatten(0, 1), tokens.flatten())
+        got = torch.autograd.grad(loss, list(model.parameters()))
+        ref = torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+        want = torch.autograd.grad(ref, list(model.parameters()))
+        torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-10)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+        frames.append(counter.frame_count)
+    assert frames == [frames[0]] * 5
+    assert _graphs_with_ops(counter) == 1
+
+
+def test_cell_options_compile_fullgraph_through_the_plain_ops():
+    """Options run torch_variant_scan under compile (no operator): same numbers, one graph per length."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(4, 6, layer_norm=True, peephole=True).double()
+    cm = torch.compile(m, fullgraph=True, backend="aot_eager")
+    x = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
+    for a, b in zip(_grads(cm, x), _grads(m, x)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_inductor_training_and_inference_match_eager():
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(5, 8, batch_first=True)
+    cm = torch.compile(m, fullgraph=True, dynamic=True)
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    for a, b in zip(_grads(cm, x), _grads(m, x)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(cm(x)[0], m(x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls,kw", LAYERS, ids=IDS)
+def test_export_runs_every_length_like_eager(cls, kw):
+    torch.manual_seed(0)
+    m = cls(5, 7, batch_first=True, **kw).double().eval()
+    x = torch.randn(3, 6, 5, dtype=torch.float64)
+    ep = torch.export.export(m, (x,), dynamic_shapes={"input": {0: torch.export.Dim("B", max=64),
+                                                                 1: torch.export.Dim("T", max=512)}})
+    assert any("rnnlab.seq_forward" in str(n.target) for n in ep.graph.nodes)
+    for B, T in [(3, 6), (2, 11), (5, 3)]:
+        x = torch.randn(B, T, 5, dtype=torch.float64)
+        got, want = ep.module()(x), m(x)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_pt2_export_of_a_run_runs_in_a_fresh_process_without_rnnlab(tmp_path):
+    """`rnnlab export RUN --pt2`: the AOTInductor package runs, after loading the kernels' library
+    alone, with the run's numbers, at a sequence length and batch other than the exported ones."""
+    run = tmp_path / "run"
+    fit(ToyTask(ToyConfig(cell="lstm", hidden_size=6, streams=2, seq_len=5, batches_per_epoch=2)),
+        TrainConfig(max_steps=2, eval_every=2, checkpoint_every=2, threads=1, quiet=True, report=False), run)
+    package = tmp_path / "model.pt2"
+    assert main(["export", str(run), "--pt2", str(package)]) in (0, None)
+    _, model, _ = load_run(run)
+    x = torch.randn(9, 3, 1)
+    with torch.no_grad():
+        out = model(x)
+    torch.save({"x": x, "y": out[0] if isinstance(out, tuple) else out}, tmp_path / "io.pt")
+    code = (
+        "import sys, torch\n"
+        f"torch.ops.load_library({fast_mod.kernel_library()!r})\n"
+        f"run = torch._inductor.aoti_load_package({str(package)!r})\n"
+        f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+        "out = run(io['x'])\n"
+        "out = out[0] if isinstance(out, (tuple, list)) else out\n"
+        "assert not any(k.startswith('rnnlab') for k in sys.modules), 'rnnlab was imported'\n"
+        "print((out - io['y']).abs().max().item())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert float(res.stdout.strip().splitlines()[-1]) < 1e-5
