@@ -55,14 +55,15 @@ def make_pairs(folder: Path, n: int, min_len: int, max_len: int, seed: int) -> d
 
 
 def by_length(examples) -> dict[int, dict[str, float]]:
-    """Per bin of source lengths (its lower end): exact match, character error rate, count."""
+    """Per bin of source lengths (its lower end): mean length, exact match, character error rate, count."""
     bins: dict[int, list] = {}
     for source, refs, output, _ in examples:
-        bins.setdefault((len(source) // BIN) * BIN, []).append((refs, output))
+        bins.setdefault((len(source) // BIN) * BIN, []).append((refs, output, len(source)))
     out = {}
     for lo in sorted(bins):
-        rows = bins[lo]
-        out[lo] = {"exact": sum(o in r for r, o in rows) / len(rows),
+        rows = [(r, o) for r, o, _ in bins[lo]]
+        out[lo] = {"mean_length": sum(n for *_, n in bins[lo]) / len(rows),
+                   "exact": sum(o in r for r, o in rows) / len(rows),
                    "cer": token_error_rate([o for _, o in rows], [r for r, _ in rows], chars=True), "n": len(rows)}
     return out
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for attention, r in results.items():
-        xs = [lo + (BIN - 1) / 2 for lo in r["by_length"]]
+        xs = [v["mean_length"] for v in r["by_length"].values()]
         ax.plot(xs, [v["exact"] for v in r["by_length"].values()], marker="o",
                 label=f"attention {attention}" if attention != "none" else "none (fixed context vector)")
     ax.set_xlabel("source length (characters)")
