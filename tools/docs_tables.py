@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_JSON = ROOT / "docs" / "data" / "demo-quick.json"
 BENCH_JSON = ROOT / "docs" / "data" / "bench.json"
 UCR_JSON = ROOT / "docs" / "data" / "results-classify.json"   # python benchmarks/ucr_classify.py
+UCR_SETS = ("ItalyPowerDemand", "GunPoint", "ArrowHead", "BasicMotions", "PickupGestureWiimoteZ", "JapaneseVowels",
+            "ACSF1", "OSULeaf", "PLAID")   # the benchmark's nine
 DEMO_CMD = "rnnlab demo --quick"
 BENCH_CMD = "rnnlab bench"
 CELLS = ("rnn", "lstm", "gru")
@@ -150,6 +152,9 @@ def ucr_table() -> str:
               f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores shared with other jobs (load average up to "
               f"{max(r['load_avg_1min_end'] for r in rows):.1f}), {data.get('threads', '?')} torch thread, "
               f"torch {m.get('torch', '?')}."]
+    missing = [n for n in UCR_SETS if n not in {r["set"] for r in rows}]
+    if missing:
+        lines.append(f"Not in this run: {', '.join(missing)}.")
     return "\n".join(lines)
 
 
