@@ -119,3 +119,51 @@ def test_bad_config_and_data_are_one_line(few_fsdd, tmp_path):
     empty.mkdir()
     with pytest.raises(DataError):
         SpeechTask(small(empty))
+
+
+MEMORY = """
+import json, resource, sys
+import torch
+from rnnlab.tasks.speech import load_speech_run, transcribe_file
+torch.set_num_threads(1)
+task, model = load_speech_run(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = transcribe_file(task, model, sys.argv[2], beam=1)
+print(json.dumps({"growth_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before,
+                  "tokens": len(res["tokens"]), "starts": [t["start_s"] for t in res["tokens"]]}))
+"""
+
+
+def test_long_file_in_bounded_memory(few_fsdd, tmp_path):
+    """A 10-minute file is read in windows: the peak memory it adds is about that of a 1-minute
+    file, where reading it whole would add ten times as much (its features alone are ~150 MB)."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    _, result = train(small(few_fsdd, mode="ctc"), tmp_path / "run", steps=1)
+    word = np.asarray(sf.read(few_fsdd / "1_george_0.wav", dtype="float32")[0])
+    second = np.concatenate([word, np.zeros(8000 - len(word) % 8000, dtype=np.float32)])
+    growth = {}
+    for minutes in (1, 10):
+        path = tmp_path / f"{minutes}min.wav"
+        sf.write(path, np.tile(second, int(60 * minutes * 8000 // len(second))), 8000)
+        out = subprocess.run([sys.executable, "-c", MEMORY, str(result.run_dir), str(path)], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        growth[minutes] = r["growth_kb"] / 1024
+        assert r["starts"] == sorted(r["starts"]) and (not r["starts"] or r["starts"][-1] < 60 * minutes)
+    assert growth[10] < growth[1] + 40, growth   # MB
+
+
+def test_words_run_refuses_a_long_file(few_fsdd, tmp_path):
+    import soundfile as sf
+
+    _, result = train(small(few_fsdd, mode="words"), tmp_path / "run", steps=1)
+    task, model = load_speech_run(result.run_dir)
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(8000 * 61, dtype=np.float32), 8000)
+    with pytest.raises(DataError, match="a ctc run transcribes long files"):
+        transcribe_file(task, model, path)
