@@ -62,10 +62,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         hidden: int = typer.Option(128, "--hidden", help="Hidden size."),
         layers: int = typer.Option(2, "--layers", help="Recurrent layers."),
-        bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions (cannot stream)."),
-        frame_stack: int = typer.Option(0, "--frame-stack", help="Feature frames per recurrent step (0 = by mode: ctc 3, words 1)."),
+        bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional", help="Read both directions (cannot stream) or one (default: ctc both, words one)."),
+        frame_stack: Optional[int] = typer.Option(None, "--frame-stack", help="Feature frames per recurrent step (default: ctc 3, words 1)."),
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
-        batch_size: int = typer.Option(32, "--batch-size"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: ctc 16, words 32."),
         valid_frac: float = typer.Option(0.1, "--valid-frac", help="Training recordings held out for validation."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the validation part, batch order, strings and augmentation."),
         time_masks: int = typer.Option(2, "--time-masks", help="SpecAugment time masks per utterance (0 = off)."),
@@ -86,7 +86,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
-        from rnnlab.tasks.speech import TRAIN_DEFAULTS, SpeechConfig, SpeechTask  # keeps --help fast
+        from rnnlab.tasks.speech import MODE_DEFAULTS, TRAIN_DEFAULTS, SpeechConfig, SpeechTask  # keeps --help fast
         from rnnlab.train import load_run  # keeps --help fast
 
         def flags() -> dict:
@@ -95,9 +95,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 mode=mode, dataset=dataset or "", data_dir=str(data_dir) if data_dir else "",
                 audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
                 features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden,
-                num_layers=layers, bidirectional=bidirectional,
-                frame_stack=frame_stack or SpeechConfig.by_mode_stack(mode), dropout=dropout,
-                batch_size=batch_size, valid_frac=valid_frac, seed=data_seed, time_masks=time_masks,
+                num_layers=layers, dropout=dropout,
+                **{k: MODE_DEFAULTS.get(mode, {}).get(k) if v is None else v
+                   for k, v in (("bidirectional", bidirectional), ("frame_stack", frame_stack),
+                                ("batch_size", batch_size))},
+                valid_frac=valid_frac, seed=data_seed, time_masks=time_masks,
                 time_mask_frames=time_mask_frames, freq_masks=freq_masks, freq_mask_bands=freq_mask_bands,
                 gain_db=gain_db, noise_snr_db=noise_snr_db, speed=speed, train_strings=train_strings,
                 valid_strings=valid_strings, test_strings=test_strings, max_digits=max_digits, short_epochs=short_epochs,

@@ -53,6 +53,17 @@ DATASETS = ("", "fsdd")
 BLANK = 0
 
 
+# The settings whose default depends on the mode (a config field left at None takes these).
+# Connected digits: both directions (a unidirectional CTC model sat on the all-blank plateau for
+# the whole budget; see docs/speech.md), three 10 ms frames a step (a digit lasts 25-60 frames,
+# so CTC keeps room for its blanks, and the stack runs three times fewer steps) and batches of
+# 16 (twice the updates for the same audio).
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "words": {"bidirectional": False, "frame_stack": 1, "batch_size": 32},
+    "ctc": {"bidirectional": True, "frame_stack": 3, "batch_size": 16},
+}
+
+
 @dataclass
 class SpeechConfig:
     mode: str = "words"                # words (one label per recording) | ctc (connected strings)
@@ -65,11 +76,11 @@ class SpeechConfig:
     cell: str = "lstm"
     hidden_size: int = 128
     num_layers: int = 2
-    bidirectional: bool = False        # unidirectional models can stream
-    frame_stack: int = 0               # feature frames joined into one recurrent step; 0 = by mode (ctc 3, words 1)
+    bidirectional: bool | None = None  # None: by mode (MODE_DEFAULTS); unidirectional models can stream
+    frame_stack: int | None = None     # feature frames joined into one recurrent step; None: by mode
     dropout: float = 0.1
     cell_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
+    batch_size: int | None = None      # None: by mode
     valid_frac: float = 0.1            # of the training recordings, held out for validation
     seed: int = 0
     # augmentation (training only)
@@ -95,19 +106,19 @@ class SpeechConfig:
                 raise ConfigError(expected(f"speech {what}", want, repr(got)))
 
         check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        check(isinstance(self.bidirectional, bool), "bidirectional", "true or false", self.bidirectional)
         check(self.dataset in DATASETS, "dataset", "'fsdd' or '' (with audio_dir)", self.dataset)
         check(bool(self.dataset) != bool(self.audio_dir), "data", "exactly one of dataset and audio_dir",
               {"dataset": self.dataset, "audio_dir": self.audio_dir})
         check(not self.labels or bool(self.audio_dir), "labels", "a CSV only with audio_dir", self.labels)
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
-        for name in ("hidden_size", "num_layers", "batch_size", "train_strings", "valid_strings", "test_strings",
+        for name in ("hidden_size", "num_layers", "batch_size", "frame_stack", "train_strings", "valid_strings", "test_strings",
                      "max_digits", "beam"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
-        check(isinstance(self.frame_stack, int) and not isinstance(self.frame_stack, bool) and self.frame_stack >= 0,
-              "frame_stack", "an integer >= 0", self.frame_stack)
-        if self.frame_stack == 0:
-            self.frame_stack = self.by_mode_stack(self.mode)
         for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands", "short_epochs"):
             v = getattr(self, name)
             check(isinstance(v, int) and v >= 0, name, "an integer >= 0", v)
@@ -118,13 +129,6 @@ class SpeechConfig:
         check(self.string_noise in ("", "white", "pink"), "string_noise", "'', 'white' or 'pink'", self.string_noise)
         self.feature_config()   # checks the feature fields
         self.cell_options = check_cell_options(self.cell_options, self.cell)
-
-    @staticmethod
-    def by_mode_stack(mode: str) -> int:
-        """``frame_stack``'s value for 0. A digit lasts 25-60 frames of 10 ms: with CTC every
-        third frame still leaves room for its blanks, and the recurrent stack runs three times
-        fewer steps."""
-        return 3 if mode == "ctc" else 1
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig.from_dict(self.features)
@@ -251,7 +255,7 @@ class _Part:
 # The training settings each mode trains best with (``rnnlab train speech`` and ``fit`` start from them).
 TRAIN_DEFAULTS = {
     "words": {"max_steps": 0, "max_epochs": 30, "optimizer": "adam", "lr": 2e-3, "clip": 5.0},
-    "ctc": {"max_steps": 0, "max_epochs": 30, "optimizer": "adam", "lr": 2e-3, "clip": 5.0},
+    "ctc": {"max_steps": 0, "max_epochs": 12, "optimizer": "adam", "lr": 2e-3, "clip": 5.0, "schedule": "plateau"},
 }
 
 
