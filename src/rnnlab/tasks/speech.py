@@ -577,7 +577,10 @@ class SpeechTask:
                 raw, _ = model.features.raw(wave)
                 lp, _ = model(wave)
             hyp = self.decode(lp[:, 0].double().numpy())
-            ax.imshow(raw[0, :, :self.fcfg.static_dim].T.numpy(), origin="lower", aspect="auto", cmap="magma")
+            img = raw[0, :, :self.fcfg.static_dim].T.numpy()
+            # Each band standardised over time: MFCC c0 would otherwise take the whole colour range.
+            img = (img - img.mean(1, keepdims=True)) / (img.std(1, keepdims=True) + 1e-9)
+            ax.imshow(img, origin="lower", aspect="auto", cmap="magma")
             for lo, hi in s.frame_boundaries(self.fcfg.hop_length):
                 ax.axvline(lo - 0.5, color="white", lw=0.8)
                 ax.axvline(hi - 0.5, color="white", lw=0.8, ls="--")
