@@ -85,19 +85,21 @@ def loso(args) -> None:
                           "worst": worst, "worst_acc": rows[worst]["acc"]})
 
 
-def ctc(args) -> None:
+def ctc(args, name: str = "ctc-official", flags: tuple[str, ...] = ()) -> None:
     """Connected digits with the connected-digit mode's defaults (only the data and threads given)."""
-    run, cost, cmd = train(args, "ctc-official", ["--mode", "ctc", *args.ctc_flags])
+    run, cost, cmd = train(args, name, ["--mode", "ctc", *flags, *args.ctc_flags])
     m = evaluate(run)
-    _write(args, "ctc", {"der": m["der"], "string_acc": m["string_acc"], "greedy_der": m["greedy_der"],
+    _write(args, name, {"der": m["der"], "string_acc": m["string_acc"], "greedy_der": m["greedy_der"],
                          "greedy_string_acc": m["greedy_string_acc"], "strings": m["n"],
                          "per_speaker_digit_acc": m["per_speaker"], **cost, "command": "rnnlab " + " ".join(cmd)})
 
 
-def _ctc_run(args) -> Path:
-    run = Path(args.run) if args.run else Path(args.out) / "ctc-official"
+def _ctc_run(args, unidirectional: bool = False) -> Path:
+    """``--run``, else OUT/ctc-official (or ctc-official-uni, a unidirectional one), trained if missing."""
+    name = "ctc-official-uni" if unidirectional else "ctc-official"
+    run = Path(args.run) if args.run else Path(args.out) / name
     if not run.is_dir():
-        ctc(args)
+        ctc(args, name, ("--unidirectional",) if unidirectional else ())
     return run
 
 
@@ -112,7 +114,7 @@ def stream(args) -> None:
     emitted is final. Latencies are taken over the digits the stream decodes right (matched to
     the spoken ones on the edit alignment)."""
     torch.set_num_threads(1)
-    task, model = load_speech_run(_ctc_run(args))
+    task, model = load_speech_run(_ctc_run(args, unidirectional=True))
     strings = task._strings("test")
     n = min(len(strings), 8 if args.smoke else args.stream_strings)
     tmp = Path(args.out) / "stream-wavs"
