@@ -31,7 +31,7 @@ def few(tmp_path_factory) -> Path:
 
 SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--train-strings", "8",
          "--valid-strings", "4", "--test-strings", "4", "--max-digits", "2", "--beam", "2", "--max-steps", "2",
-         "--no-report"]
+         "--no-report", "--unidirectional"]
 
 
 @pytest.mark.parametrize("mode", ["words", "ctc"])
@@ -94,3 +94,15 @@ def test_bad_flags_are_one_line(few, tmp_path, capsys):
     assert main(["train", "speech", "--audio-dir", str(few), "--split", "speaker:nobody",
                  "--out", str(tmp_path / "r")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_resume_refuses_other_speech_flags(words_run, few, capsys):
+    """A resumed run keeps its features and model: a flag that says otherwise is one line naming it."""
+    for flags, named in ((["--features", "logmel"], "--features 'logmel'"), (["--n-mfcc", "20"], "--n-mfcc 20"),
+                         (["--hidden", "32"], "--hidden 32"), (["--bidirectional"], "--bidirectional true")):
+        assert main(["train", "speech", "--resume", str(words_run), *flags, "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err and "the run has" in err, err
+    # The run's own settings given again are accepted (and continue it).
+    assert main(["train", "speech", "--resume", str(words_run), "--audio-dir", str(few), "--n-mfcc", "13",
+                 "--hidden", "8", "--max-steps", "3", "--quiet"]) == 0

@@ -189,3 +189,18 @@ def test_digit_error_rate_and_string_accuracy():
         digit_error_rate(refs, hyps[:2])
     with pytest.raises(ShapeError):
         digit_error_rate([""], ["1"])
+
+
+def test_align_spells_both_sequences_with_edit_distance_edits():
+    from rnnlab.tasks.ctc import align
+
+    assert align("522", "52") == [("5", "5"), ("2", None), ("2", "2")]
+    assert align("31", "381") == [("3", "3"), (None, "8"), ("1", "1")]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        ref, hyp = list(rng.integers(0, 3, rng.integers(0, 6))), list(rng.integers(0, 3, rng.integers(0, 6)))
+        pairs = align(ref, hyp)
+        assert [a for a, _ in pairs if a is not None] == ref and [b for _, b in pairs if b is not None] == hyp
+        e = edit_distance(ref, hyp)
+        assert sum(a != b for a, b in pairs) == e.total
+        assert sum(a is not None and b is not None and a != b for a, b in pairs) == e.substitutions

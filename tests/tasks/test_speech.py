@@ -13,7 +13,8 @@ pytest.importorskip("soundfile")
 pytest.importorskip("soxr")
 
 from rnnlab.errors import ConfigError, DataError  # noqa: E402
-from rnnlab.tasks.speech import SpeechConfig, SpeechTask, load_speech_run, stream_file, transcribe_file  # noqa: E402
+from rnnlab.tasks.speech import (  # noqa: E402
+    SpeechConfig, SpeechTask, load_speech_run, stack_frames, stream_file, transcribe_file)
 from rnnlab.train import TrainConfig, fit  # noqa: E402
 
 DIGITS = ("0", "1", "2")
@@ -83,7 +84,7 @@ def test_ctc_strings_keep_to_their_split(few_fsdd):
 
 @pytest.mark.parametrize("mode", ["ctc", "words"])
 def test_streaming_equals_offline(few_fsdd, tmp_path, mode):
-    cfg = small(few_fsdd, mode=mode, cell="gru")
+    cfg = small(few_fsdd, mode=mode, cell="gru", bidirectional=False)
     _, result = train(cfg, tmp_path / "run", steps=1)
     task, model = load_speech_run(result.run_dir)
     path = few_fsdd / "2_jackson_0.wav"
@@ -108,6 +109,16 @@ def test_bidirectional_model_does_not_stream(few_fsdd, tmp_path):
         stream_file(task, model, few_fsdd / "0_george_0.wav")
 
 
+def test_mode_defaults_and_frame_stack(few_fsdd):
+    ctc, words = small(few_fsdd, mode="ctc"), small(few_fsdd, mode="words")
+    assert (ctc.bidirectional, ctc.frame_stack, words.bidirectional, words.frame_stack) == (True, 3, False, 1)
+    assert small(few_fsdd, mode="ctc", bidirectional=False, frame_stack=2).frame_stack == 2
+    feats = torch.arange(2 * 7 * 2, dtype=torch.float32).reshape(2, 7, 2)
+    x, n = stack_frames(feats, torch.tensor([7, 4]), 3)
+    assert x.shape == (2, 3, 6) and n.tolist() == [3, 2]
+    assert x[0, 1].tolist() == feats[0, 3:6].reshape(-1).tolist() and x[0, 2, 2:].abs().sum() == 0
+
+
 def test_bad_config_and_data_are_one_line(few_fsdd, tmp_path):
     with pytest.raises(ConfigError, match="mode"):
         small(few_fsdd, mode="phones")
@@ -119,3 +130,51 @@ def test_bad_config_and_data_are_one_line(few_fsdd, tmp_path):
     empty.mkdir()
     with pytest.raises(DataError):
         SpeechTask(small(empty))
+
+
+MEMORY = """
+import json, resource, sys
+import torch
+from rnnlab.tasks.speech import load_speech_run, transcribe_file
+torch.set_num_threads(1)
+task, model = load_speech_run(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = transcribe_file(task, model, sys.argv[2], beam=1)
+print(json.dumps({"growth_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before,
+                  "tokens": len(res["tokens"]), "starts": [t["start_s"] for t in res["tokens"]]}))
+"""
+
+
+def test_long_file_in_bounded_memory(few_fsdd, tmp_path):
+    """A 10-minute file is read in windows: the peak memory it adds is about that of a 1-minute
+    file, where reading it whole would add ten times as much (its features alone are ~150 MB)."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    _, result = train(small(few_fsdd, mode="ctc"), tmp_path / "run", steps=1)
+    word = np.asarray(sf.read(few_fsdd / "1_george_0.wav", dtype="float32")[0])
+    second = np.concatenate([word, np.zeros(8000 - len(word) % 8000, dtype=np.float32)])
+    growth = {}
+    for minutes in (1, 10):
+        path = tmp_path / f"{minutes}min.wav"
+        sf.write(path, np.tile(second, int(60 * minutes * 8000 // len(second))), 8000)
+        out = subprocess.run([sys.executable, "-c", MEMORY, str(result.run_dir), str(path)], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        growth[minutes] = r["growth_kb"] / 1024
+        assert r["starts"] == sorted(r["starts"]) and (not r["starts"] or r["starts"][-1] <= 60 * minutes)
+    assert growth[10] < growth[1] + 40, growth   # MB
+
+
+def test_words_run_refuses_a_long_file(few_fsdd, tmp_path):
+    import soundfile as sf
+
+    _, result = train(small(few_fsdd, mode="words"), tmp_path / "run", steps=1)
+    task, model = load_speech_run(result.run_dir)
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(8000 * 61, dtype=np.float32), 8000)
+    with pytest.raises(DataError, match="a ctc run transcribes long files"):
+        transcribe_file(task, model, path)

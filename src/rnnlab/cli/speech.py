@@ -32,6 +32,12 @@ def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]
     return out
 
 
+# Flag parameter -> task config key, where they differ (checked against the run on --resume).
+CONFIG_KEYS = {"feature_kind": "features.kind", "n_mels": "features.n_mels", "n_mfcc": "features.n_mfcc",
+               "deltas": "features.deltas", "normalize": "features.normalize",
+               "data_seed": "seed", "cell_option": "cell_options"}
+
+
 def _features(kind: str, n_mels: int, n_mfcc: int, deltas: int, normalize: str) -> dict:
     return {"kind": kind, "n_mels": n_mels, "n_mfcc": n_mfcc, "deltas": deltas, "normalize": normalize}
 
@@ -56,9 +62,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         hidden_size: int = typer.Option(128, "--hidden-size", "--hidden", help="Hidden size."),
         num_layers: int = typer.Option(2, "--num-layers", "--layers", help="Recurrent layers."),
-        bidirectional: bool = typer.Option(False, "--bidirectional", help="Read both directions (cannot stream)."),
+        bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional", help="Read both directions (cannot stream) or one (default: ctc both, words one)."),
+        frame_stack: Optional[int] = typer.Option(None, "--frame-stack", help="Feature frames per recurrent step (default: ctc 3, words 1)."),
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
-        batch_size: int = typer.Option(32, "--batch-size"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: ctc 16, words 32."),
         valid_frac: float = typer.Option(0.1, "--valid-frac", help="Training recordings held out for validation."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the validation part, batch order, strings and augmentation."),
         time_masks: int = typer.Option(2, "--time-masks", help="SpecAugment time masks per utterance (0 = off)."),
@@ -72,29 +79,37 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         valid_strings: int = typer.Option(200, "--valid-strings", help="ctc: validation strings."),
         test_strings: int = typer.Option(300, "--test-strings", help="ctc: test strings."),
         max_digits: int = typer.Option(7, "--max-digits", help="ctc: longest string."),
+        short_epochs: int = typer.Option(2, "--short-epochs", help="ctc: the first epochs draw shorter strings (epoch e: up to e+1 digits; 0 = off)."),
         string_noise: str = typer.Option("", "--string-noise", help="ctc: background noise in strings: white | pink."),
         beam: int = typer.Option(8, "--beam", help="ctc: prefix beam width for the test split (1 = greedy)."),
         cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
-        from rnnlab.tasks.speech import SpeechConfig, SpeechTask  # lazy: keeps --help fast
+        from rnnlab.tasks.speech import MODE_DEFAULTS, TRAIN_DEFAULTS, SpeechConfig, SpeechTask  # lazy: keeps --help fast
         from rnnlab.train import load_run  # lazy: keeps --help fast
 
-        def build() -> SpeechTask:
-            config = SpeechConfig(
-                mode=mode, dataset="" if audio_dir is not None and "dataset" not in run.explicit else dataset, data_dir=str(data_dir) if data_dir else "",
+        def flags() -> dict:
+            """The task config the flags describe, unchecked (on --resume no data is read)."""
+            return dict(
+                mode=mode, dataset="" if audio_dir is not None and "dataset" not in run.explicit else dataset or "", data_dir=str(data_dir) if data_dir else "",
                 audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
                 features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden_size,
-                num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_size=batch_size,
-                valid_frac=valid_frac, seed=data_seed, time_masks=time_masks, time_mask_frames=time_mask_frames,
-                freq_masks=freq_masks, freq_mask_bands=freq_mask_bands, gain_db=gain_db, noise_snr_db=noise_snr_db,
-                speed=speed, train_strings=train_strings, valid_strings=valid_strings, test_strings=test_strings,
-                max_digits=max_digits, string_noise=string_noise, beam=beam,
-                cell_options=cell_options_from_flags(cell_option))
-            return SpeechTask(config)  # every data error is raised here, before any model is built
+                num_layers=num_layers, dropout=dropout,
+                **{k: MODE_DEFAULTS.get(mode, {}).get(k) if v is None else v
+                   for k, v in (("bidirectional", bidirectional), ("frame_stack", frame_stack),
+                                ("batch_size", batch_size))},
+                valid_frac=valid_frac, seed=data_seed, time_masks=time_masks,
+                time_mask_frames=time_mask_frames, freq_masks=freq_masks, freq_mask_bands=freq_mask_bands,
+                gain_db=gain_db, noise_snr_db=noise_snr_db, speed=speed, train_strings=train_strings,
+                valid_strings=valid_strings, test_strings=test_strings, max_digits=max_digits, short_epochs=short_epochs,
+                string_noise=string_noise, beam=beam, cell_options=cell_options_from_flags(cell_option))
 
-        result = run.start(build, **SpeechTask.train_defaults)
+        def build() -> SpeechTask:
+            return SpeechTask(SpeechConfig(**flags()))  # every data error is raised here, before any model is built
+
+        result = run.start(build, "speech", flags, CONFIG_KEYS, ("data_dir", "audio_dir", "labels"),
+                           **TRAIN_DEFAULTS[mode if mode in TRAIN_DEFAULTS else "words"])
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)

@@ -130,9 +130,9 @@ class TrainArgs:
             theirs = resolve_data_paths(run, saved["task_config"], saved.get("data_files"))
             for name, (flag, _) in self.explicit.items():
                 key = keys.get(name, name)
-                if key not in mine or key not in theirs:
+                want, got = _lookup(theirs, key), _lookup(mine, key)
+                if want is _MISSING or got is _MISSING:
                     continue
-                want, got = theirs[key], mine[key]
                 if key in path_keys and isinstance(got, str) and got:
                     if key in (saved.get("data_files") or {}):
                         data[key] = got  # identity by content: checked against the recorded checksum
@@ -151,6 +151,19 @@ class TrainArgs:
             raise ConfigError(f"--resume {run}: expected only flags that keep the run as it was trained, got "
                               f"{'; '.join(bad)}; drop them (only {may}, --no-report may change) or train a new run")
         return data
+
+
+_MISSING = object()
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    """``config[key]``; a dotted key reaches into nested dicts ("features.kind")."""
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
 
 
 def _normal(v: Any) -> Any:

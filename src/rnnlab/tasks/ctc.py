@@ -33,7 +33,7 @@ error rate) and :func:`sequence_accuracy` (whole strings right).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -262,6 +262,31 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> Edits:
         prev = cur
     _, s, d, ins = prev[m]
     return Edits(s, d, ins)
+
+
+def align(ref: Sequence, hyp: Sequence) -> list[tuple[Any, Any]]:
+    """A minimal edit alignment as pairs ``(r, h)``: a match or substitution ``(r, h)``, a deletion
+    ``(r, None)``, an insertion ``(None, h)``, in order; ties broken as :func:`edit_distance`'s
+    (substitutions, then deletions), so its counts are that function's."""
+    n, m = len(ref), len(hyp)
+    d = np.zeros((n + 1, m + 1), dtype=np.int64)
+    d[:, 0], d[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]), d[i - 1, j] + 1, d[i, j - 1] + 1)
+    pairs: list[tuple[Any, Any]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((ref[i - 1], hyp[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and d[i, j] == d[i - 1, j] + 1:
+            pairs.append((ref[i - 1], None))
+            i -= 1
+        else:
+            pairs.append((None, hyp[j - 1]))
+            j -= 1
+    return pairs[::-1]
 
 
 def error_rate(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> float:

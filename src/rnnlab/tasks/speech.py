@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.data.audio import load_audio
+from rnnlab.data.audio import audio_info, iter_audio, load_audio
 from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStream, feature_stats
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
 from rnnlab.data.recordings import Recording, fsdd_recordings, make_split, read_label_csv, scan_recordings
@@ -43,7 +43,7 @@ from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.classify import classification_metrics
-from rnnlab.tasks.ctc import Hypothesis, beam_search, digit_error_rate, greedy_decode, string_accuracy
+from rnnlab.tasks.ctc import Hypothesis, align, beam_search, digit_error_rate, greedy_decode, string_accuracy
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
@@ -51,6 +51,17 @@ from rnnlab.train.task import ReportSection, StepOutput, register_task
 MODES = ("words", "ctc")
 DATASETS = ("", "fsdd")
 BLANK = 0
+
+
+# The settings whose default depends on the mode (a config field left at None takes these).
+# Connected digits: both directions (a unidirectional CTC model sat on the all-blank plateau for
+# the whole budget; see docs/speech.md), three 10 ms frames a step (a digit lasts 25-60 frames,
+# so CTC keeps room for its blanks, and the stack runs three times fewer steps) and batches of
+# 16 (twice the updates for the same audio).
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "words": {"bidirectional": False, "frame_stack": 1, "batch_size": 32},
+    "ctc": {"bidirectional": True, "frame_stack": 3, "batch_size": 16},
+}
 
 
 @dataclass
@@ -65,10 +76,11 @@ class SpeechConfig:
     cell: str = "lstm"
     hidden_size: int = 128
     num_layers: int = 2
-    bidirectional: bool = False        # unidirectional models can stream
+    bidirectional: bool | None = None  # None: by mode (MODE_DEFAULTS); unidirectional models can stream
+    frame_stack: int | None = None     # feature frames joined into one recurrent step; None: by mode
     dropout: float = 0.1
     cell_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
+    batch_size: int | None = None      # None: by mode
     valid_frac: float = 0.1            # of the training recordings, held out for validation
     seed: int = 0
     # augmentation (training only)
@@ -84,6 +96,7 @@ class SpeechConfig:
     valid_strings: int = 200
     test_strings: int = 300
     max_digits: int = 7
+    short_epochs: int = 2              # the first epochs' strings are shorter: epoch e has up to e + 1 words
     string_noise: str = ""             # "" | white | pink: background noise in the strings
     beam: int = 8                      # prefix beam width for evaluation (1 = greedy)
 
@@ -93,16 +106,20 @@ class SpeechConfig:
                 raise ConfigError(expected(f"speech {what}", want, repr(got)))
 
         check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        check(isinstance(self.bidirectional, bool), "bidirectional", "true or false", self.bidirectional)
         check(self.dataset in DATASETS, "dataset", "'fsdd' or '' (with audio_dir)", self.dataset)
         check(bool(self.dataset) != bool(self.audio_dir), "data", "exactly one of dataset and audio_dir",
               {"dataset": self.dataset, "audio_dir": self.audio_dir})
         check(not self.labels or bool(self.audio_dir), "labels", "a CSV only with audio_dir", self.labels)
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
-        for name in ("hidden_size", "num_layers", "batch_size", "train_strings", "valid_strings", "test_strings",
+        for name in ("hidden_size", "num_layers", "batch_size", "frame_stack", "train_strings", "valid_strings", "test_strings",
                      "max_digits", "beam"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
-        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands", "short_epochs"):
             v = getattr(self, name)
             check(isinstance(v, int) and v >= 0, name, "an integer >= 0", v)
         check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
@@ -131,35 +148,50 @@ class SpeechConfig:
 # ----------------------------------------------------------------------------- model
 
 
+def stack_frames(feats: torch.Tensor, frames: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Join ``k`` consecutive frames of ``feats (B, T, D)`` into one ``(B, ceil(T / k), k * D)``
+    (the last step zero-padded); frame counts become ``ceil(frames / k)``."""
+    if k == 1:
+        return feats, frames
+    B, T, D = feats.shape
+    steps = -(-T // k)
+    x = nn.functional.pad(feats, (0, 0, 0, steps * k - T)).reshape(B, steps, k * D)
+    return x, (frames + k - 1) // k
+
+
 class SpeechModel(nn.Module):
     """Features, a recurrent stack and a linear head; ``forward(wave, lengths)`` gives
-    words: logits (B, C); ctc: log-probabilities (T, B, C) and the frame counts."""
+    words: logits (B, C); ctc: log-probabilities (T', B, C) and the step counts, where a step
+    is ``frame_stack`` feature frames."""
 
     def __init__(self, features: FeatureConfig, *, mode: str, cell: str, hidden_size: int, num_layers: int,
-                 bidirectional: bool, dropout: float, n_out: int, cell_options: dict[str, Any] | None = None):
+                 bidirectional: bool, dropout: float, n_out: int, cell_options: dict[str, Any] | None = None,
+                 frame_stack: int = 1):
         super().__init__()
         self.mode = mode
+        self.frame_stack = frame_stack
         self.features = AudioFeatures(features)
-        self.rnn = recurrent_layer(cell, features.dim, hidden_size, num_layers, cell_options, dropout=dropout,
-                                   bidirectional=bidirectional)
+        self.rnn = recurrent_layer(cell, features.dim * frame_stack, hidden_size, num_layers, cell_options,
+                                   dropout=dropout, bidirectional=bidirectional)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear((2 if bidirectional else 1) * hidden_size, n_out)
 
-    def encode(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Features (B, T, D) with frame counts (B,) -> head outputs as ``forward``."""
-        x = feats.transpose(0, 1).contiguous()                                     # (T, B, D)
+    def encode(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, T, D) with frame counts (B,) -> head outputs and step counts, as ``forward``."""
+        feats, frames = stack_frames(feats, frames, self.frame_stack)
+        x = feats.transpose(0, 1).contiguous()                                     # (T', B, k*D)
         packed = pack_padded_sequence(x, frames.cpu(), enforce_sorted=False)
         out_p, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out_p, total_length=x.shape[0])               # (T, B, dirs*H)
+        out, _ = pad_packed_sequence(out_p, total_length=x.shape[0])               # (T', B, dirs*H)
         if self.mode == "words":
             mask = (torch.arange(x.shape[0])[:, None] < frames.cpu()[None, :]).to(out)[..., None]
             pooled = (out * mask).sum(0) / frames.to(out)[:, None]
-            return self.head(self.drop(pooled))
-        return torch.log_softmax(self.head(self.drop(out)), dim=-1)
+            return self.head(self.drop(pooled)), frames
+        return torch.log_softmax(self.head(self.drop(out)), dim=-1), frames
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         feats, frames = self.features(wave, lengths)
-        return self.encode(feats.to(self.head.weight.dtype), frames), frames
+        return self.encode(feats.to(self.head.weight.dtype), frames)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -220,13 +252,21 @@ class _Part:
     sources: list[Any]                      # recording path(s) behind each item
 
 
+# The training settings each mode trains best with (``rnnlab train speech`` and ``fit`` start from them).
+TRAIN_DEFAULTS = {
+    "words": {"max_steps": 0, "max_epochs": 30, "optimizer": "adam", "lr": 2e-3, "clip": 5.0},
+    "ctc": {"max_steps": 0, "max_epochs": 12, "optimizer": "adam", "lr": 2e-3, "clip": 5.0, "schedule": "plateau"},
+}
+
+
 class SpeechTask:
     name = "speech"
-    train_defaults = {"max_steps": 0, "max_epochs": 30, "optimizer": "adam", "lr": 2e-3, "clip": 5.0}
+    train_defaults = TRAIN_DEFAULTS["words"]
     items_name = "utterances"
 
     def __init__(self, config: SpeechConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config = config
+        self.train_defaults = TRAIN_DEFAULTS[config.mode]
         self.metric_name = "acc" if config.mode == "words" else "der"
         self.fcfg = config.feature_config()
         self._parts: dict[str, _Part] = {}
@@ -334,7 +374,7 @@ class SpeechTask:
         n_out = len(self.labels) + (1 if c.mode == "ctc" else 0)
         model = SpeechModel(self.fcfg, mode=c.mode, cell=c.cell, hidden_size=c.hidden_size,
                             num_layers=c.num_layers, bidirectional=c.bidirectional, dropout=c.dropout,
-                            n_out=n_out, cell_options=c.cell_options)
+                            n_out=n_out, cell_options=c.cell_options, frame_stack=c.frame_stack)
         model.features.set_stats(torch.tensor(self._meta["feature_mean"], dtype=torch.float64),
                                  torch.tensor(self._meta["feature_var"], dtype=torch.float64))
         return model
@@ -360,8 +400,13 @@ class SpeechTask:
     def _epoch_ds(self, epoch: int) -> ConnectedDigits:
         ds = self._train_ds
         if getattr(self, "_epoch_cache", (None,))[0] != epoch:
+            # The first short_epochs draw shorter strings (epoch e: up to e + 1 words), short first
+            # as Deep Speech 2's SortaGrad: one word is a label to find, not yet an alignment.
+            cfg = ds.config
+            if epoch < self.config.short_epochs:
+                cfg = dataclasses.replace(cfg, max_digits=min(cfg.max_digits, epoch + 1))
             fresh = ConnectedDigits(ds.recordings, ds.size, ds.seed + 7919 * epoch, sample_rate=ds.sample_rate,
-                                    config=ds.config)
+                                    config=cfg)
             fresh._audio = ds._audio   # the recordings' audio is read once
             self._epoch_cache = (epoch, fresh)
         return self._epoch_cache[1]
@@ -375,7 +420,7 @@ class SpeechTask:
         if augment_seed is not None:
             feats = spec_augment(feats, frames, np.random.default_rng(augment_seed), self.config,
                                  self.fcfg.static_dim)
-        return model.encode(feats, frames), frames
+        return model.encode(feats, frames)
 
     def _loss(self, out: torch.Tensor, frames: torch.Tensor, targets: list[tuple[int, ...]], reduction: str):
         device = out.device
@@ -449,6 +494,24 @@ class SpeechTask:
             m.update(der=digit_error_rate(r, h), string_acc=string_accuracy(r, h),
                      greedy_der=digit_error_rate(r, g), greedy_string_acc=string_accuracy(r, g),
                      refs=refs, hyps=hyps)
+            # Per word of the references, on the edit alignment: the confusion matrix (the last
+            # row and column stand for "no word": insertions and deletions) and, through the
+            # recording behind each word, the accuracy per speaker.
+            names = [self.labels[i] for i in range(len(self.labels))]
+            index = {w: i for i, w in enumerate(names)}
+            none = len(names)
+            cm = np.zeros((none + 1, none + 1), dtype=np.int64)
+            speaker_of = {rec.path: rec.speaker for rec in self._recording_split().test + tuple(self._valid_recs)}
+            per: dict[str, list[int]] = {}
+            for ref_w, hyp_w, sources in zip(r, h, part.sources):
+                k = 0
+                for a, b in align(ref_w, hyp_w):
+                    cm[index[a] if a is not None else none, index[b] if b is not None else none] += 1
+                    if a is not None:
+                        per.setdefault(str(speaker_of.get(sources[k])), []).append(int(a == b))
+                        k += 1
+            m["confusion"] = cm.tolist()
+            m["per_speaker"] = {k: float(np.mean(v)) for k, v in sorted(per.items())}
         return m
 
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
@@ -471,42 +534,64 @@ class SpeechTask:
                      [["greedy", m["greedy_der"], m["greedy_string_acc"]],
                       [f"prefix beam ({self.config.beam})", m["der"], m["string_acc"]]])
         html += table(["reference", "decoded"], [[r, h] for r, h in list(zip(m["refs"], m["hyps"]))[:10]])
+        html += "<p>Digits decoded right, per speaker of the recording behind each digit:</p>"
+        html += table(["speaker", "digit accuracy"], [[k, v] for k, v in m["per_speaker"].items()])
         sections = [ReportSection(f"Connected digits: {m['n']} test strings", html)]
-        sections.append(ReportSection("Spectrogram with the CTC alignment", self._alignment_img(model)))
+        sections.append(ReportSection("Confusion matrix per digit (test, on the edit alignment)",
+                                      self._confusion_img(m["confusion"], [*self.labels, "none"])))
+        sections.append(ReportSection("Spectrograms with the CTC alignment", self._alignment_img(model)))
         return sections
 
-    def _confusion_img(self, cm: list[list[int]]) -> str:
+    def _confusion_img(self, cm: list[list[int]], names: list[str] | None = None) -> str:
         plt = pyplot()
         cm_a = np.asarray(cm)
-        k = len(self.labels)
+        names = names or self.labels
+        k = len(names)
         fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1.0 + 0.45 * k))
         ax.imshow(cm_a, cmap="Blues")
-        ax.set_xticks(range(k), self.labels)
-        ax.set_yticks(range(k), self.labels)
+        for (i, j), v in np.ndenumerate(cm_a):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > cm_a.max() / 2 else "black")
+        ax.set_xticks(range(k), names)
+        ax.set_yticks(range(k), names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         return figure_to_img(fig, "confusion matrix")
 
-    def _alignment_img(self, model: SpeechModel) -> str:
-        part = self.part("test")
-        wave = torch.from_numpy(part.waves[0]).double()
+    def _alignment_img(self, model: SpeechModel, n: int = 3) -> str:
+        """The first ``n`` test strings: log-mel/MFCC frames, where each word really is (white
+        lines, from the synthesis) and the frames that emit each decoded label on its best CTC
+        alignment (cyan)."""
+        strings = self._strings("test")
+        k = self.config.frame_stack
         was = model.training
         model.eval()
-        with torch.no_grad():
-            raw, _ = model.features.raw(wave)
-            lp, _ = model(wave)
-        model.train(was)
-        hyp = self.decode(lp[:, 0].double().numpy())
         plt = pyplot()
-        fig, ax = plt.subplots(figsize=(8, 3))
-        ax.imshow(raw[0, :, :self.fcfg.static_dim].T.numpy(), origin="lower", aspect="auto", cmap="magma")
-        for tok in hyp.tokens:
-            ax.axvspan(tok.start - 0.5, tok.end - 0.5, color="cyan", alpha=0.35)
-            ax.text((tok.start + tok.end) / 2, self.fcfg.static_dim * 0.9, self.labels[tok.label - 1],
-                    color="white", ha="center")
-        ax.set_xlabel(f"frame ({self.fcfg.hop_ms:g} ms)")
-        ax.set_title(f"reference {self.text(part.targets[0])!r}, decoded {self.text(hyp.labels)!r}")
-        return figure_to_img(fig, "spectrogram with CTC alignment")
+        n = min(n, len(strings))
+        fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n), squeeze=False)
+        for ax, i in zip(axes[:, 0], range(n)):
+            s = strings[i]
+            wave = torch.from_numpy(s.audio).double()
+            with torch.no_grad():
+                raw, _ = model.features.raw(wave)
+                lp, _ = model(wave)
+            hyp = self.decode(lp[:, 0].double().numpy())
+            img = raw[0, :, :self.fcfg.static_dim].T.numpy()
+            # Each band standardised over time: MFCC c0 would otherwise take the whole colour range.
+            img = (img - img.mean(1, keepdims=True)) / (img.std(1, keepdims=True) + 1e-9)
+            ax.imshow(img, origin="lower", aspect="auto", cmap="magma")
+            for lo, hi in s.frame_boundaries(self.fcfg.hop_length):
+                ax.axvline(lo - 0.5, color="white", lw=0.8)
+                ax.axvline(hi - 0.5, color="white", lw=0.8, ls="--")
+            for tok in hyp.tokens:
+                ax.axvspan(tok.start * k - 0.5, tok.end * k - 0.5, color="cyan", alpha=0.45)
+                ax.text((tok.start + tok.end) * k / 2, self.fcfg.static_dim * 0.85, self.labels[tok.label - 1],
+                        color="white", ha="center", fontsize=11, weight="bold")
+            ax.set_title(f"reference {s.text!r}, decoded {self.text(hyp.labels)!r}", fontsize=9)
+        axes[-1, 0].set_xlabel(f"frame ({self.fcfg.hop_ms:g} ms; the model steps every {k})")
+        model.train(was)
+        return figure_to_img(fig, "spectrograms with CTC alignment")
 
 
 def build_speech_task(config: dict[str, Any], metadata: dict[str, Any] | None = None) -> SpeechTask:
@@ -528,84 +613,174 @@ def load_speech_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> tup
     return task, model
 
 
-def _seconds(frame: int, task: SpeechTask) -> float:
-    return round(frame * task.fcfg.hop_ms / 1000, 3)
+def _seconds(step: int, task: SpeechTask) -> float:
+    """The audio time of a recurrent step's start (a step is ``frame_stack`` feature frames)."""
+    return round(step * task.fcfg.hop_ms * task.config.frame_stack / 1000, 3)
+
+
+# Longer files are transcribed window by window, so memory stays that of one window.
+LONG_FILE_S = 60.0
+WINDOW_S = 30.0     # each window's core; every token comes from the window whose core holds its start
+MARGIN_S = 2.0      # audio either side of the core, so a word cut by a core's edge is heard whole
+
+
+def _windows(path: str | os.PathLike, sample_rate: int, core: int, margin: int
+             ) -> Iterator[tuple[int, np.ndarray, int, float]]:
+    """``(offset, samples, core_start, core_end)`` windows over the file, read block by block:
+    cores of ``core`` samples tile the file, each window adds ``margin`` samples either side."""
+    buf, buf_start, core_start = np.zeros(0, dtype=np.float32), 0, 0
+    for block in iter_audio(path, sample_rate):
+        buf = np.concatenate([buf, block])
+        while buf_start + len(buf) >= core_start + core + margin:
+            lo = max(0, core_start - margin)
+            yield lo, buf[lo - buf_start:core_start + core + margin - buf_start], core_start, core_start + core
+            core_start += core
+            drop = max(0, core_start - margin) - buf_start
+            buf, buf_start = buf[drop:], buf_start + drop
+    if buf_start + len(buf) > core_start:
+        lo = max(0, core_start - margin)
+        yield lo, buf[lo - buf_start:], core_start, float("inf")
+
+
+def _transcribe_wave(task: SpeechTask, model: SpeechModel, wave: np.ndarray, beam: int | None, offset_s: float = 0.0
+                     ) -> tuple[str, float, list[dict[str, Any]]]:
+    with torch.no_grad():
+        out, _ = model(torch.from_numpy(wave).double())
+    if task.config.mode == "words":
+        lp = torch.log_softmax(out[0].double(), -1).numpy()
+        k = int(lp.argmax())
+        end = round(offset_s + len(wave) / task.fcfg.sample_rate, 3)
+        return task.labels[k], float(lp[k]), [{"token": task.labels[k], "start_s": round(offset_s, 3), "end_s": end,
+                                                "score": float(lp[k])}]
+    hyp = task.decode(out[:, 0].double().numpy(), beam)
+    return task.text(hyp.labels), hyp.log_prob, [
+        {"token": task.labels[t.label - 1], "start_s": round(offset_s + _seconds(t.start, task), 3),
+         "end_s": round(offset_s + _seconds(t.end, task), 3), "score": t.log_prob} for t in hyp.tokens]
 
 
 def transcribe_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike,
                     beam: int | None = None) -> dict[str, Any]:
     """``{"file", "text", "score", "tokens": [{"token", "start_s", "end_s", "score"}]}``: the
     scores are natural-log probabilities (words: of the label; ctc: of the whole labelling,
-    and each token's summed over the frames that emit it)."""
-    wave = load_audio(path, task.fcfg.sample_rate)
+    and each token's summed over the frames that emit it).
+
+    A ctc run reads a file longer than ``LONG_FILE_S`` in windows (``WINDOW_S`` cores with
+    ``MARGIN_S`` either side), so memory does not grow with the file; its score is then the
+    sum of the windows' scores. A words run classifies one recording and refuses long files."""
+    sr = task.fcfg.sample_rate
+    info = audio_info(path)
+    if info.seconds > LONG_FILE_S:
+        if task.config.mode == "words":
+            raise DataError(expected(f"audio file {str(path)!r}", f"one word of at most {LONG_FILE_S:g} s for a "
+                                     f"words run (a ctc run transcribes long files)", f"{info.seconds:.1f} s"))
+        model.eval()
+        texts, score, tokens = [], 0.0, []
+        for offset, wave, lo, hi in _windows(path, sr, int(WINDOW_S * sr), int(MARGIN_S * sr)):
+            if len(wave) < task.fcfg.win_length:
+                continue
+            _, s, toks = _transcribe_wave(task, model, wave, beam, offset / sr)
+            keep = [t for t in toks if lo / sr <= t["start_s"] < hi / sr]
+            tokens += keep
+            score += s
+        sep = "" if all(len(w) == 1 for w in task.labels) else " "
+        return {"file": str(path), "text": sep.join(t["token"] for t in tokens), "score": score, "tokens": tokens}
+    wave = load_audio(path, sr)
     if len(wave) < task.fcfg.win_length:
         raise DataError(expected(f"audio file {str(path)!r}", f"at least {task.fcfg.win_length} samples "
                                  f"({task.fcfg.win_ms:g} ms)", f"{len(wave)}"))
     model.eval()
-    with torch.no_grad():
-        out, frames = model(torch.from_numpy(wave).double())
-    seconds = round(len(wave) / task.fcfg.sample_rate, 3)
-    if task.config.mode == "words":
-        lp = torch.log_softmax(out[0].double(), -1).numpy()
-        k = int(lp.argmax())
-        return {"file": str(path), "text": task.labels[k], "score": float(lp[k]),
-                "tokens": [{"token": task.labels[k], "start_s": 0.0, "end_s": seconds, "score": float(lp[k])}]}
-    hyp = task.decode(out[:, 0].double().numpy(), beam)
-    return {"file": str(path), "text": task.text(hyp.labels), "score": hyp.log_prob,
-            "tokens": [{"token": task.labels[t.label - 1], "start_s": _seconds(t.start, task),
-                        "end_s": _seconds(t.end, task), "score": t.log_prob} for t in hyp.tokens]}
+    text, score, tokens = _transcribe_wave(task, model, wave, beam)
+    return {"file": str(path), "text": text, "score": score, "tokens": tokens}
+
+
+def _chunks(path: str | os.PathLike, sample_rate: int, step: int) -> Iterator[np.ndarray]:
+    """The file in consecutive pieces of ``step`` samples (the last may be shorter), read block by block."""
+    buf = np.zeros(0, dtype=np.float32)
+    for block in iter_audio(path, sample_rate):
+        buf = np.concatenate([buf, block])
+        n = len(buf) // step * step
+        for s in range(0, n, step):
+            yield buf[s:s + step]
+        buf = buf[n:]
+    if len(buf):
+        yield buf
 
 
 def stream_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike, chunk_ms: float = 100.0,
                 on_partial=None) -> dict[str, Any]:
     """Transcribe ``path`` as a live signal: ``chunk_ms`` of samples at a time through
     :class:`FeatureStream` and the recurrent stack's step path (:class:`rnnlab.nn.Stream`), greedy
-    CTC on the frames so far. ``on_partial(text, seconds)`` is called when the text changes.
-    Returns the final result with ``rtf`` (processing time / audio time) and the frame log-probabilities."""
+    CTC on the steps so far. ``on_partial(text, seconds)`` is called when the text changes.
+
+    Returns the final result with ``rtf`` (processing time / audio time), the step
+    log-probabilities (ctc), and ``emissions`` (ctc): for each token, ``audio_s``, the end of the
+    chunk whose processing emitted it, and ``compute_s``, the time that chunk took to process.
+    Greedy CTC never takes a token back, so a token is final when it is emitted; on a live
+    signal it appears at ``audio_s + compute_s`` (when the processing keeps up, ``rtf < 1``)."""
     c = task.config
     if c.bidirectional:
         raise ConfigError(expected("a model to stream", "a unidirectional one", "a bidirectional run"))
     if task.fcfg.normalize == "utterance":
         raise ConfigError(expected("feature normalisation to stream", "'running' or 'none'", "'utterance'"))
-    wave = load_audio(path, task.fcfg.sample_rate)
+    sr, k = task.fcfg.sample_rate, c.frame_stack
     model.eval()
     rnn_stream = Stream(model.rnn)
     feat_stream = FeatureStream(model.features, dtype=model.head.weight.dtype)
-    step = max(1, int(round(task.fcfg.sample_rate * chunk_ms / 1000)))
+    step = max(1, int(round(sr * chunk_ms / 1000)))
     rows: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []     # feature frames not yet a whole recurrent step
     pooled = None
-    path: list[int] = []     # ctc: the argmax label of every frame so far
+    best: list[int] = []     # ctc: the argmax label of every step so far
     labels: list[int] = []
+    emissions: list[dict[str, Any]] = []
     text = ""
-    start = time.perf_counter()
+    samples, elapsed = 0, 0.0
+    chunks = _chunks(path, sr, step)
     with torch.no_grad():
-        for s in range(0, len(wave) + step, step):
-            frames = feat_stream.accept(wave[s:s + step]) if s < len(wave) else feat_stream.finish()
-            for f in frames:
-                h = rnn_stream.step(f)
+        while True:
+            chunk = next(chunks, None)
+            t0 = time.perf_counter()
+            if chunk is not None:
+                samples += len(chunk)
+                pending.extend(feat_stream.accept(chunk))
+            else:
+                if samples == 0:
+                    raise DataError(expected(f"audio file {str(path)!r}", "at least one sample", "none"))
+                pending.extend(feat_stream.finish())
+                if len(pending) % k:   # the last step zero-padded, as offline
+                    pending.extend([torch.zeros_like(pending[0])] * (k - len(pending) % k))
+            while len(pending) >= k:
+                h = rnn_stream.step(torch.cat(pending[:k]))
+                del pending[:k]
                 if c.mode == "words":
                     pooled = h.clone() if pooled is None else pooled + h
                     rows.append(h)
                 else:
                     rows.append(torch.log_softmax(model.head(h), -1))
-            if not rows:
-                continue
-            if c.mode == "words":
+            new, fresh = text, []
+            if rows and c.mode == "words":
                 new = task.labels[int(model.head(pooled / len(rows)).argmax())]
-            else:
-                # Greedy CTC, extended frame by frame: a label is emitted when the argmax moves onto it.
-                for row in rows[len(path):]:
-                    k = int(row.argmax())
-                    if k != BLANK and (not path or path[-1] != k):
-                        labels.append(k)
-                    path.append(k)
+            elif rows:
+                # Greedy CTC, extended step by step: a label is emitted when the argmax moves onto it.
+                for row in rows[len(best):]:
+                    j = int(row.argmax())
+                    if j != BLANK and (not best or best[-1] != j):
+                        labels.append(j)
+                        fresh.append(j)
+                    best.append(j)
                 new = task.text(tuple(labels))
+            spent = time.perf_counter() - t0
+            elapsed += spent
+            if c.mode == "ctc":
+                emissions += [{"token": task.labels[j - 1], "audio_s": samples / sr, "compute_s": spent}
+                              for j in fresh]
             if new != text:
                 text = new
                 if on_partial is not None:
-                    on_partial(text, min(len(wave), s + step) / task.fcfg.sample_rate)
-    elapsed = time.perf_counter() - start
-    seconds = len(wave) / task.fcfg.sample_rate
+                    on_partial(text, samples / sr)
+            if chunk is None:
+                break
+    seconds = samples / sr
     lp = torch.stack(rows).double().numpy() if c.mode == "ctc" else None
     return {"file": str(path), "text": text, "rtf": elapsed / max(seconds, 1e-9), "seconds": seconds,
-            "backend": rnn_stream.backend, "log_probs": lp}
+            "backend": rnn_stream.backend, "log_probs": lp, "emissions": emissions}
