@@ -54,10 +54,24 @@ def test_forecast_commands(tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     assert [r["t"] for r in rows] == ["120", "121", "122", "123"]
     assert all(float(r["y_q0.1"]) <= float(r["y"]) <= float(r["y_q0.9"]) for r in rows)
+    # --backtest-windows 2 held out the last 2 x 4 rows after validation: backtests start there
     assert main(["backtest", str(run), "--csv", str(data), "--windows", "3"]) == 0
-    assert "window 3 (origin row 116)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "window 2 (origin row 116)" in out and "window 3" not in out and "Theta" in out
+    assert main(["backtest", str(run), "--csv", str(data), "--windows", "3", "--json"]) == 0
+    bt = json.loads(capsys.readouterr().out)
+    assert [p["origin_row"] for p in bt["per_window"]] == [112, 116] and bt["windows"] == 2
+    assert {"mase", "naive_mase", "snaive_mase", "theta_mase"} <= set(bt)
     assert main(["evaluate", str(run), "--csv", str(data), "--json"]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["windows"] == 120 - 16 - 4 + 1 and "snaive_mase" in m
-    assert main(["backtest", str(run), "--csv", str(data), "--windows", "50"]) == 1
-    assert "16 + 50 x 4 = 216 rows, got 120" in capsys.readouterr().err
+    assert main(["forecast", str(run), "--csv", str(data), "--horizon", "2", "--out", str(tmp_path / "g.csv"),
+                 "--json"]) == 0
+    assert [r["t"] for r in json.loads(capsys.readouterr().out)["rows"]] == ["120", "121"]
+    # the training file ends where validation ended for a run without held-out windows: nothing to backtest
+    run2 = tmp_path / "run2"
+    assert main(["train", "forecast", "--csv", str(data), "--target", "y", "--context", "16", "--horizon", "4",
+                 "--hidden", "8", "--max-epochs", "1", "--quiet", "--no-report", "--out", str(run2)]) == 0
+    assert main(["backtest", str(run2), "--csv", str(data), "--windows", "5"]) == 1
+    assert "rows after the run's validation span (its first 120 rows chose the checkpoint), got 0" in \
+        capsys.readouterr().err
