@@ -766,7 +766,7 @@ class ForecastTask:
                 raise DataError(f"{path}{self._label(s)}: context = {need}: expected at least {need} rows, got {len(s)}")
         sid = np.arange(len(series))
         ends = np.array([len(s) for s in series])
-        pred = self.forecast_data(model, [_extended(s, horizon) for s in series], sid, ends, horizon)
+        pred = self.forecast_data(model, [extended(s, horizon) for s in series], sid, ends, horizon)
         names = self.target_names()
         rows = []
         for i, s in enumerate(series):
@@ -828,7 +828,7 @@ def _padded(hist: np.ndarray, m: int) -> np.ndarray:
     return np.concatenate([np.repeat(hist[:1], m - len(hist), 0), hist], 0)
 
 
-def _extended(s: SeriesFrame, horizon: int) -> SeriesFrame:
+def extended(s: SeriesFrame, horizon: int) -> SeriesFrame:
     """``s`` with ``horizon`` rows after its end (targets repeat the last one: they are never read
     as inputs, only as the targets of the window that forecasts them)."""
     t = None
