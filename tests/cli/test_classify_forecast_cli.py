@@ -75,3 +75,25 @@ def test_forecast_commands(tmp_path, capsys):
     assert main(["backtest", str(run2), "--csv", str(data), "--windows", "5"]) == 1
     assert "rows after the run's validation span (its first 120 rows chose the checkpoint), got 0" in \
         capsys.readouterr().err
+
+
+def test_forecast_cli_defaults_are_the_config_defaults():
+    """`rnnlab train forecast` and ForecastConfig() train the same model by default."""
+    import inspect
+
+    from rnnlab.cli.forecast import CONFIG_KEYS
+    from rnnlab.cli.main import train_app
+    from rnnlab.tasks.forecast import ForecastConfig
+
+    cmd = next(c for c in train_app.registered_commands if c.name == "forecast")
+    defaults = ForecastConfig()
+    checked = 0
+    for name, p in inspect.signature(cmd.callback).parameters.items():
+        key = CONFIG_KEYS.get(name, name)
+        default = getattr(p.default, "default", p.default)
+        if default is None or name == "seed":  # the training core's own flags (the run seed), not the task's
+            continue
+        if hasattr(defaults, key) and key not in ("data", "targets", "covariates", "quantiles", "cell_options"):
+            assert default == getattr(defaults, key), (name, default, getattr(defaults, key))
+            checked += 1
+    assert checked >= 20
