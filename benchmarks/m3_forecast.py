@@ -65,11 +65,13 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
         for s in series:
             fh.writelines(f"{s.sn},{t},{v!r}\n" for t, v in enumerate(np.asarray(s.x, dtype=float).tolist()))
     cfg = ForecastConfig(data=str(path), id_col="id", targets=["y"], horizon=horizon, season=season,
-                         valid_frac=args.valid_frac, ensemble=args.ensemble, context=args.context or 48)
+                         valid_frac=args.valid_frac, ensemble=args.ensemble, context=args.context or 48,
+                         batch_size=args.batch_size)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     task = ForecastTask(cfg)
     train = TrainConfig.for_task(task, max_steps=args.max_steps, max_epochs=0, eval_every=max(1, args.max_steps // 5),
-                                 quiet=True, report=False, threads=args.threads, seed=args.seed)
+                                 quiet=True, report=False, threads=args.threads, seed=args.seed,
+                                 **({"lr": args.lr} if args.lr else {}))
     out = workdir / f"run-{freq}"
     fit(task, train, out)
     train_cpu, train_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--context", type=int, default=0, help="L (0 = the forecaster's default)")
     ap.add_argument("--valid-frac", type=float, default=0.2)
     ap.add_argument("--ensemble", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.0, help="0 = the forecaster's default")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the figures to this file too")
