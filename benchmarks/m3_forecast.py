@@ -66,12 +66,12 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
             fh.writelines(f"{s.sn},{t},{v!r}\n" for t, v in enumerate(np.asarray(s.x, dtype=float).tolist()))
     cfg = ForecastConfig(data=str(path), id_col="id", targets=["y"], horizon=horizon, season=season,
                          valid_frac=args.valid_frac, ensemble=args.ensemble, context=args.context or 48,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, norm=args.norm, diff=args.diff)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     task = ForecastTask(cfg)
     train = TrainConfig.for_task(task, max_steps=args.max_steps, max_epochs=0, eval_every=max(1, args.max_steps // 5),
                                  quiet=True, report=False, threads=args.threads, seed=args.seed,
-                                 **({"lr": args.lr} if args.lr else {}))
+                                 schedule=args.schedule, **({"lr": args.lr} if args.lr else {}))
     out = workdir / f"run-{freq}"
     fit(task, train, out)
     train_cpu, train_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
@@ -91,7 +91,8 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
     return {"frequency": freq, "series": len(series), "horizon": horizon, "season": season,
             "smape": {k: float(np.mean(v)) for k, v in rows.items()}, "per_series_smape_sum": {k: float(np.sum(v)) for k, v in rows.items()},
             "train_cpu_s": train_cpu, "train_wall_s": train_wall, "config": cfg.to_dict() | {"data": path.name},
-            "train": {"max_steps": args.max_steps, "lr": train.lr, "batch_size": cfg.batch_size}}
+            "train": {"max_steps": args.max_steps, "lr": train.lr, "batch_size": cfg.batch_size,
+                      "schedule": train.schedule}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--valid-frac", type=float, default=0.2)
     ap.add_argument("--ensemble", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--norm", default="revin")
+    ap.add_argument("--diff", default="none")
+    ap.add_argument("--schedule", default="none", help="the training core's learning-rate schedule")
     ap.add_argument("--lr", type=float, default=0.0, help="0 = the forecaster's default")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)

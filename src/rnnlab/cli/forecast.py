@@ -64,7 +64,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = none)."),
         valid_frac: float = typer.Option(0.2, "--valid-frac", help="Last fraction of each series (at least --horizon rows) used for validation."),
         backtest_windows: int = typer.Option(0, "--backtest-windows", help="K horizon-long windows held out after validation, backtested in the report."),
-        norm: str = typer.Option("revin", "--norm", help="revin: per-window normalisation | global: one scaler."),
+        norm: str = typer.Option("revin", "--norm", help="revin: per-window mean and spread | mean: per-window mean magnitude (DeepAR) | global: one scaler."),
         diff: str = typer.Option("none", "--diff", help="none | first | seasonal differencing, inverted at the output."),
         fourier: int = typer.Option(2, "--fourier", help="Fourier terms per calendar cycle (dates only); 0 = none."),
         loss: str = typer.Option("mae", "--loss", help="mae | mse (point forecasts)."),

@@ -55,7 +55,7 @@ from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 MODES = ("direct", "autoregressive")
-NORMS = ("revin", "global")
+NORMS = ("revin", "mean", "global")
 DIFFS = ("none", "first", "seasonal")
 LOSSES = ("mae", "mse")
 # Theta is fitted once per scored window; beyond this many windows it is left out (a note says so).
@@ -78,7 +78,7 @@ class ForecastConfig:
     season: int = 0                    # m: seasonal naive, MASE's lag, Theta; 0 = from the dates' frequency, else none
     valid_frac: float = 0.2            # the last fraction of each series (at least horizon rows): validation targets
     backtest_windows: int = 0          # K: walk-forward windows held out after validation for the run's report
-    norm: str = "revin"                # revin: per-window normalisation | global: one scaler from the training part
+    norm: str = "revin"                # revin: window mean and spread | mean: window mean |x| only | global: one scaler
     diff: str = "none"                 # none | first | seasonal: the model forecasts differences, inverted at the output
     fourier: int = 2                   # Fourier terms per calendar cycle when the time column holds dates; 0 = none
     loss: str = "mae"                  # mae | mse (point forecasts; quantiles use the pinball loss)
@@ -159,10 +159,10 @@ class Forecaster(nn.Module):
     def __init__(self, *, input_dims: int, n_targets: int, horizon: int, n_quantiles: int, cell: str,
                  hidden_size: int, num_layers: int, dropout: float, mode: str,
                  cell_options: dict[str, Any] | None = None, revin: bool = False, context: int = 0,
-                 members: int = 1) -> None:
+                 members: int = 1, scale_only: bool = False) -> None:
         super().__init__()
         self.mode, self.horizon, self.n_targets, self.n_quantiles = mode, horizon, n_targets, n_quantiles
-        self.revin, self.context = revin, context
+        self.revin, self.context, self.scale_only = revin, context, scale_only
         self.contexts = member_contexts(context, members) if context else [0] * members
         self.rnns = nn.ModuleList(recurrent_layer(cell, input_dims, hidden_size, num_layers, cell_options,
                                                   dropout=dropout) for _ in range(members))
@@ -183,6 +183,9 @@ class Forecaster(nn.Module):
             return zero, zero + 1
         mask = x[..., -1:]
         count = mask.sum(0).clamp_min(1.0)
+        if self.scale_only:  # DeepAR's mean scaling: divided by the mean magnitude, not centred
+            level = (tgt.abs() * mask).sum(0) / count
+            return torch.zeros_like(level), level + 1e-6 * (level == 0)
         mean = (tgt * mask).sum(0) / count
         var = (((tgt - mean) * mask) ** 2).sum(0) / count
         # a flat window keeps a spread: 0.1 % of its level (or 1e-6), never a division by zero
@@ -434,7 +437,7 @@ class ForecastTask:
         d_y = frame.targets.shape[1]
         z = self._differenced(frame.targets)
         scaled = self.scaler.transform(np.concatenate([z, frame.covariates], 1))
-        if c.norm == "revin":
+        if c.norm != "global":
             scaled[:, :d_y] = z  # per-window statistics are taken inside the model
         feats = calendar_features(frame, self.freq, self.season, c.fourier) if c.mode == "direct" else np.zeros((len(frame), 0))
         mask = np.ones((len(frame), 1))
@@ -506,7 +509,8 @@ class ForecastTask:
         return Forecaster(input_dims=self.input_dims(), n_targets=d_y, horizon=c.horizon,
                           n_quantiles=max(1, len(c.quantiles)), cell=c.cell, hidden_size=c.hidden_size,
                           num_layers=c.num_layers, dropout=c.dropout, mode=c.mode, cell_options=c.cell_options,
-                          revin=c.norm == "revin", context=c.context, members=c.ensemble)
+                          revin=c.norm != "global", context=c.context, members=c.ensemble,
+                          scale_only=c.norm == "mean")
 
     def _prepared(self) -> list[Prepared]:
         if getattr(self, "_prep", None) is None:
