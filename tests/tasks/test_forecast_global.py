@@ -122,6 +122,14 @@ def test_revin_round_trip_and_level_equivariance():
     shifted = x.clone()
     shifted[..., :1] = (x[..., :1] * 3 + 1000) * x[..., 1:]
     torch.testing.assert_close(model(shifted), model(x) * 3 + 1000, rtol=1e-4, atol=1e-3)
+    # DeepAR's mean scaling (norm="mean") divides by the mean magnitude: scale-, not shift-equivariant
+    mean_model = Forecaster(input_dims=2, n_targets=1, horizon=3, n_quantiles=1, cell="gru", hidden_size=8,
+                            num_layers=1, dropout=0.0, mode="direct", revin=True, scale_only=True, context=10).eval()
+    level, scale = mean_model.stats(x)
+    assert float(level.abs().max()) == 0 and float(scale[0, 0]) == pytest.approx(float(real.abs().mean()), rel=1e-5)
+    scaled = x.clone()
+    scaled[..., :1] *= 7
+    torch.testing.assert_close(mean_model(scaled), mean_model(x) * 7, rtol=1e-4, atol=1e-3)
 
 
 def test_differencing_is_inverted_exactly(tmp_path):
