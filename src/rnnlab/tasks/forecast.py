@@ -339,6 +339,9 @@ class ForecastTask:
         self.config = c = config
         self._series: list[SeriesFrame] | None = None
         if metadata is not None:
+            if "splits" not in metadata:
+                raise CheckpointError("forecast run: expected a run of this rnnlab's forecaster (per-series splits "
+                                      "in its metadata), got one from an older version; train it again")
             self._meta = dict(metadata)
             self.scaler = Scaler.from_dict(metadata["scaler"])
             self.freq, self.season = metadata.get("freq", ""), int(metadata.get("season", c.season))
