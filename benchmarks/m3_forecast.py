@@ -66,7 +66,8 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
             fh.writelines(f"{s.sn},{t},{v!r}\n" for t, v in enumerate(np.asarray(s.x, dtype=float).tolist()))
     cfg = ForecastConfig(data=str(path), id_col="id", targets=["y"], horizon=horizon, season=season,
                          valid_frac=args.valid_frac, ensemble=args.ensemble, context=args.context or 48,
-                         batch_size=args.batch_size, norm=args.norm, diff=args.diff)
+                         batch_size=args.batch_size, norm=args.norm, diff=args.diff,
+                         loss=args.loss)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     task = ForecastTask(cfg)
     train = TrainConfig.for_task(task, max_steps=args.max_steps, max_epochs=0, eval_every=max(1, args.max_steps // 5),
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--norm", default="revin")
     ap.add_argument("--diff", default="none")
+    ap.add_argument("--loss", default="mae")
     ap.add_argument("--schedule", default="none", help="the training core's learning-rate schedule")
     ap.add_argument("--lr", type=float, default=0.0, help="0 = the forecaster's default")
     ap.add_argument("--threads", type=int, default=1)

@@ -67,7 +67,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         norm: str = typer.Option("revin", "--norm", help="revin: per-window mean and spread | mean: per-window mean magnitude (DeepAR) | global: one scaler."),
         diff: str = typer.Option("none", "--diff", help="none | first | seasonal differencing, inverted at the output."),
         fourier: int = typer.Option(2, "--fourier", help="Fourier terms per calendar cycle (dates only); 0 = none."),
-        loss: str = typer.Option("mae", "--loss", help="mae | mse (point forecasts)."),
+        loss: str = typer.Option("mae", "--loss", help="mae | mse | smape (point forecasts)."),
         ensemble: int = typer.Option(1, "--ensemble", help="Members with their own seed and context length; their median."),
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),

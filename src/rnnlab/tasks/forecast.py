@@ -57,7 +57,7 @@ from rnnlab.train.task import ReportSection, StepOutput, register_task
 MODES = ("direct", "autoregressive")
 NORMS = ("revin", "mean", "global")
 DIFFS = ("none", "first", "seasonal")
-LOSSES = ("mae", "mse")
+LOSSES = ("mae", "mse", "smape")
 # Theta is fitted once per scored window; beyond this many windows it is left out (a note says so).
 THETA_MAX_WINDOWS = 5000
 
@@ -81,7 +81,7 @@ class ForecastConfig:
     norm: str = "revin"                # revin: window mean and spread | mean: window mean |x| only | global: one scaler
     diff: str = "none"                 # none | first | seasonal: the model forecasts differences, inverted at the output
     fourier: int = 2                   # Fourier terms per calendar cycle when the time column holds dates; 0 = none
-    loss: str = "mae"                  # mae | mse (point forecasts; quantiles use the pinball loss)
+    loss: str = "mae"                  # mae | mse | smape (point forecasts; quantiles use the pinball loss)
     ensemble: int = 1                  # members (own initialisation and context length); the forecast is their median
     mode: str = "direct"               # direct | autoregressive
     quantiles: list[float] = field(default_factory=list)  # e.g. [0.1, 0.5, 0.9]; [] = point forecast
@@ -547,6 +547,9 @@ class ForecastTask:
         if c.quantiles:
             return pinball(pred, yn, c.quantiles)
         err = pred[..., 0] - yn
+        if c.loss == "smape":  # in the target's own units: 2 |y - f| / (|y| + |f|)
+            f = pred[..., 0] * std[:, None, :] + mean[:, None, :]
+            return (2 * (f - y).abs() / (y.abs() + f.abs()).clamp_min(1e-8)).mean()
         return err.abs().mean() if c.loss == "mae" else (err ** 2).mean()
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], carry: Any) -> StepOutput:
