@@ -210,3 +210,16 @@ def test_theta_keeps_a_strong_multiplicative_season():
     np.testing.assert_allclose(theta_forecast(y, 8, 4), np.tile(y[:4], 2), rtol=1e-6)
     # without the season it is a smoothed level, not the pattern
     assert np.ptp(theta_forecast(y, 4)) < 1
+
+
+def test_smape_loss_is_the_symmetric_percentage_error_in_data_units(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("y\n" + "\n".join(f"{100 + 10 * np.sin(i / 2):.3f}" for i in range(60)) + "\n")
+    task = ForecastTask(ForecastConfig(data=str(path), targets=["y"], context=8, horizon=3, loss="smape"))
+    torch.manual_seed(0)
+    model = task.build_model()
+    batch = next(task.train_batches(0))
+    f = model(batch["x"])[..., 0].detach().numpy()  # (B, H, 1) in data units
+    y = batch["y"].numpy()
+    want = np.mean(2 * np.abs(f - y) / (np.abs(y) + np.abs(f)))
+    assert float(task.training_step(model, batch, None).loss.detach()) == pytest.approx(want, rel=1e-5)
