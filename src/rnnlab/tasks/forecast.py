@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab.data.tables import Scaler, SeriesFrame, check_length, infer_frequency, load_forecast_series
+from rnnlab.data.tables import (Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
+                                load_forecast_series)
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -382,6 +383,7 @@ class ForecastTask:
             "last_valid_time": {s.name: float(s.time_values[self.splits[s.name][1] - 1])
                                 for s in series if s.time_values is not None},
         }
+        self._prepared()  # every data error (values float32 cannot hold) before a model is built
 
     # --- data --------------------------------------------------------------------------
 
@@ -450,8 +452,9 @@ class ForecastTask:
         if c.mode == "autoregressive":
             body = np.concatenate([scaled[:, :d_y], mask], 1)
         pad = c.context
-        inputs = np.concatenate([np.zeros((pad, body.shape[1])), body], 0).astype(np.float32)
-        return Prepared(frame, inputs, scaled[:, :d_y].astype(np.float32), pad)
+        where = f"{frame.path}{self._label(frame)}"  # per-window scaling feeds the values themselves
+        inputs = as_float32(np.concatenate([np.zeros((pad, body.shape[1])), body], 0), where)
+        return Prepared(frame, inputs, as_float32(scaled[:, :d_y], where), pad)
 
     def input_dims(self) -> int:
         c = self.config
@@ -516,6 +519,7 @@ class ForecastTask:
                           scale_only=c.norm == "mean")
 
     def _prepared(self) -> list[Prepared]:
+        """Every series of the run's data, prepared once."""
         if getattr(self, "_prep", None) is None:
             self._prep = [self.prepare(s) for s in self.series]
         return self._prep
