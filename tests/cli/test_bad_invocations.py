@@ -103,6 +103,11 @@ LIBRARY = [
     Bad(["transcribe", "RUN", "TEXT"], 1, "expected a speech run"),
     Bad(["translate", "RUN", "hello"], 1, "expected a sequence-to-sequence run"),
     Bad(["export", "run", "--pt2", "model.zip"], 1, "ending in .pt2"),
+    Bad(["train", "forecast", "--csv", "TEXT", "--target", "y", "--diff", "twice", "--out", "r4"], 1,
+        "forecast diff: expected one of ('none', 'first', 'seasonal')"),
+    Bad(["train", "forecast", "--csv", "TEXT", "--wide", "--id-col", "id", "--out", "r5"], 1,
+        "forecast table layout: expected a long table (id_col) or a wide one, not both"),
+    Bad(["backtest", "RUN", "--csv", "TEXT", "--json"], 1, "expected a forecaster"),
 ]
 
 

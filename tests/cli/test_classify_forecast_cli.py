@@ -54,10 +54,46 @@ def test_forecast_commands(tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     assert [r["t"] for r in rows] == ["120", "121", "122", "123"]
     assert all(float(r["y_q0.1"]) <= float(r["y"]) <= float(r["y_q0.9"]) for r in rows)
+    # --backtest-windows 2 held out the last 2 x 4 rows after validation: backtests start there
     assert main(["backtest", str(run), "--csv", str(data), "--windows", "3"]) == 0
-    assert "window 3 (origin row 116)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "window 2 (origin row 116)" in out and "window 3" not in out and "Theta" in out
+    assert main(["backtest", str(run), "--csv", str(data), "--windows", "3", "--json"]) == 0
+    bt = json.loads(capsys.readouterr().out)
+    assert [p["origin_row"] for p in bt["per_window"]] == [112, 116] and bt["windows"] == 2
+    assert {"mase", "naive_mase", "snaive_mase", "theta_mase"} <= set(bt)
     assert main(["evaluate", str(run), "--csv", str(data), "--json"]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["windows"] == 120 - 16 - 4 + 1 and "snaive_mase" in m
-    assert main(["backtest", str(run), "--csv", str(data), "--windows", "50"]) == 1
-    assert "16 + 50 x 4 = 216 rows, got 120" in capsys.readouterr().err
+    assert main(["forecast", str(run), "--csv", str(data), "--horizon", "2", "--out", str(tmp_path / "g.csv"),
+                 "--json"]) == 0
+    assert [r["t"] for r in json.loads(capsys.readouterr().out)["rows"]] == ["120", "121"]
+    # the training file ends where validation ended for a run without held-out windows: nothing to backtest
+    run2 = tmp_path / "run2"
+    assert main(["train", "forecast", "--csv", str(data), "--target", "y", "--context", "16", "--horizon", "4",
+                 "--hidden", "8", "--max-epochs", "1", "--quiet", "--no-report", "--out", str(run2)]) == 0
+    assert main(["backtest", str(run2), "--csv", str(data), "--windows", "5"]) == 1
+    assert "rows after the run's validation span (its first 120 rows chose the checkpoint), got 0" in \
+        capsys.readouterr().err
+
+
+def test_forecast_cli_defaults_are_the_config_defaults():
+    """`rnnlab train forecast` and ForecastConfig() train the same model by default."""
+    import inspect
+
+    from rnnlab.cli.forecast import CONFIG_KEYS
+    from rnnlab.cli.main import train_app
+    from rnnlab.tasks.forecast import ForecastConfig
+
+    cmd = next(c for c in train_app.registered_commands if c.name == "forecast")
+    defaults = ForecastConfig()
+    checked = 0
+    for name, p in inspect.signature(cmd.callback).parameters.items():
+        key = CONFIG_KEYS.get(name, name)
+        default = getattr(p.default, "default", p.default)
+        if default is None or name == "seed":  # the training core's own flags (the run seed), not the task's
+            continue
+        if hasattr(defaults, key) and key not in ("data", "targets", "covariates", "quantiles", "cell_options"):
+            assert default == getattr(defaults, key), (name, default, getattr(defaults, key))
+            checked += 1
+    assert checked >= 20

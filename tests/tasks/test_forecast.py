@@ -149,22 +149,30 @@ def test_forecast_file_extends_timestamps_and_refuses_long_horizon(tmp_path):
         task.forecast_file(model, str(short), 3, str(tmp_path / "f.csv"))
 
 
-def test_backtest_walks_forward_over_the_last_windows(tmp_path):
-    path = seasonal_csv(tmp_path / "s.csv", n=150, dates=False)
+def test_backtest_rolls_forward_after_the_validation_span_only(tmp_path):
+    full = seasonal_csv(tmp_path / "full.csv", n=170, dates=False)
+    with open(full) as fh:
+        lines = fh.read().splitlines()
+    (tmp_path / "s.csv").write_text("\n".join(lines[:151]) + "\n")  # the header and the first 150 rows
+    path = str(tmp_path / "s.csv")
     task = ForecastTask(ForecastConfig(data=path, time_col="date", targets=["load"], context=20, horizon=5,
                                        season=12, hidden_size=8))
+    assert task.splits[""] == (120, 150, 150)  # training rows, validation end, rows
     model = quick_fit(task, epochs=1)
-    bt = task.backtest_file(model, path, 4, str(tmp_path / "bt.csv"))
-    assert [p["origin_row"] for p in bt["per_window"]] == [130, 135, 140, 145]
+    # the training file has nothing after the validation span: no window may overlap what chose the checkpoint
+    with pytest.raises(DataError, match=r"s.csv: backtest: expected at least horizon = 5 rows after the run's "
+                                        r"validation span \(its first 150 rows chose the checkpoint\), got 0"):
+        task.backtest_file(model, path, 4)
+    bt = task.backtest_file(model, full, 4, str(tmp_path / "bt.csv"))
+    assert [p["origin_row"] for p in bt["per_window"]] == [150, 155, 160, 165]
     assert bt["mae"] == pytest.approx(np.mean([p["mae"] for p in bt["per_window"]]))
+    assert {"naive_mae", "snaive_mae", "theta_mae"} <= set(bt)
+    assert [p["origin_row"] for p in task.backtest_file(model, full, 27)["per_window"]][-1] == 165  # what fits
     # a window's forecast uses only rows before its origin: changing later rows does not change it
-    frame = task.load(path)
+    frame = task.load(full)[0]
     first = task.backtest(model, frame, 4)["_pred"][0]
-    frame.targets[135:] += 100.0
+    frame.targets[155:] += 100.0
     np.testing.assert_allclose(task.backtest(model, frame, 4)["_pred"][0], first)
-    with pytest.raises(DataError, match=r"expected at least context \+ windows x horizon = 20 \+ 27 x 5 = 155 "
-                                        r"rows, got 150"):
-        task.backtest(model, frame, 27)
 
 
 def test_report_sections(tmp_path):
@@ -220,7 +228,8 @@ def test_two_targets_with_a_covariate(tmp_path):
     task = ForecastTask(ForecastConfig(data=str(path), targets=["a", "b"], covariates=["x"], context=12, horizon=3,
                                        hidden_size=8, quantiles=[0.2, 0.8]))
     model = quick_fit(task, epochs=1)
-    assert model(task.windows(task.scaled(task.frame), np.array([12, 13]))[0]).shape == (2, 3, 2, 3)
+    x, _ = task.windows([task.prepare(task.frame)], np.array([0, 0]), np.array([12, 13]))
+    assert model(x).shape == (2, 3, 2, 3)
     m = task.evaluate(model)
     assert m["windows"] == 120 - 96 - 3 + 1 and np.isfinite(list(m.values())).all()
     rows = task.forecast_file(model, str(path), 2, str(tmp_path / "f.csv"))

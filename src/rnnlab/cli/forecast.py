@@ -4,6 +4,7 @@ reaches :func:`rnnlab.tasks.forecast.evaluate_run` for a forecaster run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,6 +18,11 @@ from rnnlab.errors import ConfigError, expected
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
 CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "data_seed": "seed", "cell_option": "cell_options"}
+
+
+def scores_json(m: dict) -> str:
+    """Scores (and per-window rows) as one JSON object, without the arrays kept for plots."""
+    return json.dumps({k: v for k, v in m.items() if not k.startswith("_")})
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:
@@ -45,15 +51,22 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         csv: Optional[Path] = typer.Option(None, "--csv", help="One row per time step (.csv/.tsv/.jsonl); needed unless --resume."),
         target: Optional[List[str]] = typer.Option(None, "--target", help="Column(s) to forecast (repeat or comma-separate)."),
         covariates: Optional[List[str]] = typer.Option(None, "--covariates", help="Extra input columns (past values)."),
-        time_col: str = typer.Option("", "--time-col", help="Time column: checked to increase strictly."),
+        time_col: str = typer.Option("", "--time-col", help="Time column: numbers, dates (2024-01-31), months (1949-01) or quarters (1949-Q1); checked to increase strictly. Dates give calendar features."),
+        id_col: str = typer.Option("", "--id-col", help="A long table: the column that tells the series apart (one global model)."),
+        wide: bool = typer.Option(False, "--wide", help="A wide table: every --target column (default: every column but the time) is a series."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
         missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
         encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of --csv (utf-16, cp1252, latin-1, ...)."),
         context: int = typer.Option(48, "--context", help="L: steps the model reads."),
         horizon: int = typer.Option(12, "--horizon", help="H: steps it forecasts."),
         season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = none)."),
-        valid_frac: float = typer.Option(0.2, "--valid-frac", help="Last fraction of rows used for validation."),
-        backtest_windows: int = typer.Option(5, "--backtest-windows", help="Walk-forward windows in the report."),
+        valid_frac: float = typer.Option(0.2, "--valid-frac", help="Last fraction of each series (at least --horizon rows) used for validation."),
+        backtest_windows: int = typer.Option(0, "--backtest-windows", help="K horizon-long windows held out after validation, backtested in the report."),
+        norm: str = typer.Option("revin", "--norm", help="revin: per-window mean and spread | mean: per-window mean magnitude (DeepAR) | global: one scaler."),
+        diff: str = typer.Option("none", "--diff", help="none | first | seasonal differencing, inverted at the output."),
+        fourier: int = typer.Option(2, "--fourier", help="Fourier terms per calendar cycle (dates only); 0 = none."),
+        loss: str = typer.Option("mae", "--loss", help="mae | mse | smape (point forecasts)."),
+        ensemble: int = typer.Option(1, "--ensemble", help="Members with their own seed and context length; their median."),
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
@@ -64,6 +77,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         stride: int = typer.Option(1, "--stride", help="Step between training windows."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the batch order."),
         cell_option: Optional[List[str]] = cell_option_flag(),
+        as_json: bool = typer.Option(False, "--json", help="Print the validation scores as one JSON object."),
         run: TrainArgs = None,
     ) -> None:
         """Train a forecaster; its scores are printed beside the naive baselines."""
@@ -73,13 +87,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def config() -> ForecastConfig:
             return ForecastConfig(
                 data=str(csv) if csv else "", format=fmt, time_col=time_col, targets=split_list(target),
-                covariates=split_list(covariates), missing=missing, encoding=encoding, context=context,
-                horizon=horizon, season=season, valid_frac=valid_frac, backtest_windows=backtest_windows, mode=mode,
+                covariates=split_list(covariates), id_col=id_col, wide=wide, missing=missing, encoding=encoding,
+                context=context, horizon=horizon, season=season, valid_frac=valid_frac,
+                backtest_windows=backtest_windows, norm=norm, diff=diff, fourier=fourier, loss=loss,
+                ensemble=ensemble, mode=mode,
                 quantiles=_floats(quantiles), cell=cell, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
 
         def build() -> ForecastTask:
-            if csv is None or not target:
+            if csv is None or not (target or wide):
                 raise missing_option(*(("--csv", "a data file") if csv is None else ("--target", "at least one column")))
             return ForecastTask(config())  # every data error is raised here, before any model is built
 
@@ -88,8 +104,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)
+        sid, origins = task.pairs("valid")
+        scores = task.score(model, task.series, origins, sid)
+        if as_json:
+            print(scores_json({"run": str(result.run_dir), **scores}))
+            return
         print(f"forecast: run {result.run_dir}, best checkpoint, validation windows")
-        print(format_scores(task.score(model, task.frame, task.origins("valid"))))
+        print(format_scores(scores))
 
     @app.command("forecast")
     def forecast_cmd(
@@ -101,30 +122,39 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the forecast rows as one JSON object."),
     ) -> None:
-        """Forecast the next steps after the end of a file."""
+        """Forecast the next steps after the end of every series of a file."""
         from rnnlab.tasks.forecast import forecast_run  # lazy: keeps --help fast
 
         rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
-        print(f"forecast: {len(rows)} steps -> {out}")
+        if as_json:
+            print(json.dumps({"out": str(out), "rows": rows}))
+            return
+        print(f"forecast: {len(rows)} rows ({horizon} steps per series) -> {out}")
 
     @app.command("backtest")
     def backtest_cmd(
         run: Path = typer.Argument(..., help="A forecaster run folder."),
         csv: Path = typer.Option(..., "--csv", help="Series to backtest on."),
-        windows: int = typer.Option(5, "--windows", help="K: the last K horizon-long windows, walked forward."),
+        windows: int = typer.Option(5, "--windows", help="K: at most K horizon-long windows per series, rolling forward from the end of the run's validation span."),
         out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV."),
         checkpoint: str = typer.Option("best", "--checkpoint"),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the scores and per-window rows as one JSON object."),
     ) -> None:
-        """Walk-forward evaluation over the last K windows, beside the naive baselines."""
+        """Rolling-origin evaluation on data after the run's validation span, beside the baselines."""
         from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
         bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing, encoding)
+        if as_json:
+            print(scores_json(bt))
+            return
         print(format_scores(bt))
         for p in bt["per_window"]:
             extra = f", seasonal-naive MAE {p['snaive_mae']:.4f}" if "snaive_mae" in p else ""
-            print(f"window {p['window']} (origin row {p['origin_row']}): MAE {p['mae']:.4f}, "
+            where = f"series {p['series']!r}, " if p['series'] else ""
+            print(f"window {p['window']} ({where}origin row {p['origin_row']}): MAE {p['mae']:.4f}, "
                   f"naive MAE {p['naive_mae']:.4f}{extra}")

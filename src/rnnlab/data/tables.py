@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
@@ -637,19 +638,66 @@ def parse_time(value: Any, where: str) -> float:
                 return x
         except ValueError:
             pass
-        try:
-            dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
-        except ValueError:
-            pass
-        else:
+        dt = _period_start(s)
+        if dt is None:
+            try:
+                dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
+            except ValueError:
+                pass
+        if dt is not None:
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=timezone.utc)
             try:
                 return dt.timestamp()
             except (OverflowError, OSError, ValueError):
                 pass
-    raise DataError(f"{where}: expected a number or an ISO date (2024-01-31 or 2024-01-31T12:00), "
-                    f"got {str(value)[:40]!r}")
+    raise DataError(f"{where}: expected a number or an ISO date (2024-01-31 or 2024-01-31T12:00), a month "
+                    f"(1949-01, 1949/01) or a quarter (1949-Q1), got {str(value)[:40]!r}")
+
+
+_MONTH = re.compile(r"^(\d{4})[-/](\d{1,2})$")
+_QUARTER = re.compile(r"^(\d{4})[-/ ]?[Qq]([1-4])$")
+
+
+def _period_start(s: str) -> datetime | None:
+    """The first instant of a month ("1949-01", "1949/1") or a quarter ("1949-Q1", "1949Q1"),
+    which ``datetime.fromisoformat`` does not read; None for anything else."""
+    m = _MONTH.match(s)
+    if m and 1 <= int(m.group(2)) <= 12:
+        return datetime(int(m.group(1)), int(m.group(2)), 1)
+    m = _QUARTER.match(s)
+    if m:
+        return datetime(int(m.group(1)), 3 * int(m.group(2)) - 2, 1)
+    return None
+
+
+# Calendar periods by their typical spacing in seconds: (name, seasonal period, lowest, highest spacing).
+FREQUENCIES = (
+    ("hourly", 24, 3500, 3700),
+    ("daily", 7, 86000, 87000),
+    ("weekly", 52, 6.9 * 86400, 7.1 * 86400),
+    ("monthly", 12, 28 * 86400, 31 * 86400),
+    ("quarterly", 4, 89 * 86400, 92 * 86400),
+    ("yearly", 1, 365 * 86400, 366 * 86400),
+)
+
+
+def infer_frequency(times: Sequence[str] | None, values: np.ndarray | None) -> tuple[str, int]:
+    """The calendar frequency of a time column and its seasonal period, from the median spacing
+    of its timestamps: ("monthly", 12), ("daily", 7), ... ("", 0) when the column is absent,
+    numeric, or irregular."""
+    if times is None or values is None or len(values) < 2:
+        return "", 0
+    try:
+        float(times[0])
+        return "", 0  # plain numbers: steps, not dates
+    except ValueError:
+        pass
+    step = float(np.median(np.diff(values)))
+    for name, period, lo, hi in FREQUENCIES:
+        if lo <= step <= hi:
+            return name, period
+    return "", 0
 
 
 def check_increasing(times: Sequence[float], where: Sequence[str], lines: Sequence[int], what: str = "time") -> None:
@@ -678,6 +726,7 @@ class SeriesFrame:
     time_values: np.ndarray | None   # (N,) parsed, strictly increasing
     lines: list[int] = field(default_factory=list)
     path: str = ""
+    name: str = ""                   # the series id (long table) or column (wide table); "" for one series
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -740,3 +789,97 @@ def check_length(n: int, context: int, horizon: int, what: str) -> None:
             f"{what}: expected at least context + horizon = {context} + {horizon} = {context + horizon} rows, "
             f"got {n}"
         )
+
+
+def load_forecast_series(
+    path: str,
+    targets: Sequence[str],
+    covariates: Sequence[str] = (),
+    time_col: str | None = None,
+    id_col: str | None = None,
+    wide: bool = False,
+    missing: str = "error",
+    fmt: str = "auto",
+    encoding: str = "utf-8",
+) -> list[SeriesFrame]:
+    """Every series of a forecasting file, in file order.
+
+    * one series: rows are time steps (:func:`load_forecast_table`);
+    * a long table (``id_col``): one row per (series id, time step), the series told apart by
+      ``id_col`` and each ordered by ``time_col`` (else file order); series may differ in length;
+    * a wide table (``wide``): one column per series (``targets``, or every column but the time
+      column); leading and trailing missing cells are where a shorter series starts or ends,
+      gaps inside follow ``missing``.
+    """
+    check_missing_policy(missing)
+    if id_col and wide:
+        raise ConfigError(expected("table layout", "a long table (--id-col) or a wide one (--wide), not both",
+                                   "both"))
+    if not id_col and not wide:
+        return [load_forecast_table(path, targets, covariates, time_col, missing, fmt, encoding)]
+    table = read_table(path, fmt, encoding)
+    tci = table.col(time_col, "--time-col") if time_col else None
+    if wide:
+        if covariates:
+            raise ConfigError(expected("--covariates with --wide", "none (every column is a series)",
+                                       list(covariates)))
+        names = list(targets) or [c for c in table.columns if c != time_col]
+        cols = [table.col(c, "--target") for c in names]
+        times_all = None
+        if tci is not None:
+            times_all = [parse_time(row[tci], table.where(r, time_col)) for r, row in enumerate(table.cells)]
+            check_increasing(times_all, [table.where(r, time_col) for r in range(len(times_all))], table.lines)
+        out = []
+        for name, j in zip(names, cols):
+            vals = np.array([parse_number(row[j], table.where(r, name)) for r, row in enumerate(table.cells)])
+            ok = np.flatnonzero(~np.isnan(vals))
+            if len(ok) == 0:
+                raise DataError(f"{path}: column {name!r}: expected a series, got only missing cells")
+            rows = np.arange(ok[0], ok[-1] + 1)
+            out.append(_series(table, rows, vals[rows, None], 1, [name], [], tci, times_all, missing, name))
+        return out
+    ii = table.col(id_col, "--id-col")
+    tis = [table.col(c, "--target") for c in targets]
+    cis = [table.col(c, "--covariates") for c in covariates]
+    groups: dict[str, list[int]] = {}
+    for r, row in enumerate(table.cells):
+        if is_missing(row[ii]):
+            raise DataError(f"{table.where(r, id_col)}: expected a series id, got a missing cell")
+        groups.setdefault(label_key(row[ii]), []).append(r)
+    out = []
+    for gid, rows in groups.items():
+        times = None
+        if tci is not None:
+            tv = [parse_time(table.cells[r][tci], table.where(r, time_col)) for r in rows]
+            order = sorted(range(len(rows)), key=lambda k: tv[k])
+            rows = [rows[k] for k in order]
+            times = {r: tv[k] for r, k in zip(rows, order)}
+            check_increasing([times[r] for r in rows], [table.where(r, time_col) for r in rows],
+                             [table.lines[r] for r in rows], f"series {gid!r}")
+        vals = np.array([[parse_number(table.cells[r][j], table.where(r, table.columns[j])) for j in tis + cis]
+                         for r in rows], dtype=np.float64).reshape(len(rows), len(tis) + len(cis))
+        times_all = None if times is None else {r: times[r] for r in rows}
+        out.append(_series(table, np.array(rows), vals, len(tis), list(targets), list(covariates), tci,
+                           times_all, missing, gid))
+    return out
+
+
+def _series(table: Table, rows: np.ndarray, vals: np.ndarray, n_t: int, targets: list[str], covariates: list[str],
+            tci: int | None, times: Any, missing: str, name: str) -> SeriesFrame:
+    """One series of a long or wide table: ``rows`` of ``table`` in time order, ``vals`` their cells."""
+    where = [f"{table.path}, line {table.lines[r]}" for r in rows]
+    keep = np.ones(len(rows), dtype=bool)
+    if missing == "drop":
+        keep = ~np.isnan(vals).any(axis=1)
+        vals = vals[keep]
+    else:
+        vals = fill_missing(vals, missing, where, targets + covariates)
+    rows = rows[keep]
+    if len(rows) == 0:
+        raise DataError(f"{table.path}: series {name!r}: expected at least one complete row, got none")
+    times_raw = tvals = None
+    if tci is not None:
+        times_raw = [str(table.cells[r][tci]).strip() for r in rows]
+        tvals = np.array([times[r] for r in rows], dtype=np.float64)
+    return SeriesFrame(vals[:, :n_t], vals[:, n_t:], targets, covariates, times_raw, tvals,
+                       [table.lines[r] for r in rows], table.path, name)

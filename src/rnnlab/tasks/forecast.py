@@ -1,27 +1,35 @@
-"""Time-series forecasting: the last L values -> the next H values.
+"""Time-series forecasting: the last L values -> the next H values, for one series or many.
 
 The model::
 
-    context window (L, B, D_y + D_x)   scaled targets and covariates, one row per time step
-    --rnnlab RNN/LSTM/GRU encoder-->   state after the last context step (B, hidden)
+    context window (L, B, D)   targets, covariates, calendar features and a "real row" mask
+    RevIN                      targets minus the window's mean, divided by its spread
+    --RNN/LSTM/GRU encoder-->  state after the last context step (B, hidden)
     direct:          --Linear-->  (B, H, D_y, Q)   all H steps at once (Q quantiles, or 1 point)
     autoregressive:  --Linear-->  the next step (B, D_y); fed back as input H times
+    RevIN inverse              times the window's spread, plus its mean
+
+Per-window normalisation (``norm="revin"``, the default; Kim et al. 2022) lets the model
+forecast levels it never saw in training, such as a trending series past its training range,
+and lets one **global model** learn from many series of different scales at once: a file
+with an id column (a long table) or one column per series (a wide table) gives many series,
+each split chronologically on its own. Differencing (``diff="first"`` or ``"seasonal"``)
+is optional and inverted at the output. With a date column, the frequency is inferred and
+Fourier terms of the calendar (month of year, day of week, hour of day, ...) are inputs; an
+ensemble (``ensemble=K``) trains K members with their own initialisation and context length
+(L, then shorter) and forecasts their median.
 
 Direct multi-step is the default: it is trained on the error that is scored, and errors do
 not compound. The autoregressive option is trained one step ahead with teacher forcing and
-rolled out at forecast time; it forecasts any horizon but, because it must feed its own
-outputs back, it takes no covariates and gives point forecasts only.
+rolled out at forecast time; it forecasts any horizon, takes no covariates and gives point
+forecasts only. Quantile forecasts (``quantiles=[0.1, 0.5, 0.9]``) use the pinball loss.
 
-Quantile forecasts (``quantiles=[0.1, 0.5, 0.9]``) are trained with the pinball loss
-``max(q (y - ŷ), (q - 1)(y - ŷ))``; the median is the point forecast and the outer pair
-is the prediction interval, whose empirical coverage is reported.
-
-Honest scores: every metric (MAE, RMSE, sMAPE, MASE) is computed in the data's own units on
-windows whose targets lie after the training part, and the naive forecast (repeat the last
-value) and, with ``season=m``, the seasonal-naive forecast (repeat the last season) are
-scored on the very same windows. Scaling is fitted on the training part only. The split is
-chronological: the first ``1 - valid_frac`` of the rows train, the windows that forecast the
-rest validate (their contexts may reach back into the training rows, as at forecast time).
+Honest scores: metrics (MAE, RMSE, sMAPE, MASE) are in the data's own units on windows whose
+targets lie after the training part, with the naive, seasonal-naive and Theta forecasts
+(:mod:`rnnlab.tasks.forecast_baselines`) scored on the very same windows. Each series is split
+chronologically: its first ``1 - valid_frac`` (at least ``horizon`` rows are left over)
+trains, the windows that forecast the rest validate and choose the checkpoint. Backtests walk
+forward over data *after* that validation span, never over rows that chose the checkpoint.
 """
 
 from __future__ import annotations
@@ -37,34 +45,48 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab.data.tables import Scaler, SeriesFrame, check_length, load_forecast_table
+from rnnlab.data.tables import (Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
+                                load_forecast_series)
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
+from rnnlab.tasks.forecast_baselines import theta_forecast
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 MODES = ("direct", "autoregressive")
+NORMS = ("revin", "mean", "global")
+DIFFS = ("none", "first", "seasonal")
+LOSSES = ("mae", "mse", "smape")
+# Theta is fitted once per scored window; beyond this many windows it is left out (a note says so).
+THETA_MAX_WINDOWS = 5000
 
 
 @dataclass
 class ForecastConfig:
-    data: str = ""                     # CSV/TSV/JSONL with one row per time step
+    data: str = ""                     # CSV/TSV/JSONL: one row per time step (and series, with id_col)
     format: str = "auto"
-    time_col: str = ""                 # optional; must increase strictly (checked)
-    targets: list[str] = field(default_factory=list)      # columns to forecast
+    time_col: str = ""                 # optional; must increase strictly (checked); dates give calendar features
+    targets: list[str] = field(default_factory=list)      # columns to forecast ([] with wide: every column)
     covariates: list[str] = field(default_factory=list)   # extra input columns (past values only)
+    id_col: str = ""                   # a long table: the column that tells the series apart
+    wide: bool = False                 # a wide table: every target column is a series of its own
     missing: str = "error"             # error | drop | ffill | interpolate
     encoding: str = "utf-8"            # of the data files (utf-16, cp1252, latin-1, ...)
-    context: int = 48                  # L: steps the model reads
+    context: int = 48                  # L: steps the model reads (shorter series are padded, masked)
     horizon: int = 12                  # H: steps it forecasts
-    season: int = 0                    # m: the seasonal-naive baseline and MASE's lag; 0 = none (lag 1)
-    valid_frac: float = 0.2            # the last fraction of rows: validation targets
-    backtest_windows: int = 5          # K: walk-forward windows shown in the run's report
+    season: int = 0                    # m: seasonal naive, MASE's lag, Theta; 0 = from the dates' frequency, else none
+    valid_frac: float = 0.2            # the last fraction of each series (at least horizon rows): validation targets
+    backtest_windows: int = 0          # K: walk-forward windows held out after validation for the run's report
+    norm: str = "revin"                # revin: window mean and spread | mean: window mean |x| only | global: one scaler
+    diff: str = "none"                 # none | first | seasonal: the model forecasts differences, inverted at the output
+    fourier: int = 2                   # Fourier terms per calendar cycle when the time column holds dates; 0 = none
+    loss: str = "mae"                  # mae | mse | smape (point forecasts; quantiles use the pinball loss)
+    ensemble: int = 1                  # members (own initialisation and context length); the forecast is their median
     mode: str = "direct"               # direct | autoregressive
-    quantiles: list[float] = field(default_factory=list)  # e.g. [0.1, 0.5, 0.9]; [] = point forecast (MSE)
+    quantiles: list[float] = field(default_factory=list)  # e.g. [0.1, 0.5, 0.9]; [] = point forecast
     cell: str = "lstm"
     hidden_size: int = 64
     num_layers: int = 1
@@ -79,14 +101,18 @@ class ForecastConfig:
             if not ok:
                 raise ConfigError(expected(f"forecast {what}", want, repr(got)))
 
-        for name in ("context", "horizon", "hidden_size", "num_layers", "batch_size", "stride",
-                     "backtest_windows"):
+        for name in ("context", "horizon", "hidden_size", "num_layers", "batch_size", "stride", "ensemble"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
-        check(isinstance(self.season, int) and self.season >= 0, "season", "an integer >= 0", self.season)
+        for name in ("season", "backtest_windows", "fourier"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, "an integer >= 0", v)
         check(self.season <= self.context, "season", f"at most context = {self.context} (the seasonal-naive "
               "forecast repeats the last season of the context)", self.season)
         check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
+        check(self.norm in NORMS, "norm", f"one of {NORMS}", self.norm)
+        check(self.diff in DIFFS, "diff", f"one of {DIFFS}", self.diff)
+        check(self.loss in LOSSES, "loss", f"one of {LOSSES}", self.loss)
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
         check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
         self.cell_options = check_cell_options(self.cell_options, self.cell)
@@ -94,11 +120,16 @@ class ForecastConfig:
         check(all(isinstance(q, (int, float)) and 0 < q < 1 for q in self.quantiles), "quantiles",
               "numbers in (0, 1)", self.quantiles)
         check(len(set(self.quantiles)) == len(self.quantiles), "quantiles", "distinct values", self.quantiles)
+        check(not (self.id_col and self.wide), "table layout", "a long table (id_col) or a wide one, not both",
+              "both")
+        check(not (self.wide and self.covariates), "covariates", "none with a wide table (every column is a series)",
+              self.covariates)
         if self.mode == "autoregressive":
             check(not self.covariates, "covariates", "none in autoregressive mode (it feeds back only "
                   "its own target forecasts)", self.covariates)
             check(not self.quantiles, "quantiles", "none in autoregressive mode (point forecasts only)",
                   self.quantiles)
+            check(self.ensemble == 1, "ensemble", "1 in autoregressive mode", self.ensemble)
         if self.quantiles and 0.5 not in self.quantiles:
             self.quantiles = sorted(list(self.quantiles) + [0.5])  # the median is the point forecast
         self.quantiles = sorted(float(q) for q in self.quantiles)
@@ -118,40 +149,97 @@ class ForecastConfig:
 # ----------------------------------------------------------------------------- model
 
 
+def member_contexts(context: int, members: int) -> list[int]:
+    """Context lengths of the ensemble's members: the full L, then evenly shorter down to L / 2."""
+    return [max(1, round(context * (1 - k / (2 * members)))) for k in range(members)]
+
+
 class Forecaster(nn.Module):
+    """Inputs (L, B, D) whose first ``n_targets`` channels are targets and whose last channel is 1
+    on real rows and 0 on padding; outputs in the same units as the target channels."""
+
     def __init__(self, *, input_dims: int, n_targets: int, horizon: int, n_quantiles: int, cell: str,
                  hidden_size: int, num_layers: int, dropout: float, mode: str,
-                 cell_options: dict[str, Any] | None = None) -> None:
+                 cell_options: dict[str, Any] | None = None, revin: bool = False, context: int = 0,
+                 members: int = 1, scale_only: bool = False) -> None:
         super().__init__()
         self.mode, self.horizon, self.n_targets, self.n_quantiles = mode, horizon, n_targets, n_quantiles
-        self.rnn = recurrent_layer(cell, input_dims, hidden_size, num_layers, cell_options, dropout=dropout)
+        self.revin, self.context, self.scale_only = revin, context, scale_only
+        self.contexts = member_contexts(context, members) if context else [0] * members
+        self.rnns = nn.ModuleList(recurrent_layer(cell, input_dims, hidden_size, num_layers, cell_options,
+                                                  dropout=dropout) for _ in range(members))
         self.drop = nn.Dropout(dropout)
         width = horizon * n_targets * n_quantiles if mode == "direct" else n_targets
-        self.head = nn.Linear(hidden_size, width)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, width) for _ in range(members))
+
+    @property
+    def rnn(self) -> nn.Module:
+        return self.rnns[0]
+
+    def stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RevIN's statistics of the target channels over the real rows of the context:
+        mean and spread (B, D_y); without RevIN, 0 and 1."""
+        tgt = x[..., : self.n_targets]
+        if not self.revin:
+            zero = tgt.new_zeros(tgt.shape[1:])
+            return zero, zero + 1
+        mask = x[..., -1:]
+        count = mask.sum(0).clamp_min(1.0)
+        if self.scale_only:  # DeepAR's mean scaling: divided by the mean magnitude, not centred
+            level = (tgt.abs() * mask).sum(0) / count
+            return torch.zeros_like(level), level + 1e-6 * (level == 0)
+        mean = (tgt * mask).sum(0) / count
+        var = (((tgt - mean) * mask) ** 2).sum(0) / count
+        # a flat window keeps a spread: 0.1 % of its level (or 1e-6), never a division by zero
+        floor = 1e-3 * (tgt.abs() * mask).sum(0) / count + 1e-6
+        return mean, torch.maximum(var.sqrt(), floor)
+
+    def normalise(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        if not self.revin:
+            return x
+        d = self.n_targets
+        tgt = (x[..., :d] - mean) / std * x[..., -1:]  # padding rows stay 0
+        return torch.cat([tgt, x[..., d:]], -1)
+
+    def members_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """direct: x (L, B, D) -> per-member forecasts in RevIN units (K, B, H, D_y, Q), mean, std."""
+        mean, std = self.stats(x)
+        xn = self.normalise(x, mean, std)
+        outs = []
+        for rnn, head, c in zip(self.rnns, self.heads, self.contexts):
+            out, _ = rnn(xn[-c:] if c else xn)
+            outs.append(head(self.drop(out[-1])).view(x.shape[1], self.horizon, self.n_targets, self.n_quantiles))
+        return torch.stack(outs), mean, std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """direct: x (L, B, D) -> (B, H, D_y, Q). autoregressive: x (T, B, D_y) -> next-step
-        predictions at every position (T, B, D_y)."""
-        out, _ = self.rnn(x)  # (T, B, hidden)
+        """direct: x (L, B, D) -> (B, H, D_y, Q), the members' median. autoregressive: x (T, B, D)
+        -> next-step predictions at every position (T, B, D_y), RevIN statistics from the first
+        ``context`` steps."""
         if self.mode == "direct":
-            return self.head(self.drop(out[-1])).view(x.shape[1], self.horizon, self.n_targets, self.n_quantiles)
-        return self.head(self.drop(out))
+            p, mean, std = self.members_normalised(x)
+            med = p.median(0).values if p.shape[0] > 2 else p.mean(0)
+            return med * std[:, None, :, None] + mean[:, None, :, None]
+        mean, std = self.stats(x[: self.context] if self.context else x)
+        out, _ = self.rnn(self.normalise(x, mean, std))
+        return self.heads[0](self.drop(out)) * std + mean
 
     @torch.no_grad()
     def rollout(self, context: torch.Tensor, steps: int) -> torch.Tensor:
-        """Autoregressive forecast: context (L, B, D_y) -> (B, steps, D_y, 1)."""
-        out, state = self.rnn(context)
-        y = self.head(out[-1])  # (B, D_y)
+        """Autoregressive forecast: context (L, B, D_y + 1) -> (B, steps, D_y, 1)."""
+        mean, std = self.stats(context)
+        out, state = self.rnn(self.normalise(context, mean, std))
+        y = self.heads[0](out[-1])  # (B, D_y), normalised
         preds = [y]
+        one = context.new_ones(context.shape[1], 1)
         for _ in range(steps - 1):
-            out, state = self.rnn(y[None], state)
-            y = self.head(out[-1])
+            out, state = self.rnn(torch.cat([y, one], -1)[None], state)
+            y = self.heads[0](out[-1])
             preds.append(y)
-        return torch.stack(preds, 1)[..., None]
+        return (torch.stack(preds, 1) * std[:, None] + mean[:, None])[..., None]
 
 
 def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: list[float]) -> torch.Tensor:
-    """Mean pinball loss. pred (B, H, D, Q), y (B, H, D)."""
+    """Mean pinball loss. pred (..., B, H, D, Q), y (B, H, D)."""
     q = torch.tensor(quantiles, dtype=pred.dtype, device=pred.device)
     diff = y[..., None] - pred
     return torch.maximum(q * diff, (q - 1) * diff).mean()
@@ -161,20 +249,23 @@ def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: list[float]) -> torc
 
 
 def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
-    """y, yhat (W, H, D) in data units; mase_scale (D,) = in-sample MAE of the (seasonal) naive
-    forecast on the training part. sMAPE in percent, with 0/0 counted as 0."""
+    """y, yhat (W, H, D) in data units; mase_scale (D,) or (W, D) = in-sample MAE of the (seasonal)
+    naive forecast. sMAPE in percent, with 0/0 counted as 0."""
     err = yhat - y
     # halves first: |y| + |yhat| and the errors of data near float64's limit (1e300) stay finite
     denom = np.abs(y) / 2 + np.abs(yhat) / 2
     smape = np.divide(np.abs(err), denom, out=np.zeros_like(err), where=denom > 0)
-    mae_d = np.abs(err).reshape(-1, y.shape[-1]).mean(0)
+    scale = np.asarray(mase_scale, dtype=np.float64)
+    if scale.ndim == 1:
+        scale = np.broadcast_to(scale, (y.shape[0], y.shape[-1]))
+    mase = (np.abs(err).mean(1) / scale).mean()  # each window in its own series' unit
     peak = float(np.abs(err).max()) if err.size else 0.0
     peak = peak if 0 < peak < np.inf else 1.0  # RMSE on errors divided by the largest: no overflow when squared
     return {
         "mae": float(np.abs(err).mean()),
         "rmse": float(peak * np.sqrt(((err / peak) ** 2).mean())),
         "smape": float(100 * smape.mean()),
-        "mase": float((mae_d / mase_scale).mean()),
+        "mase": float(mase),
     }
 
 
@@ -188,12 +279,52 @@ def naive_forecast(history: np.ndarray, horizon: int, season: int = 0) -> np.nda
 
 
 def mase_scale(train_targets: np.ndarray, season: int) -> np.ndarray:
-    """Per target, the in-sample MAE of the (seasonal) naive one-step forecast: MASE's unit."""
+    """Per target, the in-sample MAE of the (seasonal) naive one-step forecast: MASE's unit.
+    A history no longer than the season falls back to lag 1."""
     m = max(1, season)
     if len(train_targets) <= m:
-        raise DataError(expected("training part", f"more than season = {m} rows for MASE", len(train_targets)))
+        m = 1
+    if len(train_targets) <= m:
+        raise DataError(expected("history for MASE", f"more than {m} rows", len(train_targets)))
     s = np.abs(train_targets[m:] - train_targets[:-m]).mean(0)
     return np.maximum(s, 1e-8)
+
+
+def calendar_features(frame: SeriesFrame, freq: str, season: int, terms: int) -> np.ndarray:
+    """Fourier terms sin/cos(2 pi k phase), k = 1..terms, of the calendar cycles that fit the
+    frequency (month of year for monthly data, day of week and of year for daily, ...) from the
+    time column's dates; with numeric times, of the position in the season. (N, F)."""
+    n = len(frame)
+    if terms == 0 or frame.time_values is None:
+        return np.zeros((n, 0))
+    phases: list[np.ndarray] = []
+    if freq:
+        dts = [datetime.fromtimestamp(t, tz=timezone.utc) for t in frame.time_values]
+        year = np.array([(d.timetuple().tm_yday - 1) / 365.25 for d in dts])
+        if freq == "monthly":
+            phases.append(np.array([(d.month - 1) / 12 for d in dts]))
+        elif freq == "quarterly":
+            phases.append(np.array([((d.month - 1) // 3) / 4 for d in dts]))
+        elif freq == "weekly":
+            phases.append(year)
+        elif freq == "daily":
+            phases += [np.array([d.weekday() / 7 for d in dts]), year]
+        elif freq == "hourly":
+            phases += [np.array([d.hour / 24 for d in dts]), np.array([d.weekday() / 7 for d in dts])]
+    elif season > 1:
+        phases.append((frame.time_values % season) / season)
+    cols = [f(2 * np.pi * k * ph) for ph in phases for k in range(1, terms + 1) for f in (np.sin, np.cos)]
+    return np.stack(cols, 1) if cols else np.zeros((n, 0))
+
+
+@dataclass
+class Prepared:
+    """One series ready for windows: ``inputs`` has ``pad`` rows of padding in front (mask 0)."""
+
+    frame: SeriesFrame
+    inputs: np.ndarray    # (pad + N, D) float32: targets (differenced), covariates, features, mask
+    targets: np.ndarray   # (N, D_y) float32: what the model forecasts (differenced; scaled if norm=global)
+    pad: int
 
 
 # ----------------------------------------------------------------------------- the task
@@ -208,74 +339,168 @@ class ForecastTask:
 
     def __init__(self, config: ForecastConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config = c = config
-        self._frame: SeriesFrame | None = None
+        self._series: list[SeriesFrame] | None = None
         if metadata is not None:
+            if "splits" not in metadata:
+                raise CheckpointError("forecast run: expected a run of this rnnlab's forecaster (per-series splits "
+                                      "in its metadata), got one from an older version; train it again")
             self._meta = dict(metadata)
             self.scaler = Scaler.from_dict(metadata["scaler"])
-            self.mase_scale = np.asarray(metadata["mase_scale"], dtype=np.float64)
-            self.n_train = int(metadata["n_train"])
+            self.freq, self.season = metadata.get("freq", ""), int(metadata.get("season", c.season))
+            self.splits = {k: tuple(v) for k, v in metadata["splits"].items()}
             return
         if not c.data:
             raise ConfigError(expected("forecast data", "a CSV file", "none"))
-        if not c.targets:
+        if not c.targets and not c.wide:
             raise ConfigError(expected("forecast targets", "at least one --target column", "none"))
-        frame = self.load(c.data)
-        n = len(frame)
-        self.n_train = int(n * (1 - c.valid_frac))
-        check_length(self.n_train, c.context, c.horizon, f"{c.data}: training part (first {1 - c.valid_frac:.0%})")
-        if n - self.n_train < c.horizon:
-            raise DataError(expected(f"{c.data}: validation part (last {c.valid_frac:.0%})",
-                                     f"at least horizon = {c.horizon} rows", n - self.n_train))
-        values = np.concatenate([frame.targets, frame.covariates], axis=1)  # (N, D_y + D_x)
-        self.scaler = Scaler.fit(values[: self.n_train], f"{c.data}: training part",
-                                 list(c.targets) + list(c.covariates))
-        self.mase_scale = mase_scale(frame.targets[: self.n_train], c.season)
-        self._frame = frame
+        series = self.load(c.data)
+        self.freq, inferred = infer_frequency(series[0].times, series[0].time_values)
+        self.season = c.season or (inferred if inferred <= c.context else 0)
+        hold = c.backtest_windows * c.horizon
+        self.splits: dict[str, tuple[int, int, int]] = {}   # name -> (n_train, n_valid_end, n_rows)
+        for s in series:
+            n = len(s) - hold
+            n_train = min(int(n * (1 - c.valid_frac)), n - c.horizon)
+            what = f"{c.data}{self._label(s)}: training part (first {1 - c.valid_frac:.0%})"
+            if len(series) == 1:
+                check_length(n_train, c.context, c.horizon, what)
+            elif n_train < self.lag + 2:
+                raise DataError(f"{what}: expected at least {self.lag + 2} rows before the last horizon = "
+                                f"{c.horizon} rows, got {max(n_train, 0)}")
+            if s.name in self.splits:
+                raise DataError(f"{c.data}: series {s.name!r}: expected unique series, got it twice")
+            self.splits[s.name] = (n_train, n, len(s))
+        self.scaler = Scaler.fit(self._scaler_rows(series), f"{c.data}: training part",
+                                 self.target_names() + list(c.covariates))
+        self._series = series
         self._meta = {
             "scaler": self.scaler.to_dict(),
-            "mase_scale": self.mase_scale.tolist(),
-            "n_train": self.n_train,
-            "n_rows": n,
-            "targets": list(c.targets),
+            "splits": {k: list(v) for k, v in self.splits.items()},
+            "freq": self.freq,
+            "season": self.season,
+            "series": len(series),
+            "targets": self.target_names(),
             "covariates": list(c.covariates),
+            "last_valid_time": {s.name: float(s.time_values[self.splits[s.name][1] - 1])
+                                for s in series if s.time_values is not None},
         }
+        self._prepared()  # every data error (values float32 cannot hold) before a model is built
 
     # --- data --------------------------------------------------------------------------
 
-    def load(self, path: str) -> SeriesFrame:
+    @staticmethod
+    def _label(s: SeriesFrame) -> str:
+        return f" (series {s.name!r})" if s.name else ""
+
+    def target_names(self) -> list[str]:
+        """The forecast columns: the targets, or for a wide table (one column per series) "value"."""
+        return ["value"] if self.config.wide else list(self.config.targets)
+
+    @property
+    def lag(self) -> int:
+        return {"none": 0, "first": 1, "seasonal": max(1, self.season)}[self.config.diff]
+
+    def load(self, path: str) -> list[SeriesFrame]:
         c = self.config
-        return load_forecast_table(path, c.targets, c.covariates, c.time_col or None, c.missing, c.format,
-                                   encoding=c.encoding)
+        return load_forecast_series(path, c.targets, c.covariates, c.time_col or None, c.id_col or None, c.wide,
+                                    c.missing, c.format, encoding=c.encoding)
+
+    @property
+    def series(self) -> list[SeriesFrame]:
+        if self._series is None:
+            self._series = self.load(self.config.data)
+        return self._series
 
     @property
     def frame(self) -> SeriesFrame:
-        if self._frame is None:
-            self._frame = self.load(self.config.data)
-        return self._frame
+        """The first (for most files the only) series."""
+        return self.series[0]
 
-    def scaled(self, frame: SeriesFrame) -> np.ndarray:
-        values = np.concatenate([frame.targets, frame.covariates], axis=1)
-        return self.scaler.transform(values).astype(np.float32)  # (N, D)
+    @property
+    def n_train(self) -> int:
+        """Training rows of the first series."""
+        return next(iter(self.splits.values()))[0]
+
+    def _differenced(self, y: np.ndarray) -> np.ndarray:
+        lag = self.lag
+        z = np.zeros_like(y)
+        if lag:
+            z[lag:] = y[lag:] - y[:-lag]
+        else:
+            z[:] = y
+        return z
+
+    def _scaler_rows(self, series: list[SeriesFrame]) -> np.ndarray:
+        rows = []
+        for s in series:
+            n_train = self.splits[s.name][0]
+            z = self._differenced(s.targets)[self.lag : n_train]
+            rows.append(np.concatenate([z, s.covariates[self.lag : n_train]], 1))
+        return np.concatenate(rows, 0)
+
+    def prepare(self, frame: SeriesFrame) -> Prepared:
+        c = self.config
+        d_y = frame.targets.shape[1]
+        z = self._differenced(frame.targets)
+        scaled = self.scaler.transform(np.concatenate([z, frame.covariates], 1))
+        if c.norm != "global":
+            scaled[:, :d_y] = z  # per-window statistics are taken inside the model
+        feats = calendar_features(frame, self.freq, self.season, c.fourier) if c.mode == "direct" else np.zeros((len(frame), 0))
+        mask = np.ones((len(frame), 1))
+        mask[: self.lag] = 0.0
+        scaled[: self.lag, :d_y] = 0.0
+        body = np.concatenate([scaled, feats, mask], 1)
+        if c.mode == "autoregressive":
+            body = np.concatenate([scaled[:, :d_y], mask], 1)
+        pad = c.context
+        where = f"{frame.path}{self._label(frame)}"  # per-window scaling feeds the values themselves
+        inputs = as_float32(np.concatenate([np.zeros((pad, body.shape[1])), body], 0), where)
+        return Prepared(frame, inputs, as_float32(scaled[:, :d_y], where), pad)
+
+    def input_dims(self) -> int:
+        c = self.config
+        d_y = len(self.target_names())
+        if c.mode == "autoregressive":
+            return d_y + 1
+        probe = SeriesFrame(np.zeros((1, d_y)), np.zeros((1, len(c.covariates))), [], [],
+                            ["2000-01-01"] if self.freq else ["0"], np.zeros(1) if c.time_col else None)
+        return d_y + len(c.covariates) + calendar_features(probe, self.freq, self.season, c.fourier).shape[1] + 1
 
     def origins(self, split: str, n: int | None = None) -> np.ndarray:
-        """Forecast origins t (first forecast step) of a split: targets rows [t, t+H)."""
-        c = self.config
-        n = len(self.frame) if n is None else n
-        if split == "train":
-            return np.arange(c.context, self.n_train - c.horizon + 1, c.stride)
-        if split == "valid":
-            return np.arange(max(self.n_train, c.context), n - c.horizon + 1)
-        raise ConfigError(expected("split", "train or valid", repr(split)))
+        """Forecast origins (first forecast row) of the first series; see :meth:`pairs`."""
+        return self.pairs(split)[1][self.pairs(split)[0] == 0]
 
-    def windows(self, scaled: np.ndarray, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs (L, W, D) and targets (W, H, D_y), both scaled."""
+    def pairs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(series index, origin row) of every window of a split: training windows end inside the
+        training part; validation windows forecast rows after it, up to the validation end."""
         c = self.config
-        d_y = len(c.targets)
-        idx = origins[:, None] + np.arange(-c.context, c.horizon)[None, :]  # (W, L + H)
-        w = scaled[idx]  # (W, L + H, D)
-        x = torch.from_numpy(np.ascontiguousarray(w[:, : c.context].transpose(1, 0, 2)))
-        y = torch.from_numpy(np.ascontiguousarray(w[:, c.context :, :d_y]))
-        return x, y
+        sid, org = [], []
+        for i, s in enumerate(self.series):
+            n_train, n_valid, _ = self.splits[s.name]
+            first = self.lag + (c.context if len(self.series) == 1 else 1)
+            if split == "train":
+                t = np.arange(first, n_train - c.horizon + 1, c.stride)
+            elif split == "valid":
+                t = np.arange(max(n_train, first), n_valid - c.horizon + 1)
+            else:
+                raise ConfigError(expected("split", "train or valid", repr(split)))
+            sid.append(np.full(len(t), i))
+            org.append(t)
+        return np.concatenate(sid).astype(int), np.concatenate(org).astype(int)
+
+    def windows(self, prepared: list[Prepared], sid: np.ndarray, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (L, W, D) and targets (W, H, D_y) in the model's units."""
+        c = self.config
+        xs, ys = [], []
+        for i in np.unique(sid):
+            p, t = prepared[i], origins[sid == i]
+            idx = t[:, None] + p.pad + np.arange(-c.context, 0)[None, :]
+            xs.append(p.inputs[idx])
+            ys.append(p.targets[np.minimum(t[:, None] + np.arange(c.horizon)[None, :], len(p.targets) - 1)])
+        order = np.argsort(np.concatenate([np.flatnonzero(sid == i) for i in np.unique(sid)]), kind="stable")
+        x = np.concatenate(xs, 0)[order]
+        y = np.concatenate(ys, 0)[order]
+        return (torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))), torch.from_numpy(np.ascontiguousarray(y)))
 
     # --- the Task contract ---------------------------------------------------------------
 
@@ -287,32 +512,50 @@ class ForecastTask:
 
     def build_model(self) -> nn.Module:
         c = self.config
-        d_y, d_x = len(c.targets), len(c.covariates)
-        return Forecaster(input_dims=d_y + d_x if c.mode == "direct" else d_y, n_targets=d_y, horizon=c.horizon,
+        d_y = len(self.target_names())
+        return Forecaster(input_dims=self.input_dims(), n_targets=d_y, horizon=c.horizon,
                           n_quantiles=max(1, len(c.quantiles)), cell=c.cell, hidden_size=c.hidden_size,
-                          num_layers=c.num_layers, dropout=c.dropout, mode=c.mode, cell_options=c.cell_options)
+                          num_layers=c.num_layers, dropout=c.dropout, mode=c.mode, cell_options=c.cell_options,
+                          revin=c.norm != "global", context=c.context, members=c.ensemble,
+                          scale_only=c.norm == "mean")
+
+    def _prepared(self) -> list[Prepared]:
+        """Every series of the run's data, prepared once."""
+        if getattr(self, "_prep", None) is None:
+            self._prep = [self.prepare(s) for s in self.series]
+        return self._prep
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
-        scaled = self.scaled(self.frame)
-        origins = self.origins("train")
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(origins))[rank::world_size]
+        prepared = self._prepared()
+        sid, org = self.pairs("train")
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(org))[rank::world_size]
         bs = self.config.batch_size
         for s in range(0, len(order), bs):
-            x, y = self.windows(scaled, origins[order[s : s + bs]])
+            b = order[s : s + bs]
+            x, y = self.windows(prepared, sid[b], org[b])
             yield {"x": x, "y": y}
 
     def _loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = self.config
         if c.mode == "autoregressive":
             # Teacher forcing over context + horizon: predict step t+1 from steps <= t.
-            d_y = len(c.targets)
-            seq = torch.cat([x[..., :d_y], y.transpose(0, 1)], 0)  # (L + H, B, D_y)
-            pred = model(seq[:-1])
-            return nn.functional.mse_loss(pred, seq[1:])
-        pred = model(x)  # (B, H, D_y, Q)
+            d_y = y.shape[-1]
+            ones = y.new_ones(y.shape[1], y.shape[0], 1)
+            seq = torch.cat([x, torch.cat([y.transpose(0, 1), ones], -1)], 0)  # (L + H, B, D_y + 1)
+            mean, std = model.stats(x)
+            pred = (model(seq[:-1]) - mean) / std
+            target = (seq[1:, :, :d_y] - mean) / std
+            real = seq[1:, :, -1:]
+            return ((pred - target) ** 2 * real).sum() / real.sum().clamp_min(1) / d_y
+        pred, mean, std = model.members_normalised(x)  # (K, B, H, D_y, Q)
+        yn = (y - mean[:, None, :]) / std[:, None, :]
         if c.quantiles:
-            return pinball(pred, y, c.quantiles)
-        return nn.functional.mse_loss(pred[..., 0], y)
+            return pinball(pred, yn, c.quantiles)
+        err = pred[..., 0] - yn
+        if c.loss == "smape":  # in the target's own units: 2 |y - f| / (|y| + |f|)
+            f = pred[..., 0] * std[:, None, :] + mean[:, None, :]
+            return (2 * (f - y).abs() / (y.abs() + f.abs()).clamp_min(1e-8)).mean()
+        return err.abs().mean() if c.loss == "mae" else (err ** 2).mean()
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], carry: Any) -> StepOutput:
         device = next(model.parameters()).device
@@ -321,28 +564,40 @@ class ForecastTask:
 
     @torch.no_grad()
     def predict_windows(self, model: nn.Module, x: torch.Tensor, steps: int | None = None) -> np.ndarray:
-        """x (L, W, D) scaled -> forecasts (W, H, D_y, Q) in data units."""
+        """x (L, W, D) -> forecasts (W, H, D_y, Q) in the model's target units (differenced, and
+        scaled with norm=global); :meth:`to_data_units` turns them into data units."""
         c = self.config
         steps = c.horizon if steps is None else steps
         was = model.training
         model.eval()
         device = next(model.parameters()).device
-        d_y = len(c.targets)
         outs = []
         try:
             for s in range(0, x.shape[1], 256):
                 xb = x[:, s : s + 256].to(device)
-                if c.mode == "autoregressive":
-                    p = model.rollout(xb[..., :d_y], steps)
-                else:
-                    p = model(xb)[:, :steps]
+                p = model.rollout(xb, steps) if c.mode == "autoregressive" else model(xb)[:, :steps]
                 outs.append(p.float().cpu().numpy())
         finally:
             model.train(was)
-        p = np.concatenate(outs, 0)  # (W, H, D_y, Q) scaled
-        mean = np.asarray(self.scaler.mean[:d_y])[None, None, :, None]
-        std = np.asarray(self.scaler.std[:d_y])[None, None, :, None]
-        p = p * std + mean
+        return np.concatenate(outs, 0).astype(np.float64)
+
+    def to_data_units(self, p: np.ndarray, history: list[np.ndarray]) -> np.ndarray:
+        """p (W, h, D_y, Q) in the model's units -> data units, given each window's raw history
+        (the rows before its origin) to undo differencing."""
+        c = self.config
+        d_y = p.shape[2]
+        if c.norm == "global":
+            mean = np.asarray(self.scaler.mean[:d_y])[None, None, :, None]
+            std = np.asarray(self.scaler.std[:d_y])[None, None, :, None]
+            p = p * std + mean
+        lag = self.lag
+        if lag:  # y[t + h] = y[t + h - lag] + d[t + h]: from the history, then from earlier forecasts
+            out = np.empty_like(p)
+            for w, hist in enumerate(history):
+                for h in range(p.shape[1]):
+                    base = hist[len(hist) - lag + h][:, None] if h < lag else out[w, h - lag]
+                    out[w, h] = base + p[w, h]
+            p = out
         if p.shape[-1] > 1:
             p = np.sort(p, axis=-1)  # quantile heads may cross; sorting restores their order
         return p
@@ -353,35 +608,71 @@ class ForecastTask:
             return pred[..., self.config.quantiles.index(0.5)]
         return pred[..., 0]
 
-    def score(self, model: nn.Module, frame: SeriesFrame, origins: np.ndarray) -> dict[str, Any]:
-        """Model and baseline metrics on the windows starting at ``origins`` (data units)."""
+    def forecast_data(self, model: nn.Module, series: list[SeriesFrame], sid: np.ndarray, origins: np.ndarray,
+                      steps: int | None = None) -> np.ndarray:
+        """Forecasts (W, h, D_y, Q) in data units for windows starting at ``origins`` of ``series[sid]``."""
+        prepared = {int(i): self.prepare(series[int(i)]) for i in np.unique(sid)}
+        plist = [prepared.get(i) for i in range(len(series))]
+        x, _ = self.windows(plist, sid, origins)
+        pred = self.predict_windows(model, x, steps)
+        return self.to_data_units(pred, [series[i].targets[:t] for i, t in zip(sid, origins)])
+
+    def score(self, model: nn.Module, series: list[SeriesFrame] | SeriesFrame, origins: np.ndarray,
+              sid: np.ndarray | None = None, cache: str = "") -> dict[str, Any]:
+        """Model and baseline metrics on the windows at ``origins`` of ``series[sid]`` (data units).
+        Each window's MASE unit comes from its series' rows before the series' first scored origin.
+        ``cache`` names a fixed set of windows (the run's own validation windows) whose baseline
+        scores are kept: they do not depend on the model, and Theta is fitted per window."""
         c = self.config
+        if isinstance(series, SeriesFrame):
+            series = [series]
+        origins = np.asarray(origins, dtype=int)
+        sid = np.zeros(len(origins), dtype=int) if sid is None else np.asarray(sid, dtype=int)
         if len(origins) == 0:
             raise DataError(expected("forecast windows", "at least one", 0))
-        scaled = self.scaled(frame)
-        x, y_s = self.windows(scaled, origins)
-        pred = self.predict_windows(model, x)
-        idx = origins[:, None] + np.arange(c.horizon)[None, :]
-        y = frame.targets[idx]  # (W, H, D_y)
-        hist = frame.targets[origins[:, None] + np.arange(-c.context, 0)[None, :]]  # (W, L, D_y)
-        out: dict[str, Any] = {"windows": int(len(origins))}
-        out.update(forecast_metrics(y, self.point(pred), self.mase_scale))
-        for k, v in forecast_metrics(y, naive_forecast(hist, c.horizon), self.mase_scale).items():
-            out[f"naive_{k}"] = v
-        if c.season > 1:
-            for k, v in forecast_metrics(y, naive_forecast(hist, c.horizon, c.season), self.mase_scale).items():
-                out[f"snaive_{k}"] = v
+        pred = self.forecast_data(model, series, sid, origins)
+        y = np.stack([series[i].targets[t : t + c.horizon] for i, t in zip(sid, origins)])  # (W, H, D_y)
+        hist = [series[i].targets[:t] for i, t in zip(sid, origins)]
+        m = self.season
+        first = {int(i): int(origins[sid == i].min()) for i in np.unique(sid)}
+        scale = {i: mase_scale(series[i].targets[:t], m) for i, t in first.items()}
+        scales = np.stack([scale[int(i)] for i in sid])  # (W, D_y)
+        out: dict[str, Any] = {"windows": int(len(origins)), "series": int(len(first))}
+        out.update(forecast_metrics(y, self.point(pred), scales))
+        kept = self.__dict__.setdefault("_baselines", {})
+        if not cache or cache not in kept:
+            kept[cache] = self.baselines(y, hist, scales)
+        out.update(kept[cache])
         if len(c.quantiles) >= 2:
             lo, hi = pred[..., 0], pred[..., -1]
             out["coverage"] = float(((y >= lo) & (y <= hi)).mean())
             out["interval"] = f"{c.quantiles[0]:g}-{c.quantiles[-1]:g}"
-        out["loss"] = self.window_loss(model, x, y_s)
-        out["_pred"], out["_y"], out["_origins"] = pred, y, origins
+        out["_pred"], out["_y"], out["_origins"], out["_sid"] = pred, y, origins, sid
+        return out
+
+    def baselines(self, y: np.ndarray, hist: list[np.ndarray], scales: np.ndarray) -> dict[str, float]:
+        """Naive, seasonal-naive (season > 1) and Theta scores on the windows ``y`` (W, H, D_y)
+        whose histories are ``hist``."""
+        c = self.config
+        m = self.season
+        out: dict[str, float] = {}
+        last = np.stack([h[-1:] for h in hist])  # (W, 1, D_y)
+        for k, v in forecast_metrics(y, np.repeat(last, c.horizon, 1), scales).items():
+            out[f"naive_{k}"] = v
+        if m > 1:
+            snaive = np.stack([naive_forecast(_padded(h, m)[None], c.horizon, m)[0] for h in hist])
+            for k, v in forecast_metrics(y, snaive, scales).items():
+                out[f"snaive_{k}"] = v
+        if len(hist) <= THETA_MAX_WINDOWS:
+            theta = np.stack([np.stack([theta_forecast(h[:, d], c.horizon, m) for d in range(h.shape[1])], -1)
+                              for h in hist])
+            for k, v in forecast_metrics(y, theta, scales).items():
+                out[f"theta_{k}"] = v
         return out
 
     @torch.no_grad()
     def window_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-        """The training loss (scaled units) averaged over windows, in chunks."""
+        """The training loss averaged over windows, in chunks."""
         device = next(model.parameters()).device
         total = 0.0
         for s in range(0, x.shape[1], 512):
@@ -390,78 +681,124 @@ class ForecastTask:
         return total / x.shape[1]
 
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
-        m = self.score(model, self.frame, self.origins(split))
+        sid, org = self.pairs(split)
+        m = self.score(model, self.series, org, sid, cache=split)
+        was = model.training
+        model.eval()
+        try:
+            x, y = self.windows(self._prepared(), sid, org)
+            m["loss"] = self.window_loss(model, x, y)
+        finally:
+            model.train(was)
         return {k: float(v) for k, v in m.items() if not k.startswith("_") and not isinstance(v, str)}
 
     # --- files: evaluate / forecast / backtest ----------------------------------------------
 
-    def _file(self, path: str, need: int, what: str) -> SeriesFrame:
-        frame = self.load(path)
-        if len(frame) < need:
-            raise DataError(f"{path}: {what}: expected at least {need} rows, got {len(frame)}")
-        return frame
-
-    def evaluate_file(self, model: nn.Module, path: str) -> dict[str, float]:
-        """Metrics and baselines over every window of ``path`` (stride 1)."""
+    def evaluate_file(self, model: nn.Module, path: str) -> dict[str, Any]:
+        """Metrics and baselines over every window of every series of ``path`` (stride 1)."""
         c = self.config
-        frame = self._file(path, c.context + c.horizon, f"context + horizon = {c.context} + {c.horizon}")
-        m = self.score(model, frame, np.arange(c.context, len(frame) - c.horizon + 1))
+        series = self.load(path)
+        sid, org = [], []
+        for i, s in enumerate(series):
+            t = np.arange(c.context, len(s) - c.horizon + 1)
+            sid.append(np.full(len(t), i))
+            org.append(t)
+        if not sum(len(t) for t in org):
+            raise DataError(f"{path}: expected at least context + horizon = {c.context} + {c.horizon} rows in a "
+                            f"series, got {max(len(s) for s in series)}")
+        m = self.score(model, series, np.concatenate(org), np.concatenate(sid))
         return {k: v for k, v in m.items() if not k.startswith("_")}
 
-    def backtest(self, model: nn.Module, frame: SeriesFrame, windows: int) -> dict[str, Any]:
-        """Walk forward over the last ``windows`` non-overlapping horizon-long windows: window k
-        forecasts rows [t_k, t_k + H) from the L rows before t_k, t_k = N - (K - k) H. The model
-        is not refitted between windows; each forecast uses only rows before its origin."""
+    def after_validation(self, s: SeriesFrame) -> int:
+        """The first row of ``s`` after the run's validation span: rows from there on never chose
+        the checkpoint. Matched by timestamp when both have a time column, else by row number;
+        a series the run never saw is out of sample from its first row."""
+        name = s.name
+        if name not in self.splits:
+            return 0
+        last = self._meta.get("last_valid_time", {}).get(name)
+        if last is not None and s.time_values is not None:
+            return int(np.searchsorted(s.time_values, last, side="right"))
+        return self.splits[name][1]
+
+    def backtest(self, model: nn.Module, series: list[SeriesFrame] | SeriesFrame, windows: int) -> dict[str, Any]:
+        """Rolling origin over data after the validation span: in each series, window k forecasts
+        rows [t_k, t_k + H) from the rows before t_k, t_k = (first row after validation) + k H,
+        for at most ``windows`` windows that fit. The model is not refitted between windows."""
         c = self.config
-        n = len(frame)
+        if isinstance(series, SeriesFrame):
+            series = [series]
         if windows < 1:
             raise ConfigError(expected("--windows", "an integer >= 1", windows))
-        need = c.context + windows * c.horizon
-        if n < need:
-            raise DataError(f"{frame.path}: backtest: expected at least context + windows x horizon = "
-                            f"{c.context} + {windows} x {c.horizon} = {need} rows, got {n}")
-        origins = np.array([n - (windows - k) * c.horizon for k in range(windows)])
-        total = self.score(model, frame, origins)
+        sid, org = [], []
+        for i, s in enumerate(series):
+            start = max(self.after_validation(s), 2 + self.lag)
+            t = start + c.horizon * np.arange(windows)
+            t = t[t + c.horizon <= len(s)]
+            sid.append(np.full(len(t), i))
+            org.append(t)
+        sid_a, org_a = np.concatenate(sid).astype(int), np.concatenate(org).astype(int)
+        if len(org_a) == 0:
+            s = series[0]
+            start = self.after_validation(s)
+            raise DataError(f"{s.path}{self._label(s)}: backtest: expected at least horizon = {c.horizon} rows after "
+                            f"the run's validation span (its first {start} rows chose the checkpoint), got "
+                            f"{max(0, len(s) - start)}; backtest on a file that extends the series")
+        total = self.score(model, series, org_a, sid_a)
         per = []
-        for k, t in enumerate(origins):
-            m = self.score(model, frame, origins[k : k + 1])
-            per.append({"window": k + 1, "origin_row": int(t), **{key: v for key, v in m.items()
-                                                                 if not key.startswith("_") and key != "windows"}})
+        for k in range(len(org_a)):
+            pm = forecast_metrics(total["_y"][k : k + 1], self.point(total["_pred"][k : k + 1]),
+                                  mase_scale(series[sid_a[k]].targets[: org_a[sid_a == sid_a[k]].min()], self.season))
+            row = {"window": k + 1, "series": series[sid_a[k]].name, "origin_row": int(org_a[k]), **pm}
+            hist = series[sid_a[k]].targets[: org_a[k]]
+            row["naive_mae"] = float(np.abs(total["_y"][k] - hist[-1]).mean())
+            if self.season > 1:
+                sn = naive_forecast(_padded(hist, self.season)[None], c.horizon, self.season)[0]
+                row["snaive_mae"] = float(np.abs(total["_y"][k] - sn).mean())
+            per.append(row)
         total["per_window"] = per
         return total
 
     def backtest_file(self, model: nn.Module, path: str, windows: int, out: str | None = None) -> dict[str, Any]:
-        frame = self.load(path)
-        bt = self.backtest(model, frame, windows)
+        bt = self.backtest(model, self.load(path), windows)
         if out:
             write_rows(out, bt["per_window"])
         return bt
 
     def forecast_file(self, model: nn.Module, path: str, horizon: int, out: str) -> list[dict[str, Any]]:
-        """Forecast ``horizon`` steps past the end of ``path`` from its last ``context`` rows and
-        write them to ``out`` (CSV: step, time if known, point and quantile columns per target)."""
+        """Forecast ``horizon`` steps past the end of every series of ``path`` from its last rows and
+        write them to ``out`` (CSV: series id if any, step, time if known, point and quantile columns)."""
         c = self.config
         if horizon < 1:
             raise ConfigError(expected("--horizon", "an integer >= 1", horizon))
         if c.mode == "direct" and horizon > c.horizon:
             raise ConfigError(expected("--horizon", f"at most the trained horizon {c.horizon} (direct mode; "
                                        "train with a longer --horizon or --mode autoregressive)", horizon))
-        frame = self._file(path, c.context, f"context = {c.context}")
-        n = len(frame)
-        x = torch.from_numpy(self.scaled(frame)[n - c.context :])[:, None, :]  # (L, 1, D)
-        pred = self.predict_windows(model, x, horizon)[0]  # (h, D_y, Q)
-        times = future_times(frame, horizon)
+        series = self.load(path)
+        need = c.context if len(self.splits) == 1 else self.lag + 1
+        for s in series:
+            if len(s) < need:
+                raise DataError(f"{path}{self._label(s)}: context = {need}: expected at least {need} rows, got {len(s)}")
+        sid = np.arange(len(series))
+        ends = np.array([len(s) for s in series])
+        pred = self.forecast_data(model, [extended(s, horizon) for s in series], sid, ends, horizon)
+        names = self.target_names()
         rows = []
-        for h in range(horizon):
-            row: dict[str, Any] = {"step": h + 1}
-            if times is not None:
-                row[c.time_col] = times[h]
-            for j, name in enumerate(c.targets):
-                row[name] = float(self.point(pred[None])[0, h, j])
-                if len(c.quantiles) >= 2:
-                    for qi, q in enumerate(c.quantiles):
-                        row[f"{name}_q{q:g}"] = float(pred[h, j, qi])
-            rows.append(row)
+        for i, s in enumerate(series):
+            times = future_times(s, horizon)
+            for h in range(horizon):
+                row: dict[str, Any] = {}
+                if s.name:
+                    row[c.id_col or "series"] = s.name
+                row["step"] = h + 1
+                if times is not None:
+                    row[c.time_col] = times[h]
+                for j, name in enumerate(names):
+                    row[name] = float(self.point(pred[i : i + 1])[0, h, j])
+                    if len(c.quantiles) >= 2:
+                        for qi, q in enumerate(c.quantiles):
+                            row[f"{name}_q{q:g}"] = float(pred[i, h, j, qi])
+                rows.append(row)
         write_rows(out, rows)
         return rows
 
@@ -469,27 +806,54 @@ class ForecastTask:
 
     def report_sections(self, model: nn.Module, run_dir: str) -> list[ReportSection]:
         c = self.config
-        valid = self.score(model, self.frame, self.origins("valid"))
-        sections = [ReportSection("Forecast: scores beside the naive baselines (validation windows)",
-                                  scores_table(valid, c.season))]
+        sid, org = self.pairs("valid")
+        valid = self.score(model, self.series, org, sid, cache="valid")
+        sections = [ReportSection("Forecast: scores beside the baselines (validation windows)",
+                                  scores_table(valid, self.season))]
+        first = sid == 0
         sections.append(ReportSection("History and forecast (last validation window)",
-                                      plot_forecast(self.frame, valid, c, self.n_train)))
+                                      plot_forecast(self.frame, {"_origins": org[first], "_pred": valid["_pred"][first]},
+                                                    c, self.n_train)))
+        if c.backtest_windows == 0:
+            sections.append(ReportSection("Backtest", "<p>Not run: train with --backtest-windows K to hold out K "
+                                          "windows after the validation span, or run <code>rnnlab backtest</code> "
+                                          "on newer data.</p>"))
+            return sections
         try:
-            bt = self.backtest(model, self.frame, c.backtest_windows)
+            bt = self.backtest(model, self.series, c.backtest_windows)
         except DataError as exc:
             sections.append(ReportSection("Backtest", f"<p>Not run: {exc}</p>"))
             return sections
-        note = ""
-        if bt["_origins"][0] < self.n_train:
-            note = ("<p class='note'>Some backtest windows lie in the training part (rows before "
-                    f"{self.n_train}); their scores are optimistic.</p>")
-        sections.append(ReportSection(f"Backtest: walk-forward over the last {c.backtest_windows} windows",
-                                      note + scores_table(bt, c.season) + backtest_table(bt["per_window"], c.season)
-                                      + plot_backtest(self.frame, bt, c)))
+        first = bt["_sid"] == 0
+        sections.append(ReportSection(f"Backtest: rolling origin over the {c.backtest_windows} windows after validation",
+                                      scores_table(bt, self.season)
+                                      + backtest_table(bt["per_window"], self.season)
+                                      + plot_backtest(self.frame, {"_origins": bt["_origins"][first],
+                                                                   "_pred": bt["_pred"][first]}, c)))
         return sections
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _padded(hist: np.ndarray, m: int) -> np.ndarray:
+    """At least ``m`` rows: a history shorter than a season repeats its first row in front."""
+    if len(hist) >= m:
+        return hist
+    return np.concatenate([np.repeat(hist[:1], m - len(hist), 0), hist], 0)
+
+
+def extended(s: SeriesFrame, horizon: int) -> SeriesFrame:
+    """``s`` with ``horizon`` rows after its end (targets repeat the last one: they are never read
+    as inputs, only as the targets of the window that forecasts them)."""
+    t = None
+    if s.time_values is not None and len(s) >= 2:
+        step = s.time_values[-1] - s.time_values[-2]
+        t = np.concatenate([s.time_values, s.time_values[-1] + step * np.arange(1, horizon + 1)])
+    return SeriesFrame(np.concatenate([s.targets, np.repeat(s.targets[-1:], horizon, 0)]),
+                       np.concatenate([s.covariates, np.repeat(s.covariates[-1:], horizon, 0)]),
+                       s.target_names, s.covariate_names, s.times and s.times + [s.times[-1]] * horizon,
+                       t if t is not None else s.time_values, s.lines, s.path, s.name)
 
 
 def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
@@ -526,6 +890,8 @@ def scores_table(m: dict[str, Any], season: int) -> str:
     rows = [["model"] + [m[k] for k in keys], ["naive (last value)"] + [m[f"naive_{k}"] for k in keys]]
     if season > 1:
         rows.append([f"seasonal naive (m={season})"] + [m[f"snaive_{k}"] for k in keys])
+    if "theta_mae" in m:
+        rows.append(["Theta"] + [m[f"theta_{k}"] for k in keys])
     html = f"<p>{m['windows']} windows.</p>" + table(["", "MAE", "RMSE", "sMAPE %", "MASE"], rows)
     if "coverage" in m:
         html += f"<p>Empirical coverage of the {m['interval']} interval: {m['coverage']:.3f}</p>"
@@ -646,7 +1012,8 @@ def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
 def format_scores(m: dict[str, Any]) -> str:
     """Scores beside the baselines as the plain text the CLI prints."""
     rows = [("model", "")] + [("naive", "naive_")] + ([("seasonal naive", "snaive_")] if "snaive_mae" in m else [])
-    lines = [f"{int(m['windows'])} windows", f"{'':<16}{'MAE':>10}{'RMSE':>10}{'sMAPE%':>10}{'MASE':>10}"]
+    rows += [("Theta", "theta_")] if "theta_mae" in m else []
+    lines = [f"{int(m['windows'])} windows" + (f" of {int(m['series'])} series" if m.get("series", 1) > 1 else ""), f"{'':<16}{'MAE':>10}{'RMSE':>10}{'sMAPE%':>10}{'MASE':>10}"]
     for name, p in rows:
         lines.append(f"{name:<16}" + "".join(f"{m[p + k]:>10.4f}" for k in ("mae", "rmse", "smape", "mase")))
     if "coverage" in m:

