@@ -7,6 +7,7 @@ import pytest
 
 from rnnlab.data.frames import (
     digit_images,
+    index_checksum,
     load_frame_index,
     moving_digits,
     read_clip,
@@ -212,3 +213,30 @@ def test_shuffled_control_has_the_same_frames_in_another_order():
     acc_shuffled = np.mean([read_direction(c) == t for c, t in zip(shuffled, truth)])
     assert acc_ordered == 1.0
     assert 0.3 < acc_shuffled < 0.7, acc_shuffled
+
+
+def test_index_checksum_covers_the_clips_content(tmp_path):
+    """The checksum changes when a clip the index names changes (a .npy file, one frame of a
+    folder), not only when the index does; moving the index with its clips keeps it."""
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "a.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    write_png_folder(tmp_path / "c", rng.integers(0, 256, (2, 8, 8, 1), dtype=np.uint8))
+    path = index(tmp_path, [("a.npy", "x"), ("c", "y"), ("a.npy", "y")])
+    first = index_checksum(path, "path", "auto")
+    assert index_checksum(path, "path", "auto") == first
+    np.save(tmp_path / "a.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    second = index_checksum(path, "path", "auto")
+    assert second != first
+    write_png_folder(tmp_path / "d", rng.integers(0, 256, (1, 8, 8, 1), dtype=np.uint8))
+    (tmp_path / "d" / "frame_000.png").replace(tmp_path / "c" / "frame_001.png")   # one frame replaced
+    third = index_checksum(path, "path", "auto")
+    assert third not in (first, second)
+    (tmp_path / "c" / "notes.txt").write_text("not a frame")   # read_clip ignores it, and so does the checksum
+    assert index_checksum(path, "path", "auto") == third
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("index.csv", "a.npy", "c"):
+        (tmp_path / name).replace(moved / name)
+    assert index_checksum(str(moved / "index.csv"), "path", "auto") == third
+    (moved / "a.npy").unlink()
+    assert index_checksum(str(moved / "index.csv"), "path", "auto") != third

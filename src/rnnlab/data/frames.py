@@ -19,6 +19,7 @@ and its direction, so no single frame can answer it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -220,6 +221,48 @@ def load_frame_index(path: str, path_col: str, label_col: str, label_map: LabelM
         raise DataError(expected(table.where(i, label_col), "a label", "an empty cell"))
     labels, label_map = _finish_labels(path, keys, table.lines, label_map, "labels")
     return FrameExamples(clips, labels, list(table.lines), label_map, path, clips[0].shape[3])
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _clip_digest(path: str) -> str:
+    """A clip's bytes: a file's SHA-256, or a frame folder's image names and SHA-256s (the frames
+    :func:`read_clip` reads); ``missing`` if there is nothing there."""
+    if os.path.isfile(path):
+        return _file_sha256(path)
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
+        return hashlib.sha256("".join(f"{n}\0{_file_sha256(os.path.join(path, n))}\n"
+                                      for n in names).encode()).hexdigest()
+    return "missing"
+
+
+def index_checksum(path: str, path_col: str, fmt: str) -> str:
+    """SHA-256 of an index of clips and of the content of every clip it names, so that a run's
+    record of its data changes when a clip file is replaced, not only when the index is edited.
+    Every byte of every clip is hashed: about the cost of reading them, which training does anyway.
+    An index that cannot be parsed is hashed by its own bytes alone."""
+    h = hashlib.sha256(_file_sha256(path).encode())
+    try:
+        table = read_table(path, fmt)
+        pc = table.col(path_col, "--path-col")
+    except (DataError, ConfigError):
+        return h.hexdigest()
+    root = os.path.dirname(os.path.abspath(path))
+    seen: set[str] = set()
+    for row in table.cells:
+        rel = row[pc]
+        if not isinstance(rel, str) or not rel.strip() or rel.strip() in seen:
+            continue
+        seen.add(rel.strip())
+        h.update(f"{rel.strip()}\0{_clip_digest(os.path.join(root, rel.strip()))}\n".encode())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- moving digits
