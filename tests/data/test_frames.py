@@ -184,12 +184,20 @@ def crop(a: np.ndarray) -> np.ndarray:
     return a[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
 
 
-def test_moving_digits_is_deterministic_and_splits_handwriting():
+def test_moving_digits_is_deterministic_and_test_clips_are_not_training_clips():
     a, la = moving_digits(10, "valid", seed=1)
     b, lb = moving_digits(10, "valid", seed=1)
     assert la == lb and all(np.array_equal(x, y) for x, y in zip(a, b))
     c, _ = moving_digits(10, "valid", seed=2)
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    # A small canvas leaves few clips per image: drawn independently, test clips would repeat
+    # training clips; the data set draws them again instead.
+    small = dict(seed=3, frames=6, canvas=14)
+    train = {x.tobytes() for x in moving_digits(3000, "train", **small)[0]}
+    test, _ = moving_digits(400, "test", n_train=3000, **small)
+    independent, _ = moving_digits(400, "test", n_train=0, **small)
+    assert sum(x.tobytes() in train for x in independent) > 0
+    assert sum(x.tobytes() in train for x in test) == 0
 
 
 def test_shuffled_control_has_the_same_frames_in_another_order():
