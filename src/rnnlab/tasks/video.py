@@ -197,7 +197,7 @@ def report_sections(task: Any, model: nn.Module, n_clips: int = 4) -> list:
                     im = ax.imshow(a, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
                     ax.set_title(GATE_NAMES[recs[-1].cell][g], fontsize=9)
                     ax.set_xlabel("frame")
-                    ax.set_ylabel("unit")
+                axes[0, 0].set_ylabel("unit")
                 fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
                 label = names[int(split.labels[0])] if split.labels is not None else "unlabelled"
                 sections.append(ReportSection(
