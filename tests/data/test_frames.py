@@ -7,6 +7,7 @@ import pytest
 
 from rnnlab.data.frames import (
     digit_images,
+    index_checksum,
     load_frame_index,
     moving_digits,
     read_clip,
@@ -183,12 +184,20 @@ def crop(a: np.ndarray) -> np.ndarray:
     return a[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
 
 
-def test_moving_digits_is_deterministic_and_splits_handwriting():
+def test_moving_digits_is_deterministic_and_test_clips_are_not_training_clips():
     a, la = moving_digits(10, "valid", seed=1)
     b, lb = moving_digits(10, "valid", seed=1)
     assert la == lb and all(np.array_equal(x, y) for x, y in zip(a, b))
     c, _ = moving_digits(10, "valid", seed=2)
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    # A small canvas leaves few clips per image: drawn independently, test clips would repeat
+    # training clips; the data set draws them again instead.
+    small = dict(seed=3, frames=6, canvas=14)
+    train = {x.tobytes() for x in moving_digits(3000, "train", **small)[0]}
+    test, _ = moving_digits(400, "test", n_train=3000, **small)
+    independent, _ = moving_digits(400, "test", n_train=0, **small)
+    assert sum(x.tobytes() in train for x in independent) > 0
+    assert sum(x.tobytes() in train for x in test) == 0
 
 
 def test_shuffled_control_has_the_same_frames_in_another_order():
@@ -212,3 +221,30 @@ def test_shuffled_control_has_the_same_frames_in_another_order():
     acc_shuffled = np.mean([read_direction(c) == t for c, t in zip(shuffled, truth)])
     assert acc_ordered == 1.0
     assert 0.3 < acc_shuffled < 0.7, acc_shuffled
+
+
+def test_index_checksum_covers_the_clips_content(tmp_path):
+    """The checksum changes when a clip the index names changes (a .npy file, one frame of a
+    folder), not only when the index does; moving the index with its clips keeps it."""
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "a.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    write_png_folder(tmp_path / "c", rng.integers(0, 256, (2, 8, 8, 1), dtype=np.uint8))
+    path = index(tmp_path, [("a.npy", "x"), ("c", "y"), ("a.npy", "y")])
+    first = index_checksum(path, "path", "auto")
+    assert index_checksum(path, "path", "auto") == first
+    np.save(tmp_path / "a.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    second = index_checksum(path, "path", "auto")
+    assert second != first
+    write_png_folder(tmp_path / "d", rng.integers(0, 256, (1, 8, 8, 1), dtype=np.uint8))
+    (tmp_path / "d" / "frame_000.png").replace(tmp_path / "c" / "frame_001.png")   # one frame replaced
+    third = index_checksum(path, "path", "auto")
+    assert third not in (first, second)
+    (tmp_path / "c" / "notes.txt").write_text("not a frame")   # read_clip ignores it, and so does the checksum
+    assert index_checksum(path, "path", "auto") == third
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("index.csv", "a.npy", "c"):
+        (tmp_path / name).replace(moved / name)
+    assert index_checksum(str(moved / "index.csv"), "path", "auto") == third
+    (moved / "a.npy").unlink()
+    assert index_checksum(str(moved / "index.csv"), "path", "auto") != third

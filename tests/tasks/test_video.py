@@ -131,3 +131,23 @@ def test_cli_trains_evaluates_predicts_and_exports(tmp_path, capsys):
     with torch.no_grad():
         want = model.eval()(x, torch.full((3,), 5)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_resume_and_evaluate_refuse_a_changed_clip(tmp_path, capsys):
+    """The run records its data by the content of the clips its index names: replacing a clip
+    file (the index unchanged) stops a resume and an evaluation on the run's own split."""
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        np.save(tmp_path / f"c{i}.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    (tmp_path / "index.csv").write_text("path,label\n" + "".join(f"c{i}.npy,{'ab'[i % 2]}\n" for i in range(8)))
+    run = tmp_path / "run"
+    common = ["--hidden", "4", "--embed", "4", "--batch-size", "4", "--no-report", "--quiet"]
+    assert main(["train", "classify", "--train", str(tmp_path / "index.csv"), "--input", "frames",
+                 "--max-steps", "1", "--out", str(run), *common]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    capsys.readouterr()
+    np.save(tmp_path / "c3.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    assert main(["train", "classify", "--resume", str(run), "--max-steps", "2", "--quiet"]) == 1
+    assert "expected the data the run was trained on" in capsys.readouterr().err
+    assert main(["evaluate", str(run)]) == 1
+    assert "expected the data the run was trained on" in capsys.readouterr().err

@@ -19,6 +19,7 @@ and its direction, so no single frame can answer it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -223,11 +224,55 @@ def load_frame_index(path: str, path_col: str, label_col: str, label_map: LabelM
     return FrameExamples(clips, labels, list(table.lines), label_map, path, clips[0].shape[3])
 
 
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _clip_digest(path: str) -> str:
+    """A clip's bytes: a file's SHA-256, or a frame folder's image names and SHA-256s (the frames
+    :func:`read_clip` reads); ``missing`` if there is nothing there."""
+    if os.path.isfile(path):
+        return _file_sha256(path)
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
+        return hashlib.sha256("".join(f"{n}\0{_file_sha256(os.path.join(path, n))}\n"
+                                      for n in names).encode()).hexdigest()
+    return "missing"
+
+
+def index_checksum(path: str, path_col: str, fmt: str) -> str:
+    """SHA-256 of an index of clips and of the content of every clip it names, so that a run's
+    record of its data changes when a clip file is replaced, not only when the index is edited.
+    Every byte of every clip is hashed: about the cost of reading them, which training does anyway.
+    An index that cannot be parsed is hashed by its own bytes alone."""
+    h = hashlib.sha256(_file_sha256(path).encode())
+    try:
+        table = read_table(path, fmt)
+        pc = table.col(path_col, "--path-col")
+    except (DataError, ConfigError):
+        return h.hexdigest()
+    root = os.path.dirname(os.path.abspath(path))
+    seen: set[str] = set()
+    for row in table.cells:
+        rel = row[pc]
+        if not isinstance(rel, str) or not rel.strip() or rel.strip() in seen:
+            continue
+        seen.add(rel.strip())
+        h.update(f"{rel.strip()}\0{_clip_digest(os.path.join(root, rel.strip()))}\n".encode())
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- moving digits
 
 DIRECTIONS = ("right", "left", "down", "up")
 _STEP = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
-_POOLS = {"train": (0.0, 0.6), "valid": (0.6, 0.8), "test": (0.8, 1.0)}
+SPLITS = ("train", "valid", "test")
+# Default size of the named data set: clips per split (valid and test a fifth of train each).
+MOVING_DIGITS_TRAIN = 10000
 
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
@@ -238,45 +283,71 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
     return np.rint(d.images * (255 / 16)).astype(np.uint8), d.target.astype(np.int64)
 
 
+def _clip_params(rng: np.random.Generator, n_images: int, frames: int, room: int,
+                 max_speed: int) -> tuple[int, str, int, int, int]:
+    """One clip drawn from ``rng``: (image, direction, speed, y0, x0)."""
+    k = int(rng.integers(n_images))
+    direction = DIRECTIONS[int(rng.integers(4))]
+    speed = int(rng.integers(1, max_speed + 1))
+    travel = (frames - 1) * speed
+
+    # Along the motion the start leaves room for the whole path; across it, anywhere.
+    def start(d: int) -> int:
+        if d > 0:
+            return int(rng.integers(0, room - travel + 1))
+        if d < 0:
+            return int(rng.integers(travel, room + 1))
+        return int(rng.integers(0, room + 1))
+
+    dy, dx = _STEP[direction]
+    y0, x0 = start(dy), start(dx)
+    return k, direction, speed, y0, x0
+
+
 def moving_digits(n: int, split: str = "train", seed: int = 0, frames: int = 8, canvas: int = 24,
-                  order: str = "ordered") -> tuple[list[np.ndarray], list[str]]:
+                  order: str = "ordered", n_train: int = MOVING_DIGITS_TRAIN) -> tuple[list[np.ndarray], list[str]]:
     """``n`` clips (frames, canvas, canvas, 1) uint8 and their labels ``"<digit>-<direction>"``.
 
-    Each split draws its digits from its own part of the 1797 images (60/20/20, a fixed
-    shuffle), so test clips show handwriting the model never saw. A digit starts at a random
-    place and moves 1 or 2 pixels per frame right, left, down or up; start places are drawn so
-    that the whole path fits, which makes a single frame's position say nothing about the
-    direction. ``order="shuffled"`` permutes each clip's frames (the control: a model that
-    ignores order does as well on it). Deterministic in (n, split, seed, frames, canvas).
+    A digit image starts at a random place and moves 1 or 2 pixels per frame right, left, down
+    or up; start places are drawn so that the whole path fits, which makes a single frame's
+    position say nothing about the direction, and the places a clip covers say nothing about
+    which way along its axis it went. Every split draws from all 1797 images, so what a digit
+    image shows is learned as in any classification of them; a valid or test clip is never one
+    of the ``n_train`` training clips (same image, direction, speed and start), so it asks for a
+    known digit at new places with a new motion. ``order="shuffled"`` permutes each clip's
+    frames (the control: a model that ignores order does as well on it). Deterministic in
+    (n, split, seed, frames, canvas, n_train).
     """
-    if split not in _POOLS:
-        raise ConfigError(expected("moving-digits split", f"one of {sorted(_POOLS)}", repr(split)))
+    if split not in SPLITS:
+        raise ConfigError(expected("moving-digits split", f"one of {list(SPLITS)}", repr(split)))
     if frames < 2 or canvas < 8 + (frames - 1):
         raise ConfigError(expected("moving-digits frames and canvas", "frames >= 2 and canvas >= 8 + frames - 1",
                                    f"frames {frames}, canvas {canvas}"))
     images, targets = digit_images()
-    perm = np.random.default_rng(12345).permutation(len(images))
-    lo, hi = _POOLS[split]
-    pool = perm[int(lo * len(perm)): int(hi * len(perm))]
-    rng = np.random.default_rng([seed, ("train", "valid", "test").index(split), frames, canvas])
     room = canvas - 8
-    shuffle_rng = np.random.default_rng([seed, 7])   # its own stream: the shuffled control shows the same clips
     max_speed = 2 if (frames - 1) * 2 <= room else 1
+
+    def stream(name: str) -> np.random.Generator:
+        return np.random.default_rng([seed, SPLITS.index(name), frames, canvas])
+
+    taken: set[tuple[int, str, int, int, int]] = set()
+    if split != "train":
+        train_rng = stream("train")
+        taken = {_clip_params(train_rng, len(images), frames, room, max_speed) for _ in range(n_train)}
+    rng = stream(split)
+    shuffle_rng = np.random.default_rng([seed, 7])   # its own stream: the shuffled control shows the same clips
     clips, labels = [], []
-    for _ in range(n):
-        k = int(pool[rng.integers(len(pool))])
-        direction = DIRECTIONS[int(rng.integers(4))]
-        speed = int(rng.integers(1, max_speed + 1))
+    tries = 0
+    while len(clips) < n:
+        params = _clip_params(rng, len(images), frames, room, max_speed)
+        tries += 1
+        if params in taken:
+            if tries > 100 * (n + 1):
+                raise ConfigError(expected("moving-digits canvas", "room for clips other than the training clips "
+                                           "(a larger --size or fewer --dataset-size clips)", f"canvas {canvas}"))
+            continue
+        k, direction, speed, y0, x0 = params
         dy, dx = (s * speed for s in _STEP[direction])
-        travel = (frames - 1) * speed
-        # Along the motion the start leaves room for the whole path; across it, anywhere.
-        def start(d: int) -> int:
-            if d > 0:
-                return int(rng.integers(0, room - travel + 1))
-            if d < 0:
-                return int(rng.integers(travel, room + 1))
-            return int(rng.integers(0, room + 1))
-        y0, x0 = start(dy), start(dx)
         clip = np.zeros((frames, canvas, canvas, 1), dtype=np.uint8)
         for t in range(frames):
             y, x = y0 + t * dy, x0 + t * dx
@@ -290,10 +361,6 @@ def moving_digits(n: int, split: str = "train", seed: int = 0, frames: int = 8, 
     return clips, labels
 
 
-# Default size of the named data set: clips per split (valid and test a fifth of train each).
-MOVING_DIGITS_TRAIN = 4000
-
-
 def dataset_examples(name: str, split: str, label_map: LabelMap | None, size: int, seed: int, frames: int,
                      canvas: tuple[int, int] | None, max_len: int) -> FrameExamples:
     """A split of a named synthetic data set as :class:`FrameExamples` (lines count clips from 1).
@@ -305,7 +372,7 @@ def dataset_examples(name: str, split: str, label_map: LabelMap | None, size: in
     n_train = size or MOVING_DIGITS_TRAIN
     n = n_train if split == "train" else max(2, n_train // 5)
     order = "shuffled" if name.endswith("-shuffled") else "ordered"
-    clips, keys = moving_digits(n, split, seed, frames or 8, canvas[0] if canvas else 24, order)
+    clips, keys = moving_digits(n, split, seed, frames or 8, canvas[0] if canvas else 24, order, n_train)
     clips = [c[:max_len] for c in clips]
     lines = list(range(1, n + 1))
     # Every class named up front: a small split need not show all 40 for the others to be read.

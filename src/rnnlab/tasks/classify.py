@@ -50,11 +50,11 @@ from rnnlab.data.tables import (
     load_sequences_wide,
     load_text_classification,
 )
-from rnnlab.data.frames import check_frame_shape, check_frames_config, read_examples
+from rnnlab.data.frames import check_frame_shape, check_frames_config, index_checksum, read_examples
 from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
 from rnnlab.data.ucr import is_ucr, ucr_path
-from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, RnnlabError, expected
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -62,7 +62,7 @@ from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
 from rnnlab.tasks.video import build_frame_encoder, report_sections as frame_sections
 from rnnlab.train.rundir import load_run, read_run_config
-from rnnlab.train.task import ReportSection, StepOutput, register_task
+from rnnlab.train.task import ReportSection, StepOutput, register_data_checksum, register_task
 
 POOLS = ("last", "mean", "max")
 INPUTS = ("auto", "text", "numeric", "frames")
@@ -966,6 +966,21 @@ def build_classify_task(config: dict[str, Any], metadata: dict[str, Any] | None 
 
 
 register_task("classify", build_classify_task)
+
+
+def frames_data_checksum(path: str, task_config: dict[str, Any]) -> str | None:
+    """The checksum a run records for a data path: for frames input, of the index and of every
+    clip it names (:func:`rnnlab.data.frames.index_checksum`); else None (the file's own)."""
+    try:
+        c = ClassifyConfig.from_dict(task_config)
+    except RnnlabError:
+        return None
+    if c.resolved_input() != "frames":
+        return None
+    return index_checksum(path, c.path_col, "auto" if c.format == "ts" else c.format)
+
+
+register_data_checksum("classify", frames_data_checksum)
 
 
 # ----------------------------------------------------------------------------- run folders

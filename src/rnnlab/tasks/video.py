@@ -10,9 +10,12 @@ Frame encoders: ``cnn``, a small CNN defined here (conv blocks, then global pool
 or a torchvision backbone (``torchvision:resnet18`` and the like) when torchvision is installed
 and a weights file is given, frozen unless ``finetune_backbone``.
 
-The small CNN pools each channel twice: its mean, and where it fires (a spatial softmax). Mean
-pooling alone makes a convolutional encoder blind to where things are, and motion is a change
-of place, so without the second the recurrent layers could not tell directions.
+The small CNN pools each channel twice: its maximum over the frame, and where it fires (a
+spatial softmax). Global pooling alone makes a convolutional encoder blind to where things are,
+and motion is a change of place, so without the second the recurrent layers could not tell
+directions. The maximum rather than the mean: a small object on a larger, mostly empty frame
+fires a few positions, and a mean dilutes them by the empty ones (the encoder learns what the
+object is several times more slowly).
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ from rnnlab.train.task import ReportSection
 
 class SmallCNN(nn.Module):
     """Conv blocks (3x3 conv, batch norm, ReLU, then 2x2 max pool but after the last), then two
-    global poolings of each channel: its mean (what is there) and, through a softmax over the
-    positions, where it is (the expected row and column, Levine et al. 2016's spatial softmax),
-    and a linear map of both to ``out_dim``. Per frame: (N, C, H, W) -> (N, out_dim)."""
+    global poolings of each channel: its maximum (what is there, wherever it is) and, through a
+    softmax over the positions, where it is (the expected row and column, Levine et al. 2016's
+    spatial softmax), and a linear map of both to ``out_dim``, layer-normalised so that the
+    recurrent layer's gates see inputs of one scale (with a ReLU there instead, the classifier
+    learned the digits of moving-digits several times more slowly). Per frame:
+    (N, C, H, W) -> (N, out_dim)."""
 
     def __init__(self, channels: int, out_dim: int, widths: tuple[int, ...] = (16, 32)) -> None:
         super().__init__()
@@ -47,6 +53,7 @@ class SmallCNN(nn.Module):
             c = w
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Linear(3 * c, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.convs(x)                                        # (N, c, h, w)
@@ -55,7 +62,7 @@ class SmallCNN(nn.Module):
         xs = torch.linspace(-1, 1, w, dtype=f.dtype, device=f.device)
         p = torch.softmax(f.flatten(2), -1).view(n, c, h, w)     # where each channel fires
         where = torch.cat([(p.sum(3) * ys).sum(2), (p.sum(2) * xs).sum(2)], 1)  # (N, 2c)
-        return torch.relu(self.proj(torch.cat([f.mean((2, 3)), where], 1)))
+        return self.norm(self.proj(torch.cat([f.amax((2, 3)), where], 1)))
 
 
 def torchvision_backbone(name: str, weights: str, channels: int, out_dim: int, finetune: bool) -> nn.Module:
@@ -184,7 +191,7 @@ def report_sections(task: Any, model: nn.Module, n_clips: int = 4) -> list:
                     im = ax.imshow(a, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
                     ax.set_title(GATE_NAMES[recs[-1].cell][g], fontsize=9)
                     ax.set_xlabel("frame")
-                    ax.set_ylabel("unit")
+                axes[0, 0].set_ylabel("unit")
                 fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
                 label = names[int(split.labels[0])] if split.labels is not None else "unlabelled"
                 sections.append(ReportSection(

@@ -35,7 +35,7 @@ from rnnlab._version import __version__
 from rnnlab.errors import CheckpointError, DataError, RnnlabError
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LOCK_NAME
-from rnnlab.train.task import Task, build_task
+from rnnlab.train.task import Task, build_task, data_checksum_hook
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -153,9 +153,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def data_checksum(path: str | Path) -> str | None:
-    """SHA-256 of a data file, or of a data folder's files (names and contents, sorted); None if absent."""
+def data_checksum(path: str | Path, task: str = "", task_config: dict[str, Any] | None = None) -> str | None:
+    """SHA-256 of a data file, or of a data folder's files (names and contents, sorted); None if absent.
+    With the ``task`` name and its config, the checksum that task registered (see
+    :func:`rnnlab.train.task.register_data_checksum`) when it gives one for this path."""
     p = Path(path)
+    hook = data_checksum_hook(task) if task and task_config is not None and p.is_file() else None
+    if hook is not None:
+        got = hook(str(p), task_config)
+        if got is not None:
+            return got
     if p.is_file():
         return _sha256(p)
     if p.is_dir():
@@ -172,7 +179,7 @@ def data_keys(task: Task) -> tuple[str, ...]:
 
 
 def record_data_files(out: Path, task_config: dict[str, Any], keys: tuple[str, ...],
-                      previous: dict[str, Any] | None = None) -> dict[str, Any]:
+                      previous: dict[str, Any] | None = None, task: str = "") -> dict[str, Any]:
     """``{key: {"path": absolute, "run_relative": ..., "sha256": ..., "bytes": ...}}`` for each data
     path of the task config. ``previous`` records keep their checksum (a resume never re-blesses
     changed data: it is checked against the record first)."""
@@ -192,7 +199,7 @@ def record_data_files(out: Path, task_config: dict[str, Any], keys: tuple[str, .
         if isinstance(old, dict) and old.get("sha256"):
             entry["sha256"] = old["sha256"]
         else:
-            entry["sha256"] = data_checksum(p)
+            entry["sha256"] = data_checksum(p, task, task_config)
         if p.is_file():
             entry["bytes"] = p.stat().st_size
         record[key] = entry
@@ -209,7 +216,7 @@ def write_run_config(out: Path, task: Task, train_config: dict[str, Any],
             "task_config": config,
             "task_metadata": task.metadata(),
             "train_config": train_config,
-            "data_files": record_data_files(out, config, data_keys(task), previous_data),
+            "data_files": record_data_files(out, config, data_keys(task), previous_data, task.name),
             "rnnlab_version": rnnlab_version(),
         },
     )
@@ -282,7 +289,8 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
                             f"(moved or deleted since training?); put it back there")
         want = rec.get("sha256")
         if want:
-            got = data_checksum(where)
+            got = data_checksum(where, cfg.get("task") if isinstance(cfg.get("task"), str) else "",
+                                task_config if task_config is not None else cfg.get("task_config"))
             if got != want:
                 raise DataError(f"{file}: training data {key!r} ({where}): expected the data the run was trained on "
                                 f"(sha256 {want[:12]}), got a changed file (sha256 {str(got)[:12]}); restore it, "

@@ -80,6 +80,25 @@ def register_task(name: str, factory: TaskFactory) -> None:
     _REGISTRY[name] = factory
 
 
+# A task whose data file names other files (an index of video clips) registers how to checksum it:
+# ``fn(path, task_config) -> sha256 hex``, or None for the file's own bytes. The run folder records
+# and checks that checksum, so changing a file the index names is caught as a change of the data.
+DataChecksum = Callable[[str, dict[str, Any]], "str | None"]
+_CHECKSUMS: dict[str, DataChecksum] = {}
+
+
+def register_data_checksum(name: str, fn: DataChecksum) -> None:
+    """Register ``fn(path, task_config) -> sha256 hex or None`` for the data paths of task ``name``."""
+    _CHECKSUMS[name] = fn
+
+
+def data_checksum_hook(name: str) -> DataChecksum | None:
+    """The data checksum task ``name`` registered, if any (the built-in tasks are looked up by name)."""
+    if name not in _REGISTRY:
+        importlib.import_module(TASKS_PACKAGE)
+    return _CHECKSUMS.get(name)
+
+
 def build_task(name: str, config: dict[str, Any], metadata: dict[str, Any] | None = None) -> Task:
     if name not in _REGISTRY:
         # The built-in tasks register when their package is imported. It sits above this layer, so
