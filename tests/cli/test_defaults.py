@@ -51,7 +51,9 @@ CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("forecast", "target"): lambda v: list(v or []),
 }
 NOT_FIELDS: dict[str, set[str]] = {
-    "classify": {"as_json"},   # --json: how the result is printed, not part of the model
+    # --json: how the result is printed, not part of the model
+    "classify": {"as_json"},
+    "forecast": {"as_json"},
 }
 
 
