@@ -99,7 +99,7 @@ def test_bad_flags_are_one_line(few, tmp_path, capsys):
 def test_resume_refuses_other_speech_flags(words_run, few, capsys):
     """A resumed run keeps its features and model: a flag that says otherwise is one line naming it."""
     for flags, named in ((["--features", "logmel"], "--features 'logmel'"), (["--n-mfcc", "20"], "--n-mfcc 20"),
-                         (["--hidden", "32"], "--hidden 32"), (["--bidirectional"], "--bidirectional true")):
+                         (["--hidden-size", "32"], "--hidden-size 32"), (["--bidirectional"], "--bidirectional true")):
         assert main(["train", "speech", "--resume", str(words_run), *flags, "--quiet"]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and named in err and "the run has" in err, err
