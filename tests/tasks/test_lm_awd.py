@@ -176,11 +176,11 @@ def test_ntasgd_triggers_on_a_non_monotone_validation_loss_and_averages_the_iter
     for g in (1.0, -2.0, 0.5):           # SGD steps from 0.0: -1, +1, +0.5
         p.grad = torch.tensor([g])
         opt.step()
-        iterates.append(float(p))
-    assert float(p) == pytest.approx(0.5)                         # training goes on from the SGD iterate
+        iterates.append(float(p.detach()))
+    assert float(p.detach()) == pytest.approx(0.5)                         # training goes on from the SGD iterate
     with opt.averaged():
-        assert float(p) == pytest.approx(sum(iterates) / len(iterates))   # evaluation sees the mean
-    assert float(p) == pytest.approx(0.5)
+        assert float(p.detach()) == pytest.approx(sum(iterates) / len(iterates))   # evaluation sees the mean
+    assert float(p.detach()) == pytest.approx(0.5)
     assert not opt.observe(100.0)        # triggers once
 
 
@@ -190,7 +190,7 @@ def test_ntasgd_does_not_average_before_the_trigger():
     p.grad = torch.tensor([2.0])
     opt.step()
     with opt.averaged():
-        assert float(p) == pytest.approx(0.0)
+        assert float(p.detach()) == pytest.approx(0.0)
 
 
 def test_fit_with_ntasgd_evaluates_and_saves_the_averaged_weights(text_file, tmp_path):
