@@ -182,12 +182,87 @@ def forecast_table() -> str:
     return "\n".join(lines)
 
 
+LM_TM_JSON = ROOT / "docs" / "data" / "results-lm-timemachine.json"
+LM_WT2_JSON = ROOT / "docs" / "data" / "results-lm-wikitext2.json"
+WT2_TRAIN_TOKENS = 2088628   # WikiText-2 train.txt with <eos>
+
+
+def _shown_command(cmd: str, name: str) -> str:
+    """The benchmark's command as a user would type it: no local data folder, a runs/ folder."""
+    words = cmd.split()
+    out = []
+    skip = False
+    for i, w in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if w == "--data-dir":
+            skip = True
+            continue
+        if i > 0 and words[i - 1] == "--out":
+            w = f"runs/{name}"
+        out.append(w)
+    return " ".join(out)
+
+
+def _load(r: dict) -> str:
+    return f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}"
+
+
+def lm_timemachine_table() -> str:
+    data = json.loads(LM_TM_JSON.read_text())
+    lines = ["| model | d2l's training ppl | rnnlab training ppl (last epoch) | difference | held-out valid ppl | "
+             "tokens/s (median step) | CPU s | wall s | load (1 min) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        if r["rc"] != 0:
+            lines.append(f"| {LABEL[r['row']]} | {r['d2l_ppl']} | failed | | | | {r['cpu_s']} | {r['wall_s']} | {_load(r)} |")
+            continue
+        s = r["summary"]
+        ok = "within" if r["within_tolerance"] else "outside"
+        lines.append(f"| {LABEL[r['row']]} | {r['d2l_ppl']} | {r['train_ppl_last_epoch']:.2f} | {r['rel_diff']:+.1%} ({ok} "
+                     f"{data['tolerance']:.0%}) | {r['valid_ppl']:.2f} | {s['tokens_per_s']:,.0f} | {r['cpu_s']:,.0f} | "
+                     f"{r['wall_s']:,.0f} | {_load(r)} |")
+    first = data["rows"][0]
+    lines += ["", f"Command of the {LABEL[first['row']]} row (the others differ in `--cell`): "
+              f"`{_shown_command(first['command'], 'tm-' + first['row'])}`. {data['epochs']} epochs, "
+              f"`--threads {data['threads']}`, {data['machine']['cpus_visible']} CPUs visible."]
+    return "\n".join(lines)
+
+
+def lm_wikitext2_table() -> str:
+    data = json.loads(LM_WT2_JSON.read_text())
+    lines = ["| model | command | trained | valid ppl | test ppl | tokens/s (median step) | CPU s | wall s | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    ref = data["reference"]
+    for r in data["rows"]:
+        cmd = _shown_command(r["command"], "wt2-" + r["row"])
+        if r["rc"] != 0:
+            lines.append(f"| {r['row']} | `{cmd}` | failed | | | | {r['cpu_s']} | {r['wall_s']} | {_load(r)} |")
+            continue
+        s = r["summary"]
+        epochs = s["steps"] * int(cmd.split("--bptt ")[1].split()[0]) * int(cmd.split("--batch-size ")[1].split()[0]) / WT2_TRAIN_TOKENS
+        valid = "no evaluation within the budget" if r.get("valid_ppl") is None else f"{r['valid_ppl']:.1f}"
+        lines.append(f"| {r['row']} | `{cmd}` | {int(s['steps']):,} steps ({epochs:.2f} epochs) | {valid} | "
+                     f"{r['test_ppl']:.1f} | {s['tokens_per_s']:,.0f} | {r['cpu_s']:,.0f} | {r['wall_s']:,.0f} | {_load(r)} |")
+    lines.append(f"| {ref['name']} | `python main.py --cuda --epochs 6` | 6 epochs | | {ref['test_ppl']} | | | | |")
+    rows = [r for r in data["rows"] if r["rc"] == 0]
+    if rows:
+        r = rows[0]
+        per_cpu = r["tokens_per_cpu_s"]
+        lines += ["", f"The {r['row']} row processed {per_cpu:,.0f} training tokens per CPU second (reading the "
+                  f"corpus and any validation included) with `--threads {data['threads']}`; at that rate 60 minutes of 2 fully available cores "
+                  f"would give at most {per_cpu * 7200 / WT2_TRAIN_TOKENS:.1f} epochs."]
+    return "\n".join(lines)
+
+
 TABLES = {
     "readme-results": (ROOT / "README.md", readme_results),
     "demo-results": (ROOT / "docs" / "results.md", demo_table),
     "bench": (ROOT / "docs" / "performance.md", bench_table),
     "ucr-classify": (ROOT / "docs" / "results.md", ucr_table),
     "forecast-m3": (ROOT / "docs" / "results.md", forecast_table),
+    "lm-timemachine": (ROOT / "docs" / "results.md", lm_timemachine_table),
+    "lm-wikitext2": (ROOT / "docs" / "results.md", lm_wikitext2_table),
 }
 
 

@@ -8,7 +8,10 @@ registered here. The common train flags (budget, optimizer, --out, --resume, ...
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -42,6 +45,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
         eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),
         sampling: str = typer.Option("sequential", "--sampling", help="sequential (state carried) | random (state reset)."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Train on the first N tokens of the training split only (d2l: 10000)."),
+        adaptive_softmax: str = typer.Option("", "--adaptive-softmax", help="Adaptive softmax cluster cutoffs, e.g. 2000,10000 (default: full softmax)."),
+        locked_dropout: bool = typer.Option(False, "--locked-dropout", help="One dropout mask per sequence, reused at every step (AWD-LSTM)."),
+        input_dropout: Optional[float] = typer.Option(None, "--input-dropout", help="Dropout on the embeddings (default: --dropout)."),
+        hidden_dropout: Optional[float] = typer.Option(None, "--hidden-dropout", help="Dropout between layers (default: --dropout)."),
+        embed_dropout: float = typer.Option(0.0, "--embed-dropout", help="Drop whole words: rows of the embedding matrix."),
+        weight_drop: float = typer.Option(0.0, "--weight-drop", help="DropConnect on the hidden-to-hidden matrices."),
+        ar: float = typer.Option(0.0, "--ar", help="Activation regularisation weight (AWD-LSTM: 2)."),
+        tar: float = typer.Option(0.0, "--tar", help="Temporal activation regularisation weight (AWD-LSTM: 1)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary (perplexities, tokens/s, steps) as one JSON object."),
         cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
@@ -63,14 +76,21 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 encoding=encoding, level=level, min_freq=min_freq, split=list(_fractions(split)), preprocess=preprocess,
                 cell=cell, hidden_size=hidden_size, num_layers=num_layers, embed=embed, dropout=dropout, tied=tied, bptt=bptt,
                 batch_size=batch_size, eval_batch_size=eval_batch_size, sampling=sampling, seed=given.get("seed", 0),
-                cell_options=cell_options_from_flags(cell_option),
+                cell_options=cell_options_from_flags(cell_option), max_tokens=max_tokens,
+                adaptive_cutoffs=list(_cutoffs(adaptive_softmax)), locked_dropout=locked_dropout,
+                input_dropout=input_dropout, hidden_dropout=hidden_dropout, embed_dropout=embed_dropout,
+                weight_drop=weight_drop, ar=ar, tar=tar,
             )
 
         def build() -> LMTask:  # every data error is raised here, before any model is built
             return LMTask(config())
 
-        result = run.start(build, "lm", config, {"cell_option": "cell_options"}, LMTask.data_keys, **defaults)
-        if not given.get("quiet"):
+        t0 = time.perf_counter()
+        result = run.start(build, "lm", config, {"cell_option": "cell_options",
+                                                  "adaptive_softmax": "adaptive_cutoffs"}, LMTask.data_keys, **defaults)
+        if as_json:
+            _print_json(result, time.perf_counter() - t0)
+        elif not given.get("quiet"):
             _print_summary(result.run_dir)
 
     @app.command("generate")
@@ -130,6 +150,23 @@ def _print_summary(run_dir: Path) -> None:
         parts.append(f"{s['tokens_per_s']:,.0f} tokens/s")
     if parts:
         print("lm: " + ", ".join(parts), flush=True)
+
+
+def _print_json(result, wall_s: float) -> None:
+    from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
+
+    s = summarize_run(result.run_dir)
+    s.update(run_dir=str(result.run_dir), stop_reason=result.stop_reason, epochs=result.epoch, wall_s=wall_s)
+    print(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in s.items()}), flush=True)
+
+
+def _cutoffs(text: str) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(expected("--adaptive-softmax", "comma-separated integers such as 2000,10000", repr(text))) from None
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

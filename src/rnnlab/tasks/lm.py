@@ -46,6 +46,7 @@ from rnnlab.data.text import (
     tokenize,
 )
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.nn.regularize import LockedDropout, WeightDrop, embedding_dropout
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
@@ -79,6 +80,16 @@ class LMConfig:
     dropout: float = 0.0                  # on embeddings, between layers and before the decoder
     tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden_size)
     cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
+    # Large vocabularies and AWD-LSTM's regularisers (all off by default).
+    adaptive_cutoffs: tuple[int, ...] = ()  # adaptive softmax (Grave et al. 2017) with these cluster cutoffs; () = full softmax
+    locked_dropout: bool = False          # one dropout mask per sequence, reused at every step (variational)
+    input_dropout: float | None = None    # on the embeddings; None = dropout
+    hidden_dropout: float | None = None   # between layers; None = dropout
+    embed_dropout: float = 0.0            # drop whole words (rows of the embedding matrix)
+    weight_drop: float = 0.0              # DropConnect on the hidden-to-hidden matrices, one mask per batch
+    ar: float = 0.0                       # activation regularisation: ar * mean(dropped last-layer output^2)
+    tar: float = 0.0                      # temporal AR: tar * mean((h_t - h_{t-1})^2) of the last layer
+    max_tokens: int | None = None         # keep only the first N tokens of the training split (d2l: 10,000)
     # Batching.
     bptt: int = 35                        # truncated-BPTT length (d2l num_steps, pytorch/examples bptt)
     batch_size: int = 32
@@ -95,11 +106,14 @@ class LMConfig:
             raise ConfigError(expected("lm config keys", f"a subset of {sorted(names)}", f"unknown {unknown}"))
         if "split" in d and d["split"] is not None:
             d["split"] = tuple(float(x) for x in d["split"])
+        if d.get("adaptive_cutoffs") is not None:
+            d["adaptive_cutoffs"] = tuple(d["adaptive_cutoffs"])
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["split"] = list(self.split)
+        d["adaptive_cutoffs"] = list(self.adaptive_cutoffs)
         return d
 
     def resolved(self) -> "LMConfig":
@@ -120,64 +134,164 @@ class LMConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(expected(f"--{name.replace('_', '-')}", "an integer >= 1", v))
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(expected("--dropout", "a number in [0, 1)", self.dropout))
+        for name in ("dropout", "input_dropout", "hidden_dropout", "embed_dropout", "weight_drop"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0):
+                raise ConfigError(expected(f"--{name.replace('_', '-')}", "a number in [0, 1)", v))
+        for name in ("ar", "tar"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise ConfigError(expected(f"--{name}", "a finite number >= 0", v))
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool)
+                                            or self.max_tokens < 2):
+            raise ConfigError(expected("--max-tokens", "an integer >= 2", self.max_tokens))
+        cutoffs = tuple(self.adaptive_cutoffs or ())
+        if cutoffs and not (all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cutoffs)
+                            and list(cutoffs) == sorted(set(cutoffs))):
+            raise ConfigError(expected("--adaptive-softmax", "increasing positive integers such as 2000,10000", list(cutoffs)))
         embed = self.embed
         if embed is None:
             embed = (self.hidden_size if self.tied else 200) if level == "word" else 0
         if not isinstance(embed, int) or embed < 0:
             raise ConfigError(expected("--embed", "an integer >= 0 (0 = one-hot input)", embed))
-        if self.tied and embed != self.hidden_size:
-            raise ConfigError(expected("--tied", f"--embed equal to --hidden-size ({self.hidden_size})",
+        if self.tied and (embed == 0 or (embed != self.hidden_size and self.num_layers == 1)):
+            # With two or more layers the last one is sized --embed (AWD-LSTM's layout).
+            raise ConfigError(expected("--tied", f"--embed equal to --hidden-size ({self.hidden_size}), or --num-layers >= 2",
                                        "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
+        if self.tied and cutoffs:
+            raise ConfigError(expected("--tied", "a full softmax (not with --adaptive-softmax)", f"cutoffs {list(cutoffs)}"))
+        if embed == 0 and self.embed_dropout:
+            raise ConfigError(expected("--embed-dropout", "an embedding (--embed > 0)", "one-hot input"))
         LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
         preprocess("", self.preprocess)  # validates the name
         cell_options = check_cell_options(self.cell_options, self.cell)
         return LMConfig(**{**asdict(self), "level": level, "embed": embed, "split": tuple(self.split),
-                           "cell_options": cell_options})
+                           "cell_options": cell_options, "adaptive_cutoffs": cutoffs})
 
 
 # --------------------------------------------------------------------------- model
 
 
 class LanguageModel(nn.Module):
-    """Embedding or one-hot -> rnnlab RNN/LSTM/GRU -> linear decoder."""
+    """Embedding or one-hot -> rnnlab RNN/LSTM/GRU -> linear decoder (or adaptive softmax).
+
+    With none of AWD-LSTM's options the recurrent part is one rnnlab stack (``self.rnn``), as
+    in pytorch/examples. With locked dropout, weight drop or a tied last layer narrower than
+    ``hidden_size`` it is one single-layer rnnlab layer per level (``self.rnns``), so dropout
+    masks can be applied between levels and each layer's ``weight_hh`` can be dropped.
+    """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", hidden_size: int = 256, num_layers: int = 1,
                  embed: int = 0, dropout: float = 0.0, tied: bool = False,
-                 cell_options: dict[str, Any] | None = None) -> None:
+                 cell_options: dict[str, Any] | None = None, *, adaptive_cutoffs: tuple[int, ...] = (),
+                 locked_dropout: bool = False, input_dropout: float | None = None,
+                 hidden_dropout: float | None = None, embed_dropout: float = 0.0, weight_drop: float = 0.0) -> None:
         super().__init__()
         self.vocab_size = vocab_size
+        self.embed_dropout = embed_dropout
         self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
-        self.drop = nn.Dropout(dropout)
-        self.rnn = recurrent_layer(cell, embed or vocab_size, hidden_size, num_layers, cell_options, dropout=dropout)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
+        p_in = dropout if input_dropout is None else input_dropout
+        p_hid = dropout if hidden_dropout is None else hidden_dropout
+        drop = LockedDropout if locked_dropout else nn.Dropout
+        self.drop_in, self.drop_hid, self.drop = drop(p_in), drop(p_hid), drop(dropout)
+        n_in = embed or vocab_size
+        last = embed if tied else hidden_size
+        self.layered = locked_dropout or weight_drop > 0 or last != hidden_size
+        if self.layered:
+            sizes = [hidden_size] * (num_layers - 1) + [last]
+            layers = []
+            for i, h in enumerate(sizes):
+                layer = recurrent_layer(cell, n_in if i == 0 else sizes[i - 1], h, 1, cell_options)
+                layers.append(WeightDrop(layer, weight_drop) if weight_drop > 0 else layer)
+            self.rnns = nn.ModuleList(layers)
+            self.rnn = None
+        else:
+            self.rnn = recurrent_layer(cell, n_in, hidden_size, num_layers, cell_options, dropout=p_hid)
+        self.adaptive = None
+        self.decoder = None
+        if adaptive_cutoffs:
+            if adaptive_cutoffs[-1] >= vocab_size:
+                raise ConfigError(expected("--adaptive-softmax cutoffs", f"below the vocabulary size ({vocab_size})",
+                                           list(adaptive_cutoffs)))
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(last, vocab_size, list(adaptive_cutoffs), div_value=4.0)
+        else:
+            self.decoder = nn.Linear(last, vocab_size)
         if self.embedding is not None:
             # pytorch/examples' initialisation: small uniform embedding and decoder, zero bias.
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
-            nn.init.zeros_(self.decoder.bias)
+            if self.decoder is not None:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+                nn.init.zeros_(self.decoder.bias)
         if tied:
-            if self.embedding is None or embed != hidden_size:
-                raise ConfigError(expected("tied", f"embed == hidden_size ({hidden_size})", f"embed {embed}"))
+            if self.embedding is None or self.decoder is None:
+                raise ConfigError(expected("tied", "an embedding and a full softmax", f"embed {embed}"))
             self.decoder.weight = self.embedding.weight
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """``x`` (T, B) ids, ``state`` None or the layer's state -> logits (T, B, V), new state."""
+    def features(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``x`` (T, B) ids -> (dropped last-layer output, raw last-layer output, new state), (T, B, H)."""
         if self.embedding is None:
-            emb = F.one_hot(x, self.vocab_size).to(self.decoder.weight.dtype)  # (T, B, V)
+            emb = F.one_hot(x, self.vocab_size).to(self._dtype())                   # (T, B, V)
         else:
-            emb = self.embedding(x)                                            # (T, B, E)
-        out, state = self.rnn(self.drop(emb), state)                           # (T, B, H)
-        return self.decoder(self.drop(out)), state                             # (T, B, V)
+            emb = embedding_dropout(self.embedding, x, self.embed_dropout, self.training)  # (T, B, E)
+        h = self.drop_in(emb)
+        if self.rnn is not None:
+            out, state = self.rnn(h, state)                                          # (T, B, H)
+        else:
+            states = []
+            for i, layer in enumerate(self.rnns):
+                out, s = layer(h, None if state is None else state[i])
+                states.append(s)
+                h = self.drop_hid(out) if i < len(self.rnns) - 1 else out
+            state = tuple(states)
+        return self.drop(out), out, state
+
+    def _dtype(self) -> torch.dtype:
+        return (self.decoder.weight if self.decoder is not None else self.adaptive.head.weight).dtype
+
+    def forward(self, x: torch.Tensor, state: Any = None, targets: torch.Tensor | None = None,
+                reduction: str = "mean") -> tuple[Any, ...]:
+        """``x`` (T, B) ids, ``state`` None or the layer's state -> scores (T, B, V), new state.
+
+        The scores are logits, or normalised log-probabilities with the adaptive softmax: a
+        softmax over either gives the model's next-token distribution. With ``targets`` (T, B)
+        it returns :meth:`nll`'s ``(loss, state, dropped output, raw output)`` instead."""
+        if targets is not None:
+            return self.nll(x, targets, state, reduction)
+        out, _, state = self.features(x, state)
+        T, B, H = out.shape
+        if self.adaptive is not None:
+            return self.adaptive.log_prob(out.reshape(T * B, H)).view(T, B, -1), state
+        return self.decoder(out), state                                              # (T, B, V)
+
+    def nll(self, x: torch.Tensor, y: torch.Tensor, state: Any = None,
+            reduction: str = "mean") -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Cross-entropy (nats) of targets ``y`` (T, B) -> (loss, state, dropped output, raw output)."""
+        out, raw, state = self.features(x, state)
+        T, B, H = out.shape
+        if self.adaptive is not None:
+            lp = self.adaptive(out.reshape(T * B, H), y.reshape(-1)).output          # (T*B,) target log-probs
+            loss = -(lp.mean() if reduction == "mean" else lp.sum())
+        else:
+            logits = self.decoder(out)
+            loss = F.cross_entropy(logits.reshape(T * B, -1), y.reshape(-1), reduction=reduction)
+        return loss, state, out, raw
+
+
+def activation_penalties(dropped: torch.Tensor, raw: torch.Tensor, ar: float, tar: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """AWD-LSTM's AR and TAR terms, scaled: ``ar * mean(dropped**2)`` and
+    ``tar * mean((raw[t] - raw[t-1])**2)``, both over the last layer's (T, B, H) outputs."""
+    zero = dropped.new_zeros(())
+    a = ar * dropped.pow(2).mean() if ar else zero
+    t = tar * (raw[1:] - raw[:-1]).pow(2).mean() if tar and raw.shape[0] > 1 else zero
+    return a, t
 
 
 def detach_state(state: Any) -> Any:
     """Cut the graph behind a carried state (truncated BPTT)."""
     if state is None:
         return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
+    if isinstance(state, (tuple, list)):
+        return tuple(detach_state(s) for s in state)
     return state.detach()
 
 
@@ -217,6 +331,8 @@ class LMTask:
             corpus = self.corpus()
             toks = {s: tokenize(preprocess(corpus.split(s), self.cfg.preprocess), self.cfg.level) for s in SPLITS}
             self.vocab = Vocab.build(toks["train"] + toks["valid"] + toks["test"], self.cfg.level, self.cfg.min_freq)
+            if self.cfg.max_tokens is not None:
+                toks["train"] = toks["train"][: self.cfg.max_tokens]
             self._ids = {s: self.vocab.encode(toks[s]) for s in SPLITS}
             self._source = corpus.source
             self._tokens = {s: int(t.numel()) for s, t in self._ids.items()}
@@ -241,7 +357,10 @@ class LMTask:
             raise ConfigError(expected("split", " or ".join(SPLITS), repr(split)))
         if split not in self._ids:
             text = preprocess(self.corpus().split(split), self.cfg.preprocess)
-            self._ids[split] = self.vocab.encode(tokenize(text, self.cfg.level), f"{split} split")
+            toks = tokenize(text, self.cfg.level)
+            if split == "train" and self.cfg.max_tokens is not None:
+                toks = toks[: self.cfg.max_tokens]
+            self._ids[split] = self.vocab.encode(toks, f"{split} split")
             if split == "train":
                 self._check_lengths()
         return self._ids[split]
@@ -266,7 +385,10 @@ class LMTask:
 
     def build_model(self) -> nn.Module:
         c = self.cfg
-        return LanguageModel(len(self.vocab), c.cell, c.hidden_size, c.num_layers, c.embed, c.dropout, c.tied, c.cell_options)
+        return LanguageModel(len(self.vocab), c.cell, c.hidden_size, c.num_layers, c.embed, c.dropout, c.tied, c.cell_options,
+                             adaptive_cutoffs=c.adaptive_cutoffs, locked_dropout=c.locked_dropout,
+                             input_dropout=c.input_dropout, hidden_dropout=c.hidden_dropout,
+                             embed_dropout=c.embed_dropout, weight_drop=c.weight_drop)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
         return lm_batches(self.ids("train"), self.batching, epoch, rank, world_size)
@@ -277,10 +399,14 @@ class LMTask:
         x, y = batch["x"], batch["y"]                     # (T, B), (T, B)
         dev = next(model.parameters()).device
         x, y = x.to(dev), y.to(dev)
-        logits, state = model(x, state)                   # (T, B, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        lv = float(loss.detach())
+        nll, state, dropped, raw = model(x, state, targets=y)   # through the wrapper's forward (Fabric, DDP)
+        lv = float(nll.detach())
         metrics = {"ppl": _ppl(lv)}
+        loss = nll
+        if self.cfg.ar or self.cfg.tar:
+            ar, tar = activation_penalties(dropped, raw, self.cfg.ar, self.cfg.tar)
+            loss = nll + ar + tar
+            metrics.update(ar=float(ar.detach()), tar=float(tar.detach()))
         if self.cfg.level == "char":
             metrics["bpc"] = lv / math.log(2)
         return StepOutput(loss=loss, n_items=int(y.numel()), metrics=metrics, carry=detach_state(state))
@@ -300,9 +426,8 @@ class LMTask:
         try:
             with torch.no_grad():
                 for x, y in eval_batches(ids, self.cfg.eval_batch_size, self.cfg.bptt):
-                    logits, state = model(x.to(dev), state)
-                    total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(dev).reshape(-1),
-                                                   reduction="sum"))
+                    loss, state, _, _ = model(x.to(dev), state, targets=y.to(dev), reduction="sum")
+                    total += float(loss)
                     count += y.numel()
         finally:
             model.train(was_training)

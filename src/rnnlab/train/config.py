@@ -14,7 +14,7 @@ from typing import Any
 
 from rnnlab.errors import ConfigError, expected
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "ntasgd")
 SCHEDULES = ("none", "step", "plateau", "cosine")
 NONFINITE = ("stop", "skip")
 ACCELERATORS = ("cpu", "cuda", "auto")
@@ -41,6 +41,7 @@ class TrainConfig:
     lr: float = 1e-3                    # Adam's usual default; SGD on PTB-style LMs wants ~20
     weight_decay: float = 0.0           # L2 (decoupled for adamw); off unless asked
     momentum: float = 0.0               # SGD only; the classic RNN LM recipes use plain SGD
+    nonmono: int = 5                    # ntasgd: average once the valid loss is worse than the best of all but the last N evals
     clip: float = 1.0                   # global gradient-norm clip; RNNs explode without it; 0 = off
 
     # --- learning-rate schedule ---
@@ -82,7 +83,7 @@ class TrainConfig:
                      "plateau_patience", "warmup_steps", "threads"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, "an integer >= 0", v)
-        for name in ("devices", "num_nodes", "keep_last", "step_size"):
+        for name in ("devices", "num_nodes", "keep_last", "step_size", "nonmono"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
         for name in ("max_time", "lr", "weight_decay", "momentum", "clip", "gamma", "plateau_factor", "min_lr"):

@@ -23,6 +23,7 @@ trajectory (decay-on-plateau, early stopping).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -46,6 +47,7 @@ from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import lock as run_lock
 from rnnlab.train.config import RESUME_MUTABLE, TrainConfig
 from rnnlab.train.metrics import MetricsLog
+from rnnlab.train.ntasgd import NTASGD
 from rnnlab.train.progress import ProgressBar
 from rnnlab.train.report import write_report
 from rnnlab.train.rng import capture_rng, restore_rng, seed_all
@@ -125,6 +127,8 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "ntasgd":
+        return NTASGD(params, lr=config.lr, weight_decay=config.weight_decay, nonmono=config.nonmono)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -457,9 +461,11 @@ class _Run:
     def _evaluate(self) -> bool:
         """Evaluate on "valid"; update plateau schedule, best and early stopping. True if improved."""
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self._averaged():
             metrics = {k: float(v) for k, v in self.task.evaluate(self.model, "valid").items()}
         self.model.train()
+        if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(metrics["loss"], self.loop.step) and self.bar:
+            self.bar.note(f"ntasgd: averaging from step {self.loop.step}")
         if "loss" not in metrics:
             raise ConfigError(f"task {self.task.name} evaluate: expected a 'loss' entry, got {sorted(metrics)}")
         self.last_metrics = metrics
@@ -475,6 +481,10 @@ class _Run:
             return True
         loop.bad_evals += 1
         return False
+
+    def _averaged(self):
+        """NT-ASGD evaluates and saves the averaged weights; other optimizers: nothing to do."""
+        return self.optimizer.averaged() if isinstance(self.optimizer, NTASGD) else contextlib.nullcontext()
 
     def _log(self, record: dict[str, Any]) -> None:
         self.log.log(record)
@@ -529,7 +539,9 @@ class _Run:
                 "carry": _map_tensors(carries, lambda t: t.detach().cpu()),
             }
             try:
-                ckpt.save_checkpoint(path, self.model, self._meta(), state)
+                with self._averaged():
+                    state["optimizer"] = self.optimizer.state_dict()   # holds the SGD iterates while averaged
+                    ckpt.save_checkpoint(path, self.model, self._meta(), state)
                 keep = {self.loop.best_step} if self.loop.best_step is not None else set()
                 ckpt.prune_checkpoints(self.root, self.config.keep_last, keep)
                 self.last_saved = path
@@ -664,6 +676,8 @@ class _Run:
         finally:
             if self.bar is not None:
                 self.bar.close()
+        if isinstance(self.optimizer, NTASGD):
+            self.optimizer.use_average()
         if self.fabric.is_global_zero and c.report:
             write_report(self.out, task, self.model, self.log.records)
         if self.fabric.is_global_zero and not c.quiet:
