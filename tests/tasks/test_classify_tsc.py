@@ -120,6 +120,15 @@ def test_numeric_task_trains_with_its_budget(tmp_path):
     assert cfg.max_steps == budget(8, 32)["max_steps"] and cfg.schedule == "cosine"
 
 
+def test_max_epochs_alone_sets_the_step_budget(tmp_path):
+    """--max-epochs without --max-steps: the budget covers exactly those epochs (8 series, batches
+    of at most 8: one step an epoch), instead of the data-size budget ending the run elsewhere."""
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts")))
+    d = task.train_defaults_for_epochs(3)
+    assert d["max_steps"] == 3 and d["max_epochs"] == 0 and d["schedule"] == "cosine"
+    assert task.train_defaults["max_steps"] == budget(8, 32)["max_steps"]    # the defaults themselves unchanged
+
+
 # ----------------------------------------------------------------------------- long series
 
 

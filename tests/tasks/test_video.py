@@ -23,6 +23,17 @@ def tiny_task(**kw) -> ClassifyTask:
     return ClassifyTask(ClassifyConfig(**{**cfg, **kw}))
 
 
+def test_clips_train_ten_epochs_with_a_cosine_decay():
+    """Frames input: the classify task's ten epochs as a step budget, so the rate decays to zero
+    over them; --max-epochs alone resizes the budget."""
+    task = tiny_task()
+    n = len(task.split("train").labels)
+    per_epoch = -(-n // 8)
+    assert task.train_defaults["schedule"] == "cosine" and task.train_defaults["max_epochs"] == 0
+    assert task.train_defaults["max_steps"] == 10 * per_epoch
+    assert task.train_defaults_for_epochs(2)["max_steps"] == 2 * per_epoch
+
+
 @pytest.mark.parametrize("cell,pool,bidirectional", [("lstm", "last", False), ("gru", "mean", True),
                                                       ("rnn", "max", False)])
 def test_clip_alone_equals_clip_in_padded_batch(cell, pool, bidirectional):

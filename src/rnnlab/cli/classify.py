@@ -179,8 +179,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             if run.resume_run is None:
                 # numeric input: the budget follows the number of training series (task.train_defaults)
                 task = build()
+                defaults = task.train_defaults
+                if run.given.get("max_epochs") and "max_steps" not in run.given:
+                    defaults = task.train_defaults_for_epochs(run.given["max_epochs"])
                 result = run.start(lambda: task, "classify", lambda: config().to_dict(), CONFIG_KEYS,
-                                   ClassifyTask.data_keys, **task.train_defaults)
+                                   ClassifyTask.data_keys, **defaults)
             else:
                 result = run.start(build, "classify", lambda: config().to_dict(), CONFIG_KEYS, ClassifyTask.data_keys,
                                    **ClassifyTask.train_defaults)

@@ -488,10 +488,10 @@ def znorm(s: np.ndarray) -> np.ndarray:
 
 class ClassifyTask:
     name = "classify"
-    # Text and frames: epochs, not steps, since data sets differ in size by orders of magnitude;
-    # Adam needs no tuning on small data. Numeric input replaces these by ``budget`` (from the
-    # number of training series) in ``self.train_defaults``; fit(task) and ``rnnlab train
-    # classify`` both read the instance's.
+    # Text: epochs, not steps, since data sets differ in size by orders of magnitude; Adam needs
+    # no tuning on small data. Numeric input replaces these by ``budget`` (from the number of
+    # training series) in ``self.train_defaults``, frames by the same epochs with a cosine decay;
+    # fit(task) and ``rnnlab train classify`` both read the instance's.
     train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
     items_name = "samples"
     metric_name = "acc"
@@ -552,8 +552,24 @@ class ClassifyTask:
         self._set_train_defaults(int(counts.sum()))
 
     def _set_train_defaults(self, n: int | None) -> None:
+        self._n_train = n or 0
         if self.kind == "numeric" and n:
             self.train_defaults = budget(n, self.config.batch_size)
+        elif self.kind == "frames" and n:
+            # the same ten epochs, with the rate decayed to zero over them (cosine): at a constant
+            # rate the validation accuracy of clip models swings by points from epoch to epoch
+            epochs = ClassifyTask.train_defaults["max_epochs"]
+            self.train_defaults = {**ClassifyTask.train_defaults, "max_epochs": 0, "schedule": "cosine",
+                                   "max_steps": epochs * math.ceil(n / self.config.batch_size)}
+
+    def train_defaults_for_epochs(self, epochs: int) -> dict[str, Any]:
+        """``train_defaults`` when only ``--max-epochs`` is given: where the defaults are a step
+        budget (numeric and frames input), it covers exactly ``epochs`` epochs, and the schedule
+        decays over them, rather than the budget silently ending the run at another epoch."""
+        if not self.train_defaults.get("max_steps") or not getattr(self, "_n_train", 0):
+            return dict(self.train_defaults)
+        per_epoch = math.ceil(self._n_train / min(self.config.batch_size, self._n_train))
+        return {**self.train_defaults, "max_epochs": 0, "max_steps": max(1, int(epochs)) * per_epoch}
 
     @property
     def members(self) -> int:
