@@ -35,7 +35,7 @@ KEYS: dict[str, dict[str, str]] = {
                  "cell_option": "cell_options", "no_baselines": "!baselines"},
     "forecast": {"csv": "data", "target": "targets", "fmt": "format", "data_seed": "seed",
                  "cell_option": "cell_options"},
-    "lm": {"cell_option": "cell_options"},
+    "lm": {"cell_option": "cell_options", "adaptive_softmax": "adaptive_cutoffs"},
     "probe": {"data_seed": "seed", "cell_option": "cell_options"},
     "seq2seq": {"fmt": "format", "embed": "embedding_size", "no_header": "!header", "tied": "tie_embeddings",
                 "no_input_feeding": "!input_feeding", "data_seed": "seed", "cell_option": "cell_options"},
@@ -47,6 +47,7 @@ KEYS: dict[str, dict[str, str]] = {
 # how a flag's value becomes the config's (the command does the same)
 CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("lm", "split"): lambda v: tuple(float(x) for x in v.split(",")),
+    ("lm", "adaptive_softmax"): lambda v: [int(x) for x in v.split(",")] if v.strip() else [],
     ("classify", "size"): lambda v: list(v) if any(v) else [],
     ("forecast", "target"): lambda v: list(v or []),
 }
@@ -54,6 +55,7 @@ NOT_FIELDS: dict[str, set[str]] = {
     # --json: how the result is printed, not part of the model
     "classify": {"as_json"},
     "forecast": {"as_json"},
+    "lm": {"as_json"},
 }
 
 
