@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab.data.registry import sha256_of
 from rnnlab.data.tables import LabelMap, _finish_labels, read_table
 from rnnlab.errors import ConfigError, DataError, expected, optional_module
 
@@ -224,22 +225,14 @@ def load_frame_index(path: str, path_col: str, label_col: str, label_map: LabelM
     return FrameExamples(clips, labels, list(table.lines), label_map, path, clips[0].shape[3])
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _clip_digest(path: str) -> str:
     """A clip's bytes: a file's SHA-256, or a frame folder's image names and SHA-256s (the frames
     :func:`read_clip` reads); ``missing`` if there is nothing there."""
     if os.path.isfile(path):
-        return _file_sha256(path)
+        return sha256_of(path)
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
-        return hashlib.sha256("".join(f"{n}\0{_file_sha256(os.path.join(path, n))}\n"
+        return hashlib.sha256("".join(f"{n}\0{sha256_of(os.path.join(path, n))}\n"
                                       for n in names).encode()).hexdigest()
     return "missing"
 
@@ -249,7 +242,7 @@ def index_checksum(path: str, path_col: str, fmt: str) -> str:
     record of its data changes when a clip file is replaced, not only when the index is edited.
     Every byte of every clip is hashed: about the cost of reading them, which training does anyway.
     An index that cannot be parsed is hashed by its own bytes alone."""
-    h = hashlib.sha256(_file_sha256(path).encode())
+    h = hashlib.sha256(sha256_of(path).encode())
     try:
         table = read_table(path, fmt)
         pc = table.col(path_col, "--path-col")
