@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 import rnnlab
-from rnnlab.engine import fast
+from rnnlab.engine import fast, ops
 from rnnlab.engine import variants as engine_variants
+from rnnlab.engine.scan import scan as reference_scan
 
 T, B, I, H = 3, 32, 16, 256
 
@@ -81,6 +82,15 @@ def main(work: Path) -> dict:
     reference = rnnlab.LSTM(I, H, layer_norm=True, engine="reference")
     reference.load_state_dict(fused.state_dict())
     diffs["lstm layer_norm"] = rel(run(fused, x, w_out), run(reference, x, w_out))
+    # the dispatcher operator that torch.compile and torch.export call (rnnlab::seq_forward), run
+    # eagerly, against the reference scan
+    assert fast._ops_ready()
+    m = rnnlab.LSTM(I, H)
+    weights = (m.weight_ih_l0.detach(), m.weight_hh_l0.detach(), m.bias_ih_l0.detach(), m.bias_hh_l0.detach())
+    h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
+    out, h, c = ops.op_scan("lstm", x, h0, c0, *weights, None)
+    r_out, r_h, r_c = reference_scan("lstm", x, h0, c0, *weights, None)
+    diffs["lstm operator"] = rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c})
     rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
 
     from rnnlab.cli import main as cli

@@ -62,7 +62,7 @@ def smoke(model: str, tmp_path: Path) -> dict:
 
 def check_parity(rec: dict) -> None:
     assert rec["fast"] and rec["variant_kernels"]
-    assert set(rec["diffs"]) == {"rnn", "lstm", "gru", "lstm layer_norm"}
+    assert set(rec["diffs"]) == {"rnn", "lstm", "gru", "lstm layer_norm", "lstm operator"}
     for name, d in rec["diffs"].items():
         assert d < TOLERANCE, (name, d)
     assert rec["calls"]["reference"] == 0                   # the fast engine ran every layer itself
