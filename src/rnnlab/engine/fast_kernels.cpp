@@ -562,9 +562,11 @@ class LSTMStreamer {
 inline int64_t pad4(int64_t n) { return (n + 3) / 4 * 4; }
 
 // acc[j] += Σ_k p[k / 4][j][k % 4] · a[k] for the block's 64 columns, k < K4 (a multiple of 4).
-// Weights and activations lie in [−127, 127] (never −128), so the vpmaddubsw pair sums
-// (≤ 2 · 127 · 127) cannot saturate.
-void qdot_base(const int8_t* __restrict p, const int8_t* __restrict a, int64_t K4, int32_t* __restrict acc) {
+// w128[j] = 128 Σ_k p[k / 4][j][k % 4], precomputed, which only the VNNI loop needs.
+#define RNNLAB_QDOT_ARGS                                                        \
+  const int8_t* __restrict p, const int8_t* __restrict a, int64_t K4, const int32_t* __restrict w128, \
+  int32_t* __restrict acc
+void qdot_base(RNNLAB_QDOT_ARGS) {
   for (int64_t r = 0; r < K4 / 4; ++r) {
     const int8_t* row = p + r * kBlock * 4;
     const int32_t a0 = a[4 * r], a1 = a[4 * r + 1], a2 = a[4 * r + 2], a3 = a[4 * r + 3];
@@ -573,54 +575,68 @@ void qdot_base(const int8_t* __restrict p, const int8_t* __restrict a, int64_t K
   }
 }
 #if defined(__x86_64__) || defined(__i386__)
-// |a| (unsigned) times w·sign(a) (signed) is a·w: the form vpmaddubsw and vpdpbusd take.
-#define RNNLAB_QDOT_SIMD(ACCUMULATE)                                              \
-  __m256i s[8];                                                                 \
-  for (int g = 0; g < 8; ++g) s[g] = _mm256_setzero_si256();                    \
-  for (int64_t r = 0; r < K4 / 4; ++r) {                                        \
-    int32_t quad;                                                               \
-    std::memcpy(&quad, a + 4 * r, sizeof(quad));                                \
-    const __m256i av = _mm256_set1_epi32(quad);                                 \
-    const __m256i aa = _mm256_abs_epi8(av);                                     \
-    const int8_t* row = p + r * kBlock * 4;                                     \
-    for (int g = 0; g < 8; ++g) {                                               \
-      const __m256i w = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * g)), av); \
-      ACCUMULATE;                                                               \
-    }                                                                           \
-  }                                                                             \
-  for (int g = 0; g < 8; ++g) {                                                 \
-    __m256i* out = reinterpret_cast<__m256i*>(acc + 8 * g);                     \
-    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), s[g]));  \
-  }
-__attribute__((target("avx2"))) void qdot_avx2(const int8_t* __restrict p, const int8_t* __restrict a, int64_t K4,
-                                               int32_t* __restrict acc) {
+// Both instructions take unsigned × signed bytes. AVX2: |a| times w·sign(a) is a·w; weights and
+// activations lie in [−127, 127] (never −128), so vpmaddubsw's pair sums (≤ 2 · 127 · 127) never
+// saturate. VNNI: a + 128 is unsigned, and vpdpbusd sums in 32 bits without saturating, so
+// Σ (a + 128) w − 128 Σ w = Σ a w with one instruction per 32 products.
+__attribute__((target("avx2"))) void qdot_avx2(RNNLAB_QDOT_ARGS) {
   const __m256i ones = _mm256_set1_epi16(1);
-  RNNLAB_QDOT_SIMD(s[g] = _mm256_add_epi32(s[g], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, w), ones)))
+  __m256i s[8];
+  for (int g = 0; g < 8; ++g) s[g] = _mm256_setzero_si256();
+  for (int64_t r = 0; r < K4 / 4; ++r) {
+    int32_t quad;
+    std::memcpy(&quad, a + 4 * r, sizeof(quad));
+    const __m256i av = _mm256_set1_epi32(quad);
+    const __m256i aa = _mm256_abs_epi8(av);
+    const int8_t* row = p + r * kBlock * 4;
+    for (int g = 0; g < 8; ++g) {
+      const __m256i w = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * g)), av);
+      s[g] = _mm256_add_epi32(s[g], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, w), ones));
+    }
+  }
+  for (int g = 0; g < 8; ++g) {
+    __m256i* out = reinterpret_cast<__m256i*>(acc + 8 * g);
+    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), s[g]));
+  }
 }
-__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512vnni"))) void qdot_vnni(
-    const int8_t* __restrict p, const int8_t* __restrict a, int64_t K4, int32_t* __restrict acc) {
-  RNNLAB_QDOT_SIMD(s[g] = _mm256_dpbusd_epi32(s[g], aa, w))
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512vnni"))) void qdot_vnni(RNNLAB_QDOT_ARGS) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));   // a ^ 0x80 = a + 128 as a byte
+  __m256i s[8];
+  for (int g = 0; g < 8; ++g)
+    s[g] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w128 + 8 * g)));
+  for (int64_t r = 0; r < K4 / 4; ++r) {
+    int32_t quad;
+    std::memcpy(&quad, a + 4 * r, sizeof(quad));
+    const __m256i au = _mm256_xor_si256(_mm256_set1_epi32(quad), flip);
+    const int8_t* row = p + r * kBlock * 4;
+    for (int g = 0; g < 8; ++g)
+      s[g] = _mm256_dpbusd_epi32(s[g], au, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * g)));
+  }
+  for (int g = 0; g < 8; ++g) {
+    __m256i* out = reinterpret_cast<__m256i*>(acc + 8 * g);
+    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), s[g]));
+  }
 }
-#undef RNNLAB_QDOT_SIMD
 bool have_vnni() {
   static const bool yes = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2");
   return yes;
 }
 #else
-void qdot_avx2(const int8_t* p, const int8_t* a, int64_t K4, int32_t* acc) { qdot_base(p, a, K4, acc); }
-void qdot_vnni(const int8_t* p, const int8_t* a, int64_t K4, int32_t* acc) { qdot_base(p, a, K4, acc); }
+void qdot_avx2(RNNLAB_QDOT_ARGS) { qdot_base(p, a, K4, w128, acc); }
+void qdot_vnni(RNNLAB_QDOT_ARGS) { qdot_base(p, a, K4, w128, acc); }
 bool have_vnni() { return false; }
 #endif
 
 // Which int8 loop runs on this CPU: "avx512-vnni", "avx2" or "base".
 std::string int8_isa() { return have_vnni() ? "avx512-vnni" : have_avx2_fma() ? "avx2" : "base"; }
 
-void qdot(const int8_t* p, const int8_t* a, int64_t K4, int32_t* acc) {
-  if (have_vnni()) qdot_vnni(p, a, K4, acc);
-  else if (have_avx2_fma()) qdot_avx2(p, a, K4, acc);
-  else qdot_base(p, a, K4, acc);
+void qdot(RNNLAB_QDOT_ARGS) {
+  if (have_vnni()) qdot_vnni(p, a, K4, w128, acc);
+  else if (have_avx2_fma()) qdot_avx2(p, a, K4, w128, acc);
+  else qdot_base(p, a, K4, w128, acc);
 }
+#undef RNNLAB_QDOT_ARGS
 
 // q[0, n) = round(v · 127 / m), m = max |v| (ties to even, as torch.round);
 // q[n, n4) = 0. Returns the scale m / 127 (0 for an all-zero v).
@@ -671,7 +687,7 @@ class LSTMStreamerInt8 {
         return at::constant_pad_nd(w, {0, 0, 0, K4 - K}).view({K4 / 4, 4, w.size(1)});
       };
       const Tensor qx = quads(wx[l]), qh = quads(wh[l]);
-      std::vector<Tensor> per_chunk;
+      std::vector<Tensor> per_chunk, sums;
       for (int64_t k = 0; k < chunks_; ++k) {
         const int64_t col0 = 4 * (k * H_ / chunks_), ncols = 4 * ((k + 1) * H_ / chunks_) - col0;
         const int64_t nb = (ncols + kBlock - 1) / kBlock;
@@ -682,8 +698,13 @@ class LSTMStreamerInt8 {
           packed[blk].narrow(0, I4 / 4, H4 / 4).narrow(1, 0, width).copy_(qh.narrow(2, c0, width).transpose(1, 2));
         }
         per_chunk.push_back(packed);
+        // 128 Σ_k w per block, part (x, h) and column: (nb, 2, 64) int32
+        const Tensor wide = packed.to(at::kInt);
+        sums.push_back(at::stack({wide.narrow(1, 0, I4 / 4).sum({1, 3}), wide.narrow(1, I4 / 4, H4 / 4).sum({1, 3})}, 1)
+                           .mul_(128).to(at::kInt).contiguous());
       }
       w_.push_back(per_chunk);
+      w128_.push_back(sums);
     }
     for (auto& t : sx_) t = t.contiguous();
     for (auto& t : sh_) t = t.contiguous();
@@ -727,11 +748,13 @@ class LSTMStreamerInt8 {
       auto chunk = [&](int64_t k) {
         const int64_t u0 = k * H / chunks_, u1 = (k + 1) * H / chunks_, n = 4 * (u1 - u0);
         const int8_t* pk = w_[l][k].data_ptr<int8_t>();
+        const int32_t* sk = w128_[l][k].data_ptr<int32_t>();
         for (int64_t blk = 0; blk * kBlock < n; ++blk) {
           int32_t acc_x[kBlock] = {}, acc_h[kBlock] = {};
           const int8_t* pb = pk + blk * (I4 + H4) * kBlock;
-          qdot(pb, qx, I4, acc_x);                                   // W_ih x, in int8 units
-          qdot(pb + I4 * kBlock, qh, H4, acc_h);                     // W_hh h_{t-1}
+          const int32_t* sb = sk + blk * 2 * kBlock;
+          qdot(pb, qx, I4, sb, acc_x);                               // W_ih x, in int8 units
+          qdot(pb + I4 * kBlock, qh, H4, sb + kBlock, acc_h);        // W_hh h_{t-1}
           const int64_t col = 4 * u0 + blk * kBlock, width = std::min(kBlock, n - blk * kBlock);
           for (int64_t j = 0; j < width; ++j)
             a[col + j] = b[col + j] + (s_x * wsx[col + j]) * float(acc_x[j]) + (s_h * wsh[col + j]) * float(acc_h[j]);
@@ -758,6 +781,7 @@ class LSTMStreamerInt8 {
 
  private:
   std::vector<std::vector<Tensor>> w_;                             // [layer][chunk] (blocks, quads, 64, 4)
+  std::vector<std::vector<Tensor>> w128_;                          // [layer][chunk] (blocks, 2, 64) 128 Σ w
   std::vector<Tensor> sx_, sh_, b_;
   std::vector<int64_t> in_;
   Tensor h_, c_, a_, h_next_, qx_, qh_;
