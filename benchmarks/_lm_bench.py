@@ -27,16 +27,16 @@ def machine() -> dict:
             "processor": platform.processor() or platform.machine()}
 
 
-def run_train(args: list[str]) -> dict:
-    """Run ``rnnlab train lm ARGS`` (ARGS should include --json); its JSON summary plus costs."""
+def run_train(args: list[str], task: str = "lm") -> dict:
+    """Run ``rnnlab train TASK ARGS`` (ARGS should include --json); its JSON summary plus costs."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run([*rnnlab_exe(), "train", "lm", *args], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([*rnnlab_exe(), "train", task, *args], cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     rec = {
-        "command": shlex.join(["rnnlab", "train", "lm", *args]), "rc": proc.returncode, "wall_s": round(wall, 1),
+        "command": shlex.join(["rnnlab", "train", task, *args]), "rc": proc.returncode, "wall_s": round(wall, 1),
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
         "load_before": [round(x, 2) for x in load0], "load_after": [round(x, 2) for x in os.getloadavg()],
     }

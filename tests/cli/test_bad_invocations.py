@@ -72,6 +72,7 @@ USAGE = [
     Bad(["forecast", "run", "--csv", "f.csv"], 2, "Missing option '--horizon'"),
     Bad(["backtest", "run", "--csv", "f.csv", "--windows", "five"], 2, "Invalid value for '--windows'"),
     Bad(["export", "run"], 2, "expected --onnx PATH or --pt2 PATH"),
+    Bad(["export", "run", "--pt2", "model.pt2", "--int8"], 2, "--int8: expected it with --onnx"),
     Bad(["bench", "--threads", "two"], 2, "Invalid value for '--threads'"),
     Bad(["bench", "--repeats", "1.5"], 2, "Invalid value for '--repeats'"),
     Bad(["demo", "--seed", "zero"], 2, "Invalid value for '--seed'"),

@@ -5,7 +5,8 @@
 RNN, LSTM, GRU (engine "fast") against torch.nn (its native kernels: oneDNN's JIT-compiled LSTM
 disagrees with every other implementation by about 0.15 under qemu 7.2's Haswell model, with the
 same weights; the record keeps that difference as "torch_onednn_lstm") and the layer-norm LSTM's
-fused kernel against the reference engine, at B=32 H=256 over a few steps, forward and backward; then one step of
+fused kernel against the reference engine, at B=32 H=256 over a few steps, forward and backward; the int8
+streaming step (``Stream(..., int8=True)``) against a float64 step on the same int8 numbers; then one step of
 ``rnnlab train lm`` on a tiny text. Prints one JSON object on its last line: what the CPU looks
 like to torch and to the kernels, which paths ran (tiled-loop calls, reference fallbacks, GEMMs
 per library) and the largest relative differences.
@@ -24,8 +25,40 @@ import rnnlab
 from rnnlab.engine import fast, ops
 from rnnlab.engine import variants as engine_variants
 from rnnlab.engine.scan import scan as reference_scan
+from rnnlab.nn.stream import Stream, quantize_rows
 
 T, B, I, H = 3, 32, 16, 256
+
+
+def int8_stream_diff() -> float:
+    """Largest |difference| of the int8 Stream's state from a float64 step that quantises weights
+    (per row) and activations (per step, max |v| / 127) the same way, each step from the Stream's
+    own state. Input 5 and H = 70 exercise the padding to 4-input quads and 64-column blocks."""
+    layer = rnnlab.LSTM(5, 70, num_layers=2).eval()
+    stream = Stream(layer, int8=True)
+    worst = 0.0
+
+    def q8(v):
+        m = v.abs().max()
+        return (torch.round((v * (127 / m)).clamp(-127, 127)).double(), float(m / 127)) if m > 0 else (v.double() * 0, 0.0)
+
+    for x in torch.randn(6, 5) * 2:
+        h, c = stream.state
+        z, want_h, want_c = x, [], []
+        for k in range(2):
+            (qx, sx), (qh, sh) = q8(z.float()), q8(h[k])
+            (wi, si), (wh, sw) = quantize_rows(getattr(layer, f"weight_ih_l{k}")), quantize_rows(getattr(layer, f"weight_hh_l{k}"))
+            b = (getattr(layer, f"bias_ih_l{k}") + getattr(layer, f"bias_hh_l{k}")).detach().double()
+            i, f, g, o = (b + sx * si.double() * (wi.double() @ qx) + sh * sw.double() * (wh.double() @ qh)).chunk(4)
+            cn = torch.sigmoid(f) * c[k].double() + torch.sigmoid(i) * torch.tanh(g)
+            z = torch.sigmoid(o) * torch.tanh(cn)
+            want_h.append(z)
+            want_c.append(cn)
+        stream.step(x)
+        got_h, got_c = stream.state
+        worst = max(worst, (got_h.double() - torch.stack(want_h)).abs().max().item(),
+                    (got_c.double() - torch.stack(want_c)).abs().max().item())
+    return worst
 
 
 def main(work: Path) -> dict:
@@ -92,6 +125,7 @@ def main(work: Path) -> dict:
     r_out, r_h, r_c = reference_scan("lstm", x, h0, c0, *weights, None)
     diffs["lstm operator"] = rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c})
     rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
+    rec.update(int8_isa=K.int8_isa(), int8_stream=int8_stream_diff())
 
     from rnnlab.cli import main as cli
 

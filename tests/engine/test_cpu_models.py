@@ -68,6 +68,7 @@ def check_parity(rec: dict) -> None:
     assert rec["calls"]["reference"] == 0                   # the fast engine ran every layer itself
     assert rec["variant_gemm"][0] > 0                        # the fused layer-norm kernel ran (its matmuls)
     assert rec["cli_rc"] == 0
+    assert rec["int8_stream"] < 2e-6                       # float32 rescaling and sigmoid rounding only
 
 
 @pytest.mark.slow
@@ -78,6 +79,7 @@ def test_avx2_cpu_haswell(built, tmp_path):
     assert rec["capability"] == "AVX2" and rec["cpu_isa"] == "avx2"
     assert rec["onednn"][0] is False and "not AVX-512" in rec["onednn"][1]
     assert rec["tiled_isa"] == "avx2"
+    assert rec["int8_isa"] == "avx2"
     check_parity(rec)
     assert rec["calls"]["tiled"] == 1                         # the plain LSTM (the layer-norm one has its own kernel)
     assert rec["gemm"][1] == 0 and rec["gemm"][0] > 0 and rec["variant_gemm"][1] == 0
@@ -92,6 +94,7 @@ def test_cpu_without_avx_nehalem(built, tmp_path):
     assert rec["capability"] == "DEFAULT" and rec["cpu_isa"] in ("sse4.2", "baseline")
     assert rec["onednn"][0] is False
     assert rec["tiled_isa"] == ""
+    assert rec["int8_isa"] == "base"
     check_parity(rec)
     assert rec["calls"]["tiled"] == 0 and rec["cli_calls"]["tiled"] == 0
     assert rec["gemm"][1] == 0 and rec["gemm"][0] > 0 and rec["cli_gemm"][1] == 0

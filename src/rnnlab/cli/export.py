@@ -17,6 +17,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                  "torch.export + AOTInductor, dynamic batch and sequence axes)."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="'best' or 'latest'."),
         force: bool = typer.Option(False, "--force", help="Overwrite --onnx / --pt2 if it exists."),
+        int8: bool = typer.Option(False, "--int8", help="With --onnx: int8 weights with per-channel scales "
+                                  "(ONNX Runtime's dynamic quantisation)."),
     ) -> None:
         """Export a run's model to ONNX or an AOTInductor package (dynamic batch and sequence axes);
         needs only the run folder.
@@ -24,10 +26,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         A seq2seq run is two ONNX files beside --onnx: STEM.encoder.onnx and STEM.decoder.onnx (one step)."""
         if onnx is None and pt2 is None:
             raise typer.BadParameter("expected --onnx PATH or --pt2 PATH (or both)")
+        if int8 and onnx is None:
+            raise typer.BadParameter("--int8: expected it with --onnx PATH (the AOTInductor package stays float)")
         if onnx is not None:
             from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
 
-            path = export_run(run, onnx, checkpoint, force=force)
+            path = export_run(run, onnx, checkpoint, force=force, int8=int8)
             typer.echo(f"wrote {path[0]} and {path[1]}" if isinstance(path, tuple) else f"wrote {path}")
         if pt2 is not None:
             from rnnlab.engine.fast import kernel_library  # lazy: keeps --help fast

@@ -123,6 +123,12 @@ def tiled_isa(batch: int = 32) -> str:
     return _KERNELS.module.tiled_isa_for(batch) if available() else ""
 
 
+def int8_isa() -> str:
+    """The instruction set of the int8 streaming step here (``Stream(..., int8=True)``):
+    "avx512-vnni", "avx2" or "base" (portable loops), or "" where the kernels are not built."""
+    return _KERNELS.module.int8_isa() if available() else ""
+
+
 class _FastScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, route, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh):

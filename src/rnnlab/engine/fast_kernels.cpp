@@ -20,8 +20,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "gemm.h"
 #include "lstm_tiled.h"
@@ -426,6 +430,26 @@ void sigmoid_inplace(double* v, int64_t n) {
 
 constexpr int64_t kMinUnitsPerThread = 64;            // below this a fork/join costs more than it saves
 
+// Units [u0, u1) of one LSTM step from their pre-activations a (unit-major, 4 per unit): c updated
+// in place, the new h written to hn. tanh(v) = 2σ(2v) − 1 (as the training kernels): one sigmoid
+// pass for all four gates.
+template <typename scalar_t>
+void lstm_units(scalar_t* a, scalar_t* c, scalar_t* hn, int64_t u0, int64_t u1) {
+  for (int64_t j = u0; j < u1; ++j) a[4 * j + 2] *= scalar_t(2);
+  sigmoid_inplace(a + 4 * u0, 4 * (u1 - u0));               // i, f, o; g slot σ(2a_g)
+  scalar_t* t2 = hn + u0;                                  // 2c_t, then σ(2c_t), in place
+  for (int64_t j = u0; j < u1; ++j) {
+    const scalar_t* q = a + 4 * j;
+    const scalar_t g = scalar_t(2) * q[2] - scalar_t(1);  // g = tanh(a_g)
+    const scalar_t cn = q[1] * c[j] + q[0] * g;            // c_t = f ⊙ c_{t-1} + i ⊙ g
+    c[j] = cn;                                             // only this unit's thread reads c_j
+    t2[j - u0] = scalar_t(2) * cn;
+  }
+  sigmoid_inplace(t2, u1 - u0);
+  for (int64_t j = u0; j < u1; ++j)                        // h_t = o ⊙ tanh(c_t)
+    hn[j] = a[4 * j + 3] * (scalar_t(2) * hn[j] - scalar_t(1));
+}
+
 class LSTMStreamer {
  public:
   // w[l]: (I_l + H, 4H) = [W_ih | W_hh]^T of layer l, columns unit-major; b[l]: (4H) b_ih + b_hh,
@@ -490,20 +514,7 @@ class LSTMStreamer {
           scalar_t* ac = a + 4 * u0;
           std::copy(b + 4 * u0, b + 4 * u1, ac);
           matvec(w_[l][k].data_ptr<scalar_t>(), z, I, h, H, ac, n);   // W_ih x + W_hh h_{t-1}
-          // tanh(v) = 2σ(2v) − 1 (as the training kernels): one sigmoid pass for all four gates
-          for (int64_t j = u0; j < u1; ++j) a[4 * j + 2] *= scalar_t(2);
-          sigmoid_inplace(ac, n);                                  // i, f, o; g slot σ(2a_g)
-          scalar_t* t2 = hn + u0;                                  // 2c_t, then σ(2c_t), in place
-          for (int64_t j = u0; j < u1; ++j) {
-            const scalar_t* q = a + 4 * j;
-            const scalar_t g = scalar_t(2) * q[2] - scalar_t(1);  // g = tanh(a_g)
-            const scalar_t cn = q[1] * c[j] + q[0] * g;            // c_t = f ⊙ c_{t-1} + i ⊙ g
-            c[j] = cn;                                             // only this unit's thread reads c_j
-            t2[j - u0] = scalar_t(2) * cn;
-          }
-          sigmoid_inplace(t2, u1 - u0);
-          for (int64_t j = u0; j < u1; ++j)                        // h_t = o ⊙ tanh(c_t)
-            hn[j] = a[4 * j + 3] * (scalar_t(2) * hn[j] - scalar_t(1));
+          lstm_units(a, c, hn, u0, u1);
         };
         if (chunks_ == 1) {
           chunk(0);
@@ -531,6 +542,249 @@ class LSTMStreamer {
   std::vector<Tensor> b_;
   std::vector<int64_t> in_;                                        // each layer's input size
   Tensor h_, c_, a_, h_next_;
+  int64_t H_ = 0, chunks_ = 1;
+};
+
+
+// ------------------------------------------------------- the same step with int8 weights
+// Stream(..., int8=True): dynamic int8 quantisation, as in ONNX Runtime's and torch's dynamically
+// quantised LSTMs. W_ih and W_hh are int8 with one float scale per output row (symmetric,
+// quantised once, in Python: rnnlab.nn.stream.quantize_rows); at each step each layer's input x
+// and previous state h become int8 with one scale each (max |v| / 127, symmetric), so the
+// products are exact int8 × int8 sums in int32, rescaled per row:
+//   a_j = b_j + s_x s_ih,j Σ_k q_ih,jk q_x,k + s_h s_hh,j Σ_k q_hh,jk q_h,k.
+// Why it is faster: a batch-1 step reads every weight once for two operations, so it runs at the
+// speed the weights arrive from the caches, and int8 weights are a quarter of the bytes.
+// Layout, per thread chunk and block of 64 columns: row quad r holds, for each column in turn, its
+// 4 weights of inputs 4r..4r+3 (the x rows, then the h rows, each zero-padded to a multiple of 4),
+// which is what one 4-byte broadcast of the activations meets in AVX2's vpmaddubsw and AVX-512
+// VNNI's vpdpbusd. The integer sums are exact, so every instruction set gives the same numbers.
+inline int64_t pad4(int64_t n) { return (n + 3) / 4 * 4; }
+
+// acc[j] += Σ_k p[k / 4][j][k % 4] · a[k] for the block's 64 columns, k < K4 (a multiple of 4).
+// w128[j] = 128 Σ_k p[k / 4][j][k % 4], precomputed, which only the VNNI loop needs.
+#define RNNLAB_QDOT_ARGS                                                        \
+  const int8_t* __restrict p, const int8_t* __restrict a, int64_t K4, const int32_t* __restrict w128, \
+  int32_t* __restrict acc
+void qdot_base(RNNLAB_QDOT_ARGS) {
+  for (int64_t r = 0; r < K4 / 4; ++r) {
+    const int8_t* row = p + r * kBlock * 4;
+    const int32_t a0 = a[4 * r], a1 = a[4 * r + 1], a2 = a[4 * r + 2], a3 = a[4 * r + 3];
+    for (int64_t j = 0; j < kBlock; ++j)
+      acc[j] += row[4 * j] * a0 + row[4 * j + 1] * a1 + row[4 * j + 2] * a2 + row[4 * j + 3] * a3;
+  }
+}
+#if defined(__x86_64__) || defined(__i386__)
+// Both instructions take unsigned × signed bytes. AVX2: |a| times w·sign(a) is a·w; weights and
+// activations lie in [−127, 127] (never −128), so vpmaddubsw's pair sums (≤ 2 · 127 · 127) never
+// saturate. VNNI: a + 128 is unsigned, and vpdpbusd sums in 32 bits without saturating, so
+// Σ (a + 128) w − 128 Σ w = Σ a w with one instruction per 32 products.
+__attribute__((target("avx2"))) void qdot_avx2(RNNLAB_QDOT_ARGS) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i s[8];
+  for (int g = 0; g < 8; ++g) s[g] = _mm256_setzero_si256();
+  for (int64_t r = 0; r < K4 / 4; ++r) {
+    int32_t quad;
+    std::memcpy(&quad, a + 4 * r, sizeof(quad));
+    const __m256i av = _mm256_set1_epi32(quad);
+    const __m256i aa = _mm256_abs_epi8(av);
+    const int8_t* row = p + r * kBlock * 4;
+    for (int g = 0; g < 8; ++g) {
+      const __m256i w = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * g)), av);
+      s[g] = _mm256_add_epi32(s[g], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, w), ones));
+    }
+  }
+  for (int g = 0; g < 8; ++g) {
+    __m256i* out = reinterpret_cast<__m256i*>(acc + 8 * g);
+    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), s[g]));
+  }
+}
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512vnni"))) void qdot_vnni(RNNLAB_QDOT_ARGS) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));   // a ^ 0x80 = a + 128 as a byte
+  __m256i s[8];
+  for (int g = 0; g < 8; ++g)
+    s[g] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w128 + 8 * g)));
+  for (int64_t r = 0; r < K4 / 4; ++r) {
+    int32_t quad;
+    std::memcpy(&quad, a + 4 * r, sizeof(quad));
+    const __m256i au = _mm256_xor_si256(_mm256_set1_epi32(quad), flip);
+    const int8_t* row = p + r * kBlock * 4;
+    for (int g = 0; g < 8; ++g)
+      s[g] = _mm256_dpbusd_epi32(s[g], au, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * g)));
+  }
+  for (int g = 0; g < 8; ++g) {
+    __m256i* out = reinterpret_cast<__m256i*>(acc + 8 * g);
+    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), s[g]));
+  }
+}
+bool have_vnni() {
+  static const bool yes = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2");
+  return yes;
+}
+#else
+void qdot_avx2(RNNLAB_QDOT_ARGS) { qdot_base(p, a, K4, w128, acc); }
+void qdot_vnni(RNNLAB_QDOT_ARGS) { qdot_base(p, a, K4, w128, acc); }
+bool have_vnni() { return false; }
+#endif
+
+// Which int8 loop runs on this CPU: "avx512-vnni", "avx2" or "base".
+std::string int8_isa() { return have_vnni() ? "avx512-vnni" : have_avx2_fma() ? "avx2" : "base"; }
+
+void qdot(RNNLAB_QDOT_ARGS) {
+  if (have_vnni()) qdot_vnni(p, a, K4, w128, acc);
+  else if (have_avx2_fma()) qdot_avx2(p, a, K4, w128, acc);
+  else qdot_base(p, a, K4, w128, acc);
+}
+#undef RNNLAB_QDOT_ARGS
+
+// q[0, n) = round(v · 127 / m), m = max |v| (ties to even, as torch.round);
+// q[n, n4) = 0. Returns the scale m / 127 (0 for an all-zero v).
+float quantize_row(const float* __restrict v, int64_t n, int8_t* __restrict q, int64_t n4) {
+  float m = 0.f;
+  for (int64_t k = 0; k < n; ++k) m = std::max(m, std::fabs(v[k]));
+  std::fill(q + n, q + n4, int8_t(0));
+  if (!(m > 0.f)) {
+    std::fill(q, q + n, int8_t(0));
+    return 0.f;
+  }
+  // Adding and subtracting 1.5 · 2^23 rounds a float of magnitude < 2^22 to an integer, ties to
+  // even (the default rounding mode), in plain SSE2 arithmetic that vectorises, unlike a call to
+  // nearbyint per element. The clamp also maps a NaN to a number (no undefined cast).
+  const float inv = 127.f / m, magic = 12582912.f;
+  for (int64_t k = 0; k < n; ++k) {
+    const float r = (std::min(127.f, std::max(-127.f, v[k] * inv)) + magic) - magic;
+    q[k] = static_cast<int8_t>(static_cast<int32_t>(r));
+  }
+  return m / 127.f;
+}
+
+class LSTMStreamerInt8 {
+ public:
+  // wx[l]: (I_l, 4H), wh[l]: (H, 4H) int8, the quantised W_ih^T and W_hh^T of layer l, columns
+  // unit-major as LSTMStreamer's; sx[l], sh[l]: (4H) float32, their per-row scales; b[l]: (4H)
+  // float32 b_ih + b_hh; h, c: (L, H) float32 state, updated in place.
+  LSTMStreamerInt8(const std::vector<Tensor>& wx, const std::vector<Tensor>& wh, std::vector<Tensor> sx,
+                   std::vector<Tensor> sh, std::vector<Tensor> b, Tensor h, Tensor c, int64_t threads)
+      : sx_(std::move(sx)), sh_(std::move(sh)), b_(std::move(b)) {
+    H_ = h.size(1);
+    TORCH_CHECK(h.scalar_type() == at::kFloat && wx.size() == wh.size() && wx.size() == b_.size() &&
+                    sx_.size() == b_.size() && sh_.size() == b_.size(),
+                "LSTMStreamerInt8: expected float32 state and one wx, wh, sx, sh, b per layer");
+    chunks_ = std::max<int64_t>(1, std::min<int64_t>(threads, H_ / kMinUnitsPerThread));
+    int64_t widest = pad4(H_);
+    for (size_t l = 0; l < wx.size(); ++l) {
+      TORCH_CHECK(wx[l].scalar_type() == at::kChar && wh[l].scalar_type() == at::kChar && wx[l].dim() == 2 &&
+                      wh[l].dim() == 2 && wx[l].size(1) == 4 * H_ && wh[l].size(0) == H_ && wh[l].size(1) == 4 * H_ &&
+                      sx_[l].numel() == 4 * H_ && sh_[l].numel() == 4 * H_ && b_[l].numel() == 4 * H_,
+                  "LSTMStreamerInt8: layer ", l, ": expected int8 wx (I, 4H), wh (H, 4H) and (4H) scales and bias");
+      const int64_t I = wx[l].size(0), I4 = pad4(I), H4 = pad4(H_);
+      in_.push_back(I);
+      widest = std::max(widest, I4);
+      // (K, 4H) → zero rows to K4 → (K4 / 4, 4, 4H): quad r, input k % 4, column
+      auto quads = [](const Tensor& w) {
+        const int64_t K = w.size(0), K4 = pad4(K);
+        return at::constant_pad_nd(w, {0, 0, 0, K4 - K}).view({K4 / 4, 4, w.size(1)});
+      };
+      const Tensor qx = quads(wx[l]), qh = quads(wh[l]);
+      std::vector<Tensor> per_chunk, sums;
+      for (int64_t k = 0; k < chunks_; ++k) {
+        const int64_t col0 = 4 * (k * H_ / chunks_), ncols = 4 * ((k + 1) * H_ / chunks_) - col0;
+        const int64_t nb = (ncols + kBlock - 1) / kBlock;
+        Tensor packed = at::zeros({nb, (I4 + H4) / 4, kBlock, 4}, wx[l].options());
+        for (int64_t blk = 0; blk < nb; ++blk) {
+          const int64_t width = std::min(kBlock, ncols - blk * kBlock), c0 = col0 + blk * kBlock;
+          packed[blk].narrow(0, 0, I4 / 4).narrow(1, 0, width).copy_(qx.narrow(2, c0, width).transpose(1, 2));
+          packed[blk].narrow(0, I4 / 4, H4 / 4).narrow(1, 0, width).copy_(qh.narrow(2, c0, width).transpose(1, 2));
+        }
+        per_chunk.push_back(packed);
+        // 128 Σ_k w per block, part (x, h) and column: (nb, 2, 64) int32
+        const Tensor wide = packed.to(at::kInt);
+        sums.push_back(at::stack({wide.narrow(1, 0, I4 / 4).sum({1, 3}), wide.narrow(1, I4 / 4, H4 / 4).sum({1, 3})}, 1)
+                           .mul_(128).to(at::kInt).contiguous());
+      }
+      w_.push_back(per_chunk);
+      w128_.push_back(sums);
+    }
+    for (auto& t : sx_) t = t.contiguous();
+    for (auto& t : sh_) t = t.contiguous();
+    for (auto& t : b_) t = t.contiguous();
+    a_ = at::empty({4 * H_}, h.options());
+    h_next_ = at::empty({H_}, h.options());
+    qx_ = at::empty({widest}, wx[0].options());
+    qh_ = at::empty({pad4(H_)}, wx[0].options());
+    bind(std::move(h), std::move(c));
+  }
+
+  void bind(Tensor h, Tensor c) {
+    const auto L = static_cast<int64_t>(w_.size());
+    for (const Tensor* t : {&h, &c})
+      TORCH_CHECK(t->dim() == 2 && t->size(0) == L && t->size(1) == H_ && t->is_contiguous() &&
+                      t->device().is_cpu() && t->scalar_type() == at::kFloat,
+                  "LSTMStreamerInt8.bind: expected (", L, ", ", H_, ") contiguous float32 CPU tensors");
+    h_ = std::move(h);
+    c_ = std::move(c);
+  }
+
+  // One step, as LSTMStreamer.step: x holds I_0 contiguous float32 values on the CPU.
+  Tensor step(const Tensor& x) {
+    TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.numel() == in_[0],
+                "LSTMStreamerInt8.step: x must be a contiguous CPU float32 tensor of ", in_[0], " values");
+    const float* z = x.data_ptr<float>();
+    float* a = a_.data_ptr<float>();
+    float* hn = h_next_.data_ptr<float>();
+    int8_t* qx = qx_.data_ptr<int8_t>();
+    int8_t* qh = qh_.data_ptr<int8_t>();
+    const int64_t H = H_, H4 = pad4(H_);
+    for (size_t l = 0; l < w_.size(); ++l) {
+      float* h = h_.data_ptr<float>() + l * H;
+      float* c = c_.data_ptr<float>() + l * H;
+      const float* b = b_[l].data_ptr<float>();
+      const float* wsx = sx_[l].data_ptr<float>();
+      const float* wsh = sh_[l].data_ptr<float>();
+      const int64_t I = in_[l], I4 = pad4(I);
+      const float s_x = quantize_row(z, I, qx, I4);
+      const float s_h = quantize_row(h, H, qh, H4);
+      auto chunk = [&](int64_t k) {
+        const int64_t u0 = k * H / chunks_, u1 = (k + 1) * H / chunks_, n = 4 * (u1 - u0);
+        const int8_t* pk = w_[l][k].data_ptr<int8_t>();
+        const int32_t* sk = w128_[l][k].data_ptr<int32_t>();
+        for (int64_t blk = 0; blk * kBlock < n; ++blk) {
+          int32_t acc_x[kBlock] = {}, acc_h[kBlock] = {};
+          const int8_t* pb = pk + blk * (I4 + H4) * kBlock;
+          const int32_t* sb = sk + blk * 2 * kBlock;
+          qdot(pb, qx, I4, sb, acc_x);                               // W_ih x, in int8 units
+          qdot(pb + I4 * kBlock, qh, H4, sb + kBlock, acc_h);        // W_hh h_{t-1}
+          const int64_t col = 4 * u0 + blk * kBlock, width = std::min(kBlock, n - blk * kBlock);
+          for (int64_t j = 0; j < width; ++j)
+            a[col + j] = b[col + j] + (s_x * wsx[col + j]) * float(acc_x[j]) + (s_h * wsh[col + j]) * float(acc_h[j]);
+        }
+        lstm_units(a, c, hn, u0, u1);
+      };
+      if (chunks_ == 1) {
+        chunk(0);
+      } else {
+        at::parallel_for(0, chunks_, 1, [&](int64_t k0, int64_t k1) {
+          for (int64_t k = k0; k < k1; ++k) chunk(k);
+        });
+      }
+      std::copy(hn, hn + H, h);
+      z = h;
+    }
+    Tensor out = at::empty({H_}, h_.options());
+    const float* top = h_.data_ptr<float>() + (h_.size(0) - 1) * H_;
+    std::copy(top, top + H_, out.data_ptr<float>());
+    return out;
+  }
+
+  int64_t chunks() const { return chunks_; }
+
+ private:
+  std::vector<std::vector<Tensor>> w_;                             // [layer][chunk] (blocks, quads, 64, 4)
+  std::vector<std::vector<Tensor>> w128_;                          // [layer][chunk] (blocks, 2, 64) 128 Σ w
+  std::vector<Tensor> sx_, sh_, b_;
+  std::vector<int64_t> in_;
+  Tensor h_, c_, a_, h_next_, qx_, qh_;
   int64_t H_ = 0, chunks_ = 1;
 };
 
@@ -637,6 +891,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("bind", &streaming::LSTMStreamer::bind)
       .def("step", &streaming::LSTMStreamer::step)
       .def("chunks", &streaming::LSTMStreamer::chunks);
+  pybind11::class_<streaming::LSTMStreamerInt8>(m, "LSTMStreamerInt8")
+      .def(pybind11::init<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
+                          std::vector<Tensor>, Tensor, Tensor, int64_t>())
+      .def("bind", &streaming::LSTMStreamerInt8::bind)
+      .def("step", &streaming::LSTMStreamerInt8::step)
+      .def("chunks", &streaming::LSTMStreamerInt8::chunks);
+  m.def("int8_isa", &streaming::int8_isa);
   m.def("release_workspace", &rnnlab::release_workspace);
   m.def("set_reuse", [](bool on) { rnnlab::reuse_enabled().store(on); });
   rnnlab::def_gemm_functions(m);

@@ -30,6 +30,10 @@ sequence axes are dynamic. Cells: ``input`` (B, I), ``hx`` (and ``cx``) -> ``h``
 Models (``example_inputs`` given, e.g. ``rnnlab export RUN --onnx``) may hold variant layers.
 LSTM projections (proj_size > 0) are refused: torch's exporter has no mapping for them.
 
+``int8=True`` (``rnnlab export RUN --onnx PATH --int8``) passes the exported graph through ONNX
+Runtime's dynamic quantisation (:func:`quantize_int8`): int8 weights with per-channel scales,
+activations quantised at run time.
+
 A sequence-to-sequence model (:class:`~rnnlab.nn.seq2seq.EncoderDecoder`) is two graphs,
 written by :func:`export_seq2seq`: the encoder, run once per batch of sources, and one decoder
 step, which the caller runs in its own greedy or beam loop (see :class:`Seq2SeqEncoderGraph` and
@@ -406,14 +410,36 @@ def export_seq2seq(model: EncoderDecoder, encoder_path: str | Path, decoder_path
     return out[0], out[1]
 
 
-def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Path | tuple[Path, Path]:
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantisation of an ONNX model (``quantize_dynamic``, per-channel,
+    signed int8 weights): the weights of its LSTM, MatMul and Gather (embedding) nodes are stored
+    as int8 with one scale per output channel, and their inputs are quantised at run time. ONNX
+    Runtime has no quantised GRU or RNN operator, so those stay float (their MatMuls do not)."""
+    q = optional_module("onnxruntime.quantization", "onnxruntime", "it installed for --int8 (pip install rnnlab[onnx])",
+                        "ImportError")
+    q.quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=q.QuantType.QInt8)
+    return Path(dst)
+
+
+def _write_int8(tmp: Path) -> None:
+    """Replace the float graph at ``tmp`` by its int8 quantisation."""
+    src = tmp.with_name(tmp.name + ".float.onnx")
+    tmp.replace(src)
+    try:
+        quantize_int8(src, tmp)
+    finally:
+        src.unlink(missing_ok=True)
+
+
+def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False,
+               int8: bool = False) -> Path | tuple[Path, Path]:
     """Export a training run's model (rebuilt by ``rnnlab.train.load_run``), every task's.
 
     The example input is made from the model's sizes (see :func:`example_for_export`), so only the
     run folder is needed; batch and sequence axes are exported as dynamic. The output path is
     checked first (:func:`rnnlab.outputs.check_output`) and written atomically. A seq2seq run is
     two files, ``STEM.encoder.onnx`` and ``STEM.decoder.onnx`` (:func:`seq2seq_paths`), returned
-    as a pair.
+    as a pair. ``int8``: written through :func:`quantize_int8`.
     """
     task, model, _ = load_run(run_dir, checkpoint)
     if isinstance(model, EncoderDecoder):
@@ -421,6 +447,9 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         tmps = [atomic_path(p) for p in paths]
         try:
             export_seq2seq(model, *tmps)
+            if int8:
+                for t in tmps:
+                    _write_int8(t)
         except BaseException:
             for t in tmps:
                 t.unlink(missing_ok=True)
@@ -437,6 +466,8 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     tmp = atomic_path(path)
     try:
         export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)
+        if int8:
+            _write_int8(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -23,6 +23,17 @@ full-sequence forward up to float rounding; ``Stream.backend`` says which runs.
 Works with rnnlab's RNN/LSTM/GRU layers and torch.nn's (same parameter names), unidirectional
 only (a reversed direction needs the future). Dropout between layers is an inference no-op here,
 as in ``eval()``. If the module's weights change (training goes on), call :meth:`Stream.refresh`.
+
+``Stream(lstm, int8=True)`` runs the C++ step with dynamic int8 quantisation (float32 LSTMs
+without projection): the weight matrices are stored as int8 with one scale per output row
+(:func:`quantize_rows`), each step quantises each layer's input and previous state to int8 with
+one scale each, and the products are exact integer sums rescaled per row. A step reads a quarter
+of the weight bytes, and the outputs differ from the float step by the rounding of weights and
+activations (``benchmarks/bench_int8.py`` measures what that costs in perplexity and accuracy).
+
+    >>> q8 = Stream(rnnlab.LSTM(3, 8).eval(), int8=True)
+    >>> q8.backend, q8.step(torch.randn(3)).shape
+    ('kernels int8', torch.Size([8]))
 """
 
 from __future__ import annotations
@@ -36,6 +47,21 @@ from rnnlab.errors import ConfigError, ShapeError, StateError
 from rnnlab.nn import _stream_kernels as K
 
 _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+INT8_MAX = 127          # symmetric int8: [-127, 127], so that negating a value never overflows
+
+
+def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row (per output channel) int8 quantisation of a weight matrix (G, K).
+
+    Returns ``(q, scale)``: q int8 (G, K) = round(w / scale) in [-127, 127] (ties to even) and
+    scale float32 (G,) = max |w_row| / 127, so that q · scale[:, None] approximates w within
+    scale / 2 per entry. An all-zero row gets scale 0 and zeros.
+    """
+    w = w.detach().to("cpu", torch.float32)
+    scale = w.abs().amax(dim=1) / INT8_MAX
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / safe[:, None]).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return q, scale
 
 
 def _mode_of(module: nn.Module) -> str:
@@ -53,8 +79,10 @@ class Stream:
     (h (L, P), c (L, H)) for the LSTM, h (L, P) otherwise, as torch.nn's unbatched hidden state.
     """
 
-    def __init__(self, module: nn.Module, use_numba: bool | None = None, use_kernels: bool | None = None) -> None:
+    def __init__(self, module: nn.Module, use_numba: bool | None = None, use_kernels: bool | None = None,
+                 int8: bool = False) -> None:
         self.mode = _mode_of(module)
+        self.int8 = bool(int8)
         if getattr(module, "bidirectional", False):
             raise ConfigError("module: expected a unidirectional layer for streaming, got bidirectional=True")
         if getattr(module, "batch_first", False) is None:  # pragma: no cover - defensive
@@ -69,8 +97,11 @@ class Stream:
 
     @property
     def backend(self) -> str:
-        """Which step runs: "kernels" (C++, LSTM without projection), "numba" or "numpy"."""
-        return "kernels" if self._cpp is not None else ("numba" if self.use_numba else "numpy")
+        """Which step runs: "kernels" (C++, LSTM without projection), "kernels int8" (the same with
+        int8 weights, ``int8=True``), "numba" or "numpy"."""
+        if self._cpp is not None:
+            return "kernels int8" if self.int8 else "kernels"
+        return "numba" if self.use_numba else "numpy"
 
     def plan(self):
         """The path of the step, as :func:`rnnlab.engine.plan` decides it."""
@@ -132,6 +163,7 @@ class Stream:
         self.__dict__.update(state)
         if "_engine" not in state:            # pickled before the engine name was kept
             self._engine = "fast" if state.get("_want_kernels", True) else "reference"
+        self.int8 = state.get("int8", False)
         self._cpp = self._build_kernel_step()
         if self._cpp is not None:
             self._bind_state()
@@ -140,7 +172,15 @@ class Stream:
         """The C++ step of the fast kernels (LSTM without projection), or None where it does not
         apply or the kernels are not built. Weights go in unit-major: column 4j + k = gate k of
         unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
-        if self.plan().loop != "stream C++":
+        plan = self.plan()
+        if self.int8:
+            if plan.loop != "stream C++":
+                raise ConfigError(f"int8=True: expected a layer the C++ step runs (an LSTM without projection, "
+                                  f"fast engine), got {plan.reason}")
+            if self._torch_dtype != torch.float32:
+                raise ConfigError(f"int8=True: expected a float32 module, got {self._torch_dtype}")
+            return self._build_int8_step()
+        if plan.loop != "stream C++":
             return None
         m, H = self.module, self.hidden_size
         ws, bs = [], []
@@ -152,6 +192,24 @@ class Stream:
             bs.append(b.view(4, H).t().reshape(-1).contiguous())
         state = torch.zeros(self.num_layers, H, dtype=self._torch_dtype)
         return fast._KERNELS.module.LSTMStreamer(ws, bs, state, state.clone(), torch.get_num_threads())
+
+    def _build_int8_step(self):
+        """The C++ int8 step: each layer's W_ih and W_hh quantised per row, columns unit-major."""
+        m, H = self.module, self.hidden_size
+
+        def unit_major(v: Tensor) -> Tensor:            # gate-major rows (4H, ...) -> row 4j + k
+            return v.reshape(4, H, -1).transpose(0, 1).reshape(4 * H, -1).squeeze(-1).contiguous()
+
+        wx, wh, sx, sh, bs = [], [], [], [], []
+        for k in range(self.num_layers):
+            for name, ws, ss in (("ih", wx, sx), ("hh", wh, sh)):
+                q, scale = quantize_rows(getattr(m, f"weight_{name}_l{k}"))
+                ws.append(unit_major(q).t().contiguous())                    # (K, 4H)
+                ss.append(unit_major(scale))
+            bs.append(unit_major(torch.from_numpy(self.layers[k][1])))       # b_ih + b_hh
+        state = torch.zeros(self.num_layers, H)
+        return fast._KERNELS.module.LSTMStreamerInt8(wx, wh, sx, sh, bs, state, state.clone(),
+                                                     torch.get_num_threads())
 
     def _bind_state(self) -> None:
         self._cpp.bind(torch.from_numpy(self._h), torch.from_numpy(self._c))   # shares memory
