@@ -29,17 +29,23 @@ def main(name: str, config: dict, train: dict, smoke: dict, argv: list[str] | No
     ap.add_argument("--json", default=None, help="write the figures to this file too")
     ap.add_argument("--figure", default=None, help="write the attention heat map of a long test source here (PNG)")
     ap.add_argument("--repeats", type=int, default=5, help="decoding passes timed (the median is reported)")
+    ap.add_argument("--resume", default=None, metavar="RUN",
+                    help="continue this run folder (trained by this script) instead of starting one")
+    ap.add_argument("--max-time", type=float, default=None,
+                    help="seconds of wall time for this invocation's training (default: the script's)")
     args = ap.parse_args(argv)
     cfg, tr = (dict(config, **smoke.get("config", {})), dict(train, **smoke.get("train", {}))) if args.smoke else (config, train)
-    out = Path(args.out) if args.out else new_run_dir(Path("runs") / f"bench-{name}")
+    if args.max_time is not None:
+        tr = dict(tr, max_time=args.max_time)
+    out = Path(args.resume or args.out or new_run_dir(Path("runs") / f"bench-{name}"))
     task = Seq2Seq(Seq2SeqConfig(**cfg))
     t0, c0 = time.perf_counter(), cpu_seconds()
-    result = fit(task, TrainConfig.for_task(task, **tr), out)
+    result = fit(task, TrainConfig.for_task(task, **tr), out, resume=bool(args.resume))
     train_s, train_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     task, model, _ = load_run(out)
     with torch.no_grad():
         scores = task.evaluate(model, "test")
-    figures = {"data": name, "run": str(out), "config": cfg, "train": tr, "stop_reason": result.stop_reason,
+    figures = {"data": name, "run": str(out), "resumed": bool(args.resume), "config": cfg, "train": tr, "stop_reason": result.stop_reason,
                "steps": result.step, "epochs": result.epoch, "train_wall_seconds": train_s, "train_cpu_seconds": train_cpu, "test": scores,
                "decoding": decode_speed(task, model, "test", repeats=1 if args.smoke else args.repeats),
                "threads": torch.get_num_threads(), "smoke": args.smoke}
