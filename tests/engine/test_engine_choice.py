@@ -130,16 +130,27 @@ def test_plan_for_the_reference_and_uncovered_cases(restore_choice):
 
 
 def test_prebuilt_module_is_used_only_for_its_own_sources(monkeypatch, tmp_path):
+    """The digest is read from the module file before it is imported: importing a stale module
+    would run its operator registration, and the rebuilt module's would then abort the process."""
     src = tmp_path / "k.cpp"
     src.write_text("// a kernel")
     (tmp_path / "k.h").write_text("// its header")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    ran = tmp_path / "imported"
+    (pkg / "_zz_kernels.py").write_text(            # stands in for the compiled module file
+        f"import pathlib\npathlib.Path({str(ran)!r}).touch()\nsource_digest = {source_digest(src)!r}\n")
+    monkeypatch.setattr(eng, "__path__", [*eng.__path__, str(pkg)])
+    monkeypatch.delitem(sys.modules, "rnnlab.engine._zz_kernels", raising=False)
     k = Kernels("zz", src)
-    monkeypatch.setitem(sys.modules, "rnnlab.engine._zz_kernels",
-                        types.SimpleNamespace(source_digest=source_digest(src)))
-    assert k._load_prebuilt() is sys.modules["rnnlab.engine._zz_kernels"]
     (tmp_path / "k.h").write_text("// its header, edited")           # an editable install's edit
     assert k._load_prebuilt() is None
+    assert not ran.exists()                                            # never imported
+    (tmp_path / "k.h").write_text("// its header")
+    module = k._load_prebuilt()
+    assert module is sys.modules["rnnlab.engine._zz_kernels"] and ran.exists()
     monkeypatch.delitem(sys.modules, "rnnlab.engine._zz_kernels")
+    (pkg / "_zz_kernels.py").unlink()
     assert k._load_prebuilt() is None                                  # none installed
 
 

@@ -103,6 +103,15 @@ def _report_gemm_check(module: ModuleType) -> None:
         logging.getLogger("rnnlab").warning("the kernels use torch's BLAS for every matmul: %s", reason)
 
 
+def built_from(module_file: Path, digest: str) -> bool:
+    """Whether a compiled module file carries this source digest (setup.py compiles it in as the
+    string ``source_digest``), read from its bytes without loading it."""
+    try:
+        return digest.encode() in module_file.read_bytes()
+    except OSError:
+        return False
+
+
 def _import_built(so_path: Path, module_name: str) -> ModuleType:
     """Import an already-built extension module file directly (no builder, no lock)."""
     spec = importlib.util.spec_from_file_location(module_name, so_path)
@@ -152,15 +161,29 @@ class Kernels:
 
     def _load_prebuilt(self) -> ModuleType | None:
         """The module setup.py built, when present, importable with this torch and built from
-        these sources; else None (then the JIT build runs)."""
+        these sources; else None (then the JIT build runs).
+
+        The sources' digest is looked for in the module file before it is imported: importing
+        runs the module's ``TORCH_LIBRARY`` registration, and a stale module registered first
+        would make the rebuilt one abort the process when it registers the same operators."""
+        digest = source_digest(self.source)
         try:
-            module = importlib.import_module(self.prebuilt_name)
-        except ImportError as exc:   # not built at install, or built against another torch
-            logging.getLogger("rnnlab").debug("no usable prebuilt %s (%s)", self.prebuilt_name, exc)
+            spec = importlib.util.find_spec(self.prebuilt_name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin:
+            logging.getLogger("rnnlab").debug("no prebuilt %s", self.prebuilt_name)
             return None
-        if getattr(module, "source_digest", "") != source_digest(self.source):
+        if not built_from(Path(spec.origin), digest):
             logging.getLogger("rnnlab").info("%s was built from other sources than %s; rebuilding",
                                              self.prebuilt_name, self.source.name)
+            return None
+        try:
+            module = importlib.import_module(self.prebuilt_name)
+        except ImportError as exc:   # built against another torch
+            logging.getLogger("rnnlab").debug("no usable prebuilt %s (%s)", self.prebuilt_name, exc)
+            return None
+        if getattr(module, "source_digest", "") != digest:   # pragma: no cover - the bytes said it was
             return None
         return module
 
