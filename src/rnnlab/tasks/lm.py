@@ -390,6 +390,12 @@ class LMTask:
                              input_dropout=c.input_dropout, hidden_dropout=c.hidden_dropout,
                              embed_dropout=c.embed_dropout, weight_drop=c.weight_drop)
 
+    @property
+    def compile_methods(self) -> dict[str, bool]:
+        """TrainConfig.compile: forward in one graph; the adaptive softmax selects each cluster's
+        rows by data (nonzero), which breaks the graph."""
+        return {"forward": not self.cfg.adaptive_cutoffs}
+
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
         return lm_batches(self.ids("train"), self.batching, epoch, rank, world_size)
 
