@@ -6,7 +6,12 @@ replaced, on that instance only, by its ``torch.compile`` d version. Parameters,
 ``state_dict`` keys stay the module's own, so a checkpoint of a compiled run is the checkpoint
 of an eager run (``torch.compile(model)`` would wrap it and prefix every key with
 ``_orig_mod.``). :meth:`CompiledModel.restore` removes the instance attributes when training
-ends, so the model a run returns is an eager module.
+ends, so the model a run returns is an eager module, and calls ``torch.compiler.reset()``:
+dynamo keeps its compiled code per function (the model class's ``forward``), shared by every
+instance, and refuses a ninth compilation of one function (``recompile_limit``); each fit would
+add its own (the backend object differs), so a process training several compiled runs (a
+notebook, a sweep, the tests) would otherwise fail at the ninth. The reset drops every compiled
+function of the process: code compiled elsewhere recompiles on its next call.
 
 Evaluation runs eagerly (:meth:`CompiledModel.eager`, ``torch.compiler.set_stance("force_eager")``):
 ``eval()`` and ``no_grad`` are guards of the compiled graph, so compiling it would cost a
@@ -16,9 +21,13 @@ Shapes are compiled dynamic from the first step (``dynamic=True``): a language m
 batch of an epoch is shorter, a classifier's batches have different lengths, and each new
 length would otherwise cost a recompilation. Duck sizing (two dimensions of equal size at the
 first step, such as a batch of 4 sequences of 4 steps, are assumed equal for ever) is switched
-off while a compiled method runs, as the recompilation log itself advises. The graphs are counted by a backend wrapper
-(:class:`GraphCounter`); graphs compiled after the first step are recompilations, reported
-with the first step's wall time (tracing and code generation included).
+off while a compiled method runs, as the recompilation log itself advises. A new graph is
+still compiled for a new input structure (a carried state after a first step without one), a
+size of 0 or 1, or a Python loop over the sequence (unrolled, so one graph per length).
+
+The graphs are counted by a backend wrapper (:class:`GraphCounter`); the run reports the first
+step's wall time (tracing and code generation included), the graphs, those compiled after the
+first step (recompilations) and the step of the newest one.
 """
 
 from __future__ import annotations
@@ -41,9 +50,9 @@ DEFAULT_METHODS: dict[str, bool] = {"forward": False}
 
 def check_backend(name: str) -> None:
     """ConfigError (one line) unless ``name`` is a torch.compile backend of this torch."""
-    known = sorted(torch._dynamo.list_backends(exclude_tags=()))
-    if name not in known:
-        raise ConfigError(f"train config compile_backend: expected one of {known}, got {name!r}")
+    if name not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ConfigError(f"train config compile_backend: expected a torch.compile backend such as inductor, "
+                          f"aot_eager or eager (torch._dynamo.list_backends(exclude_tags=()) lists them), got {name!r}")
 
 
 class GraphCounter:
@@ -100,6 +109,8 @@ class CompiledModel:
         self.counter = GraphCounter(backend)
         self.first_step_s: float | None = None
         self.graphs_first_step = 0
+        self.last_graph_step: int | None = None   # the run's step that compiled the newest graph
+        self._seen = 0
         for name, fullgraph in self.methods.items():
             fn = getattr(model, name, None)
             if not callable(fn) or name in vars(model):
@@ -114,6 +125,7 @@ class CompiledModel:
         """Back to the class's eager methods (the compiled code is dropped with them)."""
         for name in self.methods:
             vars(self.model).pop(name, None)
+        torch.compiler.reset()
 
     @staticmethod
     @contextlib.contextmanager
@@ -122,11 +134,13 @@ class CompiledModel:
         with torch.compiler.set_stance("force_eager"):
             yield
 
-    def step_done(self, seconds: float) -> None:
+    def step_done(self, step: int, seconds: float) -> None:
         """Called after each training step of this invocation; the first one compiled the graphs."""
         if self.first_step_s is None:
             self.first_step_s = seconds
             self.graphs_first_step = self.counter.graphs
+        if self.counter.graphs > self._seen:
+            self._seen, self.last_graph_step = self.counter.graphs, step
 
     @property
     def recompiles(self) -> int:
@@ -141,6 +155,7 @@ class CompiledModel:
             "graphs_first_step": self.graphs_first_step,
             "graphs": self.counter.graphs,
             "recompiles": self.recompiles,
+            "last_graph_step": self.last_graph_step,
         }
 
     def describe(self) -> str:
@@ -148,7 +163,7 @@ class CompiledModel:
         what = ", ".join(f"{k}" + (" (fullgraph)" if v else "") for k, v in self.methods.items())
         if self.first_step_s is None:
             return f"compiled {what} with {self.counter.name}: no step taken"
-        n = self.recompiles
+        n = self.counter.graphs
         return (f"compiled {what} with {self.counter.name}: first step {self.first_step_s:.1f} s, "
-                f"{self.graphs_first_step} graph{'s' * (self.graphs_first_step != 1)}, "
-                f"{n} recompilation{'s' * (n != 1)}")
+                f"{n} graph{'s' * (n != 1)} ({self.graphs_first_step} at the first step, "
+                f"{self.recompiles} recompilation{'s' * (self.recompiles != 1)}), the last at step {self.last_graph_step}")

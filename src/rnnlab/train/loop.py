@@ -628,7 +628,7 @@ class _Run:
         dt = max(time.perf_counter() - t0, 1e-9)
         if self.compiled is not None:
             first = self.compiled.first_step_s is None
-            self.compiled.step_done(dt)
+            self.compiled.step_done(step, dt)
         if self.world > 1:
             loss_value = float(self.fabric.all_reduce(loss.detach().float(), reduce_op="mean"))
         if not bad:
