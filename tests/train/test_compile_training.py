@@ -86,8 +86,10 @@ def test_compiled_lm_trains_as_the_eager_one_and_stops_compiling_after_the_secon
     assert (info["graphs_first_step"], info["graphs"], info["recompiles"], info["last_graph_step"]) == (1, 2, 1, 2)
     assert info["first_step_s"] == pytest.approx(b[0]["compile_s"])
     line = [s for s in out if s.startswith("rnnlab: compiled")]     # the summary, before the JSON
-    assert line == [f"rnnlab: compiled forward (fullgraph) with {BACKEND}: first step {b[0]['compile_s']:.1f} s, "
-                    f"2 graphs (1 at the first step, 1 recompilation), the last at step 2"], out
+    assert info["compiling_steps_s"] == pytest.approx(b[0]["compile_s"] + 3 * 24 / b[1]["items_per_s"], rel=1e-6)
+    assert line == [f"rnnlab: compiled forward (fullgraph) with {BACKEND}: first step {b[0]['compile_s']:.1f} s; "
+                    f"2 graphs (1 recompilation), the last at step 2; the steps that compiled took "
+                    f"{info['compiling_steps_s']:.1f} s"], out
     # The run folder is any run's: it loads and evaluates as the eager run does.
     e, c = evaluate_run(eager, "test", "latest"), evaluate_run(compiled, "test", "latest")
     assert c["loss"] == pytest.approx(e["loss"], rel=1e-9)

@@ -27,7 +27,7 @@ size of 0 or 1, or a Python loop over the sequence (unrolled, so one graph per l
 
 The graphs are counted by a backend wrapper (:class:`GraphCounter`); the run reports the first
 step's wall time (tracing and code generation included), the graphs, those compiled after the
-first step (recompilations) and the step of the newest one.
+first step (recompilations), the step of the newest one and the time of the steps that compiled.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class CompiledModel:
         self.first_step_s: float | None = None
         self.graphs_first_step = 0
         self.last_graph_step: int | None = None   # the run's step that compiled the newest graph
+        self.compiling_steps_s = 0.0                # wall time of the steps that compiled a graph
         self._seen = 0
         for name, fullgraph in self.methods.items():
             fn = getattr(model, name, None)
@@ -141,6 +142,7 @@ class CompiledModel:
             self.graphs_first_step = self.counter.graphs
         if self.counter.graphs > self._seen:
             self._seen, self.last_graph_step = self.counter.graphs, step
+            self.compiling_steps_s += seconds
 
     @property
     def recompiles(self) -> int:
@@ -156,6 +158,7 @@ class CompiledModel:
             "graphs": self.counter.graphs,
             "recompiles": self.recompiles,
             "last_graph_step": self.last_graph_step,
+            "compiling_steps_s": self.compiling_steps_s,
         }
 
     def describe(self) -> str:
@@ -163,7 +166,7 @@ class CompiledModel:
         what = ", ".join(f"{k}" + (" (fullgraph)" if v else "") for k, v in self.methods.items())
         if self.first_step_s is None:
             return f"compiled {what} with {self.counter.name}: no step taken"
-        n = self.counter.graphs
-        return (f"compiled {what} with {self.counter.name}: first step {self.first_step_s:.1f} s, "
-                f"{n} graph{'s' * (n != 1)} ({self.graphs_first_step} at the first step, "
-                f"{self.recompiles} recompilation{'s' * (self.recompiles != 1)}), the last at step {self.last_graph_step}")
+        n, r = self.counter.graphs, self.recompiles
+        return (f"compiled {what} with {self.counter.name}: first step {self.first_step_s:.1f} s; "
+                f"{n} graph{'s' * (n != 1)} ({r} recompilation{'s' * (r != 1)}), the last at step "
+                f"{self.last_graph_step}; the steps that compiled took {self.compiling_steps_s:.1f} s")
