@@ -179,3 +179,11 @@ def test_every_built_in_task_names_methods_of_its_model():
     assert prop(LMTask, adaptive_cutoffs=()) == {"forward": True}
     assert prop(LMTask, adaptive_cutoffs=(5,)) == {"forward": False}
     assert prop(Seq2SeqTask, scheduled_sampling=0.5) == {"encode": False, "step": False}
+
+
+def test_a_compiled_run_exports_like_an_eager_one(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    fit(toy_task(), toy_config(max_steps=2, compile=True, compile_backend=BACKEND), tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), "--onnx", str(tmp_path / "model.onnx")]) in (0, None)
+    assert (tmp_path / "model.onnx").stat().st_size > 0
