@@ -2,7 +2,7 @@
 
 The model is compiled in place, method by method: each method the task's ``training_step``
 calls on the model (``forward`` unless the task lists others in ``compile_methods``) is
-replaced, on that instance only, by its ``torch.compile`` d version. Parameters, buffers and
+replaced, on that instance only, by ``torch.compile`` of it. Parameters, buffers and
 ``state_dict`` keys stay the module's own, so a checkpoint of a compiled run is the checkpoint
 of an eager run (``torch.compile(model)`` would wrap it and prefix every key with
 ``_orig_mod.``). :meth:`CompiledModel.restore` removes the instance attributes when training

@@ -438,9 +438,6 @@ class _Run:
             if saved_world != self.world:
                 raise ConfigError(f"resume {start}: world size expected {saved_world} (the run's), got {self.world}")
         self.model_f, self.optimizer_f = fabric.setup(self.model, self.optimizer)
-        # In place, after Fabric has converted and moved the model: the module Fabric (and DDP)
-        # call is self.model itself, and self.model keeps its own state_dict keys.
-        self.compiled = CompiledModel(self.model, compile_methods(task), config.compile_backend) if config.compile else None
         self.rng_state = None
         if state is not None:
             where = start / ckpt.STATE
@@ -454,6 +451,9 @@ class _Run:
                 raise CheckpointError(f"{where}: expected optimizer/scheduler/rng/carry state for this run, got unusable data ({exc})") from exc
         self.log = MetricsLog(out, keep_records=self.loop.records) if fabric.is_global_zero else None
         self.bar = None
+        # Last (train() restores it), in place, after Fabric has converted and moved the model: the
+        # module Fabric (and DDP) call is self.model itself, which keeps its own state_dict keys.
+        self.compiled = CompiledModel(self.model, compile_methods(task), config.compile_backend) if config.compile else None
 
     # --------------------------------------------------------------- pieces
 
