@@ -125,6 +125,19 @@ def test_resume_may_switch_compile_on_or_off(tmp_path, capfd):
     assert json.loads((tmp_path / "off-on" / "config.json").read_text())["train_config"]["compile"] is True
 
 
+def test_a_compiled_run_resumes_exactly(tmp_path):
+    """Stopped mid-epoch (dropout, a carried state, plateau, Adam) and resumed compiled: the same
+    losses and bitwise the same weights as the uninterrupted compiled run."""
+    config = TrainConfig(**{**TRAIN, "max_steps": 12, "compile": True, "compile_backend": BACKEND})
+    fit(toy_task(), config, tmp_path / "whole")
+    fit(toy_task(), config.replace(max_steps=7), tmp_path / "cut")
+    resume(tmp_path / "cut", max_steps=12)
+    losses = [[r["loss"] for r in train_records(tmp_path / run)] for run in ("whole", "cut")]
+    assert losses[0] == losses[1] and len(losses[0]) == 12
+    a, b = weights(tmp_path / "whole", 12), weights(tmp_path / "cut", 12)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_evaluation_is_eager_and_the_compiled_methods_are_restored(tmp_path):
     """Evaluating after every step compiles no graph more than never evaluating (a compiled
     evaluation would: eval mode and no_grad are guards of the training graph)."""
