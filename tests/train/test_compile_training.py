@@ -14,9 +14,10 @@ from types import SimpleNamespace as NS
 
 import pytest
 import torch
+import typer
 from safetensors.torch import load_file
 
-from rnnlab.cli.main import main
+from rnnlab.cli.main import app, main
 from rnnlab.errors import ConfigError
 from rnnlab.nn.seq2seq import EncoderDecoder
 from rnnlab.tasks.classify import ClassifyTask, SequenceClassifier
@@ -201,3 +202,13 @@ def test_a_compiled_run_exports_like_an_eager_one(tmp_path):
     fit(toy_task(), toy_config(max_steps=2, compile=True, compile_backend=BACKEND), tmp_path / "run")
     assert main(["export", str(tmp_path / "run"), "--onnx", str(tmp_path / "model.onnx")]) in (0, None)
     assert (tmp_path / "model.onnx").stat().st_size > 0
+
+
+def test_every_train_command_has_the_compile_flags_with_one_help():
+    group = typer.main.get_command(app).commands["train"]
+    helps = set()
+    for name, command in group.commands.items():
+        opts = {o: p for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        assert {"--compile", "--no-compile", "--compile-backend"} <= set(opts), name
+        helps.add((opts["--compile"].help, opts["--compile-backend"].help))
+    assert len(group.commands) >= 7 and len(helps) == 1
