@@ -64,6 +64,8 @@ USAGE = [
     Bad(["translate", "run", "hello", "--out", "a.png"], 2, "--out writes the alignment: expected it with --show-attention"),
     Bad(["train", "probe", "--length", "ten"], 2, "Invalid value for '--length'"),
     Bad(["train", "toy", "--hidden-size", "many"], 2, "Invalid value for '--hidden-size'"),
+    Bad(["train", "toy", "--compile-backend"], 2, "--compile-backend"),
+    Bad(["train", "toy", "--compile=yes"], 2, "--compile"),
     Bad(["evaluate"], 2, "Missing argument"),
     Bad(["generate"], 2, "Missing argument"),
     Bad(["generate", "run", "--length", "x"], 2, "Invalid value for '--length'"),
@@ -112,6 +114,8 @@ LIBRARY = [
     Bad(["train", "forecast", "--csv", "TEXT", "--wide", "--id-col", "id", "--out", "r5"], 1,
         "forecast table layout: expected a long table (id_col) or a wide one, not both"),
     Bad(["backtest", "RUN", "--csv", "TEXT", "--json"], 1, "expected a forecaster"),
+    Bad(["train", "toy", "--compile", "--compile-backend", "bogus", "--out", "r6"], 1,
+        "compile_backend: expected a torch.compile backend"),
 ]
 
 

@@ -200,6 +200,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if as_json:
             print(json.dumps({"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": result.step,
                               "best_step": result.best_step, "valid": {k: m[k] for k in ("loss", "acc", "macro_f1", "n")},
+                              **({"compile": result.compile} if result.compile is not None else {}),
                               "baselines": table, "timing": {"train_cpu_s": round(cpu1 - cpu0, 1),
                                                              "baselines_cpu_s": round(cpu2 - cpu1, 1)}}))
             return

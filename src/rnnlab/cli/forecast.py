@@ -107,7 +107,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         sid, origins = task.pairs("valid")
         scores = task.score(model, task.series, origins, sid)
         if as_json:
-            print(scores_json({"run": str(result.run_dir), **scores}))
+            extra = {"compile": result.compile} if result.compile is not None else {}
+            print(scores_json({"run": str(result.run_dir), **scores, **extra}))
             return
         print(f"forecast: run {result.run_dir}, best checkpoint, validation windows")
         print(format_scores(scores))

@@ -157,6 +157,8 @@ def _print_json(result, wall_s: float) -> None:
 
     s = summarize_run(result.run_dir)
     s.update(run_dir=str(result.run_dir), stop_reason=result.stop_reason, epochs=result.epoch, wall_s=wall_s)
+    if result.compile is not None:
+        s["compile"] = result.compile
     print(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in s.items()}), flush=True)
 
 

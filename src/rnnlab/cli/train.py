@@ -65,6 +65,12 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "engine": (Optional[str], None, "--engine",
                "auto | fast | reference: the recurrent layers' engine (rnnlab.set_engine; default: "
                "$RNNLAB_ENGINE, else auto). Same numbers to rounding, so not saved with the run."),
+    "compile": (Optional[bool], None, "--compile/--no-compile",
+                "torch.compile the model for the training steps (evaluation stays eager); the summary gives the "
+                "first step's time (the compilation) and the recompilations. May change on --resume."),
+    "compile_backend": (Optional[str], None, "--compile-backend",
+                        "torch.compile backend for --compile: inductor (default; generates code) | aot_eager "
+                        "(traces, runs torch ops: a quick check) | eager."),
     "quiet": (bool, False, "--quiet", "No progress bar or summary."),
     "no_report": (bool, False, "--no-report", "Do not write plots/ and report.html."),
 }

@@ -493,6 +493,9 @@ class ClassifyTask:
     # training series) in ``self.train_defaults``, frames by the same epochs with a cosine decay;
     # fit(task) and ``rnnlab train classify`` both read the instance's.
     train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3}
+    # TrainConfig.compile: the model's forward, with graph breaks at pack_padded_sequence (torch
+    # marks it untraceable). An ensemble (members > 1) calls its members one by one: not compiled.
+    compile_methods = {"forward": False}
     items_name = "samples"
     metric_name = "acc"
     data_keys = ("train", "valid", "test")   # recorded with checksums in the run folder

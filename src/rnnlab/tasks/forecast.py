@@ -334,6 +334,11 @@ class ForecastTask:
     name = "forecast"
     train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 3e-3}   # as classify's
     items_name = "samples"
+
+    @property
+    def compile_methods(self) -> dict[str, bool]:
+        """TrainConfig.compile: what ``_loss`` calls on the model, each in one graph."""
+        return {"forward": True} if self.config.mode == "autoregressive" else {"members_normalised": True}
     metric_name = "mase"
     data_keys = ("data",)   # recorded with a checksum in the run folder
 

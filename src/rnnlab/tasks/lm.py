@@ -245,6 +245,19 @@ class LanguageModel(nn.Module):
             state = tuple(states)
         return self.drop(out), out, state
 
+    def zero_state(self, batch_size: int) -> Any:
+        """The state ``features`` starts from when given None (zeros), as tensors. The training step
+        passes it at each epoch start, so every batch has the same input structure: a compiled
+        model (TrainConfig.compile) then needs one graph, not one without a state and one with."""
+        def zeros(layer: nn.Module) -> Any:
+            layer = getattr(layer, "module", layer)             # WeightDrop holds the layer
+            w = next(layer.parameters())
+            n = layer.num_layers * layer.num_directions
+            h = w.new_zeros(n, batch_size, layer.real_hidden_size)
+            return (h, w.new_zeros(n, batch_size, layer.hidden_size)) if layer.mode == "lstm" else h
+
+        return zeros(self.rnn) if self.rnn is not None else tuple(zeros(layer) for layer in self.rnns)
+
     def _dtype(self) -> torch.dtype:
         return (self.decoder.weight if self.decoder is not None else self.adaptive.head.weight).dtype
 
@@ -390,15 +403,21 @@ class LMTask:
                              input_dropout=c.input_dropout, hidden_dropout=c.hidden_dropout,
                              embed_dropout=c.embed_dropout, weight_drop=c.weight_drop)
 
+    @property
+    def compile_methods(self) -> dict[str, bool]:
+        """TrainConfig.compile: forward in one graph; the adaptive softmax selects each cluster's
+        rows by data (nonzero), which breaks the graph."""
+        return {"forward": not self.cfg.adaptive_cutoffs}
+
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, Any]]:
         return lm_batches(self.ids("train"), self.batching, epoch, rank, world_size)
 
     def training_step(self, model: nn.Module, batch: dict[str, Any], carry: Any) -> StepOutput:
         # The state is dropped at epoch start and, for random sampling, before every batch.
-        state = None if batch["reset"] else detach_state(carry)
         x, y = batch["x"], batch["y"]                     # (T, B), (T, B)
         dev = next(model.parameters()).device
         x, y = x.to(dev), y.to(dev)
+        state = model.zero_state(x.shape[1]) if batch["reset"] else detach_state(carry)
         nll, state, dropped, raw = model(x, state, targets=y)   # through the wrapper's forward (Fabric, DDP)
         lv = float(nll.detach())
         metrics = {"ppl": _ppl(lv)}

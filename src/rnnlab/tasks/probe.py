@@ -132,6 +132,7 @@ class ProbeTask:
 
     name = "probe"
     items_name = "samples"
+    compile_methods = {"forward": True}     # TrainConfig.compile: one graph, no break
 
     def __init__(self, cfg: ProbeConfig) -> None:
         self.cfg = cfg

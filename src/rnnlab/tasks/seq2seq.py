@@ -174,6 +174,12 @@ class Seq2SeqTask:
     train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3, "clip": 1.0}
     items_name = "tokens"
 
+    @property
+    def compile_methods(self) -> dict[str, bool]:
+        """TrainConfig.compile: what ``_logits`` calls on the model. Graph breaks at the encoder's
+        length checks and pack_padded_sequence (torch marks it untraceable)."""
+        return {"encode": False, "step": False} if self.config.scheduled_sampling > 0 else {"forward": False}
+
     def __init__(self, config: Seq2SeqConfig | dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
         self.config = config if isinstance(config, Seq2SeqConfig) else Seq2SeqConfig.from_dict(config)
         self.source_kind, self.target_kind, self.metric_kind = self.config.resolved()

@@ -263,6 +263,9 @@ class SpeechTask:
     name = "speech"
     train_defaults = TRAIN_DEFAULTS["words"]
     items_name = "utterances"
+    # TrainConfig.compile: the training step calls encode (features are computed without grad, in
+    # float64, outside); graph breaks at pack_padded_sequence (torch marks it untraceable).
+    compile_methods = {"encode": False}
 
     def __init__(self, config: SpeechConfig, metadata: dict[str, Any] | None = None) -> None:
         self.config = config

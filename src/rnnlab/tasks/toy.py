@@ -80,6 +80,7 @@ class ToyTask:
     name = "toy"
     items_name = "points"
     metric_name = "rmse"
+    compile_methods = {"forward": True}     # TrainConfig.compile: one graph, no break
 
     def __init__(self, cfg: ToyConfig, metadata: dict[str, Any] | None = None):
         self.cfg = cfg

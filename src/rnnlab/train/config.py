@@ -24,8 +24,11 @@ PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-t
 # how often to save, never the trajectory. Everything else must match the saved config,
 # or the resumed run would not continue the same curve.
 RESUME_MUTABLE = frozenset(
-    {"max_steps", "max_epochs", "max_time", "quiet", "threads", "keep_last", "checkpoint_every", "report"}
+    {"max_steps", "max_epochs", "max_time", "quiet", "threads", "keep_last", "checkpoint_every", "report",
+     "compile", "compile_backend"}
 )
+# compile and compile_backend are among them: compiling changes how the step is computed, not the
+# model or the data, so a run may be continued with or without it (to rounding, like threads).
 
 
 @dataclass
@@ -65,6 +68,8 @@ class TrainConfig:
     devices: int = 1                    # processes per node (DDP when > 1)
     num_nodes: int = 1                  # nodes (DDP); launch with torchrun or your cluster's launcher
     precision: str = "32-true"          # Lightning precision; exact resume is promised for 32-true on CPU
+    compile: bool = False               # torch.compile the model for the training step (rnnlab.train.compile); eval stays eager
+    compile_backend: str = "inductor"   # torch.compile's own default: generates fused code; aot_eager only traces (for checks)
 
     # --- output ---
     quiet: bool = False                 # no progress bar, no summary: for scripts
@@ -97,6 +102,9 @@ class TrainConfig:
         check(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
         check(self.nonfinite in NONFINITE, "nonfinite", f"one of {NONFINITE}", self.nonfinite)
         check(self.accelerator in ACCELERATORS, "accelerator", f"one of {ACCELERATORS}", self.accelerator)
+        check(isinstance(self.compile, bool), "compile", "true or false", self.compile)
+        check(isinstance(self.compile_backend, str) and bool(self.compile_backend), "compile_backend",
+              "a torch.compile backend name", self.compile_backend)
         check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         check(self.max_steps > 0 or self.max_epochs > 0 or self.max_time > 0,
               "limits", "at least one of max_steps, max_epochs, max_time > 0", "none")

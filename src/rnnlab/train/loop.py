@@ -45,6 +45,7 @@ from torch import nn
 from rnnlab.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RnnlabError
 from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import lock as run_lock
+from rnnlab.train.compile import CompiledModel, check_backend, compile_methods
 from rnnlab.train.config import RESUME_MUTABLE, TrainConfig
 from rnnlab.train.metrics import MetricsLog
 from rnnlab.train.ntasgd import NTASGD
@@ -81,6 +82,7 @@ class RunResult:
     metrics: dict[str, float]               # the last evaluation's metrics (empty if none ran)
     skipped_steps: int = 0                  # steps dropped by nonfinite="skip"
     resumed_from: Path | None = None        # the checkpoint this invocation started from
+    compile: dict[str, Any] | None = None   # with config.compile: backend, first_step_s, graphs, recompiles
     model: nn.Module | None = field(default=None, repr=False)   # the trained model (rank 0's), for notebooks
 
 
@@ -347,6 +349,8 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"fit config: expected a TrainConfig, got {type(config).__name__}")
     config.validate()
+    if config.compile:
+        check_backend(config.compile_backend)   # before the run folder is touched
     out = Path(out)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -447,6 +451,9 @@ class _Run:
                 raise CheckpointError(f"{where}: expected optimizer/scheduler/rng/carry state for this run, got unusable data ({exc})") from exc
         self.log = MetricsLog(out, keep_records=self.loop.records) if fabric.is_global_zero else None
         self.bar = None
+        # Last (train() restores it), in place, after Fabric has converted and moved the model: the
+        # module Fabric (and DDP) call is self.model itself, which keeps its own state_dict keys.
+        self.compiled = CompiledModel(self.model, compile_methods(task), config.compile_backend) if config.compile else None
 
     # --------------------------------------------------------------- pieces
 
@@ -461,7 +468,7 @@ class _Run:
     def _evaluate(self) -> bool:
         """Evaluate on "valid"; update plateau schedule, best and early stopping. True if improved."""
         self.model.eval()
-        with torch.no_grad(), self._averaged():
+        with torch.no_grad(), self._averaged(), self._eager():
             metrics = {k: float(v) for k, v in self.task.evaluate(self.model, "valid").items()}
         self.model.train()
         if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(metrics["loss"], self.loop.step) and self.bar:
@@ -481,6 +488,10 @@ class _Run:
             return True
         loop.bad_evals += 1
         return False
+
+    def _eager(self):
+        """Evaluation runs the model eagerly even when the training step is compiled."""
+        return self.compiled.eager() if self.compiled is not None else contextlib.nullcontext()
 
     def _averaged(self):
         """NT-ASGD evaluates and saves the averaged weights; other optimizers: nothing to do."""
@@ -615,6 +626,9 @@ class _Run:
         loop.step = step
         loop.batch_in_epoch += 1
         dt = max(time.perf_counter() - t0, 1e-9)
+        if self.compiled is not None:
+            first = self.compiled.first_step_s is None
+            self.compiled.step_done(step, dt)
         if self.world > 1:
             loss_value = float(self.fabric.all_reduce(loss.detach().float(), reduce_op="mean"))
         if not bad:
@@ -628,6 +642,10 @@ class _Run:
             }
             if bad:
                 record["skipped"] = 1
+            if self.compiled is not None:   # graphs compiled so far in this invocation; the first step's time
+                record["compile_graphs"] = self.compiled.counter.graphs
+                if first:
+                    record["compile_s"] = dt
             self._log(record)
             if self.bar is not None:
                 self.bar.update(step, loss_value, record["items_per_s"], out.metrics.get(self.task.metric_name))
@@ -676,14 +694,19 @@ class _Run:
         finally:
             if self.bar is not None:
                 self.bar.close()
+            if self.compiled is not None:
+                self.compiled.restore()
         if isinstance(self.optimizer, NTASGD):
             self.optimizer.use_average()
         if self.fabric.is_global_zero and c.report:
             write_report(self.out, task, self.model, self.log.records)
         if self.fabric.is_global_zero and not c.quiet:
             print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}", flush=True)
+            if self.compiled is not None:
+                print(f"rnnlab: {self.compiled.describe()}", flush=True)
         return RunResult(
             run_dir=self.out, step=loop.step, epoch=loop.epoch, stop_reason=stop, last_checkpoint=self.last_saved,
             best_step=loop.best_step, best_loss=loop.best_loss, metrics=dict(self.last_metrics),
             skipped_steps=loop.skipped_steps, resumed_from=self.start, model=self.model,
+            compile=None if self.compiled is None else self.compiled.summary(),
         )

@@ -45,6 +45,8 @@ class Task(Protocol):
     metric_name: str                        # the headline metric shown in the progress bar ("acc", "ppl", ...)
     # Optional: ``train_defaults``, a dict of TrainConfig fields the task trains best with
     # (TrainConfig.for_task reads it; fit(task) and ``rnnlab train TASK`` start from it).
+    # Optional: ``compile_methods``, {method name: fullgraph}, the methods ``training_step`` calls on
+    # the model, compiled with TrainConfig.compile (default {"forward": False}: see rnnlab.train.compile).
 
     def config_dict(self) -> dict[str, Any]:
         """The task's config as JSON-able dict; ``build_task(name, config_dict, metadata)`` rebuilds it."""
