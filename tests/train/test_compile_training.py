@@ -28,6 +28,7 @@ from rnnlab.tasks.seq2seq import Seq2SeqTask
 from rnnlab.tasks.speech import SpeechModel, SpeechTask
 from rnnlab.tasks.toy import ToyModel, ToyTask
 from rnnlab.train import TrainConfig, evaluate_run, fit, load_run, resume
+from rnnlab.train import compile as train_compile
 from rnnlab.train.compile import CompiledModel, compile_methods
 from rnnlab.train.metrics import read_records
 from train_workers import TRAIN, toy_task
@@ -212,3 +213,21 @@ def test_every_train_command_has_the_compile_flags_with_one_help():
         assert {"--compile", "--no-compile", "--compile-backend"} <= set(opts), name
         helps.add((opts["--compile"].help, opts["--compile-backend"].help))
     assert len(group.commands) >= 7 and len(helps) == 1
+
+
+def test_without_the_private_graph_hook_compiling_still_runs_uncounted(monkeypatch):
+    """torch._dynamo.lookup_backend is private: where a torch lacks it the model is compiled by
+    the backend's name and the graphs go uncounted (None), instead of failing."""
+    monkeypatch.setattr(train_compile, "_lookup_backend", None)
+    model = torch.nn.Linear(3, 2)
+    compiled = CompiledModel(model, {"forward": True}, BACKEND)
+    assert compiled.counter.backend == BACKEND
+    x = torch.randn(4, 3)
+    try:
+        torch.testing.assert_close(model(x), torch.nn.functional.linear(x, model.weight, model.bias))
+        compiled.step_done(1, 0.5)
+        assert compiled.counter.graphs is None and compiled.recompiles is None
+        assert "graphs not counted" in compiled.describe()
+    finally:
+        compiled.restore()
+    assert "forward" not in vars(model)

@@ -37,12 +37,26 @@ import functools
 from typing import Any, Callable, Iterator
 
 import torch
-import torch._dynamo
-import torch._guards
-import torch.fx.experimental._config as fx_config
 from torch import nn
 
 from rnnlab.errors import ConfigError
+
+# Private torch symbols, looked up once here; without one, compiling still works and only what it
+# serves is dropped: graph counting (torch._dynamo.lookup_backend wraps the named backend;
+# CompileContext.current_compile_id tells a repeated hand-over from a new graph) and the duck-sizing
+# switch (fx config use_duck_shape).
+try:
+    import torch._dynamo as _dynamo
+    import torch._guards as _guards
+except ImportError:  # pragma: no cover - every torch rnnlab supports has them
+    _dynamo = _guards = None
+try:
+    import torch.fx.experimental._config as _fx_config
+except ImportError:  # pragma: no cover
+    _fx_config = None
+_lookup_backend = getattr(_dynamo, "lookup_backend", None)
+_current_compile_id = getattr(getattr(_guards, "CompileContext", None), "current_compile_id", None)
+_DUCK_SWITCH = _fx_config is not None and hasattr(_fx_config, "use_duck_shape")
 
 # What a task without ``compile_methods`` gets: its model's forward, graph breaks allowed.
 DEFAULT_METHODS: dict[str, bool] = {"forward": False}
@@ -50,9 +64,9 @@ DEFAULT_METHODS: dict[str, bool] = {"forward": False}
 
 def check_backend(name: str) -> None:
     """ConfigError (one line) unless ``name`` is a torch.compile backend of this torch."""
-    if name not in torch._dynamo.list_backends(exclude_tags=()):
+    if name not in torch.compiler.list_backends(exclude_tags=()):
         raise ConfigError(f"train config compile_backend: expected a torch.compile backend such as inductor, "
-                          f"aot_eager or eager (torch._dynamo.list_backends(exclude_tags=()) lists them), got {name!r}")
+                          f"aot_eager or eager (torch.compiler.list_backends(exclude_tags=()) lists them), got {name!r}")
 
 
 class GraphCounter:
@@ -63,16 +77,23 @@ class GraphCounter:
     def __init__(self, name: str) -> None:
         check_backend(name)
         self.name = name
-        self._inner: Callable[..., Any] = torch._dynamo.lookup_backend(name)
+        self.counts = _lookup_backend is not None
+        self._inner: Callable[..., Any] | None = _lookup_backend(name) if self.counts else None
         self._ids: set[str] = set()
         self._anonymous = 0
 
     @property
-    def graphs(self) -> int:
-        return len(self._ids) + self._anonymous
+    def backend(self) -> Callable[..., Any] | str:
+        """What torch.compile is given: this counter, or the backend's name where it cannot count."""
+        return self if self.counts else self.name
+
+    @property
+    def graphs(self) -> int | None:
+        """Graphs compiled so far; None where this torch gives no way to count them."""
+        return len(self._ids) + self._anonymous if self.counts else None
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
-        compile_id = torch._guards.CompileContext.current_compile_id()
+        compile_id = _current_compile_id() if _current_compile_id is not None else None
         if compile_id is None:
             self._anonymous += 1
         else:
@@ -93,9 +114,12 @@ def compile_methods(task: Any) -> dict[str, bool]:
 
 
 def _without_duck_sizing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if not _DUCK_SWITCH:
+        return fn
+
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with fx_config.patch(use_duck_shape=False):   # read when dynamo traces, i.e. inside the call
+        with _fx_config.patch(use_duck_shape=False):   # read when dynamo traces, i.e. inside the call
             return fn(*args, **kwargs)
 
     return call
@@ -119,7 +143,7 @@ class CompiledModel:
                                   f"got {type(fn).__name__}")
             # An instance attribute shadows the class's method for this model only; nn.Module.__call__
             # reads self.forward, so hooks and DDP/Fabric wrappers call the compiled version.
-            compiled = torch.compile(fn, backend=self.counter, fullgraph=fullgraph, dynamic=True)
+            compiled = torch.compile(fn, backend=self.counter.backend, fullgraph=fullgraph, dynamic=True)
             setattr(model, name, _without_duck_sizing(compiled))
 
     def restore(self) -> None:
@@ -139,14 +163,16 @@ class CompiledModel:
         """Called after each training step of this invocation; the first one compiled the graphs."""
         if self.first_step_s is None:
             self.first_step_s = seconds
-            self.graphs_first_step = self.counter.graphs
-        if self.counter.graphs > self._seen:
+            self.graphs_first_step = self.counter.graphs or 0
+        if self.counter.graphs is not None and self.counter.graphs > self._seen:
             self._seen, self.last_graph_step = self.counter.graphs, step
             self.compiling_steps_s += seconds
 
     @property
-    def recompiles(self) -> int:
+    def recompiles(self) -> int | None:
         """Graphs compiled after the first step (a new shape, dtype, input structure or flag)."""
+        if self.counter.graphs is None:
+            return None
         return self.counter.graphs - self.graphs_first_step if self.first_step_s is not None else 0
 
     def summary(self) -> dict[str, Any]:
@@ -167,6 +193,9 @@ class CompiledModel:
         if self.first_step_s is None:
             return f"compiled {what} with {self.counter.name}: no step taken"
         n, r = self.counter.graphs, self.recompiles
+        if n is None:
+            return (f"compiled {what} with {self.counter.name}: first step {self.first_step_s:.1f} s; "
+                    "graphs not counted (this torch lacks torch._dynamo.lookup_backend)")
         return (f"compiled {what} with {self.counter.name}: first step {self.first_step_s:.1f} s; "
                 f"{n} graph{'s' * (n != 1)} ({r} recompilation{'s' * (r != 1)}), the last at step "
                 f"{self.last_graph_step}; the steps that compiled took {self.compiling_steps_s:.1f} s")

@@ -643,7 +643,8 @@ class _Run:
             if bad:
                 record["skipped"] = 1
             if self.compiled is not None:   # graphs compiled so far in this invocation; the first step's time
-                record["compile_graphs"] = self.compiled.counter.graphs
+                if self.compiled.counter.graphs is not None:
+                    record["compile_graphs"] = self.compiled.counter.graphs
                 if first:
                     record["compile_s"] = dt
             self._log(record)
