@@ -161,22 +161,30 @@ def test_embedding_lstm_linear_compiles_once_across_five_lengths():
     assert _graphs_with_ops(counter) == 1
 
 
-OPTIONS = [(rnnlab.LSTM, {"layer_norm": True, "peephole": True}), (rnnlab.LSTM, {"layer_norm": True}),
-           (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before"}), (rnnlab.LSTM, {"zoneout": 0.3, "bidirectional": True})]
+OPTIONS = [(rnnlab.LSTM, {"layer_norm": True, "peephole": True}, False), (rnnlab.LSTM, {"layer_norm": True}, False),
+           (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before"}, False),
+           (rnnlab.LSTM, {"zoneout": 0.3, "bidirectional": True}, False),
+           (rnnlab.LSTM, {"recurrent_dropout": 0.3, "zoneout": 0.2, "coupled_gates": True}, True)]
 
 
-@pytest.mark.parametrize("cls,kw", OPTIONS, ids=["ln_peephole", "ln_fused", "gru_ln_before", "zoneout_bi"])
-def test_cell_options_compile_to_one_graph_for_five_lengths(cls, kw):
+@pytest.mark.parametrize("cls,kw,training", OPTIONS, ids=["ln_peephole", "ln_fused", "gru_ln_before", "zoneout_bi",
+                                                          "masks_training"])
+def test_cell_options_compile_to_one_graph_for_five_lengths(cls, kw, training):
     """Options run the eager variants scan inside one operator (rnnlab_variants::scan) under
-    compile: eager's numbers in float64, one graph across five lengths and two batch sizes."""
+    compile: eager's numbers in float64, one graph across five lengths and two batch sizes. In
+    training the layer draws its dropout and zoneout masks in the graph, from torch's generator
+    (aot_eager runs them as eager does), so a seed gives both the same masks."""
     torch.manual_seed(0)
-    m = cls(4, 6, batch_first=True, **kw).double().eval()        # eval: zoneout's masks are its expectation
+    m = cls(4, 6, batch_first=True, **kw).double().train(training)   # eval: zoneout's masks are its expectation
     counter = CompileCounterWithBackend("aot_eager")
     cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
     frames = []
     for B, T in [(3, 5), (3, 9), (2, 7), (3, 12), (5, 3)]:
         x = torch.randn(B, T, 4, dtype=torch.float64, requires_grad=True)
-        got, want = _grads(cm, x), _grads(m, x)
+        torch.manual_seed(T)
+        got = _grads(cm, x)
+        torch.manual_seed(T)
+        want = _grads(m, x)
         frames.append(counter.frame_count)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)

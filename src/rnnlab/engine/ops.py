@@ -31,7 +31,9 @@ batch size, since a batch rule would put a guard on the batch; everything else, 
 under ``torch.export`` (a package that runs on any CPU, at any batch), takes the row-major one.
 
 Not covered (the compiled model runs the plain-ops equations of :mod:`rnnlab.engine.autodiff`
-there instead, unrolled per sequence length): LSTM projections, cell options, half precision.
+there instead, unrolled per sequence length): LSTM projections, half precision. Cell options have
+their own operator under ``torch.compile`` (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``)
+and the plain-ops equations under ``torch.export``.
 The backward operators have no derivative of their own: ``create_graph=True`` through a compiled
 model raises, while the eager engines' double backward is unchanged.
 """
