@@ -1,6 +1,8 @@
 """torch.compile of rnnlab's LSTM (fullgraph, through the fast engine's operators) vs eager rnnlab vs
-torch.compile of torch.nn.LSTM: training step (forward + backward) and inference, median ms; the
-compile time of a 2-layer language model and its graph count across 5 sequence lengths.
+torch.compile of torch.nn.LSTM: training step (forward + backward of a fixed random projection of
+the output) and inference, median wall and CPU ms (the four models take turns in every repeat,
+so load changes fall on all alike); the compile time of a 2-layer language model and its graph
+count across 5 sequence lengths.
 
     python benchmarks/bench_compile.py [--size T B I H] [--repeats N] [--threads N] [--backend inductor] [--json FILE]
 
@@ -23,20 +25,24 @@ import rnnlab
 from rnnlab.suites.bench import SIZES
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()                                                   # warm-up (and compile, for compiled models)
-    times = []
+def _interleaved_medians(fns: dict, repeats: int) -> dict:
+    """{name: (median wall ms, median CPU ms of this thread)} of each fn(), the fns taking turns in
+    every repeat, so that a change in the machine's load falls on all of them alike."""
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t, c = time.perf_counter(), time.thread_time()
+            fn()
+            cpu[name].append((time.thread_time() - c) * 1e3)
+            wall[name].append((time.perf_counter() - t) * 1e3)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
 
 
-def _steps(model, x):
+def _steps(model, x, w_out):
     def train():
         out, _ = model(x)
-        out.sum().backward()
+        (out * w_out).sum().backward()       # a dense gradient, as a real loss gives (out.sum()'s is a broadcast)
 
     def infer():
         with torch.no_grad():
@@ -89,30 +95,38 @@ def main() -> None:
     torch.manual_seed(0)
     T, B, I, H = a.size
     x = torch.randn(B, T, I)
+    w_out = torch.randn(B, T, H)
     ours = rnnlab.LSTM(I, H, batch_first=True)
     theirs = nn.LSTM(I, H, batch_first=True)
     res = {"size": {"T": T, "B": B, "I": I, "H": H}, "threads": a.threads, "repeats": a.repeats, "backend": a.backend,
            "torch": torch.__version__, "load_before": os.getloadavg()[0]}
     rows = {}
     cpu0 = time.process_time()
+    steps = {}
+    torch._dynamo.reset()
     for name, model, compiled in [("rnnlab eager", ours, False), ("rnnlab compiled fullgraph", ours, True),
                                   ("torch.nn eager", theirs, False), ("torch.nn compiled", theirs, True)]:
-        torch._dynamo.reset()
         m = torch.compile(model, fullgraph=name.startswith("rnnlab"), backend=a.backend, dynamic=True) if compiled else model
         t = time.perf_counter()
-        train, infer = _steps(m, x)
+        train, infer = _steps(m, x, w_out)
         train()
         first = time.perf_counter() - t
-        rows[name] = {"train_ms": round(_median_ms(train, a.repeats), 3), "infer_ms": round(_median_ms(infer, a.repeats), 3),
-                      "first_call_s": round(first, 2)}
-        if compiled:
-            torch._dynamo.reset()
-            rows[name]["graphs"], rows[name]["graph_breaks"] = _graphs(model, x)
+        infer()                                            # the inference graph, compiled here
+        train()
+        steps[name] = (train, infer)
+        rows[name] = {"first_call_s": round(first, 2)}
+    for kind, k in (("train", 0), ("infer", 1)):
+        for name, (ms, cpu) in _interleaved_medians({n: f[k] for n, f in steps.items()}, a.repeats).items():
+            rows[name][f"{kind}_ms"] = round(ms, 3)
+            rows[name][f"{kind}_cpu_ms"] = round(cpu, 3)
+    for name, model in (("rnnlab compiled fullgraph", ours), ("torch.nn compiled", theirs)):
+        torch._dynamo.reset()
+        rows[name]["graphs"], rows[name]["graph_breaks"] = _graphs(model, x)
     res["rows"] = rows
     eager = rows["rnnlab eager"]
     comp = rows["rnnlab compiled fullgraph"]
-    res["compiled_over_eager"] = {"train": round(comp["train_ms"] / eager["train_ms"], 3),
-                                  "infer": round(comp["infer_ms"] / eager["infer_ms"], 3)}
+    res["compiled_over_eager"] = {k: round(comp[k] / eager[k], 3) for k in ("train_ms", "infer_ms", "train_cpu_ms",
+                                                                            "infer_cpu_ms")}
     res["lm_2layer"] = lm_compile(a.backend)
     res["cpu_s"] = round(time.process_time() - cpu0, 1)
     res["load_after"] = os.getloadavg()[0]

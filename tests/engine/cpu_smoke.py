@@ -124,6 +124,23 @@ def main(work: Path) -> dict:
     out, h, c = ops.op_scan("lstm", x, h0, c0, *weights, None)
     r_out, r_h, r_c = reference_scan("lstm", x, h0, c0, *weights, None)
     diffs["lstm operator"] = rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c})
+    # the unit-major operator pair torch.compile calls for float32 LSTMs (rnnlab::lstm_tiled_forward,
+    # lstm_tiled_backward), forward and backward against the reference scan where the tiled loop
+    # runs; elsewhere it is not chosen, and called anyway it refuses with one error
+    rec["tiled_operator"] = fast._tiled_op_ready()
+
+    def scan_grads(f):
+        ins = [t.clone().requires_grad_(True) for t in (x, *weights)]
+        out, h, c = f(ins[0], h0, c0, *ins[1:])
+        ((out * w_out).sum() + (h * h).sum() + c.sum()).backward()
+        return {"out": out.detach(), "h": h.detach(), "c": c.detach(), **{f"d{k}": t.grad for k, t in enumerate(ins)}}
+
+    try:
+        got = scan_grads(ops.op_tiled_lstm)
+    except RuntimeError as exc:
+        rec["tiled_operator_error"] = str(exc).splitlines()[0]
+    else:
+        diffs["lstm tiled operator"] = rel(got, scan_grads(lambda *a: reference_scan("lstm", *a, None)))
     rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
     rec.update(int8_isa=K.int8_isa(), int8_stream=int8_stream_diff())
 

@@ -16,6 +16,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 import rnnlab
 from rnnlab.cli.main import main
 from rnnlab.engine import fast as fast_mod
+from rnnlab.errors import ConfigError
 from rnnlab.tasks.toy import ToyConfig, ToyTask
 from rnnlab.train import TrainConfig
 from rnnlab.train.loop import fit
@@ -78,6 +79,56 @@ def test_fullgraph_matches_eager_in_float64_with_one_graph_for_every_shape(cls, 
     assert _graphs_with_ops(counter) == 1
 
 
+def _ops_in(counter) -> set[str]:
+    return {str(n.target) for g in counter.graphs for n in g.graph.nodes if "rnnlab" in str(n.target)}
+
+
+@pytest.mark.skipif(not fast_mod._tiled_op_ready(), reason="the LSTM's unit-major loop does not run on this CPU")
+@pytest.mark.parametrize("kw", [{}, {"bidirectional": True, "num_layers": 2}, {"bias": False}], ids=["lstm", "bi2", "nobias"])
+def test_compiled_float32_lstm_runs_the_unit_major_operator_at_every_batch_with_one_graph(kw):
+    """The loop eager float32 LSTMs take (lstm_tiled.h), as rnnlab::lstm_tiled_forward: outputs and
+    every gradient against the float64 model (which runs the row-major loop), at batches whose
+    padding differs (0, 1, 2, 5 and 7 columns) and lengths 2..11, through one graph."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(5, 12, batch_first=True, **kw)
+    ref = rnnlab.LSTM(5, 12, batch_first=True, **kw).double()
+    ref.load_state_dict(m.state_dict())
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for B, T in [(6, 4), (16, 9), (23, 7), (9, 2), (3, 11)]:
+        x = torch.randn(B, T, 5, requires_grad=True)
+        got = _grads(cm, x)
+        want = _grads(ref, x.detach().double().requires_grad_(True))
+        frames.append(counter.frame_count)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b.float(), atol=2e-5, rtol=1e-4)
+    assert frames == [frames[0]] * 5
+    assert _graphs_with_ops(counter) == 1
+    assert _ops_in(counter) == {"rnnlab.lstm_tiled_forward"}
+    with torch.no_grad():                                  # inference: a second graph, the same numbers
+        x = torch.randn(7, 6, 5)
+        torch.testing.assert_close(cm(x)[0], ref(x.double())[0].float(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not fast_mod._tiled_op_ready(), reason="the LSTM's unit-major loop does not run on this CPU")
+def test_set_tiled_off_and_export_keep_the_row_major_operator():
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(5, 12)
+    x = torch.randn(6, 4, 5)
+    try:
+        fast_mod.set_tiled("off")
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("aot_eager")
+        torch.testing.assert_close(torch.compile(m, fullgraph=True, backend=counter)(x)[0], m(x)[0])
+        assert _ops_in(counter) == {"rnnlab.seq_forward"}
+    finally:
+        fast_mod.set_tiled("auto")
+    ep = torch.export.export(m.eval(), (x,))          # a program for any CPU and batch: the row-major pair
+    targets = {str(n.target) for n in ep.graph.nodes}
+    assert "rnnlab.seq_forward.default" in targets and not any("tiled" in t for t in targets)
+
+
 def test_embedding_lstm_linear_compiles_once_across_five_lengths():
     torch.manual_seed(0)
     emb, rnn, head = torch.nn.Embedding(20, 6), rnnlab.LSTM(6, 8, num_layers=2, batch_first=True), torch.nn.Linear(8, 20)
@@ -110,14 +161,63 @@ def test_embedding_lstm_linear_compiles_once_across_five_lengths():
     assert _graphs_with_ops(counter) == 1
 
 
-def test_cell_options_compile_fullgraph_through_the_plain_ops():
-    """Options run torch_variant_scan under compile (no operator): same numbers, one graph per length."""
+OPTIONS = [(rnnlab.LSTM, {"layer_norm": True, "peephole": True}, False), (rnnlab.LSTM, {"layer_norm": True}, False),
+           (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before"}, False),
+           (rnnlab.LSTM, {"zoneout": 0.3, "bidirectional": True}, False),
+           (rnnlab.LSTM, {"recurrent_dropout": 0.3, "zoneout": 0.2, "coupled_gates": True}, True)]
+
+
+@pytest.mark.parametrize("cls,kw,training", OPTIONS, ids=["ln_peephole", "ln_fused", "gru_ln_before", "zoneout_bi",
+                                                          "masks_training"])
+def test_cell_options_compile_to_one_graph_for_five_lengths(cls, kw, training):
+    """Options run the eager variants scan inside one operator (rnnlab_variants::scan) under
+    compile: eager's numbers in float64, one graph across five lengths and two batch sizes. In
+    training the layer draws its dropout and zoneout masks in the graph, from torch's generator
+    (aot_eager runs them as eager does), so a seed gives both the same masks."""
     torch.manual_seed(0)
-    m = rnnlab.LSTM(4, 6, layer_norm=True, peephole=True).double()
-    cm = torch.compile(m, fullgraph=True, backend="aot_eager")
-    x = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
-    for a, b in zip(_grads(cm, x), _grads(m, x)):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    m = cls(4, 6, batch_first=True, **kw).double().train(training)   # eval: zoneout's masks are its expectation
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for B, T in [(3, 5), (3, 9), (2, 7), (3, 12), (5, 3)]:
+        x = torch.randn(B, T, 4, dtype=torch.float64, requires_grad=True)
+        torch.manual_seed(T)
+        got = _grads(cm, x)
+        torch.manual_seed(T)
+        want = _grads(m, x)
+        frames.append(counter.frame_count)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    assert frames == [frames[0]] * 5
+    assert _graphs_with_ops(counter) == 1
+    assert _ops_in(counter) == {"rnnlab_variants.scan"}
+
+
+def test_cell_options_export_through_the_plain_ops():
+    """export keeps the plain-ops equations (a program without rnnlab's Python code), unrolled
+    for the example's length."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(4, 6, layer_norm=True).double().eval()
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    ep = torch.export.export(m, (x,))
+    assert not any("rnnlab" in str(n.target) for n in ep.graph.nodes)
+    torch.testing.assert_close(ep.module()(x)[0], m(x)[0], atol=1e-12, rtol=1e-10)
+
+
+def test_packed_sequences_under_compile_and_export_are_one_clear_error_or_run_eagerly():
+    """Their lengths decide the shapes: export and fullgraph compile stop with rnnlab's one line;
+    a compile that allows graph breaks runs the layer eagerly, with eager's numbers."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(3, 6)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 4, 3), torch.tensor([5, 4, 2, 1]))
+    with pytest.raises(ConfigError, match="PackedSequence input under torch.compile or torch.export"):
+        torch.export.export(m, (packed,))
+    with pytest.raises(Exception, match="PackedSequence input under torch.compile or torch.export"):
+        torch.compile(m, fullgraph=True, backend="aot_eager")(packed)     # dynamo wraps it (Unsupported)
+    got, want = torch.compile(m, backend="aot_eager")(packed), m(packed)
+    torch.testing.assert_close(got[0].data, want[0].data)
+    for a, b in zip(got[1], want[1]):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.slow

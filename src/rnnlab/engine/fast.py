@@ -263,6 +263,13 @@ def _ops_ready() -> bool:
     return True
 
 
+@torch.compiler.assume_constant_result
+def _tiled_op_ready() -> bool:
+    """Whether a compiled float32 LSTM takes the unit-major operator: the loop runs on this CPU and
+    set_tiled has not switched it off (read when traced, as _ops_ready)."""
+    return _KERNELS.module.tiled_choice() != "off" and _KERNELS.module.tiled_op_isa_for(8) != ""
+
+
 def fast_scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,
@@ -271,6 +278,9 @@ def fast_scan(
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where :func:`plan` says so."""
     if torch.compiler.is_compiling():       # torch.compile / torch.export: the operators of ops.py
         if w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _ops_ready():
+            if (mode == "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting()
+                    and _tiled_op_ready()):
+                return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,

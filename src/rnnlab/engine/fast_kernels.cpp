@@ -793,8 +793,8 @@ class LSTMStreamerInt8 {
 }  // namespace
 
 // ------------------------------------------------------------------ torch.library operators
-// The row-major loops as dispatcher operators, so that torch.compile, torch.export and
-// AOTInductor see one opaque call per layer-direction (engine/ops.py adds their fake
+// The row-major loops and the LSTM's unit-major loop as dispatcher operators, so that torch.compile,
+// torch.export and AOTInductor see one opaque call per layer-direction (engine/ops.py adds their fake
 // implementations and autograd formula in Python). Registered in C++ so that a package compiled by
 // AOTInductor finds them with torch.ops.load_library alone, without rnnlab's Python code.
 // Unused buffers come back as empty tensors (an operator returns no None). Outputs never alias
@@ -852,6 +852,63 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> seq_backward_op(
   return {r[0], nothing(hs), r[1], nothing(hs)};
 }
 
+// The LSTM's unit-major loop (lstm_tiled.h) for float32 whole sequences: the batch padded to
+// tiled::op_padded_batch(B), a function of B alone, which ops.py's fake implementation repeats.
+// Returns the outputs, out (T, B, H) = h_1..h_T, h_T and c_T (B, H) (copies: an operator's outputs may not
+// alias each other, and a view of the padded hs would leave the compiler asking whether B == Bp),
+// then the buffers backward needs: hs (T+1, Bp, H) (empty unless `save`: inference skips its
+// copy), cs (T+1, H, Bp), gates (4H, T, Bp), tcs (T, H, Bp).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool save) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "rnnlab::lstm_tiled_forward: float32 only, got ", x.scalar_type());
+  const int64_t Bp = rnnlab::tiled::op_padded_batch(x.size(1));
+  const std::string isa = rnnlab::tiled::op_isa(Bp);
+  TORCH_CHECK(!isa.empty(), "rnnlab::lstm_tiled_forward: this CPU has neither AVX-512 nor AVX2+FMA "
+              "(or the kernels were built without GCC); the tiled LSTM loop cannot run here");
+  c10::optional<Tensor> b;
+  if (b_ih) b = *b_ih + *b_hh;
+  auto r = rnnlab::tiled::lstm_forward_padded(isa, Bp, x.contiguous(), h0.contiguous(), c0.contiguous(),
+                                              w_ih.contiguous(), w_hh.contiguous(), b);
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
+  Tensor out = workspace(30, {T, B, H}, x.options());   // reused when free: no page faults per call
+  Tensor hs = save ? rnnlab::tiled::row_major_states(r[0]) : nothing(x);
+  if (save) out.copy_(hs.narrow(0, 1, T).narrow(1, 0, B));
+  else out.copy_(r[0].narrow(0, 1, T).narrow(2, 0, B).permute({0, 2, 1}));
+  Tensor h_last = at::empty({B, H}, x.options());     // its own tensor, so that its gradient comes
+  h_last.copy_(r[0][T].narrow(1, 0, B).t());          // apart from d_out's (no (T, B, H) sum in backward)
+  Tensor c_last = at::empty({B, H}, x.options());
+  c_last.copy_(r[1][T].narrow(1, 0, B).t());
+  return {out, h_last, c_last, hs, r[1], r[2], r[3]};
+}
+
+// Its backward, the padding kept inside: {dx (T, B, I), dh_0, dc_0 (B, H), dW_ih (4H, I), dW_hh (4H, H),
+// db (4H)} (those not asked for empty), the eager engine's products (fast.py's _tiled_backward:
+// the same matmuls over the padded buffers, whose padding columns have zero gate gradients).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_backward_op(
+    const Tensor& d_out, const Tensor& d_h_last, const Tensor& d_c_last, const Tensor& x, const Tensor& w_ih,
+    const Tensor& w_hh,
+    const Tensor& hs, const Tensor& cs, const Tensor& gates, const Tensor& tcs, bool need_x, bool need_w_ih,
+    bool need_w_hh, bool need_b) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1), Bp = gates.size(2);
+  const c10::optional<Tensor> none;
+  auto r = rnnlab::tiled::lstm_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh.contiguous(), false);
+  const Tensor da = r[0].view({4 * H, T * Bp});                 // (4H, T·Bp); its transpose is (T·Bp, 4H)
+  Tensor dx = nothing(x), dw_ih = nothing(x), dw_hh = nothing(x), db = nothing(x);
+  if (need_x) {
+    dx = rnnlab::matmul(da.t(), w_ih.contiguous(), none).view({T, Bp, I});
+    if (Bp != B) dx = dx.narrow(1, 0, B).contiguous();
+  }
+  if (need_w_ih) {
+    Tensor xp = x.contiguous();
+    if (Bp != B) xp = at::constant_pad_nd(xp, {0, 0, 0, Bp - B});
+    dw_ih = rnnlab::matmul(da, xp.view({T * Bp, I}), none);
+  }
+  if (need_w_hh) dw_hh = rnnlab::matmul(da, hs.narrow(0, 0, T).reshape({T * Bp, H}), none);
+  if (need_b) db = da.sum(1);
+  return {dx, r[1], r[2], dw_ih, dw_hh, db};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnlab, m) {
@@ -859,11 +916,19 @@ TORCH_LIBRARY(rnnlab, m) {
         "Tensor? b_hh, Tensor? mask) -> (Tensor hs, Tensor cs, Tensor gates, Tensor hn, Tensor tcs)");
   m.def("seq_backward(str mode, Tensor d_out, Tensor d_h_last, Tensor? d_c_last, Tensor hs, Tensor cs, "
         "Tensor gates, Tensor hn, Tensor tcs, Tensor w_hh, Tensor? mask) -> (Tensor dxw, Tensor dhw, Tensor dh0, Tensor dc0)");
+  m.def("lstm_tiled_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+        "bool save) "
+        "-> (Tensor out, Tensor h_last, Tensor c_last, Tensor hs, Tensor cs, Tensor gates, Tensor tcs)");
+  m.def("lstm_tiled_backward(Tensor d_out, Tensor d_h_last, Tensor d_c_last, Tensor x, Tensor w_ih, Tensor w_hh, Tensor hs, "
+        "Tensor cs, Tensor gates, Tensor tcs, bool need_x, bool need_w_ih, bool need_w_hh, bool need_b) "
+        "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("seq_forward", &seq_forward_op);
   m.impl("seq_backward", &seq_backward_op);
+  m.impl("lstm_tiled_forward", &lstm_tiled_forward_op);
+  m.impl("lstm_tiled_backward", &lstm_tiled_backward_op);
 }
 
 // The loops touch no Python object: release the GIL so other Python threads run meanwhile.
@@ -880,6 +945,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_tiled_backward", &rnnlab::tiled::lstm_backward, release());
   m.def("tiled_isa_for", &rnnlab::tiled::isa_for);
   m.def("tiled_choice", &rnnlab::tiled::choice);
+  m.def("tiled_op_isa_for", [](int64_t B) { return rnnlab::tiled::op_isa(rnnlab::tiled::op_padded_batch(B)); });
   m.def("set_tiled", [](const std::string& choice) {
     if (!rnnlab::tiled::set_choice(choice))
       throw std::invalid_argument("set_tiled: this CPU cannot run the tiled LSTM loop with " + choice +

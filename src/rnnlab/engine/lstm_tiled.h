@@ -232,16 +232,31 @@ inline void to_unit_major(const Tensor& src, const Tensor& dst) {
   dst.narrow(1, 0, B).copy_(src.t());
 }
 
+// The padded batch and instruction set of the rnnlab::lstm_tiled_forward operator (fast_kernels.cpp),
+// which torch.compile traces: its saved buffers' shapes must be a function of B alone that the
+// operator's fake implementation (engine/ops.py) computes from a symbolic B, the same on every CPU,
+// so the batch is padded to a multiple of 8 whatever the instruction set, and AVX-512 runs where
+// that padding fits its 16 columns (as the eager rule: B ≤ 8 takes AVX2, 9..16 AVX-512; from
+// 17 on, batches that pad to an odd multiple of 8 take AVX2 here where eager pads to 16).
+inline int64_t op_padded_batch(int64_t B) { return (B + 7) / 8 * 8; }
+
+inline std::string op_isa(int64_t Bp) {
+  const std::string& have = detected_isa();
+  if (have.empty()) return have;
+  return have == "avx512" && choice() != "avx2" && Bp % 16 == 0 ? std::string("avx512") : std::string("avx2");
+}
+
 // Workspace slots (workspace.h) of this file: 20..29.
-// Forward over a whole sequence. x (T, B, I), h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias
-// (4H) = b_ih + b_hh or undefined; float32, contiguous. Returns {hs (T+1, Bp, H), cs (T+1, H, Bp),
-// gates (4H, T, Bp), tcs (T, H, Bp)}.
-inline std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-                                        const Tensor& w_hh, const c10::optional<Tensor>& bias) {
-  const std::string isa = isa_for(x.size(1));
-  TORCH_CHECK(!isa.empty(), "lstm_tiled_forward: the tiled loop does not run here (tiled_isa_for is empty)");
-  const int64_t width = isa == "avx512" ? 16 : 8;
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1), Bp = (B + width - 1) / width * width;
+// Forward over a whole sequence with instruction set `isa` ("avx512" or "avx2") and the batch padded
+// to Bp (a multiple of its vector width). x (T, B, I), h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H),
+// bias (4H) = b_ih + b_hh or undefined; float32, contiguous. Returns {hT (T+1, H, Bp) (the states
+// unit-major), cs (T+1, H, Bp), gates (4H, T, Bp), tcs (T, H, Bp)}.
+inline std::vector<Tensor> lstm_forward_padded(const std::string& isa, int64_t Bp, const Tensor& x, const Tensor& h0,
+                                               const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                                               const c10::optional<Tensor>& bias) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
+  TORCH_CHECK(Bp >= B && Bp % (isa == "avx512" ? 16 : 8) == 0, "lstm_tiled_forward: padded batch ", Bp,
+              " does not fit ", isa);
   const auto opt = x.options();
   Tensor xp = x;
   if (Bp != B) {
@@ -265,12 +280,28 @@ inline std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const
   if (isa == "avx512") avx512::forward(a);
   else avx2::forward(a);
 #endif
-  Tensor hs = workspace(26, {T + 1, Bp, H}, opt);
-  hs.copy_(hT.permute({0, 2, 1}));
-  return {hs, cs, gates, tcs};
+  return {hT, cs, gates, tcs};
 }
 
-// Backward of lstm_forward. d_out (T, B, H), dh_last / dc_last (B, H). Returns {da (4H, T, Bp),
+// hs (T+1, Bp, H), the usual layout, from lstm_forward_padded's hT.
+inline Tensor row_major_states(const Tensor& hT) {
+  Tensor hs = workspace(26, {hT.size(0), hT.size(2), hT.size(1)}, hT.options());
+  hs.copy_(hT.permute({0, 2, 1}));
+  return hs;
+}
+
+// The eager engine's entry: the instruction set and padding of isa_for's batch rule.
+inline std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                        const Tensor& w_hh, const c10::optional<Tensor>& bias) {
+  const std::string isa = isa_for(x.size(1));
+  TORCH_CHECK(!isa.empty(), "lstm_tiled_forward: the tiled loop does not run here (tiled_isa_for is empty)");
+  const int64_t width = isa == "avx512" ? 16 : 8;
+  auto r = lstm_forward_padded(isa, (x.size(1) + width - 1) / width * width, x, h0, c0, w_ih, w_hh, bias);
+  r[0] = row_major_states(r[0]);
+  return r;
+}
+
+// Backward of lstm_forward and lstm_forward_padded. d_out (T, B, H), dh_last / dc_last (B, H). Returns {da (4H, T, Bp),
 // dh_0 (B, H), dc_0 (B, H)} and, when `record`, {‖∂L/∂h_t‖, ‖∂L/∂c_t‖} (T, B) as well.
 inline std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
                                          const Tensor& gates, const Tensor& cs, const Tensor& tcs,

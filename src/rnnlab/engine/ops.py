@@ -1,23 +1,40 @@
 """The fast engine as ``torch.library`` operators, for ``torch.compile`` and ``torch.export``.
 
-``fast_kernels.cpp`` registers two operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
+``fast_kernels.cpp`` registers two pairs of operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
 
     rnnlab::seq_forward(mode, x, h0, c0?, w_ih, w_hh, b_ih?, b_hh?, mask?) -> (hs, cs, gates, hn, tcs)
     rnnlab::seq_backward(mode, d_out, d_h_last, d_c_last?, hs, cs, gates, hn, tcs, w_hh, mask?)
         -> (dxw, dhw, dh0, dc0)
+    rnnlab::lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?, save)
+        -> (out, h_last, c_last, hs, cs, gates, tcs)
+    rnnlab::lstm_tiled_backward(d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates, tcs, need_x, need_w_ih,
+        need_w_hh, need_b) -> (dx, dh0, dc0, dw_ih, dw_hh, db)
 
 the row-major time loops of :mod:`rnnlab.engine.fast` with the buffers they save (unused ones
-empty). This module gives them what the compilers need from Python: a fake implementation (the
-output shapes, symbolic in T and B, so one graph serves every length and batch) and the autograd
-formula (the backward operator, then the input and weight gradients as ordinary matmuls, which
-the compiler sees and fuses). Dynamo, AOTAutograd and export then see one opaque call per layer
-and direction instead of a Python loop they cannot trace. The operators live in C++, so a package
-compiled by AOTInductor runs them after ``torch.ops.load_library`` of the kernels' module alone.
+empty), and the LSTM's unit-major loop (``lstm_tiled.h``) with its own, whose batch is padded to
+:func:`tiled_padded_batch` (a multiple of 8 on every CPU, so that the fake implementation can
+compute it from a symbolic batch; its outputs and gradients are unpadded copies, and the padded
+buffers pass from one operator to the other untouched, so no graph asks whether the padding is
+empty, which would guard on the batch). This module gives them what the compilers need from
+Python: a fake implementation (the output shapes, symbolic in T and B, so one graph serves every
+length and batch) and the autograd formula (the backward operator, then, for the row-major pair,
+the input and weight gradients as ordinary matmuls, which the compiler sees and fuses; the
+unit-major backward operator computes its own). Dynamo, AOTAutograd and export then see
+one opaque call per layer and direction instead of a Python loop they cannot trace. The
+operators live in C++, so a package compiled by AOTInductor runs them after
+``torch.ops.load_library`` of the kernels' module alone.
+
+Which one a traced layer calls (:func:`rnnlab.engine.fast.fast_scan`): under ``torch.compile``, a
+float32 LSTM without a padding mask takes the unit-major operator wherever the eager engine has
+the loop (x86 with AVX2 or AVX-512, not switched off by ``set_tiled``, read when traced), at every
+batch size, since a batch rule would put a guard on the batch; everything else, and everything
+under ``torch.export`` (a package that runs on any CPU, at any batch), takes the row-major one.
 
 Not covered (the compiled model runs the plain-ops equations of :mod:`rnnlab.engine.autodiff`
-there instead, unrolled per sequence length): LSTM projections, cell options, half precision.
-The LSTM's unit-major (tiled) loop is not an operator: a compiled LSTM runs the row-major loop.
-The backward operator has no derivative of its own: ``create_graph=True`` through a compiled
+there instead, unrolled per sequence length): LSTM projections, half precision. Cell options have
+their own operator under ``torch.compile`` (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``)
+and the plain-ops equations under ``torch.export``.
+The backward operators have no derivative of their own: ``create_graph=True`` through a compiled
 model raises, while the eager engines' double backward is unchanged.
 """
 
@@ -86,6 +103,57 @@ def _backward(ctx, d_hs, d_cs, *_):
             dw_ih, dw_hh, db_ih, db_hh, None)
 
 
+def tiled_padded_batch(B):
+    """The batch the unit-major operator pads to (lstm_tiled.h's op_padded_batch): a multiple of 8,
+    a function of B alone, so symbolic in a compiled graph."""
+    return (B + 7) // 8 * 8
+
+
+def _fake_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, save):
+    T, B = x.shape[0], x.shape[1]
+    H = w_hh.shape[1]
+    Bp = tiled_padded_batch(B)
+    hs = x.new_empty(T + 1, Bp, H) if save else _empty(x)
+    return (x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(B, H), hs, x.new_empty(T + 1, H, Bp),
+            x.new_empty(4 * H, T, Bp), x.new_empty(T, H, Bp))
+
+
+def _fake_tiled_backward(d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates, tcs, need_x, need_w_ih, need_w_hh, need_b):
+    B, H = x.shape[1], w_hh.shape[1]
+    return (x.new_empty(x.shape) if need_x else _empty(x), x.new_empty(B, H), x.new_empty(B, H),
+            w_ih.new_empty(w_ih.shape) if need_w_ih else _empty(x),
+            w_hh.new_empty(w_hh.shape) if need_w_hh else _empty(x),
+            w_hh.new_empty(w_hh.shape[0]) if need_b else _empty(x))
+
+
+def _setup_tiled_context(ctx, inputs, output):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, _ = inputs
+    _, _, _, hs, cs, gates, tcs = output
+    ctx.has_bias = b_ih is not None
+    ctx.mark_non_differentiable(hs, cs, gates, tcs)
+    ctx.save_for_backward(x, w_ih, w_hh, hs, cs, gates, tcs)
+
+
+def _tiled_backward(ctx, d_out, d_h_last, d_c_last, *_):
+    """As _backward, for the unit-major loop, whose operator also computes the input and weight
+    gradients (the matmuls run over its padded buffers, which stay inside the operators)."""
+    x, w_ih, w_hh, hs, cs, gates, tcs = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    if d_out is None:
+        d_out = x.new_zeros(x.shape[0], x.shape[1], w_hh.shape[1])
+    if d_h_last is None:
+        d_h_last = x.new_zeros(x.shape[1], w_hh.shape[1])
+    if d_c_last is None:
+        d_c_last = x.new_zeros(x.shape[1], w_hh.shape[1])
+    need_b = ctx.has_bias and (need[5] or need[6])
+    dx, dh0, dc0, dw_ih, dw_hh, db = torch.ops.rnnlab.lstm_tiled_backward(
+        d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates, tcs, need[0], need[3], need[4], need_b)
+    db_ih = db if need_b and need[5] else None
+    db_hh = (db.clone() if db_ih is not None else db) if need_b and need[6] else None   # two leaves, two tensors
+    return (dx if need[0] else None, dh0 if need[1] else None, dc0 if need[2] else None,
+            dw_ih if need[3] else None, dw_hh if need[4] else None, db_ih, db_hh, None)
+
+
 def register() -> None:
     """Add the fake implementations and the autograd formula to the C++ operators (once; the
     kernels' module must be loaded, which defines the operators)."""
@@ -95,6 +163,9 @@ def register() -> None:
     torch.library.register_fake("rnnlab::seq_forward")(_fake_forward)
     torch.library.register_fake("rnnlab::seq_backward")(_fake_backward)
     torch.library.register_autograd("rnnlab::seq_forward", _backward, setup_context=_setup_context)
+    torch.library.register_fake("rnnlab::lstm_tiled_forward")(_fake_tiled_forward)
+    torch.library.register_fake("rnnlab::lstm_tiled_backward")(_fake_tiled_backward)
+    torch.library.register_autograd("rnnlab::lstm_tiled_forward", _tiled_backward, setup_context=_setup_tiled_context)
     _registered = True
 
 
@@ -108,3 +179,13 @@ def op_scan(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w
     hs, cs, _, _, _ = torch.ops.rnnlab.seq_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
     out = hs[1:] if mask is None else hs[1:] * mask
     return out, hs[-1], (cs[-1] if mode == "lstm" else None)
+
+
+def op_tiled_lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                  b_hh: Tensor | None):
+    """The LSTM's ``scan`` through the unit-major operator: (out (T, B, H), h_T, c_T). Without a
+    gradient to come (inference; a constant of the compiled graph, which guards on grad mode and
+    requires_grad) the operator skips the copy of the states backward would read."""
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    out, h_last, c_last, _, _, _, _ = torch.ops.rnnlab.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, save)
+    return out, h_last, c_last

@@ -296,8 +296,12 @@ def variant_scan(
     engine name (else ``fast`` says "fast" or "reference"); :func:`rnnlab.engine.plan` says
     whether the C++ loop covers the case. Inputs are not validated.
     """
+    engine = engine or ("fast" if fast else "reference")
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting() and _variant_ops_ready():
+        return _op_scan(spec, engine, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
+                        peephole, rd_mask, zoneout_h, zoneout_c, mask)
     p = plan(spec.mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
-             masked=mask is not None, engine=engine or ("fast" if fast else "reference"), variant=spec.cell,
+             masked=mask is not None, engine=engine, variant=spec.cell,
              state_masks=rd_mask is not None or zoneout_h is not None or zoneout_c is not None,
              recording=record.grad_recording(),
              autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
@@ -308,14 +312,22 @@ def variant_scan(
                                   peephole=peephole, rd_mask=rd_mask, zoneout_h=zoneout_h,
                                   zoneout_c=zoneout_c, mask=mask)
     tag = tag or ScanTag()
-    if p.loop == "variants C++":
-        return _LNLSTMFast.apply(tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
-    res = _VariantScan.apply(spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh,
-                             ln_gain_c, ln_bias_c, peephole, rd_mask, zoneout_h, zoneout_c)
+    fn, args = _function_and_args(p, spec, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c,
+                                  ln_bias_c, peephole, rd_mask, zoneout_h, zoneout_c, mask)
+    res = fn.apply(*args)
     if spec.mode == "lstm":
         return res
     out, h = res
     return out, h, None
+
+
+def _function_and_args(p, spec, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h,
+                       zo_c, mask) -> tuple[type, tuple]:
+    """The autograd.Function that runs the plan's loop, with its apply's arguments."""
+    if p.loop == "variants C++":
+        return _LNLSTMFast, (tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c)
+    return _VariantScan, (spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask,
+                          zo_h, zo_c)
 
 
 # ----------------------------------------------------------------------------- fast path
@@ -365,3 +377,152 @@ class _LNLSTMFast(torch.autograd.Function):
             mm=lambda a, b: _KERNELS.module.matmul(a, b, None))
         db = db if ctx.has_bias else None
         return None, dx, dh0, dc0, dw_ih, dw_hh, db, db, d_g_ih, d_g_hh, d_g_c, d_b_c
+
+
+# ------------------------------------------------------------------ under torch.compile
+# The scan above is a Python loop: traced by dynamo it unrolls, one graph per sequence length.
+# Under torch.compile (not export, whose programs must run without rnnlab's Python code) each
+# call is instead one opaque operator, rnnlab_variants::scan, whose implementation is the eager
+# scan (the plan's Function, its forward and backward run by hand), so one graph serves every
+# length. Its backward operator runs the forward again before the backward (the Function's saved
+# buffers cannot cross from one operator to the other): a compiled training step costs one more
+# forward than eager; the numbers are eager's.
+
+_TENSORS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_c", "b_c", "peep", "rd_mask", "zo_h",
+            "zo_c", "mask")
+_LEARNED = 12                      # the first 12 take gradients; the masks are drawn, not learned
+
+
+def _spec_code(spec: VariantSpec) -> str:
+    v = spec.cell
+    if spec.mode == "lstm":
+        return f"lstm:{int(v.layer_norm)}:{int(v.peephole)}:{int(v.coupled)}"
+    return f"gru:{int(v.layer_norm)}:{v.reset}"
+
+
+def _spec_from_code(code: str) -> VariantSpec:
+    mode, *f = code.split(":")
+    if mode == "lstm":
+        return VariantSpec("lstm", lstm_variants.LSTMVariant(f[0] == "1", f[1] == "1", f[2] == "1"))
+    return VariantSpec("gru", gru_variants.GRUVariant(f[0] == "1", f[1]))
+
+
+class _Ctx:
+    """What the Functions' forward and backward use of ctx, to run both outside autograd."""
+
+    def __init__(self, needs: tuple):
+        self.needs_input_grad = needs
+        self.saved_tensors: tuple = ()
+
+    def save_for_backward(self, *tensors) -> None:
+        self.saved_tensors = tensors
+
+
+def _eager_function(code: str, engine: str, ts: list):
+    spec = _spec_from_code(code)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h, zo_c, mask = ts
+    p = plan(spec.mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
+             masked=mask is not None, engine=engine, variant=spec.cell,
+             state_masks=rd_mask is not None or zo_h is not None or zo_c is not None)
+    return _function_and_args(p, spec, ScanTag(), *ts[:-1], mask)
+
+
+def _op_forward(code: str, engine: str, ts: list[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
+    fn, args = _eager_function(code, engine, ts)
+    with torch.no_grad():
+        res = fn.forward(_Ctx((False,) * len(args)), *args)
+    out, h = res[0], res[1]
+    return out.clone(), h, res[2] if len(res) > 2 else ts[0].new_empty(0)
+
+
+def _op_backward(code: str, engine: str, grads: list[Tensor], needs: list[bool],
+                 ts: list[Tensor | None]) -> list[Tensor]:
+    fn, args = _eager_function(code, engine, ts)
+    where = {id(t): k for k, t in enumerate(args) if isinstance(t, Tensor)}
+    wanted_args = [False] * len(args)
+    for k, t in enumerate(ts[:_LEARNED]):
+        if t is not None and needs[k]:
+            wanted_args[where[id(t)]] = True
+    ctx = _Ctx(tuple(wanted_args))
+    with torch.no_grad():
+        n_out = len(fn.forward(ctx, *args))
+        got = fn.backward(ctx, *grads[:n_out])
+    # an operator's outputs may not alias its inputs or each other (the Functions return one
+    # tensor for both biases, and may hand back an incoming gradient)
+    taken = {t.untyped_storage().data_ptr() for t in (*grads, *ts) if t is not None and t.numel()}
+    result = []
+    for k, t in enumerate(ts[:_LEARNED]):
+        g = got[where[id(t)]] if t is not None and needs[k] else None
+        if g is None:
+            g = ts[0].new_empty(0)
+        elif g.untyped_storage().data_ptr() in taken:
+            g = g.clone()
+        if g.numel():
+            taken.add(g.untyped_storage().data_ptr())
+        result.append(g)
+    return result
+
+
+def _register_ops() -> None:
+    lib = "rnnlab_variants"
+
+    # one argument per tensor (autograd of an operator sees a list argument as one input)
+    @torch.library.custom_op(f"{lib}::scan", mutates_args=())
+    def scan_op(code: str, engine: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
+                b_ih: Tensor | None, b_hh: Tensor | None, g_ih: Tensor | None, g_hh: Tensor | None, g_c: Tensor | None,
+                b_c: Tensor | None, peep: Tensor | None, rd_mask: Tensor | None, zo_h: Tensor | None,
+                zo_c: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        return _op_forward(code, engine, [x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h,
+                                          zo_c, mask])
+
+    @scan_op.register_fake
+    def _(code, engine, x, h0, *_):
+        T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
+        return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(B, H) if code.startswith("lstm") else x.new_empty(0)
+
+    @torch.library.custom_op(f"{lib}::scan_backward", mutates_args=())
+    def scan_backward_op(code: str, engine: str, grads: list[Tensor], needs: list[bool],
+                         ts: list[Tensor | None]) -> list[Tensor]:
+        return _op_backward(code, engine, grads, needs, ts)
+
+    @scan_backward_op.register_fake
+    def _(code, engine, grads, needs, ts):
+        return [t.new_empty(t.shape) if t is not None and n else ts[0].new_empty(0)
+                for t, n in zip(ts[:_LEARNED], needs)]
+
+    def setup_context(ctx, inputs, output):
+        ts = inputs[2:]
+        ctx.code, ctx.engine, ctx.present = inputs[0], inputs[1], [t is not None for t in ts]
+        ctx.save_for_backward(*[t for t in ts if t is not None])
+
+    def backward(ctx, d_out, d_h, d_c):
+        it = iter(ctx.saved_tensors)
+        ts = [next(it) if present else None for present in ctx.present]
+        x, h0 = ts[0], ts[1]
+        grads = [d_out if d_out is not None else x.new_zeros(x.shape[0], x.shape[1], h0.shape[-1]),
+                 d_h if d_h is not None else x.new_zeros(h0.shape)]
+        if ctx.code.startswith("lstm"):
+            grads.append(d_c if d_c is not None else x.new_zeros(h0.shape))
+        needs = [bool(n) for n in ctx.needs_input_grad[2:2 + _LEARNED]]
+        got = torch.ops.rnnlab_variants.scan_backward(ctx.code, ctx.engine, grads, needs, ts)
+        return (None, None, *[g if n else None for g, n in zip(got, needs)], *[None] * (len(ts) - _LEARNED))
+
+    scan_op.register_autograd(backward, setup_context=setup_context)
+
+
+@torch.compiler.assume_constant_result
+def _variant_ops_ready() -> bool:
+    """Registers the operators once, when first traced (a constant to the compilers)."""
+    global _ops_registered
+    if not _ops_registered:
+        _register_ops()
+        _ops_registered = True
+    return True
+
+
+_ops_registered = False
+
+
+def _op_scan(spec, engine, *ts) -> tuple[Tensor, Tensor, Tensor | None]:
+    out, h, c = torch.ops.rnnlab_variants.scan(_spec_code(spec), engine, *ts)
+    return out, h, (c if spec.mode == "lstm" else None)

@@ -45,6 +45,11 @@ from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError,
 from rnnlab.nn import variants as _variants
 from rnnlab.nn.options import CellOptions, cell_kwargs
 
+PACKED_UNDER_COMPILE = (
+    "PackedSequence input under torch.compile or torch.export is not supported (its lengths decide the "
+    "shapes, data the graph cannot hold): pass the padded batch (and, where the padding matters, run "
+    "the layer eagerly or export it with `rnnlab export --onnx`)")
+
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -269,6 +274,8 @@ class RecurrentBase(nn.Module):
         lengths = None
         sorted_indices = unsorted_indices = batch_sizes = None
         if packed:
+            if torch.compiler.is_compiling():   # dynamo and export: the lengths decide the shapes
+                raise ConfigError(PACKED_UNDER_COMPILE)
             batch_sizes, sorted_indices, unsorted_indices = input.batch_sizes, input.sorted_indices, input.unsorted_indices
             x, lengths = pad_packed_sequence(input, batch_first=False)   # (T, B, I), original order
             unbatched = False
