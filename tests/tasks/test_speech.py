@@ -84,7 +84,9 @@ def test_ctc_strings_keep_to_their_split(few_fsdd):
 
 @pytest.mark.parametrize("mode", ["ctc", "words"])
 def test_streaming_equals_offline(few_fsdd, tmp_path, mode):
-    cfg = small(few_fsdd, mode=mode, cell="gru", bidirectional=False)
+    # ctc: no blank bias, so the barely trained model emits digits and the partial results show
+    extra = {"blank_bias": 0.0, "pretrain_words": 0} if mode == "ctc" else {}
+    cfg = small(few_fsdd, mode=mode, cell="gru", bidirectional=False, **extra)
     _, result = train(cfg, tmp_path / "run", steps=1)
     task, model = load_speech_run(result.run_dir)
     path = few_fsdd / "2_jackson_0.wav"

@@ -88,8 +88,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
-        from rnnlab.tasks.speech import (MODE_DEFAULTS, TRAIN_DEFAULTS, SpeechConfig, SpeechTask,  # lazy: keeps --help fast
-                                         direction_defaults)
+        from rnnlab.tasks.speech import MODE_DEFAULTS, TRAIN_DEFAULTS, SpeechConfig, SpeechTask, direction_defaults  # lazy: keeps --help fast
         from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def flags() -> dict:
