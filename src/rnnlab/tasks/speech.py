@@ -63,13 +63,11 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # The settings whose default depends on the direction too: a unidirectional (streaming) CTC
-# model left to itself sits on the all-blank plateau (from a random start, every frame has to
-# learn to say "blank" before any can say a digit, and a causal stack finds no digit to say
-# before that). Two things start it off the plateau: the blank output's bias starts high
-# (blank wins every frame from the first update, so the gradient goes into telling the digits
-# apart), and the first ``pretrain_words`` updates train the stack and the head's digit rows as
-# an isolated-word classifier (mean over the frames, cross-entropy), which a causal stack
-# learns in a few dozen updates.
+# model left to itself sits on the all-blank plateau. A high initial bias on the blank output
+# takes it off (blank wins every frame from the first update, so the gradient goes into telling
+# the digits apart); the first ``pretrain_words`` updates, which train the stack and the head's
+# digit rows as an isolated-word classifier (mean over the frames, cross-entropy), get it there
+# an epoch sooner (docs/speech.md has the comparison).
 DIRECTION_DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {
     ("ctc", False): {"pretrain_words": 150, "blank_bias": 4.0},
 }
