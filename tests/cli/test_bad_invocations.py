@@ -106,6 +106,7 @@ LIBRARY = [
     Bad(["generate", "RUN"], 1, "expected a language model"),
     Bad(["predict", "RUN", "--csv", "TEXT"], 1, "expected a classifier"),
     Bad(["train", "speech", "--mode", "phones", "--out", "r3"], 1, "speech mode: expected one of"),
+    Bad(["train", "speech", "--mode", "words", "--blank-bias", "2", "--out", "r3"], 1, "expected 0 in words mode"),
     Bad(["transcribe", "RUN", "TEXT"], 1, "expected a speech run"),
     Bad(["translate", "RUN", "hello"], 1, "expected a sequence-to-sequence run"),
     Bad(["export", "run", "--pt2", "model.zip"], 1, "ending in .pt2"),

@@ -14,7 +14,7 @@ pytest.importorskip("soxr")
 
 from rnnlab.errors import ConfigError, DataError  # noqa: E402
 from rnnlab.tasks.speech import (  # noqa: E402
-    SpeechConfig, SpeechTask, load_speech_run, stack_frames, stream_file, transcribe_file)
+    SpeechConfig, SpeechTask, _pad, load_speech_run, stack_frames, stream_file, transcribe_file)
 from rnnlab.train import TrainConfig, fit  # noqa: E402
 
 DIGITS = ("0", "1", "2")
@@ -84,7 +84,9 @@ def test_ctc_strings_keep_to_their_split(few_fsdd):
 
 @pytest.mark.parametrize("mode", ["ctc", "words"])
 def test_streaming_equals_offline(few_fsdd, tmp_path, mode):
-    cfg = small(few_fsdd, mode=mode, cell="gru", bidirectional=False)
+    # ctc: no blank bias, so the barely trained model emits digits and the partial results show
+    extra = {"blank_bias": 0.0, "pretrain_words": 0} if mode == "ctc" else {}
+    cfg = small(few_fsdd, mode=mode, cell="gru", bidirectional=False, **extra)
     _, result = train(cfg, tmp_path / "run", steps=1)
     task, model = load_speech_run(result.run_dir)
     path = few_fsdd / "2_jackson_0.wav"
@@ -117,6 +119,64 @@ def test_mode_defaults_and_frame_stack(few_fsdd):
     x, n = stack_frames(feats, torch.tensor([7, 4]), 3)
     assert x.shape == (2, 3, 6) and n.tolist() == [3, 2]
     assert x[0, 1].tolist() == feats[0, 3:6].reshape(-1).tolist() and x[0, 2, 2:].abs().sum() == 0
+
+
+def test_streaming_ctc_defaults(few_fsdd):
+    """A unidirectional ctc model starts with word pretraining and a high blank bias; the others do not."""
+    uni = small(few_fsdd, mode="ctc", bidirectional=False)
+    assert (uni.pretrain_words, uni.blank_bias) == (150, 4.0)
+    assert (small(few_fsdd, mode="ctc").pretrain_words, small(few_fsdd, mode="ctc").blank_bias) == (0, 0.0)
+    assert (small(few_fsdd, mode="words").pretrain_words, small(few_fsdd, mode="words").blank_bias) == (0, 0.0)
+    own = small(few_fsdd, mode="ctc", bidirectional=False, pretrain_words=0, blank_bias=1.5)
+    assert (own.pretrain_words, own.blank_bias) == (0, 1.5)
+    with pytest.raises(ConfigError, match="words mode"):
+        small(few_fsdd, mode="words", pretrain_words=5)
+    with pytest.raises(ConfigError, match="pretrain_words"):
+        small(few_fsdd, mode="ctc", pretrain_words=-1)
+
+
+def test_word_pretraining_opens_the_first_epoch(few_fsdd, tmp_path):
+    """The first ``pretrain_words`` batches of epoch 0 are isolated training recordings trained as
+    words through the head's word rows (the blank row untouched); then come the ctc strings."""
+    cfg = small(few_fsdd, mode="ctc", bidirectional=False, pretrain_words=3, blank_bias=2.5, train_strings=16,
+                time_masks=0, freq_masks=0, speed=0, gain_db=0)   # no augmentation: the waves are the recordings
+    task = SpeechTask(cfg)
+    batches = list(task.train_batches(0))
+    assert [b.get("words", False) for b in batches] == [True] * 3 + [False] * 2
+    recordings = list(zip(task._train_recs, task._load(task._train_recs)))
+    for b in batches[:3]:
+        assert len(b["waves"]) == cfg.batch_size and all(len(t) == 1 for t in b["targets"])
+        for w, t in zip(b["waves"], b["targets"]):   # a training recording, with its own label
+            assert [task.labels[t[0] - 1]] == [r.label for r, x in recordings if np.array_equal(x, w)]
+    assert not any(b.get("words") for b in task.train_batches(1))
+    again = next(iter(task.train_batches(0)))       # deterministic, so a resumed run skips the same batches
+    assert all(np.array_equal(x, y) for x, y in zip(again["waves"], batches[0]["waves"]))
+    assert again["targets"] == batches[0]["targets"]
+
+    torch.manual_seed(0)
+    model = task.build_model()
+    assert model.head.bias[0].item() == 2.5
+    # The pretraining loss is cross-entropy of the word rows on the mean of the stack's outputs.
+    model.eval()
+    out = task.training_step(model, batches[0], None)
+    wave, lengths = _pad(batches[0]["waves"])
+    with torch.no_grad():
+        feats, frames = model.features(wave.double(), lengths)
+        x, steps = stack_frames(feats.float(), frames, cfg.frame_stack)
+        mean = torch.stack([model.rnn(x[i:i + 1, :n].transpose(0, 1))[0][:, 0].mean(0)
+                            for i, n in enumerate(steps.tolist())])
+        want = torch.nn.functional.cross_entropy(model.head(mean)[:, 1:],
+                                                 torch.tensor([t[0] - 1 for t in batches[0]["targets"]]))
+    assert out.loss.item() == pytest.approx(want.item(), rel=1e-4)
+    out.loss.backward()
+    assert model.head.weight.grad[0].abs().sum() == 0 and model.head.bias.grad[0] == 0
+    assert model.head.weight.grad[1:].abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rnn.parameters())
+    # Through the training core: the pretraining steps leave the blank bias where it started.
+    _, result = train(cfg, tmp_path / "run", steps=3)
+    _, trained = load_speech_run(result.run_dir, "latest")
+    assert trained.head.bias[0].item() == 2.5
+    assert not torch.equal(trained.head.bias[1:], task.build_model().head.bias[1:])
 
 
 def test_bad_config_and_data_are_one_line(few_fsdd, tmp_path):

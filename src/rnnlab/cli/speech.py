@@ -80,17 +80,21 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         test_strings: int = typer.Option(300, "--test-strings", help="ctc: test strings."),
         max_digits: int = typer.Option(7, "--max-digits", help="ctc: longest string."),
         short_epochs: int = typer.Option(2, "--short-epochs", help="ctc: the first epochs draw shorter strings (epoch e: up to e+1 digits; 0 = off)."),
+        pretrain_words: Optional[int] = typer.Option(None, "--pretrain-words", help="ctc: first updates on isolated words, the stack as a word classifier (default: unidirectional 150, bidirectional 0)."),
+        blank_bias: Optional[float] = typer.Option(None, "--blank-bias", help="ctc: the blank output's initial bias (default: unidirectional 4, bidirectional 0)."),
         string_noise: str = typer.Option("", "--string-noise", help="ctc: background noise in strings: white | pink."),
         beam: int = typer.Option(8, "--beam", help="ctc: prefix beam width for the test split (1 = greedy)."),
         cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
-        from rnnlab.tasks.speech import MODE_DEFAULTS, TRAIN_DEFAULTS, SpeechConfig, SpeechTask  # lazy: keeps --help fast
+        from rnnlab.tasks.speech import MODE_DEFAULTS, TRAIN_DEFAULTS, SpeechConfig, SpeechTask, direction_defaults  # lazy: keeps --help fast
         from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def flags() -> dict:
             """The task config the flags describe, unchecked (on --resume no data is read)."""
+            both = MODE_DEFAULTS.get(mode, {}).get("bidirectional") if bidirectional is None else bidirectional
+            by_direction = direction_defaults(mode, both)
             return dict(
                 mode=mode, dataset="" if audio_dir is not None and "dataset" not in run.explicit else dataset or "", data_dir=str(data_dir) if data_dir else "",
                 audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
@@ -103,7 +107,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 time_mask_frames=time_mask_frames, freq_masks=freq_masks, freq_mask_bands=freq_mask_bands,
                 gain_db=gain_db, noise_snr_db=noise_snr_db, speed=speed, train_strings=train_strings,
                 valid_strings=valid_strings, test_strings=test_strings, max_digits=max_digits, short_epochs=short_epochs,
-                string_noise=string_noise, beam=beam, cell_options=cell_options_from_flags(cell_option))
+                string_noise=string_noise, beam=beam, cell_options=cell_options_from_flags(cell_option),
+                **{k: by_direction[k] if v is None else v
+                   for k, v in (("pretrain_words", pretrain_words), ("blank_bias", blank_bias))})
 
         def build() -> SpeechTask:
             return SpeechTask(SpeechConfig(**flags()))  # every data error is raised here, before any model is built
