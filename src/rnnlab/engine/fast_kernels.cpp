@@ -450,6 +450,19 @@ void lstm_units(scalar_t* a, scalar_t* c, scalar_t* hn, int64_t u0, int64_t u1) 
     hn[j] = a[4 * j + 3] * (scalar_t(2) * hn[j] - scalar_t(1));
 }
 
+// Runs chunk(k) for k < n: inline for one chunk, else spread over torch's threads (each thread a
+// disjoint set of units, so no two write the same state).
+template <typename F>
+void for_each_chunk(int64_t n, const F& chunk) {
+  if (n == 1) {
+    chunk(0);
+    return;
+  }
+  at::parallel_for(0, n, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) chunk(k);
+  });
+}
+
 class LSTMStreamer {
  public:
   // w[l]: (I_l + H, 4H) = [W_ih | W_hh]^T of layer l, columns unit-major; b[l]: (4H) b_ih + b_hh,
@@ -516,13 +529,7 @@ class LSTMStreamer {
           matvec(w_[l][k].data_ptr<scalar_t>(), z, I, h, H, ac, n);   // W_ih x + W_hh h_{t-1}
           lstm_units(a, c, hn, u0, u1);
         };
-        if (chunks_ == 1) {
-          chunk(0);
-        } else {
-          at::parallel_for(0, chunks_, 1, [&](int64_t k0, int64_t k1) {
-            for (int64_t k = k0; k < k1; ++k) chunk(k);
-          });
-        }
+        for_each_chunk(chunks_, chunk);
         std::copy(hn, hn + H, h);                                  // every unit read h_{t-1}: now replace it
         z = h;
       }
@@ -761,13 +768,7 @@ class LSTMStreamerInt8 {
         }
         lstm_units(a, c, hn, u0, u1);
       };
-      if (chunks_ == 1) {
-        chunk(0);
-      } else {
-        at::parallel_for(0, chunks_, 1, [&](int64_t k0, int64_t k1) {
-          for (int64_t k = k0; k < k1; ++k) chunk(k);
-        });
-      }
+      for_each_chunk(chunks_, chunk);
       std::copy(hn, hn + H, h);
       z = h;
     }
