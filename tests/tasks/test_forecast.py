@@ -192,8 +192,8 @@ def test_report_sections(tmp_path):
 
 def test_series_too_short_names_both_numbers(tmp_path):
     path = seasonal_csv(tmp_path / "s.csv", n=40)
-    with pytest.raises(DataError, match=r"training part \(first 80%\): expected at least context \+ horizon = "
-                                        r"30 \+ 6 = 36 rows, got 32"):
+    with pytest.raises(DataError, match=r"training part \(first 90%\): expected at least context \+ horizon = "
+                                        r"30 \+ 6 = 36 rows, got 34"):
         ForecastTask(ForecastConfig(data=path, targets=["load"], context=30, horizon=6))
 
 
