@@ -42,7 +42,8 @@ def test_context_zero_reads_four_horizons_at_least_two_seasons_and_16_steps():
 
 
 def test_loss_auto_is_smape_on_positive_data_and_mae_otherwise(tmp_path):
-    pos = ForecastTask(ForecastConfig(data=long_table(tmp_path, 3, 60), id_col="id", targets=["y"], horizon=4))
+    pos = ForecastTask(ForecastConfig(data=long_table(tmp_path, 3, 60), id_col="id", targets=["y"], horizon=4,
+                                      ensemble=1))
     assert pos.loss == "smape" and pos.metadata()["loss"] == "smape"
     # a series that reaches 0 (sMAPE is undefined near zero): MAE on the RevIN-scaled values
     zero = ForecastTask(ForecastConfig(data=long_table(tmp_path, 3, 60, offset=10.0), id_col="id", targets=["y"],
