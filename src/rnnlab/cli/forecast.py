@@ -67,7 +67,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         fourier: int = typer.Option(2, "--fourier", help="Fourier terms per calendar cycle (dates only); 0 = none."),
         loss: str = typer.Option("auto", "--loss", help="auto (smape when every training value is > 0, else mae) | mae | mse | smape (point forecasts)."),
         recent: int = typer.Option(0, "--recent", help="Train only on windows whose targets end in the last K horizons of each series; 0 = all."),
-        ensemble: int = typer.Option(0, "--ensemble", help="Members with their own seed and context length; their median. 0 = 3 (1 with --mode autoregressive)."),
+        ensemble: int = typer.Option(1, "--ensemble", help="Members with their own seed and context length; their median."),
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),

@@ -66,7 +66,6 @@ CONTEXT_HORIZONS = 4
 MIN_CONTEXT = 16
 SHORTEST_CONTEXT = 0.5  # the ensemble's members read from L down towards this fraction of L
 ENSEMBLE_REDUCE = "median"
-DEFAULT_MEMBERS = 3     # ensemble=0: members of a direct forecaster
 # The training budget from the number of training windows (see ``budget``).
 BUDGET_EPOCHS = 20
 MIN_SAMPLES, MAX_SAMPLES = 20_000, 192_000
@@ -96,7 +95,7 @@ class ForecastConfig:
     fourier: int = 2                   # Fourier terms per calendar cycle when the time column holds dates; 0 = none
     loss: str = "auto"                 # auto | mae | mse | smape (point forecasts; quantiles use the pinball loss)
     recent: int = 0                    # train only on windows whose targets end in the last K horizons of each series; 0 = all
-    ensemble: int = 0                  # members (own initialisation and context length), their median; 0 = 3 (1 autoregressive)
+    ensemble: int = 1                  # members (own initialisation and context length); the forecast is their median
     mode: str = "direct"               # direct | autoregressive
     quantiles: list[float] = field(default_factory=list)  # e.g. [0.1, 0.5, 0.9]; [] = point forecast
     cell: str = "lstm"
@@ -117,10 +116,6 @@ class ForecastConfig:
               "an integer >= 0 (0 = from the horizon)", self.context)
         if self.context == 0 and isinstance(self.horizon, int) and isinstance(self.season, int):
             self.context = auto_context(self.horizon, self.season)
-        check(isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool) and self.ensemble >= 0,
-              "ensemble", "an integer >= 0 (0 = 3 members, 1 in autoregressive mode)", self.ensemble)
-        if self.ensemble == 0:
-            self.ensemble = 1 if self.mode == "autoregressive" else DEFAULT_MEMBERS
         for name in ("context", "horizon", "hidden_size", "num_layers", "batch_size", "stride", "ensemble"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
