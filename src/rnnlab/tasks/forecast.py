@@ -65,7 +65,7 @@ LOSSES = ("auto", "mae", "mse", "smape")
 CONTEXT_HORIZONS = 4
 MIN_CONTEXT = 16
 SHORTEST_CONTEXT = 0.5  # the ensemble's members read from L down towards this fraction of L
-ENSEMBLE_REDUCE = "median"
+ENSEMBLE_REDUCE = "median"  # how more than two members combine: "median" or "mean" (two: always the mean)
 # The training budget from the number of training windows (see ``budget``).
 BUDGET_EPOCHS = 20
 MIN_SAMPLES, MAX_SAMPLES = 20_000, 192_000
