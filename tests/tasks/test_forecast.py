@@ -156,7 +156,7 @@ def test_backtest_rolls_forward_after_the_validation_span_only(tmp_path):
     (tmp_path / "s.csv").write_text("\n".join(lines[:151]) + "\n")  # the header and the first 150 rows
     path = str(tmp_path / "s.csv")
     task = ForecastTask(ForecastConfig(data=path, time_col="date", targets=["load"], context=20, horizon=5,
-                                       season=12, hidden_size=8))
+                                       season=12, hidden_size=8, valid_frac=0.2))
     assert task.splits[""] == (120, 150, 150)  # training rows, validation end, rows
     model = quick_fit(task, epochs=1)
     # the training file has nothing after the validation span: no window may overlap what chose the checkpoint
@@ -192,8 +192,8 @@ def test_report_sections(tmp_path):
 
 def test_series_too_short_names_both_numbers(tmp_path):
     path = seasonal_csv(tmp_path / "s.csv", n=40)
-    with pytest.raises(DataError, match=r"training part \(first 80%\): expected at least context \+ horizon = "
-                                        r"30 \+ 6 = 36 rows, got 32"):
+    with pytest.raises(DataError, match=r"training part \(first 90%\): expected at least context \+ horizon = "
+                                        r"30 \+ 6 = 36 rows, got 34"):
         ForecastTask(ForecastConfig(data=path, targets=["load"], context=30, horizon=6))
 
 
@@ -226,7 +226,7 @@ def test_two_targets_with_a_covariate(tmp_path):
     path = tmp_path / "two.csv"
     path.write_text("a,b,x\n" + "\n".join(f"{a[i]:.4f},{b[i]:.4f},{i % 7}" for i in range(120)) + "\n")
     task = ForecastTask(ForecastConfig(data=str(path), targets=["a", "b"], covariates=["x"], context=12, horizon=3,
-                                       hidden_size=8, quantiles=[0.2, 0.8]))
+                                       hidden_size=8, quantiles=[0.2, 0.8], valid_frac=0.2))
     model = quick_fit(task, epochs=1)
     x, _ = task.windows([task.prepare(task.frame)], np.array([0, 0]), np.array([12, 13]))
     assert model(x).shape == (2, 3, 2, 3)

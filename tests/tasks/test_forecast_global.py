@@ -175,7 +175,8 @@ def test_global_model_learns_a_trend_beyond_the_training_range(tmp_path):
     path = tmp_path / "trend.csv"
     path.write_text("\n".join(lines) + "\n")
     task = ForecastTask(ForecastConfig(data=str(path), id_col="id", time_col="t", targets=["y"], context=16,
-                                       horizon=4, season=8, hidden_size=16, batch_size=64, fourier=0))
+                                       horizon=4, season=8, hidden_size=16, batch_size=64, fourier=0,
+                                       valid_frac=0.2, ensemble=1))
     model = quick_fit(task, epochs=8, lr=1e-2)
     m = task.evaluate(model)
     assert m["series"] == 4 and m["windows"] == 4 * (40 - 4 + 1)
@@ -215,7 +216,8 @@ def test_theta_keeps_a_strong_multiplicative_season():
 def test_smape_loss_is_the_symmetric_percentage_error_in_data_units(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text("y\n" + "\n".join(f"{100 + 10 * np.sin(i / 2):.3f}" for i in range(60)) + "\n")
-    task = ForecastTask(ForecastConfig(data=str(path), targets=["y"], context=8, horizon=3, loss="smape"))
+    task = ForecastTask(ForecastConfig(data=str(path), targets=["y"], context=8, horizon=3, loss="smape",
+                                       ensemble=1))  # one member: the model's output is the forecast the loss scores
     torch.manual_seed(0)
     model = task.build_model()
     batch = next(task.train_batches(0))

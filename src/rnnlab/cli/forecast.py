@@ -57,15 +57,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
         missing: str = typer.Option("error", "--missing", help="error | drop | ffill | interpolate."),
         encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of --csv (utf-16, cp1252, latin-1, ...)."),
-        context: int = typer.Option(48, "--context", help="L: steps the model reads."),
+        context: int = typer.Option(0, "--context", help="L: steps the model reads; 0 = 4 horizons (at least two seasons and 16 steps)."),
         horizon: int = typer.Option(12, "--horizon", help="H: steps it forecasts."),
         season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = none)."),
-        valid_frac: float = typer.Option(0.2, "--valid-frac", help="Last fraction of each series (at least --horizon rows) used for validation."),
+        valid_frac: float = typer.Option(0.1, "--valid-frac", help="Last fraction of each series (at least --horizon rows) used for validation."),
         backtest_windows: int = typer.Option(0, "--backtest-windows", help="K horizon-long windows held out after validation, backtested in the report."),
         norm: str = typer.Option("revin", "--norm", help="revin: per-window mean and spread | mean: per-window mean magnitude (DeepAR) | global: one scaler."),
         diff: str = typer.Option("none", "--diff", help="none | first | seasonal differencing, inverted at the output."),
         fourier: int = typer.Option(2, "--fourier", help="Fourier terms per calendar cycle (dates only); 0 = none."),
-        loss: str = typer.Option("mae", "--loss", help="mae | mse | smape (point forecasts)."),
+        loss: str = typer.Option("auto", "--loss", help="auto (smape when every training value is > 0, else mae) | mae | mse | smape (point forecasts)."),
+        recent: int = typer.Option(0, "--recent", help="Train only on windows whose targets end in the last K horizons of each series; 0 = all."),
         ensemble: int = typer.Option(1, "--ensemble", help="Members with their own seed and context length; their median."),
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
@@ -89,7 +90,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 data=str(csv) if csv else "", format=fmt, time_col=time_col, targets=split_list(target),
                 covariates=split_list(covariates), id_col=id_col, wide=wide, missing=missing, encoding=encoding,
                 context=context, horizon=horizon, season=season, valid_frac=valid_frac,
-                backtest_windows=backtest_windows, norm=norm, diff=diff, fourier=fourier, loss=loss,
+                backtest_windows=backtest_windows, norm=norm, diff=diff, fourier=fourier, loss=loss, recent=recent,
                 ensemble=ensemble, mode=mode,
                 quantiles=_floats(quantiles), cell=cell, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
@@ -99,8 +100,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise missing_option(*(("--csv", "a data file") if csv is None else ("--target", "at least one column")))
             return ForecastTask(config())  # every data error is raised here, before any model is built
 
-        result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,
-                           **ForecastTask.train_defaults)
+        if run.resume_run is None:
+            task = build()  # the training budget follows the number of training windows (task.train_defaults)
+            defaults = task.train_defaults
+            if run.given.get("max_epochs") and "max_steps" not in run.given:
+                defaults = ForecastTask.train_defaults  # --max-epochs alone: that many epochs, not the step budget
+            result = run.start(lambda: task, "forecast", lambda: config().to_dict(), CONFIG_KEYS,
+                               ForecastTask.data_keys, **defaults)
+        else:
+            result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,
+                               **ForecastTask.train_defaults)
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,7 +60,16 @@ from rnnlab.train.task import ReportSection, StepOutput, register_task
 MODES = ("direct", "autoregressive")
 NORMS = ("revin", "mean", "global")
 DIFFS = ("none", "first", "seasonal")
-LOSSES = ("mae", "mse", "smape")
+LOSSES = ("auto", "mae", "mse", "smape")
+# context=0: L = CONTEXT_HORIZONS horizons (N-BEATS reads 2 to 7), at least two seasons and MIN_CONTEXT steps
+CONTEXT_HORIZONS = 4
+MIN_CONTEXT = 16
+SHORTEST_CONTEXT = 0.5  # the ensemble's members read from L down towards this fraction of L
+ENSEMBLE_REDUCE = "median"  # how more than two members combine: "median" or "mean" (two: always the mean)
+# The training budget from the number of training windows (see ``budget``).
+BUDGET_EPOCHS = 20
+MIN_SAMPLES, MAX_SAMPLES = 20_000, 192_000
+EVALS_PER_RUN = 10
 # Theta is fitted once per scored window; beyond this many windows it is left out (a note says so).
 THETA_MAX_WINDOWS = 5000
 
@@ -75,15 +85,16 @@ class ForecastConfig:
     wide: bool = False                 # a wide table: every target column is a series of its own
     missing: str = "error"             # error | drop | ffill | interpolate
     encoding: str = "utf-8"            # of the data files (utf-16, cp1252, latin-1, ...)
-    context: int = 48                  # L: steps the model reads (shorter series are padded, masked)
+    context: int = 0                   # L: steps the model reads (shorter series are padded, masked); 0 = from horizon
     horizon: int = 12                  # H: steps it forecasts
     season: int = 0                    # m: seasonal naive, MASE's lag, Theta; 0 = from the dates' frequency, else none
-    valid_frac: float = 0.2            # the last fraction of each series (at least horizon rows): validation targets
+    valid_frac: float = 0.1            # the last fraction of each series (at least horizon rows): validation targets
     backtest_windows: int = 0          # K: walk-forward windows held out after validation for the run's report
     norm: str = "revin"                # revin: window mean and spread | mean: window mean |x| only | global: one scaler
     diff: str = "none"                 # none | first | seasonal: the model forecasts differences, inverted at the output
     fourier: int = 2                   # Fourier terms per calendar cycle when the time column holds dates; 0 = none
-    loss: str = "mae"                  # mae | mse | smape (point forecasts; quantiles use the pinball loss)
+    loss: str = "auto"                 # auto | mae | mse | smape (point forecasts; quantiles use the pinball loss)
+    recent: int = 0                    # train only on windows whose targets end in the last K horizons of each series; 0 = all
     ensemble: int = 1                  # members (own initialisation and context length); the forecast is their median
     mode: str = "direct"               # direct | autoregressive
     quantiles: list[float] = field(default_factory=list)  # e.g. [0.1, 0.5, 0.9]; [] = point forecast
@@ -101,10 +112,14 @@ class ForecastConfig:
             if not ok:
                 raise ConfigError(expected(f"forecast {what}", want, repr(got)))
 
+        check(isinstance(self.context, int) and not isinstance(self.context, bool) and self.context >= 0, "context",
+              "an integer >= 0 (0 = from the horizon)", self.context)
+        if self.context == 0 and isinstance(self.horizon, int) and isinstance(self.season, int):
+            self.context = auto_context(self.horizon, self.season)
         for name in ("context", "horizon", "hidden_size", "num_layers", "batch_size", "stride", "ensemble"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
-        for name in ("season", "backtest_windows", "fourier"):
+        for name in ("season", "backtest_windows", "fourier", "recent"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, "an integer >= 0", v)
         check(self.season <= self.context, "season", f"at most context = {self.context} (the seasonal-naive "
@@ -146,12 +161,18 @@ class ForecastConfig:
         return cls(**data)
 
 
+def auto_context(horizon: int, season: int = 0) -> int:
+    """The context length read when none is given: a few horizons, at least two seasons."""
+    return max(CONTEXT_HORIZONS * horizon, 2 * season, MIN_CONTEXT)
+
+
 # ----------------------------------------------------------------------------- model
 
 
 def member_contexts(context: int, members: int) -> list[int]:
-    """Context lengths of the ensemble's members: the full L, then evenly shorter down to L / 2."""
-    return [max(1, round(context * (1 - k / (2 * members)))) for k in range(members)]
+    """Context lengths of the ensemble's members: the full L, then evenly shorter towards
+    SHORTEST_CONTEXT x L."""
+    return [max(1, round(context * (1 - k * (1 - SHORTEST_CONTEXT) / members))) for k in range(members)]
 
 
 class Forecaster(nn.Module):
@@ -206,9 +227,10 @@ class Forecaster(nn.Module):
         mean, std = self.stats(x)
         xn = self.normalise(x, mean, std)
         outs = []
+        b, d = x.shape[1], self.n_targets
         for rnn, head, c in zip(self.rnns, self.heads, self.contexts):
             out, _ = rnn(xn[-c:] if c else xn)
-            outs.append(head(self.drop(out[-1])).view(x.shape[1], self.horizon, self.n_targets, self.n_quantiles))
+            outs.append(head(self.drop(out[-1])).view(b, self.horizon, d, self.n_quantiles))
         return torch.stack(outs), mean, std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +239,7 @@ class Forecaster(nn.Module):
         ``context`` steps."""
         if self.mode == "direct":
             p, mean, std = self.members_normalised(x)
-            med = p.median(0).values if p.shape[0] > 2 else p.mean(0)
+            med = p.median(0).values if p.shape[0] > 2 and ENSEMBLE_REDUCE == "median" else p.mean(0)
             return med * std[:, None, :, None] + mean[:, None, :, None]
         mean, std = self.stats(x[: self.context] if self.context else x)
         out, _ = self.rnn(self.normalise(x, mean, std))
@@ -327,6 +349,16 @@ class Prepared:
     pad: int
 
 
+def budget(windows: int, batch_size: int) -> dict[str, Any]:
+    """TrainConfig fields for ``windows`` training windows: about BUDGET_EPOCHS passes, but at
+    least MIN_SAMPLES and at most MAX_SAMPLES windows seen, Adam with a cosine decay after a 5 %
+    warm-up and EVALS_PER_RUN evaluations (the best one is kept)."""
+    samples = min(max(BUDGET_EPOCHS * windows, MIN_SAMPLES), MAX_SAMPLES)
+    steps = max(1, math.ceil(samples / batch_size))
+    return {"max_steps": steps, "max_epochs": 0, "optimizer": "adam", "lr": 3e-3, "schedule": "cosine",
+            "warmup_steps": max(1, steps // 20), "min_lr": 1e-5, "eval_every": max(1, steps // EVALS_PER_RUN)}
+
+
 # ----------------------------------------------------------------------------- the task
 
 
@@ -353,6 +385,8 @@ class ForecastTask:
             self.scaler = Scaler.from_dict(metadata["scaler"])
             self.freq, self.season = metadata.get("freq", ""), int(metadata.get("season", c.season))
             self.splits = {k: tuple(v) for k, v in metadata["splits"].items()}
+            self.loss = metadata.get("loss", "mae" if c.loss == "auto" else c.loss)
+            self.train_defaults = metadata.get("train_defaults", ForecastTask.train_defaults)
             return
         if not c.data:
             raise ConfigError(expected("forecast data", "a CSV file", "none"))
@@ -375,6 +409,8 @@ class ForecastTask:
             if s.name in self.splits:
                 raise DataError(f"{c.data}: series {s.name!r}: expected unique series, got it twice")
             self.splits[s.name] = (n_train, n, len(s))
+        positive = all(bool(np.all(s.targets[: self.splits[s.name][0]] > 0)) for s in series)
+        self.loss = c.loss if c.loss != "auto" else "smape" if positive else "mae"
         self.scaler = Scaler.fit(self._scaler_rows(series), f"{c.data}: training part",
                                  self.target_names() + list(c.covariates))
         self._series = series
@@ -383,6 +419,7 @@ class ForecastTask:
             "splits": {k: list(v) for k, v in self.splits.items()},
             "freq": self.freq,
             "season": self.season,
+            "loss": self.loss,
             "series": len(series),
             "targets": self.target_names(),
             "covariates": list(c.covariates),
@@ -390,6 +427,8 @@ class ForecastTask:
                                 for s in series if s.time_values is not None},
         }
         self._prepared()  # every data error (values float32 cannot hold) before a model is built
+        self.train_defaults = budget(len(self.pairs("train")[1]), c.batch_size)
+        self._meta["train_defaults"] = self.train_defaults
 
     # --- data --------------------------------------------------------------------------
 
@@ -485,6 +524,8 @@ class ForecastTask:
             first = self.lag + (c.context if len(self.series) == 1 else 1)
             if split == "train":
                 t = np.arange(first, n_train - c.horizon + 1, c.stride)
+                if c.recent:  # N-BEATS' L_H: only windows that end in the last `recent` horizons
+                    t = t[t >= n_train - c.recent * c.horizon]
             elif split == "valid":
                 t = np.arange(max(n_train, first), n_valid - c.horizon + 1)
             else:
@@ -557,10 +598,10 @@ class ForecastTask:
         if c.quantiles:
             return pinball(pred, yn, c.quantiles)
         err = pred[..., 0] - yn
-        if c.loss == "smape":  # in the target's own units: 2 |y - f| / (|y| + |f|)
+        if self.loss == "smape":  # in the target's own units: 2 |y - f| / (|y| + |f|)
             f = pred[..., 0] * std[:, None, :] + mean[:, None, :]
             return (2 * (f - y).abs() / (y.abs() + f.abs()).clamp_min(1e-8)).mean()
-        return err.abs().mean() if c.loss == "mae" else (err ** 2).mean()
+        return err.abs().mean() if self.loss == "mae" else (err ** 2).mean()
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], carry: Any) -> StepOutput:
         device = next(model.parameters()).device
