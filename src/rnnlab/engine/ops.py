@@ -1,6 +1,6 @@
 """The fast engine as ``torch.library`` operators, for ``torch.compile`` and ``torch.export``.
 
-``fast_kernels.cpp`` registers two pairs of operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
+``fast_kernels.cpp`` registers two pairs of sequence operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
 
     rnnlab::seq_forward(mode, x, h0, c0?, w_ih, w_hh, b_ih?, b_hh?, mask?) -> (hs, cs, gates, hn, tcs)
     rnnlab::seq_backward(mode, d_out, d_h_last, d_c_last?, hs, cs, gates, hn, tcs, w_hh, mask?)
@@ -44,6 +44,7 @@ a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` s
 (helpers: :func:`rnnlab.engine.fast.lstm_step_pack`, :func:`rnnlab.engine.fast.lstm_step`). They
 are inference only: their autograd formula refuses, when the forward runs, any input that
 requires a gradient.
+
 The backward operators have no derivative of their own: ``create_graph=True`` through a compiled
 model raises, while the eager engines' double backward is unchanged.
 """
