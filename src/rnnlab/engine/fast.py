@@ -270,6 +270,35 @@ def _tiled_op_ready() -> bool:
     return _KERNELS.module.tiled_choice() != "off" and _KERNELS.module.tiled_op_isa_for(8) != ""
 
 
+STEP_MIN_UNITS_PER_CHUNK = 64      # fast_kernels.cpp's kMinUnitsPerThread, as Stream's step
+
+
+def lstm_step_pack(w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None, b_hh: Tensor | None = None,
+                   chunks: int | None = None) -> Tensor:
+    """One float32 LSTM layer's weights packed for :func:`lstm_step` (``rnnlab::lstm_step_pack``):
+    a 1-D tensor holding b_ih + b_hh and [W_ih | W_hh] in the layout ``Stream``'s C++ step reads.
+    The weights are detached (the step is inference only). ``chunks``: how many threads share a
+    step's units (default as ``Stream``: ``torch.get_num_threads()``, at most one per 64 units).
+    Loads the kernels if needed; raises ConfigError where they are not built."""
+    if not _ops_ready():
+        raise ConfigError(f"lstm_step_pack: the fast kernels are unavailable: {unavailable_reason()}")
+    H = w_hh.shape[1]
+    if chunks is None:
+        chunks = max(1, min(torch.get_num_threads(), H // STEP_MIN_UNITS_PER_CHUNK))
+    detach = [None if t is None else t.detach() for t in (w_ih, w_hh, b_ih, b_hh)]
+    return torch.ops.rnnlab.lstm_step_pack(*detach, chunks)
+
+
+def lstm_step(x: Tensor, h: Tensor, c: Tensor, packed: Tensor) -> tuple[Tensor, Tensor]:
+    """One float32 LSTM step at batch 1 through the operator ``rnnlab::lstm_step``: x (1, I), h and
+    c (1, H) (or all three unbatched), ``packed`` from :func:`lstm_step_pack`; returns new (h, c),
+    the numbers of ``Stream``'s step and of ``torch.nn.LSTMCell`` up to float rounding. A pure
+    function (no state in C++), so a decoding loop of these traces under ``torch.compile`` and
+    ``torch.export`` as one call per step. Inference only: inputs that require grad raise (with
+    grad mode on)."""
+    return torch.ops.rnnlab.lstm_step(x, h, c, packed)
+
+
 def fast_scan(
     mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
     b_ih: Tensor | None = None, b_hh: Tensor | None = None, w_hr: Tensor | None = None,

@@ -910,6 +910,116 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_backward_o
   return {dx, r[1], r[2], dw_ih, dw_hh, db};
 }
 
+// The float32 LSTM step as a pure function (rnnlab::lstm_step_pack / rnnlab::lstm_step): the
+// loops of LSTMStreamer::step for one layer at batch 1, the weights packed once into one tensor
+// and the state passed in and returned, so that a traced decoding loop holds one call per step.
+// Packed layout (float32, 1-D): kStepHead header values (header[0]: the chunk count, header[1..2]:
+// I and H, as exact small floats), the bias b_ih + b_hh unit-major, padded to a multiple of
+// kStepHead, then each chunk's blocks of 64 columns (nb, I + H, 64) as LSTMStreamer packs them.
+using streaming::for_each_chunk;
+using streaming::kBlock;
+using streaming::lstm_units;
+using streaming::matvec;
+
+constexpr int64_t kStepHead = 16;                       // 64 bytes: the blocks start cache-line aligned
+
+int64_t step_bias_len(int64_t H) { return (4 * H + kStepHead - 1) / kStepHead * kStepHead; }
+
+int64_t step_packed_len(int64_t I, int64_t H, int64_t chunks) {
+  int64_t len = kStepHead + step_bias_len(H);
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t ncols = 4 * ((k + 1) * H / chunks) - 4 * (k * H / chunks);
+    len += (ncols + kBlock - 1) / kBlock * kBlock * (I + H);
+  }
+  return len;
+}
+
+Tensor lstm_step_pack_op(const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
+                         const c10::optional<Tensor>& b_hh, int64_t chunks) {
+  TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) == 4 * w_hh.size(1) && w_ih.size(0) == w_hh.size(0),
+              "rnnlab::lstm_step_pack: expected w_ih (4H, I) and w_hh (4H, H), got ", w_ih.sizes(), " and ", w_hh.sizes());
+  TORCH_CHECK(w_ih.scalar_type() == at::kFloat && w_hh.scalar_type() == at::kFloat && w_ih.device().is_cpu() &&
+                  w_hh.device().is_cpu(), "rnnlab::lstm_step_pack: float32 CPU weights only, got ",
+              w_ih.scalar_type(), " on ", w_ih.device());
+  const int64_t H = w_hh.size(1), I = w_ih.size(1);
+  TORCH_CHECK(H > 0 && chunks >= 1 && chunks <= H, "rnnlab::lstm_step_pack: expected 1 <= chunks <= H = ", H,
+              ", got ", chunks);
+  for (const auto* b : {&b_ih, &b_hh})
+    TORCH_CHECK(!b->has_value() || ((*b)->numel() == 4 * H && (*b)->scalar_type() == at::kFloat && (*b)->device().is_cpu()),
+                "rnnlab::lstm_step_pack: expected float32 CPU biases of ", 4 * H, " values");
+  Tensor packed = at::zeros({step_packed_len(I, H, chunks)}, w_ih.options());
+  float* head = packed.data_ptr<float>();
+  head[0] = static_cast<float>(chunks);
+  head[1] = static_cast<float>(I);
+  head[2] = static_cast<float>(H);
+  auto unit_major = [H](const Tensor& v) {               // gate-major rows (4H, ...) -> row 4j + k
+    return v.reshape({4, H, -1}).transpose(0, 1).reshape({4 * H, -1});
+  };
+  Tensor b = at::zeros({4 * H}, w_ih.options());
+  if (b_ih) b += b_ih->reshape({4 * H});
+  if (b_hh) b += b_hh->reshape({4 * H});
+  packed.narrow(0, kStepHead, 4 * H).copy_(unit_major(b).reshape({4 * H}));
+  const Tensor w = unit_major(at::cat({w_ih, w_hh}, 1)).t();       // (I + H, 4H), columns unit-major
+  int64_t off = kStepHead + step_bias_len(H);
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t col0 = 4 * (k * H / chunks), ncols = 4 * ((k + 1) * H / chunks) - col0;
+    const int64_t nb = (ncols + kBlock - 1) / kBlock;
+    Tensor blocks = packed.narrow(0, off, nb * (I + H) * kBlock).view({nb, I + H, kBlock});
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const int64_t width = std::min(kBlock, ncols - blk * kBlock);
+      blocks[blk].narrow(1, 0, width).copy_(w.narrow(1, col0 + blk * kBlock, width));
+    }
+    off += nb * (I + H) * kBlock;
+  }
+  return packed;
+}
+
+// One step at batch 1: x (1, I) or (I), h and c (1, H) or (H); returns (h_t, c_t), new tensors.
+std::tuple<Tensor, Tensor> lstm_step_op(const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& packed) {
+  for (const Tensor* t : {&x, &h, &c, &packed})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(),
+                "rnnlab::lstm_step: float32 CPU tensors only, got ", t->scalar_type(), " on ", t->device());
+  TORCH_CHECK(packed.dim() == 1 && packed.numel() > kStepHead,
+              "rnnlab::lstm_step: packed must be rnnlab::lstm_step_pack's 1-D tensor");
+  const Tensor p = packed.contiguous();
+  const float* head = p.data_ptr<float>();
+  const auto chunks = static_cast<int64_t>(head[0]), I = static_cast<int64_t>(head[1]),
+             H = static_cast<int64_t>(head[2]);
+  TORCH_CHECK(chunks >= 1 && H >= 1 && I >= 0 && p.numel() == step_packed_len(I, H, chunks),
+              "rnnlab::lstm_step: packed is not rnnlab::lstm_step_pack's output");
+  TORCH_CHECK(x.dim() == h.dim() && h.dim() == c.dim() && (x.dim() == 1 || (x.dim() == 2 && x.size(0) == 1 &&
+                  h.size(0) == 1 && c.size(0) == 1)),
+              "rnnlab::lstm_step: batch 1 only: expected x (1, I), h and c (1, H) (or all unbatched), got ",
+              x.sizes(), ", ", h.sizes(), ", ", c.sizes());
+  TORCH_CHECK(x.size(-1) == I && h.size(-1) == H && c.size(-1) == H, "rnnlab::lstm_step: expected I = ", I,
+              " inputs and H = ", H, " units (the packed weights'), got x ", x.sizes(), ", h ", h.sizes(), ", c ", c.sizes());
+  const Tensor xc = x.contiguous(), hc = h.contiguous();
+  Tensor c_new = c.contiguous().clone();                 // lstm_units updates c in place
+  Tensor h_new = at::empty(h.sizes(), h.options());
+  Tensor a = at::empty({4 * H}, h.options());
+  const float* z = xc.data_ptr<float>();
+  const float* hp = hc.data_ptr<float>();
+  const float* b = head + kStepHead;
+  float* ap = a.data_ptr<float>();
+  float* cp = c_new.data_ptr<float>();
+  float* hn = h_new.data_ptr<float>();
+  std::vector<const float*> chunk_w(chunks);
+  int64_t off = kStepHead + step_bias_len(H);
+  for (int64_t k = 0; k < chunks; ++k) {
+    chunk_w[k] = head + off;
+    const int64_t ncols = 4 * ((k + 1) * H / chunks) - 4 * (k * H / chunks);
+    off += (ncols + kBlock - 1) / kBlock * kBlock * (I + H);
+  }
+  for_each_chunk(chunks, [&](int64_t k) {
+    const int64_t u0 = k * H / chunks, u1 = (k + 1) * H / chunks, n = 4 * (u1 - u0);
+    float* ac = ap + 4 * u0;
+    std::copy(b + 4 * u0, b + 4 * u1, ac);
+    matvec(chunk_w[k], z, I, hp, H, ac, n);              // W_ih x + W_hh h_{t-1}
+    lstm_units(ap, cp, hn, u0, u1);
+  });
+  return {h_new, c_new};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnlab, m) {
@@ -923,6 +1033,8 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("lstm_tiled_backward(Tensor d_out, Tensor d_h_last, Tensor d_c_last, Tensor x, Tensor w_ih, Tensor w_hh, Tensor hs, "
         "Tensor cs, Tensor gates, Tensor tcs, bool need_x, bool need_w_ih, bool need_w_hh, bool need_b) "
         "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
+  m.def("lstm_step_pack(Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, int chunks) -> Tensor");
+  m.def("lstm_step(Tensor x, Tensor h, Tensor c, Tensor packed) -> (Tensor h_new, Tensor c_new)");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
@@ -930,6 +1042,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("seq_backward", &seq_backward_op);
   m.impl("lstm_tiled_forward", &lstm_tiled_forward_op);
   m.impl("lstm_tiled_backward", &lstm_tiled_backward_op);
+  m.impl("lstm_step_pack", &lstm_step_pack_op);
+  m.impl("lstm_step", &lstm_step_op);
 }
 
 // The loops touch no Python object: release the GIL so other Python threads run meanwhile.

@@ -1,6 +1,6 @@
 """The fast engine as ``torch.library`` operators, for ``torch.compile`` and ``torch.export``.
 
-``fast_kernels.cpp`` registers two pairs of operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
+``fast_kernels.cpp`` registers two pairs of sequence operators with the dispatcher (``TORCH_LIBRARY(rnnlab)``):
 
     rnnlab::seq_forward(mode, x, h0, c0?, w_ih, w_hh, b_ih?, b_hh?, mask?) -> (hs, cs, gates, hn, tcs)
     rnnlab::seq_backward(mode, d_out, d_h_last, d_c_last?, hs, cs, gates, hn, tcs, w_hh, mask?)
@@ -34,6 +34,17 @@ Not covered (the compiled model runs the plain-ops equations of :mod:`rnnlab.eng
 there instead, unrolled per sequence length): LSTM projections, half precision. Cell options have
 their own operator under ``torch.compile`` (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``)
 and the plain-ops equations under ``torch.export``.
+
+A third pair is the float32 LSTM's batch-1 step, the loops of ``Stream``'s C++ step for one layer as
+a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` should trace:
+
+    rnnlab::lstm_step_pack(w_ih, w_hh, b_ih?, b_hh?, chunks) -> packed
+    rnnlab::lstm_step(x, h, c, packed) -> (h_new, c_new)
+
+(helpers: :func:`rnnlab.engine.fast.lstm_step_pack`, :func:`rnnlab.engine.fast.lstm_step`). They
+are inference only: their autograd formula refuses, when the forward runs, any input that
+requires a gradient.
+
 The backward operators have no derivative of their own: ``create_graph=True`` through a compiled
 model raises, while the eager engines' double backward is unchanged.
 """
@@ -154,6 +165,37 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last, *_):
             dw_ih if need[3] else None, dw_hh if need[4] else None, db_ih, db_hh, None)
 
 
+STEP_HEAD = 16          # fast_kernels.cpp's kStepHead: the packed step weights' header
+STEP_BLOCK = 64         # its kBlock: columns per packed block
+
+
+def step_packed_len(I, H, chunks):
+    """The length of ``rnnlab::lstm_step_pack``'s output (fast_kernels.cpp's step_packed_len)."""
+    n = STEP_HEAD + (4 * H + STEP_HEAD - 1) // STEP_HEAD * STEP_HEAD
+    for k in range(chunks):
+        ncols = 4 * ((k + 1) * H // chunks) - 4 * (k * H // chunks)
+        n += (ncols + STEP_BLOCK - 1) // STEP_BLOCK * STEP_BLOCK * (I + H)
+    return n
+
+
+def _fake_step_pack(w_ih, w_hh, b_ih, b_hh, chunks):
+    return w_ih.new_empty(step_packed_len(w_ih.shape[1], w_hh.shape[1], chunks))
+
+
+def _fake_step(x, h, c, packed):
+    return h.new_empty(h.shape), c.new_empty(c.shape)
+
+
+def _refuse_grad(name):
+    def setup_context(ctx, inputs, output):
+        raise RuntimeError(f"rnnlab::{name} is inference only (no autograd formula): call it under "
+                           "torch.no_grad() or with inputs that do not require grad")
+
+    def backward(ctx, *grads):  # pragma: no cover - setup_context raised before any backward exists
+        raise RuntimeError(f"rnnlab::{name} is inference only")
+    return backward, setup_context
+
+
 def register() -> None:
     """Add the fake implementations and the autograd formula to the C++ operators (once; the
     kernels' module must be loaded, which defines the operators)."""
@@ -166,6 +208,11 @@ def register() -> None:
     torch.library.register_fake("rnnlab::lstm_tiled_forward")(_fake_tiled_forward)
     torch.library.register_fake("rnnlab::lstm_tiled_backward")(_fake_tiled_backward)
     torch.library.register_autograd("rnnlab::lstm_tiled_forward", _tiled_backward, setup_context=_setup_tiled_context)
+    torch.library.register_fake("rnnlab::lstm_step_pack")(_fake_step_pack)
+    torch.library.register_fake("rnnlab::lstm_step")(_fake_step)
+    for name in ("lstm_step_pack", "lstm_step"):
+        backward, setup = _refuse_grad(name)
+        torch.library.register_autograd(f"rnnlab::{name}", backward, setup_context=setup)
     _registered = True
 
 
