@@ -255,6 +255,40 @@ def lm_wikitext2_table() -> str:
     return "\n".join(lines)
 
 
+INT8_JSON = ROOT / "docs" / "data" / "bench-int8.json"   # python benchmarks/bench_int8.py
+
+
+def int8_table() -> str:
+    """Float32 against int8: the streaming step's time, and the language model's perplexity and the
+    classifier's accuracy through ``Stream`` and ONNX Runtime (``benchmarks/bench_int8.py``)."""
+    r = json.loads(INT8_JSON.read_text())
+    st, lm, cls = r["step"], r["lm"], r["classifier"]
+
+    def mb(n: int) -> str:
+        return f"{n / 1e6:.2f} MB"
+
+    return "\n".join([
+        "| | float32 | int8 | change |",
+        "|---|---|---|---|",
+        f"| `Stream.step`, batch 1, input {st['input_size']}, hidden {st['hidden_size']} (median of "
+        f"{st['repeats']} × {st['steps_per_repeat']:,} steps, alternating) | {st['float32_us']:.1f} µs | "
+        f"{st['int8_us']:.1f} µs | {st['ratio']:.2f}× |",
+        f"| language model, test perplexity ({lm['test_tokens']:,} characters), `Stream` | "
+        f"{lm['ppl_stream_float32']:.4f} | {lm['ppl_stream_int8']:.4f} | {lm['stream_ppl_change_pct']:+.3f} % |",
+        f"| language model, test perplexity, ONNX Runtime (`--onnx` / `--onnx --int8`) | "
+        f"{lm['ppl_onnx_float32']:.4f} | {lm['ppl_onnx_int8']:.4f} | {lm['onnx_ppl_change_pct']:+.3f} % |",
+        f"| classifier, test accuracy ({cls['test_examples']:,} snippets), `Stream` | {cls['acc_stream_float32']:.4f} | "
+        f"{cls['acc_stream_int8']:.4f} | {cls['stream_acc_change_points']:+.2f} points |",
+        f"| classifier, test accuracy, ONNX Runtime | {cls['acc_onnx_float32']:.4f} | {cls['acc_onnx_int8']:.4f} | "
+        f"{cls['onnx_acc_change_points']:+.2f} points |",
+        f"| ONNX file, language model / classifier | {mb(lm['onnx_float32_bytes'])} / {mb(cls['onnx_float32_bytes'])} | "
+        f"{mb(lm['onnx_int8_bytes'])} / {mb(cls['onnx_int8_bytes'])} | |",
+        "",
+        f"int8 loop: {r['int8_isa']}; torch {r['torch']}, {r['threads']} thread(s); load average "
+        f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after.",
+    ])
+
+
 TABLES = {
     "readme-results": (ROOT / "README.md", readme_results),
     "demo-results": (ROOT / "docs" / "results.md", demo_table),
@@ -263,6 +297,7 @@ TABLES = {
     "forecast-m3": (ROOT / "docs" / "results.md", forecast_table),
     "lm-timemachine": (ROOT / "docs" / "results.md", lm_timemachine_table),
     "lm-wikitext2": (ROOT / "docs" / "results.md", lm_wikitext2_table),
+    "int8": (ROOT / "docs" / "engines.md", int8_table),
 }
 
 
