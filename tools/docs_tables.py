@@ -5,6 +5,8 @@ produce, never typed by hand.
     cp demo-out/results.json docs/data/demo-quick.json
     rnnlab bench --json docs/data/bench.json                 # 15 repeats; on a quiet machine
     python benchmarks/ucr_classify.py                        # writes docs/data/results-classify.json
+    python benchmarks/bench_int8.py --json docs/data/bench-int8.json
+    python benchmarks/bench_compile.py --size T B I H --json FILE  # per size; docs/data/bench-compile.json holds the runs
     python tools/docs_tables.py            # rewrite the tables between the markers
     python tools/docs_tables.py --check    # exit 1 when a table differs from its JSON (the tests run this)
 
@@ -289,6 +291,30 @@ def int8_table() -> str:
     ])
 
 
+COMPILE_JSON = ROOT / "docs" / "data" / "bench-compile.json"   # benchmarks/bench_compile.py, one run per size
+COMPILE_MODELS = ("rnnlab eager", "rnnlab compiled fullgraph", "torch.nn eager", "torch.nn compiled")
+
+
+def compile_table() -> str:
+    """CPU ms per call, training step and inference, of eager and compiled rnnlab and torch.nn LSTMs
+    at each size, and the 2-layer LM's graphs across lengths."""
+    r = json.loads(COMPILE_JSON.read_text())
+    lines = ["| T B I H | rnnlab eager | rnnlab compiled | torch.nn eager | torch.compile(torch.nn) "
+             "| compiled / eager |", "|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        z, rows, ratio = run["size"], run["rows"], run["compiled_over_eager"]
+        cells = " | ".join(f"{rows[m]['train_cpu_ms']:.1f} / {rows[m]['infer_cpu_ms']:.2f}" for m in COMPILE_MODELS)
+        lines.append(f"| {z['T']} {z['B']} {z['I']} {z['H']} | {cells} | "
+                     f"{ratio['train_cpu_ms']:.3f} / {ratio['infer_cpu_ms']:.3f} |")
+    lm = r["runs"][0]["lm_2layer"]
+    lines += ["", "CPU milliseconds per call, training step / inference, median of "
+              f"{r['runs'][0]['repeats']}; {r['runs'][0]['backend']}, {r['runs'][0]['threads']} thread, "
+              f"torch {r['runs'][0]['torch']}, {r['machine']}. The 2-layer language model: "
+              f"{lm['graphs']} graph across lengths {', '.join(map(str, lm['lengths']))}. Command, once per size: "
+              f"`{r['command']}`."]
+    return "\n".join(lines)
+
+
 TABLES = {
     "readme-results": (ROOT / "README.md", readme_results),
     "demo-results": (ROOT / "docs" / "results.md", demo_table),
@@ -298,6 +324,7 @@ TABLES = {
     "lm-timemachine": (ROOT / "docs" / "results.md", lm_timemachine_table),
     "lm-wikitext2": (ROOT / "docs" / "results.md", lm_wikitext2_table),
     "int8": (ROOT / "docs" / "engines.md", int8_table),
+    "compile": (ROOT / "docs" / "engines.md", compile_table),
 }
 
 
