@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import time
 from pathlib import Path
 
@@ -14,12 +12,7 @@ from seq2seq_decode_speed import decode_speed
 from rnnlab.tasks import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq import write_attention_png
 from rnnlab.train import TrainConfig, fit, load_run, new_run_dir
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far (all its threads)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from _report import cpu_seconds, emit
 
 
 def main(name: str, config: dict, train: dict, smoke: dict, argv: list[str] | None = None) -> dict:
@@ -54,7 +47,4 @@ def main(name: str, config: dict, train: dict, smoke: dict, argv: list[str] | No
         longest = max(sources[:50], key=len)
         [t] = task.translate(model, [longest])
         figures["figure"] = str(write_attention_png(t, args.figure))
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-    return figures
+    return emit(figures, args.json)

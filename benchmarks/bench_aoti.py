@@ -34,6 +34,7 @@ from torch import nn
 import rnnlab
 from rnnlab.engine import fast
 from rnnlab.export.pt2 import _aoti_package, export_program
+from _report import cpu_seconds
 
 VOCAB, WIDTH, LAYERS = 200, 128, 2
 SHAPES = {"step_B1_T1": (1, 1), "B8_T64": (8, 64)}
@@ -87,11 +88,6 @@ class TinyLM(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(self.embed(tokens))
         return self.head(out)
-
-
-def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
-    r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
 
 
 def median_ms(fn, repeats: int) -> float:

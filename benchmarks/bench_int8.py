@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,11 +44,7 @@ from rnnlab.engine import fast
 from rnnlab.export.onnx import export_run, onnx_session, run_onnx
 from rnnlab.nn.stream import Stream
 from rnnlab.train.rundir import load_run
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from _report import cpu_seconds
 
 
 def step_times(input_size: int, hidden: int, layers: int, repeats: int, steps: int) -> dict:
@@ -94,11 +89,11 @@ def lm_figures(run: Path, onnx_dir: Path) -> dict:
         full, _ = model(x[:, None])                                   # the layer's own forward
         out["ppl_model_forward"] = math.exp(F.cross_entropy(full[:, 0], y).item())
         for name, int8 in (("float32", False), ("int8", True)):
-            t0 = cpu_s()
+            t0 = cpu_seconds()
             hs = stream_outputs(Stream(model.rnn, int8=int8), emb)
             logits = model.decoder(hs)
             out[f"ppl_stream_{name}"] = math.exp(F.cross_entropy(logits, y).item())
-            out[f"stream_{name}_cpu_s"] = round(cpu_s() - t0, 2)
+            out[f"stream_{name}_cpu_s"] = round(cpu_seconds() - t0, 2)
     out["stream_ppl_change_pct"] = 100 * (out["ppl_stream_int8"] / out["ppl_stream_float32"] - 1)
     out.update(onnx_figures(run, onnx_dir / "lm", lambda sess: math.exp(F.cross_entropy(
         torch.from_numpy(run_onnx(sess, x[:, None])[0][:, 0]), y).item()), "ppl"))
@@ -119,7 +114,7 @@ def classifier_figures(run: Path, test_csv: Path, onnx_dir: Path) -> dict:
         for name, int8 in (("float32", False), ("int8", True)):
             stream = Stream(model.rnn, int8=int8)
             right = 0
-            t0 = cpu_s()
+            t0 = cpu_seconds()
             for b in batches:
                 for j in range(b["x"].shape[1]):
                     stream.reset()
@@ -127,7 +122,7 @@ def classifier_figures(run: Path, test_csv: Path, onnx_dir: Path) -> dict:
                     logits = model.head(stream.state[0][-1])
                     right += int(int(logits.argmax()) == int(b["y"][j]))
             out[f"acc_stream_{name}"] = right / len(split.inputs)
-            out[f"stream_{name}_cpu_s"] = round(cpu_s() - t0, 2)
+            out[f"stream_{name}_cpu_s"] = round(cpu_seconds() - t0, 2)
 
         def accuracy(sess) -> float:
             right = 0
@@ -174,9 +169,9 @@ def main() -> None:
                  "int8_isa": fast.int8_isa(), "load_before": [round(x, 2) for x in os.getloadavg()],
                  "command": " ".join(sys.argv)}
 
-    t0 = cpu_s()
+    t0 = cpu_seconds()
     res["step"] = step_times(a.input, a.hidden, 1, a.repeats, a.steps)
-    res["step"]["cpu_s"] = round(cpu_s() - t0, 1)
+    res["step"]["cpu_s"] = round(cpu_seconds() - t0, 1)
     print(f"step (B=1, I={a.input}, H={a.hidden}): float32 {res['step']['float32_us']:.2f} us, "
           f"int8 {res['step']['int8_us']:.2f} us, ratio {res['step']['ratio']:.3f}", flush=True)
 
@@ -198,16 +193,16 @@ def main() -> None:
                 raise SystemExit(f"bench_int8: {k} failed: {res[k].get('error')}")
             print(f"{k}: {res[k]['cpu_s']} CPU s, {res[k]['wall_s']} s wall", flush=True)
 
-    t0 = cpu_s()
+    t0 = cpu_seconds()
     res["lm"] = lm_figures(lm_run, out_dir / "onnx")
-    res["lm"]["eval_cpu_s"] = round(cpu_s() - t0, 1)
+    res["lm"]["eval_cpu_s"] = round(cpu_seconds() - t0, 1)
     lm = res["lm"]
     print(f"LM test perplexity ({lm['test_tokens']} chars): Stream float32 {lm['ppl_stream_float32']:.4f}, "
           f"int8 {lm['ppl_stream_int8']:.4f} ({lm['stream_ppl_change_pct']:+.3f} %); ONNX Runtime float32 "
           f"{lm['ppl_onnx_float32']:.4f}, int8 {lm['ppl_onnx_int8']:.4f} ({lm['onnx_ppl_change_pct']:+.3f} %)", flush=True)
-    t0 = cpu_s()
+    t0 = cpu_seconds()
     res["classifier"] = classifier_figures(cls_run, snippets / "test.csv", out_dir / "onnx")
-    res["classifier"]["eval_cpu_s"] = round(cpu_s() - t0, 1)
+    res["classifier"]["eval_cpu_s"] = round(cpu_seconds() - t0, 1)
     c = res["classifier"]
     print(f"classifier test accuracy ({c['test_examples']} snippets): Stream float32 {c['acc_stream_float32']:.4f}, "
           f"int8 {c['acc_stream_int8']:.4f} ({c['stream_acc_change_points']:+.2f} points); ONNX Runtime float32 "
@@ -216,7 +211,7 @@ def main() -> None:
                       "lm_ppl_change_le_1pct": abs(lm["stream_ppl_change_pct"]) <= 1.0,
                       "cls_acc_change_le_0.5_points": abs(c["stream_acc_change_points"]) <= 0.5}
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    res["bench_cpu_s"] = round(cpu_s(), 1)
+    res["bench_cpu_s"] = round(cpu_seconds(), 1)
     print("targets:", json.dumps(res["targets"]))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

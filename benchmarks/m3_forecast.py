@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, extended
 from rnnlab.tasks.forecast_baselines import theta_forecast
 from rnnlab.train import TrainConfig, fit, load_run
+from _report import cpu_seconds
 
 TUNING = ("context", "valid_frac", "ensemble", "batch_size", "hidden_size", "norm", "diff", "loss", "recent")
 FREQS = {"yearly": (6, 1), "quarterly": (8, 4), "monthly": (18, 12), "other": (8, 1)}
@@ -40,11 +40,6 @@ PUBLISHED = {"Theta": {"yearly": 16.90, "quarterly": 8.96, "monthly": 13.85, "ot
 def smape(y: np.ndarray, f: np.ndarray) -> float:
     """M3's sMAPE of one series, percent."""
     return float(np.mean(200 * np.abs(y - f) / (np.abs(y) + np.abs(f))))
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def load_m3(freq: str, sample: int, seed: int) -> list:

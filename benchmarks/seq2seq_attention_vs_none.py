@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import time
 from pathlib import Path
 
@@ -28,14 +27,10 @@ from rnnlab.metrics.sequence import token_error_rate
 from rnnlab.report.html import pyplot
 from rnnlab.tasks import Seq2Seq, Seq2SeqConfig
 from rnnlab.train import TrainConfig, fit, load_run
+from _report import cpu_seconds, emit
 
 ALPHABET = "abcdefghij"
 BIN = 5
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def make_pairs(folder: Path, n: int, min_len: int, max_len: int, seed: int) -> dict[str, Path]:
@@ -126,10 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     plt.close(fig)
     figures = {"pairs": pairs, "steps": steps, "hidden": hidden, "smoke": args.smoke, "plot": str(plot),
                "results": results}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-    return figures
+    return emit(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,8 @@ width-K beam costs K greedy decodes; the aim is at most 1.5.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -39,9 +37,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.data.pairs import pad_batch
 from rnnlab.nn.attention import AdditiveAttention, GeneralAttention
-from rnnlab.nn.decoding import length_penalty
 from rnnlab.nn.seq2seq import BOS_ID, EOS_ID
 from rnnlab.train import load_run
+from _report import emit
 
 _TORCH_RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "rnn_relu": nn.RNN}
 
@@ -244,10 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     task, model, _ = load_run(args.run)
     figures = {"run": args.run, **decode_speed(task, model, args.split, args.repeats, args.beam, args.batch_size)}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-    return figures
+    return emit(figures, args.json)
 
 
 if __name__ == "__main__":

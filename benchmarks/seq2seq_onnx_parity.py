@@ -11,7 +11,6 @@ Prints the largest absolute logit difference and how many sources got identical 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from rnnlab.data.pairs import pad_batch
 from rnnlab.export.onnx import export_seq2seq, onnx_session
 from rnnlab.nn.seq2seq import BOS_ID
 from rnnlab.train import load_run
+from _report import emit
 
 
 def ort_greedy(enc, dec, src: torch.Tensor, lengths: torch.Tensor, steps: int) -> np.ndarray:
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         same += int((got.argmax(-1) == want.argmax(-1)).all(1).sum())
     figures = {"run": args.run, "split": args.split, "sources": len(src), "steps": args.steps,
                "max_abs_logit_difference": err, "identical_token_rows": same}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-    return figures
+    return emit(figures, args.json)
 
 
 if __name__ == "__main__":
