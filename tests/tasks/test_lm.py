@@ -15,15 +15,9 @@ from rnnlab.data.text import EOS, UNK, contiguous_split
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.tasks.lm import LanguageModel, LMConfig, LMTask, generate, lm_report_sections
 from rnnlab.train.task import Task, build_task
+from lm_corpus import LM_TEXT
 
-TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40 + "pack my box with five dozen liquor jugs.\n" * 20
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    p = tmp_path / "corpus.txt"
-    p.write_text(TEXT)
-    return p
+TEXT = LM_TEXT
 
 
 def small_task(path, **kw) -> LMTask:

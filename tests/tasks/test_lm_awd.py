@@ -17,15 +17,6 @@ from rnnlab.train import TrainConfig, fit
 from rnnlab.train.checkpoint import load_checkpoint, read_state
 from rnnlab.train.ntasgd import NTASGD
 
-TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40 + "pack my box with five dozen liquor jugs.\n" * 20
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    p = tmp_path / "corpus.txt"
-    p.write_text(TEXT)
-    return p
-
 
 # --------------------------------------------------------------------------- weight drop
 
