@@ -71,13 +71,15 @@ def _int8_step_reference(layer, x, h, c):
 
 
 @needs_kernels
-def test_int8_step_equals_the_quantised_reference() -> None:
-    """Input 5 and H = 70 are not multiples of the kernel's 4-input quads and 64-column blocks."""
+@pytest.mark.parametrize("input_size", [5, 1])
+def test_int8_step_equals_the_quantised_reference(input_size) -> None:
+    """Input 5 and H = 70 are not multiples of the kernel's 4-input quads and 64-column blocks;
+    input 1 is a weight matrix of one column (a scalar series)."""
     torch.manual_seed(0)
-    layer = rnnlab.LSTM(5, 70, num_layers=2).eval()
+    layer = rnnlab.LSTM(input_size, 70, num_layers=2).eval()
     stream = Stream(layer, int8=True)
     assert stream.backend == "kernels int8"
-    for x in torch.randn(12, 5) * 2:
+    for x in torch.randn(12, input_size) * 2:
         h, c = stream.state
         want_h, want_c = _int8_step_reference(layer, x, h, c)
         out = stream.step(x)

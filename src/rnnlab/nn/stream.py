@@ -64,6 +64,12 @@ def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
+def _unit_major(v: Tensor, H: int) -> Tensor:
+    """Rows of an LSTM's gate-major weight or bias (4H, ...) reordered unit-major (row 4j + k = gate
+    k of unit j), the order the C++ steps read, so that each thread's units own a contiguous block."""
+    return v.reshape(4, H, *v.shape[1:]).transpose(0, 1).reshape(v.shape).contiguous()
+
+
 def _mode_of(module: nn.Module) -> str:
     mode = getattr(module, "mode", None)
     if isinstance(mode, str) and mode.upper() in _MODES:
@@ -187,26 +193,21 @@ class Stream:
         for k in range(self.num_layers):
             w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1).detach()
             w = w.to("cpu", self._torch_dtype)
-            ws.append(w.view(4, H, -1).transpose(0, 1).reshape(4 * H, -1).t().contiguous())   # (I+H, 4H)
-            b = torch.from_numpy(self.layers[k][1])                                            # b_ih + b_hh
-            bs.append(b.view(4, H).t().reshape(-1).contiguous())
+            ws.append(_unit_major(w, H).t().contiguous())                                      # (I+H, 4H)
+            bs.append(_unit_major(torch.from_numpy(self.layers[k][1]), H))                     # b_ih + b_hh
         state = torch.zeros(self.num_layers, H, dtype=self._torch_dtype)
         return fast._KERNELS.module.LSTMStreamer(ws, bs, state, state.clone(), torch.get_num_threads())
 
     def _build_int8_step(self):
         """The C++ int8 step: each layer's W_ih and W_hh quantised per row, columns unit-major."""
         m, H = self.module, self.hidden_size
-
-        def unit_major(v: Tensor) -> Tensor:            # gate-major rows (4H, ...) -> row 4j + k
-            return v.reshape(4, H, -1).transpose(0, 1).reshape(4 * H, -1).squeeze(-1).contiguous()
-
         wx, wh, sx, sh, bs = [], [], [], [], []
         for k in range(self.num_layers):
             for name, ws, ss in (("ih", wx, sx), ("hh", wh, sh)):
                 q, scale = quantize_rows(getattr(m, f"weight_{name}_l{k}"))
-                ws.append(unit_major(q).t().contiguous())                    # (K, 4H)
-                ss.append(unit_major(scale))
-            bs.append(unit_major(torch.from_numpy(self.layers[k][1])))       # b_ih + b_hh
+                ws.append(_unit_major(q, H).t().contiguous())                # (K, 4H)
+                ss.append(_unit_major(scale, H))
+            bs.append(_unit_major(torch.from_numpy(self.layers[k][1]), H))   # b_ih + b_hh
         state = torch.zeros(self.num_layers, H)
         return fast._KERNELS.module.LSTMStreamerInt8(wx, wh, sx, sh, bs, state, state.clone(),
                                                      torch.get_num_threads())
