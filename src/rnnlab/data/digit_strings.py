@@ -125,7 +125,8 @@ class ConnectedDigits:
     def __len__(self) -> int:
         return self.size
 
-    def _load(self, path: Path) -> np.ndarray:
+    def audio_of(self, path: Path) -> np.ndarray:
+        """The audio of one file at ``sample_rate``, read once and kept (shared by every string)."""
         if path not in self._audio:
             self._audio[path] = load_audio(path, self.sample_rate)
         return self._audio[path]
@@ -143,7 +144,7 @@ class ConnectedDigits:
                [rng.uniform(*cfg.edge_s)]
         gaps = [int(round(g * sr)) for g in gaps]
 
-        words = [self._load(r.path) * np.float32(10 ** (g / 20)) for r, g in zip(sources, gains)]
+        words = [self.audio_of(r.path) * np.float32(10 ** (g / 20)) for r, g in zip(sources, gains)]
         total = sum(gaps) + sum(len(w) for w in words)
         audio = np.zeros(total, dtype=np.float32)
         bounds, pos = [], gaps[0]
@@ -173,7 +174,7 @@ class ConnectedDigits:
             return rng.standard_normal(n)
         if kind == "pink":
             return pink_noise(rng, n)
-        src = self._load(self.noise_files[int(rng.integers(len(self.noise_files)))]).astype(np.float64)
+        src = self.audio_of(self.noise_files[int(rng.integers(len(self.noise_files)))]).astype(np.float64)
         start = int(rng.integers(len(src)))
         tiled = np.tile(src, -(-n // len(src)) + 1)       # at least n + len(src): any start fits
         return tiled[start:start + n]

@@ -439,17 +439,14 @@ class SpeechTask:
     def _pretrain_batches(self, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
         """``pretrain_words`` batches of isolated training recordings (one word each), each batch
         drawn without replacement; they open epoch 0 of a ctc run."""
-        c = self.config
-        if not hasattr(self, "_word_waves"):
-            self._word_waves = self._load(self._train_recs)
-            self._word_targets = [(1 + self._index(r.label),) for r in self._train_recs]
-        n = len(self._word_waves)
+        c, ds = self.config, self._train_ds    # the training strings' pool: its audio cache is shared
+        recs = ds.recordings
         for i in range(c.pretrain_words):
             rng = np.random.default_rng([c.seed, 0, i, 2])
-            idx = rng.choice(n, min(n, c.batch_size), replace=False)[rank::world_size]
-            waves = [perturb_wave(self._word_waves[j], rng, c) for j in idx]
-            yield {"waves": waves, "targets": [self._word_targets[j] for j in idx], "seed": [c.seed, 0, i, 3],
-                   "words": True}
+            idx = rng.choice(len(recs), min(len(recs), c.batch_size), replace=False)[rank::world_size]
+            waves = [perturb_wave(ds.audio_of(recs[j].path), rng, c) for j in idx]
+            yield {"waves": waves, "targets": [(1 + self._index(recs[j].label),) for j in idx],
+                   "seed": [c.seed, 0, i, 3], "words": True}
 
     def _epoch_ds(self, epoch: int) -> ConnectedDigits:
         ds = self._train_ds
