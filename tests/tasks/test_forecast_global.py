@@ -1,5 +1,5 @@
 """Forecasting many series and trends: month/quarter times, wide and long tables, RevIN,
-differencing, the global model, ensembles, and the Theta baseline against its definition."""
+differencing, the global model, ensembles, and the Theta and ETS baselines."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 from rnnlab.data.tables import infer_frequency, load_forecast_series, parse_time
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.tasks.forecast import ForecastConfig, ForecastTask, Forecaster, member_contexts
-from rnnlab.tasks.forecast_baselines import fit_ses, seasonal_indices, ses_levels, theta_forecast
+from rnnlab.tasks.forecast_baselines import (ETS_MIN_VALUES, ets_available, ets_forecast, fit_ses, seasonal_indices,
+                                             ses_levels, theta_forecast)
 
 
 
@@ -211,6 +212,30 @@ def test_theta_keeps_a_strong_multiplicative_season():
     np.testing.assert_allclose(theta_forecast(y, 8, 4), np.tile(y[:4], 2), rtol=1e-6)
     # without the season it is a smoothed level, not the pattern
     assert np.ptp(theta_forecast(y, 4)) < 1
+
+
+# ----------------------------------------------------------------------------- ETS
+
+needs_statsforecast = pytest.mark.skipif(not ets_available(), reason="statsforecast (the forecast extra) missing")
+
+
+@needs_statsforecast
+def test_ets_continues_a_trend_and_a_season():
+    line = 3.0 + 2.0 * np.arange(30)
+    fc, fitted = ets_forecast(line, 4)
+    assert fitted
+    np.testing.assert_allclose(fc, 3.0 + 2.0 * np.arange(30, 34), rtol=1e-4)
+    pattern = np.array([0.8, 1.0, 1.3, 0.9])
+    fc, fitted = ets_forecast(100 * np.tile(pattern, 8), 8, 4)
+    assert fitted
+    np.testing.assert_allclose(fc, 100 * np.tile(pattern, 2), rtol=1e-3)
+
+
+@needs_statsforecast
+def test_ets_stands_in_naive_where_it_cannot_fit():
+    fc, fitted = ets_forecast(np.array([4.0, 5.0, 7.0])[: ETS_MIN_VALUES - 1], 3)
+    assert not fitted
+    np.testing.assert_array_equal(fc, [7.0, 7.0, 7.0])
 
 
 def test_smape_loss_is_the_symmetric_percentage_error_in_data_units(tmp_path):

@@ -25,8 +25,9 @@ rolled out at forecast time; it forecasts any horizon, takes no covariates and g
 forecasts only. Quantile forecasts (``quantiles=[0.1, 0.5, 0.9]``) use the pinball loss.
 
 Honest scores: metrics (MAE, RMSE, sMAPE, MASE) are in the data's own units on windows whose
-targets lie after the training part, with the naive, seasonal-naive and Theta forecasts
-(:mod:`rnnlab.tasks.forecast_baselines`) scored on the very same windows. Each series is split
+targets lie after the training part, with the naive, seasonal-naive, Theta and (with
+statsforecast installed) ETS forecasts (:mod:`rnnlab.tasks.forecast_baselines`) scored on the
+very same windows. Each series is split
 chronologically: its first ``1 - valid_frac`` (at least ``horizon`` rows are left over)
 trains, the windows that forecast the rest validate and choose the checkpoint. Backtests walk
 forward over data *after* that validation span, never over rows that chose the checkpoint.
@@ -52,7 +53,7 @@ from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
-from rnnlab.tasks.forecast_baselines import theta_forecast
+from rnnlab.tasks.forecast_baselines import ets_available, ets_forecast, theta_forecast
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.train.rundir import load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
@@ -70,8 +71,13 @@ ENSEMBLE_REDUCE = "median"  # how more than two members combine: "median" or "me
 BUDGET_EPOCHS = 20
 MIN_SAMPLES, MAX_SAMPLES = 20_000, 192_000
 EVALS_PER_RUN = 10
-# Theta is fitted once per scored window; beyond this many windows it is left out (a note says so).
+# Theta is fitted once per scored window; beyond this many windows it is left out (the score
+# tables say so: baselines_left_out).
 THETA_MAX_WINDOWS = 5000
+# ETS (with statsforecast installed) fits every error/trend/season form per window and series
+# (milliseconds without a season, up to a tenth of a second with a monthly one): left out
+# beyond this many fits.
+ETS_MAX_FITS = 2000
 
 
 @dataclass
@@ -697,7 +703,7 @@ class ForecastTask:
         return out
 
     def baselines(self, y: np.ndarray, hist: list[np.ndarray], scales: np.ndarray) -> dict[str, float]:
-        """Naive, seasonal-naive (season > 1) and Theta scores on the windows ``y`` (W, H, D_y)
+        """Naive, seasonal-naive (season > 1), Theta and ETS scores on the windows ``y`` (W, H, D_y)
         whose histories are ``hist``."""
         c = self.config
         m = self.season
@@ -714,6 +720,12 @@ class ForecastTask:
                               for h in hist])
             for k, v in forecast_metrics(y, theta, scales).items():
                 out[f"theta_{k}"] = v
+        if ets_available() and len(hist) * y.shape[-1] <= ETS_MAX_FITS:
+            fits = [[ets_forecast(h[:, d], c.horizon, m) for d in range(h.shape[1])] for h in hist]
+            ets = np.stack([np.stack([f for f, _ in row], -1) for row in fits])
+            for k, v in forecast_metrics(y, ets, scales).items():
+                out[f"ets_{k}"] = v
+            out["ets_naive_fallbacks"] = sum(not ok for row in fits for _, ok in row)
         return out
 
     @torch.no_grad()
@@ -938,7 +950,10 @@ def scores_table(m: dict[str, Any], season: int) -> str:
         rows.append([f"seasonal naive (m={season})"] + [m[f"snaive_{k}"] for k in keys])
     if "theta_mae" in m:
         rows.append(["Theta"] + [m[f"theta_{k}"] for k in keys])
+    if "ets_mae" in m:
+        rows.append(["ETS (statsforecast)"] + [m[f"ets_{k}"] for k in keys])
     html = f"<p>{m['windows']} windows.</p>" + table(["", "MAE", "RMSE", "sMAPE %", "MASE"], rows)
+    html += "".join(f"<p>{note}</p>" for note in baselines_left_out(m))
     if "coverage" in m:
         html += f"<p>Empirical coverage of the {m['interval']} interval: {m['coverage']:.3f}</p>"
     return html
@@ -1055,13 +1070,28 @@ def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
     return {k: v for k, v in bt.items() if not k.startswith("_")}
 
 
+def baselines_left_out(m: dict[str, Any]) -> list[str]:
+    """One sentence for each baseline missing from the scores ``m``, and why; one for ETS's
+    naive stand-ins."""
+    notes = [] if "theta_mae" in m else [f"Theta left out: it is fitted per window, and there are over "
+                                          f"{THETA_MAX_WINDOWS}."]
+    if "ets_mae" not in m:
+        notes.append(f"ETS left out: over {ETS_MAX_FITS} fits (windows x targets)." if ets_available() else
+                     "ETS left out: it needs statsforecast (pip install 'rnnlab[forecast]').")
+    elif m.get("ets_naive_fallbacks"):
+        notes.append(f"ETS could not fit {int(m['ets_naive_fallbacks'])} of the series' histories (too short): "
+                     "naive forecasts stand in there.")
+    return notes
+
+
 def format_scores(m: dict[str, Any]) -> str:
     """Scores beside the baselines as the plain text the CLI prints."""
     rows = [("model", "")] + [("naive", "naive_")] + ([("seasonal naive", "snaive_")] if "snaive_mae" in m else [])
     rows += [("Theta", "theta_")] if "theta_mae" in m else []
+    rows += [("ETS", "ets_")] if "ets_mae" in m else []
     lines = [f"{int(m['windows'])} windows" + (f" of {int(m['series'])} series" if m.get("series", 1) > 1 else ""), f"{'':<16}{'MAE':>10}{'RMSE':>10}{'sMAPE%':>10}{'MASE':>10}"]
     for name, p in rows:
         lines.append(f"{name:<16}" + "".join(f"{m[p + k]:>10.4f}" for k in ("mae", "rmse", "smape", "mase")))
     if "coverage" in m:
         lines.append(f"coverage of the {m['interval']} interval: {m['coverage']:.3f}")
-    return "\n".join(lines)
+    return "\n".join(lines + baselines_left_out(m))

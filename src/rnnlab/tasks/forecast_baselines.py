@@ -1,4 +1,4 @@
-"""Statistical baselines scored beside every forecaster: naive, seasonal naive and Theta.
+"""Statistical baselines scored beside every forecaster: naive, seasonal naive, Theta and ETS.
 
 Theta is the standard Theta method of Assimakopoulos & Nikolopoulos (2000), the best method of
 the M3 competition, in the form Hyndman & Billah (2003) proved equivalent and that R's
@@ -15,11 +15,23 @@ the M3 competition, in the form Hyndman & Billah (2003) proved equivalent and th
 SES starts from the first value (level after step 1 = ``y_1``), which makes step 2 exactly the
 average of the extrapolated regression line (the theta = 0 line) and SES of the theta = 2 line
 ``2 y - line``, the method's original definition.
+
+ETS is statsforecast's automatic exponential smoothing (Hyndman et al. 2002; R's
+``forecast::ets``): every admissible error/trend/season form fitted by maximum likelihood, the
+one with the lowest AICc forecasting. It needs the ``statsforecast`` package (``pip install
+'rnnlab[forecast]'``); :func:`ets_available` says whether it is there.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
+
 import numpy as np
+
+# Fewer values than this and statsforecast's ETS refuses the series ("tiny datasets"); such
+# series get the naive forecast instead, and the callers count them.
+ETS_MIN_VALUES = 4
 
 
 def ses_levels(y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,3 +110,47 @@ def theta_forecast(y: np.ndarray, horizon: int, season: int = 0) -> np.ndarray:
     h = np.arange(1, horizon + 1)
     fc = level + b / 2 * (h - 1 + 1 / alpha - (1 - alpha) ** n / alpha)
     return fc * seas[n:]
+
+
+def _ets_functions():
+    """statsforecast's ETS fit and forecast functions, or None where statsforecast is missing.
+    They come from ``statsforecast.ets`` (compiled code, imported in about a second) rather than
+    ``statsforecast.models.AutoETS``, the same fit behind a class, whose module compiles every
+    other model of the package with numba on first import (about a minute)."""
+    try:
+        ets = importlib.import_module("statsforecast.ets")
+    except ImportError:
+        return None
+    fit, forecast = getattr(ets, "ets_f", None), getattr(ets, "forecast_ets", None)
+    if fit is None or forecast is None:   # moved in another statsforecast release: the public class
+        models = importlib.import_module("statsforecast.models")
+        return lambda y, m: models.AutoETS(season_length=m), lambda mod, h, y: mod.forecast(y=y, h=h)
+    return (lambda y, m: fit(y, m=m)), (lambda mod, h, y: forecast(mod, h))
+
+
+def ets_available() -> bool:
+    """Whether the ETS baseline can run here (statsforecast installed)."""
+    return importlib.util.find_spec("statsforecast") is not None
+
+
+def ets_forecast(y: np.ndarray, horizon: int, season: int = 0) -> tuple[np.ndarray, bool]:
+    """statsforecast's automatic ETS forecast of a 1-D series, ``horizon`` steps, with seasonal
+    period ``season`` (0 or 1: none), and whether ETS made it: series it cannot fit (fewer than
+    ``ETS_MIN_VALUES`` values, or a failed fit) get the naive forecast and ``False``. Raises
+    ImportError without statsforecast."""
+    functions = _ets_functions()
+    if functions is None:
+        raise ImportError("statsforecast is not installed (pip install 'rnnlab[forecast]')")
+    fit, forecast = functions
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < ETS_MIN_VALUES:
+        return np.full(horizon, y[-1] if len(y) else 0.0), False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # its variance of a perfect fit divides by zero
+        try:
+            fc = np.asarray(forecast(fit(y, max(1, season)), horizon, y)["mean"], dtype=np.float64)
+        except (ValueError, IndexError, NotImplementedError, ZeroDivisionError, FloatingPointError):
+            return np.full(horizon, y[-1]), False
+    if fc.shape != (horizon,) or not np.all(np.isfinite(fc)):
+        return np.full(horizon, y[-1]), False
+    return fc, True
