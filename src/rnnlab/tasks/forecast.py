@@ -77,7 +77,7 @@ THETA_MAX_WINDOWS = 5000
 # ETS (with statsforecast installed) fits every error/trend/season form per window and series
 # (milliseconds without a season, up to a tenth of a second with a monthly one): left out
 # beyond this many fits.
-ETS_MAX_FITS = 2000
+ETS_MAX_FITS = 1000
 
 
 @dataclass
