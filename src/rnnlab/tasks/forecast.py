@@ -27,9 +27,9 @@ forecasts only. Quantile forecasts (``quantiles=[0.1, 0.5, 0.9]``) use the pinba
 Honest scores: metrics (MAE, RMSE, sMAPE, MASE) are in the data's own units on windows whose
 targets lie after the training part, with the naive, seasonal-naive, Theta and (with
 statsforecast installed) ETS forecasts (:mod:`rnnlab.tasks.forecast_baselines`) scored on the
-very same windows. Each series is split
-chronologically: its first ``1 - valid_frac`` (at least ``horizon`` rows are left over)
-trains, the windows that forecast the rest validate and choose the checkpoint. Backtests walk
+very same windows. Each series is split chronologically: its first ``1 - valid_frac`` (at
+least ``horizon`` rows are left over) trains, the windows that forecast the rest validate and
+choose the checkpoint. Backtests walk
 forward over data *after* that validation span, never over rows that chose the checkpoint.
 """
 
@@ -1079,7 +1079,7 @@ def baselines_left_out(m: dict[str, Any]) -> list[str]:
         notes.append(f"ETS left out: over {ETS_MAX_FITS} fits (windows x targets)." if ets_available() else
                      "ETS left out: it needs statsforecast (pip install 'rnnlab[forecast]').")
     elif m.get("ets_naive_fallbacks"):
-        notes.append(f"ETS could not fit {int(m['ets_naive_fallbacks'])} of the series' histories (too short): "
+        notes.append(f"ETS could not fit {int(m['ets_naive_fallbacks'])} of the windows' histories (too short): "
                      "naive forecasts stand in there.")
     return notes
 
