@@ -29,8 +29,8 @@ targets lie after the training part, with the naive, seasonal-naive, Theta and (
 statsforecast installed) ETS forecasts (:mod:`rnnlab.tasks.forecast_baselines`) scored on the
 very same windows. Each series is split chronologically: its first ``1 - valid_frac`` (at
 least ``horizon`` rows are left over) trains, the windows that forecast the rest validate and
-choose the checkpoint. Backtests walk
-forward over data *after* that validation span, never over rows that chose the checkpoint.
+choose the checkpoint. Backtests walk forward over data *after* that validation span, never
+over rows that chose the checkpoint.
 """
 
 from __future__ import annotations
