@@ -179,14 +179,14 @@ def test_backtest_rolls_forward_after_the_validation_span_only(tmp_path):
 
 
 def test_ets_scores_are_each_windows_own_forecast(tmp_path, monkeypatch):
-    """The ETS row scores, on every backtest window, ETS fitted to that window's history alone;
-    without statsforecast the score tables say what is missing and why."""
+    """The ETS row (ets=True) scores, on every backtest window, ETS fitted to that window's
+    history alone; asked for without statsforecast, it is a ConfigError before any data is read."""
     pytest.importorskip("statsforecast")
     full = seasonal_csv(tmp_path / "full.csv", n=170, dates=False)
     with open(full) as fh:
         (tmp_path / "s.csv").write_text("\n".join(fh.read().splitlines()[:151]) + "\n")  # the first 150 rows
     task = ForecastTask(ForecastConfig(data=str(tmp_path / "s.csv"), time_col="date", targets=["load"], context=20,
-                                       horizon=5, season=12, hidden_size=8, valid_frac=0.2))
+                                       horizon=5, season=12, hidden_size=8, valid_frac=0.2, ets=True))
     model = quick_fit(task, epochs=1)
     bt = task.backtest_file(model, full, 4)
     y = task.load(full)[0].targets[:, 0].astype(np.float64)
@@ -194,10 +194,13 @@ def test_ets_scores_are_each_windows_own_forecast(tmp_path, monkeypatch):
     assert [p["origin_row"] for p in bt["per_window"]] == [150, 155, 160, 165]
     assert bt["ets_mae"] == pytest.approx(float(np.mean(errors)), rel=1e-5)
     assert "\nETS " in format_scores(bt) and bt["ets_naive_fallbacks"] == 0
-    monkeypatch.setattr(forecast_module, "ets_available", lambda: False)
+    monkeypatch.setattr(forecast_module, "ETS_MAX_FITS", 3)
     bt = task.backtest_file(model, full, 4)
-    assert "ets_mae" not in bt
-    assert "ETS left out: it needs statsforecast (pip install 'rnnlab[forecast]')." in format_scores(bt)
+    assert "ets_mae" not in bt and "ETS left out: over 3 fits (windows x targets)." in format_scores(bt)
+    monkeypatch.setattr(forecast_module, "ets_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"forecast ets: expected statsforecast installed for the ETS baseline "
+                                          r"\(pip install 'rnnlab\[forecast\]'\), got it is not installed"):
+        ForecastConfig(data="never-read.csv", targets=["load"], ets=True)
 
 
 def test_report_sections(tmp_path):

@@ -68,6 +68,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         loss: str = typer.Option("auto", "--loss", help="auto (smape when every training value is > 0, else mae) | mae | mse | smape (point forecasts)."),
         recent: int = typer.Option(0, "--recent", help="Train only on windows whose targets end in the last K horizons of each series; 0 = all."),
         ensemble: int = typer.Option(1, "--ensemble", help="Members with their own seed and context length; their median."),
+        ets: bool = typer.Option(False, "--ets", help="Also score statsforecast's automatic ETS on the same windows (pip install 'rnnlab[forecast]'; one fit per window: seconds to a minute)."),
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
@@ -91,7 +92,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 covariates=split_list(covariates), id_col=id_col, wide=wide, missing=missing, encoding=encoding,
                 context=context, horizon=horizon, season=season, valid_frac=valid_frac,
                 backtest_windows=backtest_windows, norm=norm, diff=diff, fourier=fourier, loss=loss, recent=recent,
-                ensemble=ensemble, mode=mode,
+                ensemble=ensemble, ets=ets, mode=mode,
                 quantiles=_floats(quantiles), cell=cell, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
                 batch_size=batch_size, stride=stride, seed=data_seed, cell_options=cell_options_from_flags(cell_option))
 
