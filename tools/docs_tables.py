@@ -261,9 +261,14 @@ def lm_wikitext2_table() -> str:
     if rows:
         r = rows[0]
         per_cpu = r["tokens_per_cpu_s"]
-        lines += ["", f"The {r['row']} row processed {per_cpu:,.0f} training tokens per CPU second (reading the "
-                  f"corpus and any validation included) with `--threads {data['threads']}`; at that rate 60 minutes of 2 fully available cores "
-                  f"would give at most {per_cpu * 7200 / WT2_TRAIN_TOKENS:.1f} epochs."]
+        line = (f"The {r['row']} row processed {per_cpu:,.0f} training tokens per CPU second (reading the "
+                f"corpus and any validation included) with `--threads {data['threads']}`")
+        if r["cpu_share"] < 0.9 * data["threads"]:   # it did not have its cores: what they would have given
+            line += (f"; at that rate 60 minutes of 2 fully available cores would give at most "
+                     f"{per_cpu * 7200 / WT2_TRAIN_TOKENS:.1f} epochs.")
+        else:
+            line += f", using {r['cpu_share']:.2f} cores on average over its {r['wall_s'] / 60:.0f} minutes."
+        lines += ["", line]
     return "\n".join(lines)
 
 
