@@ -50,9 +50,8 @@ def rows(a: argparse.Namespace) -> dict[str, list[str]]:
                       "--clip", "0.25", "--schedule", "cosine", "--max-steps", str(a.max_steps)],
         # its own schedule: lr / 4 after an evaluation without improvement
         "pytorch-examples": [*common, "--schedule", "plateau", "--cell", "lstm", "--layers", "2", "--embed", "200",
-                             "--hidden", "200",
-                             "--dropout", "0.2", "--batch-size", "20", "--optimizer", "sgd", "--lr", "20",
-                             "--clip", "0.25"],
+                             "--hidden", "200", "--dropout", "0.2", "--batch-size", "20", "--optimizer", "sgd",
+                             "--lr", "20", "--clip", "0.25"],
     }
 
 

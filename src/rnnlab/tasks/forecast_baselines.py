@@ -24,6 +24,7 @@ one with the lowest AICc forecasting. It needs the ``statsforecast`` package (``
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 
@@ -112,8 +113,10 @@ def theta_forecast(y: np.ndarray, horizon: int, season: int = 0) -> np.ndarray:
     return fc * seas[n:]
 
 
+@functools.cache
 def _ets_functions():
-    """statsforecast's ETS fit and forecast functions, or None where statsforecast is missing.
+    """statsforecast's ETS fit and forecast functions, or None where statsforecast is missing
+    (looked up once per process, not once per fit).
     They come from ``statsforecast.ets`` (compiled code, imported in about a second) rather than
     ``statsforecast.models.AutoETS``, the same fit behind a class, whose module compiles every
     other model of the package with numba on first import (about a minute)."""
