@@ -223,21 +223,25 @@ def _load(r: dict) -> str:
 
 def lm_timemachine_table() -> str:
     data = json.loads(LM_TM_JSON.read_text())
-    lines = ["| model | d2l's training ppl | rnnlab training ppl (last epoch) | difference | held-out valid ppl | "
-             "tokens/s (median step) | CPU s | wall s | load (1 min) |", "|---|---|---|---|---|---|---|---|---|"]
+    init_names = {"d2l": "d2l's: N(0, 0.01²), biases 0", "torch": "torch.nn's"}
+    lines = ["| model | initialisation | d2l's training ppl | rnnlab training ppl (last epoch) | difference | "
+             "held-out valid ppl | tokens/s (median step) | CPU s | wall s | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
+        init = init_names[r.get("init", "torch")]
         if r["rc"] != 0:
-            lines.append(f"| {LABEL[r['row']]} | {r['d2l_ppl']} | failed | | | | {r['cpu_s']} | {r['wall_s']} | {_load(r)} |")
+            lines.append(f"| {LABEL[r['row']]} | {init} | {r['d2l_ppl']} | failed | | | | {r['cpu_s']} | {r['wall_s']} | "
+                         f"{_load(r)} |")
             continue
         s = r["summary"]
         ok = "within" if r["within_tolerance"] else "outside"
-        lines.append(f"| {LABEL[r['row']]} | {r['d2l_ppl']} | {r['train_ppl_last_epoch']:.2f} | {r['rel_diff']:+.1%} ({ok} "
-                     f"{data['tolerance']:.0%}) | {r['valid_ppl']:.2f} | {s['tokens_per_s']:,.0f} | {r['cpu_s']:,.0f} | "
-                     f"{r['wall_s']:,.0f} | {_load(r)} |")
+        lines.append(f"| {LABEL[r['row']]} | {init} | {r['d2l_ppl']} | {r['train_ppl_last_epoch']:.2f} | "
+                     f"{r['rel_diff']:+.1%} ({ok} {data['tolerance']:.0%}) | {r['valid_ppl']:.2f} | "
+                     f"{s['tokens_per_s']:,.0f} | {r['cpu_s']:,.0f} | {r['wall_s']:,.0f} | {_load(r)} |")
     first = data["rows"][0]
-    lines += ["", f"Command of the {LABEL[first['row']]} row (the others differ in `--cell`): "
-              f"`{_shown_command(first['command'], 'tm-' + first['row'])}`. {data['epochs']} epochs, "
-              f"`--threads {data['threads']}`, {data['machine']['cpus_visible']} CPUs visible."]
+    lines += ["", f"Command of the first row (the others differ in `--cell`, and the torch.nn-initialised rows "
+              f"drop `--init-std`): `{_shown_command(first['command'], 'tm-' + first['row'])}`. "
+              f"{data['epochs']} epochs, `--threads {data['threads']}`, {data['machine']['cpus_visible']} CPUs visible."]
     return "\n".join(lines)
 
 

@@ -222,6 +222,8 @@ def test_unknown_dataset_name(no_model):
     ({"cell": "transformer"}, "--cell"), ({"level": "byte"}, "--level"), ({"hidden_size": 0}, "--hidden-size"), ({"layers": 0}, "--num-layers"),
     ({"dropout": 1.0}, "--dropout"), ({"tied": True, "embed": 8}, "--tied"), ({"tied": True, "embed": 0}, "--tied"),
     ({"sampling": "shuffle"}, "sampling"), ({"preprocess": "nfc"}, "preprocess"),
+    ({"init_std": 0.0}, "--init-std"), ({"init_std": float("nan")}, "--init-std"),
+    ({"init_std": 0.01, "cell_options": {"forget_bias": 1.0}}, "--init-std"),
 ])
 def test_config_errors(text_file, no_model, kw, word):
     with pytest.raises(ConfigError, match=word):
@@ -235,6 +237,31 @@ def test_config_rejects_unknown_keys_and_needs_one_source(text_file):
         LMTask({})
     with pytest.raises(ConfigError, match="exactly one"):
         LMTask({"text": str(text_file), "dataset": "timemachine"})
+
+
+@pytest.mark.parametrize("cell, embed, cutoffs", [("lstm", 0, ()), ("gru", 16, ()), ("rnn", 16, (10,))])
+def test_init_std_draws_every_weight_matrix_from_a_normal_and_zeros_the_biases(cell, embed, cutoffs):
+    """d2l's from-scratch initialisation: weights N(0, std^2), biases 0; the adaptive softmax keeps its own."""
+    torch.manual_seed(0)
+    m = LanguageModel(40, cell, hidden_size=64, embed=embed, init_std=0.02, adaptive_cutoffs=cutoffs)
+    seen = set()
+    for name, p in m.named_parameters():
+        if name.startswith("adaptive."):
+            continue
+        seen.add(name.split(".")[0])
+        if "bias" in name:
+            assert torch.count_nonzero(p) == 0, name
+        else:
+            assert abs(p.std().item() - 0.02) < 0.004 and abs(p.mean().item()) < 0.004, name
+    assert seen == ({"rnn"} | ({"embedding"} if embed else set()) | (set() if cutoffs else {"decoder"}))
+    default = LanguageModel(40, cell, hidden_size=64, embed=embed)             # torch.nn: uniform +-1/sqrt(H)
+    assert default.rnn.weight_hh_l0.abs().max() > 0.1   # 1/sqrt(64) = 0.125; N(0, 0.02^2) rarely passes 0.08
+
+
+def test_init_std_reaches_the_model_through_the_task(text_file):
+    t = small_task(text_file, init_std=0.01)
+    m = t.build_model()
+    assert torch.count_nonzero(m.rnn.bias_ih_l0) == 0 and m.rnn.weight_hh_l0.std() < 0.02
 
 
 def test_tied_default_embed_is_hidden(text_file):

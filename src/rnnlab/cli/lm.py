@@ -54,6 +54,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         weight_drop: float = typer.Option(0.0, "--weight-drop", help="DropConnect on the hidden-to-hidden matrices."),
         ar: float = typer.Option(0.0, "--ar", help="Activation regularisation weight (AWD-LSTM: 2)."),
         tar: float = typer.Option(0.0, "--tar", help="Temporal activation regularisation weight (AWD-LSTM: 1)."),
+        init_std: Optional[float] = typer.Option(None, "--init-std", help="Draw every weight matrix from N(0, S^2) and zero every bias (d2l's from-scratch models: 0.01); default: torch.nn's initialisation."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary (perplexities, tokens/s, steps) as one JSON object."),
         cell_option: Optional[List[str]] = cell_option_flag(),
         run: TrainArgs = None,
@@ -79,7 +80,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 cell_options=cell_options_from_flags(cell_option), max_tokens=max_tokens,
                 adaptive_cutoffs=list(_cutoffs(adaptive_softmax)), locked_dropout=locked_dropout,
                 input_dropout=input_dropout, hidden_dropout=hidden_dropout, embed_dropout=embed_dropout,
-                weight_drop=weight_drop, ar=ar, tar=tar,
+                weight_drop=weight_drop, ar=ar, tar=tar, init_std=init_std,
             )
 
         def build() -> LMTask:  # every data error is raised here, before any model is built

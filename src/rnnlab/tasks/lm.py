@@ -80,6 +80,7 @@ class LMConfig:
     dropout: float = 0.0                  # on embeddings, between layers and before the decoder
     tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden_size)
     cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
+    init_std: float | None = None         # weights ~ N(0, init_std^2), biases 0 (d2l's from-scratch 0.01); None = torch.nn's
     # Large vocabularies and AWD-LSTM's regularisers (all off by default).
     adaptive_cutoffs: tuple[int, ...] = ()  # adaptive softmax (Grave et al. 2017) with these cluster cutoffs; () = full softmax
     locked_dropout: bool = False          # one dropout mask per sequence, reused at every step (variational)
@@ -160,6 +161,14 @@ class LMConfig:
                                        "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
         if self.tied and cutoffs:
             raise ConfigError(expected("--tied", "a full softmax (not with --adaptive-softmax)", f"cutoffs {list(cutoffs)}"))
+        if self.init_std is not None:
+            if not (isinstance(self.init_std, (int, float)) and not isinstance(self.init_std, bool)
+                    and math.isfinite(self.init_std) and self.init_std > 0):
+                raise ConfigError(expected("--init-std", "a number > 0", self.init_std))
+            clash = sorted(k for k in ("init", "forget_bias", "t_max") if k in (self.cell_options or {}))
+            if clash:
+                raise ConfigError(expected("--init-std", "no cell option that initialises weights or biases",
+                                           "--cell-option " + ", ".join(clash)))
         if embed == 0 and self.embed_dropout:
             raise ConfigError(expected("--embed-dropout", "an embedding (--embed > 0)", "one-hot input"))
         LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
@@ -185,7 +194,8 @@ class LanguageModel(nn.Module):
                  embed: int = 0, dropout: float = 0.0, tied: bool = False,
                  cell_options: dict[str, Any] | None = None, *, adaptive_cutoffs: tuple[int, ...] = (),
                  locked_dropout: bool = False, input_dropout: float | None = None,
-                 hidden_dropout: float | None = None, embed_dropout: float = 0.0, weight_drop: float = 0.0) -> None:
+                 hidden_dropout: float | None = None, embed_dropout: float = 0.0, weight_drop: float = 0.0,
+                 init_std: float | None = None) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.embed_dropout = embed_dropout
@@ -226,6 +236,19 @@ class LanguageModel(nn.Module):
             if self.embedding is None or self.decoder is None:
                 raise ConfigError(expected("tied", "an embedding and a full softmax", f"embed {embed}"))
             self.decoder.weight = self.embedding.weight
+        if init_std is not None:
+            self._normal_init(init_std)
+
+    def _normal_init(self, std: float) -> None:
+        """d2l's from-scratch initialisation: every weight matrix (embedding, input-to-hidden,
+        hidden-to-hidden, decoder) drawn from N(0, std^2), every bias zero. Layer-norm gains and
+        the adaptive softmax's clusters keep their own initialisation."""
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith(("weight_ih", "weight_hh")) or name in ("embedding.weight", "decoder.weight"):
+                nn.init.normal_(p, 0.0, std)
+            elif leaf.startswith(("bias_ih", "bias_hh")) or name == "decoder.bias":
+                nn.init.zeros_(p)
 
     def features(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """``x`` (T, B) ids -> (dropped last-layer output, raw last-layer output, new state), (T, B, H)."""
@@ -401,7 +424,7 @@ class LMTask:
         return LanguageModel(len(self.vocab), c.cell, c.hidden_size, c.num_layers, c.embed, c.dropout, c.tied, c.cell_options,
                              adaptive_cutoffs=c.adaptive_cutoffs, locked_dropout=c.locked_dropout,
                              input_dropout=c.input_dropout, hidden_dropout=c.hidden_dropout,
-                             embed_dropout=c.embed_dropout, weight_drop=c.weight_drop)
+                             embed_dropout=c.embed_dropout, weight_drop=c.weight_drop, init_std=c.init_std)
 
     @property
     def compile_methods(self) -> dict[str, bool]:
