@@ -22,12 +22,14 @@ from rnnlab.tasks.classify import (
     LSTMFCN,
     MemberEnsemble,
     _dtw_backend,
+    amplitude_spread,
     baseline_table,
     budget,
     downsample,
     nearest_neighbour,
     stratified_folds,
     znorm,
+    znorm_with_scale,
 )
 from rnnlab.train import TrainConfig
 
@@ -118,6 +120,15 @@ def test_numeric_task_trains_with_its_budget(tmp_path):
     task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts")))
     cfg = TrainConfig.for_task(task)
     assert cfg.max_steps == budget(8, 32)["max_steps"] and cfg.schedule == "cosine"
+
+
+def test_kfold_trains_the_budget_out_and_keeps_the_last_model(tmp_path):
+    """k-fold (few series): no pick of the lowest out-of-fold loss, no early stop; a holdout keeps both."""
+    path = ts_file(tmp_path / "t.ts", n_per_class=5)
+    kfold = TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path)))
+    assert kfold.select == "last" and kfold.patience == 0
+    holdout = TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path, folds=1)))
+    assert holdout.select == "best" and holdout.patience == budget(8, 32)["patience"]
 
 
 def test_max_epochs_alone_sets_the_step_budget(tmp_path):
@@ -300,6 +311,50 @@ def test_normalize_options(tmp_path):
     channel = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.ts"), folds=1))
     fit = np.concatenate(channel.split("train").inputs)
     assert abs(fit.mean()) < 1e-5 and abs(fit.std() - 1) < 1e-4   # scaled on the training part, amplitudes kept
+
+
+def test_znorm_with_scale_appends_log_scale_and_level():
+    s = np.stack([np.sin(np.arange(12.0)) * 500 + 30, np.full(12, -2.0)], axis=1)
+    out = znorm_with_scale(s)
+    assert out.shape == (12, 6)
+    np.testing.assert_allclose(out[:, :2], znorm(s))
+    np.testing.assert_allclose(out[:, 2], np.log10(s[:, 0].std()))
+    np.testing.assert_allclose(out[:, 3], -8.0)                       # a constant variable: the floor, not -inf
+    np.testing.assert_allclose(out[:, 4:], np.arcsinh(s.mean(0, keepdims=True)).repeat(12, 0))
+
+
+def test_amplitude_spread():
+    rng = np.random.default_rng(0)
+    alike = [rng.normal(size=(20, 2)) for _ in range(30)]
+    assert amplitude_spread(alike) < 2
+    wide = [x * 10.0 ** (k % 6) for k, x in enumerate(alike)]          # 1 .. 1e5
+    assert amplitude_spread(wide) > 1e4
+    assert amplitude_spread([np.zeros((5, 1))] * 3) == 1.0
+
+
+def test_auto_normalize_keeps_amplitudes_apart_when_they_span_orders_of_magnitude(tmp_path):
+    """Series whose scales span 1e-2 .. 1e3 (as appliance currents do): auto z-normalises each one and
+    adds its log scale, so the quiet series are not squashed to zero by one global scale."""
+    rng = np.random.default_rng(0)
+    shape = np.sin(np.linspace(0, 6, 20))[:, None]
+    seqs = [shape * 10.0 ** e + rng.normal(0, 0.05 * 10.0 ** e, (20, 1)) for e in (-2, -1, 0, 1, 2, 3) * 2]
+    labels = ["quiet", "quiet", "quiet", "loud", "loud", "loud"] * 2
+    write_ts(str(tmp_path / "w.ts"), seqs, labels)
+    with pytest.warns(DataWarning, match="series-scale"):
+        task = ClassifyTask(ClassifyConfig(train=str(tmp_path / "w.ts"), folds=1))
+    assert task.normalize == "series-scale" and task.input_dims == 3
+    x = np.stack(task.split("train").inputs + task.split("valid").inputs)             # (N, T, 3)
+    assert x.shape[1:] == (20, 3) and np.abs(x).max() < 10                            # nothing huge, nothing
+    assert all(np.ptp(series[:, 0]) > 1 for series in x)                              # squashed: every shape visible
+    assert np.allclose(x[:, :, 1:], x[:, :1, 1:])                                     # scale and level constant in time
+    rebuilt = ClassifyTask(task.config, metadata=task.metadata())
+    assert rebuilt.normalize == "series-scale" and rebuilt.input_dims == 3
+    model = rebuilt.build_model().eval()
+    xb, lengths = rebuilt.collate(rebuilt.split("train").inputs[:4])
+    assert model(xb, lengths).shape == (4, 2)
+    alike = [shape * (1 + 0.1 * k) for k in range(6)]
+    write_ts(str(tmp_path / "a.ts"), alike, ["a", "b"] * 3)
+    assert ClassifyTask(ClassifyConfig(train=str(tmp_path / "a.ts"), folds=1)).normalize == "channel"
 
 
 # ----------------------------------------------------------------------------- ensembles

@@ -100,6 +100,33 @@ def test_plateau_divides_lr_and_early_stopping_stops(tmp_path):
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.025, 0.00625])
 
 
+class Rising(ToyTask):
+    """Valid loss that only gets worse: the first evaluation is the lowest."""
+
+    def __init__(self, **kw):
+        super().__init__(ToyConfig(**TASK))
+        self.evals = 0
+
+    def evaluate(self, model, split="valid"):
+        self.evals += 1
+        return {"loss": float(self.evals), "rmse": 1.0}
+
+
+def test_select_last_keeps_the_newest_checkpoint_as_best_and_never_stops_early(tmp_path):
+    best = fit(Rising(), train_config(max_steps=12, eval_every=2, patience=2), tmp_path / "best")
+    assert best.stop_reason == "early_stopping" and best.best_step == 2
+    r = fit(Rising(), train_config(max_steps=12, eval_every=2, patience=2, select="last"), tmp_path / "last")
+    assert r.stop_reason == "max_steps" and r.step == 12 and r.best_step == 12
+    assert r.best_loss == r.metrics["loss"]                      # the newest evaluation's, not the lowest
+    kept = [load_checkpoint(p, toy_task().build_model()).meta["step"] for p in list_checkpoints(tmp_path / "last" / "checkpoints")]
+    assert max(kept) == 12 and 2 not in kept                     # nothing held back for an early low
+
+
+def test_select_is_checked():
+    with pytest.raises(ConfigError, match="select"):
+        train_config(select="lowest")
+
+
 def test_step_and_cosine_schedules(tmp_path):
     fit(toy_task(), train_config(max_steps=6, schedule="step", step_size=2, gamma=0.5, lr=0.1), tmp_path / "s")
     assert [c["lr"] for c in curve(tmp_path / "s") if c["kind"] == "train"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])

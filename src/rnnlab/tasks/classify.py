@@ -68,7 +68,12 @@ POOLS = ("last", "mean", "max")
 INPUTS = ("auto", "text", "numeric", "frames")
 LEVELS = ("word", "char")
 ARCHS = ("auto", "rnn", "lstm-fcn")          # auto: lstm-fcn for numeric input, rnn for text and frames
-NORMALIZE = ("channel", "series", "none")
+NORMALIZE = ("auto", "channel", "series", "series-scale", "none")
+# --normalize auto: channel scaling, unless the training series' amplitudes span more than this
+# factor (the 90th over the 10th percentile of their standard deviations, the widest variable):
+# one scale for all would then leave the quiet series' values near zero, so each series is
+# z-normalised instead and its own scale becomes an input (series-scale).
+AMPLITUDE_SPREAD = 100.0
 LONG_SERIES = ("auto", "downsample", "truncate")   # auto: downsample numeric series, truncate token sequences
 
 # Validation when no --valid file is given (numeric input, --folds 0 = auto): below KFOLD_BELOW
@@ -129,7 +134,7 @@ class ClassifyConfig:
     finetune_backbone: bool = False    # frames: train the torchvision backbone too (else frozen)
     # numeric sequences (time-series classification)
     arch: str = "auto"                 # auto | rnn | lstm-fcn (auto: lstm-fcn for numeric input, else rnn)
-    normalize: str = "channel"         # channel (train statistics per variable) | series (z-normalise each series) | none
+    normalize: str = "auto"            # auto | channel (train statistics per variable) | series (z-normalise each series) | series-scale | none
     long_series: str = "auto"          # auto | downsample | truncate: what happens beyond max_len (auto: downsample numeric)
     folds: int = 0                     # validation without a valid file: 0 = auto, 1 = holdout, k >= 2 = stratified k-fold
     ensemble: int = 1                  # models per fold trained from different initialisations; predictions averaged
@@ -486,6 +491,26 @@ def znorm(s: np.ndarray) -> np.ndarray:
     return (s - mean) / np.where(std > 1e-8, std, 1.0)
 
 
+def znorm_with_scale(s: np.ndarray) -> np.ndarray:
+    """(T, D) -> (T, 3D): the z-normalised series, then each variable's log10 standard deviation
+    and asinh of its mean as constant variables, so the shape and the level are both inputs on
+    scales that stay comparable across orders of magnitude."""
+    mean = s.mean(0, keepdims=True)
+    std = s.std(0, keepdims=True)
+    t = len(s)
+    return np.concatenate([znorm(s), np.repeat(np.log10(np.maximum(std, 1e-8)), t, 0),
+                           np.repeat(np.arcsinh(mean), t, 0)], axis=1)
+
+
+def amplitude_spread(seqs: list[np.ndarray]) -> float:
+    """The 90th over the 10th percentile of the series' standard deviations, for the variable
+    where that ratio is largest (1 when every series is constant)."""
+    std = np.array([np.asarray(x, dtype=np.float64).std(0) for x in seqs])       # (N, D)
+    lo, hi = np.percentile(std, 10, axis=0), np.percentile(std, 90, axis=0)
+    ratio = np.where(hi > 0, hi / np.maximum(lo, 1e-12), 1.0)
+    return float(ratio.max())
+
+
 class ClassifyTask:
     name = "classify"
     # Text: epochs, not steps, since data sets differ in size by orders of magnitude; Adam needs
@@ -558,6 +583,12 @@ class ClassifyTask:
         self._n_train = n or 0
         if self.kind == "numeric" and n:
             self.train_defaults = budget(n, self.config.batch_size)
+            if self.plan["mode"] == "kfold":
+                # A few dozen out-of-fold series: while the rate is high their loss moves more between
+                # evaluations than between a good and a bad model, so picking the lowest one (and
+                # stopping on it) picks noise. The budget is trained out instead, the cosine decay
+                # ending on a settled model, which the out-of-fold scores then estimate.
+                self.train_defaults.update(select="last", patience=0)
         elif self.kind == "frames" and n:
             # the same ten epochs, with the rate decayed to zero over them (cosine): at a constant
             # rate the validation accuracy of clip models swings by points from epoch to epoch
@@ -627,8 +658,19 @@ class ClassifyTask:
         else:
             self.dims = train.dims
             self.normalize = c.normalize if c.scale else "none"
+            if self.normalize == "auto":
+                spread = amplitude_spread(train.seqs)
+                self.normalize = "series-scale" if spread > AMPLITUDE_SPREAD else "channel"
+                if self.normalize == "series-scale":
+                    warnings.warn(f"{c.train or c.dataset}: the training series' amplitudes span a factor of "
+                                  f"{spread:,.0f} (10th to 90th percentile of their standard deviations): each "
+                                  f"series is z-normalised and its scale and level are added as inputs "
+                                  f"(--normalize series-scale); --normalize channel scales all series alike",
+                                  DataWarning, stacklevel=3)
             if self.normalize == "series":
                 values = np.concatenate([znorm(s.astype(np.float64)) for s in train.seqs], axis=0)
+            elif self.normalize == "series-scale":
+                values = np.concatenate([znorm_with_scale(s.astype(np.float64)) for s in train.seqs], axis=0)
             else:
                 values = np.concatenate(train.seqs, axis=0).astype(np.float64)  # (sum T, D)
             # series: z-normalised series are then scaled per variable too (a no-op for one variable)
@@ -642,6 +684,11 @@ class ClassifyTask:
                               f"{c.max_len}: every series is downsampled by {self.factor} (the mean of each "
                               f"{self.factor} steps); pass --max-len {longest} to keep every step", DataWarning,
                               stacklevel=3)
+
+    @property
+    def input_dims(self) -> int:
+        """The model's input variables per step: the file's, three times over with series-scale."""
+        return self.dims * (3 if self.normalize == "series-scale" else 1)
 
     def _codec_meta(self) -> dict[str, Any]:
         if self.kind == "frames":
@@ -692,6 +739,8 @@ class ClassifyTask:
                 s = s.astype(np.float64)
                 if self.normalize == "series":
                     s = znorm(s)
+                elif self.normalize == "series-scale":
+                    s = znorm_with_scale(s)
                 if self.scaler is not None:
                     s = self.scaler.transform(s)
                 s = downsample(s, self.factor)
@@ -756,7 +805,7 @@ class ClassifyTask:
         elif self.kind == "frames":   # uint8 (T, B, H, W, C): the model's frame encoder scales it
             x = torch.zeros(t, len(inputs), *self.frame_shape, dtype=torch.uint8)
         else:
-            x = torch.zeros(t, len(inputs), self.dims, dtype=torch.float32)
+            x = torch.zeros(t, len(inputs), self.input_dims, dtype=torch.float32)
         for b, seq in enumerate(inputs):
             x[: len(seq), b] = torch.from_numpy(np.asarray(seq))
         return x, lengths
@@ -784,7 +833,7 @@ class ClassifyTask:
     def _build_one(self) -> nn.Module:
         c = self.config
         if self.arch.get("model") == "lstm-fcn":
-            return LSTMFCN(input_dims=self.dims, length=int(self.arch["length"]), cell=self.arch["cell"],
+            return LSTMFCN(input_dims=self.input_dims, length=int(self.arch["length"]), cell=self.arch["cell"],
                            hidden_size=self.arch["hidden_size"], num_layers=self.arch["num_layers"],
                            n_classes=len(self.label_map), cell_options=self.arch.get("cell_options"))
         encoder = None
@@ -794,7 +843,7 @@ class ClassifyTask:
         rnn_arch = {k: v for k, v in self.arch.items() if k not in ("model", "length", "members")}
         return SequenceClassifier(
             vocab_size=len(self.vocab) if self.kind == "text" else 0,
-            input_dims=getattr(self, "dims", 0), pool=c.pool, n_classes=len(self.label_map),
+            input_dims=self.input_dims if self.kind == "numeric" else 0, pool=c.pool, n_classes=len(self.label_map),
             bidirectional=c.bidirectional, dropout=c.dropout, encoder=encoder, **rnn_arch)
 
     def build_model(self) -> nn.Module:

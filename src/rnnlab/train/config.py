@@ -17,6 +17,7 @@ from rnnlab.errors import ConfigError, expected
 OPTIMIZERS = ("sgd", "adam", "adamw", "ntasgd")
 SCHEDULES = ("none", "step", "plateau", "cosine")
 NONFINITE = ("stop", "skip")
+SELECT = ("best", "last")
 ACCELERATORS = ("cpu", "cuda", "auto")
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 
@@ -61,6 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 0           # save every N steps; 0 = at each epoch end. Always at the end and at a new best
     keep_last: int = 3                  # keep the newest k step checkpoints (and the best); never deletes the only one
     patience: int = 0                   # early stopping: evals without valid-loss improvement; 0 = off
+    select: str = "best"                # the run's "best" checkpoint: best (lowest valid loss) | last (the newest; no early stopping)
     nonfinite: str = "stop"             # stop: raise NonFiniteError; skip: drop the step and go on
 
     # --- devices ---
@@ -101,6 +103,7 @@ class TrainConfig:
         check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         check(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
         check(self.nonfinite in NONFINITE, "nonfinite", f"one of {NONFINITE}", self.nonfinite)
+        check(self.select in SELECT, "select", f"one of {SELECT}", self.select)
         check(self.accelerator in ACCELERATORS, "accelerator", f"one of {ACCELERATORS}", self.accelerator)
         check(isinstance(self.compile, bool), "compile", "true or false", self.compile)
         check(isinstance(self.compile_backend, str) and bool(self.compile_backend), "compile_backend",

@@ -483,6 +483,8 @@ class _Run:
         if self.config.schedule == "plateau":
             self.scheduler.step(metrics["loss"])
         finite = math.isfinite(metrics["loss"])
+        if self.config.select == "last":   # _save moves "best" to each checkpoint; nothing to stop early on
+            return False
         if finite and (loop.best_loss is None or metrics["loss"] < loop.best_loss):
             loop.best_loss, loop.best_step, loop.bad_evals = metrics["loss"], loop.step, 0
             return True
@@ -535,6 +537,10 @@ class _Run:
         return [_map_tensors(gathered, lambda t, r=r: t[r]) for r in range(self.world)]
 
     def _save(self) -> None:
+        if self.config.select == "last":   # every rank, so that all agree on the best step
+            loss = self.last_metrics.get("loss")
+            self.loop.best_step = self.loop.step
+            self.loop.best_loss = loss if loss is not None and math.isfinite(loss) else None
         rngs = self._gather(capture_rng())
         carries = self._gather(self.carry)
         error = None
