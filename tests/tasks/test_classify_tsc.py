@@ -122,13 +122,12 @@ def test_numeric_task_trains_with_its_budget(tmp_path):
     assert cfg.max_steps == budget(8, 32)["max_steps"] and cfg.schedule == "cosine"
 
 
-def test_kfold_trains_the_budget_out_and_keeps_the_last_model(tmp_path):
-    """k-fold (few series): no pick of the lowest out-of-fold loss, no early stop; a holdout keeps both."""
+def test_select_last_reaches_the_training_config(tmp_path):
+    """--select last (train the budget out, keep the newest model) overrides the budget's selection."""
     path = ts_file(tmp_path / "t.ts", n_per_class=5)
-    kfold = TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path)))
-    assert kfold.select == "last" and kfold.patience == 0
-    holdout = TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path, folds=1)))
-    assert holdout.select == "best" and holdout.patience == budget(8, 32)["patience"]
+    task = ClassifyTask(ClassifyConfig(train=path))
+    assert TrainConfig.for_task(task).select == "best"
+    assert TrainConfig.for_task(task, select="last", patience=0).select == "last"
 
 
 def test_max_epochs_alone_sets_the_step_budget(tmp_path):
@@ -341,7 +340,7 @@ def test_auto_normalize_keeps_amplitudes_apart_when_they_span_orders_of_magnitud
     labels = ["quiet", "quiet", "quiet", "loud", "loud", "loud"] * 2
     write_ts(str(tmp_path / "w.ts"), seqs, labels)
     with pytest.warns(DataWarning, match="series-scale"):
-        task = ClassifyTask(ClassifyConfig(train=str(tmp_path / "w.ts"), folds=1))
+        task = ClassifyTask(ClassifyConfig(train=str(tmp_path / "w.ts"), folds=1, normalize="auto"))
     assert task.normalize == "series-scale" and task.input_dims == 3
     x = np.stack(task.split("train").inputs + task.split("valid").inputs)             # (N, T, 3)
     assert x.shape[1:] == (20, 3) and np.abs(x).max() < 10                            # nothing huge, nothing
@@ -354,7 +353,7 @@ def test_auto_normalize_keeps_amplitudes_apart_when_they_span_orders_of_magnitud
     assert model(xb, lengths).shape == (4, 2)
     alike = [shape * (1 + 0.1 * k) for k in range(6)]
     write_ts(str(tmp_path / "a.ts"), alike, ["a", "b"] * 3)
-    assert ClassifyTask(ClassifyConfig(train=str(tmp_path / "a.ts"), folds=1)).normalize == "channel"
+    assert ClassifyTask(ClassifyConfig(train=str(tmp_path / "a.ts"), folds=1, normalize="auto")).normalize == "channel"
 
 
 # ----------------------------------------------------------------------------- ensembles

@@ -58,7 +58,7 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "patience": (Optional[int], None, "--patience", "Early stopping after N evals without improvement."),
     "select": (Optional[str], None, "--select",
                "The checkpoint a run's 'best' is (evaluate, predict, export): best (lowest validation loss) | last "
-               "(the newest, with no early stopping; numeric classification's default under k-fold validation)."),
+               "(the newest, with no early stopping)."),
     "nonfinite": (Optional[str], None, "--nonfinite", "On NaN/inf: stop | skip."),
     "accelerator": (Optional[str], None, "--accelerator", "cpu | cuda | auto."),
     "devices": (Optional[int], None, "--devices", "Processes per node (DDP when > 1)."),

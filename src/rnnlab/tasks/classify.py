@@ -134,7 +134,7 @@ class ClassifyConfig:
     finetune_backbone: bool = False    # frames: train the torchvision backbone too (else frozen)
     # numeric sequences (time-series classification)
     arch: str = "auto"                 # auto | rnn | lstm-fcn (auto: lstm-fcn for numeric input, else rnn)
-    normalize: str = "auto"            # auto | channel (train statistics per variable) | series (z-normalise each series) | series-scale | none
+    normalize: str = "channel"         # auto | channel (train statistics per variable) | series (z-normalise each series) | series-scale | none
     long_series: str = "auto"          # auto | downsample | truncate: what happens beyond max_len (auto: downsample numeric)
     folds: int = 0                     # validation without a valid file: 0 = auto, 1 = holdout, k >= 2 = stratified k-fold
     ensemble: int = 1                  # models per fold trained from different initialisations; predictions averaged
@@ -583,12 +583,6 @@ class ClassifyTask:
         self._n_train = n or 0
         if self.kind == "numeric" and n:
             self.train_defaults = budget(n, self.config.batch_size)
-            if self.plan["mode"] == "kfold":
-                # A few dozen out-of-fold series: while the rate is high their loss moves more between
-                # evaluations than between a good and a bad model, so picking the lowest one (and
-                # stopping on it) picks noise. The budget is trained out instead, the cosine decay
-                # ending on a settled model, which the out-of-fold scores then estimate.
-                self.train_defaults.update(select="last", patience=0)
         elif self.kind == "frames" and n:
             # the same ten epochs, with the rate decayed to zero over them (cosine): at a constant
             # rate the validation accuracy of clip models swings by points from epoch to epoch
