@@ -122,14 +122,6 @@ def test_numeric_task_trains_with_its_budget(tmp_path):
     assert cfg.max_steps == budget(8, 32)["max_steps"] and cfg.schedule == "cosine"
 
 
-def test_select_last_reaches_the_training_config(tmp_path):
-    """--select last (train the budget out, keep the newest model) overrides the budget's selection."""
-    path = ts_file(tmp_path / "t.ts", n_per_class=5)
-    task = ClassifyTask(ClassifyConfig(train=path))
-    assert TrainConfig.for_task(task).select == "best"
-    assert TrainConfig.for_task(task, select="last", patience=0).select == "last"
-
-
 def test_max_epochs_alone_sets_the_step_budget(tmp_path):
     """--max-epochs without --max-steps: the budget covers exactly those epochs (8 series, batches
     of at most 8: one step an epoch), instead of the data-size budget ending the run elsewhere."""

@@ -122,6 +122,16 @@ def test_select_last_keeps_the_newest_checkpoint_as_best_and_never_stops_early(t
     assert max(kept) == 12 and 2 not in kept                     # nothing held back for an early low
 
 
+def test_select_flag_reaches_the_run_and_best_is_the_last_checkpoint(tmp_path):
+    from rnnlab.cli.main import main
+    from rnnlab.train.rundir import resolve_checkpoint
+    out = tmp_path / "run"
+    assert main(["train", "probe", "--probe", "checksum", "--length", "6", "--max-steps", "6", "--eval-every", "2",
+                 "--patience", "1", "--select", "last", "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert json.loads((out / "config.json").read_text())["train_config"]["select"] == "last"
+    assert resolve_checkpoint(out, "best").name == "step-00000006"
+
+
 def test_select_is_checked():
     with pytest.raises(ConfigError, match="select"):
         train_config(select="lowest")

@@ -484,21 +484,25 @@ def downsample(s: np.ndarray, factor: int) -> np.ndarray:
     return sums / counts[:, None]
 
 
-def znorm(s: np.ndarray) -> np.ndarray:
-    """Each variable of one series to mean 0, standard deviation 1 (a constant variable to 0)."""
+def _znorm_moments(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z-normalised series, mean (1, D), std (1, D)) of one series (T, D)."""
     mean = s.mean(0, keepdims=True)
     std = s.std(0, keepdims=True)
-    return (s - mean) / np.where(std > 1e-8, std, 1.0)
+    return (s - mean) / np.where(std > 1e-8, std, 1.0), mean, std
+
+
+def znorm(s: np.ndarray) -> np.ndarray:
+    """Each variable of one series to mean 0, standard deviation 1 (a constant variable to 0)."""
+    return _znorm_moments(s)[0]
 
 
 def znorm_with_scale(s: np.ndarray) -> np.ndarray:
     """(T, D) -> (T, 3D): the z-normalised series, then each variable's log10 standard deviation
     and asinh of its mean as constant variables, so the shape and the level are both inputs on
     scales that stay comparable across orders of magnitude."""
-    mean = s.mean(0, keepdims=True)
-    std = s.std(0, keepdims=True)
+    z, mean, std = _znorm_moments(s)
     t = len(s)
-    return np.concatenate([znorm(s), np.repeat(np.log10(np.maximum(std, 1e-8)), t, 0),
+    return np.concatenate([z, np.repeat(np.log10(np.maximum(std, 1e-8)), t, 0),
                            np.repeat(np.arcsinh(mean), t, 0)], axis=1)
 
 
