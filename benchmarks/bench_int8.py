@@ -2,9 +2,9 @@
 
 Three parts, in one run, written to one JSON file:
 
-1. **Streaming step** (batch 1): ``Stream(lstm)`` against ``Stream(lstm, int8=True)`` on the same
-   LSTM (input 32, hidden 256 by default, one layer), repeats alternating between the two, the
-   median of the per-repeat means.
+1. **Streaming step** (batch 1): ``Stream(layer)`` against ``Stream(layer, int8=True)`` on the same
+   layer (``--cell``, input 32, hidden 256 by default, one layer), repeats alternating between the
+   two, the median of the per-repeat means.
 2. **Language model**: d2l's Time Machine character LSTM (one-hot input, 256 units, SGD lr 1,
    clip 1, the first 10,000 characters; ``benchmarks/lm_timemachine.py`` trains it for 500
    epochs, here ``--lm-epochs``), trained with ``rnnlab train lm``; the test split's perplexity
@@ -15,7 +15,8 @@ Three parts, in one run, written to one JSON file:
    ``rnnlab train classify`` for ``--cls-epochs``; test accuracy through the float and the int8
    Stream (one snippet at a time, the head on the final state) and through ONNX Runtime.
 
-Training runs as a child process with ``--threads``; its CPU seconds are recorded beside the
+``--cell gru`` or ``rnn`` runs all three parts with that cell instead of the LSTM (the language
+model and the classifier trained with ``--cell``). Training runs as a child process with ``--threads``; its CPU seconds are recorded beside the
 figures, as is the load average (timings on a shared machine are inflated, ratios less so).
 
 Usage (from the repository root; DATA holds timemachine/, tinyshakespeare/, wikitext-2/)::
@@ -47,11 +48,14 @@ from rnnlab.train.rundir import load_run
 from _report import cpu_seconds
 
 
-def step_times(input_size: int, hidden: int, layers: int, repeats: int, steps: int) -> dict:
+LAYERS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+
+
+def step_times(cell: str, input_size: int, hidden: int, layers: int, repeats: int, steps: int) -> dict:
     """µs per Stream.step, float32 and int8, repeats alternating; medians of the per-repeat means."""
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(input_size, hidden, layers).eval()
-    runners = {"float32": Stream(lstm), "int8": Stream(lstm, int8=True)}
+    layer = LAYERS[cell](input_size, hidden, layers).eval()
+    runners = {"float32": Stream(layer), "int8": Stream(layer, int8=True)}
     xs = torch.randn(steps, input_size)
     times: dict[str, list[float]] = {k: [] for k in runners}
     for s in runners.values():                       # warm-up: caches, first-call costs
@@ -65,7 +69,7 @@ def step_times(input_size: int, hidden: int, layers: int, repeats: int, steps: i
                 s.step(x)
             times[name].append((time.perf_counter() - t0) / steps * 1e6)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"input_size": input_size, "hidden_size": hidden, "num_layers": layers, "batch": 1,
+    return {"cell": cell, "input_size": input_size, "hidden_size": hidden, "num_layers": layers, "batch": 1,
             "repeats": repeats, "steps_per_repeat": steps, "float32_us": round(med["float32"], 3),
             "int8_us": round(med["int8"], 3), "ratio": round(med["int8"] / med["float32"], 3),
             "backends": {k: s.backend for k, s in runners.items()},
@@ -119,7 +123,8 @@ def classifier_figures(run: Path, test_csv: Path, onnx_dir: Path) -> dict:
                 for j in range(b["x"].shape[1]):
                     stream.reset()
                     stream.run(model.embed(b["x"][: int(b["lengths"][j]), j]))
-                    logits = model.head(stream.state[0][-1])
+                    state = stream.state                      # (h, c) for the LSTM, h otherwise
+                    logits = model.head((state[0] if isinstance(state, tuple) else state)[-1])
                     right += int(int(logits.argmax()) == int(b["y"][j]))
             out[f"acc_stream_{name}"] = right / len(split.inputs)
             out[f"stream_{name}_cpu_s"] = round(cpu_seconds() - t0, 2)
@@ -154,10 +159,11 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cell", choices=sorted(LAYERS), default="lstm", help="the cell of all three parts")
     p.add_argument("--lm-epochs", type=int, default=300)
     p.add_argument("--cls-epochs", type=int, default=5)
-    p.add_argument("--hidden", type=int, default=256, help="hidden size of the step-time LSTM")
-    p.add_argument("--input", type=int, default=32, help="input size of the step-time LSTM")
+    p.add_argument("--hidden", type=int, default=256, help="hidden size of the step-time layer")
+    p.add_argument("--input", type=int, default=32, help="input size of the step-time layer")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--skip-training", action="store_true", help="reuse the runs already under --out")
@@ -166,11 +172,11 @@ def main() -> None:
     out_dir = Path(a.out).resolve()
     data = Path(a.data_dir).resolve()
     res: dict = {"machine": machine(), "torch": torch.__version__, "threads": a.threads,
-                 "int8_isa": fast.int8_isa(), "load_before": [round(x, 2) for x in os.getloadavg()],
+                 "cell": a.cell, "int8_isa": fast.int8_isa(), "load_before": [round(x, 2) for x in os.getloadavg()],
                  "command": " ".join(sys.argv)}
 
     t0 = cpu_seconds()
-    res["step"] = step_times(a.input, a.hidden, 1, a.repeats, a.steps)
+    res["step"] = step_times(a.cell, a.input, a.hidden, 1, a.repeats, a.steps)
     res["step"]["cpu_s"] = round(cpu_seconds() - t0, 1)
     print(f"step (B=1, I={a.input}, H={a.hidden}): float32 {res['step']['float32_us']:.2f} us, "
           f"int8 {res['step']['int8_us']:.2f} us, ratio {res['step']['ratio']:.3f}", flush=True)
@@ -180,14 +186,14 @@ def main() -> None:
     if not a.skip_training:
         res["lm_train"] = run_train(["--dataset", "timemachine", "--data-dir", str(data / "timemachine"),
                                      "--preprocess", "d2l", "--level", "char", "--max-tokens", "10000",
-                                     "--cell", "lstm", "--embed", "0", "--hidden", "256", "--layers", "1",
+                                     "--cell", a.cell, "--embed", "0", "--hidden", "256", "--layers", "1",
                                      "--batch-size", "32", "--bptt", "35", "--optimizer", "sgd", "--lr", "1",
                                      "--clip", "1", "--max-epochs", str(a.lm_epochs), *common, "--out", str(lm_run)])
         subprocess.run([sys.executable, str(REPO / "examples" / "make_corpus_snippets.py"), "--data-dir", str(data),
                         "--out", str(snippets)], check=True, capture_output=True)
         res["cls_train"] = run_train(["--train", str(snippets / "train.csv"), "--valid", str(snippets / "valid.csv"),
                                       "--test", str(snippets / "test.csv"), "--label-col", "source",
-                                      "--max-epochs", str(a.cls_epochs), *common, "--out", str(cls_run)], task="classify")
+                                      "--cell", a.cell, "--max-epochs", str(a.cls_epochs), *common, "--out", str(cls_run)], task="classify")
         for k in ("lm_train", "cls_train"):
             if res[k]["rc"] != 0:
                 raise SystemExit(f"bench_int8: {k} failed: {res[k].get('error')}")

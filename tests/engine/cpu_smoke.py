@@ -6,7 +6,8 @@ RNN, LSTM, GRU (engine "fast") against torch.nn (its native kernels: oneDNN's JI
 disagrees with every other implementation by about 0.15 under qemu 7.2's Haswell model, with the
 same weights; the record keeps that difference as "torch_onednn_lstm") and the layer-norm LSTM's
 fused kernel against the reference engine, at B=32 H=256 over a few steps, forward and backward; the int8
-streaming step (``Stream(..., int8=True)``) against a float64 step on the same int8 numbers; then one step of
+streaming step (``Stream(..., int8=True)``) against a float64 step on the same int8 numbers, and an int8 GRU
+stream beside the float one; then one step of
 ``rnnlab train lm`` on a tiny text. Prints one JSON object on its last line: what the CPU looks
 like to torch and to the kernels, which paths ran (tiled-loop calls, reference fallbacks, GEMMs
 per library) and the largest relative differences.
@@ -59,6 +60,14 @@ def int8_stream_diff() -> float:
         worst = max(worst, (got_h.double() - torch.stack(want_h)).abs().max().item(),
                     (got_c.double() - torch.stack(want_c)).abs().max().item())
     return worst
+
+
+def int8_gru_stream_diff() -> float:
+    """Largest |difference| of an int8 GRU Stream's outputs from the float GRU Stream's over six
+    steps: the GRU's own unit loop on this CPU (tests/nn/test_stream_int8.py checks it exactly)."""
+    layer = rnnlab.GRU(5, 70, num_layers=2).eval()
+    xs = torch.randn(6, 5)
+    return (Stream(layer, int8=True).run(xs) - Stream(layer).run(xs)).abs().max().item()
 
 
 def main(work: Path) -> dict:
@@ -142,7 +151,7 @@ def main(work: Path) -> dict:
     else:
         diffs["lstm tiled operator"] = rel(got, scan_grads(lambda *a: reference_scan("lstm", *a, None)))
     rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
-    rec.update(int8_isa=K.int8_isa(), int8_stream=int8_stream_diff())
+    rec.update(int8_isa=K.int8_isa(), int8_stream=int8_stream_diff(), int8_gru_stream=int8_gru_stream_diff())
 
     from rnnlab.cli import main as cli
 

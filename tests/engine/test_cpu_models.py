@@ -69,6 +69,7 @@ def check_parity(rec: dict) -> None:
     assert rec["variant_gemm"][0] > 0                        # the fused layer-norm kernel ran (its matmuls)
     assert rec["cli_rc"] == 0
     assert rec["int8_stream"] < 2e-6                       # float32 rescaling and sigmoid rounding only
+    assert 0 < rec["int8_gru_stream"] < 0.05               # int8 rounding, not a wrong gate
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import torch
 import rnnlab
 from rnnlab.engine import fast, plan
 from rnnlab.engine.kernels import FAST_KERNELS, VARIANT_KERNELS
+from rnnlab.errors import ConfigError
 from rnnlab.nn import _stream_kernels
 from rnnlab.nn import variants as nn_variants
 from rnnlab.nn.stream import Stream
@@ -152,22 +153,30 @@ def test_the_two_cases_before_the_table():
 @pytest.mark.parametrize("proj", [0, 4])
 @pytest.mark.parametrize("use_kernels", [None, True, False])
 @pytest.mark.parametrize("use_numba", [True, False])
-def test_stream_follows_the_stream_table(mode, proj, use_kernels, use_numba):
+@pytest.mark.parametrize("int8", [False, True])
+def test_stream_follows_the_stream_table(mode, proj, use_kernels, use_numba, int8):
     if proj and mode != "lstm":
         pytest.skip("projections exist only for the LSTM")
     _, rows = read_table("stream-table")
     cls = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU}.get(mode)
     layer = cls(3, 8, proj_size=proj) if proj else cls(3, 8) if cls else rnnlab.RNN(3, 8, nonlinearity=mode[4:])
-    stream = Stream(layer.eval(), use_numba=use_numba, use_kernels=use_kernels)
     numba = use_numba and _stream_kernels.HAVE_NUMBA
-    call = {"cell": MODES[mode], "proj_size": str(proj),
+    call = {"cell": MODES[mode], "proj_size": str(proj), "int8": "yes" if int8 else "no",
             "engine=": {None: "auto", True: "fast", False: "reference"}[use_kernels],
             "kernels": "built", "numba": "yes" if numba else "no"}
-    _, engine, loop = expected(rows, call)
+    try:
+        _, engine, loop = expected(rows, call)
+    except AssertionError:          # no row: int8 asked for where the int8 step does not run
+        assert int8
+        with pytest.raises(ConfigError, match="int8=True"):
+            Stream(layer.eval(), use_numba=use_numba, use_kernels=use_kernels, int8=True)
+        return
+    stream = Stream(layer.eval(), use_numba=use_numba, use_kernels=use_kernels, int8=int8)
     p = stream.plan()
     assert (p.engine, p.loop) == (engine, loop)
     # and the step that runs is the planned one
-    assert stream.backend == {"stream C++": "kernels", "stream numba": "numba", "stream numpy": "numpy"}[loop]
+    assert stream.backend == {"stream C++": "kernels", "stream C++ int8": "kernels int8", "stream numba": "numba",
+                              "stream numpy": "numpy"}[loop]
 
 
 @needs_kernels

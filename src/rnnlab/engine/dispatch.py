@@ -108,6 +108,7 @@ LOOPS = {
     "variants python": "the variants scan over torch ops (variants.py)",
     "autograd": "the equations under torch's autograd (autodiff.py), for torch.func and forward AD",
     "stream C++": "the C++ streaming step (fast_kernels.cpp)",
+    "stream C++ int8": "the C++ streaming step with int8 weights (fast_kernels.cpp)",
     "stream numba": "the numba streaming step (nn/_stream_kernels.py)",
     "stream numpy": "the NumPy streaming step (nn/_stream_kernels.py)",
 }
@@ -168,7 +169,7 @@ class Plan:
 def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dtype = torch.float32,
          device: str = "cpu", masked: bool = False, proj_size: int = 0, engine: str = "auto",
          variant: object = None, state_masks: bool = False, recording: bool = False, autodiff: bool = False,
-         stream: bool = False, numba: bool = False) -> Plan:
+         stream: bool = False, numba: bool = False, int8: bool = False) -> Plan:
     """The path one layer-direction of cell ``mode`` ("lstm", "gru", "rnn_tanh", "rnn_relu") takes.
 
     ``engine``: the layer's ``engine=`` ("auto" follows :func:`set_engine`). ``masked``: a
@@ -176,16 +177,20 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     ``LSTMVariant`` / ``GRUVariant`` of :mod:`rnnlab.cells`), with ``state_masks`` when zoneout
     or recurrent dropout masks take part; ``recording``: a gradient recorder is on;
     ``autodiff``: under torch.func transforms or forward-mode AD. ``stream``: a ``Stream``'s
-    batch-1 step (``numba``: numba is there and wanted).
+    batch-1 step (``numba``: numba is there and wanted; ``int8``: int8 weights asked for).
     """
     resolved = resolve_engine(engine)
     if stream:
-        if resolved == "fast" and mode == "lstm" and not proj_size and FAST_KERNELS.get() is not None:
+        covered = not proj_size and (int8 or mode == "lstm")
+        if resolved == "fast" and covered and FAST_KERNELS.get() is not None:
+            if int8:
+                return Plan("fast", "stream C++ int8", "int8 weights stream on the C++ int8 step")
             return Plan("fast", "stream C++", "an LSTM without projection streams on the C++ step")
         if resolved != "fast":
             why = _reference_why(engine, resolved)
-        elif mode != "lstm" or proj_size:
-            why = "the C++ step covers the LSTM without projection only"
+        elif not covered:
+            why = ("the C++ int8 step covers layers without projection only" if int8
+                   else "the C++ step covers the LSTM without projection only")
         else:
             why = f"the kernels are not available ({FAST_KERNELS.error})"
         return Plan("reference", "stream numba" if numba else "stream numpy", why)

@@ -666,29 +666,67 @@ float quantize_row(const float* __restrict v, int64_t n, int8_t* __restrict q, i
   return m / 127.f;
 }
 
-class LSTMStreamerInt8 {
+// Units [u0, u1) of one GRU step (gate order r|z|n, unit-major: a[3j + k]) from a = b + W_ih x +
+// W_hh h with the n column's h-part kept apart in an (it is gated by r; b_hn, torch.nn's b_hh of n,
+// is added here): r = σ(a_r), z = σ(a_z), n = tanh(a_n + r ⊙ (an + b_hn)), h_t = (1 − z) ⊙ n + z ⊙ h.
+// tn is scratch of u1 − u0 values; tanh(v) = 2σ(2v) − 1, as lstm_units.
+void gru_units(float* a, const float* an, const float* b_hn, const float* h, float* tn, float* hn, int64_t u0,
+               int64_t u1) {
+  for (int64_t j = u0; j < u1; ++j) tn[j - u0] = a[3 * j + 2];     // n's x part, before σ overwrites it
+  sigmoid_inplace(a + 3 * u0, 3 * (u1 - u0));                    // r, z (and a discarded n slot)
+  for (int64_t j = u0; j < u1; ++j) tn[j - u0] = 2.f * (tn[j - u0] + a[3 * j] * (an[j] + b_hn[j]));
+  sigmoid_inplace(tn, u1 - u0);
+  for (int64_t j = u0; j < u1; ++j) {
+    const float z = a[3 * j + 1], n = 2.f * tn[j - u0] - 1.f;
+    hn[j] = (1.f - z) * n + z * h[j];
+  }
+}
+
+// Units [u0, u1) of one Elman RNN step: h_t = tanh(a) or relu(a).
+void rnn_units(float* a, float* hn, int64_t u0, int64_t u1, bool relu) {
+  if (relu) {
+    for (int64_t j = u0; j < u1; ++j) hn[j] = std::max(a[j], 0.f);
+    return;
+  }
+  for (int64_t j = u0; j < u1; ++j) a[j] *= 2.f;
+  sigmoid_inplace(a + u0, u1 - u0);
+  for (int64_t j = u0; j < u1; ++j) hn[j] = 2.f * a[j] - 1.f;
+}
+
+class StreamerInt8 {
  public:
-  // wx[l]: (I_l, 4H), wh[l]: (H, 4H) int8, the quantised W_ih^T and W_hh^T of layer l, columns
-  // unit-major as LSTMStreamer's; sx[l], sh[l]: (4H) float32, their per-row scales; b[l]: (4H)
-  // float32 b_ih + b_hh; h, c: (L, H) float32 state, updated in place.
-  LSTMStreamerInt8(const std::vector<Tensor>& wx, const std::vector<Tensor>& wh, std::vector<Tensor> sx,
-                   std::vector<Tensor> sh, std::vector<Tensor> b, Tensor h, Tensor c, int64_t threads)
-      : sx_(std::move(sx)), sh_(std::move(sh)), b_(std::move(b)) {
+  // mode: "lstm", "gru", "rnn_tanh" or "rnn_relu", with G = 4, 3, 1 gates per unit. wx[l]:
+  // (I_l, G·H), wh[l]: (H, G·H) int8, the quantised W_ih^T and W_hh^T of layer l, columns
+  // unit-major (column G·j + k = gate k of unit j); sx[l], sh[l]: (G·H) float32, their per-row
+  // scales; b[l]: (G·H) float32 b_ih + b_hh (the GRU's n column: b_ih only); b_hn[l]: (H) the
+  // GRU's b_hh of n (empty otherwise); h, c: (L, H) float32 state, updated in place (c unused
+  // but for the LSTM).
+  StreamerInt8(const std::string& mode, const std::vector<Tensor>& wx, const std::vector<Tensor>& wh,
+               std::vector<Tensor> sx, std::vector<Tensor> sh, std::vector<Tensor> b, std::vector<Tensor> b_hn,
+               Tensor h, Tensor c, int64_t threads)
+      : sx_(std::move(sx)), sh_(std::move(sh)), b_(std::move(b)), b_hn_(std::move(b_hn)) {
+    TORCH_CHECK(mode == "lstm" || mode == "gru" || mode == "rnn_tanh" || mode == "rnn_relu",
+                "StreamerInt8: mode must be lstm, gru, rnn_tanh or rnn_relu, got ", mode);
+    mode_ = mode;
+    G_ = mode == "lstm" ? 4 : mode == "gru" ? 3 : 1;
     H_ = h.size(1);
+    const int64_t GH = G_ * H_;
     TORCH_CHECK(h.scalar_type() == at::kFloat && wx.size() == wh.size() && wx.size() == b_.size() &&
-                    sx_.size() == b_.size() && sh_.size() == b_.size(),
-                "LSTMStreamerInt8: expected float32 state and one wx, wh, sx, sh, b per layer");
+                    sx_.size() == b_.size() && sh_.size() == b_.size() && b_hn_.size() == b_.size(),
+                "StreamerInt8: expected float32 state and one wx, wh, sx, sh, b, b_hn per layer");
     chunks_ = std::max<int64_t>(1, std::min<int64_t>(threads, H_ / kMinUnitsPerThread));
     int64_t widest = pad4(H_);
     for (size_t l = 0; l < wx.size(); ++l) {
       TORCH_CHECK(wx[l].scalar_type() == at::kChar && wh[l].scalar_type() == at::kChar && wx[l].dim() == 2 &&
-                      wh[l].dim() == 2 && wx[l].size(1) == 4 * H_ && wh[l].size(0) == H_ && wh[l].size(1) == 4 * H_ &&
-                      sx_[l].numel() == 4 * H_ && sh_[l].numel() == 4 * H_ && b_[l].numel() == 4 * H_,
-                  "LSTMStreamerInt8: layer ", l, ": expected int8 wx (I, 4H), wh (H, 4H) and (4H) scales and bias");
+                      wh[l].dim() == 2 && wx[l].size(1) == GH && wh[l].size(0) == H_ && wh[l].size(1) == GH &&
+                      sx_[l].numel() == GH && sh_[l].numel() == GH && b_[l].numel() == GH &&
+                      b_hn_[l].numel() == (G_ == 3 ? H_ : 0),
+                  "StreamerInt8: layer ", l, ": expected int8 wx (I, GH), wh (H, GH), (GH) scales and bias "
+                  "and the GRU's (H) b_hn, G = ", G_);
       const int64_t I = wx[l].size(0), I4 = pad4(I), H4 = pad4(H_);
       in_.push_back(I);
       widest = std::max(widest, I4);
-      // (K, 4H) → zero rows to K4 → (K4 / 4, 4, 4H): quad r, input k % 4, column
+      // (K, GH) → zero rows to K4 → (K4 / 4, 4, GH): quad r, input k % 4, column
       auto quads = [](const Tensor& w) {
         const int64_t K = w.size(0), K4 = pad4(K);
         return at::constant_pad_nd(w, {0, 0, 0, K4 - K}).view({K4 / 4, 4, w.size(1)});
@@ -696,7 +734,7 @@ class LSTMStreamerInt8 {
       const Tensor qx = quads(wx[l]), qh = quads(wh[l]);
       std::vector<Tensor> per_chunk, sums;
       for (int64_t k = 0; k < chunks_; ++k) {
-        const int64_t col0 = 4 * (k * H_ / chunks_), ncols = 4 * ((k + 1) * H_ / chunks_) - col0;
+        const int64_t col0 = G_ * (k * H_ / chunks_), ncols = G_ * ((k + 1) * H_ / chunks_) - col0;
         const int64_t nb = (ncols + kBlock - 1) / kBlock;
         Tensor packed = at::zeros({nb, (I4 + H4) / 4, kBlock, 4}, wx[l].options());
         for (int64_t blk = 0; blk < nb; ++blk) {
@@ -713,10 +751,11 @@ class LSTMStreamerInt8 {
       w_.push_back(per_chunk);
       w128_.push_back(sums);
     }
-    for (auto& t : sx_) t = t.contiguous();
-    for (auto& t : sh_) t = t.contiguous();
-    for (auto& t : b_) t = t.contiguous();
-    a_ = at::empty({4 * H_}, h.options());
+    for (auto* v : {&sx_, &sh_, &b_, &b_hn_})
+      for (auto& t : *v) t = t.contiguous();
+    a_ = at::empty({GH}, h.options());
+    an_ = at::empty({H_}, h.options());
+    tn_ = at::empty({H_}, h.options());
     h_next_ = at::empty({H_}, h.options());
     qx_ = at::empty({widest}, wx[0].options());
     qh_ = at::empty({pad4(H_)}, wx[0].options());
@@ -728,7 +767,7 @@ class LSTMStreamerInt8 {
     for (const Tensor* t : {&h, &c})
       TORCH_CHECK(t->dim() == 2 && t->size(0) == L && t->size(1) == H_ && t->is_contiguous() &&
                       t->device().is_cpu() && t->scalar_type() == at::kFloat,
-                  "LSTMStreamerInt8.bind: expected (", L, ", ", H_, ") contiguous float32 CPU tensors");
+                  "StreamerInt8.bind: expected (", L, ", ", H_, ") contiguous float32 CPU tensors");
     h_ = std::move(h);
     c_ = std::move(c);
   }
@@ -736,24 +775,28 @@ class LSTMStreamerInt8 {
   // One step, as LSTMStreamer.step: x holds I_0 contiguous float32 values on the CPU.
   Tensor step(const Tensor& x) {
     TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.numel() == in_[0],
-                "LSTMStreamerInt8.step: x must be a contiguous CPU float32 tensor of ", in_[0], " values");
+                "StreamerInt8.step: x must be a contiguous CPU float32 tensor of ", in_[0], " values");
     const float* z = x.data_ptr<float>();
     float* a = a_.data_ptr<float>();
+    float* an = an_.data_ptr<float>();
+    float* tn = tn_.data_ptr<float>();
     float* hn = h_next_.data_ptr<float>();
     int8_t* qx = qx_.data_ptr<int8_t>();
     int8_t* qh = qh_.data_ptr<int8_t>();
-    const int64_t H = H_, H4 = pad4(H_);
+    const int64_t H = H_, H4 = pad4(H_), G = G_;
+    const bool gru = G == 3, relu = mode_ == "rnn_relu";
     for (size_t l = 0; l < w_.size(); ++l) {
       float* h = h_.data_ptr<float>() + l * H;
       float* c = c_.data_ptr<float>() + l * H;
       const float* b = b_[l].data_ptr<float>();
+      const float* b_hn = gru ? b_hn_[l].data_ptr<float>() : nullptr;
       const float* wsx = sx_[l].data_ptr<float>();
       const float* wsh = sh_[l].data_ptr<float>();
       const int64_t I = in_[l], I4 = pad4(I);
       const float s_x = quantize_row(z, I, qx, I4);
       const float s_h = quantize_row(h, H, qh, H4);
       auto chunk = [&](int64_t k) {
-        const int64_t u0 = k * H / chunks_, u1 = (k + 1) * H / chunks_, n = 4 * (u1 - u0);
+        const int64_t u0 = k * H / chunks_, u1 = (k + 1) * H / chunks_, n = G * (u1 - u0);
         const int8_t* pk = w_[l][k].data_ptr<int8_t>();
         const int32_t* sk = w128_[l][k].data_ptr<int32_t>();
         for (int64_t blk = 0; blk * kBlock < n; ++blk) {
@@ -762,11 +805,18 @@ class LSTMStreamerInt8 {
           const int32_t* sb = sk + blk * 2 * kBlock;
           qdot(pb, qx, I4, sb, acc_x);                               // W_ih x, in int8 units
           qdot(pb + I4 * kBlock, qh, H4, sb + kBlock, acc_h);        // W_hh h_{t-1}
-          const int64_t col = 4 * u0 + blk * kBlock, width = std::min(kBlock, n - blk * kBlock);
-          for (int64_t j = 0; j < width; ++j)
-            a[col + j] = b[col + j] + (s_x * wsx[col + j]) * float(acc_x[j]) + (s_h * wsh[col + j]) * float(acc_h[j]);
+          const int64_t col = G * u0 + blk * kBlock, width = std::min(kBlock, n - blk * kBlock);
+          for (int64_t j = 0; j < width; ++j) {
+            const int64_t cj = col + j;
+            const float hx = (s_h * wsh[cj]) * float(acc_h[j]);
+            a[cj] = b[cj] + (s_x * wsx[cj]) * float(acc_x[j]);
+            if (gru && cj % 3 == 2) an[cj / 3] = hx;                  // the GRU's n: gated by r
+            else a[cj] += hx;
+          }
         }
-        lstm_units(a, c, hn, u0, u1);
+        if (G == 4) lstm_units(a, c, hn, u0, u1);
+        else if (gru) gru_units(a, an, b_hn, h, tn + u0, hn, u0, u1);
+        else rnn_units(a, hn, u0, u1, relu);
       };
       for_each_chunk(chunks_, chunk);
       std::copy(hn, hn + H, h);
@@ -783,10 +833,11 @@ class LSTMStreamerInt8 {
  private:
   std::vector<std::vector<Tensor>> w_;                             // [layer][chunk] (blocks, quads, 64, 4)
   std::vector<std::vector<Tensor>> w128_;                          // [layer][chunk] (blocks, 2, 64) 128 Σ w
-  std::vector<Tensor> sx_, sh_, b_;
+  std::vector<Tensor> sx_, sh_, b_, b_hn_;
   std::vector<int64_t> in_;
-  Tensor h_, c_, a_, h_next_, qx_, qh_;
-  int64_t H_ = 0, chunks_ = 1;
+  std::string mode_;
+  Tensor h_, c_, a_, an_, tn_, h_next_, qx_, qh_;
+  int64_t G_ = 4, H_ = 0, chunks_ = 1;
 };
 
 }  // namespace streaming
@@ -1072,12 +1123,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("bind", &streaming::LSTMStreamer::bind)
       .def("step", &streaming::LSTMStreamer::step)
       .def("chunks", &streaming::LSTMStreamer::chunks);
-  pybind11::class_<streaming::LSTMStreamerInt8>(m, "LSTMStreamerInt8")
-      .def(pybind11::init<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
-                          std::vector<Tensor>, Tensor, Tensor, int64_t>())
-      .def("bind", &streaming::LSTMStreamerInt8::bind)
-      .def("step", &streaming::LSTMStreamerInt8::step)
-      .def("chunks", &streaming::LSTMStreamerInt8::chunks);
+  pybind11::class_<streaming::StreamerInt8>(m, "StreamerInt8")
+      .def(pybind11::init<std::string, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
+                          std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, Tensor, Tensor, int64_t>())
+      .def("bind", &streaming::StreamerInt8::bind)
+      .def("step", &streaming::StreamerInt8::step)
+      .def("chunks", &streaming::StreamerInt8::chunks);
   m.def("int8_isa", &streaming::int8_isa);
   m.def("release_workspace", &rnnlab::release_workspace);
   m.def("set_reuse", [](bool on) { rnnlab::reuse_enabled().store(on); });

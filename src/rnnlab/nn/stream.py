@@ -24,14 +24,14 @@ Works with rnnlab's RNN/LSTM/GRU layers and torch.nn's (same parameter names), u
 only (a reversed direction needs the future). Dropout between layers is an inference no-op here,
 as in ``eval()``. If the module's weights change (training goes on), call :meth:`Stream.refresh`.
 
-``Stream(lstm, int8=True)`` runs the C++ step with dynamic int8 quantisation (float32 LSTMs
-without projection): the weight matrices are stored as int8 with one scale per output row
+``Stream(layer, int8=True)`` runs the C++ step with dynamic int8 quantisation (float32 RNN, LSTM
+and GRU layers without projection): the weight matrices are stored as int8 with one scale per output row
 (:func:`quantize_rows`), each step quantises each layer's input and previous state to int8 with
 one scale each, and the products are exact integer sums rescaled per row. A step reads a quarter
 of the weight bytes, and the outputs differ from the float step by the rounding of weights and
 activations (``benchmarks/bench_int8.py`` measures what that costs in perplexity and accuracy).
 
-    >>> q8 = Stream(rnnlab.LSTM(3, 8).eval(), int8=True)
+    >>> q8 = Stream(rnnlab.GRU(3, 8).eval(), int8=True)
     >>> q8.backend, q8.step(torch.randn(3)).shape
     ('kernels int8', torch.Size([8]))
 """
@@ -65,9 +65,9 @@ def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _unit_major(v: Tensor, H: int) -> Tensor:
-    """Rows of an LSTM's gate-major weight or bias (4H, ...) reordered unit-major (row 4j + k = gate
-    k of unit j), the order the C++ steps read, so that each thread's units own a contiguous block."""
-    return v.reshape(4, H, *v.shape[1:]).transpose(0, 1).reshape(v.shape).contiguous()
+    """Rows of a gate-major weight or bias (G·H, ...) reordered unit-major (row G·j + k = gate k of
+    unit j), the order the C++ steps read, so that each thread's units own a contiguous block."""
+    return v.reshape(v.shape[0] // H, H, *v.shape[1:]).transpose(0, 1).reshape(v.shape).contiguous()
 
 
 def _mode_of(module: nn.Module) -> str:
@@ -103,8 +103,8 @@ class Stream:
 
     @property
     def backend(self) -> str:
-        """Which step runs: "kernels" (C++, LSTM without projection), "kernels int8" (the same with
-        int8 weights, ``int8=True``), "numba" or "numpy"."""
+        """Which step runs: "kernels" (C++, LSTM without projection), "kernels int8" (C++ with int8
+        weights, ``int8=True``: any cell without projection), "numba" or "numpy"."""
         if self._cpp is not None:
             return "kernels int8" if self.int8 else "kernels"
         return "numba" if self.use_numba else "numpy"
@@ -112,7 +112,7 @@ class Stream:
     def plan(self):
         """The path of the step, as :func:`rnnlab.engine.plan` decides it."""
         return plan(self.mode, 1, self.hidden_size, proj_size=self.proj_size, engine=self._engine,
-                    stream=True, numba=self.use_numba)
+                    stream=True, numba=self.use_numba, int8=self.int8)
 
     # ------------------------------------------------------------------------ weights
     def refresh(self) -> None:
@@ -180,9 +180,9 @@ class Stream:
         unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
         plan = self.plan()
         if self.int8:
-            if plan.loop != "stream C++":
-                raise ConfigError(f"int8=True: expected a layer the C++ step runs (an LSTM without projection, "
-                                  f"fast engine), got {plan.reason}")
+            if plan.loop != "stream C++ int8":
+                raise ConfigError(f"int8=True: expected a layer the C++ int8 step runs (no projection, fast "
+                                  f"engine), got {plan.reason}")
             if self._torch_dtype != torch.float32:
                 raise ConfigError(f"int8=True: expected a float32 module, got {self._torch_dtype}")
             return self._build_int8_step()
@@ -201,19 +201,28 @@ class Stream:
     def _build_int8_step(self):
         """The C++ int8 step: each layer's W_ih and W_hh quantised per row, columns unit-major."""
         m, H = self.module, self.hidden_size
-        wx, wh, sx, sh, bs = [], [], [], [], []
+        wx, wh, sx, sh, bs, b_hn = [], [], [], [], [], []
         for k in range(self.num_layers):
             for name, ws, ss in (("ih", wx, sx), ("hh", wh, sh)):
                 q, scale = quantize_rows(getattr(m, f"weight_{name}_l{k}"))
-                ws.append(_unit_major(q, H).t().contiguous())                # (K, 4H)
+                ws.append(_unit_major(q, H).t().contiguous())                # (K, G·H)
                 ss.append(_unit_major(scale, H))
-            bs.append(_unit_major(torch.from_numpy(self.layers[k][1]), H))   # b_ih + b_hh
+            _, b, b_hh, _ = self.layers[k]
+            b = torch.from_numpy(b.copy())
+            if self.mode == "gru":         # r and z take both biases; n adds b_hh inside r ⊙ (·)
+                b[: 2 * H] += torch.from_numpy(b_hh[: 2 * H])
+                b_hn.append(torch.from_numpy(b_hh[2 * H:].copy()))
+            else:
+                b_hn.append(torch.zeros(0))
+            bs.append(_unit_major(b, H))
         state = torch.zeros(self.num_layers, H)
-        return fast._KERNELS.module.LSTMStreamerInt8(wx, wh, sx, sh, bs, state, state.clone(),
-                                                     torch.get_num_threads())
+        return fast._KERNELS.module.StreamerInt8(self.mode, wx, wh, sx, sh, bs, b_hn, state, state.clone(),
+                                                 torch.get_num_threads())
 
     def _bind_state(self) -> None:
-        self._cpp.bind(torch.from_numpy(self._h), torch.from_numpy(self._c))   # shares memory
+        # shares memory; a GRU or RNN has no cell state: the step gets zeros it never reads
+        c = self._c if self._c is not None else np.zeros_like(self._h)
+        self._cpp.bind(torch.from_numpy(self._h), torch.from_numpy(c))
 
     # -------------------------------------------------------------------------- state
     def reset(self, state: Tensor | tuple[Tensor, Tensor] | None = None) -> None:
