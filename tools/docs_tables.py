@@ -6,6 +6,7 @@ produce, never typed by hand.
     rnnlab bench --json docs/data/bench.json                 # 15 repeats; on a quiet machine
     python benchmarks/ucr_classify.py                        # writes docs/data/results-classify.json
     python benchmarks/bench_int8.py --json docs/data/bench-int8.json
+    python benchmarks/bench_int8.py --cell gru --json docs/data/bench-int8-gru.json
     python benchmarks/bench_compile.py --size T B I H --json FILE  # per size; docs/data/bench-compile.json holds the runs
     python tools/docs_tables.py            # rewrite the tables between the markers
     python tools/docs_tables.py --check    # exit 1 when a table differs from its JSON (the tests run this)
@@ -127,6 +128,9 @@ def _correct(r: dict, acc: float) -> int:
     return round(acc * r["n_test"])
 
 
+DTW_NAMES = {"rnnlab": "rnnlab's numba kernel (rnnlab.tasks.dtw)", "aeon": "aeon's dtw_pairwise_distance"}
+
+
 def ucr_table() -> str:
     """The UCR/UEA classification rows of benchmarks/ucr_classify.py, a summary line under them."""
     data = json.loads(UCR_JSON.read_text())
@@ -151,6 +155,7 @@ def ucr_table() -> str:
               f"{sum(_correct(r, r['model_acc']) >= _correct(r, r['published_lstm_fcn_acc']) for r in pub)} of {len(pub)} "
               f"(compared as test series right); "
               f"above the majority class on {sum(r['model_acc'] > r['majority_acc'] for r in rows)} of {len(rows)}. "
+              f"DTW: {', '.join(sorted({DTW_NAMES.get(r['dtw_backend'], r['dtw_backend']) for r in dtw}))}. "
               f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores shared with other jobs (load average up to "
               f"{max(r['load_avg_1min_end'] for r in rows):.1f}), {data.get('threads', '?')} torch thread, "
               f"torch {m.get('torch', '?')}."]
@@ -276,38 +281,44 @@ def lm_wikitext2_table() -> str:
     return "\n".join(lines)
 
 
-INT8_JSON = ROOT / "docs" / "data" / "bench-int8.json"   # python benchmarks/bench_int8.py
+INT8_JSONS = (ROOT / "docs" / "data" / "bench-int8.json",        # python benchmarks/bench_int8.py
+              ROOT / "docs" / "data" / "bench-int8-gru.json")    # ... --cell gru
 
 
 def int8_table() -> str:
-    """Float32 against int8: the streaming step's time, and the language model's perplexity and the
-    classifier's accuracy through ``Stream`` and ONNX Runtime (``benchmarks/bench_int8.py``)."""
-    r = json.loads(INT8_JSON.read_text())
-    st, lm, cls = r["step"], r["lm"], r["classifier"]
+    """Float32 against int8 for each cell benchmarked: the streaming step's time, and the language
+    model's perplexity and the classifier's accuracy through ``Stream`` and ONNX Runtime
+    (``benchmarks/bench_int8.py [--cell gru]``)."""
 
     def mb(n: int) -> str:
         return f"{n / 1e6:.2f} MB"
 
-    return "\n".join([
-        "| | float32 | int8 | change |",
-        "|---|---|---|---|",
-        f"| `Stream.step`, batch 1, input {st['input_size']}, hidden {st['hidden_size']} (median of "
-        f"{st['repeats']} × {st['steps_per_repeat']:,} steps, alternating) | {st['float32_us']:.1f} µs | "
-        f"{st['int8_us']:.1f} µs | {st['ratio']:.2f}× |",
-        f"| language model, test perplexity ({lm['test_tokens']:,} characters), `Stream` | "
-        f"{lm['ppl_stream_float32']:.4f} | {lm['ppl_stream_int8']:.4f} | {lm['stream_ppl_change_pct']:+.3f} % |",
-        f"| language model, test perplexity, ONNX Runtime (`--onnx` / `--onnx --int8`) | "
-        f"{lm['ppl_onnx_float32']:.4f} | {lm['ppl_onnx_int8']:.4f} | {lm['onnx_ppl_change_pct']:+.3f} % |",
-        f"| classifier, test accuracy ({cls['test_examples']:,} snippets), `Stream` | {cls['acc_stream_float32']:.4f} | "
-        f"{cls['acc_stream_int8']:.4f} | {cls['stream_acc_change_points']:+.2f} points |",
-        f"| classifier, test accuracy, ONNX Runtime | {cls['acc_onnx_float32']:.4f} | {cls['acc_onnx_int8']:.4f} | "
-        f"{cls['onnx_acc_change_points']:+.2f} points |",
-        f"| ONNX file, language model / classifier | {mb(lm['onnx_float32_bytes'])} / {mb(cls['onnx_float32_bytes'])} | "
-        f"{mb(lm['onnx_int8_bytes'])} / {mb(cls['onnx_int8_bytes'])} | |",
-        "",
-        f"int8 loop: {r['int8_isa']}; torch {r['torch']}, {r['threads']} thread(s); load average "
-        f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after.",
-    ])
+    lines = ["| cell | | float32 | int8 | change |", "|---|---|---|---|---|"]
+    notes = []
+    for path in INT8_JSONS:
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        st, lm, cls = r["step"], r["lm"], r["classifier"]
+        cell = r.get("cell", "lstm").upper()
+        lines += [
+            f"| {cell} | `Stream.step`, batch 1, input {st['input_size']}, hidden {st['hidden_size']} (median of "
+            f"{st['repeats']} × {st['steps_per_repeat']:,} steps, alternating; float32 step: {st['backends']['float32']}) "
+            f"| {st['float32_us']:.1f} µs | {st['int8_us']:.1f} µs | {st['ratio']:.2f}× |",
+            f"| {cell} | language model, test perplexity ({lm['test_tokens']:,} characters), `Stream` | "
+            f"{lm['ppl_stream_float32']:.4f} | {lm['ppl_stream_int8']:.4f} | {lm['stream_ppl_change_pct']:+.3f} % |",
+            f"| {cell} | language model, test perplexity, ONNX Runtime (`--onnx` / `--onnx --int8`) | "
+            f"{lm['ppl_onnx_float32']:.4f} | {lm['ppl_onnx_int8']:.4f} | {lm['onnx_ppl_change_pct']:+.3f} % |",
+            f"| {cell} | classifier, test accuracy ({cls['test_examples']:,} snippets), `Stream` | "
+            f"{cls['acc_stream_float32']:.4f} | {cls['acc_stream_int8']:.4f} | {cls['stream_acc_change_points']:+.2f} points |",
+            f"| {cell} | classifier, test accuracy, ONNX Runtime | {cls['acc_onnx_float32']:.4f} | "
+            f"{cls['acc_onnx_int8']:.4f} | {cls['onnx_acc_change_points']:+.2f} points |",
+            f"| {cell} | ONNX file, language model / classifier | {mb(lm['onnx_float32_bytes'])} / "
+            f"{mb(cls['onnx_float32_bytes'])} | {mb(lm['onnx_int8_bytes'])} / {mb(cls['onnx_int8_bytes'])} | |",
+        ]
+        notes.append(f"{cell}: int8 loop {r['int8_isa']}, torch {r['torch']}, {r['threads']} thread(s), load average "
+                     f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after")
+    return "\n".join(lines + ["", "; ".join(notes) + "."])
 
 
 COMPILE_JSON = ROOT / "docs" / "data" / "bench-compile.json"   # benchmarks/bench_compile.py, one run per size

@@ -101,6 +101,16 @@ def test_three_series_per_class_get_three_folds(tmp_path):
         ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=3), folds=4))
 
 
+def test_kfold_trains_the_budget_out_and_keeps_the_last_model(tmp_path):
+    """k-fold's defaults select the last checkpoint (no early stopping); a holdout keeps the lowest
+    validation loss; --select overrides either."""
+    path = ts_file(tmp_path / "t.ts", n_per_class=5)
+    kfold = TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path)))
+    holdout = TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path, folds=1)))
+    assert (kfold.select, holdout.select) == ("last", "best")
+    assert TrainConfig.for_task(ClassifyTask(ClassifyConfig(train=path)), select="best").select == "best"
+
+
 def test_holdout_above_the_kfold_threshold_and_on_request(tmp_path):
     path = ts_file(tmp_path / "t.ts", n_per_class=5)
     assert ClassifyTask(ClassifyConfig(train=path, folds=1)).plan == {"mode": "holdout"}
@@ -299,7 +309,8 @@ def test_normalize_options(tmp_path):
     raw = none._read(str(tmp_path / "t.ts"), none.label_map, True).seqs
     np.testing.assert_allclose(np.concatenate(none.split("train").inputs + none.split("valid").inputs).sum(),
                                np.concatenate(raw).sum(), rtol=1e-5)
-    channel = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.ts"), folds=1))
+    assert ClassifyConfig().normalize == "auto"
+    channel = ClassifyTask(ClassifyConfig(train=str(tmp_path / "t.ts"), normalize="channel", folds=1))
     fit = np.concatenate(channel.split("train").inputs)
     assert abs(fit.mean()) < 1e-5 and abs(fit.std() - 1) < 1e-4   # scaled on the training part, amplitudes kept
 
@@ -371,16 +382,6 @@ def test_ensemble_option_builds_members_per_fold(tmp_path):
 # ----------------------------------------------------------------------------- baselines
 
 
-def textbook_dtw(a: np.ndarray, b: np.ndarray) -> float:
-    n, m = len(a), len(b)
-    c = np.full((n + 1, m + 1), np.inf)
-    c[0, 0] = 0.0
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            c[i, j] = ((a[i - 1] - b[j - 1]) ** 2).sum() + min(c[i - 1, j], c[i, j - 1], c[i - 1, j - 1])
-    return c[n, m]
-
-
 def test_nearest_neighbour_euclidean_against_brute_force():
     rng = np.random.default_rng(0)
     train = [rng.normal(size=(int(t), 2)) for t in (5, 7, 6, 7)]
@@ -389,17 +390,6 @@ def test_nearest_neighbour_euclidean_against_brute_force():
     pad = lambda s: np.concatenate([s, np.zeros((7 - len(s), 2))])  # noqa: E731
     want = [int(np.argmin([((pad(a) - pad(b)) ** 2).sum() for b in train])) for a in test]
     np.testing.assert_array_equal(nearest_neighbour(train, y, test, "euclidean"), want)
-
-
-def test_nearest_neighbour_dtw_against_the_textbook_recursion():
-    backend = _dtw_backend()
-    if backend is None:
-        pytest.skip("neither aeon nor sktime installed")
-    rng = np.random.default_rng(1)
-    train = [rng.normal(size=(int(t), 1)) for t in (6, 8, 5)]
-    test = [rng.normal(size=(int(t), 1)) for t in (7, 5)]
-    want = [int(np.argmin([textbook_dtw(a, b) for b in train])) for a in test]
-    np.testing.assert_array_equal(nearest_neighbour(train, np.arange(3), test, "dtw", backend[1]), want)
 
 
 def test_json_output_has_the_baseline_table(tmp_path, capsys):

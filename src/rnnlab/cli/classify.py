@@ -137,7 +137,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Frames: the torchvision model's state dict."),
         finetune_backbone: bool = typer.Option(False, "--finetune-backbone", help="Frames: train the torchvision backbone too."),
         arch: str = typer.Option("auto", "--arch", help="auto | rnn | lstm-fcn (auto: lstm-fcn for numeric sequences, rnn for text and frames)."),
-        normalize: str = typer.Option("channel", "--normalize", help="Numeric: channel (default: each variable scaled with training statistics) | auto (channel, or series-scale when the training series' amplitudes span over 100x) | series (each series z-normalised) | series-scale (series, plus each series' log scale and level as inputs) | none."),
+        normalize: str = typer.Option("auto", "--normalize", help="Numeric: auto (default: channel, or series-scale when the training series' amplitudes span over 100x) | channel (each variable scaled with training statistics) | series (each series z-normalised) | series-scale (series, plus each series' log scale and level as inputs) | none."),
         long_series: str = typer.Option("auto", "--long-series", help="Beyond --max-len: auto | downsample | truncate (auto: downsample numeric, truncate text)."),
         folds: int = typer.Option(0, "--folds", help="Validation without --valid: 0 = auto (stratified k-fold below 1000 numeric series, else holdout), 1 = holdout, K = stratified K-fold."),
         ensemble: int = typer.Option(1, "--ensemble", help="Models per fold from different initialisations; predictions averaged."),

@@ -57,8 +57,8 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "keep_last": (Optional[int], None, "--keep-last", "Keep the newest K checkpoints (and the best)."),
     "patience": (Optional[int], None, "--patience", "Early stopping after N evals without improvement."),
     "select": (Optional[str], None, "--select",
-               "The checkpoint a run's 'best' is (evaluate, predict, export): best (lowest validation loss) | last "
-               "(the newest, with no early stopping)."),
+               "The checkpoint a run's 'best' is (evaluate, predict, export): best (lowest validation loss; the "
+               "default) | last (the newest, with no early stopping; the default of numeric classify under k-fold)."),
     "nonfinite": (Optional[str], None, "--nonfinite", "On NaN/inf: stop | skip."),
     "accelerator": (Optional[str], None, "--accelerator", "cpu | cuda | auto."),
     "devices": (Optional[int], None, "--devices", "Processes per node (DDP when > 1)."),

@@ -82,6 +82,7 @@ LONG_SERIES = ("auto", "downsample", "truncate")   # auto: downsample numeric se
 # on the series it did not see). Above it, a holdout is large enough and k times cheaper.
 KFOLD_BELOW = 1000
 DEFAULT_FOLDS = 5
+KFOLD_SELECT = "last"
 # The budget from the data size (numeric input): about BUDGET_EPOCHS passes over the training
 # set, but at least MIN_SAMPLES and at most MAX_SAMPLES series seen (and never under
 # MIN_EPOCHS passes), so a 50-series set gets hundreds of epochs and a 100k-series set a few.
@@ -134,12 +135,12 @@ class ClassifyConfig:
     finetune_backbone: bool = False    # frames: train the torchvision backbone too (else frozen)
     # numeric sequences (time-series classification)
     arch: str = "auto"                 # auto | rnn | lstm-fcn (auto: lstm-fcn for numeric input, else rnn)
-    normalize: str = "channel"         # auto | channel (train statistics per variable) | series (z-normalise each series) | series-scale | none
+    normalize: str = "auto"            # auto | channel (train statistics per variable) | series (z-normalise each series) | series-scale | none
     long_series: str = "auto"          # auto | downsample | truncate: what happens beyond max_len (auto: downsample numeric)
     folds: int = 0                     # validation without a valid file: 0 = auto, 1 = holdout, k >= 2 = stratified k-fold
     ensemble: int = 1                  # models per fold trained from different initialisations; predictions averaged
     data_dir: str = ""                 # dataset ucr:NAME: a folder with NAME/NAME_TRAIN.ts (else aeon/sktime's data)
-    baselines: bool = True             # after training: majority class, 1-NN Euclidean, 1-NN DTW (with sktime or aeon)
+    baselines: bool = True             # after training: majority class, 1-NN Euclidean, 1-NN DTW (with numba or aeon)
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
@@ -587,6 +588,11 @@ class ClassifyTask:
         self._n_train = n or 0
         if self.kind == "numeric" and n:
             self.train_defaults = budget(n, self.config.batch_size)
+            if self.plan.get("mode") == "kfold":
+                # every fold trains its whole budget and keeps its last model: with a few dozen
+                # series per fold the out-of-fold loss swings from one evaluation to the next, so
+                # the lowest one picks noise
+                self.train_defaults["select"] = KFOLD_SELECT
         elif self.kind == "frames" and n:
             # the same ten epochs, with the rate decayed to zero over them (cosine): at a constant
             # rate the validation accuracy of clip models swings by points from epoch to epoch
@@ -1132,19 +1138,16 @@ BASELINE_ROWS = ("model", "majority class", "1-NN Euclidean", "1-NN DTW")
 
 
 def _dtw_backend() -> tuple[str, Any] | None:
-    """A pairwise DTW (full window, squared point distances) from aeon, else sktime; None when
-    neither is installed. aeon's is the faster of the two by an order of magnitude."""
+    """A pairwise DTW over lists of (T, D) series (full window, squared point costs): aeon's when
+    aeon is installed, else rnnlab's numba kernel (:mod:`rnnlab.tasks.dtw`); None without either."""
     if importlib.util.find_spec("aeon") is not None:
-        from aeon.distances import dtw_pairwise_distance   # optional extra: imported only when present
+        from aeon.distances import dtw_pairwise_distance   # optional: imported only when present
 
-        return "aeon", lambda a, b: dtw_pairwise_distance(a, b)
-    if importlib.util.find_spec("sktime") is not None:
-        try:   # a private module of sktime: without it, no DTW row rather than a crash
-            from sktime.dists_kernels._numba_distances._distance import dtw_distance   # optional extra (ucr)
-        except ImportError:
-            return None
-        return "sktime", lambda a, b: np.array([[dtw_distance(x, y) for y in b] for x in a])
-    return None
+        return "aeon", lambda a, b: dtw_pairwise_distance([np.ascontiguousarray(s.T) for s in a],
+                                                          [np.ascontiguousarray(s.T) for s in b])
+    from rnnlab.tasks import dtw   # loads numba: only once a DTW baseline is asked for
+
+    return ("rnnlab", dtw.dtw_pairwise) if dtw.HAVE_NUMBA else None
 
 
 def _padded(series: list[np.ndarray], length: int) -> np.ndarray:
@@ -1166,15 +1169,14 @@ def nearest_neighbour(train: list[np.ndarray], train_y: np.ndarray, test: list[n
         a, b = _padded(list(test), length), _padded(list(train), length)
         d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     else:
-        to = [np.ascontiguousarray(s.T, dtype=np.float64) for s in test]     # (D, T) as aeon/sktime take them
-        tr = [np.ascontiguousarray(s.T, dtype=np.float64) for s in train]
-        d = np.asarray(dtw(to, tr))
+        d = np.asarray(dtw([np.asarray(s, dtype=np.float64) for s in test],
+                           [np.asarray(s, dtype=np.float64) for s in train]))
     return np.asarray(train_y)[np.argmin(d, axis=1)]
 
 
 def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = None,
                    baselines: bool = True) -> dict[str, Any]:
-    """The model beside the majority class, 1-NN Euclidean and (with aeon or sktime installed)
+    """The model beside the majority class, 1-NN Euclidean and (with numba or aeon installed)
     1-NN DTW, all on one evaluation split: ``test`` when the run has one, else ``valid`` (k-fold:
     out of fold, each baseline fitted on the other folds); ``baselines=False`` keeps the model
     and majority rows only. Returns ``{"split", "n", "rows":
@@ -1217,7 +1219,6 @@ def format_baselines(table: dict[str, Any]) -> str:
              + (" (out of fold)" if table["split"] == "valid" and table["validation"].get("mode") == "kfold" else ""),
              f"{'':<16}{'accuracy':>10}{'macro-F1':>10}"]
     lines += [f"{r['name']:<16}{r['acc']:>10.4f}{r['macro_f1']:>10.4f}" for r in table["rows"]]
-    if table["dtw"] is None and any(r["name"] == "1-NN Euclidean" for r in table["rows"]) and not \
-            importlib.util.find_spec("sktime"):
-        lines.append("(1-NN DTW: install the ucr extra, pip install 'rnnlab[ucr]', or aeon)")
+    if table["dtw"] is None and any(r["name"] == "1-NN Euclidean" for r in table["rows"]):
+        lines.append("(1-NN DTW needs numba or aeon: pip install 'rnnlab[ucr]')")
     return "\n".join(lines)
