@@ -26,6 +26,7 @@ from rnnlab.tasks.classify import (
     baseline_table,
     budget,
     downsample,
+    format_baselines,
     nearest_neighbour,
     stratified_folds,
     znorm,
@@ -390,6 +391,22 @@ def test_nearest_neighbour_euclidean_against_brute_force():
     pad = lambda s: np.concatenate([s, np.zeros((7 - len(s), 2))])  # noqa: E731
     want = [int(np.argmin([((pad(a) - pad(b)) ** 2).sum() for b in train])) for a in test]
     np.testing.assert_array_equal(nearest_neighbour(train, y, test, "euclidean"), want)
+
+
+def test_a_dtw_too_large_to_run_is_left_out_with_the_reason(tmp_path, monkeypatch):
+    import rnnlab.tasks.classify as classify
+
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=3, length=10), hidden_size=4))
+    if _dtw_backend() is None:
+        pytest.skip("no DTW here (numba or aeon)")
+    model = quick_fit(task)
+    assert "1-NN DTW" in [r["name"] for r in baseline_table(task, model)["rows"]]
+    # 3 folds of 2 out-of-fold series against 4, 10 steps each: 3 · 40 · 20 = 2,400 cells
+    monkeypatch.setattr(classify, "DTW_MAX_CELLS", 2_000)
+    table = baseline_table(task, model)
+    assert [r["name"] for r in table["rows"]] == ["model", "majority class", "1-NN Euclidean"]
+    assert table["dtw"] is None and "2.4e+03 cost-matrix cells" in table["dtw_skipped"]
+    assert "1-NN DTW left out: 2.4e+03" in format_baselines(table)
 
 
 def test_json_output_has_the_baseline_table(tmp_path, capsys):

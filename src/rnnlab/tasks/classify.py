@@ -89,7 +89,11 @@ KFOLD_SELECT = "last"
 BUDGET_EPOCHS = 150
 MIN_SAMPLES, MAX_SAMPLES, MIN_EPOCHS = 10_000, 20_000, 3
 EVALS_PER_RUN = 40        # evaluations over the budget; early stopping after a quarter of them
-LSTM_FCN_DROPOUT = 0.8    # Karim et al. 2017: dropout 0.8 after the LSTM branch
+LSTM_FCN_DROPOUT = 0.8
+# The 1-NN DTW baseline fills one cost matrix per (evaluation, training) pair of series: above this
+# many cells in all (minutes, at about 1e9 cells a second on two cores), the row is left out and
+# the table says why, rather than the command hanging after training. PLAID's test split: 3e10.
+DTW_MAX_CELLS = 3e11    # Karim et al. 2017: dropout 0.8 after the LSTM branch
 
 
 @dataclass
@@ -1180,7 +1184,8 @@ def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = Non
     1-NN DTW, all on one evaluation split: ``test`` when the run has one, else ``valid`` (k-fold:
     out of fold, each baseline fitted on the other folds); ``baselines=False`` keeps the model
     and majority rows only. Returns ``{"split", "n", "rows":
-    [{"name", "acc", "macro_f1"}...], "dtw": backend or None}``; text and frames have no 1-NN rows."""
+    [{"name", "acc", "macro_f1"}...], "dtw": backend or None, "dtw_skipped": why or ""}``; text
+    and frames have no 1-NN rows."""
     c = task.config
     split = split or ("test" if c.test or c.dataset else "valid")
     ev = task.split(split)
@@ -1188,7 +1193,7 @@ def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = Non
     n_cls = len(task.label_map)
     rows = [{"name": "model", "acc": m["acc"], "macro_f1": m["macro_f1"]},
             {"name": "majority class", "acc": m["majority_acc"], "macro_f1": m["majority_macro_f1"]}]
-    backend = None
+    backend, skipped = None, ""
     if task.kind == "numeric" and baselines:
         tr = task.split("train")
         if split == "valid" and ev.folds is not None:   # k-fold: out of fold, as the model is scored
@@ -1200,6 +1205,11 @@ def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = Non
             pairs = [(np.arange(len(tr.raw)), np.arange(len(ev.raw)))]
             train_raw, train_y, eval_raw = tr.raw, tr.labels, ev.raw
         backend = _dtw_backend() if pairs else None
+        cells = sum(sum(len(train_raw[i]) for i in fit) * sum(len(eval_raw[i]) for i in ev_idx) for fit, ev_idx in pairs)
+        if backend is not None and cells > DTW_MAX_CELLS:
+            skipped = (f"{cells:.1e} cost-matrix cells, over the {DTW_MAX_CELLS:.0e} that take minutes "
+                       f"(rnnlab.tasks.classify.DTW_MAX_CELLS)")
+            backend = None
         for name, metric in (("1-NN Euclidean", "euclidean"), ("1-NN DTW", "dtw")):
             if not pairs or (metric == "dtw" and backend is None):
                 continue
@@ -1211,7 +1221,7 @@ def baseline_table(task: ClassifyTask, model: nn.Module, split: str | None = Non
             b = classification_metrics(ev.labels, pred, n_cls)
             rows.append({"name": name, "acc": b["acc"], "macro_f1": b["macro_f1"]})
     return {"split": split, "n": int(m["n"]), "rows": rows, "dtw": backend[0] if backend else None,
-            "validation": dict(task.plan)}
+            "dtw_skipped": skipped, "validation": dict(task.plan)}
 
 
 def format_baselines(table: dict[str, Any]) -> str:
@@ -1219,6 +1229,8 @@ def format_baselines(table: dict[str, Any]) -> str:
              + (" (out of fold)" if table["split"] == "valid" and table["validation"].get("mode") == "kfold" else ""),
              f"{'':<16}{'accuracy':>10}{'macro-F1':>10}"]
     lines += [f"{r['name']:<16}{r['acc']:>10.4f}{r['macro_f1']:>10.4f}" for r in table["rows"]]
-    if table["dtw"] is None and any(r["name"] == "1-NN Euclidean" for r in table["rows"]):
+    if table.get("dtw_skipped"):
+        lines.append(f"(1-NN DTW left out: {table['dtw_skipped']})")
+    elif table["dtw"] is None and any(r["name"] == "1-NN Euclidean" for r in table["rows"]):
         lines.append("(1-NN DTW needs numba or aeon: pip install 'rnnlab[ucr]')")
     return "\n".join(lines)
