@@ -82,18 +82,18 @@ LONG_SERIES = ("auto", "downsample", "truncate")   # auto: downsample numeric se
 # on the series it did not see). Above it, a holdout is large enough and k times cheaper.
 KFOLD_BELOW = 1000
 DEFAULT_FOLDS = 5
-KFOLD_SELECT = "last"
+KFOLD_SELECT = "last"      # the checkpoint each fold keeps (see _set_train_defaults)
 # The budget from the data size (numeric input): about BUDGET_EPOCHS passes over the training
 # set, but at least MIN_SAMPLES and at most MAX_SAMPLES series seen (and never under
 # MIN_EPOCHS passes), so a 50-series set gets hundreds of epochs and a 100k-series set a few.
 BUDGET_EPOCHS = 150
 MIN_SAMPLES, MAX_SAMPLES, MIN_EPOCHS = 10_000, 20_000, 3
 EVALS_PER_RUN = 40        # evaluations over the budget; early stopping after a quarter of them
-LSTM_FCN_DROPOUT = 0.8
+LSTM_FCN_DROPOUT = 0.8    # Karim et al. 2017: dropout 0.8 after the LSTM branch
 # The 1-NN DTW baseline fills one cost matrix per (evaluation, training) pair of series: above this
 # many cells in all (minutes, at about 1e9 cells a second on two cores), the row is left out and
 # the table says why, rather than the command hanging after training. PLAID's test split: 3e10.
-DTW_MAX_CELLS = 3e11    # Karim et al. 2017: dropout 0.8 after the LSTM branch
+DTW_MAX_CELLS = 3e11
 
 
 @dataclass
