@@ -193,6 +193,45 @@ def test_cell_options_compile_to_one_graph_for_five_lengths(cls, kw, training):
     assert _ops_in(counter) == {"rnnlab_variants.scan"}
 
 
+@pytest.mark.parametrize("kw", [{"proj_size": 3}, {"proj_size": 2, "num_layers": 2, "bidirectional": True}],
+                         ids=["proj", "proj_bi2"])
+def test_projections_compile_to_one_graph_with_eager_numbers(kw):
+    """proj_size has no C++ operator: under compile it runs the eager engine inside
+    rnnlab_eager::scan, so float64 outputs and every gradient are eager's, with one graph for
+    five lengths and two batch sizes."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(5, 7, batch_first=True, **kw).double()
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for B, T in [(3, 4), (3, 9), (2, 6), (3, 11), (4, 2)]:
+        x = torch.randn(B, T, 5, dtype=torch.float64, requires_grad=True)
+        got, want = _grads(cm, x), _grads(m, x)
+        frames.append(counter.frame_count)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    assert frames == [frames[0]] * 5
+    assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
+
+
+@pytest.mark.parametrize("cls,dtype", [(rnnlab.LSTM, torch.float16), (rnnlab.GRU, torch.bfloat16)],
+                         ids=["lstm_half", "gru_bf16"])
+def test_half_precision_compiles_to_one_graph_with_eager_numbers(cls, dtype):
+    torch.manual_seed(0)
+    m = cls(5, 8, batch_first=True).to(dtype)
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for B, T in [(3, 4), (3, 9), (2, 6), (3, 11), (4, 2)]:
+        x = torch.randn(B, T, 5, dtype=dtype, requires_grad=True)
+        got, want = _grads(cm, x), _grads(m, x)
+        frames.append(counter.frame_count)
+        for a, b in zip(got, want):
+            assert a.dtype == dtype and torch.equal(a, b)      # the same eager loop ran
+    assert frames == [frames[0]] * 5
+    assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
+
+
 def test_cell_options_export_through_the_plain_ops():
     """export keeps the plain-ops equations (a program without rnnlab's Python code), unrolled
     for the example's length."""

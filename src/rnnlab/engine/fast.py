@@ -39,6 +39,7 @@ from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import ops, record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.dispatch import Plan, plan  # noqa: F401 (re-exported: fast.plan)
+from rnnlab.engine.eager_op import eager_op_ready, op_eager_scan, set_eager_scan
 from rnnlab.engine.kernels import FAST_KERNELS as _KERNELS, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
 from rnnlab.errors import ConfigError
@@ -311,6 +312,8 @@ def fast_scan(
                     and _tiled_op_ready()):
                 return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
+        if not torch.compiler.is_exporting() and eager_op_ready():   # projections, half precision
+            return op_eager_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
              masked=mask is not None, proj_size=0 if w_hr is None else w_hr.shape[0], engine="fast",
@@ -325,3 +328,6 @@ def fast_scan(
         return res
     out, h = res
     return out, h, None
+
+
+set_eager_scan(fast_scan)     # what rnnlab_eager::scan runs (projections, half precision under compile)

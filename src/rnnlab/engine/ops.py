@@ -30,10 +30,11 @@ the loop (x86 with AVX2 or AVX-512, not switched off by ``set_tiled``, read when
 batch size, since a batch rule would put a guard on the batch; everything else, and everything
 under ``torch.export`` (a package that runs on any CPU, at any batch), takes the row-major one.
 
-Not covered (the compiled model runs the plain-ops equations of :mod:`rnnlab.engine.autodiff`
-there instead, unrolled per sequence length): LSTM projections, half precision. Cell options have
-their own operator under ``torch.compile`` (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``)
-and the plain-ops equations under ``torch.export``.
+Not covered here: LSTM projections and half precision run the eager engine inside one Python
+operator under ``torch.compile`` (:mod:`rnnlab.engine.eager_op`, ``rnnlab_eager::scan``), cell
+options likewise (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``); under
+``torch.export`` all of them take the plain-ops equations of :mod:`rnnlab.engine.autodiff`,
+unrolled for the example's length.
 
 A third pair is the float32 LSTM's batch-1 step, the loops of ``Stream``'s C++ step for one layer as
 a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` should trace:
