@@ -4,7 +4,11 @@ the output) and inference, median wall and CPU ms (the four models take turns in
 so load changes fall on all alike); the compile time of a 2-layer language model and its graph
 count across 5 sequence lengths.
 
-    python benchmarks/bench_compile.py [--size T B I H] [--repeats N] [--threads N] [--backend inductor] [--json FILE]
+    python benchmarks/bench_compile.py [--size T B I H] [--proj P] [--repeats N] [--threads N] [--backend inductor]
+        [--json FILE]
+
+``--proj P`` gives both LSTMs a projection to P units (``proj_size``), which rnnlab compiles as one
+operator running its eager engine (``rnnlab_eager::scan``).
 
 The default size is the first of ``rnnlab bench``'s (rnnlab.suites.bench.SIZES). Prints one JSON
 object (and writes it to --json), with the machine's load average beside the timings.
@@ -86,6 +90,7 @@ def lm_compile(backend: str, lengths=(12, 20, 28, 36, 44), B: int = 8, vocab: in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, nargs=4, default=list(SIZES[0]), metavar=("T", "B", "I", "H"))
+    p.add_argument("--proj", type=int, default=0, help="proj_size of both LSTMs (0: none)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="inductor")
@@ -95,10 +100,10 @@ def main() -> None:
     torch.manual_seed(0)
     T, B, I, H = a.size
     x = torch.randn(B, T, I)
-    w_out = torch.randn(B, T, H)
-    ours = rnnlab.LSTM(I, H, batch_first=True)
-    theirs = nn.LSTM(I, H, batch_first=True)
-    res = {"size": {"T": T, "B": B, "I": I, "H": H}, "threads": a.threads, "repeats": a.repeats, "backend": a.backend,
+    w_out = torch.randn(B, T, a.proj or H)
+    ours = rnnlab.LSTM(I, H, batch_first=True, proj_size=a.proj)
+    theirs = nn.LSTM(I, H, batch_first=True, proj_size=a.proj)
+    res = {"size": {"T": T, "B": B, "I": I, "H": H, "proj_size": a.proj}, "threads": a.threads, "repeats": a.repeats, "backend": a.backend,
            "torch": torch.__version__, "load_before": os.getloadavg()[0]}
     rows = {}
     cpu0 = time.process_time()
