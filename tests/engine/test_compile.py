@@ -61,21 +61,32 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("cls,kw", LAYERS, ids=IDS)
-def test_fullgraph_matches_eager_in_float64_with_one_graph_for_every_shape(cls, kw):
-    torch.manual_seed(0)
-    m = cls(5, 7, batch_first=True, **kw).double()
+def _compiled_against_eager(m, dtype, same) -> CompileCounterWithBackend:
+    """``m`` compiled (fullgraph, dynamic, aot_eager) against itself eager over five lengths and
+    two batch sizes: outputs and every gradient compared by ``same(got, want)``, and no
+    recompilation after the first shape. Returns the backend's counter."""
     counter = CompileCounterWithBackend("aot_eager")
     cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
     frames = []
     for B, T in [(3, 4), (3, 9), (2, 6), (3, 11), (4, 2)]:
-        x = torch.randn(B, T, 5, dtype=torch.float64, requires_grad=True)
+        x = torch.randn(B, T, 5, dtype=dtype, requires_grad=True)
         got, want = _grads(cm, x), _grads(m, x)
         frames.append(counter.frame_count)
         assert len(got) == len(want)
         for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+            same(a, b)
     assert frames == [frames[0]] * 5                # no recompilation after the first shape
+    return counter
+
+
+def _close64(a, b):
+    torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("cls,kw", LAYERS, ids=IDS)
+def test_fullgraph_matches_eager_in_float64_with_one_graph_for_every_shape(cls, kw):
+    torch.manual_seed(0)
+    counter = _compiled_against_eager(cls(5, 7, batch_first=True, **kw).double(), torch.float64, _close64)
     assert _graphs_with_ops(counter) == 1
 
 
@@ -200,35 +211,18 @@ def test_projections_compile_to_one_graph_with_eager_numbers(kw):
     rnnlab_eager::scan, so float64 outputs and every gradient are eager's, with one graph for
     five lengths and two batch sizes."""
     torch.manual_seed(0)
-    m = rnnlab.LSTM(5, 7, batch_first=True, **kw).double()
-    counter = CompileCounterWithBackend("aot_eager")
-    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
-    frames = []
-    for B, T in [(3, 4), (3, 9), (2, 6), (3, 11), (4, 2)]:
-        x = torch.randn(B, T, 5, dtype=torch.float64, requires_grad=True)
-        got, want = _grads(cm, x), _grads(m, x)
-        frames.append(counter.frame_count)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
-    assert frames == [frames[0]] * 5
+    counter = _compiled_against_eager(rnnlab.LSTM(5, 7, batch_first=True, **kw).double(), torch.float64, _close64)
     assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
 
 
 @pytest.mark.parametrize("cls,dtype", [(rnnlab.LSTM, torch.float16), (rnnlab.GRU, torch.bfloat16)],
                          ids=["lstm_half", "gru_bf16"])
 def test_half_precision_compiles_to_one_graph_with_eager_numbers(cls, dtype):
+    def same(a, b):
+        assert a.dtype == dtype and torch.equal(a, b)      # the same eager loop ran
+
     torch.manual_seed(0)
-    m = cls(5, 8, batch_first=True).to(dtype)
-    counter = CompileCounterWithBackend("aot_eager")
-    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
-    frames = []
-    for B, T in [(3, 4), (3, 9), (2, 6), (3, 11), (4, 2)]:
-        x = torch.randn(B, T, 5, dtype=dtype, requires_grad=True)
-        got, want = _grads(cm, x), _grads(m, x)
-        frames.append(counter.frame_count)
-        for a, b in zip(got, want):
-            assert a.dtype == dtype and torch.equal(a, b)      # the same eager loop ran
-    assert frames == [frames[0]] * 5
+    counter = _compiled_against_eager(cls(5, 8, batch_first=True).to(dtype), dtype, same)
     assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
 
 

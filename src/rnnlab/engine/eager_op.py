@@ -36,6 +36,17 @@ def _outputs(mode: str, res, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return out.clone(), h.clone(), c.clone() if mode == "lstm" else like.new_empty(0)
 
 
+def output_grads(x: Tensor, h0: Tensor, c0: Tensor | None, d_out: Tensor | None, d_h: Tensor | None,
+                 d_c: Tensor | None) -> list[Tensor]:
+    """The incoming gradients of a scan operator's (out, h_T[, c_T]), zeros for those autograd
+    passes as None (the backward operators take tensors); c_T's only with ``c0`` (the LSTM)."""
+    grads = [d_out if d_out is not None else x.new_zeros(x.shape[0], x.shape[1], h0.shape[-1]),
+             d_h if d_h is not None else x.new_zeros(h0.shape)]
+    if c0 is not None:
+        grads.append(d_c if d_c is not None else x.new_zeros(c0.shape))
+    return grads
+
+
 def _register() -> None:
     lib = "rnnlab_eager"
 
@@ -82,11 +93,7 @@ def _register() -> None:
     def backward(ctx, d_out, d_h, d_c):
         it = iter(ctx.saved_tensors)
         ts = [next(it) if present else None for present in ctx.present]
-        x, h0 = ts[0], ts[1]
-        grads = [d_out if d_out is not None else x.new_zeros(x.shape[0], x.shape[1], h0.shape[-1]),
-                 d_h if d_h is not None else x.new_zeros(h0.shape)]
-        if ctx.mode == "lstm":
-            grads.append(d_c if d_c is not None else x.new_zeros(ts[2].shape))
+        grads = output_grads(ts[0], ts[1], ts[2] if ctx.mode == "lstm" else None, d_out, d_h, d_c)
         needs = [bool(n) for n in ctx.needs_input_grad[1:1 + _LEARNED]]
         got = torch.ops.rnnlab_eager.scan_backward(ctx.mode, grads, needs, ts)
         return (None, *[g if n else None for g, n in zip(got, needs)], None)

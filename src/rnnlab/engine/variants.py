@@ -37,6 +37,7 @@ from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
 from rnnlab.engine.dispatch import plan
+from rnnlab.engine.eager_op import output_grads
 from rnnlab.engine.kernels import VARIANT_KERNELS as _KERNELS
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, wanted
 
@@ -498,11 +499,8 @@ def _register_ops() -> None:
     def backward(ctx, d_out, d_h, d_c):
         it = iter(ctx.saved_tensors)
         ts = [next(it) if present else None for present in ctx.present]
-        x, h0 = ts[0], ts[1]
-        grads = [d_out if d_out is not None else x.new_zeros(x.shape[0], x.shape[1], h0.shape[-1]),
-                 d_h if d_h is not None else x.new_zeros(h0.shape)]
-        if ctx.code.startswith("lstm"):
-            grads.append(d_c if d_c is not None else x.new_zeros(h0.shape))
+        # c_T has h_T's shape (no projections with cell options)
+        grads = output_grads(ts[0], ts[1], ts[1] if ctx.code.startswith("lstm") else None, d_out, d_h, d_c)
         needs = [bool(n) for n in ctx.needs_input_grad[2:2 + _LEARNED]]
         got = torch.ops.rnnlab_variants.scan_backward(ctx.code, ctx.engine, grads, needs, ts)
         return (None, None, *[g if n else None for g, n in zip(got, needs)], *[None] * (len(ts) - _LEARNED))
