@@ -50,12 +50,16 @@ def _quantize_vector(v: torch.Tensor) -> tuple[torch.Tensor, float]:
     return torch.round((v * (127 / m)).clamp(-127, 127)), float(m / 127)
 
 
-def _int8_step_reference(layer, mode, x, h, c):
+def _int8_step_reference(layer, mode, x, h, c, below=None):
     """One int8 step of ``mode`` in float64, from state h (L, H) (and c, LSTM); returns the new
-    (h, c) (c None but for the LSTM). Gate equations as torch.nn documents them."""
+    (h, c) (c None but for the LSTM). Gate equations as torch.nn documents them. ``below``: the
+    inputs of layers 1.. (the step's own new h of the layer below, float32), so that an input
+    within float rounding of an int8 rounding tie is quantised as the step quantised it."""
     h_new, c_new = [], []
     z = x
     for k in range(layer.num_layers):
+        if k and below is not None:
+            z = below[k - 1]
         qx, sx = _quantize_vector(z.float())
         qh, sh = _quantize_vector(h[k].float())
         qi, si = quantize_rows(getattr(layer, f"weight_ih_l{k}"))
@@ -86,23 +90,33 @@ def _layer(mode, input_size, hidden, layers):
     return rnnlab.RNN(input_size, hidden, num_layers=layers, nonlinearity=mode[4:])
 
 
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @needs_kernels
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
-@pytest.mark.parametrize("input_size", [5, 1])
-def test_int8_step_equals_the_quantised_reference(mode, input_size) -> None:
+@pytest.mark.parametrize("input_size,hidden", [(5, 70), (1, 70), (3, 130)])
+def test_int8_step_equals_the_quantised_reference(mode, input_size, hidden, two_threads) -> None:
     """Input 5 and H = 70 are not multiples of the kernel's 4-input quads and 64-column blocks
-    (G·H = 280, 210, 70 columns); input 1 is a weight matrix of one column (a scalar series)."""
+    (G·H = 280, 210, 70 columns); input 1 is a weight matrix of one column (a scalar series);
+    H = 130 on two threads splits the units into two chunks."""
     torch.manual_seed(0)
-    layer = _layer(mode, input_size, 70, 2).eval()
+    layer = _layer(mode, input_size, hidden, 2).eval()
     stream = Stream(layer, int8=True)
     assert stream.backend == "kernels int8"
+    assert stream._cpp.chunks() == (2 if hidden >= 128 else 1)
     for x in torch.randn(12, input_size) * 2:
         state = stream.state
         h, c = state if mode == "lstm" else (state, None)
-        want_h, want_c = _int8_step_reference(layer, mode, x, h, c)
         out = stream.step(x)
         got = stream.state
         got_h = got[0] if mode == "lstm" else got
+        want_h, want_c = _int8_step_reference(layer, mode, x, h, c, below=got_h)
         # float32 accumulation of the rescaled sums and the step's sigmoid (2 ulp): ~1e-6
         torch.testing.assert_close(got_h.double(), want_h, atol=2e-6, rtol=0)
         if mode == "lstm":

@@ -1,5 +1,6 @@
-"""One opaque operator for the layer calls that the C++ operators of :mod:`rnnlab.engine.ops` do
-not cover under ``torch.compile``: LSTM projections (``proj_size``) and half precision.
+"""One opaque operator for the CPU layer calls that the C++ operators of :mod:`rnnlab.engine.ops`
+do not cover under ``torch.compile``: LSTM projections (``proj_size``), half precision, and every
+layer where the kernels are not built.
 
 ``rnnlab_eager::scan`` runs the eager engine's forward (:func:`rnnlab.engine.fast.fast_scan`
 outside the compiler, with its numbers), and ``rnnlab_eager::scan_backward`` recomputes that

@@ -312,7 +312,8 @@ def fast_scan(
                     and _tiled_op_ready()):
                 return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
-        if not torch.compiler.is_exporting() and eager_op_ready():   # projections, half precision
+        # projections, half precision, or no built kernels: the eager engine as one operator
+        if x.device.type == "cpu" and not torch.compiler.is_exporting() and eager_op_ready():
             return op_eager_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,

@@ -175,9 +175,10 @@ class Stream:
             self._bind_state()
 
     def _build_kernel_step(self):
-        """The C++ step of the fast kernels (LSTM without projection), or None where it does not
-        apply or the kernels are not built. Weights go in unit-major: column 4j + k = gate k of
-        unit j, so that each thread's units own a contiguous block (see fast_kernels.cpp)."""
+        """The C++ step of the fast kernels (float: LSTM without projection; ``int8``: any cell
+        without projection, else a ConfigError), or None where it does not apply or the kernels
+        are not built. Weights go in unit-major: column G·j + k = gate k of unit j, so that each
+        thread's units own a contiguous block (see fast_kernels.cpp)."""
         plan = self.plan()
         if self.int8:
             if plan.loop != "stream C++ int8":

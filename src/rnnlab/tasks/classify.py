@@ -1145,10 +1145,13 @@ def _dtw_backend() -> tuple[str, Any] | None:
     """A pairwise DTW over lists of (T, D) series (full window, squared point costs): aeon's when
     aeon is installed, else rnnlab's numba kernel (:mod:`rnnlab.tasks.dtw`); None without either."""
     if importlib.util.find_spec("aeon") is not None:
-        from aeon.distances import dtw_pairwise_distance   # optional: imported only when present
-
-        return "aeon", lambda a, b: dtw_pairwise_distance([np.ascontiguousarray(s.T) for s in a],
-                                                          [np.ascontiguousarray(s.T) for s in b])
+        try:
+            from aeon.distances import dtw_pairwise_distance   # optional: imported only when present
+        except ImportError:        # an aeon whose numba does not import: rnnlab's kernel instead
+            pass
+        else:
+            return "aeon", lambda a, b: dtw_pairwise_distance([np.ascontiguousarray(s.T) for s in a],
+                                                              [np.ascontiguousarray(s.T) for s in b])
     from rnnlab.tasks import dtw   # loads numba: only once a DTW baseline is asked for
 
     return ("rnnlab", dtw.dtw_pairwise) if dtw.HAVE_NUMBA else None

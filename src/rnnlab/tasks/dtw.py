@@ -29,9 +29,8 @@ except ImportError:  # pragma: no cover - exercised only without numba
 
 def _dtw(a: np.ndarray, b: np.ndarray, prev: np.ndarray, cur: np.ndarray) -> float:
     """DTW distance of ``a`` (Ta, D) and ``b`` (Tb, D); ``prev``/``cur`` are scratch rows of at
-    least Tb entries (the cost matrix's previous and current row, swapped after each row). The
-    first row and column have one predecessor each, so they are filled before the main loop,
-    which then runs without branches."""
+    least Tb entries (the cost matrix's previous and current row, swapped after each row). Each
+    row's first cell, which has one predecessor, is filled before the row's loop over the rest."""
     ta, tb, d = a.shape[0], b.shape[0], a.shape[1]
     for i in range(ta):
         cost = 0.0
@@ -52,8 +51,8 @@ def _dtw(a: np.ndarray, b: np.ndarray, prev: np.ndarray, cur: np.ndarray) -> flo
     return prev[tb - 1]
 
 
-def _pairwise(flat_a, off_a, flat_b, off_b, dims, out):   # pragma: no cover - compiled below
-    """out[i, j] = DTW(a_i, b_j); series i of a is rows off_a[i]:off_a[i+1] of flat_a (N, dims)."""
+def _pairwise(flat_a, off_a, flat_b, off_b, out):   # pragma: no cover - compiled below
+    """out[i, j] = DTW(a_i, b_j); series i of a is rows off_a[i]:off_a[i+1] of flat_a (N, D)."""
     na, nb = off_a.shape[0] - 1, off_b.shape[0] - 1
     longest = 0
     for j in range(nb):
@@ -92,5 +91,5 @@ def dtw_pairwise(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
     out = np.empty((len(a), len(b)))
     # as many threads as torch was given (--threads), not numba's default of every core
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _pairwise_jit(flat_a, off_a, flat_b, off_b, dims, out)
+    _pairwise_jit(flat_a, off_a, flat_b, off_b, out)
     return out
