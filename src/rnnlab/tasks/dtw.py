@@ -7,8 +7,8 @@ path, without a square root (aeon's and sktime's ``dtw_distance`` define it the 
     C[i, j] = ||a_i - b_j||² + min(C[i-1, j], C[i, j-1], C[i-1, j-1]),   C[0, 0] = ||a_0 - b_0||²
 
 Why a kernel here rather than a library call: aeon's DTW is the reference one but pins an older
-numba than rnnlab's fast path needs, and sktime's, called pair by pair from Python, did not finish
-PLAID (series up to 1,344 steps) in 90 minutes. This one keeps two rows of the cost matrix, so
+numba than rnnlab's fast path needs, and sktime's, called pair by pair from Python, is too slow
+for long variable-length sets (PLAID: series up to 1,344 steps). This one keeps two rows of the cost matrix, so
 memory is O(length), and runs the test series in parallel on torch's thread count. It needs numba
 (``pip install 'rnnlab[ucr]'`` or ``rnnlab[fast]``);
 without numba :data:`HAVE_NUMBA` is False and the baseline row is left out.
