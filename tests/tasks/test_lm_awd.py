@@ -11,8 +11,9 @@ import torch
 from rnnlab.data.text import preprocess, tokenize
 from rnnlab.errors import ConfigError
 from rnnlab.nn import LSTM, RNN
+from rnnlab.nn.adaptive import TiedAdaptiveEmbedding
 from rnnlab.nn.regularize import LockedDropout, WeightDrop, embedding_dropout
-from rnnlab.tasks.lm import LanguageModel, LMTask, activation_penalties
+from rnnlab.tasks.lm import LanguageModel, LMTask, activation_penalties, load_lm
 from rnnlab.train import TrainConfig, fit
 from rnnlab.train.checkpoint import load_checkpoint, read_state
 from rnnlab.train.ntasgd import NTASGD
@@ -231,8 +232,54 @@ def test_tied_embeddings_share_storage(layers, hidden):
     assert scores.shape == (5, 2, 30)
 
 
-def test_tied_needs_matching_sizes_with_one_layer_and_a_full_softmax(text_file):
+def test_tied_needs_matching_sizes_with_one_layer(text_file):
     with pytest.raises(ConfigError, match="tied"):
         LMTask(dict(text=str(text_file), level="word", tied=True, embed=8, hidden_size=16))
     with pytest.raises(ConfigError, match="tied"):
-        LMTask(dict(text=str(text_file), level="word", tied=True, embed=16, hidden_size=16, adaptive_cutoffs=[4]))
+        LMTask(dict(text=str(text_file), level="word", tied=True, embed=8, hidden_size=16, adaptive_cutoffs=[4]))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_tied_adaptive_softmax_reads_its_embedding_from_the_clusters(text_file, tmp_path, layers):
+    task = LMTask(dict(text=str(text_file), level="word", tied=True, embed=16, hidden_size=16, num_layers=layers,
+                       adaptive_cutoffs=[4, 8], embed_dropout=0.2, bptt=5, batch_size=4))
+    m = task.build_model()
+    assert isinstance(m.embedding, TiedAdaptiveEmbedding)
+    assert m.adaptive.head.bias is not None          # word frequencies go to a bias, not into the shared rows
+    # every parameter once, none belonging to the embedding alone
+    names = [n for n, _ in m.named_parameters()]
+    assert not any(n.startswith("embedding.") for n in names)
+    assert len(m.state_dict()) == len(names)
+    # it trains, and the saved run scores the same after a reload
+    cfg = TrainConfig.for_task(task, optimizer="adam", lr=0.01, max_steps=4, eval_every=2, quiet=True, report=False)
+    result = fit(task, cfg, out=tmp_path / "run")
+    task2, model = load_lm(tmp_path / "run", checkpoint="latest")
+    assert isinstance(model.embedding, TiedAdaptiveEmbedding) and model.embedding.softmax is model.adaptive
+    assert result.step == 4 and math.isfinite(result.metrics["loss"])
+    assert task2.evaluate(model)["loss"] == pytest.approx(result.metrics["loss"], rel=1e-6)
+
+
+def test_tied_adaptive_embedding_is_the_softmax_read_backwards():
+    torch.manual_seed(0)
+    m = LanguageModel(40, "gru", 16, 1, embed=16, tied=True, adaptive_cutoffs=(6, 20)).double()
+    emb, soft = m.embedding, m.adaptive
+    x = torch.tensor([[0, 5, 6, 19], [20, 39, 3, 25]])
+    got = emb(x)
+    assert got.shape == (2, 4, 16)
+    # by hand: a head word is its head row; a cluster word its output row times the down-projection
+    assert torch.equal(got[0, 1], soft.head.weight[5])
+    assert torch.allclose(got[0, 2], soft.tail[0][1].weight[0] @ soft.tail[0][0].weight)
+    assert torch.allclose(got[1, 1], soft.tail[1][1].weight[19] @ soft.tail[1][0].weight)
+    assert torch.allclose(got, torch.nn.functional.embedding(x, emb.weight))
+    # the model's gradient through both uses of a shared matrix (input and output) agrees with
+    # finite differences
+    def scores(w):
+        return torch.func.functional_call(m, {"adaptive.tail.0.1.weight": w}, (x,))[0]
+    assert torch.autograd.gradcheck(scores, (soft.tail[0][1].weight.detach().clone().requires_grad_(),))
+    # word dropout zeroes whole words: every occurrence of a dropped word, nothing else
+    torch.manual_seed(3)
+    ids = torch.tensor([[1, 1, 2, 2, 7, 7]])
+    d = emb(ids, word_dropout=0.5)
+    kept = d.abs().sum(-1) > 0
+    assert torch.equal(kept[0, 0::2], kept[0, 1::2])
+    assert torch.allclose(d[kept], 2 * emb(ids)[kept])

@@ -40,7 +40,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Stacked recurrent layers."),
         embed: Optional[int] = typer.Option(None, "--embed", help="Embedding size; 0 = one-hot (default: one-hot for char, 200 for word)."),
         dropout: float = typer.Option(0.0, "--dropout", help="Dropout on embeddings, between layers, before the decoder."),
-        tied: bool = typer.Option(False, "--tied", help="Tie decoder and embedding weights (needs --embed = --hidden-size)."),
+        tied: bool = typer.Option(False, "--tied", help="Share the input embedding with the output layer (needs --embed = --hidden-size, or --layers >= 2); with --adaptive-softmax the embedding is read from its clusters."),
         bptt: int = typer.Option(35, "--bptt", help="Truncated-BPTT length."),
         batch_size: int = typer.Option(32, "--batch-size", help="Sequences per batch."),
         eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="Sequences per batch when scoring held-out text."),

@@ -101,10 +101,17 @@ def torchify(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every rnnlab recurrent submodule replaced by its torch.nn twin."""
     if _is_rnnlab(model):
         return to_torch(model)
-    model = copy.deepcopy(model)
-    for name, child in list(model.named_children()):
-        setattr(model, name, torchify(child))
+    model = copy.deepcopy(model)   # once: weights shared between submodules (tying) stay shared
+    _swap_layers(model)
     return model.eval()
+
+
+def _swap_layers(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if _is_rnnlab(child):
+            setattr(module, name, to_torch(child))
+        else:
+            _swap_layers(child)
 
 
 def _interface(m: nn.Module, batch: int = 2, steps: int = 3):

@@ -46,6 +46,7 @@ from rnnlab.data.text import (
     tokenize,
 )
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.nn.adaptive import TiedAdaptiveEmbedding
 from rnnlab.nn.regularize import LockedDropout, WeightDrop, embedding_dropout
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -78,7 +79,8 @@ class LMConfig:
     num_layers: int = 1
     embed: int | None = None              # 0: one-hot input; None: one-hot for char (d2l), 200 for word (pytorch/examples)
     dropout: float = 0.0                  # on embeddings, between layers and before the decoder
-    tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden_size)
+    tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden_size); with
+                                          # adaptive_cutoffs the embedding is read from the softmax's clusters
     cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
     init_std: float | None = None         # weights ~ N(0, init_std^2), biases 0 (d2l's from-scratch 0.01); None = torch.nn's
     # Large vocabularies and AWD-LSTM's regularisers (all off by default).
@@ -159,8 +161,6 @@ class LMConfig:
             # With two or more layers the last one is sized --embed (AWD-LSTM's layout).
             raise ConfigError(expected("--tied", f"--embed equal to --hidden-size ({self.hidden_size}), or --num-layers >= 2",
                                        "one-hot input (--embed 0)" if embed == 0 else f"--embed {embed}"))
-        if self.tied and cutoffs:
-            raise ConfigError(expected("--tied", "a full softmax (not with --adaptive-softmax)", f"cutoffs {list(cutoffs)}"))
         if self.init_std is not None:
             if not (isinstance(self.init_std, (int, float)) and not isinstance(self.init_std, bool)
                     and math.isfinite(self.init_std) and self.init_std > 0):
@@ -199,7 +199,8 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.embed_dropout = embed_dropout
-        self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 else None
+        tied_adaptive = tied and bool(adaptive_cutoffs)
+        self.embedding = nn.Embedding(vocab_size, embed) if embed > 0 and not tied_adaptive else None
         p_in = dropout if input_dropout is None else input_dropout
         p_hid = dropout if hidden_dropout is None else hidden_dropout
         drop = LockedDropout if locked_dropout else nn.Dropout
@@ -223,16 +224,23 @@ class LanguageModel(nn.Module):
             if adaptive_cutoffs[-1] >= vocab_size:
                 raise ConfigError(expected("--adaptive-softmax cutoffs", f"below the vocabulary size ({vocab_size})",
                                            list(adaptive_cutoffs)))
-            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(last, vocab_size, list(adaptive_cutoffs), div_value=4.0)
+            # Tied, the head rows are also the inputs: a head bias carries the words' frequencies
+            # instead of a direction shared by every row.
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(last, vocab_size, list(adaptive_cutoffs), div_value=4.0,
+                                                          head_bias=tied_adaptive)
         else:
             self.decoder = nn.Linear(last, vocab_size)
-        if self.embedding is not None:
+        if tied_adaptive:
+            if embed == 0:
+                raise ConfigError(expected("tied", "an embedding and a softmax", f"embed {embed}"))
+            self.embedding = TiedAdaptiveEmbedding(self.adaptive)
+        elif self.embedding is not None:
             # pytorch/examples' initialisation: small uniform embedding and decoder, zero bias.
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             if self.decoder is not None:
                 nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
                 nn.init.zeros_(self.decoder.bias)
-        if tied:
+        if tied and not tied_adaptive:
             if self.embedding is None or self.decoder is None:
                 raise ConfigError(expected("tied", "an embedding and a full softmax", f"embed {embed}"))
             self.decoder.weight = self.embedding.weight
@@ -254,6 +262,8 @@ class LanguageModel(nn.Module):
         """``x`` (T, B) ids -> (dropped last-layer output, raw last-layer output, new state), (T, B, H)."""
         if self.embedding is None:
             emb = F.one_hot(x, self.vocab_size).to(self._dtype())                   # (T, B, V)
+        elif isinstance(self.embedding, TiedAdaptiveEmbedding):
+            emb = self.embedding(x, self.embed_dropout if self.training else 0.0)   # (T, B, E)
         else:
             emb = embedding_dropout(self.embedding, x, self.embed_dropout, self.training)  # (T, B, E)
         h = self.drop_in(emb)
