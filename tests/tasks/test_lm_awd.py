@@ -85,6 +85,23 @@ def test_embedding_dropout_drops_whole_words():
     assert torch.equal(embedding_dropout(emb, ids, 0.5, training=False), emb(ids))
 
 
+def test_embedding_dropout_equals_looking_up_the_masked_matrix():
+    """Values and gradients equal those of the textbook form (AWD-LSTM's): mask the (V, E)
+    matrix's rows, then look the ids up."""
+    emb = torch.nn.Embedding(30, 5).double()
+    ids = torch.randint(0, 30, (7, 3))
+    torch.manual_seed(4)
+    got = embedding_dropout(emb, ids, 0.3, training=True)
+    (g_got,) = torch.autograd.grad(got.pow(2).sum(), emb.weight)
+    torch.manual_seed(4)
+    mask = emb.weight.new_empty((30, 1)).bernoulli_(0.7) / 0.7
+    want = torch.nn.functional.embedding(ids, emb.weight * mask)
+    (g_want,) = torch.autograd.grad(want.pow(2).sum(), emb.weight)
+    assert 0 < int((mask == 0).sum()) < 30
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- adaptive softmax
 
 
