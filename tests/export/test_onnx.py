@@ -88,23 +88,30 @@ def test_model_with_rnnlab_layers(tmp_path) -> None:
     _assert_model_export_matches(m, tmp_path)
 
 
-def test_tied_adaptive_language_model(tmp_path) -> None:
+@pytest.mark.parametrize("kw", [{}, {"locked_dropout": True, "num_layers": 2}, {"weight_drop": 0.3}],
+                         ids=["stack", "locked-dropout-2-layers", "weight-drop"])
+def test_tied_adaptive_language_model(tmp_path, kw) -> None:
     """A language model whose embedding is read from its adaptive softmax exports with the
-    weights still shared, and scores a longer sequence and another batch as in torch."""
+    weights still shared, one layer per level included (locked dropout, weight drop: the state
+    is one (h, c) per level), and scores a longer sequence and another batch as in torch."""
     from rnnlab.tasks.lm import LanguageModel
 
     torch.manual_seed(0)
-    m = LanguageModel(60, "lstm", 16, 1, embed=16, tied=True, adaptive_cutoffs=(10, 30)).eval()
+    m = LanguageModel(60, "lstm", 16, embed=16, tied=True, adaptive_cutoffs=(10, 30), **kw).eval()
+    levels = kw.get("num_layers", 1) if m.rnn is None else 0
+    states = ["h_n", "c_n"] if not levels else [f"{n}_{i}" for i in range(levels) for n in ("h_n", "c_n")]
     path = export_onnx(m, tmp_path / "lm.onnx", example_inputs=(torch.randint(0, 60, (4, 2)),),
-                       input_names=["input"], output_names=["logits", "h_n", "c_n"],
+                       input_names=["input"], output_names=["logits", *states],
                        dynamic_axes={"input": {0: "seq", 1: "batch"}, "logits": {0: "seq", 1: "batch"},
-                                     "h_n": {1: "batch"}, "c_n": {1: "batch"}})
+                                     **{n: {1: "batch"} for n in states}})
     x = torch.randint(0, 60, (9, 3))
     x[0] = torch.tensor([0, 15, 59])                 # a word of the head and of each cluster
     with torch.no_grad():
-        want = m(x)[0]
-    got = run_onnx(onnx_session(path), x)[0]
-    torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=1e-5)
+        want, state = m(x)
+    got = run_onnx(onnx_session(path), x)
+    torch.testing.assert_close(torch.from_numpy(got[0]), want, atol=1e-5, rtol=1e-5)
+    assert len(got) == 1 + len(states)
+    torch.testing.assert_close(torch.from_numpy(got[-1]), _flat(state)[-1], atol=1e-5, rtol=1e-5)
 
 
 def test_refuses_what_it_cannot_export(tmp_path) -> None:

@@ -256,6 +256,12 @@ def test_tied_needs_matching_sizes_with_one_layer(text_file):
         LMTask(dict(text=str(text_file), level="word", tied=True, embed=8, hidden_size=16, adaptive_cutoffs=[4]))
 
 
+def test_adaptive_softmax_refuses_clusters_narrower_than_one_unit():
+    with pytest.raises(ConfigError, match="at most 1 cutoffs for a 8-wide output"):
+        LanguageModel(60, "lstm", 8, embed=8, tied=True, adaptive_cutoffs=(5, 10))
+    assert LanguageModel(60, "lstm", 16, embed=16, tied=True, adaptive_cutoffs=(5, 10)).embedding.embedding_dim == 16
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_tied_adaptive_softmax_reads_its_embedding_from_the_clusters(text_file, tmp_path, layers):
     task = LMTask(dict(text=str(text_file), level="word", tied=True, embed=16, hidden_size=16, num_layers=layers,
@@ -300,3 +306,9 @@ def test_tied_adaptive_embedding_is_the_softmax_read_backwards():
     kept = d.abs().sum(-1) > 0
     assert torch.equal(kept[0, 0::2], kept[0, 1::2])
     assert torch.allclose(d[kept], 2 * emb(ids)[kept])
+
+
+def test_init_std_zeroes_the_tied_adaptive_head_bias():
+    m = LanguageModel(40, "lstm", 16, embed=16, tied=True, adaptive_cutoffs=(6, 20), init_std=0.01)
+    assert torch.equal(m.adaptive.head.bias, torch.zeros_like(m.adaptive.head.bias))
+    assert float(m.rnn.weight_hh_l0.std()) == pytest.approx(0.01, rel=0.2)

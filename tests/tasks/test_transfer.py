@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.errors import CheckpointError
+from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask
 from rnnlab.tasks.lm import LMTask
 from rnnlab.train import TrainConfig, fit, load_run
@@ -17,10 +17,10 @@ LINES = ["the film was good and i love it", "the film was bad and i hate it", "a
          "it was so good", "it was so bad"]
 
 
-def lm_run(tmp_path, level: str, embed: int):
+def lm_run(tmp_path, level: str, embed: int, **kw):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(LINES * 20) + "\n")
-    task = LMTask(dict(text=str(text), level=level, hidden_size=8, embed=embed, bptt=6, batch_size=2))
+    task = LMTask(dict(text=str(text), level=level, hidden_size=8, embed=embed, bptt=6, batch_size=2, **kw))
     out = tmp_path / f"lm-{level}"
     fit(task, TrainConfig(max_steps=3, quiet=True, report=False), out=out)
     return out
@@ -92,3 +92,18 @@ def test_one_hot_char_lm_becomes_an_identity_embedding(tmp_path):
 def test_init_from_a_missing_run(tmp_path):
     with pytest.raises(CheckpointError, match="--init-from"):
         ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(tmp_path / "nope")))
+
+
+def test_init_from_a_tied_adaptive_lm_copies_the_embedding_it_reads(tmp_path):
+    run = lm_run(tmp_path, "word", 8, tied=True, adaptive_cutoffs=[4])
+    task = ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(run)))
+    clf = task.build_model()
+    _, lm, _ = load_run(run)
+    v = lm.embedding.num_embeddings
+    torch.testing.assert_close(clf.embed.weight[:v], lm.embedding.weight)
+
+
+def test_init_from_a_layered_lm_says_what_it_needs(tmp_path):
+    run = lm_run(tmp_path, "word", 8, locked_dropout=True)
+    with pytest.raises(ConfigError, match="one recurrent stack"):
+        ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(run)))

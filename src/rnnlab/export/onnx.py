@@ -55,6 +55,7 @@ from rnnlab.errors import ConfigError, optional_module
 from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
 from rnnlab.nn.layers import RecurrentBase
+from rnnlab.nn.regularize import WeightDrop
 from rnnlab.outputs import atomic_path, check_output, commit
 from rnnlab.tasks.classify import SequenceClassifier, pool_states
 from rnnlab.tasks.forecast import Forecaster
@@ -108,10 +109,22 @@ def torchify(model: nn.Module) -> nn.Module:
 
 def _swap_layers(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
+        if isinstance(child, WeightDrop):
+            child = _undropped(child)
         if _is_rnnlab(child):
             setattr(module, name, to_torch(child))
         else:
             _swap_layers(child)
+
+
+def _undropped(wd: WeightDrop) -> nn.Module:
+    """The layer inside a WeightDrop as it runs in eval mode: its raw weights back under their names."""
+    layer = wd.module
+    for n in wd.names:
+        raw = layer._parameters.pop(f"{n}_raw")
+        layer.__dict__.pop(n, None)
+        layer.register_parameter(n, raw)
+    return layer
 
 
 def _interface(m: nn.Module, batch: int = 2, steps: int = 3):
@@ -278,7 +291,12 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
         return ((values(task.dims, t), lengths), ["series", "lengths"], ["logits"],
                 {"series": {1: "batch"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
     if isinstance(model, LanguageModel):
-        outs = ["logits", "h_n", "c_n"] if model.rnn.mode == "lstm" else ["logits", "h_n"]
+        # One stack: h_n (, c_n). One layer per level (locked dropout, weight drop, a narrower tied
+        # last layer): the state is a tuple per level, so h_n_0 (, c_n_0), h_n_1, ...
+        first = model.rnn if model.rnn is not None else model.rnns[0]
+        per = ["h_n", "c_n"] if getattr(first, "module", first).mode == "lstm" else ["h_n"]
+        outs = ["logits", *(per if model.rnn is not None
+                            else [f"{n}_{i}" for i in range(len(model.rnns)) for n in per])]
         axes = {"input": seq_batch, "logits": seq_batch, **{n: {1: "batch"} for n in outs[1:]}}
         return (ids(model.vocab_size),), ["input"], outs, axes
     if isinstance(model, Forecaster):

@@ -3,7 +3,7 @@
 :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` (Grave et al. 2017) scores the ``cutoffs[0]`` most
 frequent words with the rows of its head, ``head.weight[:cutoffs[0]]`` (width ``in_features``),
 and each rarer cluster ``i`` through a factorised layer: ``tail[i][0]`` projects the input down
-to ``d_i = in_features / div_value**(i+1)`` and ``tail[i][1]``'s rows (width ``d_i``) score the
+to ``d_i = in_features // div_value**(i+1)`` and ``tail[i][1]``'s rows (width ``d_i``) score the
 cluster's words. :class:`TiedAdaptiveEmbedding` reads the same numbers backwards: a word of the
 head is embedded as its head row, a word of cluster ``i`` as its ``tail[i][1]`` row projected
 back up by ``tail[i][0]``'s matrix::
@@ -11,8 +11,9 @@ back up by ``tail[i][0]``'s matrix::
     e(w) = head.weight[w]                                   w < cutoffs[0]
     e(w) = tail[i][1].weight[w - lo_i] @ tail[i][0].weight   lo_i <= w < hi_i
 
-so rare words get small embeddings, and input and output share every parameter (the tying of
-Press & Wolf 2017 and Inan et al. 2017, carried over to the adaptive softmax).
+so rare words get small embeddings, and the embedding has no parameters of its own (the tying
+of Press & Wolf 2017 and Inan et al. 2017, carried over to the adaptive softmax). The head's
+cluster rows and bias serve the output only.
 """
 
 from __future__ import annotations

@@ -224,6 +224,11 @@ class LanguageModel(nn.Module):
             if adaptive_cutoffs[-1] >= vocab_size:
                 raise ConfigError(expected("--adaptive-softmax cutoffs", f"below the vocabulary size ({vocab_size})",
                                            list(adaptive_cutoffs)))
+            if last // 4 ** len(adaptive_cutoffs) < 1:   # cluster i is last // 4**(i+1) wide
+                most = next(n for n in range(len(adaptive_cutoffs)) if last // 4 ** (n + 1) < 1)
+                raise ConfigError(expected("--adaptive-softmax", f"at most {most} cutoffs for a "
+                                           f"{last}-wide output (each cluster is 4 times narrower)",
+                                           f"{len(adaptive_cutoffs)} cutoffs"))
             # Tied, the head rows are also the inputs: a head bias carries the words' frequencies
             # instead of a direction shared by every row.
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(last, vocab_size, list(adaptive_cutoffs), div_value=4.0,
@@ -250,12 +255,13 @@ class LanguageModel(nn.Module):
     def _normal_init(self, std: float) -> None:
         """d2l's from-scratch initialisation: every weight matrix (embedding, input-to-hidden,
         hidden-to-hidden, decoder) drawn from N(0, std^2), every bias zero. Layer-norm gains and
-        the adaptive softmax's clusters keep their own initialisation."""
+        the adaptive softmax's clusters keep their own initialisation (so does an embedding read
+        from them, ``tied`` with ``adaptive_cutoffs``); its head bias is zeroed."""
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             if leaf.startswith(("weight_ih", "weight_hh")) or name in ("embedding.weight", "decoder.weight"):
                 nn.init.normal_(p, 0.0, std)
-            elif leaf.startswith(("bias_ih", "bias_hh")) or name == "decoder.bias":
+            elif leaf.startswith(("bias_ih", "bias_hh")) or name in ("decoder.bias", "adaptive.head.bias"):
                 nn.init.zeros_(p)
 
     def features(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:

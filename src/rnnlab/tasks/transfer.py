@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from rnnlab.data.text import UNK, Vocab
-from rnnlab.errors import CheckpointError
+from rnnlab.errors import CheckpointError, ConfigError, expected
 from rnnlab.tasks.lm import load_lm
 
 
@@ -44,6 +44,10 @@ def load_lm_source(run_dir: str) -> LMSource:
     except CheckpointError as exc:
         raise CheckpointError(f"--init-from: {exc}") from None
     cfg = task.cfg
+    if model.rnn is None:
+        raise ConfigError(expected("--init-from", "a language model with one recurrent stack (trained without "
+                                   "--locked-dropout, --weight-drop or a --tied last layer narrower than --hidden-size)",
+                                   f"one layer per level in {run_dir}"))
     vocab = task.vocab
     n_lm = len(vocab)
     extra = 0
