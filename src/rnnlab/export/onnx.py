@@ -110,21 +110,11 @@ def torchify(model: nn.Module) -> nn.Module:
 def _swap_layers(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, WeightDrop):
-            child = _undropped(child)
+            child = child.unwrap()
         if _is_rnnlab(child):
             setattr(module, name, to_torch(child))
         else:
             _swap_layers(child)
-
-
-def _undropped(wd: WeightDrop) -> nn.Module:
-    """The layer inside a WeightDrop as it runs in eval mode: its raw weights back under their names."""
-    layer = wd.module
-    for n in wd.names:
-        raw = layer._parameters.pop(f"{n}_raw")
-        layer.__dict__.pop(n, None)
-        layer.register_parameter(n, raw)
-    return layer
 
 
 def _interface(m: nn.Module, batch: int = 2, steps: int = 3):

@@ -58,9 +58,8 @@ class TiedAdaptiveEmbedding(nn.Module):
             parts.append(rows if up is None else rows @ up)
         return torch.cat(parts)
 
-    def forward(self, ids: Tensor, word_dropout: float = 0.0) -> Tensor:
-        """``ids`` (...) int64 -> (..., E). ``word_dropout``: each vocabulary word zeroed with that
-        probability (the same word everywhere in the batch), the rest scaled by 1/(1-p)."""
+    def forward(self, ids: Tensor) -> Tensor:
+        """``ids`` (...) int64 -> (..., E); whole-word dropout is :func:`rnnlab.nn.regularize.embedding_dropout`'s."""
         # Every cluster looks every id up (clamped into its range) and keeps its own words: a few
         # small matrix products per token, no data-dependent shapes, so it traces and compiles.
         flat = ids.reshape(-1)
@@ -71,9 +70,6 @@ class TiedAdaptiveEmbedding(nn.Module):
             e = F.embedding((flat - lo).clamp(0, hi - lo - 1), rows)
             e = e if up is None else e @ up
             out = e if out is None else torch.where(((flat >= lo) & (flat < hi)).unsqueeze(1), e, out)
-        if word_dropout > 0.0:
-            keep = out.new_empty(self.num_embeddings).bernoulli_(1.0 - word_dropout) / (1.0 - word_dropout)
-            out = out * keep.index_select(0, flat).unsqueeze(1)
         return out.view(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:

@@ -29,15 +29,18 @@ def _check_p(p: float, what: str) -> float:
     return float(p)
 
 
-def embedding_dropout(embed: nn.Embedding, ids: Tensor, p: float, training: bool) -> Tensor:
-    """``embed(ids)`` with each vocabulary row zeroed with probability ``p`` (the rest scaled by 1/(1-p))."""
+def embedding_dropout(embed: nn.Module, ids: Tensor, p: float, training: bool) -> Tensor:
+    """``embed(ids)`` with each vocabulary row zeroed with probability ``p`` (the rest scaled by 1/(1-p)).
+
+    ``embed`` is an :class:`torch.nn.Embedding` or any module with ``num_embeddings`` that maps
+    ids to vectors (:class:`rnnlab.nn.adaptive.TiedAdaptiveEmbedding`)."""
+    out = embed(ids)
     if not training or p == 0.0:
-        return embed(ids)
-    w = embed.weight
-    mask = w.new_empty((w.shape[0], 1)).bernoulli_(1.0 - p) / (1.0 - p)   # (V, 1)
+        return out
+    mask = out.new_empty((embed.num_embeddings, 1)).bernoulli_(1.0 - p) / (1.0 - p)   # (V, 1)
     # Scaling the looked-up rows by their words' mask equals looking up the masked matrix, without
-    # a (V, E) product and a dense (V, E) gradient at every step.
-    return embed(ids) * F.embedding(ids, mask)
+    # a (V, E) product, and its backward, at every step.
+    return out * F.embedding(ids, mask)
 
 
 class LockedDropout(nn.Module):
@@ -91,6 +94,15 @@ class WeightDrop(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self._set_weights()
         return self.module(*args, **kwargs)
+
+    def unwrap(self) -> nn.Module:
+        """The wrapped module as it computes in eval mode, its raw weights back under their own
+        names (for export); this wrapper is spent afterwards."""
+        for n in self.names:
+            raw = self.module._parameters.pop(f"{n}_raw")
+            self.module.__dict__.pop(n, None)
+            self.module.register_parameter(n, raw)
+        return self.module
 
     def extra_repr(self) -> str:
         return f"p={self.p}, names={list(self.names)}"

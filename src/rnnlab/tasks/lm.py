@@ -268,8 +268,6 @@ class LanguageModel(nn.Module):
         """``x`` (T, B) ids -> (dropped last-layer output, raw last-layer output, new state), (T, B, H)."""
         if self.embedding is None:
             emb = F.one_hot(x, self.vocab_size).to(self._dtype())                   # (T, B, V)
-        elif isinstance(self.embedding, TiedAdaptiveEmbedding):
-            emb = self.embedding(x, self.embed_dropout if self.training else 0.0)   # (T, B, E)
         else:
             emb = embedding_dropout(self.embedding, x, self.embed_dropout, self.training)  # (T, B, E)
         h = self.drop_in(emb)
