@@ -215,15 +215,58 @@ def test_projections_compile_to_one_graph_with_eager_numbers(kw):
     assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
 
 
-@pytest.mark.parametrize("cls,dtype", [(rnnlab.LSTM, torch.float16), (rnnlab.GRU, torch.bfloat16)],
-                         ids=["lstm_half", "gru_bf16"])
-def test_half_precision_compiles_to_one_graph_with_eager_numbers(cls, dtype):
+@pytest.mark.parametrize("cls,kw,dtype", [(rnnlab.LSTM, {}, torch.float16), (rnnlab.GRU, {}, torch.bfloat16),
+                                          (rnnlab.RNN, {"nonlinearity": "relu"}, torch.bfloat16)],
+                         ids=["lstm_half", "gru_bf16", "rnn_relu_bf16"])
+def test_half_precision_compiles_to_one_graph_with_eager_numbers(cls, kw, dtype):
     def same(a, b):
         assert a.dtype == dtype and torch.equal(a, b)      # the same eager loop ran
 
     torch.manual_seed(0)
-    counter = _compiled_against_eager(cls(5, 8, batch_first=True).to(dtype), dtype, same)
+    counter = _compiled_against_eager(cls(5, 8, batch_first=True, **kw).to(dtype), dtype, same)
     assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
+
+
+@pytest.mark.parametrize("cls,kw", [(rnnlab.GRU, {"num_layers": 2}), (rnnlab.RNN, {"bidirectional": True}),
+                                    (rnnlab.LSTM, {"bias": False})], ids=["gru2", "rnn_bi", "lstm_nobias"])
+def test_without_the_kernels_operators_every_layer_compiles_through_the_eager_loop(cls, kw, monkeypatch):
+    """Where the C++ operators are not there (kernels not built), every layer takes
+    rnnlab_eager::scan: eager's numbers and gradients in float64, one graph for every shape."""
+    monkeypatch.setattr(fast_mod, "_ops_ready", lambda: False)
+    torch.manual_seed(0)
+    counter = _compiled_against_eager(cls(5, 7, batch_first=True, **kw).double(), torch.float64, _close64)
+    assert _graphs_with_ops(counter) == 1 and _ops_in(counter) == {"rnnlab_eager.scan"}
+
+
+def test_projection_backward_reads_the_forward_buffers_without_running_forward_again(monkeypatch):
+    """rnnlab_eager::scan keeps the buffers its backward reads when a gradient is to come: one
+    forward loop per training step, as eager; under no_grad it keeps none of them."""
+    import importlib
+
+    from rnnlab.engine import eager_op
+    scan = importlib.import_module("rnnlab.engine.scan")   # the package's `scan` attribute is the function
+
+    calls, real = [], scan.scan_forward
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(eager_op, "scan_forward", counted)
+    monkeypatch.setattr(scan, "scan_forward", counted)     # eager's own loop (rnnlab.engine.scan._Scan)
+    m = rnnlab.LSTM(5, 7, proj_size=3, batch_first=True).double()
+    cm = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=True)
+    x = torch.randn(2, 6, 5, dtype=torch.float64, requires_grad=True)
+    _grads(cm, x)                                        # compiles
+    calls.clear()
+    got, want = _grads(cm, x), _grads(m, x)
+    assert len(calls) == 2                               # compiled forward + eager's own, no recompute in backward
+    for a, b in zip(got, want):
+        _close64(a, b)
+    w = [p.detach() for p in m.parameters()]
+    h0, c0 = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 7, dtype=torch.float64)
+    kept = torch.ops.rnnlab_eager.scan("lstm", x.detach().transpose(0, 1), h0, c0, *w, None, False)[3:]
+    assert all(t.numel() == 0 for t in kept)
 
 
 def test_cell_options_export_through_the_plain_ops():

@@ -39,7 +39,7 @@ from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import ops, record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.dispatch import Plan, plan  # noqa: F401 (re-exported: fast.plan)
-from rnnlab.engine.eager_op import eager_op_ready, op_eager_scan, set_eager_scan
+from rnnlab.engine.eager_op import eager_op_ready, op_eager_scan
 from rnnlab.engine.kernels import FAST_KERNELS as _KERNELS, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
 from rnnlab.errors import ConfigError
@@ -330,5 +330,3 @@ def fast_scan(
     out, h = res
     return out, h, None
 
-
-set_eager_scan(fast_scan)     # what rnnlab_eager::scan runs (projections, half precision under compile)

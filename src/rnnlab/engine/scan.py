@@ -76,74 +76,152 @@ def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tens
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 
+def scan_forward(mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+    """Steps 1-2 without autograd: (out, h_T, c_T or None, saved), where ``saved`` = (hs, gates,
+    cs, hn) are the buffers :func:`scan_backward` reads (gates None for the RNN, whose gates are
+    hs[1:]; cs, hn None where the family has none). ``out`` is a view of hs[1:] without a mask."""
+    family = FAMILIES[mode]
+    relu = mode == "rnn_relu"
+    T, B, I = x.shape
+    GH = w_ih.shape[0]
+    H = GH // family.NUM_BLOCKS
+    P = w_hh.shape[1]                                  # h, or the projection size
+    has_bias = b_ih is not None
+
+    # 1. Input projection for all steps in one matmul. LSTM and RNN add both biases here;
+    #    the GRU keeps b_hh for its step (b_hn sits inside the reset product).
+    x2 = x.reshape(T * B, I)
+    if has_bias:
+        b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
+        xw = torch.addmm(b, x2, w_ih.t()).view(T, B, GH)
+    else:
+        xw = torch.mm(x2, w_ih.t()).view(T, B, GH)
+
+    w_hh_t = w_hh.t()
+    hs = x.new_empty(T + 1, B, P)
+    hs[0] = h0
+    cs = hn = None
+    if mode == "lstm":
+        gates = x.new_empty(T, B, GH)
+        cs = x.new_empty(T + 1, B, H)
+        cs[0] = c0
+        scratch = x.new_empty(B, H)
+        w_hr_t = None if w_hr is None else w_hr.t()
+    elif mode == "gru":
+        gates = x.new_empty(T, B, GH)
+        hn = x.new_empty(T, B, H)
+        scratch = x.new_empty(B, GH)
+    else:
+        gates = hs[1:]                                 # the RNN's activation is h_t itself (GATES_ARE_OUTPUT)
+
+    # 2. The time loop.
+    for t in range(T):
+        if mode == "lstm":
+            family.forward_step(xw[t], hs[t], cs[t], w_hh_t, w_hr_t, gates[t], cs[t + 1], hs[t + 1], scratch)
+        elif mode == "gru":
+            family.forward_step(xw[t], hs[t], w_hh_t, b_hh, gates[t], hn[t], hs[t + 1], scratch)
+        else:
+            family.forward_step(xw[t], hs[t], w_hh_t, hs[t + 1], relu)
+        if mask is not None:
+            m = mask[t]                                # (B, 1): carry the state past the end
+            hs[t + 1].copy_(torch.where(m, hs[t + 1], hs[t]))
+            if cs is not None:
+                cs[t + 1].copy_(torch.where(m, cs[t + 1], cs[t]))
+
+    if record.gate_recording():
+        # Every scan emits a record, the RNN's with an empty dict (record_gates' contract), so
+        # consumers see one record per layer and direction whatever the family.
+        names = family.GATES
+        blocks = gates.detach().chunk(len(names), dim=2) if names else ()
+        record.emit_gates(record.GateRecord(
+            tag.layer, tag.direction, CELL_NAMES[mode],
+            {n: tag.to_forward_time(g) for n, g in zip(names, blocks)},
+        ))
+
+    saved_gates = None if family.GATES_ARE_OUTPUT else gates  # the RNN's "gates" alias hs[1:]
+    out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, p); zero at padded steps
+    return out, hs[T].clone(), (cs[T].clone() if mode == "lstm" else None), (hs, saved_gates, cs, hn)
+
+
+def scan_backward(mode, tag, need, has_bias, d_out, d_h_last, d_c_last, x, mask, w_ih, w_hh, w_hr, saved):
+    """Steps 3-4: the gradients (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr) from the
+    incoming ones and :func:`scan_forward`'s ``saved``; ``need`` says which of (x, h0, c0, W_ih,
+    W_hh, b_ih, b_hh) are wanted (None for the others; dW_hr comes whenever there is W_hr)."""
+    hs, gates, cs, hn = saved
+    family = FAMILIES[mode]
+    relu = mode == "rnn_relu"
+    T, B, I = x.shape
+    GH = w_ih.shape[0]
+    H = GH // family.NUM_BLOCKS
+    if gates is None:
+        gates = hs[1:]
+
+    dh = d_h_last.clone()                              # ∂L/∂h_t arriving from later steps
+    dc = d_c_last.clone() if mode == "lstm" else None  # cloned: the LSTM step updates dc in place
+    dxw = x.new_empty(T, B, GH)
+    dhw = dxw if family.SHARED_PREACT_GRAD else x.new_empty(T, B, GH)
+    dw_hr = torch.zeros_like(w_hr) if w_hr is not None else None
+    scratch = x.new_empty(B, H)
+    recording = record.grad_recording()
+    if recording:
+        rec_h = x.new_empty(T, B)
+        rec_c = x.new_empty(T, B) if mode == "lstm" else None
+    if mask is not None:
+        d_out = d_out * mask                           # padded outputs were constant zeros
+
+    # 3. BPTT.
+    for t in range(T - 1, -1, -1):
+        dh = dh + d_out[t]                             # total ∂L/∂h_t
+        if recording:
+            rec_h[t] = torch.linalg.vector_norm(dh, dim=1)
+        dh_in, dc_in = dh, dc
+        if mask is not None:
+            # An invalid (padded) step is the identity: feed the cell zeros, so its gate
+            # gradients (and dW_hr) vanish, and pass dh, dc straight through below.
+            m = mask[t]
+            dh, dc = dh * m, (dc * m if dc is not None else None)
+        direct = None
+        if mode == "lstm":
+            dc_prev = family.backward_step(dh, dc, gates[t], cs[t + 1], cs[t], w_hr, dw_hr, dxw[t], scratch)
+            if recording:
+                rec_c[t] = torch.linalg.vector_norm(dc, dim=1)  # dc now holds the total ∂L/∂c_t
+        elif mode == "gru":
+            direct = family.backward_step(dh, gates[t], hn[t], hs[t], dxw[t], dhw[t])
+        else:
+            family.backward_step(dh, hs[t + 1], dxw[t], relu)
+        dh_prev = torch.mm(dhw[t], w_hh)               # dh_{t-1} = dhw_t W_hh
+        if direct is not None:
+            dh_prev.add_(direct)
+        if mask is not None:
+            dh_prev = torch.where(m, dh_prev, dh_in)
+            if mode == "lstm":
+                dc_prev = torch.where(m, dc_prev, dc_in)
+        dh = dh_prev
+        if mode == "lstm":
+            dc = dc_prev
+
+    if recording:
+        record.emit_grad(record.GradRecord(
+            tag.layer, tag.direction, CELL_NAMES[mode],
+            tag.to_forward_time(rec_h), None if rec_c is None else tag.to_forward_time(rec_c),
+        ))
+
+    # 4. Weight gradients, one matmul each.
+    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
+        (need[0], need[3], need[4], need[5] and has_bias, need[6] and has_bias), dxw, dhw, x, w_ih, hs)
+    dh0 = dh if need[1] else None
+    dc0 = dc if (mode == "lstm" and need[2]) else None
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+
+
 class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
-        family = FAMILIES[mode]
-        relu = mode == "rnn_relu"
-        T, B, I = x.shape
-        GH = w_ih.shape[0]
-        H = GH // family.NUM_BLOCKS
-        P = w_hh.shape[1]                                  # h, or the projection size
-        has_bias = b_ih is not None
-
-        # 1. Input projection for all steps in one matmul. LSTM and RNN add both biases here;
-        #    the GRU keeps b_hh for its step (b_hn sits inside the reset product).
-        x2 = x.reshape(T * B, I)
-        if has_bias:
-            b = b_ih + b_hh if family.SHARED_PREACT_GRAD else b_ih
-            xw = torch.addmm(b, x2, w_ih.t()).view(T, B, GH)
-        else:
-            xw = torch.mm(x2, w_ih.t()).view(T, B, GH)
-
-        w_hh_t = w_hh.t()
-        hs = x.new_empty(T + 1, B, P)
-        hs[0] = h0
-        cs = hn = None
+        out, h_last, c_last, saved = scan_forward(mode, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+        ctx.mode, ctx.tag, ctx.has_bias = mode, tag, b_ih is not None
+        ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, w_hr, *saved, h0, c0, b_ih)
         if mode == "lstm":
-            gates = x.new_empty(T, B, GH)
-            cs = x.new_empty(T + 1, B, H)
-            cs[0] = c0
-            scratch = x.new_empty(B, H)
-            w_hr_t = None if w_hr is None else w_hr.t()
-        elif mode == "gru":
-            gates = x.new_empty(T, B, GH)
-            hn = x.new_empty(T, B, H)
-            scratch = x.new_empty(B, GH)
-        else:
-            gates = hs[1:]                                 # the RNN's activation is h_t itself (GATES_ARE_OUTPUT)
-
-        # 2. The time loop.
-        for t in range(T):
-            if mode == "lstm":
-                family.forward_step(xw[t], hs[t], cs[t], w_hh_t, w_hr_t, gates[t], cs[t + 1], hs[t + 1], scratch)
-            elif mode == "gru":
-                family.forward_step(xw[t], hs[t], w_hh_t, b_hh, gates[t], hn[t], hs[t + 1], scratch)
-            else:
-                family.forward_step(xw[t], hs[t], w_hh_t, hs[t + 1], relu)
-            if mask is not None:
-                m = mask[t]                                # (B, 1): carry the state past the end
-                hs[t + 1].copy_(torch.where(m, hs[t + 1], hs[t]))
-                if cs is not None:
-                    cs[t + 1].copy_(torch.where(m, cs[t + 1], cs[t]))
-
-        if record.gate_recording():
-            # Every scan emits a record, the RNN's with an empty dict (record_gates' contract), so
-            # consumers see one record per layer and direction whatever the family.
-            names = family.GATES
-            blocks = gates.detach().chunk(len(names), dim=2) if names else ()
-            record.emit_gates(record.GateRecord(
-                tag.layer, tag.direction, CELL_NAMES[mode],
-                {n: tag.to_forward_time(g) for n, g in zip(names, blocks)},
-            ))
-
-        ctx.mode, ctx.tag, ctx.has_bias = mode, tag, has_bias
-        saved_gates = None if family.GATES_ARE_OUTPUT else gates  # the RNN's "gates" alias hs[1:]
-        ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, w_hr, hs, saved_gates, cs, hn, h0, c0, b_ih)
-        out = hs[1:] if mask is None else hs[1:] * mask    # (T, B, p); zero at padded steps
-        h_last = hs[T].clone()
-        if mode == "lstm":
-            return out, h_last, cs[T].clone()
+            return out, h_last, c_last
         return out, h_last
 
     @staticmethod
@@ -152,71 +230,10 @@ class _Scan(torch.autograd.Function):
         if backward_needs_autodiff(d_out, d_h_last, d_c_last):
             return (None, None) + autodiff_backward(ctx.mode, ctx.needs_input_grad[2:], (d_out, d_h_last, d_c_last),
                                                     x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-        mode, tag = ctx.mode, ctx.tag
-        family = FAMILIES[mode]
-        relu = mode == "rnn_relu"
-        T, B, I = x.shape
-        GH = w_ih.shape[0]
-        H = GH // family.NUM_BLOCKS
-        if gates is None:
-            gates = hs[1:]
-
-        dh = d_h_last.clone()                              # ∂L/∂h_t arriving from later steps
-        dc = d_c_last.clone() if mode == "lstm" else None  # cloned: the LSTM step updates dc in place
-        dxw = x.new_empty(T, B, GH)
-        dhw = dxw if family.SHARED_PREACT_GRAD else x.new_empty(T, B, GH)
-        dw_hr = torch.zeros_like(w_hr) if w_hr is not None else None
-        scratch = x.new_empty(B, H)
-        recording = record.grad_recording()
-        if recording:
-            rec_h = x.new_empty(T, B)
-            rec_c = x.new_empty(T, B) if mode == "lstm" else None
-        if mask is not None:
-            d_out = d_out * mask                           # padded outputs were constant zeros
-
-        # 3. BPTT.
-        for t in range(T - 1, -1, -1):
-            dh = dh + d_out[t]                             # total ∂L/∂h_t
-            if recording:
-                rec_h[t] = torch.linalg.vector_norm(dh, dim=1)
-            dh_in, dc_in = dh, dc
-            if mask is not None:
-                # An invalid (padded) step is the identity: feed the cell zeros, so its gate
-                # gradients (and dW_hr) vanish, and pass dh, dc straight through below.
-                m = mask[t]
-                dh, dc = dh * m, (dc * m if dc is not None else None)
-            direct = None
-            if mode == "lstm":
-                dc_prev = family.backward_step(dh, dc, gates[t], cs[t + 1], cs[t], w_hr, dw_hr, dxw[t], scratch)
-                if recording:
-                    rec_c[t] = torch.linalg.vector_norm(dc, dim=1)  # dc now holds the total ∂L/∂c_t
-            elif mode == "gru":
-                direct = family.backward_step(dh, gates[t], hn[t], hs[t], dxw[t], dhw[t])
-            else:
-                family.backward_step(dh, hs[t + 1], dxw[t], relu)
-            dh_prev = torch.mm(dhw[t], w_hh)               # dh_{t-1} = dhw_t W_hh
-            if direct is not None:
-                dh_prev.add_(direct)
-            if mask is not None:
-                dh_prev = torch.where(m, dh_prev, dh_in)
-                if mode == "lstm":
-                    dc_prev = torch.where(m, dc_prev, dc_in)
-            dh = dh_prev
-            if mode == "lstm":
-                dc = dc_prev
-
-        if recording:
-            record.emit_grad(record.GradRecord(
-                tag.layer, tag.direction, CELL_NAMES[mode],
-                tag.to_forward_time(rec_h), None if rec_c is None else tag.to_forward_time(rec_c),
-            ))
-
-        # 4. Weight gradients, one matmul each.
-        need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(
-            wanted(need, (2, 6, 7, 8, 9), ctx.has_bias), dxw, dhw, x, w_ih, hs)
-        dh0 = dh if need[4] else None
-        dc0 = dc if (mode == "lstm" and need[5]) else None
+        need = [ctx.needs_input_grad[i] for i in (2, 4, 5, 6, 7, 8, 9)]
+        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = scan_backward(
+            ctx.mode, ctx.tag, need, ctx.has_bias, d_out, d_h_last, d_c_last, x, mask, w_ih, w_hh, w_hr,
+            (hs, gates, cs, hn))
         return None, None, dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
