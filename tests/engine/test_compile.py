@@ -123,6 +123,37 @@ def test_compiled_float32_lstm_runs_the_unit_major_operator_at_every_batch_with_
 
 
 @pytest.mark.skipif(not fast_mod._tiled_op_ready(), reason="the LSTM's unit-major loop does not run on this CPU")
+@pytest.mark.parametrize("B", [16, 5], ids=["unpadded", "padded"])
+def test_tiled_backward_reads_the_states_behind_out_or_copies_them_with_the_same_gradients(B):
+    """Without padding, lstm_tiled_backward reads h_0..h_{T-1} from the buffer the forward's
+    ``out`` is a view of; given a copy of out, or with a padded batch (whose gate gradients have
+    more columns than out has rows), it builds them from h_0 and out: the same weight gradient
+    either way, torch.nn's in float64."""
+    torch.manual_seed(0)
+    T, I, H = 6, 5, 16
+    x, h0, c0 = torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H)
+    w = [torch.randn(4 * H, I) * 0.3, torch.randn(4 * H, H) * 0.3, torch.randn(4 * H), torch.randn(4 * H)]
+    out, h, c, cs, gates, tcs = torch.ops.rnnlab.lstm_tiled_forward(x, h0, c0, *w)
+    assert out.storage_offset() == B * H                          # a view behind h_0's row
+    d_out, dh, dc = torch.randn(T, B, H), torch.randn(B, H), torch.randn(B, H)
+
+    def dw_hh(o):
+        return torch.ops.rnnlab.lstm_tiled_backward(d_out, dh, dc, x, h0, o, w[0], w[1], cs, gates, tcs,
+                                                    False, False, True, False)[4].clone()
+
+    got, copied = dw_hh(out), dw_hh(out.clone())
+    ref = torch.nn.LSTM(I, H).double()
+    with torch.no_grad():
+        for p, t in zip(ref.parameters(), w):
+            p.copy_(t)
+    o, (hn, cn) = ref(x.double(), (h0.double()[None], c0.double()[None]))
+    want = torch.autograd.grad((o * d_out.double()).sum() + (hn[0] * dh.double()).sum() + (cn[0] * dc.double()).sum(),
+                               ref.weight_hh_l0)[0]
+    torch.testing.assert_close(got, copied, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not fast_mod._tiled_op_ready(), reason="the LSTM's unit-major loop does not run on this CPU")
 def test_set_tiled_off_and_export_keep_the_row_major_operator():
     torch.manual_seed(0)
     m = rnnlab.LSTM(5, 12)

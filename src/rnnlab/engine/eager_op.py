@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnlab.engine.compile_cache import tag_compile_caches
 from rnnlab.engine.scan import ScanTag, scan_backward, scan_forward
 
 _LEARNED = 8        # x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr: the inputs that may need gradients
@@ -105,6 +106,7 @@ def _register() -> None:
 def eager_op_ready() -> bool:
     """Registers the operators once, when first traced (a constant to the compilers)."""
     global _registered
+    tag_compile_caches()       # every trace, as ops.register
     if not _registered:
         _register()
         _registered = True

@@ -906,13 +906,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> seq_backward_op(
 
 // The LSTM's unit-major loop (lstm_tiled.h) for float32 whole sequences: the batch padded to
 // tiled::op_padded_batch(B), a function of B alone, which ops.py's fake implementation repeats.
-// Returns the outputs, out (T, B, H) = h_1..h_T, h_T and c_T (B, H) (copies: an operator's outputs may not
-// alias each other, and a view of the padded hs would leave the compiler asking whether B == Bp),
-// then the buffers backward needs: hs (T+1, Bp, H) (empty unless `save`: inference skips its
-// copy), cs (T+1, H, Bp), gates (4H, T, Bp), tcs (T, H, Bp).
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op(
+// Returns the outputs, out (T, B, H) = h_1..h_T, h_T and c_T (B, H) (unpadded copies: an operator's
+// outputs may not alias each other, and a view of the padded states would leave the compiler asking
+// whether B == Bp), then the loop's buffers that backward reads besides h_0 and out (which hold
+// the states of its weight gradient): cs (T+1, H, Bp), gates (4H, T, Bp), tcs (T, H, Bp).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool save) {
+    const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "rnnlab::lstm_tiled_forward: float32 only, got ", x.scalar_type());
   const int64_t Bp = rnnlab::tiled::op_padded_batch(x.size(1));
   const std::string isa = rnnlab::tiled::op_isa(Bp);
@@ -923,25 +923,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_fo
   auto r = rnnlab::tiled::lstm_forward_padded(isa, Bp, x.contiguous(), h0.contiguous(), c0.contiguous(),
                                               w_ih.contiguous(), w_hh.contiguous(), b);
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
-  Tensor out = workspace(30, {T, B, H}, x.options());   // reused when free: no page faults per call
-  Tensor hs = save ? rnnlab::tiled::row_major_states(r[0]) : nothing(x);
-  if (save) out.copy_(hs.narrow(0, 1, T).narrow(1, 0, B));
-  else out.copy_(r[0].narrow(0, 1, T).narrow(2, 0, B).permute({0, 2, 1}));
+  // out is rows 1..T of a (T+1, B, H) buffer whose row 0 (h_0) no output shares: without padding,
+  // backward reads h_0..h_{T-1} as one matrix from it (lstm_tiled_states), as eager reads its hs
+  Tensor states = workspace(30, {T + 1, B, H}, x.options());   // reused when free: no page faults per call
+  states.copy_(r[0].narrow(2, 0, B).permute({0, 2, 1}));
+  Tensor out = states.narrow(0, 1, T);
   Tensor h_last = at::empty({B, H}, x.options());     // its own tensor, so that its gradient comes
   h_last.copy_(r[0][T].narrow(1, 0, B).t());          // apart from d_out's (no (T, B, H) sum in backward)
   Tensor c_last = at::empty({B, H}, x.options());
   c_last.copy_(r[1][T].narrow(1, 0, B).t());
-  return {out, h_last, c_last, hs, r[1], r[2], r[3]};
+  return {out, h_last, c_last, r[1], r[2], r[3]};
+}
+
+// h_0..h_{T-1} as a (T·Bp, H) matrix for dW_hh, from h_0 and out: without padding, the rows of
+// the buffer out sits in (lstm_tiled_forward_op), when out is still that view and its row 0 h_0;
+// otherwise (padding, or out copied on its way here) a zero-padded copy (the padding rows meet
+// zero columns of the gate gradients).
+Tensor lstm_tiled_states(const Tensor& h0, const Tensor& out, int64_t Bp) {
+  const int64_t T = out.size(0), B = out.size(1), H = out.size(2);
+  if (Bp == B && out.is_contiguous() && out.storage_offset() == B * H &&
+      out.storage().nbytes() >= size_t((T + 1) * B * H) * out.element_size()) {
+    Tensor states = at::empty({0}, out.options());
+    states.set_(out.storage(), 0, {T * B, H}, {H, 1});
+    if (at::equal(states.narrow(0, 0, B), h0)) return states;
+  }
+  Tensor hs = workspace(31, {T, Bp, H}, out.options());
+  hs.zero_();
+  hs[0].narrow(0, 0, B).copy_(h0);
+  if (T > 1) hs.narrow(0, 1, T - 1).narrow(1, 0, B).copy_(out.narrow(0, 0, T - 1));
+  return hs.view({T * Bp, H});
 }
 
 // Its backward, the padding kept inside: {dx (T, B, I), dh_0, dc_0 (B, H), dW_ih (4H, I), dW_hh (4H, H),
 // db (4H)} (those not asked for empty), the eager engine's products (fast.py's _tiled_backward:
 // the same matmuls over the padded buffers, whose padding columns have zero gate gradients).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_backward_op(
-    const Tensor& d_out, const Tensor& d_h_last, const Tensor& d_c_last, const Tensor& x, const Tensor& w_ih,
-    const Tensor& w_hh,
-    const Tensor& hs, const Tensor& cs, const Tensor& gates, const Tensor& tcs, bool need_x, bool need_w_ih,
-    bool need_w_hh, bool need_b) {
+    const Tensor& d_out, const Tensor& d_h_last, const Tensor& d_c_last, const Tensor& x, const Tensor& h0,
+    const Tensor& out, const Tensor& w_ih, const Tensor& w_hh, const Tensor& cs, const Tensor& gates,
+    const Tensor& tcs, bool need_x, bool need_w_ih, bool need_w_hh, bool need_b) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1), Bp = gates.size(2);
   const c10::optional<Tensor> none;
   auto r = rnnlab::tiled::lstm_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh.contiguous(), false);
@@ -956,7 +975,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_backward_o
     if (Bp != B) xp = at::constant_pad_nd(xp, {0, 0, 0, Bp - B});
     dw_ih = rnnlab::matmul(da, xp.view({T * Bp, I}), none);
   }
-  if (need_w_hh) dw_hh = rnnlab::matmul(da, hs.narrow(0, 0, T).reshape({T * Bp, H}), none);
+  if (need_w_hh) dw_hh = rnnlab::matmul(da, lstm_tiled_states(h0, out, Bp), none);
   if (need_b) db = da.sum(1);
   return {dx, r[1], r[2], dw_ih, dw_hh, db};
 }
@@ -1078,11 +1097,11 @@ TORCH_LIBRARY(rnnlab, m) {
         "Tensor? b_hh, Tensor? mask) -> (Tensor hs, Tensor cs, Tensor gates, Tensor hn, Tensor tcs)");
   m.def("seq_backward(str mode, Tensor d_out, Tensor d_h_last, Tensor? d_c_last, Tensor hs, Tensor cs, "
         "Tensor gates, Tensor hn, Tensor tcs, Tensor w_hh, Tensor? mask) -> (Tensor dxw, Tensor dhw, Tensor dh0, Tensor dc0)");
-  m.def("lstm_tiled_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-        "bool save) "
-        "-> (Tensor out, Tensor h_last, Tensor c_last, Tensor hs, Tensor cs, Tensor gates, Tensor tcs)");
-  m.def("lstm_tiled_backward(Tensor d_out, Tensor d_h_last, Tensor d_c_last, Tensor x, Tensor w_ih, Tensor w_hh, Tensor hs, "
-        "Tensor cs, Tensor gates, Tensor tcs, bool need_x, bool need_w_ih, bool need_w_hh, bool need_b) "
+  m.def("lstm_tiled_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+        "-> (Tensor out, Tensor h_last, Tensor c_last, Tensor cs, Tensor gates, Tensor tcs)");
+  m.def("lstm_tiled_backward(Tensor d_out, Tensor d_h_last, Tensor d_c_last, Tensor x, Tensor h0, Tensor out, "
+        "Tensor w_ih, Tensor w_hh, Tensor cs, Tensor gates, Tensor tcs, bool need_x, bool need_w_ih, bool need_w_hh, "
+        "bool need_b) "
         "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
   m.def("lstm_step_pack(Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, int chunks) -> Tensor");
   m.def("lstm_step(Tensor x, Tensor h, Tensor c, Tensor packed) -> (Tensor h_new, Tensor c_new)");

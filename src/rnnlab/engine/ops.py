@@ -5,10 +5,10 @@
     rnnlab::seq_forward(mode, x, h0, c0?, w_ih, w_hh, b_ih?, b_hh?, mask?) -> (hs, cs, gates, hn, tcs)
     rnnlab::seq_backward(mode, d_out, d_h_last, d_c_last?, hs, cs, gates, hn, tcs, w_hh, mask?)
         -> (dxw, dhw, dh0, dc0)
-    rnnlab::lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?, save)
-        -> (out, h_last, c_last, hs, cs, gates, tcs)
-    rnnlab::lstm_tiled_backward(d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates, tcs, need_x, need_w_ih,
-        need_w_hh, need_b) -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+    rnnlab::lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?)
+        -> (out, h_last, c_last, cs, gates, tcs)
+    rnnlab::lstm_tiled_backward(d_out, d_h_last, d_c_last, x, h0, out, w_ih, w_hh, cs, gates, tcs, need_x,
+        need_w_ih, need_w_hh, need_b) -> (dx, dh0, dc0, dw_ih, dw_hh, db)
 
 the row-major time loops of :mod:`rnnlab.engine.fast` with the buffers they save (unused ones
 empty), and the LSTM's unit-major loop (``lstm_tiled.h``) with its own, whose batch is padded to
@@ -55,6 +55,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnlab.engine.compile_cache import tag_compile_caches
 from rnnlab.engine.scan import input_and_weight_grads
 
 _registered = False
@@ -121,16 +122,16 @@ def tiled_padded_batch(B):
     return (B + 7) // 8 * 8
 
 
-def _fake_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, save):
+def _fake_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[1]
     Bp = tiled_padded_batch(B)
-    hs = x.new_empty(T + 1, Bp, H) if save else _empty(x)
-    return (x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(B, H), hs, x.new_empty(T + 1, H, Bp),
+    return (x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(B, H), x.new_empty(T + 1, H, Bp),
             x.new_empty(4 * H, T, Bp), x.new_empty(T, H, Bp))
 
 
-def _fake_tiled_backward(d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates, tcs, need_x, need_w_ih, need_w_hh, need_b):
+def _fake_tiled_backward(d_out, d_h_last, d_c_last, x, h0, out, w_ih, w_hh, cs, gates, tcs, need_x, need_w_ih, need_w_hh,
+                         need_b):
     B, H = x.shape[1], w_hh.shape[1]
     return (x.new_empty(x.shape) if need_x else _empty(x), x.new_empty(B, H), x.new_empty(B, H),
             w_ih.new_empty(w_ih.shape) if need_w_ih else _empty(x),
@@ -139,17 +140,17 @@ def _fake_tiled_backward(d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates
 
 
 def _setup_tiled_context(ctx, inputs, output):
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, _ = inputs
-    _, _, _, hs, cs, gates, tcs = output
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
+    out, _, _, cs, gates, tcs = output
     ctx.has_bias = b_ih is not None
-    ctx.mark_non_differentiable(hs, cs, gates, tcs)
-    ctx.save_for_backward(x, w_ih, w_hh, hs, cs, gates, tcs)
+    ctx.mark_non_differentiable(cs, gates, tcs)
+    ctx.save_for_backward(x, h0, out, w_ih, w_hh, cs, gates, tcs)   # h0 and out: the states dW_hh reads
 
 
 def _tiled_backward(ctx, d_out, d_h_last, d_c_last, *_):
     """As _backward, for the unit-major loop, whose operator also computes the input and weight
     gradients (the matmuls run over its padded buffers, which stay inside the operators)."""
-    x, w_ih, w_hh, hs, cs, gates, tcs = ctx.saved_tensors
+    x, h0, out, w_ih, w_hh, cs, gates, tcs = ctx.saved_tensors
     need = ctx.needs_input_grad
     if d_out is None:
         d_out = x.new_zeros(x.shape[0], x.shape[1], w_hh.shape[1])
@@ -159,11 +160,11 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last, *_):
         d_c_last = x.new_zeros(x.shape[1], w_hh.shape[1])
     need_b = ctx.has_bias and (need[5] or need[6])
     dx, dh0, dc0, dw_ih, dw_hh, db = torch.ops.rnnlab.lstm_tiled_backward(
-        d_out, d_h_last, d_c_last, x, w_ih, w_hh, hs, cs, gates, tcs, need[0], need[3], need[4], need_b)
+        d_out, d_h_last, d_c_last, x, h0, out, w_ih, w_hh, cs, gates, tcs, need[0], need[3], need[4], need_b)
     db_ih = db if need_b and need[5] else None
     db_hh = (db.clone() if db_ih is not None else db) if need_b and need[6] else None   # two leaves, two tensors
     return (dx if need[0] else None, dh0 if need[1] else None, dc0 if need[2] else None,
-            dw_ih if need[3] else None, dw_hh if need[4] else None, db_ih, db_hh, None)
+            dw_ih if need[3] else None, dw_hh if need[4] else None, db_ih, db_hh)
 
 
 STEP_HEAD = 16          # fast_kernels.cpp's kStepHead: the packed step weights' header
@@ -201,6 +202,7 @@ def register() -> None:
     """Add the fake implementations and the autograd formula to the C++ operators (once; the
     kernels' module must be loaded, which defines the operators)."""
     global _registered
+    tag_compile_caches()       # every trace: a tag the user set since is extended again
     if _registered:
         return
     torch.library.register_fake("rnnlab::seq_forward")(_fake_forward)
@@ -231,9 +233,6 @@ def op_scan(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w
 
 def op_tiled_lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
                   b_hh: Tensor | None):
-    """The LSTM's ``scan`` through the unit-major operator: (out (T, B, H), h_T, c_T). Without a
-    gradient to come (inference; a constant of the compiled graph, which guards on grad mode and
-    requires_grad) the operator skips the copy of the states backward would read."""
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh))
-    out, h_last, c_last, _, _, _, _ = torch.ops.rnnlab.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, save)
+    """The LSTM's ``scan`` through the unit-major operator: (out (T, B, H), h_T, c_T)."""
+    out, h_last, c_last, _, _, _ = torch.ops.rnnlab.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     return out, h_last, c_last

@@ -36,6 +36,7 @@ from torch import Tensor
 from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
+from rnnlab.engine.compile_cache import tag_compile_caches
 from rnnlab.engine.dispatch import plan
 from rnnlab.engine.eager_op import output_grads
 from rnnlab.engine.kernels import VARIANT_KERNELS as _KERNELS
@@ -512,6 +513,7 @@ def _register_ops() -> None:
 def _variant_ops_ready() -> bool:
     """Registers the operators once, when first traced (a constant to the compilers)."""
     global _ops_registered
+    tag_compile_caches()       # every trace, as ops.register
     if not _ops_registered:
         _register_ops()
         _ops_registered = True
