@@ -4,11 +4,12 @@ the output) and inference, median wall and CPU ms (the four models take turns in
 so load changes fall on all alike); the compile time of a 2-layer language model and its graph
 count across 5 sequence lengths.
 
-    python benchmarks/bench_compile.py [--size T B I H] [--proj P] [--repeats N] [--threads N] [--backend inductor]
-        [--json FILE]
+    python benchmarks/bench_compile.py [--size T B I H] [--proj P] [--layer-norm] [--repeats N] [--threads N]
+        [--backend inductor] [--json FILE]
 
 ``--proj P`` gives both LSTMs a projection to P units (``proj_size``), which rnnlab compiles as one
-operator running its eager engine (``rnnlab_eager::scan``).
+operator running its eager engine (``rnnlab_eager::scan``). ``--layer-norm`` times rnnlab's
+layer-norm LSTM (``rnnlab_variants::scan`` under compile) alone: torch.nn has no such layer.
 
 The default size is the first of ``rnnlab bench``'s (rnnlab.suites.bench.SIZES). Prints one JSON
 object (and writes it to --json), with the machine's load average beside the timings.
@@ -91,6 +92,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, nargs=4, default=list(SIZES[0]), metavar=("T", "B", "I", "H"))
     p.add_argument("--proj", type=int, default=0, help="proj_size of both LSTMs (0: none)")
+    p.add_argument("--layer-norm", action="store_true", help="rnnlab's layer-norm LSTM, without torch.nn rows")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="inductor")
@@ -101,16 +103,18 @@ def main() -> None:
     T, B, I, H = a.size
     x = torch.randn(B, T, I)
     w_out = torch.randn(B, T, a.proj or H)
-    ours = rnnlab.LSTM(I, H, batch_first=True, proj_size=a.proj)
+    ours = rnnlab.LSTM(I, H, batch_first=True, proj_size=a.proj, layer_norm=a.layer_norm)
     theirs = nn.LSTM(I, H, batch_first=True, proj_size=a.proj)
-    res = {"size": {"T": T, "B": B, "I": I, "H": H, "proj_size": a.proj}, "threads": a.threads, "repeats": a.repeats, "backend": a.backend,
+    res = {"size": {"T": T, "B": B, "I": I, "H": H, "proj_size": a.proj, "layer_norm": a.layer_norm},
+           "threads": a.threads, "repeats": a.repeats, "backend": a.backend,
            "torch": torch.__version__, "load_before": os.getloadavg()[0]}
     rows = {}
     cpu0 = time.process_time()
     steps = {}
     torch._dynamo.reset()
-    for name, model, compiled in [("rnnlab eager", ours, False), ("rnnlab compiled fullgraph", ours, True),
-                                  ("torch.nn eager", theirs, False), ("torch.nn compiled", theirs, True)]:
+    models = [("rnnlab eager", ours, False), ("rnnlab compiled fullgraph", ours, True),
+              ("torch.nn eager", theirs, False), ("torch.nn compiled", theirs, True)]
+    for name, model, compiled in models[:2] if a.layer_norm else models:
         m = torch.compile(model, fullgraph=name.startswith("rnnlab"), backend=a.backend, dynamic=True) if compiled else model
         t = time.perf_counter()
         train, infer = _steps(m, x, w_out)
@@ -125,6 +129,8 @@ def main() -> None:
             rows[name][f"{kind}_ms"] = round(ms, 3)
             rows[name][f"{kind}_cpu_ms"] = round(cpu, 3)
     for name, model in (("rnnlab compiled fullgraph", ours), ("torch.nn compiled", theirs)):
+        if name not in rows:
+            continue
         torch._dynamo.reset()
         rows[name]["graphs"], rows[name]["graph_breaks"] = _graphs(model, x)
     res["rows"] = rows

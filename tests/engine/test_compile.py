@@ -300,6 +300,31 @@ def test_projection_backward_reads_the_forward_buffers_without_running_forward_a
     assert all(t.numel() == 0 for t in kept)
 
 
+def test_layer_norm_lstm_backward_reads_the_forward_buffers_without_running_forward_again(monkeypatch):
+    """The layer-norm LSTM's C++ loop under compile (rnnlab_variants::scan): its buffers go from the
+    forward operator to the backward one, so a training step runs the loop forward once, as eager;
+    eager's numbers and gradients in float64."""
+    from rnnlab.engine import variants as variants_mod
+
+    calls, real = [], variants_mod._LNLSTMFast.forward
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(variants_mod._LNLSTMFast, "forward", staticmethod(counted))
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(5, 7, layer_norm=True, batch_first=True).double()
+    cm = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=True)
+    x = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
+    _grads(cm, x)                                        # compiles
+    calls.clear()
+    got = _grads(cm, x)
+    assert len(calls) == 1                               # the compiled step's forward; backward did not run it again
+    for a, b in zip(got, _grads(m, x)):
+        _close64(a, b)
+
+
 def test_cell_options_export_through_the_plain_ops():
     """export keeps the plain-ops equations (a program without rnnlab's Python code), unrolled
     for the example's length."""

@@ -338,6 +338,14 @@ def _function_and_args(p, spec, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_
 # it runs (layer_norm=True only, on the fast engine) is the dispatch's call (dispatch.plan).
 
 
+def ln_lstm_buffer_shapes(T, B, H) -> list[tuple]:
+    """The shapes of the C++ layer-norm LSTM loop's buffers (variants_kernels.cpp's ln_lstm_forward):
+    hs, cs (T+1, B, H); gates, xhat, uhat (T, B, 4H); rx, ru (T, B, 4); chat, y (T, B, H); rc (T, B)."""
+    G = 4 * H
+    return [(T + 1, B, H), (T + 1, B, H), (T, B, G), (T, B, G), (T, B, 4), (T, B, G), (T, B, 4), (T, B, H),
+            (T, B), (T, B, H)]
+
+
 class _LNLSTMFast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c):
@@ -352,10 +360,17 @@ class _LNLSTMFast(torch.autograd.Function):
             blocks = gates.detach().chunk(4, dim=2)
             record.emit_gates(record.GateRecord(tag.layer, tag.direction, "lstm",
                                                 {n: tag.to_forward_time(g) for n, g in zip(lstm_variants.GATES, blocks)}))
-        ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, w_ih, w_hh, g_ih, g_hh, g_c, hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y,
-                              h0, c0, b_ih, b_hh, b_c)
+        _LNLSTMFast.restore(ctx, (tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c),
+                            (hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y))
         return hs[1:], hs[T].clone(), cs[T].clone()
+
+    @staticmethod
+    def restore(ctx, args, buffers) -> None:
+        """What forward leaves on ctx, from its apply's ``args`` and the loop's ``buffers`` (hs, cs,
+        gates, xhat, rx, uhat, ru, chat, rc, y; shapes: :func:`ln_lstm_buffer_shapes`)."""
+        tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c = args
+        ctx.has_bias = b_ih is not None
+        ctx.save_for_backward(x, w_ih, w_hh, g_ih, g_hh, g_c, *buffers, h0, c0, b_ih, b_hh, b_c)
 
     @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last):
@@ -386,13 +401,17 @@ class _LNLSTMFast(torch.autograd.Function):
 # Under torch.compile (not export, whose programs must run without rnnlab's Python code) each
 # call is instead one opaque operator, rnnlab_variants::scan, whose implementation is the eager
 # scan (the plan's Function, its forward and backward run by hand), so one graph serves every
-# length. Its backward operator runs the forward again before the backward (the Function's saved
-# buffers cannot cross from one operator to the other): a compiled training step costs one more
-# forward than eager; the numbers are eager's.
+# length. Where the plan is the layer-norm LSTM's C++ loop, whose buffers have fixed shapes, the
+# operator returns them when a gradient is to come and the backward operator runs the Function's
+# backward on them. The Python variants scan keeps per-step buffers whose number depends on the
+# length, which an operator's fixed outputs cannot carry: its backward operator runs the forward
+# again first, so such a compiled training step costs one more forward than eager. The numbers
+# are eager's either way.
 
 _TENSORS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_c", "b_c", "peep", "rd_mask", "zo_h",
             "zo_c", "mask")
 _LEARNED = 12                      # the first 12 take gradients; the masks are drawn, not learned
+_BUFFERS = 10                      # the layer-norm LSTM loop's buffers the operator may return
 
 
 def _spec_code(spec: VariantSpec) -> str:
@@ -429,16 +448,30 @@ def _eager_function(code: str, engine: str, ts: list):
     return _function_and_args(p, spec, ScanTag(), *ts[:-1], mask)
 
 
-def _op_forward(code: str, engine: str, ts: list[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
+def _keeps_buffers(code: str, engine: str, x: Tensor, h0: Tensor, masked: bool, state_masks: bool) -> bool:
+    """Whether the operator's plan is the layer-norm LSTM's C++ loop, whose buffers it can return
+    (decided from dtype, device and options, never from a size, so the fake implementation agrees)."""
+    spec = _spec_from_code(code)
+    p = plan(spec.mode, 1, 1, dtype=x.dtype, device=x.device.type, masked=masked, engine=engine,
+             variant=spec.cell, state_masks=state_masks)
+    return p.loop == "variants C++"
+
+
+def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> tuple[Tensor, ...]:
     fn, args = _eager_function(code, engine, ts)
+    ctx = _Ctx((False,) * len(args))
     with torch.no_grad():
-        res = fn.forward(_Ctx((False,) * len(args)), *args)
+        res = fn.forward(ctx, *args)
     out, h = res[0], res[1]
-    return out.clone(), h, res[2] if len(res) > 2 else ts[0].new_empty(0)
+    kept = list(ctx.saved_tensors[6:16]) if save and fn is _LNLSTMFast else []
+    if kept:
+        out = out.clone()          # a view of hs, which is returned too: an operator's outputs may not alias
+    kept += [ts[0].new_empty(0) for _ in range(_BUFFERS - len(kept))]
+    return (out, h, res[2] if len(res) > 2 else ts[0].new_empty(0), *kept)
 
 
 def _op_backward(code: str, engine: str, grads: list[Tensor], needs: list[bool],
-                 ts: list[Tensor | None]) -> list[Tensor]:
+                 ts: list[Tensor | None], buffers: list[Tensor]) -> list[Tensor]:
     fn, args = _eager_function(code, engine, ts)
     where = {id(t): k for k, t in enumerate(args) if isinstance(t, Tensor)}
     wanted_args = [False] * len(args)
@@ -447,7 +480,11 @@ def _op_backward(code: str, engine: str, grads: list[Tensor], needs: list[bool],
             wanted_args[where[id(t)]] = True
     ctx = _Ctx(tuple(wanted_args))
     with torch.no_grad():
-        n_out = len(fn.forward(ctx, *args))
+        if fn is _LNLSTMFast and buffers:        # the forward's buffers: no second forward
+            _LNLSTMFast.restore(ctx, args, buffers)
+            n_out = 3
+        else:
+            n_out = len(fn.forward(ctx, *args))
         got = fn.backward(ctx, *grads[:n_out])
     # an operator's outputs may not alias its inputs or each other (the Functions return one
     # tensor for both biases, and may hand back an incoming gradient)
@@ -473,38 +510,49 @@ def _register_ops() -> None:
     def scan_op(code: str, engine: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
                 b_ih: Tensor | None, b_hh: Tensor | None, g_ih: Tensor | None, g_hh: Tensor | None, g_c: Tensor | None,
                 b_c: Tensor | None, peep: Tensor | None, rd_mask: Tensor | None, zo_h: Tensor | None,
-                zo_c: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                zo_c: Tensor | None, mask: Tensor | None, save: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                           Tensor]:     # out, h_T, c_T, then the _BUFFERS buffers
         return _op_forward(code, engine, [x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h,
-                                          zo_c, mask])
+                                          zo_c, mask], save)
 
     @scan_op.register_fake
-    def _(code, engine, x, h0, *_):
+    def _(code, engine, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h, zo_c, mask, save):
         T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
-        return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(B, H) if code.startswith("lstm") else x.new_empty(0)
+        c = x.new_empty(B, H) if code.startswith("lstm") else x.new_empty(0)
+        keep = save and _keeps_buffers(code, engine, x, h0, mask is not None,
+                                       rd_mask is not None or zo_h is not None or zo_c is not None)
+        kept = [x.new_empty(s) for s in ln_lstm_buffer_shapes(T, B, H)] if keep else []
+        kept += [x.new_empty(0) for _ in range(_BUFFERS - len(kept))]
+        return (x.new_empty(T, B, H), x.new_empty(B, H), c, *kept)
 
     @torch.library.custom_op(f"{lib}::scan_backward", mutates_args=())
     def scan_backward_op(code: str, engine: str, grads: list[Tensor], needs: list[bool],
-                         ts: list[Tensor | None]) -> list[Tensor]:
-        return _op_backward(code, engine, grads, needs, ts)
+                         ts: list[Tensor | None], buffers: list[Tensor]) -> list[Tensor]:
+        return _op_backward(code, engine, grads, needs, ts, buffers)
 
     @scan_backward_op.register_fake
-    def _(code, engine, grads, needs, ts):
+    def _(code, engine, grads, needs, ts, buffers):
         return [t.new_empty(t.shape) if t is not None and n else ts[0].new_empty(0)
                 for t, n in zip(ts[:_LEARNED], needs)]
 
     def setup_context(ctx, inputs, output):
-        ts = inputs[2:]
+        ts = inputs[2:-1]
         ctx.code, ctx.engine, ctx.present = inputs[0], inputs[1], [t is not None for t in ts]
-        ctx.save_for_backward(*[t for t in ts if t is not None])
+        buffers = output[3:]
+        ctx.mark_non_differentiable(*buffers)
+        ctx.kept = bool(buffers[0].numel())     # a constant of the graph (the fake's shapes say it too)
+        ctx.save_for_backward(*[t for t in ts if t is not None], *(buffers if ctx.kept else ()))
 
-    def backward(ctx, d_out, d_h, d_c):
+    def backward(ctx, d_out, d_h, d_c, *_):
         it = iter(ctx.saved_tensors)
         ts = [next(it) if present else None for present in ctx.present]
+        buffers = list(it)
         # c_T has h_T's shape (no projections with cell options)
         grads = output_grads(ts[0], ts[1], ts[1] if ctx.code.startswith("lstm") else None, d_out, d_h, d_c)
         needs = [bool(n) for n in ctx.needs_input_grad[2:2 + _LEARNED]]
-        got = torch.ops.rnnlab_variants.scan_backward(ctx.code, ctx.engine, grads, needs, ts)
-        return (None, None, *[g if n else None for g, n in zip(got, needs)], *[None] * (len(ts) - _LEARNED))
+        got = torch.ops.rnnlab_variants.scan_backward(ctx.code, ctx.engine, grads, needs, ts, buffers)
+        return (None, None, *[g if n else None for g, n in zip(got, needs)], *[None] * (len(ts) - _LEARNED), None)
 
     scan_op.register_autograd(backward, setup_context=setup_context)
 
@@ -524,5 +572,8 @@ _ops_registered = False
 
 
 def _op_scan(spec, engine, *ts) -> tuple[Tensor, Tensor, Tensor | None]:
-    out, h, c = torch.ops.rnnlab_variants.scan(_spec_code(spec), engine, *ts)
+    # with a gradient to come (a constant of the compiled graph, which guards on grad mode and
+    # requires_grad), the operator may return the buffers its backward reads
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts[:_LEARNED])
+    out, h, c, *_ = torch.ops.rnnlab_variants.scan(_spec_code(spec), engine, *ts, save)
     return out, h, (c if spec.mode == "lstm" else None)
