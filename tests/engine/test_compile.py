@@ -325,6 +325,24 @@ def test_layer_norm_lstm_backward_reads_the_forward_buffers_without_running_forw
         _close64(a, b)
 
 
+def test_layer_norm_lstm_keeps_its_traced_loop_after_set_engine_changes():
+    """The operator takes the engine resolved when traced: a compiled layer-norm LSTM (whose
+    operator's outputs depend on the loop) keeps running after set_engine changes "auto"'s
+    choice, with eager's gradients (inductor checks every output's shape at run time)."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(4, 6, layer_norm=True, batch_first=True).double()
+    cm = torch.compile(m, fullgraph=True, backend="inductor", dynamic=True)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    _grads(cm, x)
+    try:
+        rnnlab.set_engine("reference")
+        got, want = _grads(cm, x), _grads(m, x)
+    finally:
+        rnnlab.set_engine("auto")
+    for a, b in zip(got, want):
+        _close64(a, b)
+
+
 def test_cell_options_export_through_the_plain_ops():
     """export keeps the plain-ops equations (a program without rnnlab's Python code), unrolled
     for the example's length."""

@@ -37,7 +37,7 @@ from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
 from rnnlab.engine.compile_cache import tag_compile_caches
-from rnnlab.engine.dispatch import plan
+from rnnlab.engine.dispatch import plan, resolve_engine
 from rnnlab.engine.eager_op import output_grads
 from rnnlab.engine.kernels import VARIANT_KERNELS as _KERNELS
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, wanted
@@ -573,7 +573,9 @@ _ops_registered = False
 
 def _op_scan(spec, engine, *ts) -> tuple[Tensor, Tensor, Tensor | None]:
     # with a gradient to come (a constant of the compiled graph, which guards on grad mode and
-    # requires_grad), the operator may return the buffers its backward reads
+    # requires_grad), the operator may return the buffers its backward reads. The engine goes in
+    # resolved (a constant of the graph, and of its cache key), so the operator runs the loop its
+    # fake implementation described even after set_engine changes "auto"'s choice.
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts[:_LEARNED])
-    out, h, c, *_ = torch.ops.rnnlab_variants.scan(_spec_code(spec), engine, *ts, save)
+    out, h, c, *_ = torch.ops.rnnlab_variants.scan(_spec_code(spec), resolve_engine(engine), *ts, save)
     return out, h, (c if spec.mode == "lstm" else None)
