@@ -260,6 +260,11 @@ def test_adaptive_softmax_refuses_clusters_narrower_than_one_unit():
     with pytest.raises(ConfigError, match="at most 1 cutoffs for a 8-wide output"):
         LanguageModel(60, "lstm", 8, embed=8, tied=True, adaptive_cutoffs=(5, 10))
     assert LanguageModel(60, "lstm", 16, embed=16, tied=True, adaptive_cutoffs=(5, 10)).embedding.embedding_dim == 16
+    # the configuration says so before any corpus is read (this file does not exist)
+    with pytest.raises(ConfigError, match="at most 1 cutoffs for a 8-wide output"):
+        LMTask(dict(text="no-such-corpus.txt", level="word", tied=True, embed=8, hidden_size=8, adaptive_cutoffs=[5, 10]))
+    with pytest.raises(ConfigError, match="at most 2 cutoffs for a 16-wide output"):
+        LMTask(dict(text="no-such-corpus.txt", level="word", hidden_size=16, adaptive_cutoffs=[5, 10, 20]))
 
 
 @pytest.mark.parametrize("layers", [1, 2])

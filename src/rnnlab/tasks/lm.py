@@ -169,6 +169,7 @@ class LMConfig:
             if clash:
                 raise ConfigError(expected("--init-std", "no cell option that initialises weights or biases",
                                            "--cell-option " + ", ".join(clash)))
+        check_adaptive_width(cutoffs, embed if self.tied else self.hidden_size)   # before the corpus is read
         if embed == 0 and self.embed_dropout:
             raise ConfigError(expected("--embed-dropout", "an embedding (--embed > 0)", "one-hot input"))
         LMBatching(self.bptt, self.batch_size, self.sampling, self.seed)  # validates sampling
@@ -179,6 +180,16 @@ class LMConfig:
 
 
 # --------------------------------------------------------------------------- model
+
+
+def check_adaptive_width(cutoffs: tuple[int, ...], width: int) -> None:
+    """Refuse adaptive-softmax cutoffs whose last cluster would be 0 units wide for a ``width``-wide
+    output (cluster i is width // 4**(i+1) wide): its words would be embedded and scored as zeros."""
+    if cutoffs and width // 4 ** len(cutoffs) < 1:
+        most = next(n for n in range(len(cutoffs)) if width // 4 ** (n + 1) < 1)
+        raise ConfigError(expected("--adaptive-softmax", f"at most {most} cutoffs for a "
+                                   f"{width}-wide output (each cluster is 4 times narrower)",
+                                   f"{len(cutoffs)} cutoffs"))
 
 
 class LanguageModel(nn.Module):
@@ -224,11 +235,7 @@ class LanguageModel(nn.Module):
             if adaptive_cutoffs[-1] >= vocab_size:
                 raise ConfigError(expected("--adaptive-softmax cutoffs", f"below the vocabulary size ({vocab_size})",
                                            list(adaptive_cutoffs)))
-            if last // 4 ** len(adaptive_cutoffs) < 1:   # cluster i is last // 4**(i+1) wide
-                most = next(n for n in range(len(adaptive_cutoffs)) if last // 4 ** (n + 1) < 1)
-                raise ConfigError(expected("--adaptive-softmax", f"at most {most} cutoffs for a "
-                                           f"{last}-wide output (each cluster is 4 times narrower)",
-                                           f"{len(adaptive_cutoffs)} cutoffs"))
+            check_adaptive_width(adaptive_cutoffs, last)
             # Tied, the head rows are also the inputs: a head bias carries the words' frequencies
             # instead of a direction shared by every row.
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(last, vocab_size, list(adaptive_cutoffs), div_value=4.0,
