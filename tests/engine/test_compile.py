@@ -206,11 +206,14 @@ def test_embedding_lstm_linear_compiles_once_across_five_lengths():
 OPTIONS = [(rnnlab.LSTM, {"layer_norm": True, "peephole": True}, False), (rnnlab.LSTM, {"layer_norm": True}, False),
            (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before"}, False),
            (rnnlab.LSTM, {"zoneout": 0.3, "bidirectional": True}, False),
-           (rnnlab.LSTM, {"recurrent_dropout": 0.3, "zoneout": 0.2, "coupled_gates": True}, True)]
+           (rnnlab.LSTM, {"recurrent_dropout": 0.3, "zoneout": 0.2, "coupled_gates": True}, True),
+           (rnnlab.LSTM, {"peephole": True, "num_layers": 2}, False), (rnnlab.GRU, {"gru_reset": "before"}, False),
+           (rnnlab.GRU, {"recurrent_dropout": 0.3, "zoneout": 0.2}, True)]
 
 
 @pytest.mark.parametrize("cls,kw,training", OPTIONS, ids=["ln_peephole", "ln_fused", "gru_ln_before", "zoneout_bi",
-                                                          "masks_training"])
+                                                          "masks_training", "peephole2", "gru_before",
+                                                          "gru_masks_training"])
 def test_cell_options_compile_to_one_graph_for_five_lengths(cls, kw, training):
     """Options run the eager variants scan inside one operator (rnnlab_variants::scan) under
     compile: eager's numbers in float64, one graph across five lengths and two batch sizes. In
@@ -300,21 +303,26 @@ def test_projection_backward_reads_the_forward_buffers_without_running_forward_a
     assert all(t.numel() == 0 for t in kept)
 
 
-def test_layer_norm_lstm_backward_reads_the_forward_buffers_without_running_forward_again(monkeypatch):
-    """The layer-norm LSTM's C++ loop under compile (rnnlab_variants::scan): its buffers go from the
-    forward operator to the backward one, so a training step runs the loop forward once, as eager;
-    eager's numbers and gradients in float64."""
+@pytest.mark.parametrize("cls,kw,function", [(rnnlab.LSTM, {"layer_norm": True}, "_LNLSTMFast"),
+                                             (rnnlab.LSTM, {"zoneout": 0.2, "peephole": True}, "_VariantScan"),
+                                             (rnnlab.GRU, {"gru_reset": "before"}, "_VariantScan")],
+                         ids=["ln_fused", "zoneout_peephole", "gru_before"])
+def test_cell_option_backward_reads_the_forward_buffers_without_running_forward_again(cls, kw, function, monkeypatch):
+    """Under compile (rnnlab_variants::scan) the buffers of the layer-norm LSTM's C++ loop, and of
+    the Python variants scan without layer norm, go from the forward operator to the backward one,
+    so a training step runs the loop forward once, as eager; eager's numbers and gradients in float64."""
     from rnnlab.engine import variants as variants_mod
 
-    calls, real = [], variants_mod._LNLSTMFast.forward
+    fn = getattr(variants_mod, function)
+    calls, real = [], fn.forward
 
     def counted(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(variants_mod._LNLSTMFast, "forward", staticmethod(counted))
+    monkeypatch.setattr(fn, "forward", staticmethod(counted))
     torch.manual_seed(0)
-    m = rnnlab.LSTM(5, 7, layer_norm=True, batch_first=True).double()
+    m = cls(5, 7, batch_first=True, **kw).double().eval()          # eval: zoneout's masks are its expectation
     cm = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=True)
     x = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
     _grads(cm, x)                                        # compiles

@@ -145,6 +145,38 @@ class _VariantScan(torch.autograd.Function):
         return out, hs[T].clone()
 
     @staticmethod
+    def buffers(ctx) -> list[Tensor | None]:
+        """After forward, without layer norm: the VARIANT_BUFFERS it left on ctx."""
+        hs, cs, h_ins, ctil = ctx.saved_tensors[13:17]
+        s = ctx.saved
+        lstm = ctx.spec.mode == "lstm"
+        after = not lstm and ctx.spec.cell.reset == "after"
+        return [hs, cs, h_ins, ctil, s.gates, s.y if lstm else (s.hw if after else None),
+                None if lstm or after else s.rh]
+
+    @staticmethod
+    def restore(ctx, args, buffers) -> None:
+        """What forward leaves on ctx (without layer norm), from its apply's ``args`` and
+        :meth:`buffers`."""
+        (spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
+         rd_mask, zo_h, zo_c) = args
+        hs, cs, h_ins, ctil, gates, y_or_hw, rh = buffers
+        lstm = spec.mode == "lstm"
+        T, B, _ = x.shape
+        saved = (lstm_variants.LSTMSaved if lstm else gru_variants.GRUSaved)(spec.cell, T, B, hs.shape[2], x)
+        saved.gates = gates
+        if lstm:
+            saved.y = y_or_hw
+        elif spec.cell.reset == "after":
+            saved.hw = y_or_hw
+        else:
+            saved.rh = rh
+        ctx.spec, ctx.tag, ctx.has_bias, ctx.saved = spec, tag, b_ih is not None, saved
+        ctx.xhat, ctx.rstd_x = [], []
+        ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
+                              peephole, rd_mask, zo_h, zo_c, hs, cs, h_ins, ctil, h0, c0, b_ih)
+
+    @staticmethod
     def backward(ctx, d_out, d_h_last, d_c_last=None):
         (x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
          rd_mask, zo_h, zo_c, hs, cs, h_ins, ctil, h0, c0, b_ih) = ctx.saved_tensors
@@ -346,6 +378,22 @@ def ln_lstm_buffer_shapes(T, B, H) -> list[tuple]:
             (T, B), (T, B, H)]
 
 
+# The Python variants scan without layer norm (with it, its per-step buffers vary in number): what
+# its backward reads that its forward computed, in a fixed order, None where the variant has none:
+# hs, cs (LSTM), h_ins (recurrent dropout), ctil (zoneout of c), gates, then the LSTM's y (tanh of
+# the cell) or the "after" GRU's hw (W_hh h), and the "before" GRU's rh (r ⊙ h).
+VARIANT_BUFFERS = ("hs", "cs", "h_ins", "ctil", "gates", "y_or_hw", "rh")
+
+
+def variant_buffer_shapes(spec: VariantSpec, T, B, H, rd_mask: bool, zo_c: bool) -> list[tuple | None]:
+    lstm = spec.mode == "lstm"
+    after = not lstm and spec.cell.reset == "after"
+    return [(T + 1, B, H), (T + 1, B, H) if lstm else None, (T, B, H) if rd_mask else None,
+            (T, B, H) if zo_c else None, (T, B, (4 if lstm else 3) * H),
+            (T, B, H) if lstm else ((T, B, 3 * H) if after else None),
+            (T, B, H) if not lstm and not after else None]
+
+
 class _LNLSTMFast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c):
@@ -401,17 +449,17 @@ class _LNLSTMFast(torch.autograd.Function):
 # Under torch.compile (not export, whose programs must run without rnnlab's Python code) each
 # call is instead one opaque operator, rnnlab_variants::scan, whose implementation is the eager
 # scan (the plan's Function, its forward and backward run by hand), so one graph serves every
-# length. Where the plan is the layer-norm LSTM's C++ loop, whose buffers have fixed shapes, the
-# operator returns them when a gradient is to come and the backward operator runs the Function's
-# backward on them. The Python variants scan keeps per-step buffers whose number depends on the
-# length, which an operator's fixed outputs cannot carry: its backward operator runs the forward
-# again first, so such a compiled training step costs one more forward than eager. The numbers
-# are eager's either way.
+# length. Where the loop's buffers have fixed shapes (the layer-norm LSTM's C++ loop, the Python
+# variants scan without layer norm), the operator returns them when a gradient is to come and the
+# backward operator runs the Function's backward on them. The Python scan with layer norm keeps
+# per-step buffers whose number depends on the length, which an operator's fixed outputs cannot
+# carry: its backward operator runs the forward again first, so such a compiled training step
+# costs one more forward than eager. The numbers are eager's either way.
 
 _TENSORS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_c", "b_c", "peep", "rd_mask", "zo_h",
             "zo_c", "mask")
 _LEARNED = 12                      # the first 12 take gradients; the masks are drawn, not learned
-_BUFFERS = 10                      # the layer-norm LSTM loop's buffers the operator may return
+_BUFFERS = 10                      # at most this many buffers the operator returns (the layer-norm LSTM loop's)
 
 
 def _spec_code(spec: VariantSpec) -> str:
@@ -448,13 +496,17 @@ def _eager_function(code: str, engine: str, ts: list):
     return _function_and_args(p, spec, ScanTag(), *ts[:-1], mask)
 
 
-def _keeps_buffers(code: str, engine: str, x: Tensor, h0: Tensor, masked: bool, state_masks: bool) -> bool:
-    """Whether the operator's plan is the layer-norm LSTM's C++ loop, whose buffers it can return
-    (decided from dtype, device and options, never from a size, so the fake implementation agrees)."""
+def _buffer_kind(code: str, engine: str, x: Tensor, masked: bool, state_masks: bool) -> str:
+    """Which buffers the operator returns when a gradient is to come: "ln" (the layer-norm LSTM's
+    C++ loop), "variant" (the Python variants scan without layer norm) or "" (none: the Python
+    scan with layer norm, whose per-step buffers vary in number). From dtype, device, engine and
+    options, never from a size, so the fake implementation agrees."""
     spec = _spec_from_code(code)
     p = plan(spec.mode, 1, 1, dtype=x.dtype, device=x.device.type, masked=masked, engine=engine,
              variant=spec.cell, state_masks=state_masks)
-    return p.loop == "variants C++"
+    if p.loop == "variants C++":
+        return "ln"
+    return "" if spec.cell.layer_norm else "variant"
 
 
 def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> tuple[Tensor, ...]:
@@ -463,9 +515,16 @@ def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> 
     with torch.no_grad():
         res = fn.forward(ctx, *args)
     out, h = res[0], res[1]
-    kept = list(ctx.saved_tensors[6:16]) if save and fn is _LNLSTMFast else []
+    kept: list[Tensor | None] = []
+    if save and fn is _LNLSTMFast:
+        kept = list(ctx.saved_tensors[6:16])
+    elif save and not ctx.spec.cell.layer_norm:
+        kept = _VariantScan.buffers(ctx)
     if kept:
         out = out.clone()          # a view of hs, which is returned too: an operator's outputs may not alias
+    if kept and kept[2] is not None and kept[2].data_ptr() == kept[0].data_ptr():
+        kept[2] = None             # h_ins is hs[:-1] without recurrent dropout: not a buffer of its own
+    kept = [t if t is not None else ts[0].new_empty(0) for t in kept]
     kept += [ts[0].new_empty(0) for _ in range(_BUFFERS - len(kept))]
     return (out, h, res[2] if len(res) > 2 else ts[0].new_empty(0), *kept)
 
@@ -480,9 +539,12 @@ def _op_backward(code: str, engine: str, grads: list[Tensor], needs: list[bool],
             wanted_args[where[id(t)]] = True
     ctx = _Ctx(tuple(wanted_args))
     with torch.no_grad():
-        if fn is _LNLSTMFast and buffers:        # the forward's buffers: no second forward
+        if buffers and fn is _LNLSTMFast:        # the forward's buffers: no second forward
             _LNLSTMFast.restore(ctx, args, buffers)
             n_out = 3
+        elif buffers:
+            _VariantScan.restore(ctx, args, [b if b.numel() else None for b in buffers[:len(VARIANT_BUFFERS)]])
+            n_out = 3 if args[0].mode == "lstm" else 2
         else:
             n_out = len(fn.forward(ctx, *args))
         got = fn.backward(ctx, *grads[:n_out])
@@ -520,9 +582,14 @@ def _register_ops() -> None:
     def _(code, engine, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h, zo_c, mask, save):
         T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
         c = x.new_empty(B, H) if code.startswith("lstm") else x.new_empty(0)
-        keep = save and _keeps_buffers(code, engine, x, h0, mask is not None,
-                                       rd_mask is not None or zo_h is not None or zo_c is not None)
-        kept = [x.new_empty(s) for s in ln_lstm_buffer_shapes(T, B, H)] if keep else []
+        kind = save and _buffer_kind(code, engine, x, mask is not None,
+                                     rd_mask is not None or zo_h is not None or zo_c is not None)
+        shapes = []
+        if kind == "ln":
+            shapes = ln_lstm_buffer_shapes(T, B, H)
+        elif kind == "variant":
+            shapes = variant_buffer_shapes(_spec_from_code(code), T, B, H, rd_mask is not None, zo_c is not None)
+        kept = [x.new_empty(s if s is not None else 0) for s in shapes]
         kept += [x.new_empty(0) for _ in range(_BUFFERS - len(kept))]
         return (x.new_empty(T, B, H), x.new_empty(B, H), c, *kept)
 
