@@ -305,12 +305,16 @@ def test_projection_backward_reads_the_forward_buffers_without_running_forward_a
 
 @pytest.mark.parametrize("cls,kw,function", [(rnnlab.LSTM, {"layer_norm": True}, "_LNLSTMFast"),
                                              (rnnlab.LSTM, {"zoneout": 0.2, "peephole": True}, "_VariantScan"),
-                                             (rnnlab.GRU, {"gru_reset": "before"}, "_VariantScan")],
-                         ids=["ln_fused", "zoneout_peephole", "gru_before"])
+                                             (rnnlab.GRU, {"gru_reset": "before"}, "_VariantScan"),
+                                             (rnnlab.LSTM, {"layer_norm": True, "coupled_gates": True}, "_VariantScan"),
+                                             (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before"}, "_VariantScan"),
+                                             (rnnlab.GRU, {"layer_norm": True, "zoneout": 0.1}, "_VariantScan")],
+                         ids=["ln_fused", "zoneout_peephole", "gru_before", "ln_coupled", "gru_ln_before", "gru_ln_zoneout"])
 def test_cell_option_backward_reads_the_forward_buffers_without_running_forward_again(cls, kw, function, monkeypatch):
     """Under compile (rnnlab_variants::scan) the buffers of the layer-norm LSTM's C++ loop, and of
-    the Python variants scan without layer norm, go from the forward operator to the backward one,
-    so a training step runs the loop forward once, as eager; eager's numbers and gradients in float64."""
+    the Python variants scan (its per-step layer-norm values stacked over time), go from the forward
+    operator to the backward one, so a training step runs the loop forward once, as eager; eager's
+    numbers and gradients in float64."""
     from rnnlab.engine import variants as variants_mod
 
     fn = getattr(variants_mod, function)

@@ -146,33 +146,48 @@ class _VariantScan(torch.autograd.Function):
 
     @staticmethod
     def buffers(ctx) -> list[Tensor | None]:
-        """After forward, without layer norm: the VARIANT_BUFFERS it left on ctx."""
+        """After forward: the VARIANT_BUFFERS it left on ctx (the per-step ones stacked)."""
         hs, cs, h_ins, ctil = ctx.saved_tensors[13:17]
-        s = ctx.saved
+        s, v = ctx.saved, ctx.spec.cell
         lstm = ctx.spec.mode == "lstm"
-        after = not lstm and ctx.spec.cell.reset == "after"
-        return [hs, cs, h_ins, ctil, s.gates, s.y if lstm else (s.hw if after else None),
-                None if lstm or after else s.rh]
+        before = not lstm and v.reset == "before"
+        out = [hs, cs, h_ins, ctil, s.gates, s.y if lstm else (None if before else s.hw), s.rh if before else None]
+        if not v.layer_norm:
+            return out + [None] * 8
+        out += [torch.stack(ctx.xhat), torch.stack(ctx.rstd_x)]
+        if before:                                   # per step: [r z block, n block]
+            return out + [torch.stack([u[0] for u in s.uhat]), torch.stack([r[0] for r in s.rstd_u]), None, None,
+                          torch.stack([u[1] for u in s.uhat]), torch.stack([r[1] for r in s.rstd_u])]
+        return out + [torch.stack(s.uhat), torch.stack(s.rstd_u),
+                      torch.stack(s.chat) if lstm else None, torch.stack(s.rstd_c) if lstm else None, None, None]
 
     @staticmethod
     def restore(ctx, args, buffers) -> None:
-        """What forward leaves on ctx (without layer norm), from its apply's ``args`` and
-        :meth:`buffers`."""
+        """What forward leaves on ctx, from its apply's ``args`` and :meth:`buffers`."""
         (spec, tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c, peephole,
          rd_mask, zo_h, zo_c) = args
-        hs, cs, h_ins, ctil, gates, y_or_hw, rh = buffers
-        lstm = spec.mode == "lstm"
+        hs, cs, h_ins, ctil, gates, y_or_hw, rh, xhat, rstd_x, uhat, rstd_u, chat, rstd_c, uhat_n, rstd_u_n = buffers
+        lstm, v = spec.mode == "lstm", spec.cell
         T, B, _ = x.shape
-        saved = (lstm_variants.LSTMSaved if lstm else gru_variants.GRUSaved)(spec.cell, T, B, hs.shape[2], x)
+        saved = (lstm_variants.LSTMSaved if lstm else gru_variants.GRUSaved)(v, T, B, hs.shape[2], x)
         saved.gates = gates
         if lstm:
             saved.y = y_or_hw
-        elif spec.cell.reset == "after":
+        elif v.reset == "after":
             saved.hw = y_or_hw
         else:
             saved.rh = rh
-        ctx.spec, ctx.tag, ctx.has_bias, ctx.saved = spec, tag, b_ih is not None, saved
         ctx.xhat, ctx.rstd_x = [], []
+        if v.layer_norm:
+            ctx.xhat, ctx.rstd_x = list(xhat.unbind(0)), list(rstd_x.unbind(0))
+            if not lstm and v.reset == "before":
+                saved.uhat = [list(p) for p in zip(uhat.unbind(0), uhat_n.unbind(0))]
+                saved.rstd_u = [list(p) for p in zip(rstd_u.unbind(0), rstd_u_n.unbind(0))]
+            else:
+                saved.uhat, saved.rstd_u = list(uhat.unbind(0)), list(rstd_u.unbind(0))
+            if lstm:
+                saved.chat, saved.rstd_c = list(chat.unbind(0)), list(rstd_c.unbind(0))
+        ctx.spec, ctx.tag, ctx.has_bias, ctx.saved = spec, tag, b_ih is not None, saved
         ctx.save_for_backward(x, mask, w_ih, w_hh, b_hh, ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c,
                               peephole, rd_mask, zo_h, zo_c, hs, cs, h_ins, ctil, h0, c0, b_ih)
 
@@ -378,20 +393,30 @@ def ln_lstm_buffer_shapes(T, B, H) -> list[tuple]:
             (T, B), (T, B, H)]
 
 
-# The Python variants scan without layer norm (with it, its per-step buffers vary in number): what
-# its backward reads that its forward computed, in a fixed order, None where the variant has none:
-# hs, cs (LSTM), h_ins (recurrent dropout), ctil (zoneout of c), gates, then the LSTM's y (tanh of
-# the cell) or the "after" GRU's hw (W_hh h), and the "before" GRU's rh (r ⊙ h).
-VARIANT_BUFFERS = ("hs", "cs", "h_ins", "ctil", "gates", "y_or_hw", "rh")
+# The Python variants scan: what its backward reads that its forward computed, in a fixed order,
+# None where the variant has none: hs, cs (LSTM), h_ins (recurrent dropout), ctil (zoneout of c),
+# gates, then the LSTM's y (tanh of the cell) or the "after" GRU's hw (W_hh h), the "before" GRU's
+# rh (r ⊙ h); with layer norm, its per-step normalised values and reciprocal deviations stacked
+# over time: x̂ and r_x, û and r_u (the "before" GRU's r and z blocks; its n block in uhat_n and
+# rstd_u_n), the LSTM's ĉ and r_c.
+VARIANT_BUFFERS = ("hs", "cs", "h_ins", "ctil", "gates", "y_or_hw", "rh",
+                   "xhat", "rstd_x", "uhat", "rstd_u", "chat", "rstd_c", "uhat_n", "rstd_u_n")
 
 
-def variant_buffer_shapes(spec: VariantSpec, T, B, H, rd_mask: bool, zo_c: bool) -> list[tuple | None]:
+def variant_buffer_shapes(spec: VariantSpec, T, B, H, G, rd_mask: bool, zo_c: bool) -> list[tuple | None]:
+    """The shapes of VARIANT_BUFFERS (G: the gate blocks of W_ih, len(spec.cell.blocks))."""
     lstm = spec.mode == "lstm"
-    after = not lstm and spec.cell.reset == "after"
-    return [(T + 1, B, H), (T + 1, B, H) if lstm else None, (T, B, H) if rd_mask else None,
-            (T, B, H) if zo_c else None, (T, B, (4 if lstm else 3) * H),
-            (T, B, H) if lstm else ((T, B, 3 * H) if after else None),
-            (T, B, H) if not lstm and not after else None]
+    before = not lstm and spec.cell.reset == "before"
+    ln = spec.cell.layer_norm
+    shapes = [(T + 1, B, H), (T + 1, B, H) if lstm else None, (T, B, H) if rd_mask else None,
+              (T, B, H) if zo_c else None, (T, B, (4 if lstm else 3) * H),
+              (T, B, H) if lstm else (None if before else (T, B, 3 * H)), (T, B, H) if before else None]
+    if not ln:
+        return shapes + [None] * 8
+    u = (T, B, 2 * H) if before else (T, B, G * H)
+    r = (T, B, 2, 1) if before else (T, B, G, 1)
+    return shapes + [(T, B, G * H), (T, B, G, 1), u, r, (T, B, H) if lstm else None, (T, B, 1, 1) if lstm else None,
+                     (T, B, H) if before else None, (T, B, 1, 1) if before else None]
 
 
 class _LNLSTMFast(torch.autograd.Function):
@@ -449,17 +474,17 @@ class _LNLSTMFast(torch.autograd.Function):
 # Under torch.compile (not export, whose programs must run without rnnlab's Python code) each
 # call is instead one opaque operator, rnnlab_variants::scan, whose implementation is the eager
 # scan (the plan's Function, its forward and backward run by hand), so one graph serves every
-# length. Where the loop's buffers have fixed shapes (the layer-norm LSTM's C++ loop, the Python
-# variants scan without layer norm), the operator returns them when a gradient is to come and the
-# backward operator runs the Function's backward on them. The Python scan with layer norm keeps
-# per-step buffers whose number depends on the length, which an operator's fixed outputs cannot
-# carry: its backward operator runs the forward again first, so such a compiled training step
-# costs one more forward than eager. The numbers are eager's either way.
+# length. When a gradient is to come, the operator also returns the buffers the Function's
+# backward reads (the layer-norm LSTM's C++ loop's; VARIANT_BUFFERS, the Python scan's, its
+# per-step layer-norm values stacked over time, since an operator's outputs are fixed in number),
+# and the backward operator runs that backward on them: one forward per training step, as eager,
+# with eager's numbers.
 
 _TENSORS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_c", "b_c", "peep", "rd_mask", "zo_h",
             "zo_c", "mask")
 _LEARNED = 12                      # the first 12 take gradients; the masks are drawn, not learned
-_BUFFERS = 10                      # at most this many buffers the operator returns (the layer-norm LSTM loop's)
+_BUFFERS = 15                      # at most this many buffers the operator returns (VARIANT_BUFFERS)
+_SCAN_RESULT = tuple[(Tensor,) * (3 + _BUFFERS)]   # out, h_T, c_T, then the buffers
 
 
 def _spec_code(spec: VariantSpec) -> str:
@@ -498,15 +523,12 @@ def _eager_function(code: str, engine: str, ts: list):
 
 def _buffer_kind(code: str, engine: str, x: Tensor, masked: bool, state_masks: bool) -> str:
     """Which buffers the operator returns when a gradient is to come: "ln" (the layer-norm LSTM's
-    C++ loop), "variant" (the Python variants scan without layer norm) or "" (none: the Python
-    scan with layer norm, whose per-step buffers vary in number). From dtype, device, engine and
-    options, never from a size, so the fake implementation agrees."""
+    C++ loop) or "variant" (the Python variants scan). From dtype, device, engine and options,
+    never from a size, so the fake implementation agrees with the operator."""
     spec = _spec_from_code(code)
     p = plan(spec.mode, 1, 1, dtype=x.dtype, device=x.device.type, masked=masked, engine=engine,
              variant=spec.cell, state_masks=state_masks)
-    if p.loop == "variants C++":
-        return "ln"
-    return "" if spec.cell.layer_norm else "variant"
+    return "ln" if p.loop == "variants C++" else "variant"
 
 
 def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> tuple[Tensor, ...]:
@@ -518,7 +540,7 @@ def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> 
     kept: list[Tensor | None] = []
     if save and fn is _LNLSTMFast:
         kept = list(ctx.saved_tensors[6:16])
-    elif save and not ctx.spec.cell.layer_norm:
+    elif save:
         kept = _VariantScan.buffers(ctx)
     if kept:
         out = out.clone()          # a view of hs, which is returned too: an operator's outputs may not alias
@@ -538,15 +560,13 @@ def _op_backward(code: str, engine: str, grads: list[Tensor], needs: list[bool],
         if t is not None and needs[k]:
             wanted_args[where[id(t)]] = True
     ctx = _Ctx(tuple(wanted_args))
-    with torch.no_grad():
-        if buffers and fn is _LNLSTMFast:        # the forward's buffers: no second forward
-            _LNLSTMFast.restore(ctx, args, buffers)
+    with torch.no_grad():                        # ctx as the forward operator's run left it
+        if fn is _LNLSTMFast:
+            _LNLSTMFast.restore(ctx, args, buffers[:len(ln_lstm_buffer_shapes(0, 0, 0))])
             n_out = 3
-        elif buffers:
+        else:
             _VariantScan.restore(ctx, args, [b if b.numel() else None for b in buffers[:len(VARIANT_BUFFERS)]])
             n_out = 3 if args[0].mode == "lstm" else 2
-        else:
-            n_out = len(fn.forward(ctx, *args))
         got = fn.backward(ctx, *grads[:n_out])
     # an operator's outputs may not alias its inputs or each other (the Functions return one
     # tensor for both biases, and may hand back an incoming gradient)
@@ -572,9 +592,7 @@ def _register_ops() -> None:
     def scan_op(code: str, engine: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
                 b_ih: Tensor | None, b_hh: Tensor | None, g_ih: Tensor | None, g_hh: Tensor | None, g_c: Tensor | None,
                 b_c: Tensor | None, peep: Tensor | None, rd_mask: Tensor | None, zo_h: Tensor | None,
-                zo_c: Tensor | None, mask: Tensor | None, save: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                           Tensor]:     # out, h_T, c_T, then the _BUFFERS buffers
+                zo_c: Tensor | None, mask: Tensor | None, save: bool) -> _SCAN_RESULT:
         return _op_forward(code, engine, [x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, peep, rd_mask, zo_h,
                                           zo_c, mask], save)
 
@@ -588,7 +606,8 @@ def _register_ops() -> None:
         if kind == "ln":
             shapes = ln_lstm_buffer_shapes(T, B, H)
         elif kind == "variant":
-            shapes = variant_buffer_shapes(_spec_from_code(code), T, B, H, rd_mask is not None, zo_c is not None)
+            shapes = variant_buffer_shapes(_spec_from_code(code), T, B, H, w_ih.shape[0] // H, rd_mask is not None,
+                                           zo_c is not None)
         kept = [x.new_empty(s if s is not None else 0) for s in shapes]
         kept += [x.new_empty(0) for _ in range(_BUFFERS - len(kept))]
         return (x.new_empty(T, B, H), x.new_empty(B, H), c, *kept)
