@@ -337,6 +337,32 @@ def test_cell_option_backward_reads_the_forward_buffers_without_running_forward_
         _close64(a, b)
 
 
+@pytest.mark.parametrize("cls,kw", [(rnnlab.LSTM, {"layer_norm": True}), (rnnlab.LSTM, {"layer_norm": True, "peephole": True}),
+                                    (rnnlab.LSTM, {"zoneout": 0.2, "recurrent_dropout": 0.2, "coupled_gates": True}),
+                                    (rnnlab.GRU, {"layer_norm": True, "gru_reset": "before", "recurrent_dropout": 0.2})],
+                         ids=["ln_fused", "ln_peephole", "masks_coupled", "gru_ln_before_rd"])
+def test_variants_operator_passes_torch_opcheck_with_its_buffers(cls, kw, monkeypatch):
+    """torch.library.opcheck on rnnlab_variants::scan as a training step calls it (save=True): the
+    fake implementation's shapes and dtypes are the real buffers', no output aliases another or an
+    input, and the autograd registration holds."""
+    from rnnlab.engine import variants as variants_mod
+
+    calls, real = [], variants_mod._op_scan
+
+    def recorded(spec, engine, *ts):
+        calls.append((variants_mod._spec_code(spec), variants_mod.resolve_engine(engine), *ts))
+        return real(spec, engine, *ts)
+
+    monkeypatch.setattr(variants_mod, "_op_scan", recorded)
+    torch.manual_seed(0)
+    m = cls(4, 6, batch_first=True, **kw).double().train()
+    torch.compile(m, fullgraph=True, backend="eager")(torch.randn(2, 5, 4, dtype=torch.float64))
+    assert calls
+    for args in calls:
+        torch.library.opcheck(torch.ops.rnnlab_variants.scan.default, (*args, True),
+                              test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
 def test_layer_norm_lstm_keeps_its_traced_loop_after_set_engine_changes():
     """The operator takes the engine resolved when traced: a compiled layer-norm LSTM (whose
     operator's outputs depend on the loop) keeps running after set_engine changes "auto"'s

@@ -484,6 +484,7 @@ _TENSORS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_
             "zo_c", "mask")
 _LEARNED = 12                      # the first 12 take gradients; the masks are drawn, not learned
 _BUFFERS = 15                      # at most this many buffers the operator returns (VARIANT_BUFFERS)
+_STAT_SLOTS = {VARIANT_BUFFERS.index(n) for n in ("rstd_x", "rstd_u", "rstd_c", "rstd_u_n")}
 _SCAN_RESULT = tuple[(Tensor,) * (3 + _BUFFERS)]   # out, h_T, c_T, then the buffers
 
 
@@ -544,8 +545,6 @@ def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> 
         kept = _VariantScan.buffers(ctx)
     if kept:
         out = out.clone()          # a view of hs, which is returned too: an operator's outputs may not alias
-    if kept and kept[2] is not None and kept[2].data_ptr() == kept[0].data_ptr():
-        kept[2] = None             # h_ins is hs[:-1] without recurrent dropout: not a buffer of its own
     kept = [t if t is not None else ts[0].new_empty(0) for t in kept]
     kept += [ts[0].new_empty(0) for _ in range(_BUFFERS - len(kept))]
     return (out, h, res[2] if len(res) > 2 else ts[0].new_empty(0), *kept)
@@ -608,7 +607,11 @@ def _register_ops() -> None:
         elif kind == "variant":
             shapes = variant_buffer_shapes(_spec_from_code(code), T, B, H, w_ih.shape[0] // H, rd_mask is not None,
                                            zo_c is not None)
-        kept = [x.new_empty(s if s is not None else 0) for s in shapes]
+        # the layer norms' reciprocal deviations come in the dtype torch's kernel gives them (float32
+        # for half precision on CUDA)
+        stat = layernorm.normalize(x.new_zeros(1, 2), 2)[1].dtype
+        kept = [x.new_empty(s if s is not None else 0, dtype=stat if kind == "variant" and k in _STAT_SLOTS else x.dtype)
+                for k, s in enumerate(shapes)]
         kept += [x.new_empty(0) for _ in range(_BUFFERS - len(kept))]
         return (x.new_empty(T, B, H), x.new_empty(B, H), c, *kept)
 
