@@ -610,7 +610,8 @@ def _register_ops() -> None:
         # the layer norms' reciprocal deviations come in the dtype torch's kernel gives them (float32
         # for half precision on CUDA)
         stat = layernorm.normalize(x.new_zeros(1, 2), 2)[1].dtype
-        kept = [x.new_empty(s if s is not None else 0, dtype=stat if kind == "variant" and k in _STAT_SLOTS else x.dtype)
+        kept = [x.new_empty(0) if s is None else
+                x.new_empty(s, dtype=stat if kind == "variant" and k in _STAT_SLOTS else x.dtype)
                 for k, s in enumerate(shapes)]
         kept += [x.new_empty(0) for _ in range(_BUFFERS - len(kept))]
         return (x.new_empty(T, B, H), x.new_empty(B, H), c, *kept)
