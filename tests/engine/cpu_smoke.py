@@ -138,10 +138,12 @@ def main(work: Path) -> dict:
     # runs; elsewhere it is not chosen, and called anyway it refuses with one error
     rec["tiled_operator"] = fast._tiled_op_ready()
 
-    def scan_grads(f):
-        ins = [t.clone().requires_grad_(True) for t in (x, *weights)]
-        out, h, c = f(ins[0], h0, c0, *ins[1:])
-        ((out * w_out).sum() + (h * h).sum() + c.sum()).backward()
+    def scan_grads(f, b=B):
+        # b = B: no padding, backward reads the states behind the output; b = 5: a padded batch,
+        # backward copies them (fast_kernels.cpp's lstm_tiled_states)
+        ins = [t.clone().requires_grad_(True) for t in (x[:, :b], *weights)]
+        out, h, c = f(ins[0], h0[:b], c0[:b], *ins[1:])
+        ((out * w_out[:, :b]).sum() + (h * h).sum() + c.sum()).backward()
         return {"out": out.detach(), "h": h.detach(), "c": c.detach(), **{f"d{k}": t.grad for k, t in enumerate(ins)}}
 
     try:
@@ -150,6 +152,8 @@ def main(work: Path) -> dict:
         rec["tiled_operator_error"] = str(exc).splitlines()[0]
     else:
         diffs["lstm tiled operator"] = rel(got, scan_grads(lambda *a: reference_scan("lstm", *a, None)))
+        diffs["lstm tiled operator padded"] = rel(scan_grads(ops.op_tiled_lstm, 5),
+                                                  scan_grads(lambda *a: reference_scan("lstm", *a, None), 5))
     rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
     rec.update(int8_isa=K.int8_isa(), int8_stream=int8_stream_diff(), int8_gru_stream=int8_gru_stream_diff())
 

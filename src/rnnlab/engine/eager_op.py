@@ -27,6 +27,13 @@ _SAVED = {"lstm": (True, True, True, False), "gru": (True, True, False, True),
           "rnn_tanh": (True, False, False, False), "rnn_relu": (True, False, False, False)}
 
 
+def gradient_to_come(*tensors: Tensor | None) -> bool:
+    """Whether autograd will ask the operator called on ``tensors`` for a backward: grad mode on
+    and one of them requiring a gradient (a constant of a compiled graph, which guards on both).
+    The scan operators then return the buffers their backward reads."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def output_grads(x: Tensor, h0: Tensor, c0: Tensor | None, d_out: Tensor | None, d_h: Tensor | None,
                  d_c: Tensor | None) -> list[Tensor]:
     """The incoming gradients of a scan operator's (out, h_T[, c_T]), zeros for those autograd
@@ -85,7 +92,6 @@ def _register() -> None:
     def setup_context(ctx, inputs, output):
         mode, ts = inputs[0], inputs[1:1 + _LEARNED + 1]
         ctx.mode, ctx.present = mode, [t is not None for t in ts]
-        ctx.saved_present = _SAVED[mode]
         kept = [t for t, present in zip(output[3:], _SAVED[mode]) if present]
         ctx.mark_non_differentiable(*output[3:])
         ctx.save_for_backward(*[t for t in ts if t is not None], *kept)
@@ -93,7 +99,7 @@ def _register() -> None:
     def backward(ctx, d_out, d_h, d_c, *_):
         it = iter(ctx.saved_tensors)
         ts = [next(it) if present else None for present in ctx.present]
-        saved = [next(it) if present else None for present in ctx.saved_present]
+        saved = [next(it) if present else None for present in _SAVED[ctx.mode]]
         grads = output_grads(ts[0], ts[1], ts[2] if ctx.mode == "lstm" else None, d_out, d_h, d_c)
         needs = [bool(n) for n in ctx.needs_input_grad[1:1 + _LEARNED]]
         got = torch.ops.rnnlab_eager.scan_backward(ctx.mode, grads, needs, ts, saved)
@@ -116,10 +122,7 @@ def eager_op_ready() -> bool:
 def op_eager_scan(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor,
                   b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None,
                   mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The scan through ``rnnlab_eager::scan``: (out (T, B, P), h_T, c_T or None). Without a gradient
-    to come (a constant of the compiled graph, which guards on grad mode and requires_grad) the
-    operator keeps none of the buffers backward would read."""
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+    """The scan through ``rnnlab_eager::scan``: (out (T, B, P), h_T, c_T or None)."""
+    save = gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     out, h, c, *_ = torch.ops.rnnlab_eager.scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, save)
     return out, h, (c if mode == "lstm" else None)

@@ -38,7 +38,7 @@ from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
 from rnnlab.engine.compile_cache import tag_compile_caches
 from rnnlab.engine.dispatch import plan, resolve_engine
-from rnnlab.engine.eager_op import output_grads
+from rnnlab.engine.eager_op import gradient_to_come, output_grads
 from rnnlab.engine.kernels import VARIANT_KERNELS as _KERNELS
 from rnnlab.engine.scan import ScanTag, input_and_weight_grads, wanted
 
@@ -385,6 +385,9 @@ def _function_and_args(p, spec, tag, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_
 # it runs (layer_norm=True only, on the fast engine) is the dispatch's call (dispatch.plan).
 
 
+LN_LSTM_BUFFERS = 10    # hs, cs, gates, xhat, rx, uhat, ru, chat, rc, y
+
+
 def ln_lstm_buffer_shapes(T, B, H) -> list[tuple]:
     """The shapes of the C++ layer-norm LSTM loop's buffers (variants_kernels.cpp's ln_lstm_forward):
     hs, cs (T+1, B, H); gates, xhat, uhat (T, B, 4H); rx, ru (T, B, 4); chat, y (T, B, H); rc (T, B)."""
@@ -540,7 +543,7 @@ def _op_forward(code: str, engine: str, ts: list[Tensor | None], save: bool) -> 
     out, h = res[0], res[1]
     kept: list[Tensor | None] = []
     if save and fn is _LNLSTMFast:
-        kept = list(ctx.saved_tensors[6:16])
+        kept = list(ctx.saved_tensors[6:6 + LN_LSTM_BUFFERS])
     elif save:
         kept = _VariantScan.buffers(ctx)
     if kept:
@@ -561,7 +564,7 @@ def _op_backward(code: str, engine: str, grads: list[Tensor], needs: list[bool],
     ctx = _Ctx(tuple(wanted_args))
     with torch.no_grad():                        # ctx as the forward operator's run left it
         if fn is _LNLSTMFast:
-            _LNLSTMFast.restore(ctx, args, buffers[:len(ln_lstm_buffer_shapes(0, 0, 0))])
+            _LNLSTMFast.restore(ctx, args, buffers[:LN_LSTM_BUFFERS])
             n_out = 3
         else:
             _VariantScan.restore(ctx, args, [b if b.numel() else None for b in buffers[:len(VARIANT_BUFFERS)]])
@@ -662,10 +665,8 @@ _ops_registered = False
 
 
 def _op_scan(spec, engine, *ts) -> tuple[Tensor, Tensor, Tensor | None]:
-    # with a gradient to come (a constant of the compiled graph, which guards on grad mode and
-    # requires_grad), the operator may return the buffers its backward reads. The engine goes in
-    # resolved (a constant of the graph, and of its cache key), so the operator runs the loop its
-    # fake implementation described even after set_engine changes "auto"'s choice.
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts[:_LEARNED])
+    # The engine goes in resolved (a constant of the graph, and of its cache key), so the operator
+    # runs the loop its fake implementation described even after set_engine changes "auto"'s choice.
+    save = gradient_to_come(*ts[:_LEARNED])
     out, h, c, *_ = torch.ops.rnnlab_variants.scan(_spec_code(spec), resolve_engine(engine), *ts, save)
     return out, h, (c if spec.mode == "lstm" else None)
