@@ -1,7 +1,7 @@
 """What each part of the fast kernels buys: the LSTM's tiled loop (engine/lstm_tiled.h),
 oneDNN's matmul (engine/gemm.h) and reused buffers (engine/workspace.h), measured side by side.
 
-    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15]
+    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15] [--sweep | --inference]
 
 Prints (1) the large-matmul rate of torch.mm (MKL) and of the kernels' matmul with oneDNN,
 (2) one LSTM step's recurrent product at B=32 H=256 with oneDNN on and off, and (3) forward+backward
@@ -11,7 +11,11 @@ to torch.nn, for each setting: "default" (everything on), for the standard LSTM 
 then "row-major BLAS" (oneDNN off too; "BLAS" for the other cells), "tiled AVX2 BLAS" (the AVX2
 code with oneDNN off) and "no reuse" (buffer reuse off). Last, (4) the LSTM at T=35 I=32 H=256
 for batches of 1 to 32 with the row-major loop and the tiled one at each vector width, each also
-with oneDNN off: the measurements behind the tiled loop's batch-size rule.
+with oneDNN off: the measurements behind the tiled loop's batch-size rule. ``--inference`` prints
+only (5), a forward without a gradient to come at T=50 I=64 over hidden sizes 64 to 1024 and batches
+1 to 64: the inference loop (lstm_tiled.h's lstm_infer) and the tiled loop's forward (both called
+directly) as ratios to torch.nn's forward under torch.no_grad: the measurements behind the
+inference loop's size rule.
 
 What a CPU without AVX-512 runs is the "BLAS" settings (gemm.h uses oneDNN only with AVX-512)
 and, for the LSTM, "tiled AVX2 BLAS" against "row-major BLAS". On an AVX-512 CPU these columns
@@ -54,6 +58,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--sweep", action="store_true", help="Only (4), the batch-size sweep.")
+    ap.add_argument("--inference", action="store_true", help="Only (5), the inference loop's size sweep.")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not fast.available():
@@ -65,6 +70,8 @@ def main() -> None:
 
     if a.sweep:
         return sweep(a.repeats)
+    if a.inference:
+        return inference_sweep(a.repeats)
     n = 2048
     x, y = torch.randn(n, n), torch.randn(n, n)
     flops = 2 * n**3
@@ -106,6 +113,38 @@ def sweep(repeats: int) -> None:
         settings["tiled AVX2 BLAS"] = ("avx2", False, True)
         for B in (1, 2, 4, 8, 16, 32):
             compare("lstm", (35, B, 32, 256), {}, settings, repeats)
+
+
+def inference_sweep(repeats: int) -> None:
+    K = fast._KERNELS.module
+    print("LSTM forward without a gradient to come, T=50 I=64; ratios to torch.nn's (-: the loop does not run "
+          "there); * marks what the size rule chooses")
+    for H in (64, 128, 256, 512, 1024):
+        for B in (1, 4, 8, 16, 32, 64):
+            torch.manual_seed(0)
+            theirs = torch.nn.LSTM(64, H)
+            x, h0, c0 = torch.randn(50, B, 64), torch.zeros(B, H), torch.zeros(B, H)
+            w_ih, w_hh = theirs.weight_ih_l0.detach(), theirs.weight_hh_l0.detach()
+            b = (theirs.bias_ih_l0 + theirs.bias_hh_l0).detach()
+            runs = {"torch.nn": lambda: theirs(x)}
+            if K.infer_isa(H):
+                runs["inference"] = lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b)
+            if fast.tiled_isa(B):
+                runs["tiled"] = lambda: K.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b)
+            times = {name: [] for name in runs}
+            with torch.no_grad():
+                for f in runs.values():
+                    f()
+                for _ in range(repeats):            # alternating rounds: all see the same load
+                    for name, f in runs.items():
+                        t0 = time.perf_counter()
+                        f()
+                        times[name].append(time.perf_counter() - t0)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            chosen = "inference" if K.infer_isa_for(B, H) else "tiled"
+            cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" if name in med
+                     else f"{name} -    " for name in ("inference", "tiled")]
+            print(f"H={H:<5d} B={B:<3d} torch.nn {med['torch.nn']:7.2f} ms; " + "  ".join(cells), flush=True)
 
 
 def compare(cell: str, size: tuple[int, int, int, int], kw: dict, settings: dict, repeats: int) -> None:

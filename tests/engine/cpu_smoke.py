@@ -79,7 +79,7 @@ def main(work: Path) -> dict:
     rec.update(cpu_isa=K.cpu_isa(), onednn=list(K.onednn_state()), onednn_check=K.onednn_check(),
                tiled_isa=fast.tiled_isa(B))
 
-    calls = {"tiled": 0, "reference": 0}
+    calls = {"tiled": 0, "reference": 0, "inference": 0}
     tiled_forward, reference_scan = fast._tiled_forward, fast.reference_scan
 
     def count(name, f):
@@ -90,6 +90,7 @@ def main(work: Path) -> dict:
 
     fast._tiled_forward = count("tiled", tiled_forward)      # module globals: what fast_scan calls
     fast.reference_scan = count("reference", reference_scan)
+    K.lstm_infer = count("inference", K.lstm_infer)
     K.gemm_counts(True)
     KV.gemm_counts(True)
 
@@ -120,6 +121,17 @@ def main(work: Path) -> dict:
     # the kernels' products per library (the two modules may share one counter: GCC makes an inline
     # function's static unique process-wide, so each part is read, and reset, right after it runs)
     rec["gemm"] = list(K.gemm_counts(True))
+    # the inference loop (no gradient to come: lstm_tiled.h's lstm_infer) against torch.nn's forward,
+    # at the full batch, one that leaves a partial block of sequences, and a single sequence
+    rec["infer_isa"] = K.infer_isa_for(B, H)
+    ours, theirs = rnnlab.LSTM(I, H, engine="fast"), torch.nn.LSTM(I, H)
+    theirs.load_state_dict(ours.state_dict())
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        worst = 0.0
+        for b in (B, 5, 1):
+            (out, (h, c)), (r_out, (r_h, r_c)) = ours(x[:, :b]), theirs(x[:, :b])
+            worst = max(worst, rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c}))
+    diffs["lstm inference"] = worst
     fused = rnnlab.LSTM(I, H, layer_norm=True, engine="fast")
     reference = rnnlab.LSTM(I, H, layer_norm=True, engine="reference")
     reference.load_state_dict(fused.state_dict())

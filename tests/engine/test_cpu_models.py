@@ -62,7 +62,8 @@ def smoke(model: str, tmp_path: Path) -> dict:
 
 def check_parity(rec: dict) -> None:
     assert rec["fast"] and rec["variant_kernels"]
-    assert set(rec["diffs"]) - {"lstm tiled operator", "lstm tiled operator padded"} == {"rnn", "lstm", "gru", "lstm layer_norm", "lstm operator"}
+    assert set(rec["diffs"]) - {"lstm tiled operator", "lstm tiled operator padded"} == {"rnn", "lstm", "gru", "lstm layer_norm", "lstm operator",
+                                                                                             "lstm inference"}
     for name, d in rec["diffs"].items():
         assert d < TOLERANCE, (name, d)
     assert rec["calls"]["reference"] == 0                   # the fast engine ran every layer itself
@@ -80,6 +81,7 @@ def test_avx2_cpu_haswell(built, tmp_path):
     assert rec["capability"] == "AVX2" and rec["cpu_isa"] == "avx2"
     assert rec["onednn"][0] is False and "not AVX-512" in rec["onednn"][1]
     assert rec["tiled_isa"] == "avx2"
+    assert rec["infer_isa"] == "avx2" and rec["calls"]["inference"] == 3   # the inference loop's AVX2 code ran
     assert rec["int8_isa"] == "avx2"
     assert rec["tiled_operator"] and "lstm tiled operator" in rec["diffs"]   # what torch.compile calls here
     assert "lstm tiled operator padded" in rec["diffs"]       # its backward's other way to the states
@@ -97,6 +99,7 @@ def test_cpu_without_avx_nehalem(built, tmp_path):
     assert rec["capability"] == "DEFAULT" and rec["cpu_isa"] in ("sse4.2", "baseline")
     assert rec["onednn"][0] is False
     assert rec["tiled_isa"] == ""
+    assert rec["infer_isa"] == "" and rec["calls"]["inference"] == 0      # no-grad forwards on the row-major loop
     assert rec["int8_isa"] == "base"
     assert not rec["tiled_operator"] and "neither AVX-512 nor AVX2" in rec["tiled_operator_error"]
     check_parity(rec)

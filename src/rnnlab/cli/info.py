@@ -72,7 +72,7 @@ def collect(build: bool = True) -> dict:
 
 
 def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, padded: bool,
-                options: dict, as_json: bool) -> None:
+                options: dict, as_json: bool, inference: bool = False) -> None:
     import torch  # lazy: keeps --help fast
 
     from rnnlab.nn import GRU, LSTM, RNN  # lazy: keeps --help fast
@@ -85,7 +85,7 @@ def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engi
     mode = modes[cell]
     make = {"lstm": LSTM, "gru": GRU}.get(mode) or (lambda *a, **k: RNN(*a, nonlinearity=mode[4:], **k))
     layer = make(1, hidden, engine=engine, dtype=getattr(torch, dtype), **options)   # checks the options
-    p = layer.plan(batch, steps, masked=padded)
+    p = layer.plan(batch, steps, masked=padded, inference=inference)
     print(json.dumps(p.to_dict()) if as_json else str(p))
 
 
@@ -103,12 +103,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         dtype: str = typer.Option("float32", "--dtype", help="With --plan: float32 | float64."),
         engine: str = typer.Option("auto", "--engine", help="With --plan: auto | fast | reference | checkpoint."),
         padded: bool = typer.Option(False, "--padded", help="With --plan: a padded batch (unequal lengths)."),
+        inference: bool = typer.Option(False, "--inference",
+                                       help="With --plan: the path without a gradient to come (torch.no_grad, "
+                                            "torch.inference_mode, evaluation): nothing kept for backward."),
         cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
         """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
         if plan is not None:
             _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, padded,
-                        cell_options_from_flags(cell_option), as_json)
+                        cell_options_from_flags(cell_option), as_json, inference)
             return
         rec = collect(build=not no_build)
         if as_json:

@@ -102,6 +102,8 @@ def resolve_engine(name: str) -> str:
 LOOPS = {
     "tiled avx512": "the LSTM's unit-major loop with AVX-512 code (lstm_tiled.h)",
     "tiled avx2": "the LSTM's unit-major loop with AVX2 code (lstm_tiled.h)",
+    "inference avx512": "the LSTM's inference loop with AVX-512 code, nothing saved for backward (lstm_tiled.h)",
+    "inference avx2": "the LSTM's inference loop with AVX2 code, nothing saved for backward (lstm_tiled.h)",
     "row-major": "the C++ time loop (fast_kernels.cpp)",
     "python": "the reference: the equations over torch ops (scan.py)",
     "variants C++": "the layer-norm LSTM's C++ loop (variants_kernels.cpp)",
@@ -149,7 +151,8 @@ class Plan:
             return self._inner.gemm, f"{self._why}; each segment: {self._inner.reason}"
         if self.engine != "fast" or self.loop.startswith("stream"):
             return ("torch" if not self.loop.startswith("stream") else "none"), self._why
-        return _fast_gemm(*self._shape, variants=self.loop == "variants C++")
+        return _fast_gemm(*self._shape, variants=self.loop == "variants C++",
+                          inference=self.loop.startswith("inference"))
 
     def to_dict(self) -> dict[str, str]:
         return {"engine": self.engine, "loop": self.loop, "gemm": self.gemm, "reason": self.reason}
@@ -169,7 +172,7 @@ class Plan:
 def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dtype = torch.float32,
          device: str = "cpu", masked: bool = False, proj_size: int = 0, engine: str = "auto",
          variant: object = None, state_masks: bool = False, recording: bool = False, autodiff: bool = False,
-         stream: bool = False, numba: bool = False, int8: bool = False) -> Plan:
+         stream: bool = False, numba: bool = False, int8: bool = False, inference: bool = False) -> Plan:
     """The path one layer-direction of cell ``mode`` ("lstm", "gru", "rnn_tanh", "rnn_relu") takes.
 
     ``engine``: the layer's ``engine=`` ("auto" follows :func:`set_engine`). ``masked``: a
@@ -178,6 +181,8 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     or recurrent dropout masks take part; ``recording``: a gradient recorder is on;
     ``autodiff``: under torch.func transforms or forward-mode AD. ``stream``: a ``Stream``'s
     batch-1 step (``numba``: numba is there and wanted; ``int8``: int8 weights asked for).
+    ``inference``: no gradient to come (``torch.no_grad()``, or nothing requires one) and no gate
+    recorder on, so that nothing need be kept for backward.
     """
     resolved = resolve_engine(engine)
     if stream:
@@ -201,7 +206,7 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
             return Plan("reference", "variants python", "cell options run the variants scan; the recomputing "
                         "engine does not cover them")
         inner = plan(mode, batch, hidden, steps=steps, dtype=dtype, device=device, masked=masked,
-                     proj_size=proj_size, recording=recording)
+                     proj_size=proj_size, recording=recording, inference=inference)
         return Plan("checkpoint", inner.loop, "engine 'checkpoint': segments recomputed in backward", inner=inner)
     if variant is not None:
         why = _variant_unsupported(mode, variant, resolved, engine, dtype, device, masked, state_masks, recording)
@@ -213,6 +218,10 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     why = _unsupported_reason(device, dtype, proj_size > 0)
     if why:
         return Plan("reference", "python", why)
+    if inference:
+        isa = _inference_isa(mode, dtype, masked, steps, batch, hidden)
+        if isa:
+            return Plan("fast", f"inference {isa}", shape=(mode, batch, hidden, steps, dtype, masked, isa))
     isa = _tiled_isa(mode, dtype, masked, steps, batch)
     return Plan("fast", f"tiled {isa}" if isa else "row-major", shape=(mode, batch, hidden, steps, dtype, masked, isa))
 
@@ -264,8 +273,17 @@ def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> s
     return FAST_KERNELS.module.tiled_isa_for(B)
 
 
+def _inference_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int, H: int) -> str:
+    """The instruction set of the LSTM's inference loop (lstm_tiled.h's lstm_infer) for such a call
+    without a gradient to come, or "": the conditions of the tiled loop but the batch, H a multiple
+    of the vector width, and the size rule of infer_isa_for (H up to 256, or up to 8 sequences)."""
+    if mode != "lstm" or dtype != torch.float32 or masked or T == 0:
+        return ""
+    return FAST_KERNELS.module.infer_isa_for(B, H)
+
+
 def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtype, masked: bool,
-               isa: str, variants: bool = False) -> tuple[str, str]:
+               isa: str, variants: bool = False, inference: bool = False) -> tuple[str, str]:
     """The GEMM library and the reason of a fast-engine plan."""
     K = (VARIANT_KERNELS if variants else FAST_KERNELS).module
     G = _GATES[mode] * hidden
@@ -274,9 +292,14 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
     else:
         # the tiled loop's step products are its own SIMD code: its largest GEMMs are the sequence's
         # (input projection, weight gradients); the row-major loop's are each step's
-        gemm = K.gemm_backend(G, steps * batch, hidden) if isa else K.gemm_backend(batch, hidden, G)
+        gemm = (K.gemm_backend(steps * batch, hidden, G) if inference else
+                K.gemm_backend(G, steps * batch, hidden) if isa else K.gemm_backend(batch, hidden, G))
         uses, status = K.onednn_state()[:2]
         gemm_why = status if gemm == "onednn" or not uses else "below oneDNN's size threshold"
+    if inference:
+        return gemm, (f"inference loop with {isa.upper()} code: no gradient to come, so nothing is kept for "
+                      f"backward and vectors run over units ({_inference_why(batch, hidden)}); its input GEMM "
+                      f"on {gemm}: {gemm_why}")
     if isa:
         return gemm, (f"tiled loop with {isa.upper()} code: {_tiled_why(isa, batch)}; "
                       f"its sequence GEMMs on {gemm}: {gemm_why}")
@@ -286,6 +309,14 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
                 "float64 and padded batches take it" if dtype != torch.float32 or masked else
                 f"no tiled loop at batch {batch} here ({_tiled_why('', batch)})")
     return gemm, f"row-major loop: {loop_why}; its step GEMM on {gemm}: {gemm_why}"
+
+
+def _inference_why(batch: int, hidden: int) -> str:
+    if FAST_KERNELS.module.tiled_choice() != "auto":
+        return f"set_tiled({FAST_KERNELS.module.tiled_choice()!r})"
+    if hidden <= FAST_KERNELS.module.infer_max_hidden:
+        return f"W_hh of {hidden} units fits a core's L2 cache"
+    return f"{batch} sequences read W_hh at most twice per step"
 
 
 def _tiled_why(isa: str, batch: int) -> str:

@@ -39,7 +39,7 @@ from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import ops, record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
 from rnnlab.engine.dispatch import Plan, plan  # noqa: F401 (re-exported: fast.plan)
-from rnnlab.engine.eager_op import eager_op_ready, op_eager_scan
+from rnnlab.engine.eager_op import eager_op_ready, gradient_to_come, op_eager_scan
 from rnnlab.engine.kernels import FAST_KERNELS as _KERNELS, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
 from rnnlab.engine.scan import ScanTag, autodiff_backward, input_and_weight_grads, scan as reference_scan, wanted
 from rnnlab.errors import ConfigError
@@ -271,6 +271,15 @@ def _tiled_op_ready() -> bool:
     return _KERNELS.module.tiled_choice() != "off" and _KERNELS.module.tiled_op_isa_for(8) != ""
 
 
+@torch.compiler.assume_constant_result
+def _infer_op_ready(hidden: int) -> bool:
+    """Whether a compiled float32 LSTM of ``hidden`` units without a gradient to come takes the
+    inference operator: the loop runs here for that size (infer_isa), set_tiled has not switched it
+    off, and W_hh fits the cache rule without the batch (H ≤ infer_max_hidden). Read when traced."""
+    m = _KERNELS.module
+    return hidden <= m.infer_max_hidden and m.infer_isa(hidden) != ""
+
+
 STEP_MIN_UNITS_PER_CHUNK = 64      # fast_kernels.cpp's kMinUnitsPerThread, as Stream's step
 
 
@@ -308,9 +317,11 @@ def fast_scan(
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where :func:`plan` says so."""
     if torch.compiler.is_compiling():       # torch.compile / torch.export: the operators of ops.py
         if w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _ops_ready():
-            if (mode == "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting()
-                    and _tiled_op_ready()):
-                return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+            if mode == "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting():
+                if _infer_op_ready(w_hh.shape[1]) and not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+                    return ops.op_infer_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+                if _tiled_op_ready():
+                    return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
         # projections, half precision, or no built kernels: the eager engine as one operator
         if x.device.type == "cpu" and not torch.compiler.is_exporting() and eager_op_ready():
@@ -318,11 +329,15 @@ def fast_scan(
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
              masked=mask is not None, proj_size=0 if w_hr is None else w_hr.shape[0], engine="fast",
-             autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+             autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
+             inference=not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) and not record.gate_recording())
     if p.loop == "autograd":                                           # torch.func transforms, forward AD
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     if p.engine == "reference":
         return reference_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
+    if p.loop.startswith("inference"):            # nothing to keep for a backward
+        b = None if b_ih is None else b_ih + b_hh
+        return tuple(_KERNELS.module.lstm_infer(x, h0, c0, w_ih, w_hh, b))
     tag = tag or ScanTag()
     res = _FastScan.apply((mode, p.tiled), tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if mode == "lstm":

@@ -935,6 +935,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op
   return {out, h_last, c_last, r[1], r[2], r[3]};
 }
 
+// The LSTM's inference loop (lstm_tiled.h's lstm_infer) for float32 whole sequences without a
+// gradient to come: (out (T, B, H), h_T, c_T), nothing kept for backward (the operator has no
+// autograd formula; fast.py calls it only when no gradient is to come).
+std::tuple<Tensor, Tensor, Tensor> lstm_infer_op(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                                 const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
+                                                 const c10::optional<Tensor>& b_hh) {
+  c10::optional<Tensor> b;
+  if (b_ih) b = *b_ih + *b_hh;
+  auto r = rnnlab::tiled::lstm_infer(x, h0, c0, w_ih, w_hh, b);
+  return {r[0], r[1], r[2]};
+}
+
 // h_0..h_{T-1} as a (T·Bp, H) matrix for dW_hh, from h_0 and out: without padding, the rows of
 // the buffer out sits in (lstm_tiled_forward_op), when out is still that view and its row 0 h_0;
 // otherwise (padding, or out copied on its way here) a zero-padded copy (the padding rows meet
@@ -1103,6 +1115,8 @@ TORCH_LIBRARY(rnnlab, m) {
         "Tensor w_ih, Tensor w_hh, Tensor cs, Tensor gates, Tensor tcs, bool need_x, bool need_w_ih, bool need_w_hh, "
         "bool need_b) "
         "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
+  m.def("lstm_infer(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+        "-> (Tensor out, Tensor h_last, Tensor c_last)");
   m.def("lstm_step_pack(Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, int chunks) -> Tensor");
   m.def("lstm_step(Tensor x, Tensor h, Tensor c, Tensor packed) -> (Tensor h_new, Tensor c_new)");
 }
@@ -1112,6 +1126,7 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("seq_backward", &seq_backward_op);
   m.impl("lstm_tiled_forward", &lstm_tiled_forward_op);
   m.impl("lstm_tiled_backward", &lstm_tiled_backward_op);
+  m.impl("lstm_infer", &lstm_infer_op);
   m.impl("lstm_step_pack", &lstm_step_pack_op);
   m.impl("lstm_step", &lstm_step_op);
 }
@@ -1128,6 +1143,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("matmul", &rnnlab::matmul, release());
   m.def("lstm_tiled_forward", &rnnlab::tiled::lstm_forward, release());
   m.def("lstm_tiled_backward", &rnnlab::tiled::lstm_backward, release());
+  m.def("lstm_infer", &rnnlab::tiled::lstm_infer, release());
+  m.def("infer_isa", &rnnlab::tiled::infer_isa);
+  m.def("infer_isa_for", &rnnlab::tiled::infer_isa_for);
+  m.attr("infer_max_hidden") = rnnlab::tiled::kInferMaxHidden;
   m.def("tiled_isa_for", &rnnlab::tiled::isa_for);
   m.def("tiled_choice", &rnnlab::tiled::choice);
   m.def("tiled_op_isa_for", [](int64_t B) { return rnnlab::tiled::op_isa(rnnlab::tiled::op_padded_batch(B)); });

@@ -79,6 +79,19 @@ struct BwdArgs {
   int threads;         // the team's size at most (team_size()); rec_h / rec_c have this many rows per step
 };
 
+struct InferArgs {
+  const float* w_hh;   // (4H, H)
+  float* packed;       // 4H·H floats of scratch for the packed weights
+  const float* xg;     // (T, B, 4H) W_ih x_t
+  const float* bias;   // (4H) b_ih + b_hh, or null
+  const float* h0;     // (B, H)
+  const float* c0;     // (B, H)
+  float* out;          // (T, B, H) out: h_1..h_T
+  float* c;            // (2, B, H) scratch: c_t in row t mod 2
+  int64_t T, B, H;
+  int threads;         // the team's size at most (team_size())
+};
+
 // How many threads a loop runs on: torch's intra-op count (at::get_num_threads also sets up
 // OpenMP's count on a thread torch has not initialised yet, e.g. an autograd or user thread), or
 // one inside a parallel region. Decided once per call, before anything is sized by it.
@@ -246,7 +259,7 @@ inline std::string op_isa(int64_t Bp) {
   return have == "avx512" && choice() != "avx2" && Bp % 16 == 0 ? std::string("avx512") : std::string("avx2");
 }
 
-// Workspace slots (workspace.h) of this file: 20..29.
+// Workspace slots (workspace.h) of this file: 20..29 and 32..34.
 // Forward over a whole sequence with instruction set `isa` ("avx512" or "avx2") and the batch padded
 // to Bp (a multiple of its vector width). x (T, B, I), h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H),
 // bias (4H) = b_ih + b_hh or undefined; float32, contiguous. Returns {hT (T+1, H, Bp) (the states
@@ -299,6 +312,55 @@ inline std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const
   auto r = lstm_forward_padded(isa, (x.size(1) + width - 1) / width * width, x, h0, c0, w_ih, w_hh, bias);
   r[0] = row_major_states(r[0]);
   return r;
+}
+
+// The instruction set of the inference loop (lstm_infer) for H units: its vectors hold units, so
+// H must be a multiple of their width; "" where it cannot run. Under set_tiled's "avx2" it uses
+// AVX2, under "off" nothing (the row-major loop serves).
+inline std::string infer_isa(int64_t H) {
+  const std::string c = choice();
+  const std::string& have = detected_isa();
+  if (c == "off" || have.empty()) return "";
+  if (have == "avx512" && c != "avx2" && H % 16 == 0) return "avx512";
+  return H % 8 == 0 ? "avx2" : "";
+}
+
+// Where the inference loop runs rather than the tiled or row-major loop, for a batch of B: W_hh is
+// read once per block of kInferMaxNB sequences per step, so it pays while W_hh (4H·H floats) stays
+// in a core's L2 cache, H ≤ kInferMaxHidden, or the batch is small (benchmarks/bench_kernels.py
+// --inference sweeps both).
+constexpr int64_t kInferMaxHidden = 256, kInferMaxBatch = 8;
+inline std::string infer_isa_for(int64_t B, int64_t H) {
+  return H <= kInferMaxHidden || B <= kInferMaxBatch ? infer_isa(H) : std::string();
+}
+
+// Forward without saving anything for backward (no gradient to come), row-major: x (T, B, I),
+// h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H) = b_ih + b_hh or undefined; float32.
+// Returns {out (T, B, H), h_T, c_T (B, H)}, new tensors (out is not a workspace: it is the caller's).
+inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                      const Tensor& w_hh, const c10::optional<Tensor>& bias) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
+  const std::string isa = infer_isa(H);
+  TORCH_CHECK(!isa.empty(), "lstm_infer: the inference loop does not run here for ", H, " units (infer_isa is empty)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", x.scalar_type());
+  const auto opt = x.options();
+  Tensor xg = workspace(32, {T * B, 4 * H}, opt);
+  gemm(xg, x.contiguous().view({T * B, I}), w_ih.t(), false);   // input projection, as the tiled loop's
+  Tensor out = at::empty({T, B, H}, opt);
+  Tensor c = workspace(33, {2, B, H}, opt);
+  Tensor packed = workspace(34, {4 * H * H}, opt);
+  Tensor h0c = h0.contiguous(), c0c = c0.contiguous(), w = w_hh.contiguous();
+  Tensor b = bias ? bias->contiguous() : Tensor();
+  InferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xg.data_ptr<float>(),
+              b.defined() ? b.data_ptr<float>() : nullptr, h0c.data_ptr<float>(),
+              c0c.data_ptr<float>(), out.data_ptr<float>(), c.data_ptr<float>(), T, B, H, team_size()};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::infer(a);
+  else avx2::infer(a);
+#endif
+  Tensor h_last = T > 0 ? out[T - 1].clone() : h0c.clone();
+  Tensor c_last = T > 0 ? c[T & 1].clone() : c0c.clone();
+  return {out, h_last, c_last};
 }
 
 // Backward of lstm_forward and lstm_forward_padded. d_out (T, B, H), dh_last / dc_last (B, H). Returns {da (4H, T, Bp),

@@ -263,3 +263,90 @@ void backward_nb(const BwdArgs& a) {
 inline void backward(const BwdArgs& a) {
   with_column_block(a.Bp / V::W, [&](auto nb) { backward_nb<decltype(nb)::value>(a); });
 }
+
+// ----------------------------------------------------------------------------- inference
+// Without a gradient to come only h_t and c_t are kept, and the loop runs row-major: a vector
+// holds W consecutive units of one sequence rather than one unit of W sequences, so vectors are
+// full at any batch size and the states need no transposing. A tile is W units (one panel) × NB
+// sequences, its four gates' sums in 4·NB registers; W_hh is packed per panel, k-major, the
+// panel's four gate rows (i f g o, W floats each) contiguous for every k.
+constexpr int kInferMaxNB = V::kAcc / 4;
+
+template <int NB>
+inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
+  constexpr int W = V::W;
+  const int64_t H = a.H, G = 4 * H, BH = a.B * H;
+  const float* __restrict hp = (t == 0 ? a.h0 : a.out + (t - 1) * BH) + b0 * H;   // h_{t-1}
+  const float* __restrict cp = (t == 0 ? a.c0 : a.c + (t & 1) * BH) + b0 * H;     // c_{t-1}
+  float* __restrict cn = a.c + ((t + 1) & 1) * BH + b0 * H;
+  float* __restrict hn = a.out + t * BH + b0 * H;
+  const float* __restrict xg = a.xg + (t * a.B + b0) * G + j0;   // W_ih x_t, gate g at g·H
+  reg acc[4][NB];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    const reg b = a.bias ? V::load(a.bias + g * H + j0) : V::zero();
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * G + g * H), b);
+  }
+  for (int64_t k = 0; k < H; ++k) {                       // + W_hh h_{t-1}
+    const float* __restrict pk = pa + k * 4 * W;
+    const reg wi = V::load(pk), wf = V::load(pk + W), wg = V::load(pk + 2 * W), wo = V::load(pk + 3 * W);
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) {
+      const reg h = splat(hp[n * H + k]);
+      acc[0][n] = V::fma(wi, h, acc[0][n]);
+      acc[1][n] = V::fma(wf, h, acc[1][n]);
+      acc[2][n] = V::fma(wg, h, acc[2][n]);
+      acc[3][n] = V::fma(wo, h, acc[3][n]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int n = 0; n < NB; ++n) {
+    const int64_t o = n * H + j0;
+    const reg i = sigmoid(acc[0][n]), f = sigmoid(acc[1][n]), g = tanh_(acc[2][n]), og = sigmoid(acc[3][n]);
+    const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));   // c_t = f ⊙ c_{t-1} + i ⊙ g
+    V::store(cn + o, c);
+    V::store(hn + o, V::mul(og, tanh_(c)));                   // h_t = o ⊙ tanh(c_t)
+  }
+}
+
+// infer_tile<n> for a block of n ≤ N sequences (n chosen at run time, N at compile time).
+template <int N>
+inline void infer_block(int n, const InferArgs& a, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+  if constexpr (N >= 1) {
+    if (n == N) infer_tile<N>(a, pa, t, j0, b0);
+    else infer_block<N - 1>(n, a, pa, t, j0, b0);
+  }
+}
+
+// Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W_hh (4H, H) packed for infer_tile.
+inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1) {
+  constexpr int W = V::W;
+  for (int64_t j0 = u0; j0 < u1; j0 += W) {
+    float* p = out + 4 * H * j0;
+    for (int64_t k = 0; k < H; ++k)
+      for (int64_t g = 0; g < 4; ++g)
+        for (int64_t u = 0; u < W; ++u) p[(k * 4 + g) * W + u] = w[(g * H + j0 + u) * H + k];
+  }
+}
+
+inline void infer(const InferArgs& a) {
+  if (a.B == 0) return;                                   // (no blocks to divide the batch into)
+  // the batch in blocks of at most kInferMaxNB sequences, as even as they come (8 → 4 + 4, not 6 + 2)
+  const int64_t blocks = (a.B + kInferMaxNB - 1) / kInferMaxNB, base = a.B / blocks, extra = a.B % blocks;
+  run_team(a.threads, [&](int tid, int nt) {
+    int64_t u0, u1;
+    unit_range(a.H, V::W, tid, nt, &u0, &u1);
+    pack_infer(a.w_hh, a.packed, a.H, u0, u1);           // this thread's panels: only it reads them
+    for (int64_t t = 0; t < a.T; ++t) {
+      for (int64_t j0 = u0; j0 < u1; j0 += V::W) {
+        for (int64_t blk = 0, b0 = 0; blk < blocks; ++blk) {
+          const int n = static_cast<int>(base + (blk < extra));
+          infer_block<kInferMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+          b0 += n;
+        }
+      }
+      team_barrier(nt);                                   // h_t complete before step t+1 reads it
+    }
+  });
+}

@@ -36,6 +36,15 @@ options likewise (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``); und
 ``torch.export`` all of them take the plain-ops equations of :mod:`rnnlab.engine.autodiff`,
 unrolled for the example's length.
 
+Without a gradient to come (``torch.no_grad()``, or nothing requiring one: a constant of the
+traced graph), a float32 LSTM of at most ``infer_max_hidden`` (256) units, a multiple of 8, takes
+the inference loop instead, which keeps nothing for backward:
+
+    rnnlab::lstm_infer(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?) -> (out, h_last, c_last)
+
+(inference only, as the step below; no batch rule here either, so the eager engine's "or up to
+8 sequences" for larger layers does not apply).
+
 A third pair is the float32 LSTM's batch-1 step, the loops of ``Stream``'s C++ step for one layer as
 a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` should trace:
 
@@ -188,6 +197,11 @@ def _fake_step(x, h, c, packed):
     return h.new_empty(h.shape), c.new_empty(c.shape)
 
 
+def _fake_infer(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(B, H)
+
+
 def _refuse_grad(name):
     def setup_context(ctx, inputs, output):
         raise RuntimeError(f"rnnlab::{name} is inference only (no autograd formula): call it under "
@@ -213,7 +227,8 @@ def register() -> None:
     torch.library.register_autograd("rnnlab::lstm_tiled_forward", _tiled_backward, setup_context=_setup_tiled_context)
     torch.library.register_fake("rnnlab::lstm_step_pack")(_fake_step_pack)
     torch.library.register_fake("rnnlab::lstm_step")(_fake_step)
-    for name in ("lstm_step_pack", "lstm_step"):
+    torch.library.register_fake("rnnlab::lstm_infer")(_fake_infer)
+    for name in ("lstm_step_pack", "lstm_step", "lstm_infer"):
         backward, setup = _refuse_grad(name)
         torch.library.register_autograd(f"rnnlab::{name}", backward, setup_context=setup)
     _registered = True
@@ -229,6 +244,12 @@ def op_scan(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w
     hs, cs, _, _, _ = torch.ops.rnnlab.seq_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
     out = hs[1:] if mask is None else hs[1:] * mask
     return out, hs[-1], (cs[-1] if mode == "lstm" else None)
+
+
+def op_infer_lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                  b_hh: Tensor | None):
+    """The LSTM's ``scan`` without a gradient to come, through the inference operator: (out, h_T, c_T)."""
+    return torch.ops.rnnlab.lstm_infer(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
 def op_tiled_lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,

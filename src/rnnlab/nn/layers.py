@@ -259,13 +259,15 @@ class RecurrentBase(nn.Module):
             s += f", {key}={value!r}"
         return s
 
-    def plan(self, batch_size: int, steps: int = 1, masked: bool = False) -> Plan:
+    def plan(self, batch_size: int, steps: int = 1, masked: bool = False, inference: bool = False) -> Plan:
         """The path each layer-direction's forward takes for a batch of ``batch_size`` sequences of
-        ``steps`` steps (``masked``: padded, a PackedSequence of unequal lengths), with this
-        layer's engine, dtype, device and cell options: :func:`rnnlab.engine.plan`."""
+        ``steps`` steps (``masked``: padded, a PackedSequence of unequal lengths; ``inference``: no
+        gradient to come), with this layer's engine, dtype, device and cell options:
+        :func:`rnnlab.engine.plan`."""
         w = self.weight_ih_l0
         return plan(self.mode, batch_size, self.hidden_size, steps=steps, dtype=w.dtype, device=w.device.type,
-                    masked=masked, proj_size=self.proj_size, engine=self.engine, **_variants.plan_options(self))
+                    masked=masked, proj_size=self.proj_size, engine=self.engine, inference=inference,
+                    **_variants.plan_options(self))
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):

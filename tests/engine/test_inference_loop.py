@@ -1,0 +1,214 @@
+"""The LSTM's inference loop (engine/lstm_tiled.h's lstm_infer): the path a float32 LSTM takes
+when no gradient is to come. Outputs and final states against torch.nn in float64, for batch sizes
+that leave partial blocks of sequences and hidden sizes of either vector width, with each
+instruction set this CPU has and on two threads; when it is chosen (plan) and when not (a
+gradient to come, a gate recorder, masks, a size it does not cover); and the operator that
+torch.compile calls for it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import rnnlab
+from rnnlab.engine import fast, plan, record_gates
+from rnnlab.errors import ConfigError
+
+
+def _isas() -> list[str]:
+    if not fast.available() or not fast._KERNELS.module.infer_isa(16):
+        return []
+    have = []
+    for isa in ("avx512", "avx2"):
+        try:
+            fast.set_tiled(isa)
+            have.append(isa)
+        except ConfigError:
+            pass
+    fast.set_tiled("auto")
+    return have
+
+
+ISAS = _isas()
+pytestmark = pytest.mark.skipif(not ISAS, reason="the inference loop does not run here (needs the fast kernels "
+                                                 "on an x86 CPU with AVX2+FMA)")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the inference loop's calls; restores the default loop choice after."""
+    module = fast._KERNELS.module
+    n = {"infer": 0}
+    real = module.lstm_infer
+
+    def spy(*args):
+        n["infer"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(module, "lstm_infer", spy)
+    yield n
+    fast.set_tiled("auto")
+
+
+def _against_torch64(size, *, isa=None, threads=1, **kw):
+    """rnnlab's float32 LSTM under no_grad against torch.nn's in float64 with the same weights:
+    the largest |difference| over outputs and final states."""
+    T, B, I, H = size
+    torch.manual_seed(0)
+    ours = rnnlab.LSTM(I, H, **kw)
+    theirs = torch.nn.LSTM(I, H, **kw).double()
+    theirs.load_state_dict(ours.state_dict())
+    D = 2 if kw.get("bidirectional") else 1
+    L = kw.get("num_layers", 1)
+    x, h0, c0 = torch.randn(T, B, I), torch.randn(L * D, B, H), torch.randn(L * D, B, H)
+    if isa:
+        fast.set_tiled(isa)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            out, (h, c) = ours(x, (h0, c0))
+    finally:
+        torch.set_num_threads(before)
+    with torch.no_grad():
+        r_out, (r_h, r_c) = theirs(x.double(), (h0.double(), c0.double()))
+    return max((a.double() - b).abs().max().item() for a, b in ((out, r_out), (h, r_h), (c, r_c)))
+
+
+SIZES = [(7, 1, 5, 16), (6, 3, 5, 32), (5, 5, 3, 16), (4, 8, 5, 64), (3, 13, 4, 48), (9, 7, 6, 24), (2, 31, 3, 8)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+def test_inference_loop_matches_torch_nn(isa, size, calls):
+    H = size[3]
+    if isa == "avx512" and H % 16:
+        pytest.skip("AVX-512's vectors hold 16 units; this size takes AVX2 (covered by the avx2 case)")
+    assert _against_torch64(size, isa=isa) < 2e-6
+    assert calls["infer"] == 1
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kw", [{"bidirectional": True, "num_layers": 2}, {"bias": False}], ids=["bi2", "nobias"])
+def test_inference_loop_stacked_bidirectional_and_without_bias(isa, kw, calls):
+    assert _against_torch64((6, 9, 5, 32), isa=isa, **kw) < 2e-6
+    assert calls["infer"] == (4 if kw.get("bidirectional") else 1)        # each layer and direction
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_two_threads_split_the_units_with_the_same_numbers(isa, calls):
+    one = _against_torch64((5, 11, 4, 64), isa=isa, threads=1)
+    two = _against_torch64((5, 11, 4, 64), isa=isa, threads=2)
+    assert one < 2e-6 and two < 2e-6
+    assert calls["infer"] == 2
+
+
+def test_nan_in_the_weights_reaches_the_output(calls):
+    m = rnnlab.LSTM(3, 16)
+    with torch.no_grad():
+        m.weight_hh_l0[5, 2] = float("nan")
+        out, _ = m(torch.randn(4, 2, 3))
+    assert calls["infer"] == 1 and torch.isnan(out[1:]).any()
+
+
+def test_a_gradient_to_come_a_gate_recorder_masks_and_float64_take_the_other_loops(calls):
+    m = rnnlab.LSTM(3, 16)
+    x = torch.randn(4, 6, 3)
+    m(x)[0].sum().backward()                                  # training: the loops that save for backward
+    with torch.no_grad(), record_gates() as rec:              # gates wanted: the tiled loop keeps them
+        m(x)
+    assert rec.records
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [4, 3, 3, 2, 2, 1], enforce_sorted=False)
+    with torch.no_grad():
+        m(packed)
+        m.double()(x.double())
+    assert calls["infer"] == 0
+    with torch.no_grad():
+        m.float()(x)
+    with torch.inference_mode():
+        m(x)
+    x.requires_grad_(False)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    m(x)                                                      # grad mode on, but nothing requires a gradient
+    assert calls["infer"] == 3
+
+
+def test_plan_names_the_inference_loop_by_its_size_rule():
+    K = fast._KERNELS.module
+    have = fast.cpu_isa()
+    wide = "avx512" if have == "avx512" else "avx2"
+    assert plan("lstm", 32, 256, steps=5, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 1, 1024, steps=5, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 8, 512, steps=5, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 9, 512, steps=5, inference=True).loop == plan("lstm", 9, 512, steps=5).loop   # W_hh past L2
+    assert plan("lstm", 32, 24, steps=5, inference=True).loop == "inference avx2"      # 24 units: 8-wide vectors
+    assert plan("lstm", 32, 20, steps=5, inference=True).loop == plan("lstm", 32, 20, steps=5).loop
+    for kw in ({"masked": True}, {"dtype": torch.float64}, {"proj_size": 4}, {"steps": 0}):
+        assert not plan("lstm", 32, 64, inference=True, **{"steps": 5, **kw}).loop.startswith("inference")
+    assert not plan("gru", 32, 64, steps=5, inference=True).loop.startswith("inference")
+    assert K.infer_max_hidden == 256
+    p = plan("lstm", 32, 256, steps=5, inference=True)
+    assert "no gradient to come" in p.reason and p.gemm in ("onednn", "blas")
+    try:
+        fast.set_tiled("off")
+        assert plan("lstm", 32, 256, steps=5, inference=True).loop == "row-major"
+    finally:
+        fast.set_tiled("auto")
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _ops_in(counter) -> set[str]:
+    return {str(n.target) for g in counter.graphs for n in g.graph.nodes if "rnnlab" in str(n.target)}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_inference_runs_the_inference_operator_with_one_graph(fresh_dynamo):
+    """Under torch.no_grad a compiled float32 LSTM calls rnnlab::lstm_infer, one graph across
+    batches and lengths, with torch.nn's float64 numbers; with a gradient to come, the tiled
+    operator as before."""
+    torch.manual_seed(0)
+    m = rnnlab.LSTM(5, 16, batch_first=True, num_layers=2)
+    ref = torch.nn.LSTM(5, 16, batch_first=True, num_layers=2).double()
+    ref.load_state_dict(m.state_dict())
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    with torch.no_grad():
+        for B, T in [(6, 4), (2, 9), (13, 7), (9, 2), (3, 11)]:   # (B = 1 specialises, as for any model)
+            x = torch.randn(B, T, 5)
+            out, (h, c) = cm(x)
+            r_out, (r_h, r_c) = ref(x.double())
+            for a, b in ((out, r_out), (h, r_h), (c, r_c)):
+                torch.testing.assert_close(a, b.float(), atol=2e-6, rtol=1e-5)
+            frames.append(counter.frame_count)
+    assert frames == [frames[0]] * 5
+    assert _ops_in(counter) == {"rnnlab.lstm_infer"}
+    torch.library.opcheck(torch.ops.rnnlab.lstm_infer.default,
+                          (torch.randn(3, 2, 5), torch.randn(2, 16), torch.randn(2, 16), *[p.detach() for p in
+                           (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)]),
+                          test_utils=("test_schema", "test_faketensor"))
+    cm(torch.randn(2, 3, 5))[0].sum().backward()              # a gradient to come: the saving operator
+    assert "rnnlab.lstm_tiled_forward" in _ops_in(counter)
+
+
+def test_the_operator_refuses_a_gradient():
+    m = rnnlab.LSTM(3, 16)
+    fast._ops_ready()
+    with pytest.raises(RuntimeError, match="inference only"):
+        torch.ops.rnnlab.lstm_infer(torch.randn(2, 1, 3), torch.zeros(1, 16), torch.zeros(1, 16),
+                                    m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
+
+
+def test_an_empty_batch_gives_empty_outputs(calls):
+    with torch.no_grad():
+        out, (h, c) = rnnlab.LSTM(3, 16)(torch.randn(4, 0, 3))
+    assert calls["infer"] == 1
+    assert out.shape == (4, 0, 16) and h.shape == c.shape == (1, 0, 16)
