@@ -112,7 +112,7 @@ class BenchRecord:
     engine: str = ""
     note: str = ""
     gemm: str = ""                           # where the step's recurrent product ran: onednn | blas | torch
-    loop: str = ""                           # the time loop: tiled avx512 | tiled avx2 | row-major | python
+    loop: str = ""                           # the time loop: a key of rnnlab.engine.dispatch.LOOPS
 
 
 @dataclass
@@ -209,8 +209,9 @@ def _bench_speed(cfg: BenchConfig, res: BenchResult, rate: float, log: Callable[
             ours, theirs = _pair(cell, I, H, cfg.engine)
             x = torch.randn(T, B, I)
             flops = step_flops(cell, T, B, I, H)
-            path = ours.plan(B, T)        # the loop and GEMM library the layer takes at this size
             for kind, make, mult in (("forward", _forward, 1.0), ("train", _train_step, 3.0)):
+                # the loop and GEMM library the layer takes at this size (forward: under no_grad)
+                path = ours.plan(B, T, inference=kind == "forward")
                 a, b = time_pair(make(ours, x), make(theirs, x), cfg.n_repeats, warmup=1 if cfg.quick else 2)
                 res.records.append(BenchRecord(
                     kind, cell, T, B, I, H, a * 1e3, b * 1e3, a / b, "ms",
