@@ -128,7 +128,7 @@ def inference_sweep(repeats: int) -> None:
             b = (theirs.bias_ih_l0 + theirs.bias_hh_l0).detach()
             runs = {"torch.nn": lambda: theirs(x)}
             if K.infer_isa(H):
-                runs["inference"] = lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b)
+                runs["inference"] = lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None)
             if fast.tiled_isa(B):
                 runs["tiled"] = lambda: K.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b)
             times = {name: [] for name in runs}

@@ -122,7 +122,8 @@ def main(work: Path) -> dict:
     # function's static unique process-wide, so each part is read, and reset, right after it runs)
     rec["gemm"] = list(K.gemm_counts(True))
     # the inference loop (no gradient to come: lstm_tiled.h's lstm_infer) against torch.nn's forward,
-    # at the full batch, one that leaves a partial block of sequences, and a single sequence
+    # at the full batch, one that leaves a partial block of sequences, a single sequence, and a
+    # padded batch
     rec["infer_isa"] = K.infer_isa_for(B, H)
     ours, theirs = rnnlab.LSTM(I, H, engine="fast"), torch.nn.LSTM(I, H)
     theirs.load_state_dict(ours.state_dict())
@@ -131,6 +132,9 @@ def main(work: Path) -> dict:
         for b in (B, 5, 1):
             (out, (h, c)), (r_out, (r_h, r_c)) = ours(x[:, :b]), theirs(x[:, :b])
             worst = max(worst, rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c}))
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x[:, :5], [3, 1, 2, 3, 2], enforce_sorted=False)
+        (out, (h, c)), (r_out, (r_h, r_c)) = ours(packed), theirs(packed)      # unequal lengths: a mask
+        worst = max(worst, rel({"out": out.data, "h": h, "c": c}, {"out": r_out.data, "h": r_h, "c": r_c}))
     diffs["lstm inference"] = worst
     fused = rnnlab.LSTM(I, H, layer_norm=True, engine="fast")
     reference = rnnlab.LSTM(I, H, layer_norm=True, engine="reference")

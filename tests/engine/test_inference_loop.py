@@ -2,8 +2,8 @@
 when no gradient is to come. Outputs and final states against torch.nn in float64, for batch sizes
 that leave partial blocks of sequences and hidden sizes of either vector width, with each
 instruction set this CPU has and on two threads; when it is chosen (plan) and when not (a
-gradient to come, a gate recorder, masks, a size it does not cover); and the operator that
-torch.compile calls for it."""
+gradient to come, a gate recorder, a size it does not cover), padded batches, and the operator
+that torch.compile calls for it."""
 
 from __future__ import annotations
 
@@ -104,6 +104,27 @@ def test_two_threads_split_the_units_with_the_same_numbers(isa, calls):
     assert calls["infer"] == 2
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kw", [{}, {"bidirectional": True, "num_layers": 2}], ids=["one", "bi2"])
+def test_packed_sequences_carry_each_state_past_its_end_like_torch_nn(isa, kw, calls):
+    """Unequal lengths (a mask): outputs zero past each sequence's end, final states from its last
+    valid step, against torch.nn in float64; B = 7 leaves a partial block of sequences."""
+    torch.manual_seed(0)
+    ours = rnnlab.LSTM(3, 16, **kw)
+    theirs = torch.nn.LSTM(3, 16, **kw).double()
+    theirs.load_state_dict(ours.state_dict())
+    x, lengths = torch.randn(9, 7, 3), [9, 2, 5, 1, 9, 4, 7]
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    packed64 = torch.nn.utils.rnn.pack_padded_sequence(x.double(), lengths, enforce_sorted=False)
+    fast.set_tiled(isa)
+    with torch.no_grad():
+        out, (h, c) = ours(packed)
+        r_out, (r_h, r_c) = theirs(packed64)
+    assert calls["infer"] == (4 if kw else 1)
+    assert (out.data.double() - r_out.data).abs().max() < 2e-6
+    assert (h.double() - r_h).abs().max() < 2e-6 and (c.double() - r_c).abs().max() < 2e-6
+
+
 def test_nan_in_the_weights_reaches_the_output(calls):
     m = rnnlab.LSTM(3, 16)
     with torch.no_grad():
@@ -112,16 +133,14 @@ def test_nan_in_the_weights_reaches_the_output(calls):
     assert calls["infer"] == 1 and torch.isnan(out[1:]).any()
 
 
-def test_a_gradient_to_come_a_gate_recorder_masks_and_float64_take_the_other_loops(calls):
+def test_a_gradient_to_come_a_gate_recorder_and_float64_take_the_other_loops(calls):
     m = rnnlab.LSTM(3, 16)
     x = torch.randn(4, 6, 3)
     m(x)[0].sum().backward()                                  # training: the loops that save for backward
     with torch.no_grad(), record_gates() as rec:              # gates wanted: the tiled loop keeps them
         m(x)
     assert rec.records
-    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [4, 3, 3, 2, 2, 1], enforce_sorted=False)
     with torch.no_grad():
-        m(packed)
         m.double()(x.double())
     assert calls["infer"] == 0
     with torch.no_grad():
@@ -145,7 +164,8 @@ def test_plan_names_the_inference_loop_by_its_size_rule():
     assert plan("lstm", 9, 512, steps=5, inference=True).loop == plan("lstm", 9, 512, steps=5).loop   # W_hh past L2
     assert plan("lstm", 32, 24, steps=5, inference=True).loop == "inference avx2"      # 24 units: 8-wide vectors
     assert plan("lstm", 32, 20, steps=5, inference=True).loop == plan("lstm", 32, 20, steps=5).loop
-    for kw in ({"masked": True}, {"dtype": torch.float64}, {"proj_size": 4}, {"steps": 0}):
+    assert plan("lstm", 32, 64, steps=5, masked=True, inference=True).loop.startswith("inference")
+    for kw in ({"dtype": torch.float64}, {"proj_size": 4}, {"steps": 0}):
         assert not plan("lstm", 32, 64, inference=True, **{"steps": 5, **kw}).loop.startswith("inference")
     assert not plan("gru", 32, 64, steps=5, inference=True).loop.startswith("inference")
     assert K.infer_max_hidden == 256

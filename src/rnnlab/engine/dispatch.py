@@ -219,7 +219,7 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     if why:
         return Plan("reference", "python", why)
     if inference:
-        isa = _inference_isa(mode, dtype, masked, steps, batch, hidden)
+        isa = _inference_isa(mode, dtype, steps, batch, hidden)
         if isa:
             return Plan("fast", f"inference {isa}", shape=(mode, batch, hidden, steps, dtype, masked, isa))
     isa = _tiled_isa(mode, dtype, masked, steps, batch)
@@ -273,11 +273,11 @@ def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> s
     return FAST_KERNELS.module.tiled_isa_for(B)
 
 
-def _inference_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int, H: int) -> str:
+def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
     """The instruction set of the LSTM's inference loop (lstm_tiled.h's lstm_infer) for such a call
-    without a gradient to come, or "": the conditions of the tiled loop but the batch, H a multiple
-    of the vector width, and the size rule of infer_isa_for (H up to 256, or up to 8 sequences)."""
-    if mode != "lstm" or dtype != torch.float32 or masked or T == 0:
+    without a gradient to come, or "": float32 (padded batches too), H a multiple of the vector
+    width, and the size rule of infer_isa_for (H up to 256, or up to 8 sequences)."""
+    if mode != "lstm" or dtype != torch.float32 or T == 0:
         return ""
     return FAST_KERNELS.module.infer_isa_for(B, H)
 

@@ -337,7 +337,8 @@ def fast_scan(
         return reference_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
     if p.loop.startswith("inference"):            # nothing to keep for a backward
         b = None if b_ih is None else b_ih + b_hh
-        return tuple(_KERNELS.module.lstm_infer(x, h0, c0, w_ih, w_hh, b))
+        m = None if mask is None else mask.reshape(x.shape[0], x.shape[1])
+        return tuple(_KERNELS.module.lstm_infer(x, h0, c0, w_ih, w_hh, b, m))
     tag = tag or ScanTag()
     res = _FastScan.apply((mode, p.tiled), tag, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if mode == "lstm":

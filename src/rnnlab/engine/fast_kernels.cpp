@@ -943,7 +943,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_infer_op(const Tensor& x, const Tensor& 
                                                  const c10::optional<Tensor>& b_hh) {
   c10::optional<Tensor> b;
   if (b_ih) b = *b_ih + *b_hh;
-  auto r = rnnlab::tiled::lstm_infer(x, h0, c0, w_ih, w_hh, b);
+  auto r = rnnlab::tiled::lstm_infer(x, h0, c0, w_ih, w_hh, b, c10::nullopt);
   return {r[0], r[1], r[2]};
 }
 

@@ -86,8 +86,10 @@ struct InferArgs {
   const float* bias;   // (4H) b_ih + b_hh, or null
   const float* h0;     // (B, H)
   const float* c0;     // (B, H)
-  float* out;          // (T, B, H) out: h_1..h_T
+  float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
   float* c;            // (2, B, H) scratch: c_t in row t mod 2
+  float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
+  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
 };
@@ -259,7 +261,7 @@ inline std::string op_isa(int64_t Bp) {
   return have == "avx512" && choice() != "avx2" && Bp % 16 == 0 ? std::string("avx512") : std::string("avx2");
 }
 
-// Workspace slots (workspace.h) of this file: 20..29 and 32..34.
+// Workspace slots (workspace.h) of this file: 20..29 and 32..35.
 // Forward over a whole sequence with instruction set `isa` ("avx512" or "avx2") and the batch padded
 // to Bp (a multiple of its vector width). x (T, B, I), h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H),
 // bias (4H) = b_ih + b_hh or undefined; float32, contiguous. Returns {hT (T+1, H, Bp) (the states
@@ -335,30 +337,35 @@ inline std::string infer_isa_for(int64_t B, int64_t H) {
 }
 
 // Forward without saving anything for backward (no gradient to come), row-major: x (T, B, I),
-// h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H) = b_ih + b_hh or undefined; float32.
-// Returns {out (T, B, H), h_T, c_T (B, H)}, new tensors (out is not a workspace: it is the caller's).
+// h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H) = b_ih + b_hh or undefined; float32; mask
+// (T, B) bool or undefined, as the row-major loop's. Returns {out (T, B, H), h_T, c_T (B, H)}, new
+// tensors (out is not a workspace: it is the caller's).
 inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-                                      const Tensor& w_hh, const c10::optional<Tensor>& bias) {
+                                      const Tensor& w_hh, const c10::optional<Tensor>& bias,
+                                      const c10::optional<Tensor>& mask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
   const std::string isa = infer_isa(H);
   TORCH_CHECK(!isa.empty(), "lstm_infer: the inference loop does not run here for ", H, " units (infer_isa is empty)");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", x.scalar_type());
   const auto opt = x.options();
   Tensor xg = workspace(32, {T * B, 4 * H}, opt);
-  gemm(xg, x.contiguous().view({T * B, I}), w_ih.t(), false);   // input projection, as the tiled loop's
+  gemm(xg, x.contiguous().view({T * B, I}), w_ih.contiguous().t(), false);   // the input projection
   Tensor out = at::empty({T, B, H}, opt);
   Tensor c = workspace(33, {2, B, H}, opt);
+  Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
+  Tensor m = mask ? mask->to(at::kBool).contiguous() : Tensor();
   Tensor packed = workspace(34, {4 * H * H}, opt);
   Tensor h0c = h0.contiguous(), c0c = c0.contiguous(), w = w_hh.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
   InferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xg.data_ptr<float>(),
               b.defined() ? b.data_ptr<float>() : nullptr, h0c.data_ptr<float>(),
-              c0c.data_ptr<float>(), out.data_ptr<float>(), c.data_ptr<float>(), T, B, H, team_size()};
+              c0c.data_ptr<float>(), out.data_ptr<float>(), c.data_ptr<float>(),
+              mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size()};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::infer(a);
   else avx2::infer(a);
 #endif
-  Tensor h_last = T > 0 ? out[T - 1].clone() : h0c.clone();
+  Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
   Tensor c_last = T > 0 ? c[T & 1].clone() : c0c.clone();
   return {out, h_last, c_last};
 }

@@ -276,10 +276,12 @@ template <int NB>
 inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
   constexpr int W = V::W;
   const int64_t H = a.H, G = 4 * H, BH = a.B * H;
-  const float* __restrict hp = (t == 0 ? a.h0 : a.out + (t - 1) * BH) + b0 * H;   // h_{t-1}
+  const float* hstate = a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;      // without a mask, out holds h
+  const float* __restrict hp = (t == 0 ? a.h0 : hstate) + b0 * H;                 // h_{t-1}
   const float* __restrict cp = (t == 0 ? a.c0 : a.c + (t & 1) * BH) + b0 * H;     // c_{t-1}
   float* __restrict cn = a.c + ((t + 1) & 1) * BH + b0 * H;
-  float* __restrict hn = a.out + t * BH + b0 * H;
+  float* __restrict out = a.out + t * BH + b0 * H;
+  float* __restrict hn = a.mask ? a.h + ((t + 1) & 1) * BH + b0 * H : out;
   const float* __restrict xg = a.xg + (t * a.B + b0) * G + j0;   // W_ih x_t, gate g at g·H
   reg acc[4][NB];
 #pragma GCC unroll 4
@@ -305,8 +307,19 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
     const int64_t o = n * H + j0;
     const reg i = sigmoid(acc[0][n]), f = sigmoid(acc[1][n]), g = tanh_(acc[2][n]), og = sigmoid(acc[3][n]);
     const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));   // c_t = f ⊙ c_{t-1} + i ⊙ g
-    V::store(cn + o, c);
-    V::store(hn + o, V::mul(og, tanh_(c)));                   // h_t = o ⊙ tanh(c_t)
+    const reg h = V::mul(og, tanh_(c));                       // h_t = o ⊙ tanh(c_t)
+    if (a.mask == nullptr) {
+      V::store(cn + o, c);
+      V::store(hn + o, h);
+    } else if (a.mask[t * a.B + b0 + n]) {
+      V::store(cn + o, c);
+      V::store(hn + o, h);
+      V::store(out + o, h);
+    } else {                                                  // past the end: carry the state, output 0
+      V::store(cn + o, V::load(cp + o));
+      V::store(hn + o, V::load(hp + o));
+      V::store(out + o, V::zero());
+    }
   }
 }
 
