@@ -12,10 +12,10 @@ then "row-major BLAS" (oneDNN off too; "BLAS" for the other cells), "tiled AVX2 
 code with oneDNN off) and "no reuse" (buffer reuse off). Last, (4) the LSTM at T=35 I=32 H=256
 for batches of 1 to 32 with the row-major loop and the tiled one at each vector width, each also
 with oneDNN off: the measurements behind the tiled loop's batch-size rule. ``--inference`` prints
-only (5), a forward without a gradient to come at T=50 I=64 over hidden sizes 64 to 1024 and batches
-1 to 64: the inference loop (lstm_tiled.h's lstm_infer) and the tiled loop's forward (both called
-directly) as ratios to torch.nn's forward under torch.no_grad: the measurements behind the
-inference loop's size rule.
+only (5), a forward without a gradient to come at I=64 over hidden sizes 64 to 1024, batches 1 to 64
+and lengths 1, 8 and 50: the inference loop (lstm_tiled.h's lstm_infer), the tiled loop's forward and
+the row-major loop (the input projection and the loop; all called directly) as ratios to torch.nn's
+forward under torch.no_grad: the measurements behind the inference loop's size rule.
 
 What a CPU without AVX-512 runs is the "BLAS" settings (gemm.h uses oneDNN only with AVX-512)
 and, for the LSTM, "tiled AVX2 BLAS" against "row-major BLAS". On an AVX-512 CPU these columns
@@ -117,34 +117,37 @@ def sweep(repeats: int) -> None:
 
 def inference_sweep(repeats: int) -> None:
     K = fast._KERNELS.module
-    print("LSTM forward without a gradient to come, T=50 I=64; ratios to torch.nn's (-: the loop does not run "
-          "there); * marks what the size rule chooses")
+    print("LSTM forward without a gradient to come, I=64; ratios to torch.nn's under torch.no_grad (-: the loop "
+          "does not run there); * marks what the size rule chooses")
     for H in (64, 128, 256, 512, 1024):
         for B in (1, 4, 8, 16, 32, 64):
-            torch.manual_seed(0)
-            theirs = torch.nn.LSTM(64, H)
-            x, h0, c0 = torch.randn(50, B, 64), torch.zeros(B, H), torch.zeros(B, H)
-            w_ih, w_hh = theirs.weight_ih_l0.detach(), theirs.weight_hh_l0.detach()
-            b = (theirs.bias_ih_l0 + theirs.bias_hh_l0).detach()
-            runs = {"torch.nn": lambda: theirs(x)}
-            if K.infer_isa(H):
-                runs["inference"] = lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None)
-            if fast.tiled_isa(B):
-                runs["tiled"] = lambda: K.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b)
-            times = {name: [] for name in runs}
-            with torch.no_grad():
-                for f in runs.values():
-                    f()
-                for _ in range(repeats):            # alternating rounds: all see the same load
-                    for name, f in runs.items():
-                        t0 = time.perf_counter()
+            for T in (1, 8, 50):
+                torch.manual_seed(0)
+                theirs = torch.nn.LSTM(64, H)
+                x, h0, c0 = torch.randn(T, B, 64), torch.zeros(B, H), torch.zeros(B, H)
+                w_ih, w_hh = theirs.weight_ih_l0.detach(), theirs.weight_hh_l0.detach()
+                b = (theirs.bias_ih_l0 + theirs.bias_hh_l0).detach()
+                runs = {"torch.nn": lambda: theirs(x),
+                        "row-major": lambda: K.lstm_forward(torch.addmm(b, x.view(T * B, 64), w_ih.t()).view(T, B, 4 * H),
+                                                            h0, c0, w_hh, None)}
+                if K.infer_isa(H):
+                    runs["inference"] = lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None)
+                if fast.tiled_isa(B):
+                    runs["tiled"] = lambda: K.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b)
+                times = {name: [] for name in runs}
+                with torch.no_grad():
+                    for f in runs.values():
                         f()
-                        times[name].append(time.perf_counter() - t0)
-            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-            chosen = "inference" if K.infer_isa_for(B, H) else "tiled"
-            cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" if name in med
-                     else f"{name} -    " for name in ("inference", "tiled")]
-            print(f"H={H:<5d} B={B:<3d} torch.nn {med['torch.nn']:7.2f} ms; " + "  ".join(cells), flush=True)
+                    for _ in range(repeats):            # alternating rounds: all see the same load
+                        for name, f in runs.items():
+                            t0 = time.perf_counter()
+                            f()
+                            times[name].append(time.perf_counter() - t0)
+                med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                chosen = ("inference" if K.infer_isa_for(B, H, T) else "tiled" if fast.tiled_isa(B) else "row-major")
+                cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" if name in med
+                         else f"{name} -    " for name in ("inference", "tiled", "row-major")]
+                print(f"H={H:<5d} B={B:<3d} T={T:<3d} torch.nn {med['torch.nn']:7.2f} ms; " + "  ".join(cells), flush=True)
 
 
 def compare(cell: str, size: tuple[int, int, int, int], kw: dict, settings: dict, repeats: int) -> None:

@@ -124,15 +124,17 @@ def main(work: Path) -> dict:
     # the inference loop (no gradient to come: lstm_tiled.h's lstm_infer) against torch.nn's forward,
     # at the full batch, one that leaves a partial block of sequences, a single sequence, and a
     # padded batch
-    rec["infer_isa"] = K.infer_isa_for(B, H)
-    ours, theirs = rnnlab.LSTM(I, H, engine="fast"), torch.nn.LSTM(I, H)
+    # (64 units over 16 steps: sequence-steps enough for the loop's rule even at one sequence)
+    xi = torch.randn(16, B, I)
+    rec["infer_isa"] = K.infer_isa_for(1, 64, 16)
+    ours, theirs = rnnlab.LSTM(I, 64, engine="fast"), torch.nn.LSTM(I, 64)
     theirs.load_state_dict(ours.state_dict())
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         worst = 0.0
         for b in (B, 5, 1):
-            (out, (h, c)), (r_out, (r_h, r_c)) = ours(x[:, :b]), theirs(x[:, :b])
+            (out, (h, c)), (r_out, (r_h, r_c)) = ours(xi[:, :b]), theirs(xi[:, :b])
             worst = max(worst, rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c}))
-        packed = torch.nn.utils.rnn.pack_padded_sequence(x[:, :5], [3, 1, 2, 3, 2], enforce_sorted=False)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xi[:, :5], [16, 9, 12, 16, 10], enforce_sorted=False)
         (out, (h, c)), (r_out, (r_h, r_c)) = ours(packed), theirs(packed)      # unequal lengths: a mask
         worst = max(worst, rel({"out": out.data, "h": h, "c": c}, {"out": r_out.data, "h": r_h, "c": r_c}))
     diffs["lstm inference"] = worst

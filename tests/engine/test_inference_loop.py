@@ -159,9 +159,14 @@ def test_plan_names_the_inference_loop_by_its_size_rule():
     have = fast.cpu_isa()
     wide = "avx512" if have == "avx512" else "avx2"
     assert plan("lstm", 32, 256, steps=5, inference=True).loop == f"inference {wide}"
-    assert plan("lstm", 1, 1024, steps=5, inference=True).loop == f"inference {wide}"
-    assert plan("lstm", 8, 512, steps=5, inference=True).loop == f"inference {wide}"
-    assert plan("lstm", 9, 512, steps=5, inference=True).loop == plan("lstm", 9, 512, steps=5).loop   # W_hh past L2
+    assert plan("lstm", 1, 1024, steps=128, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 8, 512, steps=8, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 9, 512, steps=50, inference=True).loop == plan("lstm", 9, 512, steps=50).loop   # W_hh past L2
+    # each call packs W_hh: from T·B ≥ H² / 8192 sequence-steps on
+    assert plan("lstm", 1, 256, steps=7, inference=True).loop == plan("lstm", 1, 256, steps=7).loop
+    assert plan("lstm", 1, 256, steps=8, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 8, 1024, steps=15, inference=True).loop == plan("lstm", 8, 1024, steps=15).loop
+    assert plan("lstm", 1, 64, steps=1, inference=True).loop == f"inference {wide}"
     assert plan("lstm", 32, 24, steps=5, inference=True).loop == "inference avx2"      # 24 units: 8-wide vectors
     assert plan("lstm", 32, 20, steps=5, inference=True).loop == plan("lstm", 32, 20, steps=5).loop
     assert plan("lstm", 32, 64, steps=5, masked=True, inference=True).loop.startswith("inference")
@@ -227,8 +232,18 @@ def test_the_operator_refuses_a_gradient():
                                     m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
 
 
-def test_an_empty_batch_gives_empty_outputs(calls):
+def test_an_empty_batch_gives_empty_outputs():
+    m = rnnlab.LSTM(3, 16)
     with torch.no_grad():
-        out, (h, c) = rnnlab.LSTM(3, 16)(torch.randn(4, 0, 3))
-    assert calls["infer"] == 1
-    assert out.shape == (4, 0, 16) and h.shape == c.shape == (1, 0, 16)
+        out, (h, c) = m(torch.randn(4, 0, 3))           # (no sequence-steps: the rule keeps the other loops)
+        assert out.shape == (4, 0, 16) and h.shape == c.shape == (1, 0, 16)
+        out, h, c = fast._KERNELS.module.lstm_infer(torch.randn(4, 0, 3), torch.zeros(0, 16), torch.zeros(0, 16),
+                                                    m.weight_ih_l0, m.weight_hh_l0, None, None)
+    assert out.shape == (4, 0, 16) and h.shape == c.shape == (0, 16)
+
+
+def test_the_loop_checks_its_shapes():
+    m = rnnlab.LSTM(3, 16)
+    with pytest.raises(RuntimeError, match="expected x"):
+        fast._KERNELS.module.lstm_infer(torch.randn(4, 2, 3), torch.zeros(3, 16), torch.zeros(2, 16),
+                                        m.weight_ih_l0.detach(), m.weight_hh_l0.detach(), None, None)

@@ -207,7 +207,8 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
                         "engine does not cover them")
         inner = plan(mode, batch, hidden, steps=steps, dtype=dtype, device=device, masked=masked,
                      proj_size=proj_size, recording=recording, inference=inference)
-        return Plan("checkpoint", inner.loop, "engine 'checkpoint': segments recomputed in backward", inner=inner)
+        return Plan("checkpoint", inner.loop, "engine 'checkpoint': segments recomputed in backward (its forward "
+                    "runs them without a gradient: the inference loop where that covers the call)", inner=inner)
     if variant is not None:
         why = _variant_unsupported(mode, variant, resolved, engine, dtype, device, masked, state_masks, recording)
         if why:
@@ -276,10 +277,10 @@ def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> s
 def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
     """The instruction set of the LSTM's inference loop (lstm_tiled.h's lstm_infer) for such a call
     without a gradient to come, or "": float32 (padded batches too), H a multiple of the vector
-    width, and the size rule of infer_isa_for (H up to 256, or up to 8 sequences)."""
+    width, and the size rule of infer_isa_for (H up to 256 or up to 8 sequences, and T·B ≥ H² / 8192)."""
     if mode != "lstm" or dtype != torch.float32 or T == 0:
         return ""
-    return FAST_KERNELS.module.infer_isa_for(B, H)
+    return FAST_KERNELS.module.infer_isa_for(B, H, T)
 
 
 def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtype, masked: bool,
@@ -316,7 +317,7 @@ def _inference_why(batch: int, hidden: int) -> str:
         return f"set_tiled({FAST_KERNELS.module.tiled_choice()!r})"
     if hidden <= FAST_KERNELS.module.infer_max_hidden:
         return f"W_hh of {hidden} units fits a core's L2 cache"
-    return f"{batch} sequences read W_hh at most twice per step"
+    return f"{batch} sequences (at most 8) read W_hh at most 3 times per step"
 
 
 def _tiled_why(isa: str, batch: int) -> str:

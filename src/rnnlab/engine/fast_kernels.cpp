@@ -919,7 +919,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op
   TORCH_CHECK(!isa.empty(), "rnnlab::lstm_tiled_forward: this CPU has neither AVX-512 nor AVX2+FMA "
               "(or the kernels were built without GCC); the tiled LSTM loop cannot run here");
   c10::optional<Tensor> b;
-  if (b_ih) b = *b_ih + *b_hh;
+  if (b_ih && b_hh) b = *b_ih + *b_hh;
+  else if (b_ih || b_hh) b = b_ih ? *b_ih : *b_hh;
   auto r = rnnlab::tiled::lstm_forward_padded(isa, Bp, x.contiguous(), h0.contiguous(), c0.contiguous(),
                                               w_ih.contiguous(), w_hh.contiguous(), b);
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
@@ -942,7 +943,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_infer_op(const Tensor& x, const Tensor& 
                                                  const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
                                                  const c10::optional<Tensor>& b_hh) {
   c10::optional<Tensor> b;
-  if (b_ih) b = *b_ih + *b_hh;
+  if (b_ih && b_hh) b = *b_ih + *b_hh;
+  else if (b_ih || b_hh) b = b_ih ? *b_ih : *b_hh;
   auto r = rnnlab::tiled::lstm_infer(x, h0, c0, w_ih, w_hh, b, c10::nullopt);
   return {r[0], r[1], r[2]};
 }

@@ -316,24 +316,27 @@ inline std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const
   return r;
 }
 
-// The instruction set of the inference loop (lstm_infer) for H units: its vectors hold units, so
-// H must be a multiple of their width; "" where it cannot run. Under set_tiled's "avx2" it uses
-// AVX2, under "off" nothing (the row-major loop serves).
-inline std::string infer_isa(int64_t H) {
-  const std::string c = choice();
+// The instruction set the inference loop (lstm_infer) runs with for H units: its vectors hold
+// units, so H must be a multiple of their width; "" where it cannot run. Under set_tiled's "avx2"
+// it uses AVX2. infer_isa also says "" under "off" (the row-major loop serves eager calls); the
+// operator a compiled graph holds keeps running then, as the tiled one does (run_isa).
+inline std::string infer_run_isa(int64_t H) {
   const std::string& have = detected_isa();
-  if (c == "off" || have.empty()) return "";
-  if (have == "avx512" && c != "avx2" && H % 16 == 0) return "avx512";
+  if (have.empty()) return "";
+  if (have == "avx512" && choice() != "avx2" && H % 16 == 0) return "avx512";
   return H % 8 == 0 ? "avx2" : "";
 }
+inline std::string infer_isa(int64_t H) { return choice() == "off" ? std::string() : infer_run_isa(H); }
 
-// Where the inference loop runs rather than the tiled or row-major loop, for a batch of B: W_hh is
-// read once per block of kInferMaxNB sequences per step, so it pays while W_hh (4H·H floats) stays
-// in a core's L2 cache, H ≤ kInferMaxHidden, or the batch is small (benchmarks/bench_kernels.py
-// --inference sweeps both).
+// Where the inference loop runs rather than the tiled or row-major loop, for B sequences of T steps:
+// W_hh is read once per block of kInferMaxNB sequences per step, so it pays while W_hh (4H·H floats)
+// stays in a core's L2 cache, H ≤ kInferMaxHidden, or the batch is small; and each call packs W_hh
+// anew (4H·H floats), which T·B ≥ H² / 8192 sequence-steps repay (8 at 256 units, 128 at 1024;
+// benchmarks/bench_kernels.py --inference sweeps hidden size, batch and length).
 constexpr int64_t kInferMaxHidden = 256, kInferMaxBatch = 8;
-inline std::string infer_isa_for(int64_t B, int64_t H) {
-  return H <= kInferMaxHidden || B <= kInferMaxBatch ? infer_isa(H) : std::string();
+inline std::string infer_isa_for(int64_t B, int64_t H, int64_t T) {
+  const bool pays = (H <= kInferMaxHidden || B <= kInferMaxBatch) && T * B * 8192 >= H * H;
+  return pays ? infer_isa(H) : std::string();
 }
 
 // Forward without saving anything for backward (no gradient to come), row-major: x (T, B, I),
@@ -344,9 +347,19 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
                                       const Tensor& w_hh, const c10::optional<Tensor>& bias,
                                       const c10::optional<Tensor>& mask) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
-  const std::string isa = infer_isa(H);
-  TORCH_CHECK(!isa.empty(), "lstm_infer: the inference loop does not run here for ", H, " units (infer_isa is empty)");
+  const std::string isa = infer_run_isa(H);
+  TORCH_CHECK(!isa.empty(), "lstm_infer: the inference loop does not run here for ", H, " units (it needs "
+              "AVX2+FMA and a multiple of 8 units)");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({4 * H, I}) && w_hh.sizes() == at::IntArrayRef({4 * H, H}) &&
+              h0.sizes() == at::IntArrayRef({B, H}) && c0.sizes() == at::IntArrayRef({B, H}) &&
+              (!bias || bias->sizes() == at::IntArrayRef({4 * H})) &&
+              (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+              "lstm_infer: expected x (T, B, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H), "
+              "mask (T, B); got x ", x.sizes(), ", h0 ", h0.sizes(), ", c0 ", c0.sizes(), ", w_ih ", w_ih.sizes(),
+              ", w_hh ", w_hh.sizes());
+  for (const Tensor& t : {h0, c0, w_ih, w_hh})
+    TORCH_CHECK(t.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", t.scalar_type());
   const auto opt = x.options();
   Tensor xg = workspace(32, {T * B, 4 * H}, opt);
   gemm(xg, x.contiguous().view({T * B, I}), w_ih.contiguous().t(), false);   // the input projection

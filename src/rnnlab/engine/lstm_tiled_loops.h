@@ -276,8 +276,8 @@ template <int NB>
 inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
   constexpr int W = V::W;
   const int64_t H = a.H, G = 4 * H, BH = a.B * H;
-  const float* hstate = a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;      // without a mask, out holds h
-  const float* __restrict hp = (t == 0 ? a.h0 : hstate) + b0 * H;                 // h_{t-1}
+  const float* hstate = t == 0 ? a.h0 : a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;   // (no mask: out holds h)
+  const float* __restrict hp = hstate + b0 * H;                                   // h_{t-1}
   const float* __restrict cp = (t == 0 ? a.c0 : a.c + (t & 1) * BH) + b0 * H;     // c_{t-1}
   float* __restrict cn = a.c + ((t + 1) & 1) * BH + b0 * H;
   float* __restrict out = a.out + t * BH + b0 * H;
@@ -333,13 +333,19 @@ inline void infer_block(int n, const InferArgs& a, const float* pa, int64_t t, i
 }
 
 // Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W_hh (4H, H) packed for infer_tile.
+// A transpose in blocks of 16 columns k, so that both the rows read and the packed rows written
+// stay in the L1 cache while a block is done (every call packs anew).
 inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1) {
   constexpr int W = V::W;
+  constexpr int64_t kBlock = 16;
   for (int64_t j0 = u0; j0 < u1; j0 += W) {
     float* p = out + 4 * H * j0;
-    for (int64_t k = 0; k < H; ++k)
-      for (int64_t g = 0; g < 4; ++g)
-        for (int64_t u = 0; u < W; ++u) p[(k * 4 + g) * W + u] = w[(g * H + j0 + u) * H + k];
+    for (int64_t k0 = 0; k0 < H; k0 += kBlock) {
+      const int64_t k1 = std::min(H, k0 + kBlock);
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t g = 0; g < 4; ++g)
+          for (int64_t u = 0; u < W; ++u) p[(k * 4 + g) * W + u] = w[(g * H + j0 + u) * H + k];
+    }
   }
 }
 
