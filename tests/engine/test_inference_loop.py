@@ -247,3 +247,22 @@ def test_the_loop_checks_its_shapes():
     with pytest.raises(RuntimeError, match="expected x"):
         fast._KERNELS.module.lstm_infer(torch.randn(4, 2, 3), torch.zeros(3, 16), torch.zeros(2, 16),
                                         m.weight_ih_l0.detach(), m.weight_hh_l0.detach(), None, None)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_compiled_graph_keeps_running_after_set_tiled_off(fresh_dynamo):
+    """The choice is read when traced: a graph holding rnnlab::lstm_infer still runs after the loops
+    are switched off for eager calls (as one holding the tiled operator does)."""
+    m = rnnlab.LSTM(5, 16)
+    cm = torch.compile(m, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 3, 5)
+    try:
+        with torch.no_grad():
+            before = cm(x)[0]
+            fast.set_tiled("off")
+            after = cm(x)[0]
+            eager = m(x)[0]                                    # eager: the row-major loop now
+    finally:
+        fast.set_tiled("auto")
+    torch.testing.assert_close(after, before)
+    torch.testing.assert_close(eager, before, atol=2e-6, rtol=1e-5)
