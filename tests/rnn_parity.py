@@ -230,3 +230,23 @@ __all__ = [
     "ENGINES", "MODES", "CELLS", "TOL", "Case", "Inputs", "kwargs", "make_pair", "make_inputs",
     "forward", "loss_of", "grads", "assert_close", "assert_all_close", "check_parity", "grid", "replace",
 ]
+
+
+def settable_isas() -> list[str]:
+    """The instruction sets ``rnnlab.engine.fast.set_tiled`` accepts on this CPU ("avx512",
+    "avx2"; empty without the kernels or AVX2+FMA), leaving the choice at "auto": what the tests of
+    the LSTM's tiled and inference loops run each case with."""
+    from rnnlab.engine import fast
+    from rnnlab.errors import ConfigError
+
+    if not fast.available() or fast.cpu_isa() not in ("avx512", "avx2"):
+        return []
+    have = []
+    for isa in ("avx512", "avx2"):
+        try:
+            fast.set_tiled(isa)
+            have.append(isa)
+        except ConfigError:
+            pass
+    fast.set_tiled("auto")
+    return have

@@ -13,24 +13,10 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import rnnlab
 from rnnlab.engine import fast, plan, record_gates
-from rnnlab.errors import ConfigError
+from rnn_parity import settable_isas
 
 
-def _isas() -> list[str]:
-    if not fast.available() or not fast._KERNELS.module.infer_isa(16):
-        return []
-    have = []
-    for isa in ("avx512", "avx2"):
-        try:
-            fast.set_tiled(isa)
-            have.append(isa)
-        except ConfigError:
-            pass
-    fast.set_tiled("auto")
-    return have
-
-
-ISAS = _isas()
+ISAS = settable_isas()
 pytestmark = pytest.mark.skipif(not ISAS, reason="the inference loop does not run here (needs the fast kernels "
                                                  "on an x86 CPU with AVX2+FMA)")
 

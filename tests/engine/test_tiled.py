@@ -11,24 +11,10 @@ import torch
 import rnnlab
 from rnnlab.engine import fast, record_gates, record_grad_norms
 from rnnlab.errors import ConfigError
-from rnn_parity import check_parity, grid
+from rnn_parity import check_parity, grid, settable_isas
 
 
-def _isas() -> list[str]:
-    if not fast.available() or not fast.tiled_isa():
-        return []
-    have = []
-    for isa in ("avx512", "avx2"):
-        try:
-            fast.set_tiled(isa)
-            have.append(isa)
-        except ConfigError:
-            pass
-    fast.set_tiled("auto")
-    return have
-
-
-ISAS = _isas()
+ISAS = settable_isas()
 needs_tiled = pytest.mark.skipif(
     not ISAS, reason="the tiled LSTM loop does not run here (needs the fast kernels on an x86 CPU with AVX2+FMA)")
 
