@@ -42,8 +42,8 @@ the inference loop instead, which keeps nothing for backward:
 
     rnnlab::lstm_infer(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?) -> (out, h_last, c_last)
 
-(inference only, as the step below; no batch rule here either, so the eager engine's "or up to
-8 sequences" for larger layers does not apply).
+(inference only, as the step below; no batch or length rule here, so the eager engine's "or up to
+8 sequences" and "from H²/8192 sequence-steps" do not apply).
 
 A third pair is the float32 LSTM's batch-1 step, the loops of ``Stream``'s C++ step for one layer as
 a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` should trace:
