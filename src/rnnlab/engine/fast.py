@@ -186,9 +186,7 @@ class _FastScan(torch.autograd.Function):
         if m is not None:
             d_out = d_out * m.unsqueeze(-1)                # padded outputs were constant zeros
         d_out = d_out.contiguous()
-        recording = record.grad_recording()
-        rec_h = x.new_empty(T, B) if recording else None
-        rec_c = x.new_empty(T, B) if recording and mode == "lstm" else None
+        rec_h, rec_c = record.new_grad_norms(x, T, B, cell=mode == "lstm")
         dc0 = None
         if mode == "lstm":
             dxw, dh0, dc0 = _KERNELS.module.lstm_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, m, rec_h, rec_c)
@@ -198,11 +196,8 @@ class _FastScan(torch.autograd.Function):
         else:
             dxw, dh0 = _KERNELS.module.rnn_backward(d_out, d_h_last, hs, w_hh, mode == "rnn_relu", m, rec_h)
             dhw = dxw
-        if recording:
-            record.emit_grad(record.GradRecord(
-                tag.layer, tag.direction, CELL_NAMES[mode], tag.to_forward_time(rec_h),
-                None if rec_c is None else tag.to_forward_time(rec_c),
-            ))
+        if rec_h is not None:
+            record.emit_grad_norms(tag, CELL_NAMES[mode], rec_h, rec_c)
 
         # Weight gradients, one matmul each: the reference's own function.
         need = ctx.needs_input_grad
@@ -240,9 +235,7 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
     res = _KERNELS.module.lstm_tiled_backward(d_out, d_h_last, d_c_last, gates, cs, tcs, w_hh, recording)
     da, dh0, dc0 = res[:3]
     if recording:
-        tag = ctx.tag
-        record.emit_grad(record.GradRecord(tag.layer, tag.direction, CELL_NAMES["lstm"],
-                                           tag.to_forward_time(res[3]), tag.to_forward_time(res[4])))
+        record.emit_grad_norms(ctx.tag, CELL_NAMES["lstm"], res[3], res[4])
     dxw = da.permute(1, 2, 0)                              # (T, Bp, 4H) view of (4H, T, Bp)
     need = ctx.needs_input_grad
     which = wanted(need, (2, 6, 7, 8, 9), ctx.has_bias)

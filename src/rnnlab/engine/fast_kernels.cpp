@@ -904,6 +904,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> seq_backward_op(
   return {r[0], nothing(hs), r[1], nothing(hs)};
 }
 
+// b_ih + b_hh, the one bias the LSTM loops add (either alone when the other is missing).
+c10::optional<Tensor> summed_bias(const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh) {
+  if (b_ih && b_hh) return *b_ih + *b_hh;
+  if (b_ih || b_hh) return b_ih ? *b_ih : *b_hh;
+  return c10::nullopt;
+}
+
 // The LSTM's unit-major loop (lstm_tiled.h) for float32 whole sequences: the batch padded to
 // tiled::op_padded_batch(B), a function of B alone, which ops.py's fake implementation repeats.
 // Returns the outputs, out (T, B, H) = h_1..h_T, h_T and c_T (B, H) (unpadded copies: an operator's
@@ -918,9 +925,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op
   const std::string isa = rnnlab::tiled::op_isa(Bp);
   TORCH_CHECK(!isa.empty(), "rnnlab::lstm_tiled_forward: this CPU has neither AVX-512 nor AVX2+FMA "
               "(or the kernels were built without GCC); the tiled LSTM loop cannot run here");
-  c10::optional<Tensor> b;
-  if (b_ih && b_hh) b = *b_ih + *b_hh;
-  else if (b_ih || b_hh) b = b_ih ? *b_ih : *b_hh;
+  const c10::optional<Tensor> b = summed_bias(b_ih, b_hh);
   auto r = rnnlab::tiled::lstm_forward_padded(isa, Bp, x.contiguous(), h0.contiguous(), c0.contiguous(),
                                               w_ih.contiguous(), w_hh.contiguous(), b);
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
@@ -942,9 +947,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_tiled_forward_op
 std::tuple<Tensor, Tensor, Tensor> lstm_infer_op(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
                                                  const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
                                                  const c10::optional<Tensor>& b_hh) {
-  c10::optional<Tensor> b;
-  if (b_ih && b_hh) b = *b_ih + *b_hh;
-  else if (b_ih || b_hh) b = b_ih ? *b_ih : *b_hh;
+  const c10::optional<Tensor> b = summed_bias(b_ih, b_hh);
   auto r = rnnlab::tiled::lstm_infer(x, h0, c0, w_ih, w_hh, b, c10::nullopt);
   return {r[0], r[1], r[2]};
 }

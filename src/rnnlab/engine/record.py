@@ -76,6 +76,21 @@ def emit_grad(record: GradRecord) -> None:
         r.records.append(record)
 
 
+def new_grad_norms(like: Tensor, T: int, B: int, cell: bool) -> tuple[Tensor | None, Tensor | None]:
+    """Buffers (T, B) a backward loop fills with ‖∂L/∂h_t‖ and, for a cell with a memory
+    (``cell``), ‖∂L/∂c_t‖, in the scan's time order; (None, None) while no gradient recorder is on."""
+    if not grad_recording():
+        return None, None
+    return like.new_empty(T, B), (like.new_empty(T, B) if cell else None)
+
+
+def emit_grad_norms(tag, cell: str, dh: Tensor, dc: Tensor | None = None) -> None:
+    """A GradRecord of one layer-direction (``tag``: its ScanTag) from the norms a backward loop
+    filled in the scan's time order (new_grad_norms), put back in forward time."""
+    emit_grad(GradRecord(tag.layer, tag.direction, cell, tag.to_forward_time(dh),
+                         None if dc is None else tag.to_forward_time(dc)))
+
+
 def emit_gates(record: GateRecord) -> None:
     for r in _gate_recorders:
         r.records.append(record)

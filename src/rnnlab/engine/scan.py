@@ -162,17 +162,14 @@ def scan_backward(mode, tag, need, has_bias, d_out, d_h_last, d_c_last, x, mask,
     dhw = dxw if family.SHARED_PREACT_GRAD else x.new_empty(T, B, GH)
     dw_hr = torch.zeros_like(w_hr) if w_hr is not None else None
     scratch = x.new_empty(B, H)
-    recording = record.grad_recording()
-    if recording:
-        rec_h = x.new_empty(T, B)
-        rec_c = x.new_empty(T, B) if mode == "lstm" else None
+    rec_h, rec_c = record.new_grad_norms(x, T, B, cell=mode == "lstm")
     if mask is not None:
         d_out = d_out * mask                           # padded outputs were constant zeros
 
     # 3. BPTT.
     for t in range(T - 1, -1, -1):
         dh = dh + d_out[t]                             # total ∂L/∂h_t
-        if recording:
+        if rec_h is not None:
             rec_h[t] = torch.linalg.vector_norm(dh, dim=1)
         dh_in, dc_in = dh, dc
         if mask is not None:
@@ -183,7 +180,7 @@ def scan_backward(mode, tag, need, has_bias, d_out, d_h_last, d_c_last, x, mask,
         direct = None
         if mode == "lstm":
             dc_prev = family.backward_step(dh, dc, gates[t], cs[t + 1], cs[t], w_hr, dw_hr, dxw[t], scratch)
-            if recording:
+            if rec_c is not None:
                 rec_c[t] = torch.linalg.vector_norm(dc, dim=1)  # dc now holds the total ∂L/∂c_t
         elif mode == "gru":
             direct = family.backward_step(dh, gates[t], hn[t], hs[t], dxw[t], dhw[t])
@@ -200,11 +197,8 @@ def scan_backward(mode, tag, need, has_bias, d_out, d_h_last, d_c_last, x, mask,
         if mode == "lstm":
             dc = dc_prev
 
-    if recording:
-        record.emit_grad(record.GradRecord(
-            tag.layer, tag.direction, CELL_NAMES[mode],
-            tag.to_forward_time(rec_h), None if rec_c is None else tag.to_forward_time(rec_c),
-        ))
+    if rec_h is not None:
+        record.emit_grad_norms(tag, CELL_NAMES[mode], rec_h, rec_c)
 
     # 4. Weight gradients, one matmul each.
     dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(

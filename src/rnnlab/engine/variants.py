@@ -231,17 +231,14 @@ class _VariantScan(torch.autograd.Function):
         keep_h = None if zo_h is None else 1.0 - zo_h                        # ∂h_t/∂h̃_t
         keep_c = None if zo_c is None else 1.0 - zo_c
         dh = d_h_last.clone()
-        recording = record.grad_recording()
-        if recording:
-            rec_h = x.new_empty(T, B)
-            rec_c = x.new_empty(T, B) if is_lstm else None
+        rec_h, rec_c = record.new_grad_norms(x, T, B, cell=is_lstm)
         if mask is not None:
             d_out = d_out * mask                                             # padded outputs were constant zeros
 
         # 3. BPTT.
         for t in range(T - 1, -1, -1):
             dh = dh + d_out[t]                                               # total ∂L/∂h_t
-            if recording:
+            if rec_h is not None:
                 rec_h[t] = torch.linalg.vector_norm(dh, dim=1)
                 if is_lstm and ctil is not None:
                     rec_c[t] = torch.linalg.vector_norm(dc, dim=1)           # c_t reaches the loss only via later steps
@@ -255,7 +252,7 @@ class _VariantScan(torch.autograd.Function):
                 dc_cell = dc.clone() if keep_c is None else dc * keep_c[t]   # ∂L/∂c̃_t (updated in place)
                 dh_rec, dc_prev = cell.backward_step(v, t, dh_cell, dc_cell, factors, params, saved, w_hh,
                                                      acc, dz, dxa[t], du[t])
-                if recording and ctil is None:
+                if rec_c is not None and ctil is None:
                     rec_c[t] = torch.linalg.vector_norm(dc_cell, dim=1)      # now the total ∂L/∂c_t
                 if keep_c is not None:
                     dc_prev.addcmul_(dc, zo_c[t])                            # c_t = z c_{t-1} + ...
@@ -279,11 +276,8 @@ class _VariantScan(torch.autograd.Function):
             if is_lstm:
                 dc = dc_prev
 
-        if recording:
-            record.emit_grad(record.GradRecord(
-                tag.layer, tag.direction, spec.mode,
-                tag.to_forward_time(rec_h), None if rec_c is None else tag.to_forward_time(rec_c),
-            ))
+        if rec_h is not None:
+            record.emit_grad_norms(tag, spec.mode, rec_h, rec_c)
 
         # 4. Weight gradients, one matmul (or one reduction) each.
         need = ctx.needs_input_grad
