@@ -1,13 +1,15 @@
 """What each part of the fast kernels buys: the LSTM's tiled loop (engine/lstm_tiled.h),
 oneDNN's matmul (engine/gemm.h) and reused buffers (engine/workspace.h), measured side by side.
 
-    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15] [--sweep | --inference]
+    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15] [--sweep | --inference | --rows]
 
 Prints (1) the large-matmul rate of torch.mm (MKL) and of the kernels' matmul with oneDNN,
 (2) one LSTM step's recurrent product at B=32 H=256 with oneDNN on and off, and (3) forward+backward
 time of rnnlab layers beside torch.nn, in alternating rounds in one process (medians), as ratios
-to torch.nn, for each setting: "default" (everything on), for the standard LSTM "tiled AVX2"
-(the narrower instruction set, where the CPU has AVX-512) and "row-major" (the tiled loop off),
+to torch.nn, for each setting: "default" (everything on: for the standard LSTM, its row-major
+training loop with rnnlab's own step code), for the standard LSTM "tiled" (the unit-major loop at
+the CPU's widest instruction set), "tiled AVX2" (the narrower set, where the CPU has AVX-512) and
+"row-major" (the library's step GEMM: rnnlab's SIMD loops off),
 then "row-major BLAS" (oneDNN off too; "BLAS" for the other cells), "tiled AVX2 BLAS" (the AVX2
 code with oneDNN off) and "no reuse" (buffer reuse off). Last, (4) the LSTM at T=35 I=32 H=256
 for batches of 1 to 32 with the row-major loop and the tiled one at each vector width, each also
@@ -15,7 +17,10 @@ with oneDNN off: the measurements behind the tiled loop's batch-size rule. ``--i
 only (5), a forward without a gradient to come at I=64 over hidden sizes 64 to 1024, batches 1 to 64
 and lengths 1, 8 and 50: the inference loop (lstm_tiled.h's lstm_infer), the tiled loop's forward and
 the row-major loop (the input projection and the loop; all called directly) as ratios to torch.nn's
-forward under torch.no_grad: the measurements behind the inference loop's size rule.
+forward under torch.no_grad: the measurements behind the inference loop's size rule. ``--rows``
+prints only (6), forward+backward of the LSTM at T=20 I=64 over hidden sizes 64 to 1024 and batches
+1 to 64: "default" (the row-major training loop of lstm_tiled.h's rows_forward / rows_backward
+wherever its rule takes it), "tiled" and "row-major" as above: the measurements behind its rule.
 
 What a CPU without AVX-512 runs is the "BLAS" settings (gemm.h uses oneDNN only with AVX-512)
 and, for the LSTM, "tiled AVX2 BLAS" against "row-major BLAS". On an AVX-512 CPU these columns
@@ -59,6 +64,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--sweep", action="store_true", help="Only (4), the batch-size sweep.")
     ap.add_argument("--inference", action="store_true", help="Only (5), the inference loop's size sweep.")
+    ap.add_argument("--rows", action="store_true", help="Only (6), the row-major training loop's size sweep.")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not fast.available():
@@ -72,6 +78,8 @@ def main() -> None:
         return sweep(a.repeats)
     if a.inference:
         return inference_sweep(a.repeats)
+    if a.rows:
+        return rows_sweep(a.repeats)
     n = 2048
     x, y = torch.randn(n, n), torch.randn(n, n)
     flops = 2 * n**3
@@ -90,7 +98,8 @@ def main() -> None:
         # name -> (tiled loop, oneDNN, reuse)
         settings = {"default": ("auto", True, True)}
         if cell == "lstm" and not kw and fast.tiled_isa(B):
-            if fast.tiled_isa(B) == "avx512":
+            settings["tiled"] = (fast.cpu_isa(), True, True)
+            if fast.cpu_isa() == "avx512":
                 settings["tiled AVX2"] = ("avx2", True, True)
             settings["row-major"] = ("off", True, True)
         settings["row-major BLAS" if "row-major" in settings else "BLAS"] = ("off", False, True)
@@ -100,6 +109,17 @@ def main() -> None:
         compare(cell, (T, B, I, H), kw, settings, a.repeats)
 
     sweep(a.repeats)
+
+
+def rows_sweep(repeats: int) -> None:
+    if not fast.tiled_isa(32):
+        raise SystemExit("the LSTM's SIMD loops do not run on this CPU")
+    print("LSTM forward+backward, T=20 I=64; ratios to torch.nn (default: the loop the plan names)")
+    settings = {"default": ("auto", True, True), "tiled": (fast.cpu_isa(), True, True), "row-major": ("off", True, True)}
+    for H in (64, 128, 256, 512, 1024):
+        for B in (1, 4, 8, 16, 32, 64):
+            print(f"  default runs: {rnnlab.LSTM(64, H).plan(B, 20).loop}", end="; ")
+            compare("lstm", (20, B, 64, H), {}, settings, repeats)
 
 
 def sweep(repeats: int) -> None:

@@ -77,9 +77,9 @@ def main(work: Path) -> dict:
                  "variant_kernels": engine_variants._KERNELS.get() is not None}
     K, KV = fast._KERNELS.module, engine_variants._KERNELS.module
     rec.update(cpu_isa=K.cpu_isa(), onednn=list(K.onednn_state()), onednn_check=K.onednn_check(),
-               tiled_isa=fast.tiled_isa(B))
+               tiled_isa=fast.tiled_isa(B), rows_isa=K.rows_isa_for(B, H, T))
 
-    calls = {"tiled": 0, "reference": 0, "inference": 0}
+    calls = {"tiled": 0, "reference": 0, "inference": 0, "row-major": 0}
     tiled_forward, reference_scan = fast._tiled_forward, fast.reference_scan
 
     def count(name, f):
@@ -91,6 +91,7 @@ def main(work: Path) -> dict:
     fast._tiled_forward = count("tiled", tiled_forward)      # module globals: what fast_scan calls
     fast.reference_scan = count("reference", reference_scan)
     K.lstm_infer = count("inference", K.lstm_infer)
+    K.lstm_forward = count("row-major", K.lstm_forward)      # the row-major layout: rows_isa's loop or the library's
     K.gemm_counts(True)
     KV.gemm_counts(True)
 
@@ -118,6 +119,15 @@ def main(work: Path) -> dict:
         diffs[name] = rel(run(ours, x, w_out), torch_native(theirs, x, w_out))
         if name == "lstm":
             rec["torch_onednn_lstm"] = rel(run(theirs, x, w_out), torch_native(theirs, x, w_out))
+            if rec["tiled_isa"]:      # "auto" takes the row-major training loop here: the tiled one, forced
+                tiled, ref = rnnlab.LSTM(I, H, engine="fast"), torch.nn.LSTM(I, H)   # (no gradients yet)
+                tiled.load_state_dict(ours.state_dict())
+                ref.load_state_dict(ours.state_dict())
+                fast.set_tiled(rec["tiled_isa"])
+                try:
+                    diffs["lstm tiled"] = rel(run(tiled, x, w_out), torch_native(ref, x, w_out))
+                finally:
+                    fast.set_tiled("auto")
     # the kernels' products per library (the two modules may share one counter: GCC makes an inline
     # function's static unique process-wide, so each part is read, and reset, right after it runs)
     rec["gemm"] = list(K.gemm_counts(True))

@@ -62,8 +62,8 @@ def smoke(model: str, tmp_path: Path) -> dict:
 
 def check_parity(rec: dict) -> None:
     assert rec["fast"] and rec["variant_kernels"]
-    assert set(rec["diffs"]) - {"lstm tiled operator", "lstm tiled operator padded"} == {"rnn", "lstm", "gru", "lstm layer_norm", "lstm operator",
-                                                                                             "lstm inference"}
+    optional = {"lstm tiled", "lstm tiled operator", "lstm tiled operator padded"}   # where the tiled loop runs
+    assert set(rec["diffs"]) - optional == {"rnn", "lstm", "gru", "lstm layer_norm", "lstm operator", "lstm inference"}
     for name, d in rec["diffs"].items():
         assert d < TOLERANCE, (name, d)
     assert rec["calls"]["reference"] == 0                   # the fast engine ran every layer itself
@@ -76,7 +76,8 @@ def check_parity(rec: dict) -> None:
 @pytest.mark.slow
 def test_avx2_cpu_haswell(built, tmp_path):
     """An AVX2 CPU: torch dispatches AVX2; oneDNN's matmul stays off (every product on BLAS);
-    the LSTM's tiled loop runs its AVX2 code, in the parity smoke and in the CLI's training step."""
+    the LSTM's row-major training loop runs its AVX2 code, in the parity smoke and in the CLI's
+    training step, and so does the tiled loop when set_tiled forces it."""
     rec = smoke("Haswell", tmp_path)
     assert rec["capability"] == "AVX2" and rec["cpu_isa"] == "avx2"
     assert rec["onednn"][0] is False and "not AVX-512" in rec["onednn"][1]
@@ -86,9 +87,10 @@ def test_avx2_cpu_haswell(built, tmp_path):
     assert rec["tiled_operator"] and "lstm tiled operator" in rec["diffs"]   # what torch.compile calls here
     assert "lstm tiled operator padded" in rec["diffs"]       # its backward's other way to the states
     check_parity(rec)
-    assert rec["calls"]["tiled"] == 1                         # the plain LSTM (the layer-norm one has its own kernel)
+    assert rec["rows_isa"] == "avx2" and rec["calls"]["row-major"] >= 1   # the plain LSTM's training loop
+    assert rec["calls"]["tiled"] == 1 and "lstm tiled" in rec["diffs"]    # forced (the layer-norm LSTM has its own kernel)
     assert rec["gemm"][1] == 0 and rec["gemm"][0] > 0 and rec["variant_gemm"][1] == 0
-    assert rec["cli_calls"]["tiled"] >= 1 and rec["cli_gemm"][1] == 0
+    assert rec["cli_calls"]["row-major"] >= 1 and rec["cli_calls"]["tiled"] == 0 and rec["cli_gemm"][1] == 0
 
 
 @pytest.mark.slow
@@ -98,7 +100,7 @@ def test_cpu_without_avx_nehalem(built, tmp_path):
     rec = smoke("Nehalem", tmp_path)
     assert rec["capability"] == "DEFAULT" and rec["cpu_isa"] in ("sse4.2", "baseline")
     assert rec["onednn"][0] is False
-    assert rec["tiled_isa"] == ""
+    assert rec["tiled_isa"] == "" and rec["rows_isa"] == ""
     assert rec["infer_isa"] == "" and rec["calls"]["inference"] == 0      # no-grad forwards on the row-major loop
     assert rec["int8_isa"] == "base"
     assert not rec["tiled_operator"] and "neither AVX-512 nor AVX2" in rec["tiled_operator_error"]

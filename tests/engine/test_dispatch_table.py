@@ -28,6 +28,7 @@ from rnnlab.nn.stream import Stream
 DOC = Path(__file__).resolve().parents[2] / "docs" / "engines.md"
 MODES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}
 BATCHES = (1, 3, 4, 8, 9, 32)
+HIDDEN = (16, 20, 24)      # vectors of 16 units, of 8, of neither
 # (name, cell kwargs, which modes take it, the docs' "equations" value)
 OPTIONS = [
     ("none", {}, ("lstm", "gru", "rnn_tanh", "rnn_relu"), "torch.nn"),
@@ -62,6 +63,9 @@ def matches(cell: str, value: str) -> bool:
     if m:
         v, n = int(value), int(m.group(2))
         return {"≥": v >= n, ">": v > n, "<": v < n}[m.group(1)]
+    m = re.fullmatch(r"multiple of (\d+)", cell)
+    if m:
+        return int(value) % int(m.group(1)) == 0
     m = re.fullmatch(r"(\d+)–(\d+)", cell)
     if m:
         return int(m.group(1)) <= int(value) <= int(m.group(2))
@@ -115,17 +119,17 @@ def test_plan_follows_the_dispatch_table(restore_choice, kernels_missing):
     for kernels in ("built", "missing"):
         if kernels == "missing":
             kernels_missing()
-        for (mode, name, equations, proj, options), dtype, masked, B, device, engine in itertools.product(
-                cases, ("float32", "float64", "float16", "bfloat16"), (False, True), BATCHES, ("cpu", "cuda"),
+        for (mode, name, equations, proj, options), dtype, masked, B, H, device, engine in itertools.product(
+                cases, ("float32", "float64", "float16", "bfloat16"), (False, True), BATCHES, HIDDEN, ("cpu", "cuda"),
                 ("auto", "fast", "reference", "checkpoint", "auto under set_engine('reference')")):
             choice, name_given = ("reference", "auto") if engine.startswith("auto under") else ("auto", engine)
             rnnlab.set_engine(choice)
-            p = plan(mode, B, 16, steps=5, dtype=getattr(torch, dtype), device=device, masked=masked,
+            p = plan(mode, B, H, steps=5, dtype=getattr(torch, dtype), device=device, masked=masked,
                      proj_size=proj, engine=name_given, **options)
             call = {"cell": MODES[mode], "equations": equations, "dtype": dtype, "padded": "yes" if masked else "no",
                     "proj_size": str(proj), "device": device,
                     "engine=": "reference" if choice == "reference" else name_given,
-                    "kernels": kernels, "CPU": cpu, "batch": str(B)}
+                    "kernels": kernels, "CPU": cpu, "hidden": str(H), "batch": str(B)}
             row, want_engine, want_loop = expected(rows, call)
             assert (p.engine, p.loop) == (want_engine, want_loop), (call, name, str(p))
             assert p.reason and p.gemm                   # the explanation exists for every plan
@@ -195,6 +199,15 @@ def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, mask
                               (engine_variants._VariantScan, "apply", "variants python")):
         real = getattr(owner, name)
         monkeypatch.setattr(owner, name, lambda *a, _real=real, _loop=loop, **k: ran.append(_loop) or _real(*a, **k))
+    K = fast._KERNELS.module
+    real_forward = K.lstm_forward
+
+    def row_major(xw, h0, c0, w_hh, mask):    # the C++ loop takes its own SIMD steps by the same rule
+        if K.rows_isa_for(xw.shape[1], w_hh.shape[1], xw.shape[0]):
+            ran.append("rows")
+        return real_forward(xw, h0, c0, w_hh, mask)
+
+    monkeypatch.setattr(K, "lstm_forward", row_major)
     layer = (rnnlab.LSTM if kind == "lstm" else rnnlab.GRU)(3, 16, **kwargs)
     T = 5
     x = torch.randn(T, B, 3)
@@ -203,5 +216,6 @@ def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, mask
     out = layer(x)[0]
     (out.data if masked else out).sum().backward()
     p = layer.plan(B, T, masked=masked)
-    want = {"tiled avx512": "tiled", "tiled avx2": "tiled", "row-major": None}.get(p.loop, p.loop)
+    want = {"tiled avx512": "tiled", "tiled avx2": "tiled", "row-major avx512": "rows", "row-major avx2": "rows",
+            "row-major": None}.get(p.loop, p.loop)
     assert ran == ([want] if want else []), (str(p), ran)

@@ -104,6 +104,8 @@ LOOPS = {
     "tiled avx2": "the LSTM's unit-major loop with AVX2 code (lstm_tiled.h)",
     "inference avx512": "the LSTM's inference loop with AVX-512 code, nothing saved for backward (lstm_tiled.h)",
     "inference avx2": "the LSTM's inference loop with AVX2 code, nothing saved for backward (lstm_tiled.h)",
+    "row-major avx512": "the C++ time loop's layout with the LSTM's own AVX-512 step code (lstm_tiled.h)",
+    "row-major avx2": "the C++ time loop's layout with the LSTM's own AVX2 step code (lstm_tiled.h)",
     "row-major": "the C++ time loop (fast_kernels.cpp)",
     "python": "the reference: the equations over torch ops (scan.py)",
     "variants C++": "the layer-norm LSTM's C++ loop (variants_kernels.cpp)",
@@ -152,7 +154,7 @@ class Plan:
         if self.engine != "fast" or self.loop.startswith("stream"):
             return ("torch" if not self.loop.startswith("stream") else "none"), self._why
         return _fast_gemm(*self._shape, variants=self.loop == "variants C++",
-                          inference=self.loop.startswith("inference"))
+                          inference=self.loop.startswith("inference"), rows=self.loop.startswith("row-major "))
 
     def to_dict(self) -> dict[str, str]:
         return {"engine": self.engine, "loop": self.loop, "gemm": self.gemm, "reason": self.reason}
@@ -223,6 +225,9 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
         isa = _inference_isa(mode, dtype, steps, batch, hidden)
         if isa:
             return Plan("fast", f"inference {isa}", shape=(mode, batch, hidden, steps, dtype, masked, isa))
+    rows = _rows_isa(mode, dtype, steps, batch, hidden)
+    if rows:
+        return Plan("fast", f"row-major {rows}", shape=(mode, batch, hidden, steps, dtype, masked, rows))
     isa = _tiled_isa(mode, dtype, masked, steps, batch)
     return Plan("fast", f"tiled {isa}" if isa else "row-major", shape=(mode, batch, hidden, steps, dtype, masked, isa))
 
@@ -274,6 +279,16 @@ def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> s
     return FAST_KERNELS.module.tiled_isa_for(B)
 
 
+def _rows_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
+    """The instruction set of the LSTM's row-major training loop (lstm_tiled.h's rows_forward /
+    rows_backward, run by fast_kernels.cpp's lstm_forward / lstm_backward) for such a call, or "":
+    float32 (padded batches too), set_tiled's "auto", H a multiple of the vector width and T·B ≥ H² / 8192
+    (rows_isa_for)."""
+    if mode != "lstm" or dtype != torch.float32 or T == 0:
+        return ""
+    return FAST_KERNELS.module.rows_isa_for(B, H, T)
+
+
 def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
     """The instruction set of the LSTM's inference loop (lstm_tiled.h's lstm_infer) for such a call
     without a gradient to come, or "": float32 (padded batches too), H a multiple of the vector
@@ -284,7 +299,7 @@ def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str
 
 
 def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtype, masked: bool,
-               isa: str, variants: bool = False, inference: bool = False) -> tuple[str, str]:
+               isa: str, variants: bool = False, inference: bool = False, rows: bool = False) -> tuple[str, str]:
     """The GEMM library and the reason of a fast-engine plan."""
     K = (VARIANT_KERNELS if variants else FAST_KERNELS).module
     G = _GATES[mode] * hidden
@@ -293,7 +308,7 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
     else:
         # the tiled loop's step products are its own SIMD code: its largest GEMMs are the sequence's
         # (input projection, weight gradients); the row-major loop's are each step's
-        gemm = (K.gemm_backend(steps * batch, hidden, G) if inference else
+        gemm = (K.gemm_backend(steps * batch, hidden, G) if inference or rows else
                 K.gemm_backend(G, steps * batch, hidden) if isa else K.gemm_backend(batch, hidden, G))
         uses, status = K.onednn_state()[:2]
         gemm_why = status if gemm == "onednn" or not uses else "below oneDNN's size threshold"
@@ -301,6 +316,9 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
         return gemm, (f"inference loop with {isa.upper()} code: no gradient to come, so nothing is kept for "
                       f"backward and vectors run over units ({_inference_why(batch, hidden)}); its input GEMM "
                       f"on {gemm}: {gemm_why}")
+    if rows:
+        return gemm, (f"row-major loop with the LSTM's own {isa.upper()} step code: {_rows_why()}; its "
+                      f"sequence GEMMs on {gemm}: {gemm_why}")
     if isa:
         return gemm, (f"tiled loop with {isa.upper()} code: {_tiled_why(isa, batch)}; "
                       f"its sequence GEMMs on {gemm}: {gemm_why}")
@@ -318,6 +336,10 @@ def _inference_why(batch: int, hidden: int) -> str:
     if hidden <= FAST_KERNELS.module.infer_max_hidden:
         return f"W_hh of {hidden} units fits a core's L2 cache"
     return f"{batch} sequences (at most 8) read W_hh at most 3 times per step"
+
+
+def _rows_why() -> str:
+    return "vectors over units, full at any batch, no padding or transposes"
 
 
 def _tiled_why(isa: str, batch: int) -> str:

@@ -17,9 +17,12 @@ the loop, so the two engines agree to rounding; the tests compare them in float6
 For the LSTM in single precision over whole sequences (no padding mask) there is a second loop,
 ``lstm_tiled.h``: a unit-major layout in which each thread owns a range of hidden units for the
 whole sequence and runs its own register-tiled AVX-512 or AVX2 products with the cell update fused
-in, meeting the other threads once per step; it is the default on x86 CPUs with AVX2 or AVX-512
-from a few sequences on (:func:`set_tiled` gives the rule, :func:`tiled_isa` the choice here),
-the row-major loop elsewhere.
+in, meeting the other threads once per step. On x86 CPUs with AVX2 or AVX-512 a float32 LSTM whose
+hidden size is a multiple of 8 takes a third: the row-major loop's layout with the same kind of
+register tiles over units in place of each step's library GEMM (``rows_forward`` /
+``rows_backward``, run inside ``lstm_forward`` / ``lstm_backward``); other hidden sizes take the
+tiled loop from a few sequences on (:func:`set_tiled` gives the rule, :func:`tiled_isa` the
+choice here), the library's row-major loop elsewhere.
 
 The extension is compiled when rnnlab is installed, or else on first use (kernels.py). Where it
 is missing, or for what it does not cover (LSTM projections, half precision, non-CPU tensors),
@@ -100,12 +103,14 @@ TILED_CHOICES = ("auto", "avx512", "avx2", "off")
 
 
 def set_tiled(choice: bool | str = "auto") -> None:
-    """The LSTM's unit-major loop with rnnlab's own SIMD kernels (``lstm_tiled.h``). "auto"
-    (default): on CPUs with AVX-512, its AVX-512 code from 9 sequences on, its AVX2 code for 4 to
-    8, the row-major loop for 1 to 3; on CPUs with AVX2 but not AVX-512, AVX2 code from 8
-    sequences on, the row-major loop below; elsewhere the row-major loop. "avx512" or "avx2" forces that set for
-    every batch, "off" (or False) keeps the row-major loop everywhere: for tests and benchmarks
-    that compare them. An instruction set this CPU lacks raises ``ConfigError`` and changes
+    """The LSTM's loops with rnnlab's own SIMD kernels (``lstm_tiled.h``). "auto" (default): the
+    row-major training loop where the hidden size is a multiple of 8 (see docs/engines.md), else
+    the unit-major (tiled) loop: on CPUs with AVX-512, its AVX-512 code from 9 sequences on, its
+    AVX2 code for 4 to 8, the library's row-major loop for 1 to 3; on CPUs with AVX2 but not
+    AVX-512, AVX2 code from 8 sequences on, the row-major loop below; elsewhere the row-major loop.
+    "avx512" or "avx2" forces the tiled loop with that set for every batch (and that set in the
+    inference loop), "off" (or False) keeps the library's row-major loop everywhere: for tests and
+    benchmarks that compare them. An instruction set this CPU lacks raises ``ConfigError`` and changes
     nothing. Builds the kernels if they are not built yet (the check needs them)."""
     value = "auto" if choice is True else "off" if choice is False else choice
     if value not in TILED_CHOICES:
@@ -265,6 +270,15 @@ def _tiled_op_ready() -> bool:
 
 
 @torch.compiler.assume_constant_result
+def _rows_op_ready(hidden: int) -> bool:
+    """Whether a compiled float32 LSTM of ``hidden`` units takes the row-major operator (op_scan),
+    whose kernel runs lstm_tiled.h's row-major training loop for that size (rows_isa_for's rule
+    without the length and batch, which it applies when called), rather than the unit-major one."""
+    m = _KERNELS.module
+    return m.tiled_choice() == "auto" and m.infer_isa(hidden) != ""
+
+
+@torch.compiler.assume_constant_result
 def _infer_op_ready(hidden: int) -> bool:
     """Whether a compiled float32 LSTM of ``hidden`` units without a gradient to come takes the
     inference operator: the loop runs here for that size (infer_isa), set_tiled has not switched it
@@ -313,7 +327,7 @@ def fast_scan(
             if mode == "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting():
                 if _infer_op_ready(w_hh.shape[1]) and not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
                     return ops.op_infer_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-                if _tiled_op_ready():
+                if _tiled_op_ready() and not _rows_op_ready(w_hh.shape[1]):
                     return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
         # projections, half precision, or no built kernels: the eager engine as one operator

@@ -69,8 +69,10 @@ void row_norms(const T* v, T* out, int64_t B, int64_t H) {
 // (forward) or after it (backward), and the region keeps only the pointwise work.
 constexpr int64_t kRowGrain = 8;
 
-std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
-                                 const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+// `rows`: the instruction set of the row-major training loop (lstm_tiled.h's rows_forward), which
+// then runs the steps in place of the library GEMM and pointwise passes below, or "" for those.
+std::vector<Tensor> lstm_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h0, const Tensor& c0,
+                                    const Tensor& w_hh, const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 4;
   auto hs = workspace(0, {T + 1, B, H}, xw.options());            // reused buffers: workspace.h
   auto cs = workspace(1, {T + 1, B, H}, xw.options());
@@ -78,6 +80,13 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   Tensor gates = xw;  // the gates overwrite the input projection in place: no copy, no extra buffer
   hs[0].copy_(h0);
   cs[0].copy_(c0);
+  if (!rows.empty()) {
+    TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous(), "lstm_forward: the row-major training "
+                "loop takes a contiguous float32 projection");
+    rnnlab::tiled::rows_forward(rows, gates, hs, cs, tcs, w_hh, mask ? c10::optional<Tensor>(mask->contiguous())
+                                                                    : c10::nullopt);
+    return {hs, cs, gates, tcs};
+  }
   const Tensor w_hh_t = w_hh.t();                   // (H, 4H)
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     const scalar_t one = 1, two = 2;
@@ -127,16 +136,33 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   return {hs, cs, gates, tcs};
 }
 
+// The row-major training loop where lstm_tiled.h's rows_isa_for takes it, else the loop above.
+std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
+                                 const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+  const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
+  return lstm_forward_on(f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string(), xw, h0, c0,
+                         w_hh, mask);
+}
+
 // Returns {dxw (T, B, 4H), dh_0, dc_0}. rec_h / rec_c (T, B), when defined, receive ‖dh_t‖ and
 // ‖dc_t‖ exactly where the reference records them.
-std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
-                                  const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,
-                                  const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h,
-                                  const c10::optional<Tensor>& rec_c) {
+// `rows`: as lstm_forward_on's (not with rec_h / rec_c: the row-major training loop keeps no record).
+std::vector<Tensor> lstm_backward_on(const std::string& rows, const Tensor& d_out, const Tensor& dh_last,
+                                     const Tensor& dc_last, const Tensor& gates, const Tensor& cs, const Tensor& tcs,
+                                     const Tensor& w_hh, const c10::optional<Tensor>& mask,
+                                     const c10::optional<Tensor>& rec_h, const c10::optional<Tensor>& rec_c) {
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
   auto dxw = workspace(3, {T, B, G}, gates.options());
-  Tensor dh = dh_last.clone().contiguous();
-  Tensor dc = dc_last.clone().contiguous();
+  Tensor dh = dh_last.clone(at::MemoryFormat::Contiguous);
+  Tensor dc = dc_last.clone(at::MemoryFormat::Contiguous);
+  if (!rows.empty()) {
+    TORCH_CHECK(!rec_h && !rec_c, "lstm_backward: the row-major training loop keeps no gradient record");
+    TORCH_CHECK(gates.scalar_type() == at::kFloat && gates.is_contiguous() && cs.is_contiguous() &&
+                tcs.is_contiguous(), "lstm_backward: the row-major training loop takes contiguous float32 buffers");
+    rnnlab::tiled::rows_backward(rows, d_out.contiguous(), gates, cs, tcs, w_hh,
+                                 mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt, dxw, dh, dc);
+    return {dxw, dh, dc};
+  }
   Tensor dh_prev = at::empty({B, H}, gates.options());
   Tensor dc_total = at::empty({B, H}, gates.options());   // kept only for the record
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
@@ -197,6 +223,25 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
     }
   });
   return {dxw, dh, dc};
+}
+
+std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
+                                  const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,
+                                  const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h,
+                                  const c10::optional<Tensor>& rec_c) {
+  const bool f32 = gates.scalar_type() == at::kFloat && gates.is_contiguous() && !rec_h && !rec_c;
+  return lstm_backward_on(f32 ? rnnlab::tiled::rows_isa_for(gates.size(1), w_hh.size(1), gates.size(0)) : std::string(), d_out,
+                          dh_last, dc_last, gates, cs, tcs, w_hh, mask, rec_h, rec_c);
+}
+
+// The row-major training loop whatever the batch (for tests and benchmarks): where it runs for H
+// units at all (lstm_tiled.h's infer_run_isa), else an error.
+std::string rows_isa_or_fail(const Tensor& t, int64_t H) {
+  const std::string isa = rnnlab::tiled::infer_run_isa(H);
+  TORCH_CHECK(!isa.empty(), "the row-major training loop does not run here for ", H, " units (it needs AVX2+FMA "
+              "and a multiple of 8 units)");
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "the row-major training loop: float32 only, got ", t.scalar_type());
+  return isa;
 }
 
 // -------------------------------------------------------------------------------------- GRU
@@ -1141,6 +1186,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using release = pybind11::call_guard<pybind11::gil_scoped_release>;
   m.def("lstm_forward", &lstm_forward, release());
   m.def("lstm_backward", &lstm_backward, release());
+  m.def("lstm_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                                const c10::optional<Tensor>& mask) {
+    return lstm_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, c0, w_hh, mask);
+  }, release());
+  m.def("lstm_rows_backward", [](const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
+                                 const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,
+                                 const c10::optional<Tensor>& mask) {
+    return lstm_backward_on(rows_isa_or_fail(gates, w_hh.size(1)), d_out, dh_last, dc_last, gates, cs, tcs, w_hh,
+                            mask, c10::nullopt, c10::nullopt);
+  }, release());
+  m.def("rows_isa_for", &rnnlab::tiled::rows_isa_for);
   m.def("gru_forward", &gru_forward, release());
   m.def("gru_backward", &gru_backward, release());
   m.def("rnn_forward", &rnn_forward, release());

@@ -94,6 +94,33 @@ struct InferArgs {
   int threads;         // the team's size at most (team_size())
 };
 
+struct RowFwdArgs {
+  const float* w_hh;   // (4H, H)
+  float* packed;       // 4H·H floats of scratch for the packed weights
+  float* gates;        // (T, B, 4H): W_ih x_t + b on entry, the gates (after activation) on return
+  float* hs;           // (T+1, B, H): h_0 on entry, h_0..h_T on return
+  float* cs;           // (T+1, B, H): c_0 on entry, c_0..c_T on return
+  float* tcs;          // (T, B, H) out: tanh(c_t)
+  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
+  int64_t T, B, H;
+  int threads;         // the team's size at most (team_size())
+};
+
+struct RowBwdArgs {
+  const float* w_hh;   // (4H, H)
+  float* packed;       // 4H·H floats of scratch
+  const float* gates;  // (T, B, 4H) and the states, as RowFwdArgs left them
+  const float* cs;     // (T+1, B, H)
+  const float* tcs;    // (T, B, H)
+  const float* d_out;  // (T, B, H) ∂L/∂output
+  float* da;           // (T, B, 4H) out: ∂L/∂(pre-activations)
+  float* dh;           // (B, H) in: ∂L/∂h_T; out: ∂L/∂h_0
+  float* dc;           // (B, H) in: ∂L/∂c_T; out: ∂L/∂c_0
+  const bool* mask;    // (T, B) or null, as the forward's
+  int64_t T, B, H;
+  int threads;
+};
+
 // How many threads a loop runs on: torch's intra-op count (at::get_num_threads also sets up
 // OpenMP's count on a thread torch has not initialised yet, e.g. an autograd or user thread), or
 // one inside a parallel region. Decided once per call, before anything is sized by it.
@@ -261,7 +288,7 @@ inline std::string op_isa(int64_t Bp) {
   return have == "avx512" && choice() != "avx2" && Bp % 16 == 0 ? std::string("avx512") : std::string("avx2");
 }
 
-// Workspace slots (workspace.h) of this file: 20..29 and 32..35.
+// Workspace slots (workspace.h) of this file: 20..29 and 32..37.
 // Forward over a whole sequence with instruction set `isa` ("avx512" or "avx2") and the batch padded
 // to Bp (a multiple of its vector width). x (T, B, I), h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H),
 // bias (4H) = b_ih + b_hh or undefined; float32, contiguous. Returns {hT (T+1, H, Bp) (the states
@@ -381,6 +408,52 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
   Tensor c_last = T > 0 ? c[T & 1].clone() : c0c.clone();
   return {out, h_last, c_last};
+}
+
+// The row-major training loop (rows_forward / rows_backward in lstm_tiled_loops.h): the row-major
+// loop's saved layout with the inference loop's tiles in place of a library GEMM and a pointwise
+// pass per step. fast_kernels.cpp's lstm_forward / lstm_backward take it (float32) where
+// rows_isa_for says: under set_tiled's "auto" (a forced instruction set keeps the tiled loop, "off"
+// the library loop), H a multiple of the vector width, and T·B ≥ H² / 8192 sequence-steps to repay
+// packing W_hh in each pass (as the inference loop). Vectors over units are full at any batch and
+// need no padding or transposes; benchmarks/bench_kernels.py --rows measures it against the tiled
+// loop over hidden sizes and batches.
+inline std::string rows_isa_for(int64_t B, int64_t H, int64_t T) {
+  if (choice() != "auto" || T * B * 8192 < H * H) return "";
+  return infer_isa(H);
+}
+
+// gates (T, B, 4H): W_ih x_t + b on entry, the gates on return; hs / cs (T+1, B, H) with h_0 / c_0
+// in row 0; tcs (T, B, H); mask (T, B) bool or undefined. All float32 and contiguous.
+inline void rows_forward(const std::string& isa, const Tensor& gates, const Tensor& hs, const Tensor& cs,
+                         const Tensor& tcs, const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+  const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
+  Tensor packed = workspace(36, {4 * H * H}, gates.options());
+  Tensor w = w_hh.contiguous();
+  RowFwdArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), gates.data_ptr<float>(), hs.data_ptr<float>(),
+               cs.data_ptr<float>(), tcs.data_ptr<float>(), mask ? mask->data_ptr<bool>() : nullptr, T, B, H,
+               team_size()};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::rows_forward(a);
+  else avx2::rows_forward(a);
+#endif
+}
+
+// Backward of rows_forward (or of the row-major loop: the same buffers). d_out (T, B, H); da (T, B,
+// 4H) out; dh / dc (B, H): ∂L/∂h_T, ∂L/∂c_T on entry, ∂L/∂h_0, ∂L/∂c_0 on return.
+inline void rows_backward(const std::string& isa, const Tensor& d_out, const Tensor& gates, const Tensor& cs,
+                          const Tensor& tcs, const Tensor& w_hh, const c10::optional<Tensor>& mask, const Tensor& da,
+                          const Tensor& dh, const Tensor& dc) {
+  const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
+  Tensor packed = workspace(37, {4 * H * H}, gates.options());
+  Tensor w = w_hh.contiguous();
+  RowBwdArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), gates.data_ptr<float>(), cs.data_ptr<float>(),
+               tcs.data_ptr<float>(), d_out.data_ptr<float>(), da.data_ptr<float>(), dh.data_ptr<float>(),
+               dc.data_ptr<float>(), mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size()};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::rows_backward(a);
+  else avx2::rows_backward(a);
+#endif
 }
 
 // Backward of lstm_forward and lstm_forward_padded. d_out (T, B, H), dh_last / dc_last (B, H). Returns {da (4H, T, Bp),

@@ -272,9 +272,27 @@ inline void backward(const BwdArgs& a) {
 // panel's four gate rows (i f g o, W floats each) contiguous for every k.
 constexpr int kInferMaxNB = V::kAcc / 4;
 
+// acc[g][n] += Σ_k W_hh[g·H + j0 + u, k] · h[n][k] for the W units u of one panel (pa: packed by
+// pack_infer) and NB sequences (h: NB rows of H floats).
+template <int NB>
+inline void panel_product(reg (&acc)[4][NB], const float* __restrict pa, const float* __restrict h, int64_t H) {
+  constexpr int W = V::W;
+  for (int64_t k = 0; k < H; ++k) {
+    const float* __restrict pk = pa + k * 4 * W;
+    const reg wi = V::load(pk), wf = V::load(pk + W), wg = V::load(pk + 2 * W), wo = V::load(pk + 3 * W);
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) {
+      const reg hk = splat(h[n * H + k]);
+      acc[0][n] = V::fma(wi, hk, acc[0][n]);
+      acc[1][n] = V::fma(wf, hk, acc[1][n]);
+      acc[2][n] = V::fma(wg, hk, acc[2][n]);
+      acc[3][n] = V::fma(wo, hk, acc[3][n]);
+    }
+  }
+}
+
 template <int NB>
 inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
-  constexpr int W = V::W;
   const int64_t H = a.H, G = 4 * H, BH = a.B * H;
   const float* hstate = t == 0 ? a.h0 : a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;   // (no mask: out holds h)
   const float* __restrict hp = hstate + b0 * H;                                   // h_{t-1}
@@ -290,18 +308,7 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * G + g * H), b);
   }
-  for (int64_t k = 0; k < H; ++k) {                       // + W_hh h_{t-1}
-    const float* __restrict pk = pa + k * 4 * W;
-    const reg wi = V::load(pk), wf = V::load(pk + W), wg = V::load(pk + 2 * W), wo = V::load(pk + 3 * W);
-#pragma GCC unroll 8
-    for (int n = 0; n < NB; ++n) {
-      const reg h = splat(hp[n * H + k]);
-      acc[0][n] = V::fma(wi, h, acc[0][n]);
-      acc[1][n] = V::fma(wf, h, acc[1][n]);
-      acc[2][n] = V::fma(wg, h, acc[2][n]);
-      acc[3][n] = V::fma(wo, h, acc[3][n]);
-    }
-  }
+  panel_product<NB>(acc, pa, hp, H);                      // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     const int64_t o = n * H + j0;
@@ -349,23 +356,206 @@ inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t
   }
 }
 
+// The batch in blocks of at most N sequences, as even as they come (8 → 4 + 4, not 6 + 2): f(b0, n) for
+// each (B > 0).
+template <int N, class F>
+inline void for_each_batch_block(int64_t B, const F& f) {
+  const int64_t blocks = (B + N - 1) / N, base = B / blocks, extra = B % blocks;
+  for (int64_t blk = 0, b0 = 0; blk < blocks; ++blk) {
+    const int n = static_cast<int>(base + (blk < extra));
+    f(b0, n);
+    b0 += n;
+  }
+}
+
 inline void infer(const InferArgs& a) {
   if (a.B == 0) return;                                   // (no blocks to divide the batch into)
-  // the batch in blocks of at most kInferMaxNB sequences, as even as they come (8 → 4 + 4, not 6 + 2)
-  const int64_t blocks = (a.B + kInferMaxNB - 1) / kInferMaxNB, base = a.B / blocks, extra = a.B % blocks;
   run_team(a.threads, [&](int tid, int nt) {
     int64_t u0, u1;
     unit_range(a.H, V::W, tid, nt, &u0, &u1);
     pack_infer(a.w_hh, a.packed, a.H, u0, u1);           // this thread's panels: only it reads them
     for (int64_t t = 0; t < a.T; ++t) {
-      for (int64_t j0 = u0; j0 < u1; j0 += V::W) {
-        for (int64_t blk = 0, b0 = 0; blk < blocks; ++blk) {
-          const int n = static_cast<int>(base + (blk < extra));
+      for (int64_t j0 = u0; j0 < u1; j0 += V::W)
+        for_each_batch_block<kInferMaxNB>(a.B, [&](int64_t b0, int n) {
           infer_block<kInferMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
-          b0 += n;
-        }
-      }
+        });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
+    }
+  });
+}
+
+// ------------------------------------------------------------------ row-major training loop
+// The inference loop's tiles with everything backward needs kept, in the row-major loop's own
+// layout (fast_kernels.cpp's lstm_forward / lstm_backward: gates (T, B, 4H) after activation, hs
+// and cs (T+1, B, H), tanh(c_t) (T, B, H)), so either backward reads either forward's buffers.
+// For small batches, where the unit-major tiles' vectors of sequences run half empty or the
+// library's per-step GEMM is mostly call overhead.
+template <int NB>
+inline void rows_fwd_tile(const RowFwdArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
+  const int64_t H = a.H, G = 4 * H, BH = a.B * H;
+  const float* __restrict hp = a.hs + t * BH + b0 * H;            // h_{t-1}
+  const float* __restrict cp = a.cs + t * BH + b0 * H;            // c_{t-1}
+  float* __restrict hn = a.hs + (t + 1) * BH + b0 * H;
+  float* __restrict cn = a.cs + (t + 1) * BH + b0 * H;
+  float* __restrict tc = a.tcs + t * BH + b0 * H;
+  float* __restrict gt = a.gates + (t * a.B + b0) * G + j0;       // W_ih x_t + b in, gates out
+  reg acc[4][NB];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g)
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[g][n] = V::load(gt + n * G + g * H);
+  panel_product<NB>(acc, pa, hp, H);                              // + W_hh h_{t-1}
+#pragma GCC unroll 8
+  for (int n = 0; n < NB; ++n) {
+    const int64_t o = n * H + j0;
+    const reg i = sigmoid(acc[0][n]), f = sigmoid(acc[1][n]), g = tanh_(acc[2][n]), og = sigmoid(acc[3][n]);
+    const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));         // c_t = f ⊙ c_{t-1} + i ⊙ g
+    const reg th = tanh_(c);
+    V::store(gt + n * G, i);
+    V::store(gt + n * G + H, f);
+    V::store(gt + n * G + 2 * H, g);
+    V::store(gt + n * G + 3 * H, og);
+    V::store(tc + o, th);
+    if (a.mask == nullptr || a.mask[t * a.B + b0 + n]) {
+      V::store(cn + o, c);
+      V::store(hn + o, V::mul(og, th));                             // h_t = o ⊙ tanh(c_t)
+    } else {                                                        // past the end: carry the state
+      V::store(cn + o, V::load(cp + o));
+      V::store(hn + o, V::load(hp + o));
+    }
+  }
+}
+
+template <int N>
+inline void rows_fwd_block(int n, const RowFwdArgs& a, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+  if constexpr (N >= 1) {
+    if (n == N) rows_fwd_tile<N>(a, pa, t, j0, b0);
+    else rows_fwd_block<N - 1>(n, a, pa, t, j0, b0);
+  }
+}
+
+inline void rows_forward(const RowFwdArgs& a) {
+  if (a.B == 0) return;
+  run_team(a.threads, [&](int tid, int nt) {
+    int64_t u0, u1;
+    unit_range(a.H, V::W, tid, nt, &u0, &u1);
+    pack_infer(a.w_hh, a.packed, a.H, u0, u1);
+    for (int64_t t = 0; t < a.T; ++t) {
+      for (int64_t j0 = u0; j0 < u1; j0 += V::W)
+        for_each_batch_block<kInferMaxNB>(a.B, [&](int64_t b0, int n) {
+          rows_fwd_block<kInferMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+        });
+      team_barrier(nt);                                   // h_t complete before step t+1 reads it
+    }
+  });
+}
+
+// Backward: ∂L/∂h_{t-1} = da_t W_hh for P panels of W units × NB sequences, Σ over the 4H gate
+// rows k (pa: the panels' columns of W_hh, k-major, packed by pack_rows_backward); stored only for
+// valid sequences (an invalid step passes ∂L/∂h through, as the row-major loop).
+constexpr int kRowsBwdPanels = 2, kRowsBwdMaxNB = V::kAcc / kRowsBwdPanels;
+
+template <int P, int NB>
+inline void rows_bwd_tile(const RowBwdArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
+  constexpr int W = V::W;
+  const int64_t H = a.H, G = 4 * H;
+  const float* __restrict da = a.da + (t * a.B + b0) * G;
+  reg acc[P][NB];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 16
+    for (int n = 0; n < NB; ++n) acc[p][n] = V::zero();
+  for (int64_t k = 0; k < G; ++k) {
+    reg w[P];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) w[p] = V::load(pa + (p * G + k) * W);
+#pragma GCC unroll 16
+    for (int n = 0; n < NB; ++n) {
+      const reg d = splat(da[n * G + k]);
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) acc[p][n] = V::fma(w[p], d, acc[p][n]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int n = 0; n < NB; ++n)
+    if (a.mask == nullptr || a.mask[t * a.B + b0 + n])
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) V::store(a.dh + (b0 + n) * H + j0 + p * W, acc[p][n]);
+}
+
+template <int P, int N>
+inline void rows_bwd_block(int n, const RowBwdArgs& a, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+  if constexpr (N >= 1) {
+    if (n == N) rows_bwd_tile<P, N>(a, pa, t, j0, b0);
+    else rows_bwd_block<P, N - 1>(n, a, pa, t, j0, b0);
+  }
+}
+
+// Columns [u0, u1) of W_hh (4H, H) (u0, u1 multiples of W) packed for rows_bwd_tile: each panel of
+// W units k-major, W floats per gate row k; the panel starting at unit j0 sits at offset 4·H·j0,
+// so P consecutive panels are 4H·W floats apart.
+inline void pack_rows_backward(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1) {
+  constexpr int W = V::W;
+  for (int64_t j0 = u0; j0 < u1; j0 += W) {
+    float* p = out + 4 * H * j0;
+    for (int64_t k = 0; k < 4 * H; ++k)
+      for (int u = 0; u < W; ++u) p[k * W + u] = w[k * H + j0 + u];
+  }
+}
+
+// The gate gradients of step t for units [u0, u1) of every sequence: bwd_pointwise's equations
+// in the row-major layout. dh holds ∂L/∂h_t from step t+1; d_out adds the output's. A step past
+// a sequence's end has zero gate gradients and passes ∂L/∂h (with the output's added) and ∂L/∂c on.
+inline void rows_bwd_pointwise(const RowBwdArgs& a, int64_t t, int64_t u0, int64_t u1) {
+  const int64_t H = a.H, G = 4 * H, BH = a.B * H;
+  const float* dout = a.d_out + t * BH;
+  const float* tc = a.tcs + t * BH;
+  const float* cp = a.cs + t * BH;                        // c_{t-1}
+  const reg one = splat(1.0f);
+  for (int64_t b = 0; b < a.B; ++b) {
+    const bool valid = a.mask == nullptr || a.mask[t * a.B + b];
+    const float* gt = a.gates + (t * a.B + b) * G;
+    float* d = a.da + (t * a.B + b) * G;
+    for (int64_t j = u0; j < u1; j += V::W) {
+      const int64_t o = b * H + j;
+      const reg dh = V::add(V::load(a.dh + o), V::load(dout + o));   // total ∂L/∂h_t
+      if (!valid) {
+        V::store(a.dh + o, dh);
+        for (int g = 0; g < 4; ++g) V::store(d + g * H + j, V::zero());
+        continue;
+      }
+      const reg i = V::load(gt + j), f = V::load(gt + H + j), g = V::load(gt + 2 * H + j), og = V::load(gt + 3 * H + j);
+      const reg th = V::load(tc + o);
+      const reg dct = V::fma(V::mul(dh, og), V::fnma(th, th, one), V::load(a.dc + o));   // dc + dh·o·(1−th²)
+      V::store(d + 3 * H + j, V::mul(V::mul(dh, th), V::mul(og, V::sub(one, og))));        // do
+      V::store(d + j, V::mul(V::mul(dct, g), V::mul(i, V::sub(one, i))));                   // di
+      V::store(d + H + j, V::mul(V::mul(dct, V::load(cp + o)), V::mul(f, V::sub(one, f)))); // df
+      V::store(d + 2 * H + j, V::mul(V::mul(dct, i), V::fnma(g, g, one)));                 // dg
+      V::store(a.dc + o, V::mul(dct, f));                 // ∂L/∂c_{t-1} = dc_total ⊙ f
+    }
+  }
+}
+
+inline void rows_backward(const RowBwdArgs& a) {
+  if (a.B == 0) return;
+  constexpr int P = kRowsBwdPanels;
+  run_team(a.threads, [&](int tid, int nt) {
+    int64_t u0, u1;
+    unit_range(a.H, V::W, tid, nt, &u0, &u1);
+    pack_rows_backward(a.w_hh, a.packed, a.H, u0, u1);
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      rows_bwd_pointwise(a, t, u0, u1);
+      team_barrier(nt);                                   // every gate gradient of step t is in da
+      for (int64_t j0 = u0; j0 < u1;) {
+        const bool pair = j0 + P * V::W <= u1;
+        for_each_batch_block<kRowsBwdMaxNB>(a.B, [&](int64_t b0, int n) {
+          if (pair) rows_bwd_block<P, kRowsBwdMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+          else rows_bwd_block<1, kRowsBwdMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+        });
+        j0 += pair ? P * V::W : V::W;
+      }
+      // no barrier: step t−1's pointwise reads only this thread's units of dh (written just now)
+      // and writes rows of da_{t−1} and dc that nobody reads before the next barrier
     }
   });
 }
