@@ -140,8 +140,8 @@ std::vector<Tensor> lstm_forward_on(const std::string& rows, const Tensor& xw, c
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
                                  const Tensor& w_hh, const c10::optional<Tensor>& mask) {
   const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
-  return lstm_forward_on(f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string(), xw, h0, c0,
-                         w_hh, mask);
+  const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string();
+  return lstm_forward_on(rows, xw, h0, c0, w_hh, mask);
 }
 
 // Returns {dxw (T, B, 4H), dh_0, dc_0}. rec_h / rec_c (T, B), when defined, receive ‖dh_t‖ and
@@ -230,8 +230,9 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
                                   const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h,
                                   const c10::optional<Tensor>& rec_c) {
   const bool f32 = gates.scalar_type() == at::kFloat && gates.is_contiguous() && !rec_h && !rec_c;
-  return lstm_backward_on(f32 ? rnnlab::tiled::rows_isa_for(gates.size(1), w_hh.size(1), gates.size(0)) : std::string(), d_out,
-                          dh_last, dc_last, gates, cs, tcs, w_hh, mask, rec_h, rec_c);
+  const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(gates.size(1), w_hh.size(1), gates.size(0))
+                               : std::string();
+  return lstm_backward_on(rows, d_out, dh_last, dc_last, gates, cs, tcs, w_hh, mask, rec_h, rec_c);
 }
 
 // The row-major training loop whatever the batch (for tests and benchmarks): where it runs for H
