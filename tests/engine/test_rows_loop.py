@@ -157,6 +157,10 @@ def test_plan_names_the_loop_by_its_rule():
     assert not plan("lstm", 32, 20, steps=5).loop.startswith("row-major ")        # 20 units fill no vector
     assert not plan("lstm", 32, 64, steps=5, dtype=torch.float64).loop.startswith("row-major ")
     assert not plan("gru", 32, 64, steps=5).loop.startswith("row-major ")
+    # without a gradient to come: the inference loop, or where its cache rule fails the tiled forward
+    assert plan("lstm", 32, 256, steps=5, inference=True).loop == f"inference {wide}"
+    assert plan("lstm", 32, 512, steps=50, inference=True).loop == f"tiled {wide}"
+    assert plan("lstm", 32, 512, steps=50).loop == f"row-major {wide}"
     p = plan("lstm", 32, 256, steps=5)
     assert "vectors over units" in p.reason
     fast.set_tiled("off")
