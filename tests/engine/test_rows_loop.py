@@ -167,3 +167,14 @@ def test_plan_names_the_loop_by_its_rule():
     assert plan("lstm", 32, 256, steps=5).loop == "row-major"
     fast.set_tiled(ISAS[-1])                                     # a forced set: the tiled loop, as documented
     assert plan("lstm", 32, 256, steps=5).loop == f"tiled {ISAS[-1]}"
+
+
+def test_nan_in_the_weights_reaches_the_output_and_the_gradients():
+    m = rnnlab.LSTM(3, 16)
+    with torch.no_grad():
+        m.weight_hh_l0[5, 2] = float("nan")
+    x = torch.randn(4, 2, 3, requires_grad=True)
+    assert m.plan(2, 4).loop.startswith("row-major ")
+    out, _ = m(x)
+    out.sum().backward()
+    assert out[1:].isnan().any() and x.grad.isnan().any() and m.weight_ih_l0.grad.isnan().any()

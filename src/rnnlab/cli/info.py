@@ -57,7 +57,8 @@ def collect(build: bool = True) -> dict:
         # large float32 matmuls of the kernels on oneDNN (engine/gemm.h) or all on torch's BLAS, and why
         "fast_kernels_gemm": None if not fast_ok else ("onednn+blas" if fast.onednn_in_use() else "blas"),
         "fast_kernels_gemm_why": fast.gemm_status()[1] if fast_ok else None,
-        # the LSTM's tiled loop (engine/lstm_tiled.h) at batch 32, 8 and 3, or None where it does not run
+        # the LSTM's tiled loop (engine/lstm_tiled.h) at batch 32, 8 and 3, or None where it does not run;
+        # hidden sizes that are multiples of 8 take the row-major training loop instead (the plan_lstm lines)
         "fast_kernels_lstm_tiled": None if not fast_ok or not fast.tiled_isa(32) else
         f"{fast.tiled_isa(32)} (batch 8: {fast.tiled_isa(8) or 'row-major'}; "
         f"batch 3: {fast.tiled_isa(3) or 'row-major'})",
