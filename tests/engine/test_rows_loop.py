@@ -178,3 +178,15 @@ def test_nan_in_the_weights_reaches_the_output_and_the_gradients():
     out, _ = m(x)
     out.sum().backward()
     assert out[1:].isnan().any() and x.grad.isnan().any() and m.weight_ih_l0.grad.isnan().any()
+
+
+def test_the_loop_checks_its_shapes():
+    K = fast._KERNELS.module
+    xw, h0, c0, w, mask, d_out, dh, dc = _buffers(4, 3, 16, True)
+    with pytest.raises(RuntimeError, match="w_hh"):
+        K.lstm_rows_forward(xw.clone(), h0, c0, w[:, :8], None)
+    with pytest.raises(RuntimeError, match="mask"):
+        K.lstm_rows_forward(xw.clone(), h0, c0, w, mask[:, :2])
+    hs, cs, gates, tcs = K.lstm_rows_forward(xw.clone(), h0, c0, w, mask)
+    with pytest.raises(RuntimeError, match="d_out"):
+        K.lstm_rows_backward(d_out[:3], dh, dc, gates, cs, tcs, w, mask)

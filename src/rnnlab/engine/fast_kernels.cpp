@@ -83,6 +83,9 @@ std::vector<Tensor> lstm_forward_on(const std::string& rows, const Tensor& xw, c
   if (!rows.empty()) {
     TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous(), "lstm_forward: the row-major training "
                 "loop takes a contiguous float32 projection");
+    TORCH_CHECK(w_hh.sizes() == at::IntArrayRef({G, H}) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                "lstm_forward: expected w_hh (4H, H) and mask (T, B) for xw ", xw.sizes(), "; got w_hh ",
+                w_hh.sizes());
     rnnlab::tiled::rows_forward(rows, gates, hs, cs, tcs, w_hh, mask ? c10::optional<Tensor>(mask->contiguous())
                                                                     : c10::nullopt);
     return {hs, cs, gates, tcs};
@@ -159,6 +162,12 @@ std::vector<Tensor> lstm_backward_on(const std::string& rows, const Tensor& d_ou
     TORCH_CHECK(!rec_h && !rec_c, "lstm_backward: the row-major training loop keeps no gradient record");
     TORCH_CHECK(gates.scalar_type() == at::kFloat && gates.is_contiguous() && cs.is_contiguous() &&
                 tcs.is_contiguous(), "lstm_backward: the row-major training loop takes contiguous float32 buffers");
+    TORCH_CHECK(w_hh.sizes() == at::IntArrayRef({G, H}) && cs.sizes() == at::IntArrayRef({T + 1, B, H}) &&
+                tcs.sizes() == at::IntArrayRef({T, B, H}) && d_out.sizes() == at::IntArrayRef({T, B, H}) &&
+                dh.sizes() == at::IntArrayRef({B, H}) && dc.sizes() == at::IntArrayRef({B, H}) &&
+                (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                "lstm_backward: expected w_hh (4H, H), cs (T+1, B, H), tcs, d_out (T, B, H), dh, dc (B, H) and "
+                "mask (T, B) for gates ", gates.sizes());
     rnnlab::tiled::rows_backward(rows, d_out.contiguous(), gates, cs, tcs, w_hh,
                                  mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt, dxw, dh, dc);
     return {dxw, dh, dc};
@@ -229,7 +238,8 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const Tensor& dh_last, co
                                   const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,
                                   const c10::optional<Tensor>& mask, const c10::optional<Tensor>& rec_h,
                                   const c10::optional<Tensor>& rec_c) {
-  const bool f32 = gates.scalar_type() == at::kFloat && gates.is_contiguous() && !rec_h && !rec_c;
+  const bool f32 = gates.scalar_type() == at::kFloat && gates.is_contiguous() && cs.is_contiguous() &&
+                   tcs.is_contiguous() && !rec_h && !rec_c;
   const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(gates.size(1), w_hh.size(1), gates.size(0))
                                : std::string();
   return lstm_backward_on(rows, d_out, dh_last, dc_last, gates, cs, tcs, w_hh, mask, rec_h, rec_c);

@@ -181,6 +181,7 @@ struct V {
   static reg fnma(reg a, reg b, reg c) { return _mm512_fnmadd_ps(a, b, c); }  // c − a·b
   static reg round(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg ldexp(reg p, reg m) { return _mm512_scalef_ps(p, m); }           // p·2^m
+  static reg rcp(reg a) { return _mm512_rcp14_ps(a); }                        // 1/a within 2^-14
 };
 #include "lstm_tiled_loops.h"
 }  // namespace avx512
@@ -209,6 +210,7 @@ struct V {
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(m), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
+  static reg rcp(reg a) { return _mm256_rcp_ps(a); }                          // 1/a within 1.5·2^-12
 };
 #include "lstm_tiled_loops.h"
 }  // namespace avx2

@@ -25,10 +25,13 @@ operators live in C++, so a package compiled by AOTInductor runs them after
 ``torch.ops.load_library`` of the kernels' module alone.
 
 Which one a traced layer calls (:func:`rnnlab.engine.fast.fast_scan`): under ``torch.compile``, a
-float32 LSTM without a padding mask takes the unit-major operator wherever the eager engine has
-the loop (x86 with AVX2 or AVX-512, not switched off by ``set_tiled``, read when traced), at every
-batch size, since a batch rule would put a guard on the batch; everything else, and everything
-under ``torch.export`` (a package that runs on any CPU, at any batch), takes the row-major one.
+float32 LSTM with a gradient to come whose hidden size is a multiple of 8 (``set_tiled("auto")``)
+takes the row-major operator, whose kernel runs lstm_tiled.h's row-major training loop where its
+length and batch rule holds at each call; another float32 LSTM without a padding mask takes the
+unit-major operator wherever the eager engine has the loop (x86 with AVX2 or AVX-512, not switched
+off by ``set_tiled``, read when traced), at every batch size, since a batch rule would put a guard
+on the batch; everything else, and everything under ``torch.export`` (a package that runs on any
+CPU, at any batch), takes the row-major one.
 
 Not covered here: LSTM projections and half precision run the eager engine inside one Python
 operator under ``torch.compile`` (:mod:`rnnlab.engine.eager_op`, ``rnnlab_eager::scan``), cell
