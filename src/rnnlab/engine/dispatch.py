@@ -225,13 +225,12 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
         isa = _inference_isa(mode, dtype, steps, batch, hidden)
         if isa:
             return Plan("fast", f"inference {isa}", shape=(mode, batch, hidden, steps, dtype, masked, isa))
+    isa = _tiled_isa(mode, dtype, masked, steps, batch)
     # without a gradient to come, where the inference loop's cache rule fails the tiled loop's
     # forward (W_hh read once per step) beats the row-major training loop's (once per block)
-    rows = "" if inference and _tiled_isa(mode, dtype, masked, steps, batch) else _rows_isa(mode, dtype, steps, batch,
-                                                                                           hidden)
+    rows = "" if inference and isa else _rows_isa(mode, dtype, steps, batch, hidden)
     if rows:
         return Plan("fast", f"row-major {rows}", shape=(mode, batch, hidden, steps, dtype, masked, rows))
-    isa = _tiled_isa(mode, dtype, masked, steps, batch)
     return Plan("fast", f"tiled {isa}" if isa else "row-major", shape=(mode, batch, hidden, steps, dtype, masked, isa))
 
 
