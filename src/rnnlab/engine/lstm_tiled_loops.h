@@ -40,6 +40,22 @@ inline reg sigmoid(reg x) {
 // tanh(x) = 2σ(2x) − 1, as the other kernels.
 inline reg tanh_(reg x) { return V::fma(splat(2.0f), sigmoid(V::add(x, x)), splat(-1.0f)); }
 
+// The cell's step for one vector, from the four gates' pre-activations and c_{t-1}: every forward
+// tile below runs it, and h_t = o ⊙ tanh(c_t) is theirs to form or carry.
+struct Cell {
+  reg i, f, g, o, c, th;   // the gates after activation, c_t, tanh(c_t)
+};
+inline Cell cell_step(reg ai, reg af, reg ag, reg ao, reg c_prev) {
+  Cell s;
+  s.i = sigmoid(ai);
+  s.f = sigmoid(af);
+  s.g = tanh_(ag);
+  s.o = sigmoid(ao);
+  s.c = V::fma(s.f, c_prev, V::mul(s.i, s.g));            // c_t = f ⊙ c_{t-1} + i ⊙ g
+  s.th = tanh_(s.c);
+  return s;
+}
+
 // Register blocking. Forward: a tile is U units × NB vectors of batch columns for all four gates
 // (4·U·NB accumulators); backward: R units × NB vectors of ∂L/∂h (R·NB accumulators).
 constexpr int kMaxNB = V::kMaxNB;
@@ -134,17 +150,15 @@ inline void fwd_tile(const FwdArgs& a, const float* __restrict pa, int64_t t, in
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) {
       const int64_t o = off + n * V::W;
-      const reg i = sigmoid(acc[4 * u][n]), f = sigmoid(acc[4 * u + 1][n]);
-      const reg g = tanh_(acc[4 * u + 2][n]), og = sigmoid(acc[4 * u + 3][n]);
-      const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));   // c_t = f ⊙ c_{t-1} + i ⊙ g
-      const reg th = tanh_(c);
-      V::store(rows[4 * u] + n * V::W, i);
-      V::store(rows[4 * u + 1] + n * V::W, f);
-      V::store(rows[4 * u + 2] + n * V::W, g);
-      V::store(rows[4 * u + 3] + n * V::W, og);
-      V::store(cn + o, c);
-      V::store(tc + o, th);
-      V::store(hn + o, V::mul(og, th));                         // h_t = o ⊙ tanh(c_t)
+      const Cell s = cell_step(acc[4 * u][n], acc[4 * u + 1][n], acc[4 * u + 2][n], acc[4 * u + 3][n],
+                               V::load(cp + o));
+      V::store(rows[4 * u] + n * V::W, s.i);
+      V::store(rows[4 * u + 1] + n * V::W, s.f);
+      V::store(rows[4 * u + 2] + n * V::W, s.g);
+      V::store(rows[4 * u + 3] + n * V::W, s.o);
+      V::store(cn + o, s.c);
+      V::store(tc + o, s.th);
+      V::store(hn + o, V::mul(s.o, s.th));                      // h_t = o ⊙ tanh(c_t)
     }
   }
 }
@@ -316,14 +330,13 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     const int64_t o = n * H + j0;
-    const reg i = sigmoid(acc[0][n]), f = sigmoid(acc[1][n]), g = tanh_(acc[2][n]), og = sigmoid(acc[3][n]);
-    const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));   // c_t = f ⊙ c_{t-1} + i ⊙ g
-    const reg h = V::mul(og, tanh_(c));                       // h_t = o ⊙ tanh(c_t)
+    const Cell s = cell_step(acc[0][n], acc[1][n], acc[2][n], acc[3][n], V::load(cp + o));
+    const reg h = V::mul(s.o, s.th);                          // h_t = o ⊙ tanh(c_t)
     if (a.mask == nullptr) {
-      V::store(cn + o, c);
+      V::store(cn + o, s.c);
       V::store(hn + o, h);
     } else if (a.mask[t * a.B + b0 + n]) {
-      V::store(cn + o, c);
+      V::store(cn + o, s.c);
       V::store(hn + o, h);
       V::store(out + o, h);
     } else {                                                  // past the end: carry the state, output 0
@@ -412,17 +425,15 @@ inline void rows_fwd_tile(const RowFwdArgs& a, const float* __restrict pa, int64
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     const int64_t o = n * H + j0;
-    const reg i = sigmoid(acc[0][n]), f = sigmoid(acc[1][n]), g = tanh_(acc[2][n]), og = sigmoid(acc[3][n]);
-    const reg c = V::fma(f, V::load(cp + o), V::mul(i, g));         // c_t = f ⊙ c_{t-1} + i ⊙ g
-    const reg th = tanh_(c);
-    V::store(gt + n * G, i);
-    V::store(gt + n * G + H, f);
-    V::store(gt + n * G + 2 * H, g);
-    V::store(gt + n * G + 3 * H, og);
-    V::store(tc + o, th);
+    const Cell s = cell_step(acc[0][n], acc[1][n], acc[2][n], acc[3][n], V::load(cp + o));
+    V::store(gt + n * G, s.i);
+    V::store(gt + n * G + H, s.f);
+    V::store(gt + n * G + 2 * H, s.g);
+    V::store(gt + n * G + 3 * H, s.o);
+    V::store(tc + o, s.th);
     if (a.mask == nullptr || a.mask[t * a.B + b0 + n]) {
-      V::store(cn + o, c);
-      V::store(hn + o, V::mul(og, th));                             // h_t = o ⊙ tanh(c_t)
+      V::store(cn + o, s.c);
+      V::store(hn + o, V::mul(s.o, s.th));                          // h_t = o ⊙ tanh(c_t)
     } else {                                                        // past the end: carry the state
       V::store(cn + o, V::load(cp + o));
       V::store(hn + o, V::load(hp + o));
