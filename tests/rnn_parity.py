@@ -13,6 +13,7 @@ parametrized over ``ENGINES`` (all registered names, read at import time).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import torch
@@ -250,3 +251,27 @@ def settable_isas() -> list[str]:
             pass
     fast.set_tiled("auto")
     return have
+
+
+def lstm_pair64(size: tuple[int, int, int, int], **kw):
+    """rnnlab's LSTM of ``size`` (T, B, I, H) with layer kwargs ``kw`` and torch.nn's in float64 with
+    the same weights (seed 0), and float32 inputs for both: (ours, theirs, x (T, B, I), h0, c0
+    (layers·directions, B, H)). The tests of the LSTM's SIMD loops compare against it."""
+    T, B, I, H = size
+    torch.manual_seed(0)
+    ours = rnnlab.LSTM(I, H, **kw)
+    theirs = torch.nn.LSTM(I, H, **kw).double()
+    theirs.load_state_dict(ours.state_dict())
+    layers = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+    return ours, theirs, torch.randn(T, B, I), torch.randn(layers, B, H), torch.randn(layers, B, H)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

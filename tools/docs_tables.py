@@ -8,6 +8,7 @@ produce, never typed by hand.
     python benchmarks/bench_int8.py --json docs/data/bench-int8.json
     python benchmarks/bench_int8.py --cell gru --json docs/data/bench-int8-gru.json
     python benchmarks/bench_compile.py --size T B I H --json FILE  # per size; docs/data/bench-compile.json holds the runs
+    python benchmarks/bench_aoti.py --json docs/data/bench-aoti.json
     python tools/docs_tables.py            # rewrite the tables between the markers
     python tools/docs_tables.py --check    # exit 1 when a table differs from its JSON (the tests run this)
 
@@ -319,6 +320,7 @@ def int8_table() -> str:
     return "\n".join(lines + ["", "; ".join(notes) + "."])
 
 
+AOTI_JSON = ROOT / "docs" / "data" / "bench-aoti.json"           # python benchmarks/bench_aoti.py --json FILE
 COMPILE_JSON = ROOT / "docs" / "data" / "bench-compile.json"   # benchmarks/bench_compile.py, one run per size
 COMPILE_MODELS = ("rnnlab eager", "rnnlab compiled fullgraph", "torch.nn eager", "torch.nn compiled")
 
@@ -343,6 +345,39 @@ def compile_table() -> str:
     return "\n".join(lines)
 
 
+def gradgrad_table() -> str:
+    """The gradient-penalty step's time over torch.nn's, per cell, from the bench run."""
+    recs = [r for r in json.loads(BENCH_JSON.read_text()) if r["kind"] == "gradgrad"]
+    lines = ["| cell | T | B | I | H | engine | rnnlab | torch.nn | rnnlab / torch.nn |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        lines.append(f"| {r['cell']} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {r['engine']} | "
+                     f"{_amount(r, r['rnnlab'])} | {_amount(r, r['torch'])} | {r['ratio']:.2f} |")
+    m = recs[0]["machine"] if recs else {}
+    lines += ["", f"{m.get('threads', '?')} torch threads, {m.get('cpu', '?')}; `{BENCH_CMD} --json FILE` "
+              "(docs/data/bench.json, the run the performance page shows)."]
+    return "\n".join(lines)
+
+
+def aoti_table() -> str:
+    """benchmarks/bench_aoti.py's packaging cost, cold start and per-call times beside eager's."""
+    r = json.loads(AOTI_JSON.read_text())
+    f, calls, loops = r["fresh_process"], r["per_call_ms"], r["eager_loop"]
+    lines = ["| | AOTInductor package | eager | eager, library row-major loop | package / eager |",
+             "|---|---|---|---|---|",
+             f"| export and compile (empty inductor cache) | {r['export_and_package_s']:.1f} s "
+             f"({r['export_and_package_cpu_s']:.1f} CPU s) | | | |",
+             f"| cold start in a fresh process, after `import torch` ({f['import_torch_s']:.1f} s) | "
+             f"{f['cold_start_s']:.1f} s (`aoti_load_package` {f['of_which']['load_package_s']:.1f} s) | | | |"]
+    for name, label in (("step_B1_T1", "decoding step, batch 1, one token"), ("B8_T64", "batch 8 × 64 tokens")):
+        c = calls[name]
+        lines.append(f"| {label} (eager: {loops[name]} loop) | {c['aoti']:.3f} ms | {c['eager']:.3f} ms | "
+                     f"{c['eager_row_major']:.3f} ms | {c['aoti_over_eager']:.2f} |")
+    lines += ["", f"Medians of {r['repeats']} calls, {r['threads']} thread, torch {r['torch']}; outputs match eager "
+              f"to 1e-5: {f['matches_eager_1e-5']}. Command: `python benchmarks/bench_aoti.py --json FILE` "
+              "(docs/data/bench-aoti.json)."]
+    return "\n".join(lines)
+
+
 TABLES = {
     "readme-results": (ROOT / "README.md", readme_results),
     "demo-results": (ROOT / "docs" / "results.md", demo_table),
@@ -353,6 +388,8 @@ TABLES = {
     "lm-wikitext2": (ROOT / "docs" / "results.md", lm_wikitext2_table),
     "int8": (ROOT / "docs" / "engines.md", int8_table),
     "compile": (ROOT / "docs" / "engines.md", compile_table),
+    "aoti": (ROOT / "docs" / "engines.md", aoti_table),
+    "gradgrad": (ROOT / "docs" / "compatibility.md", gradgrad_table),
 }
 
 

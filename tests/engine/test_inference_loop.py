@@ -13,7 +13,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import rnnlab
 from rnnlab.engine import fast, plan, record_gates
-from rnn_parity import settable_isas
+from rnn_parity import lstm_pair64, settable_isas, torch_threads
 
 
 ISAS = settable_isas()
@@ -40,23 +40,11 @@ def calls(monkeypatch):
 def _against_torch64(size, *, isa=None, threads=1, **kw):
     """rnnlab's float32 LSTM under no_grad against torch.nn's in float64 with the same weights:
     the largest |difference| over outputs and final states."""
-    T, B, I, H = size
-    torch.manual_seed(0)
-    ours = rnnlab.LSTM(I, H, **kw)
-    theirs = torch.nn.LSTM(I, H, **kw).double()
-    theirs.load_state_dict(ours.state_dict())
-    D = 2 if kw.get("bidirectional") else 1
-    L = kw.get("num_layers", 1)
-    x, h0, c0 = torch.randn(T, B, I), torch.randn(L * D, B, H), torch.randn(L * D, B, H)
+    ours, theirs, x, h0, c0 = lstm_pair64(size, **kw)
     if isa:
         fast.set_tiled(isa)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            out, (h, c) = ours(x, (h0, c0))
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads), torch.no_grad():
+        out, (h, c) = ours(x, (h0, c0))
     with torch.no_grad():
         r_out, (r_h, r_c) = theirs(x.double(), (h0.double(), c0.double()))
     return max((a.double() - b).abs().max().item() for a, b in ((out, r_out), (h, r_h), (c, r_c)))

@@ -12,7 +12,7 @@ import torch
 
 import rnnlab
 from rnnlab.engine import fast, plan, record_grad_norms
-from rnn_parity import settable_isas
+from rnn_parity import lstm_pair64, settable_isas, torch_threads
 
 
 ISAS = settable_isas()
@@ -30,15 +30,9 @@ def _grads_against_torch64(size, *, threads=1, lengths=None, **kw):
     """rnnlab's float32 LSTM (forward and backward) against torch.nn's in float64 with the same
     weights: the largest |difference| over outputs, final states and the gradients of the inputs,
     initial states and weights; and the loop the plan named."""
-    T, B, I, H = size
-    torch.manual_seed(0)
-    ours = rnnlab.LSTM(I, H, **kw)
-    theirs = torch.nn.LSTM(I, H, **kw).double()
-    theirs.load_state_dict(ours.state_dict())
-    D = 2 if kw.get("bidirectional") else 1
-    L = kw.get("num_layers", 1)
-    x, h0, c0 = torch.randn(T, B, I), torch.randn(L * D, B, H), torch.randn(L * D, B, H)
-    w_out = torch.randn(T, B, D * H)
+    T, B, _, H = size
+    ours, theirs, x, h0, c0 = lstm_pair64(size, **kw)
+    w_out = torch.randn(T, B, (2 if kw.get("bidirectional") else 1) * H)
 
     def run(m, dtype):
         ins = [t.detach().to(dtype).requires_grad_(True) for t in (x, h0, c0)]
@@ -52,12 +46,8 @@ def _grads_against_torch64(size, *, threads=1, lengths=None, **kw):
         grads = [t.grad for t in ins] + [p.grad for p in m.parameters()]
         return [out.detach(), h.detach(), c.detach()] + grads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         got = run(ours, torch.float32)
-    finally:
-        torch.set_num_threads(before)
     want = run(theirs, torch.float64)
     return max((a.double() - b).abs().max().item() for a, b in zip(got, want)), ours.plan(B, T, lengths is not None)
 

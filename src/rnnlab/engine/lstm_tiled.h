@@ -174,7 +174,6 @@ struct V {
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
-  static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
   static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
   static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }    // a·b + c
@@ -200,7 +199,6 @@ struct V {
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
-  static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
   static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
   static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
@@ -363,8 +361,11 @@ inline std::string infer_isa(int64_t H) { return choice() == "off" ? std::string
 // anew (4H·H floats), which T·B ≥ H² / 8192 sequence-steps repay (8 at 256 units, 128 at 1024;
 // benchmarks/bench_kernels.py --inference sweeps hidden size, batch and length).
 constexpr int64_t kInferMaxHidden = 256, kInferMaxBatch = 8;
+// Whether T·B sequence-steps repay packing W_hh (4H·H floats) for one pass, as the loops over units
+// (inference, row-major training) do on every call.
+inline bool packing_pays(int64_t B, int64_t H, int64_t T) { return T * B * 8192 >= H * H; }
 inline std::string infer_isa_for(int64_t B, int64_t H, int64_t T) {
-  const bool pays = (H <= kInferMaxHidden || B <= kInferMaxBatch) && T * B * 8192 >= H * H;
+  const bool pays = (H <= kInferMaxHidden || B <= kInferMaxBatch) && packing_pays(B, H, T);
   return pays ? infer_isa(H) : std::string();
 }
 
@@ -421,8 +422,7 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
 // need no padding or transposes; benchmarks/bench_kernels.py --rows measures it against the tiled
 // loop over hidden sizes and batches.
 inline std::string rows_isa_for(int64_t B, int64_t H, int64_t T) {
-  if (choice() != "auto" || T * B * 8192 < H * H) return "";
-  return infer_isa(H);
+  return choice() == "auto" && packing_pays(B, H, T) ? infer_isa(H) : std::string();
 }
 
 // gates (T, B, 4H): W_ih x_t + b on entry, the gates on return; hs / cs (T+1, B, H) with h_0 / c_0

@@ -347,12 +347,13 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
   }
 }
 
-// infer_tile<n> for a block of n ≤ N sequences (n chosen at run time, N at compile time).
-template <int N>
-inline void infer_block(int n, const InferArgs& a, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+// f(std::integral_constant<int, n>{}) for a count 1 ≤ n ≤ N known at run time: the tiles of a block
+// of n sequences are compiled for each n up to N.
+template <int N, class F>
+inline void with_count(int n, const F& f) {
   if constexpr (N >= 1) {
-    if (n == N) infer_tile<N>(a, pa, t, j0, b0);
-    else infer_block<N - 1>(n, a, pa, t, j0, b0);
+    if (n == N) f(std::integral_constant<int, N>{});
+    else with_count<N - 1>(n, f);
   }
 }
 
@@ -394,7 +395,9 @@ inline void infer(const InferArgs& a) {
     for (int64_t t = 0; t < a.T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
         for_each_batch_block<kInferMaxNB>(a.B, [&](int64_t b0, int n) {
-          infer_block<kInferMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+          with_count<kInferMaxNB>(n, [&](auto nb) {
+            infer_tile<decltype(nb)::value>(a, a.packed + 4 * a.H * j0, t, j0, b0);
+          });
         });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
     }
@@ -441,14 +444,6 @@ inline void rows_fwd_tile(const RowFwdArgs& a, const float* __restrict pa, int64
   }
 }
 
-template <int N>
-inline void rows_fwd_block(int n, const RowFwdArgs& a, const float* pa, int64_t t, int64_t j0, int64_t b0) {
-  if constexpr (N >= 1) {
-    if (n == N) rows_fwd_tile<N>(a, pa, t, j0, b0);
-    else rows_fwd_block<N - 1>(n, a, pa, t, j0, b0);
-  }
-}
-
 inline void rows_forward(const RowFwdArgs& a) {
   if (a.B == 0) return;
   run_team(a.threads, [&](int tid, int nt) {
@@ -458,7 +453,9 @@ inline void rows_forward(const RowFwdArgs& a) {
     for (int64_t t = 0; t < a.T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
         for_each_batch_block<kInferMaxNB>(a.B, [&](int64_t b0, int n) {
-          rows_fwd_block<kInferMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+          with_count<kInferMaxNB>(n, [&](auto nb) {
+            rows_fwd_tile<decltype(nb)::value>(a, a.packed + 4 * a.H * j0, t, j0, b0);
+          });
         });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
     }
@@ -496,14 +493,6 @@ inline void rows_bwd_tile(const RowBwdArgs& a, const float* __restrict pa, int64
     if (a.mask == nullptr || a.mask[t * a.B + b0 + n])
 #pragma GCC unroll 4
       for (int p = 0; p < P; ++p) V::store(a.dh + (b0 + n) * H + j0 + p * W, acc[p][n]);
-}
-
-template <int P, int N>
-inline void rows_bwd_block(int n, const RowBwdArgs& a, const float* pa, int64_t t, int64_t j0, int64_t b0) {
-  if constexpr (N >= 1) {
-    if (n == N) rows_bwd_tile<P, N>(a, pa, t, j0, b0);
-    else rows_bwd_block<P, N - 1>(n, a, pa, t, j0, b0);
-  }
 }
 
 // Columns [u0, u1) of W_hh (4H, H) (u0, u1 multiples of W) packed for rows_bwd_tile: each panel of
@@ -564,8 +553,11 @@ inline void rows_backward(const RowBwdArgs& a) {
       for (int64_t j0 = u0; j0 < u1;) {
         const bool pair = j0 + P * V::W <= u1;
         for_each_batch_block<kRowsBwdMaxNB>(a.B, [&](int64_t b0, int n) {
-          if (pair) rows_bwd_block<P, kRowsBwdMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
-          else rows_bwd_block<1, kRowsBwdMaxNB>(n, a, a.packed + 4 * a.H * j0, t, j0, b0);
+          with_count<kRowsBwdMaxNB>(n, [&](auto nb) {
+            constexpr int NB = decltype(nb)::value;
+            if (pair) rows_bwd_tile<P, NB>(a, a.packed + 4 * a.H * j0, t, j0, b0);
+            else rows_bwd_tile<1, NB>(a, a.packed + 4 * a.H * j0, t, j0, b0);
+          });
         });
         j0 += pair ? P * V::W : V::W;
       }
