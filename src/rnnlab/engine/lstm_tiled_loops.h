@@ -45,7 +45,8 @@ inline reg tanh_(reg x) { return V::fma(splat(2.0f), sigmoid(V::add(x, x)), spla
 struct Cell {
   reg i, f, g, o, c, th;   // the gates after activation, c_t, tanh(c_t)
 };
-inline Cell cell_step(reg ai, reg af, reg ag, reg ao, reg c_prev) {
+// (always inlined: GCC otherwise calls it from some tiles, passing the six vectors through memory)
+[[gnu::always_inline]] inline Cell cell_step(reg ai, reg af, reg ag, reg ao, reg c_prev) {
   Cell s;
   s.i = sigmoid(ai);
   s.f = sigmoid(af);
@@ -386,22 +387,33 @@ inline void for_each_batch_block(int64_t B, const F& f) {
   }
 }
 
-inline void infer(const InferArgs& a) {
-  if (a.B == 0) return;                                   // (no blocks to divide the batch into)
-  run_team(a.threads, [&](int tid, int nt) {
+// The forward time loop over units that the inference and row-major training loops share: each
+// thread packs its panels of W_hh (pack_infer), then at every step runs tile(nb, pa, t, j0, b0) for
+// each of its panels (pa, from unit j0) × each block of nb ≤ kInferMaxNB sequences from b0
+// (nb a std::integral_constant); the threads meet once per step.
+template <class Tile>
+inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int64_t B, int64_t H, int threads,
+                               const Tile& tile) {
+  if (B == 0) return;                                     // (no blocks to divide the batch into)
+  run_team(threads, [&](int tid, int nt) {
     int64_t u0, u1;
-    unit_range(a.H, V::W, tid, nt, &u0, &u1);
-    pack_infer(a.w_hh, a.packed, a.H, u0, u1);           // this thread's panels: only it reads them
-    for (int64_t t = 0; t < a.T; ++t) {
+    unit_range(H, V::W, tid, nt, &u0, &u1);
+    pack_infer(w_hh, packed, H, u0, u1);                  // this thread's panels: only it reads them
+    for (int64_t t = 0; t < T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
-        for_each_batch_block<kInferMaxNB>(a.B, [&](int64_t b0, int n) {
-          with_count<kInferMaxNB>(n, [&](auto nb) {
-            infer_tile<decltype(nb)::value>(a, a.packed + 4 * a.H * j0, t, j0, b0);
-          });
+        for_each_batch_block<kInferMaxNB>(B, [&](int64_t b0, int n) {
+          with_count<kInferMaxNB>(n, [&](auto nb) { tile(nb, packed + 4 * H * j0, t, j0, b0); });
         });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
     }
   });
+}
+
+inline void infer(const InferArgs& a) {
+  forward_over_units(a.w_hh, a.packed, a.T, a.B, a.H, a.threads,
+                     [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+                       infer_tile<decltype(nb)::value>(a, pa, t, j0, b0);
+                     });
 }
 
 // ------------------------------------------------------------------ row-major training loop
@@ -445,21 +457,10 @@ inline void rows_fwd_tile(const RowFwdArgs& a, const float* __restrict pa, int64
 }
 
 inline void rows_forward(const RowFwdArgs& a) {
-  if (a.B == 0) return;
-  run_team(a.threads, [&](int tid, int nt) {
-    int64_t u0, u1;
-    unit_range(a.H, V::W, tid, nt, &u0, &u1);
-    pack_infer(a.w_hh, a.packed, a.H, u0, u1);
-    for (int64_t t = 0; t < a.T; ++t) {
-      for (int64_t j0 = u0; j0 < u1; j0 += V::W)
-        for_each_batch_block<kInferMaxNB>(a.B, [&](int64_t b0, int n) {
-          with_count<kInferMaxNB>(n, [&](auto nb) {
-            rows_fwd_tile<decltype(nb)::value>(a, a.packed + 4 * a.H * j0, t, j0, b0);
-          });
-        });
-      team_barrier(nt);                                   // h_t complete before step t+1 reads it
-    }
-  });
+  forward_over_units(a.w_hh, a.packed, a.T, a.B, a.H, a.threads,
+                     [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+                       rows_fwd_tile<decltype(nb)::value>(a, pa, t, j0, b0);
+                     });
 }
 
 // Backward: ∂L/∂h_{t-1} = da_t W_hh for P panels of W units × NB sequences, Σ over the 4H gate
