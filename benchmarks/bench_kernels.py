@@ -1,7 +1,7 @@
 """What each part of the fast kernels buys: the LSTM's tiled loop (engine/lstm_tiled.h),
 oneDNN's matmul (engine/gemm.h) and reused buffers (engine/workspace.h), measured side by side.
 
-    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15] [--sweep | --inference | --rows]
+    python benchmarks/bench_kernels.py [--threads 2] [--repeats 15] [--sweep | --inference | --inference-input | --rows]
 
 Prints (1) the large-matmul rate of torch.mm (MKL) and of the kernels' matmul with oneDNN,
 (2) one LSTM step's recurrent product at B=32 H=256 with oneDNN on and off, and (3) forward+backward
@@ -21,6 +21,9 @@ forward under torch.no_grad: the measurements behind the inference loop's size r
 prints only (6), forward+backward of the LSTM at T=20 I=64 over hidden sizes 64 to 1024 and batches
 1 to 64: "default" (the row-major training loop of lstm_tiled.h's rows_forward / rows_backward
 wherever its rule takes it), "tiled" and "row-major" as above: the measurements behind its rule.
+``--inference-input`` prints only (7), the inference loop with its input projection formed in its
+tiles ("fused") and by one GEMM over the sequence first ("GEMM"), as ratios to torch.nn's forward
+under torch.no_grad, at input sizes either side of the rule (lstm_tiled.h's fuse_input).
 
 What a CPU without AVX-512 runs is the "BLAS" settings (gemm.h uses oneDNN only with AVX-512)
 and, for the LSTM, "tiled AVX2 BLAS" against "row-major BLAS". On an AVX-512 CPU these columns
@@ -65,6 +68,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="Only (4), the batch-size sweep.")
     ap.add_argument("--inference", action="store_true", help="Only (5), the inference loop's size sweep.")
     ap.add_argument("--rows", action="store_true", help="Only (6), the row-major training loop's size sweep.")
+    ap.add_argument("--inference-input", action="store_true",
+                    help="Only (7), the inference loop's input projection: in its tiles or a GEMM first.")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not fast.available():
@@ -80,6 +85,8 @@ def main() -> None:
         return inference_sweep(a.repeats)
     if a.rows:
         return rows_sweep(a.repeats)
+    if a.inference_input:
+        return inference_input_sweep(a.repeats)
     n = 2048
     x, y = torch.randn(n, n), torch.randn(n, n)
     flops = 2 * n**3
@@ -168,6 +175,43 @@ def inference_sweep(repeats: int) -> None:
                 cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" if name in med
                          else f"{name} -    " for name in ("inference", "tiled", "row-major")]
                 print(f"H={H:<5d} B={B:<3d} T={T:<3d} torch.nn {med['torch.nn']:7.2f} ms; " + "  ".join(cells), flush=True)
+
+
+# (T, B, I, H): the bench's sizes the inference loop covers, then inputs from H/4 to 2H at 128 and
+# 256 units and batches from 1 to 64
+INPUT_SIZES = [(35, 32, 28, 256), (100, 64, 128, 128), (500, 8, 32, 64),
+               *[(50, B, I, H) for H in (128, 256) for B in (1, 8, 16, 64) for I in (H // 4, H, 2 * H)]]
+
+
+def inference_input_sweep(repeats: int) -> None:
+    K = fast._KERNELS.module
+    if not K.infer_isa(64):
+        raise SystemExit("the LSTM's inference loop does not run on this CPU")
+    print("LSTM forward without a gradient to come: the inference loop with W_ih x_t in its tiles (fused) or a "
+          "GEMM first; ratios to torch.nn's under torch.no_grad; * marks what the rule (fuse_input) chooses")
+    for T, B, I, H in INPUT_SIZES:
+        torch.manual_seed(0)
+        theirs = torch.nn.LSTM(I, H)
+        x, h0, c0 = torch.randn(T, B, I), torch.zeros(B, H), torch.zeros(B, H)
+        w_ih, w_hh = theirs.weight_ih_l0.detach(), theirs.weight_hh_l0.detach()
+        b = (theirs.bias_ih_l0 + theirs.bias_hh_l0).detach()
+        runs = {"torch.nn": lambda: theirs(x),
+                "fused": lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None, fused=True),
+                "GEMM": lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None, fused=False)}
+        times = {name: [] for name in runs}
+        with torch.no_grad():
+            for f in runs.values():
+                f()
+            for _ in range(repeats):                    # alternating rounds: all see the same load
+                for name, f in runs.items():
+                    t0 = time.perf_counter()
+                    f()
+                    times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        chosen = "fused" if K.infer_fuses_input(B, I, H) else "GEMM"
+        cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" for name in ("fused", "GEMM")]
+        print(f"T={T:<4d} B={B:<3d} I={I:<5d} H={H:<4d} torch.nn {med['torch.nn']:7.2f} ms; " + "  ".join(cells),
+              flush=True)
 
 
 def compare(cell: str, size: tuple[int, int, int, int], kw: dict, settings: dict, repeats: int) -> None:

@@ -99,6 +99,45 @@ def test_packed_sequences_carry_each_state_past_its_end_like_torch_nn(isa, kw, c
     assert (h.double() - r_h).abs().max() < 2e-6 and (c.double() - r_c).abs().max() < 2e-6
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("size", [(5, 7, 3, 32), (4, 9, 32, 32), (6, 5, 40, 16), (3, 13, 300, 256)],
+                         ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn(isa, size, fused, threads):
+    """W_ih x_t formed in the tiles beside W_hh h_{t-1}, or by one GEMM over the sequence first,
+    whichever the rule (fuse_input) would take: each against torch.nn in float64."""
+    K = fast._KERNELS.module
+    _, theirs, x, h0, c0 = lstm_pair64(size)
+    if isa == "avx512" and size[3] % 16:
+        pytest.skip("AVX-512's vectors hold 16 units")
+    w = {k: v.float() for k, v in theirs.state_dict().items()}
+    fast.set_tiled(isa)
+    try:
+        with torch_threads(threads):
+            out, h, c = K.lstm_infer(x, h0[0], c0[0], w["weight_ih_l0"], w["weight_hh_l0"],
+                                     w["bias_ih_l0"] + w["bias_hh_l0"], None, fused=fused)
+    finally:
+        fast.set_tiled("auto")
+    with torch.no_grad():
+        r_out, (r_h, r_c) = theirs(x.double(), (h0.double(), c0.double()))
+    err = max((a.double() - b).abs().max().item() for a, b in ((out, r_out), (h, r_h[0]), (c, r_c[0])))
+    assert err < 2e-6
+
+
+def test_the_input_projection_rule_and_the_plan_that_names_it():
+    K = fast._KERNELS.module
+    assert K.infer_fuses_input(32, 28, 256) and K.infer_fuses_input(64, 128, 128) and K.infer_fuses_input(16, 1, 8)
+    assert K.infer_fuses_input(16, 256, 256) and K.infer_fuses_input(8, 32, 64)
+    assert not K.infer_fuses_input(64, 129, 128)          # more inputs than units: the GEMM
+    assert not K.infer_fuses_input(8, 256, 256)           # 2 sequence blocks, 2 MiB of packed weights
+    assert not K.infer_fuses_input(7, 16, 64)             # one block: the GEMM reuses each weight better
+    p = rnnlab.LSTM(28, 256).plan(32, 35, inference=True)
+    assert p.loop.startswith("inference") and p.gemm == "none" and "W_ih x_t formed in its tiles" in p.reason
+    p = rnnlab.LSTM(512, 256).plan(32, 35, inference=True)
+    assert p.loop.startswith("inference") and p.gemm in ("onednn", "blas") and "input GEMM" in p.reason
+
+
 def test_nan_in_the_weights_reaches_the_output(calls):
     m = rnnlab.LSTM(3, 16)
     with torch.no_grad():

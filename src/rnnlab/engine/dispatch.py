@@ -174,7 +174,8 @@ class Plan:
 def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dtype = torch.float32,
          device: str = "cpu", masked: bool = False, proj_size: int = 0, engine: str = "auto",
          variant: object = None, state_masks: bool = False, recording: bool = False, autodiff: bool = False,
-         stream: bool = False, numba: bool = False, int8: bool = False, inference: bool = False) -> Plan:
+         stream: bool = False, numba: bool = False, int8: bool = False, inference: bool = False,
+         input_size: int = 0) -> Plan:
     """The path one layer-direction of cell ``mode`` ("lstm", "gru", "rnn_tanh", "rnn_relu") takes.
 
     ``engine``: the layer's ``engine=`` ("auto" follows :func:`set_engine`). ``masked``: a
@@ -184,7 +185,8 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     ``autodiff``: under torch.func transforms or forward-mode AD. ``stream``: a ``Stream``'s
     batch-1 step (``numba``: numba is there and wanted; ``int8``: int8 weights asked for).
     ``inference``: no gradient to come (``torch.no_grad()``, or nothing requires one) and no gate
-    recorder on, so that nothing need be kept for backward.
+    recorder on, so that nothing need be kept for backward. ``input_size``: the layer's input
+    features, where known (the inference loop's input projection depends on it; 0: not known).
     """
     resolved = resolve_engine(engine)
     if stream:
@@ -208,7 +210,7 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
             return Plan("reference", "variants python", "cell options run the variants scan; the recomputing "
                         "engine does not cover them")
         inner = plan(mode, batch, hidden, steps=steps, dtype=dtype, device=device, masked=masked,
-                     proj_size=proj_size, recording=recording, inference=inference)
+                     proj_size=proj_size, recording=recording, inference=inference, input_size=input_size)
         return Plan("checkpoint", inner.loop, "engine 'checkpoint': segments recomputed in backward (its forward "
                     "runs them without a gradient: the inference loop where that covers the call)", inner=inner)
     if variant is not None:
@@ -224,7 +226,8 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     if inference:
         isa = _inference_isa(mode, dtype, steps, batch, hidden)
         if isa:
-            return Plan("fast", f"inference {isa}", shape=(mode, batch, hidden, steps, dtype, masked, isa))
+            return Plan("fast", f"inference {isa}",
+                        shape=(mode, batch, hidden, steps, dtype, masked, isa, input_size))
     isa = _tiled_isa(mode, dtype, masked, steps, batch)
     # without a gradient to come, where the inference loop's cache rule fails the tiled loop's
     # forward (W_hh read once per step) beats the row-major training loop's (once per block)
@@ -301,7 +304,8 @@ def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str
 
 
 def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtype, masked: bool,
-               isa: str, variants: bool = False, inference: bool = False, rows: bool = False) -> tuple[str, str]:
+               isa: str, input_size: int = 0, variants: bool = False, inference: bool = False,
+               rows: bool = False) -> tuple[str, str]:
     """The GEMM library and the reason of a fast-engine plan."""
     K = (VARIANT_KERNELS if variants else FAST_KERNELS).module
     G = _GATES[mode] * hidden
@@ -315,9 +319,12 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
         uses, status = K.onednn_state()[:2]
         gemm_why = status if gemm == "onednn" or not uses else "below oneDNN's size threshold"
     if inference:
-        return gemm, (f"inference loop with {isa.upper()} code: no gradient to come, so nothing is kept for "
-                      f"backward and vectors run over units ({_inference_why(batch, hidden)}); its input GEMM "
-                      f"on {gemm}: {gemm_why}")
+        loop = (f"inference loop with {isa.upper()} code: no gradient to come, so nothing is kept for "
+                f"backward and vectors run over units ({_inference_why(batch, hidden)})")
+        if input_size and K.infer_fuses_input(batch, input_size, hidden):
+            return "none", (f"{loop}; W_ih x_t formed in its tiles beside W_hh h_{{t-1}} ({input_size} inputs, "
+                            f"at most {hidden}, and {batch} sequences: no GEMM over the sequence first)")
+        return gemm, f"{loop}; its input GEMM on {gemm}: {gemm_why}"
     if rows:
         return gemm, (f"row-major loop with the LSTM's own {isa.upper()} step code: {_rows_why()}; its "
                       f"sequence GEMMs on {gemm}: {gemm_why}")

@@ -339,7 +339,8 @@ def fast_scan(
     p = plan(mode, x.shape[1], h0.shape[-1], steps=x.shape[0], dtype=x.dtype, device=x.device.type,
              masked=mask is not None, proj_size=0 if w_hr is None else w_hr.shape[0], engine="fast",
              autodiff=use_autodiff(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
-             inference=not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) and not record.gate_recording())
+             inference=not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) and not record.gate_recording(),
+             input_size=x.shape[-1])
     if p.loop == "autograd":                                           # torch.func transforms, forward AD
         return torch_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask)
     if p.engine == "reference":

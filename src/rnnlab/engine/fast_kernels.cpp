@@ -1215,7 +1215,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("matmul", &rnnlab::matmul, release());
   m.def("lstm_tiled_forward", &rnnlab::tiled::lstm_forward, release());
   m.def("lstm_tiled_backward", &rnnlab::tiled::lstm_backward, release());
-  m.def("lstm_infer", &rnnlab::tiled::lstm_infer, release());
+  m.def("lstm_infer", &rnnlab::tiled::lstm_infer, release(), py::arg("x"), py::arg("h0"), py::arg("c0"),
+        py::arg("w_ih"), py::arg("w_hh"), py::arg("bias"), py::arg("mask"), py::arg("fused") = py::none());
+  m.def("infer_fuses_input", &rnnlab::tiled::fuse_input);
   m.def("infer_isa", &rnnlab::tiled::infer_isa);
   m.def("infer_isa_for", &rnnlab::tiled::infer_isa_for);
   m.attr("infer_max_hidden") = rnnlab::tiled::kInferMaxHidden;

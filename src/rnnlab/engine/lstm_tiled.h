@@ -82,7 +82,7 @@ struct BwdArgs {
 struct InferArgs {
   const float* w_hh;   // (4H, H)
   float* packed;       // 4H·H floats of scratch for the packed weights
-  const float* xg;     // (T, B, 4H) W_ih x_t
+  const float* xg;     // (T, B, 4H) W_ih x_t, or null when x is given
   const float* bias;   // (4H) b_ih + b_hh, or null
   const float* h0;     // (B, H)
   const float* c0;     // (B, H)
@@ -92,6 +92,10 @@ struct InferArgs {
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
+  const float* x = nullptr;      // (T, B, I): the input, its projection formed in the tiles (xg null)
+  const float* w_ih = nullptr;   // (4H, I)
+  float* packed_ih = nullptr;    // 4H·I floats of scratch
+  int64_t I = 0;
 };
 
 struct RowFwdArgs {
@@ -369,13 +373,28 @@ inline std::string infer_isa_for(int64_t B, int64_t H, int64_t T) {
   return pays ? infer_isa(H) : std::string();
 }
 
+// Whether the inference loop forms W_ih x_t in its tiles, beside W_hh h_{t-1}, for B sequences of
+// I inputs, rather than in one GEMM over the whole sequence first. In the tiles, a step reads x_t
+// (I floats a sequence) instead of its row of the (T, B, 4H) projection that the GEMM wrote to
+// memory, but every block of up to kInferMaxNB sequences reads the packed W_ih panels (4H·I floats)
+// again at every step, where the GEMM reads each weight once for many rows. So: while I ≤ H, from
+// 16 sequences on (three blocks or more), or from 8 while the packed W_ih and W_hh stay within
+// kFusedMaxBytes, about what a core's L2 cache keeps beside the states (W_hh alone at 256 units is
+// 1 MiB). benchmarks/bench_kernels.py --inference-input times both at sizes either side.
+constexpr int64_t kFusedMaxBytes = 1280 * 1024;
+inline bool fuse_input(int64_t B, int64_t I, int64_t H) {
+  return I <= H && (B >= 16 || (B >= 8 && 16 * H * (I + H) <= kFusedMaxBytes));
+}
+
 // Forward without saving anything for backward (no gradient to come), row-major: x (T, B, I),
 // h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H) = b_ih + b_hh or undefined; float32; mask
 // (T, B) bool or undefined, as the row-major loop's. Returns {out (T, B, H), h_T, c_T (B, H)}, new
-// tensors (out is not a workspace: it is the caller's).
+// tensors (out is not a workspace: it is the caller's). fused: the input projection in the tiles
+// (true) or a GEMM first (false); unset, fuse_input decides.
 inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
                                       const Tensor& w_hh, const c10::optional<Tensor>& bias,
-                                      const c10::optional<Tensor>& mask) {
+                                      const c10::optional<Tensor>& mask,
+                                      const c10::optional<bool>& fused = c10::nullopt) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
   const std::string isa = infer_run_isa(H);
   TORCH_CHECK(!isa.empty(), "lstm_infer: the inference loop does not run here for ", H, " units (it needs "
@@ -391,8 +410,15 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   for (const Tensor& t : {h0, c0, w_ih, w_hh})
     TORCH_CHECK(t.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", t.scalar_type());
   const auto opt = x.options();
-  Tensor xg = workspace(32, {T * B, 4 * H}, opt);
-  gemm(xg, x.contiguous().view({T * B, I}), w_ih.contiguous().t(), false);   // the input projection
+  const bool fuse = fused.value_or(fuse_input(B, I, H));
+  Tensor xc = x.contiguous(), wih = w_ih.contiguous();
+  Tensor xg, packed_ih;
+  if (fuse) {
+    packed_ih = workspace(38, {4 * H * I}, opt);
+  } else {
+    xg = workspace(32, {T * B, 4 * H}, opt);
+    gemm(xg, xc.view({T * B, I}), wih.t(), false);          // the input projection
+  }
   Tensor out = at::empty({T, B, H}, opt);
   Tensor c = workspace(33, {2, B, H}, opt);
   Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
@@ -400,10 +426,16 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   Tensor packed = workspace(34, {4 * H * H}, opt);
   Tensor h0c = h0.contiguous(), c0c = c0.contiguous(), w = w_hh.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
-  InferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xg.data_ptr<float>(),
+  InferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), fuse ? nullptr : xg.data_ptr<float>(),
               b.defined() ? b.data_ptr<float>() : nullptr, h0c.data_ptr<float>(),
               c0c.data_ptr<float>(), out.data_ptr<float>(), c.data_ptr<float>(),
               mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size()};
+  if (fuse) {
+    a.x = xc.data_ptr<float>();
+    a.w_ih = wih.data_ptr<float>();
+    a.packed_ih = packed_ih.data_ptr<float>();
+    a.I = I;
+  }
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::infer(a);
   else avx2::infer(a);

@@ -291,21 +291,23 @@ inline void backward(const BwdArgs& a) {
 // panel's four gate rows (i f g o, W floats each) contiguous for every k.
 constexpr int kInferMaxNB = V::kAcc / 4;
 
-// acc[g][n] += Σ_k W_hh[g·H + j0 + u, k] · h[n][k] for the W units u of one panel (pa: packed by
-// pack_infer) and NB sequences (h: NB rows of H floats).
+// acc[g][n] += Σ_k W[g·H + j0 + u, k] · v[n][k] for the W units u of one panel (pa: W (4H, K)
+// packed by pack_infer) and NB sequences (v: NB rows of K floats, ld apart): W_hh and h_{t-1}, or
+// W_ih and x_t.
 template <int NB>
-inline void panel_product(reg (&acc)[4][NB], const float* __restrict pa, const float* __restrict h, int64_t H) {
+inline void panel_product(reg (&acc)[4][NB], const float* __restrict pa, const float* __restrict v, int64_t ld,
+                          int64_t K) {
   constexpr int W = V::W;
-  for (int64_t k = 0; k < H; ++k) {
+  for (int64_t k = 0; k < K; ++k) {
     const float* __restrict pk = pa + k * 4 * W;
     const reg wi = V::load(pk), wf = V::load(pk + W), wg = V::load(pk + 2 * W), wo = V::load(pk + 3 * W);
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) {
-      const reg hk = splat(h[n * H + k]);
-      acc[0][n] = V::fma(wi, hk, acc[0][n]);
-      acc[1][n] = V::fma(wf, hk, acc[1][n]);
-      acc[2][n] = V::fma(wg, hk, acc[2][n]);
-      acc[3][n] = V::fma(wo, hk, acc[3][n]);
+      const reg vk = splat(v[n * ld + k]);
+      acc[0][n] = V::fma(wi, vk, acc[0][n]);
+      acc[1][n] = V::fma(wf, vk, acc[1][n]);
+      acc[2][n] = V::fma(wg, vk, acc[2][n]);
+      acc[3][n] = V::fma(wo, vk, acc[3][n]);
     }
   }
 }
@@ -319,15 +321,22 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
   float* __restrict cn = a.c + ((t + 1) & 1) * BH + b0 * H;
   float* __restrict out = a.out + t * BH + b0 * H;
   float* __restrict hn = a.mask ? a.h + ((t + 1) & 1) * BH + b0 * H : out;
-  const float* __restrict xg = a.xg + (t * a.B + b0) * G + j0;   // W_ih x_t, gate g at g·H
   reg acc[4][NB];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
     const reg b = a.bias ? V::load(a.bias + g * H + j0) : V::zero();
+    if (a.x != nullptr) {                                         // W_ih x_t formed here, below
 #pragma GCC unroll 8
-    for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * G + g * H), b);
+      for (int n = 0; n < NB; ++n) acc[g][n] = b;
+    } else {
+      const float* __restrict xg = a.xg + (t * a.B + b0) * G + j0;   // W_ih x_t, gate g at g·H
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * G + g * H), b);
+    }
   }
-  panel_product<NB>(acc, pa, hp, H);                      // + W_hh h_{t-1}
+  if (a.x != nullptr)                                             // + W_ih x_t
+    panel_product<NB>(acc, a.packed_ih + 4 * a.I * j0, a.x + (t * a.B + b0) * a.I, a.I, a.I);
+  panel_product<NB>(acc, pa, hp, H, H);                   // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     const int64_t o = n * H + j0;
@@ -358,19 +367,20 @@ inline void with_count(int n, const F& f) {
   }
 }
 
-// Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W_hh (4H, H) packed for infer_tile.
-// A transpose in blocks of 16 columns k, so that both the rows read and the packed rows written
-// stay in the L1 cache while a block is done (every call packs anew).
-inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t H, int64_t u0, int64_t u1) {
+// Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W (4H, K), W_hh or W_ih, packed for
+// panel_product. A transpose in blocks of 16 columns k, so that both the rows read and the packed
+// rows written stay in the L1 cache while a block is done (every call packs anew).
+inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t H, int64_t K, int64_t u0,
+                       int64_t u1) {
   constexpr int W = V::W;
   constexpr int64_t kBlock = 16;
   for (int64_t j0 = u0; j0 < u1; j0 += W) {
-    float* p = out + 4 * H * j0;
-    for (int64_t k0 = 0; k0 < H; k0 += kBlock) {
-      const int64_t k1 = std::min(H, k0 + kBlock);
+    float* p = out + 4 * K * j0;
+    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+      const int64_t k1 = std::min(K, k0 + kBlock);
       for (int64_t k = k0; k < k1; ++k)
         for (int64_t g = 0; g < 4; ++g)
-          for (int64_t u = 0; u < W; ++u) p[(k * 4 + g) * W + u] = w[(g * H + j0 + u) * H + k];
+          for (int64_t u = 0; u < W; ++u) p[(k * 4 + g) * W + u] = w[(g * H + j0 + u) * K + k];
     }
   }
 }
@@ -393,12 +403,14 @@ inline void for_each_batch_block(int64_t B, const F& f) {
 // (nb a std::integral_constant); the threads meet once per step.
 template <class Tile>
 inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int64_t B, int64_t H, int threads,
-                               const Tile& tile) {
+                               const Tile& tile, const float* w_ih = nullptr, float* packed_ih = nullptr,
+                               int64_t I = 0) {
   if (B == 0) return;                                     // (no blocks to divide the batch into)
   run_team(threads, [&](int tid, int nt) {
     int64_t u0, u1;
     unit_range(H, V::W, tid, nt, &u0, &u1);
-    pack_infer(w_hh, packed, H, u0, u1);                  // this thread's panels: only it reads them
+    pack_infer(w_hh, packed, H, H, u0, u1);               // this thread's panels: only it reads them
+    if (w_ih != nullptr) pack_infer(w_ih, packed_ih, H, I, u0, u1);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
         for_each_batch_block<kInferMaxNB>(B, [&](int64_t b0, int n) {
@@ -413,7 +425,8 @@ inline void infer(const InferArgs& a) {
   forward_over_units(a.w_hh, a.packed, a.T, a.B, a.H, a.threads,
                      [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
                        infer_tile<decltype(nb)::value>(a, pa, t, j0, b0);
-                     });
+                     },
+                     a.x != nullptr ? a.w_ih : nullptr, a.packed_ih, a.I);
 }
 
 // ------------------------------------------------------------------ row-major training loop
@@ -436,7 +449,7 @@ inline void rows_fwd_tile(const RowFwdArgs& a, const float* __restrict pa, int64
   for (int g = 0; g < 4; ++g)
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) acc[g][n] = V::load(gt + n * G + g * H);
-  panel_product<NB>(acc, pa, hp, H);                              // + W_hh h_{t-1}
+  panel_product<NB>(acc, pa, hp, H, H);                           // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     const int64_t o = n * H + j0;

@@ -267,7 +267,7 @@ class RecurrentBase(nn.Module):
         w = self.weight_ih_l0
         return plan(self.mode, batch_size, self.hidden_size, steps=steps, dtype=w.dtype, device=w.device.type,
                     masked=masked, proj_size=self.proj_size, engine=self.engine, inference=inference,
-                    **_variants.plan_options(self))
+                    input_size=self.input_size, **_variants.plan_options(self))
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):
