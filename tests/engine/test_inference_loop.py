@@ -1,5 +1,5 @@
-"""The LSTM's inference loop (engine/lstm_tiled.h's lstm_infer): the path a float32 LSTM takes
-when no gradient is to come. Outputs and final states against torch.nn in float64, for batch sizes
+"""The LSTM's and GRU's inference loops (engine/lstm_tiled.h's lstm_infer and gru_infer, the GRU's
+tiles in gru_loops.h): the path a float32 LSTM or GRU takes when no gradient is to come. Outputs and final states against torch.nn in float64, for batch sizes
 that leave partial blocks of sequences and hidden sizes of either vector width, with each
 instruction set this CPU has and on two threads; when it is chosen (plan) and when not (a
 gradient to come, a gate recorder, a size it does not cover), padded batches, and the operator
@@ -138,6 +138,99 @@ def test_the_input_projection_rule_and_the_plan_that_names_it():
     assert p.loop.startswith("inference") and p.gemm in ("onednn", "blas") and "input GEMM" in p.reason
 
 
+@pytest.fixture
+def gru_calls(monkeypatch):
+    """Counts the GRU inference loop's calls; restores the default loop choice after."""
+    module = fast._KERNELS.module
+    n = {"infer": 0}
+    real = module.gru_infer
+
+    def spy(*args, **kw):
+        n["infer"] += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, "gru_infer", spy)
+    yield n
+    fast.set_tiled("auto")
+
+
+def _gru_against_torch64(size, *, isa, lengths=None, threads=1, **kw):
+    """rnnlab's float32 GRU under no_grad against torch.nn's in float64 with the same weights (a
+    PackedSequence where ``lengths`` are given): the largest |difference| over outputs and h_T."""
+    T, B, I, H = size
+    torch.manual_seed(0)
+    ours = rnnlab.GRU(I, H, **kw)
+    theirs = torch.nn.GRU(I, H, **kw).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, I)
+    h0 = torch.randn(kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1), B, H)
+    xs, xs64 = x, x.double()
+    if lengths is not None:
+        xs = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        xs64 = torch.nn.utils.rnn.pack_padded_sequence(x.double(), lengths, enforce_sorted=False)
+    fast.set_tiled(isa)
+    with torch_threads(threads), torch.no_grad():
+        out, h = ours(xs, h0)
+        r_out, r_h = theirs(xs64, h0.double())
+    if lengths is not None:
+        out, r_out = out.data, r_out.data
+    return max((out.double() - r_out).abs().max().item(), (h.double() - r_h).abs().max().item())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("size", [(7, 1, 5, 16), (6, 3, 5, 32), (4, 8, 5, 64), (3, 13, 4, 48), (5, 17, 40, 32),
+                                  (9, 7, 6, 24)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
+def test_gru_inference_loop_matches_torch_nn(isa, size, gru_calls):
+    if isa == "avx512" and size[3] % 16:
+        pytest.skip("AVX-512's vectors hold 16 units; this size takes AVX2 (covered by the avx2 case)")
+    assert _gru_against_torch64(size, isa=isa) < 2e-6
+    assert gru_calls["infer"] == 1
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kw", [{"bidirectional": True, "num_layers": 2}, {"bias": False}], ids=["bi2", "nobias"])
+def test_gru_inference_loop_stacked_bidirectional_and_without_bias(isa, kw, gru_calls):
+    assert _gru_against_torch64((6, 9, 5, 32), isa=isa, **kw) < 2e-6
+    assert gru_calls["infer"] == (4 if kw.get("bidirectional") else 1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gru_packed_sequences_carry_each_state_past_its_end_like_torch_nn(isa, threads, gru_calls):
+    err = _gru_against_torch64((9, 7, 3, 16), isa=isa, lengths=[9, 2, 5, 1, 9, 4, 7], threads=threads)
+    assert err < 2e-6 and gru_calls["infer"] == 1
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
+def test_gru_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn(isa, fused):
+    K = fast._KERNELS.module
+    T, B, I, H = 5, 11, 24, 32
+    torch.manual_seed(0)
+    theirs = torch.nn.GRU(I, H).double()
+    w = {k: v.float() for k, v in theirs.state_dict().items()}
+    x, h0 = torch.randn(T, B, I), torch.randn(B, H)
+    fast.set_tiled(isa)
+    try:
+        out, h = K.gru_infer(x, h0, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"], None,
+                             fused=fused)
+    finally:
+        fast.set_tiled("auto")
+    with torch.no_grad():
+        r_out, r_h = theirs(x.double(), h0[None].double())
+    assert max((out.double() - r_out).abs().max().item(), (h.double() - r_h[0]).abs().max().item()) < 2e-6
+
+
+def test_gru_training_does_not_take_the_inference_loop(gru_calls):
+    m = rnnlab.GRU(3, 16)
+    x = torch.randn(4, 6, 3)
+    m(x)[0].sum().backward()
+    assert gru_calls["infer"] == 0 and m.weight_hh_l0.grad is not None
+    with torch.no_grad():
+        m(x)
+    assert gru_calls["infer"] == 1
+
+
 def test_nan_in_the_weights_reaches_the_output(calls):
     m = rnnlab.LSTM(3, 16)
     with torch.no_grad():
@@ -185,7 +278,8 @@ def test_plan_names_the_inference_loop_by_its_size_rule():
     assert plan("lstm", 32, 64, steps=5, masked=True, inference=True).loop.startswith("inference")
     for kw in ({"dtype": torch.float64}, {"proj_size": 4}, {"steps": 0}):
         assert not plan("lstm", 32, 64, inference=True, **{"steps": 5, **kw}).loop.startswith("inference")
-    assert not plan("gru", 32, 64, steps=5, inference=True).loop.startswith("inference")
+    assert plan("gru", 32, 64, steps=5, inference=True).loop == f"inference {wide}"
+    assert not plan("rnn_tanh", 32, 64, steps=5, inference=True).loop.startswith("inference")
     assert K.infer_max_hidden == 256
     p = plan("lstm", 32, 256, steps=5, inference=True)
     assert "no gradient to come" in p.reason and p.gemm in ("onednn", "blas")
@@ -235,6 +329,38 @@ def test_compiled_inference_runs_the_inference_operator_with_one_graph(fresh_dyn
                           test_utils=("test_schema", "test_faketensor"))
     cm(torch.randn(2, 3, 5))[0].sum().backward()              # a gradient to come: the saving operator
     assert "rnnlab.seq_forward" in _ops_in(counter)           # (16 units: the row-major training loop's)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_compiled_gru_runs_its_inference_operator_with_one_graph(fresh_dynamo):
+    """Under torch.no_grad a compiled float32 GRU calls rnnlab::gru_infer, one graph across batches
+    and lengths, with torch.nn's float64 numbers; with a gradient to come, the saving operator."""
+    torch.manual_seed(0)
+    m = rnnlab.GRU(5, 16, batch_first=True, num_layers=2)
+    ref = torch.nn.GRU(5, 16, batch_first=True, num_layers=2).double()
+    ref.load_state_dict(m.state_dict())
+    counter = CompileCounterWithBackend("aot_eager")
+    cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    with torch.no_grad():
+        for B, T in [(6, 4), (2, 9), (13, 7), (9, 2), (3, 11)]:
+            x = torch.randn(B, T, 5)
+            out, h = cm(x)
+            r_out, r_h = ref(x.double())
+            torch.testing.assert_close(out, r_out.float(), atol=2e-6, rtol=1e-5)
+            torch.testing.assert_close(h, r_h.float(), atol=2e-6, rtol=1e-5)
+            frames.append(counter.frame_count)
+    assert frames == [frames[0]] * 5
+    assert _ops_in(counter) == {"rnnlab.gru_infer"}
+    torch.library.opcheck(torch.ops.rnnlab.gru_infer.default,
+                          (torch.randn(3, 2, 5), torch.randn(2, 16), *[p.detach() for p in
+                           (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)]),
+                          test_utils=("test_schema", "test_faketensor"))
+    cm(torch.randn(2, 3, 5))[0].sum().backward()
+    assert "rnnlab.seq_forward" in _ops_in(counter)
+    with pytest.raises(RuntimeError, match="inference only"):
+        torch.ops.rnnlab.gru_infer(torch.randn(2, 1, 5), torch.zeros(1, 16), m.weight_ih_l0, m.weight_hh_l0,
+                                   m.bias_ih_l0, m.bias_hh_l0)
 
 
 def test_the_operator_refuses_a_gradient():

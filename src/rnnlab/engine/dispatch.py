@@ -102,8 +102,10 @@ def resolve_engine(name: str) -> str:
 LOOPS = {
     "tiled avx512": "the LSTM's unit-major loop with AVX-512 code (lstm_tiled.h)",
     "tiled avx2": "the LSTM's unit-major loop with AVX2 code (lstm_tiled.h)",
-    "inference avx512": "the LSTM's inference loop with AVX-512 code, nothing saved for backward (lstm_tiled.h)",
-    "inference avx2": "the LSTM's inference loop with AVX2 code, nothing saved for backward (lstm_tiled.h)",
+    "inference avx512": "the LSTM's or GRU's inference loop with AVX-512 code, nothing saved for backward "
+                        "(lstm_tiled.h, gru_loops.h)",
+    "inference avx2": "the LSTM's or GRU's inference loop with AVX2 code, nothing saved for backward "
+                      "(lstm_tiled.h, gru_loops.h)",
     "row-major avx512": "the C++ time loop's layout with the LSTM's own AVX-512 step code (lstm_tiled.h)",
     "row-major avx2": "the C++ time loop's layout with the LSTM's own AVX2 step code (lstm_tiled.h)",
     "row-major": "the C++ time loop (fast_kernels.cpp)",
@@ -295,10 +297,11 @@ def _rows_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
 
 
 def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
-    """The instruction set of the LSTM's inference loop (lstm_tiled.h's lstm_infer) for such a call
-    without a gradient to come, or "": float32 (padded batches too), H a multiple of the vector
-    width, and the size rule of infer_isa_for (H up to 256 or up to 8 sequences, and T·B ≥ H² / 8192)."""
-    if mode != "lstm" or dtype != torch.float32 or T == 0:
+    """The instruction set of the LSTM's or GRU's inference loop (lstm_tiled.h's lstm_infer /
+    gru_infer) for such a call without a gradient to come, or "": float32 (padded batches too), H a
+    multiple of the vector width, and the size rule of infer_isa_for (H up to 256 or up to 8
+    sequences, and T·B ≥ H² / 8192)."""
+    if mode not in ("lstm", "gru") or dtype != torch.float32 or T == 0:
         return ""
     return FAST_KERNELS.module.infer_isa_for(B, H, T)
 

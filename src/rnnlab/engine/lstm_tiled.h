@@ -98,6 +98,24 @@ struct InferArgs {
   int64_t I = 0;
 };
 
+struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs without c
+  const float* w_hh;   // (3H, H)
+  float* packed;       // 3H·H floats of scratch for the packed weights
+  const float* xg;     // (T, B, 3H) W_ih x_t (no bias), or null when x is given
+  const float* b_ih;   // (3H)
+  const float* b_hh;   // (3H)
+  const float* h0;     // (B, H)
+  float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
+  float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
+  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
+  int64_t T, B, H;
+  int threads;         // the team's size at most (team_size())
+  const float* x;      // (T, B, I): the input, its projection formed in the tiles (xg null), or null
+  const float* w_ih;   // (3H, I)
+  float* packed_ih;    // 3H·I floats of scratch
+  int64_t I;
+};
+
 struct RowFwdArgs {
   const float* w_hh;   // (4H, H)
   float* packed;       // 4H·H floats of scratch for the packed weights
@@ -187,6 +205,7 @@ struct V {
   static reg rcp(reg a) { return _mm512_rcp14_ps(a); }                        // 1/a within 2^-14
 };
 #include "lstm_tiled_loops.h"
+#include "gru_loops.h"
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -215,6 +234,7 @@ struct V {
   static reg rcp(reg a) { return _mm256_rcp_ps(a); }                          // 1/a within 1.5·2^-12
 };
 #include "lstm_tiled_loops.h"
+#include "gru_loops.h"
 }  // namespace avx2
 #pragma GCC pop_options
 #endif  // RNNLAB_TILED_X86
@@ -443,6 +463,56 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
   Tensor c_last = T > 0 ? c[T & 1].clone() : c0c.clone();
   return {out, h_last, c_last};
+}
+
+// The GRU's inference loop (gru_loops.h), under the LSTM's rules: the same vectors over units, the
+// same size rule (infer_isa_for; W_hh is 3H·H floats here, so it errs towards the other loops) and
+// the same choice of where W_ih x_t is formed (fuse_input). x (T, B, I), h0 (B, H), w_ih (3H, I),
+// w_hh (3H, H), b_ih / b_hh (3H) or undefined, mask (T, B) bool or undefined; float32. Returns
+// {out (T, B, H), h_T}.
+inline std::vector<Tensor> gru_infer(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                                     const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh,
+                                     const c10::optional<Tensor>& mask,
+                                     const c10::optional<bool>& fused = c10::nullopt) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
+  const std::string isa = infer_run_isa(H);
+  TORCH_CHECK(!isa.empty(), "gru_infer: the inference loop does not run here for ", H, " units (it needs "
+              "AVX2+FMA and a multiple of 8 units)");
+  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({3 * H, I}) && w_hh.sizes() == at::IntArrayRef({3 * H, H}) &&
+              h0.sizes() == at::IntArrayRef({B, H}) && (!b_ih || b_ih->sizes() == at::IntArrayRef({3 * H})) &&
+              (!b_hh || b_hh->sizes() == at::IntArrayRef({3 * H})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+              "gru_infer: expected x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih and b_hh (3H), mask (T, B); "
+              "got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_ih ", w_ih.sizes(), ", w_hh ", w_hh.sizes());
+  for (const Tensor& t : {x, h0, w_ih, w_hh})
+    TORCH_CHECK(t.scalar_type() == at::kFloat, "gru_infer: float32 only, got ", t.scalar_type());
+  const auto opt = x.options();
+  const bool fuse = fused.value_or(fuse_input(B, I, H));
+  Tensor xc = x.contiguous(), wih = w_ih.contiguous();
+  Tensor xg, packed_ih;
+  if (fuse) {
+    packed_ih = workspace(39, {3 * H * I}, opt);
+  } else {
+    xg = workspace(32, {T * B, 3 * H}, opt);
+    gemm(xg, xc.view({T * B, I}), wih.t(), false);          // the input projection
+  }
+  Tensor out = at::empty({T, B, H}, opt);
+  Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
+  Tensor m = mask ? mask->to(at::kBool).contiguous() : Tensor();
+  Tensor packed = workspace(34, {3 * H * H}, opt);
+  Tensor h0c = h0.contiguous(), w = w_hh.contiguous();
+  Tensor bi = b_ih ? b_ih->contiguous() : at::zeros({3 * H}, opt);
+  Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, opt);
+  GruInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), fuse ? nullptr : xg.data_ptr<float>(),
+                 bi.data_ptr<float>(), bh.data_ptr<float>(), h0c.data_ptr<float>(), out.data_ptr<float>(),
+                 mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size(),
+                 fuse ? xc.data_ptr<float>() : nullptr, fuse ? wih.data_ptr<float>() : nullptr,
+                 fuse ? packed_ih.data_ptr<float>() : nullptr, fuse ? I : 0};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::gru_infer(a);
+  else avx2::gru_infer(a);
+#endif
+  Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
+  return {out, h_last};
 }
 
 // The row-major training loop (rows_forward / rows_backward in lstm_tiled_loops.h): the row-major

@@ -367,20 +367,22 @@ inline void with_count(int n, const F& f) {
   }
 }
 
-// Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W (4H, K), W_hh or W_ih, packed for
-// panel_product. A transpose in blocks of 16 columns k, so that both the rows read and the packed
-// rows written stay in the L1 cache while a block is done (every call packs anew).
+// Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W (NG·H, K), the NG gates' rows of
+// W_hh or W_ih, packed for panel_product: k-major, the panel's NG gate rows (W floats each)
+// contiguous for every k. A transpose in blocks of 16 columns k, so that both the rows read and the
+// packed rows written stay in the L1 cache while a block is done (every call packs anew).
+template <int NG = 4>
 inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t H, int64_t K, int64_t u0,
                        int64_t u1) {
   constexpr int W = V::W;
   constexpr int64_t kBlock = 16;
   for (int64_t j0 = u0; j0 < u1; j0 += W) {
-    float* p = out + 4 * K * j0;
+    float* p = out + NG * K * j0;
     for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
       const int64_t k1 = std::min(K, k0 + kBlock);
       for (int64_t k = k0; k < k1; ++k)
-        for (int64_t g = 0; g < 4; ++g)
-          for (int64_t u = 0; u < W; ++u) p[(k * 4 + g) * W + u] = w[(g * H + j0 + u) * K + k];
+        for (int64_t g = 0; g < NG; ++g)
+          for (int64_t u = 0; u < W; ++u) p[(k * NG + g) * W + u] = w[(g * H + j0 + u) * K + k];
     }
   }
 }
@@ -398,10 +400,11 @@ inline void for_each_batch_block(int64_t B, const F& f) {
 }
 
 // The forward time loop over units that the inference and row-major training loops share: each
-// thread packs its panels of W_hh (pack_infer), then at every step runs tile(nb, pa, t, j0, b0) for
-// each of its panels (pa, from unit j0) × each block of nb ≤ kInferMaxNB sequences from b0
-// (nb a std::integral_constant); the threads meet once per step.
-template <class Tile>
+// thread packs its panels of W_hh (pack_infer; and of W_ih, given w_ih), then at every step runs
+// tile(nb, pa, t, j0, b0) for each of its panels (pa, from unit j0) × each block of nb ≤
+// kInferMaxNB sequences from b0 (nb a std::integral_constant); the threads meet once per step. NG:
+// the cell's gates (4 for the LSTM, 3 for the GRU).
+template <int NG = 4, class Tile>
 inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int64_t B, int64_t H, int threads,
                                const Tile& tile, const float* w_ih = nullptr, float* packed_ih = nullptr,
                                int64_t I = 0) {
@@ -409,12 +412,12 @@ inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int6
   run_team(threads, [&](int tid, int nt) {
     int64_t u0, u1;
     unit_range(H, V::W, tid, nt, &u0, &u1);
-    pack_infer(w_hh, packed, H, H, u0, u1);               // this thread's panels: only it reads them
-    if (w_ih != nullptr) pack_infer(w_ih, packed_ih, H, I, u0, u1);
+    pack_infer<NG>(w_hh, packed, H, H, u0, u1);           // this thread's panels: only it reads them
+    if (w_ih != nullptr) pack_infer<NG>(w_ih, packed_ih, H, I, u0, u1);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
         for_each_batch_block<kInferMaxNB>(B, [&](int64_t b0, int n) {
-          with_count<kInferMaxNB>(n, [&](auto nb) { tile(nb, packed + 4 * H * j0, t, j0, b0); });
+          with_count<kInferMaxNB>(n, [&](auto nb) { tile(nb, packed + NG * H * j0, t, j0, b0); });
         });
       team_barrier(nt);                                   // h_t complete before step t+1 reads it
     }
