@@ -79,7 +79,7 @@ def main(work: Path) -> dict:
     rec.update(cpu_isa=K.cpu_isa(), onednn=list(K.onednn_state()), onednn_check=K.onednn_check(),
                tiled_isa=fast.tiled_isa(B), rows_isa=K.rows_isa_for(B, H, T))
 
-    calls = {"tiled": 0, "reference": 0, "inference": 0, "gru inference": 0, "row-major": 0}
+    calls = {"tiled": 0, "reference": 0, "inference": 0, "gru inference": 0, "rnn inference": 0, "row-major": 0}
     tiled_forward, reference_scan = fast._tiled_forward, fast.reference_scan
 
     def count(name, f):
@@ -92,6 +92,7 @@ def main(work: Path) -> dict:
     fast.reference_scan = count("reference", reference_scan)
     K.lstm_infer = count("inference", K.lstm_infer)
     K.gru_infer = count("gru inference", K.gru_infer)
+    K.rnn_infer = count("rnn inference", K.rnn_infer)
     K.lstm_forward = count("row-major", K.lstm_forward)      # the row-major layout: rows_isa's loop or the library's
     K.gemm_counts(True)
     KV.gemm_counts(True)
@@ -147,16 +148,17 @@ def main(work: Path) -> dict:
         (out, (h, c)), (r_out, (r_h, r_c)) = ours(packed), theirs(packed)      # unequal lengths: a mask
         worst = max(worst, rel({"out": out.data, "h": h, "c": c}, {"out": r_out.data, "h": r_h, "c": r_c}))
     diffs["lstm inference"] = worst
-    ours_gru, theirs_gru = rnnlab.GRU(I, 64, engine="fast"), torch.nn.GRU(I, 64)     # the GRU's, the same way
-    theirs_gru.load_state_dict(ours_gru.state_dict())
-    with torch.no_grad():
-        worst = 0.0
-        for b in (B, 5, 1):
-            (out, h), (r_out, r_h) = ours_gru(xi[:, :b]), theirs_gru(xi[:, :b])
-            worst = max(worst, rel({"out": out, "h": h}, {"out": r_out, "h": r_h}))
-        (out, h), (r_out, r_h) = ours_gru(packed), theirs_gru(packed)
-        worst = max(worst, rel({"out": out.data, "h": h}, {"out": r_out.data, "h": r_h}))
-    diffs["gru inference"] = worst
+    for name, ours_cls, theirs_cls in (("gru", rnnlab.GRU, torch.nn.GRU), ("rnn", rnnlab.RNN, torch.nn.RNN)):
+        ours_c, theirs_c = ours_cls(I, 64, engine="fast"), theirs_cls(I, 64)       # the GRU's and RNN's loops
+        theirs_c.load_state_dict(ours_c.state_dict())
+        with torch.no_grad():
+            worst = 0.0
+            for b in (B, 5, 1):
+                (out, h), (r_out, r_h) = ours_c(xi[:, :b]), theirs_c(xi[:, :b])
+                worst = max(worst, rel({"out": out, "h": h}, {"out": r_out, "h": r_h}))
+            (out, h), (r_out, r_h) = ours_c(packed), theirs_c(packed)
+            worst = max(worst, rel({"out": out.data, "h": h}, {"out": r_out.data, "h": r_h}))
+        diffs[f"{name} inference"] = worst
     fused = rnnlab.LSTM(I, H, layer_norm=True, engine="fast")
     reference = rnnlab.LSTM(I, H, layer_norm=True, engine="reference")
     reference.load_state_dict(fused.state_dict())

@@ -138,29 +138,35 @@ def test_the_input_projection_rule_and_the_plan_that_names_it():
     assert p.loop.startswith("inference") and p.gemm in ("onednn", "blas") and "input GEMM" in p.reason
 
 
+CELLS = {"gru": (rnnlab.GRU, torch.nn.GRU, {}), "rnn_tanh": (rnnlab.RNN, torch.nn.RNN, {}),
+         "rnn_relu": (rnnlab.RNN, torch.nn.RNN, {"nonlinearity": "relu"})}
+
+
 @pytest.fixture
-def gru_calls(monkeypatch):
-    """Counts the GRU inference loop's calls; restores the default loop choice after."""
+def cell_calls(monkeypatch):
+    """Counts the GRU's and the vanilla RNN's inference loop calls; restores the loop choice after."""
     module = fast._KERNELS.module
     n = {"infer": 0}
-    real = module.gru_infer
+    for name in ("gru_infer", "rnn_infer"):
+        real = getattr(module, name)
 
-    def spy(*args, **kw):
-        n["infer"] += 1
-        return real(*args, **kw)
+        def spy(*args, _real=real, **kw):
+            n["infer"] += 1
+            return _real(*args, **kw)
 
-    monkeypatch.setattr(module, "gru_infer", spy)
+        monkeypatch.setattr(module, name, spy)
     yield n
     fast.set_tiled("auto")
 
 
-def _gru_against_torch64(size, *, isa, lengths=None, threads=1, **kw):
-    """rnnlab's float32 GRU under no_grad against torch.nn's in float64 with the same weights (a
-    PackedSequence where ``lengths`` are given): the largest |difference| over outputs and h_T."""
+def _cell_against_torch64(cell, size, *, isa, lengths=None, threads=1, **kw):
+    """rnnlab's float32 GRU or RNN under no_grad against torch.nn's in float64 with the same weights
+    (a PackedSequence where ``lengths`` are given): the largest |difference| over outputs and h_T."""
     T, B, I, H = size
+    ours_cls, theirs_cls, cell_kw = CELLS[cell]
     torch.manual_seed(0)
-    ours = rnnlab.GRU(I, H, **kw)
-    theirs = torch.nn.GRU(I, H, **kw).double()
+    ours = ours_cls(I, H, **cell_kw, **kw)
+    theirs = theirs_cls(I, H, **cell_kw, **kw).double()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(T, B, I)
     h0 = torch.randn(kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1), B, H)
@@ -177,43 +183,51 @@ def _gru_against_torch64(size, *, isa, lengths=None, threads=1, **kw):
     return max((out.double() - r_out).abs().max().item(), (h.double() - r_h).abs().max().item())
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("size", [(7, 1, 5, 16), (6, 3, 5, 32), (4, 8, 5, 64), (3, 13, 4, 48), (5, 17, 40, 32),
                                   (9, 7, 6, 24)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
-def test_gru_inference_loop_matches_torch_nn(isa, size, gru_calls):
+def test_gru_and_rnn_inference_loops_match_torch_nn(cell, isa, size, cell_calls):
     if isa == "avx512" and size[3] % 16:
         pytest.skip("AVX-512's vectors hold 16 units; this size takes AVX2 (covered by the avx2 case)")
-    assert _gru_against_torch64(size, isa=isa) < 2e-6
-    assert gru_calls["infer"] == 1
+    assert _cell_against_torch64(cell, size, isa=isa) < 2e-6
+    assert cell_calls["infer"] == 1
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("kw", [{"bidirectional": True, "num_layers": 2}, {"bias": False}], ids=["bi2", "nobias"])
-def test_gru_inference_loop_stacked_bidirectional_and_without_bias(isa, kw, gru_calls):
-    assert _gru_against_torch64((6, 9, 5, 32), isa=isa, **kw) < 2e-6
-    assert gru_calls["infer"] == (4 if kw.get("bidirectional") else 1)
+def test_gru_and_rnn_inference_loops_stacked_bidirectional_and_without_bias(cell, isa, kw, cell_calls):
+    assert _cell_against_torch64(cell, (6, 9, 5, 32), isa=isa, **kw) < 2e-6
+    assert cell_calls["infer"] == (4 if kw.get("bidirectional") else 1)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_gru_packed_sequences_carry_each_state_past_its_end_like_torch_nn(isa, threads, gru_calls):
-    err = _gru_against_torch64((9, 7, 3, 16), isa=isa, lengths=[9, 2, 5, 1, 9, 4, 7], threads=threads)
-    assert err < 2e-6 and gru_calls["infer"] == 1
+def test_gru_and_rnn_packed_sequences_carry_each_state_past_its_end_like_torch_nn(cell, isa, threads, cell_calls):
+    err = _cell_against_torch64(cell, (9, 7, 3, 16), isa=isa, lengths=[9, 2, 5, 1, 9, 4, 7], threads=threads)
+    assert err < 2e-6 and cell_calls["infer"] == 1
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
-def test_gru_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn(isa, fused):
+def test_gru_and_rnn_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn(cell, isa, fused):
     K = fast._KERNELS.module
     T, B, I, H = 5, 11, 24, 32
+    _, theirs_cls, cell_kw = CELLS[cell]
     torch.manual_seed(0)
-    theirs = torch.nn.GRU(I, H).double()
+    theirs = theirs_cls(I, H, **cell_kw).double()
     w = {k: v.float() for k, v in theirs.state_dict().items()}
+    args = (w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"])
     x, h0 = torch.randn(T, B, I), torch.randn(B, H)
     fast.set_tiled(isa)
     try:
-        out, h = K.gru_infer(x, h0, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"], None,
-                             fused=fused)
+        if cell == "gru":
+            out, h = K.gru_infer(x, h0, *args, None, fused=fused)
+        else:
+            out, h = K.rnn_infer(x, h0, *args, cell == "rnn_relu", None, fused=fused)
     finally:
         fast.set_tiled("auto")
     with torch.no_grad():
@@ -221,14 +235,24 @@ def test_gru_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn(isa, fu
     assert max((out.double() - r_out).abs().max().item(), (h.double() - r_h[0]).abs().max().item()) < 2e-6
 
 
-def test_gru_training_does_not_take_the_inference_loop(gru_calls):
-    m = rnnlab.GRU(3, 16)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gru_and_rnn_training_does_not_take_the_inference_loop(cell, cell_calls):
+    ours_cls, _, cell_kw = CELLS[cell]
+    m = ours_cls(3, 16, **cell_kw)
     x = torch.randn(4, 6, 3)
     m(x)[0].sum().backward()
-    assert gru_calls["infer"] == 0 and m.weight_hh_l0.grad is not None
+    assert cell_calls["infer"] == 0 and m.weight_hh_l0.grad is not None
     with torch.no_grad():
         m(x)
-    assert gru_calls["infer"] == 1
+    assert cell_calls["infer"] == 1
+
+
+def test_a_nan_reaches_the_relu_rnns_output(cell_calls):
+    m = rnnlab.RNN(3, 16, nonlinearity="relu")
+    with torch.no_grad():
+        m.weight_hh_l0[5, 2] = float("nan")
+        out, _ = m(torch.randn(4, 2, 3))
+    assert cell_calls["infer"] == 1 and torch.isnan(out[1:]).any()
 
 
 def test_nan_in_the_weights_reaches_the_output(calls):
@@ -279,7 +303,8 @@ def test_plan_names_the_inference_loop_by_its_size_rule():
     for kw in ({"dtype": torch.float64}, {"proj_size": 4}, {"steps": 0}):
         assert not plan("lstm", 32, 64, inference=True, **{"steps": 5, **kw}).loop.startswith("inference")
     assert plan("gru", 32, 64, steps=5, inference=True).loop == f"inference {wide}"
-    assert not plan("rnn_tanh", 32, 64, steps=5, inference=True).loop.startswith("inference")
+    assert plan("rnn_tanh", 32, 64, steps=5, inference=True).loop == f"inference {wide}"
+    assert plan("rnn_relu", 32, 64, steps=5, inference=True).loop == f"inference {wide}"
     assert K.infer_max_hidden == 256
     p = plan("lstm", 32, 256, steps=5, inference=True)
     assert "no gradient to come" in p.reason and p.gemm in ("onednn", "blas")
@@ -332,12 +357,16 @@ def test_compiled_inference_runs_the_inference_operator_with_one_graph(fresh_dyn
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_a_compiled_gru_runs_its_inference_operator_with_one_graph(fresh_dynamo):
-    """Under torch.no_grad a compiled float32 GRU calls rnnlab::gru_infer, one graph across batches
-    and lengths, with torch.nn's float64 numbers; with a gradient to come, the saving operator."""
+@pytest.mark.parametrize("cell", ["gru", "rnn_relu"])
+def test_a_compiled_gru_or_rnn_runs_its_inference_operator_with_one_graph(cell, fresh_dynamo):
+    """Under torch.no_grad a compiled float32 GRU or RNN calls its inference operator, one graph
+    across batches and lengths, with torch.nn's float64 numbers; with a gradient to come, the
+    saving operator."""
+    ours_cls, theirs_cls, cell_kw = CELLS[cell]
+    op = "gru_infer" if cell == "gru" else "rnn_infer"
     torch.manual_seed(0)
-    m = rnnlab.GRU(5, 16, batch_first=True, num_layers=2)
-    ref = torch.nn.GRU(5, 16, batch_first=True, num_layers=2).double()
+    m = ours_cls(5, 16, batch_first=True, num_layers=2, **cell_kw)
+    ref = theirs_cls(5, 16, batch_first=True, num_layers=2, **cell_kw).double()
     ref.load_state_dict(m.state_dict())
     counter = CompileCounterWithBackend("aot_eager")
     cm = torch.compile(m, fullgraph=True, backend=counter, dynamic=True)
@@ -351,16 +380,17 @@ def test_a_compiled_gru_runs_its_inference_operator_with_one_graph(fresh_dynamo)
             torch.testing.assert_close(h, r_h.float(), atol=2e-6, rtol=1e-5)
             frames.append(counter.frame_count)
     assert frames == [frames[0]] * 5
-    assert _ops_in(counter) == {"rnnlab.gru_infer"}
-    torch.library.opcheck(torch.ops.rnnlab.gru_infer.default,
-                          (torch.randn(3, 2, 5), torch.randn(2, 16), *[p.detach() for p in
-                           (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)]),
+    assert _ops_in(counter) == {f"rnnlab.{op}"}
+    weights = [p.detach() for p in (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)]
+    extra = () if cell == "gru" else (True,)
+    torch.library.opcheck(getattr(torch.ops.rnnlab, op).default,
+                          (torch.randn(3, 2, 5), torch.randn(2, 16), *weights, *extra),
                           test_utils=("test_schema", "test_faketensor"))
     cm(torch.randn(2, 3, 5))[0].sum().backward()
     assert "rnnlab.seq_forward" in _ops_in(counter)
     with pytest.raises(RuntimeError, match="inference only"):
-        torch.ops.rnnlab.gru_infer(torch.randn(2, 1, 5), torch.zeros(1, 16), m.weight_ih_l0, m.weight_hh_l0,
-                                   m.bias_ih_l0, m.bias_hh_l0)
+        getattr(torch.ops.rnnlab, op)(torch.randn(2, 1, 5), torch.zeros(1, 16), m.weight_ih_l0, m.weight_hh_l0,
+                                      m.bias_ih_l0, m.bias_hh_l0, *extra)
 
 
 def test_the_operator_refuses_a_gradient():

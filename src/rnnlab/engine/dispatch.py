@@ -102,10 +102,10 @@ def resolve_engine(name: str) -> str:
 LOOPS = {
     "tiled avx512": "the LSTM's unit-major loop with AVX-512 code (lstm_tiled.h)",
     "tiled avx2": "the LSTM's unit-major loop with AVX2 code (lstm_tiled.h)",
-    "inference avx512": "the LSTM's or GRU's inference loop with AVX-512 code, nothing saved for backward "
-                        "(lstm_tiled.h, gru_loops.h)",
-    "inference avx2": "the LSTM's or GRU's inference loop with AVX2 code, nothing saved for backward "
-                      "(lstm_tiled.h, gru_loops.h)",
+    "inference avx512": "the cell's inference loop with AVX-512 code, nothing saved for backward "
+                        "(lstm_tiled.h, gru_loops.h, rnn_loops.h)",
+    "inference avx2": "the cell's inference loop with AVX2 code, nothing saved for backward "
+                      "(lstm_tiled.h, gru_loops.h, rnn_loops.h)",
     "row-major avx512": "the C++ time loop's layout with the LSTM's own AVX-512 step code (lstm_tiled.h)",
     "row-major avx2": "the C++ time loop's layout with the LSTM's own AVX2 step code (lstm_tiled.h)",
     "row-major": "the C++ time loop (fast_kernels.cpp)",
@@ -226,7 +226,7 @@ def plan(mode: str, batch: int, hidden: int, *, steps: int = 1, dtype: torch.dty
     if why:
         return Plan("reference", "python", why)
     if inference:
-        isa = _inference_isa(mode, dtype, steps, batch, hidden)
+        isa = _inference_isa(dtype, steps, batch, hidden)
         if isa:
             return Plan("fast", f"inference {isa}",
                         shape=(mode, batch, hidden, steps, dtype, masked, isa, input_size))
@@ -296,12 +296,12 @@ def _rows_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
     return FAST_KERNELS.module.rows_isa_for(B, H, T)
 
 
-def _inference_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
-    """The instruction set of the LSTM's or GRU's inference loop (lstm_tiled.h's lstm_infer /
-    gru_infer) for such a call without a gradient to come, or "": float32 (padded batches too), H a
+def _inference_isa(dtype: torch.dtype, T: int, B: int, H: int) -> str:
+    """The instruction set of the cell's inference loop (lstm_tiled.h's lstm_infer, gru_infer,
+    rnn_infer) for such a call without a gradient to come, or "": float32 (padded batches too), H a
     multiple of the vector width, and the size rule of infer_isa_for (H up to 256 or up to 8
     sequences, and T·B ≥ H² / 8192)."""
-    if mode not in ("lstm", "gru") or dtype != torch.float32 or T == 0:
+    if dtype != torch.float32 or T == 0:
         return ""
     return FAST_KERNELS.module.infer_isa_for(B, H, T)
 

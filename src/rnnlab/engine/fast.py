@@ -280,7 +280,7 @@ def _rows_op_ready(hidden: int) -> bool:
 
 @torch.compiler.assume_constant_result
 def _infer_op_ready(hidden: int) -> bool:
-    """Whether a compiled float32 LSTM or GRU of ``hidden`` units without a gradient to come takes the
+    """Whether a compiled float32 layer of ``hidden`` units without a gradient to come takes its
     inference operator: the loop runs here for that size (infer_isa), set_tiled has not switched it
     off, and W_hh fits the cache rule without the batch (H ≤ infer_max_hidden). Read when traced."""
     m = _KERNELS.module
@@ -331,9 +331,9 @@ def fast_scan(
                 # (without a gradient to come, larger layers keep the unit-major forward, as eager)
                 if _tiled_op_ready() and (no_grad or not _rows_op_ready(w_hh.shape[1])):
                     return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-            if (mode == "gru" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting()
+            if (mode != "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting()
                     and not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh) and _infer_op_ready(w_hh.shape[1])):
-                return ops.op_infer_gru(x, h0, w_ih, w_hh, b_ih, b_hh)
+                return ops.op_infer(mode, x, h0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
         # projections, half precision, or no built kernels: the eager engine as one operator
         if x.device.type == "cpu" and not torch.compiler.is_exporting() and eager_op_ready():
@@ -352,6 +352,9 @@ def fast_scan(
         m = None if mask is None else mask.reshape(x.shape[0], x.shape[1])
         if mode == "gru":
             out, h = _KERNELS.module.gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh, m)
+            return out, h, None
+        if mode != "lstm":
+            out, h = _KERNELS.module.rnn_infer(x, h0, w_ih, w_hh, b_ih, b_hh, mode == "rnn_relu", m)
             return out, h, None
         b = None if b_ih is None else b_ih + b_hh
         return tuple(_KERNELS.module.lstm_infer(x, h0, c0, w_ih, w_hh, b, m))

@@ -1015,6 +1015,14 @@ std::tuple<Tensor, Tensor> gru_infer_op(const Tensor& x, const Tensor& h0, const
   return {r[0], r[1]};
 }
 
+// The vanilla RNN's inference loop (lstm_tiled.h's rnn_infer), as lstm_infer_op: (out (T, B, H), h_T).
+std::tuple<Tensor, Tensor> rnn_infer_op(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                                        const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh,
+                                        bool relu) {
+  auto r = rnnlab::tiled::rnn_infer(x, h0, w_ih, w_hh, b_ih, b_hh, relu, c10::nullopt);
+  return {r[0], r[1]};
+}
+
 // h_0..h_{T-1} as a (T·Bp, H) matrix for dW_hh, from h_0 and out: without padding, the rows of
 // the buffer out sits in (lstm_tiled_forward_op), when out is still that view and its row 0 h_0;
 // otherwise (padding, or out copied on its way here) a zero-padded copy (the padding rows meet
@@ -1187,6 +1195,8 @@ TORCH_LIBRARY(rnnlab, m) {
         "-> (Tensor out, Tensor h_last, Tensor c_last)");
   m.def("gru_infer(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
         "-> (Tensor out, Tensor h_last)");
+  m.def("rnn_infer(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool relu) "
+        "-> (Tensor out, Tensor h_last)");
   m.def("lstm_step_pack(Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, int chunks) -> Tensor");
   m.def("lstm_step(Tensor x, Tensor h, Tensor c, Tensor packed) -> (Tensor h_new, Tensor c_new)");
 }
@@ -1198,6 +1208,7 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("lstm_tiled_backward", &lstm_tiled_backward_op);
   m.impl("lstm_infer", &lstm_infer_op);
   m.impl("gru_infer", &gru_infer_op);
+  m.impl("rnn_infer", &rnn_infer_op);
   m.impl("lstm_step_pack", &lstm_step_pack_op);
   m.impl("lstm_step", &lstm_step_op);
 }
@@ -1230,6 +1241,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("infer_fuses_input", &rnnlab::tiled::fuse_input);
   m.def("gru_infer", &rnnlab::tiled::gru_infer, release(), py::arg("x"), py::arg("h0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("mask"), py::arg("fused") = py::none());
+  m.def("rnn_infer", &rnnlab::tiled::rnn_infer, release(), py::arg("x"), py::arg("h0"), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("relu"), py::arg("mask"),
+        py::arg("fused") = py::none());
   m.def("infer_isa", &rnnlab::tiled::infer_isa);
   m.def("infer_isa_for", &rnnlab::tiled::infer_isa_for);
   m.attr("infer_max_hidden") = rnnlab::tiled::kInferMaxHidden;

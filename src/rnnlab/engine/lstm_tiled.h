@@ -116,6 +116,24 @@ struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs 
   int64_t I;
 };
 
+struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as GruInferArgs
+  const float* w_hh;   // (H, H)
+  float* packed;       // H·H floats of scratch for the packed weights
+  const float* xg;     // (T, B, H) W_ih x_t (no bias), or null when x is given
+  const float* bias;   // (H) b_ih + b_hh, or null
+  const float* h0;     // (B, H)
+  float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
+  float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
+  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
+  int64_t T, B, H;
+  int threads;         // the team's size at most (team_size())
+  bool relu;           // relu instead of tanh
+  const float* x;      // (T, B, I): the input, its projection formed in the tiles (xg null), or null
+  const float* w_ih;   // (H, I)
+  float* packed_ih;    // H·I floats of scratch
+  int64_t I;
+};
+
 struct RowFwdArgs {
   const float* w_hh;   // (4H, H)
   float* packed;       // 4H·H floats of scratch for the packed weights
@@ -206,6 +224,7 @@ struct V {
 };
 #include "lstm_tiled_loops.h"
 #include "gru_loops.h"
+#include "rnn_loops.h"
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -235,6 +254,7 @@ struct V {
 };
 #include "lstm_tiled_loops.h"
 #include "gru_loops.h"
+#include "rnn_loops.h"
 }  // namespace avx2
 #pragma GCC pop_options
 #endif  // RNNLAB_TILED_X86
@@ -510,6 +530,53 @@ inline std::vector<Tensor> gru_infer(const Tensor& x, const Tensor& h0, const Te
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::gru_infer(a);
   else avx2::gru_infer(a);
+#endif
+  Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
+  return {out, h_last};
+}
+
+// The vanilla RNN's inference loop (rnn_loops.h), as gru_infer: x (T, B, I), h0 (B, H), w_ih (H, I),
+// w_hh (H, H), b_ih / b_hh (H) or undefined, relu (else tanh), mask (T, B) bool or undefined;
+// float32. Returns {out (T, B, H), h_T}.
+inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                                     const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool relu,
+                                     const c10::optional<Tensor>& mask,
+                                     const c10::optional<bool>& fused = c10::nullopt) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
+  const std::string isa = infer_run_isa(H);
+  TORCH_CHECK(!isa.empty(), "rnn_infer: the inference loop does not run here for ", H, " units (it needs "
+              "AVX2+FMA and a multiple of 8 units)");
+  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({H, I}) && w_hh.sizes() == at::IntArrayRef({H, H}) &&
+              h0.sizes() == at::IntArrayRef({B, H}) && (!b_ih || b_ih->sizes() == at::IntArrayRef({H})) &&
+              (!b_hh || b_hh->sizes() == at::IntArrayRef({H})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+              "rnn_infer: expected x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H), mask (T, B); "
+              "got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_ih ", w_ih.sizes(), ", w_hh ", w_hh.sizes());
+  for (const Tensor& t : {x, h0, w_ih, w_hh})
+    TORCH_CHECK(t.scalar_type() == at::kFloat, "rnn_infer: float32 only, got ", t.scalar_type());
+  const auto opt = x.options();
+  const bool fuse = fused.value_or(fuse_input(B, I, H));
+  Tensor xc = x.contiguous(), wih = w_ih.contiguous();
+  Tensor xg, packed_ih;
+  if (fuse) {
+    packed_ih = workspace(39, {H * I}, opt);
+  } else {
+    xg = workspace(32, {T * B, H}, opt);
+    gemm(xg, xc.view({T * B, I}), wih.t(), false);          // the input projection
+  }
+  Tensor out = at::empty({T, B, H}, opt);
+  Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
+  Tensor m = mask ? mask->to(at::kBool).contiguous() : Tensor();
+  Tensor packed = workspace(34, {H * H}, opt);
+  Tensor h0c = h0.contiguous(), w = w_hh.contiguous();
+  Tensor b = b_ih && b_hh ? (*b_ih + *b_hh).contiguous() : b_ih ? b_ih->contiguous() : b_hh ? b_hh->contiguous() : Tensor();
+  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), fuse ? nullptr : xg.data_ptr<float>(),
+                 b.defined() ? b.data_ptr<float>() : nullptr, h0c.data_ptr<float>(), out.data_ptr<float>(),
+                 mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size(), relu,
+                 fuse ? xc.data_ptr<float>() : nullptr, fuse ? wih.data_ptr<float>() : nullptr,
+                 fuse ? packed_ih.data_ptr<float>() : nullptr, fuse ? I : 0};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::rnn_infer(a);
+  else avx2::rnn_infer(a);
 #endif
   Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
   return {out, h_last};

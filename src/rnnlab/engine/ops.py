@@ -45,9 +45,10 @@ the inference loop instead, which keeps nothing for backward:
 
     rnnlab::lstm_infer(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?) -> (out, h_last, c_last)
 
-and a float32 GRU, by the same rule, its own inference loop:
+and a float32 GRU or vanilla RNN, by the same rule, its own inference loop:
 
     rnnlab::gru_infer(x, h0, w_ih, w_hh, b_ih?, b_hh?) -> (out, h_last)
+    rnnlab::rnn_infer(x, h0, w_ih, w_hh, b_ih?, b_hh?, relu) -> (out, h_last)
 
 (inference only, as the step below; no batch or length rule here, so the eager engine's "or up to
 8 sequences" and "from H²/8192 sequence-steps" do not apply).
@@ -214,6 +215,10 @@ def _fake_gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh):
     return x.new_empty(T, B, H), x.new_empty(B, H)
 
 
+def _fake_rnn_infer(x, h0, w_ih, w_hh, b_ih, b_hh, relu):
+    return _fake_gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh)
+
+
 def _refuse_grad(name):
     def setup_context(ctx, inputs, output):
         raise RuntimeError(f"rnnlab::{name} is inference only (no autograd formula): call it under "
@@ -241,7 +246,8 @@ def register() -> None:
     torch.library.register_fake("rnnlab::lstm_step")(_fake_step)
     torch.library.register_fake("rnnlab::lstm_infer")(_fake_infer)
     torch.library.register_fake("rnnlab::gru_infer")(_fake_gru_infer)
-    for name in ("lstm_step_pack", "lstm_step", "lstm_infer", "gru_infer"):
+    torch.library.register_fake("rnnlab::rnn_infer")(_fake_rnn_infer)
+    for name in ("lstm_step_pack", "lstm_step", "lstm_infer", "gru_infer", "rnn_infer"):
         backward, setup = _refuse_grad(name)
         torch.library.register_autograd(f"rnnlab::{name}", backward, setup_context=setup)
     _registered = True
@@ -265,9 +271,14 @@ def op_infer_lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     return torch.ops.rnnlab.lstm_infer(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
-def op_infer_gru(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None):
-    """The GRU's ``scan`` without a gradient to come, through the inference operator: (out, h_T, None)."""
-    out, h_last = torch.ops.rnnlab.gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh)
+def op_infer(mode: str, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+             b_hh: Tensor | None):
+    """The GRU's or vanilla RNN's ``scan`` without a gradient to come, through its inference
+    operator: (out, h_T, None)."""
+    if mode == "gru":
+        out, h_last = torch.ops.rnnlab.gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh)
+    else:
+        out, h_last = torch.ops.rnnlab.rnn_infer(x, h0, w_ih, w_hh, b_ih, b_hh, mode == "rnn_relu")
     return out, h_last, None
 
 
