@@ -202,10 +202,10 @@ def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, mask
     K = fast._KERNELS.module
     real_forward = K.lstm_forward
 
-    def row_major(xw, h0, c0, w_hh, mask):    # the C++ loop takes its own SIMD steps by the same rule
+    def row_major(xw, h0, c0, w_hh, mask, bias=None):    # the C++ loop takes its own SIMD steps by the same rule
         if K.rows_isa_for(xw.shape[1], w_hh.shape[1], xw.shape[0]):
             ran.append("rows")
-        return real_forward(xw, h0, c0, w_hh, mask)
+        return real_forward(xw, h0, c0, w_hh, mask, bias)
 
     monkeypatch.setattr(K, "lstm_forward", row_major)
     layer = (rnnlab.LSTM if kind == "lstm" else rnnlab.GRU)(3, 16, **kwargs)

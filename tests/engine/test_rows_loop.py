@@ -117,6 +117,25 @@ def test_each_instruction_set_keeps_the_library_loops_buffers(isa, masked, shape
     assert max((a - b).abs().max().item() for a, b in zip(got_back, want_back)) < 5e-6
 
 
+@pytest.mark.parametrize("choice", ["auto", "off"], ids=["row-major SIMD", "library"])
+@pytest.mark.parametrize("masked", [False, True], ids=["whole", "masked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_bias_given_apart_is_added_as_the_projection_is_read(choice, masked, dtype):
+    """lstm_forward(xw, ..., bias) gives what lstm_forward(xw + bias, ...) gives, in the row-major
+    SIMD loop (float32, where its rule holds) and the library's loop (float64, or set_tiled("off"))."""
+    K = fast._KERNELS.module
+    xw, h0, c0, w, mask, *_ = _buffers(6, 5, 32, masked)
+    xw, h0, c0, w = (t.to(dtype) for t in (xw, h0, c0, w))
+    bias = torch.randn(4 * 32, dtype=dtype)
+    fast.set_tiled(choice)
+    try:
+        want = [t.clone() for t in K.lstm_forward(xw + bias, h0, c0, w, mask)]
+        got = [t.clone() for t in K.lstm_forward(xw.clone(), h0, c0, w, mask, bias)]
+    finally:
+        fast.set_tiled("auto")
+    assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-6
+
+
 def test_a_gradient_recorder_keeps_its_norms_on_the_library_backward():
     """The loop keeps no per-step gradient norms: with a recorder on, backward takes the library's
     loop on the same buffers, and the norms match the reference engine's."""

@@ -152,11 +152,12 @@ class _FastScan(torch.autograd.Function):
         if ctx.tiled:
             return _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh_c, b)
         x2 = x.reshape(T * B, I)
-        xw = mm(x2, w_ih.t(), b).view(T, B, GH)
+        # (the LSTM's bias is added by lstm_forward as it reads the projection: no pass to fill it)
+        xw = mm(x2, w_ih.t(), None if mode == "lstm" else b).view(T, B, GH)
         m = None if mask is None else mask.reshape(T, B).contiguous()
         cs = hn = gates = tcs = None
         if mode == "lstm":
-            hs, cs, gates, tcs = _KERNELS.module.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m)
+            hs, cs, gates, tcs = _KERNELS.module.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m, b)
         elif mode == "gru":
             hs, gates, hn = _KERNELS.module.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m)
         else:

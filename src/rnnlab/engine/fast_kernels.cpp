@@ -72,7 +72,8 @@ constexpr int64_t kRowGrain = 8;
 // `rows`: the instruction set of the row-major training loop (lstm_tiled.h's rows_forward), which
 // then runs the steps in place of the library GEMM and pointwise passes below, or "" for those.
 std::vector<Tensor> lstm_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h0, const Tensor& c0,
-                                    const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+                                    const Tensor& w_hh, const c10::optional<Tensor>& mask,
+                                    const c10::optional<Tensor>& bias) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 4;
   auto hs = workspace(0, {T + 1, B, H}, xw.options());            // reused buffers: workspace.h
   auto cs = workspace(1, {T + 1, B, H}, xw.options());
@@ -86,10 +87,14 @@ std::vector<Tensor> lstm_forward_on(const std::string& rows, const Tensor& xw, c
     TORCH_CHECK(w_hh.sizes() == at::IntArrayRef({G, H}) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
                 "lstm_forward: expected w_hh (4H, H) and mask (T, B) for xw ", xw.sizes(), "; got w_hh ",
                 w_hh.sizes());
-    rnnlab::tiled::rows_forward(rows, gates, hs, cs, tcs, w_hh, mask ? c10::optional<Tensor>(mask->contiguous())
-                                                                    : c10::nullopt);
+    TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->sizes() == at::IntArrayRef({G})),
+                "lstm_forward: expected a float32 bias (4H), got ", bias ? bias->sizes() : at::IntArrayRef{});
+    rnnlab::tiled::rows_forward(rows, gates, hs, cs, tcs, w_hh,
+                                mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt,
+                                bias ? c10::optional<Tensor>(bias->contiguous()) : c10::nullopt);
     return {hs, cs, gates, tcs};
   }
+  if (bias) gates.add_(*bias);                      // the library loop reads W_ih x_t + b
   const Tensor w_hh_t = w_hh.t();                   // (H, 4H)
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     const scalar_t one = 1, two = 2;
@@ -140,11 +145,14 @@ std::vector<Tensor> lstm_forward_on(const std::string& rows, const Tensor& xw, c
 }
 
 // The row-major training loop where lstm_tiled.h's rows_isa_for takes it, else the loop above.
+// bias: b_ih + b_hh when xw is W_ih x_t alone (the row-major training loop adds it as it reads xw,
+// sparing a pass that fills the projection's buffer with the bias first), or undefined.
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0,
-                                 const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+                                 const Tensor& w_hh, const c10::optional<Tensor>& mask,
+                                 const c10::optional<Tensor>& bias) {
   const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
   const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string();
-  return lstm_forward_on(rows, xw, h0, c0, w_hh, mask);
+  return lstm_forward_on(rows, xw, h0, c0, w_hh, mask, bias);
 }
 
 // Returns {dxw (T, B, 4H), dh_0, dc_0}. rec_h / rec_c (T, B), when defined, receive ‖dh_t‖ and
@@ -920,12 +928,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> seq_forward_op(
   const bool is_gru = mode == "gru", is_lstm = mode == "lstm";
   c10::optional<Tensor> b;
   if (b_ih) b = is_gru ? b_ih->contiguous() : (*b_ih + *b_hh);   // the GRU keeps b_hh for its step
-  Tensor xw = rnnlab::matmul(x.contiguous().view({T * B, I}), w_ih.t(), b).view({T, B, GH});
+  // (the LSTM's bias is added by lstm_forward as it reads the projection)
+  Tensor xw = rnnlab::matmul(x.contiguous().view({T * B, I}), w_ih.t(), is_lstm ? c10::nullopt : b)
+                  .view({T, B, GH});
   const Tensor w = w_hh.contiguous();
   c10::optional<Tensor> m;
   if (mask) m = mask->reshape({T, B}).contiguous();
   if (is_lstm) {
-    auto r = lstm_forward(xw, h0.contiguous(), c0->contiguous(), w, m);
+    auto r = lstm_forward(xw, h0.contiguous(), c0->contiguous(), w, m, b);
     return {r[0], r[1], r[2], nothing(x), r[3]};
   }
   if (is_gru) {
@@ -1216,11 +1226,12 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 // The loops touch no Python object: release the GIL so other Python threads run meanwhile.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using release = pybind11::call_guard<pybind11::gil_scoped_release>;
-  m.def("lstm_forward", &lstm_forward, release());
+  m.def("lstm_forward", &lstm_forward, release(), py::arg("xw"), py::arg("h0"), py::arg("c0"), py::arg("w_hh"),
+        py::arg("mask"), py::arg("bias") = py::none());
   m.def("lstm_backward", &lstm_backward, release());
   m.def("lstm_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                 const c10::optional<Tensor>& mask) {
-    return lstm_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, c0, w_hh, mask);
+    return lstm_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, c0, w_hh, mask, c10::nullopt);
   }, release());
   m.def("lstm_rows_backward", [](const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
                                  const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,

@@ -137,13 +137,14 @@ struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as Gr
 struct RowFwdArgs {
   const float* w_hh;   // (4H, H)
   float* packed;       // 4H·H floats of scratch for the packed weights
-  float* gates;        // (T, B, 4H): W_ih x_t + b on entry, the gates (after activation) on return
+  float* gates;        // (T, B, 4H): W_ih x_t (+ b, unless bias) on entry, the gates (after activation) on return
   float* hs;           // (T+1, B, H): h_0 on entry, h_0..h_T on return
   float* cs;           // (T+1, B, H): c_0 on entry, c_0..c_T on return
   float* tcs;          // (T, B, H) out: tanh(c_t)
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
+  const float* bias = nullptr;   // (4H) b_ih + b_hh to add to gates on entry, or null
 };
 
 struct RowBwdArgs {
@@ -594,16 +595,18 @@ inline std::string rows_isa_for(int64_t B, int64_t H, int64_t T) {
   return choice() == "auto" && packing_pays(B, H, T) ? infer_isa(H) : std::string();
 }
 
-// gates (T, B, 4H): W_ih x_t + b on entry, the gates on return; hs / cs (T+1, B, H) with h_0 / c_0
-// in row 0; tcs (T, B, H); mask (T, B) bool or undefined. All float32 and contiguous.
+// gates (T, B, 4H): W_ih x_t (+ b where bias is undefined) on entry, the gates on return; hs / cs
+// (T+1, B, H) with h_0 / c_0 in row 0; tcs (T, B, H); mask (T, B) bool or undefined; bias (4H) or
+// undefined. All float32 and contiguous.
 inline void rows_forward(const std::string& isa, const Tensor& gates, const Tensor& hs, const Tensor& cs,
-                         const Tensor& tcs, const Tensor& w_hh, const c10::optional<Tensor>& mask) {
+                         const Tensor& tcs, const Tensor& w_hh, const c10::optional<Tensor>& mask,
+                         const c10::optional<Tensor>& bias = c10::nullopt) {
   const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
   Tensor packed = workspace(36, {4 * H * H}, gates.options());
   Tensor w = w_hh.contiguous();
   RowFwdArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), gates.data_ptr<float>(), hs.data_ptr<float>(),
                cs.data_ptr<float>(), tcs.data_ptr<float>(), mask ? mask->data_ptr<bool>() : nullptr, T, B, H,
-               team_size()};
+               team_size(), bias ? bias->data_ptr<float>() : nullptr};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::rows_forward(a);
   else avx2::rows_forward(a);

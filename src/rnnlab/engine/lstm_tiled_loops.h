@@ -446,12 +446,14 @@ inline void rows_fwd_tile(const RowFwdArgs& a, const float* __restrict pa, int64
   float* __restrict hn = a.hs + (t + 1) * BH + b0 * H;
   float* __restrict cn = a.cs + (t + 1) * BH + b0 * H;
   float* __restrict tc = a.tcs + t * BH + b0 * H;
-  float* __restrict gt = a.gates + (t * a.B + b0) * G + j0;       // W_ih x_t + b in, gates out
+  float* __restrict gt = a.gates + (t * a.B + b0) * G + j0;       // W_ih x_t (+ b) in, gates out
   reg acc[4][NB];
 #pragma GCC unroll 4
-  for (int g = 0; g < 4; ++g)
+  for (int g = 0; g < 4; ++g) {
+    const reg b = a.bias ? V::load(a.bias + g * H + j0) : V::zero();
 #pragma GCC unroll 8
-    for (int n = 0; n < NB; ++n) acc[g][n] = V::load(gt + n * G + g * H);
+    for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(gt + n * G + g * H), b);
+  }
   panel_product<NB>(acc, pa, hp, H, H);                           // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
