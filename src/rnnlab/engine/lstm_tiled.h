@@ -24,6 +24,11 @@
 // with AVX-512 or AVX2+FMA, and for whole sequences without padding masks; everything else
 // keeps the row-major loop. The instruction set is picked at run time; the loops themselves are
 // written once (lstm_tiled_loops.h) and compiled once per instruction set.
+//
+// The same machinery (vector types, σ, register tiles over units, the thread team) also runs the
+// LSTM's row-major inference and training loops (lstm_infer, rows_forward / rows_backward below)
+// and the GRU's and vanilla RNN's inference loops (gru_infer, rnn_infer; their tiles in
+// gru_loops.h and rnn_loops.h).
 #pragma once
 
 #include <torch/extension.h>

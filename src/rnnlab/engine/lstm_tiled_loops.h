@@ -403,7 +403,7 @@ inline void for_each_batch_block(int64_t B, const F& f) {
 // thread packs its panels of W_hh (pack_infer; and of W_ih, given w_ih), then at every step runs
 // tile(nb, pa, t, j0, b0) for each of its panels (pa, from unit j0) × each block of nb ≤
 // kInferMaxNB sequences from b0 (nb a std::integral_constant); the threads meet once per step. NG:
-// the cell's gates (4 for the LSTM, 3 for the GRU).
+// the cell's gates (4 for the LSTM, 3 for the GRU, 1 for the vanilla RNN).
 template <int NG = 4, class Tile>
 inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int64_t B, int64_t H, int threads,
                                const Tile& tile, const float* w_ih = nullptr, float* packed_ih = nullptr,
