@@ -200,14 +200,16 @@ def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, mask
         real = getattr(owner, name)
         monkeypatch.setattr(owner, name, lambda *a, _real=real, _loop=loop, **k: ran.append(_loop) or _real(*a, **k))
     K = fast._KERNELS.module
-    real_forward = K.lstm_forward
+    for name in ("lstm_forward", "gru_forward"):
+        real = getattr(K, name)
 
-    def row_major(xw, h0, c0, w_hh, mask, bias=None):    # the C++ loop takes its own SIMD steps by the same rule
-        if K.rows_isa_for(xw.shape[1], w_hh.shape[1], xw.shape[0]):
-            ran.append("rows")
-        return real_forward(xw, h0, c0, w_hh, mask, bias)
+        def row_major(xw, *args, _real=real):    # the C++ loop takes its own SIMD steps by the same rule
+            w_hh = args[2] if _real is K.lstm_forward else args[1]
+            if K.rows_isa_for(xw.shape[1], w_hh.shape[1], xw.shape[0]):
+                ran.append("rows")
+            return _real(xw, *args)
 
-    monkeypatch.setattr(K, "lstm_forward", row_major)
+        monkeypatch.setattr(K, name, row_major)
     layer = (rnnlab.LSTM if kind == "lstm" else rnnlab.GRU)(3, 16, **kwargs)
     T = 5
     x = torch.randn(T, B, 3)

@@ -136,6 +136,32 @@ def test_a_bias_given_apart_is_added_as_the_projection_is_read(choice, masked, d
     assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-6
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("masked", [False, True], ids=["whole", "masked"])
+@pytest.mark.parametrize("shape", [(7, 3, 64), (5, 8, 48), (9, 13, 32), (3, 20, 80)],
+                         ids=lambda s: "T{}B{}H{}".format(*s))
+def test_the_grus_simd_forward_keeps_the_library_loops_buffers(isa, masked, shape):
+    """gru_rows_forward (the GRU's forward with the inference loop's tiles, whatever the rule)
+    against the library's row-major loop (set_tiled("off")): hs, the gates r z n and W_hn h + b_hn,
+    which the library's backward reads."""
+    T, B, H = shape
+    if isa == "avx512" and H % 16:
+        pytest.skip("AVX-512's vectors hold 16 units; this size takes AVX2 (covered by the avx2 case)")
+    K = fast._KERNELS.module
+    g = torch.Generator().manual_seed(1)
+    xw, h0 = torch.randn(T, B, 3 * H, generator=g), torch.randn(B, H, generator=g)
+    w, b_hh = torch.randn(3 * H, H, generator=g) * 0.2, torch.randn(3 * H, generator=g)
+    mask = _buffers(T, B, H, masked)[4]
+    fast.set_tiled("off")
+    try:
+        want = [t.clone() for t in K.gru_forward(xw.clone(), h0, w, b_hh, mask)]
+        fast.set_tiled(isa)
+        got = [t.clone() for t in K.gru_rows_forward(xw.clone(), h0, w, b_hh, mask)]
+    finally:
+        fast.set_tiled("auto")
+    assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 5e-6
+
+
 def test_a_gradient_recorder_keeps_its_norms_on_the_library_backward():
     """The loop keeps no per-step gradient norms: with a recorder on, backward takes the library's
     loop on the same buffers, and the norms match the reference engine's."""
@@ -165,7 +191,9 @@ def test_plan_names_the_loop_by_its_rule():
     assert not plan("lstm", 1, 1024, steps=127).loop.startswith("row-major ")     # packing W_hh would not pay
     assert not plan("lstm", 32, 20, steps=5).loop.startswith("row-major ")        # 20 units fill no vector
     assert not plan("lstm", 32, 64, steps=5, dtype=torch.float64).loop.startswith("row-major ")
-    assert not plan("gru", 32, 64, steps=5).loop.startswith("row-major ")
+    assert plan("gru", 32, 64, steps=5).loop == f"row-major {wide}"                 # the GRU's forward steps
+    assert "GRU's own" in plan("gru", 32, 64, steps=5).reason
+    assert not plan("rnn_tanh", 32, 64, steps=5).loop.startswith("row-major ")
     # without a gradient to come: the inference loop, or where its cache rule fails the tiled forward
     assert plan("lstm", 32, 256, steps=5, inference=True).loop == f"inference {wide}"
     assert plan("lstm", 32, 512, steps=50, inference=True).loop == f"tiled {wide}"

@@ -264,14 +264,25 @@ std::string rows_isa_or_fail(const Tensor& t, int64_t H) {
 }
 
 // -------------------------------------------------------------------------------------- GRU
-std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
-                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+// `rows`: the instruction set of the GRU's row-major SIMD forward (lstm_tiled.h's
+// gru_rows_forward), or "" for the library loop below.
+std::vector<Tensor> gru_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
+                                   const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 3;
   auto hs = workspace(4, {T + 1, B, H}, xw.options());
   Tensor gates = xw;  // computed in place over the input projection (each element reads its own)
   auto hn = workspace(5, {T, B, H}, xw.options());
-  auto hw = at::empty({B, G}, xw.options());
   hs[0].copy_(h0);
+  if (!rows.empty()) {
+    TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous() && w_hh.sizes() == at::IntArrayRef({G, H}) &&
+                (!b_hh || b_hh->sizes() == at::IntArrayRef({G})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                "gru_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, 3H), w_hh (3H, H), "
+                "b_hh (3H) and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
+    rnnlab::tiled::gru_rows_forward(rows, gates, hn, hs, w_hh, b_hh,
+                                    mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt);
+    return {hs, gates, hn};
+  }
+  auto hw = at::empty({B, G}, xw.options());
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
@@ -303,6 +314,14 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
     }
   });
   return {hs, gates, hn};
+}
+
+// The GRU's row-major SIMD forward where the LSTM's rule (rows_isa_for) takes it, else the library loop.
+std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
+                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+  const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
+  const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string();
+  return gru_forward_on(rows, xw, h0, w_hh, b_hh, mask);
 }
 
 // Returns {dxw (T, B, 3H), dhw (T, B, 3H), dh_0}.
@@ -1232,6 +1251,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                 const c10::optional<Tensor>& mask) {
     return lstm_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, c0, w_hh, mask, c10::nullopt);
+  }, release());
+  m.def("gru_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
+                               const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+    return gru_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, b_hh, mask);
   }, release());
   m.def("lstm_rows_backward", [](const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
                                  const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,

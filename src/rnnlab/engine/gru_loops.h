@@ -1,4 +1,5 @@
-// The GRU's inference loop over units, written once over a vector type V: included by lstm_tiled.h
+// The GRU's inference and row-major training forward loops over units, written once over a vector
+// type V: included by lstm_tiled.h
 // once per instruction set, after lstm_tiled_loops.h (whose σ, tanh, panel packing, batch blocks
 // and forward_over_units it uses), inside the same namespace and `#pragma GCC target` region. No
 // include guard on purpose; nothing here includes anything.
@@ -81,4 +82,49 @@ inline void gru_infer(const GruInferArgs& a) {
                           gru_infer_tile<decltype(nb)::value>(a, pa, t, j0, b0);
                         },
                         a.x != nullptr ? a.w_ih : nullptr, a.packed_ih, a.I);
+}
+
+// The training forward: the same tile, keeping what fast_kernels.cpp's gru_backward reads, in the
+// library loop's layout: gates (T, B, 3H) with W_ih x_t + b_ih on entry and r, z, n on return, hn
+// (T, B, H) = W_hn h_{t-1} + b_hn, hs (T+1, B, H) with h_0 in row 0. A masked (finished) sequence's
+// h carries over, its gates are computed all the same, as the library loop's.
+template <int NB>
+inline void gru_rows_tile(const GruRowsArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
+  const int64_t H = a.H, G = 3 * H, BH = a.B * H;
+  const float* __restrict hp = a.hs + t * BH + b0 * H;            // h_{t-1}
+  float* __restrict ho = a.hs + (t + 1) * BH + b0 * H;
+  float* __restrict hnb = a.hn + t * BH + b0 * H;
+  float* __restrict gt = a.gates + (t * a.B + b0) * G + j0;       // W_ih x_t + b_ih in, r z n out
+  reg acc[4][NB];
+  {
+    const reg hr = V::load(a.b_hh + j0), hz = V::load(a.b_hh + H + j0), hn_b = V::load(a.b_hh + 2 * H + j0);
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) {
+      acc[0][n] = V::add(V::load(gt + n * G), hr);
+      acc[1][n] = V::add(V::load(gt + n * G + H), hz);
+      acc[2][n] = V::load(gt + n * G + 2 * H);
+      acc[3][n] = hn_b;
+    }
+  }
+  panel_product3<NB, 0, 1, 3>(acc, pa, hp, H, H);         // + W_hh h_{t-1}
+#pragma GCC unroll 8
+  for (int n = 0; n < NB; ++n) {
+    const int64_t o = n * H + j0;
+    const reg r = sigmoid(acc[0][n]), z = sigmoid(acc[1][n]);
+    const reg nn = tanh_(V::fma(r, acc[3][n], acc[2][n]));
+    const reg h_prev = V::load(hp + o);
+    V::store(gt + n * G, r);
+    V::store(gt + n * G + H, z);
+    V::store(gt + n * G + 2 * H, nn);
+    V::store(hnb + o, acc[3][n]);
+    const bool valid = a.mask == nullptr || a.mask[t * a.B + b0 + n];
+    V::store(ho + o, valid ? V::fma(z, V::sub(h_prev, nn), nn) : h_prev);
+  }
+}
+
+inline void gru_rows_forward(const GruRowsArgs& a) {
+  forward_over_units<3>(a.w_hh, a.packed, a.T, a.B, a.H, a.threads,
+                        [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
+                          gru_rows_tile<decltype(nb)::value>(a, pa, t, j0, b0);
+                        });
 }

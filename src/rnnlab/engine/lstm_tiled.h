@@ -121,6 +121,18 @@ struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs 
   int64_t I;
 };
 
+struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
+  const float* w_hh;   // (3H, H)
+  float* packed;       // 3H·H floats of scratch for the packed weights
+  float* gates;        // (T, B, 3H): W_ih x_t + b_ih on entry, r, z, n on return
+  float* hn;           // (T, B, H) out: W_hn h_{t-1} + b_hn
+  float* hs;           // (T+1, B, H): h_0 on entry, h_0..h_T on return
+  const float* b_hh;   // (3H)
+  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
+  int64_t T, B, H;
+  int threads;         // the team's size at most (team_size())
+};
+
 struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as GruInferArgs
   const float* w_hh;   // (H, H)
   float* packed;       // H·H floats of scratch for the packed weights
@@ -586,6 +598,27 @@ inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Te
 #endif
   Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
   return {out, h_last};
+}
+
+// The GRU's training forward on its row-major loop's buffers with the inference loop's tiles
+// (gru_loops.h's gru_rows_forward), where rows_isa_for says (the LSTM's rule); backward stays the
+// library loop's. gates (T, B, 3H): W_ih x_t + b_ih on entry, r, z, n on return; hn (T, B, H) out;
+// hs (T+1, B, H) with h_0 in row 0; b_hh (3H) or undefined; mask (T, B) bool or undefined. All
+// float32 and contiguous.
+inline void gru_rows_forward(const std::string& isa, const Tensor& gates, const Tensor& hn, const Tensor& hs,
+                             const Tensor& w_hh, const c10::optional<Tensor>& b_hh,
+                             const c10::optional<Tensor>& mask) {
+  const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
+  Tensor packed = workspace(36, {3 * H * H}, gates.options());
+  Tensor w = w_hh.contiguous();
+  Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, gates.options());
+  GruRowsArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), gates.data_ptr<float>(), hn.data_ptr<float>(),
+                hs.data_ptr<float>(), bh.data_ptr<float>(), mask ? mask->data_ptr<bool>() : nullptr, T, B, H,
+                team_size()};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::gru_rows_forward(a);
+  else avx2::gru_rows_forward(a);
+#endif
 }
 
 // The row-major training loop (rows_forward / rows_backward in lstm_tiled_loops.h): the row-major
