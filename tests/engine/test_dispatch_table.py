@@ -200,7 +200,7 @@ def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, mask
         real = getattr(owner, name)
         monkeypatch.setattr(owner, name, lambda *a, _real=real, _loop=loop, **k: ran.append(_loop) or _real(*a, **k))
     K = fast._KERNELS.module
-    for name in ("lstm_forward", "gru_forward"):
+    for name in ("lstm_forward", "gru_forward", "rnn_forward"):
         real = getattr(K, name)
 
         def row_major(xw, *args, _real=real):    # the C++ loop takes its own SIMD steps by the same rule

@@ -162,6 +162,27 @@ def test_the_grus_simd_forward_keeps_the_library_loops_buffers(isa, masked, shap
     assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 5e-6
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("masked", [False, True], ids=["whole", "masked"])
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+def test_the_rnns_simd_forward_keeps_the_library_loops_states(isa, masked, relu):
+    """rnn_rows_forward against the library's row-major loop: the states hs (carried past each
+    sequence's end under a mask), which the library's backward reads."""
+    T, B, H = 9, 13, 32
+    K = fast._KERNELS.module
+    g = torch.Generator().manual_seed(2)
+    xw, h0, w = torch.randn(T, B, H, generator=g), torch.randn(B, H, generator=g), torch.randn(H, H, generator=g) * 0.2
+    mask = _buffers(T, B, H, masked)[4]
+    fast.set_tiled("off")
+    try:
+        want = K.rnn_forward(xw.clone(), h0, w, relu, mask).clone()
+        fast.set_tiled(isa)
+        got = K.rnn_rows_forward(xw.clone(), h0, w, relu, mask).clone()
+    finally:
+        fast.set_tiled("auto")
+    assert (got - want).abs().max().item() < 5e-6
+
+
 def test_a_gradient_recorder_keeps_its_norms_on_the_library_backward():
     """The loop keeps no per-step gradient norms: with a recorder on, backward takes the library's
     loop on the same buffers, and the norms match the reference engine's."""
@@ -193,7 +214,8 @@ def test_plan_names_the_loop_by_its_rule():
     assert not plan("lstm", 32, 64, steps=5, dtype=torch.float64).loop.startswith("row-major ")
     assert plan("gru", 32, 64, steps=5).loop == f"row-major {wide}"                 # the GRU's forward steps
     assert "GRU's own" in plan("gru", 32, 64, steps=5).reason
-    assert not plan("rnn_tanh", 32, 64, steps=5).loop.startswith("row-major ")
+    assert plan("rnn_tanh", 32, 64, steps=5).loop == f"row-major {wide}"            # and the RNN's
+    assert "vanilla RNN's own" in plan("rnn_relu", 32, 64, steps=5).reason
     # without a gradient to come: the inference loop, or where its cache rule fails the tiled forward
     assert plan("lstm", 32, 256, steps=5, inference=True).loop == f"inference {wide}"
     assert plan("lstm", 32, 512, steps=50, inference=True).loop == f"tiled {wide}"

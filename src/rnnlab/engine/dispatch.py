@@ -107,9 +107,9 @@ LOOPS = {
     "inference avx2": "the cell's inference loop with AVX2 code, nothing saved for backward "
                       "(lstm_tiled.h, gru_loops.h, rnn_loops.h)",
     "row-major avx512": "the C++ time loop's layout with the cell's own AVX-512 step code (lstm_tiled.h; "
-                        "the GRU's forward steps only)",
+                        "the GRU's and RNN's forward steps only)",
     "row-major avx2": "the C++ time loop's layout with the cell's own AVX2 step code (lstm_tiled.h; "
-                      "the GRU's forward steps only)",
+                      "the GRU's and RNN's forward steps only)",
     "row-major": "the C++ time loop (fast_kernels.cpp)",
     "python": "the reference: the equations over torch ops (scan.py)",
     "variants C++": "the layer-norm LSTM's C++ loop (variants_kernels.cpp)",
@@ -290,11 +290,11 @@ def _tiled_isa(mode: str, dtype: torch.dtype, masked: bool, T: int, B: int) -> s
 
 def _rows_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
     """The instruction set of the LSTM's row-major training loop (lstm_tiled.h's rows_forward /
-    rows_backward, run by fast_kernels.cpp's lstm_forward / lstm_backward), or of the GRU's forward
-    on its row-major buffers (gru_rows_forward, run by gru_forward), for such a call, or "":
-    float32 (padded batches too), set_tiled's "auto", H a multiple of the vector width and T·B ≥ H² / 8192
-    (rows_isa_for)."""
-    if mode not in ("lstm", "gru") or dtype != torch.float32 or T == 0:
+    rows_backward, run by fast_kernels.cpp's lstm_forward / lstm_backward), or of the GRU's or
+    RNN's forward on its row-major buffers (gru_rows_forward / rnn_rows_forward, run by gru_forward /
+    rnn_forward), for such a call, or "": float32 (padded batches too), set_tiled's "auto", H a
+    multiple of the vector width and T·B ≥ H² / 8192 (rows_isa_for)."""
+    if dtype != torch.float32 or T == 0:
         return ""
     return FAST_KERNELS.module.rows_isa_for(B, H, T)
 
@@ -331,9 +331,10 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
             return "none", (f"{loop}; W_ih x_t formed in its tiles beside W_hh h_{{t-1}} ({input_size} inputs, "
                             f"at most {hidden}, and {batch} sequences: no GEMM over the sequence first)")
         return gemm, f"{loop}; its input GEMM on {gemm}: {gemm_why}"
-    if rows and mode == "gru":
-        return gemm, (f"row-major loop with the GRU's own {isa.upper()} forward steps: {_rows_why()}; its "
-                      f"backward steps and sequence GEMMs on {gemm}: {gemm_why}")
+    if rows and mode != "lstm":
+        cell = "GRU" if mode == "gru" else "vanilla RNN"
+        return gemm, (f"row-major loop with the {cell}'s own {isa.upper()} forward steps: "
+                      f"{_rows_why()}; its backward steps and sequence GEMMs on {gemm}: {gemm_why}")
     if rows:
         return gemm, (f"row-major loop with the LSTM's own {isa.upper()} step code: {_rows_why()}; its "
                       f"sequence GEMMs on {gemm}: {gemm_why}")

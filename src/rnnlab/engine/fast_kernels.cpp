@@ -370,11 +370,22 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
 }
 
 // -------------------------------------------------------------------------------------- RNN
-Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
-                   const c10::optional<Tensor>& mask) {
+// `rows`: the instruction set of the RNN's row-major SIMD forward (lstm_tiled.h's
+// rnn_rows_forward), or "" for the library loop below.
+Tensor rnn_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
+                      const c10::optional<Tensor>& mask) {
   const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
   auto hs = workspace(8, {T + 1, B, H}, xw.options());
   hs[0].copy_(h0);
+  if (!rows.empty()) {
+    TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous() && w_hh.sizes() == at::IntArrayRef({H, H}) &&
+                (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                "rnn_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, H), w_hh (H, H) and "
+                "mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
+    rnnlab::tiled::rnn_rows_forward(rows, xw, hs, w_hh, relu,
+                                    mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt);
+    return hs;
+  }
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
@@ -386,6 +397,14 @@ Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool 
     }
   });
   return hs;
+}
+
+// The RNN's row-major SIMD forward where the LSTM's rule (rows_isa_for) takes it, else the library loop.
+Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
+                   const c10::optional<Tensor>& mask) {
+  const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
+  const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string();
+  return rnn_forward_on(rows, xw, h0, w_hh, relu, mask);
 }
 
 // Returns {da (T, B, H), dh_0}.
@@ -1255,6 +1274,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
     return gru_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, b_hh, mask);
+  }, release());
+  m.def("rnn_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
+                               const c10::optional<Tensor>& mask) {
+    return rnn_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, relu, mask);
   }, release());
   m.def("lstm_rows_backward", [](const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
                                  const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,

@@ -149,6 +149,7 @@ struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as Gr
   const float* w_ih;   // (H, I)
   float* packed_ih;    // H·I floats of scratch
   int64_t I;
+  bool carry = false;  // with a mask, out holds the states (h carried past each end) rather than zeros
 };
 
 struct RowFwdArgs {
@@ -618,6 +619,25 @@ inline void gru_rows_forward(const std::string& isa, const Tensor& gates, const 
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::gru_rows_forward(a);
   else avx2::gru_rows_forward(a);
+#endif
+}
+
+// The vanilla RNN's training forward on its row-major loop's buffer with the inference loop's
+// tiles, where rows_isa_for says (the LSTM's rule); backward stays the library loop's. xw (T, B,
+// H): W_ih x_t + b_ih + b_hh; hs (T+1, B, H) with h_0 in row 0, h_1..h_T on return (carried past
+// each sequence's end under a mask, as the library loop). Float32, contiguous.
+inline void rnn_rows_forward(const std::string& isa, const Tensor& xw, const Tensor& hs, const Tensor& w_hh,
+                             bool relu, const c10::optional<Tensor>& mask) {
+  const int64_t T = xw.size(0), B = xw.size(1), H = w_hh.size(1);
+  Tensor packed = workspace(36, {H * H}, xw.options());
+  Tensor w = w_hh.contiguous();
+  float* h = hs.data_ptr<float>();
+  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xw.data_ptr<float>(), nullptr, h, h + B * H,
+                 nullptr, mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu,
+                 nullptr, nullptr, nullptr, 0, true};
+#ifdef RNNLAB_TILED_X86
+  if (isa == "avx512") avx512::rnn_infer(a);
+  else avx2::rnn_infer(a);
 #endif
 }
 

@@ -1,5 +1,5 @@
-// The vanilla RNN's inference loop over units, written once over a vector type V: included by
-// lstm_tiled.h once per instruction set, after lstm_tiled_loops.h (σ-based tanh, panel packing,
+// The vanilla RNN's inference loop over units (also its training forward: the states are all it
+// keeps), written once over a vector type V: included by lstm_tiled.h once per instruction set, after lstm_tiled_loops.h (σ-based tanh, panel packing,
 // batch blocks, forward_over_units), inside the same namespace and `#pragma GCC target` region. No
 // include guard on purpose; nothing here includes anything.
 //
@@ -21,10 +21,11 @@ inline void panel_product1(reg (&acc)[NB], const float* __restrict pa, const flo
 template <int NB>
 inline void rnn_infer_tile(const RnnInferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
   const int64_t H = a.H, BH = a.B * H;
-  const float* hstate = t == 0 ? a.h0 : a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;   // (no mask: out holds h)
+  const bool in_out = a.mask == nullptr || a.carry;      // out holds the states (h_t, carried when masked)
+  const float* hstate = t == 0 ? a.h0 : in_out ? a.out + (t - 1) * BH : a.h + (t & 1) * BH;
   const float* __restrict hp = hstate + b0 * H;                                   // h_{t-1}
   float* __restrict out = a.out + t * BH + b0 * H;
-  float* __restrict hn = a.mask ? a.h + ((t + 1) & 1) * BH + b0 * H : out;
+  float* __restrict hn = in_out ? out : a.h + ((t + 1) & 1) * BH + b0 * H;
   reg acc[NB];
   const reg b = a.bias ? V::load(a.bias + j0) : V::zero();
   const float* __restrict xg = a.xg ? a.xg + (t * a.B + b0) * H + j0 : nullptr;   // W_ih x_t
@@ -37,14 +38,12 @@ inline void rnn_infer_tile(const RnnInferArgs& a, const float* __restrict pa, in
   for (int n = 0; n < NB; ++n) {
     const int64_t o = n * H + j0;
     const reg h = a.relu ? V::max(V::zero(), acc[n]) : tanh_(acc[n]);   // (max passes a NaN sum: second operand)
-    if (a.mask == nullptr) {
+    if (a.mask == nullptr || a.mask[t * a.B + b0 + n]) {
       V::store(hn + o, h);
-    } else if (a.mask[t * a.B + b0 + n]) {
-      V::store(hn + o, h);
-      V::store(out + o, h);
+      if (!in_out) V::store(out + o, h);
     } else {                                                  // past the end: carry the state, output 0
       V::store(hn + o, V::load(hp + o));
-      V::store(out + o, V::zero());
+      if (!in_out) V::store(out + o, V::zero());
     }
   }
 }
