@@ -142,6 +142,21 @@ def sweep(repeats: int) -> None:
             compare("lstm", (35, B, 32, 256), {}, settings, repeats)
 
 
+def _alternating_medians(runs: dict, repeats: int) -> dict:
+    """{name: median ms} of each no-grad call in ``runs`` after one warm-up call each, the calls
+    alternating in every round so that all see the same load."""
+    times = {name: [] for name in runs}
+    with torch.no_grad():
+        for f in runs.values():
+            f()
+        for _ in range(repeats):
+            for name, f in runs.items():
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def inference_sweep(repeats: int) -> None:
     K = fast._KERNELS.module
     print("LSTM forward without a gradient to come, I=64; ratios to torch.nn's under torch.no_grad (-: the loop "
@@ -161,16 +176,7 @@ def inference_sweep(repeats: int) -> None:
                     runs["inference"] = lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None)
                 if fast.tiled_isa(B):
                     runs["tiled"] = lambda: K.lstm_tiled_forward(x, h0, c0, w_ih, w_hh, b)
-                times = {name: [] for name in runs}
-                with torch.no_grad():
-                    for f in runs.values():
-                        f()
-                    for _ in range(repeats):            # alternating rounds: all see the same load
-                        for name, f in runs.items():
-                            t0 = time.perf_counter()
-                            f()
-                            times[name].append(time.perf_counter() - t0)
-                med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                med = _alternating_medians(runs, repeats)
                 chosen = ("inference" if K.infer_isa_for(B, H, T) else "tiled" if fast.tiled_isa(B) else "row-major")
                 cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" if name in med
                          else f"{name} -    " for name in ("inference", "tiled", "row-major")]
@@ -198,16 +204,7 @@ def inference_input_sweep(repeats: int) -> None:
         runs = {"torch.nn": lambda: theirs(x),
                 "fused": lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None, fused=True),
                 "GEMM": lambda: K.lstm_infer(x, h0, c0, w_ih, w_hh, b, None, fused=False)}
-        times = {name: [] for name in runs}
-        with torch.no_grad():
-            for f in runs.values():
-                f()
-            for _ in range(repeats):                    # alternating rounds: all see the same load
-                for name, f in runs.items():
-                    t0 = time.perf_counter()
-                    f()
-                    times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        med = _alternating_medians(runs, repeats)
         chosen = "fused" if K.infer_fuses_input(B, I, H) else "GEMM"
         cells = [f"{name} {med[name] / med['torch.nn']:.2f}{'*' if name == chosen else ' '}" for name in ("fused", "GEMM")]
         print(f"T={T:<4d} B={B:<3d} I={I:<5d} H={H:<4d} torch.nn {med['torch.nn']:7.2f} ms; " + "  ".join(cells),

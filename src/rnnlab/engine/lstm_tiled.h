@@ -445,6 +445,60 @@ inline bool fuse_input(int64_t B, int64_t I, int64_t H) {
   return I <= H && (B >= 16 || (B >= 8 && 16 * H * (I + H) <= kFusedMaxBytes));
 }
 
+// What the inference loops (lstm_infer, gru_infer, rnn_infer) share: the checks of x (T, B, I),
+// h0 (B, H), w_ih (NG·H, I), w_hh (NG·H, H) and mask (T, B), float32, for a cell of NG gates; the
+// input projection, by a GEMM first (xg) or left to the tiles (packed_ih: `fused`, or as fuse_input
+// says when unset); the output and, with a mask, the state scratch.
+struct InferBuffers {
+  std::string isa;
+  int64_t T, B, I, H;
+  bool fuse;
+  Tensor x, w_ih, w_hh, h0, xg, packed, packed_ih, out, h, mask;
+
+  const float* xg_ptr() const { return fuse ? nullptr : xg.data_ptr<float>(); }
+  const float* x_ptr() const { return fuse ? x.data_ptr<float>() : nullptr; }
+  const float* w_ih_ptr() const { return fuse ? w_ih.data_ptr<float>() : nullptr; }
+  float* packed_ih_ptr() const { return fuse ? packed_ih.data_ptr<float>() : nullptr; }
+  int64_t fused_inputs() const { return fuse ? I : 0; }
+  float* h_ptr() const { return mask.defined() ? h.data_ptr<float>() : nullptr; }
+  const bool* mask_ptr() const { return mask.defined() ? mask.data_ptr<bool>() : nullptr; }
+  Tensor h_last() const { return T == 0 ? h0.clone() : mask.defined() ? h[T & 1].clone() : out[T - 1].clone(); }
+};
+
+inline InferBuffers infer_buffers(const char* name, int64_t NG, const Tensor& x, const Tensor& h0,
+                                  const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& mask,
+                                  const c10::optional<bool>& fused) {
+  InferBuffers q;
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
+  q.T = T, q.B = B, q.I = I, q.H = H;
+  q.isa = infer_run_isa(H);
+  TORCH_CHECK(!q.isa.empty(), name, ": the inference loop does not run here for ", H, " units (it needs "
+              "AVX2+FMA and a multiple of 8 units)");
+  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({NG * H, I}) &&
+              w_hh.sizes() == at::IntArrayRef({NG * H, H}) && h0.sizes() == at::IntArrayRef({B, H}) &&
+              (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+              name, ": expected x (T, B, I), h0 (B, H), w_ih (", NG, "H, I), w_hh (", NG, "H, H) and mask (T, B); "
+              "got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_ih ", w_ih.sizes(), ", w_hh ", w_hh.sizes());
+  for (const Tensor& t : {x, h0, w_ih, w_hh})
+    TORCH_CHECK(t.scalar_type() == at::kFloat, name, ": float32 only, got ", t.scalar_type());
+  const auto opt = x.options();
+  q.fuse = fused.value_or(fuse_input(B, I, H));
+  q.x = x.contiguous(), q.w_ih = w_ih.contiguous(), q.w_hh = w_hh.contiguous(), q.h0 = h0.contiguous();
+  if (q.fuse) {
+    q.packed_ih = workspace(38, {NG * H * I}, opt);
+  } else {
+    q.xg = workspace(32, {T * B, NG * H}, opt);
+    gemm(q.xg, q.x.view({T * B, I}), q.w_ih.t(), false);     // the input projection
+  }
+  q.packed = workspace(34, {NG * H * H}, opt);
+  q.out = at::empty({T, B, H}, opt);
+  if (mask) {
+    q.h = workspace(35, {2, B, H}, opt);
+    q.mask = mask->to(at::kBool).contiguous();
+  }
+  return q;
+}
+
 // Forward without saving anything for backward (no gradient to come), row-major: x (T, B, I),
 // h0 / c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H) = b_ih + b_hh or undefined; float32; mask
 // (T, B) bool or undefined, as the row-major loop's. Returns {out (T, B, H), h_T, c_T (B, H)}, new
@@ -454,54 +508,24 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
                                       const Tensor& w_hh, const c10::optional<Tensor>& bias,
                                       const c10::optional<Tensor>& mask,
                                       const c10::optional<bool>& fused = c10::nullopt) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
-  const std::string isa = infer_run_isa(H);
-  TORCH_CHECK(!isa.empty(), "lstm_infer: the inference loop does not run here for ", H, " units (it needs "
-              "AVX2+FMA and a multiple of 8 units)");
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", x.scalar_type());
-  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({4 * H, I}) && w_hh.sizes() == at::IntArrayRef({4 * H, H}) &&
-              h0.sizes() == at::IntArrayRef({B, H}) && c0.sizes() == at::IntArrayRef({B, H}) &&
-              (!bias || bias->sizes() == at::IntArrayRef({4 * H})) &&
-              (!mask || mask->sizes() == at::IntArrayRef({T, B})),
-              "lstm_infer: expected x (T, B, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H), "
-              "mask (T, B); got x ", x.sizes(), ", h0 ", h0.sizes(), ", c0 ", c0.sizes(), ", w_ih ", w_ih.sizes(),
-              ", w_hh ", w_hh.sizes());
-  for (const Tensor& t : {h0, c0, w_ih, w_hh})
-    TORCH_CHECK(t.scalar_type() == at::kFloat, "lstm_infer: float32 only, got ", t.scalar_type());
-  const auto opt = x.options();
-  const bool fuse = fused.value_or(fuse_input(B, I, H));
-  Tensor xc = x.contiguous(), wih = w_ih.contiguous();
-  Tensor xg, packed_ih;
-  if (fuse) {
-    packed_ih = workspace(38, {4 * H * I}, opt);
-  } else {
-    xg = workspace(32, {T * B, 4 * H}, opt);
-    gemm(xg, xc.view({T * B, I}), wih.t(), false);          // the input projection
-  }
-  Tensor out = at::empty({T, B, H}, opt);
-  Tensor c = workspace(33, {2, B, H}, opt);
-  Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
-  Tensor m = mask ? mask->to(at::kBool).contiguous() : Tensor();
-  Tensor packed = workspace(34, {4 * H * H}, opt);
-  Tensor h0c = h0.contiguous(), c0c = c0.contiguous(), w = w_hh.contiguous();
+  const InferBuffers q = infer_buffers("lstm_infer", 4, x, h0, w_ih, w_hh, mask, fused);
+  const int64_t B = q.B, H = q.H;
+  TORCH_CHECK(c0.sizes() == at::IntArrayRef({B, H}) && c0.scalar_type() == at::kFloat &&
+              (!bias || bias->sizes() == at::IntArrayRef({4 * H})),
+              "lstm_infer: expected c0 (B, H) float32 and bias (4H); got c0 ", c0.sizes());
+  Tensor c = workspace(33, {2, B, H}, x.options());
+  Tensor c0c = c0.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
-  InferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), fuse ? nullptr : xg.data_ptr<float>(),
-              b.defined() ? b.data_ptr<float>() : nullptr, h0c.data_ptr<float>(),
-              c0c.data_ptr<float>(), out.data_ptr<float>(), c.data_ptr<float>(),
-              mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size()};
-  if (fuse) {
-    a.x = xc.data_ptr<float>();
-    a.w_ih = wih.data_ptr<float>();
-    a.packed_ih = packed_ih.data_ptr<float>();
-    a.I = I;
-  }
+  InferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(),
+              b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), c0c.data_ptr<float>(),
+              q.out.data_ptr<float>(), c.data_ptr<float>(), q.h_ptr(), q.mask_ptr(), q.T, B, H, team_size(),
+              q.x_ptr(), q.w_ih_ptr(), q.packed_ih_ptr(), q.fused_inputs()};
 #ifdef RNNLAB_TILED_X86
-  if (isa == "avx512") avx512::infer(a);
+  if (q.isa == "avx512") avx512::infer(a);
   else avx2::infer(a);
 #endif
-  Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
-  Tensor c_last = T > 0 ? c[T & 1].clone() : c0c.clone();
-  return {out, h_last, c_last};
+  Tensor c_last = q.T > 0 ? c[q.T & 1].clone() : c0c.clone();
+  return {q.out, q.h_last(), c_last};
 }
 
 // The GRU's inference loop (gru_loops.h), under the LSTM's rules: the same vectors over units, the
@@ -513,45 +537,20 @@ inline std::vector<Tensor> gru_infer(const Tensor& x, const Tensor& h0, const Te
                                      const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh,
                                      const c10::optional<Tensor>& mask,
                                      const c10::optional<bool>& fused = c10::nullopt) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
-  const std::string isa = infer_run_isa(H);
-  TORCH_CHECK(!isa.empty(), "gru_infer: the inference loop does not run here for ", H, " units (it needs "
-              "AVX2+FMA and a multiple of 8 units)");
-  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({3 * H, I}) && w_hh.sizes() == at::IntArrayRef({3 * H, H}) &&
-              h0.sizes() == at::IntArrayRef({B, H}) && (!b_ih || b_ih->sizes() == at::IntArrayRef({3 * H})) &&
-              (!b_hh || b_hh->sizes() == at::IntArrayRef({3 * H})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
-              "gru_infer: expected x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih and b_hh (3H), mask (T, B); "
-              "got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_ih ", w_ih.sizes(), ", w_hh ", w_hh.sizes());
-  for (const Tensor& t : {x, h0, w_ih, w_hh})
-    TORCH_CHECK(t.scalar_type() == at::kFloat, "gru_infer: float32 only, got ", t.scalar_type());
-  const auto opt = x.options();
-  const bool fuse = fused.value_or(fuse_input(B, I, H));
-  Tensor xc = x.contiguous(), wih = w_ih.contiguous();
-  Tensor xg, packed_ih;
-  if (fuse) {
-    packed_ih = workspace(39, {3 * H * I}, opt);
-  } else {
-    xg = workspace(32, {T * B, 3 * H}, opt);
-    gemm(xg, xc.view({T * B, I}), wih.t(), false);          // the input projection
-  }
-  Tensor out = at::empty({T, B, H}, opt);
-  Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
-  Tensor m = mask ? mask->to(at::kBool).contiguous() : Tensor();
-  Tensor packed = workspace(34, {3 * H * H}, opt);
-  Tensor h0c = h0.contiguous(), w = w_hh.contiguous();
-  Tensor bi = b_ih ? b_ih->contiguous() : at::zeros({3 * H}, opt);
-  Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, opt);
-  GruInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), fuse ? nullptr : xg.data_ptr<float>(),
-                 bi.data_ptr<float>(), bh.data_ptr<float>(), h0c.data_ptr<float>(), out.data_ptr<float>(),
-                 mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size(),
-                 fuse ? xc.data_ptr<float>() : nullptr, fuse ? wih.data_ptr<float>() : nullptr,
-                 fuse ? packed_ih.data_ptr<float>() : nullptr, fuse ? I : 0};
+  const InferBuffers q = infer_buffers("gru_infer", 3, x, h0, w_ih, w_hh, mask, fused);
+  const int64_t H = q.H;
+  TORCH_CHECK((!b_ih || b_ih->sizes() == at::IntArrayRef({3 * H})) &&
+              (!b_hh || b_hh->sizes() == at::IntArrayRef({3 * H})), "gru_infer: expected b_ih and b_hh (3H)");
+  Tensor bi = b_ih ? b_ih->contiguous() : at::zeros({3 * H}, x.options());
+  Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, x.options());
+  GruInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(), bi.data_ptr<float>(),
+                 bh.data_ptr<float>(), q.h0.data_ptr<float>(), q.out.data_ptr<float>(), q.h_ptr(), q.mask_ptr(),
+                 q.T, q.B, H, team_size(), q.x_ptr(), q.w_ih_ptr(), q.packed_ih_ptr(), q.fused_inputs()};
 #ifdef RNNLAB_TILED_X86
-  if (isa == "avx512") avx512::gru_infer(a);
+  if (q.isa == "avx512") avx512::gru_infer(a);
   else avx2::gru_infer(a);
 #endif
-  Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
-  return {out, h_last};
+  return {q.out, q.h_last()};
 }
 
 // The vanilla RNN's inference loop (rnn_loops.h), as gru_infer: x (T, B, I), h0 (B, H), w_ih (H, I),
@@ -561,44 +560,20 @@ inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Te
                                      const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool relu,
                                      const c10::optional<Tensor>& mask,
                                      const c10::optional<bool>& fused = c10::nullopt) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(1);
-  const std::string isa = infer_run_isa(H);
-  TORCH_CHECK(!isa.empty(), "rnn_infer: the inference loop does not run here for ", H, " units (it needs "
-              "AVX2+FMA and a multiple of 8 units)");
-  TORCH_CHECK(x.dim() == 3 && w_ih.sizes() == at::IntArrayRef({H, I}) && w_hh.sizes() == at::IntArrayRef({H, H}) &&
-              h0.sizes() == at::IntArrayRef({B, H}) && (!b_ih || b_ih->sizes() == at::IntArrayRef({H})) &&
-              (!b_hh || b_hh->sizes() == at::IntArrayRef({H})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
-              "rnn_infer: expected x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b_ih and b_hh (H), mask (T, B); "
-              "got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_ih ", w_ih.sizes(), ", w_hh ", w_hh.sizes());
-  for (const Tensor& t : {x, h0, w_ih, w_hh})
-    TORCH_CHECK(t.scalar_type() == at::kFloat, "rnn_infer: float32 only, got ", t.scalar_type());
-  const auto opt = x.options();
-  const bool fuse = fused.value_or(fuse_input(B, I, H));
-  Tensor xc = x.contiguous(), wih = w_ih.contiguous();
-  Tensor xg, packed_ih;
-  if (fuse) {
-    packed_ih = workspace(39, {H * I}, opt);
-  } else {
-    xg = workspace(32, {T * B, H}, opt);
-    gemm(xg, xc.view({T * B, I}), wih.t(), false);          // the input projection
-  }
-  Tensor out = at::empty({T, B, H}, opt);
-  Tensor h = mask ? workspace(35, {2, B, H}, opt) : Tensor();
-  Tensor m = mask ? mask->to(at::kBool).contiguous() : Tensor();
-  Tensor packed = workspace(34, {H * H}, opt);
-  Tensor h0c = h0.contiguous(), w = w_hh.contiguous();
+  const InferBuffers q = infer_buffers("rnn_infer", 1, x, h0, w_ih, w_hh, mask, fused);
+  const int64_t H = q.H;
+  TORCH_CHECK((!b_ih || b_ih->sizes() == at::IntArrayRef({H})) && (!b_hh || b_hh->sizes() == at::IntArrayRef({H})),
+              "rnn_infer: expected b_ih and b_hh (H)");
   Tensor b = b_ih && b_hh ? (*b_ih + *b_hh).contiguous() : b_ih ? b_ih->contiguous() : b_hh ? b_hh->contiguous() : Tensor();
-  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), fuse ? nullptr : xg.data_ptr<float>(),
-                 b.defined() ? b.data_ptr<float>() : nullptr, h0c.data_ptr<float>(), out.data_ptr<float>(),
-                 mask ? h.data_ptr<float>() : nullptr, mask ? m.data_ptr<bool>() : nullptr, T, B, H, team_size(), relu,
-                 fuse ? xc.data_ptr<float>() : nullptr, fuse ? wih.data_ptr<float>() : nullptr,
-                 fuse ? packed_ih.data_ptr<float>() : nullptr, fuse ? I : 0};
+  RnnInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(),
+                 b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), q.out.data_ptr<float>(),
+                 q.h_ptr(), q.mask_ptr(), q.T, q.B, H, team_size(), relu, q.x_ptr(), q.w_ih_ptr(), q.packed_ih_ptr(),
+                 q.fused_inputs()};
 #ifdef RNNLAB_TILED_X86
-  if (isa == "avx512") avx512::rnn_infer(a);
+  if (q.isa == "avx512") avx512::rnn_infer(a);
   else avx2::rnn_infer(a);
 #endif
-  Tensor h_last = T == 0 ? h0c.clone() : mask ? h[T & 1].clone() : out[T - 1].clone();
-  return {out, h_last};
+  return {q.out, q.h_last()};
 }
 
 // The GRU's training forward on its row-major loop's buffers with the inference loop's tiles
