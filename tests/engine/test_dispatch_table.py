@@ -186,7 +186,8 @@ def test_stream_follows_the_stream_table(mode, proj, use_kernels, use_numba, int
 @needs_kernels
 @pytest.mark.parametrize("kind,kwargs,B,masked", [
     ("lstm", {}, 16, False), ("lstm", {}, 2, False), ("lstm", {}, 16, True), ("lstm", {"proj_size": 4}, 4, False),
-    ("gru", {}, 4, False), ("lstm", {"layer_norm": True}, 4, False), ("lstm", {"layer_norm": True}, 4, True),
+    ("gru", {}, 4, False), ("rnn", {}, 4, False), ("lstm", {"layer_norm": True}, 4, False),
+    ("lstm", {"layer_norm": True}, 4, True),
     ("lstm", {"peephole": True}, 4, False), ("gru", {"layer_norm": True}, 4, False),
 ])
 def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, masked):
@@ -203,14 +204,14 @@ def test_a_layer_runs_the_path_its_plan_names(monkeypatch, kind, kwargs, B, mask
     for name in ("lstm_forward", "gru_forward", "rnn_forward"):
         real = getattr(K, name)
 
-        def row_major(xw, *args, _real=real):    # the C++ loop takes its own SIMD steps by the same rule
-            w_hh = args[2] if _real is K.lstm_forward else args[1]
+        def row_major(xw, *args, _real=real, _lstm=name == "lstm_forward"):   # the C++ loop's own SIMD steps
+            w_hh = args[2] if _lstm else args[1]                                 # (lstm: h0, c0, w_hh; else h0, w_hh)
             if K.rows_isa_for(xw.shape[1], w_hh.shape[1], xw.shape[0]):
                 ran.append("rows")
             return _real(xw, *args)
 
         monkeypatch.setattr(K, name, row_major)
-    layer = (rnnlab.LSTM if kind == "lstm" else rnnlab.GRU)(3, 16, **kwargs)
+    layer = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[kind](3, 16, **kwargs)
     T = 5
     x = torch.randn(T, B, 3)
     if masked:

@@ -1,5 +1,6 @@
-"""The LSTM's and GRU's inference loops (engine/lstm_tiled.h's lstm_infer and gru_infer, the GRU's
-tiles in gru_loops.h): the path a float32 LSTM or GRU takes when no gradient is to come. Outputs and final states against torch.nn in float64, for batch sizes
+"""The LSTM's, GRU's and vanilla RNN's inference loops (engine/lstm_tiled.h's lstm_infer, gru_infer
+and rnn_infer, their tiles in lstm_tiled_loops.h, gru_loops.h and rnn_loops.h): the path a float32
+layer takes when no gradient is to come. Outputs and final states against torch.nn in float64, for batch sizes
 that leave partial blocks of sequences and hidden sizes of either vector width, with each
 instruction set this CPU has and on two threads; when it is chosen (plan) and when not (a
 gradient to come, a gate recorder, a size it does not cover), padded batches, and the operator
@@ -233,6 +234,42 @@ def test_gru_and_rnn_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn
     with torch.no_grad():
         r_out, r_h = theirs(x.double(), h0[None].double())
     assert max((out.double() - r_out).abs().max().item(), (h.double() - r_h[0]).abs().max().item()) < 2e-6
+
+
+@pytest.mark.parametrize("cell", ["lstm", *CELLS])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_padded_batches_with_either_input_projection_match_torch_nn(cell, fused, threads):
+    """Each loop called directly with a mask (B = 11: two blocks of sequences, the second partial)
+    and the input projection in the tiles or by a GEMM, on 1 and 2 threads, against torch.nn's
+    packed sequences in float64: outputs at valid steps zero elsewhere, final states."""
+    K = fast._KERNELS.module
+    T, B, I, H = 8, 11, 12, 32
+    lengths = [8, 3, 5, 1, 8, 6, 2, 7, 4, 8, 5]
+    _, theirs_cls, cell_kw = CELLS.get(cell, (None, torch.nn.LSTM, {}))
+    torch.manual_seed(0)
+    theirs = theirs_cls(I, H, **cell_kw).double()
+    w = {k: v.float() for k, v in theirs.state_dict().items()}
+    wts = (w["weight_ih_l0"], w["weight_hh_l0"])
+    x, h0, c0 = torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H)
+    mask = torch.arange(T)[:, None] < torch.tensor(lengths)[None, :]
+    with torch_threads(threads):
+        if cell == "lstm":
+            out, h, c = K.lstm_infer(x, h0, c0, *wts, w["bias_ih_l0"] + w["bias_hh_l0"], mask, fused=fused)
+        elif cell == "gru":
+            out, h = K.gru_infer(x, h0, *wts, w["bias_ih_l0"], w["bias_hh_l0"], mask, fused=fused)
+        else:
+            out, h = K.rnn_infer(x, h0, *wts, w["bias_ih_l0"], w["bias_hh_l0"], cell == "rnn_relu", mask, fused=fused)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x.double(), lengths, enforce_sorted=False)
+    state = (h0[None].double(), c0[None].double()) if cell == "lstm" else h0[None].double()
+    with torch.no_grad():
+        r_out, r_state = theirs(packed, state)
+    r_out, _ = torch.nn.utils.rnn.pad_packed_sequence(r_out, total_length=T)
+    r_h = r_state[0] if cell == "lstm" else r_state
+    assert (out.double() - r_out).abs().max().item() < 2e-6
+    assert (h.double() - r_h[0]).abs().max().item() < 2e-6
+    if cell == "lstm":
+        assert (c.double() - r_state[1][0]).abs().max().item() < 2e-6
 
 
 @pytest.mark.parametrize("cell", CELLS)
