@@ -94,6 +94,7 @@ LIBRARY = [
     Bad(["bench", "--engine", "bogus"], 1, "engine: expected one of"),
     Bad(["probe", "adding", "--cell-option", "colour=red"], 1, "--cell-option key: expected one of"),
     Bad(["info", "--plan", "gru", "--cell-option", "peephole=true"], 1, "peephole: expected False for GRU"),
+    Bad(["info", "--plan", "lstm", "--input-size", "0"], 1, "--input-size: expected an integer >= 1"),
     Bad(["train", "lm", "--text", "missing.txt", "--out", "r1"], 1, "expected an existing file"),
     Bad(["train", "lm", "--text", "missing.txt", "--adaptive-softmax", "2k", "--out", "r1"], 1, "--adaptive-softmax: expected"),
     Bad(["train", "lm", "--text", "missing.txt", "--weight-drop", "1.5", "--out", "r1"], 1, "--weight-drop: expected"),

@@ -161,3 +161,7 @@ def test_info_plan_prints_the_plan(capsys):
     assert capsys.readouterr().out.strip() == str(fast.plan("gru", 8, 64, steps=35, engine="reference"))
     assert main(["info", "--plan", "lstm", "--dtype", "float64", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == fast.plan("lstm", 32, 256, steps=35, dtype=torch.float64).to_dict()
+    for inputs in (32, 512):               # the inference loop's input projection depends on the input size
+        assert main(["info", "--plan", "lstm", "--inference", "--input-size", str(inputs), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == fast.plan("lstm", 32, 256, steps=35, inference=True,
+                                                               input_size=inputs).to_dict()

@@ -73,7 +73,7 @@ def collect(build: bool = True) -> dict:
 
 
 def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engine: str, padded: bool,
-                options: dict, as_json: bool, inference: bool = False) -> None:
+                options: dict, as_json: bool, inference: bool = False, input_size: int = 32) -> None:
     import torch  # lazy: keeps --help fast
 
     from rnnlab.nn import GRU, LSTM, RNN  # lazy: keeps --help fast
@@ -85,7 +85,9 @@ def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engi
         raise ConfigError(f"--dtype: expected float32 or float64, got {dtype!r}")
     mode = modes[cell]
     make = {"lstm": LSTM, "gru": GRU}.get(mode) or (lambda *a, **k: RNN(*a, nonlinearity=mode[4:], **k))
-    layer = make(1, hidden, engine=engine, dtype=getattr(torch, dtype), **options)   # checks the options
+    if input_size < 1:
+        raise ConfigError(f"--input-size: expected an integer >= 1, got {input_size}")
+    layer = make(input_size, hidden, engine=engine, dtype=getattr(torch, dtype), **options)   # checks the options
     p = layer.plan(batch, steps, masked=padded, inference=inference)
     print(json.dumps(p.to_dict()) if as_json else str(p))
 
@@ -99,6 +101,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                  help="Only the path a layer of CELL (rnn | rnn_relu | lstm | gru) takes: engine, "
                                       "loop, GEMM library and why."),
         hidden_size: int = typer.Option(256, "--hidden-size", help="With --plan: hidden units."),
+        input_size: int = typer.Option(32, "--input-size",
+                                       help="With --plan: input features (with --inference, whether W_ih x_t is "
+                                            "formed in the loop's tiles or by a GEMM first)."),
         batch_size: int = typer.Option(32, "--batch-size", help="With --plan: sequences per batch."),
         steps: int = typer.Option(35, "--steps", help="With --plan: time steps."),
         dtype: str = typer.Option("float32", "--dtype", help="With --plan: float32 | float64."),
@@ -112,7 +117,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
         if plan is not None:
             _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, padded,
-                        cell_options_from_flags(cell_option), as_json, inference)
+                        cell_options_from_flags(cell_option), as_json, inference, input_size)
             return
         rec = collect(build=not no_build)
         if as_json:
