@@ -325,16 +325,13 @@ def fast_scan(
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where :func:`plan` says so."""
     if torch.compiler.is_compiling():       # torch.compile / torch.export: the operators of ops.py
         if w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _ops_ready():
-            if mode == "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting():
+            if mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting():
                 no_grad = not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
                 if no_grad and _infer_op_ready(w_hh.shape[1]):
-                    return ops.op_infer_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-                # (without a gradient to come, larger layers keep the unit-major forward, as eager)
-                if _tiled_op_ready() and (no_grad or not _rows_op_ready(w_hh.shape[1])):
+                    return ops.op_infer(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+                # (without a gradient to come, larger LSTMs keep the unit-major forward, as eager)
+                if mode == "lstm" and _tiled_op_ready() and (no_grad or not _rows_op_ready(w_hh.shape[1])):
                     return ops.op_tiled_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-            if (mode != "lstm" and mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting()
-                    and not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh) and _infer_op_ready(w_hh.shape[1])):
-                return ops.op_infer(mode, x, h0, w_ih, w_hh, b_ih, b_hh)
             return ops.op_scan(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask)
         # projections, half precision, or no built kernels: the eager engine as one operator
         if x.device.type == "cpu" and not torch.compiler.is_exporting() and eager_op_ready():

@@ -54,8 +54,9 @@ inline void gru_infer_tile(const GruInferArgs& a, const float* __restrict pa, in
       }
     }
   }
-  if (a.x != nullptr)                                     // + W_ih x_t
-    panel_product3<NB, 0, 1, 2>(acc, a.packed_ih + 3 * a.I * j0, a.x + (t * a.B + b0) * a.I, a.I, a.I);
+  if (a.in.x != nullptr)                                  // + W_ih x_t
+    panel_product3<NB, 0, 1, 2>(acc, a.in.packed + 3 * a.in.I * j0, a.in.x + (t * a.B + b0) * a.in.I, a.in.I,
+                                a.in.I);
   panel_product3<NB, 0, 1, 3>(acc, pa, hp, H, H);         // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
@@ -81,7 +82,7 @@ inline void gru_infer(const GruInferArgs& a) {
                         [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
                           gru_infer_tile<decltype(nb)::value>(a, pa, t, j0, b0);
                         },
-                        a.x != nullptr ? a.w_ih : nullptr, a.packed_ih, a.I);
+                        a.in);
 }
 
 // The training forward: the same tile, keeping what fast_kernels.cpp's gru_backward reads, in the

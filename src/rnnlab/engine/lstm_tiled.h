@@ -84,6 +84,15 @@ struct BwdArgs {
   int threads;         // the team's size at most (team_size()); rec_h / rec_c have this many rows per step
 };
 
+// The input of an inference loop that forms W_ih x_t in its tiles (fuse_input), or none (x null):
+// then the loop reads a GEMM's projection xg instead.
+struct FusedInput {
+  const float* x = nullptr;      // (T, B, I)
+  const float* w_ih = nullptr;   // (NG·H, I)
+  float* packed = nullptr;       // NG·H·I floats of scratch for W_ih packed as W_hh is
+  int64_t I = 0;
+};
+
 struct InferArgs {
   const float* w_hh;   // (4H, H)
   float* packed;       // 4H·H floats of scratch for the packed weights
@@ -97,10 +106,7 @@ struct InferArgs {
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
-  const float* x = nullptr;      // (T, B, I): the input, its projection formed in the tiles (xg null)
-  const float* w_ih = nullptr;   // (4H, I)
-  float* packed_ih = nullptr;    // 4H·I floats of scratch
-  int64_t I = 0;
+  FusedInput in;       // the input when its projection is formed in the tiles (xg null)
 };
 
 struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs without c
@@ -115,10 +121,7 @@ struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs 
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
-  const float* x;      // (T, B, I): the input, its projection formed in the tiles (xg null), or null
-  const float* w_ih;   // (3H, I)
-  float* packed_ih;    // 3H·I floats of scratch
-  int64_t I;
+  FusedInput in;       // the input when its projection is formed in the tiles (xg null)
 };
 
 struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
@@ -145,10 +148,7 @@ struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as Gr
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
   bool relu;           // relu instead of tanh
-  const float* x;      // (T, B, I): the input, its projection formed in the tiles (xg null), or null
-  const float* w_ih;   // (H, I)
-  float* packed_ih;    // H·I floats of scratch
-  int64_t I;
+  FusedInput in;       // the input when its projection is formed in the tiles (xg null)
   bool carry = false;  // with a mask, out holds the states (h carried past each end) rather than zeros
 };
 
@@ -456,10 +456,10 @@ struct InferBuffers {
   Tensor x, w_ih, w_hh, h0, xg, packed, packed_ih, out, h, mask;
 
   const float* xg_ptr() const { return fuse ? nullptr : xg.data_ptr<float>(); }
-  const float* x_ptr() const { return fuse ? x.data_ptr<float>() : nullptr; }
-  const float* w_ih_ptr() const { return fuse ? w_ih.data_ptr<float>() : nullptr; }
-  float* packed_ih_ptr() const { return fuse ? packed_ih.data_ptr<float>() : nullptr; }
-  int64_t fused_inputs() const { return fuse ? I : 0; }
+  FusedInput fused_input() const {
+    return fuse ? FusedInput{x.data_ptr<float>(), w_ih.data_ptr<float>(), packed_ih.data_ptr<float>(), I}
+                : FusedInput{};
+  }
   float* h_ptr() const { return mask.defined() ? h.data_ptr<float>() : nullptr; }
   const bool* mask_ptr() const { return mask.defined() ? mask.data_ptr<bool>() : nullptr; }
   Tensor h_last() const { return T == 0 ? h0.clone() : mask.defined() ? h[T & 1].clone() : out[T - 1].clone(); }
@@ -519,7 +519,7 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   InferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(),
               b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), c0c.data_ptr<float>(),
               q.out.data_ptr<float>(), c.data_ptr<float>(), q.h_ptr(), q.mask_ptr(), q.T, B, H, team_size(),
-              q.x_ptr(), q.w_ih_ptr(), q.packed_ih_ptr(), q.fused_inputs()};
+              q.fused_input()};
 #ifdef RNNLAB_TILED_X86
   if (q.isa == "avx512") avx512::infer(a);
   else avx2::infer(a);
@@ -545,7 +545,7 @@ inline std::vector<Tensor> gru_infer(const Tensor& x, const Tensor& h0, const Te
   Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, x.options());
   GruInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(), bi.data_ptr<float>(),
                  bh.data_ptr<float>(), q.h0.data_ptr<float>(), q.out.data_ptr<float>(), q.h_ptr(), q.mask_ptr(),
-                 q.T, q.B, H, team_size(), q.x_ptr(), q.w_ih_ptr(), q.packed_ih_ptr(), q.fused_inputs()};
+                 q.T, q.B, H, team_size(), q.fused_input()};
 #ifdef RNNLAB_TILED_X86
   if (q.isa == "avx512") avx512::gru_infer(a);
   else avx2::gru_infer(a);
@@ -567,8 +567,7 @@ inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Te
   Tensor b = b_ih && b_hh ? (*b_ih + *b_hh).contiguous() : b_ih ? b_ih->contiguous() : b_hh ? b_hh->contiguous() : Tensor();
   RnnInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(),
                  b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), q.out.data_ptr<float>(),
-                 q.h_ptr(), q.mask_ptr(), q.T, q.B, H, team_size(), relu, q.x_ptr(), q.w_ih_ptr(), q.packed_ih_ptr(),
-                 q.fused_inputs()};
+                 q.h_ptr(), q.mask_ptr(), q.T, q.B, H, team_size(), relu, q.fused_input()};
 #ifdef RNNLAB_TILED_X86
   if (q.isa == "avx512") avx512::rnn_infer(a);
   else avx2::rnn_infer(a);
@@ -608,8 +607,8 @@ inline void rnn_rows_forward(const std::string& isa, const Tensor& xw, const Ten
   Tensor w = w_hh.contiguous();
   float* h = hs.data_ptr<float>();
   RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xw.data_ptr<float>(), nullptr, h, h + B * H,
-                 nullptr, mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu,
-                 nullptr, nullptr, nullptr, 0, true};
+                 nullptr, mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu, FusedInput{},
+                 true};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::rnn_infer(a);
   else avx2::rnn_infer(a);

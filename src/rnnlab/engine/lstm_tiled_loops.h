@@ -325,7 +325,7 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
     const reg b = a.bias ? V::load(a.bias + g * H + j0) : V::zero();
-    if (a.x != nullptr) {                                         // W_ih x_t formed here, below
+    if (a.in.x != nullptr) {                                      // W_ih x_t formed here, below
 #pragma GCC unroll 8
       for (int n = 0; n < NB; ++n) acc[g][n] = b;
     } else {
@@ -334,8 +334,8 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
       for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * G + g * H), b);
     }
   }
-  if (a.x != nullptr)                                             // + W_ih x_t
-    panel_product<NB>(acc, a.packed_ih + 4 * a.I * j0, a.x + (t * a.B + b0) * a.I, a.I, a.I);
+  if (a.in.x != nullptr)                                          // + W_ih x_t
+    panel_product<NB>(acc, a.in.packed + 4 * a.in.I * j0, a.in.x + (t * a.B + b0) * a.in.I, a.in.I, a.in.I);
   panel_product<NB>(acc, pa, hp, H, H);                   // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
@@ -400,20 +400,19 @@ inline void for_each_batch_block(int64_t B, const F& f) {
 }
 
 // The forward time loop over units that the inference and row-major training loops share: each
-// thread packs its panels of W_hh (pack_infer; and of W_ih, given w_ih), then at every step runs
+// thread packs its panels of W_hh (pack_infer; and of W_ih, given a fused input), then at every step runs
 // tile(nb, pa, t, j0, b0) for each of its panels (pa, from unit j0) × each block of nb ≤
 // kInferMaxNB sequences from b0 (nb a std::integral_constant); the threads meet once per step. NG:
 // the cell's gates (4 for the LSTM, 3 for the GRU, 1 for the vanilla RNN).
 template <int NG = 4, class Tile>
 inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int64_t B, int64_t H, int threads,
-                               const Tile& tile, const float* w_ih = nullptr, float* packed_ih = nullptr,
-                               int64_t I = 0) {
+                               const Tile& tile, const FusedInput& in = {}) {
   if (B == 0) return;                                     // (no blocks to divide the batch into)
   run_team(threads, [&](int tid, int nt) {
     int64_t u0, u1;
     unit_range(H, V::W, tid, nt, &u0, &u1);
     pack_infer<NG>(w_hh, packed, H, H, u0, u1);           // this thread's panels: only it reads them
-    if (w_ih != nullptr) pack_infer<NG>(w_ih, packed_ih, H, I, u0, u1);
+    if (in.x != nullptr) pack_infer<NG>(in.w_ih, in.packed, H, in.I, u0, u1);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
         for_each_batch_block<kInferMaxNB>(B, [&](int64_t b0, int n) {
@@ -429,7 +428,7 @@ inline void infer(const InferArgs& a) {
                      [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
                        infer_tile<decltype(nb)::value>(a, pa, t, j0, b0);
                      },
-                     a.x != nullptr ? a.w_ih : nullptr, a.packed_ih, a.I);
+                     a.in);
 }
 
 // ------------------------------------------------------------------ row-major training loop

@@ -265,16 +265,11 @@ def op_scan(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w
     return out, hs[-1], (cs[-1] if mode == "lstm" else None)
 
 
-def op_infer_lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-                  b_hh: Tensor | None):
-    """The LSTM's ``scan`` without a gradient to come, through the inference operator: (out, h_T, c_T)."""
-    return torch.ops.rnnlab.lstm_infer(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-
-
-def op_infer(mode: str, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+def op_infer(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
              b_hh: Tensor | None):
-    """The GRU's or vanilla RNN's ``scan`` without a gradient to come, through its inference
-    operator: (out, h_T, None)."""
+    """``scan`` without a gradient to come, through the cell's inference operator: (out, h_T, c_T or None)."""
+    if mode == "lstm":
+        return torch.ops.rnnlab.lstm_infer(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if mode == "gru":
         out, h_last = torch.ops.rnnlab.gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh)
     else:

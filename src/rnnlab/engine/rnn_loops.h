@@ -31,8 +31,8 @@ inline void rnn_infer_tile(const RnnInferArgs& a, const float* __restrict pa, in
   const float* __restrict xg = a.xg ? a.xg + (t * a.B + b0) * H + j0 : nullptr;   // W_ih x_t
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) acc[n] = xg != nullptr ? V::add(b, V::load(xg + n * H)) : b;
-  if (a.x != nullptr)                                     // + W_ih x_t
-    panel_product1<NB>(acc, a.packed_ih + a.I * j0, a.x + (t * a.B + b0) * a.I, a.I, a.I);
+  if (a.in.x != nullptr)                                  // + W_ih x_t
+    panel_product1<NB>(acc, a.in.packed + a.in.I * j0, a.in.x + (t * a.B + b0) * a.in.I, a.in.I, a.in.I);
   panel_product1<NB>(acc, pa, hp, H, H);                  // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
@@ -53,5 +53,5 @@ inline void rnn_infer(const RnnInferArgs& a) {
                         [&](auto nb, const float* pa, int64_t t, int64_t j0, int64_t b0) {
                           rnn_infer_tile<decltype(nb)::value>(a, pa, t, j0, b0);
                         },
-                        a.x != nullptr ? a.w_ih : nullptr, a.packed_ih, a.I);
+                        a.in);
 }
