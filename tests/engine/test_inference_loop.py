@@ -236,6 +236,38 @@ def test_gru_and_rnn_input_projection_in_the_tiles_or_by_a_gemm_matches_torch_nn
     assert max((out.double() - r_out).abs().max().item(), (h.double() - r_h[0]).abs().max().item()) < 2e-6
 
 
+def _infer(K, cell, x, h0, c0, w, fused):
+    args = (w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"])
+    if cell == "lstm":
+        return K.lstm_infer(x, h0, c0, args[0], args[1], args[2] + args[3], None, fused=fused)
+    if cell == "gru":
+        return K.gru_infer(x, h0, *args, None, fused=fused)
+    return K.rnn_infer(x, h0, *args, cell == "rnn_relu", None, fused=fused)
+
+
+@pytest.mark.parametrize("cell", ["lstm", *CELLS])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
+def test_a_batch_first_input_is_read_where_it_lies(cell, fused):
+    """A batch-first input reaches the loops as the (T, B, I) transposed view of a (B, T, I) tensor:
+    the tiles that form W_ih x_t read its rows in place (the profiler lists no aten::copy_ of its
+    shape), the GEMM way copies it once; both give what the contiguous input gives, bit for bit
+    (the same sums in the same order)."""
+    K = fast._KERNELS.module
+    T, B, I, H = 6, 11, 24, 32
+    torch.manual_seed(0)
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
+    w = {"weight_ih_l0": torch.randn(gates * H, I) * 0.3, "weight_hh_l0": torch.randn(gates * H, H) * 0.3,
+         "bias_ih_l0": torch.randn(gates * H), "bias_hh_l0": torch.randn(gates * H)}
+    xb, h0, c0 = torch.randn(B, T, I), torch.randn(B, H), torch.randn(B, H)
+    view = xb.transpose(0, 1)
+    want = _infer(K, cell, view.contiguous(), h0, c0, w, fused)
+    with torch.profiler.profile(record_shapes=True) as prof:
+        got = _infer(K, cell, view, h0, c0, w, fused)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    x_copies = [e for e in prof.events() if e.name == "aten::copy_" and list(e.input_shapes[0]) == [T, B, I]]
+    assert len(x_copies) == (0 if fused else 1)
+
+
 @pytest.mark.parametrize("cell", ["lstm", *CELLS])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
 @pytest.mark.parametrize("threads", [1, 2])

@@ -136,6 +136,35 @@ def test_a_bias_given_apart_is_added_as_the_projection_is_read(choice, masked, d
     assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-6
 
 
+@pytest.mark.parametrize("cell", ["gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("choice", ["auto", "off"], ids=["row-major SIMD", "library"])
+@pytest.mark.parametrize("masked", [False, True], ids=["whole", "masked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_grus_and_rnns_bias_given_apart_is_added_as_the_projection_is_read(cell, choice, masked, dtype):
+    """gru_forward(xw, ..., b_ih) and rnn_forward(xw, ..., bias) give what the same calls give with
+    the bias folded into xw, in the row-major SIMD loop (float32 under "auto", where its rule holds
+    for these sizes) and the library's loop (float64, or set_tiled("off"))."""
+    K = fast._KERNELS.module
+    T, B, H = 6, 5, 32
+    g = torch.Generator().manual_seed(3)
+    G = 3 * H if cell == "gru" else H
+    xw, h0 = torch.randn(T, B, G, generator=g, dtype=dtype), torch.randn(B, H, generator=g, dtype=dtype)
+    w, bias = torch.randn(G, H, generator=g, dtype=dtype) * 0.2, torch.randn(G, generator=g, dtype=dtype)
+    mask = _buffers(T, B, H, masked)[4]
+    fast.set_tiled(choice)
+    try:
+        if cell == "gru":
+            b_hh = torch.randn(G, generator=g, dtype=dtype)
+            want = [t.clone() for t in K.gru_forward(xw + bias, h0, w, b_hh, mask)]
+            got = [t.clone() for t in K.gru_forward(xw.clone(), h0, w, b_hh, mask, bias)]
+        else:
+            want = [K.rnn_forward(xw + bias, h0, w, cell == "rnn_relu", mask).clone()]
+            got = [K.rnn_forward(xw.clone(), h0, w, cell == "rnn_relu", mask, bias).clone()]
+    finally:
+        fast.set_tiled("auto")
+    assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-6
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("masked", [False, True], ids=["whole", "masked"])
 @pytest.mark.parametrize("shape", [(7, 3, 64), (5, 8, 48), (9, 13, 32), (3, 20, 80)],

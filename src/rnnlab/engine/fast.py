@@ -152,16 +152,16 @@ class _FastScan(torch.autograd.Function):
         if ctx.tiled:
             return _tiled_forward(ctx, tag, x, h0, c0, w_ih, w_hh_c, b)
         x2 = x.reshape(T * B, I)
-        # (the LSTM's bias is added by lstm_forward as it reads the projection: no pass to fill it)
-        xw = mm(x2, w_ih.t(), None if mode == "lstm" else b).view(T, B, GH)
+        # (the bias is added by the forward loops as they read the projection: no pass to fill it)
+        xw = mm(x2, w_ih.t()).view(T, B, GH)
         m = None if mask is None else mask.reshape(T, B).contiguous()
         cs = hn = gates = tcs = None
         if mode == "lstm":
             hs, cs, gates, tcs = _KERNELS.module.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh_c, m, b)
         elif mode == "gru":
-            hs, gates, hn = _KERNELS.module.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m)
+            hs, gates, hn = _KERNELS.module.gru_forward(xw, h0.contiguous(), w_hh_c, b_hh, m, b)
         else:
-            hs = _KERNELS.module.rnn_forward(xw, h0.contiguous(), w_hh_c, mode == "rnn_relu", m)
+            hs = _KERNELS.module.rnn_forward(xw, h0.contiguous(), w_hh_c, mode == "rnn_relu", m, b)
         del xw
 
         if record.gate_recording() and family.GATES:

@@ -266,8 +266,11 @@ std::string rows_isa_or_fail(const Tensor& t, int64_t H) {
 // -------------------------------------------------------------------------------------- GRU
 // `rows`: the instruction set of the GRU's row-major SIMD forward (lstm_tiled.h's
 // gru_rows_forward), or "" for the library loop below.
+// b_ih: given apart from xw (W_ih x_t alone), the SIMD loop adds it in its tiles, the library loop
+// in one add; undefined when xw holds it already.
 std::vector<Tensor> gru_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
-                                   const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+                                   const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask,
+                                   const c10::optional<Tensor>& b_ih) {
   const int64_t T = xw.size(0), B = xw.size(1), G = xw.size(2), H = G / 3;
   auto hs = workspace(4, {T + 1, B, H}, xw.options());
   Tensor gates = xw;  // computed in place over the input projection (each element reads its own)
@@ -275,13 +278,15 @@ std::vector<Tensor> gru_forward_on(const std::string& rows, const Tensor& xw, co
   hs[0].copy_(h0);
   if (!rows.empty()) {
     TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous() && w_hh.sizes() == at::IntArrayRef({G, H}) &&
-                (!b_hh || b_hh->sizes() == at::IntArrayRef({G})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                (!b_hh || b_hh->sizes() == at::IntArrayRef({G})) && (!b_ih || b_ih->sizes() == at::IntArrayRef({G})) &&
+                (!mask || mask->sizes() == at::IntArrayRef({T, B})),
                 "gru_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, 3H), w_hh (3H, H), "
-                "b_hh (3H) and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
+                "b_hh and b_ih (3H) and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
     rnnlab::tiled::gru_rows_forward(rows, gates, hn, hs, w_hh, b_hh,
-                                    mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt);
+                                    mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt, b_ih);
     return {hs, gates, hn};
   }
+  if (b_ih) gates.add_(*b_ih);                      // the library loop reads W_ih x_t + b_ih
   auto hw = at::empty({B, G}, xw.options());
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
@@ -318,10 +323,11 @@ std::vector<Tensor> gru_forward_on(const std::string& rows, const Tensor& xw, co
 
 // The GRU's row-major SIMD forward where the LSTM's rule (rows_isa_for) takes it, else the library loop.
 std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
-                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
+                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask,
+                                const c10::optional<Tensor>& b_ih) {
   const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
   const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string();
-  return gru_forward_on(rows, xw, h0, w_hh, b_hh, mask);
+  return gru_forward_on(rows, xw, h0, w_hh, b_hh, mask, b_ih);
 }
 
 // Returns {dxw (T, B, 3H), dhw (T, B, 3H), dh_0}.
@@ -371,26 +377,28 @@ std::vector<Tensor> gru_backward(const Tensor& d_out, const Tensor& dh_last, con
 
 // -------------------------------------------------------------------------------------- RNN
 // `rows`: the instruction set of the RNN's row-major SIMD forward (lstm_tiled.h's
-// rnn_rows_forward), or "" for the library loop below.
+// rnn_rows_forward), or "" for the library loop below. bias: b_ih + b_hh given apart from xw (W_ih
+// x_t alone), added as either loop reads xw; undefined when xw holds it already.
 Tensor rnn_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
-                      const c10::optional<Tensor>& mask) {
+                      const c10::optional<Tensor>& mask, const c10::optional<Tensor>& bias) {
   const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
   auto hs = workspace(8, {T + 1, B, H}, xw.options());
   hs[0].copy_(h0);
   if (!rows.empty()) {
     TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous() && w_hh.sizes() == at::IntArrayRef({H, H}) &&
-                (!mask || mask->sizes() == at::IntArrayRef({T, B})),
-                "rnn_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, H), w_hh (H, H) and "
-                "mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
+                (!bias || bias->sizes() == at::IntArrayRef({H})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                "rnn_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, H), w_hh (H, H), bias (H) "
+                "and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
     rnnlab::tiled::rnn_rows_forward(rows, xw, hs, w_hh, relu,
-                                    mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt);
+                                    mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt, bias);
     return hs;
   }
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       Tensor h = hs[t + 1];
-      h.copy_(xw[t]);
+      if (bias) at::add_out(h, xw[t], *bias);
+      else h.copy_(xw[t]);
       gemm(h, hs[t], w_hh_t, true);                       // x W_ih^T + b + h_{t-1} W_hh^T
       if (relu) h.relu_(); else h.tanh_();
       if (mask) carry_rows((*mask)[t].data_ptr<bool>(), h.data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), B, H);
@@ -401,10 +409,10 @@ Tensor rnn_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h
 
 // The RNN's row-major SIMD forward where the LSTM's rule (rows_isa_for) takes it, else the library loop.
 Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
-                   const c10::optional<Tensor>& mask) {
+                   const c10::optional<Tensor>& mask, const c10::optional<Tensor>& bias) {
   const bool f32 = xw.scalar_type() == at::kFloat && xw.is_contiguous();
   const std::string rows = f32 ? rnnlab::tiled::rows_isa_for(xw.size(1), w_hh.size(1), xw.size(0)) : std::string();
-  return rnn_forward_on(rows, xw, h0, w_hh, relu, mask);
+  return rnn_forward_on(rows, xw, h0, w_hh, relu, mask, bias);
 }
 
 // Returns {da (T, B, H), dh_0}.
@@ -966,9 +974,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> seq_forward_op(
   const bool is_gru = mode == "gru", is_lstm = mode == "lstm";
   c10::optional<Tensor> b;
   if (b_ih) b = is_gru ? b_ih->contiguous() : (*b_ih + *b_hh);   // the GRU keeps b_hh for its step
-  // (the LSTM's bias is added by lstm_forward as it reads the projection)
-  Tensor xw = rnnlab::matmul(x.contiguous().view({T * B, I}), w_ih.t(), is_lstm ? c10::nullopt : b)
-                  .view({T, B, GH});
+  // (the bias is added by the forward loops as they read the projection)
+  Tensor xw = rnnlab::matmul(x.contiguous().view({T * B, I}), w_ih.t(), c10::nullopt).view({T, B, GH});
   const Tensor w = w_hh.contiguous();
   c10::optional<Tensor> m;
   if (mask) m = mask->reshape({T, B}).contiguous();
@@ -977,10 +984,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> seq_forward_op(
     return {r[0], r[1], r[2], nothing(x), r[3]};
   }
   if (is_gru) {
-    auto r = gru_forward(xw, h0.contiguous(), w, b_hh, m);
+    auto r = gru_forward(xw, h0.contiguous(), w, b_hh, m, b);
     return {r[0], nothing(x), r[1], r[2], nothing(x)};
   }
-  return {rnn_forward(xw, h0.contiguous(), w, mode == "rnn_relu", m), nothing(x), nothing(x), nothing(x), nothing(x)};
+  return {rnn_forward(xw, h0.contiguous(), w, mode == "rnn_relu", m, b), nothing(x), nothing(x), nothing(x),
+          nothing(x)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> seq_backward_op(
@@ -1273,11 +1281,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, release());
   m.def("gru_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
                                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& mask) {
-    return gru_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, b_hh, mask);
+    return gru_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, b_hh, mask, c10::nullopt);
   }, release());
   m.def("rnn_rows_forward", [](const Tensor& xw, const Tensor& h0, const Tensor& w_hh, bool relu,
                                const c10::optional<Tensor>& mask) {
-    return rnn_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, relu, mask);
+    return rnn_forward_on(rows_isa_or_fail(xw, w_hh.size(1)), xw.contiguous(), h0, w_hh, relu, mask, c10::nullopt);
   }, release());
   m.def("lstm_rows_backward", [](const Tensor& d_out, const Tensor& dh_last, const Tensor& dc_last,
                                  const Tensor& gates, const Tensor& cs, const Tensor& tcs, const Tensor& w_hh,
@@ -1286,9 +1294,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                             mask, c10::nullopt, c10::nullopt);
   }, release());
   m.def("rows_isa_for", &rnnlab::tiled::rows_isa_for);
-  m.def("gru_forward", &gru_forward, release());
+  m.def("gru_forward", &gru_forward, release(), py::arg("xw"), py::arg("h0"), py::arg("w_hh"), py::arg("b_hh"),
+        py::arg("mask"), py::arg("b_ih") = py::none());
   m.def("gru_backward", &gru_backward, release());
-  m.def("rnn_forward", &rnn_forward, release());
+  m.def("rnn_forward", &rnn_forward, release(), py::arg("xw"), py::arg("h0"), py::arg("w_hh"), py::arg("relu"),
+        py::arg("mask"), py::arg("bias") = py::none());
   m.def("rnn_backward", &rnn_backward, release());
   m.def("matmul", &rnnlab::matmul, release());
   m.def("lstm_tiled_forward", &rnnlab::tiled::lstm_forward, release());

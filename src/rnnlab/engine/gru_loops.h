@@ -55,8 +55,7 @@ inline void gru_infer_tile(const GruInferArgs& a, const float* __restrict pa, in
     }
   }
   if (a.in.x != nullptr)                                  // + W_ih x_t
-    panel_product3<NB, 0, 1, 2>(acc, a.in.packed + 3 * a.in.I * j0, a.in.x + (t * a.B + b0) * a.in.I, a.in.I,
-                                a.in.I);
+    panel_product3<NB, 0, 1, 2>(acc, a.in.packed + 3 * a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
   panel_product3<NB, 0, 1, 3>(acc, pa, hp, H, H);         // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
@@ -86,8 +85,8 @@ inline void gru_infer(const GruInferArgs& a) {
 }
 
 // The training forward: the same tile, keeping what fast_kernels.cpp's gru_backward reads, in the
-// library loop's layout: gates (T, B, 3H) with W_ih x_t + b_ih on entry and r, z, n on return, hn
-// (T, B, H) = W_hn h_{t-1} + b_hn, hs (T+1, B, H) with h_0 in row 0. A masked (finished) sequence's
+// library loop's layout: gates (T, B, 3H) with W_ih x_t (+ b_ih, unless given apart) on entry and
+// r, z, n on return, hn (T, B, H) = W_hn h_{t-1} + b_hn, hs (T+1, B, H) with h_0 in row 0. A masked (finished) sequence's
 // h carries over, its gates are computed all the same, as the library loop's.
 template <int NB>
 inline void gru_rows_tile(const GruRowsArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
@@ -95,15 +94,18 @@ inline void gru_rows_tile(const GruRowsArgs& a, const float* __restrict pa, int6
   const float* __restrict hp = a.hs + t * BH + b0 * H;            // h_{t-1}
   float* __restrict ho = a.hs + (t + 1) * BH + b0 * H;
   float* __restrict hnb = a.hn + t * BH + b0 * H;
-  float* __restrict gt = a.gates + (t * a.B + b0) * G + j0;       // W_ih x_t + b_ih in, r z n out
+  float* __restrict gt = a.gates + (t * a.B + b0) * G + j0;       // W_ih x_t (+ b_ih) in, r z n out
   reg acc[4][NB];
   {
     const reg hr = V::load(a.b_hh + j0), hz = V::load(a.b_hh + H + j0), hn_b = V::load(a.b_hh + 2 * H + j0);
+    const float* bi = a.b_ih;                                     // b_ih given apart, or null
+    const reg br = bi ? V::add(hr, V::load(bi + j0)) : hr, bz = bi ? V::add(hz, V::load(bi + H + j0)) : hz;
+    const reg bn = bi ? V::load(bi + 2 * H + j0) : V::zero();
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) {
-      acc[0][n] = V::add(V::load(gt + n * G), hr);
-      acc[1][n] = V::add(V::load(gt + n * G + H), hz);
-      acc[2][n] = V::load(gt + n * G + 2 * H);
+      acc[0][n] = V::add(V::load(gt + n * G), br);
+      acc[1][n] = V::add(V::load(gt + n * G + H), bz);
+      acc[2][n] = V::add(V::load(gt + n * G + 2 * H), bn);
       acc[3][n] = hn_b;
     }
   }

@@ -87,10 +87,11 @@ struct BwdArgs {
 // The input of an inference loop that forms W_ih x_t in its tiles (fuse_input), or none (x null):
 // then the loop reads a GEMM's projection xg instead.
 struct FusedInput {
-  const float* x = nullptr;      // (T, B, I)
-  const float* w_ih = nullptr;   // (NG·H, I)
+  const float* x = nullptr;      // (T, B, I), its steps st floats apart and its sequences sb (a batch-first
+  const float* w_ih = nullptr;   //   input's transposed view is read as it lies, without a copy)
   float* packed = nullptr;       // NG·H·I floats of scratch for W_ih packed as W_hh is
-  int64_t I = 0;
+  int64_t I = 0, st = 0, sb = 0;
+  const float* at(int64_t t, int64_t b) const { return x + t * st + b * sb; }   // x_t of sequence b
 };
 
 struct InferArgs {
@@ -127,13 +128,14 @@ struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs 
 struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
   const float* w_hh;   // (3H, H)
   float* packed;       // 3H·H floats of scratch for the packed weights
-  float* gates;        // (T, B, 3H): W_ih x_t + b_ih on entry, r, z, n on return
+  float* gates;        // (T, B, 3H): W_ih x_t (+ b_ih, unless b_ih) on entry, r, z, n on return
   float* hn;           // (T, B, H) out: W_hn h_{t-1} + b_hn
   float* hs;           // (T+1, B, H): h_0 on entry, h_0..h_T on return
   const float* b_hh;   // (3H)
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
+  const float* b_ih = nullptr;   // (3H) to add to gates on entry, or null
 };
 
 struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as GruInferArgs
@@ -457,7 +459,8 @@ struct InferBuffers {
 
   const float* xg_ptr() const { return fuse ? nullptr : xg.data_ptr<float>(); }
   FusedInput fused_input() const {
-    return fuse ? FusedInput{x.data_ptr<float>(), w_ih.data_ptr<float>(), packed_ih.data_ptr<float>(), I}
+    return fuse ? FusedInput{x.data_ptr<float>(), w_ih.data_ptr<float>(), packed_ih.data_ptr<float>(), I,
+                             x.stride(0), x.stride(1)}
                 : FusedInput{};
   }
   float* h_ptr() const { return mask.defined() ? h.data_ptr<float>() : nullptr; }
@@ -483,7 +486,10 @@ inline InferBuffers infer_buffers(const char* name, int64_t NG, const Tensor& x,
     TORCH_CHECK(t.scalar_type() == at::kFloat, name, ": float32 only, got ", t.scalar_type());
   const auto opt = x.options();
   q.fuse = fused.value_or(fuse_input(B, I, H));
-  q.x = x.contiguous(), q.w_ih = w_ih.contiguous(), q.w_hh = w_hh.contiguous(), q.h0 = h0.contiguous();
+  q.w_ih = w_ih.contiguous(), q.w_hh = w_hh.contiguous(), q.h0 = h0.contiguous();
+  // the tiles read each x_t row as it lies (a batch-first input's transposed view: no copy); the GEMM
+  // takes the (T·B, I) matrix
+  q.x = q.fuse && x.stride(2) == 1 ? x : x.contiguous();
   if (q.fuse) {
     q.packed_ih = workspace(38, {NG * H * I}, opt);
   } else {
@@ -577,19 +583,20 @@ inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Te
 
 // The GRU's training forward on its row-major loop's buffers with the inference loop's tiles
 // (gru_loops.h's gru_rows_forward), where rows_isa_for says (the LSTM's rule); backward stays the
-// library loop's. gates (T, B, 3H): W_ih x_t + b_ih on entry, r, z, n on return; hn (T, B, H) out;
-// hs (T+1, B, H) with h_0 in row 0; b_hh (3H) or undefined; mask (T, B) bool or undefined. All
-// float32 and contiguous.
+// library loop's. gates (T, B, 3H): W_ih x_t (+ b_ih where b_ih is undefined) on entry, r, z, n on
+// return; hn (T, B, H) out; hs (T+1, B, H) with h_0 in row 0; b_hh and b_ih (3H) or undefined;
+// mask (T, B) bool or undefined. All float32 and contiguous.
 inline void gru_rows_forward(const std::string& isa, const Tensor& gates, const Tensor& hn, const Tensor& hs,
                              const Tensor& w_hh, const c10::optional<Tensor>& b_hh,
-                             const c10::optional<Tensor>& mask) {
+                             const c10::optional<Tensor>& mask, const c10::optional<Tensor>& b_ih = c10::nullopt) {
   const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
   Tensor packed = workspace(36, {3 * H * H}, gates.options());
   Tensor w = w_hh.contiguous();
   Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, gates.options());
+  Tensor bi = b_ih ? b_ih->contiguous() : Tensor();
   GruRowsArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), gates.data_ptr<float>(), hn.data_ptr<float>(),
                 hs.data_ptr<float>(), bh.data_ptr<float>(), mask ? mask->data_ptr<bool>() : nullptr, T, B, H,
-                team_size()};
+                team_size(), bi.defined() ? bi.data_ptr<float>() : nullptr};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::gru_rows_forward(a);
   else avx2::gru_rows_forward(a);
@@ -598,17 +605,20 @@ inline void gru_rows_forward(const std::string& isa, const Tensor& gates, const 
 
 // The vanilla RNN's training forward on its row-major loop's buffer with the inference loop's
 // tiles, where rows_isa_for says (the LSTM's rule); backward stays the library loop's. xw (T, B,
-// H): W_ih x_t + b_ih + b_hh; hs (T+1, B, H) with h_0 in row 0, h_1..h_T on return (carried past
-// each sequence's end under a mask, as the library loop). Float32, contiguous.
+// H): W_ih x_t (+ b_ih + b_hh where bias is undefined); hs (T+1, B, H) with h_0 in row 0, h_1..h_T
+// on return (carried past each sequence's end under a mask, as the library loop); bias (H) or
+// undefined. Float32, contiguous.
 inline void rnn_rows_forward(const std::string& isa, const Tensor& xw, const Tensor& hs, const Tensor& w_hh,
-                             bool relu, const c10::optional<Tensor>& mask) {
+                             bool relu, const c10::optional<Tensor>& mask,
+                             const c10::optional<Tensor>& bias = c10::nullopt) {
   const int64_t T = xw.size(0), B = xw.size(1), H = w_hh.size(1);
   Tensor packed = workspace(36, {H * H}, xw.options());
   Tensor w = w_hh.contiguous();
+  Tensor b = bias ? bias->contiguous() : Tensor();
   float* h = hs.data_ptr<float>();
-  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xw.data_ptr<float>(), nullptr, h, h + B * H,
-                 nullptr, mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu, FusedInput{},
-                 true};
+  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xw.data_ptr<float>(),
+                 b.defined() ? b.data_ptr<float>() : nullptr, h, h + B * H, nullptr,
+                 mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu, FusedInput{}, true};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::rnn_infer(a);
   else avx2::rnn_infer(a);

@@ -335,7 +335,7 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
     }
   }
   if (a.in.x != nullptr)                                          // + W_ih x_t
-    panel_product<NB>(acc, a.in.packed + 4 * a.in.I * j0, a.in.x + (t * a.B + b0) * a.in.I, a.in.I, a.in.I);
+    panel_product<NB>(acc, a.in.packed + 4 * a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
   panel_product<NB>(acc, pa, hp, H, H);                   // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {

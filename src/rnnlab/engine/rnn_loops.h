@@ -32,7 +32,7 @@ inline void rnn_infer_tile(const RnnInferArgs& a, const float* __restrict pa, in
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) acc[n] = xg != nullptr ? V::add(b, V::load(xg + n * H)) : b;
   if (a.in.x != nullptr)                                  // + W_ih x_t
-    panel_product1<NB>(acc, a.in.packed + a.in.I * j0, a.in.x + (t * a.B + b0) * a.in.I, a.in.I, a.in.I);
+    panel_product1<NB>(acc, a.in.packed + a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
   panel_product1<NB>(acc, pa, hp, H, H);                  // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
