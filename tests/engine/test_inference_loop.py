@@ -246,12 +246,34 @@ def _infer(K, cell, x, h0, c0, w, fused):
 
 
 @pytest.mark.parametrize("cell", ["lstm", *CELLS])
+@pytest.mark.parametrize("size", [(7, 16, 24, 32), (5, 3, 8, 16), (6, 9, 40, 16)],
+                         ids=["fused", "gemm-few-sequences", "gemm-wide-input"])
+def test_batch_first_layers_match_torch_nn_either_way(cell, size):
+    """batch_first=True layers under no_grad, at sizes where the rule forms W_ih x_t in the tiles
+    and where a GEMM does, two layers deep: outputs and final states against torch.nn in float64."""
+    T, B, I, H = size
+    ours_cls, theirs_cls, kw = (rnnlab.LSTM, torch.nn.LSTM, {}) if cell == "lstm" else CELLS[cell]
+    torch.manual_seed(0)
+    ours = ours_cls(I, H, num_layers=2, batch_first=True, **kw)
+    theirs = theirs_cls(I, H, num_layers=2, batch_first=True, **kw).double()
+    theirs.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    p = ours.plan(B, T, inference=True)                    # (the first layer's)
+    assert p.loop.startswith("inference") and (p.gemm == "none") == (B == 16)
+    x = torch.randn(B, T, I)
+    with torch.no_grad():
+        out, state = ours(x)
+        r_out, r_state = theirs(x.double())
+    pairs = [(out, r_out)] + (list(zip(state, r_state)) if cell == "lstm" else [(state, r_state)])
+    assert max((a.double() - b).abs().max().item() for a, b in pairs) < 2e-6
+
+
+@pytest.mark.parametrize("cell", ["lstm", *CELLS])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
 def test_a_batch_first_input_is_read_where_it_lies(cell, fused):
     """A batch-first input reaches the loops as the (T, B, I) transposed view of a (B, T, I) tensor:
-    the tiles that form W_ih x_t read its rows in place (the profiler lists no aten::copy_ of its
-    shape), the GEMM way copies it once; both give what the contiguous input gives, bit for bit
-    (the same sums in the same order)."""
+    the tiles that form W_ih x_t read its rows where they lie, and the GEMM way multiplies the
+    (B·T, I) matrix as it is, its rows then read batch-major; neither copies x (the profiler lists
+    no aten::copy_ of its shape), and both give what the contiguous input gives."""
     K = fast._KERNELS.module
     T, B, I, H = 6, 11, 24, 32
     torch.manual_seed(0)
@@ -263,9 +285,8 @@ def test_a_batch_first_input_is_read_where_it_lies(cell, fused):
     want = _infer(K, cell, view.contiguous(), h0, c0, w, fused)
     with torch.profiler.profile(record_shapes=True) as prof:
         got = _infer(K, cell, view, h0, c0, w, fused)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
-    x_copies = [e for e in prof.events() if e.name == "aten::copy_" and list(e.input_shapes[0]) == [T, B, I]]
-    assert len(x_copies) == (0 if fused else 1)
+    assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-6
+    assert not [e for e in prof.events() if e.name == "aten::copy_" and list(e.input_shapes[0]) == [T, B, I]]
 
 
 @pytest.mark.parametrize("cell", ["lstm", *CELLS])

@@ -31,7 +31,7 @@ inline void panel_product3(reg (&acc)[4][NB], const float* __restrict pa, const 
 
 template <int NB>
 inline void gru_infer_tile(const GruInferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
-  const int64_t H = a.H, G = 3 * H, BH = a.B * H;
+  const int64_t H = a.H, BH = a.B * H;
   const float* hstate = t == 0 ? a.h0 : a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;   // (no mask: out holds h)
   const float* __restrict hp = hstate + b0 * H;                                   // h_{t-1}
   float* __restrict out = a.out + t * BH + b0 * H;
@@ -40,7 +40,8 @@ inline void gru_infer_tile(const GruInferArgs& a, const float* __restrict pa, in
   {
     const reg br = V::load(a.b_ih + j0), bz = V::load(a.b_ih + H + j0), bn = V::load(a.b_ih + 2 * H + j0);
     const reg hr = V::load(a.b_hh + j0), hz = V::load(a.b_hh + H + j0), hn_b = V::load(a.b_hh + 2 * H + j0);
-    const float* __restrict xg = a.xg ? a.xg + (t * a.B + b0) * G + j0 : nullptr;   // W_ih x_t, gate g at g·H
+    const float* __restrict xg = a.xg.p ? a.xg.at(t, b0) + j0 : nullptr;   // W_ih x_t, gate g at g·H
+    const int64_t sb = a.xg.sb;
 #pragma GCC unroll 8
     for (int n = 0; n < NB; ++n) {
       acc[0][n] = V::add(br, hr);
@@ -48,9 +49,9 @@ inline void gru_infer_tile(const GruInferArgs& a, const float* __restrict pa, in
       acc[2][n] = bn;
       acc[3][n] = hn_b;
       if (xg != nullptr) {
-        acc[0][n] = V::add(acc[0][n], V::load(xg + n * G));
-        acc[1][n] = V::add(acc[1][n], V::load(xg + n * G + H));
-        acc[2][n] = V::add(acc[2][n], V::load(xg + n * G + 2 * H));
+        acc[0][n] = V::add(acc[0][n], V::load(xg + n * sb));
+        acc[1][n] = V::add(acc[1][n], V::load(xg + n * sb + H));
+        acc[2][n] = V::add(acc[2][n], V::load(xg + n * sb + 2 * H));
       }
     }
   }

@@ -94,10 +94,19 @@ struct FusedInput {
   const float* at(int64_t t, int64_t b) const { return x + t * st + b * sb; }   // x_t of sequence b
 };
 
+// The input projection W_ih x_t that a GEMM wrote for an inference loop to read (p null when the
+// tiles form it): time-major (T, B, G) rows, or batch-major (B, T, G) for a batch-first input;
+// step t of sequence b at p + t·st + b·sb.
+struct Projection {
+  const float* p = nullptr;
+  int64_t st = 0, sb = 0;
+  const float* at(int64_t t, int64_t b) const { return p + t * st + b * sb; }
+};
+
 struct InferArgs {
   const float* w_hh;   // (4H, H)
   float* packed;       // 4H·H floats of scratch for the packed weights
-  const float* xg;     // (T, B, 4H) W_ih x_t, or null when x is given
+  Projection xg;       // W_ih x_t (G = 4H), or none when x is given
   const float* bias;   // (4H) b_ih + b_hh, or null
   const float* h0;     // (B, H)
   const float* c0;     // (B, H)
@@ -113,7 +122,7 @@ struct InferArgs {
 struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs without c
   const float* w_hh;   // (3H, H)
   float* packed;       // 3H·H floats of scratch for the packed weights
-  const float* xg;     // (T, B, 3H) W_ih x_t (no bias), or null when x is given
+  Projection xg;       // W_ih x_t (G = 3H, no bias), or none when x is given
   const float* b_ih;   // (3H)
   const float* b_hh;   // (3H)
   const float* h0;     // (B, H)
@@ -141,7 +150,7 @@ struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
 struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as GruInferArgs
   const float* w_hh;   // (H, H)
   float* packed;       // H·H floats of scratch for the packed weights
-  const float* xg;     // (T, B, H) W_ih x_t (no bias), or null when x is given
+  Projection xg;       // W_ih x_t (G = H, no bias), or none when x is given
   const float* bias;   // (H) b_ih + b_hh, or null
   const float* h0;     // (B, H)
   float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
@@ -457,7 +466,8 @@ struct InferBuffers {
   bool fuse;
   Tensor x, w_ih, w_hh, h0, xg, packed, packed_ih, out, h, mask;
 
-  const float* xg_ptr() const { return fuse ? nullptr : xg.data_ptr<float>(); }
+  int64_t xg_st = 0, xg_sb = 0;   // the GEMM's rows: time-major, or batch-major for a batch-first x
+  Projection projection() const { return fuse ? Projection{} : Projection{xg.data_ptr<float>(), xg_st, xg_sb}; }
   FusedInput fused_input() const {
     return fuse ? FusedInput{x.data_ptr<float>(), w_ih.data_ptr<float>(), packed_ih.data_ptr<float>(), I,
                              x.stride(0), x.stride(1)}
@@ -487,14 +497,19 @@ inline InferBuffers infer_buffers(const char* name, int64_t NG, const Tensor& x,
   const auto opt = x.options();
   q.fuse = fused.value_or(fuse_input(B, I, H));
   q.w_ih = w_ih.contiguous(), q.w_hh = w_hh.contiguous(), q.h0 = h0.contiguous();
-  // the tiles read each x_t row as it lies (a batch-first input's transposed view: no copy); the GEMM
-  // takes the (T·B, I) matrix
-  q.x = q.fuse && x.stride(2) == 1 ? x : x.contiguous();
+  // A batch-first input arrives as the (T, B, I) transposed view of a (B, T, I) tensor: the tiles
+  // read each x_t row where it lies, and the GEMM takes the (B·T, I) matrix as it is, writing
+  // batch-major rows; no copy into time-major order either way.
+  const bool batch_major = !x.is_contiguous() && x.transpose(0, 1).is_contiguous();
+  q.x = (q.fuse && x.stride(2) == 1) || batch_major ? x : x.contiguous();
   if (q.fuse) {
     q.packed_ih = workspace(38, {NG * H * I}, opt);
   } else {
     q.xg = workspace(32, {T * B, NG * H}, opt);
-    gemm(q.xg, q.x.view({T * B, I}), q.w_ih.t(), false);     // the input projection
+    const Tensor rows = batch_major ? q.x.transpose(0, 1).view({B * T, I}) : q.x.view({T * B, I});
+    gemm(q.xg, rows, q.w_ih.t(), false);                     // the input projection
+    q.xg_st = (batch_major ? 1 : B) * NG * H;
+    q.xg_sb = (batch_major ? T : 1) * NG * H;
   }
   q.packed = workspace(34, {NG * H * H}, opt);
   q.out = at::empty({T, B, H}, opt);
@@ -522,7 +537,7 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   Tensor c = workspace(33, {2, B, H}, x.options());
   Tensor c0c = c0.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
-  InferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(),
+  InferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.projection(),
               b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), c0c.data_ptr<float>(),
               q.out.data_ptr<float>(), c.data_ptr<float>(), q.h_ptr(), q.mask_ptr(), q.T, B, H, team_size(),
               q.fused_input()};
@@ -549,7 +564,7 @@ inline std::vector<Tensor> gru_infer(const Tensor& x, const Tensor& h0, const Te
               (!b_hh || b_hh->sizes() == at::IntArrayRef({3 * H})), "gru_infer: expected b_ih and b_hh (3H)");
   Tensor bi = b_ih ? b_ih->contiguous() : at::zeros({3 * H}, x.options());
   Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, x.options());
-  GruInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(), bi.data_ptr<float>(),
+  GruInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.projection(), bi.data_ptr<float>(),
                  bh.data_ptr<float>(), q.h0.data_ptr<float>(), q.out.data_ptr<float>(), q.h_ptr(), q.mask_ptr(),
                  q.T, q.B, H, team_size(), q.fused_input()};
 #ifdef RNNLAB_TILED_X86
@@ -571,7 +586,7 @@ inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Te
   TORCH_CHECK((!b_ih || b_ih->sizes() == at::IntArrayRef({H})) && (!b_hh || b_hh->sizes() == at::IntArrayRef({H})),
               "rnn_infer: expected b_ih and b_hh (H)");
   Tensor b = b_ih && b_hh ? (*b_ih + *b_hh).contiguous() : b_ih ? b_ih->contiguous() : b_hh ? b_hh->contiguous() : Tensor();
-  RnnInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.xg_ptr(),
+  RnnInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.projection(),
                  b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), q.out.data_ptr<float>(),
                  q.h_ptr(), q.mask_ptr(), q.T, q.B, H, team_size(), relu, q.fused_input()};
 #ifdef RNNLAB_TILED_X86
@@ -616,7 +631,7 @@ inline void rnn_rows_forward(const std::string& isa, const Tensor& xw, const Ten
   Tensor w = w_hh.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
   float* h = hs.data_ptr<float>();
-  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), xw.data_ptr<float>(),
+  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), Projection{xw.data_ptr<float>(), B * H, H},
                  b.defined() ? b.data_ptr<float>() : nullptr, h, h + B * H, nullptr,
                  mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu, FusedInput{}, true};
 #ifdef RNNLAB_TILED_X86

@@ -314,7 +314,7 @@ inline void panel_product(reg (&acc)[4][NB], const float* __restrict pa, const f
 
 template <int NB>
 inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
-  const int64_t H = a.H, G = 4 * H, BH = a.B * H;
+  const int64_t H = a.H, BH = a.B * H;
   const float* hstate = t == 0 ? a.h0 : a.mask ? a.h + (t & 1) * BH : a.out + (t - 1) * BH;   // (no mask: out holds h)
   const float* __restrict hp = hstate + b0 * H;                                   // h_{t-1}
   const float* __restrict cp = (t == 0 ? a.c0 : a.c + (t & 1) * BH) + b0 * H;     // c_{t-1}
@@ -329,9 +329,9 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
 #pragma GCC unroll 8
       for (int n = 0; n < NB; ++n) acc[g][n] = b;
     } else {
-      const float* __restrict xg = a.xg + (t * a.B + b0) * G + j0;   // W_ih x_t, gate g at g·H
+      const float* __restrict xg = a.xg.at(t, b0) + j0;             // W_ih x_t, gate g at g·H
 #pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * G + g * H), b);
+      for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * a.xg.sb + g * H), b);
     }
   }
   if (a.in.x != nullptr)                                          // + W_ih x_t

@@ -28,9 +28,9 @@ inline void rnn_infer_tile(const RnnInferArgs& a, const float* __restrict pa, in
   float* __restrict hn = in_out ? out : a.h + ((t + 1) & 1) * BH + b0 * H;
   reg acc[NB];
   const reg b = a.bias ? V::load(a.bias + j0) : V::zero();
-  const float* __restrict xg = a.xg ? a.xg + (t * a.B + b0) * H + j0 : nullptr;   // W_ih x_t
+  const float* __restrict xg = a.xg.p ? a.xg.at(t, b0) + j0 : nullptr;   // W_ih x_t
 #pragma GCC unroll 8
-  for (int n = 0; n < NB; ++n) acc[n] = xg != nullptr ? V::add(b, V::load(xg + n * H)) : b;
+  for (int n = 0; n < NB; ++n) acc[n] = xg != nullptr ? V::add(b, V::load(xg + n * a.xg.sb)) : b;
   if (a.in.x != nullptr)                                  // + W_ih x_t
     panel_product1<NB>(acc, a.in.packed + a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
   panel_product1<NB>(acc, pa, hp, H, H);                  // + W_hh h_{t-1}
