@@ -87,10 +87,10 @@ struct BwdArgs {
 // The input of an inference loop that forms W_ih x_t in its tiles (fuse_input), or none (x null):
 // then the loop reads a GEMM's projection xg instead.
 struct FusedInput {
-  const float* x = nullptr;      // (T, B, I), its steps st floats apart and its sequences sb (a batch-first
-  const float* w_ih = nullptr;   //   input's transposed view is read as it lies, without a copy)
+  const float* x = nullptr;      // (T, B, I)
+  const float* w_ih = nullptr;   // (NG·H, I)
   float* packed = nullptr;       // NG·H·I floats of scratch for W_ih packed as W_hh is
-  int64_t I = 0, st = 0, sb = 0;
+  int64_t I = 0, st = 0, sb = 0;  // x_t of sequence b at x + t·st + b·sb (a batch-first input's view as it lies)
   const float* at(int64_t t, int64_t b) const { return x + t * st + b * sb; }   // x_t of sequence b
 };
 
@@ -137,7 +137,7 @@ struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs 
 struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
   const float* w_hh;   // (3H, H)
   float* packed;       // 3H·H floats of scratch for the packed weights
-  float* gates;        // (T, B, 3H): W_ih x_t (+ b_ih, unless b_ih) on entry, r, z, n on return
+  float* gates;        // (T, B, 3H): W_ih x_t (+ b_ih where b_ih is null) on entry, r, z, n on return
   float* hn;           // (T, B, H) out: W_hn h_{t-1} + b_hn
   float* hs;           // (T+1, B, H): h_0 on entry, h_0..h_T on return
   const float* b_hh;   // (3H)
