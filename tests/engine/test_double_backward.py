@@ -173,3 +173,28 @@ def test_jvp_matches_finite_difference() -> None:
     eps = 1e-6
     fd = (m(x + eps * v)[0] - m(x - eps * v)[0]) / (2 * eps)
     torch.testing.assert_close(tangent, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_a_legacy_batched_tensor_is_told_apart_every_time() -> None:
+    """The check that sends a legacy-vmap batched tensor (is_grads_batched's) to the plain-ops
+    scan remembers its answer per dispatch key set: asked again, a batched tensor is still batched
+    and a plain one still plain, whichever came first."""
+    import warnings
+
+    from torch._vmap_internals import vmap as legacy_vmap
+
+    from rnnlab.engine.autodiff import _functorch_wrapped
+
+    seen = []
+
+    def record(t):
+        seen.append((_functorch_wrapped(t), _functorch_wrapped(t)))
+        return t * 2
+
+    plain = torch.randn(3)
+    assert not _functorch_wrapped(plain) and not _functorch_wrapped(plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        legacy_vmap(record)(torch.randn(4, 3))
+    assert seen == [(True, True)]
+    assert not _functorch_wrapped(plain) and not _functorch_wrapped(None)

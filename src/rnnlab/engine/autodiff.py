@@ -33,14 +33,23 @@ from torch.autograd import forward_ad
 from rnnlab.cells import layernorm
 
 
+_BATCHED_KEYSETS: dict[int, bool] = {}   # a dispatch key set's raw bits -> whether it holds "Batched"
+
+
 def _functorch_wrapped(t) -> bool:
     """A torch.func wrapper, or a batched tensor of the vmap that ``is_grads_batched`` uses."""
     if not isinstance(t, Tensor):
         return False
     if torch._C._functorch.is_functorch_wrapped_tensor(t):
         return True
-    # the legacy vmap's "Batched" key has no DispatchKey name in Python: read the set's repr
-    return "Batched" in str(torch._C._dispatch_keys(t))
+    # the legacy vmap's "Batched" key has no DispatchKey name in Python: read the set's repr, once
+    # per distinct set (a repr costs a few microseconds, and every layer call asks for each tensor)
+    keys = torch._C._dispatch_keys(t)
+    raw = keys.raw_repr()
+    batched = _BATCHED_KEYSETS.get(raw)
+    if batched is None:
+        batched = _BATCHED_KEYSETS[raw] = "Batched" in str(keys)
+    return batched
 
 
 def use_autodiff(*tensors) -> bool:

@@ -366,12 +366,12 @@ class RecurrentBase(nn.Module):
     # -------------------------------------------------------------------------- validation
     def _check_input(self, x: Tensor) -> None:
         w = self.weight_ih_l0
-        torch_dtype = (f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). "
-                       f"Convert input: input.to({w.dtype}), or convert model: model.to({x.dtype})")
-        if x.dtype not in _SUPPORTED_DTYPES:
-            raise DTypeError(with_torch(f"input dtype: expected a floating dtype like the weights ({w.dtype}), got {x.dtype}",
-                                        torch_dtype))
-        if x.dtype != w.dtype:
+        if x.dtype not in _SUPPORTED_DTYPES or x.dtype != w.dtype:
+            torch_dtype = (f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). "
+                           f"Convert input: input.to({w.dtype}), or convert model: model.to({x.dtype})")
+            if x.dtype not in _SUPPORTED_DTYPES:
+                raise DTypeError(with_torch(f"input dtype: expected a floating dtype like the weights ({w.dtype}), "
+                                            f"got {x.dtype}", torch_dtype))
             raise DTypeError(with_torch(f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}", torch_dtype))
         if x.shape[-1] != self.input_size:
             raise ShapeError(with_torch(f"input.size(-1) (input_size): expected {self.input_size}, got {x.shape[-1]}",
