@@ -175,26 +175,33 @@ def test_jvp_matches_finite_difference() -> None:
     torch.testing.assert_close(tangent, fd, rtol=1e-6, atol=1e-7)
 
 
-def test_a_legacy_batched_tensor_is_told_apart_every_time() -> None:
+@pytest.mark.parametrize("plain_first", [True, False], ids=["plain-first", "batched-first"])
+def test_a_legacy_batched_tensor_is_told_apart_every_time(plain_first, monkeypatch) -> None:
     """The check that sends a legacy-vmap batched tensor (is_grads_batched's) to the plain-ops
-    scan remembers its answer per dispatch key set: asked again, a batched tensor is still batched
-    and a plain one still plain, whichever came first."""
+    scan remembers its answer per dispatch key set: from an empty memory, asked twice, a batched
+    tensor is batched and a plain one plain, whichever came first."""
     import warnings
 
     from torch._vmap_internals import vmap as legacy_vmap
 
-    from rnnlab.engine.autodiff import _functorch_wrapped
+    from rnnlab.engine import autodiff
 
+    monkeypatch.setattr(autodiff, "_BATCHED_KEYSETS", {})
     seen = []
 
     def record(t):
-        seen.append((_functorch_wrapped(t), _functorch_wrapped(t)))
+        seen.append((autodiff._functorch_wrapped(t), autodiff._functorch_wrapped(t)))
         return t * 2
 
-    plain = torch.randn(3)
-    assert not _functorch_wrapped(plain) and not _functorch_wrapped(plain)
+    def plain_is_plain():
+        plain = torch.randn(3)
+        return not autodiff._functorch_wrapped(plain) and not autodiff._functorch_wrapped(plain)
+
+    if plain_first:
+        assert plain_is_plain()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         legacy_vmap(record)(torch.randn(4, 3))
     assert seen == [(True, True)]
-    assert not _functorch_wrapped(plain) and not _functorch_wrapped(None)
+    assert plain_is_plain() and not autodiff._functorch_wrapped(None)
+    assert sorted(autodiff._BATCHED_KEYSETS.values()) == [False, True]

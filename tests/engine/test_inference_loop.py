@@ -506,6 +506,10 @@ def test_the_loop_checks_its_shapes():
     with pytest.raises(RuntimeError, match="expected x"):
         fast._KERNELS.module.lstm_infer(torch.randn(4, 2, 3), torch.zeros(3, 16), torch.zeros(2, 16),
                                         m.weight_ih_l0.detach(), m.weight_hh_l0.detach(), None, None)
+    for fused in (True, False):   # no input features: refused, rather than read from an empty x
+        with pytest.raises(RuntimeError, match="at least 1 input feature"):
+            fast._KERNELS.module.lstm_infer(torch.randn(4, 2, 0), torch.zeros(2, 16), torch.zeros(2, 16),
+                                            torch.zeros(64, 0), m.weight_hh_l0.detach(), None, None, fused=fused)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")

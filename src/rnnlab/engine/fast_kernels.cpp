@@ -8,8 +8,9 @@
 // pass over memory.
 //
 // Buffers (all contiguous; G = gate blocks, P = H here, the projection is left to the reference):
-//   xw     (T, B, G·H)   input projection (+ folded biases), from the Python side; the forward
-//                        overwrites it with the gates (it is not needed afterwards)
+//   xw     (T, B, G·H)   input projection W_ih x_t, from the Python side (the forwards add the input
+//                        bias given apart as they read it); the forward overwrites it with the gates
+//                        (it is not needed afterwards)
 //   hs     (T+1, B, H)   h_0..h_T           cs (T+1, B, H)  LSTM c_0..c_T
 //   tcs    (T, B, H)     LSTM tanh(c_t) (the reference recomputes it in backward; saved here)
 //   gates  (T, B, G·H)   post-activation gates (LSTM i|f|g|o, GRU r|z|n)
@@ -278,18 +279,20 @@ std::vector<Tensor> gru_forward_on(const std::string& rows, const Tensor& xw, co
   hs[0].copy_(h0);
   if (!rows.empty()) {
     TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous() && w_hh.sizes() == at::IntArrayRef({G, H}) &&
-                (!b_hh || b_hh->sizes() == at::IntArrayRef({G})) && (!b_ih || b_ih->sizes() == at::IntArrayRef({G})) &&
+                (!b_hh || b_hh->sizes() == at::IntArrayRef({G})) &&
+                (!b_ih || (b_ih->sizes() == at::IntArrayRef({G}) && b_ih->scalar_type() == at::kFloat)) &&
                 (!mask || mask->sizes() == at::IntArrayRef({T, B})),
                 "gru_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, 3H), w_hh (3H, H), "
-                "b_hh and b_ih (3H) and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
+                "b_hh and float32 b_ih (3H) and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
     rnnlab::tiled::gru_rows_forward(rows, gates, hn, hs, w_hh, b_hh,
                                     mask ? c10::optional<Tensor>(mask->contiguous()) : c10::nullopt, b_ih);
     return {hs, gates, hn};
   }
-  if (b_ih) gates.add_(*b_ih);                      // the library loop reads W_ih x_t + b_ih
   auto hw = at::empty({B, G}, xw.options());
   const Tensor w_hh_t = w_hh.t();
+  const Tensor bi_c = b_ih ? b_ih->contiguous() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
+    const scalar_t* bi = bi_c.defined() ? bi_c.data_ptr<scalar_t>() : nullptr;   // b_ih, added as xw is read
     for (int64_t t = 0; t < T; ++t) {
       if (b_hh) hw.copy_(b_hh->expand({B, G}));
       gemm(hw, hs[t], w_hh_t, b_hh.has_value());          // W_hh h_{t-1} + b_hh
@@ -298,14 +301,14 @@ std::vector<Tensor> gru_forward_on(const std::string& rows, const Tensor& xw, co
       const scalar_t* hwp = hw.data_ptr<scalar_t>();
       scalar_t* gp = g_t.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < 2 * H; ++j) gp[b * G + j] = xp[b * G + j] + hwp[b * G + j];
+        for (int64_t j = 0; j < 2 * H; ++j) gp[b * G + j] = xp[b * G + j] + (bi ? bi[j] : scalar_t(0)) + hwp[b * G + j];
       g_t.narrow(1, 0, 2 * H).sigmoid_();                             // r, z
       scalar_t* hnp = hn[t].data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < H; ++j) {
           const scalar_t hn_k = hwp[b * G + 2 * H + j];
           hnp[b * H + j] = hn_k;                                       // hn = W_hn h + b_hn
-          gp[b * G + 2 * H + j] = xp[b * G + 2 * H + j] + gp[b * G + j] * hn_k;
+          gp[b * G + 2 * H + j] = xp[b * G + 2 * H + j] + (bi ? bi[2 * H + j] : scalar_t(0)) + gp[b * G + j] * hn_k;
         }
       g_t.narrow(1, 2 * H, H).tanh_();                                // n
       const scalar_t* hp = hs[t].data_ptr<scalar_t>();
@@ -386,7 +389,8 @@ Tensor rnn_forward_on(const std::string& rows, const Tensor& xw, const Tensor& h
   hs[0].copy_(h0);
   if (!rows.empty()) {
     TORCH_CHECK(xw.scalar_type() == at::kFloat && xw.is_contiguous() && w_hh.sizes() == at::IntArrayRef({H, H}) &&
-                (!bias || bias->sizes() == at::IntArrayRef({H})) && (!mask || mask->sizes() == at::IntArrayRef({T, B})),
+                (!bias || (bias->sizes() == at::IntArrayRef({H}) && bias->scalar_type() == at::kFloat)) &&
+                (!mask || mask->sizes() == at::IntArrayRef({T, B})),
                 "rnn_forward: the row-major SIMD loop takes a contiguous float32 xw (T, B, H), w_hh (H, H), bias (H) "
                 "and mask (T, B); got xw ", xw.sizes(), ", w_hh ", w_hh.sizes());
     rnnlab::tiled::rnn_rows_forward(rows, xw, hs, w_hh, relu,

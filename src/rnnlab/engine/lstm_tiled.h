@@ -116,7 +116,7 @@ struct InferArgs {
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
-  FusedInput in;       // the input when its projection is formed in the tiles (xg null)
+  FusedInput in;       // the input when its projection is formed in the tiles (xg.p null)
 };
 
 struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs without c
@@ -131,7 +131,7 @@ struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs 
   const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
-  FusedInput in;       // the input when its projection is formed in the tiles (xg null)
+  FusedInput in;       // the input when its projection is formed in the tiles (xg.p null)
 };
 
 struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
@@ -150,7 +150,7 @@ struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
 struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as GruInferArgs
   const float* w_hh;   // (H, H)
   float* packed;       // H·H floats of scratch for the packed weights
-  Projection xg;       // W_ih x_t (G = H, no bias), or none when x is given
+  Projection xg;       // W_ih x_t (G = H; + b_ih + b_hh only where bias is null), or none when x is given
   const float* bias;   // (H) b_ih + b_hh, or null
   const float* h0;     // (B, H)
   float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
@@ -159,7 +159,7 @@ struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as Gr
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
   bool relu;           // relu instead of tanh
-  FusedInput in;       // the input when its projection is formed in the tiles (xg null)
+  FusedInput in;       // the input when its projection is formed in the tiles (xg.p null)
   bool carry = false;  // with a mask, out holds the states (h carried past each end) rather than zeros
 };
 
@@ -492,6 +492,7 @@ inline InferBuffers infer_buffers(const char* name, int64_t NG, const Tensor& x,
               (!mask || mask->sizes() == at::IntArrayRef({T, B})),
               name, ": expected x (T, B, I), h0 (B, H), w_ih (", NG, "H, I), w_hh (", NG, "H, H) and mask (T, B); "
               "got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_ih ", w_ih.sizes(), ", w_hh ", w_hh.sizes());
+  TORCH_CHECK(I > 0, name, ": expected at least 1 input feature, got x ", x.sizes());
   for (const Tensor& t : {x, h0, w_ih, w_hh})
     TORCH_CHECK(t.scalar_type() == at::kFloat, name, ": float32 only, got ", t.scalar_type());
   const auto opt = x.options();
