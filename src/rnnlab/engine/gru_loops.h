@@ -87,8 +87,8 @@ inline void gru_infer(const GruInferArgs& a) {
 
 // The training forward: the same tile, keeping what fast_kernels.cpp's gru_backward reads, in the
 // library loop's layout: gates (T, B, 3H) with W_ih x_t (+ b_ih, unless given apart) on entry and
-// r, z, n on return, hn (T, B, H) = W_hn h_{t-1} + b_hn, hs (T+1, B, H) with h_0 in row 0. A masked (finished) sequence's
-// h carries over, its gates are computed all the same, as the library loop's.
+// r, z, n on return, hn (T, B, H) = W_hn h_{t-1} + b_hn, hs (T+1, B, H) with h_0 in row 0. A masked
+// (finished) sequence's h carries over, its gates are computed all the same, as the library loop's.
 template <int NB>
 inline void gru_rows_tile(const GruRowsArgs& a, const float* __restrict pa, int64_t t, int64_t j0, int64_t b0) {
   const int64_t H = a.H, G = 3 * H, BH = a.B * H;
