@@ -319,7 +319,7 @@ class RecurrentBase(nn.Module):
             outs = []
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
-                w = self.all_weights[k]
+                w = [getattr(self, n) for n in self._all_weights[k]]   # (all_weights would build every layer's)
                 w_ih, w_hh = w[0], w[1]
                 b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
                 w_hr = w[-1] if self.proj_size > 0 else None
