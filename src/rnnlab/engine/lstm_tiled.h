@@ -103,35 +103,30 @@ struct Projection {
   const float* at(int64_t t, int64_t b) const { return p + t * st + b * sb; }
 };
 
-struct InferArgs {
-  const float* w_hh;   // (4H, H)
-  float* packed;       // 4H·H floats of scratch for the packed weights
-  Projection xg;       // W_ih x_t (G = 4H), or none when x is given
-  const float* bias;   // (4H) b_ih + b_hh, or null
+// What the inference loops of the three cells (NG gates: 4, 3, 1) read alike; the vanilla RNN's
+// training forward borrows its loop too.
+struct InferLoop {
+  const float* w_hh;   // (NG·H, H)
+  float* packed;       // NG·H·H floats of scratch for the packed weights
+  Projection xg;       // W_ih x_t (NG·H columns, no bias unless a cell's bias is null), or none when x is given
   const float* h0;     // (B, H)
-  const float* c0;     // (B, H)
   float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
-  float* c;            // (2, B, H) scratch: c_t in row t mod 2
   float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
-  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h and c unchanged
+  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries the state unchanged
   int64_t T, B, H;
   int threads;         // the team's size at most (team_size())
   FusedInput in;       // the input when its projection is formed in the tiles (xg.p null)
 };
 
-struct GruInferArgs {   // the GRU's inference loop (gru_loops.h), as InferArgs without c
-  const float* w_hh;   // (3H, H)
-  float* packed;       // 3H·H floats of scratch for the packed weights
-  Projection xg;       // W_ih x_t (G = 3H, no bias), or none when x is given
+struct InferArgs : InferLoop {   // the LSTM's (lstm_tiled_loops.h)
+  const float* bias;   // (4H) b_ih + b_hh, or null
+  const float* c0;     // (B, H)
+  float* c;            // (2, B, H) scratch: c_t in row t mod 2
+};
+
+struct GruInferArgs : InferLoop {   // the GRU's (gru_loops.h)
   const float* b_ih;   // (3H)
   const float* b_hh;   // (3H)
-  const float* h0;     // (B, H)
-  float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
-  float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
-  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
-  int64_t T, B, H;
-  int threads;         // the team's size at most (team_size())
-  FusedInput in;       // the input when its projection is formed in the tiles (xg.p null)
 };
 
 struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
@@ -147,19 +142,9 @@ struct GruRowsArgs {    // the GRU's row-major training forward (gru_loops.h)
   const float* b_ih = nullptr;   // (3H) to add to gates on entry, or null
 };
 
-struct RnnInferArgs {   // the vanilla RNN's inference loop (rnn_loops.h), as GruInferArgs
-  const float* w_hh;   // (H, H)
-  float* packed;       // H·H floats of scratch for the packed weights
-  Projection xg;       // W_ih x_t (G = H; + b_ih + b_hh only where bias is null), or none when x is given
+struct RnnInferArgs : InferLoop {   // the vanilla RNN's (rnn_loops.h)
   const float* bias;   // (H) b_ih + b_hh, or null
-  const float* h0;     // (B, H)
-  float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
-  float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
-  const bool* mask;    // (T, B) valid steps, or null: an invalid step carries h unchanged
-  int64_t T, B, H;
-  int threads;         // the team's size at most (team_size())
   bool relu;           // relu instead of tanh
-  FusedInput in;       // the input when its projection is formed in the tiles (xg.p null)
   bool carry = false;  // with a mask, out holds the states (h carried past each end) rather than zeros
 };
 
@@ -468,6 +453,10 @@ struct InferBuffers {
 
   int64_t xg_st = 0, xg_sb = 0;   // the GEMM's rows: time-major, or batch-major for a batch-first x
   Projection projection() const { return fuse ? Projection{} : Projection{xg.data_ptr<float>(), xg_st, xg_sb}; }
+  InferLoop loop() const {        // (threads: team_size(), decided here once per call)
+    return {w_hh.data_ptr<float>(), packed.data_ptr<float>(), projection(), h0.data_ptr<float>(),
+            out.data_ptr<float>(), h_ptr(), mask_ptr(), T, B, H, team_size(), fused_input()};
+  }
   FusedInput fused_input() const {
     return fuse ? FusedInput{x.data_ptr<float>(), w_ih.data_ptr<float>(), packed_ih.data_ptr<float>(), I,
                              x.stride(0), x.stride(1)}
@@ -538,10 +527,7 @@ inline std::vector<Tensor> lstm_infer(const Tensor& x, const Tensor& h0, const T
   Tensor c = workspace(33, {2, B, H}, x.options());
   Tensor c0c = c0.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
-  InferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.projection(),
-              b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), c0c.data_ptr<float>(),
-              q.out.data_ptr<float>(), c.data_ptr<float>(), q.h_ptr(), q.mask_ptr(), q.T, B, H, team_size(),
-              q.fused_input()};
+  InferArgs a{q.loop(), b.defined() ? b.data_ptr<float>() : nullptr, c0c.data_ptr<float>(), c.data_ptr<float>()};
 #ifdef RNNLAB_TILED_X86
   if (q.isa == "avx512") avx512::infer(a);
   else avx2::infer(a);
@@ -565,9 +551,7 @@ inline std::vector<Tensor> gru_infer(const Tensor& x, const Tensor& h0, const Te
               (!b_hh || b_hh->sizes() == at::IntArrayRef({3 * H})), "gru_infer: expected b_ih and b_hh (3H)");
   Tensor bi = b_ih ? b_ih->contiguous() : at::zeros({3 * H}, x.options());
   Tensor bh = b_hh ? b_hh->contiguous() : at::zeros({3 * H}, x.options());
-  GruInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.projection(), bi.data_ptr<float>(),
-                 bh.data_ptr<float>(), q.h0.data_ptr<float>(), q.out.data_ptr<float>(), q.h_ptr(), q.mask_ptr(),
-                 q.T, q.B, H, team_size(), q.fused_input()};
+  GruInferArgs a{q.loop(), bi.data_ptr<float>(), bh.data_ptr<float>()};
 #ifdef RNNLAB_TILED_X86
   if (q.isa == "avx512") avx512::gru_infer(a);
   else avx2::gru_infer(a);
@@ -587,9 +571,7 @@ inline std::vector<Tensor> rnn_infer(const Tensor& x, const Tensor& h0, const Te
   TORCH_CHECK((!b_ih || b_ih->sizes() == at::IntArrayRef({H})) && (!b_hh || b_hh->sizes() == at::IntArrayRef({H})),
               "rnn_infer: expected b_ih and b_hh (H)");
   Tensor b = b_ih && b_hh ? (*b_ih + *b_hh).contiguous() : b_ih ? b_ih->contiguous() : b_hh ? b_hh->contiguous() : Tensor();
-  RnnInferArgs a{q.w_hh.data_ptr<float>(), q.packed.data_ptr<float>(), q.projection(),
-                 b.defined() ? b.data_ptr<float>() : nullptr, q.h0.data_ptr<float>(), q.out.data_ptr<float>(),
-                 q.h_ptr(), q.mask_ptr(), q.T, q.B, H, team_size(), relu, q.fused_input()};
+  RnnInferArgs a{q.loop(), b.defined() ? b.data_ptr<float>() : nullptr, relu};
 #ifdef RNNLAB_TILED_X86
   if (q.isa == "avx512") avx512::rnn_infer(a);
   else avx2::rnn_infer(a);
@@ -632,9 +614,9 @@ inline void rnn_rows_forward(const std::string& isa, const Tensor& xw, const Ten
   Tensor w = w_hh.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
   float* h = hs.data_ptr<float>();
-  RnnInferArgs a{w.data_ptr<float>(), packed.data_ptr<float>(), Projection{xw.data_ptr<float>(), B * H, H},
-                 b.defined() ? b.data_ptr<float>() : nullptr, h, h + B * H, nullptr,
-                 mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), relu, FusedInput{}, true};
+  const InferLoop loop{w.data_ptr<float>(), packed.data_ptr<float>(), Projection{xw.data_ptr<float>(), B * H, H}, h,
+                       h + B * H, nullptr, mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), FusedInput{}};
+  RnnInferArgs a{loop, b.defined() ? b.data_ptr<float>() : nullptr, relu, true};
 #ifdef RNNLAB_TILED_X86
   if (isa == "avx512") avx512::rnn_infer(a);
   else avx2::rnn_infer(a);
