@@ -342,7 +342,7 @@ class RecurrentBase(nn.Module):
                 if is_lstm:
                     c_n.append(c)
             layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+            if layer < self.num_layers - 1 and self.training and self.dropout > 0:   # (a 1-layer call reads no float)
                 layer_input = F.dropout(layer_input, p=self.dropout, training=True)
 
         output = layer_input                                                       # (T, B, D·P)

@@ -39,6 +39,11 @@ class CellOptions:
     init: str = "torch"                # torch | orthogonal (W_hh blocks) | chrono (needs t_max) | identity (IRNN)
     t_max: float | None = None         # chrono: the longest dependency the model should start able to hold
 
+    def __post_init__(self) -> None:
+        # is_default() then reads one bool, which torch.compile guards in C++ on every call, rather
+        # than comparing each field (float fields would each add a Python guard)
+        object.__setattr__(self, "_default", all(getattr(self, f.name) == f.default for f in fields(self)))
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CellOptions":
@@ -77,7 +82,7 @@ class CellOptions:
         return 3 if (mode == "lstm" and self.coupled_gates) else default
 
     def is_default(self) -> bool:
-        return self == CellOptions()
+        return self._default
 
     # ------------------------------------------------------------------ validation
     def validate(self, mode: str, bias: bool = True, proj_size: int = 0) -> "CellOptions":

@@ -1,0 +1,49 @@
+"""rnnlab.nn.options.CellOptions: is_default() (read on every layer call) agrees with comparing
+every field to torch.nn's behaviour, however the options were built."""
+
+import copy
+import dataclasses
+import pickle
+
+import pytest
+
+from rnnlab.nn.options import CellOptions
+
+NON_DEFAULT = {"layer_norm": True, "peephole": True, "coupled_gates": True, "gru_reset": "before",
+               "recurrent_dropout": 0.1, "zoneout": 0.1, "zoneout_cell": 0.2, "weight_drop": 0.3,
+               "forget_bias": 1.0, "init": "orthogonal", "t_max": 10.0}
+
+
+def test_every_field_is_listed():
+    assert set(NON_DEFAULT) == {f.name for f in dataclasses.fields(CellOptions)}
+
+
+def test_defaults_are_default():
+    assert CellOptions().is_default()
+    assert CellOptions.from_dict({}).is_default()
+    assert CellOptions(zoneout=0.0, forget_bias=None).is_default()
+
+
+@pytest.mark.parametrize("name", sorted(NON_DEFAULT))
+def test_one_changed_field_is_not_default(name):
+    changed = CellOptions(**{name: NON_DEFAULT[name]})
+    assert not changed.is_default()
+    assert changed != CellOptions()
+    # built otherwise: replace, from_dict, copies and pickles keep the answer
+    assert not dataclasses.replace(CellOptions(), **{name: NON_DEFAULT[name]}).is_default()
+    assert not CellOptions.from_dict({name: NON_DEFAULT[name]}).is_default()
+    assert not copy.deepcopy(changed).is_default()
+    assert not pickle.loads(pickle.dumps(changed)).is_default()
+    assert dataclasses.replace(changed, **{name: getattr(CellOptions(), name)}).is_default()
+
+
+def test_zoneout_pair_and_nan():
+    assert not CellOptions.from_dict({"zoneout": (0.0, 0.1)}).is_default()
+    assert CellOptions.from_dict({"zoneout": (0.0, 0.0)}).is_default() is False   # zoneout_cell 0.0 is not None
+    assert not CellOptions(weight_drop=float("nan")).is_default()
+
+
+def test_equality_and_hash_ignore_the_cached_answer():
+    a, b = CellOptions(layer_norm=True), CellOptions(layer_norm=True)
+    assert a == b and hash(a) == hash(b)
+    assert dataclasses.asdict(CellOptions()) == {f.name: f.default for f in dataclasses.fields(CellOptions)}
