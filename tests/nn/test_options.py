@@ -47,3 +47,12 @@ def test_equality_and_hash_ignore_the_cached_answer():
     a, b = CellOptions(layer_norm=True), CellOptions(layer_norm=True)
     assert a == b and hash(a) == hash(b)
     assert dataclasses.asdict(CellOptions()) == {f.name: f.default for f in dataclasses.fields(CellOptions)}
+
+
+def test_an_instance_pickled_without_the_cached_answer_loads():
+    """A model pickled by an earlier version holds options without the cached answer."""
+    for opts in (CellOptions(), CellOptions(zoneout=0.1)):
+        old = copy.copy(opts)
+        old.__dict__.pop("_default")
+        loaded = pickle.loads(pickle.dumps(old))
+        assert loaded.is_default() == opts.is_default() and loaded == opts

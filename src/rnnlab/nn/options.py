@@ -44,6 +44,11 @@ class CellOptions:
         # than comparing each field (float fields would each add a Python guard)
         object.__setattr__(self, "_default", all(getattr(self, f.name) == f.default for f in fields(self)))
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # unpickling skips __post_init__, and a model pickled by an earlier version has no _default
+        self.__dict__.update(state)
+        self.__post_init__()
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CellOptions":
