@@ -24,6 +24,7 @@ from rnnlab.tasks.classify import (
     _dtw_backend,
     amplitude_spread,
     baseline_table,
+    batch_bounds,
     budget,
     downsample,
     format_baselines,
@@ -125,6 +126,33 @@ def test_budget_follows_the_data_size():
     assert small["max_steps"] * 32 / 50 > 100                 # hundreds of epochs for 50 series
     assert 3 <= large["max_steps"] * 32 / 100_000 < 4           # a few epochs for 100k
     assert 0 < small["warmup_steps"] < small["max_steps"] and small["patience"] >= 1
+
+
+@pytest.mark.parametrize("n,size", [(36, 32), (67, 32), (64, 32), (5, 32), (200, 32), (1, 1), (0, 4)])
+def test_batch_bounds_cover_every_example_once(n, size):
+    for even in (False, True):
+        bounds = batch_bounds(n, size, even)
+        assert [i for s, e in bounds for i in range(s, e)] == list(range(n))
+        sizes = [e - s for s, e in bounds]
+        assert len(sizes) == -(-n // size) and all(0 < k <= size for k in sizes)
+        if even:
+            assert max(sizes, default=0) - min(sizes, default=0) <= 1
+        else:
+            assert sizes[:-1] == [size] * (len(sizes) - 1)
+
+
+def test_numeric_training_batches_are_even_and_text_keeps_full_batches(tmp_path):
+    """36 series by 32: 18 + 18 rather than 32 + 4 (a remainder of a few series is the noisiest
+    step of every epoch for LSTM-FCN's batch norm); every series once per epoch."""
+    task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=18), folds=1, valid_frac=0.1))
+    n = len(task.split("train").inputs)
+    sizes = [len(b["y"]) for b in task.train_batches(0)]
+    assert sum(sizes) == n and len(sizes) == -(-n // 32) and max(sizes) - min(sizes) <= 1
+    assert sorted(torch.cat([b["index"] for b in task.train_batches(0)]).tolist()) == list(range(n))
+    text = tmp_path / "t.csv"
+    text.write_text("text,label\n" + "".join(f"w{i} x,{i % 2}\n" for i in range(45)))
+    task = ClassifyTask(ClassifyConfig(train=str(text), folds=1, valid_frac=0.2))
+    assert [len(b["y"]) for b in task.train_batches(0)] == [32, 4]
 
 
 def test_numeric_task_trains_with_its_budget(tmp_path):
