@@ -122,7 +122,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         dropout: float = typer.Option(0.1, "--dropout", help="Between layers and before the head."),
         pool: str = typer.Option("last", "--pool", help="last | mean | max over the valid steps."),
         batch_size: int = typer.Option(32, "--batch-size", help="Examples per batch (numeric input: at most this, "
-                                       "each epoch cut into batches of equal size)."),
+                                       "each training epoch cut into batches whose sizes differ by at most one)."),
         valid_frac: float = typer.Option(0.2, "--valid-frac", help="Held out of --train when no --valid."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the train/valid split and the batch order."),
         no_scale: bool = typer.Option(False, "--no-scale", help="Numeric: do not standardise inputs."),
