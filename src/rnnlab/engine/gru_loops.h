@@ -55,8 +55,8 @@ inline void gru_infer_tile(const GruInferArgs& a, const float* __restrict pa, in
       }
     }
   }
-  if (a.in.x != nullptr)                                  // + W_ih x_t
-    panel_product3<NB, 0, 1, 2>(acc, a.in.packed + 3 * a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
+  if (a.in.x.p != nullptr)                                // + W_ih x_t
+    panel_product3<NB, 0, 1, 2>(acc, a.in.packed + 3 * a.in.I * j0, a.in.x.at(t, b0), a.in.x.sb, a.in.I);
   panel_product3<NB, 0, 1, 3>(acc, pa, hp, H, H);         // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {

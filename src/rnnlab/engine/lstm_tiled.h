@@ -84,23 +84,22 @@ struct BwdArgs {
   int threads;         // the team's size at most (team_size()); rec_h / rec_c have this many rows per step
 };
 
-// The input of an inference loop that forms W_ih x_t in its tiles (fuse_input), or none (x null):
-// then the loop reads a GEMM's projection xg instead.
-struct FusedInput {
-  const float* x = nullptr;      // (T, B, I)
-  const float* w_ih = nullptr;   // (NG·H, I)
-  float* packed = nullptr;       // NG·H·I floats of scratch for W_ih packed as W_hh is
-  int64_t I = 0, st = 0, sb = 0;  // x_t of sequence b at x + t·st + b·sb (a batch-first input's view as it lies)
-  const float* at(int64_t t, int64_t b) const { return x + t * st + b * sb; }   // x_t of sequence b
-};
-
-// The input projection W_ih x_t that a GEMM wrote for an inference loop to read (p null when the
-// tiles form it): time-major (T, B, G) rows, or batch-major (B, T, G) for a batch-first input;
-// step t of sequence b at p + t·st + b·sb.
-struct Projection {
+// Rows of a (T, B, ·) array where they lie: step t of sequence b at p + t·st + b·sb. Time-major
+// rows, or batch-major ones for a batch-first input (its (T, B, ·) view of a (B, T, ·) tensor, or
+// a GEMM's (B·T, ·) product of it).
+struct StepRows {
   const float* p = nullptr;
   int64_t st = 0, sb = 0;
   const float* at(int64_t t, int64_t b) const { return p + t * st + b * sb; }
+};
+
+// The input of an inference loop that forms W_ih x_t in its tiles (fuse_input), or none (x.p null):
+// then the loop reads a GEMM's projection xg instead.
+struct FusedInput {
+  StepRows x;                    // (T, B, I) x_t rows
+  const float* w_ih = nullptr;   // (NG·H, I)
+  float* packed = nullptr;       // NG·H·I floats of scratch for W_ih packed as W_hh is
+  int64_t I = 0;
 };
 
 // What the inference loops of the three cells (NG gates: 4, 3, 1) read alike; the vanilla RNN's
@@ -108,7 +107,7 @@ struct Projection {
 struct InferLoop {
   const float* w_hh;   // (NG·H, H)
   float* packed;       // NG·H·H floats of scratch for the packed weights
-  Projection xg;       // W_ih x_t (NG·H columns, no bias unless a cell's bias is null), or none when x is given
+  StepRows xg;         // W_ih x_t (NG·H columns, no bias unless a cell's bias is null), or none (p null) when x is given
   const float* h0;     // (B, H)
   float* out;          // (T, B, H) out: h_1..h_T (zero at invalid steps)
   float* h;            // (2, B, H) scratch with a mask: h_t in row t mod 2 (out is not the state then)
@@ -452,14 +451,14 @@ struct InferBuffers {
   Tensor x, w_ih, w_hh, h0, xg, packed, packed_ih, out, h, mask;
 
   int64_t xg_st = 0, xg_sb = 0;   // the GEMM's rows: time-major, or batch-major for a batch-first x
-  Projection projection() const { return fuse ? Projection{} : Projection{xg.data_ptr<float>(), xg_st, xg_sb}; }
+  StepRows projection() const { return fuse ? StepRows{} : StepRows{xg.data_ptr<float>(), xg_st, xg_sb}; }
   InferLoop loop() const {        // (threads: team_size(), decided here once per call)
     return {w_hh.data_ptr<float>(), packed.data_ptr<float>(), projection(), h0.data_ptr<float>(),
             out.data_ptr<float>(), h_ptr(), mask_ptr(), T, B, H, team_size(), fused_input()};
   }
   FusedInput fused_input() const {
-    return fuse ? FusedInput{x.data_ptr<float>(), w_ih.data_ptr<float>(), packed_ih.data_ptr<float>(), I,
-                             x.stride(0), x.stride(1)}
+    return fuse ? FusedInput{{x.data_ptr<float>(), x.stride(0), x.stride(1)}, w_ih.data_ptr<float>(),
+                             packed_ih.data_ptr<float>(), I}
                 : FusedInput{};
   }
   float* h_ptr() const { return mask.defined() ? h.data_ptr<float>() : nullptr; }
@@ -614,7 +613,7 @@ inline void rnn_rows_forward(const std::string& isa, const Tensor& xw, const Ten
   Tensor w = w_hh.contiguous();
   Tensor b = bias ? bias->contiguous() : Tensor();
   float* h = hs.data_ptr<float>();
-  const InferLoop loop{w.data_ptr<float>(), packed.data_ptr<float>(), Projection{xw.data_ptr<float>(), B * H, H}, h,
+  const InferLoop loop{w.data_ptr<float>(), packed.data_ptr<float>(), StepRows{xw.data_ptr<float>(), B * H, H}, h,
                        h + B * H, nullptr, mask ? mask->data_ptr<bool>() : nullptr, T, B, H, team_size(), FusedInput{}};
   RnnInferArgs a{loop, b.defined() ? b.data_ptr<float>() : nullptr, relu, true};
 #ifdef RNNLAB_TILED_X86

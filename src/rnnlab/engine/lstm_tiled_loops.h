@@ -325,7 +325,7 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
     const reg b = a.bias ? V::load(a.bias + g * H + j0) : V::zero();
-    if (a.in.x != nullptr) {                                      // W_ih x_t formed here, below
+    if (a.in.x.p != nullptr) {                                    // W_ih x_t formed here, below
 #pragma GCC unroll 8
       for (int n = 0; n < NB; ++n) acc[g][n] = b;
     } else {
@@ -334,8 +334,8 @@ inline void infer_tile(const InferArgs& a, const float* __restrict pa, int64_t t
       for (int n = 0; n < NB; ++n) acc[g][n] = V::add(V::load(xg + n * a.xg.sb + g * H), b);
     }
   }
-  if (a.in.x != nullptr)                                          // + W_ih x_t
-    panel_product<NB>(acc, a.in.packed + 4 * a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
+  if (a.in.x.p != nullptr)                                        // + W_ih x_t
+    panel_product<NB>(acc, a.in.packed + 4 * a.in.I * j0, a.in.x.at(t, b0), a.in.x.sb, a.in.I);
   panel_product<NB>(acc, pa, hp, H, H);                   // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
@@ -412,7 +412,7 @@ inline void forward_over_units(const float* w_hh, float* packed, int64_t T, int6
     int64_t u0, u1;
     unit_range(H, V::W, tid, nt, &u0, &u1);
     pack_infer<NG>(w_hh, packed, H, H, u0, u1);           // this thread's panels: only it reads them
-    if (in.x != nullptr) pack_infer<NG>(in.w_ih, in.packed, H, in.I, u0, u1);
+    if (in.x.p != nullptr) pack_infer<NG>(in.w_ih, in.packed, H, in.I, u0, u1);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t j0 = u0; j0 < u1; j0 += V::W)
         for_each_batch_block<kInferMaxNB>(B, [&](int64_t b0, int n) {

@@ -31,8 +31,8 @@ inline void rnn_infer_tile(const RnnInferArgs& a, const float* __restrict pa, in
   const float* __restrict xg = a.xg.p ? a.xg.at(t, b0) + j0 : nullptr;   // W_ih x_t
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) acc[n] = xg != nullptr ? V::add(b, V::load(xg + n * a.xg.sb)) : b;
-  if (a.in.x != nullptr)                                  // + W_ih x_t
-    panel_product1<NB>(acc, a.in.packed + a.in.I * j0, a.in.at(t, b0), a.in.sb, a.in.I);
+  if (a.in.x.p != nullptr)                                // + W_ih x_t
+    panel_product1<NB>(acc, a.in.packed + a.in.I * j0, a.in.x.at(t, b0), a.in.x.sb, a.in.I);
   panel_product1<NB>(acc, pa, hp, H, H);                  // + W_hh h_{t-1}
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
