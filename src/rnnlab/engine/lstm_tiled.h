@@ -235,6 +235,31 @@ struct V {
   static reg round(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg ldexp(reg p, reg m) { return _mm512_scalef_ps(p, m); }           // p·2^m
   static reg rcp(reg a) { return _mm512_rcp14_ps(a); }                        // 1/a within 2^-14
+  // Row i of the W×W block at d (rows ld apart) = column i of the block at s (rows ls apart).
+  static void transpose(const float* s, int64_t ls, float* d, int64_t ld) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; ++i) {                        // lane L of t[2i], t[2i+1]: rows 2i, 2i+1 at 4L..4L+3
+      const __m512 a = _mm512_loadu_ps(s + 2 * i * ls), b = _mm512_loadu_ps(s + (2 * i + 1) * ls);
+      t[2 * i] = _mm512_unpacklo_ps(a, b), t[2 * i + 1] = _mm512_unpackhi_ps(a, b);
+    }
+    for (int q = 0; q < 4; ++q) {                        // lane L of u[4q+j]: rows 4q..4q+3 at column 4L+j
+      const __m512 *lo = t + 4 * q, *hi = t + 4 * q + 2;
+      u[4 * q] = _mm512_shuffle_ps(lo[0], hi[0], _MM_SHUFFLE(1, 0, 1, 0));
+      u[4 * q + 1] = _mm512_shuffle_ps(lo[0], hi[0], _MM_SHUFFLE(3, 2, 3, 2));
+      u[4 * q + 2] = _mm512_shuffle_ps(lo[1], hi[1], _MM_SHUFFLE(1, 0, 1, 0));
+      u[4 * q + 3] = _mm512_shuffle_ps(lo[1], hi[1], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; ++j) {                        // columns j, 4+j, 8+j, 12+j: lanes of u[j], u[4+j], ...
+      const __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], _MM_SHUFFLE(1, 0, 1, 0));
+      const __m512 x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], _MM_SHUFFLE(3, 2, 3, 2));
+      const __m512 y0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(1, 0, 1, 0));
+      const __m512 y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(3, 2, 3, 2));
+      _mm512_storeu_ps(d + j * ld, _mm512_shuffle_f32x4(x0, y0, _MM_SHUFFLE(2, 0, 2, 0)));
+      _mm512_storeu_ps(d + (4 + j) * ld, _mm512_shuffle_f32x4(x0, y0, _MM_SHUFFLE(3, 1, 3, 1)));
+      _mm512_storeu_ps(d + (8 + j) * ld, _mm512_shuffle_f32x4(x1, y1, _MM_SHUFFLE(2, 0, 2, 0)));
+      _mm512_storeu_ps(d + (12 + j) * ld, _mm512_shuffle_f32x4(x1, y1, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+  }
 };
 #include "lstm_tiled_loops.h"
 #include "gru_loops.h"
@@ -265,6 +290,25 @@ struct V {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
   static reg rcp(reg a) { return _mm256_rcp_ps(a); }                          // 1/a within 1.5·2^-12
+  // Row i of the W×W block at d (rows ld apart) = column i of the block at s (rows ls apart).
+  static void transpose(const float* s, int64_t ls, float* d, int64_t ld) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; ++i) {                        // lane L of t[2i], t[2i+1]: rows 2i, 2i+1 at 4L..4L+3
+      const __m256 a = _mm256_loadu_ps(s + 2 * i * ls), b = _mm256_loadu_ps(s + (2 * i + 1) * ls);
+      t[2 * i] = _mm256_unpacklo_ps(a, b), t[2 * i + 1] = _mm256_unpackhi_ps(a, b);
+    }
+    for (int q = 0; q < 2; ++q) {                        // lane L of u[4q+j]: rows 4q..4q+3 at column 4L+j
+      const __m256 *lo = t + 4 * q, *hi = t + 4 * q + 2;
+      u[4 * q] = _mm256_shuffle_ps(lo[0], hi[0], _MM_SHUFFLE(1, 0, 1, 0));
+      u[4 * q + 1] = _mm256_shuffle_ps(lo[0], hi[0], _MM_SHUFFLE(3, 2, 3, 2));
+      u[4 * q + 2] = _mm256_shuffle_ps(lo[1], hi[1], _MM_SHUFFLE(1, 0, 1, 0));
+      u[4 * q + 3] = _mm256_shuffle_ps(lo[1], hi[1], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; ++j) {                        // columns j and 4+j: the lanes of u[j] and u[4+j]
+      _mm256_storeu_ps(d + j * ld, _mm256_permute2f128_ps(u[j], u[4 + j], 0x20));
+      _mm256_storeu_ps(d + (4 + j) * ld, _mm256_permute2f128_ps(u[j], u[4 + j], 0x31));
+    }
+  }
 };
 #include "lstm_tiled_loops.h"
 #include "gru_loops.h"

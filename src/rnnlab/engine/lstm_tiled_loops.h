@@ -369,21 +369,20 @@ inline void with_count(int n, const F& f) {
 
 // Panels [u0, u1) (W units each, u0 and u1 multiples of W) of W (NG·H, K), the NG gates' rows of
 // W_hh or W_ih, packed for panel_product: k-major, the panel's NG gate rows (W floats each)
-// contiguous for every k. A transpose in blocks of 16 columns k, so that both the rows read and the
-// packed rows written stay in the L1 cache while a block is done (every call packs anew).
+// contiguous for every k. Every call packs anew, so the W × W blocks are transposed in registers
+// (V::transpose) rather than one float at a time; the last K mod W columns one at a time.
 template <int NG = 4>
 inline void pack_infer(const float* __restrict w, float* __restrict out, int64_t H, int64_t K, int64_t u0,
                        int64_t u1) {
   constexpr int W = V::W;
-  constexpr int64_t kBlock = 16;
+  const int64_t full = K / W * W;
   for (int64_t j0 = u0; j0 < u1; j0 += W) {
     float* p = out + NG * K * j0;
-    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
-      const int64_t k1 = std::min(K, k0 + kBlock);
-      for (int64_t k = k0; k < k1; ++k)
-        for (int64_t g = 0; g < NG; ++g)
-          for (int64_t u = 0; u < W; ++u) p[(k * NG + g) * W + u] = w[(g * H + j0 + u) * K + k];
-    }
+    for (int64_t k0 = 0; k0 < full; k0 += W)
+      for (int64_t g = 0; g < NG; ++g) V::transpose(w + (g * H + j0) * K + k0, K, p + (k0 * NG + g) * W, NG * W);
+    for (int64_t k = full; k < K; ++k)
+      for (int64_t g = 0; g < NG; ++g)
+        for (int64_t u = 0; u < W; ++u) p[(k * NG + g) * W + u] = w[(g * H + j0 + u) * K + k];
   }
 }
 
