@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LOCK)
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rnnlab demo --quick --out demo-out
+	$(BIN)/rnnlab demo --quick --out demo-out --force
 
 # The tests include the import-layer contract (lint-imports), `mkdocs build --strict` and the
 # Python examples of README.md and docs/ (doctests): see tests/test_layers.py, tests/test_docs.py.

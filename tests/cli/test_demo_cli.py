@@ -24,3 +24,39 @@ def test_train_probe_makes_a_run_folder_with_a_report(tmp_path):
                  "--steps-per-epoch", "3", "--max-steps", "3", "--quiet", "--out", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "Gradient through time" in html and "Gates" in html
+
+
+def _run_folder(path):
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_demo_refuses_to_replace_files_before_training(tmp_path, capsys):
+    """An --out holding results.json or report.html is refused unless --force, a file or a path in
+    a run folder always, and each before anything is trained (the files are left as they were)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.html").write_text("my page")
+    assert main(["demo", "--quick", "--out", str(out)]) == 1
+    assert "pass --force" in capsys.readouterr().err
+    assert (out / "report.html").read_text() == "my page" and not (out / "results.json").exists()
+    (tmp_path / "f.txt").write_text("x")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "f.txt")]) == 1
+    assert "got an existing file" in capsys.readouterr().err
+    run = _run_folder(tmp_path / "run")
+    assert main(["demo", "--quick", "--out", str(run), "--force"]) == 1
+    assert "outside the run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json"]
+
+
+def test_bench_json_is_checked_before_timing(tmp_path, capsys):
+    """`rnnlab bench --json` refuses an existing file (without --force) and a path inside a run
+    folder before any timing starts, leaving the file as it was."""
+    mine = tmp_path / "precious.txt"
+    mine.write_text("keep")
+    assert main(["bench", "--quick", "--json", str(mine)]) == 1
+    assert "pass --force" in capsys.readouterr().err and mine.read_text() == "keep"
+    run = _run_folder(tmp_path / "run")
+    assert main(["bench", "--quick", "--json", str(run / "config.json"), "--force"]) == 1
+    assert "outside the run folder" in capsys.readouterr().err and (run / "config.json").read_text() == "{}"

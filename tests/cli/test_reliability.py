@@ -295,6 +295,50 @@ def test_an_existing_run_names_both_ways_forward(lab, copy_of, capfd, tmp_path):
     assert steps == [1, 2]   # a fresh run, not the old one continued
 
 
+def test_no_run_inside_another_runs_folder(copy_of, capfd):
+    """A new run inside another run's folder is refused (that run's files belong to it), and
+    --overwrite of a folder that holds a run below it deletes nothing."""
+    toy = copy_of("toy")
+    before = snapshot(toy)
+    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "2", "--quiet", "--no-report", "--out"]
+    for inner in (toy / "plots" / "new", toy / "checkpoints" / "new"):
+        code, _, err = run_cli(capfd, *argv, inner)
+        assert code in ERROR and f"inside the run folder {toy}" in one_error_line(err), err
+        code, _, err = run_cli(capfd, *argv, inner, "--overwrite")
+        assert code in ERROR and f"inside the run folder {toy}" in one_error_line(err), err
+    assert snapshot(toy) == before
+    # a run that sits below another folder's files (made before this rule): --overwrite keeps it
+    outer = toy.parent / "outer"
+    (outer / "plots").mkdir(parents=True)
+    toy.rename(outer / "plots" / "inner")
+    before = snapshot(outer)
+    code, _, err = run_cli(capfd, *argv, outer, "--overwrite")
+    assert code in ERROR and "nothing was deleted" in one_error_line(err) and snapshot(outer) == before
+
+
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_train_json_stdout_is_one_json_object(lab, capfd, tmp_path, task):
+    """Without --quiet, `train ... --json` keeps its status lines on stderr: stdout parses as JSON."""
+    argv = {"classify": ["train", "classify", "--train", lab / "cls.csv", "--hidden", "8", "--embed", "8",
+                         "--max-steps", "2"],
+            "lm": ["train", "lm", "--text", lab / "text.txt", "--hidden", "16", "--bptt", "8", "--batch-size", "4",
+                   "--max-steps", "2"]}[task]
+    code, out, err = run_cli(capfd, *argv, "--no-report", "--json", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert isinstance(json.loads(out), dict) and "rnnlab: stopped (max_steps) at step 2" in err
+
+
+def test_out_dot_names_a_free_folder(tmp_path, capfd, monkeypatch):
+    """--out . in a folder with files: one error line whose suggestion is a sibling of the folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    code, _, err = run_cli(capfd, "train", "toy", "--hidden-size", "4", "--max-steps", "2", "--quiet", "--out", ".")
+    assert code in ERROR and f"free: {tmp_path / 'work-2'}" in one_error_line(err), err
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+
+
 # ----------------------------------------------------------------------------- edited files
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from rnnlab.outputs import atomic_open, check_output
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("bench")
@@ -23,10 +25,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         no_gradgrad: bool = typer.Option(False, "--no-gradgrad",
                                          help="Skip the double-backward records (a gradient-penalty step vs torch.nn's)."),
         repeats: int = typer.Option(0, "--repeats", help="Timed repeats per measurement (0: 3 quick, 15 full)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
     ) -> None:
         """Time rnnlab against torch.nn (alternating, median of repeats) and print the table."""
 
         from rnnlab.suites.bench import BenchConfig, render_table, run_bench  # lazy: keeps --help fast
+
+        if json_path is not None:                 # refused before minutes of timing, not after
+            check_output(json_path, force=force, flag="--json")
 
         console = Console(width=max(Console().width, 150))  # the table has 11 columns
         cfg = BenchConfig(quick=quick, engine=engine, threads=threads, onnx=not no_onnx,
@@ -34,7 +40,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         res = run_bench(cfg, log=lambda s: console.print(f"[dim]{s}[/dim]"))
         console.print(render_table(res))
         if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
             # A list of records (the documented format), each carrying the machine it ran on.
-            json_path.write_text(json.dumps([{**r, "machine": res.machine} for r in res.as_dicts()], indent=1))
+            with atomic_open(json_path, encoding="utf-8") as fh:
+                fh.write(json.dumps([{**r, "machine": res.machine} for r in res.as_dicts()], indent=1))
             console.print(f"records written to {json_path}")

@@ -50,6 +50,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", help="torch threads per run (1: fastest for these small models)."),
         jobs: int = typer.Option(2, "--jobs", help="Runs trained at once in worker processes (2 for 2 cores)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+        force: bool = typer.Option(False, "--force", help="Replace results.json and report.html if --out holds them already."),
     ) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
         if quick and full:
@@ -58,7 +59,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,
                          threads=threads)
-        res = run_demo(cfg, out, progress=not quiet, jobs=jobs)
+        res = run_demo(cfg, out, progress=not quiet, jobs=jobs, force=force)
         typer.echo(f"demo done in {res.seconds:.0f} s: {res.report} (open in a browser), {res.results_json}")
 
     @app.command("probe")

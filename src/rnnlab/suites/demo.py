@@ -27,7 +27,8 @@ from rnnlab.analysis import plots
 from rnnlab.analysis.gates import probe_gate_stats
 from rnnlab.analysis.gradflow import probe_grad_flow
 from rnnlab.data.probes import PROBES
-from rnnlab.errors import ConfigError, expected
+from rnnlab.errors import ConfigError, OutputError, expected
+from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import ReportSection, escape, figure_to_img, render_page, table
 from rnnlab.tasks.probe import LABEL, run_probe
 from rnnlab.tasks.recurrent import CELLS
@@ -208,15 +209,29 @@ def _run_in_worker(i: int, *args) -> dict[str, Any]:
     return _run_one(*args, on_step=on_step)
 
 
-def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int = 1) -> DemoResult:
+def check_demo_out(out: str | Path, force: bool = False) -> Path:
+    """``out`` if the demo may write its two files there: a folder (made if absent) outside any run
+    folder, whose ``results.json`` and ``report.html`` are new or ``force`` allows replacing them;
+    an OutputError otherwise, before anything is trained."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: expected a folder for results.json and report.html, got an existing file")
+    for name in ("results.json", "report.html"):
+        check_output(out / name, force=force, flag="--out")
+    return out
+
+
+def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int = 1,
+             force: bool = False) -> DemoResult:
     """Run the suite, write ``results.json`` and ``report.html`` into ``out``; return the records.
+    ``out``'s files are checked first (:func:`check_demo_out`): existing ones are replaced only
+    with ``force``, and never inside a run folder.
 
     ``jobs`` > 1 trains that many runs at once in worker processes (one torch thread each): on a
     2-core machine ``jobs=2`` nearly halves the wall time. Every run is seeded on its own, so the
     numbers do not depend on ``jobs``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_demo_out(out, force)
     plan = cfg.plan()
     longest = {t: max(T for tt, T, _ in plan if tt == t) for t, _, _ in plan}
     runs = [(task, T, steps, cell, T == longest[task], None) for task, T, steps in plan for cell in cfg.cells]
@@ -269,10 +284,12 @@ def run_demo(cfg: DemoConfig, out: str | Path, progress: bool = True, jobs: int 
                "torch_threads": cfg.threads, "machine": platform.platform(), "records": records,
                "ablation": ablation}
     results_json = out / "results.json"
-    results_json.write_text(json.dumps(payload, indent=1))
+    with atomic_open(results_json, encoding="utf-8") as fh:
+        fh.write(json.dumps(payload, indent=1))
     page = render_demo_report(records, flows, gates, curves, cfg, seconds, ablation)
     report = out / "report.html"
-    report.write_text(page, encoding="utf-8")
+    with atomic_open(report, encoding="utf-8") as fh:
+        fh.write(page)
     return DemoResult(records, seconds, out, report, results_json, ablation)
 
 

@@ -708,9 +708,11 @@ class _Run:
         if self.fabric.is_global_zero and c.report:
             write_report(self.out, task, self.model, self.log.records)
         if self.fabric.is_global_zero and not c.quiet:
-            print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}", flush=True)
+            # status, as the progress bar: on stderr, so that stdout holds only what --json prints
+            print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}",
+                  file=sys.stderr, flush=True)
             if self.compiled is not None:
-                print(f"rnnlab: {self.compiled.describe()}", flush=True)
+                print(f"rnnlab: {self.compiled.describe()}", file=sys.stderr, flush=True)
         return RunResult(
             run_dir=self.out, step=loop.step, epoch=loop.epoch, stop_reason=stop, last_checkpoint=self.last_saved,
             best_step=loop.best_step, best_loss=loop.best_loss, metrics=dict(self.last_metrics),

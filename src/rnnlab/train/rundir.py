@@ -33,6 +33,7 @@ from torch import nn
 
 from rnnlab._version import __version__
 from rnnlab.errors import CheckpointError, DataError, RnnlabError
+from rnnlab.outputs import enclosing_run
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LOCK_NAME
 from rnnlab.train.task import Task, build_task, data_checksum_hook
@@ -41,7 +42,7 @@ CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 # What training writes into a run folder; --overwrite clears a folder only if it holds nothing else.
 RUN_ENTRIES = frozenset({CONFIG, CHECKPOINTS, "metrics.jsonl", "metrics.csv", "plots", "report.html",
-                         "tensorboard", LOCK_NAME})
+                         "tensorboard", "baselines.json", LOCK_NAME})
 
 
 def rnnlab_version() -> str:
@@ -63,6 +64,10 @@ def _is_free(folder: Path) -> bool:
 def new_run_dir(base: str | Path) -> Path:
     """``base`` if it is free (absent or an empty folder), else the first free ``base-N``."""
     base = Path(base)
+    if base.name in ("", ".."):
+        base = Path(os.path.abspath(base))              # "." or "..": name the suggestion after the folder
+    if not base.name:                                   # the root
+        return base / "run"
     candidate, n = base, 1
     while not _is_free(candidate):
         n += 1
@@ -80,7 +85,17 @@ def describe_run(out: Path) -> str:
     return "a folder with other files"
 
 
+def check_not_inside_run(out: Path) -> None:
+    """Refuse a run folder inside another run's folder (its plots/ or checkpoints/, say): that
+    run's files belong to it, and an --overwrite of it would delete the inner run with them."""
+    outer = enclosing_run(Path(os.path.abspath(out)).parent)
+    if outer is not None:
+        raise CheckpointError(f"run folder {out}: expected a folder outside other runs' folders, got one inside the "
+                              f"run folder {outer}; pick another --out")
+
+
 def check_new_run_dir(out: Path) -> None:
+    check_not_inside_run(out)
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"run folder {out}: expected a folder or a new name, got an existing file")
     if not _is_free(out):
@@ -99,10 +114,15 @@ def check_new_run_dir(out: Path) -> None:
 def clear_run_dir(out: Path) -> None:
     """Empty a run folder for ``overwrite``: refused unless it holds only rnnlab's run files, so a
     mistyped ``--out`` never deletes a user's folder. The caller holds the folder's lock."""
+    check_not_inside_run(out)
     if not out.exists():
         return
     if not out.is_dir():
         raise CheckpointError(f"--overwrite {out}: expected a run folder, got a file")
+    inner = next((p for p in out.rglob(CONFIG) if (p.parent / CHECKPOINTS).is_dir() and p.parent != out), None)
+    if inner is not None:
+        raise CheckpointError(f"--overwrite {out}: expected a folder holding only a run's files, got also the run "
+                              f"folder {inner.parent} inside it; nothing was deleted")
     foreign = sorted(p.name for p in out.iterdir()
                      if p.name not in RUN_ENTRIES and not p.name.startswith((".tmp-", ".write-probe-", ".trash-")))
     if foreign:
