@@ -323,10 +323,11 @@ def fast_scan(
     mask: Tensor | None = None, tag: ScanTag | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``rnnlab.engine.scan`` with the loops in C++; falls back to it where :func:`plan` says so."""
-    if torch.compiler.is_compiling():       # torch.compile / torch.export: the operators of ops.py
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():   # compile, export, jit.trace: ops.py's operators
         if w_hr is None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _ops_ready():
             if mask is None and x.dtype == torch.float32 and not torch.compiler.is_exporting():
-                no_grad = not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+                # (a jit.trace records one graph for both grad modes: the operator pair with a backward)
+                no_grad = not gradient_to_come(x, h0, c0, w_ih, w_hh, b_ih, b_hh) and not torch.jit.is_tracing()
                 if no_grad and _infer_op_ready(w_hh.shape[1]):
                     return ops.op_infer(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
                 # (without a gradient to come, larger LSTMs keep the unit-major forward, as eager)

@@ -271,6 +271,16 @@ class RecurrentBase(nn.Module):
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):
+        if torch.jit.is_tracing():
+            # The size checks read sizes as Python values, which the tracer warns may not generalise;
+            # they only refuse bad inputs, and the traced graph serves other lengths and batches
+            # (the engine takes its operators under tracing: tests/nn/test_jit_trace.py).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                return self._forward(input, hx)
+        return self._forward(input, hx)
+
+    def _forward(self, input: Tensor | PackedSequence, hx: Any):
         is_lstm = self.mode == "lstm"
         packed = isinstance(input, PackedSequence)
         lengths = None
