@@ -28,3 +28,9 @@ def test_info_lines(capsys):
     assert main(["info", "--no-build"]) == 0
     out = capsys.readouterr().out
     assert "engines" in out and "not checked (--no-build)" in out
+
+
+def test_version_flag(capsys):
+    from rnnlab import __version__
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"rnnlab {__version__} (torch ")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.metadata
 import os
 import sys
 import traceback
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import typer
 
+from rnnlab._version import __version__
 from rnnlab.errors import RnnlabError
 
 app = typer.Typer(
@@ -58,8 +60,16 @@ def _click_exception_type() -> type[Exception]:
 _ClickException = _click_exception_type()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rnnlab {__version__} (torch {importlib.metadata.version('torch')})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print rnnlab's and torch's versions and exit.")) -> None:
     global _DEBUG
     _DEBUG = debug
 
