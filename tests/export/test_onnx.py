@@ -151,6 +151,14 @@ def test_export_run_cli(tmp_path) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want):
         torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=1e-5)
+    # how the inputs were made travels with the graph: the task and its metadata, as config.json has them
+    import json
+
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    saved = json.loads((run / "config.json").read_text())
+    assert props["rnnlab.task"] == saved["task"] == "toy"
+    assert json.loads(props["rnnlab.task_metadata"]) == saved["task_metadata"]
 
 
 # Variants torch.nn lacks: exported as a plain-op time loop (an ONNX Loop), so one file serves

@@ -43,6 +43,7 @@ step, which the caller runs in its own greedy or beam loop (see :class:`Seq2SeqE
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -446,6 +447,20 @@ def _write_int8(tmp: Path) -> None:
         src.unlink(missing_ok=True)
 
 
+def _stamp(path: Path, task: Any) -> None:
+    """Record in the graph's metadata_props how its inputs are made: ``rnnlab.task`` (the task's
+    name) and ``rnnlab.task_metadata`` (its metadata as config.json holds it: a numeric
+    classifier's scaler, normalisation, downsampling factor and length, a forecaster's scaler and
+    covariates, a vocabulary), since the graph takes the model's inputs after that preprocessing."""
+    onnx = optional_module("onnx", "onnx", "it installed (pip install rnnlab[onnx])", "ImportError")
+    graph = onnx.load(str(path))
+    for key, value in (("rnnlab.task", task.name),
+                       ("rnnlab.task_metadata", json.dumps(task.metadata(), default=str))):
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+
+
 def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False,
                int8: bool = False) -> Path | tuple[Path, Path]:
     """Export a training run's model (rebuilt by ``rnnlab.train.load_run``), every task's.
@@ -462,9 +477,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         tmps = [atomic_path(p) for p in paths]
         try:
             export_seq2seq(model, *tmps)
-            if int8:
-                for t in tmps:
+            for t in tmps:
+                if int8:
                     _write_int8(t)
+                _stamp(t, task)
         except BaseException:
             for t in tmps:
                 t.unlink(missing_ok=True)
@@ -483,6 +499,7 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)
         if int8:
             _write_int8(tmp)
+        _stamp(tmp, task)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
