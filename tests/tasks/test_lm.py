@@ -397,3 +397,10 @@ def test_a_config_saved_with_the_older_names_loads():
     assert (cfg.hidden_size, cfg.num_layers) == (12, 2)
     with pytest.raises(ConfigError):
         LMConfig.from_dict({"text": "x", "hidden": 12, "hidden_size": 12})
+
+
+def test_a_zero_valid_or_test_fraction_names_the_split_flag(text_file):
+    """--split 0.5,0.5,0 passes the fractions' check but leaves nothing to score: the error names
+    --split, not the length of the text."""
+    with pytest.raises(ConfigError, match=r"--split 0.5,0.5,0: expected valid and test fractions > 0"):
+        small_task(text_file, split=(0.5, 0.5, 0.0)).ids("train")

@@ -429,6 +429,11 @@ class LMTask:
         for s in ("valid", "test"):
             n = self.ids(s).numel()
             if n < 2:
+                fraction = self.cfg.split[SPLITS.index(s)]
+                if self.cfg.text and Path(self.cfg.text).is_file() and fraction == 0:
+                    raise ConfigError(expected(f"--split {','.join(f'{f:g}' for f in self.cfg.split)}",
+                                               "valid and test fractions > 0 (a language model is scored on both)",
+                                               f"{s} 0"))
                 raise DataError(expected(f"{s} split of {where}", "at least 2 tokens to score", f"{n}; use a longer text"))
 
     # -- contract
