@@ -267,7 +267,8 @@ def test_resume_refuses_contradicting_flags_in_one_line(lab, copy_of, capfd):
     assert snapshot(lab / "cls.csv", lm, toy) == before
     # --text other.txt: a different file (by content) is named as the contradiction too
     code, _, err = run_cli(capfd, "train", "lm", "--resume", lm, "--text", lab / "other.txt")
-    assert code in ERROR and "expected the data the run was trained on" in one_error_line(err)
+    line = one_error_line(err)
+    assert code in ERROR and "expected the data the run was trained on" in line and "got a different file" in line
     # the flags that may change are applied and said so
     code, _, err = run_cli(capfd, "train", "toy", "--resume", toy, "--max-steps", "5", "--keep-last", "1", "--quiet")
     assert code == 0 and "applying keep_last 3 -> 1, max_steps 3 -> 5" in err, err

@@ -67,8 +67,9 @@ def lm_runs(tmp_path_factory):
 def test_compiled_lm_trains_as_the_eager_one_in_one_graph_for_every_length(lm_runs, capsys):
     tmp, steps, lengths, args = lm_runs
     assert main(args) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    summary = json.loads(out[-1])
+    captured = capsys.readouterr()
+    out, err = captured.out.strip().splitlines(), captured.err.strip().splitlines()
+    summary = json.loads(captured.out)                                 # stdout: the JSON alone
     eager, compiled = tmp / "eager", tmp / "compiled"
     # the same curve and weights, to float64 rounding
     a, b = train_records(eager), train_records(compiled)
@@ -88,11 +89,11 @@ def test_compiled_lm_trains_as_the_eager_one_in_one_graph_for_every_length(lm_ru
     assert info["backend"] == BACKEND and info["methods"] == {"forward": "fullgraph"}
     assert (info["graphs_first_step"], info["graphs"], info["recompiles"], info["last_graph_step"]) == (1, 1, 0, 1)
     assert info["first_step_s"] == pytest.approx(b[0]["compile_s"])
-    line = [s for s in out if s.startswith("rnnlab: compiled")]     # the summary, before the JSON
+    line = [s for s in err if s.startswith("rnnlab: compiled")]     # the summary, a status line on stderr
     assert info["compiling_steps_s"] == pytest.approx(b[0]["compile_s"])
     assert line == [f"rnnlab: compiled forward (fullgraph) with {BACKEND}: first step {b[0]['compile_s']:.1f} s; "
                     f"1 graph (0 recompilations), the last at step 1; the steps that compiled took "
-                    f"{info['compiling_steps_s']:.1f} s"], out
+                    f"{info['compiling_steps_s']:.1f} s"], err
     # The run folder is any run's: it loads and evaluates as the eager run does.
     e, c = evaluate_run(eager, "test", "latest"), evaluate_run(compiled, "test", "latest")
     assert c["loss"] == pytest.approx(e["loss"], rel=1e-9)

@@ -312,8 +312,12 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
             got = data_checksum(where, cfg.get("task") if isinstance(cfg.get("task"), str) else "",
                                 task_config if task_config is not None else cfg.get("task_config"))
             if got != want:
+                # a path given now that is not the recorded one is another file, not the same one changed
+                other = os.path.abspath(where) != os.path.abspath(rec["path"])
+                what = "a different file" if other else "a changed file"
+                fix = ("pass the file it was trained on" if other else "restore it")
                 raise DataError(f"{file}: training data {key!r} ({where}): expected the data the run was trained on "
-                                f"(sha256 {want[:12]}), got a changed file (sha256 {str(got)[:12]}); restore it, "
+                                f"(sha256 {want[:12]}), got {what} (sha256 {str(got)[:12]}); {fix}, "
                                 "or train a new run on the new data")
 
 
