@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rnnlab.tasks.forecast as forecast_module
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import ConfigError, DataError, DataWarning
 from rnnlab.tasks.forecast import (
     ForecastConfig,
     ForecastTask,
@@ -146,10 +146,14 @@ def test_forecast_file_extends_timestamps_and_refuses_long_horizon(tmp_path):
         assert next(csv.reader(fh)) == ["step", "date", "load"]
     with pytest.raises(ConfigError, match="--horizon: expected at most the trained horizon 3"):
         task.forecast_file(model, path, 4, str(tmp_path / "f.csv"))
+    # a series shorter than the context is padded and masked (said: this one-series run never saw padding)
     short = tmp_path / "short.csv"
     short.write_text("date,load,temp\n2024-01-01,1,1\n")
-    with pytest.raises(DataError, match=r"short.csv: context = 12: expected at least 12 rows, got 1"):
-        task.forecast_file(model, str(short), 3, str(tmp_path / "f.csv"))
+    with pytest.warns(DataWarning, match=r"short.csv: only 1 of the context's 12 rows: the missing rows are "
+                      "padded and masked"):
+        rows = task.forecast_file(model, str(short), 3, str(tmp_path / "f.csv"))
+    assert [r["date"] for r in rows] == ["2024-01-02", "2024-01-03", "2024-01-04"]  # the run's daily step
+    assert all(np.isfinite(r["load"]) for r in rows)
 
 
 def test_backtest_rolls_forward_after_the_validation_span_only(tmp_path):

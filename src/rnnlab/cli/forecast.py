@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import csv_option, split_list
+from rnnlab.cli.classify import csv_option, print_data_warnings, split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
 from rnnlab.errors import ConfigError, expected
@@ -39,7 +39,8 @@ def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[st
     """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
     from rnnlab.tasks.forecast import evaluate_run  # lazy: keeps --help fast
 
-    return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
+    with print_data_warnings():  # series too short to score are named on stderr
+        return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -68,7 +69,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         loss: str = typer.Option("auto", "--loss", help="auto (smape when every training value is > 0, else mae) | mae | mse | smape (point forecasts)."),
         recent: int = typer.Option(0, "--recent", help="Train only on windows whose targets end in the last K horizons of each series; 0 = all."),
         ensemble: int = typer.Option(1, "--ensemble", help="Members with their own seed and context length; their median."),
-        ets: bool = typer.Option(False, "--ets", help="Also score statsforecast's automatic ETS on the same windows (pip install 'rnnlab[forecast]'; one fit per window: seconds to a minute)."),
+        ets: bool = typer.Option(False, "--ets", help="Also score statsforecast's automatic ETS on the same windows (pip install 'rnnlab\\[forecast]'; one fit per window: seconds to a minute)."),
         mode: str = typer.Option("direct", "--mode", help="direct | autoregressive."),
         quantiles: Optional[List[str]] = typer.Option(None, "--quantiles", help="e.g. 0.1,0.9 (the median is added)."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
@@ -111,7 +112,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         else:
             result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,
                                **ForecastTask.train_defaults)
-        if run.given.get("quiet"):
+        if run.given.get("quiet") and not as_json:  # --json always prints its object
             return
         task, model, _ = load_run(result.run_dir)
         sid, origins = task.pairs("valid")
@@ -138,7 +139,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Forecast the next steps after the end of every series of a file."""
         from rnnlab.tasks.forecast import forecast_run  # lazy: keeps --help fast
 
-        rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
+        with print_data_warnings():  # series shorter than the context are padded: said on stderr
+            rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
         if as_json:
             print(json.dumps({"out": str(out), "rows": rows}))
             return

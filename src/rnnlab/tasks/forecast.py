@@ -35,10 +35,13 @@ over rows that chose the checkpoint.
 
 from __future__ import annotations
 
+import calendar
 import csv
 import dataclasses
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -49,7 +52,7 @@ from torch import nn
 
 from rnnlab.data.tables import (Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
                                 load_forecast_series)
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -394,6 +397,8 @@ class ForecastTask:
             self._meta = dict(metadata)
             self.scaler = Scaler.from_dict(metadata["scaler"])
             self.freq, self.season = metadata.get("freq", ""), int(metadata.get("season", c.season))
+            # runs from before these keys: every file's own offset and interval step its future rows
+            self.offset, self.time_step = metadata.get("offset", ""), float(metadata.get("time_step", 0.0))
             self.splits = {k: tuple(v) for k, v in metadata["splits"].items()}
             self.loss = metadata.get("loss", "mae" if c.loss == "auto" else c.loss)
             self.train_defaults = metadata.get("train_defaults", ForecastTask.train_defaults)
@@ -405,6 +410,8 @@ class ForecastTask:
         series = self.load(c.data)
         self.freq, inferred = infer_frequency(series[0].times, series[0].time_values)
         self.season = c.season or (inferred if inferred <= c.context else 0)
+        # how `forecast` steps past a file's end where the file cannot tell (see future_time_values)
+        self.offset, self.time_step = calendar_offset(series[0]), median_step(series[0])
         hold = c.backtest_windows * c.horizon
         self.splits: dict[str, tuple[int, int, int]] = {}   # name -> (n_train, n_valid_end, n_rows)
         for s in series:
@@ -429,6 +436,8 @@ class ForecastTask:
             "splits": {k: list(v) for k, v in self.splits.items()},
             "freq": self.freq,
             "season": self.season,
+            "offset": self.offset,
+            "time_step": self.time_step,
             "loss": self.loss,
             "series": len(series),
             "targets": self.target_names(),
@@ -754,12 +763,15 @@ class ForecastTask:
             m["loss"] = self.window_loss(model, x, y)
         finally:
             model.train(was)
-        return {k: float(v) for k, v in m.items() if not k.startswith("_") and not isinstance(v, str)}
+        return {k: v if isinstance(v, int) else float(v) for k, v in m.items()   # counts stay integers
+                if not k.startswith("_") and not isinstance(v, str)}
 
     # --- files: evaluate / forecast / backtest ----------------------------------------------
 
     def evaluate_file(self, model: nn.Module, path: str) -> dict[str, Any]:
-        """Metrics and baselines over every window of every series of ``path`` (stride 1)."""
+        """Metrics and baselines over every window of every series of ``path`` (stride 1) that has a
+        full context; series with none are left out, named in a DataWarning and counted
+        (``series_left_out``)."""
         c = self.config
         series = self.load(path)
         sid, org = [], []
@@ -770,8 +782,13 @@ class ForecastTask:
         if not sum(len(t) for t in org):
             raise DataError(f"{path}: expected at least context + horizon = {c.context} + {c.horizon} rows in a "
                             f"series, got {max(len(s) for s in series)}")
+        short = [s.name for s, t in zip(series, org) if not len(t)]
+        if short:
+            names = ", ".join(repr(n) for n in short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
+            warnings.warn(f"{path}: {len(short)} of {len(series)} series left out of the scores, shorter than context "
+                          f"+ horizon = {c.context} + {c.horizon} rows: {names}", DataWarning, stacklevel=2)
         m = self.score(model, series, np.concatenate(org), np.concatenate(sid))
-        return {k: v for k, v in m.items() if not k.startswith("_")}
+        return {**{k: v for k, v in m.items() if not k.startswith("_")}, "series_left_out": len(short)}
 
     def after_validation(self, s: SeriesFrame) -> int:
         """The first row of ``s`` after the run's validation span: rows from there on never chose
@@ -839,17 +856,22 @@ class ForecastTask:
             raise ConfigError(expected("--horizon", f"at most the trained horizon {c.horizon} (direct mode; "
                                        "train with a longer --horizon or --mode autoregressive)", horizon))
         series = self.load(path)
-        need = c.context if len(self.splits) == 1 else self.lag + 1
-        for s in series:
-            if len(s) < need:
-                raise DataError(f"{path}{self._label(s)}: context = {need}: expected at least {need} rows, got {len(s)}")
+        self.check_short(path, series)
+        self.check_frequency(path, series)
+        # the file's own calendar step, else the run's (a file of one or two rows, or with gaps)
+        future = [future_time_values(s, horizon, calendar_offset(s) or self.offset, self.freq or None,
+                                     self.time_step) for s in series]
+        for s, f in zip(series, future):
+            if f is None and s.time_values is not None:  # one row, and a run from before time_step was kept
+                raise DataError(f"{path}{self._label(s)}: expected at least 2 rows to tell the time step, got 1")
         sid = np.arange(len(series))
         ends = np.array([len(s) for s in series])
-        pred = self.forecast_data(model, [extended(s, horizon) for s in series], sid, ends, horizon)
+        pred = self.forecast_data(model, [extended(s, horizon, f) for s, f in zip(series, future)], sid, ends,
+                                  horizon)
         names = self.target_names()
         rows = []
         for i, s in enumerate(series):
-            times = future_times(s, horizon)
+            times = future_times(s, future[i])
             for h in range(horizon):
                 row: dict[str, Any] = {}
                 if s.name:
@@ -865,6 +887,29 @@ class ForecastTask:
                 rows.append(row)
         write_rows(out, rows)
         return rows
+
+    def check_short(self, path: str, series: list[SeriesFrame]) -> None:
+        """Series shorter than the context are padded and masked, as in training on many series;
+        differencing needs its lag and one row more."""
+        c = self.config
+        need = self.lag + 1
+        for s in series:
+            if len(s) < need:
+                raise DataError(f"{path}{self._label(s)}: --diff {c.diff}: expected at least {need} rows (the "
+                                f"lag {self.lag} and one more), got {len(s)}")
+            if len(s) < c.context and len(self.splits) == 1:  # a one-series run never saw padding
+                warnings.warn(f"{path}{self._label(s)}: only {len(s)} of the context's {c.context} rows: the "
+                              "missing rows are padded and masked, which this run (trained on one series, full "
+                              "contexts only) never saw", DataWarning, stacklevel=3)
+
+    def check_frequency(self, path: str, series: list[SeriesFrame]) -> None:
+        """The run's calendar inputs are those of its training frequency: a file at another gets
+        wrong ones."""
+        for s in series:
+            freq = infer_frequency(s.times, s.time_values)[0]
+            if self.freq and freq and freq != self.freq:
+                raise DataError(f"{path}{self._label(s)}: expected {self.freq} timestamps (the run's training "
+                                f"data), got {freq} ones")
 
     # --- report ------------------------------------------------------------------------
 
@@ -907,36 +952,124 @@ def _padded(hist: np.ndarray, m: int) -> np.ndarray:
     return np.concatenate([np.repeat(hist[:1], m - len(hist), 0), hist], 0)
 
 
-def extended(s: SeriesFrame, horizon: int) -> SeriesFrame:
+def extended(s: SeriesFrame, horizon: int, future: np.ndarray | None = None) -> SeriesFrame:
     """``s`` with ``horizon`` rows after its end (targets repeat the last one: they are never read
-    as inputs, only as the targets of the window that forecasts them)."""
-    t = None
-    if s.time_values is not None and len(s) >= 2:
-        step = s.time_values[-1] - s.time_values[-2]
-        t = np.concatenate([s.time_values, s.time_values[-1] + step * np.arange(1, horizon + 1)])
+    as inputs, only as the targets of the window that forecasts them). ``future``: the new rows'
+    timestamps (default: :func:`future_time_values` of ``s`` alone)."""
+    if future is None:
+        future = future_time_values(s, horizon)
+    t = s.time_values if future is None else np.concatenate([s.time_values, future])
     return SeriesFrame(np.concatenate([s.targets, np.repeat(s.targets[-1:], horizon, 0)]),
                        np.concatenate([s.covariates, np.repeat(s.covariates[-1:], horizon, 0)]),
                        s.target_names, s.covariate_names, s.times and s.times + [s.times[-1]] * horizon,
-                       t if t is not None else s.time_values, s.lines, s.path, s.name)
+                       t, s.lines, s.path, s.name)
 
 
-def future_times(frame: SeriesFrame, horizon: int) -> list[str] | None:
-    """Timestamps after the last row, spaced by the last interval; None without a time column."""
-    if frame.times is None or frame.time_values is None or len(frame) < 2:
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _pandas() -> Any:
+    """pandas, or None: an optional dependency (the forecast extra's), for calendar offsets."""
+    try:
+        import pandas  # lazy: only dates need it, and importing it costs a fraction of a second
+    except ImportError:
         return None
-    last, step = frame.time_values[-1], frame.time_values[-1] - frame.time_values[-2]
-    raw = frame.times[-1]
-    out = []
-    for h in range(1, horizon + 1):
-        t = last + h * step
+    return pandas
+
+
+def calendar_offset(frame: SeriesFrame) -> str:
+    """The step of a date column as a pandas offset alias ("MS", "ME", "QS-OCT", "YS-JAN", "B",
+    "W-SUN", "D", "h", ...): months, quarters and years are no fixed number of seconds. "" for
+    numbers, irregular dates, fewer than three rows, or without pandas (an optional dependency)."""
+    if frame.times is None or frame.time_values is None or len(frame) < 3 or _numeric(frame.times[-1]):
+        return ""
+    pd = _pandas()
+    if pd is None:
+        return ""
+    try:
+        return pd.infer_freq(pd.to_datetime(frame.time_values, unit="s")) or ""
+    except (TypeError, ValueError):
+        return ""
+
+
+def median_step(frame: SeriesFrame) -> float:
+    """The median interval of the time column; 0 without one or with a single row."""
+    if frame.time_values is None or len(frame) < 2:
+        return 0.0
+    return float(np.median(np.diff(frame.time_values)))
+
+
+MONTHS_PER_STEP = {"monthly": 1, "quarterly": 3, "yearly": 12}
+
+
+def future_time_values(frame: SeriesFrame, horizon: int, offset: str | None = None, freq: str | None = None,
+                       step: float = 0.0) -> np.ndarray | None:
+    """Timestamps of the ``horizon`` rows after the last one (seconds, as ``time_values``): by the
+    pandas ``offset`` (default: the frame's own, :func:`calendar_offset`), else whole months for a
+    monthly, quarterly or yearly ``freq`` (default: inferred), else the median interval (``step``
+    when the frame has one row). None without a time column."""
+    if frame.time_values is None:
+        return None
+    last = float(frame.time_values[-1])
+    offset = calendar_offset(frame) if offset is None else offset
+    pd = _pandas() if offset else None
+    if pd is not None:
         try:
-            float(raw)
-            out.append(f"{t:g}")
-        except ValueError:
-            dt = datetime.fromtimestamp(t, tz=timezone.utc)
-            naive = dt.replace(tzinfo=None)  # written back in the input's own precision
-            out.append(dt.date().isoformat() if len(raw) <= 10 else
-                       naive.isoformat(timespec="minutes") if len(raw) <= 16 else naive.isoformat())
+            start, off = pd.Timestamp(last, unit="s"), pd.tseries.frequencies.to_offset(offset)
+            return np.array([(start + k * off - pd.Timestamp(0)) / pd.Timedelta(seconds=1)
+                             for k in range(1, horizon + 1)])
+        except (TypeError, ValueError):
+            pass  # an alias this pandas does not know: months or the median step
+    freq = infer_frequency(frame.times, frame.time_values)[0] if freq is None else freq
+    if freq in MONTHS_PER_STEP:
+        return np.array([_add_months(last, k * MONTHS_PER_STEP[freq]) for k in range(1, horizon + 1)])
+    step = median_step(frame) or step
+    if not step:
+        return None
+    return last + step * np.arange(1, horizon + 1)
+
+
+def _add_months(t: float, months: int) -> float:
+    """``t`` plus whole months: a month's last day stays the last day, any other day is kept
+    (cut to the month's length)."""
+    d = datetime.fromtimestamp(t, tz=timezone.utc)
+    y, m = divmod(d.month - 1 + months, 12)
+    y, m = d.year + y, m + 1
+    end = calendar.monthrange(y, m)[1]
+    day = end if d.day == calendar.monthrange(d.year, d.month)[1] else min(d.day, end)
+    return d.replace(year=y, month=m, day=day).timestamp()
+
+
+_MONTH_CELL = re.compile(r"^(\d{4})([-/])(\d{1,2})$")
+_QUARTER_CELL = re.compile(r"^(\d{4})([-/ ]?)([Qq])[1-4]$")
+
+
+def future_times(frame: SeriesFrame, future: np.ndarray | None) -> list[str] | None:
+    """The timestamps ``future`` written as the time column writes its last cell: numbers, months
+    (1955-01), quarters (2020-Q1), dates, or datetimes in the input's precision. None without a
+    time column."""
+    if frame.times is None or future is None:
+        return None
+    raw = frame.times[-1].strip()
+    if _numeric(raw):
+        return [str(int(t)) if float(t).is_integer() and abs(t) < 1e15 else f"{t:g}" for t in future]
+    out = []
+    for t in future:
+        d = datetime.fromtimestamp(float(t), tz=timezone.utc).replace(tzinfo=None)  # in the input's own form
+        if m := _MONTH_CELL.match(raw):
+            out.append(f"{d.year}{m.group(2)}{d.month:0{len(m.group(3))}d}")
+        elif m := _QUARTER_CELL.match(raw):
+            out.append(f"{d.year}{m.group(2)}{m.group(3)}{(d.month - 1) // 3 + 1}")
+        elif len(raw) <= 10:
+            out.append(d.date().isoformat())
+        else:
+            sep = raw[10] if raw[10] in " T" else "T"
+            out.append(d.isoformat(sep, timespec="minutes") if len(raw) <= 16 else d.isoformat(sep))
     return out
 
 
@@ -978,11 +1111,17 @@ def _plot(title: str):
     return fig, ax
 
 
+def _plotted(frame: SeriesFrame) -> str:
+    """The first target's name: the config's targets may be empty (a wide table's are implied)."""
+    name = frame.target_names[0] if frame.target_names else "value"
+    return name if not frame.name or frame.name == name else f"{name} (series {frame.name!r})"
+
+
 def plot_forecast(frame: SeriesFrame, m: dict[str, Any], c: ForecastConfig, n_train: int) -> str:
     t0 = int(m["_origins"][-1])
     pred = m["_pred"][-1]  # (H, D_y, Q)
     start = max(0, t0 - 4 * c.context)
-    fig, ax = _plot(f"{c.targets[0]}: history, forecast from row {t0}")
+    fig, ax = _plot(f"{_plotted(frame)}: history, forecast from row {t0}")
     rows = np.arange(start, min(len(frame), t0 + c.horizon))
     ax.plot(rows, frame.targets[rows, 0], color="0.3", lw=1, label="actual")
     fr = np.arange(t0, t0 + c.horizon)
@@ -1001,7 +1140,7 @@ def plot_forecast(frame: SeriesFrame, m: dict[str, Any], c: ForecastConfig, n_tr
 def plot_backtest(frame: SeriesFrame, bt: dict[str, Any], c: ForecastConfig) -> str:
     origins = bt["_origins"]
     start = max(0, int(origins[0]) - 2 * c.context)
-    fig, ax = _plot(f"{c.targets[0]}: backtest windows")
+    fig, ax = _plot(f"{_plotted(frame)}: backtest windows")
     rows = np.arange(start, len(frame))
     ax.plot(rows, frame.targets[rows, 0], color="0.3", lw=1, label="actual")
     q = c.quantiles
