@@ -6,19 +6,21 @@ reaches :func:`rnnlab.tasks.classify.evaluate_run`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Tuple
 
 import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
-from rnnlab.errors import ConfigError, DataWarning
-from rnnlab.outputs import check_output
+from rnnlab.errors import DataWarning
+from rnnlab.outputs import atomic_open, check_output
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -32,40 +34,62 @@ def split_list(values: Optional[List[str]]) -> list[str]:
 # ``rnnlab train classify`` flag (parameter) -> ClassifyConfig key, where the names differ.
 CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale",
                "cell_option": "cell_options", "no_baselines": "baselines"}
-def print_data_warnings() -> Any:
+@contextmanager
+def print_data_warnings() -> Iterator[None]:
     """A context in which rnnlab's DataWarnings print as one ``rnnlab: warning:`` line on stderr
     (other warnings keep Python's format)."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    shown = warnings.showwarning
+    with warnings.catch_warnings():                  # restores showwarning and the filters after
+        shown = warnings.showwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-        if issubclass(category, DataWarning):
-            print(f"rnnlab: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, DataWarning):
+                print(f"rnnlab: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
 
-    warnings.showwarning = show
-    warnings.simplefilter("always", DataWarning)
-    return ctx
+        warnings.showwarning = show
+        warnings.simplefilter("always", DataWarning)
+        yield
+
+
+# ``rnnlab evaluate``'s own options, offered beside a task's extra ones when a flag is misspelt.
+EVALUATE_OPTIONS = ("--split", "--checkpoint", "--json", "--help")
+
+
+def usage_error(kind: str, message: str, option: str = "", possibilities: list[str] | None = None) -> Exception:
+    """A usage error (exit status 2 with the usage block, as typer's own): click's ``NoSuchOption``,
+    ``BadOptionUsage`` or ``UsageError`` (``kind``) from the click this typer release uses."""
+    cls = getattr(sys.modules.get(typer.BadParameter.__module__), kind, None)
+    if not (isinstance(cls, type) and getattr(cls, "exit_code", None) == 2):
+        return typer.BadParameter(message)
+    if kind == "NoSuchOption":
+        return cls(option, message, possibilities)
+    return cls(option, message) if kind == "BadOptionUsage" else cls(message)
 
 
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
     """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
-    extra arguments; only the ``allowed`` names are accepted."""
+    extra arguments; only the ``allowed`` names are accepted: any other flag (a typo) or a flag
+    without its value is a usage error (exit status 2), as for the command's own flags."""
     rest = list(extra)
     opts: dict[str, str] = {}
     while rest:
         a = rest.pop(0)
         name, eq, value = a.partition("=")
-        if name == "--force" and "--force" in allowed and not eq:
+        if name == "--force" and "--force" in allowed:
+            if eq:
+                raise usage_error("BadOptionUsage", "Option '--force' does not take a value.", name)
             opts["force"] = "1"
             continue
-        if name not in allowed or name == "--force":
-            raise ConfigError(f"evaluate: expected only {' / '.join(allowed)} as extra options, got {a!r}")
+        if not name.startswith("-"):
+            raise usage_error("UsageError", f"Got unexpected extra argument ({a})")
+        if name not in allowed:
+            known = list(allowed) + list(EVALUATE_OPTIONS)
+            raise usage_error("NoSuchOption", f"No such option: {name}", name,
+                              difflib.get_close_matches(name, known) or known)
         if not eq:
             if not rest:
-                raise ConfigError(f"{name}: expected a value, got nothing")
+                raise usage_error("BadOptionUsage", f"Option '{name}' requires an argument.", name)
             value = rest.pop(0)
         opts[name[2:]] = value
     return opts
@@ -77,16 +101,20 @@ def csv_option(extra: list[str]) -> str | None:
 
 
 def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
-    """``rnnlab evaluate RUN [--csv FILE] [--confusion OUT.csv [--force]]`` for a classifier: scores
-    beside the majority class; ``--confusion`` writes the whole confusion matrix (printed output
-    summarises it by its largest cells beyond a few classes)."""
+    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC]] [--confusion OUT.csv [--force]]`` for a
+    classifier: scores beside the majority class; ``--confusion`` writes the whole confusion matrix
+    (printed output summarises it by its largest cells beyond a few classes); ``--encoding`` reads
+    ``--csv`` (default: the run's encoding)."""
     from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # lazy: keeps --help fast
 
-    opts = extra_options(extra, ("--csv", "--confusion", "--force"))
+    opts = extra_options(extra, ("--csv", "--confusion", "--force", "--encoding"))
+    if "encoding" in opts and "csv" not in opts:
+        raise usage_error("BadOptionUsage", "--encoding: expected it with --csv FILE (the run's own splits "
+                          "are read with the run's encoding)", "--encoding")
     if "confusion" in opts:
-
         check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
-    m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint)
+    with print_data_warnings():
+        m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("encoding"))
     if "confusion" in opts:
         write_confusion(m, m["names"], opts["confusion"], force=True)
     return flat_metrics(m)
@@ -173,10 +201,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise missing_option("--train", "a training file")
             return ClassifyTask(config())  # every data error is raised here, before any model is built
 
-
-        warned = print_data_warnings()
         cpu0 = time.process_time()
-        try:
+        with print_data_warnings():
             if run.resume_run is None:
                 # numeric input: the budget follows the number of training series (task.train_defaults)
                 task = build()
@@ -188,16 +214,18 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             else:
                 result = run.start(build, "classify", lambda: config().to_dict(), CONFIG_KEYS, ClassifyTask.data_keys,
                                    **ClassifyTask.train_defaults)
-            if run.given.get("quiet") and not as_json:
-                return
+            # the run folder keeps the baselines table (baselines.json) with --quiet too; --quiet
+            # only leaves out what is printed
+            quiet = run.given.get("quiet") and not as_json
             cpu1 = time.process_time()
             task, model, _ = load_run(result.run_dir)
-            m = task.evaluate_detailed(model, task.split("valid"))
+            m = task.evaluate_detailed(model, task.split("valid")) if not quiet else None
             table = baseline_table(task, model, baselines=task.config.baselines)
             cpu2 = time.process_time()
-        finally:
-            warned.__exit__(None, None, None)
-        (Path(result.run_dir) / "baselines.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+        with atomic_open(Path(result.run_dir) / "baselines.json", encoding="utf-8") as fh:
+            fh.write(json.dumps(table, indent=2) + "\n")
+        if quiet:
+            return
         if as_json:
             print(json.dumps({"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": result.step,
                               "best_step": result.best_step, "valid": {k: m[k] for k in ("loss", "acc", "macro_f1", "n")},
@@ -224,5 +252,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
         from rnnlab.tasks.classify import predict_run  # lazy: keeps --help fast
 
-        n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
+        with print_data_warnings():
+            n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
         print(f"predict: {n} rows -> {out}")

@@ -46,9 +46,11 @@ from rnnlab.data.tables import (
     Scaler,
     SequenceExamples,
     TextExamples,
+    label_key,
     load_sequences_long,
     load_sequences_wide,
     load_text_classification,
+    read_table,
 )
 from rnnlab.data.frames import check_frame_shape, check_frames_config, index_checksum, read_examples
 from rnnlab.data.text import UNK, Vocab, tokenize
@@ -421,6 +423,22 @@ def _subset(ex: TextExamples | SequenceExamples, idx: np.ndarray) -> TextExample
                                lines=[ex.lines[i] for i in pick])
 
 
+class _OpenLabelMap(LabelMap):
+    """The run's classes, for reading a file to predict: a label never seen in training is no
+    error there (the row is still predicted); it gets an index past the known classes, in
+    ``unseen`` order, so it can be written back as it was given."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
+        self.unseen: dict[str, int] = {}
+
+    def index(self, key: str, where: str) -> int:
+        try:
+            return super().index(key, where)
+        except DataError:
+            return len(self.names) + self.unseen.setdefault(key, len(self.unseen))
+
+
 @dataclass
 class _Split:
     inputs: list[np.ndarray]     # int64 ids (T,) or float32 values (T, D)
@@ -603,6 +621,12 @@ class ClassifyTask:
             self._meta["init_from"] = {"run": os.path.abspath(config.init_from)}
         self._raw_train = train
         self._set_train_defaults(int(counts.sum()))
+        # A --valid or --test file is read and checked now, before any model is built: a label
+        # unseen in training (or any other data error) there would otherwise stop the run at its
+        # first evaluation, or at its end, after training.
+        for name in ("valid", "test"):
+            if getattr(config, name) and not config.dataset:
+                self.split(name)
 
     def _set_train_defaults(self, n: int | None) -> None:
         self._n_train = n or 0
@@ -773,8 +797,10 @@ class ClassifyTask:
             raw = list(ex.seqs)
         if cut:
             after = f" after downsampling by {self.factor}" if self.kind == "numeric" and self.factor > 1 else ""
+            why = f"--max-len {c.max_len}" if limit == c.max_len else \
+                f"the run's input length, its longest training series; --max-len {c.max_len}"
             warnings.warn(f"{ex.path}: {cut} of {len(inputs)} sequences are longer than {limit} steps{after} "
-                          f"and were cut to their first {limit} (--max-len {c.max_len})", DataWarning, stacklevel=3)
+                          f"and were cut to their first {limit} ({why})", DataWarning, stacklevel=3)
         labels = np.asarray(ex.labels, dtype=np.int64) if ex.labels is not None else None
         return _Split(inputs, labels, ex.lines, ex.path, raw=raw)
 
@@ -981,29 +1007,57 @@ class ClassifyTask:
         """Full metrics on a labelled file (labels unseen in training are an error)."""
         return self.evaluate_detailed(model, self.load_file(path, require_labels=True))
 
+    def _sequence_ids(self, path: str, split: _Split) -> list[str] | None:
+        """Long layout (``id_col``): the id of each sequence of ``split`` (read from ``path``),
+        else None. A sequence's line is that of one of its rows, whose id cell names it."""
+        c = self.config
+        if self.kind != "numeric" or not c.id_col or path.lower().endswith(".ts") or c.format == "ts":
+            return None
+        table = read_table(path, c.format, c.encoding)
+        ii = table.col(c.id_col, "--id-col")
+        ids = {ln: label_key(row[ii]) for ln, row in zip(table.lines, table.cells)}
+        return [ids[ln] for ln in split.lines]
+
     def predict_file(self, model: nn.Module, path: str, out: str) -> int:
-        """Write ``out`` (CSV): the input line, the predicted label, and one probability per
-        class (``p_<label>``). Returns the number of rows written."""
-        split = self.load_file(path, require_labels=False)
+        """Write ``out`` (CSV): the sequence id (long layout: the ``id_col`` column), the input
+        line, the label when the file has one, the predicted label, and one probability per class
+        (``p_<label>``). A label unseen in training is written as it is and the row predicted
+        like any other (it cannot be scored; a DataWarning counts such rows). Returns the number
+        of rows written."""
+        labels = _OpenLabelMap(list(self.label_map.names))
+        split = self._encode(self._read(path, labels, require_labels=False))
+        if labels.unseen:
+            unseen = int(np.sum(split.labels >= len(self.label_map)))
+            what = "rows" if self.kind == "text" else "sequences"
+            warnings.warn(f"{path}: {unseen} of {len(split.inputs)} {what} have a label the model never saw "
+                          f"({', '.join(repr(k) for k in list(labels.unseen)[:5])}"
+                          f"{', ...' if len(labels.unseen) > 5 else ''}): predicted, but they cannot be scored",
+                          DataWarning, stacklevel=2)
+        ids = self._sequence_ids(path, split)
         was = model.training
         model.eval()
         try:
-            probs, _ = self.predict_split(model, split)
+            probs, _ = self.predict_split(model, dataclasses.replace(split, labels=None))
         finally:
             model.train(was)
 
         names = self.label_map.names
+        given = names + list(labels.unseen)
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             header = ["line", "pred"] + [f"p_{n}" for n in names]
             if split.labels is not None:
                 header.insert(1, "label")
+            if ids is not None:
+                header.insert(0, self.config.id_col)
             w.writerow(header)
             for i, p in enumerate(probs):
                 row = [split.lines[i], names[int(p.argmax())]] + [f"{v:.6f}" for v in p]
                 if split.labels is not None:
-                    row.insert(1, names[int(split.labels[i])])
+                    row.insert(1, given[int(split.labels[i])])
+                if ids is not None:
+                    row.insert(0, ids[i])
                 w.writerow(row)
         return len(probs)
 
@@ -1089,10 +1143,13 @@ def load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyT
 
 
 def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
-                 checkpoint: str = "best") -> dict[str, Any]:
-    """``rnnlab evaluate RUN [--csv FILE]`` for a classifier: full metrics beside the majority
-    class, on a labelled file or on the run's own ``split``; ``names`` holds the class names."""
+                 checkpoint: str = "best", encoding: str | None = None) -> dict[str, Any]:
+    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC]]`` for a classifier: full metrics beside
+    the majority class, on a labelled file (read with ``encoding``, default the run's) or on the
+    run's own ``split``; ``names`` holds the class names."""
     task, model = load_classify_run(run_dir, checkpoint)
+    if path:
+        task = with_file_options(task, encoding=encoding)
     m = task.evaluate_file(model, path) if path else task.evaluate_detailed(model, task.split(split))
     m["names"] = list(task.label_map.names)
     return m
