@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import pytest
 
@@ -45,6 +46,38 @@ def test_translate_argument_beam_nbest_attention(run, capsys):
     assert lines[0] == greedy[0] and lines[1].split() == ["a", "b", "c", "$"]
     assert main(["translate", str(run), "abc", "--beam", "2", "--nbest", "3"]) == 1
     assert capsys.readouterr().err.startswith("rnnlab: error: --nbest: expected at most --beam")
+
+
+def test_translate_bad_beam_names_beam(run, capsys):
+    for flags, message in ((["--beam", "0"], "--beam: expected an integer >= 1, got 0"),
+                           (["--beam", "0", "--nbest", "1"], "--beam: expected an integer >= 1, got 0"),
+                           (["--nbest", "0"], "--nbest: expected an integer >= 1, got 0")):
+        assert main(["translate", str(run), "abc", *flags]) == 1
+        err = capsys.readouterr().err
+        assert err == f"rnnlab: error: {message}\n", err
+
+
+def test_translate_score_is_the_same_at_any_beam(tmp_path, capsys):
+    """The printed score is the output's log-probability: the same output scores the same at
+    --beam 1 and --beam 4 (not the beam's length-normalised ranking score)."""
+    data = tmp_path / "first.tsv"
+    data.write_text("source\ttarget\n" + "".join(f"{w}\t{w[0]}\n" for w in WORDS))
+    out = tmp_path / "run"
+    assert main(["train", "seq2seq", "--train", str(data), "--valid", str(data), "--embed", "8", "--hidden", "16",
+                 "--batch-size", "20", "--max-steps", "40", "--lr", "0.02", "--out", str(out), "--no-report",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    shared = 0
+    for source in ("abc", "bca", "cab"):
+        assert main(["translate", str(out), source, "--json"]) == 0
+        greedy = json.loads(capsys.readouterr().out)
+        assert main(["translate", str(out), source, "--beam", "4", "--nbest", "4", "--json"]) == 0
+        beam = json.loads(capsys.readouterr().out)
+        scores = dict(zip(beam["outputs"], beam["scores"]))
+        if greedy["outputs"][0] in scores:
+            shared += 1
+            assert scores[greedy["outputs"][0]] == pytest.approx(greedy["scores"][0], abs=1e-5)
+    assert shared
 
 
 def test_translate_stdin_keeps_lines_aligned(run, capsys, monkeypatch):
@@ -102,3 +135,65 @@ def test_train_bad_pairs_file_is_one_line(tmp_path, capsys, text, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rnnlab: error:") and message in err[0], err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_resume_a_run_from_before_encoding(run, tmp_path):
+    """A UTF-8 run's config has no encoding key, as the runs made before the field: both resume."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert "encoding" not in json.loads((copy / "config.json").read_text())["task_config"]
+    assert main(["train", "seq2seq", "--resume", str(copy), "--max-steps", "3", "--quiet"]) == 0
+
+
+def test_resume_refuses_another_tasks_run(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"task": "lm", "task_config": {}, "train_config": {}}))
+    assert main(["train", "seq2seq", "--resume", str(tmp_path), "--max-steps", "10", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expected a run of task 'seq2seq', got a 'lm' run" in err, err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_refuses_changed_flags(run, tmp_path, capsys):
+    """A resumed run keeps its data, model and training flags: those that say otherwise are one
+    line naming all of them."""
+    other = tmp_path / "other.tsv"
+    other.write_text("source\ttarget\n" + "".join(f"{w}\t{w}\n" for w in WORDS))
+    assert main(["train", "seq2seq", "--resume", str(run), "--hidden-size", "999", "--cell", "gru", "--attention",
+                 "none", "--train", str(other), "--lr", "0.5", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    for named in ("--hidden-size 999 (the run has 16)", "--cell 'gru' (the run has 'lstm')",
+                  "--attention 'none' (the run has 'general')", "--lr 0.5 (the run has 0.002)"):
+        assert named in err, err
+    assert main(["train", "seq2seq", "--resume", str(run), "--train", str(other), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training data 'train'" in err, err
+    assert "expected the data the run was trained on" in err, err
+    # The run's own settings given again are accepted (and continue it); a copy keeps the fixture's run as it was.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(["train", "seq2seq", "--resume", str(copy), "--hidden", "16", "--embed", "8", "--batch-size", "8",
+                 "--max-steps", "3", "--quiet"]) == 0
+
+
+def test_train_with_encoding(tmp_path, capsys):
+    """A cp1252 pairs file: refused in one line without --encoding, read with it, and the run reads it so again."""
+    data = tmp_path / "cp.tsv"
+    data.write_bytes(("source\ttarget\n" + "".join(f"{w}€\t€{w[::-1]}\n" for w in WORDS)).encode("cp1252"))
+    out = tmp_path / "run"
+    flags = ["--train", str(data), "--embed", "8", "--hidden", "16", "--batch-size", "8", "--max-steps", "2",
+             "--out", str(out), "--no-report", "--quiet"]
+    assert main(["train", "seq2seq", *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expected utf-8 text" in err and "pass --encoding" in err, err
+    assert not (out / "checkpoints").exists()
+    assert main(["train", "seq2seq", *flags, "--encoding", "cp1252", "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["task_config"]["encoding"] == "cp1252"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert main(["train", "seq2seq", "--resume", str(out), "--encoding", "latin-1", "--quiet"]) == 1
+    assert "--encoding 'latin-1' (the run has 'cp1252')" in capsys.readouterr().err
+    assert main(["train", "seq2seq", "--resume", str(out), "--encoding", "cp1252", "--max-steps", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["translate", str(out), "abc€"]) == 0
+    assert "never saw" not in capsys.readouterr().err      # "€" was read as the file's character

@@ -88,6 +88,25 @@ def test_bad_audio_is_one_line(words_run, tmp_path, capsys):
         assert capsys.readouterr().out.startswith(f"{ok}: ")
 
 
+def test_transcribe_goes_on_after_a_bad_file(words_run, few, tmp_path, capsys):
+    """Each bad file is one error line; the files after it are still transcribed; exit 1 at the end."""
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    a, b = few / "5_theo_1.wav", few / "0_nicolas_1.wav"
+    files = [a, empty, b, tmp_path / "missing.wav"]
+    assert main(["transcribe", str(words_run), *map(str, files)]) == 1
+    cap = capsys.readouterr()
+    out, err = cap.out.splitlines(), cap.err.splitlines()
+    assert [line.split(": ")[0] for line in out] == [str(a), str(b)]
+    assert len(err) == 3 and all(e.startswith("rnnlab: error: audio file") for e in err[:2]), err
+    assert str(empty) in err[0] and "missing.wav" in err[1]
+    assert err[2] == "rnnlab: error: transcribable audio files: expected all 4, got 2 left untranscribed (see above)"
+    assert main(["transcribe", str(words_run), *map(str, files), "--json"]) == 1
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in recs] == list(map(str, files))
+    assert ["error" in r for r in recs] == [False, True, False, True] and "text" in recs[2]
+
+
 def test_bad_flags_are_one_line(few, tmp_path, capsys):
     assert main(["train", "speech", "--audio-dir", str(few), "--mode", "phones", "--out", str(tmp_path / "r")]) == 1
     assert "mode" in capsys.readouterr().err

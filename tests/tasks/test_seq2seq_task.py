@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.errors import CheckpointError, ConfigError, DataError
-from rnnlab.nn.decoding import greedy_decode
-from rnnlab.data.pairs import pad_batch
+from rnnlab.nn.decoding import greedy_decode, length_penalty
+from rnnlab.data.pairs import BOS_ID, pad_batch, read_pairs
 from rnnlab.tasks import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, write_attention_png
 from rnnlab.train import TrainConfig, fit, load_run
@@ -110,7 +110,9 @@ def test_translate_greedy_beam_and_unknown(run):
     [b1] = task.translate(model, ["abcx"], beam=1)
     assert b1.outputs == g.outputs
     [b] = task.translate(model, ["abcx"], beam=4, nbest=3)
-    assert len(b.outputs) == 3 and b.scores == sorted(b.scores, reverse=True)
+    # Ranked by the beam's length-normalised score; the scores given are plain log-probabilities.
+    normalised = [s / length_penalty(len(toks), 0.6) for s, toks in zip(b.scores, b.output_tokens)]
+    assert len(b.outputs) == 3 and normalised == sorted(normalised, reverse=True)
     assert len(b.attention[0]) == len(b.output_tokens[0]) and len(b.attention[0][0]) == 5
     text = attention_text(b).splitlines()
     assert text[0].split() == ["a", "b", "c", "?", "$"] and len(text) == 1 + len(b.output_tokens[0])
@@ -118,6 +120,36 @@ def test_translate_greedy_beam_and_unknown(run):
         task.translate(model, ["ab", "  "])
     with pytest.raises(DataError, match="at most 100 tokens"):
         task.translate(model, ["a" * 100])
+
+
+@torch.no_grad()
+def teacher_forced_log_prob(task, model, source: str, output_tokens: list[str]) -> float:
+    """log p(output | source) by one teacher-forced pass: the number a translation's score must be."""
+    model.eval()
+    src, lengths = pad_batch(task.codec.encode_sources([source]).ids)
+    ids = [task.codec.target_vocab.stoi[t] for t in output_tokens]      # <eos> included when it finished
+    logp = F.log_softmax(model(src, lengths, torch.tensor([[BOS_ID] + ids[:-1]])), -1)[0]
+    return float(sum(logp[i, y] for i, y in enumerate(ids)))
+
+
+def test_translate_scores_are_log_probabilities_at_any_beam(run):
+    """Every output's score is its log-probability whatever the beam (so the same output has the
+    same score at any beam), not the beam's length-normalised ranking score."""
+    task, model, _ = load_run(run[0])
+    for source in WORDS[:4]:
+        for beam, nbest in ((1, 1), (4, 4)):
+            [t] = task.translate(model, [source], beam=beam, nbest=nbest)
+            for toks, score in zip(t.output_tokens, t.scores):
+                assert score == pytest.approx(teacher_forced_log_prob(task, model, source, toks), abs=1e-4)
+
+
+def test_read_pairs_with_encoding(tmp_path):
+    cp = tmp_path / "cp.tsv"
+    cp.write_bytes("a€b\tb€a\nc\tc\n".encode("cp1252"))
+    pairs = read_pairs(cp, header=False, encoding="cp1252")
+    assert pairs.source == ["a€b", "c"] and pairs.target == ["b€a", "c"]
+    with pytest.raises(DataError, match="line 1: encoding: expected utf-8 text"):
+        read_pairs(cp, header=False)
 
 
 def test_bad_training_data_are_one_line(tmp_path):

@@ -18,6 +18,10 @@ from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flag
 from rnnlab.errors import ConfigError, DataError, expected
 from rnnlab.outputs import check_output
 
+# ``rnnlab train seq2seq`` flag (parameter) -> Seq2SeqConfig key, where the names differ (checked on --resume).
+CONFIG_KEYS = {"fmt": "format", "no_header": "header", "embed": "embedding_size", "no_input_feeding": "input_feeding",
+               "tied": "tie_embeddings", "data_seed": "seed", "cell_option": "cell_options"}
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("seq2seq")
@@ -32,6 +36,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         source_col: str = typer.Option("source", "--source-col", help="Source column (a name or a 0-based position)."),
         target_col: str = typer.Option("target", "--target-col", help="Target column (a name or a 0-based position)."),
         no_header: bool = typer.Option(False, "--no-header", help="CSV/TSV without a header: source and target are the first two fields."),
+        encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the pairs files (utf-16, cp1252, latin-1, ...)."),
         source_tokens: str = typer.Option("auto", "--source-tokens", help="char | word | subword (auto: the data set's, char for files)."),
         target_tokens: str = typer.Option("auto", "--target-tokens", help="char | word | subword (auto: the data set's, char for files)."),
         shared_vocab: bool = typer.Option(False, "--shared-vocab", help="One vocabulary and embedding for both sides."),
@@ -62,20 +67,24 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # lazy: keeps --help fast
         from rnnlab.train import load_run  # lazy: keeps --help fast
 
-        def build() -> Seq2SeqTask:  # every data error is raised here, before any model is built
-            return Seq2SeqTask(Seq2SeqConfig(
+        def flags() -> dict:
+            """The task config the flags describe, unchecked (on --resume no data is read)."""
+            return dict(
                 train=str(train) if train else "", valid=str(valid) if valid else "", test=str(test) if test else "",
                 dataset=dataset or "", dataset_size=dataset_size, format=fmt, source_col=source_col,
-                target_col=target_col, header=not no_header, source_tokens=source_tokens, target_tokens=target_tokens,
-                shared_vocab=shared_vocab, min_freq=min_freq, subword_vocab_size=subword_vocab_size,
-                max_source_len=max_source_len, max_target_len=max_target_len, valid_frac=valid_frac, cell=cell,
-                embedding_size=embed, hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
-                attention=attention, attention_size=attention_size, input_feeding=not no_input_feeding,
-                dropout=dropout, tie_embeddings=tied, cell_options=cell_options_from_flags(cell_option),
-                label_smoothing=label_smoothing, scheduled_sampling=scheduled_sampling, batch_size=batch_size,
-                metrics=metrics, seed=data_seed))
+                target_col=target_col, header=not no_header, encoding=encoding, source_tokens=source_tokens,
+                target_tokens=target_tokens, shared_vocab=shared_vocab, min_freq=min_freq,
+                subword_vocab_size=subword_vocab_size, max_source_len=max_source_len, max_target_len=max_target_len,
+                valid_frac=valid_frac, cell=cell, embedding_size=embed, hidden_size=hidden_size, num_layers=num_layers,
+                bidirectional=bidirectional, attention=attention, attention_size=attention_size,
+                input_feeding=not no_input_feeding, dropout=dropout, tie_embeddings=tied,
+                cell_options=cell_options_from_flags(cell_option), label_smoothing=label_smoothing,
+                scheduled_sampling=scheduled_sampling, batch_size=batch_size, metrics=metrics, seed=data_seed)
 
-        result = run.start(build, **Seq2SeqTask.train_defaults)
+        def build() -> Seq2SeqTask:  # every data error is raised here, before any model is built
+            return Seq2SeqTask(Seq2SeqConfig(**flags()))
+
+        result = run.start(build, "seq2seq", flags, CONFIG_KEYS, Seq2SeqTask.data_keys, **Seq2SeqTask.train_defaults)
         if run.given.get("quiet"):
             return
         task, model, _ = load_run(result.run_dir)
@@ -88,7 +97,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., metavar="RUN", help="A seq2seq run folder."),
         text: Optional[str] = typer.Argument(None, metavar="INPUT", help="Source text; without it, stdin is read line by line."),
         beam: int = typer.Option(1, "--beam", help="Beam width (1 = greedy)."),
-        nbest: int = typer.Option(1, "--nbest", help="Outputs per input (at most --beam)."),
+        nbest: int = typer.Option(1, "--nbest", help="Outputs per input (at most --beam), each with its score: "
+                                  "the output's log-probability, the same at any --beam (the beam ranks by it "
+                                  "normalised for length)."),
         show_attention: bool = typer.Option(False, "--show-attention", help="Print the alignment under each output."),
         png: Optional[Path] = typer.Option(None, "--out", help="With --show-attention: write the best output's "
                                            "alignment as a PNG here instead of printing it (stdin: one file per line, NAME-K.png)."),
@@ -98,6 +109,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ) -> None:
         """Translate INPUT (or each line of stdin) with a trained seq2seq run.
 
+        A score (printed with --nbest above 1, and under --json) is the output's natural-log
+        probability given the source, its <eos> included: the same number for the same output at
+        any --beam. The beam ranks by that log-probability normalised for length, so n-best
+        scores need not fall.
+
         Characters or words the model never saw are read as <unk>, counted and reported on stderr.
         A bad line of stdin (empty, too long) is reported on stderr and left as an empty output
         line, so outputs stay aligned with inputs; the exit status is then 1 (an rnnlab error).
@@ -106,6 +122,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
         from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary, write_attention_png  # lazy: keeps --help fast
 
+        # --beam first: --nbest's limit is stated in terms of it, so a bad beam must not read as a bad nbest.
+        for flag, value in (("--beam", beam), ("--nbest", nbest)):
+            if value < 1:
+                raise ConfigError(expected(flag, "an integer >= 1", value))
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))
         task, model = load_seq2seq_run(str(run_dir), checkpoint)

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, DataError, expected
 
 
 def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
@@ -140,26 +141,50 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
         threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
     ) -> None:
-        """Print what a speech run hears in each audio file."""
+        """Print what a speech run hears in each audio file.
+
+        A file that cannot be read (missing, empty, not audio, too short) is one error line on
+        stderr (a JSON object with "error" under --json) and the other files are still
+        transcribed; the exit status is then 1 (an rnnlab error).
+        """
         import torch  # lazy: keeps --help fast
 
         from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast
 
         torch.set_num_threads(max(1, threads))
         task, model = load_speech_run(run_dir, checkpoint)
-        for path in files:
-            if stream:
-                def partial(text: str, seconds: float, _p=path) -> None:
-                    if not as_json:
-                        print(f"{_p}: {seconds:6.2f} s  {text}", flush=True)
 
-                res = stream_file(task, model, path, chunk_ms=chunk_ms, on_partial=partial)
-                res.pop("log_probs")
+        def transcribe_one(path: Path) -> None:
+            """Print one file's transcription (offline, or chunk by chunk with ``stream``)."""
+            if not stream:
+                res = transcribe_file(task, model, path, beam)
+                print(json.dumps(res) if as_json else f"{path}: {res['text']}", flush=True)
+                return
+
+            def partial(text: str, seconds: float) -> None:
+                if not as_json:
+                    print(f"{path}: {seconds:6.2f} s  {text}", flush=True)
+
+            res = stream_file(task, model, path, chunk_ms=chunk_ms, on_partial=partial)
+            res.pop("log_probs")
+            if as_json:
+                print(json.dumps(res), flush=True)
+            else:
+                print(f"{path}: {res['text']}  (real-time factor {res['rtf']:.4f}, {res['seconds']:.2f} s "
+                      f"of audio, step backend {res['backend']})", flush=True)
+
+        bad = 0
+        for path in files:
+            try:
+                transcribe_one(path)
+            except DataError as exc:
+                if len(files) == 1:
+                    raise
+                bad += 1
+                print(f"rnnlab: error: {exc}", file=sys.stderr, flush=True)
                 if as_json:
-                    print(json.dumps(res))
-                else:
-                    print(f"{path}: {res['text']}  (real-time factor {res['rtf']:.4f}, {res['seconds']:.2f} s "
-                          f"of audio, step backend {res['backend']})")
-                continue
-            res = transcribe_file(task, model, path, beam)
-            print(json.dumps(res) if as_json else f"{path}: {res['text']}")
+                    print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
+        if bad:
+            raise DataError(expected("transcribable audio files", f"all {len(files)}",
+                                     f"{bad} left untranscribed (see above)"))
+

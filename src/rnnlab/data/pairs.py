@@ -86,9 +86,9 @@ def _column(table: Table, col: str | int, role: str) -> int:
     return table.col(col, f"{role} column")
 
 
-def _read_headerless(path: str, delimiter: str) -> Table:
+def _read_headerless(path: str, delimiter: str, encoding: str = "utf-8") -> Table:
     """A TSV/CSV without a header: columns are named by position, ``"0"``, ``"1"``, ..."""
-    text = _read_text(path)
+    text = _read_text(path, encoding)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
     cells: list[list[Any]] = []
     lines: list[int] = []
@@ -104,20 +104,20 @@ def _read_headerless(path: str, delimiter: str) -> Table:
 
 
 def read_pairs(path: str | os.PathLike, source: str | int = "source", target: str | int = "target",
-               fmt: str = "auto", header: bool = True) -> Pairs:
+               fmt: str = "auto", header: bool = True, encoding: str = "utf-8") -> Pairs:
     """Pairs from a CSV/TSV/JSONL file; ``source``/``target`` name the columns (or give 0-based
     positions). With ``header=False`` a CSV/TSV has no header row and the defaults become the
-    first two fields.
+    first two fields. ``encoding`` is the file's text encoding (utf-16, cp1252, latin-1, ...).
 
-    Raises DataError for a missing file or column, an empty line or cell, and a JSON value that
-    is not a string.
+    Raises DataError for a missing file or column, an empty line or cell, bytes that are not
+    ``encoding`` text, and a JSON value that is not a string.
     """
     path = str(path)
     kind = detect_format(path, fmt)
     if header or kind == "jsonl":
-        table = read_table(path, kind)
+        table = read_table(path, kind, encoding)
     else:
-        table = _read_headerless(path, "\t" if kind == "tsv" else ",")
+        table = _read_headerless(path, "\t" if kind == "tsv" else ",", encoding)
         source = 0 if source == "source" else source
         target = 1 if target == "target" else target
     cols = {role: _column(table, c, role) for role, c in (("source", source), ("target", target))}

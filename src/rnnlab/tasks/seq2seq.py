@@ -66,6 +66,7 @@ class Seq2SeqConfig:
     source_col: str = "source"         # column names, or 0-based positions given as digits
     target_col: str = "target"
     header: bool = True                # False: a CSV/TSV whose first two fields are source and target
+    encoding: str = "utf-8"            # of the pairs files (utf-16, cp1252, latin-1, ...)
     source_tokens: str = "auto"        # char | word | subword; auto: the data set's, char for files
     target_tokens: str = "auto"
     shared_vocab: bool = False         # one vocabulary (and embedding) for both sides
@@ -157,11 +158,14 @@ class _Split:
 
 @dataclass
 class Translation:
-    """One source's output(s): ``outputs`` best first (``nbest`` of them), and what the model saw."""
+    """One source's output(s): ``outputs`` best first (``nbest`` of them), and what the model saw.
+    ``scores`` are the outputs' log-probabilities (their ``<eos>`` included when they finished),
+    the same number for the same output at any beam width; a beam ranks by the length-normalised
+    score, so with ``nbest`` > 1 they need not fall."""
 
     source: str
     outputs: list[str]
-    scores: list[float]
+    scores: list[float]                      # natural-log probability of each output given the source
     source_tokens: list[str]                 # as the model read them (<unk> for unknown ones), with <eos>
     output_tokens: list[list[str]]           # per output, with <eos> when it finished
     attention: list[list[list[float]]] | None  # per output: (output steps, source tokens), or None
@@ -173,6 +177,7 @@ class Seq2SeqTask:
     # Adam at 2e-3 trains the small encoder-decoders quickly; epochs, as data sets differ in size.
     train_defaults = {"max_steps": 0, "max_epochs": 10, "optimizer": "adam", "lr": 2e-3, "clip": 1.0}
     items_name = "tokens"
+    data_keys = ("train", "valid", "test")   # recorded with checksums in the run folder
 
     @property
     def compile_methods(self) -> dict[str, bool]:
@@ -216,7 +221,7 @@ class Seq2SeqTask:
             return self._pairs
 
         def read(path: str) -> Pairs:
-            return read_pairs(path, _col(c.source_col), _col(c.target_col), c.format, c.header)
+            return read_pairs(path, _col(c.source_col), _col(c.target_col), c.format, c.header, c.encoding)
 
         train = read(c.train)
         out: dict[str, Pairs] = {}
@@ -263,7 +268,12 @@ class Seq2SeqTask:
     # --- the Task contract ---------------------------------------------------------------
 
     def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
+        config = self.config.to_dict()
+        # Runs from before the encoding field have no such key and read UTF-8: a UTF-8 run is saved
+        # the same way, so that resuming either compares equal (from_dict fills the default back in).
+        if config["encoding"] == "utf-8":
+            del config["encoding"]
+        return config
 
     def metadata(self) -> dict[str, Any]:
         return dict(self._meta)
@@ -399,7 +409,7 @@ class Seq2SeqTask:
             tv = self.codec.target_vocab
             toks = [[tv.itos[i] for i in h.tokens] + (["<eos>"] if h.finished else []) for h in hs]
             att = None if hs[0].attention is None else [h.attention.tolist() for h in hs]
-            out.append(Translation(text, [self.codec.decode_target(h.tokens) for h in hs], [h.score for h in hs],
+            out.append(Translation(text, [self.codec.decode_target(h.tokens) for h in hs], [h.log_prob for h in hs],
                                    self.codec.source_tokens(text), toks, att, dict(enc.unknown)))
         return out
 
