@@ -100,3 +100,37 @@ def test_forecast_cli_defaults_are_the_config_defaults():
             assert default == getattr(defaults, key), (name, default, getattr(defaults, key))
             checked += 1
     assert checked >= 20
+
+
+def test_forecast_cli_wide_json_quiet_help_and_evaluate(tmp_path, capsys):
+    """A wide table without --target plots its report; --json prints even with --quiet; evaluate
+    --json counts in integers and names the series it leaves out; --help shows the extra."""
+    import datetime
+
+    rng = np.random.default_rng(0)
+    days = [(datetime.date(2024, 1, 1) + datetime.timedelta(days=k)).isoformat() for k in range(60)]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("date,a,b\n" + "\n".join(f"{d},{10 + rng.normal():.3f},{20 + rng.normal():.3f}"
+                                             for d in days) + "\n")
+    run = tmp_path / "wide_run"
+    assert main(["train", "forecast", "--csv", str(wide), "--wide", "--time-col", "date", "--horizon", "4",
+                 "--hidden", "8", "--max-steps", "4", "--missing", "drop", "--out", str(run)]) == 0
+    assert (run / "report.html").read_text().count("<img") >= 2
+    capsys.readouterr()
+    assert main(["train", "forecast", "--csv", str(wide), "--wide", "--time-col", "date", "--horizon", "4",
+                 "--hidden", "8", "--max-steps", "4", "--out", str(tmp_path / "q"), "--no-report", "--quiet",
+                 "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["series"] == 2 and isinstance(m["windows"], int) and "naive_mase" in m
+    assert main(["evaluate", str(run), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert type(m["windows"]) is int and type(m["series"]) is int and m["series"] == 2
+    short = tmp_path / "short.csv"
+    short.write_text("date,a,b,c\n" + "\n".join(f"{d},1,2,{'' if k < 50 else 3}" for k, d in enumerate(days)) + "\n")
+    assert main(["evaluate", str(run), "--csv", str(short), "--json"]) == 0
+    out = capsys.readouterr()
+    m = json.loads(out.out.strip().splitlines()[-1])
+    assert m["series"] == 2 and m["series_left_out"] == 1
+    assert "rnnlab: warning:" in out.err and "1 of 3 series left out" in out.err and "'c'" in out.err
+    assert main(["train", "forecast", "--help"]) == 0
+    assert "pip install 'rnnlab[forecast]'" in " ".join(capsys.readouterr().out.replace("│", " ").split())
