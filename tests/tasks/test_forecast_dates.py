@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from rnnlab.data.tables import SeriesFrame, infer_frequency, parse_time
 from rnnlab.errors import DataError, DataWarning
 from rnnlab.tasks.forecast import (ForecastConfig, ForecastTask, calendar_features, calendar_offset, extended,
-                                   future_time_values, future_times)
+                                   future_time_values, future_times, warn_gaps)
 
 
 def frame(times: list[str]) -> SeriesFrame:
@@ -193,3 +194,17 @@ def test_one_row_of_numeric_times_steps_by_the_runs_interval(tmp_path):
     with pytest.warns(DataWarning), pytest.raises(DataError, match=r"one.csv: expected at least 2 rows to tell the "
                                                                    r"time step, got 1"):
         old.forecast_file(model, str(one), 3, str(tmp_path / "g.csv"))
+
+
+def test_a_missing_month_is_named_and_regular_calendars_are_not():
+    """A series that skips a month warns once, naming where; regular months and business days
+    (weekends skipped, which pandas reads as regular) do not."""
+    gappy = [t for t in months(36) if t != "1950-09"]
+    with pytest.warns(DataWarning, match=r"gappy\.csv: 1 step\(s\) longer than monthly .* from 1950-08 to 1950-10"):
+        warn_gaps("gappy.csv", [frame(gappy)])
+    bdays = [d for d in days(datetime.date(2024, 1, 1), 60) if datetime.date.fromisoformat(d).weekday() < 5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        warn_gaps("regular.csv", [frame(months(36)), frame(days(datetime.date(2024, 1, 1), 60))])
+        if calendar_offset(frame(bdays)):          # with pandas: business days are a calendar
+            warn_gaps("bdays.csv", [frame(bdays)])

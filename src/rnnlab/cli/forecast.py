@@ -102,16 +102,17 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise missing_option(*(("--csv", "a data file") if csv is None else ("--target", "at least one column")))
             return ForecastTask(config())  # every data error is raised here, before any model is built
 
-        if run.resume_run is None:
-            task = build()  # the training budget follows the number of training windows (task.train_defaults)
-            defaults = task.train_defaults
-            if run.given.get("max_epochs") and "max_steps" not in run.given:
-                defaults = ForecastTask.train_defaults  # --max-epochs alone: that many epochs, not the step budget
-            result = run.start(lambda: task, "forecast", lambda: config().to_dict(), CONFIG_KEYS,
-                               ForecastTask.data_keys, **defaults)
-        else:
-            result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,
-                               **ForecastTask.train_defaults)
+        with print_data_warnings():  # gaps in the time column, padded series: one line each on stderr
+            if run.resume_run is None:
+                task = build()  # the training budget follows the number of training windows (task.train_defaults)
+                defaults = task.train_defaults
+                if run.given.get("max_epochs") and "max_steps" not in run.given:
+                    defaults = ForecastTask.train_defaults  # --max-epochs alone: that many epochs, not the step budget
+                result = run.start(lambda: task, "forecast", lambda: config().to_dict(), CONFIG_KEYS,
+                                   ForecastTask.data_keys, **defaults)
+            else:
+                result = run.start(build, "forecast", lambda: config().to_dict(), CONFIG_KEYS, ForecastTask.data_keys,
+                                   **ForecastTask.train_defaults)
         if run.given.get("quiet") and not as_json:  # --json always prints its object
             return
         task, model, _ = load_run(result.run_dir)

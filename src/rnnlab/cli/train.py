@@ -266,7 +266,8 @@ def cell_option_flag() -> Any:
     """The ``--cell-option KEY=VALUE`` flag (repeatable) every task train command that builds
     recurrent layers declares as ``cell_option: Optional[List[str]] = cell_option_flag()``; turn
     the values into the task config's ``cell_options`` with :func:`cell_options_from_flags`.
-    With ``--resume`` the run's saved cell options are used and the flag is ignored, as every task flag."""
+    With ``--resume`` the run's saved cell options are used; a --cell-option that differs from
+    them is refused, as every task flag that contradicts the run (TrainArgs.check_resume)."""
     return typer.Option(None, "--cell-option", metavar="KEY=VALUE", help=CELL_OPTION_HELP)
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab.data.tables import (Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
+from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
                                 load_forecast_series)
 from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected
 from rnnlab.outputs import atomic_open, check_output
@@ -465,8 +465,10 @@ class ForecastTask:
 
     def load(self, path: str) -> list[SeriesFrame]:
         c = self.config
-        return load_forecast_series(path, c.targets, c.covariates, c.time_col or None, c.id_col or None, c.wide,
-                                    c.missing, c.format, encoding=c.encoding)
+        series = load_forecast_series(path, c.targets, c.covariates, c.time_col or None, c.id_col or None, c.wide,
+                                      c.missing, c.format, encoding=c.encoding)
+        warn_gaps(path, series)
+        return series
 
     @property
     def series(self) -> list[SeriesFrame]:
@@ -971,6 +973,26 @@ def _numeric(cell: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
+    """A DataWarning when a dated series skips steps (a missing month): the model reads its rows as
+    consecutive steps, so its seasons and calendar inputs slip there. Steps longer than the
+    frequency's longest (31 days for monthly data) by half count as gaps; a series whose dates
+    pandas finds regular (business days skipping weekends) has none."""
+    for s in series:
+        freq = infer_frequency(s.times, s.time_values)[0]
+        if not freq or calendar_offset(s):
+            continue
+        longest = next(hi for name, _, _, hi in FREQUENCIES if name == freq)
+        gaps = np.flatnonzero(np.diff(s.time_values) > 1.5 * longest)
+        if len(gaps):
+            k = int(gaps[0])
+            label = f" (series {s.name!r})" if s.name else ""
+            warnings.warn(f"{path}{label}: {len(gaps)} step(s) longer than {freq} in the time column, the first "
+                          f"from {s.times[k]} to {s.times[k + 1]}: rows are read as consecutive steps, so seasons "
+                          "and calendar inputs slip there; add the missing rows (with empty cells and --missing to fill them)",
+                          DataWarning, stacklevel=3)
 
 
 def _pandas() -> Any:
