@@ -330,7 +330,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", help="best | latest | a checkpoint folder."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
     ) -> None:
-        """Evaluate a trained run on a held-out split (tasks may accept extra options)."""
+        """Evaluate a trained run on its held-out split, or on a file.
+
+        Extra options by the run's task (other tasks take none):
+        classify: --csv FILE [--encoding ENC], --confusion OUT.csv [--force];
+        forecast: --csv FILE;
+        lm: --text FILE [--encoding ENC].
+        """
         metrics = evaluate_command(run_dir, split, checkpoint, list(ctx.args))
         if as_json:
             print(json.dumps(metrics))
