@@ -247,7 +247,7 @@ def test_plan_names_the_loop_by_its_rule():
     assert "vanilla RNN's own" in plan("rnn_relu", 32, 64, steps=5).reason
     # without a gradient to come: the inference loop, or where its cache rule fails the tiled forward
     assert plan("lstm", 32, 256, steps=5, inference=True).loop == f"inference {wide}"
-    assert plan("lstm", 32, 512, steps=50, inference=True).loop == f"tiled {wide}"
+    assert plan("lstm", 32, 1024, steps=50, inference=True).loop == f"tiled {wide}"
     assert plan("lstm", 32, 512, steps=50).loop == f"row-major {wide}"
     p = plan("lstm", 32, 256, steps=5)
     assert "vectors over units" in p.reason

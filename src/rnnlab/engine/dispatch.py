@@ -302,8 +302,8 @@ def _rows_isa(mode: str, dtype: torch.dtype, T: int, B: int, H: int) -> str:
 def _inference_isa(dtype: torch.dtype, T: int, B: int, H: int) -> str:
     """The instruction set of the cell's inference loop (lstm_tiled.h's lstm_infer, gru_infer,
     rnn_infer) for such a call without a gradient to come, or "": float32 (padded batches too), H a
-    multiple of the vector width, and the size rule of infer_isa_for (H up to 256 or up to 8
-    sequences, and T·B ≥ H² / 8192)."""
+    multiple of the vector width, and the size rule of infer_isa_for (H up to 512 with AVX-512,
+    256 with AVX2, or up to 8 sequences; and T·B ≥ H² / 8192)."""
     if dtype != torch.float32 or T == 0:
         return ""
     return FAST_KERNELS.module.infer_isa_for(B, H, T)
@@ -352,7 +352,7 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
 def _inference_why(batch: int, hidden: int) -> str:
     if FAST_KERNELS.module.tiled_choice() != "auto":
         return f"set_tiled({FAST_KERNELS.module.tiled_choice()!r})"
-    if hidden <= FAST_KERNELS.module.infer_max_hidden:
+    if hidden <= FAST_KERNELS.module.infer_max_hidden():
         return f"W_hh of {hidden} units fits a core's L2 cache"
     return f"{batch} sequences (at most 8) read W_hh at most 3 times per step"
 

@@ -283,9 +283,10 @@ def _rows_op_ready(hidden: int) -> bool:
 def _infer_op_ready(hidden: int) -> bool:
     """Whether a compiled float32 layer of ``hidden`` units without a gradient to come takes its
     inference operator: the loop runs here for that size (infer_isa), set_tiled has not switched it
-    off, and W_hh fits the cache rule without the batch (H ≤ infer_max_hidden). Read when traced."""
+    off, and W_hh fits the cache rule without the batch (H ≤ infer_max_hidden(): 512 with AVX-512,
+    else 256). Read when traced."""
     m = _KERNELS.module
-    return hidden <= m.infer_max_hidden and m.infer_isa(hidden) != ""
+    return hidden <= m.infer_max_hidden() and m.infer_isa(hidden) != ""
 
 
 STEP_MIN_UNITS_PER_CHUNK = 64      # fast_kernels.cpp's kMinUnitsPerThread, as Stream's step

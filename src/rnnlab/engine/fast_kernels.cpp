@@ -1317,7 +1317,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("fused") = py::none());
   m.def("infer_isa", &rnnlab::tiled::infer_isa);
   m.def("infer_isa_for", &rnnlab::tiled::infer_isa_for);
-  m.attr("infer_max_hidden") = rnnlab::tiled::kInferMaxHidden;
+  m.def("infer_max_hidden", &rnnlab::tiled::infer_max_hidden);
   m.def("tiled_isa_for", &rnnlab::tiled::isa_for);
   m.def("tiled_choice", &rnnlab::tiled::choice);
   m.def("tiled_op_isa_for", [](int64_t B) { return rnnlab::tiled::op_isa(rnnlab::tiled::op_padded_batch(B)); });

@@ -459,15 +459,21 @@ inline std::string infer_isa(int64_t H) { return choice() == "off" ? std::string
 
 // Where the inference loop runs rather than the tiled or row-major loop, for B sequences of T steps:
 // W_hh is read once per block of kInferMaxNB sequences per step, so it pays while W_hh (4H·H floats)
-// stays in a core's L2 cache, H ≤ kInferMaxHidden, or the batch is small; and each call packs W_hh
-// anew (4H·H floats), which T·B ≥ H² / 8192 sequence-steps repay (8 at 256 units, 128 at 1024;
-// benchmarks/bench_kernels.py --inference sweeps hidden size, batch and length).
-constexpr int64_t kInferMaxHidden = 256, kInferMaxBatch = 8;
+// stays in a core's L2 cache, H ≤ infer_max_hidden(), or the batch is small; and each call packs
+// W_hh anew (4H·H floats), which T·B ≥ H² / 8192 sequence-steps repay (8 at 256 units, 128 at 1024;
+// benchmarks/bench_kernels.py --inference sweeps hidden size, batch and length). With AVX-512 the
+// bound is 512 units: a panel of 16 units' W_hh rows (128 KiB) stays in L2 while every block of
+// sequences reads it, and the loop writes no gates for a backward, so at 512 units it is ahead of
+// the tiled loop (the LSTM) and of the library loop (GRU, vanilla RNN); with AVX2 it is not.
+constexpr int64_t kInferMaxHidden = 256, kInferMaxHiddenAvx512 = 512, kInferMaxBatch = 8;
+inline int64_t infer_max_hidden() {
+  return infer_run_isa(kInferMaxHiddenAvx512) == "avx512" ? kInferMaxHiddenAvx512 : kInferMaxHidden;
+}
 // Whether T·B sequence-steps repay packing W_hh (4H·H floats) for one pass, as the loops over units
 // (inference, row-major training) do on every call.
 inline bool packing_pays(int64_t B, int64_t H, int64_t T) { return T * B * 8192 >= H * H; }
 inline std::string infer_isa_for(int64_t B, int64_t H, int64_t T) {
-  const bool pays = (H <= kInferMaxHidden || B <= kInferMaxBatch) && packing_pays(B, H, T);
+  const bool pays = (H <= infer_max_hidden() || B <= kInferMaxBatch) && packing_pays(B, H, T);
   return pays ? infer_isa(H) : std::string();
 }
 

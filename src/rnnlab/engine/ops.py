@@ -40,7 +40,8 @@ options likewise (:mod:`rnnlab.engine.variants`, ``rnnlab_variants::scan``); und
 unrolled for the example's length.
 
 Without a gradient to come (``torch.no_grad()``, or nothing requiring one: a constant of the
-traced graph), a float32 LSTM of at most ``infer_max_hidden`` (256) units, a multiple of 8, takes
+traced graph), a float32 LSTM of at most ``infer_max_hidden()`` units (512 with AVX-512, else 256), a
+multiple of 8, takes
 the inference loop instead, which keeps nothing for backward:
 
     rnnlab::lstm_infer(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?) -> (out, h_last, c_last)
