@@ -6,6 +6,9 @@ import dataclasses
 import pickle
 
 import pytest
+import torch
+
+import rnnlab
 
 from rnnlab.nn.options import CellOptions
 
@@ -56,3 +59,18 @@ def test_an_instance_pickled_without_the_cached_answer_loads():
         old.__dict__.pop("_default")
         loaded = pickle.loads(pickle.dumps(old))
         assert loaded.is_default() == opts.is_default() and loaded == opts
+
+
+@pytest.mark.parametrize("cls,kw", [("LSTMCell", {"forget_bias": 1.0}), ("GRUCell", {"init": "orthogonal"}),
+                                    ("RNNCell", {"nonlinearity": "relu", "init": "identity"})])
+def test_cells_with_parameter_only_options_run_as_torch_nn(cls, kw):
+    """Options that only set parameters (init, forget_bias) leave a cell's forward torch.nn's: the
+    same numbers from the same weights (a cell has no engine attribute to run them on)."""
+    torch.manual_seed(0)
+    ours = getattr(rnnlab, cls)(4, 16, **kw)
+    theirs = getattr(torch.nn, cls)(4, 16, **({"nonlinearity": "relu"} if cls == "RNNCell" else {}))
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 4)
+    a, b = ours(x), theirs(x)
+    a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+    assert torch.allclose(a, b, atol=1e-6)

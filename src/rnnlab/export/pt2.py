@@ -7,7 +7,7 @@ without rnnlab's Python code once the kernels' library defines the operator::
 
     torch.ops.load_library(KERNELS)          # the file rnnlab.engine.fast.kernel_library() names
     run = torch._inductor.aoti_load_package("model.pt2")
-    logits, *state = run(tokens)             # (T, B) int64 for a language model
+    logits, state = run(tokens)              # (T, B) int64 for a language model; state: its (h, c)
 
 Models with variable-length inputs (the classifiers' packed sequences) are not covered: their
 lengths decide the graph's control flow, which torch.export cannot trace; ``--onnx`` exports them.
@@ -15,6 +15,7 @@ lengths decide the graph's control flow, which torch.export cannot trace; ``--on
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ import torch._inductor
 from rnnlab.engine import fast
 from rnnlab.errors import ConfigError
 from rnnlab.export.onnx import example_for_export
+from rnnlab.nn.layers import RecurrentBase
 from rnnlab.outputs import atomic_path, check_output, commit
 from rnnlab.train.rundir import load_run
 
@@ -36,9 +38,24 @@ def _aoti_package():
     return fn
 
 
+def fixed_length_layers(model: torch.nn.Module) -> list[str]:
+    """The rnnlab layers of ``model`` that torch.export can only trace for one sequence length:
+    those whose equations differ from torch.nn's (cell options beyond initialisation and weight
+    drop) or with projections run the plain-ops equations, unrolled over the example's steps
+    (docs/engines.md), rather than one operator call."""
+    found = []
+    for name, m in model.named_modules():
+        if isinstance(m, RecurrentBase) and (m.options.needs_variant_scan(m.mode) or m.proj_size):
+            what = [f.name for f in dataclasses.fields(m.options)
+                    if getattr(m.options, f.name) != f.default and f.name not in ("init", "forget_bias", "t_max")]
+            found.append(f"{name or 'the model'} ({', '.join(what + (['proj_size'] if m.proj_size else []))})")
+    return found
+
+
 def export_program(model: torch.nn.Module, args: tuple, dynamic_axes: dict, names: list[str]):
-    """``torch.export.export`` of ``model`` on ``args`` with the named axes dynamic."""
-    shapes = tuple({d: torch.export.Dim.AUTO for d in dynamic_axes.get(n, {})} or None for n in names)
+    """``torch.export.export`` of ``model`` on ``args`` with the named axes dynamic: a program
+    that would hold any of them fixed (specialised to the example's size) is refused by torch."""
+    shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dynamic_axes.get(n, {})} or None for n in names)
     return torch.export.export(model, args, dynamic_shapes=shapes)
 
 
@@ -56,6 +73,11 @@ def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "bes
     if "lengths" in in_names or "frames" in in_names:
         raise ConfigError(f"--pt2: expected a model without variable-length or frame inputs, got task "
                           f"{getattr(task, 'name', '?')!r}'s; use --onnx")
+    fixed = fixed_length_layers(model)
+    if fixed:   # the package would serve the example's length only (and read past shorter inputs)
+        raise ConfigError(f"--pt2: expected layers that export for any sequence length, got {'; '.join(fixed)}, "
+                          "whose equations unroll over the example's steps under torch.export; use --onnx "
+                          "(its graph loops over time)")
     program = export_program(model, args, axes, in_names)
     tmp = atomic_path(path)
     try:

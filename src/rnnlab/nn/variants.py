@@ -34,7 +34,7 @@ from rnnlab.cells import FAMILIES
 from rnnlab.cells.gru_variants import GRUVariant
 from rnnlab.cells.lstm_variants import LSTMVariant
 from rnnlab.engine import get_engine
-from rnnlab.engine.scan import ScanTag
+from rnnlab.engine.scan import ScanTag, scan
 from rnnlab.engine.variants import VariantSpec, variant_scan
 from rnnlab.nn.options import CellOptions
 
@@ -139,7 +139,9 @@ def run_layer(
     if o.weight_drop and training:
         w_hh = F.dropout(w_hh, p=o.weight_drop, training=True)         # one DropConnect mask per forward
     if not o.needs_variant_scan(module.mode):
-        return get_engine(module.engine)(module.mode, seq, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
+        # (init and forget-bias options change only the parameters; a cell has no engine: the scan)
+        run_scan = get_engine(module.engine) if hasattr(module, "engine") else scan
+        return run_scan(module.mode, seq, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask=mask, tag=tag)
     T, B, _ = seq.shape
     H = module.hidden_size
     sfx = _suffixes(module)[k]
