@@ -30,8 +30,9 @@ class ShapeError(RnnlabError, ValueError, RuntimeError):
     """A tensor whose shape does not fit (input size, hidden state, batch)."""
 
 
-class DTypeError(RnnlabError, TypeError, ValueError):
-    """Tensors of different dtypes, or a dtype the engine does not support."""
+class DTypeError(RnnlabError, TypeError, ValueError, RuntimeError):
+    """Tensors of different dtypes, or a dtype the engine does not support (torch.nn's layers raise
+    ValueError for it, its cells RuntimeError)."""
 
 
 class DeviceError(RnnlabError, ValueError, RuntimeError):

@@ -216,6 +216,8 @@ def test_cell_input_and_state_errors(name: str) -> None:
         cell(torch.randn(2, 3), (bad, torch.zeros(2, 4)) if name == "LSTMCell" else bad)
     with raises(DTypeError, "input dtype", "expected torch.float32", "got torch.float64"):
         cell(torch.randn(2, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError):          # what torch.nn's cells raise for it
+        cell(torch.randn(2, 3, dtype=torch.float64))
     with raises(DeviceError, "input device", f"expected {OTHER}", "got cpu"):
         CELLS[name](3, 4, device=OTHER)(torch.randn(2, 3))
     if name == "LSTMCell":
