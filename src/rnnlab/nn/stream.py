@@ -7,8 +7,12 @@ one compiled call. For an LSTM without projection that is the C++ step of the fa
 (``fast_kernels.cpp``: weights packed for sequential reads, an AVX2/FMA path picked at run time,
 and from H = 128 up to ``torch.get_num_threads()`` threads as at construction, each with at least
 64 of the units and their weights); otherwise one numba loop per layer over pre-transposed NumPy
-arrays (``_stream_kernels``), or NumPy without numba. All give the same numbers as the
-full-sequence forward up to float rounding; ``Stream.backend`` says which runs.
+arrays (``_stream_kernels``), or NumPy without numba. A layer with cell options that change its
+inference equations (``layer_norm``, ``peephole``, ``coupled_gates``, ``gru_reset="before"``,
+``zoneout``: rnnlab's options torch.nn lacks) steps a private eval-mode copy of the layer itself, one
+length-1 forward per step with the carried state (backend "module"; slower, but the same cell
+code). All give the same numbers as the full-sequence forward in ``eval()`` up to float rounding;
+``Stream.backend`` says which runs.
 
     >>> import torch, rnnlab
     >>> lstm = rnnlab.LSTM(3, 8, num_layers=2).eval()
@@ -21,8 +25,9 @@ full-sequence forward up to float rounding; ``Stream.backend`` says which runs.
     >>> stream.reset()                              # start a new sequence
 
 Works with rnnlab's RNN/LSTM/GRU layers and torch.nn's (same parameter names), unidirectional
-only (a reversed direction needs the future). Dropout between layers is an inference no-op here,
-as in ``eval()``. If the module's weights change (training goes on), call :meth:`Stream.refresh`.
+only (a reversed direction needs the future). Dropout between layers, recurrent dropout and weight
+drop are inference no-ops here, and zoneout uses its expectation, as in ``eval()``, whatever the
+module's mode. If the module's weights change (training goes on), call :meth:`Stream.refresh`.
 
 ``Stream(layer, int8=True)`` runs the C++ step with dynamic int8 quantisation (float32 RNN, LSTM
 and GRU layers without projection): the weight matrices are stored as int8 with one scale per output row
@@ -30,6 +35,8 @@ and GRU layers without projection): the weight matrices are stored as int8 with 
 one scale each, and the products are exact integer sums rescaled per row. A step reads a quarter
 of the weight bytes, and the outputs differ from the float step by the rounding of weights and
 activations (``benchmarks/bench_int8.py`` measures what that costs in perplexity and accuracy).
+It runs torch.nn's equations only: a layer with cell options that change them is a ConfigError
+naming the options.
 
     >>> q8 = Stream(rnnlab.GRU(3, 8).eval(), int8=True)
     >>> q8.backend, q8.step(torch.randn(3)).shape
@@ -38,6 +45,8 @@ activations (``benchmarks/bench_int8.py`` measures what that costs in perplexity
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -45,6 +54,7 @@ from torch import Tensor, nn
 from rnnlab.engine import fast, plan
 from rnnlab.errors import ConfigError, ShapeError, StateError
 from rnnlab.nn import _stream_kernels as K
+from rnnlab.nn.options import cell_kwargs
 
 _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 INT8_MAX = 127          # symmetric int8: [-127, 127], so that negating a value never overflows
@@ -68,6 +78,20 @@ def _unit_major(v: Tensor, H: int) -> Tensor:
     """Rows of a gate-major weight or bias (G·H, ...) reordered unit-major (row G·j + k = gate k of
     unit j), the order the C++ steps read, so that each thread's units own a contiguous block."""
     return v.reshape(v.shape[0] // H, H, *v.shape[1:]).transpose(0, 1).reshape(v.shape).contiguous()
+
+
+# Cell options that leave the inference equations torch.nn's: recurrent dropout and weight drop act
+# only in training (a Stream runs as in eval()), the others only set the initial parameters.
+_INFERENCE_NEUTRAL = frozenset({"recurrent_dropout", "weight_drop", "init", "forget_bias", "t_max"})
+
+
+def _equation_options(module: nn.Module) -> dict:
+    """The module's cell options (rnnlab.nn.options) that change its equations at inference, which
+    the weight-copying steps do not implement, as {name: value}; {} for torch.nn's equations."""
+    options = getattr(module, "options", None)
+    if options is None or options.is_default():
+        return {}
+    return {k: v for k, v in cell_kwargs(options).items() if k not in _INFERENCE_NEUTRAL}
 
 
 def _mode_of(module: nn.Module) -> str:
@@ -104,13 +128,19 @@ class Stream:
     @property
     def backend(self) -> str:
         """Which step runs: "kernels" (C++, LSTM without projection), "kernels int8" (C++ with int8
-        weights, ``int8=True``: any cell without projection), "numba" or "numpy"."""
+        weights, ``int8=True``: any cell without projection), "numba", "numpy", or "module" (the
+        layer's own forward one step at a time: cell options that change the equations)."""
+        if self._layer is not None:
+            return "module"
         if self._cpp is not None:
             return "kernels int8" if self.int8 else "kernels"
         return "numba" if self.use_numba else "numpy"
 
     def plan(self):
-        """The path of the step, as :func:`rnnlab.engine.plan` decides it."""
+        """The path of the step, as :func:`rnnlab.engine.plan` decides it (backend "module": the
+        layer's own plan for a batch-1, one-step inference forward)."""
+        if self._layer is not None:
+            return self._layer.plan(1, 1, inference=True)
         return plan(self.mode, 1, self.hidden_size, proj_size=self.proj_size, engine=self._engine,
                     stream=True, numba=self.use_numba, int8=self.int8)
 
@@ -126,6 +156,12 @@ class Stream:
         first = getattr(m, "weight_ih_l0")
         self.dtype = np.float64 if first.dtype == torch.float64 else np.float32
         dt = self.dtype
+        self._torch_dtype = torch.float64 if dt == np.float64 else torch.float32
+        self._options = _equation_options(m)
+        self._layer = None
+        if self._options:
+            self._refresh_module()
+            return
 
         def arr(t: Tensor | None, shape) -> np.ndarray:
             if t is None:
@@ -151,12 +187,30 @@ class Stream:
         self._hw = np.empty(G, dtype=dt)
         self._tmp = np.empty(H, dtype=dt)
         self._one = dt(1.0)
-        self._torch_dtype = torch.float64 if dt == np.float64 else torch.float32
         self._cpp = self._build_kernel_step()
+        self._keep_state()
+
+    def _refresh_module(self) -> None:
+        """Backend "module": a private copy of the layer on the CPU, in eval mode, in the stream's
+        dtype, on the stream's engine choice; each step is its length-1 forward."""
+        if self.int8:
+            got = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
+            raise ConfigError(f"int8=True: expected a layer with torch.nn's cell equations (the int8 step has no "
+                              f"cell options), got {got}")
+        layer = copy.deepcopy(self.module).to("cpu", self._torch_dtype).eval().requires_grad_(False)
+        if hasattr(layer, "engine"):
+            layer.engine = self._engine
+        self._layer = layer
+        self.layers = []
+        self._cpp = None
+        self._keep_state()
+
+    def _keep_state(self) -> None:
+        """After a refresh: keep the state unless the module changed dtype or shape (then zeros)."""
         h = getattr(self, "_h", None)
         if h is not None:
             P = self.proj_size or self.hidden_size
-            if h.dtype != dt or h.shape != (self.num_layers, P):   # the module changed dtype or shape
+            if h.dtype != self.dtype or h.shape != (self.num_layers, P):
                 self.reset()
             elif self._cpp is not None:
                 self._bind_state()
@@ -170,7 +224,9 @@ class Stream:
         if "_engine" not in state:            # pickled before the engine name was kept
             self._engine = "fast" if state.get("_want_kernels", True) else "reference"
         self.int8 = state.get("int8", False)
-        self._cpp = self._build_kernel_step()
+        self.__dict__.setdefault("_layer", None)          # pickled before the "module" backend
+        self.__dict__.setdefault("_options", {})
+        self._cpp = None if self._layer is not None else self._build_kernel_step()
         if self._cpp is not None:
             self._bind_state()
 
@@ -236,7 +292,7 @@ class Stream:
         if self._cpp is not None:
             self._bind_state()
         # (weights..., h row, c row) per layer, views into the state, for the step loop
-        self._rows = [(*self.layers[k], self._h[k], None if self._c is None else self._c[k]) for k in range(L)]
+        self._rows = [(*w, self._h[k], None if self._c is None else self._c[k]) for k, w in enumerate(self.layers)]
         if state is None:
             return
         if self.mode == "lstm":
@@ -270,6 +326,8 @@ class Stream:
                 except RuntimeError:
                     pass
             return self._kernel_step(x_t)
+        if self._layer is not None:
+            return self._module_step(x_t)
         as_tensor = isinstance(x_t, Tensor)
         x = (x_t.detach().numpy() if x_t.device.type == "cpu" else x_t.detach().cpu().numpy()) if as_tensor else np.asarray(x_t)
         if x.shape != self._x_shape:                       # the one check on the hot path
@@ -296,6 +354,23 @@ class Stream:
                 self._h[k] = h_new
                 x = self._h[k]
         return torch.from_numpy(x.copy()) if as_tensor else x.copy()
+
+    def _module_step(self, x_t):
+        """Backend "module": the layer's forward on a length-1 unbatched input from the carried
+        state, which it writes back; returns h_t as a Tensor, or an ndarray if given one."""
+        as_tensor = isinstance(x_t, Tensor)
+        x = x_t.detach().cpu() if as_tensor else torch.from_numpy(np.asarray(x_t))
+        x = self._one_row(x).to(self._torch_dtype).reshape(1, self.input_size)
+        h = torch.from_numpy(self._h)
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            if self._c is not None:
+                out, (h_n, c_n) = self._layer(x, (h, torch.from_numpy(self._c)))
+                self._c[...] = c_n.numpy()
+            else:
+                out, h_n = self._layer(x, h)
+        self._h[...] = h_n.numpy()
+        y = out[0]
+        return y.clone() if as_tensor else y.numpy().copy()
 
     def _kernel_step(self, x_t):
         """The C++ step for inputs off the hot path: (1, I) rows, other dtypes, arrays."""
