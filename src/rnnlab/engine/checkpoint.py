@@ -94,7 +94,9 @@ class _Checkpointed(torch.autograd.Function):
         # The recomputation's gate records are duplicates of the forward's: collected and dropped.
         with _Collect(grads=True) as rec, _Collect(grads=False):
             for (s, e), (h_s, c_s) in zip(reversed(bounds), reversed(ctx.starts)):
-                with torch.enable_grad():
+                # (autocast off: the forward ran outside it, and a backward inside an autocast block
+                # would recompute in mixed dtypes)
+                with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
                     xs = x[s:e].detach().requires_grad_(need[4])
                     h_s = h_s.detach().requires_grad_(True)
                     c_s = c_s.detach().requires_grad_(True) if is_lstm else None

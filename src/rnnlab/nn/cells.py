@@ -19,6 +19,7 @@ from rnnlab.cells import FAMILIES
 from rnnlab.engine.scan import ScanTag, scan
 from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
+from rnnlab.nn.layers import outside_autocast
 from rnnlab.nn.options import CellOptions, cell_kwargs
 
 
@@ -143,6 +144,7 @@ class RNNCell(CellBase):
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype,
                          CellOptions.from_dict(options))
 
+    @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
         h0 = self._prepare_state("hx", hx, x, unbatched)
@@ -161,6 +163,7 @@ class GRUCell(CellBase):
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
         super().__init__("gru", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
 
+    @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
         h0 = self._prepare_state("hx", hx, x, unbatched)
@@ -180,6 +183,7 @@ class LSTMCell(CellBase):
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
         super().__init__("lstm", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
 
+    @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         x, unbatched = self._prepare_input(input)
         if hx is None:

@@ -28,10 +28,11 @@ Parameters of layer k (suffix ``_reverse`` for the reversed direction), G = gate
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,63 @@ def _no_proj_size(family: str, proj_size) -> None:
 
 
 _ABSENT = object()
+
+# What autocast casts: floating tensors other than float64 (torch's is_eligible); a model in
+# float64 is not autocast by torch.nn either.
+_AUTOCAST_ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _autocast_device_type(input: Any) -> str | None:
+    """The device type of ``input`` (a Tensor or a PackedSequence's data) if autocast is on for it."""
+    t = input.data if isinstance(input, PackedSequence) else input
+    if not isinstance(t, Tensor):
+        return None                     # refused with rnnlab's error by the forward itself
+    device_type = t.device.type
+    try:
+        return device_type if torch.is_autocast_enabled(device_type) else None
+    except RuntimeError:                # a device type autocast does not know
+        return None
+
+
+def _cast_floating(obj: Any, dtype: torch.dtype) -> Any:
+    """``obj`` with each autocast-eligible floating tensor in it (a Tensor, a PackedSequence's data,
+    tuples and lists of them: inputs, states, outputs) cast to ``dtype``; differentiable."""
+    if isinstance(obj, Tensor):
+        return obj.to(dtype) if obj.dtype in _AUTOCAST_ELIGIBLE and obj.dtype != dtype else obj
+    if isinstance(obj, PackedSequence):
+        return obj._replace(data=_cast_floating(obj.data, dtype))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_cast_floating(o, dtype) for o in obj)
+    return obj
+
+
+def outside_autocast(forward: Callable) -> Callable:
+    """Wraps a layer's or cell's ``forward`` for ``torch.autocast`` (mixed precision).
+
+    With autocast on for the input's device type, the recurrence runs with autocast off in the
+    weights' dtype (inputs and states cast to it: the engines' matrix products need one dtype),
+    and the floating outputs and states come back in the autocast dtype, as torch.nn's RNNs
+    (autocast's lower-precision ops) return them; states fed back in that dtype are accepted.
+    Weights in float64, which autocast leaves alone, run and return float64 as in torch.nn.
+    Without autocast this is the plain forward."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, input: Any, *args: Any, **kwargs: Any) -> Any:
+        device_type = _autocast_device_type(input)
+        if device_type is None:
+            return forward(self, input, *args, **kwargs)
+        w = self.weight_ih if hasattr(self, "weight_ih") else self.weight_ih_l0
+        if w.dtype not in _AUTOCAST_ELIGIBLE:
+            with torch.autocast(device_type, enabled=False):
+                return forward(self, input, *args, **kwargs)
+        amp_dtype = torch.get_autocast_dtype(device_type)
+        input, args = _cast_floating(input, w.dtype), _cast_floating(args, w.dtype)
+        kwargs = {k: _cast_floating(v, w.dtype) for k, v in kwargs.items()}
+        with torch.autocast(device_type, enabled=False):
+            result = forward(self, input, *args, **kwargs)
+        return _cast_floating(result, amp_dtype)
+
+    return wrapper
 
 
 class RecurrentBase(nn.Module):
@@ -270,6 +328,7 @@ class RecurrentBase(nn.Module):
                     input_size=self.input_size, **_variants.plan_options(self))
 
     # ----------------------------------------------------------------------------- forward
+    @outside_autocast       # torch.autocast: the recurrence in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):
         if torch.jit.is_tracing():
             # The size checks read sizes as Python values, which the tracer warns may not generalise;
