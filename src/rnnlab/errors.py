@@ -18,6 +18,15 @@ class RnnlabError(Exception):
     """Base class of every error rnnlab raises on purpose."""
 
 
+class Interrupted(RnnlabError):
+    """A training run stopped by SIGINT (Ctrl-C) or SIGTERM after its final checkpoint: the
+    command exits with the shell's status for that signal (130, 143) rather than 0."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class ConfigError(RnnlabError, ValueError):
     """An invalid constructor argument, option or flag value."""
 

@@ -329,6 +329,21 @@ def test_train_json_stdout_is_one_json_object(lab, capfd, tmp_path, task):
     assert isinstance(json.loads(out), dict) and "rnnlab: stopped (max_steps) at step 2" in err
 
 
+def test_checkpoint_of_another_run_is_refused(copy_of, capfd):
+    """--checkpoint names one of RUN's own checkpoints (a path or a step folder's name): another
+    run's would rebuild that run's task and model under RUN's name."""
+    toy, lm = copy_of("toy"), copy_of("lm")
+    theirs = sorted((lm / "checkpoints").iterdir())[-1]
+    code, _, err = run_cli(capfd, "evaluate", toy, "--checkpoint", theirs, "--json")
+    assert code in ERROR and f"expected a checkpoint folder of {toy}" in one_error_line(err), err
+    code, _, err = run_cli(capfd, "evaluate", toy, "--checkpoint", "step-99999999")
+    assert code in ERROR and "got no such folder" in one_error_line(err), err
+    mine = sorted((toy / "checkpoints").iterdir())[0]
+    for which in (mine, mine.name):                     # its own: by path, or by name under RUN/checkpoints
+        code, out, err = run_cli(capfd, "evaluate", toy, "--checkpoint", which, "--json")
+        assert code == 0 and isinstance(json.loads(out), dict), err
+
+
 def test_out_dot_names_a_free_folder(tmp_path, capfd, monkeypatch):
     """--out . in a folder with files: one error line whose suggestion is a sibling of the folder."""
     work = tmp_path / "work"
@@ -510,6 +525,27 @@ def test_a_killed_run_says_how_to_go_on(tmp_path):
     line = one_error_line(err)
     assert again.returncode in ERROR and f"--resume {run}" in line and "--overwrite" in line
     assert main(["train", "toy", "--resume", str(run), "--max-steps", "4", "--quiet"]) in (0, None)
+    usable(run)
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_run_stopped_by_a_signal_exits_with_its_status(tmp_path, sig, status):
+    """Ctrl-C or SIGTERM: the run checkpoints and stops, and the command exits 130 or 143 (not 0,
+    which a script would read as a finished run), saying how to go on."""
+    run = tmp_path / "run"
+    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "100000", "--checkpoint-every", "1", "--quiet",
+            "--no-report", "--out", run]
+    proc = _cli(*argv, env={"RNNLAB_TEST_CHECKPOINT_PAUSE": "0.05"})
+    t0 = time.monotonic()
+    while not list((run / "checkpoints").glob("step-*/meta.json")):
+        assert proc.poll() is None and time.monotonic() - t0 < 120, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"rnnlab: interrupted: {sig.name} at step") and f"--resume {run}" in lines[0], err
     usable(run)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import typer
 
 from rnnlab._version import __version__
-from rnnlab.errors import RnnlabError
+from rnnlab.errors import Interrupted, RnnlabError
 
 app = typer.Typer(
     name="rnnlab",
@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         # interpreter's last flush does not fail again on the closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Interrupted as exc:   # a training run stopped by a signal, after its last checkpoint
+        print(f"rnnlab: interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RnnlabError as exc:
         if debug or _DEBUG:
             traceback.print_exc()

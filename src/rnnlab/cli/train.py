@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, Interrupted
 
 # name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
 _COMMON: dict[str, tuple[Any, Any, str, str]] = {
@@ -114,10 +114,10 @@ class TrainArgs:
             if self.out is not None and Path(self.out) != Path(self.resume_run):
                 raise ConfigError(f"--out: expected nothing or the --resume folder {self.resume_run}, got {self.out}")
             data = self.check_resume(task_name, task_config, keys or {}, path_keys)
-            return resume(self.resume_run, data_paths=data, **self.given)
+            return _not_interrupted(resume(self.resume_run, data_paths=data, **self.given))
         task = build_task()
         out = self.out if self.out is not None else new_run_dir(Path("runs") / (task_name or task.name))
-        return fit(task, self.config(**task_defaults), out, overwrite=self.overwrite)
+        return _not_interrupted(fit(task, self.config(**task_defaults), out, overwrite=self.overwrite))
 
     def check_resume(self, task_name: str | None, task_config: Callable[[], dict[str, Any]] | None,
                      keys: dict[str, str], path_keys: tuple[str, ...]) -> dict[str, str]:
@@ -284,6 +284,21 @@ def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
 # task name -> evaluator(run_dir, split, checkpoint, extra_args) -> metrics
 Evaluator = Callable[[Path, str, str, list[str]], dict[str, float]]
 _EVALUATORS: dict[str, Evaluator] = {}
+
+
+# The shell's exit status for a command ended by the signal (128 + its number).
+_SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _not_interrupted(result: Any) -> Any:
+    """``result`` of fit/resume, unless a signal stopped the run: then Interrupted, so the command
+    skips its report of the scores and exits 130 or 143 (a script must not read a stopped run as
+    a finished one). The run's final checkpoint is on disk either way."""
+    code = _SIGNAL_STATUS.get(result.stop_reason)
+    if code is None:
+        return result
+    raise Interrupted(f"{result.stop_reason} at step {result.step}; the run is checkpointed: continue it with "
+                      f"--resume {result.run_dir}", code)
 
 
 def register_evaluator(task_name: str, fn: Evaluator) -> None:

@@ -358,10 +358,23 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
-    """``which`` is "best" (falls back to the latest), "latest", or a checkpoint folder path."""
+    """``which`` is "best" (falls back to the latest), "latest", or one of the run's checkpoint
+    folders: a path, or a name such as ``step-00000040`` (read under ``RUN/checkpoints``). A folder
+    of another run is refused: its meta.json would rebuild that run's task and model."""
     run_dir = Path(run_dir)
     if which not in ("best", "latest"):
-        return Path(which)
+        own = run_dir / CHECKPOINTS
+        path = Path(which)
+        if not path.is_dir() and (own / which).is_dir():
+            path = own / which
+        if not path.is_dir():
+            names = [p.name for p in list_checkpoints(own)] if own.is_dir() else []
+            raise CheckpointError(f"--checkpoint {which}: expected best, latest or a checkpoint folder of {run_dir} "
+                                  f"({', '.join(names[-3:]) or 'none yet'}), got no such folder")
+        if os.path.abspath(path.parent) != os.path.abspath(own):
+            raise CheckpointError(f"--checkpoint {which}: expected a checkpoint folder of {run_dir} (in {own}), got "
+                                  "one elsewhere; give that folder's own run instead")
+        return path
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder {run_dir}: expected a run folder, got no such folder")
     path = (best_checkpoint(run_dir) if which == "best" else None) or latest_checkpoint(run_dir)
