@@ -16,6 +16,8 @@ def test_probe_and_demo_errors(capsys):
     assert main(["probe", "nope"]) == 1
     assert "probe: expected one of" in capsys.readouterr().err
     assert main(["demo", "--quick", "--full"]) == 1
+    assert main(["demo", "--quick", "--jobs", "0"]) == 1
+    assert "--jobs: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_train_probe_makes_a_run_folder_with_a_report(tmp_path):

@@ -224,9 +224,13 @@ def test_report_sections(tmp_path):
 
 def test_series_too_short_names_both_numbers(tmp_path):
     path = seasonal_csv(tmp_path / "s.csv", n=40)
-    with pytest.raises(DataError, match=r"training part \(first 90%\): expected at least context \+ horizon = "
-                                        r"30 \+ 6 = 36 rows, got 34"):
+    with pytest.raises(DataError, match=r"training part \(first 90%\) of its 40 rows, the last horizon held out: "
+                                        r"expected at least context \+ horizon = 30 \+ 6 = 36 rows, got 34"):
         ForecastTask(ForecastConfig(data=path, targets=["load"], context=30, horizon=6))
+    # a horizon longer than the file: no negative count of rows
+    with pytest.raises(DataError, match=r"of its 40 rows, the last horizon held out: expected at least context "
+                                        r"\+ horizon = 30 \+ 60 = 90 rows, got 0"):
+        ForecastTask(ForecastConfig(data=path, targets=["load"], context=30, horizon=60))
 
 
 def test_missing_values_never_reach_the_model(tmp_path):

@@ -55,6 +55,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
         if quick and full:
             raise ConfigError(expected("demo suite flags", "at most one of --quick/--full", "both"))
+        if jobs < 1:
+            raise ConfigError(expected("--jobs", "an integer >= 1 (runs trained at once)", jobs))
         from rnnlab.suites.demo import DemoConfig, run_demo  # lazy: keeps --help fast
 
         cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,

@@ -16,6 +16,7 @@ lengths decide the graph's control flow, which torch.export cannot trace; ``--on
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,10 +79,12 @@ def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "bes
         raise ConfigError(f"--pt2: expected layers that export for any sequence length, got {'; '.join(fixed)}, "
                           "whose equations unroll over the example's steps under torch.export; use --onnx "
                           "(its graph loops over time)")
-    program = export_program(model, args, axes, in_names)
     tmp = atomic_path(path)
     try:
-        package(program, package_path=str(tmp))
+        with warnings.catch_warnings():   # torch's own pytree deprecation, raised inside export: not the user's
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+            program = export_program(model, args, axes, in_names)
+            package(program, package_path=str(tmp))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

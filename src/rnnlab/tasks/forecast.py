@@ -419,7 +419,10 @@ class ForecastTask:
             n_train = min(int(n * (1 - c.valid_frac)), n - c.horizon)
             what = f"{c.data}{self._label(s)}: training part (first {1 - c.valid_frac:.0%})"
             if len(series) == 1:
-                check_length(n_train, c.context, c.horizon, what)
+                if n_train < c.context + c.horizon:   # a horizon longer than the file leaves n_train < 0
+                    held = f"the last horizon{' and the backtest windows' if hold else ''} held out"
+                    what = f"{what} of its {len(s)} rows, {held}"
+                check_length(max(n_train, 0), c.context, c.horizon, what)
             elif n_train < self.lag + 2:
                 raise DataError(f"{what}: expected at least {self.lag + 2} rows before the last horizon = "
                                 f"{c.horizon} rows, got {max(n_train, 0)}")
