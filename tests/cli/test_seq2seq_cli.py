@@ -137,12 +137,18 @@ def test_train_bad_pairs_file_is_one_line(tmp_path, capsys, text, message):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-def test_resume_a_run_from_before_encoding(run, tmp_path):
-    """A UTF-8 run's config has no encoding key, as the runs made before the field: both resume."""
+def test_resume_a_run_from_before_encoding(run, tmp_path, capsys):
+    """A run made before the encoding field (no such key in its config) resumes; a new run records
+    its encoding, so --encoding on its resume is checked like any task flag."""
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    assert "encoding" not in json.loads((copy / "config.json").read_text())["task_config"]
+    config = json.loads((copy / "config.json").read_text())
+    assert config["task_config"]["encoding"] == "utf-8"
+    del config["task_config"]["encoding"]
+    (copy / "config.json").write_text(json.dumps(config))
     assert main(["train", "seq2seq", "--resume", str(copy), "--max-steps", "3", "--quiet"]) == 0
+    assert main(["train", "seq2seq", "--resume", str(run), "--encoding", "cp1252", "--max-steps", "3", "--quiet"]) == 1
+    assert "--encoding 'cp1252' (the run has 'utf-8')" in capsys.readouterr().err
 
 
 def test_resume_refuses_another_tasks_run(tmp_path, capsys):

@@ -399,11 +399,12 @@ def test_plan_names_the_inference_loop_by_its_size_rule():
     assert plan("rnn_tanh", 32, 64, steps=5, inference=True).loop == f"inference {wide}"
     assert plan("rnn_relu", 32, 64, steps=5, inference=True).loop == f"inference {wide}"
     assert K.infer_max_hidden() == (512 if wide == "avx512" else 256)
+    before = K.tiled_choice()
     try:                                                 # AVX2's vectors on an AVX-512 CPU: 256
         fast.set_tiled("avx2")
         assert K.infer_max_hidden() == 256 and plan("lstm", 9, 512, steps=50, inference=True).loop == "tiled avx2"
     finally:
-        fast.set_tiled("auto")
+        fast.set_tiled(before)
     p = plan("lstm", 32, 256, steps=5, inference=True)
     assert "no gradient to come" in p.reason and p.gemm in ("onednn", "blas")
     try:

@@ -208,3 +208,17 @@ def test_a_missing_month_is_named_and_regular_calendars_are_not():
         warn_gaps("regular.csv", [frame(months(36)), frame(days(datetime.date(2024, 1, 1), 60))])
         if calendar_offset(frame(bdays)):          # with pandas: business days are a calendar
             warn_gaps("bdays.csv", [frame(bdays)])
+
+
+def test_a_series_on_a_fixed_day_keeps_it_past_a_short_month(monkeypatch):
+    """Only a series of month ends steps to month ends: one on the 30th ending on April 30th goes
+    to May 30th, and one ending on February 28th goes to March 30th (with or without pandas)."""
+    on_30th = ["2021-01-30", "2021-02-28", "2021-03-30", "2021-04-30"]
+    end_feb = ["2020-11-30", "2020-12-30", "2021-01-30", "2021-02-28"]
+    month_ends = ["2021-01-31", "2021-02-28", "2021-03-31", "2021-04-30"]
+    for without_pandas in (False, True):
+        if without_pandas:
+            monkeypatch.setitem(sys.modules, "pandas", None)
+        assert after(on_30th, 2) == ["2021-05-30", "2021-06-30"]
+        assert after(end_feb, 2) == ["2021-03-30", "2021-04-30"]
+        assert after(month_ends, 2) == ["2021-05-31", "2021-06-30"]

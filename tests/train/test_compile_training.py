@@ -68,7 +68,7 @@ def test_compiled_lm_trains_as_the_eager_one_in_one_graph_for_every_length(lm_ru
     tmp, steps, lengths, args = lm_runs
     assert main(args) == 0
     captured = capsys.readouterr()
-    out, err = captured.out.strip().splitlines(), captured.err.strip().splitlines()
+    err = captured.err.strip().splitlines()
     summary = json.loads(captured.out)                                 # stdout: the JSON alone
     eager, compiled = tmp / "eager", tmp / "compiled"
     # the same curve and weights, to float64 rounding

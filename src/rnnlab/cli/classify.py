@@ -11,8 +11,8 @@ import json
 import sys
 import time
 import warnings
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
 import typer

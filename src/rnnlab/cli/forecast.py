@@ -5,6 +5,7 @@ reaches :func:`rnnlab.tasks.forecast.evaluate_run` for a forecaster run."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,7 +14,7 @@ import typer
 from rnnlab.cli.classify import csv_option, print_data_warnings, split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
                               with_train_options)
-from rnnlab.errors import ConfigError, expected
+from rnnlab.errors import ConfigError, DataWarning, expected
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
@@ -115,9 +116,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                    **ForecastTask.train_defaults)
         if run.given.get("quiet") and not as_json:  # --json always prints its object
             return
-        task, model, _ = load_run(result.run_dir)
-        sid, origins = task.pairs("valid")
-        scores = task.score(model, task.series, origins, sid)
+        with warnings.catch_warnings():   # the same file again: its warnings were printed above
+            warnings.simplefilter("ignore", DataWarning)
+            task, model, _ = load_run(result.run_dir)
+            sid, origins = task.pairs("valid")
+            scores = task.score(model, task.series, origins, sid)
         if as_json:
             extra = {"compile": result.compile} if result.compile is not None else {}
             print(scores_json({"run": str(result.run_dir), **scores, **extra}))

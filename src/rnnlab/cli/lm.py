@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import typer
 
+from rnnlab.cli.classify import extra_options
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
 from rnnlab.errors import ConfigError, expected
 
@@ -123,18 +124,7 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
     """``rnnlab evaluate RUN [--split S] [--text FILE [--encoding E]]`` for a language-model run."""
     from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
-    opts: dict[str, str] = {}
-    args = list(extra)
-    while args:
-        flag = args.pop(0)
-        name, _, value = flag.partition("=")
-        if name not in ("--text", "--encoding"):
-            raise ConfigError(expected("evaluate option for a language model", "--text FILE or --encoding NAME", repr(flag)))
-        if not value:
-            if not args:
-                raise ConfigError(expected(name, "a value", "nothing"))
-            value = args.pop(0)
-        opts[name[2:]] = value
+    opts = extra_options(extra, ("--text", "--encoding"))   # a misspelt flag: a usage error, as for the others
     return evaluate_run(run_dir, opts.get("text"), split, opts.get("encoding"), checkpoint)
 
 

@@ -352,8 +352,10 @@ def _fast_gemm(mode: str, batch: int, hidden: int, steps: int, dtype: torch.dtyp
 def _inference_why(batch: int, hidden: int) -> str:
     if FAST_KERNELS.module.tiled_choice() != "auto":
         return f"set_tiled({FAST_KERNELS.module.tiled_choice()!r})"
-    if hidden <= FAST_KERNELS.module.infer_max_hidden():
+    if hidden <= 256:
         return f"W_hh of {hidden} units fits a core's L2 cache"
+    if hidden <= FAST_KERNELS.module.infer_max_hidden():
+        return "AVX-512: a panel of 16 units' W_hh rows stays in L2 while every block of sequences reads it"
     return f"{batch} sequences (at most 8) read W_hh at most 3 times per step"
 
 

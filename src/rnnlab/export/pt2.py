@@ -48,7 +48,8 @@ def fixed_length_layers(model: torch.nn.Module) -> list[str]:
     for name, m in model.named_modules():
         if isinstance(m, RecurrentBase) and (m.options.needs_variant_scan(m.mode) or m.proj_size):
             what = [f.name for f in dataclasses.fields(m.options)
-                    if getattr(m.options, f.name) != f.default and f.name not in ("init", "forget_bias", "t_max")]
+                    if getattr(m.options, f.name) != f.default
+                    and f.name not in ("init", "forget_bias", "t_max", "weight_drop")]   # these keep the equations
             found.append(f"{name or 'the model'} ({', '.join(what + (['proj_size'] if m.proj_size else []))})")
     return found
 

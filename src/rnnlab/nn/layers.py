@@ -96,8 +96,18 @@ _ABSENT = object()
 _AUTOCAST_ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
+# Whether autocast is on for any device: torch's own one-call check (private: looked up once, with
+# the public per-device check as the fallback), so the common case costs a fraction of a microsecond.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None)
+if not callable(_any_autocast):
+    def _any_autocast() -> bool:
+        return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+
+
 def _autocast_device_type(input: Any) -> str | None:
     """The device type of ``input`` (a Tensor or a PackedSequence's data) if autocast is on for it."""
+    if not _any_autocast():
+        return None
     t = input.data if isinstance(input, PackedSequence) else input
     if not isinstance(t, Tensor):
         return None                     # refused with rnnlab's error by the forward itself
@@ -125,8 +135,9 @@ def outside_autocast(forward: Callable) -> Callable:
 
     With autocast on for the input's device type, the recurrence runs with autocast off in the
     weights' dtype (inputs and states cast to it: the engines' matrix products need one dtype),
-    and the floating outputs and states come back in the autocast dtype, as torch.nn's RNNs
-    (autocast's lower-precision ops) return them; states fed back in that dtype are accepted.
+    and the floating outputs and states come back in the autocast dtype (as torch.nn's do on CUDA,
+    where its RNNs are autocast's lower-precision ops; on the CPU torch.nn returns that dtype for
+    some cells only: docs/compatibility.md); states fed back in that dtype are accepted.
     Weights in float64, which autocast leaves alone, run and return float64 as in torch.nn.
     Without autocast this is the plain forward."""
 

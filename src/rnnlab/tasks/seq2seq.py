@@ -268,12 +268,7 @@ class Seq2SeqTask:
     # --- the Task contract ---------------------------------------------------------------
 
     def config_dict(self) -> dict[str, Any]:
-        config = self.config.to_dict()
-        # Runs from before the encoding field have no such key and read UTF-8: a UTF-8 run is saved
-        # the same way, so that resuming either compares equal (from_dict fills the default back in).
-        if config["encoding"] == "utf-8":
-            del config["encoding"]
-        return config
+        return self.config.to_dict()
 
     def metadata(self) -> dict[str, Any]:
         return dict(self._meta)

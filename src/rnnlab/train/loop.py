@@ -269,7 +269,9 @@ def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -
     mine = task.config_dict()
     # Recorded data files are compared by content (verify_data_files), not by where they are now.
     a = {k: v for k, v in _normal_config(saved_task, keys).items() if k not in recorded}
-    b = {k: v for k, v in _normal_config(mine, keys).items() if k not in recorded}
+    # The task was rebuilt from the saved config: a key the run lacks (an option added since it
+    # was trained) holds its default there, which is what the run used.
+    b = {k: v for k, v in _normal_config(mine, keys).items() if k not in recorded and k in a}
     if a != b:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ConfigError(f"resume {out}: task config expected the run's values for {diff}, got "
