@@ -63,7 +63,7 @@ def test_memory_is_linear_in_T_and_below_torch(engine, extra, B) -> None:
     assert a < activation_bytes(torch.nn.LSTM(3, 8), torch.randn(50, B, 3))
 
 
-def test_cli_quick_json(tmp_path, monkeypatch) -> None:
+def test_cli_quick_json(tmp_path, monkeypatch, capsys) -> None:
     import rnnlab.suites.bench as bench_mod
     from rnnlab.cli.main import main
 
@@ -85,6 +85,13 @@ def test_cli_quick_json(tmp_path, monkeypatch) -> None:
     for r in data:
         assert {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"} <= set(r)
         assert r["ratio"] == pytest.approx(r["rnnlab"] / r["torch"])
+    # --json -: the records on stdout as one JSON list, the table on stderr
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--no-onnx", "--no-variants", "--no-gradgrad", "--json", "-"]) in (0, None)
+    printed = capsys.readouterr()
+    assert [r["kind"] for r in json.loads(printed.out)] == [r["kind"] for r in data] and "ratio" in printed.err
+    assert not (tmp_path / "-").exists()
 
 
 def test_bad_config() -> None:
