@@ -141,6 +141,7 @@ class ProbeTask:
         self.losses: list[float] = []      # training losses seen by this object, in order
         self.on_step: Callable[[int], None] | None = None   # progress hook: called with len(losses)
         self._test: ProbeBatch | None = None
+        self._valid: ProbeBatch | None = None
 
     # -- the contract -----------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -177,10 +178,18 @@ class ProbeTask:
             self._test = self.spec.generate(c.length, c.test_size, _stream_seed(c.seed, 1), **c.params)
         return self._test
 
+    def valid_batch(self) -> ProbeBatch:
+        """The held-out set that training evaluates (and picks its best checkpoint) on: of the test
+        set's size, from a stream of its own, so the test set never chose anything."""
+        if self._valid is None:
+            c = self.cfg
+            self._valid = self.spec.generate(c.length, c.test_size, _stream_seed(c.seed, 2), **c.params)
+        return self._valid
+
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
         if split not in ("valid", "test"):
             raise ConfigError(expected("probe split", "'valid' or 'test'", repr(split)))
-        test = self.test_batch()            # one fixed held-out set serves as both
+        test = self.test_batch() if split == "test" else self.valid_batch()
         preds = [model(test.x[:, i:i + 500]) for i in range(0, test.x.shape[1], 500)]
         pred = torch.cat(preds, -2 if self.spec.target == "per_step" or self.spec.loss == "ce" else -1)
         out = {"loss": probe_loss(self.spec, pred, test.y).item(),
