@@ -69,3 +69,16 @@ def test_a_config_saved_with_the_older_names_loads():
     assert (cfg.hidden_size, cfg.num_layers) == (6, 2)
     rnn = ProbeTask(cfg).build_model().rnn
     assert (rnn.hidden_size, rnn.num_layers) == (6, 2)
+
+
+def test_validation_and_test_sets_are_drawn_apart():
+    """Training evaluates (and picks its best checkpoint) on a set of its own: the test set never
+    chose anything. Both are fixed for a seed and of the same size."""
+    task = ProbeTask(ProbeConfig(probe="checksum", cell="lstm", length=12, hidden_size=8, test_size=64, seed=3))
+    valid, test = task.valid_batch(), task.test_batch()
+    assert valid.x.shape == test.x.shape and not torch.equal(valid.x, test.x)
+    again = ProbeTask(ProbeConfig(probe="checksum", cell="lstm", length=12, hidden_size=8, test_size=64, seed=3))
+    assert torch.equal(again.valid_batch().x, valid.x) and torch.equal(again.test_batch().x, test.x)
+    model = task.build_model().eval()
+    with torch.no_grad():
+        assert task.evaluate(model, "valid") != task.evaluate(model, "test")
