@@ -56,6 +56,10 @@ NOT_FIELDS: dict[str, set[str]] = {
     "classify": {"as_json"},
     "forecast": {"as_json"},
     "lm": {"as_json"},
+    "probe": {"as_json"},
+    "seq2seq": {"as_json"},
+    "speech": {"as_json"},
+    "toy": {"as_json"},
 }
 
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, print_train_json, with_train_options
 from rnnlab.errors import ConfigError, expected
 
 
@@ -26,6 +26,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM f / GRU z gate bias at init."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the probe data and test set."),
         cell_option: Optional[List[str]] = cell_option_flag(),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
         run: TrainArgs = None,
     ) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
@@ -37,8 +38,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 steps_per_epoch=steps_per_epoch, memory_bias=memory_bias, seed=data_seed,
                 cell_options=cell_options_from_flags(cell_option))
 
-        run.start(lambda: ProbeTask(config()), "probe", lambda: ProbeTask(config()).config_dict(),
-                  {"data_seed": "seed", "cell_option": "cell_options"})
+        result = run.start(lambda: ProbeTask(config()), "probe", lambda: ProbeTask(config()).config_dict(),
+                           {"data_seed": "seed", "cell_option": "cell_options"})
+        if as_json:  # --json always prints its object (with --quiet too); the status lines are on stderr
+            print_train_json(result)   # the best checkpoint on the probe's validation set
 
     @app.command("demo")
     def demo(

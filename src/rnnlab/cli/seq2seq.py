@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, with_train_options
+from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, print_train_json, with_train_options
 from rnnlab.errors import ConfigError, DataError, expected
 from rnnlab.outputs import check_output
 
@@ -61,6 +61,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         metrics: str = typer.Option("auto", "--metrics", help="exact | g2p | text | auto (from the data set; text for files)."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the held-out part, the batch order and scheduled sampling."),
         cell_option: Optional[List[str]] = cell_option_flag(),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
         run: TrainArgs = None,
     ) -> None:
         """Train an encoder-decoder with attention on source/target pairs."""
@@ -85,10 +86,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return Seq2SeqTask(Seq2SeqConfig(**flags()))
 
         result = run.start(build, "seq2seq", flags, CONFIG_KEYS, Seq2SeqTask.data_keys, **Seq2SeqTask.train_defaults)
-        if run.given.get("quiet"):
+        if run.given.get("quiet") and not as_json:  # --json always prints its object
             return
         task, model, _ = load_run(result.run_dir)
         m = task.evaluate(model, "valid")
+        if as_json:
+            print_train_json(result, m)
+            return
         scores = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "n")
         print(f"seq2seq: run {result.run_dir}, best checkpoint, validation split ({int(m['n'])} sources): {scores}")
 

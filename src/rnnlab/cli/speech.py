@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, print_train_json, register_evaluator,
+                              with_train_options)
 from rnnlab.errors import ConfigError, DataError, expected
 
 
@@ -86,6 +87,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         string_noise: str = typer.Option("", "--string-noise", help="ctc: background noise in strings: white | pink."),
         beam: int = typer.Option(8, "--beam", help="ctc: prefix beam width for the test split (1 = greedy)."),
         cell_option: Optional[List[str]] = cell_option_flag(),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
         run: TrainArgs = None,
     ) -> None:
         """Train a speech recogniser: isolated words, or connected digits with CTC."""
@@ -117,10 +119,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         result = run.start(build, "speech", flags, CONFIG_KEYS, ("data_dir", "audio_dir", "labels"),
                            **TRAIN_DEFAULTS[mode if mode in TRAIN_DEFAULTS else "words"])
-        if run.given.get("quiet"):
+        if run.given.get("quiet") and not as_json:  # --json always prints its object
             return
         task, model, _ = load_run(result.run_dir)
         m = task.evaluate_detailed(model, "test")
+        if as_json:  # the validation scores, and the test split's that the summary line prints
+            test = {k: v for k, v in m.items() if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}
+            print_train_json(result, task.evaluate(model, "valid"), test=test)
+            return
         if task.config.mode == "words":
             per = ", ".join(f"{k} {v:.4f}" for k, v in m["per_speaker"].items())
             print(f"speech: run {result.run_dir}, test split: accuracy {m['acc']:.4f} on {m['n']} recordings"

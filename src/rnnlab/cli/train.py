@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
+import numbers
 import os
 import sys
 from dataclasses import dataclass, field
@@ -286,6 +288,35 @@ Evaluator = Callable[[Path, str, str, list[str]], dict[str, float]]
 _EVALUATORS: dict[str, Evaluator] = {}
 
 
+def _json_number(v: Any, key: str = "") -> Any:
+    """A score for JSON: counts (ints, or ``n``) as ints, other numbers as floats, NaN and
+    infinities as null (JSON has none); dicts of them (per-speaker scores) alike."""
+    if isinstance(v, dict):
+        return {k: _json_number(x, k) for k, x in v.items()}
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return v
+    if isinstance(v, numbers.Integral) or (key == "n" and float(v).is_integer()):
+        return int(v)
+    return float(v) if math.isfinite(v) else None
+
+
+def print_train_json(result: Any, valid: dict[str, Any] | None = None, **more: dict[str, Any]) -> None:
+    """``rnnlab train TASK --json``'s one object on stdout: the run, why it stopped, its steps, its
+    best step and the ``valid`` scores (default: ``rnnlab.train.evaluate_run`` of the best
+    checkpoint; ``more``: further named score sets, such as speech's ``test``), with the compile
+    summary under --compile."""
+    if valid is None:
+        from rnnlab.train import evaluate_run  # lazy: keeps --help fast
+
+        valid = evaluate_run(result.run_dir)
+    obj = {"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": int(result.step),
+           "best_step": None if result.best_step is None else int(result.best_step),
+           "valid": _json_number(valid), **{k: _json_number(v) for k, v in more.items()}}
+    if result.compile is not None:
+        obj["compile"] = result.compile
+    print(json.dumps(obj), flush=True)
+
+
 # The shell's exit status for a command ended by the signal (128 + its number).
 _SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -329,13 +360,17 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         hidden_size: int = typer.Option(16, help="Hidden units."),
         streams: int = typer.Option(8, help="Parallel series (the batch)."),
         dropout: float = typer.Option(0.0, help="Dropout on the recurrent output."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
         run: TrainArgs = None,
     ) -> None:
         """A tiny regression task (next value of noisy sines) for smoke tests of the training core."""
         from rnnlab.tasks.toy import ToyConfig, ToyTask  # lazy: keeps --help fast
 
         cfg = ToyConfig(cell=cell, hidden_size=hidden_size, streams=streams, dropout=dropout)
-        run.start(lambda: ToyTask(cfg), "toy", lambda: ToyTask(cfg).config_dict(), max_steps=200, eval_every=20)
+        result = run.start(lambda: ToyTask(cfg), "toy", lambda: ToyTask(cfg).config_dict(), max_steps=200,
+                           eval_every=20)
+        if as_json:  # --json always prints its object (with --quiet too); the status lines are on stderr
+            print_train_json(result)   # the best checkpoint on the validation split
 
     @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def evaluate(
