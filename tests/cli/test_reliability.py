@@ -507,17 +507,24 @@ def test_two_writers_one_refusal_and_the_run_survives(copy_of):
     usable(run)
 
 
-def test_a_killed_run_says_how_to_go_on(tmp_path):
-    """SIGKILL in the middle of a run; the same command again names --resume and --overwrite;
-    --resume then continues it (the lock of the dead process does not block)."""
-    run = tmp_path / "run"
-    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "50", "--checkpoint-every", "1", "--quiet",
+def _toy_until_first_checkpoint(run: Path, max_steps: int, pause: float) -> tuple[list, subprocess.Popen]:
+    """A toy run in a process of its own, returned once its first checkpoint is on disk (the
+    checkpoints paused ``pause`` s each so that it is still training then), with its argv."""
+    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", max_steps, "--checkpoint-every", "1", "--quiet",
             "--no-report", "--out", run]
-    proc = _cli(*argv, env={"RNNLAB_TEST_CHECKPOINT_PAUSE": "0.2"})
+    proc = _cli(*argv, env={"RNNLAB_TEST_CHECKPOINT_PAUSE": str(pause)})
     t0 = time.monotonic()
     while not list((run / "checkpoints").glob("step-*/meta.json")):
         assert proc.poll() is None and time.monotonic() - t0 < 120, proc.communicate()
         time.sleep(0.05)
+    return argv, proc
+
+
+def test_a_killed_run_says_how_to_go_on(tmp_path):
+    """SIGKILL in the middle of a run; the same command again names --resume and --overwrite;
+    --resume then continues it (the lock of the dead process does not block)."""
+    run = tmp_path / "run"
+    argv, proc = _toy_until_first_checkpoint(run, 50, pause=0.2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     again = _cli(*argv)
@@ -533,13 +540,7 @@ def test_a_run_stopped_by_a_signal_exits_with_its_status(tmp_path, sig, status):
     """Ctrl-C or SIGTERM: the run checkpoints and stops, and the command exits 130 or 143 (not 0,
     which a script would read as a finished run), saying how to go on."""
     run = tmp_path / "run"
-    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "100000", "--checkpoint-every", "1", "--quiet",
-            "--no-report", "--out", run]
-    proc = _cli(*argv, env={"RNNLAB_TEST_CHECKPOINT_PAUSE": "0.05"})
-    t0 = time.monotonic()
-    while not list((run / "checkpoints").glob("step-*/meta.json")):
-        assert proc.poll() is None and time.monotonic() - t0 < 120, proc.communicate()
-        time.sleep(0.05)
+    _, proc = _toy_until_first_checkpoint(run, 100000, pause=0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == status, err
