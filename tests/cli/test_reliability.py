@@ -326,7 +326,11 @@ def test_train_json_stdout_is_one_json_object(lab, capfd, tmp_path, task):
                    "--max-steps", "2"]}[task]
     code, out, err = run_cli(capfd, *argv, "--no-report", "--json", "--out", tmp_path / "run")
     assert code == 0, err
-    assert isinstance(json.loads(out), dict) and "rnnlab: stopped (max_steps) at step 2" in err
+    res = json.loads(out)
+    assert isinstance(res, dict) and "rnnlab: stopped (max_steps) at step 2" in err
+    # the keys every train command's --json has
+    assert res["run"] == str(tmp_path / "run") and res["steps"] == 2 and type(res["steps"]) is int
+    assert res["stop_reason"] == "max_steps" and "best_step" in res
 
 
 def test_checkpoint_of_another_run_is_refused(copy_of, capfd):

@@ -147,7 +147,10 @@ def _print_json(result, wall_s: float) -> None:
     from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
 
     s = summarize_run(result.run_dir)
-    s.update(run_dir=str(result.run_dir), stop_reason=result.stop_reason, epochs=result.epoch, wall_s=wall_s)
+    # run, steps and best_step as every `train --json` gives them (run_dir kept for scripts that read it)
+    s.update(run=str(result.run_dir), run_dir=str(result.run_dir), stop_reason=result.stop_reason,
+             steps=int(result.step), best_step=None if result.best_step is None else int(result.best_step),
+             epochs=result.epoch, wall_s=wall_s)
     if result.compile is not None:
         s["compile"] = result.compile
     print(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in s.items()}), flush=True)
