@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared corpora not found at {SHARED_DATA} (set RNNLAB_SHARED_DATA)")
     return SHARED_DATA
+
+
+def fsdd_subset(dest: Path, digits: str, speakers: tuple[str, ...], takes: tuple[int, ...]) -> Path:
+    """Copy the FSDD recordings ``{digit}_{speaker}_{take}.wav`` of every combination into ``dest``
+    (the test is skipped where the shared corpus is absent); returns ``dest``."""
+    src = SHARED_DATA / "fsdd" / "recordings"
+    if not src.is_dir():
+        pytest.skip(f"FSDD not found at {src} (set RNNLAB_SHARED_DATA)")
+    for d in digits:
+        for s in speakers:
+            for t in takes:
+                shutil.copy(src / f"{d}_{s}_{t}.wav", dest)
+    return dest
 
 
 @pytest.fixture(autouse=True)

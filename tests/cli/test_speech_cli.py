@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ from rnnlab.cli.main import main  # noqa: E402
 
 @pytest.fixture(scope="module")
 def few(tmp_path_factory) -> Path:
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import fsdd_subset
 
-    src = SHARED_DATA / "fsdd" / "recordings"
-    if not src.is_dir():
-        pytest.skip(f"FSDD not found at {src} (set RNNLAB_SHARED_DATA)")
-    out = tmp_path_factory.mktemp("fsdd_cli")
-    for d in "05":
-        for s in ("theo", "nicolas"):
-            for t in (1, 8, 9, 10):
-                shutil.copy(src / f"{d}_{s}_{t}.wav", out)
-    return out
+    return fsdd_subset(tmp_path_factory.mktemp("fsdd_cli"), "05", ("theo", "nicolas"), (1, 8, 9, 10))
 
 
 SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--train-strings", "8",

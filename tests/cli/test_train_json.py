@@ -5,7 +5,6 @@ the status lines stay on stderr. (classify and lm: tests/cli/test_reliability.py
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,17 +33,9 @@ def pairs(tmp_path_factory) -> Path:
 def recordings(tmp_path_factory) -> Path:
     pytest.importorskip("soundfile")
     pytest.importorskip("soxr")
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import fsdd_subset
 
-    src = SHARED_DATA / "fsdd" / "recordings"
-    if not src.is_dir():
-        pytest.skip(f"FSDD not found at {src} (set RNNLAB_SHARED_DATA)")
-    out = tmp_path_factory.mktemp("fsdd-json")
-    for d in "05":
-        for s in ("theo", "nicolas"):
-            for t in (1, 8, 9, 10):
-                shutil.copy(src / f"{d}_{s}_{t}.wav", out)
-    return out
+    return fsdd_subset(tmp_path_factory.mktemp("fsdd-json"), "05", ("theo", "nicolas"), (1, 8, 9, 10))
 
 
 def argv_for(task: str, request) -> list:

@@ -74,3 +74,12 @@ def test_cells_with_parameter_only_options_run_as_torch_nn(cls, kw):
     a, b = ours(x), theirs(x)
     a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_equation_options_leave_out_parameter_only_and_training_only_fields():
+    """What Stream and --pt2 name as changing the equations: never initialisation or weight drop;
+    recurrent dropout only outside inference."""
+    o = CellOptions(layer_norm=True, recurrent_dropout=0.1, weight_drop=0.2, forget_bias=1.0, init="orthogonal")
+    assert o.equation_options() == {"layer_norm": True, "recurrent_dropout": 0.1}
+    assert o.equation_options(inference=True) == {"layer_norm": True}
+    assert CellOptions(weight_drop=0.3, init="chrono", t_max=10.0).equation_options() == {}

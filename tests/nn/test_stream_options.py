@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import shutil
 
 import numpy as np
 import pytest
@@ -164,18 +163,12 @@ def test_speech_stream_file_with_cell_options(tmp_path) -> None:
     """tasks/speech.py stream_file steps Stream(model.rnn): a layer-norm model streams the offline numbers."""
     pytest.importorskip("soundfile")
     pytest.importorskip("soxr")
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import fsdd_subset
 
     from rnnlab.data.audio import load_audio
     from rnnlab.tasks.speech import SpeechConfig, SpeechTask, stream_file
 
-    src = SHARED_DATA / "fsdd" / "recordings"
-    if not src.is_dir():
-        pytest.skip(f"FSDD not found at {src} (set RNNLAB_SHARED_DATA)")
-    for d in ("0", "1", "2"):
-        for s in ("george", "jackson"):
-            for t in (0, 5, 6, 7):
-                shutil.copy(src / f"{d}_{s}_{t}.wav", tmp_path / f"{d}_{s}_{t}.wav")
+    fsdd_subset(tmp_path, "012", ("george", "jackson"), (0, 5, 6, 7))
     cfg = SpeechConfig(dataset="", audio_dir=str(tmp_path), hidden_size=16, num_layers=2, batch_size=8,
                        valid_frac=0.25, train_strings=8, valid_strings=4, test_strings=4, max_digits=3, beam=4,
                        mode="ctc", cell="lstm", bidirectional=False, blank_bias=0.0, pretrain_words=0,

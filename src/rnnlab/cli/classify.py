@@ -6,19 +6,18 @@ reaches :func:`rnnlab.tasks.classify.evaluate_run`.
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
-                              with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, missing_option,
+                              register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import DataWarning
 from rnnlab.outputs import atomic_open, check_output
 
@@ -50,54 +49,6 @@ def print_data_warnings() -> Iterator[None]:
         warnings.showwarning = show
         warnings.simplefilter("always", DataWarning)
         yield
-
-
-# ``rnnlab evaluate``'s own options, offered beside a task's extra ones when a flag is misspelt.
-EVALUATE_OPTIONS = ("--split", "--checkpoint", "--json", "--help")
-
-
-def usage_error(kind: str, message: str, option: str = "", possibilities: list[str] | None = None) -> Exception:
-    """A usage error (exit status 2 with the usage block, as typer's own): click's ``NoSuchOption``,
-    ``BadOptionUsage`` or ``UsageError`` (``kind``) from the click this typer release uses."""
-    cls = getattr(sys.modules.get(typer.BadParameter.__module__), kind, None)
-    if not (isinstance(cls, type) and getattr(cls, "exit_code", None) == 2):
-        return typer.BadParameter(message)
-    if kind == "NoSuchOption":
-        return cls(option, message, possibilities)
-    return cls(option, message) if kind == "BadOptionUsage" else cls(message)
-
-
-def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
-    """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
-    extra arguments; only the ``allowed`` names are accepted: any other flag (a typo) or a flag
-    without its value is a usage error (exit status 2), as for the command's own flags."""
-    rest = list(extra)
-    opts: dict[str, str] = {}
-    while rest:
-        a = rest.pop(0)
-        name, eq, value = a.partition("=")
-        if name == "--force" and "--force" in allowed:
-            if eq:
-                raise usage_error("BadOptionUsage", "Option '--force' does not take a value.", name)
-            opts["force"] = "1"
-            continue
-        if not name.startswith("-"):
-            raise usage_error("UsageError", f"Got unexpected extra argument ({a})")
-        if name not in allowed:
-            known = list(allowed) + list(EVALUATE_OPTIONS)
-            raise usage_error("NoSuchOption", f"No such option: {name}", name,
-                              difflib.get_close_matches(name, known) or known)
-        if not eq:
-            if not rest:
-                raise usage_error("BadOptionUsage", f"Option '{name}' requires an argument.", name)
-            value = rest.pop(0)
-        opts[name[2:]] = value
-    return opts
-
-
-def csv_option(extra: list[str]) -> str | None:
-    """``--csv FILE`` (or ``--csv=FILE``) from ``rnnlab evaluate``'s extra arguments; nothing else is accepted."""
-    return extra_options(extra, ("--csv",)).get("csv")
 
 
 def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:

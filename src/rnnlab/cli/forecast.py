@@ -11,9 +11,9 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import csv_option, print_data_warnings, split_list
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, missing_option, register_evaluator,
-                              with_train_options)
+from rnnlab.cli.classify import print_data_warnings, split_list
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, missing_option,
+                              register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
 
 

@@ -17,8 +17,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import extra_options
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, register_evaluator, with_train_options
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, register_evaluator,
+                              with_train_options)
 from rnnlab.errors import ConfigError, expected
 
 

@@ -23,6 +23,7 @@ registered with ``register_evaluator`` (one that may take extra flags), else to 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import json
@@ -251,12 +252,18 @@ CELL_OPTION_HELP = (
 )
 
 
+def _click_class(name: str) -> Any:
+    """Click's exception class ``name`` from the click this typer release uses (vendored from typer
+    0.26 on), or None where it has none."""
+    return getattr(sys.modules.get(typer.BadParameter.__module__), name, None)
+
+
 def missing_option(flag: str, what: str) -> typer.BadParameter:
     """The usage error for a flag that is required unless ``--resume RUN`` is given (typer cannot
     declare "required unless"): exit status 2 with the usage block, worded as typer's own
     "Missing option" (click's MissingParameter where this typer release has it)."""
     message = f"Missing option '{flag}': {what} (or --resume RUN)"
-    missing = getattr(sys.modules.get(typer.BadParameter.__module__), "MissingParameter", None)
+    missing = _click_class("MissingParameter")
     if isinstance(missing, type) and issubclass(missing, typer.BadParameter):
         exc = missing(message)
         exc.format_message = lambda: message    # its own wording would name the missing option again
@@ -282,6 +289,54 @@ def cell_options_from_flags(values: Optional[list[str]]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- evaluate dispatch
+
+# ``rnnlab evaluate``'s own options, offered beside a task's extra ones when a flag is misspelt.
+EVALUATE_OPTIONS = ("--split", "--checkpoint", "--json", "--help")
+
+
+def usage_error(kind: str, message: str, option: str = "", possibilities: list[str] | None = None) -> Exception:
+    """A usage error (exit status 2 with the usage block, as typer's own): click's ``NoSuchOption``,
+    ``BadOptionUsage`` or ``UsageError`` (``kind``) from the click this typer release uses."""
+    cls = _click_class(kind)
+    if not (isinstance(cls, type) and getattr(cls, "exit_code", None) == 2):
+        return typer.BadParameter(message)
+    if kind == "NoSuchOption":
+        return cls(option, message, possibilities)
+    return cls(option, message) if kind == "BadOptionUsage" else cls(message)
+
+
+def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
+    """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
+    extra arguments; only the ``allowed`` names are accepted: any other flag (a typo) or a flag
+    without its value is a usage error (exit status 2), as for the command's own flags."""
+    rest = list(extra)
+    opts: dict[str, str] = {}
+    while rest:
+        a = rest.pop(0)
+        name, eq, value = a.partition("=")
+        if name == "--force" and "--force" in allowed:
+            if eq:
+                raise usage_error("BadOptionUsage", "Option '--force' does not take a value.", name)
+            opts["force"] = "1"
+            continue
+        if not name.startswith("-"):
+            raise usage_error("UsageError", f"Got unexpected extra argument ({a})")
+        if name not in allowed:
+            known = list(allowed) + list(EVALUATE_OPTIONS)
+            raise usage_error("NoSuchOption", f"No such option: {name}", name,
+                              difflib.get_close_matches(name, known) or known)
+        if not eq:
+            if not rest:
+                raise usage_error("BadOptionUsage", f"Option '{name}' requires an argument.", name)
+            value = rest.pop(0)
+        opts[name[2:]] = value
+    return opts
+
+
+def csv_option(extra: list[str]) -> str | None:
+    """``--csv FILE`` (or ``--csv=FILE``) from ``rnnlab evaluate``'s extra arguments; nothing else is accepted."""
+    return extra_options(extra, ("--csv",)).get("csv")
+
 
 # task name -> evaluator(run_dir, split, checkpoint, extra_args) -> metrics
 Evaluator = Callable[[Path, str, str, list[str]], dict[str, float]]

@@ -15,7 +15,6 @@ lengths decide the graph's control flow, which torch.export cannot trace; ``--on
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 
@@ -47,10 +46,8 @@ def fixed_length_layers(model: torch.nn.Module) -> list[str]:
     found = []
     for name, m in model.named_modules():
         if isinstance(m, RecurrentBase) and (m.options.needs_variant_scan(m.mode) or m.proj_size):
-            what = [f.name for f in dataclasses.fields(m.options)
-                    if getattr(m.options, f.name) != f.default
-                    and f.name not in ("init", "forget_bias", "t_max", "weight_drop")]   # these keep the equations
-            found.append(f"{name or 'the model'} ({', '.join(what + (['proj_size'] if m.proj_size else []))})")
+            what = list(m.options.equation_options()) + (["proj_size"] if m.proj_size else [])
+            found.append(f"{name or 'the model'} ({', '.join(what)})")
     return found
 
 

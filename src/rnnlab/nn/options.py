@@ -82,6 +82,13 @@ class CellOptions:
         return bool(self.layer_norm or self.peephole or self.coupled_gates or self.gru_reset != "after"
                     or self.recurrent_dropout or self.zoneout or (mode == "lstm" and self.zoneout_c))
 
+    def equation_options(self, inference: bool = False) -> dict[str, Any]:
+        """The non-default fields that make the equations differ from torch.nn's (those that take
+        the variants scan), as {name: value}; with ``inference`` only those that still do in eval
+        mode (recurrent dropout acts in training only). Initialisation and weight drop never do."""
+        neutral = {"forget_bias", "init", "t_max", "weight_drop"} | ({"recurrent_dropout"} if inference else set())
+        return {k: v for k, v in cell_kwargs(self).items() if k not in neutral}
+
     def num_blocks(self, mode: str, default: int) -> int:
         """Row blocks of W_ih / W_hh: 3 for the coupled LSTM (i|g|o), else the family's."""
         return 3 if (mode == "lstm" and self.coupled_gates) else default

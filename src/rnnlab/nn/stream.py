@@ -54,7 +54,6 @@ from torch import Tensor, nn
 from rnnlab.engine import fast, plan
 from rnnlab.errors import ConfigError, ShapeError, StateError
 from rnnlab.nn import _stream_kernels as K
-from rnnlab.nn.options import cell_kwargs
 
 _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 INT8_MAX = 127          # symmetric int8: [-127, 127], so that negating a value never overflows
@@ -80,18 +79,13 @@ def _unit_major(v: Tensor, H: int) -> Tensor:
     return v.reshape(v.shape[0] // H, H, *v.shape[1:]).transpose(0, 1).reshape(v.shape).contiguous()
 
 
-# Cell options that leave the inference equations torch.nn's: recurrent dropout and weight drop act
-# only in training (a Stream runs as in eval()), the others only set the initial parameters.
-_INFERENCE_NEUTRAL = frozenset({"recurrent_dropout", "weight_drop", "init", "forget_bias", "t_max"})
-
-
 def _equation_options(module: nn.Module) -> dict:
     """The module's cell options (rnnlab.nn.options) that change its equations at inference, which
     the weight-copying steps do not implement, as {name: value}; {} for torch.nn's equations."""
     options = getattr(module, "options", None)
     if options is None or options.is_default():
         return {}
-    return {k: v for k, v in cell_kwargs(options).items() if k not in _INFERENCE_NEUTRAL}
+    return options.equation_options(inference=True)     # a Stream runs as in eval()
 
 
 def _mode_of(module: nn.Module) -> str:
