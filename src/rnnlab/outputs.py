@@ -7,11 +7,16 @@ belong to the training that wrote them), or that exists already (unless ``force`
 that its folder is writable. :func:`atomic_open` writes through a temporary file in the same
 folder and renames it over the target only once the whole file is written, so a failed or
 interrupted write leaves the previous file as it was.
+
+``-`` names standard output: commands whose only output on stdout is a text file (predictions,
+forecasts, backtest rows) pass ``stdout=True`` to :func:`check_output`, and :func:`atomic_open` then
+writes to ``sys.stdout``; binary outputs (ONNX, pt2) refuse it rather than create a file named ``-``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,9 +43,23 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
+STDOUT = "-"
+
+
+def is_stdout(out: str | Path | None) -> bool:
+    """Whether an output path is ``-`` (standard output)."""
+    return out is not None and str(out) == STDOUT
+
+
 def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
-                 flag: str = "--out") -> Path:
-    """``out`` if a command may write it; an OutputError naming the flag otherwise (see the module)."""
+                 flag: str = "--out", stdout: bool = False) -> Path:
+    """``out`` if a command may write it; an OutputError naming the flag otherwise (see the module).
+    With ``stdout``, ``-`` is accepted (standard output); without, it is refused."""
+    if is_stdout(out):
+        if stdout:
+            return Path(STDOUT)
+        raise OutputError(f"{flag} -: expected a file path (this output is not text, so it cannot go to "
+                          "standard output)")
     out = Path(out)
     if out.is_dir():
         raise OutputError(f"{flag} {out}: expected a file path, got a folder")
@@ -68,7 +87,12 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """``open`` for writing through ``.tmp-NAME-XXXX`` in the same folder and ``os.replace``."""
+    """``open`` for writing through ``.tmp-NAME-XXXX`` in the same folder and ``os.replace``;
+    ``-`` yields ``sys.stdout`` (text modes)."""
+    if is_stdout(path):
+        yield sys.stdout
+        sys.stdout.flush()
+        return
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
     try:

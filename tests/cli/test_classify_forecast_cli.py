@@ -134,3 +134,52 @@ def test_forecast_cli_wide_json_quiet_help_and_evaluate(tmp_path, capsys):
     assert "rnnlab: warning:" in out.err and "1 of 3 series left out" in out.err and "'c'" in out.err
     assert main(["train", "forecast", "--help"]) == 0
     assert "pip install 'rnnlab[forecast]'" in " ".join(capsys.readouterr().out.replace("│", " ").split())
+
+
+def test_out_dash_writes_standard_output_and_json_writes_no_default_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "s.csv"
+    y = 3 + np.sin(np.arange(80) * 2 * np.pi / 8)
+    data.write_text("t,y\n" + "\n".join(f"{i},{v:.4f}" for i, v in enumerate(y)) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--csv", str(data), "--target", "y", "--time-col", "t", "--context", "16",
+                 "--horizon", "4", "--hidden", "8", "--max-epochs", "1", "--backtest-windows", "2", "--quiet",
+                 "--no-report", "--out", str(run)]) == 0
+    capsys.readouterr()
+    # --json alone prints the rows and leaves no forecast.csv behind (a second call does not fail on it)
+    for _ in range(2):
+        assert main(["forecast", str(run), "--csv", str(data), "--horizon", "3", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["out"] is None and [r["t"] for r in got["rows"]] == ["80", "81", "82"]
+    assert not (tmp_path / "forecast.csv").exists()
+    # --out -: the CSV is standard output, the status line goes to stderr
+    assert main(["forecast", str(run), "--csv", str(data), "--horizon", "3", "--out", "-"]) == 0
+    cap = capsys.readouterr()
+    rows = list(csv.DictReader(cap.out.splitlines()))
+    assert [r["t"] for r in rows] == ["80", "81", "82"] and "standard output" in cap.err
+    assert not (tmp_path / "-").exists()
+    assert main(["forecast", str(run), "--csv", str(data), "--horizon", "3", "--out", "-", "--json"]) == 2
+    assert "both would be written to standard output" in capsys.readouterr().err
+    assert main(["backtest", str(run), "--csv", str(data), "--windows", "2", "--out", "-"]) == 0
+    cap = capsys.readouterr()
+    assert [r["origin_row"] for r in csv.DictReader(cap.out.splitlines())] == ["72", "76"]
+    assert "window 2 (origin row 76)" in cap.err
+    # binary outputs refuse '-' rather than create a file of that name
+    assert main(["export", str(run), "--onnx", "-"]) == 1
+    assert "cannot go to standard output" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
+def test_predict_out_dash(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in [("good", "pos"), ("bad", "neg")] * 5) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "classify", "--train", str(data), "--hidden", "8", "--embed", "8", "--max-epochs", "1",
+                 "--quiet", "--no-report", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), "--csv", str(data), "--out", "-"]) == 0
+    cap = capsys.readouterr()
+    preds = list(csv.DictReader(cap.out.splitlines()))
+    assert len(preds) == 10 and {"pred", "p_pos", "p_neg"} <= set(preds[0])
+    assert "10 rows -> standard output" in cap.err and not (tmp_path / "-").exists()

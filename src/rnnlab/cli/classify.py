@@ -19,7 +19,7 @@ import typer
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, missing_option,
                               register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import DataWarning
-from rnnlab.outputs import atomic_open, check_output
+from rnnlab.outputs import atomic_open, check_output, is_stdout
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -194,7 +194,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def predict_cmd(
         run: Path = typer.Argument(..., help="A classifier run folder."),
         csv: Path = typer.Option(..., "--csv", help="File to classify (same format/columns as training; label optional)."),
-        out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities."),
+        out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities (CSV); - for standard output."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="Missing cells: error | drop (default: the run's policy)."),
@@ -205,4 +205,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         with print_data_warnings():
             n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
-        print(f"predict: {n} rows -> {out}")
+        if is_stdout(out):
+            print(f"predict: {n} rows -> standard output", file=sys.stderr)
+        else:
+            print(f"predict: {n} rows -> {out}")

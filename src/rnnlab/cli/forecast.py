@@ -5,6 +5,7 @@ reaches :func:`rnnlab.tasks.forecast.evaluate_run` for a forecaster run."""
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -13,8 +14,9 @@ import typer
 
 from rnnlab.cli.classify import print_data_warnings, split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, missing_option,
-                              register_evaluator, with_train_options)
+                              register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
+from rnnlab.outputs import is_stdout
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
@@ -42,6 +44,17 @@ def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[st
 
     with print_data_warnings():  # series too short to score are named on stderr
         return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
+
+
+def _one_stdout(out: Path | None, as_json: bool) -> None:
+    """``--out -`` and ``--json`` would both write to standard output: refused as a usage error."""
+    if as_json and is_stdout(out):
+        raise usage_error("BadOptionUsage", "--out -: expected a file path with --json (both would be written "
+                          "to standard output)", "--out")
+
+
+def _shown(out: str) -> str:
+    return "standard output" if is_stdout(out) else out
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -133,29 +146,32 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="A forecaster run folder."),
         csv: Path = typer.Option(..., "--csv", help="History to forecast from (its last --context rows are used)."),
         horizon: int = typer.Option(..., "--horizon", help="Steps to forecast past the end of the file."),
-        out: Path = typer.Option(Path("forecast.csv"), "--out"),
+        out: Optional[Path] = typer.Option(None, "--out", help="Where to write the forecast rows as CSV; - for standard output (default: forecast.csv, or no file with --json)."),
         checkpoint: str = typer.Option("best", "--checkpoint"),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the forecast rows as one JSON object."),
+        as_json: bool = typer.Option(False, "--json", help="Print the forecast rows as one JSON object (a file only with --out)."),
     ) -> None:
         """Forecast the next steps after the end of every series of a file."""
         from rnnlab.tasks.forecast import forecast_run  # lazy: keeps --help fast
 
+        _one_stdout(out, as_json)
+        target = str(out) if out else (None if as_json else "forecast.csv")
         with print_data_warnings():  # series shorter than the context are padded: said on stderr
-            rows = forecast_run(str(run), str(csv), horizon, str(out), checkpoint, force, missing, encoding)
+            rows = forecast_run(str(run), str(csv), horizon, target, checkpoint, force, missing, encoding)
         if as_json:
-            print(json.dumps({"out": str(out), "rows": rows}))
+            print(json.dumps({"out": target, "rows": rows}))
             return
-        print(f"forecast: {len(rows)} rows ({horizon} steps per series) -> {out}")
+        print(f"forecast: {len(rows)} rows ({horizon} steps per series) -> {_shown(target)}",
+              file=sys.stderr if is_stdout(target) else sys.stdout)
 
     @app.command("backtest")
     def backtest_cmd(
         run: Path = typer.Argument(..., help="A forecaster run folder."),
         csv: Path = typer.Option(..., "--csv", help="Series to backtest on."),
         windows: int = typer.Option(5, "--windows", help="K: at most K horizon-long windows per series, rolling forward from the end of the run's validation span."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV; - for standard output (the summary then goes to stderr)."),
         checkpoint: str = typer.Option("best", "--checkpoint"),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
@@ -165,13 +181,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Rolling-origin evaluation on data after the run's validation span, beside the baselines."""
         from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
+        _one_stdout(out, as_json)
         bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing, encoding)
         if as_json:
             print(scores_json(bt))
             return
-        print(format_scores(bt))
+        text = sys.stderr if is_stdout(out) else sys.stdout
+        print(format_scores(bt), file=text)
         for p in bt["per_window"]:
             extra = f", seasonal-naive MAE {p['snaive_mae']:.4f}" if "snaive_mae" in p else ""
             where = f"series {p['series']!r}, " if p['series'] else ""
             print(f"window {p['window']} ({where}origin row {p['origin_row']}): MAE {p['mae']:.4f}, "
-                  f"naive MAE {p['naive_mae']:.4f}{extra}")
+                  f"naive MAE {p['naive_mae']:.4f}{extra}", file=text)

@@ -1183,9 +1183,10 @@ def with_file_options(task: Any, missing: str | None = None, encoding: str | Non
 
 def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best", force: bool = False,
                 missing: str | None = None, encoding: str | None = None) -> int:
-    """``rnnlab predict RUN --csv FILE --out preds.csv``: labels and class probabilities. The output
-    path is checked before anything is read (see :func:`rnnlab.outputs.check_output`)."""
-    check_output(out, [path], force)
+    """``rnnlab predict RUN --csv FILE --out preds.csv`` (``-``: standard output): labels and class
+    probabilities. The output path is checked before anything is read (see
+    :func:`rnnlab.outputs.check_output`)."""
+    check_output(out, [path], force, stdout=True)
     task, model = load_classify_run(run_dir, checkpoint)
     return with_file_options(task, missing, encoding).predict_file(model, path, out)
 

@@ -851,7 +851,7 @@ class ForecastTask:
             write_rows(out, bt["per_window"])
         return bt
 
-    def forecast_file(self, model: nn.Module, path: str, horizon: int, out: str) -> list[dict[str, Any]]:
+    def forecast_file(self, model: nn.Module, path: str, horizon: int, out: str | None) -> list[dict[str, Any]]:
         """Forecast ``horizon`` steps past the end of every series of ``path`` from its last rows and
         write them to ``out`` (CSV: series id if any, step, time if known, point and quantile columns)."""
         c = self.config
@@ -890,7 +890,8 @@ class ForecastTask:
                         for qi, q in enumerate(c.quantiles):
                             row[f"{name}_q{q:g}"] = float(pred[i, h, j, qi])
                 rows.append(row)
-        write_rows(out, rows)
+        if out:
+            write_rows(out, rows)
         return rows
 
     def check_short(self, path: str, series: list[SeriesFrame]) -> None:
@@ -1230,11 +1231,13 @@ def _file_options(task: ForecastTask, missing: str | None, encoding: str | None)
     return task
 
 
-def forecast_run(run_dir: str, path: str, horizon: int, out: str, checkpoint: str = "best", force: bool = False,
-                 missing: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
-    """``rnnlab forecast RUN --csv FILE --horizon H --out forecast.csv``. The output path is checked
-    before anything is read (see :func:`rnnlab.outputs.check_output`)."""
-    check_output(out, [path], force)
+def forecast_run(run_dir: str, path: str, horizon: int, out: str | None, checkpoint: str = "best",
+                 force: bool = False, missing: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+    """``rnnlab forecast RUN --csv FILE --horizon H --out forecast.csv`` (``-``: standard output;
+    None: no file, the rows are returned). The output path is checked before anything is read (see
+    :func:`rnnlab.outputs.check_output`)."""
+    if out:
+        check_output(out, [path], force, stdout=True)
     task, model = _load_forecast_run(run_dir, checkpoint)
     return _file_options(task, missing, encoding).forecast_file(model, path, horizon, out)
 
@@ -1244,7 +1247,7 @@ def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
                  encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab backtest RUN --csv FILE --windows K``: walk-forward scores with baselines."""
     if out:
-        check_output(out, [path], force)
+        check_output(out, [path], force, stdout=True)
     task, model = _load_forecast_run(run_dir, checkpoint)
     bt = _file_options(task, missing, encoding).backtest_file(model, path, windows, out)
     return {k: v for k, v in bt.items() if not k.startswith("_")}
