@@ -137,3 +137,20 @@ def test_probe_command_runs_one_run_of_the_demo():
     assert defaults["lr"] == demo.lr
     assert defaults["seed"] == demo.seed
     assert defaults["steps"] == SUITES["default"]["steps"]
+
+
+def test_probe_command_and_run_probe_share_defaults():
+    """``rnnlab probe`` and ``rnnlab.tasks.probe.run_probe`` train the same model by default."""
+    import inspect
+
+    from rnnlab.tasks.probe import RUN_MEMORY_BIAS, run_probe
+
+    command = typer.main.get_command(app).commands["probe"]
+    cli = {p.name: p.default for p in command.params}
+    api = {k: v.default for k, v in inspect.signature(run_probe).parameters.items()}
+    for key in ("steps", "hidden_size", "lr", "seed", "seconds"):
+        assert cli[key] == api[key], key
+    # the CLI's "not given" memory bias is run_probe's "auto": the demo's bias unless an option sets it
+    assert cli["memory_bias"] is None and api["memory_bias"] == "auto" and RUN_MEMORY_BIAS == 4.0
+    opts = {p.name: p.opts for p in command.params}
+    assert opts["steps"][0] == "--max-steps" and opts["seconds"][0] == "--max-time"   # train's names

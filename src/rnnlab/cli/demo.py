@@ -49,7 +49,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         full: bool = typer.Option(False, "--full", help="Longer lengths and more steps (tens of minutes)."),
         seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers."),
         out: str = typer.Option("demo-out", "--out", help="Folder for results.json and report.html."),
-        seconds: float = typer.Option(0.0, "--seconds", help="Optional wall-time cap per training run (0 = none)."),
+        seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Wall-time cap per training run, in seconds (0 = none)."),
         threads: int = typer.Option(1, "--threads", help="torch threads per run (1: fastest for these small models)."),
         jobs: int = typer.Option(2, "--jobs", help="Runs trained at once in worker processes (2 for 2 cores)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
@@ -72,26 +72,24 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         task: str = typer.Argument(..., help="checksum | distractor | segments | adding | copy"),
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru"),
         length: int = typer.Option(50, "--length", help="The probe's length T."),
-        steps: int = typer.Option(400, "--steps", help="Training steps."),
+        steps: int = typer.Option(400, "--max-steps", "--steps", help="Training steps (Adam, batch 64)."),
         hidden_size: int = typer.Option(32, "--hidden-size", "--hidden", help="Hidden size."),
         seed: int = typer.Option(0, "--seed"),
         lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate."),
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM forget / GRU update gate "
                                                     "bias at init (default 4, the demo's; none when a "
                                                     "--cell-option sets forget_bias, init=chrono or coupled_gates)."),
-        seconds: float = typer.Option(0.0, "--seconds", help="Optional wall-time cap (0 = none)."),
+        seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Wall-time cap in seconds (0 = none)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
         cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:
-        """Train one cell on one probe and print its test metric against chance."""
-        from rnnlab.tasks.cell_options import sets_memory_gate_bias  # lazy: keeps --help fast
+        """Train one cell on one probe and print its test metric against chance (rnnlab.tasks.probe.run_probe,
+        the demo's settings; `rnnlab train probe` trains a run folder instead)."""
         from rnnlab.tasks.probe import run_probe  # lazy: keeps --help fast
 
-        options = cell_options_from_flags(cell_option)
-        if memory_bias is None and not sets_memory_gate_bias(options):
-            memory_bias = 4.0   # the demo's init, unless a cell option sets that bias itself
         r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden_size, seed=seed, lr=lr,
-                      memory_bias=memory_bias, cell_options=options)
+                      memory_bias="auto" if memory_bias is None else memory_bias,
+                      cell_options=cell_options_from_flags(cell_option))
         if as_json:
             typer.echo(json.dumps(r.to_dict()))
         else:

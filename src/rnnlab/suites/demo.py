@@ -30,7 +30,7 @@ from rnnlab.data.probes import PROBES
 from rnnlab.errors import ConfigError, OutputError, expected
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import ReportSection, escape, figure_to_img, render_page, table
-from rnnlab.tasks.probe import LABEL, run_probe
+from rnnlab.tasks.probe import LABEL, RUN_HIDDEN, RUN_LR, RUN_MEMORY_BIAS, run_probe
 from rnnlab.tasks.recurrent import CELLS
 
 # Suites: probe -> lengths. Budgets are in steps (machine-independent); ``seconds`` optionally caps
@@ -71,10 +71,10 @@ def ablation_variants(T: int, memory_bias: float) -> dict[str, tuple[dict[str, A
 class DemoConfig:
     suite: str = "default"              # quick | default | full
     seed: int = 0                       # seeds data, init and training: same seed, same numbers
-    hidden_size: int = 32               # same for all cells (so parameter counts differ: see the table)
-    lr: float = 1e-2                    # Adam; measured to work for all three cells on these probes
+    hidden_size: int = RUN_HIDDEN       # same for all cells (so parameter counts differ: see the table)
+    lr: float = RUN_LR                  # Adam; measured to work for all three cells on these probes
     batch_size: int = 64
-    memory_bias: float = 4.0            # LSTM forget / GRU update gate bias at init (chrono-like); the ablation varies it
+    memory_bias: float = RUN_MEMORY_BIAS  # LSTM forget / GRU update gate bias at init; the ablation varies it
     seconds: float = 0.0                # optional wall-time cap per training run; 0 = steps only
     steps: int = 0                      # override the suite's steps per run; 0 = the suite's
     threads: int = 1                    # torch threads per run: 1 is fastest for these small models

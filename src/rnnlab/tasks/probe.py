@@ -261,33 +261,49 @@ class ProbeResult:
         return d
 
 
+# One probe run's settings, shared by run_probe, `rnnlab probe` and the demo's DemoConfig: a small
+# model, a brisk Adam rate measured to work for all three cells on every probe, and the gated
+# cells' memory-gate bias (chrono-like) that the demo's ablation varies.
+RUN_STEPS, RUN_HIDDEN, RUN_LR, RUN_MEMORY_BIAS = 400, 32, 1e-2, 4.0
+
+
 @dataclass
 class ProbeRunConfig:
     """The training budget of :func:`run_probe` (everything else is in ProbeConfig)."""
 
-    steps: int = 300                    # optimizer steps
+    steps: int = RUN_STEPS              # optimizer steps
     seconds: float = 0.0                # optional wall-time cap per run; 0 = none
-    lr: float = 3e-3                    # Adam; probes are small and like a brisk rate
+    lr: float = RUN_LR                  # Adam
     clip: float = 1.0                   # global-norm clipping, the standard RNN guard
     threads: int = 0                    # torch threads for the run; 0 = leave as is
     quiet: bool = True                  # the core's own progress bar
 
 
-def run_probe(task: str, cell: str, length: int, steps: int = 300, seconds: float = 0.0,
-              hidden_size: int = 64, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
+def run_probe(task: str, cell: str, length: int, steps: int = RUN_STEPS, seconds: float = 0.0,
+              hidden_size: int = RUN_HIDDEN, seed: int = 0, lr: float = RUN_LR, batch_size: int = 64,
               out: str | None = None, quiet: bool = True, threads: int = 1,
-              on_step: Callable[[int], None] | None = None, **probe_options: Any) -> ProbeResult:
+              on_step: Callable[[int], None] | None = None, memory_bias: float | None | str = "auto",
+              **probe_options: Any) -> ProbeResult:
     """Train ``cell`` on probe ``task`` at length ``length`` for ``steps`` steps (or ``seconds``)
-    through :func:`rnnlab.train.fit`, then measure it on the fixed test set.
+    through :func:`rnnlab.train.fit`, then measure it on the fixed test set. The defaults are
+    ``rnnlab probe``'s and the demo's.
+
+    ``memory_bias`` is the gated cells' memory-gate bias at init: "auto" (the default) is
+    ``RUN_MEMORY_BIAS``, or None when a cell option sets that bias itself (forget_bias,
+    init=chrono, coupled_gates); None keeps the layer's own init.
 
     ``out`` is the run folder (a temporary one, deleted afterwards, when None).
     ``threads`` defaults to 1: these models are too small for intra-op parallelism to pay, and on
     a busy machine OpenMP threads spin against other processes.
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
-    memory_bias, cell_options). ``on_step(n)`` is called after every training step (for progress displays).
+    cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
+    if isinstance(memory_bias, str):
+        if memory_bias != "auto":
+            raise ConfigError(expected("run_probe memory_bias", "a number, None or 'auto'", repr(memory_bias)))
+        memory_bias = None if sets_memory_gate_bias(probe_options.get("cell_options") or {}) else RUN_MEMORY_BIAS
     cfg = ProbeConfig(probe=task, cell=cell, length=length, hidden_size=hidden_size, batch_size=batch_size,
-                      steps_per_epoch=steps, seed=seed, **probe_options)
+                      steps_per_epoch=steps, seed=seed, memory_bias=memory_bias, **probe_options)
     run = ProbeRunConfig(steps=steps, seconds=seconds, lr=lr, threads=threads, quiet=quiet)
     ptask = ProbeTask(cfg)
     ptask.on_step = on_step
