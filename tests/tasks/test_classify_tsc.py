@@ -167,6 +167,11 @@ def test_max_epochs_alone_sets_the_step_budget(tmp_path):
     d = task.train_defaults_for_epochs(3)
     assert d["max_steps"] == 3 and d["max_epochs"] == 0 and d["schedule"] == "cosine"
     assert task.train_defaults["max_steps"] == budget(8, 32)["max_steps"]    # the defaults themselves unchanged
+    # warm-up, evaluation pace and patience follow the new length: 2000 epochs stop early only
+    # after a quarter of their evaluations without progress, not after the default budget's quarter
+    long = task.train_defaults_for_epochs(2000)
+    assert long["max_steps"] == 2000 and long["warmup_steps"] == 100 and long["eval_every"] == 50
+    assert long["patience"] == (2000 // 50 + 2000) // 4 > task.train_defaults["patience"]
 
 
 # ----------------------------------------------------------------------------- long series

@@ -479,12 +479,14 @@ def validation_plan(config: ClassifyConfig, kind: str, counts: np.ndarray) -> di
     return {"mode": "kfold", "folds": k} if k >= 2 else {"mode": "none"}
 
 
-def budget(n: int, batch_size: int) -> dict[str, Any]:
-    """TrainConfig fields for ``n`` training series (numeric input): steps from the data size,
-    Adam with a cosine schedule after a 5 % warm-up, ~EVALS_PER_RUN evaluations (and one per
-    epoch) and early stopping after a quarter of them without a better validation loss."""
-    samples = max(min(max(BUDGET_EPOCHS * n, MIN_SAMPLES), MAX_SAMPLES), MIN_EPOCHS * n)
-    steps = max(1, math.ceil(samples / min(batch_size, n)))
+def budget(n: int, batch_size: int, steps: int | None = None) -> dict[str, Any]:
+    """TrainConfig fields for ``n`` training series (numeric input): steps from the data size
+    (or ``steps``), Adam with a cosine schedule after a 5 % warm-up, ~EVALS_PER_RUN evaluations
+    (and one per epoch) and early stopping after a quarter of them without a better validation loss."""
+    if steps is None:
+        samples = max(min(max(BUDGET_EPOCHS * n, MIN_SAMPLES), MAX_SAMPLES), MIN_EPOCHS * n)
+        steps = math.ceil(samples / min(batch_size, n))
+    steps = max(1, steps)
     every = max(1, steps // EVALS_PER_RUN)
     # the loop also evaluates at every epoch end: count those in, so patience stays a quarter of the run
     evals = steps // every + steps // max(1, math.ceil(n / batch_size))
@@ -647,11 +649,16 @@ class ClassifyTask:
     def train_defaults_for_epochs(self, epochs: int) -> dict[str, Any]:
         """``train_defaults`` when only ``--max-epochs`` is given: where the defaults are a step
         budget (numeric and frames input), it covers exactly ``epochs`` epochs, and the schedule
-        decays over them, rather than the budget silently ending the run at another epoch."""
+        decays over them, rather than the budget silently ending the run at another epoch (numeric
+        input: with the warm-up, evaluation pace and patience of a budget of that length)."""
         if not self.train_defaults.get("max_steps") or not getattr(self, "_n_train", 0):
             return dict(self.train_defaults)
-        per_epoch = math.ceil(self._n_train / min(self.config.batch_size, self._n_train))
-        return {**self.train_defaults, "max_epochs": 0, "max_steps": max(1, int(epochs)) * per_epoch}
+        n = self._n_train
+        steps = max(1, int(epochs)) * math.ceil(n / min(self.config.batch_size, n))
+        if self.kind == "numeric":
+            # warm-up, evaluation pace and patience follow the new length (patience a quarter of it)
+            return {**self.train_defaults, **budget(n, self.config.batch_size, steps)}
+        return {**self.train_defaults, "max_epochs": 0, "max_steps": steps}
 
     @property
     def members(self) -> int:
