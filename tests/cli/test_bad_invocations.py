@@ -195,6 +195,19 @@ def test_unexpected_error_is_one_line_naming_the_log_that_holds_the_traceback(wo
     assert "Traceback" in text and "second line of detail" in text and "in collect" in text
 
 
+def test_out_of_memory_is_one_line_naming_the_flags_that_shrink_it(workdir: Path):
+    """A model too large to allocate (torch's CPU allocator message) is an error with advice, not
+    an "unexpected error"; the real allocation runs (a probe with 10^8 hidden units)."""
+    proc = run_cli(["probe", "adding", "--hidden", "100000000", "--max-steps", "1"], workdir)
+    assert proc.returncode == 1, proc.stderr
+    assert_no_traceback(proc)
+    assert re.fullmatch(r"rnnlab: error: out of memory: you tried to allocate \d+ bytes; a smaller --hidden-size, "
+                        r"--batch-size or sequence length needs less \(--debug shows where\)", proc.stderr.strip()), \
+        proc.stderr
+    proc = run_cli(["info"], workdir, PATCHED.format(body="raise MemoryError()"))
+    assert proc.returncode == 1 and proc.stderr.startswith("rnnlab: error: out of memory: MemoryError;"), proc.stderr
+
+
 def test_debug_shows_the_traceback_instead(workdir: Path):
     code = PATCHED.format(body="raise RuntimeError('kernel exploded')")
     proc = run_cli(["--debug", "info"], workdir, code)

@@ -20,6 +20,7 @@ import datetime
 import importlib
 import importlib.metadata
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -82,6 +83,19 @@ for _area in _AREAS:
             raise
         continue
     _module.register(app, train_app)
+
+
+def _out_of_memory(exc: BaseException) -> str:
+    """The allocator's message when ``exc`` is a failed allocation (MemoryError, torch's CPU
+    allocator or CUDA out of memory), else ""."""
+    oom = getattr(__import__("torch"), "OutOfMemoryError", ()) if "torch" in sys.modules else ()
+    if isinstance(exc, MemoryError) or (oom and isinstance(exc, oom)):
+        return str(exc) or type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text):
+        m = re.search(r"you tried to allocate \d+ bytes", text)
+        return m.group(0) if m else text
+    return ""
 
 
 def log_dir() -> Path:
@@ -159,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rnnlab: error: {_one_line(str(exc), whole=True)}", file=sys.stderr)
         return 1
     except Exception as exc:
+        if _out_of_memory(exc) and not (debug or _DEBUG):
+            print(f"rnnlab: error: out of memory: {_one_line(_out_of_memory(exc), whole=False)}; a smaller "
+                  "--hidden-size, --batch-size or sequence length needs less (--debug shows where)", file=sys.stderr)
+            return 1
         if debug or _DEBUG:
             traceback.print_exc()
             return 1
