@@ -11,6 +11,7 @@ from rnnlab.data.tables import (
     LabelMap,
     Scaler,
     check_length,
+    detect_format,
     fill_missing,
     load_forecast_table,
     load_sequences_long,
@@ -246,3 +247,10 @@ def test_text_refuses_fill_policies(tmp_path):
     path = write(tmp_path, "a.csv", "text,label\nx,a\ny,b\n")
     with pytest.raises(ConfigError, match="--missing for text: expected error or drop"):
         load_text_classification(path, "text", "label", missing="ffill")
+
+
+def test_a_folder_given_as_data_file_is_named_as_a_folder(tmp_path):
+    (tmp_path / "d.csv").mkdir()    # even with a table's extension
+    for path in (tmp_path, tmp_path / "d.csv"):
+        with pytest.raises(DataError, match=r"data file: expected a file, got the folder"):
+            detect_format(str(path))

@@ -67,6 +67,8 @@ class Table:
 
 def detect_format(path: str, fmt: str = "auto") -> str:
     """``csv``, ``tsv`` or ``jsonl`` from the ``fmt`` flag or the file extension."""
+    if os.path.isdir(path):
+        raise DataError(expected("data file", "a file", f"the folder {path!r}"))
     if fmt != "auto":
         if fmt not in FORMATS:
             raise ConfigError(expected("format", f"one of {('auto',) + FORMATS}", repr(fmt)))
