@@ -75,6 +75,18 @@ def expected(what: str, want: object, got: object) -> str:
     return f"{what}: expected {want}, got {got}"
 
 
+def field_name(task: str, name: str, config: object, flags: dict[str, str]) -> str:
+    """How an error names the field ``name`` of a task's ``config`` (a dataclass): the flag that sets
+    it beside the field, ``--hidden-size (classify hidden_size)``, so that a command-line user and a
+    Python user each recognise it. ``flags`` lists the fields whose flag is spelled otherwise, ""
+    for a field with no flag; a ``name`` that is no field (``train/valid/test``) stays as it is."""
+    fields = getattr(config, "__dataclass_fields__", {})
+    if name not in fields:
+        return f"{task} {name}"
+    flag = flags.get(name, "--" + name.replace("_", "-"))
+    return f"{flag} ({task} {name})" if flag else f"{task} {name}"
+
+
 class OutputError(RnnlabError, OSError):
     """An output path that must not be written (an input, a folder, a run's own file) or a write that failed."""
 

@@ -154,3 +154,41 @@ def test_probe_command_and_run_probe_share_defaults():
     assert cli["memory_bias"] is None and api["memory_bias"] == "auto" and RUN_MEMORY_BIAS == 4.0
     opts = {p.name: p.opts for p in command.params}
     assert opts["steps"][0] == "--max-steps" and opts["seconds"][0] == "--max-time"   # train's names
+
+
+@pytest.mark.parametrize("task", ["classify", "forecast", "seq2seq", "speech", "probe"])
+def test_errors_name_the_flag_that_sets_a_field(task):
+    """A config error names the field's flag beside the field (``--embed (classify embed_dim)``):
+    every flag so named is a flag of ``rnnlab train TASK`` and sets that field."""
+    import importlib
+
+    from rnnlab.errors import field_name
+
+    flags = getattr(importlib.import_module(f"rnnlab.tasks.{task}"), f"{task.upper()}_FLAGS")
+    command = _train_commands()[task]
+    sets = {}    # flag -> the config field its parameter sets
+    for p in command.params:
+        if p.name in _COMMON or p.name == "rnnlab_ctx":
+            continue
+        for opt in p.opts:
+            sets[opt] = KEYS[task].get(p.name, p.name).lstrip("!").split(".")[0]
+    config = CONFIGS[task]
+    named = 0
+    for f in dataclasses.fields(config):
+        text = field_name(task, f.name, config, flags)
+        flag = text.split(" ")[0]
+        if flag.startswith("--"):
+            assert sets.get(flag) == f.name, f"{text}: {flag} is not the flag of {task} {f.name}"
+            named += 1
+        else:
+            assert text == f"{task} {f.name}"
+    assert named >= 8
+    assert field_name(task, "train/valid/test", config, flags) == f"{task} train/valid/test"
+
+
+def test_a_negative_data_seed_is_a_config_error_naming_the_flag(tmp_path, capsys):
+    from rnnlab.cli.main import main
+
+    assert main(["train", "seq2seq", "--dataset", "dates", "--data-seed", "-1", "--out", str(tmp_path / "r")]) == 1
+    assert "rnnlab: error: --data-seed (seq2seq seed): expected an integer >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -102,7 +102,7 @@ def test_translate_refuses_another_task(tmp_path, capsys):
 def test_train_seq2seq_bad_flags_are_one_line(tmp_path, capsys):
     assert main(["train", "seq2seq", "--dataset", "dates", "--attention", "luong"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "seq2seq attention: expected one of" in err[0]
+    assert len(err) == 1 and "--attention (seq2seq attention): expected one of" in err[0]
 
 
 def test_translate_show_attention_writes_png(run, tmp_path, capsys, monkeypatch):

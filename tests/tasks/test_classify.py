@@ -165,7 +165,7 @@ def test_rebuild_from_metadata_reads_no_training_file(tmp_path):
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="classify config keys"):
         ClassifyConfig.from_dict({"train": "x.csv", "hiden_size": 3})
-    with pytest.raises(ConfigError, match="classify pool: expected one of"):
+    with pytest.raises(ConfigError, match=r"--pool \(classify pool\): expected one of"):
         ClassifyConfig(train="x.csv", pool="median")
     with pytest.raises(ConfigError, match="freeze_epochs"):
         ClassifyConfig(train="x.csv", freeze_epochs=2)

@@ -317,7 +317,7 @@ def test_arch_auto_and_checks(tmp_path):
     assert not isinstance(rnn.build_model(), (LSTMFCN, MemberEnsemble))
     with pytest.raises(ConfigError, match="arch"):
         ClassifyConfig(train="x.csv", arch="lstm-fcn")     # text input
-    with pytest.raises(ConfigError, match="arch: expected one of"):
+    with pytest.raises(ConfigError, match=r"--arch \(classify arch\): expected one of"):
         ClassifyConfig(train="x.ts", arch="resnet")
 
 

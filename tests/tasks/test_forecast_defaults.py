@@ -34,7 +34,7 @@ def test_context_zero_reads_four_horizons_at_least_two_seasons_and_16_steps():
     assert ForecastConfig(horizon=1, season=12).context == 24  # two seasons
     assert ForecastConfig(horizon=2).context == 16
     assert ForecastConfig(horizon=6, context=10).context == 10  # given: kept
-    with pytest.raises(ConfigError, match="context: expected an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"--context \(forecast context\): expected an integer >= 0"):
         ForecastConfig(context=-1)
     # the resolved value is what the run folder records: rebuilding from it gives the same model
     c = ForecastConfig(horizon=5)

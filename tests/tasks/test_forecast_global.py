@@ -160,7 +160,7 @@ def test_ensemble_members_have_their_own_contexts_and_the_median_is_the_forecast
     members, mean, std = model.members_normalised(x)
     assert members.shape == (3, 5, 2, 1, 1) and not torch.allclose(members[0], members[1])
     torch.testing.assert_close(model(x), members.median(0).values * std[:, None, :, None] + mean[:, None, :, None])
-    with pytest.raises(ConfigError, match="ensemble: expected 1 in autoregressive mode"):
+    with pytest.raises(ConfigError, match=r"--ensemble \(forecast ensemble\): expected 1 in autoregressive mode"):
         ForecastConfig(data="x.csv", targets=["y"], mode="autoregressive", ensemble=2)
 
 

@@ -41,9 +41,9 @@ def small(**kw) -> dict:
 def test_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="train file or a dataset"):
         Seq2SeqConfig()
-    with pytest.raises(ConfigError, match="seq2seq attention: expected one of"):
+    with pytest.raises(ConfigError, match=r"--attention \(seq2seq attention\): expected one of"):
         Seq2SeqConfig(dataset="dates", attention="bahdanau")
-    with pytest.raises(ConfigError, match="seq2seq hidden_size: expected an even number"):
+    with pytest.raises(ConfigError, match=r"--hidden-size \(seq2seq hidden_size\): expected an even number"):
         Seq2SeqConfig(dataset="dates", hidden_size=15)
     with pytest.raises(ConfigError, match="keys"):
         Seq2SeqConfig.from_dict({"dataset": "dates", "hidden": 8})

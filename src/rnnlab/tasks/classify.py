@@ -56,7 +56,8 @@ from rnnlab.data.frames import check_frame_shape, check_frames_config, index_che
 from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
 from rnnlab.data.ucr import is_ucr, ucr_path
-from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, RnnlabError, expected
+from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, RnnlabError, expected,
+                           field_name)
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -97,6 +98,11 @@ LSTM_FCN_DROPOUT = 0.8    # Karim et al. 2017: dropout 0.8 after the LSTM branch
 # the table says why, rather than the command hanging after training. PLAID's test split: 3e10.
 DTW_MAX_CELLS = 3e11
 
+
+# The flags of `rnnlab train classify` that are spelled otherwise than their config field ("": none),
+# for error messages (rnnlab.errors.field_name).
+CLASSIFY_FLAGS = {"embed_dim": "--embed", "scale": "--no-scale", "seed": "--data-seed",
+                  "cell_options": "--cell-option", "baselines": "--no-baselines"}
 
 @dataclass
 class ClassifyConfig:
@@ -151,7 +157,10 @@ class ClassifyConfig:
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
             if not ok:
-                raise ConfigError(expected(f"classify {what}", want, repr(got)))
+                raise ConfigError(expected(field_name("classify", what, self, CLASSIFY_FLAGS), want, repr(got)))
+
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
+              "an integer >= 0", self.seed)
 
         check(self.input in INPUTS, "input", f"one of {INPUTS}", self.input)
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)

@@ -52,7 +52,7 @@ from torch import nn
 
 from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
                                 load_forecast_series)
-from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected, field_name
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -82,6 +82,11 @@ THETA_MAX_WINDOWS = 5000
 # on by default; beyond this many fits it is left out (the score tables say so).
 ETS_MAX_FITS = 1000
 
+
+# The flags of `rnnlab train forecast` that are spelled otherwise than their config field ("": none),
+# for error messages (rnnlab.errors.field_name).
+FORECAST_FLAGS = {"data": "--csv", "targets": "--target", "seed": "--data-seed",
+                  "cell_options": "--cell-option"}
 
 @dataclass
 class ForecastConfig:
@@ -120,7 +125,10 @@ class ForecastConfig:
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
             if not ok:
-                raise ConfigError(expected(f"forecast {what}", want, repr(got)))
+                raise ConfigError(expected(field_name("forecast", what, self, FORECAST_FLAGS), want, repr(got)))
+
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
+              "an integer >= 0", self.seed)
 
         check(isinstance(self.context, int) and not isinstance(self.context, bool) and self.context >= 0, "context",
               "an integer >= 0 (0 = from the horizon)", self.context)

@@ -25,7 +25,7 @@ from rnnlab.analysis import plots
 from rnnlab.analysis.gates import probe_gate_stats
 from rnnlab.analysis.gradflow import probe_grad_flow
 from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe, probe_loss, probe_metric
-from rnnlab.errors import ConfigError, expected
+from rnnlab.errors import ConfigError, expected, field_name
 from rnnlab.tasks.cell_options import check_cell_options, sets_memory_gate_bias
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
 from rnnlab.report.html import ReportSection, figure_to_img
@@ -34,6 +34,10 @@ from rnnlab.train.task import StepOutput, register_task
 
 LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
+
+# The flags of `rnnlab train probe` that are spelled otherwise than their config field ("": none),
+# for error messages (rnnlab.errors.field_name).
+PROBE_FLAGS = {"embed": "", "test_size": "", "seed": "--data-seed", "params": "", "cell_options": "--cell-option"}
 
 @dataclass
 class ProbeConfig:
@@ -55,23 +59,24 @@ class ProbeConfig:
     cell_options: dict[str, Any] = field(default_factory=dict)  # rnnlab.nn.options.CellOptions fields; {} = torch.nn
 
     def __post_init__(self) -> None:
+        def check(ok: bool, what: str, want: str, got: object) -> None:
+            if not ok:
+                raise ConfigError(expected(field_name("probe", what, self, PROBE_FLAGS), want, repr(got)))
+
         spec = get_probe(self.probe)
-        if self.cell not in CELLS:
-            raise ConfigError(expected("probe cell", f"one of {CELLS}", repr(self.cell)))
+        check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)
         for name in ("length", "hidden_size", "num_layers", "embed", "batch_size", "steps_per_epoch", "test_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(expected(f"probe {name}", "an int >= 1", repr(v)))
-        if self.memory_bias is not None and (isinstance(self.memory_bias, bool)
-                                             or not isinstance(self.memory_bias, (int, float))):
-            raise ConfigError(expected("probe memory_bias", "a number or None", repr(self.memory_bias)))
+            check(not isinstance(v, bool) and isinstance(v, int) and v >= 1, name, "an int >= 1", v)
+        check(self.memory_bias is None or (not isinstance(self.memory_bias, bool)
+                                           and isinstance(self.memory_bias, (int, float))),
+              "memory_bias", "a number or None", self.memory_bias)
         self.cell_options = check_cell_options(self.cell_options, self.cell)
-        if self.memory_bias is not None and self.cell != "rnn" and sets_memory_gate_bias(self.cell_options):
-            raise ConfigError(expected("probe memory_bias", "None with --cell-option forget_bias, init=chrono "
-                                       "(they set the memory-gate bias) or coupled_gates (no forget-gate rows)",
-                                       repr(self.memory_bias)))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(expected("probe seed", "an int >= 0", repr(self.seed)))
+        check(self.memory_bias is None or self.cell == "rnn" or not sets_memory_gate_bias(self.cell_options),
+              "memory_bias", "None with --cell-option forget_bias, init=chrono (they set the memory-gate bias) "
+              "or coupled_gates (no forget-gate rows)", self.memory_bias)
+        check(not isinstance(self.seed, bool) and isinstance(self.seed, int) and self.seed >= 0, "seed",
+              "an int >= 0", self.seed)
         unknown = set(self.params) - set(spec.params)
         if unknown:
             raise ConfigError(expected(f"{self.probe} probe params", sorted(spec.params), sorted(unknown)))

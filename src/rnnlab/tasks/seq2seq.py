@@ -34,7 +34,7 @@ from torch import nn
 
 from rnnlab.data.pair_sets import PAIR_DATASETS, hash_split, load_pair_dataset
 from rnnlab.data.pairs import PAD_ID, SPLITS, TOKEN_KINDS, PairCodec, Pairs, pad_batch, read_pairs, target_io
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name
 from rnnlab.metrics.sequence import (
     closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate,
 )
@@ -53,6 +53,11 @@ HEADLINE = {"exact": "exact", "g2p": "wer", "text": "chrf"}
 # A data set's natural tokens and scores, used where the config says "auto".
 DATASET_DEFAULTS = {"cmudict": ("char", "word", "g2p"), "dates": ("char", "char", "exact")}
 
+
+# The flags of `rnnlab train seq2seq` that are spelled otherwise than their config field ("": none),
+# for error messages (rnnlab.errors.field_name).
+SEQ2SEQ_FLAGS = {"header": "--no-header", "embedding_size": "--embed", "input_feeding": "--no-input-feeding",
+                 "tie_embeddings": "--tied", "cell_options": "--cell-option", "seed": "--data-seed"}
 
 @dataclass
 class Seq2SeqConfig:
@@ -97,7 +102,10 @@ class Seq2SeqConfig:
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
             if not ok:
-                raise ConfigError(expected(f"seq2seq {what}", want, repr(got)))
+                raise ConfigError(expected(field_name("seq2seq", what, self, SEQ2SEQ_FLAGS), want, repr(got)))
+
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
+              "an integer >= 0", self.seed)
 
         check(bool(self.train) != bool(self.dataset), "data", "a train file or a dataset (one of them)",
               f"train={self.train!r}, dataset={self.dataset!r}")

@@ -38,7 +38,7 @@ from rnnlab.data.audio import audio_info, iter_audio, load_audio
 from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStream, feature_stats
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
 from rnnlab.data.recordings import Recording, fsdd_recordings, make_split, read_label_csv, scan_recordings
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name
 from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -78,6 +78,10 @@ def direction_defaults(mode: str, bidirectional: bool) -> dict[str, Any]:
     """The defaults of ``pretrain_words`` and ``blank_bias`` for a model of this mode and direction."""
     return DIRECTION_DEFAULTS.get((mode, bidirectional), NO_DIRECTION_DEFAULTS)
 
+
+# The flags of `rnnlab train speech` that are spelled otherwise than their config field ("": none),
+# for error messages (rnnlab.errors.field_name).
+SPEECH_FLAGS = {"features": "", "cell_options": "--cell-option", "seed": "--data-seed"}
 
 @dataclass
 class SpeechConfig:
@@ -120,7 +124,10 @@ class SpeechConfig:
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
             if not ok:
-                raise ConfigError(expected(f"speech {what}", want, repr(got)))
+                raise ConfigError(expected(field_name("speech", what, self, SPEECH_FLAGS), want, repr(got)))
+
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
+              "an integer >= 0", self.seed)
 
         check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
         for name, value in MODE_DEFAULTS[self.mode].items():
