@@ -26,11 +26,12 @@ from rnnlab.errors import OutputError
 
 
 def enclosing_run(path: str | Path) -> Path | None:
-    """The run folder (a folder with ``config.json`` and ``checkpoints/``) that holds ``path``, if any."""
-    p = Path(os.path.abspath(path))
-    for folder in [p, *p.parents]:
-        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
-            return folder
+    """The run folder (a folder with ``config.json`` and ``checkpoints/``) that holds ``path``, if any:
+    as written, or once symbolic links are resolved (a link to a run's checkpoint is inside it)."""
+    for p in dict.fromkeys((Path(os.path.abspath(path)), Path(os.path.realpath(path)))):
+        for folder in [p, *p.parents]:
+            if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
+                return folder
     return None
 
 
@@ -52,9 +53,10 @@ def is_stdout(out: str | Path | None) -> bool:
 
 
 def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
-                 flag: str = "--out", stdout: bool = False) -> Path:
+                 flag: str = "--out", stdout: bool = False, run_data: Iterable[str | Path] = ()) -> Path:
     """``out`` if a command may write it; an OutputError naming the flag otherwise (see the module).
-    With ``stdout``, ``-`` is accepted (standard output); without, it is refused."""
+    With ``stdout``, ``-`` is accepted (standard output); without, it is refused. ``run_data``: the
+    training data files of the run the command reads, never replaced, even with ``force``."""
     if is_stdout(out):
         if stdout:
             return Path(STDOUT)
@@ -67,6 +69,10 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
         if inp is not None and str(inp) and _same(out, Path(inp)):
             raise OutputError(f"{flag} {out}: expected a file other than the input, got the input file itself; "
                               "write the output elsewhere")
+    for data in run_data:
+        if _same(out, Path(data)):
+            raise OutputError(f"{flag} {out}: expected a file other than the run's training data, got {data} "
+                              "(the run checks its data against it); write the output elsewhere")
     run = enclosing_run(out)
     if run is not None:
         raise OutputError(f"{flag} {out}: expected a path outside the run folder {run} (its files belong to the "

@@ -183,3 +183,24 @@ def test_predict_out_dash(tmp_path, capsys, monkeypatch):
     preds = list(csv.DictReader(cap.out.splitlines()))
     assert len(preds) == 10 and {"pred", "p_pos", "p_neg"} <= set(preds[0])
     assert "10 rows -> standard output" in cap.err and not (tmp_path / "-").exists()
+
+
+def test_baselines_are_written_only_into_the_run_just_trained(tmp_path):
+    """train classify computes its baselines after training released the folder: if another run
+    took the folder over meanwhile, its table is not written into that run."""
+    import pytest
+
+    from rnnlab.cli.classify import write_baselines
+    from rnnlab.errors import CheckpointError
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text('{"task": "classify", "train_config": {}, "seed": 1}')
+    trained = (run / "config.json").read_bytes()
+    write_baselines(run, {"rows": []}, trained)
+    assert json.loads((run / "baselines.json").read_text()) == {"rows": []}
+    (run / "baselines.json").unlink()
+    (run / "config.json").write_text('{"task": "classify", "train_config": {}, "seed": 2}')   # another run now
+    with pytest.raises(CheckpointError, match="another run started there meanwhile"):
+        write_baselines(run, {"rows": []}, trained)
+    assert not (run / "baselines.json").exists()

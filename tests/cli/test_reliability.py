@@ -40,7 +40,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
     for root in roots:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for p in files:
-            if p.name != ".lock":
+            if p.name not in (".lock", ".rnnlab.lock"):
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
@@ -315,6 +315,79 @@ def test_no_run_inside_another_runs_folder(copy_of, capfd):
     before = snapshot(outer)
     code, _, err = run_cli(capfd, *argv, outer, "--overwrite")
     assert code in ERROR and "nothing was deleted" in one_error_line(err) and snapshot(outer) == before
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(copy_of, capfd, tmp_path):
+    """--overwrite clears a folder only if rnnlab wrote it (its config.json) and it holds nothing
+    else, in the run's subfolders too; a symlinked subfolder is unlinked, its target kept; a
+    user's own ``.lock`` is neither truncated nor counted as the run's lock."""
+    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "2", "--quiet", "--no-report", "--out"]
+    user = tmp_path / "user"
+    (user / "plots" / "2023").mkdir(parents=True)
+    (user / "plots" / "2023" / "a.png").write_text("fig")
+    (user / "config.json").write_text('{"mine": 1}')
+    (user / ".lock").write_text("info\n")
+    before = snapshot(user)
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run_cli(capfd, *argv, user, *extra)
+        line = one_error_line(err)
+        assert code in ERROR and "--resume" not in line and snapshot(user) == before, err
+    assert "a config.json written by rnnlab" in line and "nothing was deleted" in line
+    assert (user / ".lock").read_text() == "info\n" and not (user / ".rnnlab.lock").exists()
+    toy = copy_of("toy")
+    for mine, named in ((toy / "checkpoints" / "NOTES.txt", "checkpoints/NOTES.txt"),
+                        (toy / "plots" / "mine" / "keep.png", "plots/mine")):
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text("mine")
+        before = snapshot(toy)
+        code, _, err = run_cli(capfd, *argv, toy, "--overwrite")
+        assert code in ERROR and named in one_error_line(err) and snapshot(toy) == before, err
+        shutil.rmtree(mine.parent) if mine.parent.name == "mine" else mine.unlink()
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "f.png").write_text("keep")
+    shutil.rmtree(toy / "plots", ignore_errors=True)
+    (toy / "plots").symlink_to(figs, target_is_directory=True)
+    code, _, err = run_cli(capfd, *argv, toy, "--overwrite")
+    assert code == 0, err
+    assert (figs / "f.png").read_text() == "keep" and not (toy / "plots").is_symlink()
+    assert not [p for p in toy.iterdir() if p.name.startswith(".trash-")]
+    usable(toy)
+
+
+def test_outputs_refuse_links_into_a_run_and_the_runs_training_data(lab, copy_of, capfd, tmp_path):
+    clsrun = copy_of("classify")
+    (tmp_path / "ck").symlink_to(next((clsrun / "checkpoints").iterdir()), target_is_directory=True)
+    (tmp_path / "new.csv").write_text("text,label\ngood,pos\n")
+    before = snapshot(clsrun, lab / "cls.csv")
+    cases = [
+        (["export", clsrun, "--onnx", tmp_path / "ck" / "model.safetensors", "--force"], "outside the run folder"),
+        (["evaluate", clsrun, "--confusion", lab / "cls.csv", "--force"], "the run's training data"),
+        (["predict", clsrun, "--csv", tmp_path / "new.csv", "--out", lab / "cls.csv", "--force"],
+         "the run's training data"),
+    ]
+    for argv, want in cases:
+        code, _, err = run_cli(capfd, *argv)
+        assert code in ERROR and want in one_error_line(err), (argv, err)
+    assert snapshot(clsrun, lab / "cls.csv") == before
+    usable(clsrun)
+
+
+def test_a_single_process_locks_its_run_whatever_the_launcher_variables(copy_of):
+    """RANK/SLURM_PROCID say which rank of a DDP job a process is; a one-device training is the
+    only writer whatever they say, so it takes the lock (a second writer under srun is refused)."""
+    run = copy_of("toy")
+    argv = ["train", "toy", "--resume", run, "--max-steps", 12, "--checkpoint-every", "1", "--quiet"]
+    slow = {"RNNLAB_TEST_CHECKPOINT_PAUSE": "0.5"}
+    first = _cli(*argv, env=slow)
+    time.sleep(4)
+    second = _cli(*argv, env={**slow, "SLURM_PROCID": "1", "RANK": "1"})
+    results = [(p, *p.communicate(timeout=300)) for p in (first, second)]
+    assert sorted(p.returncode for p, _, _ in results)[0] == 0
+    refused = [(p, e) for p, _, e in results if p.returncode in ERROR]
+    assert len(refused) == 1 and "holding its lock" in refused[0][1], [(p.returncode, e) for p, _, e in results]
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    assert steps == sorted(set(steps))
 
 
 @pytest.mark.parametrize("task", ["classify", "lm"])

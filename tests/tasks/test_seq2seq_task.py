@@ -204,3 +204,10 @@ def test_attention_png_is_written(run, tmp_path):
     [t] = task.translate(model, ["abc"])
     path = write_attention_png(t, tmp_path / "a.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+    # written through a temporary file and renamed: a link at the path is replaced, its target kept
+    victim = tmp_path / "weights.bin"
+    victim.write_bytes(b"keep")
+    (tmp_path / "link.png").symlink_to(victim)
+    write_attention_png(t, tmp_path / "link.png")
+    assert victim.read_bytes() == b"keep" and not (tmp_path / "link.png").is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

@@ -18,7 +18,7 @@ import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, missing_option,
                               register_evaluator, usage_error, with_train_options)
-from rnnlab.errors import DataWarning
+from rnnlab.errors import CheckpointError, DataWarning
 from rnnlab.outputs import atomic_open, check_output, is_stdout
 
 
@@ -56,19 +56,34 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     classifier: scores beside the majority class; ``--confusion`` writes the whole confusion matrix
     (printed output summarises it by its largest cells beyond a few classes); ``--encoding`` reads
     ``--csv`` (default: the run's encoding)."""
-    from rnnlab.tasks.classify import evaluate_run, flat_metrics, write_confusion  # lazy: keeps --help fast
+    from rnnlab.tasks.classify import (evaluate_run, flat_metrics, run_data_files,
+                                       write_confusion)  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--csv", "--confusion", "--force", "--encoding"))
     if "encoding" in opts and "csv" not in opts:
         raise usage_error("BadOptionUsage", "--encoding: expected it with --csv FILE (the run's own splits "
                           "are read with the run's encoding)", "--encoding")
     if "confusion" in opts:
-        check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
+        check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion",
+                     run_data=run_data_files(run_dir))
     with print_data_warnings():
         m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("encoding"))
     if "confusion" in opts:
         write_confusion(m, m["names"], opts["confusion"], force=True)
     return flat_metrics(m)
+
+
+def write_baselines(run_dir: Path, table: dict, trained: bytes) -> None:
+    """``RUN/baselines.json``, under the run's lock and only into the run just trained: training
+    released the folder, and another process may have taken it over (--overwrite) meanwhile."""
+    from rnnlab.train.lock import run_lock  # lazy: keeps --help fast (rnnlab.train imports torch)
+
+    with run_lock(run_dir):
+        if (run_dir / "config.json").read_bytes() != trained:
+            raise CheckpointError(f"run folder {run_dir}: expected the run just trained, got another run started "
+                                  "there meanwhile; the baselines table was not written into it")
+        with atomic_open(run_dir / "baselines.json", encoding="utf-8") as fh:
+            fh.write(json.dumps(table, indent=2) + "\n")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -169,12 +184,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             # only leaves out what is printed
             quiet = run.given.get("quiet") and not as_json
             cpu1 = time.process_time()
+            trained = (Path(result.run_dir) / "config.json").read_bytes()
             task, model, _ = load_run(result.run_dir)
             m = task.evaluate_detailed(model, task.split("valid")) if not quiet else None
             table = baseline_table(task, model, baselines=task.config.baselines)
             cpu2 = time.process_time()
-        with atomic_open(Path(result.run_dir) / "baselines.json", encoding="utf-8") as fh:
-            fh.write(json.dumps(table, indent=2) + "\n")
+        write_baselines(Path(result.run_dir), table, trained)
         if quiet:
             return
         if as_json:
@@ -195,7 +210,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="A classifier run folder."),
         csv: Path = typer.Option(..., "--csv", help="File to classify (same format/columns as training; label optional)."),
         out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities (CSV); - for standard output."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="Missing cells: error | drop (default: the run's policy)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),

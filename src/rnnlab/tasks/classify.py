@@ -64,7 +64,7 @@ from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
 from rnnlab.tasks.video import build_frame_encoder, report_sections as frame_sections
-from rnnlab.train.rundir import load_run, read_run_config
+from rnnlab.train.rundir import load_run, read_run_config, run_data_files
 from rnnlab.train.task import ReportSection, StepOutput, register_data_checksum, register_task
 
 POOLS = ("last", "mean", "max")
@@ -1202,7 +1202,7 @@ def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best", for
     """``rnnlab predict RUN --csv FILE --out preds.csv`` (``-``: standard output): labels and class
     probabilities. The output path is checked before anything is read (see
     :func:`rnnlab.outputs.check_output`)."""
-    check_output(out, [path], force, stdout=True)
+    check_output(out, [path], force, stdout=True, run_data=run_data_files(run_dir))
     task, model = load_classify_run(run_dir, checkpoint)
     return with_file_options(task, missing, encoding).predict_file(model, path, out)
 

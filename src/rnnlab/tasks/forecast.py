@@ -58,7 +58,7 @@ from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.forecast_baselines import ets_available, ets_forecast, theta_forecast
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
-from rnnlab.train.rundir import load_run, read_run_config
+from rnnlab.train.rundir import load_run, read_run_config, run_data_files
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 MODES = ("direct", "autoregressive")
@@ -1245,7 +1245,7 @@ def forecast_run(run_dir: str, path: str, horizon: int, out: str | None, checkpo
     None: no file, the rows are returned). The output path is checked before anything is read (see
     :func:`rnnlab.outputs.check_output`)."""
     if out:
-        check_output(out, [path], force, stdout=True)
+        check_output(out, [path], force, stdout=True, run_data=run_data_files(run_dir))
     task, model = _load_forecast_run(run_dir, checkpoint)
     return _file_options(task, missing, encoding).forecast_file(model, path, horizon, out)
 
@@ -1255,7 +1255,7 @@ def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
                  encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab backtest RUN --csv FILE --windows K``: walk-forward scores with baselines."""
     if out:
-        check_output(out, [path], force, stdout=True)
+        check_output(out, [path], force, stdout=True, run_data=run_data_files(run_dir))
     task, model = _load_forecast_run(run_dir, checkpoint)
     bt = _file_options(task, missing, encoding).backtest_file(model, path, windows, out)
     return {k: v for k, v in bt.items() if not k.startswith("_")}

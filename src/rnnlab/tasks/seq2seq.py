@@ -41,6 +41,7 @@ from rnnlab.metrics.sequence import (
 from rnnlab.nn.attention import ATTENTIONS
 from rnnlab.nn.decoding import Hypothesis, beam_search, greedy_decode
 from rnnlab.nn.seq2seq import EncoderDecoder
+from rnnlab.outputs import atomic_path, commit
 from rnnlab.report.html import escape, figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS
@@ -513,11 +514,19 @@ def attention_figure(source_tokens: Sequence[str], output_tokens: Sequence[str],
 
 
 def write_attention_png(t: Translation, path: str | Path, which: int = 0) -> Path:
-    """The alignment of ``t``'s output ``which`` as a PNG heat map at ``path``."""
+    """The alignment of ``t``'s output ``which`` as a PNG heat map at ``path``, written through a
+    temporary file and renamed over ``path`` (a link there is replaced, its target left alone)."""
     fig = attention_figure(t.source_tokens, t.output_tokens[which], t.attention[which],
                            f"{t.source} -> {t.outputs[which]}")
-    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
-    pyplot().close(fig)
+    tmp = atomic_path(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        pyplot().close(fig)
+    commit(tmp, path)
     return Path(path)
 
 

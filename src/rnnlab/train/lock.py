@@ -1,4 +1,4 @@
-"""One writer per run folder: an exclusive lock on ``RUN/.lock``.
+"""One writer per run folder: an exclusive lock on ``RUN/.rnnlab.lock``.
 
 Every command that writes into a run folder (training, resuming, ``--overwrite``) holds the lock
 for as long as it writes; a second writer fails at once with one line naming the holder's PID.
@@ -26,7 +26,10 @@ from typing import Iterator
 
 from rnnlab.errors import CheckpointError
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".rnnlab.lock"
+# The name earlier releases used: a generic name a user's own file may have (and a lock truncates
+# its file), so it is no longer written; run folders that hold one still count as runs.
+LEGACY_LOCK_NAME = ".lock"
 
 try:
     import fcntl

@@ -54,6 +54,7 @@ from rnnlab.train.report import write_report
 from rnnlab.train.rng import capture_rng, restore_rng, seed_all
 from rnnlab.train.rundir import (
     CHECKPOINTS,
+    check_clearable,
     check_new_run_dir,
     check_writable,
     clear_run_dir,
@@ -314,7 +315,10 @@ def _lock_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         check_new_run_dir(out)
-    if not overwrite:
+    # refused before the lock file is created: a refused --out leaves the folder as it was
+    if overwrite:
+        check_clearable(out)
+    else:
         check_new_run_dir(out)
     _ensure_folder(out)
     run_lock.acquire(out)
@@ -360,7 +364,8 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
 
     if resume and overwrite:
         raise ConfigError("fit: expected resume or overwrite, got both")
-    locked = _is_rank_zero_by_env()
+    # One process (whatever a launcher's variables say), or rank 0 of a DDP job, owns the folder.
+    locked = config.devices * config.num_nodes == 1 or _is_rank_zero_by_env()
     if locked:  # fail before any process is launched; hold the folder until training ends
         _lock_run_dir(out, resume, overwrite)
     try:

@@ -21,9 +21,11 @@ time (``rnnlab.train.lock``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,14 +37,14 @@ from rnnlab._version import __version__
 from rnnlab.errors import CheckpointError, DataError, RnnlabError
 from rnnlab.outputs import enclosing_run
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
-from rnnlab.train.lock import LOCK_NAME
+from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
 from rnnlab.train.task import Task, build_task, data_checksum_hook
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 # What training writes into a run folder; --overwrite clears a folder only if it holds nothing else.
 RUN_ENTRIES = frozenset({CONFIG, CHECKPOINTS, "metrics.jsonl", "metrics.csv", "plots", "report.html",
-                         "tensorboard", "baselines.json", LOCK_NAME})
+                         "tensorboard", "baselines.json", LOCK_NAME, LEGACY_LOCK_NAME})
 
 
 def rnnlab_version() -> str:
@@ -57,7 +59,7 @@ def _is_free(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     entries = [p for p in folder.iterdir()
-               if not p.name.startswith((".tmp-", ".write-probe-", ".trash-")) and p.name != LOCK_NAME]  # a torn config.json write
+               if not _temporary(p.name) and p.name != LOCK_NAME]  # a torn config.json write
     return all(p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()) for p in entries)
 
 
@@ -78,7 +80,7 @@ def new_run_dir(base: str | Path) -> Path:
 def describe_run(out: Path) -> str:
     """A few words on what an existing folder holds, for messages."""
     latest = latest_checkpoint(out)
-    if (out / CONFIG).is_file():
+    if is_run_config(out / CONFIG):
         if latest is not None:
             return f"a run with its latest checkpoint at step {int(latest.name.split('-')[1])}"
         return "a run without a checkpoint yet (stopped or killed before its first one)"
@@ -99,7 +101,7 @@ def check_new_run_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"run folder {out}: expected a folder or a new name, got an existing file")
     if not _is_free(out):
-        if (out / CONFIG).is_file():
+        if is_run_config(out / CONFIG):
             raise CheckpointError(
                 f"run folder {out}: expected a new or empty folder, got {describe_run(out)}; continue it with "
                 f"--resume {out} (resume=True), or start it again from scratch with --overwrite (overwrite=True)"
@@ -111,37 +113,84 @@ def check_new_run_dir(out: Path) -> None:
         )
 
 
-def clear_run_dir(out: Path) -> None:
-    """Empty a run folder for ``overwrite``: refused unless it holds only rnnlab's run files, so a
-    mistyped ``--out`` never deletes a user's folder. The caller holds the folder's lock."""
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.json`` rnnlab wrote (a task name and a training config), not
+    a user's file of the same name."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("task"), str) and isinstance(data.get("train_config"), dict)
+
+
+# What may sit inside a run's own subfolders; anything else there is a user's and stops --overwrite.
+_SUBFOLDER_ENTRIES = {
+    CHECKPOINTS: lambda p: p.is_dir() and re.fullmatch(r"step-\d+", p.name) is not None,
+    "plots": lambda p: p.is_file() and p.suffix in (".png", ".svg"),
+    "tensorboard": lambda p: p.is_file() and (p.name.startswith("events.out.tfevents.") or p.name == "hparams.yaml"),
+}
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith((".tmp-", ".write-probe-", ".trash-"))
+
+
+def check_clearable(out: Path) -> None:
+    """Refuse an ``--overwrite`` of ``out`` unless it is a run folder rnnlab wrote and holds nothing
+    else: a ``config.json`` of rnnlab's, only run entries at the top, only checkpoints, plots and
+    event files in the run's subfolders, no other run inside. Nothing is touched."""
     check_not_inside_run(out)
-    if not out.exists():
+    if not out.exists() or _is_free(out):
         return
     if not out.is_dir():
         raise CheckpointError(f"--overwrite {out}: expected a run folder, got a file")
-    inner = next((p for p in out.rglob(CONFIG) if (p.parent / CHECKPOINTS).is_dir() and p.parent != out), None)
-    if inner is not None:
-        raise CheckpointError(f"--overwrite {out}: expected a folder holding only a run's files, got also the run "
-                              f"folder {inner.parent} inside it; nothing was deleted")
-    foreign = sorted(p.name for p in out.iterdir()
-                     if p.name not in RUN_ENTRIES and not p.name.startswith((".tmp-", ".write-probe-", ".trash-")))
+    if not is_run_config(out / CONFIG):
+        raise CheckpointError(f"--overwrite {out}: expected a run folder (a config.json written by rnnlab), got a "
+                              f"folder with other files ({', '.join(sorted(p.name for p in out.iterdir())[:5])}); "
+                              "nothing was deleted (pick another --out)")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not _temporary(p.name))
+    for name, allowed in _SUBFOLDER_ENTRIES.items():
+        sub = out / name
+        if sub.is_dir() and not sub.is_symlink():   # a symlinked subfolder is unlinked, its target left alone
+            foreign += sorted(f"{name}/{p.name}" for p in sub.iterdir() if not _temporary(p.name) and not allowed(p))
     if foreign:
         raise CheckpointError(
             f"--overwrite {out}: expected a folder holding only a run's files, got also {foreign[:5]}; "
             "nothing was deleted (pick another --out or remove those files yourself)"
         )
+
+
+def clear_run_dir(out: Path) -> None:
+    """Empty a run folder for ``overwrite``: refused unless :func:`check_clearable` passes, so a
+    mistyped ``--out`` never deletes a user's folder. The caller holds the folder's lock. Every
+    entry is first renamed out of the way (``.trash-*``), then deleted; a symbolic link is
+    removed, never followed."""
+    check_clearable(out)
+    if not out.exists():
+        return
+    moved: list[tuple[Path, Path]] = []
     for p in out.iterdir():
-        if p.name == LOCK_NAME:
+        if p.name in (LOCK_NAME, LEGACY_LOCK_NAME) or _temporary(p.name):
             continue
         trash = out / f".trash-{p.name}-{uuid.uuid4().hex[:8]}"
         try:
             os.replace(p, trash)  # the name disappears at once; a kill here leaves only .trash-*
-            if trash.is_dir():
+        except OSError as exc:
+            for back, tr in reversed(moved):   # put back what was moved: the run stays as it was
+                with contextlib.suppress(OSError):
+                    os.replace(tr, back)
+            raise CheckpointError(f"--overwrite {out}: cannot remove {p.name} ({exc.strerror or exc}); "
+                                  "nothing was deleted") from exc
+        moved.append((p, trash))
+    for _, trash in moved:
+        try:
+            if trash.is_dir() and not trash.is_symlink():
                 shutil.rmtree(trash)
             else:
                 trash.unlink()
         except OSError as exc:
-            raise CheckpointError(f"--overwrite {out}: cannot remove {p.name} ({exc.strerror or exc})") from exc
+            raise CheckpointError(f"--overwrite {out}: cannot delete {trash.name} ({exc.strerror or exc}); the run's "
+                                  "files were moved there, so the folder is free") from exc
 
 
 def check_writable(folder: Path) -> None:
@@ -285,6 +334,17 @@ def resolve_data_paths(run_dir: str | Path, task_config: dict[str, Any],
         found = next((c for c in candidates if c.exists()), None)
         out[key] = str(found if found is not None else candidates[0])
     return out
+
+
+def run_data_files(run_dir: str | Path) -> list[str]:
+    """The training data files a run recorded, where they are now: outputs of commands reading the
+    run must not replace them (the run would no longer verify against its data)."""
+    try:
+        cfg = read_run_config(run_dir)
+    except RnnlabError:
+        return []
+    found = resolve_data_paths(run_dir, cfg.get("task_config") or {}, cfg.get("data_files"))
+    return [found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)]
 
 
 def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
