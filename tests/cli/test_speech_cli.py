@@ -96,6 +96,11 @@ def test_transcribe_goes_on_after_a_bad_file(words_run, few, tmp_path, capsys):
     recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["file"] for r in recs] == list(map(str, files))
     assert ["error" in r for r in recs] == [False, True, False, True] and "text" in recs[2]
+    # one file: the same object on stdout under --json, the error line on stderr, exit 1
+    assert main(["transcribe", str(words_run), str(empty), "--json"]) == 1
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["file"] == str(empty) and "error" in json.loads(cap.out)
+    assert cap.err.startswith("rnnlab: error: audio file") and cap.err.count("\n") == 1
 
 
 def test_bad_flags_are_one_line(few, tmp_path, capsys):

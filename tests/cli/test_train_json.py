@@ -1,6 +1,6 @@
-"""``rnnlab train toy|probe|seq2seq|speech --json``: after training, stdout is one JSON object
-(run folder, stop reason, steps, best step, validation metrics), with and without ``--quiet``;
-the status lines stay on stderr. (classify and lm: tests/cli/test_reliability.py.)"""
+"""``rnnlab train toy|probe|seq2seq|speech|lm|forecast --json``: after training, stdout is one JSON
+object (run folder, stop reason, steps, best step, validation metrics), with and without
+``--quiet``; the status lines stay on stderr. (classify: tests/cli/test_reliability.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from rnnlab.cli.main import main
 
-TASKS = ("toy", "probe", "seq2seq", "speech")
+TASKS = ("toy", "probe", "seq2seq", "speech", "lm", "forecast")
 WORDS = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac", "cba", "aaa", "ccb", "bab", "cac",
          "abab", "baba", "caca", "acac", "bcbc"]
 
@@ -38,7 +38,27 @@ def recordings(tmp_path_factory) -> Path:
     return fsdd_subset(tmp_path_factory.mktemp("fsdd-json"), "05", ("theo", "nicolas"), (1, 8, 9, 10))
 
 
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("fc-json") / "s.csv"
+    data.write_text("t,y\n" + "".join(f"{i},{(i % 7) / 7:.3f}\n" for i in range(80)))
+    return data
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("lm-json") / "t.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog\n" * 30)
+    return data
+
+
 def argv_for(task: str, request) -> list:
+    if task == "lm":
+        return ["train", "lm", "--text", request.getfixturevalue("text"), "--hidden", "8", "--bptt", "8",
+                "--batch-size", "4", "--max-steps", "2", "--eval-every", "1"]
+    if task == "forecast":
+        return ["train", "forecast", "--csv", request.getfixturevalue("series"), "--target", "y", "--context", "8",
+                "--horizon", "2", "--hidden", "8", "--max-steps", "2"]
     if task == "toy":
         return ["train", "toy", "--hidden-size", "4", "--max-steps", "2"]
     if task == "probe":
@@ -65,7 +85,7 @@ def test_train_json_prints_one_object(capfd, tmp_path, request, task, quiet):
     assert res["run"] == str(run) and res["stop_reason"] == "max_steps"
     assert type(res["steps"]) is int and res["steps"] == 2
     assert res["best_step"] is None or type(res["best_step"]) is int
-    assert res["valid"] and "loss" in res["valid"]
+    assert res["valid"] and ("mae" if task == "forecast" else "loss") in res["valid"]
     assert all(v is None or isinstance(v, (int, float)) for v in res["valid"].values())
     if task == "seq2seq":
         assert type(res["valid"]["n"]) is int

@@ -15,7 +15,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         onnx: Path = typer.Option(None, "--onnx", help="Where to write the ONNX model."),
         pt2: Path = typer.Option(None, "--pt2", help="Where to write an AOTInductor package (.pt2; "
                                  "torch.export + AOTInductor, dynamic batch and sequence axes)."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="'best' or 'latest'."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --onnx / --pt2 if it exists."),
         int8: bool = typer.Option(False, "--int8", help="With --onnx: int8 weights with per-channel scales "
                                   "(ONNX Runtime's dynamic quantisation)."),

@@ -74,7 +74,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of --csv (utf-16, cp1252, latin-1, ...)."),
         context: int = typer.Option(0, "--context", help="L: steps the model reads; 0 = 4 horizons (at least two seasons and 16 steps)."),
         horizon: int = typer.Option(12, "--horizon", help="H: steps it forecasts."),
-        season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = none)."),
+        season: int = typer.Option(0, "--season", help="m: seasonal-naive baseline and MASE lag (0 = the period of a dated series' frequency, e.g. 24 hourly or 12 monthly, when it fits in --context; else none)."),
         valid_frac: float = typer.Option(0.1, "--valid-frac", help="Last fraction of each series (at least --horizon rows) used for validation."),
         backtest_windows: int = typer.Option(0, "--backtest-windows", help="K horizon-long windows held out after validation, backtested in the report."),
         norm: str = typer.Option("revin", "--norm", help="revin: per-window mean and spread | mean: per-window mean magnitude (DeepAR) | global: one scaler."),
@@ -135,8 +135,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             sid, origins = task.pairs("valid")
             scores = task.score(model, task.series, origins, sid)
         if as_json:
+            # the fields of every `train --json` (valid: the best checkpoint's scores), the scores also
+            # at the top level as before
+            head = {"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": int(result.step),
+                    "best_step": None if result.best_step is None else int(result.best_step)}
+            valid = json.loads(scores_json(scores))
             extra = {"compile": result.compile} if result.compile is not None else {}
-            print(scores_json({"run": str(result.run_dir), **scores, **extra}))
+            print(json.dumps({**head, **valid, "valid": {k: v for k, v in valid.items() if not isinstance(v, list)},
+                              **extra}))
             return
         print(f"forecast: run {result.run_dir}, best checkpoint, validation windows")
         print(format_scores(scores))
@@ -147,7 +153,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         csv: Path = typer.Option(..., "--csv", help="History to forecast from (its last --context rows are used)."),
         horizon: int = typer.Option(..., "--horizon", help="Steps to forecast past the end of the file."),
         out: Optional[Path] = typer.Option(None, "--out", help="Where to write the forecast rows as CSV; - for standard output (default: forecast.csv, or no file with --json)."),
-        checkpoint: str = typer.Option("best", "--checkpoint"),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
@@ -172,7 +178,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         csv: Path = typer.Option(..., "--csv", help="Series to backtest on."),
         windows: int = typer.Option(5, "--windows", help="K: at most K horizon-long windows per series, rolling forward from the end of the run's validation span."),
         out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV; - for standard output (the summary then goes to stderr)."),
-        checkpoint: str = typer.Option("best", "--checkpoint"),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="error | drop | ffill | interpolate (default: the run's)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),

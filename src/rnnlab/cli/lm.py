@@ -103,7 +103,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy (argmax)."),
         top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the k most likely tokens."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling: the same seed gives the same text."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
     ) -> None:
         """Sample text from a trained language model, printed as it is produced."""
         from rnnlab.tasks.lm import generate_from_run, read_lm_run  # lazy: keeps --help fast
@@ -151,9 +151,16 @@ def _print_json(result, wall_s: float) -> None:
     s.update(run=str(result.run_dir), run_dir=str(result.run_dir), stop_reason=result.stop_reason,
              steps=int(result.step), best_step=None if result.best_step is None else int(result.best_step),
              epochs=result.epoch, wall_s=wall_s)
+    # the valid_* scores also as every `train --json` gives them: {"valid": {"loss": ..., "ppl": ...}}
+    s["valid"] = {k[len("valid_"):]: v for k, v in s.items() if k.startswith("valid_") and isinstance(v, (int, float))}
     if result.compile is not None:
         s["compile"] = result.compile
-    print(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in s.items()}), flush=True)
+    def finite(v):
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return v if not isinstance(v, float) or math.isfinite(v) else None
+
+    print(json.dumps(finite(s)), flush=True)
 
 
 def _cutoffs(text: str) -> tuple[int, ...]:

@@ -109,7 +109,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                            "alignment as a PNG here instead of printing it (stdin: one file per line, NAME-K.png)."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
     ) -> None:
         """Translate INPUT (or each line of stdin) with a trained seq2seq run.
 

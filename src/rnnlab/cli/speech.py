@@ -144,7 +144,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         stream: bool = typer.Option(False, "--stream", help="Run chunk by chunk (unidirectional models): partial results and the real-time factor."),
         chunk_ms: float = typer.Option(100.0, "--chunk-ms", help="With --stream: audio per chunk."),
         beam: Optional[int] = typer.Option(None, "--beam", help="ctc: prefix beam width (default: the run's; 1 = greedy)."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
     ) -> None:
         """Print what a speech run hears in each audio file.
@@ -184,12 +184,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             try:
                 transcribe_one(path)
             except DataError as exc:
+                if as_json:   # stdout keeps one object per file given, an unreadable one too
+                    print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
                 if len(files) == 1:
                     raise
                 bad += 1
                 print(f"rnnlab: error: {exc}", file=sys.stderr, flush=True)
-                if as_json:
-                    print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
         if bad:
             raise DataError(expected("transcribable audio files", f"all {len(files)}",
                                      f"{bad} left untranscribed (see above)"))
