@@ -247,7 +247,7 @@ def test_missing_values_never_reach_the_model(tmp_path):
 def test_config_errors():
     with pytest.raises(ConfigError, match=r"--covariates \(forecast covariates\): expected none in autoregressive mode"):
         ForecastConfig(data="x.csv", targets=["y"], covariates=["x"], mode="autoregressive")
-    with pytest.raises(ConfigError, match="season: expected at most context = 10"):
+    with pytest.raises(ConfigError, match=r"--season \(forecast season\): expected at most context = 10"):
         ForecastConfig(data="x.csv", targets=["y"], context=10, season=12)
     with pytest.raises(ConfigError, match="forecast config keys"):
         ForecastConfig.from_dict({"data": "x.csv", "horizn": 3})

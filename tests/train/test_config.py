@@ -52,6 +52,11 @@ def test_new_run_dir_suffixes_and_reuse_is_refused(tmp_path):
     (tmp_path / "run-2").mkdir()
     (tmp_path / "run-2" / "x").write_text("")
     assert new_run_dir(base) == tmp_path / "run-3"
+    # a config.json rnnlab did not write is a user's file: no --resume / --overwrite advice
+    with pytest.raises(CheckpointError, match=r"run folder .*run: expected a new or empty folder, got a folder "
+                                              r"with other files \(checkpoints, config.json\); pick another --out"):
+        check_new_run_dir(base)
+    (base / "config.json").write_text('{"task": "toy", "train_config": {}}')
     with pytest.raises(CheckpointError, match=r"run folder .*run: expected a new or empty folder.*--resume"):
         check_new_run_dir(base)
 
