@@ -76,7 +76,7 @@ def readme_results() -> str:
     if memory:   # bytes, not seconds: the same on every machine
         T = max(r["T"] for r in memory)
         for r in (r for r in memory if r["T"] == T):
-            lines.append(f"| LSTM activation memory / torch.nn's, T={T} B={r['B']} H={r['H']}, engine {r['engine']} | "
+            lines.append(f"| LSTM memory kept for backward, with the output / torch.nn's, T={T} B={r['B']} H={r['H']}, engine {r['engine']} | "
                          f"| {r['ratio']:.2f} | | `{BENCH_CMD}` |")
     return "\n".join(lines)
 

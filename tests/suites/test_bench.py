@@ -99,3 +99,20 @@ def test_bad_config() -> None:
         BenchConfig(cells=("transformer",))
     with pytest.raises(ConfigError, match="engine"):
         BenchConfig(engine="nope")
+
+
+def test_memory_counts_the_checkpoint_engines_segment_states() -> None:
+    """engine="checkpoint" keeps one (h, c) per segment on its backward node, outside autograd's
+    saved tensors: they are counted beside the output (T·B·H) and the final state."""
+    import math
+
+    import torch
+
+    import rnnlab
+
+    T, B, H = 400, 2, 8
+    m = rnnlab.LSTM(3, H, engine="checkpoint")
+    got = activation_bytes(m, torch.randn(T, B, 3))
+    segments = math.ceil(T / math.ceil(math.sqrt(T)))
+    output, final, starts = T * B * H * 4, 2 * B * H * 4, segments * 2 * B * H * 4
+    assert got == output + final + starts       # the first start is the layer's own zero state

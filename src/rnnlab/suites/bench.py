@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from rich.table import Table
@@ -179,9 +179,24 @@ def _forward(m: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return f
 
 
+def _graph_held(root: Any) -> Iterator[torch.Tensor]:
+    """Tensors the autograd graph from ``root`` holds outside its saved tensors: the segment
+    states (``starts``) that rnnlab's checkpoint engine keeps on its backward node."""
+    todo, seen = [root], set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for pair in getattr(node, "starts", ()) or ():
+            yield from (t for t in pair if isinstance(t, torch.Tensor))
+        todo.extend(n for n, _ in getattr(node, "next_functions", ()))
+
+
 def activation_bytes(module: nn.Module, x: torch.Tensor) -> int:
-    """Bytes that a forward keeps for backward (saved tensors, deduplicated by storage) plus its
-    outputs; the module's parameters and the input itself are not counted."""
+    """Bytes that a forward keeps for backward (saved tensors and the checkpoint engine's segment
+    states, deduplicated by storage) plus its outputs; the module's parameters and the input
+    itself are not counted."""
     skip = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
     seen: dict[int, int] = {}
 
@@ -197,6 +212,8 @@ def activation_bytes(module: nn.Module, x: torch.Tensor) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out, hidden = module(x)
     for t in [out, *(hidden if isinstance(hidden, tuple) else (hidden,))]:
+        add(t)
+    for t in _graph_held(out.grad_fn):
         add(t)
     total = sum(seen.values())
     del out, hidden
