@@ -60,8 +60,7 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
     if is_stdout(out):
         if stdout:
             return Path(STDOUT)
-        raise OutputError(f"{flag} -: expected a file path (this output is not text, so it cannot go to "
-                          "standard output)")
+        raise OutputError(f"{flag} -: expected a file path (this output cannot go to standard output)")
     out = Path(out)
     if out.is_dir():
         raise OutputError(f"{flag} {out}: expected a file path, got a folder")

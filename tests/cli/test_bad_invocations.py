@@ -201,8 +201,8 @@ def test_out_of_memory_is_one_line_naming_the_flags_that_shrink_it(workdir: Path
     proc = run_cli(["probe", "adding", "--hidden", "100000000", "--max-steps", "1"], workdir)
     assert proc.returncode == 1, proc.stderr
     assert_no_traceback(proc)
-    assert re.fullmatch(r"rnnlab: error: out of memory: you tried to allocate \d+ bytes; a smaller --hidden-size, "
-                        r"--batch-size or sequence length needs less \(--debug shows where\)", proc.stderr.strip()), \
+    assert re.fullmatch(r"rnnlab: error: out of memory: you tried to allocate \d+ bytes; a smaller model, batch or "
+                        r"sequence length needs less \(--debug shows where\)", proc.stderr.strip()), \
         proc.stderr
     proc = run_cli(["info"], workdir, PATCHED.format(body="raise MemoryError()"))
     assert proc.returncode == 1 and proc.stderr.startswith("rnnlab: error: out of memory: MemoryError;"), proc.stderr

@@ -62,3 +62,13 @@ def test_bench_json_is_checked_before_timing(tmp_path, capsys):
     run = _run_folder(tmp_path / "run")
     assert main(["bench", "--quick", "--json", str(run / "config.json"), "--force"]) == 1
     assert "outside the run folder" in capsys.readouterr().err and (run / "config.json").read_text() == "{}"
+
+
+def test_probe_errors_name_the_probe_commands_own_flags(capsys):
+    """rnnlab probe sets run_probe's steps and seed by --max-steps and --seed: its errors do not
+    name rnnlab train probe's --steps-per-epoch or --data-seed."""
+    assert main(["probe", "adding", "--max-steps", "0"]) == 1
+    assert "rnnlab: error: --max-steps (run_probe steps): expected an int >= 1, got 0" in capsys.readouterr().err
+    assert main(["probe", "adding", "--seed", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert "probe seed: expected an int >= 0, got -1" in err and "--data-seed" not in err

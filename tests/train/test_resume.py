@@ -167,9 +167,12 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     assert stats["kills"] >= 20 and stats["during_write"] >= 8 and stats["signals"] == 3
 
 
-def test_ddp_two_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("devices", [2, 1], ids=["devices-2", "torchrun-world"])
+def test_ddp_two_processes_equal_one_process(tmp_path, devices):
+    """Two ranks of a torchrun-style job train as one process would; with devices=1 (the default)
+    the job takes torchrun's world of 2, and only rank 0 locks the run folder."""
     task_kw = dict(dropout=0.0, streams=8)             # dropout masks would differ between layouts
-    train_kw = dict(max_steps=20, devices=2, checkpoint_every=5, schedule="none")
+    train_kw = dict(max_steps=20, devices=devices, checkpoint_every=5, schedule="none")
     ctx = context()
     port = free_port()
     procs = [ctx.Process(target=run_ddp_rank, args=(str(tmp_path / "ddp"), r, 2, port, task_kw, train_kw, str(tmp_path / f"rank{r}.safetensors")))

@@ -141,8 +141,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     "best_step": None if result.best_step is None else int(result.best_step)}
             valid = json.loads(scores_json(scores))
             extra = {"compile": result.compile} if result.compile is not None else {}
-            print(json.dumps({**head, **valid, "valid": {k: v for k, v in valid.items() if not isinstance(v, list)},
-                              **extra}))
+            numbers = {k: v for k, v in valid.items() if v is None or isinstance(v, (int, float))}
+            print(json.dumps({**head, **valid, "valid": numbers, **extra}))
             return
         print(f"forecast: run {result.run_dir}, best checkpoint, validation windows")
         print(format_scores(scores))

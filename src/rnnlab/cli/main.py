@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if _out_of_memory(exc) and not (debug or _DEBUG):
             print(f"rnnlab: error: out of memory: {_one_line(_out_of_memory(exc), whole=False)}; a smaller "
-                  "--hidden-size, --batch-size or sequence length needs less (--debug shows where)", file=sys.stderr)
+                  "model, batch or sequence length needs less (--debug shows where)", file=sys.stderr)
             return 1
         if debug or _DEBUG:
             traceback.print_exc()

@@ -37,7 +37,9 @@ LABEL = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 # The flags of `rnnlab train probe` that are spelled otherwise than their config field ("": none),
 # for error messages (rnnlab.errors.field_name).
-PROBE_FLAGS = {"embed": "", "test_size": "", "seed": "--data-seed", "params": "", "cell_options": "--cell-option"}
+# seed and steps_per_epoch are left unnamed: `rnnlab probe` and the demo set them by --seed and --max-steps.
+PROBE_FLAGS = {"embed": "", "test_size": "", "seed": "", "steps_per_epoch": "", "params": "",
+               "cell_options": "--cell-option"}
 
 @dataclass
 class ProbeConfig:
@@ -266,9 +268,10 @@ class ProbeResult:
         return d
 
 
-# One probe run's settings, shared by run_probe, `rnnlab probe` and the demo's DemoConfig: a small
-# model, a brisk Adam rate measured to work for all three cells on every probe, and the gated
-# cells' memory-gate bias (chrono-like) that the demo's ablation varies.
+# One probe run's settings, shared by run_probe and `rnnlab probe` (steps), and by the demo's
+# DemoConfig (the rest; the demo's steps per probe are its suites'): a small model, a brisk Adam
+# rate measured to work for all three cells on every probe, and the gated cells' memory-gate bias
+# (chrono-like) that the demo's ablation varies.
 RUN_STEPS, RUN_HIDDEN, RUN_LR, RUN_MEMORY_BIAS = 400, 32, 1e-2, 4.0
 
 
@@ -303,6 +306,8 @@ def run_probe(task: str, cell: str, length: int, steps: int = RUN_STEPS, seconds
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
     cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(expected("--max-steps (run_probe steps)", "an int >= 1", repr(steps)))
     if isinstance(memory_bias, str):
         if memory_bias != "auto":
             raise ConfigError(expected("run_probe memory_bias", "a number, None or 'auto'", repr(memory_bias)))

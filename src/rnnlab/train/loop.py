@@ -197,16 +197,22 @@ def _is_rank_zero_by_env() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def _world(config: TrainConfig) -> tuple[int, int]:
+    """(devices, num_nodes) of the run: the config's, or under torchrun with one device asked for,
+    the launcher's world."""
+    devices, num_nodes = config.devices, config.num_nodes
+    if devices * num_nodes == 1 and torch.distributed.is_torchelastic_launched():
+        devices = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        num_nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // devices)
+    return devices, num_nodes
+
+
 def _make_fabric(config: TrainConfig, out: Path):
     from lightning.fabric import Fabric   # lazy: lightning is slow to import, and only fit/resume use it
 
     _quiet_lightning(config.quiet)  # after the import: lightning sets its loggers' level when imported
 
-    devices, num_nodes = config.devices, config.num_nodes
-    if devices * num_nodes == 1 and torch.distributed.is_torchelastic_launched():
-        # Under torchrun the launcher decides the world; adopt it.
-        devices = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        num_nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // devices)
+    devices, num_nodes = _world(config)
     loggers = []
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
         from lightning.fabric.loggers import TensorBoardLogger   # lazy: as Fabric above, and only with tensorboard
@@ -364,8 +370,10 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
 
     if resume and overwrite:
         raise ConfigError("fit: expected resume or overwrite, got both")
-    # One process (whatever a launcher's variables say), or rank 0 of a DDP job, owns the folder.
-    locked = config.devices * config.num_nodes == 1 or _is_rank_zero_by_env()
+    # Rank 0 of a DDP job owns the folder; a run of one process owns it whatever RANK or
+    # SLURM_PROCID say (two such processes under srun would otherwise both write it).
+    devices, num_nodes = _world(config)
+    locked = devices * num_nodes == 1 or _is_rank_zero_by_env()
     if locked:  # fail before any process is launched; hold the folder until training ends
         _lock_run_dir(out, resume, overwrite)
     try:

@@ -43,8 +43,15 @@ from rnnlab.train.task import Task, build_task, data_checksum_hook
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 # What training writes into a run folder; --overwrite clears a folder only if it holds nothing else.
+# The lock's files (the current name, the Windows filelock beside it, the name of earlier releases).
+LOCK_NAMES = frozenset({LOCK_NAME, LOCK_NAME + ".filelock", LEGACY_LOCK_NAME})
 RUN_ENTRIES = frozenset({CONFIG, CHECKPOINTS, "metrics.jsonl", "metrics.csv", "plots", "report.html",
-                         "tensorboard", "baselines.json", LOCK_NAME, LEGACY_LOCK_NAME})
+                         "tensorboard", "baselines.json"}) | LOCK_NAMES
+
+
+def _listed(folder: Path) -> str:
+    """A folder's first entries for a message, without the lock's files."""
+    return ", ".join(sorted(p.name for p in folder.iterdir() if p.name not in LOCK_NAMES)[:5])
 
 
 def rnnlab_version() -> str:
@@ -59,7 +66,7 @@ def _is_free(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     entries = [p for p in folder.iterdir()
-               if not _temporary(p.name) and p.name != LOCK_NAME]  # a torn config.json write
+               if not _temporary(p.name) and p.name not in LOCK_NAMES]  # a torn config.json write
     return all(p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()) for p in entries)
 
 
@@ -108,7 +115,7 @@ def check_new_run_dir(out: Path) -> None:
             )
         raise CheckpointError(
             f"run folder {out}: expected a new or empty folder, got {describe_run(out)} "
-            f"({', '.join(sorted(p.name for p in out.iterdir())[:5])}); pick another --out "
+            f"({_listed(out)}); pick another --out "
             f"(free: {new_run_dir(out)})"
         )
 
@@ -146,7 +153,7 @@ def check_clearable(out: Path) -> None:
         raise CheckpointError(f"--overwrite {out}: expected a run folder, got a file")
     if not is_run_config(out / CONFIG):
         raise CheckpointError(f"--overwrite {out}: expected a run folder (a config.json written by rnnlab), got a "
-                              f"folder with other files ({', '.join(sorted(p.name for p in out.iterdir())[:5])}); "
+                              f"folder with other files ({_listed(out)}); "
                               "nothing was deleted (pick another --out)")
     foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not _temporary(p.name))
     for name, allowed in _SUBFOLDER_ENTRIES.items():
@@ -169,8 +176,12 @@ def clear_run_dir(out: Path) -> None:
     if not out.exists():
         return
     moved: list[tuple[Path, Path]] = []
+    leftovers = []   # .trash-* / .tmp-* of an earlier interrupted write or overwrite: deleted too
     for p in out.iterdir():
-        if p.name in (LOCK_NAME, LEGACY_LOCK_NAME) or _temporary(p.name):
+        if p.name in LOCK_NAMES:
+            continue
+        if _temporary(p.name):
+            leftovers.append(p)
             continue
         trash = out / f".trash-{p.name}-{uuid.uuid4().hex[:8]}"
         try:
@@ -182,7 +193,7 @@ def clear_run_dir(out: Path) -> None:
             raise CheckpointError(f"--overwrite {out}: cannot remove {p.name} ({exc.strerror or exc}); "
                                   "nothing was deleted") from exc
         moved.append((p, trash))
-    for _, trash in moved:
+    for trash in [t for _, t in moved] + leftovers:
         try:
             if trash.is_dir() and not trash.is_symlink():
                 shutil.rmtree(trash)
