@@ -75,6 +75,11 @@ def expected(what: str, want: object, got: object) -> str:
     return f"{what}: expected {want}, got {got}"
 
 
+def is_int_at_least(value: object, least: int) -> bool:
+    """An int (not a bool) >= ``least``: what a count or seed field accepts."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def field_name(task: str, name: str, config: object, flags: dict[str, str]) -> str:
     """How an error names the field ``name`` of a task's ``config`` (a dataclass): the flag that sets
     it beside the field, ``--hidden-size (classify hidden_size)``, so that a command-line user and a

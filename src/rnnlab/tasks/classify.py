@@ -57,7 +57,7 @@ from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
 from rnnlab.data.ucr import is_ucr, ucr_path
 from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, RnnlabError, expected,
-                           field_name)
+                           field_name, is_int_at_least)
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -159,8 +159,7 @@ class ClassifyConfig:
             if not ok:
                 raise ConfigError(expected(field_name("classify", what, self, CLASSIFY_FLAGS), want, repr(got)))
 
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
-              "an integer >= 0", self.seed)
+        check(is_int_at_least(self.seed, 0), "seed", "an integer >= 0", self.seed)
 
         check(self.input in INPUTS, "input", f"one of {INPUTS}", self.input)
         check(self.cell in CELLS, "cell", f"one of {CELLS}", self.cell)

@@ -52,7 +52,7 @@ from torch import nn
 
 from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
                                 load_forecast_series)
-from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected, field_name
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -127,8 +127,7 @@ class ForecastConfig:
             if not ok:
                 raise ConfigError(expected(field_name("forecast", what, self, FORECAST_FLAGS), want, repr(got)))
 
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
-              "an integer >= 0", self.seed)
+        check(is_int_at_least(self.seed, 0), "seed", "an integer >= 0", self.seed)
 
         check(isinstance(self.context, int) and not isinstance(self.context, bool) and self.context >= 0, "context",
               "an integer >= 0 (0 = from the horizon)", self.context)

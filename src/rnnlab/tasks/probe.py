@@ -25,7 +25,7 @@ from rnnlab.analysis import plots
 from rnnlab.analysis.gates import probe_gate_stats
 from rnnlab.analysis.gradflow import probe_grad_flow
 from rnnlab.data.probes import ProbeBatch, ProbeSpec, get_probe, probe_loss, probe_metric
-from rnnlab.errors import ConfigError, expected, field_name
+from rnnlab.errors import ConfigError, expected, field_name, is_int_at_least
 from rnnlab.tasks.cell_options import check_cell_options, sets_memory_gate_bias
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer, upgrade_keys
 from rnnlab.report.html import ReportSection, figure_to_img
@@ -77,8 +77,7 @@ class ProbeConfig:
         check(self.memory_bias is None or self.cell == "rnn" or not sets_memory_gate_bias(self.cell_options),
               "memory_bias", "None with --cell-option forget_bias, init=chrono (they set the memory-gate bias) "
               "or coupled_gates (no forget-gate rows)", self.memory_bias)
-        check(not isinstance(self.seed, bool) and isinstance(self.seed, int) and self.seed >= 0, "seed",
-              "an int >= 0", self.seed)
+        check(is_int_at_least(self.seed, 0), "seed", "an int >= 0", self.seed)
         unknown = set(self.params) - set(spec.params)
         if unknown:
             raise ConfigError(expected(f"{self.probe} probe params", sorted(spec.params), sorted(unknown)))

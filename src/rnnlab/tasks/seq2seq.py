@@ -34,7 +34,7 @@ from torch import nn
 
 from rnnlab.data.pair_sets import PAIR_DATASETS, hash_split, load_pair_dataset
 from rnnlab.data.pairs import PAD_ID, SPLITS, TOKEN_KINDS, PairCodec, Pairs, pad_batch, read_pairs, target_io
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name, is_int_at_least
 from rnnlab.metrics.sequence import (
     closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate,
 )
@@ -105,8 +105,7 @@ class Seq2SeqConfig:
             if not ok:
                 raise ConfigError(expected(field_name("seq2seq", what, self, SEQ2SEQ_FLAGS), want, repr(got)))
 
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
-              "an integer >= 0", self.seed)
+        check(is_int_at_least(self.seed, 0), "seed", "an integer >= 0", self.seed)
 
         check(bool(self.train) != bool(self.dataset), "data", "a train file or a dataset (one of them)",
               f"train={self.train!r}, dataset={self.dataset!r}")

@@ -38,7 +38,7 @@ from rnnlab.data.audio import audio_info, iter_audio, load_audio
 from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStream, feature_stats
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
 from rnnlab.data.recordings import Recording, fsdd_recordings, make_split, read_label_csv, scan_recordings
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name
+from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name, is_int_at_least
 from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -126,8 +126,7 @@ class SpeechConfig:
             if not ok:
                 raise ConfigError(expected(field_name("speech", what, self, SPEECH_FLAGS), want, repr(got)))
 
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
-              "an integer >= 0", self.seed)
+        check(is_int_at_least(self.seed, 0), "seed", "an integer >= 0", self.seed)
 
         check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
         for name, value in MODE_DEFAULTS[self.mode].items():
