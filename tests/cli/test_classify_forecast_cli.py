@@ -204,3 +204,11 @@ def test_baselines_are_written_only_into_the_run_just_trained(tmp_path):
     with pytest.raises(CheckpointError, match="another run started there meanwhile"):
         write_baselines(run, {"rows": []}, trained)
     assert not (run / "baselines.json").exists()
+
+
+def test_a_training_out_of_dash_is_refused(tmp_path, capsys, monkeypatch):
+    """'-' means standard output for the file outputs; a run folder cannot be one, so no folder named '-'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "toy", "--hidden-size", "4", "--max-steps", "1", "--quiet", "--out", "-"]) == 1
+    assert "--out -: expected a run folder path" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()

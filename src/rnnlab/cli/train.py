@@ -110,6 +110,9 @@ class TrainArgs:
         """
         from rnnlab.train import fit, new_run_dir, resume  # lazy: keeps --help fast
 
+        if self.out is not None and str(self.out) == "-":   # '-' is standard output for the file outputs
+            raise ConfigError("--out -: expected a run folder path (a run folder cannot go to standard output), "
+                              "got -")
         if self.resume_run is not None:
             if self.overwrite:
                 raise ConfigError(f"--overwrite: expected it without --resume (it starts a run again from scratch), "
