@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from rnnlab.outputs import atomic_open, check_output
+from rnnlab.outputs import atomic_open, check_output, is_stdout
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         from rnnlab.suites.bench import BenchConfig, render_table, run_bench  # lazy: keeps --help fast
 
-        to_stdout = json_path is not None and str(json_path) == "-"
+        to_stdout = is_stdout(json_path)
         if json_path is not None and not to_stdout:   # refused before minutes of timing, not after
             check_output(json_path, force=force, flag="--json")
 

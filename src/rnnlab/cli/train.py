@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from rnnlab.errors import ConfigError, Interrupted
+from rnnlab.outputs import is_stdout
 
 # name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
 _COMMON: dict[str, tuple[Any, Any, str, str]] = {
@@ -110,7 +111,7 @@ class TrainArgs:
         """
         from rnnlab.train import fit, new_run_dir, resume  # lazy: keeps --help fast
 
-        if self.out is not None and str(self.out) == "-":   # '-' is standard output for the file outputs
+        if is_stdout(self.out):   # '-' is standard output for the file outputs
             raise ConfigError("--out -: expected a run folder path (a run folder cannot go to standard output), "
                               "got -")
         if self.resume_run is not None:
