@@ -52,6 +52,16 @@ def is_stdout(out: str | Path | None) -> bool:
     return out is not None and str(out) == STDOUT
 
 
+def status_stream(out: str | Path | None) -> IO[str]:
+    """Where a command's status lines go: stderr when its data goes to standard output."""
+    return sys.stderr if is_stdout(out) else sys.stdout
+
+
+def shown(out: str | Path) -> str:
+    """An output path as a status line names it."""
+    return "standard output" if is_stdout(out) else str(out)
+
+
 def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
                  flag: str = "--out", stdout: bool = False, run_data: Iterable[str | Path] = ()) -> Path:
     """``out`` if a command may write it; an OutputError naming the flag otherwise (see the module).

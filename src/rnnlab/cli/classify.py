@@ -19,7 +19,7 @@ import typer
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, missing_option,
                               register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
-from rnnlab.outputs import atomic_open, check_output, is_stdout
+from rnnlab.outputs import atomic_open, check_output, shown, status_stream
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -220,7 +220,4 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         with print_data_warnings():
             n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
-        if is_stdout(out):
-            print(f"predict: {n} rows -> standard output", file=sys.stderr)
-        else:
-            print(f"predict: {n} rows -> {out}")
+        print(f"predict: {n} rows -> {shown(out)}", file=status_stream(out))

@@ -5,7 +5,6 @@ reaches :func:`rnnlab.tasks.forecast.evaluate_run` for a forecaster run."""
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -16,7 +15,7 @@ from rnnlab.cli.classify import print_data_warnings, split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, missing_option,
                               register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
-from rnnlab.outputs import is_stdout
+from rnnlab.outputs import is_stdout, shown, status_stream
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
@@ -51,10 +50,6 @@ def _one_stdout(out: Path | None, as_json: bool) -> None:
     if as_json and is_stdout(out):
         raise usage_error("BadOptionUsage", "--out -: expected a file path with --json (both would be written "
                           "to standard output)", "--out")
-
-
-def _shown(out: str) -> str:
-    return "standard output" if is_stdout(out) else out
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -169,8 +164,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if as_json:
             print(json.dumps({"out": target, "rows": rows}))
             return
-        print(f"forecast: {len(rows)} rows ({horizon} steps per series) -> {_shown(target)}",
-              file=sys.stderr if is_stdout(target) else sys.stdout)
+        print(f"forecast: {len(rows)} rows ({horizon} steps per series) -> {shown(target)}",
+              file=status_stream(target))
 
     @app.command("backtest")
     def backtest_cmd(
@@ -192,7 +187,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if as_json:
             print(scores_json(bt))
             return
-        text = sys.stderr if is_stdout(out) else sys.stdout
+        text = status_stream(out)
         print(format_scores(bt), file=text)
         for p in bt["per_window"]:
             extra = f", seasonal-naive MAE {p['snaive_mae']:.4f}" if "snaive_mae" in p else ""
