@@ -114,6 +114,22 @@ def test_engines_registered() -> None:
     assert get_engine("checkpoint") is checkpointed_scan
 
 
+@pytest.mark.parametrize("engine", ["reference", "checkpoint", pytest.param("fast", marks=needs_fast)])
+@pytest.mark.parametrize("cls", [rnnlab.LSTM, rnnlab.GRU, rnnlab.RNN])
+def test_initial_state_changed_in_place_refuses_backward(cls, engine) -> None:
+    """As torch.nn: h0 / c0 changed in place after the forward make the backward raise (the
+    checkpoint engine kept them outside autograd's version checks and gave a wrong gradient)."""
+    torch.manual_seed(0)
+    m = cls(3, 4, engine=engine).double()
+    h = torch.randn(1, 2, 4, dtype=torch.float64, requires_grad=True)
+    h0 = h * 1
+    c0 = h * 1
+    out, _ = m(torch.randn(5, 2, 3, dtype=torch.float64), (h0, c0) if cls is rnnlab.LSTM else h0)
+    (c0 if cls is rnnlab.LSTM else h0).mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
 def test_checkpoint_engine_bounds_saved_activations() -> None:
     """Recomputation keeps segment-boundary states only: far below the full scan's buffers."""
     from rnnlab.suites.bench import activation_bytes

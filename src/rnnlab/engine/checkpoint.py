@@ -71,15 +71,17 @@ class _Checkpointed(torch.autograd.Function):
                 n: tag.to_forward_time(torch.cat([r.gates[n] for r in gates.records], 0)) for n in first.gates
             }))
         ctx.mode, ctx.tag, ctx.segment, ctx.inner = mode, tag, segment, inner
-        ctx.starts = starts
-        ctx.save_for_backward(x, mask, w_ih, w_hh, b_ih, b_hh, w_hr)
+        # h0 and c0 are the caller's tensors: saved (not kept as attributes) so that autograd
+        # refuses a backward after they were changed in place; later starts are this function's own.
+        ctx.later_starts = starts[1:]
+        ctx.save_for_backward(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         return (out, h, c) if is_lstm else (out, h)
 
     @staticmethod
     def backward(ctx, d_out, dh, dc=None):
-        x, mask, w_ih, w_hh, b_ih, b_hh, w_hr = ctx.saved_tensors
+        x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = ctx.saved_tensors
+        starts = [(h0, c0), *ctx.later_starts]
         if backward_needs_autodiff(d_out, dh, dc):
-            h0, c0 = ctx.starts[0]                            # the inputs themselves
             n = ctx.needs_input_grad
             return (None, None, None, None) + autodiff_backward(
                 ctx.mode, n[4:], (d_out, dh, dc), x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -93,7 +95,7 @@ class _Checkpointed(torch.autograd.Function):
         bounds = _bounds(x.shape[0], ctx.segment)
         # The recomputation's gate records are duplicates of the forward's: collected and dropped.
         with _Collect(grads=True) as rec, _Collect(grads=False):
-            for (s, e), (h_s, c_s) in zip(reversed(bounds), reversed(ctx.starts)):
+            for (s, e), (h_s, c_s) in zip(reversed(bounds), reversed(starts)):
                 # (autocast off: the forward ran outside it, and a backward inside an autocast block
                 # would recompute in mixed dtypes)
                 with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):

@@ -181,14 +181,15 @@ def _forward(m: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 def _graph_held(root: Any) -> Iterator[torch.Tensor]:
     """Tensors the autograd graph from ``root`` holds outside its saved tensors: the segment
-    states (``starts``) that rnnlab's checkpoint engine keeps on its backward node."""
+    states after the first (``later_starts``) that rnnlab's checkpoint engine keeps on its backward
+    node (the first, h0 and c0, are saved tensors)."""
     todo, seen = [root], set()
     while todo:
         node = todo.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        for pair in getattr(node, "starts", ()) or ():
+        for pair in getattr(node, "later_starts", ()) or ():
             yield from (t for t in pair if isinstance(t, torch.Tensor))
         todo.extend(n for n, _ in getattr(node, "next_functions", ()))
 
