@@ -48,8 +48,9 @@ class DeviceError(RnnlabError, ValueError, RuntimeError):
     """Tensors on different devices."""
 
 
-class StateError(RnnlabError, TypeError):
-    """A recurrent state of the wrong kind (for example an LSTM state that is not a pair)."""
+class StateError(RnnlabError, TypeError, RuntimeError):
+    """A recurrent state of the wrong kind (for example an LSTM state that is not a pair); a
+    RuntimeError too, as torch.nn's "lstm expects two hidden states"."""
 
 
 class DataError(RnnlabError, ValueError):

@@ -89,6 +89,11 @@ def test_lstm_state_not_a_pair() -> None:
         m(x, (h, h, h))
     with raises(StateError, "c_0", "expected a Tensor", "got NoneType"):
         m(x, (h, None))
+    for wrong in ((h,), (h, h, h)):                 # torch.nn: RuntimeError "lstm expects two hidden states"
+        with pytest.raises(RuntimeError, match="lstm expects two hidden states"):
+            m(x, wrong)
+        with pytest.raises(RuntimeError, match="lstm_cell expects two hidden states"):
+            rnnlab.LSTMCell(3, 4)(x[0], tuple(t[0] for t in wrong))
 
 
 @pytest.mark.parametrize("name", ["RNN", "GRU"])
@@ -168,6 +173,32 @@ def test_sizes_must_be_ints(name: str) -> None:
 def test_dropout_outside_unit_interval(name: str, dropout) -> None:
     with raises(ConfigError, "dropout", "[0, 1]", f"got {dropout!r}"):
         LAYERS[name](3, 4, num_layers=2, dropout=dropout)
+
+
+@pytest.mark.parametrize("name", list(LAYERS) + list(CELLS))
+def test_numpy_integers_where_torch_takes_them(name: str) -> None:
+    """torch.nn takes any integer type for num_layers and proj_size (and for the cells' sizes),
+    only Python ints for a layer's input_size and hidden_size: the same here."""
+    import numpy as np
+
+    cls = {**LAYERS, **CELLS}[name]
+    ref = getattr(nn, name)
+    if name in CELLS:
+        m = cls(np.int64(3), np.int64(4))
+        assert (m.input_size, m.hidden_size) == (3, 4) and type(m.hidden_size) is int
+        assert m.weight_hh.shape == ref(np.int64(3), np.int64(4)).weight_hh.shape
+        return
+    m = cls(3, 4, num_layers=np.int64(2))
+    assert m.num_layers == 2 and type(m.num_layers) is int
+    assert m.state_dict().keys() == ref(3, 4, num_layers=np.int64(2)).state_dict().keys()
+    if name == "LSTM":
+        assert cls(3, 4, proj_size=np.int32(2)).weight_hr_l0.shape == (2, 4)
+    with pytest.raises(TypeError):
+        ref(np.int64(3), 4)
+    with raises(ConfigError, "input_size", "expected an int", "got int64"):
+        cls(np.int64(3), 4)
+    with raises(ConfigError, "num_layers", "expected an int", "got float 2.0"):
+        cls(3, 4, num_layers=2.0)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

@@ -73,6 +73,9 @@ def test_stream_errors() -> None:
         Stream(rnnlab.LSTM(3, 4, bidirectional=True))
     with pytest.raises(ConfigError, match="module"):
         Stream(torch.nn.Linear(3, 4))
+    for cell in (rnnlab.LSTMCell(3, 4), torch.nn.GRUCell(3, 4)):  # a cell has a mode, but no layers
+        with pytest.raises(ConfigError, match="layer, got (LSTMCell|GRUCell)"):
+            Stream(cell)
     s = Stream(rnnlab.LSTM(3, 4))
     with pytest.raises(ShapeError, match="x_t"):
         s.step(torch.ones(2, 3))

@@ -16,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.cells import FAMILIES
+from rnnlab.engine import get_engine
 from rnnlab.engine.scan import ScanTag, scan
 from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
-from rnnlab.nn.layers import outside_autocast
+from rnnlab.nn.layers import integer_arg, outside_autocast, quiet_under_trace
 from rnnlab.nn.options import CellOptions, cell_kwargs
 
 
@@ -35,9 +36,8 @@ class CellBase(nn.Module):
                               f"{self.options.recurrent_dropout}/{self.options.weight_drop}")
         # torch.nn's cells check nothing themselves: torch.empty refuses a non-integer size (TypeError)
         # or a negative one (RuntimeError) and sizes of 0 are accepted; so are they here.
+        input_size, hidden_size = integer_arg("input_size", input_size), integer_arg("hidden_size", hidden_size)
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigTypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
             if v < 0:
                 raise ShapeError(f"{name}: expected an int >= 0, got {v}")
         self.mode = mode
@@ -126,8 +126,11 @@ class CellBase(nn.Module):
             _, h1, c1 = _variants.run_layer(self, 0, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
                                             self.bias_ih, self.bias_hh, None, None, ScanTag())
             return h1, c1
-        out, h1, c1 = scan(self.mode, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
-                           self.bias_ih, self.bias_hh)
+        # torch.jit.trace records registered operators, not Python autograd functions: the fast
+        # engine takes rnnlab's operators under tracing (and is the reference where none is built).
+        run = get_engine("fast") if torch.jit.is_tracing() else scan
+        out, h1, c1 = run(self.mode, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
+                          self.bias_ih, self.bias_hh)
         return h1, c1
 
 
@@ -144,6 +147,7 @@ class RNNCell(CellBase):
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype,
                          CellOptions.from_dict(options))
 
+    @quiet_under_trace
     @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
@@ -163,6 +167,7 @@ class GRUCell(CellBase):
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
         super().__init__("gru", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
 
+    @quiet_under_trace
     @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prepare_input(input)
@@ -183,13 +188,17 @@ class LSTMCell(CellBase):
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
         super().__init__("lstm", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
 
+    @quiet_under_trace
     @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         x, unbatched = self._prepare_input(input)
         if hx is None:
             h0 = c0 = None
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise StateError(f"hx: expected a tuple (h_0, c_0) for LSTMCell, got a {type(hx).__name__}")
+            got = f"a {type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+            message = f"hx: expected a tuple (h_0, c_0) for LSTMCell, got {got}"
+            raise StateError(with_torch(message, "lstm_cell expects two hidden states")
+                             if isinstance(hx, (tuple, list)) else message)
         else:
             h0, c0 = hx
         h0 = self._prepare_state("h_0", h0, x, unbatched, 0)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
 import warnings
 from typing import Any, Callable
 
@@ -54,9 +55,22 @@ PACKED_UNDER_COMPILE = (
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _check_config(mode: str, input_size, hidden_size, num_layers, dropout, bias, batch_first, proj_size) -> None:
+def integer_arg(name: str, v: Any) -> int:
+    """An integer of any integer type (NumPy's too, as torch.nn takes them where it only counts or
+    allocates); bools refused."""
+    if not isinstance(v, bool):
+        try:
+            return operator.index(v)
+        except TypeError:
+            pass
+    raise ConfigTypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+
+
+def _check_config(mode: str, input_size, hidden_size, num_layers, dropout, bias, batch_first,
+                  proj_size) -> tuple[int, int]:
     """torch.nn.RNNBase's checks, in its order, accepting and refusing the same values; rnnlab's
-    messages carry torch.nn's, which code written against torch.nn may match."""
+    messages carry torch.nn's, which code written against torch.nn may match. Returns num_layers
+    and proj_size as ints (torch.nn checks neither's type: a NumPy integer works)."""
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
         raise ConfigError(with_torch(f"dropout: expected a number in [0, 1], got {dropout!r}",
                                      "dropout should be a number in range [0, 1] representing the "
@@ -65,20 +79,24 @@ def _check_config(mode: str, input_size, hidden_size, num_layers, dropout, bias,
         if not isinstance(v, bool):
             raise ConfigTypeError(with_torch(f"{name}: expected True or False, got {type(v).__name__} {v!r}",
                                              f"{name} should be of type bool, got: {type(v).__name__}"))
-    for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+    for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise ConfigTypeError(with_torch(f"{name}: expected an int, got {type(v).__name__} {v!r}",
                                              f"{name} should be of type int, got: {type(v).__name__}"))
         if v <= 0:
             raise ConfigError(with_torch(f"{name}: expected an int > 0, got {v}", f"{name} must be greater than zero"))
-    if isinstance(proj_size, bool) or not isinstance(proj_size, int):
-        raise ConfigTypeError(f"proj_size: expected an int >= 0, got {type(proj_size).__name__} {proj_size!r}")
+    num_layers = integer_arg("num_layers", num_layers)
+    if num_layers <= 0:
+        raise ConfigError(with_torch(f"num_layers: expected an int > 0, got {num_layers}",
+                                     "num_layers must be greater than zero"))
+    proj_size = integer_arg("proj_size", proj_size)
     if proj_size < 0:
         raise ConfigError(with_torch(f"proj_size: expected an int >= 0, got {proj_size}",
                                      "proj_size should be a positive integer or zero to disable projections"))
     if proj_size >= hidden_size:
         raise ConfigError(with_torch(f"proj_size: expected a value < hidden_size ({hidden_size}), got {proj_size}",
                                      "proj_size has to be smaller than hidden_size"))
+    return num_layers, proj_size
 
 
 def _no_proj_size(family: str, proj_size) -> None:
@@ -130,6 +148,23 @@ def _cast_floating(obj: Any, dtype: torch.dtype) -> Any:
     return obj
 
 
+def quiet_under_trace(forward: Callable) -> Callable:
+    """Wraps a layer's or cell's ``forward`` for ``torch.jit.trace``: the size checks read sizes as
+    Python values, which the tracer warns may not generalise; they only refuse bad inputs, and
+    the traced graph serves other lengths and batches (the engine takes its operators under
+    tracing: tests/nn/test_jit_trace.py), so the warnings are silenced there."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if not torch.jit.is_tracing():
+            return forward(self, *args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return forward(self, *args, **kwargs)
+
+    return wrapper
+
+
 def outside_autocast(forward: Callable) -> Callable:
     """Wraps a layer's or cell's ``forward`` for ``torch.autocast`` (mixed precision).
 
@@ -170,7 +205,8 @@ class RecurrentBase(nn.Module):
         options: CellOptions | None = None,
     ) -> None:
         super().__init__()
-        _check_config(mode, input_size, hidden_size, num_layers, dropout, bias, batch_first, proj_size)
+        num_layers, proj_size = _check_config(mode, input_size, hidden_size, num_layers, dropout, bias,
+                                              batch_first, proj_size)
         # Options torch.nn lacks (rnnlab.nn.options); the defaults are torch.nn's behaviour.
         self.options = (options or CellOptions()).validate(mode, bias, proj_size)
         get_engine(engine)  # fail early on an unknown name
@@ -339,18 +375,9 @@ class RecurrentBase(nn.Module):
                     input_size=self.input_size, **_variants.plan_options(self))
 
     # ----------------------------------------------------------------------------- forward
+    @quiet_under_trace
     @outside_autocast       # torch.autocast: the recurrence in the weights' dtype, outputs in autocast's
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):
-        if torch.jit.is_tracing():
-            # The size checks read sizes as Python values, which the tracer warns may not generalise;
-            # they only refuse bad inputs, and the traced graph serves other lengths and batches
-            # (the engine takes its operators under tracing: tests/nn/test_jit_trace.py).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                return self._forward(input, hx)
-        return self._forward(input, hx)
-
-    def _forward(self, input: Tensor | PackedSequence, hx: Any):
         is_lstm = self.mode == "lstm"
         packed = isinstance(input, PackedSequence)
         lengths = None
@@ -470,7 +497,9 @@ class RecurrentBase(nn.Module):
         if is_lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 got = f"a {type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
-                raise StateError(f"hx: expected a tuple (h_0, c_0) for LSTM, got {got}")
+                message = f"hx: expected a tuple (h_0, c_0) for LSTM, got {got}"
+                raise StateError(with_torch(message, "lstm expects two hidden states")
+                                 if isinstance(hx, (tuple, list)) else message)
             h0, c0 = hx
             self._check_state("h_0", h0, x, (LD, P), unbatched)
             self._check_state("c_0", c0, x, (LD, H), unbatched)

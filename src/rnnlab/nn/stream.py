@@ -90,7 +90,7 @@ def _equation_options(module: nn.Module) -> dict:
 
 def _mode_of(module: nn.Module) -> str:
     mode = getattr(module, "mode", None)
-    if isinstance(mode, str) and mode.upper() in _MODES:
+    if isinstance(mode, str) and mode.upper() in _MODES and hasattr(module, "num_layers"):   # a layer, not a cell
         return _MODES[mode.upper()]
     raise ConfigError(f"module: expected an rnnlab or torch.nn RNN/LSTM/GRU layer, got {type(module).__name__}")
 
