@@ -3,7 +3,7 @@ published accuracy: one ``rnnlab train classify --dataset ucr:NAME`` per set, JS
 
     OMP_NUM_THREADS=1 python benchmarks/ucr_classify.py [--sets GunPoint,ArrowHead] [--data-dir DIR]
         [--json docs/data/results-classify.json] [--out runs/bench-ucr] [--threads 1] [--smoke]
-        [--protocol default|published]
+        [--protocol default|published] [--ensemble N]
 
 Every set is trained with the command's defaults (only ``--out --threads --quiet --no-report
 --json`` added), so each row is reproduced by ``rnnlab train classify --dataset ucr:NAME``. The
@@ -18,6 +18,10 @@ figure's training protocol instead of the defaults: one model on the whole train
 epochs of Adam at 1e-3 in batches of 128, the checkpoint chosen by the loss on the training split
 (``--valid`` is the training file), and the test split scored once at the end. Its rows go under
 ``published_protocol`` in the same JSON file.
+
+``--ensemble N`` adds ``--ensemble N`` to the default flags (N models per fold from different
+initialisations, their class probabilities averaged), on the sets with a published LSTM-FCN
+figure unless ``--sets`` names others; its rows go under ``ensemble``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,13 @@ def describe(name: str, data_dir: str) -> dict:
             "length_min": min(lengths), "length_max": max(lengths)}
 
 
+def section_name(args: argparse.Namespace) -> str | None:
+    """Where a run's rows go in the JSON file: None for the default flags' top-level rows."""
+    if args.protocol == "published":
+        return "published_protocol"
+    return "ensemble" if args.ensemble > 1 else None
+
+
 def run_set(name: str, args: argparse.Namespace) -> dict:
     published = args.protocol == "published"
     out = Path(args.out) / (f"{name}-published" if published else name)
@@ -82,6 +93,11 @@ def run_set(name: str, args: argparse.Namespace) -> dict:
         cmd = ["train", "classify", "--train", train, "--valid", train, "--test", test, *PUBLISHED_FLAGS]
     else:
         cmd = ["train", "classify", "--dataset", f"ucr:{name}"] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    command = (PUBLISHED_COMMAND if published else COMMAND).format(name=name)
+    if args.ensemble > 1:
+        out = out.with_name(f"{out.name}-ensemble{args.ensemble}")
+        cmd += ["--ensemble", str(args.ensemble)]
+        command += f" --ensemble {args.ensemble}"
     cmd += ["--out", str(out), "--overwrite", "--threads", str(args.threads), "--quiet", "--no-report", "--json"]
     if args.smoke:
         cmd += ["--max-steps", "3"]
@@ -98,7 +114,7 @@ def run_set(name: str, args: argparse.Namespace) -> dict:
     rows = {r["name"]: r["acc"] for r in result["baselines"]["rows"]}
     return {
         "set": name, **describe(name, args.data_dir or ""),
-        "command": (PUBLISHED_COMMAND if published else COMMAND).format(name=name),
+        "command": command, "ensemble": args.ensemble,
         "validation": result["baselines"]["validation"],
         "steps": result["steps"], "best_step": result.get("best_step"), "stop_reason": result["stop_reason"],
         "model_acc": rows["model"], "majority_acc": rows["majority class"],
@@ -122,19 +138,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="a few steps per set: checks the script, not the figures")
     p.add_argument("--protocol", choices=("default", "published"), default="default",
                    help="published: the sets with a published LSTM-FCN figure, under its training protocol")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="models per fold (rnnlab's --ensemble); above 1 the rows go under 'ensemble', and the sets "
+                        "are those with a published LSTM-FCN figure unless --sets names others")
     args = p.parse_args(argv)
+    if args.ensemble < 1:
+        p.error("--ensemble: expected an integer >= 1")
+    if args.ensemble > 1 and args.protocol == "published":
+        p.error("--ensemble: the published protocol trains one model; use it with --protocol default")
     path = Path(args.json)
-    data = json.loads(path.read_text()) if path.exists() else {"rows": []}
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if args.sets == p.get_default("sets") and section_name(args):
+        names = list(PUBLISHED_LSTM_FCN)
     if args.protocol == "published":
-        if args.sets == p.get_default("sets"):
-            names = list(PUBLISHED_LSTM_FCN)
-        elif set(names) - set(PUBLISHED_LSTM_FCN):
+        if set(names) - set(PUBLISHED_LSTM_FCN):
             p.error(f"--protocol published: expected sets with a published figure ({', '.join(PUBLISHED_LSTM_FCN)})")
     for name in names:
         row = run_set(name, args)
-        # default-flag rows at the top level; the published protocol's in their own section
-        section = data.setdefault("published_protocol", {"rows": []}) if args.protocol == "published" else data
+        # read again: another invocation (other sets) may have written the file meanwhile
+        data = json.loads(path.read_text()) if path.exists() else {"rows": []}
+        # default-flag rows at the top level; the published protocol's and the ensembles' in their own sections
+        section = data.setdefault(section_name(args), {"rows": []}) if section_name(args) else data
         section["rows"] = [r for r in section["rows"] if r["set"] != name] + [row]
         section["rows"].sort(key=lambda r: SETS.index(r["set"]) if r["set"] in SETS else len(SETS))
         section["machine"] = machine()
