@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from rnnlab.cells import FAMILIES
 from rnnlab.engine import get_engine
 from rnnlab.engine.scan import ScanTag, scan
-from rnnlab.errors import ConfigError, ConfigTypeError, DeviceError, DTypeError, ShapeError, StateError, with_torch
+from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
 from rnnlab.nn.layers import integer_arg, outside_autocast, quiet_under_trace
 from rnnlab.nn.options import CellOptions, cell_kwargs
