@@ -28,6 +28,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             raise typer.BadParameter("expected --onnx PATH or --pt2 PATH (or both)")
         if int8 and onnx is None:
             raise typer.BadParameter("--int8: expected it with --onnx PATH (the AOTInductor package stays float)")
+        prepared = None
+        if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
+            from rnnlab.export.pt2 import prepare_pt2  # lazy: keeps --help fast
+            from rnnlab.outputs import check_output, is_stdout
+
+            if onnx is not None and is_stdout(onnx):
+                check_output(onnx, (), force, flag="--onnx")   # refused as --onnx alone refuses it
+            prepared = prepare_pt2(run, pt2, checkpoint, force=force)
         if onnx is not None:
             from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
 
@@ -37,5 +45,5 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             from rnnlab.engine.fast import kernel_library  # lazy: keeps --help fast
             from rnnlab.export.pt2 import export_run_pt2  # lazy: keeps --help fast
 
-            typer.echo(f"wrote {export_run_pt2(run, pt2, checkpoint, force=force)} "
+            typer.echo(f"wrote {export_run_pt2(run, pt2, checkpoint, force=force, prepared=prepared)} "
                        f"(load the operators first: torch.ops.load_library({kernel_library()!r}))")

@@ -38,6 +38,9 @@ A sequence-to-sequence model (:class:`~rnnlab.nn.seq2seq.EncoderDecoder`) is two
 written by :func:`export_seq2seq`: the encoder, run once per batch of sources, and one decoder
 step, which the caller runs in its own greedy or beam loop (see :class:`Seq2SeqEncoderGraph` and
 :class:`Seq2SeqStepGraph` for their inputs and outputs).
+
+A speech run is one graph from waveforms and their lengths, the features included
+(:class:`SpeechGraph`), checked against the model's own forward before it is written.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
 from rnnlab.nn.layers import RecurrentBase
 from rnnlab.nn.regularize import WeightDrop
-from rnnlab.outputs import atomic_path, check_output, commit
+from rnnlab.outputs import atomic_path, check_output, commit, is_stdout
 from rnnlab.tasks.classify import SequenceClassifier, pool_states
 from rnnlab.tasks.forecast import Forecaster
 from rnnlab.nn.seq2seq import DecoderState, EncoderDecoder, Memory
@@ -251,6 +254,123 @@ class SortedClassifier(nn.Module):
         return m.head(m.drop(feats))[back]
 
 
+def _is_speech(model: nn.Module) -> bool:
+    from rnnlab.tasks.speech import SpeechModel   # lazy: the audio front end is not every export's
+
+    return isinstance(model, SpeechModel)
+
+
+class SpeechGraph(nn.Module):
+    """A speech model (:class:`rnnlab.tasks.speech.SpeechModel`) as one ONNX graph, its features
+    included: inputs ``wave`` (B, N) float32 (zero-padded waveforms at the run's sample rate) and
+    ``lengths`` (B,) int64 (valid samples per row); outputs, words mode: ``logits`` (B, C); ctc
+    mode: ``log_probs`` (T', B, 1 + C) (blank = 0) and ``steps`` (B,) int64 (valid steps per row).
+
+    It computes what ``SpeechModel.forward(wave.double(), lengths)`` computes (the features in
+    float64, as the task runs them), written so that the trace keeps the batch and sample axes
+    dynamic and ONNX Runtime's CPU kernels take it: the framed DFT is a gather and a matrix
+    product (ONNX Runtime has no float64 Conv), the running normalisation is a cumulative sum over
+    the whole batch (exact for every valid frame, padded frames are zero as the model's), and the
+    recurrent layers see a packed batch sorted by length (the only packed input torch's exporter
+    maps to the fused operators' ``sequence_lens``), put back in order afterwards.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        f = model.features
+        if f.cfg.normalize == "running" and not bool(f.has_stats):
+            raise ConfigError("speech export: expected the running normalisation's training statistics in the "
+                              "model, got none set")
+
+    def features(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from rnnlab.data.audio_features import deltas, normalize_utterance
+
+        f = self.model.features
+        cfg = f.cfg
+        wave = wave.to(torch.float64)
+        keep = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
+        wave = wave * keep                                                        # rows end at their length
+        n_fft, hop = cfg.n_fft_, cfg.hop_length
+        x = nn.functional.pad(wave, (n_fft // 2, n_fft // 2))                    # centred frames
+        starts = torch.arange(0, wave.shape[1] + 1, hop, device=wave.device)      # 1 + N // hop frames
+        idx = starts[:, None] + torch.arange(n_fft, device=wave.device)[None, :]  # (T, n_fft)
+        spec = x[:, idx] @ f.dft[:, 0, :].to(torch.float64).t()                   # (B, T, 2K)
+        re, im = spec.chunk(2, dim=2)
+        mel = (re * re + im * im) @ f.mel.to(torch.float64)
+        s = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))
+        if cfg.kind == "mfcc":
+            s = s @ f.dct.to(torch.float64)
+        frames = 1 + lengths // hop
+        parts = [s]
+        for _ in range(cfg.deltas):
+            parts.append(deltas(parts[-1], cfg.delta_width, frames))
+        mask = (torch.arange(s.shape[1], device=s.device)[None, :] < frames[:, None])[..., None].to(s.dtype)
+        x = torch.cat(parts, dim=2) * mask                                        # (B, T, D)
+        if cfg.normalize == "utterance":
+            x = normalize_utterance(x, frames)
+        elif cfg.normalize == "running":                                          # rnnlab's running_normalize, batched
+            n = torch.arange(1, x.shape[1] + 1, dtype=torch.float64, device=x.device)[None, :, None]
+            w = float(cfg.prior_frames)
+            m0, v0 = f.stats_mean.to(torch.float64), f.stats_var.to(torch.float64)
+            mu = (w * m0 + torch.cumsum(x, 1)) / (w + n)
+            second = (w * (v0 + m0 * m0) + torch.cumsum(x * x, 1)) / (w + n)
+            x = (x - mu) / torch.sqrt((second - mu * mu).clamp(min=0.0) + 1e-5) * mask
+        return x, frames
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor):
+        m = self.model
+        feats, frames = self.features(wave, lengths)
+        feats, k = feats.to(m.head.weight.dtype), m.frame_stack
+        if k > 1:   # rnnlab.tasks.speech.stack_frames, by gathers (its reshape would fix the length in the trace)
+            starts = torch.arange(0, feats.shape[1], k, device=feats.device)       # ceil(T / k) steps
+            padded = nn.functional.pad(feats, (0, 0, 0, k - 1))
+            feats = torch.cat([padded[:, starts + j] for j in range(k)], dim=2)   # (B, T', k*D)
+            frames = (frames + k - 1) // k
+        order = torch.argsort(frames, descending=True)
+        back = torch.argsort(order)
+        x = feats.transpose(0, 1)[:, order]                                       # (T', B, k*D), sorted
+        packed = pack_padded_sequence(x, frames[order], enforce_sorted=True)
+        out_p, _ = m.rnn(packed)
+        out, _ = pad_packed_sequence(out_p, total_length=x.shape[0])
+        out = out[:, back]                                                        # (T', B, dirs*H)
+        if m.mode == "words":
+            mask = (torch.arange(out.shape[0], device=out.device)[:, None] < frames[None, :]).to(out)[..., None]
+            return m.head((out * mask).sum(0) / frames.to(out)[:, None])
+        return torch.log_softmax(m.head(out), dim=-1), frames
+
+
+def speech_example(model: nn.Module, batch: int = 2, seconds: float = 0.5):
+    """``(args, input_names, output_names, dynamic_axes)`` of a :class:`SpeechGraph`: noise
+    waveforms of ``seconds`` at the model's sample rate, the second row shorter."""
+    rate = model.features.cfg.sample_rate
+    n = max(2 * model.features.cfg.n_fft_, int(rate * seconds))
+    wave = 0.1 * torch.randn(batch, n, generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([n] + [max(1, n - n // 3)] * (batch - 1), dtype=torch.long)
+    bn = {0: "batch", 1: "samples"}
+    if model.mode == "words":
+        return (wave, lengths), ["wave", "lengths"], ["logits"], {"wave": bn, "lengths": {0: "batch"},
+                                                                  "logits": {0: "batch"}}
+    return ((wave, lengths), ["wave", "lengths"], ["log_probs", "steps"],
+            {"wave": bn, "lengths": {0: "batch"}, "log_probs": {0: "steps", 1: "batch"}, "steps": {0: "batch"}})
+
+
+def check_speech_graph(model: nn.Module, graph: nn.Module, args: tuple) -> None:
+    """The graph must give ``model(wave.double(), lengths)`` (the task's own forward) on ``args``."""
+    was = model.training
+    try:
+        with torch.no_grad():
+            want = _flat(model.eval()(args[0].double(), args[1]))
+            got = _flat(graph.eval()(*args))
+    finally:
+        model.train(was)
+    if model.mode == "words":
+        want = want[:1]
+    err = max(float((a.double() - b.double()).abs().max()) for a, b in zip(want, got))
+    if len(want) != len(got) or err > 1e-4:
+        raise ConfigError(f"speech export: expected its graph to match the model, got max difference {err:.2e}")
+
+
 def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int = 5):
     """``(args, input_names, output_names, dynamic_axes)`` for exporting a task's model, made from
     the model's own sizes (vocabulary, features, context), so the training data need not exist.
@@ -266,6 +386,11 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
 
     if getattr(task, "kind", None) == "frames":     # video clips: uint8 frames in, no training data needed
         return frames_example(task)
+    if isinstance(model, EncoderDecoder):
+        raise ConfigError(f"task {getattr(task, 'name', 'seq2seq')!r}: expected a model with one input graph, got an "
+                          "encoder-decoder (two graphs: see export_seq2seq)")
+    if _is_speech(model):                           # waveforms in: the features are part of the graph
+        return speech_example(model, batch)
 
     seq_batch = {0: "seq", 1: "batch"}
     if isinstance(model, SequenceClassifier):
@@ -299,7 +424,7 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
         x = ids(embed.num_embeddings) if isinstance(embed, nn.Embedding) else values(rnn.input_size)
         return (x,), ["input"], None, {"input": seq_batch}
     first = next(iter(task.train_batches(0)))
-    x = first["x"] if isinstance(first, dict) else getattr(first, "x", None)
+    x = first.get("x") if isinstance(first, dict) else getattr(first, "x", None)
     if x is None:
         x = first[0] if isinstance(first, (tuple, list)) else first
     if not isinstance(x, torch.Tensor):
@@ -471,6 +596,8 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     two files, ``STEM.encoder.onnx`` and ``STEM.decoder.onnx`` (:func:`seq2seq_paths`), returned
     as a pair. ``int8``: written through :func:`quantize_int8`.
     """
+    if is_stdout(path):   # before the seq2seq names are made from it: "-" is no stem
+        check_output(path, (), force, flag="--onnx")
     task, model, _ = load_run(run_dir, checkpoint)
     if isinstance(model, EncoderDecoder):
         paths = [check_output(p, (), force, flag="--onnx") for p in seq2seq_paths(path)]
@@ -494,6 +621,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         model = SortedClassifier(model).eval()
     elif in_names == ["frames"]:
         model = FullClips(model).eval()
+    elif in_names == ["wave", "lengths"]:
+        graph = SpeechGraph(model).eval()
+        check_speech_graph(model, graph, args)
+        model = graph
     tmp = atomic_path(path)
     try:
         export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)

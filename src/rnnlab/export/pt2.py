@@ -9,8 +9,9 @@ without rnnlab's Python code once the kernels' library defines the operator::
     run = torch._inductor.aoti_load_package("model.pt2")
     logits, state = run(tokens)              # (T, B) int64 for a language model; state: its (h, c)
 
-Models with variable-length inputs (the classifiers' packed sequences) are not covered: their
-lengths decide the graph's control flow, which torch.export cannot trace; ``--onnx`` exports them.
+Models with variable-length inputs (the classifiers' packed sequences, speech models' waveforms
+and lengths) are not covered: their lengths decide the graph's control flow, which torch.export
+cannot trace; nor is a seq2seq run (an encoder and a decoder step). ``--onnx`` exports them all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from rnnlab.engine import fast
 from rnnlab.errors import ConfigError
 from rnnlab.export.onnx import example_for_export
 from rnnlab.nn.layers import RecurrentBase
-from rnnlab.outputs import atomic_path, check_output, commit
+from rnnlab.nn.seq2seq import EncoderDecoder
+from rnnlab.outputs import atomic_path, check_output, commit, is_stdout
 from rnnlab.train.rundir import load_run
 
 
@@ -58,33 +60,57 @@ def export_program(model: torch.nn.Module, args: tuple, dynamic_axes: dict, name
     return torch.export.export(model, args, dynamic_shapes=shapes)
 
 
-def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Path:
-    """Compile a training run's model into an AOTInductor package at ``path`` (``.pt2``)."""
+class Prepared:
+    """A run checked for ``--pt2`` (:func:`prepare_pt2`): its model and example, ready to compile."""
+
+    def __init__(self, path: Path, model: torch.nn.Module, args: tuple, names: list[str], axes: dict) -> None:
+        self.path, self.model, self.args, self.names, self.axes = path, model, args, names, axes
+
+
+def prepare_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Prepared:
+    """Every refusal of :func:`export_run_pt2`, before anything is written: the output path, the
+    kernels, and models a package cannot hold (``rnnlab export`` runs it before writing --onnx)."""
+    if is_stdout(path):
+        check_output(path, (), force, flag="--pt2")          # the one refusal of "-" every output gives
     if Path(path).suffix != ".pt2":
         raise ConfigError(f"--pt2: expected a file name ending in .pt2, got {str(path)!r}")
     path = check_output(path, (), force, flag="--pt2")
     if not fast.available():
         raise ConfigError(f"--pt2: expected the fast kernels (their operators go into the package), got none here "
                           f"({fast.unavailable_reason()})")
-    package = _aoti_package()
+    _aoti_package()
     task, model, _ = load_run(run_dir, checkpoint)
+    name = getattr(task, "name", "?")
+    if isinstance(model, EncoderDecoder):
+        raise ConfigError(f"--pt2: expected a model that is one program, got task {name!r} (an encoder and a "
+                          "decoder step: two graphs, the encoder reading packed sources); use --onnx (writes "
+                          "STEM.encoder.onnx and STEM.decoder.onnx)")
     args, in_names, _, axes = example_for_export(task, model.eval())
     if "lengths" in in_names or "frames" in in_names:
         raise ConfigError(f"--pt2: expected a model without variable-length or frame inputs, got task "
-                          f"{getattr(task, 'name', '?')!r}'s; use --onnx")
+                          f"{name!r} (inputs {', '.join(in_names)}); use --onnx")
     fixed = fixed_length_layers(model)
     if fixed:   # the package would serve the example's length only (and read past shorter inputs)
         raise ConfigError(f"--pt2: expected layers that export for any sequence length, got {'; '.join(fixed)}, "
                           "whose equations unroll over the example's steps under torch.export; use --onnx "
                           "(its graph loops over time)")
-    tmp = atomic_path(path)
+    return Prepared(path, model, args, in_names, axes)
+
+
+def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False,
+                   prepared: Prepared | None = None) -> Path:
+    """Compile a training run's model into an AOTInductor package at ``path`` (``.pt2``);
+    ``prepared``: the run as :func:`prepare_pt2` checked it already."""
+    p = prepared if prepared is not None else prepare_pt2(run_dir, path, checkpoint, force)
+    package = _aoti_package()
+    tmp = atomic_path(p.path)
     try:
         with warnings.catch_warnings():   # torch's own pytree deprecation, raised inside export: not the user's
             warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
-            program = export_program(model, args, axes, in_names)
+            program = export_program(p.model, p.args, p.axes, p.names)
             package(program, package_path=str(tmp))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    commit(tmp, path)
-    return path
+    commit(tmp, p.path)
+    return p.path
