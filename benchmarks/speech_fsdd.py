@@ -89,8 +89,8 @@ def ctc(args, name: str = "ctc-official", flags: tuple[str, ...] = ()) -> None:
     """Connected digits with the connected-digit mode's defaults (only the data and threads given)."""
     run, cost, cmd = train(args, name, ["--mode", "ctc", *flags, *args.ctc_flags])
     m = evaluate(run)
-    _write(args, name, {"der": m["der"], "string_acc": m["string_acc"], "greedy_der": m["greedy_der"],
-                         "greedy_string_acc": m["greedy_string_acc"], "strings": m["n"],
+    _write(args, name, {"der": m["der"], "string_acc": m["string_acc"], "beam_der": m["beam_der"],
+                         "beam_string_acc": m["beam_string_acc"], "beam": m["beam"], "strings": m["n"],
                          "per_speaker_digit_acc": m["per_speaker"], **cost, "command": "rnnlab " + " ".join(cmd)})
 
 

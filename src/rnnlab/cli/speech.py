@@ -20,14 +20,17 @@ from rnnlab.errors import ConfigError, DataError, expected
 
 def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--split test]`` for a speech run: loss and accuracy (words) or DER and
-    string accuracy (ctc, greedy and prefix beam), and accuracy per speaker."""
+    string accuracy (ctc: ``der``/``string_acc`` greedy, as training reports and selects on;
+    ``beam_der``/``beam_string_acc`` with the run's prefix beam width ``beam``), and accuracy per speaker."""
     from rnnlab.tasks.speech import load_speech_run  # lazy: keeps --help fast
 
     if extra:
         raise ConfigError(f"evaluate: expected no extra options for a speech run, got {extra}")
     task, model = load_speech_run(run_dir, checkpoint)
     m = task.evaluate_detailed(model, split)
-    out = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and k != "n"}
+    out = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and k not in ("n", "beam")}
+    if "beam" in m:
+        out["beam"] = int(m["beam"])
     out["n"] = int(m["n"])
     for spk, acc in m.get("per_speaker", {}).items():
         out[f"acc[{spk}]"] = float(acc)
@@ -53,7 +56,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         dataset: str = typer.Option("fsdd", "--dataset", help="fsdd (the Free Spoken Digit Dataset; none with --audio-dir)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="With --dataset: a local copy (default: the user cache, fetched if missing)."),
         audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Your recordings: {label}_{speaker}_{take}.wav, or labels from --labels."),
-        labels: Optional[Path] = typer.Option(None, "--labels", help="With --audio-dir: a CSV with columns file,label[,speaker,take]."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="With --audio-dir: a CSV with columns file,label\\[,speaker,take], files relative to --audio-dir; --split official needs take, --split speaker:NAME needs speaker."),
         split: str = typer.Option("official", "--split", help="official (takes 0-4 test) | speaker:NAME (that speaker is the test set)."),
         mode: str = typer.Option("words", "--mode", help="words (one label per recording) | ctc (connected strings, CTC loss)."),
         feature_kind: str = typer.Option("mfcc", "--features", help="mfcc | logmel."),
@@ -75,8 +78,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         freq_masks: int = typer.Option(2, "--freq-masks", help="SpecAugment frequency masks per utterance (0 = off)."),
         freq_mask_bands: int = typer.Option(4, "--freq-mask-bands", help="Widest frequency mask, in bands."),
         gain_db: float = typer.Option(6.0, "--gain-db", help="Random gain within +-this many dB (0 = off)."),
-        noise_snr_db: float = typer.Option(0.0, "--noise-snr-db", help="Additive white noise at SNR in [this, this+20] dB (0 = off)."),
-        speed: float = typer.Option(0.1, "--speed", help="Speed perturbation by a factor in [1-this, 1+this] (0 = off)."),
+        noise_snr_db: float = typer.Option(0.0, "--noise-snr-db", help="Additive white noise at SNR in \\[this, this+20] dB (0 = off)."),
+        speed: float = typer.Option(0.1, "--speed", help="Speed perturbation by a factor in \\[1-this, 1+this] (0 = off)."),
         train_strings: int = typer.Option(2000, "--train-strings", help="ctc: strings per epoch."),
         valid_strings: int = typer.Option(200, "--valid-strings", help="ctc: validation strings."),
         test_strings: int = typer.Option(300, "--test-strings", help="ctc: test strings."),
@@ -85,7 +88,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         pretrain_words: Optional[int] = typer.Option(None, "--pretrain-words", help="ctc: first updates on isolated words, the stack as a word classifier (default: unidirectional 150, bidirectional 0)."),
         blank_bias: Optional[float] = typer.Option(None, "--blank-bias", help="ctc: the blank output's initial bias (default: unidirectional 4, bidirectional 0)."),
         string_noise: str = typer.Option("", "--string-noise", help="ctc: background noise in strings: white | pink."),
-        beam: int = typer.Option(8, "--beam", help="ctc: prefix beam width for the test split (1 = greedy)."),
+        beam: int = typer.Option(8, "--beam", help="ctc: prefix beam width of the test scores beam_der and beam_string_acc (der and string_acc are greedy; 1 = greedy)."),
         cell_option: Optional[List[str]] = cell_option_flag(),
         as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
         run: TrainArgs = None,
@@ -132,18 +135,19 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             print(f"speech: run {result.run_dir}, test split: accuracy {m['acc']:.4f} on {m['n']} recordings"
                   f" (per speaker: {per})")
         else:
-            print(f"speech: run {result.run_dir}, {m['n']} test strings: DER {m['der']:.4f}, string accuracy "
-                  f"{m['string_acc']:.4f} (greedy: DER {m['greedy_der']:.4f}, string accuracy "
-                  f"{m['greedy_string_acc']:.4f})")
+            print(f"speech: run {result.run_dir}, {m['n']} test strings: greedy DER {m['der']:.4f}, string accuracy "
+                  f"{m['string_acc']:.4f}; prefix beam {m['beam']}: DER {m['beam_der']:.4f}, string accuracy "
+                  f"{m['beam_string_acc']:.4f}")
 
     @app.command("transcribe")
     def transcribe_cmd(
+        ctx: typer.Context,
         run_dir: Path = typer.Argument(..., metavar="RUN", help="A speech run folder."),
         files: List[Path] = typer.Argument(..., metavar="FILE...", help="Audio files (WAV, FLAC, OGG; any rate)."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per file: text, score, per-token timings and scores."),
         stream: bool = typer.Option(False, "--stream", help="Run chunk by chunk (unidirectional models): partial results and the real-time factor."),
         chunk_ms: float = typer.Option(100.0, "--chunk-ms", help="With --stream: audio per chunk."),
-        beam: Optional[int] = typer.Option(None, "--beam", help="ctc: prefix beam width (default: the run's; 1 = greedy)."),
+        beam: Optional[int] = typer.Option(None, "--beam", help="ctc, offline: prefix beam width (default: the run's; 1 = greedy)."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
     ) -> None:
@@ -153,12 +157,28 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         stderr (a JSON object with "error" under --json) and the other files are still
         transcribed; the exit status is then 1 (an rnnlab error).
         """
+        import math
+
         import torch  # lazy: keeps --help fast
 
         from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast
 
+        # Values first, then flags that do not apply, then (with the run read) flags its mode has no use for.
+        if beam is not None and beam < 1:
+            raise ConfigError(expected("--beam", "an integer >= 1", beam))
+        if stream and not (math.isfinite(chunk_ms) and chunk_ms > 0):
+            raise ConfigError(expected("--chunk-ms", "a number of milliseconds > 0", f"{chunk_ms:g}"))
+        if not stream and ctx.get_parameter_source("chunk_ms").name in ("COMMANDLINE", "ENVIRONMENT"):
+            raise ConfigError(expected("--chunk-ms", "it only with --stream (offline transcription reads each file "
+                                       "whole)", f"--chunk-ms {chunk_ms:g} without --stream"))
+        if stream and beam is not None:
+            raise ConfigError(expected("--beam", "no --beam with --stream (streaming decodes greedily, step by step)",
+                                       f"--beam {beam}"))
         torch.set_num_threads(max(1, threads))
         task, model = load_speech_run(run_dir, checkpoint)
+        if beam is not None and task.config.mode != "ctc":
+            raise ConfigError(expected("--beam", "a connected-digit (ctc) run (a words run classifies each "
+                                       "recording: there is no beam to search)", f"--beam {beam} for a words run"))
 
         def transcribe_one(path: Path) -> None:
             """Print one file's transcription (offline, or chunk by chunk with ``stream``)."""

@@ -193,11 +193,18 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return _soxr().resample(x, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def find_audio_files(folder: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files directly in ``folder`` (not recursive), sorted by name."""
+def check_audio_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a Path if it is an existing folder, else one DataError saying what it is instead."""
     d = Path(folder)
     if not d.is_dir():
-        raise DataError(expected(f"audio folder {str(d)!r}", "an existing folder", "no such folder"))
+        got = "a file" if d.exists() else "no such folder"
+        raise DataError(expected(f"audio folder {str(d)!r}", "an existing folder", got))
+    return d
+
+
+def find_audio_files(folder: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Audio files directly in ``folder`` (not recursive), sorted by name."""
+    d = check_audio_folder(folder)
     files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in extensions)
     if not files:
         raise DataError(expected(f"audio folder {str(d)!r}", "files ending in " + ", ".join(extensions), "none"))

@@ -3,7 +3,9 @@
 A recording has a label, and where known a speaker and a take number. Labels come from file
 names, ``{label}_{speaker}_{take}.wav`` (the Free Spoken Digit Dataset's pattern, e.g.
 ``7_jackson_32.wav``), or from a CSV with a header naming the columns ``file`` and ``label``
-and optionally ``speaker`` and ``take`` (``file`` relative to the CSV's folder).
+and optionally ``speaker`` and ``take`` (a relative ``file`` is relative to the audio folder
+given to :func:`read_label_csv`, else to the CSV's folder). The official split needs a take
+for every recording, a speaker split a speaker for every recording.
 
 Splits (each a :class:`Split` of disjoint train and test recordings):
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rnnlab.data.audio import AUDIO_EXTENSIONS, find_audio_files
+from rnnlab.data.audio import AUDIO_EXTENSIONS, check_audio_folder, find_audio_files
 from rnnlab.data.registry import dataset_folder
 from rnnlab.errors import DataError, expected
 
@@ -77,11 +79,22 @@ def scan_recordings(folder: str | os.PathLike, extensions: tuple[str, ...] = AUD
     return [parse_name(p) for p in find_audio_files(folder, extensions)]
 
 
-def read_label_csv(csv_path: str | os.PathLike) -> list[Recording]:
-    """Recordings listed in a CSV with columns ``file``, ``label`` and optionally ``speaker``, ``take``."""
+def label_csv_columns(csv_path: str | os.PathLike) -> list[str]:
+    """The column names in the header of a label CSV (``[]`` for an empty file)."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f).fieldnames or [])
+
+
+def read_label_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike | None = None) -> list[Recording]:
+    """Recordings listed in a CSV with columns ``file``, ``label`` and optionally ``speaker``, ``take``.
+
+    A relative ``file`` is relative to ``audio_dir`` (which must be a folder), or without one
+    to the CSV's own folder; an absolute one is taken as it is."""
     path = Path(csv_path)
     if not path.is_file():
-        raise DataError(expected(f"label CSV {str(path)!r}", "an existing file", "no such file"))
+        got = "a folder" if path.is_dir() else "no such file"
+        raise DataError(expected(f"label CSV {str(path)!r}", "an existing file", got))
+    base = check_audio_folder(audio_dir) if audio_dir else path.parent
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
@@ -93,10 +106,14 @@ def read_label_csv(csv_path: str | os.PathLike) -> list[Recording]:
             file, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
             if not file or not label:
                 raise DataError(expected(f"{path}:{line}", "a file and a label", f"file={file!r}, label={label!r}"))
-            audio = (path.parent / file)
+            audio = base / file
             if not audio.is_file():
-                raise DataError(expected(f"{path}:{line}: file {file!r}", f"a file in {str(path.parent)!r}",
-                                         "no such file"))
+                got = "no such file"
+                if audio_dir and (path.parent / file).is_file():
+                    got += (f" (there is {str(path.parent / file)!r}, but a relative path in the CSV is "
+                            f"relative to the audio folder, not the CSV's folder)")
+                want = f"a file in {str(base)!r}" + (" (the audio folder)" if audio_dir else " (the CSV's folder)")
+                raise DataError(expected(f"{path}:{line}: file {file!r}", want, got))
             take = (row.get("take") or "").strip()
             if take and not take.isdigit():
                 raise DataError(expected(f"{path}:{line}: take", "a non-negative int", repr(take)))

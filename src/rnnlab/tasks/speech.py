@@ -37,7 +37,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnlab.data.audio import audio_info, iter_audio, load_audio
 from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStream, feature_stats
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
-from rnnlab.data.recordings import Recording, fsdd_recordings, make_split, read_label_csv, scan_recordings
+from rnnlab.data.recordings import (OFFICIAL_TEST_TAKES, Recording, fsdd_recordings, label_csv_columns, make_split,
+                                     read_label_csv, scan_recordings)
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name, is_int_at_least
 from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
@@ -89,7 +90,7 @@ class SpeechConfig:
     dataset: str = "fsdd"              # fsdd | "" (then audio_dir)
     data_dir: str = ""                 # fsdd: a local copy ("" = the user cache, fetched if missing)
     audio_dir: str = ""                # own recordings: {label}_{speaker}_{take}.wav, or labels from a CSV
-    labels: str = ""                   # CSV with columns file,label[,speaker,take] for audio_dir
+    labels: str = ""                   # CSV with columns file,label[,speaker,take] for audio_dir (files relative to audio_dir)
     split: str = "official"            # official | speaker:NAME
     features: dict[str, Any] = field(default_factory=lambda: {"normalize": "running"})  # FeatureConfig fields
     cell: str = "lstm"
@@ -119,7 +120,7 @@ class SpeechConfig:
     pretrain_words: int | None = None  # first updates on isolated words (mean over frames); None: by mode and direction
     blank_bias: float | None = None    # the blank output's initial bias; None: by mode and direction
     string_noise: str = ""             # "" | white | pink: background noise in the strings
-    beam: int = 8                      # prefix beam width for evaluation (1 = greedy)
+    beam: int = 8                      # prefix beam width of the beam_der / beam_string_acc scores (1 = greedy)
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
@@ -332,12 +333,46 @@ class SpeechTask:
         if c.dataset == "fsdd":
             return fsdd_recordings(c.data_dir or None)
         if c.labels:
-            recs = read_label_csv(c.labels)
+            recs = read_label_csv(c.labels, c.audio_dir)
+            self._check_label_columns(recs)
         else:
             recs = scan_recordings(c.audio_dir)
         if not recs:
             raise DataError(expected(f"audio folder {c.audio_dir}", "audio files", "none"))
         return recs
+
+    def _check_label_columns(self, recs: list[Recording]) -> None:
+        """The column the split needs (official: take, speaker:NAME: speaker), on every row of the
+        labels CSV, else one DataError naming the column, the split and what to do."""
+        c = self.config
+        split = c.split
+        if split == "official":
+            column, need = "take", f"for --split official (it tests on takes {OFFICIAL_TEST_TAKES[0]}-{OFFICIAL_TEST_TAKES[-1]})"
+            missing = [i for i, r in enumerate(recs) if r.take is None]
+        elif split.startswith("speaker:"):
+            column, need = "speaker", f"for --split {split}"
+            missing = [i for i, r in enumerate(recs) if r.speaker is None]
+        else:
+            return   # make_split names the unknown split
+        if not missing:
+            return
+        what = f"--labels {c.labels}"
+        if len(missing) < len(recs):
+            more = f" (and {len(missing) - 1} more rows)" if len(missing) > 1 else ""
+            raise DataError(expected(what, f"a {column} on every row {need}", f"none on line {missing[0] + 2}{more}"))
+        speakers = sorted({r.speaker for r in recs if r.speaker is not None})
+        if column == "take":
+            if speakers and all(r.speaker is not None for r in recs):
+                fix = "add a take column, or pass --split speaker:NAME (NAME one of " + ", ".join(speakers) + ")"
+            else:
+                fix = "add a take column, or a speaker column and pass --split speaker:NAME"
+        else:
+            fix = "add a speaker column" + (", or pass --split official (the CSV has takes)"
+                                             if all(r.take is not None for r in recs) else "")
+        columns = label_csv_columns(c.labels)
+        if column in columns:
+            raise DataError(expected(what, f"a {column} on every row {need}", f"an empty {column} column") + f"; {fix}")
+        raise DataError(expected(what, f"a {column} column {need}", "columns " + ", ".join(columns)) + f"; {fix}")
 
     def _recording_split(self):
         if self._split is None:
@@ -535,6 +570,18 @@ class SpeechTask:
         return ("" if all(len(w) == 1 for w in self.labels) else " ").join(words)
 
     def evaluate_detailed(self, model: SpeechModel, split: str = "valid", beam: int | None = None) -> dict[str, Any]:
+        """Loss and scores on ``split`` ("train", "valid" or "test"). words: accuracy, macro-F1,
+        the confusion matrix and accuracy per speaker. ctc: ``der`` and ``string_acc`` of greedy
+        decoding (what training selects the checkpoint on, and what streaming gives), and
+        ``beam_der`` and ``beam_string_acc`` of a prefix beam search of width ``beam`` (default:
+        the run's ``--beam``; 1 = greedy, then they equal ``der`` and ``string_acc``), ``hyps``
+        the beam's strings, the confusion matrix and digit accuracy per speaker on them."""
+        if self.config.mode == "ctc" and split == "train":
+            raise ConfigError(expected("split of a connected-digit (ctc) run", "valid or test (the training "
+                                       "strings are drawn afresh every epoch, so there is no fixed set to score)",
+                                       "'train'"))
+        if beam is not None and not is_int_at_least(beam, 1):
+            raise ConfigError(expected("beam", "an integer >= 1", repr(beam)))
         part = self.part(split)
         outs, loss = self.outputs(model, part)
         m: dict[str, Any] = {"loss": loss, "n": len(outs)}
@@ -547,14 +594,15 @@ class SpeechTask:
                 per.setdefault(str(spk), []).append(int(ok))
             m["per_speaker"] = {k: float(np.mean(v)) for k, v in sorted(per.items())}
         else:
+            beam = self.config.beam if beam is None else beam
             refs = [self.text(t) for t in part.targets]
-            hyps = [self.text(self.decode(o, beam).labels) for o in outs]
             greedy = [self.text(greedy_decode(o, BLANK).labels) for o in outs]
+            hyps = greedy if beam <= 1 else [self.text(self.decode(o, beam).labels) for o in outs]
             sep = None if all(len(w) == 1 for w in self.labels) else " "
             split_words = (lambda s: list(s)) if sep is None else (lambda s: s.split())
             r, h, g = ([split_words(s) for s in xs] for xs in (refs, hyps, greedy))
-            m.update(der=digit_error_rate(r, h), string_acc=string_accuracy(r, h),
-                     greedy_der=digit_error_rate(r, g), greedy_string_acc=string_accuracy(r, g),
+            m.update(der=digit_error_rate(r, g), string_acc=string_accuracy(r, g),
+                     beam_der=digit_error_rate(r, h), beam_string_acc=string_accuracy(r, h), beam=int(beam),
                      refs=refs, hyps=hyps)
             # Per word of the references, on the edit alignment: the confusion matrix (the last
             # row and column stand for "no word": insertions and deletions) and, through the
@@ -577,7 +625,7 @@ class SpeechTask:
         return m
 
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
-        m = self.evaluate_detailed(model, split, beam=1 if split == "valid" else None)
+        m = self.evaluate_detailed(model, split, beam=1)   # der and string_acc: greedy, on every split
         keys = ("loss", "acc", "macro_f1") if self.config.mode == "words" else ("loss", "der", "string_acc")
         return {k: float(m[k]) for k in keys}
 
@@ -593,10 +641,12 @@ class SpeechTask:
             sections.append(ReportSection("Confusion matrix (test)", self._confusion_img(m["confusion"])))
             return sections
         html = table(["decoder", "DER", "string accuracy"],
-                     [["greedy", m["greedy_der"], m["greedy_string_acc"]],
-                      [f"prefix beam ({self.config.beam})", m["der"], m["string_acc"]]])
-        html += table(["reference", "decoded"], [[r, h] for r, h in list(zip(m["refs"], m["hyps"]))[:10]])
-        html += "<p>Digits decoded right, per speaker of the recording behind each digit:</p>"
+                     [["greedy (der, string_acc)", m["der"], m["string_acc"]],
+                      [f"prefix beam {m['beam']} (beam_der, beam_string_acc)", m["beam_der"], m["beam_string_acc"]]])
+        html += table(["reference", f"decoded (prefix beam {m['beam']})"],
+                      [[r, h] for r, h in list(zip(m["refs"], m["hyps"]))[:10]])
+        html += (f"<p>Digits decoded right (prefix beam {m['beam']}), per speaker of the recording behind "
+                 "each digit:</p>")
         html += table(["speaker", "digit accuracy"], [[k, v] for k, v in m["per_speaker"].items()])
         sections = [ReportSection(f"Connected digits: {m['n']} test strings", html)]
         sections.append(ReportSection("Confusion matrix per digit (test, on the edit alignment)",
