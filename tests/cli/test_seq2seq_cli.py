@@ -29,6 +29,7 @@ def test_evaluate_json(run, capsys):
     assert main(["evaluate", str(run), "--split", "test", "--json"]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m["n"] == len(WORDS) and {"loss", "exact", "bleu", "chrf"} <= set(m)
+    assert type(m["n"]) is int          # a count, as every --json prints counts (was 18.0)
 
 
 def test_translate_argument_beam_nbest_attention(run, capsys):
@@ -90,6 +91,23 @@ def test_translate_stdin_keeps_lines_aligned(run, capsys, monkeypatch):
     assert err[1].startswith("rnnlab: error: stdin line 4 (") and "at most 100 tokens" in err[1]
     assert err[2] == "translate: 1 of 5 inputs held tokens the model never saw, read as <unk>: 'z' x1"
     assert err[3] == "rnnlab: error: translatable input lines: expected all 5, got 2 left untranslated (see above)"
+
+
+def test_translate_stdin_bytes_not_in_the_encoding_are_a_bad_line(run, capsys, monkeypatch):
+    """Real stdin is bytes: a line that is not UTF-8 is a bad line (never invalid UTF-8 in --json),
+    and --encoding reads it."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ab\xe9\ncab\n")))
+    assert main(["translate", str(run), "--json"]) == 1
+    cap = capsys.readouterr()
+    rows = [json.loads(line) for line in cap.out.splitlines()]
+    assert rows[0]["error"] == "stdin line 1: expected utf-8 text (pass --encoding), got byte 0xe9 at column 3"
+    assert rows[1]["source"] == "cab" and rows[1]["outputs"]
+    cap.out.encode("utf-8")                                       # valid UTF-8 throughout
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ab\xe9\n")))
+    assert main(["translate", str(run), "--json", "--encoding", "latin-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "ab\u00e9"
+    assert main(["translate", str(run), "abc", "--encoding", "nope"]) == 1
+    assert "--encoding: expected an encoding Python knows" in capsys.readouterr().err
 
 
 def test_translate_refuses_another_task(tmp_path, capsys):

@@ -89,6 +89,8 @@ def test_train_json_prints_one_object(capfd, tmp_path, request, task, quiet):
     assert all(v is None or isinstance(v, (int, float)) for v in res["valid"].values())
     if task == "seq2seq":
         assert type(res["valid"]["n"]) is int
+    if task == "lm":
+        assert type(res["valid"]["tokens"]) is int        # counts as ints in every --json (was 8930.0)
     if task == "speech":
         assert type(res["test"]["n"]) is int and "acc" in res["test"]
     # status lines on stderr unless --quiet

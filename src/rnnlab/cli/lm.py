@@ -9,7 +9,6 @@ registered here. The common train flags (budget, optimizer, --out, --resume, ...
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, register_evaluator,
-                              with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, json_number,
+                              register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, expected
 
 
@@ -155,12 +154,7 @@ def _print_json(result, wall_s: float) -> None:
     s["valid"] = {k[len("valid_"):]: v for k, v in s.items() if k.startswith("valid_") and isinstance(v, (int, float))}
     if result.compile is not None:
         s["compile"] = result.compile
-    def finite(v):
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        return v if not isinstance(v, float) or math.isfinite(v) else None
-
-    print(json.dumps(finite(s)), flush=True)
+    print(json.dumps(json_number(s)), flush=True)
 
 
 def _cutoffs(text: str) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ task from the run folder and decodes greedily.
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections import Counter
@@ -110,6 +111,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
+        encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of stdin's lines (utf-16, cp1252, "
+                                     "latin-1, ...); a line that does not decode is a bad line."),
     ) -> None:
         """Translate INPUT (or each line of stdin) with a trained seq2seq run.
 
@@ -119,7 +122,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         scores need not fall.
 
         Characters or words the model never saw are read as <unk>, counted and reported on stderr.
-        A bad line of stdin (empty, too long) is reported on stderr and left as an empty output
+        A bad line of stdin (empty, too long, not in --encoding) is reported on stderr and left as an empty output
         line, so outputs stay aligned with inputs; the exit status is then 1 (an rnnlab error).
         """
         if png is not None and not show_attention:
@@ -141,10 +144,29 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             check_output(png, (), force)      # before any work: a refused path costs no decoding
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
-        lines = [text] if text is not None else (line.rstrip("\r\n") for line in sys.stdin)
-        for k, line in enumerate(lines, 1):
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigError(expected("--encoding", "an encoding Python knows (utf-8, utf-16, cp1252, ...)",
+                                       repr(encoding))) from None
+        # stdin as bytes, decoded strictly: Python's own decoding of stdin lets undecodable bytes
+        # through as surrogates under some locales, and --json would then print invalid UTF-8
+        # (a text stream without a byte buffer, as an embedding program may set, is read as text)
+        source = getattr(sys.stdin, "buffer", sys.stdin) if text is None else [None]
+        for k, raw in enumerate(source, 1):
             total += 1
             try:
+                if raw is None:
+                    line = text
+                elif isinstance(raw, str):
+                    line = raw.rstrip("\r\n")
+                else:
+                    try:
+                        line = raw.decode(encoding).rstrip("\r\n")
+                    except UnicodeDecodeError as exc:
+                        line = raw.decode(encoding, "replace").rstrip("\r\n")
+                        raise DataError(expected(f"stdin line {k}", f"{encoding} text (pass --encoding)",
+                                                 f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")) from None
                 t = task.translate(model, [line], beam, nbest, ["input" if text is not None else f"stdin line {k}"])[0]
             except DataError as exc:
                 if text is not None:

@@ -347,14 +347,19 @@ Evaluator = Callable[[Path, str, str, list[str]], dict[str, float]]
 _EVALUATORS: dict[str, Evaluator] = {}
 
 
-def _json_number(v: Any, key: str = "") -> Any:
-    """A score for JSON: counts (ints, or ``n``) as ints, other numbers as floats, NaN and
-    infinities as null (JSON has none); dicts of them (per-speaker scores) alike."""
+def _is_count(key: str) -> bool:
+    """Score names that count things (examples, tokens): whole numbers, printed as ints."""
+    return key in ("n", "tokens") or key.endswith("_tokens")
+
+
+def json_number(v: Any, key: str = "") -> Any:
+    """A score for JSON: counts (ints, or a count's name: ``n``, ``tokens``) as ints, other numbers
+    as floats, NaN and infinities as null (JSON has none); dicts of them (per-speaker scores) alike."""
     if isinstance(v, dict):
-        return {k: _json_number(x, k) for k, x in v.items()}
+        return {k: json_number(x, k) for k, x in v.items()}
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         return v
-    if isinstance(v, numbers.Integral) or (key == "n" and float(v).is_integer()):
+    if isinstance(v, numbers.Integral) or (_is_count(key) and math.isfinite(v) and float(v).is_integer()):
         return int(v)
     return float(v) if math.isfinite(v) else None
 
@@ -370,7 +375,7 @@ def print_train_json(result: Any, valid: dict[str, Any] | None = None, **more: d
         valid = evaluate_run(result.run_dir)
     obj = {"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": int(result.step),
            "best_step": None if result.best_step is None else int(result.best_step),
-           "valid": _json_number(valid), **{k: _json_number(v) for k, v in more.items()}}
+           "valid": json_number(valid), **{k: json_number(v) for k, v in more.items()}}
     if result.compile is not None:
         obj["compile"] = result.compile
     print(json.dumps(obj), flush=True)
@@ -435,7 +440,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def evaluate(
         ctx: typer.Context,
         run_dir: Path = typer.Argument(..., metavar="RUN", help="A run folder."),
-        split: str = typer.Option("valid", help="valid | test."),
+        split: str = typer.Option("valid", help="valid | test | train (the part the model was trained on)."),
         checkpoint: str = typer.Option("best", help="best | latest | a checkpoint folder."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
     ) -> None:
@@ -448,7 +453,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         metrics = evaluate_command(run_dir, split, checkpoint, list(ctx.args))
         if as_json:
-            print(json.dumps(metrics))
+            print(json.dumps(json_number(metrics)))
             return
         width = max((len(k) for k in metrics), default=0)
         for k, v in metrics.items():

@@ -111,7 +111,7 @@ def check_new_run_dir(out: Path) -> None:
         if is_run_config(out / CONFIG):
             raise CheckpointError(
                 f"run folder {out}: expected a new or empty folder, got {describe_run(out)}; continue it with "
-                f"--resume {out} (resume=True), or start it again from scratch with --overwrite (overwrite=True)"
+                f"--resume {out} (Python: resume=True), or start it again from scratch with --overwrite (Python: overwrite=True)"
             )
         raise CheckpointError(
             f"run folder {out}: expected a new or empty folder, got {describe_run(out)} "
