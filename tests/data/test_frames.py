@@ -110,6 +110,8 @@ def test_resize_matches_pillow():
 
 def test_bad_files_give_one_line_errors(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not an array")
+    np.save(tmp_path / "cut.npy", np.zeros((3, 4, 4), dtype=np.uint8))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:100])   # the header, no data
     np.save(tmp_path / "empty.npy", np.zeros((0, 4, 4), dtype=np.uint8))
     np.save(tmp_path / "hot.npy", np.full((2, 4, 4), 1.5, dtype=np.float32))
     np.save(tmp_path / "flat.npy", np.zeros((4, 4), dtype=np.uint8))
@@ -117,7 +119,8 @@ def test_bad_files_give_one_line_errors(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "0.png").write_bytes(b"\x89PNG garbage")
     cases = {
-        "junk.npy": "expected a readable .npy array, got",
+        "junk.npy": "expected a .npy array (numpy.save's format), got a file of another kind",   # not "pickled data"
+        "cut.npy": "expected a readable .npy array, got",
         "empty.npy": "frames: expected at least 1, got 0",
         "hot.npy": "float values: expected in [0, 1] (or uint8 0-255), got [1.5, 1.5]",
         "flat.npy": "array shape: expected (T, H, W) or (T, H, W, C), got (4, 4)",

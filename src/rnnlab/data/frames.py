@@ -72,6 +72,13 @@ def _to_uint8(a: np.ndarray, where: str) -> np.ndarray:
 
 def _read_npy(path: str) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise DataError(expected(f"{path}", "a readable .npy array", f"{type(exc).__name__}: {exc}")) from None
+    if magic != b"\x93NUMPY":   # np.load reads anything else as a pickle, and calls it one in its refusal
+        raise DataError(expected(f"{path}", "a .npy array (numpy.save's format)", "a file of another kind"))
+    try:
         a = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the user's file
         raise DataError(expected(f"{path}", "a readable .npy array", f"{type(exc).__name__}: {exc}")) from None
