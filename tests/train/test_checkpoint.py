@@ -131,13 +131,8 @@ def test_keep_last_and_the_only_good_checkpoint(tmp_path):
     out = tmp_path / "run"
     r = fit(toy_task(), train_config(max_steps=9, checkpoint_every=1, keep_last=2, eval_every=0), out)
     steps = [int(p.name[5:]) for p in list_checkpoints(out / "checkpoints")]
-    # newest two, plus the best evaluation (epoch end at step 5, or the stop at step 9) if it is older
-    assert r.best_step in (5, 9) and steps == sorted({r.best_step, 8, 9})
-    older = tmp_path / "older"
-    for step in range(3, 10):
-        save_checkpoint(older / f"step-{step:08d}", toy_task().build_model(), {}, {})
-    prune_checkpoints(older, keep_last=2, keep={5})
-    assert [int(p.name[5:]) for p in list_checkpoints(older)] == [5, 8, 9]
+    # newest two, plus the best evaluation (epoch end at step 5) if it is older
+    assert r.best_step == 5 and steps == [5, 8, 9]
     root = tmp_path / "only"
     save_checkpoint(root / "step-00000003", toy_task().build_model(), {}, {})
     assert prune_checkpoints(root, keep_last=1) == [] and len(list_checkpoints(root)) == 1

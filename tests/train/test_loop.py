@@ -153,16 +153,6 @@ def test_time_budget_and_epoch_limit(tmp_path):
     assert r.stop_reason == "max_epochs" and r.step == 10 and r.epoch == 2
 
 
-def test_a_run_stopped_between_evaluations_is_validated_at_the_stop(tmp_path):
-    """Stopped by --max-steps before the epoch's end (no evaluation due), the last steps are
-    evaluated too: the run reports valid scores and the stop step can be the best."""
-    r = fit(toy_task(), train_config(max_steps=3, eval_every=0), tmp_path / "run")
-    evals = [row["step"] for row in curve(tmp_path / "run") if row["kind"] == "eval"]
-    assert r.stop_reason == "max_steps" and evals == [3] and "loss" in r.metrics and r.best_step == 3
-    r = fit(toy_task(), train_config(max_steps=5, eval_every=0), tmp_path / "epoch-end")   # the epoch's end: once
-    assert [row["step"] for row in curve(tmp_path / "epoch-end") if row["kind"] == "eval"] == [5]
-
-
 def test_resume_refuses_a_changed_trajectory_but_accepts_new_limits(tmp_path):
     out = tmp_path / "run"
     fit(toy_task(), train_config(max_steps=4), out)

@@ -699,18 +699,12 @@ class _Run:
                         took_any = True
                         got_signal, time_up = self._step(batch, signals, t_start)
                         improved = False
-                        evaluated = bool(c.eval_every and loop.step % c.eval_every == 0) or is_last
-                        if evaluated:
+                        if (c.eval_every and loop.step % c.eval_every == 0) or is_last:
                             improved = self._evaluate()
                         if is_last:
                             self._end_epoch()
                             loop.batch_in_epoch = 0
                         stop = self._stop_reason(got_signal, time_up)
-                        if stop in ("max_steps", "max_time") and not evaluated:
-                            # the steps since the last evaluation are validated too (a run stopped
-                            # before its first evaluation would otherwise have no valid scores);
-                            # not after a signal, which asks to stop now
-                            improved = self._evaluate()
                         due = loop.step % c.checkpoint_every == 0 if c.checkpoint_every else is_last
                         if improved or stop or due:
                             self._save()
