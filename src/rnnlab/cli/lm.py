@@ -127,10 +127,20 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
     return evaluate_run(run_dir, opts.get("text"), split, opts.get("encoding"), checkpoint)
 
 
-def _print_summary(run_dir: Path) -> None:
-    from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
+def _summary(run_dir: Path) -> dict[str, float]:
+    """The run's headline numbers; a run stopped before its first evaluation (--max-steps inside
+    the first epoch) has its checkpoint scored on the valid split here, as every task's summary
+    scores its run, so that valid scores are never missing."""
+    from rnnlab.tasks.lm import evaluate_run, summarize_run  # lazy: keeps --help fast
 
     s = summarize_run(run_dir)
+    if not any(k.startswith("valid_") for k in s):
+        s.update({f"valid_{k}": v for k, v in evaluate_run(run_dir, split="valid").items()})
+    return s
+
+
+def _print_summary(run_dir: Path) -> None:
+    s = _summary(run_dir)
     parts = []
     if "train_ppl" in s:
         parts.append(f"train ppl {s['train_ppl']:.3f}" + (f" ({s['train_bpc']:.3f} bpc)" if "train_bpc" in s else ""))
@@ -143,9 +153,7 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def _print_json(result, wall_s: float) -> None:
-    from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
-
-    s = summarize_run(result.run_dir)
+    s = _summary(result.run_dir)
     # run, steps and best_step as every `train --json` gives them (run_dir kept for scripts that read it)
     s.update(run=str(result.run_dir), run_dir=str(result.run_dir), stop_reason=result.stop_reason,
              steps=int(result.step), best_step=None if result.best_step is None else int(result.best_step),
