@@ -100,13 +100,22 @@ def test_translate_stdin_bytes_not_in_the_encoding_are_a_bad_line(run, capsys, m
     assert main(["translate", str(run), "--json"]) == 1
     cap = capsys.readouterr()
     rows = [json.loads(line) for line in cap.out.splitlines()]
-    assert rows[0]["error"] == "stdin line 1: expected utf-8 text (pass --encoding), got byte 0xe9 at column 3"
-    assert rows[1]["source"] == "cab" and rows[1]["outputs"]
+    assert rows[0]["error"] == "stdin line 1: expected utf-8 text (pass --encoding), got byte 0xe9 at character 3"
+    assert rows[0]["source"] == "ab\ufffd" and rows[1]["source"] == "cab" and rows[1]["outputs"]
     cap.out.encode("utf-8")                                       # valid UTF-8 throughout
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ab\xe9\n")))
     assert main(["translate", str(run), "--json", "--encoding", "latin-1"]) == 0
     assert json.loads(capsys.readouterr().out)["source"] == "ab\u00e9"
-    assert main(["translate", str(run), "abc", "--encoding", "nope"]) == 1
+    # UTF-16 (its newlines are two bytes), a UTF-8 byte-order mark, CRLF and a lone CR all end lines
+    for data, enc in (("abc\nbca\ncab\n".encode("utf-16"), "utf-16"), (b"\xef\xbb\xbfabc\r\nbca\rcab\n", "utf-8")):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["translate", str(run), "--json", "--encoding", enc]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["source"] for r in rows] == ["abc", "bca", "cab"] and not any(r["unknown"] for r in rows), enc
+    assert main(["translate", str(run), "-", "--encoding", "nope"]) == 1
+    assert "--encoding: expected it without INPUT" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"abc\n")))
+    assert main(["translate", str(run), "--encoding", "nope"]) == 1
     assert "--encoding: expected an encoding Python knows" in capsys.readouterr().err
 
 

@@ -7,11 +7,12 @@ task from the run folder and decodes greedily.
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -22,6 +23,38 @@ from rnnlab.outputs import check_output
 # ``rnnlab train seq2seq`` flag (parameter) -> Seq2SeqConfig key, where the names differ (checked on --resume).
 CONFIG_KEYS = {"fmt": "format", "no_header": "header", "embed": "embedding_size", "no_input_feeding": "input_feeding",
                "tied": "tie_embeddings", "data_seed": "seed", "cell_option": "cell_options"}
+
+
+_ESCAPED = range(0xDC80, 0xDD00)    # the surrogates "surrogateescape" stands undecodable bytes for
+
+
+def _stdin_lines(encoding: str) -> Iterator[str]:
+    """stdin's lines in ``encoding``, any line ending, without it; an undecodable byte stays as
+    its surrogate (``_decoded`` refuses that line alone, so outputs stay aligned with inputs)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:             # a text stream without bytes, as an embedding program may set
+        yield from (line.rstrip("\r\n") for line in sys.stdin)
+        return
+    stream = io.TextIOWrapper(buffer, encoding=encoding, errors="surrogateescape", newline=None)
+    try:
+        for k, line in enumerate(stream):
+            line = line.rstrip("\n")
+            yield line.removeprefix("\ufeff") if k == 0 else line      # a byte-order mark is not text
+    finally:
+        stream.detach()            # stdin itself stays open
+
+
+def _decoded(line: str, k: int, encoding: str) -> str:
+    for i, ch in enumerate(line):
+        if ord(ch) in _ESCAPED:
+            raise DataError(expected(f"stdin line {k}", f"{encoding} text (pass --encoding)",
+                                     f"byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1}"))
+    return line
+
+
+def _shown_line(line: str) -> str:
+    """A line for --json: undecodable bytes as U+FFFD, never as lone surrogates (invalid UTF-8)."""
+    return "".join("\ufffd" if ord(ch) in _ESCAPED else ch for ch in line)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -111,8 +144,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
-        encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of stdin's lines (utf-16, cp1252, "
-                                     "latin-1, ...); a line that does not decode is a bad line."),
+        encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of stdin (default utf-8; utf-16, "
+                                               "cp1252, latin-1, ...); a line that does not decode is a bad line."),
     ) -> None:
         """Translate INPUT (or each line of stdin) with a trained seq2seq run.
 
@@ -135,6 +168,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise ConfigError(expected(flag, "an integer >= 1", value))
         if nbest > beam:
             raise ConfigError(expected("--nbest", f"at most --beam ({beam})", nbest))
+        if encoding is not None and text is not None:
+            raise ConfigError(expected("--encoding", "it without INPUT (it decodes stdin)", "INPUT too"))
+        encoding = encoding or "utf-8"
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigError(expected("--encoding", "an encoding Python knows (utf-8, utf-16, cp1252, ...)",
+                                       repr(encoding))) from None
         task, model = load_seq2seq_run(str(run_dir), checkpoint)
 
         def png_of(k: int) -> Path:
@@ -144,36 +185,19 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             check_output(png, (), force)      # before any work: a refused path costs no decoding
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise ConfigError(expected("--encoding", "an encoding Python knows (utf-8, utf-16, cp1252, ...)",
-                                       repr(encoding))) from None
-        # stdin as bytes, decoded strictly: Python's own decoding of stdin lets undecodable bytes
-        # through as surrogates under some locales, and --json would then print invalid UTF-8
-        # (a text stream without a byte buffer, as an embedding program may set, is read as text)
-        source = getattr(sys.stdin, "buffer", sys.stdin) if text is None else [None]
-        for k, raw in enumerate(source, 1):
+        for k, line in enumerate([text] if text is not None else _stdin_lines(encoding), 1):
             total += 1
             try:
-                if raw is None:
-                    line = text
-                elif isinstance(raw, str):
-                    line = raw.rstrip("\r\n")
-                else:
-                    try:
-                        line = raw.decode(encoding).rstrip("\r\n")
-                    except UnicodeDecodeError as exc:
-                        line = raw.decode(encoding, "replace").rstrip("\r\n")
-                        raise DataError(expected(f"stdin line {k}", f"{encoding} text (pass --encoding)",
-                                                 f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")) from None
+                if text is None:
+                    line = _decoded(line, k, encoding)
                 t = task.translate(model, [line], beam, nbest, ["input" if text is not None else f"stdin line {k}"])[0]
             except DataError as exc:
                 if text is not None:
                     raise
                 bad += 1
                 print(f"rnnlab: error: {exc}", file=sys.stderr)
-                print(json.dumps({"source": line, "error": str(exc)}, ensure_ascii=False) if as_json else "", flush=True)
+                print(json.dumps({"source": _shown_line(line), "error": str(exc)}, ensure_ascii=False) if as_json
+                      else "", flush=True)
                 continue
             unknown.update(t.unknown)
             with_unknown += bool(t.unknown)
