@@ -131,3 +131,16 @@ def test_seq2seq_to_stdout_is_refused_before_writing(seq2seq_run, tmp_path, monk
     assert cap.err.strip() == f"rnnlab: error: {flag} -: expected a file path (this output cannot go to standard output)"
     assert "wrote" not in cap.out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_speech_with_options_that_change_the_equations_is_refused(few, tmp_path, capsys) -> None:
+    """layer_norm has no fused ONNX operator for packed recordings: one line, no file (was an
+    AttributeError from the variant graph, shown as an unexpected error)."""
+    run = tmp_path / "ln"
+    assert main(["train", "speech", "--audio-dir", str(few), "--out", str(run), "--mode", "words",
+                 "--cell-option", "layer_norm=true", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "speech ONNX export: expected cell options torch.nn has" in err[0]
+    assert not (tmp_path / "m.onnx").exists()

@@ -63,15 +63,19 @@ def test_csv_paths_resolve_against_the_audio_dir(renamed, tmp_path):
     assert {r.take for r in task._split.test} == {0}
 
 
-def test_csv_path_relative_to_the_csv_folder_is_explained(renamed, tmp_path):
+def test_csv_path_beside_the_csv_still_resolves_and_a_missing_one_is_named(renamed, tmp_path):
+    """Runs made when CSV paths were relative to the CSV's folder still read their recordings."""
     audio, rows = renamed
     csv = write_csv(audio / "labels.csv", rows, ("file", "label", "speaker", "take"))
     other = tmp_path / "other"
     other.mkdir()
+    task = SpeechTask(small(other, labels=str(csv)))
+    assert all(r.path.parent == audio for r in task._train_recs + list(task._split.test))
+    missing = write_csv(tmp_path / "missing.csv", [("nowhere.wav", "0", "a", "0")], ("file", "label", "speaker", "take"))
     with pytest.raises(DataError) as e:
-        SpeechTask(small(other, labels=str(csv)))
+        SpeechTask(small(other, labels=str(missing)))
     msg = str(e.value)
-    assert f"expected a file in {str(other)!r}" in msg and "relative to the audio folder" in msg
+    assert f"expected a file in {str(other)!r} (the audio folder) or beside the CSV, got no such file" in msg
     assert "\n" not in msg
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from rnnlab.outputs import check_output, is_stdout
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("export")
@@ -31,7 +33,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         prepared = None
         if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
             from rnnlab.export.pt2 import prepare_pt2  # lazy: keeps --help fast
-            from rnnlab.outputs import check_output, is_stdout
 
             if onnx is not None and is_stdout(onnx):
                 check_output(onnx, (), force, flag="--onnx")   # refused as --onnx alone refuses it

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -157,8 +158,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         stderr (a JSON object with "error" under --json) and the other files are still
         transcribed; the exit status is then 1 (an rnnlab error).
         """
-        import math
-
         import torch  # lazy: keeps --help fast
 
         from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast

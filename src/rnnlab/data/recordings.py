@@ -88,8 +88,9 @@ def label_csv_columns(csv_path: str | os.PathLike) -> list[str]:
 def read_label_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike | None = None) -> list[Recording]:
     """Recordings listed in a CSV with columns ``file``, ``label`` and optionally ``speaker``, ``take``.
 
-    A relative ``file`` is relative to ``audio_dir`` (which must be a folder), or without one
-    to the CSV's own folder; an absolute one is taken as it is."""
+    A relative ``file`` is relative to ``audio_dir`` (which must be a folder; a file found only
+    beside the CSV is taken from there), or without one to the CSV's own folder; an absolute one
+    is taken as it is."""
     path = Path(csv_path)
     if not path.is_file():
         got = "a folder" if path.is_dir() else "no such file"
@@ -107,13 +108,12 @@ def read_label_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike | N
             if not file or not label:
                 raise DataError(expected(f"{path}:{line}", "a file and a label", f"file={file!r}, label={label!r}"))
             audio = base / file
+            if not audio.is_file() and audio_dir and (path.parent / file).is_file():
+                audio = path.parent / file      # beside the CSV, the rule before --audio-dir: runs made so still read
             if not audio.is_file():
-                got = "no such file"
-                if audio_dir and (path.parent / file).is_file():
-                    got += (f" (there is {str(path.parent / file)!r}, but a relative path in the CSV is "
-                            f"relative to the audio folder, not the CSV's folder)")
-                want = f"a file in {str(base)!r}" + (" (the audio folder)" if audio_dir else " (the CSV's folder)")
-                raise DataError(expected(f"{path}:{line}: file {file!r}", want, got))
+                want = (f"a file in {str(base)!r} (the audio folder) or beside the CSV" if audio_dir
+                        else f"a file in {str(base)!r} (the CSV's folder)")
+                raise DataError(expected(f"{path}:{line}: file {file!r}", want, "no such file"))
             take = (row.get("take") or "").strip()
             if take and not take.isdigit():
                 raise DataError(expected(f"{path}:{line}: take", "a non-negative int", repr(take)))

@@ -56,6 +56,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.errors import ConfigError, optional_module
+from rnnlab.data.audio_features import deltas, normalize_utterance
 from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
 from rnnlab.nn.layers import RecurrentBase
@@ -63,6 +64,7 @@ from rnnlab.nn.regularize import WeightDrop
 from rnnlab.outputs import atomic_path, check_output, commit, is_stdout
 from rnnlab.tasks.classify import SequenceClassifier, pool_states
 from rnnlab.tasks.forecast import Forecaster
+from rnnlab.tasks.speech import SpeechModel
 from rnnlab.nn.seq2seq import DecoderState, EncoderDecoder, Memory
 from rnnlab.tasks.lm import LanguageModel
 from rnnlab.tasks.video import FullClips, frames_example
@@ -255,8 +257,6 @@ class SortedClassifier(nn.Module):
 
 
 def _is_speech(model: nn.Module) -> bool:
-    from rnnlab.tasks.speech import SpeechModel   # lazy: the audio front end is not every export's
-
     return isinstance(model, SpeechModel)
 
 
@@ -277,6 +277,9 @@ class SpeechGraph(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        if equations_differ(model.rnn):
+            raise ConfigError("speech ONNX export: expected cell options torch.nn has (the packed recordings map to "
+                              "the fused operators only), got options that change the cell's equations")
         self.model = model
         f = model.features
         if f.cfg.normalize == "running" and not bool(f.has_stats):
@@ -284,8 +287,6 @@ class SpeechGraph(nn.Module):
                               "model, got none set")
 
     def features(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from rnnlab.data.audio_features import deltas, normalize_utterance
-
         f = self.model.features
         cfg = f.cfg
         wave = wave.to(torch.float64)
