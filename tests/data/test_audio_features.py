@@ -165,6 +165,9 @@ def test_config_validation_and_round_trip():
             AudioFeatures(FeatureConfig(**bad))
     with pytest.raises(ConfigError, match="unknown|expected"):
         FeatureConfig.from_dict({"kind": "mfcc", "hop": 10})
+    # an odd n_fft framed one step fewer than frame_count said (an IndexError downstream)
+    with pytest.raises(ConfigError, match="n_fft: expected an even number of samples, got 401"):
+        AudioFeatures(FeatureConfig(n_fft=401))
 
 
 def test_silence_gives_finite_features():

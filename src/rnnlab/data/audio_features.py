@@ -259,6 +259,8 @@ class FeatureConfig:
                                        f"{self.win_length} and {self.hop_length}"))
         if self.n_fft_ < self.win_length:
             raise ConfigError(expected("n_fft", f">= the window ({self.win_length} samples)", repr(self.n_fft)))
+        if self.n_fft_ % 2:   # centred frames pad n_fft // 2 each side: an odd n_fft gives one frame fewer
+            raise ConfigError(expected("n_fft", "an even number of samples", repr(self.n_fft)))
         if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
             raise ConfigError(expected("n_mfcc", f"1..n_mels ({self.n_mels})", repr(self.n_mfcc)))
 
