@@ -47,6 +47,10 @@ def test_config_errors_are_one_line():
         Seq2SeqConfig(dataset="dates", hidden_size=15)
     with pytest.raises(ConfigError, match="keys"):
         Seq2SeqConfig.from_dict({"dataset": "dates", "hidden": 8})
+    # --dataset-size sizes a generated set only: with a pairs file it was ignored without a word
+    with pytest.raises(ConfigError, match=r"--dataset-size \(seq2seq dataset_size\): expected 0 unless"):
+        Seq2SeqConfig(train="pairs.tsv", dataset_size=50)
+    assert Seq2SeqConfig(dataset="dates", dataset_size=50).dataset_size == 50
 
 
 def test_loss_is_token_cross_entropy_with_label_smoothing_ignoring_pad(tmp_path):

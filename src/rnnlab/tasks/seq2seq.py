@@ -126,6 +126,8 @@ class Seq2SeqConfig:
         for name in ("dataset_size", "attention_size"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, "an integer >= 0", v)
+        check(not self.dataset_size or self.dataset == "dates", "dataset_size",
+              "0 unless the dataset is generated (dates)", self.dataset_size)
         check(not self.bidirectional or self.hidden_size % 2 == 0, "hidden_size",
               "an even number with a bidirectional encoder (half per direction)", self.hidden_size)
         for name in ("dropout", "label_smoothing", "scheduled_sampling"):
