@@ -184,7 +184,8 @@ def _ucr_section_table(key: str, label: str, how: str) -> str:
                      f"{r.get('best_step') or ''} / {r['steps']} | {r['train_cpu_s']:.0f} | {r['wall_s']:.0f} |")
     m = section.get("machine", {})
     reached = sum(_correct(r, r["model_acc"]) >= _correct(r, r["published_lstm_fcn_acc"]) for r in rows)
-    lines += ["", f"At or above LSTM-FCN's published accuracy on {reached} of {len(rows)} sets {how}. "
+    lines += ["", f"At or above LSTM-FCN's published accuracy on {reached} of {len(rows)} sets {how} (compared as "
+              f"test series right). "
               f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {section.get('threads', '?')} torch thread, "
               f"torch {m.get('torch', '?')}."]
     published = [r["set"] for r in default.values() if r.get("published_lstm_fcn_acc") is not None]

@@ -132,3 +132,16 @@ def test_seq2seq_without_json_keeps_its_summary(capfd, tmp_path, pairs):
 def test_every_train_command_lists_json(capfd, task):
     code, out, _ = run_cli(capfd, "train", task, "--help")
     assert code == 0 and "--json" in out
+
+
+def test_json_number_counts_as_ints_nonfinite_as_null_everywhere():
+    """The one converter every --json goes through: counts by name, NaN/inf as null (JSON has
+    neither), inside nested dicts and lists (baseline tables, per-window rows) too."""
+    from rnnlab.cli.train import json_number
+
+    got = json_number({"n": 12.0, "tokens": 8930.0, "valid_tokens": 5.0, "loss": float("nan"), "acc": 1.0,
+                       "rows": [{"name": "model", "acc": float("inf"), "n": 3.0}], "scores": [0.5, float("nan")]})
+    assert got == {"n": 12, "tokens": 8930, "valid_tokens": 5, "loss": None, "acc": 1.0,
+                   "rows": [{"name": "model", "acc": None, "n": 3}], "scores": [0.5, None]}
+    assert type(got["n"]) is int and type(got["acc"]) is float
+    json.dumps(got, allow_nan=False)

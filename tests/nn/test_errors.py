@@ -89,9 +89,11 @@ def test_lstm_state_not_a_pair() -> None:
         m(x, (h, h, h))
     with raises(StateError, "c_0", "expected a Tensor", "got NoneType"):
         m(x, (h, None))
-    for wrong in ((h,), (h, h, h)):                 # torch.nn: RuntimeError "lstm expects two hidden states"
-        with pytest.raises(RuntimeError, match="lstm expects two hidden states"):
-            m(x, wrong)
+    with pytest.raises(RuntimeError, match="lstm expects two hidden states"):   # torch.nn's RuntimeError and text
+        m(x, (h, h, h))
+    with pytest.raises(RuntimeError):                                           # torch.nn: an IndexError
+        m(x, (h,))
+    for wrong in ((h,), (h, h, h)):                                             # torch.nn's cell: its RuntimeError
         with pytest.raises(RuntimeError, match="lstm_cell expects two hidden states"):
             rnnlab.LSTMCell(3, 4)(x[0], tuple(t[0] for t in wrong))
 

@@ -16,8 +16,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, missing_option,
-                              register_evaluator, usage_error, with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, json_number,
+                              missing_option, register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
 from rnnlab.outputs import atomic_open, check_output, shown, status_stream
 
@@ -193,11 +193,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if quiet:
             return
         if as_json:
-            print(json.dumps({"run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": result.step,
-                              "best_step": result.best_step, "valid": {k: m[k] for k in ("loss", "acc", "macro_f1", "n")},
-                              **({"compile": result.compile} if result.compile is not None else {}),
-                              "baselines": table, "timing": {"train_cpu_s": round(cpu1 - cpu0, 1),
-                                                             "baselines_cpu_s": round(cpu2 - cpu1, 1)}}))
+            print(json.dumps(json_number({
+                "run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": result.step,
+                "best_step": result.best_step, "valid": {k: m[k] for k in ("loss", "acc", "macro_f1", "n")},
+                **({"compile": result.compile} if result.compile is not None else {}),
+                "baselines": table, "timing": {"train_cpu_s": round(cpu1 - cpu0, 1),
+                                               "baselines_cpu_s": round(cpu2 - cpu1, 1)}})))
             return
         what = "validation split" + (" (out of fold)" if task.plan["mode"] == "kfold" else
                                      " (the training series: too few for a split)" if task.plan["mode"] == "none" else "")

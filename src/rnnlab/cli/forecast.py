@@ -12,8 +12,8 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.classify import print_data_warnings, split_list
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, missing_option,
-                              register_evaluator, usage_error, with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, json_number,
+                              missing_option, register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
 from rnnlab.outputs import is_stdout, shown, status_stream
 
@@ -24,7 +24,7 @@ CONFIG_KEYS = {"csv": "data", "target": "targets", "fmt": "format", "data_seed":
 
 def scores_json(m: dict) -> str:
     """Scores (and per-window rows) as one JSON object, without the arrays kept for plots."""
-    return json.dumps({k: v for k, v in m.items() if not k.startswith("_")})
+    return json.dumps(json_number({k: v for k, v in m.items() if not k.startswith("_")}))
 
 
 def _floats(values: Optional[List[str]]) -> list[float]:

@@ -354,9 +354,12 @@ def _is_count(key: str) -> bool:
 
 def json_number(v: Any, key: str = "") -> Any:
     """A score for JSON: counts (ints, or a count's name: ``n``, ``tokens``) as ints, other numbers
-    as floats, NaN and infinities as null (JSON has none); dicts of them (per-speaker scores) alike."""
+    as floats, NaN and infinities as null (JSON has none); dicts and lists of them (per-speaker
+    scores, per-window rows) alike."""
     if isinstance(v, dict):
         return {k: json_number(x, k) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_number(x, key) for x in v]
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         return v
     if isinstance(v, numbers.Integral) or (_is_count(key) and math.isfinite(v) and float(v).is_integer()):

@@ -498,8 +498,8 @@ class RecurrentBase(nn.Module):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 got = f"a {type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
                 message = f"hx: expected a tuple (h_0, c_0) for LSTM, got {got}"
-                raise StateError(with_torch(message, "lstm expects two hidden states")
-                                 if isinstance(hx, (tuple, list)) else message)
+                raise StateError(with_torch(message, "lstm expects two hidden states")   # torch.nn's text for
+                                 if isinstance(hx, (tuple, list)) and len(hx) > 2 else message)   # more than two only
             h0, c0 = hx
             self._check_state("h_0", h0, x, (LD, P), unbatched)
             self._check_state("c_0", c0, x, (LD, H), unbatched)

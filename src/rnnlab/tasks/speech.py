@@ -572,7 +572,7 @@ class SpeechTask:
     def evaluate_detailed(self, model: SpeechModel, split: str = "valid", beam: int | None = None) -> dict[str, Any]:
         """Loss and scores on ``split`` ("train", "valid" or "test"). words: accuracy, macro-F1,
         the confusion matrix and accuracy per speaker. ctc: ``der`` and ``string_acc`` of greedy
-        decoding (what training selects the checkpoint on, and what streaming gives), and
+        decoding (what training reports after each evaluation, and what streaming gives), and
         ``beam_der`` and ``beam_string_acc`` of a prefix beam search of width ``beam`` (default:
         the run's ``--beam``; 1 = greedy, then they equal ``der`` and ``string_acc``), ``hyps``
         the beam's strings, the confusion matrix and digit accuracy per speaker on them."""
