@@ -51,3 +51,16 @@ def _deterministic_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def reversal_seq2seq_run(folder: Path) -> Path:
+    """A tiny seq2seq run (word reversal, 2 steps) in ``folder``/run, for the export tests."""
+    from rnnlab.cli.main import main
+
+    data = folder / "rev.tsv"
+    words = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac"]
+    data.write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1]}\n" for w in words))
+    run = folder / "run"
+    assert main(["train", "seq2seq", "--train", str(data), "--valid", str(data), "--embed", "8", "--hidden", "16",
+                 "--max-steps", "2", "--out", str(run), "--no-report", "--quiet"]) == 0
+    return run

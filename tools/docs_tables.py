@@ -166,10 +166,9 @@ def ucr_table() -> str:
     return "\n".join(lines)
 
 
-def _ucr_section_table(key: str, label: str, how: str) -> str:
+def _ucr_section_table(data: dict, key: str, label: str, how: str) -> str:
     """Rows of one section of the UCR JSON (a non-default way of training the sets with a published
     LSTM-FCN figure) beside that figure and the default-flag run."""
-    data = json.loads(UCR_JSON.read_text())
     section = data.get(key, {"rows": []})
     rows = [r for r in section["rows"] if not r.get("smoke")]
     default = {r["set"]: r for r in data["rows"] if not r.get("smoke")}
@@ -198,16 +197,17 @@ def _ucr_section_table(key: str, label: str, how: str) -> str:
 def ucr_published_table() -> str:
     """The sets with a published LSTM-FCN figure, trained under that figure's protocol
     (``python benchmarks/ucr_classify.py --protocol published``), beside the default-flag run."""
-    return _ucr_section_table("published_protocol", "published protocol", "under its protocol")
+    return _ucr_section_table(json.loads(UCR_JSON.read_text()), "published_protocol", "published protocol",
+                              "under its protocol")
 
 
 def ucr_ensemble_table() -> str:
     """The same sets with the default flags and ``--ensemble N``
     (``python benchmarks/ucr_classify.py --ensemble N``)."""
-    rows = json.loads(UCR_JSON.read_text()).get("ensemble", {"rows": []})["rows"]
-    sizes = sorted({r["ensemble"] for r in rows})
+    data = json.loads(UCR_JSON.read_text())
+    sizes = sorted({r["ensemble"] for r in data.get("ensemble", {"rows": []})["rows"]})
     label = "--ensemble " + "/".join(map(str, sizes)) if sizes else "--ensemble"
-    return _ucr_section_table("ensemble", f"`{label}`", f"with `{label}`")
+    return _ucr_section_table(data, "ensemble", f"`{label}`", f"with `{label}`")
 
 
 FORECAST_JSON = ROOT / "docs" / "data" / "results-forecast.json"

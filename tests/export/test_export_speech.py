@@ -45,14 +45,9 @@ def speech_runs(few, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def seq2seq_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("s2s")
-    data = folder / "rev.tsv"
-    words = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac"]
-    data.write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1]}\n" for w in words))
-    run = folder / "run"
-    assert main(["train", "seq2seq", "--train", str(data), "--valid", str(data), "--embed", "8", "--hidden", "16",
-                 "--max-steps", "2", "--out", str(run), "--no-report", "--quiet"]) == 0
-    return run
+    from tests.conftest import reversal_seq2seq_run
+
+    return reversal_seq2seq_run(tmp_path_factory.mktemp("s2s"))
 
 
 def _real_batch(few: Path, rate: int) -> tuple[torch.Tensor, torch.Tensor]:

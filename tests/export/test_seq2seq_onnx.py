@@ -89,13 +89,9 @@ def test_variant_cells_are_refused(tmp_path) -> None:
 
 def test_export_command_writes_both_graphs_of_a_run(tmp_path, capsys) -> None:
     from rnnlab.cli.main import main
+    from tests.conftest import reversal_seq2seq_run
 
-    data = tmp_path / "rev.tsv"
-    words = ["abc", "bca", "cab", "aab", "bbc", "cca", "abca", "bcab", "acb", "bac"]
-    data.write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1]}\n" for w in words))
-    run = tmp_path / "run"
-    assert main(["train", "seq2seq", "--train", str(data), "--valid", str(data), "--embed", "8", "--hidden", "16",
-                 "--max-steps", "2", "--out", str(run), "--no-report", "--quiet"]) == 0
+    run = reversal_seq2seq_run(tmp_path)
     capsys.readouterr()
     assert main(["export", str(run), "--onnx", str(tmp_path / "rev.onnx")]) == 0
     enc, dec = tmp_path / "rev.encoder.onnx", tmp_path / "rev.decoder.onnx"

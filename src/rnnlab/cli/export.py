@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from rnnlab.outputs import check_output, is_stdout
-
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("export")
@@ -34,8 +32,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
             from rnnlab.export.pt2 import prepare_pt2  # lazy: keeps --help fast
 
-            if onnx is not None and is_stdout(onnx):
-                check_output(onnx, (), force, flag="--onnx")   # refused as --onnx alone refuses it
             prepared = prepare_pt2(run, pt2, checkpoint, force=force)
         if onnx is not None:
             from rnnlab.export.onnx import export_run  # lazy: keeps --help fast

@@ -17,6 +17,7 @@ cannot trace; nor is a seq2seq run (an encoder and a decoder step). ``--onnx`` e
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,11 +61,15 @@ def export_program(model: torch.nn.Module, args: tuple, dynamic_axes: dict, name
     return torch.export.export(model, args, dynamic_shapes=shapes)
 
 
+@dataclass
 class Prepared:
     """A run checked for ``--pt2`` (:func:`prepare_pt2`): its model and example, ready to compile."""
 
-    def __init__(self, path: Path, model: torch.nn.Module, args: tuple, names: list[str], axes: dict) -> None:
-        self.path, self.model, self.args, self.names, self.axes = path, model, args, names, axes
+    path: Path
+    model: torch.nn.Module
+    args: tuple
+    names: list[str]
+    axes: dict
 
 
 def prepare_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False) -> Prepared:
