@@ -305,7 +305,7 @@ def run_probe(task: str, cell: str, length: int, steps: int = RUN_STEPS, seconds
     ``probe_options`` are further :class:`ProbeConfig` fields (layers, embed, test_size, params,
     cell_options). ``on_step(n)`` is called after every training step (for progress displays).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if not is_int_at_least(steps, 1):
         raise ConfigError(expected("--max-steps (run_probe steps)", "an int >= 1", repr(steps)))
     if isinstance(memory_bias, str):
         if memory_bias != "auto":
