@@ -146,7 +146,7 @@ def onnx_figures(run: Path, stem: Path, score, key: str) -> dict:
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, int8 in (("float32", False), ("int8", True)):
-        path = export_run(run, f"{stem}.{name}.onnx", force=True, int8=int8)
+        path = export_run(run, f"{stem}.{name}.onnx", force=True, int8=int8).paths[0]
         out[f"{key}_onnx_{name}"] = score(onnx_session(path, threads=1))
         out[f"onnx_{name}_bytes"] = path.stat().st_size
     return out

@@ -262,3 +262,71 @@ def test_twin_check_refuses_a_wrong_twin(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(onnx_mod, "variant_twin", off_by_a_peephole)
     with pytest.raises(ConfigError, match="export twin to match"):
         export_onnx(rnnlab.LSTM(3, 5, peephole=True), tmp_path / "x.onnx")
+
+
+def _toy_run(tmp_path):
+    from rnnlab.tasks.toy import ToyConfig, ToyTask
+    from rnnlab.train import TrainConfig
+    from rnnlab.train.loop import fit
+
+    run = tmp_path / "run"
+    fit(ToyTask(ToyConfig(cell="gru", hidden_size=6, streams=2, seq_len=5, batches_per_epoch=2)),
+        TrainConfig(max_steps=2, eval_every=2, checkpoint_every=2, threads=1, quiet=True, report=False), run)
+    return run
+
+
+def test_export_runs_the_written_graph_in_onnx_runtime_and_reports_it(tmp_path, capsys) -> None:
+    """`rnnlab export --json`: the file was run in ONNX Runtime on a batch other than the traced one,
+    and its largest difference from the model is reported (float32 rounding)."""
+    import json
+
+    from rnnlab.cli.main import main
+
+    run = _toy_run(tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--onnx", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    record = json.loads(cap.out)
+    assert record["pt2"] is None and record["int8"] is False
+    [entry] = record["onnx"]
+    assert entry["path"] == str(out) and out.is_file()
+    assert 0 <= entry["runtime_difference"] < 1e-5
+    assert cap.err.splitlines()[0] == f"wrote {out}" and "example batch of 3" in cap.err
+
+
+def test_export_refuses_a_graph_that_onnx_runtime_runs_differently(tmp_path, monkeypatch) -> None:
+    """A written graph that computes something else (here: another network's weights) is refused
+    before the target exists, and leaves no temporary file."""
+    import rnnlab.export.onnx as onnx_export
+
+    run = _toy_run(tmp_path)
+    real = onnx_export.export_onnx
+
+    def other_network(module, path, **kw):
+        other = onnx_export.copy.deepcopy(module)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(0.5)
+        return real(other, path, **kw)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", other_network)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError, match="expected ONNX Runtime to give the model's outputs.*nothing was written"):
+        onnx_export.export_run(run, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_export_without_onnxruntime_says_it_did_not_run_the_graph(tmp_path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    from rnnlab.cli.main import main
+
+    run = _toy_run(tmp_path)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    capsys.readouterr()
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--onnx", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"wrote {out}", "not run in ONNX Runtime: onnxruntime is not installed (pip install 'rnnlab[onnx]')"]

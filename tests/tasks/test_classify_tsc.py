@@ -490,7 +490,7 @@ def test_lstm_fcn_ensemble_run_exports_to_onnx(tmp_path):
 
     task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "t.ts", n_per_class=2, length=11), hidden_size=4))
     fit(task, TrainConfig.for_task(task, max_steps=1, quiet=True, report=False), tmp_path / "run")
-    path = export_run(tmp_path / "run", tmp_path / "m.onnx")
+    path = export_run(tmp_path / "run", tmp_path / "m.onnx").paths[0]
     task, model, _ = load_run(tmp_path / "run")
     x, lengths = torch.randn(11, 3, 1), torch.tensor([11, 9, 11])
     x[9:, 1] = 0.0

@@ -3,9 +3,12 @@ AOTInductor package (thin: calls export_run / export_run_pt2)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+
+from rnnlab.cli.train import json_number
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -19,28 +22,50 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --onnx / --pt2 if it exists."),
         int8: bool = typer.Option(False, "--int8", help="With --onnx: int8 weights with per-channel scales "
                                   "(ONNX Runtime's dynamic quantisation)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the files written and the ONNX Runtime check as "
+                                     "one JSON object (status lines go to stderr)."),
     ) -> None:
         """Export a run's model to ONNX or an AOTInductor package (dynamic batch and sequence axes);
         needs only the run folder.
 
-        A seq2seq run is two ONNX files beside --onnx: STEM.encoder.onnx and STEM.decoder.onnx (one step)."""
+        A seq2seq run is two ONNX files beside --onnx: STEM.encoder.onnx and STEM.decoder.onnx (one step).
+        Where onnxruntime is installed, each ONNX file is run on an example batch other than the traced
+        one (another batch size and length) and is written only if it gives the model's outputs; the
+        largest difference is printed (with --int8, the int8 file's difference from the float model)."""
         if onnx is None and pt2 is None:
             raise typer.BadParameter("expected --onnx PATH or --pt2 PATH (or both)")
         if int8 and onnx is None:
             raise typer.BadParameter("--int8: expected it with --onnx PATH (the AOTInductor package stays float)")
+        say = typer.echo if not as_json else (lambda line: typer.echo(line, err=True))
         prepared = None
         if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
             from rnnlab.export.pt2 import prepare_pt2  # lazy: keeps --help fast
-
             prepared = prepare_pt2(run, pt2, checkpoint, force=force)
+        record: dict = {"onnx": None, "pt2": None}
         if onnx is not None:
             from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
-
-            path = export_run(run, onnx, checkpoint, force=force, int8=int8)
-            typer.echo(f"wrote {path[0]} and {path[1]}" if isinstance(path, tuple) else f"wrote {path}")
+            done = export_run(run, onnx, checkpoint, force=force, int8=int8)
+            say("wrote " + " and ".join(str(p) for p in done.paths))
+            say(_check_line(done))
+            record["onnx"] = [{"path": str(p), "runtime_difference": d} for p, d in zip(done.paths, done.difference)]
+            record["int8"] = done.int8
         if pt2 is not None:
             from rnnlab.engine.fast import kernel_library  # lazy: keeps --help fast
             from rnnlab.export.pt2 import export_run_pt2  # lazy: keeps --help fast
+            written = export_run_pt2(run, pt2, checkpoint, force=force, prepared=prepared)
+            say(f"wrote {written} (load the operators first: torch.ops.load_library({kernel_library()!r}))")
+            record["pt2"] = {"path": str(written), "kernel_library": kernel_library()}
+        if as_json:
+            typer.echo(json.dumps(json_number(record)))
 
-            typer.echo(f"wrote {export_run_pt2(run, pt2, checkpoint, force=force, prepared=prepared)} "
-                       f"(load the operators first: torch.ops.load_library({kernel_library()!r}))")
+
+def _check_line(done) -> str:
+    """The status line of export_run's ONNX Runtime check."""
+    from rnnlab.export.onnx import RUNTIME_CHECK  # lazy: keeps --help fast
+
+    if any(d is None for d in done.difference):
+        return "not run in ONNX Runtime: onnxruntime is not installed (pip install 'rnnlab[onnx]')"
+    worst = max(done.difference)
+    what = "the int8 graph's largest difference from the float model" if done.int8 else "largest difference from the model"
+    return (f"ONNX Runtime on an example batch of {RUNTIME_CHECK[0]} (not the traced one): {what} {worst:.1e} "
+            "(relative to the largest output, where above 1)")

@@ -14,7 +14,9 @@ zoneout is exported as its eval expectation, as rnnlab computes it in eval.
 
 Every conversion is checked before writing: the twin must give rnnlab's eval outputs on a random
 input (1e-4; where float32 layer norm amplifies rounding beyond that, again on float64 copies to
-1e-7), so nothing is silently exported as a different network.
+1e-7), so nothing is silently exported as a different network. A training run's export
+(:func:`export_run`) is also run in ONNX Runtime, where it is installed, on a second example of
+another batch size and length, so a graph with the traced shapes baked in is refused too.
 
     >>> import tempfile, os, torch, rnnlab
     >>> from rnnlab.export.onnx import export_onnx
@@ -46,11 +48,15 @@ A speech run is one graph from waveforms and their lengths, the features include
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -227,6 +233,43 @@ def run_onnx(session, *inputs: Any) -> list:
     return session.run(None, feeds)
 
 
+RUNTIME_CHECK = (3, 7)   # (batch, steps) of the example that export_run runs the written file on
+RUNTIME_TOLERANCE = 1e-3  # of the largest output magnitude (at least 1): float32 rounding (layer norm amplifies it), not another network
+
+
+def runtime_difference(path: str | Path, module: nn.Module, args: tuple, names: list[str]) -> float | None:
+    """The largest absolute difference between the ONNX file's outputs under ONNX Runtime and
+    ``module``'s (in eval mode) on ``args`` (fed by ``names``; inputs the exporter dropped as unused
+    are left out), relative to the largest output magnitude when that is above 1. None where
+    onnxruntime is not installed; infinity where the outputs' number or shapes differ."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    was = module.training
+    try:
+        with torch.no_grad():
+            want = [t.detach().double().numpy() for t in _flat(module.eval()(*args))]
+    finally:
+        module.train(was)
+    session = onnx_session(path, threads=1)
+    given = {n: a for n, a in zip(names, _flat(args))}
+    got = session.run(None, {i.name: given[i.name].detach().cpu().numpy() for i in session.get_inputs()})
+    if len(got) != len(want) or any(np.shape(g) != w.shape for g, w in zip(got, want)):
+        return float("inf")
+    scale = max([1.0] + [float(np.abs(w).max()) for w in want if w.size])
+    return max(float(np.abs(w - np.asarray(g, dtype=np.float64)).max()) for w, g in zip(want, got) if w.size) / scale
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_run` wrote. ``difference``: per file, ONNX Runtime against the model on
+    an example batch other than the traced one (:func:`runtime_difference`; None without
+    onnxruntime): the float graph's, which must be within :data:`RUNTIME_TOLERANCE` for the file
+    to be written, or with ``int8`` the quantised file's, which is reported, not bounded."""
+    paths: tuple[Path, ...]
+    difference: tuple[float | None, ...]
+    int8: bool = False
+
+
 class SortedClassifier(nn.Module):
     """A sequence classifier as ONNX can take it: torch's exporter maps a PackedSequence to the
     LSTM/GRU/RNN operators' ``sequence_lens`` only when the batch is sorted by length, so this
@@ -386,12 +429,12 @@ def example_for_export(task: Any, model: nn.Module, batch: int = 2, steps: int =
         return torch.randn(t, batch, width, generator=torch.Generator().manual_seed(0))
 
     if getattr(task, "kind", None) == "frames":     # video clips: uint8 frames in, no training data needed
-        return frames_example(task)
+        return frames_example(task, batch, frames=max(2, steps - 2))   # short clips: frames are large
     if isinstance(model, EncoderDecoder):
         raise ConfigError(f"task {getattr(task, 'name', 'seq2seq')!r}: expected a model with one input graph, got an "
                           "encoder-decoder (two graphs: see export_seq2seq)")
     if _is_speech(model):                           # waveforms in: the features are part of the graph
-        return speech_example(model, batch)
+        return speech_example(model, batch, seconds=steps / 10)
 
     seq_batch = {0: "seq", 1: "batch"}
     if isinstance(model, SequenceClassifier):
@@ -559,7 +602,13 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     Runtime has no quantised GRU or RNN operator, so those stay float (their MatMuls do not)."""
     q = optional_module("onnxruntime.quantization", "onnxruntime", "it installed for --int8 (pip install rnnlab[onnx])",
                         "ImportError")
-    q.quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=q.QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # ONNX Runtime logs general advice (pre-process the graph first), not about this graph
+    try:
+        q.quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=q.QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return Path(dst)
 
 
@@ -587,27 +636,47 @@ def _stamp(path: Path, task: Any) -> None:
     onnx.save(graph, str(path))
 
 
+def _checked(path: Path, module: nn.Module, args: tuple, names: list[str], what: str, int8: bool) -> float | None:
+    """Run the float graph at ``path`` under ONNX Runtime against ``module`` (refused beyond the
+    tolerance, before anything is written), quantise it with ``int8``, and return the written
+    graph's difference."""
+    diff = runtime_difference(path, module, args, names)
+    if diff is not None and diff > RUNTIME_TOLERANCE:
+        raise ConfigError(f"{what}: expected ONNX Runtime to give the model's outputs on an example batch of "
+                          f"{RUNTIME_CHECK[0]} other than the traced one (within {RUNTIME_TOLERANCE:g}), got a "
+                          f"largest difference of {diff:.2e}; nothing was written")
+    if int8:
+        _write_int8(path)
+        diff = runtime_difference(path, module, args, names)
+    return diff
+
+
 def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False,
-               int8: bool = False) -> Path | tuple[Path, Path]:
+               int8: bool = False) -> Exported:
     """Export a training run's model (rebuilt by ``rnnlab.train.load_run``), every task's.
 
     The example input is made from the model's sizes (see :func:`example_for_export`), so only the
     run folder is needed; batch and sequence axes are exported as dynamic. The output path is
-    checked first (:func:`rnnlab.outputs.check_output`) and written atomically. A seq2seq run is
-    two files, ``STEM.encoder.onnx`` and ``STEM.decoder.onnx`` (:func:`seq2seq_paths`), returned
-    as a pair. ``int8``: written through :func:`quantize_int8`.
+    checked first (:func:`rnnlab.outputs.check_output`) and written atomically. Where onnxruntime
+    is installed, each graph is run on a second example (another batch size and length) and must
+    give the model's outputs (:func:`runtime_difference`) before it is written. A seq2seq run is two
+    files, ``STEM.encoder.onnx`` and ``STEM.decoder.onnx`` (:func:`seq2seq_paths`). ``int8``:
+    written through :func:`quantize_int8`, its difference from the float model reported.
     """
     if is_stdout(path):   # before the seq2seq names are made from it: "-" is no stem
         check_output(path, (), force, flag="--onnx")
     task, model, _ = load_run(run_dir, checkpoint)
+    batch, steps = RUNTIME_CHECK
     if isinstance(model, EncoderDecoder):
         paths = [check_output(p, (), force, flag="--onnx") for p in seq2seq_paths(path)]
         tmps = [atomic_path(p) for p in paths]
+        diffs = []
         try:
             export_seq2seq(model, *tmps)
-            for t in tmps:
-                if int8:
-                    _write_int8(t)
+            checks = seq2seq_interfaces(model.eval(), batch, steps)
+            for t, part in zip(tmps, ("encoder", "decoder")):
+                graph, args, names = checks[part][:3]
+                diffs.append(_checked(t, graph, args, names, f"seq2seq ONNX export ({part})", int8))
                 _stamp(t, task)
         except BaseException:
             for t in tmps:
@@ -615,9 +684,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
             raise
         for t, p in zip(tmps, paths):
             commit(t, p)
-        return paths[0], paths[1]
+        return Exported(tuple(paths), tuple(diffs), int8)
     path = check_output(path, (), force, flag="--onnx")
     args, in_names, out_names, axes = example_for_export(task, model)
+    check_args = example_for_export(task, model, batch, steps)[0]
     if in_names == ["input", "lengths"]:
         model = SortedClassifier(model).eval()
     elif in_names == ["frames"]:
@@ -629,11 +699,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     tmp = atomic_path(path)
     try:
         export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)
-        if int8:
-            _write_int8(tmp)
+        diff = _checked(tmp, model, check_args, in_names, f"ONNX export of the {task.name} run", int8)
         _stamp(tmp, task)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     commit(tmp, path)
-    return path
+    return Exported((path,), (diff,), int8)

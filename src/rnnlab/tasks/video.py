@@ -232,9 +232,10 @@ class FullClips(nn.Module):
         return m.head(pooled)
 
 
-def frames_example(task: Any) -> tuple[tuple[torch.Tensor], list[str], list[str], dict[str, dict[int, str]]]:
+def frames_example(task: Any, batch: int = 2, frames: int = 3) -> tuple[tuple[torch.Tensor], list[str], list[str],
+                                                                        dict[str, dict[int, str]]]:
     """``(args, input_names, output_names, dynamic_axes)`` for exporting :class:`FullClips` of a
     frames run: ``frames`` (T, B, H, W, C) uint8 -> ``logits`` (B, classes); T and B dynamic."""
     h, w, c = task.frame_shape
-    x = torch.randint(0, 256, (3, 2, h, w, c), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 256, (frames, batch, h, w, c), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     return (x,), ["frames"], ["logits"], {"frames": {0: "frames", 1: "batch"}, "logits": {0: "batch"}}
