@@ -44,6 +44,11 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """``path`` lies somewhere under ``folder`` (links resolved)."""
+    return Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
+
+
 STDOUT = "-"
 
 
@@ -79,9 +84,10 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
             raise OutputError(f"{flag} {out}: expected a file other than the input, got the input file itself; "
                               "write the output elsewhere")
     for data in run_data:
-        if _same(out, Path(data)):
-            raise OutputError(f"{flag} {out}: expected a file other than the run's training data, got {data} "
-                              "(the run checks its data against it); write the output elsewhere")
+        if _same(out, Path(data)) or (Path(data).is_dir() and _inside(out, Path(data))):
+            raise OutputError(f"{flag} {out}: expected a file other than the run's training data, got "
+                              f"{'one inside ' if Path(data).is_dir() else ''}{data} (the run checks its data "
+                              "against it); write the output elsewhere")
     run = enclosing_run(out)
     if run is not None:
         raise OutputError(f"{flag} {out}: expected a path outside the run folder {run} (its files belong to the "

@@ -371,6 +371,7 @@ def test_outputs_refuse_links_into_a_run_and_the_runs_training_data(lab, copy_of
         (["evaluate", clsrun, "--confusion", lab / "cls.csv", "--force"], "the run's training data"),
         (["predict", clsrun, "--csv", tmp_path / "new.csv", "--out", lab / "cls.csv", "--force"],
          "the run's training data"),
+        (["export", clsrun, "--onnx", lab / "cls.csv", "--force"], "the run's training data"),
     ]
     for argv, want in cases:
         code, _, err = run_cli(capfd, *argv)
@@ -648,3 +649,74 @@ def test_the_same_refusals_from_the_installed_entry_point(lab, tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode in ERROR and want in one_error_line(err), err
     assert snapshot(lab) == before
+
+
+def test_export_refuses_the_same_path_for_onnx_and_pt2(copy_of, capfd, tmp_path):
+    run = copy_of("toy")
+    code, _, err = run_cli(capfd, "export", run, "--onnx", tmp_path / "m.pt2", "--pt2", tmp_path / "m.pt2")
+    assert code in ERROR and "expected a path other than --onnx" in err, err
+    assert not (tmp_path / "m.pt2").exists()
+
+
+def test_overwrite_keeps_a_users_dot_files_that_only_look_temporary(copy_of, capfd, tmp_path):
+    """rnnlab's own leftovers carry a random tag (.tmp-NAME-1a2b3c4d); a user's .tmp-thesis/ or
+    .trash-keep.txt are the user's: a folder holding them is neither free nor cleared."""
+    user = tmp_path / "u"
+    (user / ".tmp-thesis").mkdir(parents=True)
+    (user / ".tmp-thesis" / "ch1.tex").write_text("chapter 1")
+    (user / ".trash-keep.txt").write_text("draft")
+    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "1", "--quiet", "--no-report", "--out", user]
+    before = snapshot(user)
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run_cli(capfd, *argv, *extra)
+        assert code in ERROR and snapshot(user) == before, err
+    run = copy_of("toy")   # rnnlab's own leftover still goes with an --overwrite of its run
+    (run / ".tmp-config.json-0a1b2c3d").write_text("{")
+    code, _, err = run_cli(capfd, "train", "toy", "--hidden-size", "4", "--max-steps", "1", "--quiet", "--no-report",
+                           "--out", run, "--overwrite")
+    assert code == 0 and not (run / ".tmp-config.json-0a1b2c3d").exists(), err
+
+
+def test_overwrite_refuses_a_folder_the_new_run_reads(lab, copy_of, capfd):
+    """--overwrite OUT where OUT is the --init-from run of this very command would delete it."""
+    lm = copy_of("lm")
+    before = snapshot(lm)
+    code, _, err = run_cli(capfd, "train", "classify", "--train", lab / "cls.csv", "--init-from", lm,
+                           "--max-steps", "1", "--quiet", "--no-report", "--out", lm, "--overwrite")
+    assert code in ERROR and "not an input of this run" in one_error_line(err) and "init_from" in err, err
+    assert snapshot(lm) == before
+
+
+def test_usage_mistakes_name_the_flag(copy_of, capfd, tmp_path):
+    run = copy_of("toy")
+    code, _, err = run_cli(capfd, "evaluate", run, "--split", "nope")
+    assert code in ERROR and one_error_line(err).startswith("rnnlab: error: --split: expected valid, test or train"), err
+    code, _, err = run_cli(capfd, "train", "toy", "--engine", "checkpoint", "--max-steps", "1", "--out", tmp_path / "e")
+    assert code in ERROR and "--engine: expected one of auto, fast, reference" in one_error_line(err), err
+    code, _, err = run_cli(capfd, "generate", tmp_path / "nowhere")
+    assert code in ERROR and "expected a language-model run" not in err and "nowhere" in one_error_line(err), err
+
+
+def test_cuda_on_a_machine_without_one_is_a_usage_error_before_any_folder(capfd, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "e3"
+    code, _, err = run_cli(capfd, "train", "toy", "--accelerator", "cuda", "--max-steps", "1", "--out", out)
+    assert code in ERROR and "a CUDA GPU that torch sees" in one_error_line(err) and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_resume_names_the_missing_file_that_was_given(lab, copy_of, capfd, tmp_path):
+    run = copy_of("lm")
+    code, _, err = run_cli(capfd, "train", "lm", "--resume", run, "--text", tmp_path / "nonexist.txt", "--max-steps", "3")
+    assert code in ERROR and "nonexist.txt" in one_error_line(err), err
+
+
+def test_resume_accepts_the_same_folder_as_an_absolute_out(copy_of, capfd, monkeypatch, tmp_path):
+    run = copy_of("toy")
+    monkeypatch.chdir(run.parent)
+    code, _, err = run_cli(capfd, "train", "toy", "--resume", run.name, "--out", run.resolve(), "--max-steps", "4",
+                           "--quiet", "--no-report")
+    assert code == 0, err

@@ -230,3 +230,15 @@ def test_train_with_encoding(tmp_path, capsys):
     capsys.readouterr()
     assert main(["translate", str(out), "abc€"]) == 0
     assert "never saw" not in capsys.readouterr().err      # "€" was read as the file's character
+
+
+def test_attention_plot_never_replaces_the_runs_training_data(tmp_path, capsys) -> None:
+    from rnnlab.cli.main import main
+    from tests.conftest import reversal_seq2seq_run
+
+    run = reversal_seq2seq_run(tmp_path)
+    data = tmp_path / "rev.tsv"
+    before = data.read_bytes()
+    capsys.readouterr()
+    assert main(["translate", str(run), "abc", "--show-attention", "--out", str(data), "--force"]) != 0
+    assert "the run's training data" in capsys.readouterr().err and data.read_bytes() == before

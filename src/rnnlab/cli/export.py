@@ -4,6 +4,7 @@ AOTInductor package (thin: calls export_run / export_run_pt2)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -36,6 +37,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             raise typer.BadParameter("expected --onnx PATH or --pt2 PATH (or both)")
         if int8 and onnx is None:
             raise typer.BadParameter("--int8: expected it with --onnx PATH (the AOTInductor package stays float)")
+        if onnx is not None and pt2 is not None and os.path.abspath(onnx) == os.path.abspath(pt2):
+            raise typer.BadParameter(f"--pt2 {pt2}: expected a path other than --onnx (the package would replace "
+                                     "the ONNX file)")
         say = typer.echo if not as_json else (lambda line: typer.echo(line, err=True))
         prepared = None
         if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
@@ -61,11 +65,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 def _check_line(done) -> str:
     """The status line of export_run's ONNX Runtime check."""
-    from rnnlab.export.onnx import RUNTIME_CHECK  # lazy: keeps --help fast
-
     if any(d is None for d in done.difference):
         return "not run in ONNX Runtime: onnxruntime is not installed (pip install 'rnnlab[onnx]')"
     worst = max(done.difference)
     what = "the int8 graph's largest difference from the float model" if done.int8 else "largest difference from the model"
-    return (f"ONNX Runtime on an example batch of {RUNTIME_CHECK[0]} (not the traced one): {what} {worst:.1e} "
+    return (f"ONNX Runtime on an example batch of {done.batch} (not the traced one): {what} {worst:.1e} "
             "(relative to the largest output, where above 1)")

@@ -18,7 +18,6 @@ import typer
 
 from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, print_train_json, with_train_options
 from rnnlab.errors import ConfigError, DataError, expected
-from rnnlab.outputs import check_output
 
 # ``rnnlab train seq2seq`` flag (parameter) -> Seq2SeqConfig key, where the names differ (checked on --resume).
 CONFIG_KEYS = {"fmt": "format", "no_header": "header", "embed": "embedding_size", "no_input_feeding": "input_feeding",
@@ -160,7 +159,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         if png is not None and not show_attention:
             raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
-        from rnnlab.tasks.seq2seq import attention_text, load_seq2seq_run, unknown_summary, write_attention_png  # lazy: keeps --help fast
+        from rnnlab.tasks.seq2seq import (attention_png_path, attention_text, load_seq2seq_run,
+                                           unknown_summary, write_attention_png)  # lazy: keeps --help fast
 
         # --beam first: --nbest's limit is stated in terms of it, so a bad beam must not read as a bad nbest.
         for flag, value in (("--beam", beam), ("--nbest", nbest)):
@@ -182,7 +182,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return png if text is not None else png.with_name(f"{png.stem}-{k}{png.suffix or '.png'}")
 
         if png is not None and text is not None:
-            check_output(png, (), force)      # before any work: a refused path costs no decoding
+            attention_png_path(png, run_dir, force)      # before any work: a refused path costs no decoding
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
         for k, line in enumerate([text] if text is not None else _stdin_lines(encoding), 1):
@@ -205,7 +205,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 if t.attention is None:
                     raise ConfigError(expected("--show-attention --out", "a run with attention",
                                                "a fixed-context model (--attention none)"))
-                path = check_output(png_of(k), (), force)
+                path = attention_png_path(png_of(k), run_dir, force)
                 write_attention_png(t, path)
                 print(f"translate: wrote {path}", file=sys.stderr)
             if as_json:

@@ -31,13 +31,13 @@ import math
 import numbers
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 
-from rnnlab.errors import ConfigError, Interrupted
+from rnnlab.errors import ConfigError, Interrupted, expected
 from rnnlab.outputs import is_stdout
 
 # name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
@@ -118,12 +118,14 @@ class TrainArgs:
             if self.overwrite:
                 raise ConfigError(f"--overwrite: expected it without --resume (it starts a run again from scratch), "
                                   f"got both; drop one")
-            if self.out is not None and Path(self.out) != Path(self.resume_run):
+            if self.out is not None and os.path.realpath(self.out) != os.path.realpath(self.resume_run):
                 raise ConfigError(f"--out: expected nothing or the --resume folder {self.resume_run}, got {self.out}")
             data = self.check_resume(task_name, task_config, keys or {}, path_keys)
             return _not_interrupted(resume(self.resume_run, data_paths=data, **self.given))
         task = build_task()
         out = self.out if self.out is not None else new_run_dir(Path("runs") / (task_name or task.name))
+        if self.overwrite:
+            _refuse_overwriting_inputs(out, getattr(task, "config", None))
         return _not_interrupted(fit(task, self.config(**task_defaults), out, overwrite=self.overwrite))
 
     def check_resume(self, task_name: str | None, task_config: Callable[[], dict[str, Any]] | None,
@@ -214,9 +216,11 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         out, resume_run, overwrite = flags.pop("out"), flags.pop("resume_run"), flags.pop("overwrite")
         engine = flags.pop("engine")
         if engine is not None:
-            from rnnlab.engine import ENGINE_ENV, set_engine  # lazy: keeps --help fast
+            from rnnlab.engine import ENGINE_CHOICES, ENGINE_ENV, set_engine  # lazy: keeps --help fast
 
-            set_engine(engine)                  # ConfigError (one line) on an unknown name
+            if engine not in ENGINE_CHOICES:    # named as the flag, not as the function it calls
+                raise ConfigError(expected("--engine", f"one of {', '.join(ENGINE_CHOICES)}", repr(engine)))
+            set_engine(engine)
             os.environ[ENGINE_ENV] = engine     # and for worker processes (DDP, data loaders)
         given = {k: v for k, v in flags.items() if v is not None and k not in ("quiet", "no_report")}
         if flags["quiet"]:
@@ -352,6 +356,21 @@ def _is_count(key: str) -> bool:
     return key in ("n", "tokens") or key.endswith("_tokens")
 
 
+def _refuse_overwriting_inputs(out: str | Path, task_config: Any) -> None:
+    """``--overwrite OUT`` deletes OUT: refused when OUT is, or holds, a path the task reads (its
+    data, a ``--init-from`` run), which the deletion would destroy before training reads it."""
+    if not is_dataclass(task_config) or not Path(out).exists():
+        return
+    target = Path(os.path.realpath(out))
+    for name, value in asdict(task_config).items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v and Path(v).exists():
+                where = Path(os.path.realpath(v))
+                if where == target or target in where.parents:
+                    raise ConfigError(f"--overwrite {out}: expected a folder that is not an input of this run, got "
+                                      f"the one holding its {name} ({v}); nothing was deleted (pick another --out)")
+
+
 def json_number(v: Any, key: str = "") -> Any:
     """A score for JSON: counts (ints, or a count's name: ``n``, ``tokens``) as ints, other numbers
     as floats, NaN and infinities as null (JSON has none); dicts and lists of them (per-speaker
@@ -454,6 +473,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         forecast: --csv FILE;
         lm: --text FILE [--encoding ENC].
         """
+        if split not in ("train", "valid", "test"):   # named as the flag (the tasks name their parameter)
+            raise ConfigError(expected("--split", "valid, test or train", repr(split)))
         metrics = evaluate_command(run_dir, split, checkpoint, list(ctx.args))
         if as_json:
             print(json.dumps(json_number(metrics)))

@@ -74,7 +74,7 @@ from rnnlab.tasks.speech import SpeechModel
 from rnnlab.nn.seq2seq import DecoderState, EncoderDecoder, Memory
 from rnnlab.tasks.lm import LanguageModel
 from rnnlab.tasks.video import FullClips, frames_example
-from rnnlab.train.rundir import load_run
+from rnnlab.train.rundir import load_run, run_data_files
 
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 _CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.RNNCell, "rnn_relu": nn.RNNCell}
@@ -268,6 +268,7 @@ class Exported:
     paths: tuple[Path, ...]
     difference: tuple[float | None, ...]
     int8: bool = False
+    batch: int = RUNTIME_CHECK[0]
 
 
 class SortedClassifier(nn.Module):
@@ -665,10 +666,11 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     """
     if is_stdout(path):   # before the seq2seq names are made from it: "-" is no stem
         check_output(path, (), force, flag="--onnx")
+    data = run_data_files(run_dir)   # never replaced, even with force: the run checks its data against them
     task, model, _ = load_run(run_dir, checkpoint)
     batch, steps = RUNTIME_CHECK
     if isinstance(model, EncoderDecoder):
-        paths = [check_output(p, (), force, flag="--onnx") for p in seq2seq_paths(path)]
+        paths = [check_output(p, (), force, flag="--onnx", run_data=data) for p in seq2seq_paths(path)]
         tmps = [atomic_path(p) for p in paths]
         diffs = []
         try:
@@ -685,7 +687,7 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         for t, p in zip(tmps, paths):
             commit(t, p)
         return Exported(tuple(paths), tuple(diffs), int8)
-    path = check_output(path, (), force, flag="--onnx")
+    path = check_output(path, (), force, flag="--onnx", run_data=data)
     args, in_names, out_names, axes = example_for_export(task, model)
     check_args = example_for_export(task, model, batch, steps)[0]
     if in_names == ["input", "lengths"]:

@@ -612,10 +612,7 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     CheckpointError if the folder is not a run or is a run of another task; this is checked
     before any model is built or any weight is read.
     """
-    try:
-        cfg = read_run_config(run_dir)
-    except CheckpointError as exc:
-        raise CheckpointError(f"run folder {run_dir}: expected a language-model run, got {exc}") from None
+    cfg = read_run_config(run_dir)   # its error names the folder and what is wrong with it
     if cfg["task"] != TASK_NAME:
         raise CheckpointError(expected(f"run folder {run_dir}", f"a language model (task {TASK_NAME!r})",
                                        f"a run of task {cfg['task']!r}"))

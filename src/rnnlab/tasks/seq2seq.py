@@ -41,11 +41,11 @@ from rnnlab.metrics.sequence import (
 from rnnlab.nn.attention import ATTENTIONS
 from rnnlab.nn.decoding import Hypothesis, beam_search, greedy_decode
 from rnnlab.nn.seq2seq import EncoderDecoder
-from rnnlab.outputs import atomic_path, commit
+from rnnlab.outputs import atomic_path, check_output, commit
 from rnnlab.report.html import escape, figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS
-from rnnlab.train.rundir import load_run, read_run_config
+from rnnlab.train.rundir import load_run, read_run_config, run_data_files
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 ATTENTION_KINDS = ("none",) + ATTENTIONS
@@ -262,7 +262,8 @@ class Seq2SeqTask:
             raise ConfigError(expected("split", " or ".join(SPLITS), repr(name)))
         pairs = self._load_pairs()
         if name not in pairs:
-            raise DataError(expected("test split", "a --test file", "none"))
+            raise DataError(expected("test split", "a run trained with a test file (train seq2seq --test FILE)",
+                                     "a run without one"))
         p = pairs[name]
         c = self.config
         src = self.codec.encode_sources(p.source, c.max_source_len, f"{p.origin}: source").ids
@@ -512,6 +513,12 @@ def attention_figure(source_tokens: Sequence[str], output_tokens: Sequence[str],
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def attention_png_path(path: str | Path, run_dir: str | Path, force: bool = False) -> Path:
+    """``path`` if an attention plot of the run at ``run_dir`` may be written there
+    (:func:`rnnlab.outputs.check_output`): never over the run's training data, even with ``force``."""
+    return check_output(path, (), force, run_data=run_data_files(run_dir))
 
 
 def write_attention_png(t: Translation, path: str | Path, which: int = 0) -> Path:

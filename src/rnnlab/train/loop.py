@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rnnlab.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RnnlabError, expected
 from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import lock as run_lock
 from rnnlab.train.compile import CompiledModel, check_backend, compile_methods
@@ -363,6 +363,9 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     config.validate()
     if config.compile:
         check_backend(config.compile_backend)   # before the run folder is touched
+    if config.accelerator == "cuda" and not torch.cuda.is_available():   # likewise (Lightning's error is a traceback)
+        raise ConfigError(expected("accelerator (--accelerator)", "a CUDA GPU that torch sees, for 'cuda'",
+                                   f"none here (torch {torch.__version__}); use cpu, or auto to take a GPU where one is"))
     out = Path(out)
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -138,8 +138,14 @@ _SUBFOLDER_ENTRIES = {
 }
 
 
+# The names rnnlab's own interrupted writes leave (rnnlab.outputs, checkpoint.py, metrics.py, the
+# trash of an overwrite): a random 8-hex tag, or the metrics files' fixed names. A user's
+# ".tmp-thesis" is not one of them, so it is neither taken as free space nor deleted.
+_TEMPORARY = re.compile(r"\.(tmp|trash)-(.+-[0-9a-f]{8}|[0-9a-f]{8}-.+|metrics\.(jsonl|csv))|\.write-probe-[0-9a-f]{8}")
+
+
 def _temporary(name: str) -> bool:
-    return name.startswith((".tmp-", ".write-probe-", ".trash-"))
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 def check_clearable(out: Path) -> None:
@@ -374,8 +380,13 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
         else:
             where = resolve_data_paths(run_dir, {key: rec["path"]}, {key: rec})[key]
         if not Path(where).exists():
-            also = (f" or {os.path.normpath(Path(os.path.abspath(run_dir)) / rec['run_relative'])}"
-                    if rec.get("run_relative") else "")
+            given = task_config.get(key) if task_config is not None else None
+            if isinstance(given, str) and given and os.path.abspath(given) != os.path.abspath(rec["path"]):
+                # a path given now, not the recorded one, is the one missing
+                raise DataError(f"training data {key!r} ({task_config[key]}): expected the file the run was trained "
+                                f"on (recorded as {rec['path']}), got no such file")
+            relative = os.path.normpath(Path(os.path.abspath(run_dir)) / rec["run_relative"]) if rec.get("run_relative") else None
+            also = f" or {relative}" if relative and relative != os.path.normpath(rec["path"]) else ""
             raise DataError(f"{file}: training data {key!r}: expected it at {rec['path']}{also}, got no such file "
                             f"(moved or deleted since training?); put it back there")
         want = rec.get("sha256")
