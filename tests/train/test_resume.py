@@ -191,3 +191,19 @@ def test_ddp_two_processes_equal_one_process(tmp_path, devices):
     ck = load_checkpoint(list_checkpoints(tmp_path / "ddp" / "checkpoints")[-1])
     assert ck.meta["world_size"] == 2 and len(ck.state["carry"]) == 2 and len(ck.state["rng"]) == 2
     assert ck.state["carry"][0].shape == (1, 4, TASK["hidden_size"])
+
+
+def test_resume_with_a_budget_below_the_steps_done_is_refused(tmp_path):
+    """It would stop at once and record a max_steps below the run's own steps in config.json."""
+    import json
+
+    from rnnlab.errors import ConfigError
+    from rnnlab.train import resume
+
+    fit(toy_task(), train_config(max_steps=4, checkpoint_every=2), tmp_path / "run")
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\): expected more than the 4 steps the run has done, got 3"):
+        resume(tmp_path / "run", max_steps=3)
+    assert (tmp_path / "run" / "config.json").read_text() == before
+    assert json.loads(before)["train_config"]["max_steps"] == 4
+    assert resume(tmp_path / "run", max_steps=6).step == 6
