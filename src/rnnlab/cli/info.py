@@ -100,7 +100,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         plan: str = typer.Option(None, "--plan", metavar="CELL",
                                  help="Only the path a layer of CELL (rnn | rnn_relu | lstm | gru) takes: engine, "
                                       "loop, GEMM library and why."),
-        hidden_size: int = typer.Option(256, "--hidden-size", help="With --plan: hidden units."),
+        hidden_size: int = typer.Option(256, "--hidden-size", "--hidden", help="With --plan: hidden units."),
         input_size: int = typer.Option(32, "--input-size",
                                        help="With --plan: input features (with --inference, whether W_ih x_t is "
                                             "formed in the loop's tiles or by a GEMM first)."),

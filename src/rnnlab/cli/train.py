@@ -443,7 +443,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @with_train_options
     def train_toy(
         cell: str = typer.Option("gru", help="rnn | lstm | gru."),
-        hidden_size: int = typer.Option(16, help="Hidden units."),
+        hidden_size: int = typer.Option(16, "--hidden-size", "--hidden", help="Hidden units."),
         streams: int = typer.Option(8, help="Parallel series (the batch)."),
         dropout: float = typer.Option(0.0, help="Dropout on the recurrent output."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
