@@ -25,6 +25,9 @@ from rnnlab.data.tables import (
 from rnnlab.data.ts_format import load_ts
 from rnnlab.errors import RnnlabError
 
+# --missing drop says what it removed (a DataWarning); the fuzzing is about what is read
+pytestmark = pytest.mark.filterwarnings("ignore::rnnlab.errors.DataWarning")
+
 FUZZ = settings(max_examples=600, deadline=400, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 

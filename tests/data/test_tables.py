@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -13,13 +14,15 @@ from rnnlab.data.tables import (
     check_length,
     detect_format,
     fill_missing,
+    load_forecast_series,
     load_forecast_table,
     load_sequences_long,
     load_sequences_wide,
     load_text_classification,
     read_table,
 )
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.data.ts_format import load_ts
+from rnnlab.errors import ConfigError, DataError, DataWarning
 
 
 def write(tmp_path, name: str, text: str) -> str:
@@ -78,7 +81,9 @@ def test_missing_text_or_label_strict_then_drop(tmp_path):
     path = write(tmp_path, "a.csv", "text,label\nx,a\n,b\ny,\nz,b\n")
     with pytest.raises(DataError, match=r"line 3, column 'text': expected a value, got a missing cell"):
         load_text_classification(path, "text", "label")
-    ex = load_text_classification(path, "text", "label", missing="drop")
+    with pytest.warns(DataWarning, match=r"a.csv: --missing drop removed 2 of 4 rows with an empty text or a "
+                                         r"missing label$"):
+        ex = load_text_classification(path, "text", "label", missing="drop")
     assert ex.texts == ["x", "z"] and ex.lines == [2, 5]
 
 
@@ -145,7 +150,8 @@ def test_wide_layout_interior_gap_and_policies(tmp_path):
         load_sequences_wide(path, "label")
     assert load_sequences_wide(path, "label", missing="interpolate").seqs[0][:, 0].tolist() == [1, 2, 3, 4]
     assert load_sequences_wide(path, "label", missing="ffill").seqs[0][:, 0].tolist() == [1, 1, 3, 4]
-    assert load_sequences_wide(path, "label", missing="drop").seqs[0][:, 0].tolist() == [1, 3, 4]
+    with pytest.warns(DataWarning, match=r"w.csv: --missing drop removed 1 missing cells inside sequences"):
+        assert load_sequences_wide(path, "label", missing="drop").seqs[0][:, 0].tolist() == [1, 3, 4]
 
 
 def test_unparseable_and_infinite_numbers(tmp_path):
@@ -209,7 +215,8 @@ def test_forecast_missing_policies_leave_no_nan(tmp_path):
     assert fr.targets[:, 0].tolist() == [1, 2, 3, 4] and fr.covariates[:, 0].tolist() == [5, 6, 7, 8]
     fr = load_forecast_table(path, ["y"], ["x"], missing="ffill")
     assert fr.targets[:, 0].tolist() == [1, 1, 3, 4] and fr.covariates[:, 0].tolist() == [5, 6, 6, 8]
-    fr = load_forecast_table(path, ["y"], ["x"], missing="drop")
+    with pytest.warns(DataWarning, match=r"m.csv: --missing drop removed 2 of 4 rows with a missing cell$"):
+        fr = load_forecast_table(path, ["y"], ["x"], missing="drop")
     assert fr.targets[:, 0].tolist() == [1, 4] and fr.lines == [2, 5]
     with pytest.raises(ConfigError, match="missing: expected one of"):
         load_forecast_table(path, ["y"], missing="zero")
@@ -254,3 +261,111 @@ def test_a_folder_given_as_data_file_is_named_as_a_folder(tmp_path):
     for path in (tmp_path, tmp_path / "d.csv"):
         with pytest.raises(DataError, match=r"data file: expected a file, got the folder"):
             detect_format(str(path))
+
+
+# ----------------------------------------------------------------------------- a trained model's wide columns
+
+WIDE = "label,v0,v1,v2\nup,1,2,3\ndown,3,2,1\n"
+
+
+def test_wide_trained_columns_are_read_by_name_in_any_order(tmp_path):
+    """A model's value columns are found by name wherever they stand: a file with its columns in
+    another order gives the same sequences (read by position it gave them reversed)."""
+    ref = load_sequences_wide(write(tmp_path, "a.csv", WIDE), "label")
+    assert ref.columns == ["v0", "v1", "v2"]
+    rev = write(tmp_path, "r.csv", "v2,v1,v0,label\n3,2,1,up\n1,2,3,down\n")
+    ex = load_sequences_wide(rev, "label", trained_cols=ref.columns)
+    assert [s[:, 0].tolist() for s in ex.seqs] == [s[:, 0].tolist() for s in ref.seqs] == [[1, 2, 3], [3, 2, 1]]
+    assert ex.columns == ["v0", "v1", "v2"]
+    # without trained columns (a run from before they were recorded): every non-label column in file order
+    assert load_sequences_wide(rev, "label").seqs[0][:, 0].tolist() == [3, 2, 1]
+
+
+@pytest.mark.parametrize("header, lacking", [
+    ("v0,v1,label", "a file without 'v2'"),                                        # a column missing
+    ("w0,w1,w2,label", "a file without 'v0', 'v1', 'v2'"),                          # renamed
+])
+def test_wide_trained_columns_missing_from_the_file_are_named(tmp_path, header, lacking):
+    cells = ",".join(["1"] * (header.count(",")))
+    path = write(tmp_path, "m.csv", f"{header}\n{cells},up\n{cells},down\n")
+    with pytest.raises(DataError, match=r"m.csv: value columns: expected the 3 columns the model was trained on, by "
+                                        rf"name in any order \('v0', 'v1', 'v2'\), got {lacking}$"):
+        load_sequences_wide(path, "label", trained_cols=["v0", "v1", "v2"])
+
+
+def test_wide_trained_columns_leave_other_columns_out_with_one_warning(tmp_path):
+    path = write(tmp_path, "x.csv", "id,v0,v1,v2,label,note\n7,1,2,3,up,a\n8,3,2,1,down,b\n")
+    with pytest.warns(DataWarning, match=r"x.csv: left out 2 columns the model was not trained on: 'id', 'note'$") as got:
+        ex = load_sequences_wide(path, "label", trained_cols=["v0", "v1", "v2"])
+    assert len(got) == 1 and [s[:, 0].tolist() for s in ex.seqs] == [[1, 2, 3], [3, 2, 1]]
+    # a prediction file without the label column: the label is no column to leave out
+    path = write(tmp_path, "p.csv", "v1,v0,v2\n2,1,3\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        ex = load_sequences_wide(path, "label", label_map=LabelMap(["down", "up"]), require_labels=False,
+                                 trained_cols=["v0", "v1", "v2"])
+    assert ex.seqs[0][:, 0].tolist() == [1, 2, 3] and ex.labels is None
+
+
+def test_long_layout_reads_feature_columns_by_name_in_any_order(tmp_path):
+    """Long tables name their variables (--feature-cols), so another column order reads the same."""
+    a = write(tmp_path, "a.csv", "id,x,y,label\ns,1,10,u\ns,2,20,u\nt,3,30,d\n")
+    b = write(tmp_path, "b.csv", "y,label,x,extra,id\n10,u,1,z,s\n20,u,2,z,s\n30,d,3,z,t\n")
+    got = [load_sequences_long(p, "id", "label", ["x", "y"]) for p in (a, b)]
+    assert [s.tolist() for s in got[0].seqs] == [s.tolist() for s in got[1].seqs] == [[[1, 10], [2, 20]], [[3, 30]]]
+    assert got[0].columns == got[1].columns == ["x", "y"]
+
+
+def test_unknown_extension_names_the_callers_own_extensions():
+    with pytest.raises(ConfigError, match=r"x.npy: format: expected an extension in \['.csv', '.json', '.jsonl', "
+                                          r"'.ndjson', '.tab', '.ts', '.tsv'\] or --format, got '.npy'"):
+        detect_format("x.npy", also=(".ts",))
+    with pytest.raises(ConfigError, match=r"'.tab', '.tsv'\] or --format"):
+        detect_format("x.npy")
+
+
+# ----------------------------------------------------------------------------- --missing drop says what it removed
+
+
+def _one_warning(load, match: str):
+    """``load()`` under pytest.warns: exactly one DataWarning, matching ``match``."""
+    with pytest.warns(DataWarning, match=match) as got:
+        out = load()
+    assert len([w for w in got if issubclass(w.category, DataWarning)]) == 1, [str(w.message) for w in got]
+    return out
+
+
+def test_drop_warns_once_per_file_with_counts(tmp_path):
+    blank = ",".join([""] * 3)
+    wide = write(tmp_path, "w.csv", "label,a,b,c\n" + f"x,{blank}\n" * 5 + "x,1,,3\ny,1,2,3\nx,1,2,3\n,1,2,3\n")
+    ex = _one_warning(lambda: load_sequences_wide(wide, "label", missing="drop"),
+                      r"w.csv: --missing drop removed 6 of 9 rows \(sequences with no value or no label\) and 1 "
+                      r"missing cells inside sequences \(those time steps\)$")
+    assert len(ex.seqs) == 3
+    long = write(tmp_path, "l.csv", "id,x,label\na,1,u\na,,u\na,3,u\nb,,d\nc,1,d\nc,2,d\nd,5,\n")
+    ex = _one_warning(lambda: load_sequences_long(long, "id", "label", ["x"], missing="drop"),
+                      r"l.csv: --missing drop removed 2 of 7 rows \(time steps with a missing feature cell\) and "
+                      r"2 of 4 sequences \(no complete row or no label\)$")
+    assert [len(s) for s in ex.seqs] == [2, 2]
+    fc = write(tmp_path, "f.csv", "id,t,y\n" + "\n".join(f"{s},{t},{'' if (t % 10 == 3 and s == 'a') else t}"
+                                                         for s in "ab" for t in range(40)) + "\n")
+    frames = _one_warning(lambda: load_forecast_series(fc, ["y"], time_col="t", id_col="id", missing="drop"),
+                          r"f.csv: --missing drop removed 4 of 80 rows with a missing cell \(in 1 of 2 series\)$")
+    assert [len(f) for f in frames] == [36, 40]
+    fw = write(tmp_path, "fw.csv", "t,a,b\n0,,1\n1,1,\n2,2,2\n3,,3\n4,4,4\n")
+    frames = _one_warning(lambda: load_forecast_series(fw, [], time_col="t", wide=True, missing="drop"),
+                          r"fw.csv: --missing drop removed 2 missing cells inside 2 of 2 series \(those time steps\)$")
+    assert [len(f) for f in frames] == [3, 4]    # a's leading gap is where it starts, not a dropped cell
+    ts = write(tmp_path, "d.ts", "@classLabel true a b\n@data\n?,?:1,2:a\n1,?,3:4,5,6:a\n1,2:3,4:b\n")
+    ex = _one_warning(lambda: load_ts(ts, missing="drop"),
+                      r"d.ts: --missing drop removed 1 of 3 cases \(no step without a missing value\) and 1 time "
+                      r"steps with a missing value inside the other cases$")
+    assert [len(s) for s in ex.seqs] == [2, 2]
+
+
+def test_drop_without_anything_to_drop_is_silent(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        load_sequences_wide(write(tmp_path, "w.csv", WIDE), "label", missing="drop")
+        load_text_classification(write(tmp_path, "t.csv", "text,label\nx,a\ny,b\n"), "text", "label", missing="drop")
+        load_forecast_table(write(tmp_path, "f.csv", "y\n1\n2\n"), ["y"], missing="drop")

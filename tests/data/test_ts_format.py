@@ -7,7 +7,7 @@ import pytest
 
 from rnnlab.data.tables import LabelMap
 from rnnlab.data.ts_format import load_ts, write_ts
-from rnnlab.errors import DataError
+from rnnlab.errors import DataError, DataWarning
 
 HEAD = "@problemName t\n@timeStamps false\n@univariate false\n@dimensions 2\n@classLabel true a b\n@data\n"
 
@@ -60,7 +60,8 @@ def test_missing_values_policy(tmp_path):
         load_ts(path)
     np.testing.assert_array_equal(load_ts(path, missing="interpolate").seqs[0][:, 0], [1, 2, 3])
     np.testing.assert_array_equal(load_ts(path, missing="ffill").seqs[0][:, 0], [1, 1, 3])
-    assert load_ts(path, missing="drop").seqs[0].shape == (2, 2)
+    with pytest.warns(DataWarning, match="drop"):
+        assert load_ts(path, missing="drop").seqs[0].shape == (2, 2)
 
 
 def test_undeclared_label_and_unseen_label(tmp_path):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
+from rnnlab.cli.train import json_number
 from rnnlab.data.tables import LabelMap
 from rnnlab.data.ts_format import write_ts
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.tasks.classify import ClassifyConfig, ClassifyTask, SequenceClassifier, classification_metrics
+from rnnlab.tasks.classify import (ClassifyConfig, ClassifyTask, SequenceClassifier, classification_metrics,
+                                   flat_metrics)
 
 
 def quick_fit(task, epochs: int, lr: float = 1e-2, seed: int = 0):
@@ -87,10 +91,25 @@ def test_metrics_by_hand():
     m = classification_metrics(y, p, 3)
     assert m["acc"] == pytest.approx(3 / 5)
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
-    assert m["precision"] == pytest.approx([0.5, 2 / 3, 0.0])
+    assert m["precision"] == pytest.approx([0.5, 2 / 3, float("nan")], nan_ok=True)   # 2 never predicted
     assert m["recall"] == pytest.approx([0.5, 1.0, 0.0])
     f1 = [0.5, 0.8, 0.0]
     assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+
+
+def test_flat_metrics_rows_are_counts_and_undefined_scores_nan():
+    """``rnnlab evaluate``'s flat dict: confusion rows are lists of ints (printed as before, counts
+    separated by spaces); a class never predicted has no precision, one absent from the file no
+    recall: NaN (null in --json), not 0."""
+    m = classification_metrics(np.array([0, 0, 1]), np.array([0, 1, 1]), 3)
+    m.update(loss=0.5, majority_acc=2 / 3, majority_macro_f1=0.4, n=3, names=["a", "b", "c"])
+    flat = flat_metrics(m)
+    assert flat["confusion[a]"] == [1, 1, 0] and str(flat["confusion[a]"]) == "1 1 0"
+    assert math.isnan(flat["precision[c]"]) and math.isnan(flat["recall[c]"])
+    assert flat["precision[b]"] == 0.5 and flat["recall[a]"] == 0.5
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)    # over the classes present, as before
+    out = json.loads(json.dumps(json_number(flat)))
+    assert out["confusion[b]"] == [0, 1, 0] and out["recall[c]"] is None and out["precision[c]"] is None
 
 
 # ----------------------------------------------------------------------------- learning

@@ -185,9 +185,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             quiet = run.given.get("quiet") and not as_json
             cpu1 = time.process_time()
             trained = (Path(result.run_dir) / "config.json").read_bytes()
-            task, model, _ = load_run(result.run_dir)
-            m = task.evaluate_detailed(model, task.split("valid")) if not quiet else None
-            table = baseline_table(task, model, baselines=task.config.baselines)
+            with warnings.catch_warnings():   # the same files again: their warnings were printed above
+                warnings.simplefilter("ignore", DataWarning)
+                task, model, _ = load_run(result.run_dir)
+                m = task.evaluate_detailed(model, task.split("valid")) if not quiet else None
+                table = baseline_table(task, model, baselines=task.config.baselines)
             cpu2 = time.process_time()
         write_baselines(Path(result.run_dir), table, trained)
         if quiet:

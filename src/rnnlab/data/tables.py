@@ -6,9 +6,12 @@ rules that matter for the model:
 
 * A numeric cell parses as a finite float or is *missing*. Missing cells (empty, ``NA``,
   ``NaN``, ``null``, ``?``, ...) are errors by default; the ``missing`` policy opts in to
-  ``drop`` (remove the row / time step), ``ffill`` (carry the last value forward; leading
-  gaps take the first value) or ``interpolate`` (linear between neighbours, ends held
-  constant). ``inf`` is never accepted. After loading, no NaN remains.
+  ``drop`` (remove the row / time step; one :class:`DataWarning` per file counts what went),
+  ``ffill`` (carry the last value forward; leading gaps take the first value) or
+  ``interpolate`` (linear between neighbours, ends held constant). ``inf`` is never accepted.
+  After loading, no NaN remains.
+* A wide table read for a trained model (``trained_cols``) is read by column name, never by
+  position: a missing column is an error, an unknown one is left out with a warning.
 * Labels of any type (strings, numbers, JSON values) become indices through a
   :class:`LabelMap` built from the training file and saved in the run's metadata. A label at
   prediction time that training never saw is an error, not a silent new class.
@@ -26,18 +29,21 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rnnlab.errors import ConfigError, DataError, expected
+from rnnlab.errors import ConfigError, DataError, DataWarning, expected
 
 MISSING_POLICIES = ("error", "drop", "ffill", "interpolate")
 # Cells read as "missing" (case-insensitive, after stripping blanks).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 FORMATS = ("csv", "tsv", "jsonl")
+# File extensions the table readers know (``--format`` reads any other name).
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
 # ----------------------------------------------------------------------------- raw tables
@@ -65,8 +71,10 @@ class Table:
         return f"{self.path}, line {self.lines[row]}, column {column!r}"
 
 
-def detect_format(path: str, fmt: str = "auto") -> str:
-    """``csv``, ``tsv`` or ``jsonl`` from the ``fmt`` flag or the file extension."""
+def detect_format(path: str, fmt: str = "auto", also: Sequence[str] = ()) -> str:
+    """``csv``, ``tsv`` or ``jsonl`` from the ``fmt`` flag or the file extension. ``also``: further
+    extensions the caller reads itself (classify's ``.ts``), named beside these when the extension
+    is unknown."""
     if os.path.isdir(path):
         raise DataError(expected("data file", "a file", f"the folder {path!r}"))
     if fmt != "auto":
@@ -74,13 +82,12 @@ def detect_format(path: str, fmt: str = "auto") -> str:
             raise ConfigError(expected("format", f"one of {('auto',) + FORMATS}", repr(fmt)))
         return fmt
     ext = os.path.splitext(path)[1].lower()
-    by_ext = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-              ".json": "jsonl"}
-    if ext not in by_ext:
+    if ext not in EXTENSIONS:
         raise ConfigError(
-            f"{path}: format: expected an extension in {sorted(by_ext)} or --format, got {ext or 'none'!r}"
+            f"{path}: format: expected an extension in {sorted([*EXTENSIONS, *also])} or --format, "
+            f"got {ext or 'none'!r}"
         )
-    return by_ext[ext]
+    return EXTENSIONS[ext]
 
 
 def bom_encoding(raw: bytes) -> str | None:
@@ -266,6 +273,21 @@ def check_missing_policy(policy: str) -> str:
     return policy
 
 
+def warn_dropped(path: str, *parts: str) -> None:
+    """One DataWarning for what ``--missing drop`` removed from ``path``; ``parts`` say what
+    ("3 of 40 rows with a missing cell"), the empty ones (nothing of that kind removed) left out."""
+    said = [p for p in parts if p]
+    if said:
+        warnings.warn(f"{path}: --missing drop removed {' and '.join(said)}", DataWarning, stacklevel=3)
+
+
+def _count(n: int, total: int | None, what: str) -> str:
+    """``"3 of 40 rows"`` (``""`` for none): a part of :func:`warn_dropped`'s message."""
+    if not n:
+        return ""
+    return f"{n} of {total} {what}" if total is not None else f"{n} {what}"
+
+
 def fill_missing(values: np.ndarray, policy: str, where: Sequence[str],
                  columns: Sequence[str] | None = None) -> np.ndarray:
     """Apply ``ffill`` or ``interpolate`` to each column of ``values`` (T, D) in place of NaN.
@@ -439,6 +461,7 @@ def load_text_classification(
     texts: list[str] = []
     keys: list[str] = []
     lines: list[int] = []
+    dropped = 0
     for r, row in enumerate(table.cells):
         text, lab = row[ti], (row[li] if li is not None else "")
         bad = None
@@ -448,6 +471,7 @@ def load_text_classification(
             bad = label_col
         if bad is not None:
             if missing == "drop":
+                dropped += 1
                 continue
             raise DataError(f"{table.where(r, bad)}: expected a value, got a missing cell "
                             "(use --missing drop to skip such rows)")
@@ -458,6 +482,7 @@ def load_text_classification(
         lines.append(table.lines[r])
     if not texts:
         raise DataError(f"{path}: expected at least one usable row, got none after --missing {missing}")
+    warn_dropped(path, _count(dropped, len(table.cells), "rows with an empty text or a missing label"))
     labels = None
     if li is not None:
         if label_map is None:
@@ -480,6 +505,7 @@ class SequenceExamples:
     label_map: LabelMap | None = None
     path: str = ""
     dims: int = 1
+    columns: list[str] | None = None  # the value (wide) or feature (long) columns read, by name; None for .ts
 
 
 def _finish_labels(path: str, keys: list[str | None], lines: list[int], label_map: LabelMap | None,
@@ -500,9 +526,15 @@ def load_sequences_wide(
     fmt: str = "auto",
     require_labels: bool = True,
     encoding: str = "utf-8",
+    trained_cols: Sequence[str] | None = None,
 ) -> SequenceExamples:
     """One univariate sequence per row: a label column and value columns (all the other
     columns, in file order, unless ``value_cols`` names them).
+
+    ``trained_cols`` (without ``value_cols``): the value columns of the file a model was trained
+    on, in time order. They are read by name, in that order wherever they stand in this file; a
+    missing one is an error, and other columns (but the label) are left out with one DataWarning,
+    rather than read as time steps.
 
     Trailing missing cells end a shorter sequence (the UCR archive pads variable-length series
     with NaN at the end); missing cells *inside* a sequence follow the ``missing`` policy.
@@ -513,6 +545,8 @@ def load_sequences_wide(
         table.columns.index(label_col) if label_col in table.columns else None)
     if value_cols:
         vis = [table.col(c, "--value-cols") for c in value_cols]
+    elif trained_cols:
+        vis = _trained_columns(table, trained_cols, li)
     else:
         vis = [j for j, c in enumerate(table.columns) if j != li]
     if not vis:
@@ -520,14 +554,17 @@ def load_sequences_wide(
     seqs: list[np.ndarray] = []
     keys: list[str | None] = []
     lines: list[int] = []
+    dropped_rows = dropped_cells = 0
     for r, row in enumerate(table.cells):
         vals = np.array([parse_number(row[j], table.where(r, table.columns[j])) for j in vis])
         ok = np.flatnonzero(~np.isnan(vals))
         if len(ok) == 0:
             if missing == "drop":
+                dropped_rows += 1
                 continue
             raise DataError(f"{table.where(r, table.columns[vis[0]])}: expected a sequence, got only missing cells")
         vals = vals[: ok[-1] + 1]  # trailing gaps: a shorter series
+        gaps = int(np.isnan(vals).sum())
         if missing == "drop":
             vals = vals[~np.isnan(vals)]
         else:
@@ -536,15 +573,42 @@ def load_sequences_wide(
         lab = row[li] if li is not None else None
         if lab is not None and is_missing(lab):
             if missing == "drop":
+                dropped_rows += 1
                 continue
             raise DataError(f"{table.where(r, label_col)}: expected a label, got a missing cell")
+        dropped_cells += gaps if missing == "drop" else 0
         seqs.append(as_float32(vals, table.where(r, table.columns[vis[0]]))[:, None])
         keys.append(label_key(lab) if li is not None else None)
         lines.append(table.lines[r])
     if not seqs:
         raise DataError(f"{path}: expected at least one sequence, got none after --missing {missing}")
+    warn_dropped(path, _count(dropped_rows, len(table.cells), "rows (sequences with no value or no label)"),
+                 _count(dropped_cells, None, "missing cells inside sequences (those time steps)"))
     labels, label_map = _finish_labels(path, keys, lines, label_map, f"column {label_col!r}")
-    return SequenceExamples(seqs, labels, lines, label_map, path, 1)
+    return SequenceExamples(seqs, labels, lines, label_map, path, 1, [table.columns[j] for j in vis])
+
+
+def _names(names: Sequence[str], most: int = 5) -> str:
+    """``'a', 'b', 'c'`` for a message, the first ``most`` of them and how many more."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _trained_columns(table: Table, trained: Sequence[str], li: int | None) -> list[int]:
+    """The indices of the ``trained`` value columns in ``table``, in their order: a DataError naming
+    those the file lacks; one DataWarning naming the other columns (but the label), left out."""
+    lacking = [c for c in trained if c not in table.columns]
+    if lacking:
+        raise DataError(expected(f"{table.path}: value columns",
+                                 f"the {len(trained)} columns the model was trained on, by name in any order "
+                                 f"({_names(list(trained), 3)})",
+                                 f"a file without {_names(lacking)}"))
+    known = set(trained)
+    extra = [c for j, c in enumerate(table.columns) if j != li and c not in known]
+    if extra:
+        warnings.warn(f"{table.path}: left out {len(extra)} {'column' if len(extra) == 1 else 'columns'} the "
+                      f"model was not trained on: {_names(extra)}", DataWarning, stacklevel=3)
+    return [table.columns.index(c) for c in trained]
 
 
 def load_sequences_long(
@@ -580,6 +644,7 @@ def load_sequences_long(
     seqs: list[np.ndarray] = []
     keys: list[str | None] = []
     lines: list[int] = []
+    dropped_rows = dropped_seqs = 0
     for gid, rows in groups.items():
         if tci is not None:
             times = [parse_time(table.cells[r][tci], table.where(r, time_col)) for r in rows]
@@ -594,7 +659,9 @@ def load_sequences_long(
         if missing == "drop":
             keep = ~np.isnan(vals).any(axis=1)
             vals, where = vals[keep], [w for w, k in zip(where, keep) if k]
+            dropped_rows += int((~keep).sum())
             if len(vals) == 0:
+                dropped_seqs += 1
                 continue
         else:
             vals = fill_missing(vals, missing, where, list(feature_cols))
@@ -603,6 +670,7 @@ def load_sequences_long(
             labs = {label_key(table.cells[r][li]) for r in rows if not is_missing(table.cells[r][li])}
             if not labs:
                 if missing == "drop":
+                    dropped_seqs += 1
                     continue
                 raise DataError(f"{table.where(rows[0], label_col)}: expected a label for sequence {gid!r}, "
                                 "got only missing cells")
@@ -615,8 +683,10 @@ def load_sequences_long(
         lines.append(table.lines[rows[0]])
     if not seqs:
         raise DataError(f"{path}: expected at least one sequence, got none after --missing {missing}")
+    warn_dropped(path, _count(dropped_rows, len(table.cells), "rows (time steps with a missing feature cell)"),
+                 _count(dropped_seqs, len(groups), "sequences (no complete row or no label)"))
     labels, label_map = _finish_labels(path, keys, lines, label_map, f"column {label_col!r}")
-    return SequenceExamples(seqs, labels, lines, label_map, path, len(fis))
+    return SequenceExamples(seqs, labels, lines, label_map, path, len(fis), list(feature_cols))
 
 
 # ----------------------------------------------------------------------------- time
@@ -776,6 +846,7 @@ def load_forecast_table(
             tvals = tvals[keep]
         if len(vals) == 0:
             raise DataError(f"{path}: expected at least one complete row, got none after --missing drop")
+        warn_dropped(path, _count(int((~keep).sum()), len(keep), "rows with a missing cell"))
     else:
         vals = fill_missing(vals, missing, where, list(targets) + list(covariates))
     lines = [ln for ln, k in zip(table.lines, keep) if k]
@@ -831,7 +902,7 @@ def load_forecast_series(
         if tci is not None:
             times_all = [parse_time(row[tci], table.where(r, time_col)) for r, row in enumerate(table.cells)]
             check_increasing(times_all, [table.where(r, time_col) for r in range(len(times_all))], table.lines)
-        out = []
+        out, dropped = [], []
         for name, j in zip(names, cols):
             vals = np.array([parse_number(row[j], table.where(r, name)) for r, row in enumerate(table.cells)])
             ok = np.flatnonzero(~np.isnan(vals))
@@ -839,6 +910,9 @@ def load_forecast_series(
                 raise DataError(f"{path}: column {name!r}: expected a series, got only missing cells")
             rows = np.arange(ok[0], ok[-1] + 1)
             out.append(_series(table, rows, vals[rows, None], 1, [name], [], tci, times_all, missing, name))
+            dropped.append(len(rows) - len(out[-1]))
+        warn_dropped(path, _count(sum(dropped), None, f"missing cells inside {sum(map(bool, dropped))} of "
+                                  f"{len(out)} series (those time steps)"))
         return out
     ii = table.col(id_col, "--id-col")
     tis = [table.col(c, "--target") for c in targets]
@@ -848,7 +922,7 @@ def load_forecast_series(
         if is_missing(row[ii]):
             raise DataError(f"{table.where(r, id_col)}: expected a series id, got a missing cell")
         groups.setdefault(label_key(row[ii]), []).append(r)
-    out = []
+    out, dropped = [], []
     for gid, rows in groups.items():
         times = None
         if tci is not None:
@@ -863,6 +937,9 @@ def load_forecast_series(
         times_all = None if times is None else {r: times[r] for r in rows}
         out.append(_series(table, np.array(rows), vals, len(tis), list(targets), list(covariates), tci,
                            times_all, missing, gid))
+        dropped.append(len(rows) - len(out[-1]))
+    warn_dropped(path, _count(sum(dropped), len(table.cells), f"rows with a missing cell (in "
+                              f"{sum(map(bool, dropped))} of {len(out)} series)"))
     return out
 
 

@@ -35,6 +35,7 @@ from rnnlab.data.tables import (
     label_key,
     _read_text,
     as_float32,
+    warn_dropped,
 )
 from rnnlab.errors import DataError
 
@@ -80,6 +81,7 @@ def load_ts(
     keys: list[str] = []
     lines: list[int] = []
     dims: int | None = None
+    dropped_steps = dropped_cases = cases = 0
     for ln, raw in enumerate(text.splitlines(), start=1):
         s = raw.strip()
         if not s or s.startswith("#"):
@@ -143,10 +145,14 @@ def load_ts(
                             f"(@seriesLength), got {lens[0]}")
         vals = np.array(cols, dtype=np.float64).T  # (T, D)
         where = [f"{path}, line {ln}, value {t + 1}" for t in range(len(vals))]
+        cases += 1
         if missing == "drop":
-            vals = vals[~np.isnan(vals).any(axis=1)]
-            if len(vals) == 0:
+            keep = ~np.isnan(vals).any(axis=1)
+            if not keep.any():
+                dropped_cases += 1
                 continue
+            dropped_steps += int((~keep).sum())
+            vals = vals[keep]
         elif np.isnan(vals).any():
             if missing == "error":
                 t, d = map(int, np.argwhere(np.isnan(vals))[0])
@@ -163,6 +169,8 @@ def load_ts(
         raise DataError(f"{path}: expected an @data line, got none")
     if not seqs:
         raise DataError(f"{path}: expected at least one case after @data, got none")
+    warn_dropped(path, f"{dropped_cases} of {cases} cases (no step without a missing value)" if dropped_cases else "",
+                 f"{dropped_steps} time steps with a missing value inside the other cases" if dropped_steps else "")
     if header.get("equallength") and len({len(x) for x in seqs}) > 1:
         raise DataError(f"{path}: @equalLength true: expected one length, got lengths "
                         f"{sorted({len(x) for x in seqs})[:10]}")

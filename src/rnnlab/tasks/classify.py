@@ -46,6 +46,7 @@ from rnnlab.data.tables import (
     Scaler,
     SequenceExamples,
     TextExamples,
+    detect_format,
     label_key,
     load_sequences_long,
     load_sequences_wide,
@@ -360,9 +361,11 @@ TOP_CONFUSIONS = 10
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over classes present in truth or prediction), per-class precision
-    and recall, the non-zero cells of the confusion matrix (``cells``: [true, pred, count], most
-    frequent first) and, up to ``DENSE_CONFUSION`` classes, the dense matrix ``cm[true, pred]``."""
+    """Accuracy, macro-F1 (over classes present in truth or prediction; an undefined precision or
+    recall counts as an F1 of 0), per-class precision and recall (NaN where undefined: a class
+    never predicted has no precision, a class absent from ``y_true`` no recall), the non-zero
+    cells of the confusion matrix (``cells``: [true, pred, count], most frequent first) and, up
+    to ``DENSE_CONFUSION`` classes, the dense matrix ``cm[true, pred]``."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     codes, counts = np.unique(y_true * n_classes + y_pred, return_counts=True)
@@ -371,8 +374,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     np.add.at(tp, t[t == p], counts[t == p])
     pred_n = np.bincount(y_pred, minlength=n_classes)
     true_n = np.bincount(y_true, minlength=n_classes)
-    precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
-    recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
+    # undefined (NaN, null in JSON) for a class never predicted (precision) or absent from y_true (recall)
+    precision = np.divide(tp, pred_n, out=np.full_like(tp, np.nan), where=pred_n > 0)
+    recall = np.divide(tp, true_n, out=np.full_like(tp, np.nan), where=true_n > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
                    where=(precision + recall) > 0)
     present = (pred_n + true_n) > 0
@@ -587,6 +591,8 @@ class ClassifyTask:
         self._fresh = metadata is None
         if metadata is not None:
             self._meta = metadata
+            # runs of rnnlab before value_cols was recorded: every non-label column, in file order
+            self._value_cols = list(metadata.get("value_cols") or [])
             self.label_map = LabelMap.from_dict(metadata["label_map"])
             self._restore_codec(metadata)
             self.arch = dict(metadata["arch"])
@@ -599,6 +605,7 @@ class ClassifyTask:
         if self.kind == "text" and config.init_from:
             self._lm = load_lm_source(config.init_from)
         train = self._read(self._path("train"), None, require_labels=True)
+        self._value_cols = self._wide_columns(train)
         self.label_map = train.label_map
         all_counts = np.bincount(np.asarray(train.labels), minlength=len(self.label_map))
         self.plan = validation_plan(config, self.kind, all_counts)
@@ -627,6 +634,8 @@ class ClassifyTask:
             "validation": self.plan,
             **self._codec_meta(),
         }
+        if self._value_cols:   # wide numeric tables only: runs of other inputs keep their metadata as it was
+            self._meta["value_cols"] = self._value_cols
         if config.init_from:
             self._meta["init_from"] = {"run": os.path.abspath(config.init_from)}
         self._raw_train = train
@@ -690,17 +699,34 @@ class ClassifyTask:
             return read_examples(c, path, label_map, require_labels)
         fmt = "auto" if c.format == "ts" else c.format
         if self.kind == "text":
+            if self._reads_ts(path):
+                detect_format(path, fmt, also=(".ts",))  # an unknown extension: the error names .ts too
             return load_text_classification(path, c.text_col, c.label_col, label_map, c.missing, fmt, require_labels,
                                             encoding=c.encoding)
         if path.lower().endswith(".ts") or c.format == "ts":
             return load_ts(path, label_map, c.missing, require_labels, encoding=c.encoding)
+        detect_format(path, fmt, also=(".ts",))  # an unknown extension: the error names .ts too
         if c.id_col:
             return load_sequences_long(path, c.id_col, c.label_col, c.feature_cols, c.time_col or None,
                                        label_map, c.missing, fmt, require_labels, encoding=c.encoding)
         if c.feature_cols:
             raise ConfigError(expected("--feature-cols", "to come with --id-col (long layout)", c.feature_cols))
+        # the training file's value columns, read by name (not position) in every later file
+        trained = None if c.value_cols else getattr(self, "_value_cols", None)
         return load_sequences_wide(path, c.label_col, c.value_cols or None, label_map, c.missing, fmt,
-                                   require_labels, encoding=c.encoding)
+                                   require_labels, encoding=c.encoding, trained_cols=trained)
+
+    def _reads_ts(self, path: str) -> bool:
+        """Text input read from ``path`` where a ``.ts`` file would have been read: the training
+        file of ``--input auto`` (a ``.ts`` name makes the input numeric)."""
+        return self._fresh and self.config.input == "auto" and path == self.config.train
+
+    def _wide_columns(self, train: TextExamples | SequenceExamples) -> list[str]:
+        """The value columns of a wide numeric training table, by name in time order (recorded in
+        the run's metadata); [] for any other input."""
+        if not isinstance(train, SequenceExamples) or self.config.id_col or not train.columns:
+            return []
+        return list(train.columns)
 
     def _fit_codec(self, train: TextExamples | SequenceExamples) -> None:
         c = self.config
@@ -1170,9 +1196,17 @@ def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
     return m
 
 
+class CountRow(list):
+    """A row of the confusion matrix: a list of ints (``--json`` writes ``[10, 0]``) that prints as
+    the counts separated by spaces (``10 0``, as ``rnnlab evaluate`` shows it)."""
+
+    def __str__(self) -> str:
+        return " ".join(str(v) for v in self)
+
+
 def flat_metrics(m: dict[str, Any]) -> dict[str, Any]:
-    """One flat dict (as ``rnnlab evaluate`` prints): scalars, per-class precision/recall, and
-    the confusion matrix as rows of counts (true class per row)."""
+    """One flat dict (as ``rnnlab evaluate`` prints): scalars, per-class precision/recall (NaN where
+    undefined), and the confusion matrix as rows of counts (true class per row, :class:`CountRow`)."""
     out: dict[str, Any] = {k: float(m[k]) for k in ("loss", "acc", "macro_f1", "majority_acc", "majority_macro_f1")}
     out["n"] = int(m["n"])
     for i, name in enumerate(m["names"]):
@@ -1180,7 +1214,7 @@ def flat_metrics(m: dict[str, Any]) -> dict[str, Any]:
         out[f"recall[{name}]"] = float(m["recall"][i])
     if "confusion" in m and len(m["names"]) <= PRINTED_CONFUSION:
         for i, name in enumerate(m["names"]):
-            out[f"confusion[{name}]"] = " ".join(str(v) for v in m["confusion"][i])
+            out[f"confusion[{name}]"] = CountRow(int(v) for v in m["confusion"][i])
     else:
         for r, (t, p, c) in enumerate(top_confusions(m, m["names"]), start=1):
             out[f"top_confusion[{r}]"] = f"{t} -> {p}: {c}"
