@@ -189,7 +189,8 @@ def test_one_row_of_numeric_times_steps_by_the_runs_interval(tmp_path):
     one.write_text("t,y\n200,0.5\n")
     with pytest.warns(DataWarning, match="padded and masked"):
         rows = task.forecast_file(model, str(one), 3, str(tmp_path / "f.csv"))
-    assert [r["t"] for r in rows] == ["202", "204", "206"]
+    assert [r["t"] for r in rows] == [202, 204, 206]   # numbers (JSON), written as the file writes them
+    assert (tmp_path / "f.csv").read_text().splitlines()[1].startswith("1,202,")
     old = ForecastTask(task.config, {k: v for k, v in task.metadata().items() if k != "time_step"})
     with pytest.warns(DataWarning), pytest.raises(DataError, match=r"one.csv: expected at least 2 rows to tell the "
                                                                    r"time step, got 1"):

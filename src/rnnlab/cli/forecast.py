@@ -61,7 +61,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         csv: Optional[Path] = typer.Option(None, "--csv", help="One row per time step (.csv/.tsv/.jsonl); needed unless --resume."),
         target: Optional[List[str]] = typer.Option(None, "--target", help="Column(s) to forecast (repeat or comma-separate)."),
         covariates: Optional[List[str]] = typer.Option(None, "--covariates", help="Extra input columns (past values)."),
-        time_col: str = typer.Option("", "--time-col", help="Time column: numbers, dates (2024-01-31), months (1949-01) or quarters (1949-Q1); checked to increase strictly. Dates give calendar features."),
+        time_col: str = typer.Option("", "--time-col", help="Time column: numbers, dates (2024-01-31, with or without a UTC offset), months (1949-01), quarters (1949-Q1) or ISO weeks (2021-W28); checked to increase strictly. Dates give calendar features."),
         id_col: str = typer.Option("", "--id-col", help="A long table: the column that tells the series apart (one global model)."),
         wide: bool = typer.Option(False, "--wide", help="A wide table: every --target column (default: every column but the time) is a series."),
         fmt: str = typer.Option("auto", "--format", help="auto | csv | tsv | jsonl."),
@@ -171,7 +171,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def backtest_cmd(
         run: Path = typer.Argument(..., help="A forecaster run folder."),
         csv: Path = typer.Option(..., "--csv", help="Series to backtest on."),
-        windows: int = typer.Option(5, "--windows", help="K: at most K horizon-long windows per series, rolling forward from the end of the run's validation span."),
+        windows: int = typer.Option(5, "--windows", help="K: at most K horizon-long windows per series, rolling forward from the end of the run's validation span (a series the run never saw: from its first full --context)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV; - for standard output (the summary then goes to stderr)."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
@@ -183,7 +183,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
         _one_stdout(out, as_json)
-        bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing, encoding)
+        with print_data_warnings():  # series left out (no full context, no MASE unit): one line each on stderr
+            bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing,
+                              encoding)
         if as_json:
             print(scores_json(bt))
             return

@@ -68,6 +68,9 @@ LOSSES = ("auto", "mae", "mse", "smape")
 # context=0: L = CONTEXT_HORIZONS horizons (N-BEATS reads 2 to 7), at least two seasons and MIN_CONTEXT steps
 CONTEXT_HORIZONS = 4
 MIN_CONTEXT = 16
+# RevIN's window statistics of values larger than this are taken in units of the window's largest
+# value: squared and summed over a context, they would pass float32's limit (3.4e38) from about 1e17
+REVIN_UNIT = 1e15
 SHORTEST_CONTEXT = 0.5  # the ensemble's members read from L down towards this fraction of L
 ENSEMBLE_REDUCE = "median"  # how more than two members combine: "median" or "mean" (two: always the mean)
 # The training budget from the number of training windows (see ``budget``).
@@ -195,6 +198,12 @@ def member_contexts(context: int, members: int) -> list[int]:
     return [max(1, round(context * (1 - k * (1 - SHORTEST_CONTEXT) / members))) for k in range(members)]
 
 
+def standardised(v: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(v - mean) / std`` with the difference taken in halves: it stays finite for values near
+    float32's limit, and is exactly the same number for all others."""
+    return (v / 2 - mean / 2) / (std / 2)
+
+
 class Forecaster(nn.Module):
     """Inputs (L, B, D) whose first ``n_targets`` channels are targets and whose last channel is 1
     on real rows and 0 on padding; outputs in the same units as the target channels."""
@@ -226,20 +235,25 @@ class Forecaster(nn.Module):
             return zero, zero + 1
         mask = x[..., -1:]
         count = mask.sum(0).clamp_min(1.0)
+        # sums and squares of values near float32's limit overflow: a window whose magnitude passes
+        # REVIN_UNIT is taken in units of its largest value (every other window in units of 1, exactly)
+        peak = (tgt.abs() * mask).amax(0)
+        unit = torch.where(peak > REVIN_UNIT, peak, torch.ones_like(peak))
+        tgt = tgt / unit
         if self.scale_only:  # DeepAR's mean scaling: divided by the mean magnitude, not centred
-            level = (tgt.abs() * mask).sum(0) / count
+            level = (tgt.abs() * mask).sum(0) / count * unit
             return torch.zeros_like(level), level + 1e-6 * (level == 0)
         mean = (tgt * mask).sum(0) / count
         var = (((tgt - mean) * mask) ** 2).sum(0) / count
         # a flat window keeps a spread: 0.1 % of its level (or 1e-6), never a division by zero
-        floor = 1e-3 * (tgt.abs() * mask).sum(0) / count + 1e-6
-        return mean, torch.maximum(var.sqrt(), floor)
+        floor = 1e-3 * (tgt.abs() * mask).sum(0) / count * unit + 1e-6
+        return mean * unit, torch.maximum(var.sqrt() * unit, floor)
 
     def normalise(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         if not self.revin:
             return x
         d = self.n_targets
-        tgt = (x[..., :d] - mean) / std * x[..., -1:]  # padding rows stay 0
+        tgt = standardised(x[..., :d], mean, std) * x[..., -1:]  # padding rows stay 0
         return torch.cat([tgt, x[..., d:]], -1)
 
     def members_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -290,9 +304,10 @@ def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: list[float]) -> torc
 # ----------------------------------------------------------------------------- metrics
 
 
-def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
+def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) -> dict[str, float | None]:
     """y, yhat (W, H, D) in data units; mase_scale (D,) or (W, D) = in-sample MAE of the (seasonal)
-    naive forecast. sMAPE in percent, with 0/0 counted as 0."""
+    naive forecast, NaN where it is undefined (see :func:`mase_scale`): those windows and targets
+    are left out of MASE, which is None when none is left. sMAPE in percent, with 0/0 counted as 0."""
     err = yhat - y
     # halves first: |y| + |yhat| and the errors of data near float64's limit (1e300) stay finite
     denom = np.abs(y) / 2 + np.abs(yhat) / 2
@@ -300,14 +315,15 @@ def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) ->
     scale = np.asarray(mase_scale, dtype=np.float64)
     if scale.ndim == 1:
         scale = np.broadcast_to(scale, (y.shape[0], y.shape[-1]))
-    mase = (np.abs(err).mean(1) / scale).mean()  # each window in its own series' unit
+    defined = ~np.isnan(scale)  # each window in its own series' unit, where it has one
+    mase = (np.abs(err).mean(1)[defined] / scale[defined]).mean() if defined.any() else None
     peak = float(np.abs(err).max()) if err.size else 0.0
     peak = peak if 0 < peak < np.inf else 1.0  # RMSE on errors divided by the largest: no overflow when squared
     return {
         "mae": float(np.abs(err).mean()),
         "rmse": float(peak * np.sqrt(((err / peak) ** 2).mean())),
         "smape": float(100 * smape.mean()),
-        "mase": float(mase),
+        "mase": None if mase is None else float(mase),
     }
 
 
@@ -322,26 +338,53 @@ def naive_forecast(history: np.ndarray, horizon: int, season: int = 0) -> np.nda
 
 def mase_scale(train_targets: np.ndarray, season: int) -> np.ndarray:
     """Per target, the in-sample MAE of the (seasonal) naive one-step forecast: MASE's unit.
-    A history no longer than the season falls back to lag 1."""
+    A history no longer than the season falls back to lag 1. NaN where that error is zero (up to
+    rounding): a constant history, or one that repeats exactly at the seasonal lag, has no unit,
+    and MASE is undefined for it."""
     m = max(1, season)
     if len(train_targets) <= m:
         m = 1
     if len(train_targets) <= m:
         raise DataError(expected("history for MASE", f"more than {m} rows", len(train_targets)))
     s = np.abs(train_targets[m:] - train_targets[:-m]).mean(0)
-    return np.maximum(s, 1e-8)
+    return np.where(s <= 8 * np.finfo(np.float64).eps * np.abs(train_targets).max(0), np.nan, s)
 
 
-def calendar_features(frame: SeriesFrame, freq: str, season: int, terms: int) -> np.ndarray:
+def listed(names: list[str], most: int = 10) -> str:
+    """Series names for a message: the first ``most``, then how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(repr(n) for n in names[:most]) + more
+
+
+def warn_mase_left_out(where: str, names: list[str], total: int, season: int) -> None:
+    """A DataWarning naming the series left out of MASE (:func:`mase_scale`: their history has no
+    unit); nothing when there are none."""
+    if not names:
+        return
+    naive = f"seasonal-naive (m={season})" if season > 1 else "naive (last value)"
+    why = (f"the in-sample {naive} error of {{}} history is zero (constant"
+           f"{f', or repeating exactly every {season} steps' if season > 1 else ''}), so MASE is undefined")
+    if total == 1 and names == [""]:
+        msg = f"MASE left out (null): {why.format('its')}"
+    else:
+        msg = (f"{len(names)} of {total} series left out of the MASE scores (mase_series_left_out): "
+               f"{why.format('their')} for them: {listed(names)}")
+    warnings.warn(f"{where}: {msg}", DataWarning, stacklevel=3)
+
+
+def calendar_features(frame: SeriesFrame, freq: str, season: int, terms: int, local: bool = False) -> np.ndarray:
     """Fourier terms sin/cos(2 pi k phase), k = 1..terms, of the calendar cycles that fit the
     frequency (month of year for monthly data, day of week and of year for daily, ...) from the
-    time column's dates; with numeric times, of the position in the season. (N, F)."""
+    time column's dates; with numeric times, of the position in the season. (N, F). Dates with a
+    UTC offset (+01:00) are read on their own wall clock with ``local`` (runs since it was kept,
+    see ``ForecastTask``), else in UTC (older runs keep their features)."""
     n = len(frame)
     if terms == 0 or frame.time_values is None:
         return np.zeros((n, 0))
     phases: list[np.ndarray] = []
     if freq:
-        dts = [datetime.fromtimestamp(t, tz=timezone.utc) for t in frame.time_values]
+        values = wall_values(frame) if local else frame.time_values
+        dts = [datetime.fromtimestamp(t, tz=timezone.utc) for t in values]
         year = np.array([(d.timetuple().tm_yday - 1) / 365.25 for d in dts])
         if freq == "monthly":
             phases.append(np.array([(d.month - 1) / 12 for d in dts]))
@@ -406,6 +449,8 @@ class ForecastTask:
             self.freq, self.season = metadata.get("freq", ""), int(metadata.get("season", c.season))
             # runs from before these keys: every file's own offset and interval step its future rows
             self.offset, self.time_step = metadata.get("offset", ""), float(metadata.get("time_step", 0.0))
+            # runs from before this key: calendar features of dates with a UTC offset in UTC
+            self.local_calendar = bool(metadata.get("local_calendar", False))
             self.splits = {k: tuple(v) for k, v in metadata["splits"].items()}
             self.loss = metadata.get("loss", "mae" if c.loss == "auto" else c.loss)
             self.train_defaults = metadata.get("train_defaults", ForecastTask.train_defaults)
@@ -419,6 +464,7 @@ class ForecastTask:
         self.season = c.season or (inferred if inferred <= c.context else 0)
         # how `forecast` steps past a file's end where the file cannot tell (see future_time_values)
         self.offset, self.time_step = calendar_offset(series[0]), median_step(series[0])
+        self.local_calendar = True   # calendar features on the dates' own wall clock (calendar_features)
         hold = c.backtest_windows * c.horizon
         self.splits: dict[str, tuple[int, int, int]] = {}   # name -> (n_train, n_valid_end, n_rows)
         for s in series:
@@ -436,8 +482,9 @@ class ForecastTask:
             if s.name in self.splits:
                 raise DataError(f"{c.data}: series {s.name!r}: expected unique series, got it twice")
             self.splits[s.name] = (n_train, n, len(s))
-        positive = all(bool(np.all(s.targets[: self.splits[s.name][0]] > 0)) for s in series)
-        self.loss = c.loss if c.loss != "auto" else "smape" if positive else "mae"
+        not_positive = [s.name for s in series if not np.all(s.targets[: self.splits[s.name][0]] > 0)]
+        self.loss = c.loss if c.loss != "auto" else "mae" if not_positive else "smape"
+        self.warn_smape(not_positive, len(series))
         self.scaler = Scaler.fit(self._scaler_rows(series), f"{c.data}: training part",
                                  self.target_names() + list(c.covariates))
         self._series = series
@@ -448,6 +495,7 @@ class ForecastTask:
             "season": self.season,
             "offset": self.offset,
             "time_step": self.time_step,
+            "local_calendar": self.local_calendar,
             "loss": self.loss,
             "series": len(series),
             "targets": self.target_names(),
@@ -456,8 +504,22 @@ class ForecastTask:
                                 for s in series if s.time_values is not None},
         }
         self._prepared()  # every data error (values float32 cannot hold) before a model is built
+        sid, org = self.pairs("valid")
+        warn_mase_left_out(f"{c.data}: validation windows", self.mase_left_out(series, sid, org),
+                           len(np.unique(sid)), self.season)
         self.train_defaults = budget(len(self.pairs("train")[1]), c.batch_size)
         self._meta["train_defaults"] = self.train_defaults
+
+    def warn_smape(self, not_positive: list[str], total: int) -> None:
+        """A DataWarning when the sMAPE loss, asked for by name, trains on series whose training part
+        crosses or touches zero (``not_positive``: their names), where it is undefined."""
+        c = self.config
+        if self.loss != "smape" or not not_positive or c.quantiles or c.mode != "direct":
+            return  # (quantiles train on the pinball loss, the autoregressive mode on the squared error)
+        which = "its training part" if total == 1 and not_positive == [""] else \
+            f"the training part of {len(not_positive)} of {total} series ({listed(not_positive)})"
+        warnings.warn(f"{c.data}: --loss smape: {which} is not all > 0, and sMAPE is undefined where a series "
+                      "crosses or touches zero; --loss auto picks mae for such data", DataWarning, stacklevel=3)
 
     # --- data --------------------------------------------------------------------------
 
@@ -520,7 +582,8 @@ class ForecastTask:
         scaled = self.scaler.transform(np.concatenate([z, frame.covariates], 1))
         if c.norm != "global":
             scaled[:, :d_y] = z  # per-window statistics are taken inside the model
-        feats = calendar_features(frame, self.freq, self.season, c.fourier) if c.mode == "direct" else np.zeros((len(frame), 0))
+        feats = (calendar_features(frame, self.freq, self.season, c.fourier, self.local_calendar) if c.mode == "direct"
+                 else np.zeros((len(frame), 0)))
         mask = np.ones((len(frame), 1))
         mask[: self.lag] = 0.0
         scaled[: self.lag, :d_y] = 0.0
@@ -620,18 +683,19 @@ class ForecastTask:
             ones = y.new_ones(y.shape[1], y.shape[0], 1)
             seq = torch.cat([x, torch.cat([y.transpose(0, 1), ones], -1)], 0)  # (L + H, B, D_y + 1)
             mean, std = model.stats(x)
-            pred = (model(seq[:-1]) - mean) / std
-            target = (seq[1:, :, :d_y] - mean) / std
+            pred = standardised(model(seq[:-1]), mean, std)
+            target = standardised(seq[1:, :, :d_y], mean, std)
             real = seq[1:, :, -1:]
             return ((pred - target) ** 2 * real).sum() / real.sum().clamp_min(1) / d_y
         pred, mean, std = model.members_normalised(x)  # (K, B, H, D_y, Q)
-        yn = (y - mean[:, None, :]) / std[:, None, :]
+        yn = standardised(y, mean[:, None, :], std[:, None, :])
         if c.quantiles:
             return pinball(pred, yn, c.quantiles)
         err = pred[..., 0] - yn
         if self.loss == "smape":  # in the target's own units: 2 |y - f| / (|y| + |f|)
             f = pred[..., 0] * std[:, None, :] + mean[:, None, :]
-            return (2 * (f - y).abs() / (y.abs() + f.abs()).clamp_min(1e-8)).mean()
+            # in halves: |y - f| and |y| + |f| of values near float32's limit stay finite
+            return (2 * ((f / 2 - y / 2).abs() / (y.abs() / 2 + f.abs() / 2).clamp_min(5e-9))).mean()
         return err.abs().mean() if self.loss == "mae" else (err ** 2).mean()
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], carry: Any) -> StepOutput:
@@ -710,12 +774,12 @@ class ForecastTask:
         pred = self.forecast_data(model, series, sid, origins)
         y = np.stack([series[i].targets[t : t + c.horizon] for i, t in zip(sid, origins)])  # (W, H, D_y)
         hist = [series[i].targets[:t] for i, t in zip(sid, origins)]
-        m = self.season
-        first = {int(i): int(origins[sid == i].min()) for i in np.unique(sid)}
-        scale = {i: mase_scale(series[i].targets[:t], m) for i, t in first.items()}
+        scale = self.mase_scales(series, sid, origins)
         scales = np.stack([scale[int(i)] for i in sid])  # (W, D_y)
-        out: dict[str, Any] = {"windows": int(len(origins)), "series": int(len(first))}
+        out: dict[str, Any] = {"windows": int(len(origins)), "series": int(len(scale))}
         out.update(forecast_metrics(y, self.point(pred), scales))
+        undefined = self.mase_left_out(series, sid, origins, scale)
+        out["mase_series_left_out"], out["_mase_left_out"] = len(undefined), undefined
         kept = self.__dict__.setdefault("_baselines", {})
         if not cache or cache not in kept:
             kept[cache] = self.baselines(y, hist, scales)
@@ -726,6 +790,19 @@ class ForecastTask:
             out["interval"] = f"{c.quantiles[0]:g}-{c.quantiles[-1]:g}"
         out["_pred"], out["_y"], out["_origins"], out["_sid"] = pred, y, origins, sid
         return out
+
+    def mase_scales(self, series: list[SeriesFrame], sid: np.ndarray, origins: np.ndarray) -> dict[int, np.ndarray]:
+        """MASE's unit (D_y,) of each scored series (index -> unit) from its rows before its first
+        scored origin; NaN for the targets that have none (:func:`mase_scale`), which MASE leaves out."""
+        first = {int(i): int(origins[sid == i].min()) for i in np.unique(sid)}
+        return {i: mase_scale(series[i].targets[:t], self.season) for i, t in first.items()}
+
+    def mase_left_out(self, series: list[SeriesFrame], sid: np.ndarray, origins: np.ndarray,
+                      scales: dict[int, np.ndarray] | None = None) -> list[str]:
+        """The names of the scored series with a target that MASE leaves out (no unit; its other
+        targets, if any, are kept)."""
+        scales = self.mase_scales(series, sid, origins) if scales is None else scales
+        return [series[i].name for i, v in scales.items() if np.isnan(v).any()]
 
     def baselines(self, y: np.ndarray, hist: list[np.ndarray], scales: np.ndarray) -> dict[str, float]:
         """Naive, seasonal-naive (season > 1), Theta and ETS scores on the windows ``y`` (W, H, D_y)
@@ -775,7 +852,8 @@ class ForecastTask:
             m["loss"] = self.window_loss(model, x, y)
         finally:
             model.train(was)
-        return {k: v if isinstance(v, int) else float(v) for k, v in m.items()   # counts stay integers
+        # counts stay integers; an undefined MASE (None) is NaN to the training core
+        return {k: v if isinstance(v, int) else math.nan if v is None else float(v) for k, v in m.items()
                 if not k.startswith("_") and not isinstance(v, str)}
 
     # --- files: evaluate / forecast / backtest ----------------------------------------------
@@ -796,10 +874,10 @@ class ForecastTask:
                             f"series, got {max(len(s) for s in series)}")
         short = [s.name for s, t in zip(series, org) if not len(t)]
         if short:
-            names = ", ".join(repr(n) for n in short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
             warnings.warn(f"{path}: {len(short)} of {len(series)} series left out of the scores, shorter than context "
-                          f"+ horizon = {c.context} + {c.horizon} rows: {names}", DataWarning, stacklevel=2)
+                          f"+ horizon = {c.context} + {c.horizon} rows: {listed(short)}", DataWarning, stacklevel=2)
         m = self.score(model, series, np.concatenate(org), np.concatenate(sid))
+        warn_mase_left_out(path, m["_mase_left_out"], m["series"], self.season)
         return {**{k: v for k, v in m.items() if not k.startswith("_")}, "series_left_out": len(short)}
 
     def after_validation(self, s: SeriesFrame) -> int:
@@ -814,10 +892,36 @@ class ForecastTask:
             return int(np.searchsorted(s.time_values, last, side="right"))
         return self.splits[name][1]
 
+    def backtest_start(self, s: SeriesFrame) -> int:
+        """The first backtest origin of ``s``: after the run's validation span, with a full context
+        (``context`` rows, plus the differencing lag) before it, as ``evaluate --csv`` scores. A
+        series the run never saw, or a file of only later rows, starts at its first full context
+        (and never before its third row: MASE's unit needs two rows of history)."""
+        return max(self.after_validation(s), self.config.context + self.lag, 2 + self.lag)
+
+    def _nothing_to_backtest(self, series: list[SeriesFrame]) -> DataError:
+        c = self.config
+        full = (f"context + lag + horizon = {c.context} + {self.lag} + {c.horizon} rows" if self.lag else
+                f"context + horizon = {c.context} + {c.horizon} rows")
+        if len(series) > 1:
+            return DataError(f"{series[0].path}: backtest: expected a series with at least {full} (and a horizon "
+                             f"after the run's validation span, for the series it trained on), got none of "
+                             f"{len(series)}")
+        s = series[0]
+        after = self.after_validation(s)
+        if after >= self.backtest_start(s):
+            return DataError(f"{s.path}{self._label(s)}: backtest: expected at least horizon = {c.horizon} rows after "
+                             f"the run's validation span (its first {after} rows chose the checkpoint), got "
+                             f"{max(0, len(s) - after)}; backtest on a file that extends the series")
+        return DataError(f"{s.path}{self._label(s)}: backtest: expected at least {full} (a full context before "
+                         f"the first window), got {len(s)}")
+
     def backtest(self, model: nn.Module, series: list[SeriesFrame] | SeriesFrame, windows: int) -> dict[str, Any]:
         """Rolling origin over data after the validation span: in each series, window k forecasts
-        rows [t_k, t_k + H) from the rows before t_k, t_k = (first row after validation) + k H,
-        for at most ``windows`` windows that fit. The model is not refitted between windows."""
+        rows [t_k, t_k + H) from the rows before t_k, t_k = :meth:`backtest_start` + k H, for at
+        most ``windows`` windows that fit. The model is not refitted between windows. Series
+        without a window are left out, named in a DataWarning and counted (``series_left_out``);
+        a DataError when no series has one."""
         c = self.config
         if isinstance(series, SeriesFrame):
             series = [series]
@@ -825,19 +929,21 @@ class ForecastTask:
             raise ConfigError(expected("--windows", "an integer >= 1", windows))
         sid, org = [], []
         for i, s in enumerate(series):
-            start = max(self.after_validation(s), 2 + self.lag)
-            t = start + c.horizon * np.arange(windows)
+            t = self.backtest_start(s) + c.horizon * np.arange(windows)
             t = t[t + c.horizon <= len(s)]
             sid.append(np.full(len(t), i))
             org.append(t)
         sid_a, org_a = np.concatenate(sid).astype(int), np.concatenate(org).astype(int)
         if len(org_a) == 0:
-            s = series[0]
-            start = self.after_validation(s)
-            raise DataError(f"{s.path}{self._label(s)}: backtest: expected at least horizon = {c.horizon} rows after "
-                            f"the run's validation span (its first {start} rows chose the checkpoint), got "
-                            f"{max(0, len(s) - start)}; backtest on a file that extends the series")
+            raise self._nothing_to_backtest(series)
+        short = [s.name for s, t in zip(series, org) if not len(t)]
+        if short:
+            rows = f"{c.context} + lag {self.lag}" if self.lag else f"{c.context}"
+            warnings.warn(f"{series[0].path}: backtest: {len(short)} of {len(series)} series left out, without a full "
+                          f"context ({rows} rows) before a horizon of rows after the run's validation span: "
+                          f"{listed(short)}", DataWarning, stacklevel=2)
         total = self.score(model, series, org_a, sid_a)
+        total["series_left_out"] = len(short)
         per = []
         for k in range(len(org_a)):
             pm = forecast_metrics(total["_y"][k : k + 1], self.point(total["_pred"][k : k + 1]),
@@ -854,6 +960,7 @@ class ForecastTask:
 
     def backtest_file(self, model: nn.Module, path: str, windows: int, out: str | None = None) -> dict[str, Any]:
         bt = self.backtest(model, self.load(path), windows)
+        warn_mase_left_out(f"{path}: backtest", bt["_mase_left_out"], bt["series"], self.season)
         if out:
             write_rows(out, bt["per_window"])
         return bt
@@ -881,7 +988,7 @@ class ForecastTask:
         pred = self.forecast_data(model, [extended(s, horizon, f) for s, f in zip(series, future)], sid, ends,
                                   horizon)
         names = self.target_names()
-        rows = []
+        rows, cells = [], []   # cells: the time column as the CSV writes it (rows: numbers as numbers)
         for i, s in enumerate(series):
             times = future_times(s, future[i])
             for h in range(horizon):
@@ -890,7 +997,8 @@ class ForecastTask:
                     row[c.id_col or "series"] = s.name
                 row["step"] = h + 1
                 if times is not None:
-                    row[c.time_col] = times[h]
+                    row[c.time_col] = time_number(times[h])
+                    cells.append(times[h])
                 for j, name in enumerate(names):
                     row[name] = float(self.point(pred[i : i + 1])[0, h, j])
                     if len(c.quantiles) >= 2:
@@ -898,7 +1006,7 @@ class ForecastTask:
                             row[f"{name}_q{q:g}"] = float(pred[i, h, j, qi])
                 rows.append(row)
         if out:
-            write_rows(out, rows)
+            write_rows(out, [{**r, c.time_col: t} for r, t in zip(rows, cells)] if cells else rows)
         return rows
 
     def check_short(self, path: str, series: list[SeriesFrame]) -> None:
@@ -991,6 +1099,7 @@ def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
     consecutive steps, so its seasons and calendar inputs slip there. Steps longer than the
     frequency's longest (31 days for monthly data) by half count as gaps; a series whose dates
     pandas finds regular (business days skipping weekends) has none."""
+    warn_uneven_steps(path, [s for s in series if s.times and _numeric(s.times[-1])])
     for s in series:
         freq = infer_frequency(s.times, s.time_values)[0]
         if not freq:
@@ -1004,6 +1113,36 @@ def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
                           f"from {s.times[k]} to {s.times[k + 1]}: rows are read as consecutive steps, so seasons "
                           "and calendar inputs slip there; add the missing rows (with empty cells and --missing to fill them)",
                           DataWarning, stacklevel=3)
+
+
+def uneven_steps(s: SeriesFrame) -> tuple[np.ndarray, float]:
+    """The rows after which a numeric time column does not step by its median step, and that step.
+    Steps within a millionth of it (or of the times' rounding) count as equal."""
+    if s.time_values is None or len(s) < 3:
+        return np.zeros(0, dtype=int), 0.0
+    steps = np.diff(s.time_values)
+    step = float(np.median(steps))
+    return np.flatnonzero(np.abs(steps - step) > 1e-6 * abs(step) + 1e-12 * float(np.abs(s.time_values).max())), step
+
+
+def warn_uneven_steps(path: str, series: list[SeriesFrame]) -> None:
+    """One DataWarning when numeric time columns do not step evenly: the model reads rows as
+    consecutive steps, so a gap (or a shorter step) is invisible to it. Names the first such
+    series and where."""
+    found = [(s, *uneven_steps(s)) for s in series]
+    found = [(s, rows, step) for s, rows, step in found if len(rows)]
+    if not found:
+        return
+    s, rows, step = found[0]
+    k = int(rows[0])
+    where = path
+    if len(series) > 1:
+        where = f"{path}: {len(found)} of {len(series)} series step unevenly in the time column; series {s.name!r}"
+    elif s.name:
+        where = f"{path} (series {s.name!r})"
+    warnings.warn(f"{where}: {len(rows)} of {len(s) - 1} steps of the time column differ from its median step "
+                  f"{step:g}, the first from {s.times[k]} to {s.times[k + 1]}: rows are read as consecutive steps; "
+                  "add the missing rows (with empty cells and --missing to fill them)", DataWarning, stacklevel=4)
 
 
 def _pandas() -> Any:
@@ -1025,7 +1164,7 @@ def calendar_offset(frame: SeriesFrame) -> str:
     if pd is None:
         return ""
     try:
-        return pd.infer_freq(pd.to_datetime(frame.time_values, unit="s")) or ""
+        return pd.infer_freq(pd.to_datetime(wall_values(frame), unit="s")) or ""
     except (TypeError, ValueError):
         return ""
 
@@ -1037,6 +1176,34 @@ def median_step(frame: SeriesFrame) -> float:
     return float(np.median(np.diff(frame.time_values)))
 
 
+# the zone designator that ends an ISO datetime (Z, +01:00, -0500, +05): searched after the date
+_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d+)?)?)?)$")
+
+
+def utc_offset(cell: str) -> tuple[str, float] | None:
+    """The zone designator an ISO datetime cell ends with ("+01:00", "Z") and its offset from UTC
+    in seconds; None for a cell without one (read as UTC, see rnnlab.data.tables.parse_time)."""
+    s = cell.strip()
+    m = _ZONE.search(s, 11) if len(s) > 11 and not _numeric(s) else None   # after the date and an hour digit
+    if m is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(s[: m.start()] + ("+00:00" if m.group() in ("Z", "z") else m.group()))
+    except ValueError:
+        return None
+    off = dt.utcoffset()
+    return None if off is None else (m.group(), off.total_seconds())
+
+
+def wall_values(frame: SeriesFrame) -> np.ndarray | None:
+    """``time_values`` as the clock on the wall reads them: each row shifted by the UTC offset its
+    cell writes (2021-03-21T00:00+01:00 is midnight, not 23:00 the day before); the same values
+    when the last cell writes none (naive times are UTC)."""
+    if frame.times is None or frame.time_values is None or not frame.times or utc_offset(frame.times[-1]) is None:
+        return frame.time_values
+    return frame.time_values + np.array([(utc_offset(t) or ("", 0.0))[1] for t in frame.times])
+
+
 MONTHS_PER_STEP = {"monthly": 1, "quarterly": 3, "yearly": 12}
 
 
@@ -1045,10 +1212,21 @@ def future_time_values(frame: SeriesFrame, horizon: int, offset: str | None = No
     """Timestamps of the ``horizon`` rows after the last one (seconds, as ``time_values``): by the
     pandas ``offset`` (default: the frame's own, :func:`calendar_offset`), else whole months for a
     monthly, quarterly or yearly ``freq`` (default: inferred), else the median interval (``step``
-    when the frame has one row). None without a time column."""
+    when the frame has one row). None without a time column. Times with a UTC offset step on the
+    wall clock (:func:`wall_values`) and keep the last row's offset: local midnights stay
+    midnights across a change of offset in the file."""
     if frame.time_values is None:
         return None
-    last = float(frame.time_values[-1])
+    wall = wall_values(frame)
+    shift = float(wall[-1] - frame.time_values[-1])   # the last row's offset: the future rows keep it
+    future = _future_wall(frame, wall, horizon, offset, freq, step)
+    return None if future is None else future - shift
+
+
+def _future_wall(frame: SeriesFrame, wall: np.ndarray, horizon: int, offset: str | None, freq: str | None,
+                 step: float) -> np.ndarray | None:
+    """:func:`future_time_values` on the wall clock ``wall`` (the frame's times in their own offset)."""
+    last = float(wall[-1])
     offset = calendar_offset(frame) if offset is None else offset
     pd = _pandas() if offset else None
     if pd is not None:
@@ -1060,9 +1238,9 @@ def future_time_values(frame: SeriesFrame, horizon: int, offset: str | None = No
             pass  # an alias this pandas does not know: months or the median step
     freq = infer_frequency(frame.times, frame.time_values)[0] if freq is None else freq
     if freq in MONTHS_PER_STEP:
-        day = _month_day(frame.time_values)
+        day = _month_day(wall)
         return np.array([_add_months(last, k * MONTHS_PER_STEP[freq], day) for k in range(1, horizon + 1)])
-    step = median_step(frame) or step
+    step = (float(np.median(np.diff(wall))) if len(wall) > 1 else 0.0) or step
     if not step:
         return None
     return last + step * np.arange(1, horizon + 1)
@@ -1090,30 +1268,46 @@ def _add_months(t: float, months: int, day: int) -> float:
 
 _MONTH_CELL = re.compile(r"^(\d{4})([-/])(\d{1,2})$")
 _QUARTER_CELL = re.compile(r"^(\d{4})([-/ ]?)([Qq])[1-4]$")
+_WEEK_CELL = re.compile(r"^\d{4}(-?)W\d{2}(?:(-?)[1-7])?$")   # ISO weeks: 2021-W28, 2021W28, 2021-W28-1
 
 
 def future_times(frame: SeriesFrame, future: np.ndarray | None) -> list[str] | None:
     """The timestamps ``future`` written as the time column writes its last cell: numbers, months
-    (1955-01), quarters (2020-Q1), dates, or datetimes in the input's precision. None without a
-    time column."""
+    (1955-01), quarters (2020-Q1), ISO weeks (2021-W28), dates, or datetimes in the input's
+    precision and UTC offset (2021-03-21T00:00+01:00, 2021-03-21T00:00Z). None without a time
+    column."""
     if frame.times is None or future is None:
         return None
     raw = frame.times[-1].strip()
     if _numeric(raw):
-        return [str(int(t)) if float(t).is_integer() and abs(t) < 1e15 else f"{t:g}" for t in future]
+        return [str(int(t)) if float(t).is_integer() and abs(t) < 1e15 else f"{t:.15g}" for t in future]
+    zone, shift = utc_offset(raw) or ("", 0.0)
+    raw = raw[: len(raw) - len(zone)]
     out = []
     for t in future:
-        d = datetime.fromtimestamp(float(t), tz=timezone.utc).replace(tzinfo=None)  # in the input's own form
+        # the wall clock in the input's own offset, written in the input's own form
+        d = datetime.fromtimestamp(float(t) + shift, tz=timezone.utc).replace(tzinfo=None)
         if m := _MONTH_CELL.match(raw):
             out.append(f"{d.year}{m.group(2)}{d.month:0{len(m.group(3))}d}")
         elif m := _QUARTER_CELL.match(raw):
             out.append(f"{d.year}{m.group(2)}{m.group(3)}{(d.month - 1) // 3 + 1}")
+        elif m := _WEEK_CELL.match(raw):
+            year, week, day = d.isocalendar()
+            out.append(f"{year}{m.group(1)}W{week:02d}" + (f"{m.group(2)}{day}" if m.group(2) is not None else ""))
         elif len(raw) <= 10:
             out.append(d.date().isoformat())
         else:
             sep = raw[10] if raw[10] in " T" else "T"
-            out.append(d.isoformat(sep, timespec="minutes") if len(raw) <= 16 else d.isoformat(sep))
+            out.append((d.isoformat(sep, timespec="minutes") if len(raw) <= 16 else d.isoformat(sep)) + zone)
     return out
+
+
+def time_number(cell: str) -> int | float | str:
+    """A numeric time cell as a number (an int when whole), for JSON; any other cell as written."""
+    if not _numeric(cell):
+        return cell
+    v = float(cell)
+    return int(v) if v.is_integer() and abs(v) < 1e15 else v
 
 
 def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
@@ -1134,8 +1328,9 @@ def scores_table(m: dict[str, Any], season: int) -> str:
         rows.append(["Theta"] + [m[f"theta_{k}"] for k in keys])
     if "ets_mae" in m:
         rows.append(["ETS (statsforecast)"] + [m[f"ets_{k}"] for k in keys])
+    rows = [[r[0]] + ["n/a" if v is None else v for v in r[1:]] for r in rows]   # an undefined MASE
     html = f"<p>{m['windows']} windows.</p>" + table(["", "MAE", "RMSE", "sMAPE %", "MASE"], rows)
-    html += "".join(f"<p>{note}</p>" for note in baselines_left_out(m))
+    html += "".join(f"<p>{note}</p>" for note in score_notes(m))
     if "coverage" in m:
         html += f"<p>Empirical coverage of the {m['interval']} interval: {m['coverage']:.3f}</p>"
     return html
@@ -1228,7 +1423,12 @@ def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
     task, model = _load_forecast_run(run_dir, checkpoint)
     if path:
         return task.evaluate_file(model, path)
-    return task.evaluate(model, split)
+    m = task.evaluate(model, split)
+    if m["mase_series_left_out"]:
+        sid, org = task.pairs(split)
+        warn_mase_left_out(f"{task.config.data}: validation windows", task.mase_left_out(task.series, sid, org),
+                           m["series"], task.season)
+    return m
 
 
 def _file_options(task: ForecastTask, missing: str | None, encoding: str | None) -> ForecastTask:
@@ -1273,14 +1473,41 @@ def baselines_left_out(m: dict[str, Any]) -> list[str]:
     return notes
 
 
+def score_notes(m: dict[str, Any]) -> list[str]:
+    """What the scores ``m`` leave out, one sentence each: series without a full context
+    (``series_left_out``), series without a MASE unit (:func:`mase_scale`), baselines
+    (:func:`baselines_left_out`)."""
+    notes = []
+    if m.get("series_left_out"):
+        notes.append(f"{int(m['series_left_out'])} series left out: no full context before a window.")
+    k = int(m.get("mase_series_left_out") or 0)
+    why = "in-sample naive error zero: constant or exactly periodic"
+    if k and int(m.get("series", 1)) == 1:
+        notes.append(f"MASE undefined ({why}).")
+    elif k:
+        tail = ": undefined for every series" if m.get("mase") is None else ""
+        notes.append(f"MASE leaves out {k} of {int(m['series'])} series ({why}){tail}.")
+    return notes + baselines_left_out(m)
+
+
+def score_cell(v: float | None) -> str:
+    """A score as the plain-text table prints it, in at most 10 characters: 4 decimals below 10,000,
+    4 significant digits from there (2.202e+04); "-" when undefined."""
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+
+
 def format_scores(m: dict[str, Any]) -> str:
-    """Scores beside the baselines as the plain text the CLI prints."""
+    """Scores beside the baselines as the plain text the CLI prints (columns one space apart at
+    least, however large the numbers)."""
     rows = [("model", "")] + [("naive", "naive_")] + ([("seasonal naive", "snaive_")] if "snaive_mae" in m else [])
     rows += [("Theta", "theta_")] if "theta_mae" in m else []
     rows += [("ETS", "ets_")] if "ets_mae" in m else []
-    lines = [f"{int(m['windows'])} windows" + (f" of {int(m['series'])} series" if m.get("series", 1) > 1 else ""), f"{'':<16}{'MAE':>10}{'RMSE':>10}{'sMAPE%':>10}{'MASE':>10}"]
+    lines = [f"{int(m['windows'])} windows" + (f" of {int(m['series'])} series" if m.get("series", 1) > 1 else ""),
+             f"{'':<16}" + "".join(f" {h:>10}" for h in ("MAE", "RMSE", "sMAPE%", "MASE"))]
     for name, p in rows:
-        lines.append(f"{name:<16}" + "".join(f"{m[p + k]:>10.4f}" for k in ("mae", "rmse", "smape", "mase")))
+        lines.append(f"{name:<16}" + "".join(f" {score_cell(m[p + k]):>10}" for k in ("mae", "rmse", "smape", "mase")))
     if "coverage" in m:
         lines.append(f"coverage of the {m['interval']} interval: {m['coverage']:.3f}")
-    return "\n".join(lines + baselines_left_out(m))
+    return "\n".join(lines + score_notes(m))
