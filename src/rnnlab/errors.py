@@ -76,6 +76,13 @@ def expected(what: str, want: object, got: object) -> str:
     return f"{what}: expected {want}, got {got}"
 
 
+def listed(names, most: int = 10) -> str:
+    """``'a', 'b', 'c'`` for a message: the first ``most`` names, then how many more."""
+    names = list(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(repr(n) for n in names[:most]) + more
+
+
 def is_int_at_least(value: object, least: int) -> bool:
     """An int (not a bool) >= ``least``: what a count or seed field accepts."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= least

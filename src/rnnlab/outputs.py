@@ -16,6 +16,7 @@ writes to ``sys.stdout``; binary outputs (ONNX, pt2) refuse it rather than creat
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 from contextlib import contextmanager
@@ -44,9 +45,20 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
     """``path`` lies somewhere under ``folder`` (links resolved)."""
     return Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
+
+
+# The names rnnlab's own interrupted writes leave (atomic_open, atomic_path and the write probe
+# here, checkpoint.py, metrics.py, the trash of an overwrite): a random 8-hex tag, or the metrics
+# files' fixed names. A user's ".tmp-thesis" is not one of them.
+_TEMPORARY = re.compile(r"\.(tmp|trash)-(.+-[0-9a-f]{8}|[0-9a-f]{8}-.+|metrics\.(jsonl|csv))|\.write-probe-[0-9a-f]{8}")
+
+
+def is_temporary(name: str) -> bool:
+    """``name`` is one that rnnlab's own interrupted writes leave behind (safe to delete)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 STDOUT = "-"
@@ -84,7 +96,7 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
             raise OutputError(f"{flag} {out}: expected a file other than the input, got the input file itself; "
                               "write the output elsewhere")
     for data in run_data:
-        if _same(out, Path(data)) or (Path(data).is_dir() and _inside(out, Path(data))):
+        if _same(out, Path(data)) or (Path(data).is_dir() and inside(out, Path(data))):
             raise OutputError(f"{flag} {out}: expected a file other than the run's training data, got "
                               f"{'one inside ' if Path(data).is_dir() else ''}{data} (the run checks its data "
                               "against it); write the output elsewhere")

@@ -275,14 +275,23 @@ def _toy_run(tmp_path):
     return run
 
 
+def _probe_run(tmp_path):
+    from rnnlab.cli.main import main
+
+    run = tmp_path / "probe"
+    assert main(["train", "probe", "--probe", "checksum", "--length", "6", "--hidden", "8", "--max-steps", "2",
+                 "--quiet", "--no-report", "--out", str(run)]) == 0
+    return run
+
+
 def test_export_runs_the_written_graph_in_onnx_runtime_and_reports_it(tmp_path, capsys) -> None:
-    """`rnnlab export --json`: the file was run in ONNX Runtime on a batch other than the traced one,
-    and its largest difference from the model is reported (float32 rounding)."""
+    """`rnnlab export --json`: the file was run in ONNX Runtime on inputs of another batch size and
+    length than the traced ones, and its largest difference from the model is reported."""
     import json
 
     from rnnlab.cli.main import main
 
-    run = _toy_run(tmp_path)
+    run = _probe_run(tmp_path)
     capsys.readouterr()
     out = tmp_path / "m.onnx"
     assert main(["export", str(run), "--onnx", str(out), "--json"]) == 0
@@ -292,7 +301,29 @@ def test_export_runs_the_written_graph_in_onnx_runtime_and_reports_it(tmp_path, 
     [entry] = record["onnx"]
     assert entry["path"] == str(out) and out.is_file()
     assert 0 <= entry["runtime_difference"] < 1e-5
-    assert cap.err.splitlines()[0] == f"wrote {out}" and "example batch of 3" in cap.err
+    assert record["checked_shape"] == [7, 3] and record["traced_shape"] == [5, 2]
+    assert cap.err.splitlines() == [f"wrote {out}", "ONNX Runtime on example inputs of shape (7, 3) (traced with "
+                                    f"(5, 2)): largest difference from the model {entry['runtime_difference']:.1e} "
+                                    "(relative to the largest output, where above 1)"]
+    # a task whose example is its first training batch has no other: the line says the check used it
+    toy = _toy_run(tmp_path)
+    capsys.readouterr()
+    assert main(["export", str(toy), "--onnx", str(tmp_path / "toy.onnx")]) == 0
+    assert "ONNX Runtime on the traced example inputs (shape (5, 2, 1))" in capsys.readouterr().out
+
+
+def test_export_refuses_a_graph_with_the_traced_sizes_fixed(tmp_path, monkeypatch) -> None:
+    """A graph exported without dynamic axes cannot take the check's other batch and length:
+    ONNX Runtime's refusal is the export's one-line ConfigError, and nothing is written."""
+    import rnnlab.export.onnx as onnx_export
+
+    run = _probe_run(tmp_path)
+    real = onnx_export.export_onnx
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda module, path, **kw: real(module, path, **{**kw, "dynamic_axes": {}}))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError, match=r"shape \(7, 3\).*got inputs it refused; nothing was written"):
+        onnx_export.export_run(run, out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_export_refuses_a_graph_that_onnx_runtime_runs_differently(tmp_path, monkeypatch) -> None:

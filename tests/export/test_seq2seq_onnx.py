@@ -95,7 +95,10 @@ def test_export_command_writes_both_graphs_of_a_run(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["export", str(run), "--onnx", str(tmp_path / "rev.onnx")]) == 0
     enc, dec = tmp_path / "rev.encoder.onnx", tmp_path / "rev.decoder.onnx"
-    assert capsys.readouterr().out.strip().splitlines()[0] == f"wrote {enc} and {dec}"
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"wrote {enc} and {dec}"
+    assert lines[1].startswith("ONNX Runtime on example inputs of shape (3, 7) (traced with (2, 5)): largest "
+                               "difference from the model ")
     assert [i.name for i in onnx_session(enc).get_inputs()] == ["src", "src_lengths"]
     assert "attention" in [o.name for o in onnx_session(dec).get_outputs()]
     assert main(["export", str(run), "--onnx", str(tmp_path / "rev.onnx")]) == 1      # both exist: --force needed

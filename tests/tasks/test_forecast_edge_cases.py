@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import warnings
 
 import numpy as np
@@ -72,11 +73,11 @@ def test_mase_scale_is_undefined_for_constant_and_exactly_periodic_histories():
     assert mase_scale(periodic, 0).tolist() == [pytest.approx(18 / 14)]  # lag 1: defined
     both = np.stack([np.full(10, 5.0), np.arange(10.0)], 1)
     assert np.isnan(mase_scale(both, 0)[0]) and mase_scale(both, 0)[1] == 1.0
-    # windows (and targets) without a unit are left out of the mean; none left: None
+    # windows (and targets) without a unit are left out of the mean; none left: NaN
     y, yhat = np.zeros((2, 2, 1)), np.full((2, 2, 1), 3.0)
     assert forecast_metrics(y, yhat, np.array([[np.nan], [2.0]]))["mase"] == pytest.approx(1.5)
     m = forecast_metrics(y, yhat, np.array([np.nan]))
-    assert m["mase"] is None and m["mae"] == 3.0
+    assert math.isnan(m["mase"]) and m["mae"] == 3.0
 
 
 def test_a_constant_series_is_left_out_of_mase_counted_and_named(tmp_path):
@@ -104,7 +105,7 @@ def test_a_constant_series_is_left_out_of_mase_counted_and_named(tmp_path):
     with pytest.warns(DataWarning, match=r"longer.csv: backtest: 1 of 2 series left out of the MASE scores"):
         bt = task.backtest_file(model, longer, 2)
     assert bt["mase_series_left_out"] == 1 and bt["mase"] < 100
-    assert [p["mase"] is None for p in bt["per_window"]] == [False, False, True, True]
+    assert [math.isnan(p["mase"]) for p in bt["per_window"]] == [False, False, True, True]
 
 
 def test_mase_is_null_when_no_series_has_a_unit(tmp_path):
@@ -116,7 +117,7 @@ def test_mase_is_null_when_no_series_has_a_unit(tmp_path):
     with pytest.warns(DataWarning, match=r"2 of 2 series left out .* seasonal-naive \(m=2\) error .* repeating "
                                          r"exactly every 2 steps"):
         m = task.evaluate_file(model, path)
-    assert m["mase"] is None and m["naive_mase"] is None and m["snaive_mase"] is None
+    assert math.isnan(m["mase"]) and math.isnan(m["naive_mase"]) and math.isnan(m["snaive_mase"])
     assert m["mase_series_left_out"] == 2 and np.isfinite(m["mae"])
     text = format_scores(m)
     assert text.splitlines()[2].split()[-1] == "-" and "MASE leaves out 2 of 2 series" in text
@@ -127,7 +128,7 @@ def test_score_table_columns_never_run_together():
     scores = {"mae": 0.3734, "rmse": 0.564, "smape": 9.079152, "mase": 52018.1848}
     m = {"windows": 10, "series": 2, **scores, **{f"naive_{k}": v / 2 for k, v in scores.items()}}
     assert format_scores(m).splitlines()[2].split() == ["model", "0.3734", "0.5640", "9.0792", "5.202e+04"]
-    m["naive_mase"] = None   # undefined
+    m["naive_mase"] = math.nan   # undefined
     assert format_scores(m).splitlines()[3].split() == ["naive", "0.1867", "0.2820", "4.5396", "-"]
     big = {**m, "mae": 1.5e300, "rmse": 123456789.0, "smape": 200.0}
     assert format_scores(big).splitlines()[2].split() == ["model", "1.5e+300", "1.235e+08", "200.0000", "5.202e+04"]
@@ -245,6 +246,10 @@ def test_backtest_of_new_series_and_later_files_needs_a_full_context(tmp_path):
     with pytest.raises(DataError, match=r"short.csv \(series 'd'\): backtest: expected at least context \+ horizon "
                                         r"= 8 \+ 4 rows \(a full context before the first window\), got 10"):
         task.backtest_file(model, short, 3)
+    # the training file itself, every series long enough: what is missing is rows after validation
+    with pytest.raises(DataError, match=r"train.csv \(series 'a'\): backtest: expected at least horizon = 4 rows after "
+                                        r"the run's validation span"):
+        task.backtest_file(model, train, 3)
 
 
 # ----------------------------------------------------------------------------- values and losses
@@ -311,7 +316,7 @@ def test_cli_prints_what_it_leaves_out_and_numeric_times_as_numbers(tmp_path, ca
     assert main(["backtest", str(run), "--csv", path, "--windows", "2", "--json"]) == 0
     cap = capsys.readouterr()
     bt = json.loads(cap.out)
-    assert bt["mase_series_left_out"] == 1 and bt["series_left_out"] == 0 and bt["mase"] is not None
+    assert bt["mase_series_left_out"] == 1 and bt["series_left_out"] == 0 and not math.isnan(bt["mase"])
     assert "rnnlab: warning:" in cap.err and "backtest: 1 of 2 series left out of the MASE scores" in cap.err
     assert main(["forecast", str(run), "--csv", path, "--horizon", "2", "--json"]) == 0
     assert [r["t"] for r in json.loads(capsys.readouterr().out)["rows"]] == [76, 77, 76, 77]

@@ -175,3 +175,13 @@ def test_read_only_run_folder(tmp_path):
         for p in [base, *base.rglob("*")]:
             os.chmod(p, 0o755)
         shutil.rmtree(base)
+
+
+def test_remove_stale_deletes_rnnlab_leftovers_only(tmp_path):
+    from rnnlab.train.checkpoint import remove_stale
+
+    for name in (".tmp-step-5-0a1b2c3d", ".trash-step-3-deadbeef", ".tmp-thesis", ".trash-keep"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("x")
+    remove_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-thesis", ".trash-keep"]

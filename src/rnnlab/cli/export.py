@@ -45,14 +45,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
             from rnnlab.export.pt2 import prepare_pt2  # lazy: keeps --help fast
             prepared = prepare_pt2(run, pt2, checkpoint, force=force)
-        record: dict = {"onnx": None, "pt2": None}
+        record: dict = {"onnx": None, "pt2": None, "int8": int8}
         if onnx is not None:
             from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
             done = export_run(run, onnx, checkpoint, force=force, int8=int8)
             say("wrote " + " and ".join(str(p) for p in done.paths))
             say(_check_line(done))
             record["onnx"] = [{"path": str(p), "runtime_difference": d} for p, d in zip(done.paths, done.difference)]
-            record["int8"] = done.int8
+            record["checked_shape"], record["traced_shape"] = list(done.checked), list(done.traced)
         if pt2 is not None:
             from rnnlab.engine.fast import kernel_library  # lazy: keeps --help fast
             from rnnlab.export.pt2 import export_run_pt2  # lazy: keeps --help fast
@@ -69,5 +69,6 @@ def _check_line(done) -> str:
         return "not run in ONNX Runtime: onnxruntime is not installed (pip install 'rnnlab[onnx]')"
     worst = max(done.difference)
     what = "the int8 graph's largest difference from the float model" if done.int8 else "largest difference from the model"
-    return (f"ONNX Runtime on an example batch of {done.batch} (not the traced one): {what} {worst:.1e} "
-            "(relative to the largest output, where above 1)")
+    inputs = (f"example inputs of shape {done.checked} (traced with {done.traced})" if done.checked != done.traced
+              else f"the traced example inputs (shape {done.traced})")
+    return f"ONNX Runtime on {inputs}: {what} {worst:.1e} (relative to the largest output, where above 1)"

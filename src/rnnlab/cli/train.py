@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from rnnlab.errors import ConfigError, Interrupted, expected
-from rnnlab.outputs import is_stdout
+from rnnlab.outputs import inside, is_stdout
 
 # name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
 _COMMON: dict[str, tuple[Any, Any, str, str]] = {
@@ -361,12 +361,10 @@ def _refuse_overwriting_inputs(out: str | Path, task_config: Any) -> None:
     data, a ``--init-from`` run), which the deletion would destroy before training reads it."""
     if not is_dataclass(task_config) or not Path(out).exists():
         return
-    target = Path(os.path.realpath(out))
     for name, value in asdict(task_config).items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, str) and v and Path(v).exists():
-                where = Path(os.path.realpath(v))
-                if where == target or target in where.parents:
+                if os.path.realpath(v) == os.path.realpath(out) or inside(Path(v), Path(out)):
                     raise ConfigError(f"--overwrite {out}: expected a folder that is not an input of this run, got "
                                       f"the one holding its {name} ({v}); nothing was deleted (pick another --out)")
 

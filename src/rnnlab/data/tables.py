@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rnnlab.errors import ConfigError, DataError, DataWarning, expected
+from rnnlab.errors import ConfigError, DataError, DataWarning, expected, listed
 
 MISSING_POLICIES = ("error", "drop", "ffill", "interpolate")
 # Cells read as "missing" (case-insensitive, after stripping blanks).
@@ -588,12 +588,6 @@ def load_sequences_wide(
     return SequenceExamples(seqs, labels, lines, label_map, path, 1, [table.columns[j] for j in vis])
 
 
-def _names(names: Sequence[str], most: int = 5) -> str:
-    """``'a', 'b', 'c'`` for a message, the first ``most`` of them and how many more."""
-    shown = ", ".join(repr(n) for n in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
 def _trained_columns(table: Table, trained: Sequence[str], li: int | None) -> list[int]:
     """The indices of the ``trained`` value columns in ``table``, in their order: a DataError naming
     those the file lacks; one DataWarning naming the other columns (but the label), left out."""
@@ -601,13 +595,13 @@ def _trained_columns(table: Table, trained: Sequence[str], li: int | None) -> li
     if lacking:
         raise DataError(expected(f"{table.path}: value columns",
                                  f"the {len(trained)} columns the model was trained on, by name in any order "
-                                 f"({_names(list(trained), 3)})",
-                                 f"a file without {_names(lacking)}"))
+                                 f"({listed(trained, 3)})",
+                                 f"a file without {listed(lacking, 5)}"))
     known = set(trained)
     extra = [c for j, c in enumerate(table.columns) if j != li and c not in known]
     if extra:
         warnings.warn(f"{table.path}: left out {len(extra)} {'column' if len(extra) == 1 else 'columns'} the "
-                      f"model was not trained on: {_names(extra)}", DataWarning, stacklevel=3)
+                      f"model was not trained on: {listed(extra, 5)}", DataWarning, stacklevel=3)
     return [table.columns.index(c) for c in trained]
 
 

@@ -233,7 +233,7 @@ def run_onnx(session, *inputs: Any) -> list:
     return session.run(None, feeds)
 
 
-RUNTIME_CHECK = (3, 7)   # (batch, steps) of the example that export_run runs the written file on
+RUNTIME_CHECK = (3, 7)   # (batch, steps) of the example that export_run runs the written file on, where a task has them
 RUNTIME_TOLERANCE = 1e-3  # of the largest output magnitude (at least 1): float32 rounding (layer norm amplifies it), not another network
 
 
@@ -241,7 +241,8 @@ def runtime_difference(path: str | Path, module: nn.Module, args: tuple, names: 
     """The largest absolute difference between the ONNX file's outputs under ONNX Runtime and
     ``module``'s (in eval mode) on ``args`` (fed by ``names``; inputs the exporter dropped as unused
     are left out), relative to the largest output magnitude when that is above 1. None where
-    onnxruntime is not installed; infinity where the outputs' number or shapes differ."""
+    onnxruntime is not installed; infinity where the outputs' number or shapes differ, or where
+    ONNX Runtime refuses the inputs (a graph with the traced sizes fixed)."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
     was = module.training
@@ -252,7 +253,10 @@ def runtime_difference(path: str | Path, module: nn.Module, args: tuple, names: 
         module.train(was)
     session = onnx_session(path, threads=1)
     given = {n: a for n, a in zip(names, _flat(args))}
-    got = session.run(None, {i.name: given[i.name].detach().cpu().numpy() for i in session.get_inputs()})
+    try:
+        got = session.run(None, {i.name: given[i.name].detach().cpu().numpy() for i in session.get_inputs()})
+    except Exception:   # onnxruntime's own error types (InvalidArgument, ...): the graph cannot take them
+        return float("inf")
     if len(got) != len(want) or any(np.shape(g) != w.shape for g, w in zip(got, want)):
         return float("inf")
     scale = max([1.0] + [float(np.abs(w).max()) for w in want if w.size])
@@ -262,13 +266,16 @@ def runtime_difference(path: str | Path, module: nn.Module, args: tuple, names: 
 @dataclass(frozen=True)
 class Exported:
     """What :func:`export_run` wrote. ``difference``: per file, ONNX Runtime against the model on
-    an example batch other than the traced one (:func:`runtime_difference`; None without
-    onnxruntime): the float graph's, which must be within :data:`RUNTIME_TOLERANCE` for the file
-    to be written, or with ``int8`` the quantised file's, which is reported, not bounded."""
+    the check example (:func:`runtime_difference`; None without onnxruntime): the float graph's,
+    which must be within :data:`RUNTIME_TOLERANCE` for the file to be written, or with ``int8``
+    the quantised file's, which is reported, not bounded. ``checked`` / ``traced``: the shape of
+    the first input of the check example and of the traced one (equal where the task's example
+    is its first training batch, which has no other size)."""
     paths: tuple[Path, ...]
     difference: tuple[float | None, ...]
+    checked: tuple[int, ...]
+    traced: tuple[int, ...]
     int8: bool = False
-    batch: int = RUNTIME_CHECK[0]
 
 
 class SortedClassifier(nn.Module):
@@ -643,9 +650,10 @@ def _checked(path: Path, module: nn.Module, args: tuple, names: list[str], what:
     graph's difference."""
     diff = runtime_difference(path, module, args, names)
     if diff is not None and diff > RUNTIME_TOLERANCE:
-        raise ConfigError(f"{what}: expected ONNX Runtime to give the model's outputs on an example batch of "
-                          f"{RUNTIME_CHECK[0]} other than the traced one (within {RUNTIME_TOLERANCE:g}), got a "
-                          f"largest difference of {diff:.2e}; nothing was written")
+        got = "inputs it refused" if diff == float("inf") else f"a largest difference of {diff:.2e}"
+        raise ConfigError(f"{what}: expected ONNX Runtime to give the model's outputs on example inputs of shape "
+                          f"{tuple(_flat(args)[0].shape)} (within {RUNTIME_TOLERANCE:g}), got {got}; nothing was "
+                          "written")
     if int8:
         _write_int8(path)
         diff = runtime_difference(path, module, args, names)
@@ -659,8 +667,9 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     The example input is made from the model's sizes (see :func:`example_for_export`), so only the
     run folder is needed; batch and sequence axes are exported as dynamic. The output path is
     checked first (:func:`rnnlab.outputs.check_output`) and written atomically. Where onnxruntime
-    is installed, each graph is run on a second example (another batch size and length) and must
-    give the model's outputs (:func:`runtime_difference`) before it is written. A seq2seq run is two
+    is installed, each graph is run on a second example (:data:`RUNTIME_CHECK`: another batch size,
+    and another length where the graph takes any) and must give the model's outputs
+    (:func:`runtime_difference`) before it is written. A seq2seq run is two
     files, ``STEM.encoder.onnx`` and ``STEM.decoder.onnx`` (:func:`seq2seq_paths`). ``int8``:
     written through :func:`quantize_int8`, its difference from the float model reported.
     """
@@ -676,6 +685,7 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         try:
             export_seq2seq(model, *tmps)
             checks = seq2seq_interfaces(model.eval(), batch, steps)
+            shapes = (tuple(checks["encoder"][1][0].shape), tuple(seq2seq_interfaces(model)["encoder"][1][0].shape))
             for t, part in zip(tmps, ("encoder", "decoder")):
                 graph, args, names = checks[part][:3]
                 diffs.append(_checked(t, graph, args, names, f"seq2seq ONNX export ({part})", int8))
@@ -686,7 +696,7 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
             raise
         for t, p in zip(tmps, paths):
             commit(t, p)
-        return Exported(tuple(paths), tuple(diffs), int8)
+        return Exported(tuple(paths), tuple(diffs), *shapes, int8)
     path = check_output(path, (), force, flag="--onnx", run_data=data)
     args, in_names, out_names, axes = example_for_export(task, model)
     check_args = example_for_export(task, model, batch, steps)[0]
@@ -707,4 +717,4 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         tmp.unlink(missing_ok=True)
         raise
     commit(tmp, path)
-    return Exported((path,), (diff,), int8)
+    return Exported((path,), (diff,), tuple(_flat(check_args)[0].shape), tuple(_flat(args)[0].shape), int8)

@@ -1116,11 +1116,17 @@ class ClassifyTask:
         return sections
 
 
+def _score(v: float) -> str:
+    """A precision or recall as the tables show it: 4 decimals, "-" where undefined (NaN)."""
+    return "-" if math.isnan(v) else f"{v:.4f}"
+
+
 def classification_report_sections(m: dict[str, Any], names: list[str], what: str) -> list[ReportSection]:
     rows = [["model", m["acc"], m["macro_f1"]], ["majority class", m["majority_acc"], m["majority_macro_f1"]]]
     html = f"<p>{m['n']} examples of the {what}.</p>" + table(["", "accuracy", "macro-F1"], rows)
     html += table(["class", "precision", "recall", "support"],
-                  [[names[i], m["precision"][i], m["recall"][i], int(m["support"][i])] for i in _classes_shown(m, names)])
+                  [[names[i], _score(m["precision"][i]), _score(m["recall"][i]), int(m["support"][i])]
+                   for i in _classes_shown(m, names)])
     sections = [ReportSection("Classification: scores beside the majority-class baseline", html)]
     plt = pyplot()
 
@@ -1248,7 +1254,7 @@ def format_metrics(m: dict[str, Any], names: list[str]) -> str:
     shown = _classes_shown(m, names)
     for i in shown:
         n = names[i]
-        lines.append(f"{n[:16]:<16}{m['precision'][i]:>10.4f}{m['recall'][i]:>10.4f}{int(m['support'][i]):>9}")
+        lines.append(f"{n[:16]:<16}{_score(m['precision'][i]):>10}{_score(m['recall'][i]):>10}{int(m['support'][i]):>9}")
     if len(shown) < len(names):
         lines.append(f"({len(names) - len(shown)} smaller classes not shown; --json lists every class)")
     if "confusion" in m and len(names) <= PRINTED_CONFUSION:

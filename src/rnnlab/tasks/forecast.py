@@ -52,7 +52,8 @@ from torch import nn
 
 from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
                                 load_forecast_series)
-from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least
+from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least,
+                           listed)
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -69,7 +70,7 @@ LOSSES = ("auto", "mae", "mse", "smape")
 CONTEXT_HORIZONS = 4
 MIN_CONTEXT = 16
 # RevIN's window statistics of values larger than this are taken in units of the window's largest
-# value: squared and summed over a context, they would pass float32's limit (3.4e38) from about 1e17
+# value: squared, values from about 1e19 pass float32's limit (3.4e38), and summed over a context sooner
 REVIN_UNIT = 1e15
 SHORTEST_CONTEXT = 0.5  # the ensemble's members read from L down towards this fraction of L
 ENSEMBLE_REDUCE = "median"  # how more than two members combine: "median" or "mean" (two: always the mean)
@@ -200,7 +201,8 @@ def member_contexts(context: int, members: int) -> list[int]:
 
 def standardised(v: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """``(v - mean) / std`` with the difference taken in halves: it stays finite for values near
-    float32's limit, and is exactly the same number for all others."""
+    float32's limit, and is exactly the same number for every other value above float32's
+    smallest normal one (halving is exact there)."""
     return (v / 2 - mean / 2) / (std / 2)
 
 
@@ -304,10 +306,10 @@ def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: list[float]) -> torc
 # ----------------------------------------------------------------------------- metrics
 
 
-def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) -> dict[str, float | None]:
+def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
     """y, yhat (W, H, D) in data units; mase_scale (D,) or (W, D) = in-sample MAE of the (seasonal)
     naive forecast, NaN where it is undefined (see :func:`mase_scale`): those windows and targets
-    are left out of MASE, which is None when none is left. sMAPE in percent, with 0/0 counted as 0."""
+    are left out of MASE, which is NaN (null in ``--json``) when none is left. sMAPE in percent, with 0/0 counted as 0."""
     err = yhat - y
     # halves first: |y| + |yhat| and the errors of data near float64's limit (1e300) stay finite
     denom = np.abs(y) / 2 + np.abs(yhat) / 2
@@ -316,14 +318,14 @@ def forecast_metrics(y: np.ndarray, yhat: np.ndarray, mase_scale: np.ndarray) ->
     if scale.ndim == 1:
         scale = np.broadcast_to(scale, (y.shape[0], y.shape[-1]))
     defined = ~np.isnan(scale)  # each window in its own series' unit, where it has one
-    mase = (np.abs(err).mean(1)[defined] / scale[defined]).mean() if defined.any() else None
+    mase = (np.abs(err).mean(1)[defined] / scale[defined]).mean() if defined.any() else math.nan
     peak = float(np.abs(err).max()) if err.size else 0.0
     peak = peak if 0 < peak < np.inf else 1.0  # RMSE on errors divided by the largest: no overflow when squared
     return {
         "mae": float(np.abs(err).mean()),
         "rmse": float(peak * np.sqrt(((err / peak) ** 2).mean())),
         "smape": float(100 * smape.mean()),
-        "mase": None if mase is None else float(mase),
+        "mase": float(mase),
     }
 
 
@@ -348,12 +350,6 @@ def mase_scale(train_targets: np.ndarray, season: int) -> np.ndarray:
         raise DataError(expected("history for MASE", f"more than {m} rows", len(train_targets)))
     s = np.abs(train_targets[m:] - train_targets[:-m]).mean(0)
     return np.where(s <= 8 * np.finfo(np.float64).eps * np.abs(train_targets).max(0), np.nan, s)
-
-
-def listed(names: list[str], most: int = 10) -> str:
-    """Series names for a message: the first ``most``, then how many more."""
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(repr(n) for n in names[:most]) + more
 
 
 def warn_mase_left_out(where: str, names: list[str], total: int, season: int) -> None:
@@ -852,8 +848,7 @@ class ForecastTask:
             m["loss"] = self.window_loss(model, x, y)
         finally:
             model.train(was)
-        # counts stay integers; an undefined MASE (None) is NaN to the training core
-        return {k: v if isinstance(v, int) else math.nan if v is None else float(v) for k, v in m.items()
+        return {k: v if isinstance(v, int) else float(v) for k, v in m.items()   # counts stay integers
                 if not k.startswith("_") and not isinstance(v, str)}
 
     # --- files: evaluate / forecast / backtest ----------------------------------------------
@@ -894,7 +889,7 @@ class ForecastTask:
 
     def backtest_start(self, s: SeriesFrame) -> int:
         """The first backtest origin of ``s``: after the run's validation span, with a full context
-        (``context`` rows, plus the differencing lag) before it, as ``evaluate --csv`` scores. A
+        (``context`` rows, plus the differencing lag) before it. A
         series the run never saw, or a file of only later rows, starts at its first full context
         (and never before its third row: MASE's unit needs two rows of history)."""
         return max(self.after_validation(s), self.config.context + self.lag, 2 + self.lag)
@@ -903,13 +898,15 @@ class ForecastTask:
         c = self.config
         full = (f"context + lag + horizon = {c.context} + {self.lag} + {c.horizon} rows" if self.lag else
                 f"context + horizon = {c.context} + {c.horizon} rows")
-        if len(series) > 1:
+        # where the validation span, not the context, decides every series' start: its message
+        by_validation = all(self.after_validation(t) >= self.backtest_start(t) for t in series)
+        if len(series) > 1 and not by_validation:
             return DataError(f"{series[0].path}: backtest: expected a series with at least {full} (and a horizon "
                              f"after the run's validation span, for the series it trained on), got none of "
                              f"{len(series)}")
         s = series[0]
         after = self.after_validation(s)
-        if after >= self.backtest_start(s):
+        if by_validation:
             return DataError(f"{s.path}{self._label(s)}: backtest: expected at least horizon = {c.horizon} rows after "
                              f"the run's validation span (its first {after} rows chose the checkpoint), got "
                              f"{max(0, len(s) - after)}; backtest on a file that extends the series")
@@ -1328,7 +1325,7 @@ def scores_table(m: dict[str, Any], season: int) -> str:
         rows.append(["Theta"] + [m[f"theta_{k}"] for k in keys])
     if "ets_mae" in m:
         rows.append(["ETS (statsforecast)"] + [m[f"ets_{k}"] for k in keys])
-    rows = [[r[0]] + ["n/a" if v is None else v for v in r[1:]] for r in rows]   # an undefined MASE
+    rows = [[r[0]] + [score_cell(v) if math.isnan(v) else v for v in r[1:]] for r in rows]   # an undefined MASE
     html = f"<p>{m['windows']} windows.</p>" + table(["", "MAE", "RMSE", "sMAPE %", "MASE"], rows)
     html += "".join(f"<p>{note}</p>" for note in score_notes(m))
     if "coverage" in m:
@@ -1485,15 +1482,15 @@ def score_notes(m: dict[str, Any]) -> list[str]:
     if k and int(m.get("series", 1)) == 1:
         notes.append(f"MASE undefined ({why}).")
     elif k:
-        tail = ": undefined for every series" if m.get("mase") is None else ""
+        tail = ": undefined for every series" if math.isnan(m.get("mase", 0.0)) else ""
         notes.append(f"MASE leaves out {k} of {int(m['series'])} series ({why}){tail}.")
     return notes + baselines_left_out(m)
 
 
-def score_cell(v: float | None) -> str:
+def score_cell(v: float) -> str:
     """A score as the plain-text table prints it, in at most 10 characters: 4 decimals below 10,000,
     4 significant digits from there (2.202e+04); "-" when undefined."""
-    if v is None or math.isnan(v):
+    if math.isnan(v):
         return "-"
     return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
 

@@ -37,6 +37,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from rnnlab.errors import CheckpointError, NonFiniteError
+from rnnlab.outputs import is_temporary
 
 FORMAT_VERSION = 1
 WEIGHTS, STATE, META = "model.safetensors", "state.pt", "meta.json"
@@ -76,7 +77,7 @@ def remove_stale(ckpt_root: str | Path) -> None:
     root = Path(ckpt_root)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith((".tmp-", ".trash-")):
+            if is_temporary(p.name):   # rnnlab's own names only: anything else there is left alone
                 shutil.rmtree(p, ignore_errors=True)
 
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from rnnlab._version import __version__
 from rnnlab.errors import CheckpointError, DataError, RnnlabError
-from rnnlab.outputs import enclosing_run
+from rnnlab.outputs import enclosing_run, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
 from rnnlab.train.task import Task, build_task, data_checksum_hook
@@ -66,7 +66,7 @@ def _is_free(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     entries = [p for p in folder.iterdir()
-               if not _temporary(p.name) and p.name not in LOCK_NAMES]  # a torn config.json write
+               if not is_temporary(p.name) and p.name not in LOCK_NAMES]  # a torn config.json write
     return all(p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()) for p in entries)
 
 
@@ -138,16 +138,6 @@ _SUBFOLDER_ENTRIES = {
 }
 
 
-# The names rnnlab's own interrupted writes leave (rnnlab.outputs, checkpoint.py, metrics.py, the
-# trash of an overwrite): a random 8-hex tag, or the metrics files' fixed names. A user's
-# ".tmp-thesis" is not one of them, so it is neither taken as free space nor deleted.
-_TEMPORARY = re.compile(r"\.(tmp|trash)-(.+-[0-9a-f]{8}|[0-9a-f]{8}-.+|metrics\.(jsonl|csv))|\.write-probe-[0-9a-f]{8}")
-
-
-def _temporary(name: str) -> bool:
-    return _TEMPORARY.fullmatch(name) is not None
-
-
 def check_clearable(out: Path) -> None:
     """Refuse an ``--overwrite`` of ``out`` unless it is a run folder rnnlab wrote and holds nothing
     else: a ``config.json`` of rnnlab's, only run entries at the top, only checkpoints, plots and
@@ -161,11 +151,11 @@ def check_clearable(out: Path) -> None:
         raise CheckpointError(f"--overwrite {out}: expected a run folder (a config.json written by rnnlab), got a "
                               f"folder with other files ({_listed(out)}); "
                               "nothing was deleted (pick another --out)")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not _temporary(p.name))
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not is_temporary(p.name))
     for name, allowed in _SUBFOLDER_ENTRIES.items():
         sub = out / name
         if sub.is_dir() and not sub.is_symlink():   # a symlinked subfolder is unlinked, its target left alone
-            foreign += sorted(f"{name}/{p.name}" for p in sub.iterdir() if not _temporary(p.name) and not allowed(p))
+            foreign += sorted(f"{name}/{p.name}" for p in sub.iterdir() if not is_temporary(p.name) and not allowed(p))
     if foreign:
         raise CheckpointError(
             f"--overwrite {out}: expected a folder holding only a run's files, got also {foreign[:5]}; "
@@ -186,7 +176,7 @@ def clear_run_dir(out: Path) -> None:
     for p in out.iterdir():
         if p.name in LOCK_NAMES:
             continue
-        if _temporary(p.name):
+        if is_temporary(p.name):
             leftovers.append(p)
             continue
         trash = out / f".trash-{p.name}-{uuid.uuid4().hex[:8]}"
