@@ -53,6 +53,25 @@ def _deterministic_threads():
     torch.set_num_threads(old)
 
 
+def fit_a_few_steps(task, steps: int, lr: float = 1e-2):
+    """``steps`` Adam steps over a task's Task contract (seed 0), every loss finite; the model in eval mode."""
+    torch.manual_seed(0)
+    model = task.build_model()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    done = 0
+    while done < steps:
+        for batch in task.train_batches(done):
+            loss = task.training_step(model, batch, None).loss
+            assert torch.isfinite(loss), f"loss {float(loss)} at step {done}"
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return model.eval()
+
+
 def reversal_seq2seq_run(folder: Path) -> Path:
     """A tiny seq2seq run (word reversal, 2 steps) in ``folder``/run, for the export tests."""
     from rnnlab.cli.main import main

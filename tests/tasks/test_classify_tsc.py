@@ -34,6 +34,7 @@ from rnnlab.tasks.classify import (
     znorm_with_scale,
 )
 from rnnlab.train import TrainConfig
+from tests.conftest import fit_a_few_steps
 
 
 def ts_file(path, n_per_class: int = 4, length: int = 12, dims: int = 1, classes: int = 2, seed: int = 0,
@@ -54,20 +55,7 @@ def ts_file(path, n_per_class: int = 4, length: int = 12, dims: int = 1, classes
 
 
 def quick_fit(task, steps: int = 3, lr: float = 1e-2):
-    torch.manual_seed(0)
-    model = task.build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    done = 0
-    while done < steps:
-        for batch in task.train_batches(done):
-            loss = task.training_step(model, batch, None).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
-    return model.eval()
+    return fit_a_few_steps(task, steps, lr)
 
 
 def no_data_warnings():

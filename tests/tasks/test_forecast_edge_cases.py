@@ -20,25 +20,11 @@ from rnnlab.errors import DataError, DataWarning
 from rnnlab.tasks.forecast import (ForecastConfig, ForecastTask, Forecaster, calendar_features, calendar_offset,
                                    forecast_metrics, format_scores, future_time_values, future_times, mase_scale,
                                    warn_gaps)
+from tests.conftest import fit_a_few_steps
 
 
 def quick_fit(task, steps: int = 30, lr: float = 1e-2):
-    """A few optimizer steps over the Task contract; every loss must be finite."""
-    torch.manual_seed(0)
-    model = task.build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    done = 0
-    while done < steps:
-        for batch in task.train_batches(done):
-            loss = task.training_step(model, batch, None).loss
-            assert torch.isfinite(loss), f"loss {float(loss)} at step {done}"
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
-    return model.eval()
+    return fit_a_few_steps(task, steps, lr)
 
 
 def write(path, header: str, rows: list[str]) -> str:
