@@ -150,7 +150,7 @@ def test_wide_layout_interior_gap_and_policies(tmp_path):
         load_sequences_wide(path, "label")
     assert load_sequences_wide(path, "label", missing="interpolate").seqs[0][:, 0].tolist() == [1, 2, 3, 4]
     assert load_sequences_wide(path, "label", missing="ffill").seqs[0][:, 0].tolist() == [1, 1, 3, 4]
-    with pytest.warns(DataWarning, match=r"w.csv: --missing drop removed 1 missing cells inside sequences"):
+    with pytest.warns(DataWarning, match=r"w.csv: --missing drop removed 1 missing cell inside a sequence \(that time step\)"):
         assert load_sequences_wide(path, "label", missing="drop").seqs[0][:, 0].tolist() == [1, 3, 4]
 
 
@@ -340,7 +340,7 @@ def test_drop_warns_once_per_file_with_counts(tmp_path):
     wide = write(tmp_path, "w.csv", "label,a,b,c\n" + f"x,{blank}\n" * 5 + "x,1,,3\ny,1,2,3\nx,1,2,3\n,1,2,3\n")
     ex = _one_warning(lambda: load_sequences_wide(wide, "label", missing="drop"),
                       r"w.csv: --missing drop removed 6 of 9 rows \(sequences with no value or no label\) and 1 "
-                      r"missing cells inside sequences \(those time steps\)$")
+                      r"missing cell inside a sequence \(that time step\)$")
     assert len(ex.seqs) == 3
     long = write(tmp_path, "l.csv", "id,x,label\na,1,u\na,,u\na,3,u\nb,,d\nc,1,d\nc,2,d\nd,5,\n")
     ex = _one_warning(lambda: load_sequences_long(long, "id", "label", ["x"], missing="drop"),
@@ -359,7 +359,7 @@ def test_drop_warns_once_per_file_with_counts(tmp_path):
     ts = write(tmp_path, "d.ts", "@classLabel true a b\n@data\n?,?:1,2:a\n1,?,3:4,5,6:a\n1,2:3,4:b\n")
     ex = _one_warning(lambda: load_ts(ts, missing="drop"),
                       r"d.ts: --missing drop removed 1 of 3 cases \(no step without a missing value\) and 1 time "
-                      r"steps with a missing value inside the other cases$")
+                      r"step with a missing value inside the other cases$")
     assert [len(s) for s in ex.seqs] == [2, 2]
 
 

@@ -251,7 +251,7 @@ def test_missing_drop_warns_once_in_train_evaluate_and_predict(tmp_path, capsys)
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
     said = (f"rnnlab: warning: {data}: --missing drop removed 1 of 12 rows (sequences with no value or no label) "
-            "and 1 missing cells inside sequences (those time steps)")
+            "and 1 missing cell inside a sequence (that time step)")
     assert main(["train", "classify", "--train", data, "--input", "numeric", "--missing", "drop", "--folds", "1",
                  *TINY, "--out", str(run)]) == 0
     warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("rnnlab: warning:")]

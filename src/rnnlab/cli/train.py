@@ -216,11 +216,12 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         out, resume_run, overwrite = flags.pop("out"), flags.pop("resume_run"), flags.pop("overwrite")
         engine = flags.pop("engine")
         if engine is not None:
-            from rnnlab.engine import ENGINE_CHOICES, ENGINE_ENV, set_engine  # lazy: keeps --help fast
+            from rnnlab.engine import ENGINE_ENV, set_engine  # lazy: keeps --help fast
 
-            if engine not in ENGINE_CHOICES:    # named as the flag, not as the function it calls
-                raise ConfigError(expected("--engine", f"one of {', '.join(ENGINE_CHOICES)}", repr(engine)))
-            set_engine(engine)
+            try:
+                set_engine(engine)
+            except ConfigError as exc:   # an unknown name, or 'fast' without kernels: named as the flag
+                raise ConfigError(f"--engine{str(exc).removeprefix('set_engine')}") from None
             os.environ[ENGINE_ENV] = engine     # and for worker processes (DDP, data loaders)
         given = {k: v for k, v in flags.items() if v is not None and k not in ("quiet", "no_report")}
         if flags["quiet"]:

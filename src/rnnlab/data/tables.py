@@ -281,11 +281,14 @@ def warn_dropped(path: str, *parts: str) -> None:
         warnings.warn(f"{path}: --missing drop removed {' and '.join(said)}", DataWarning, stacklevel=3)
 
 
-def _count(n: int, total: int | None, what: str) -> str:
-    """``"3 of 40 rows"`` (``""`` for none): a part of :func:`warn_dropped`'s message."""
+def _count(n: int, total: int | None, what: str, one: str = "") -> str:
+    """``"3 of 40 rows"`` (``""`` for none): a part of :func:`warn_dropped`'s message; ``one``: what
+    a count of 1 without a total says instead of ``what`` (the singular)."""
     if not n:
         return ""
-    return f"{n} of {total} {what}" if total is not None else f"{n} {what}"
+    if total is not None:
+        return f"{n} of {total} {what}"
+    return f"1 {one}" if n == 1 and one else f"{n} {what}"
 
 
 def fill_missing(values: np.ndarray, policy: str, where: Sequence[str],
@@ -583,7 +586,8 @@ def load_sequences_wide(
     if not seqs:
         raise DataError(f"{path}: expected at least one sequence, got none after --missing {missing}")
     warn_dropped(path, _count(dropped_rows, len(table.cells), "rows (sequences with no value or no label)"),
-                 _count(dropped_cells, None, "missing cells inside sequences (those time steps)"))
+                 _count(dropped_cells, None, "missing cells inside sequences (those time steps)",
+                        "missing cell inside a sequence (that time step)"))
     labels, label_map = _finish_labels(path, keys, lines, label_map, f"column {label_col!r}")
     return SequenceExamples(seqs, labels, lines, label_map, path, 1, [table.columns[j] for j in vis])
 
@@ -905,8 +909,9 @@ def load_forecast_series(
             rows = np.arange(ok[0], ok[-1] + 1)
             out.append(_series(table, rows, vals[rows, None], 1, [name], [], tci, times_all, missing, name))
             dropped.append(len(rows) - len(out[-1]))
-        warn_dropped(path, _count(sum(dropped), None, f"missing cells inside {sum(map(bool, dropped))} of "
-                                  f"{len(out)} series (those time steps)"))
+        inside = f"inside {sum(map(bool, dropped))} of {len(out)} series"
+        warn_dropped(path, _count(sum(dropped), None, f"missing cells {inside} (those time steps)",
+                                  f"missing cell {inside} (that time step)"))
         return out
     ii = table.col(id_col, "--id-col")
     tis = [table.col(c, "--target") for c in targets]

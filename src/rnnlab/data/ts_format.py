@@ -170,7 +170,8 @@ def load_ts(
     if not seqs:
         raise DataError(f"{path}: expected at least one case after @data, got none")
     warn_dropped(path, f"{dropped_cases} of {cases} cases (no step without a missing value)" if dropped_cases else "",
-                 f"{dropped_steps} time steps with a missing value inside the other cases" if dropped_steps else "")
+                 f"{dropped_steps} time step{'s' if dropped_steps > 1 else ''} with a missing value inside the other "
+                 "cases" if dropped_steps else "")
     if header.get("equallength") and len({len(x) for x in seqs}) > 1:
         raise DataError(f"{path}: @equalLength true: expected one length, got lengths "
                         f"{sorted({len(x) for x in seqs})[:10]}")
