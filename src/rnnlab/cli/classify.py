@@ -16,8 +16,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, json_number,
-                              missing_option, register_evaluator, usage_error, with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options,
+                              missing_option, print_train_json, register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
 from rnnlab.outputs import atomic_open, check_output, shown, status_stream
 
@@ -56,7 +56,7 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     classifier: scores beside the majority class; ``--confusion`` writes the whole confusion matrix
     (printed output summarises it by its largest cells beyond a few classes); ``--encoding`` reads
     ``--csv`` (default: the run's encoding)."""
-    from rnnlab.tasks.classify import (evaluate_run, flat_metrics, run_data_files,
+    from rnnlab.tasks.classify import (check_run_output, evaluate_run, flat_metrics,
                                        write_confusion)  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--csv", "--confusion", "--force", "--encoding"))
@@ -64,8 +64,7 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
         raise usage_error("BadOptionUsage", "--encoding: expected it with --csv FILE (the run's own splits "
                           "are read with the run's encoding)", "--encoding")
     if "confusion" in opts:
-        check_output(opts["confusion"], [opts.get("csv")], bool(opts.get("force")), flag="--confusion",
-                     run_data=run_data_files(run_dir))
+        check_run_output(opts["confusion"], run_dir, [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     with print_data_warnings():
         m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("encoding"))
     if "confusion" in opts:
@@ -195,12 +194,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if quiet:
             return
         if as_json:
-            print(json.dumps(json_number({
-                "run": str(result.run_dir), "stop_reason": result.stop_reason, "steps": result.step,
-                "best_step": result.best_step, "valid": {k: m[k] for k in ("loss", "acc", "macro_f1", "n")},
-                **({"compile": result.compile} if result.compile is not None else {}),
-                "baselines": table, "timing": {"train_cpu_s": round(cpu1 - cpu0, 1),
-                                               "baselines_cpu_s": round(cpu2 - cpu1, 1)}})))
+            print_train_json(result, {k: m[k] for k in ("loss", "acc", "macro_f1", "n")}, baselines=table,
+                             timing={"train_cpu_s": round(cpu1 - cpu0, 1), "baselines_cpu_s": round(cpu2 - cpu1, 1)})
             return
         what = "validation split" + (" (out of fold)" if task.plan["mode"] == "kfold" else
                                      " (the training series: too few for a split)" if task.plan["mode"] == "none" else "")

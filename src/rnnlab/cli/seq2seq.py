@@ -159,7 +159,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         if png is not None and not show_attention:
             raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
-        from rnnlab.tasks.seq2seq import (attention_png_path, attention_text, load_seq2seq_run,
+        from rnnlab.tasks.seq2seq import (attention_png_check, attention_text, load_seq2seq_run,
                                            unknown_summary, write_attention_png)  # lazy: keeps --help fast
 
         # --beam first: --nbest's limit is stated in terms of it, so a bad beam must not read as a bad nbest.
@@ -181,8 +181,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def png_of(k: int) -> Path:
             return png if text is not None else png.with_name(f"{png.stem}-{k}{png.suffix or '.png'}")
 
+        png_check = attention_png_check(run_dir, force) if png is not None else None
         if png is not None and text is not None:
-            attention_png_path(png, run_dir, force)      # before any work: a refused path costs no decoding
+            png_check(png)      # before any work: a refused path costs no decoding
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
         for k, line in enumerate([text] if text is not None else _stdin_lines(encoding), 1):
@@ -205,7 +206,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 if t.attention is None:
                     raise ConfigError(expected("--show-attention --out", "a run with attention",
                                                "a fixed-context model (--attention none)"))
-                path = attention_png_path(png_of(k), run_dir, force)
+                path = png_check(png_of(k))
                 write_attention_png(t, path)
                 print(f"translate: wrote {path}", file=sys.stderr)
             if as_json:

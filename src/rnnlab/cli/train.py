@@ -31,14 +31,14 @@ import math
 import numbers
 import os
 import sys
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 
 from rnnlab.errors import ConfigError, Interrupted, expected
-from rnnlab.outputs import inside, is_stdout
+from rnnlab.outputs import is_stdout
 
 # name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
 _COMMON: dict[str, tuple[Any, Any, str, str]] = {
@@ -124,8 +124,6 @@ class TrainArgs:
             return _not_interrupted(resume(self.resume_run, data_paths=data, **self.given))
         task = build_task()
         out = self.out if self.out is not None else new_run_dir(Path("runs") / (task_name or task.name))
-        if self.overwrite:
-            _refuse_overwriting_inputs(out, getattr(task, "config", None))
         return _not_interrupted(fit(task, self.config(**task_defaults), out, overwrite=self.overwrite))
 
     def check_resume(self, task_name: str | None, task_config: Callable[[], dict[str, Any]] | None,
@@ -355,19 +353,6 @@ _EVALUATORS: dict[str, Evaluator] = {}
 def _is_count(key: str) -> bool:
     """Score names that count things (examples, tokens): whole numbers, printed as ints."""
     return key in ("n", "tokens") or key.endswith("_tokens")
-
-
-def _refuse_overwriting_inputs(out: str | Path, task_config: Any) -> None:
-    """``--overwrite OUT`` deletes OUT: refused when OUT is, or holds, a path the task reads (its
-    data, a ``--init-from`` run), which the deletion would destroy before training reads it."""
-    if not is_dataclass(task_config) or not Path(out).exists():
-        return
-    for name, value in asdict(task_config).items():
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, str) and v and Path(v).exists():
-                if os.path.realpath(v) == os.path.realpath(out) or inside(Path(v), Path(out)):
-                    raise ConfigError(f"--overwrite {out}: expected a folder that is not an input of this run, got "
-                                      f"the one holding its {name} ({v}); nothing was deleted (pick another --out)")
 
 
 def json_number(v: Any, key: str = "") -> Any:

@@ -34,6 +34,7 @@ from rnnlab.data.tables import (
     fill_missing,
     label_key,
     _read_text,
+    _count,
     as_float32,
     warn_dropped,
 )
@@ -169,9 +170,9 @@ def load_ts(
         raise DataError(f"{path}: expected an @data line, got none")
     if not seqs:
         raise DataError(f"{path}: expected at least one case after @data, got none")
-    warn_dropped(path, f"{dropped_cases} of {cases} cases (no step without a missing value)" if dropped_cases else "",
-                 f"{dropped_steps} time step{'s' if dropped_steps > 1 else ''} with a missing value inside the other "
-                 "cases" if dropped_steps else "")
+    warn_dropped(path, _count(dropped_cases, cases, "cases (no step without a missing value)"),
+                 _count(dropped_steps, None, "time steps with a missing value inside the other cases",
+                        "time step with a missing value inside the other cases"))
     if header.get("equallength") and len({len(x) for x in seqs}) > 1:
         raise DataError(f"{path}: @equalLength true: expected one length, got lengths "
                         f"{sorted({len(x) for x in seqs})[:10]}")

@@ -194,14 +194,18 @@ def export_onnx(
     return path
 
 
-def _max_diff(module: nn.Module, twin: nn.Module, args: tuple) -> float:
+def _eval_outputs(module: nn.Module, *args: Any) -> list[torch.Tensor]:
+    """``module``'s outputs on ``args`` in eval mode, without a graph (its mode put back), flat."""
     was_training = module.training
     try:
         with torch.no_grad():
-            want = _flat(module.eval()(*args))
-            got = _flat(twin(*args))
+            return _flat(module.eval()(*args))
     finally:
         module.train(was_training)
+
+
+def _max_diff(module: nn.Module, twin: nn.Module, args: tuple) -> float:
+    want, got = _eval_outputs(module, *args), _eval_outputs(twin, *args)
     if len(want) != len(got):
         return float("inf")
     return max(float((a - b).abs().max()) for a, b in zip(want, got))
@@ -237,20 +241,15 @@ RUNTIME_CHECK = (3, 7)   # (batch, steps) of the example that export_run runs th
 RUNTIME_TOLERANCE = 1e-3  # of the largest output magnitude (at least 1): float32 rounding (layer norm amplifies it), not another network
 
 
-def runtime_difference(path: str | Path, module: nn.Module, args: tuple, names: list[str]) -> float | None:
-    """The largest absolute difference between the ONNX file's outputs under ONNX Runtime and
-    ``module``'s (in eval mode) on ``args`` (fed by ``names``; inputs the exporter dropped as unused
-    are left out), relative to the largest output magnitude when that is above 1. None where
+def runtime_difference(path: str | Path, want: list[torch.Tensor], args: tuple, names: list[str]) -> float | None:
+    """The largest absolute difference between the ONNX file's outputs under ONNX Runtime on
+    ``args`` (fed by ``names``; inputs the exporter dropped as unused are left out) and ``want``,
+    the model's (:func:`_eval_outputs`), relative to the largest output magnitude when that is above 1. None where
     onnxruntime is not installed; infinity where the outputs' number or shapes differ, or where
     ONNX Runtime refuses the inputs (a graph with the traced sizes fixed)."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
-    was = module.training
-    try:
-        with torch.no_grad():
-            want = [t.detach().double().numpy() for t in _flat(module.eval()(*args))]
-    finally:
-        module.train(was)
+    want = [t.double().numpy() for t in want]
     session = onnx_session(path, threads=1)
     given = {n: a for n, a in zip(names, _flat(args))}
     try:
@@ -409,13 +408,7 @@ def speech_example(model: nn.Module, batch: int = 2, seconds: float = 0.5):
 
 def check_speech_graph(model: nn.Module, graph: nn.Module, args: tuple) -> None:
     """The graph must give ``model(wave.double(), lengths)`` (the task's own forward) on ``args``."""
-    was = model.training
-    try:
-        with torch.no_grad():
-            want = _flat(model.eval()(args[0].double(), args[1]))
-            got = _flat(graph.eval()(*args))
-    finally:
-        model.train(was)
+    want, got = _eval_outputs(model, args[0].double(), args[1]), _eval_outputs(graph, *args)
     if model.mode == "words":
         want = want[:1]
     err = max(float((a.double() - b.double()).abs().max()) for a, b in zip(want, got))
@@ -584,9 +577,11 @@ def seq2seq_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder.onnx")
 
 
-def export_seq2seq(model: EncoderDecoder, encoder_path: str | Path, decoder_path: str | Path) -> tuple[Path, Path]:
+def export_seq2seq(model: EncoderDecoder, encoder_path: str | Path, decoder_path: str | Path,
+                   interfaces: dict[str, tuple] | None = None) -> tuple[Path, Path]:
     """Write the encoder and the decoder step of ``model`` (see the graphs' classes for their
-    interfaces); each is checked against rnnlab's eval outputs before it is written."""
+    interfaces); each is checked against rnnlab's eval outputs before it is written.
+    ``interfaces``: :func:`seq2seq_interfaces` of ``model`` where the caller has them already."""
     if equations_differ(model.encoder):
         raise ConfigError("seq2seq ONNX export: expected cell options torch.nn has (the encoder's packed sequences "
                           "map to the fused operators only), got options that change the cell's equations")
@@ -594,8 +589,9 @@ def export_seq2seq(model: EncoderDecoder, encoder_path: str | Path, decoder_path
     model.eval()
     try:
         out = []
+        interfaces = interfaces or seq2seq_interfaces(model)
         for part, path in (("encoder", encoder_path), ("decoder", decoder_path)):
-            graph, args, names_in, names_out, axes = seq2seq_interfaces(model)[part]
+            graph, args, names_in, names_out, axes = interfaces[part]
             out.append(export_onnx(graph, path, example_inputs=args, input_names=names_in, output_names=names_out,
                                    dynamic_axes=axes))
     finally:
@@ -648,7 +644,8 @@ def _checked(path: Path, module: nn.Module, args: tuple, names: list[str], what:
     """Run the float graph at ``path`` under ONNX Runtime against ``module`` (refused beyond the
     tolerance, before anything is written), quantise it with ``int8``, and return the written
     graph's difference."""
-    diff = runtime_difference(path, module, args, names)
+    want = _eval_outputs(module, *args)
+    diff = runtime_difference(path, want, args, names)
     if diff is not None and diff > RUNTIME_TOLERANCE:
         got = "inputs it refused" if diff == float("inf") else f"a largest difference of {diff:.2e}"
         raise ConfigError(f"{what}: expected ONNX Runtime to give the model's outputs on example inputs of shape "
@@ -656,7 +653,7 @@ def _checked(path: Path, module: nn.Module, args: tuple, names: list[str], what:
                           "written")
     if int8:
         _write_int8(path)
-        diff = runtime_difference(path, module, args, names)
+        diff = runtime_difference(path, want, args, names)
     return diff
 
 
@@ -683,9 +680,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         tmps = [atomic_path(p) for p in paths]
         diffs = []
         try:
-            export_seq2seq(model, *tmps)
-            checks = seq2seq_interfaces(model.eval(), batch, steps)
-            shapes = (tuple(checks["encoder"][1][0].shape), tuple(seq2seq_interfaces(model)["encoder"][1][0].shape))
+            traced = seq2seq_interfaces(model.eval())
+            export_seq2seq(model, *tmps, interfaces=traced)
+            checks = seq2seq_interfaces(model, batch, steps)
+            shapes = (tuple(checks["encoder"][1][0].shape), tuple(traced["encoder"][1][0].shape))
             for t, part in zip(tmps, ("encoder", "decoder")):
                 graph, args, names = checks[part][:3]
                 diffs.append(_checked(t, graph, args, names, f"seq2seq ONNX export ({part})", int8))

@@ -29,7 +29,7 @@ from rnnlab.export.onnx import example_for_export
 from rnnlab.nn.layers import RecurrentBase
 from rnnlab.nn.seq2seq import EncoderDecoder
 from rnnlab.outputs import atomic_path, check_output, commit, is_stdout
-from rnnlab.train.rundir import load_run, run_data_files
+from rnnlab.train.rundir import check_run_output, load_run
 
 
 def _aoti_package():
@@ -79,7 +79,7 @@ def prepare_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best",
         check_output(path, (), force, flag="--pt2")          # the one refusal of "-" every output gives
     if Path(path).suffix != ".pt2":
         raise ConfigError(f"--pt2: expected a file name ending in .pt2, got {str(path)!r}")
-    path = check_output(path, (), force, flag="--pt2", run_data=run_data_files(run_dir))
+    path = check_run_output(path, run_dir, force=force, flag="--pt2")
     if not fast.available():
         raise ConfigError(f"--pt2: expected the fast kernels (their operators go into the package), got none here "
                           f"({fast.unavailable_reason()})")

@@ -65,7 +65,7 @@ from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
 from rnnlab.tasks.video import build_frame_encoder, report_sections as frame_sections
-from rnnlab.train.rundir import load_run, read_run_config, run_data_files
+from rnnlab.train.rundir import check_run_output, load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_data_checksum, register_task
 
 POOLS = ("last", "mean", "max")
@@ -589,6 +589,7 @@ class ClassifyTask:
         self._splits: dict[str, _Split] = {}
         self._lm = None  # the LMSource of init_from, on a fresh (not rebuilt) task only
         self._fresh = metadata is None
+        self._value_cols: list[str] = []   # the training file's, once read (wide numeric tables only)
         if metadata is not None:
             self._meta = metadata
             # runs of rnnlab before value_cols was recorded: every non-label column, in file order
@@ -712,7 +713,7 @@ class ClassifyTask:
         if c.feature_cols:
             raise ConfigError(expected("--feature-cols", "to come with --id-col (long layout)", c.feature_cols))
         # the training file's value columns, read by name (not position) in every later file
-        trained = None if c.value_cols else getattr(self, "_value_cols", None)
+        trained = None if c.value_cols else self._value_cols
         return load_sequences_wide(path, c.label_col, c.value_cols or None, label_map, c.missing, fmt,
                                    require_labels, encoding=c.encoding, trained_cols=trained)
 
@@ -1241,7 +1242,7 @@ def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best", for
     """``rnnlab predict RUN --csv FILE --out preds.csv`` (``-``: standard output): labels and class
     probabilities. The output path is checked before anything is read (see
     :func:`rnnlab.outputs.check_output`)."""
-    check_output(out, [path], force, stdout=True, run_data=run_data_files(run_dir))
+    check_run_output(out, run_dir, [path], force, stdout=True)
     task, model = load_classify_run(run_dir, checkpoint)
     return with_file_options(task, missing, encoding).predict_file(model, path, out)
 

@@ -59,7 +59,7 @@ from rnnlab.report.html import figure_to_img, pyplot, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.forecast_baselines import ets_available, ets_forecast, theta_forecast
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
-from rnnlab.train.rundir import load_run, read_run_config, run_data_files
+from rnnlab.train.rundir import check_run_output, load_run, read_run_config
 from rnnlab.train.task import ReportSection, StepOutput, register_task
 
 MODES = ("direct", "autoregressive")
@@ -784,7 +784,7 @@ class ForecastTask:
             lo, hi = pred[..., 0], pred[..., -1]
             out["coverage"] = float(((y >= lo) & (y <= hi)).mean())
             out["interval"] = f"{c.quantiles[0]:g}-{c.quantiles[-1]:g}"
-        out["_pred"], out["_y"], out["_origins"], out["_sid"] = pred, y, origins, sid
+        out["_pred"], out["_y"], out["_origins"], out["_sid"], out["_scales"] = pred, y, origins, sid, scales
         return out
 
     def mase_scales(self, series: list[SeriesFrame], sid: np.ndarray, origins: np.ndarray) -> dict[int, np.ndarray]:
@@ -944,7 +944,7 @@ class ForecastTask:
         per = []
         for k in range(len(org_a)):
             pm = forecast_metrics(total["_y"][k : k + 1], self.point(total["_pred"][k : k + 1]),
-                                  mase_scale(series[sid_a[k]].targets[: org_a[sid_a == sid_a[k]].min()], self.season))
+                                  total["_scales"][k : k + 1])   # its series' unit, as score() took it
             row = {"window": k + 1, "series": series[sid_a[k]].name, "origin_row": int(org_a[k]), **pm}
             hist = series[sid_a[k]].targets[: org_a[k]]
             row["naive_mae"] = float(np.abs(total["_y"][k] - hist[-1]).mean())
@@ -1441,7 +1441,7 @@ def forecast_run(run_dir: str, path: str, horizon: int, out: str | None, checkpo
     None: no file, the rows are returned). The output path is checked before anything is read (see
     :func:`rnnlab.outputs.check_output`)."""
     if out:
-        check_output(out, [path], force, stdout=True, run_data=run_data_files(run_dir))
+        check_run_output(out, run_dir, [path], force, stdout=True)
     task, model = _load_forecast_run(run_dir, checkpoint)
     return _file_options(task, missing, encoding).forecast_file(model, path, horizon, out)
 
@@ -1451,7 +1451,7 @@ def backtest_run(run_dir: str, path: str, windows: int, out: str | None = None,
                  encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab backtest RUN --csv FILE --windows K``: walk-forward scores with baselines."""
     if out:
-        check_output(out, [path], force, stdout=True, run_data=run_data_files(run_dir))
+        check_run_output(out, run_dir, [path], force, stdout=True)
     task, model = _load_forecast_run(run_dir, checkpoint)
     bt = _file_options(task, missing, encoding).backtest_file(model, path, windows, out)
     return {k: v for k, v in bt.items() if not k.startswith("_")}

@@ -612,7 +612,7 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     CheckpointError if the folder is not a run or is a run of another task; this is checked
     before any model is built or any weight is read.
     """
-    if not (Path(run_dir) / "config.json").is_file():   # one message, not the run reader's inside ours
+    if not (Path(run_dir) / CONFIG).is_file():   # one message, not the run reader's inside ours
         got = "a folder without a run's config.json" if Path(run_dir).is_dir() else "no such folder"
         raise CheckpointError(expected(f"run folder {run_dir}", "a language-model run", got))
     cfg = read_run_config(run_dir)

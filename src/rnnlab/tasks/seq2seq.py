@@ -25,7 +25,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -515,10 +515,12 @@ def attention_figure(source_tokens: Sequence[str], output_tokens: Sequence[str],
     return fig
 
 
-def attention_png_path(path: str | Path, run_dir: str | Path, force: bool = False) -> Path:
-    """``path`` if an attention plot of the run at ``run_dir`` may be written there
-    (:func:`rnnlab.outputs.check_output`): never over the run's training data, even with ``force``."""
-    return check_output(path, (), force, run_data=run_data_files(run_dir))
+def attention_png_check(run_dir: str | Path, force: bool = False) -> Callable[[str | Path], Path]:
+    """A check of where attention plots of the run at ``run_dir`` may go
+    (:func:`rnnlab.outputs.check_output`; never over the run's training data, even with ``force``),
+    the run's data files read once for all the plots of a call."""
+    data = run_data_files(run_dir)
+    return lambda path: check_output(path, (), force, run_data=data)
 
 
 def write_attention_png(t: Translation, path: str | Path, which: int = 0) -> Path:

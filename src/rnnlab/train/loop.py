@@ -56,6 +56,7 @@ from rnnlab.train.rundir import (
     CHECKPOINTS,
     check_clearable,
     check_new_run_dir,
+    check_not_an_input,
     check_writable,
     clear_run_dir,
     data_keys,
@@ -377,6 +378,8 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     # SLURM_PROCID say (two such processes under srun would otherwise both write it).
     devices, num_nodes = _world(config)
     locked = devices * num_nodes == 1 or _is_rank_zero_by_env()
+    if overwrite:   # before anything is deleted: never an input of the run it starts
+        check_not_an_input(out, getattr(task, "config", None))
     if locked:  # fail before any process is launched; hold the folder until training ends
         _lock_run_dir(out, resume, overwrite)
     try:

@@ -22,6 +22,7 @@ time (``rnnlab.train.lock``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,13 +30,13 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from torch import nn
 
 from rnnlab._version import __version__
-from rnnlab.errors import CheckpointError, DataError, RnnlabError
-from rnnlab.outputs import enclosing_run, is_temporary
+from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError
+from rnnlab.outputs import check_output, enclosing_run, inside, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
 from rnnlab.train.task import Task, build_task, data_checksum_hook
@@ -161,6 +162,18 @@ def check_clearable(out: Path) -> None:
             f"--overwrite {out}: expected a folder holding only a run's files, got also {foreign[:5]}; "
             "nothing was deleted (pick another --out or remove those files yourself)"
         )
+
+
+def check_not_an_input(out: Path, task_config: Any) -> None:
+    """Refuse an ``--overwrite`` of ``out`` when it is, or holds, a path the task reads (its data, a
+    ``--init-from`` run): the deletion would destroy an input of the run it starts."""
+    if not dataclasses.is_dataclass(task_config) or not out.exists():
+        return
+    for name, value in dataclasses.asdict(task_config).items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v and Path(v).exists() and (os.path.realpath(v) == os.path.realpath(out) or inside(Path(v), out)):
+                raise ConfigError(f"--overwrite {out}: expected a folder that is not an input of this run, got "
+                                  f"the one holding its {name} ({v}); nothing was deleted (pick another --out)")
 
 
 def clear_run_dir(out: Path) -> None:
@@ -352,6 +365,13 @@ def run_data_files(run_dir: str | Path) -> list[str]:
         return []
     found = resolve_data_paths(run_dir, cfg.get("task_config") or {}, cfg.get("data_files"))
     return [found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)]
+
+
+def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str | Path | None] = (),
+                     force: bool = False, flag: str = "--out", stdout: bool = False) -> Path:
+    """:func:`rnnlab.outputs.check_output` for a command that reads the run at ``run_dir``: never one
+    of the run's training data files (nor a file in a recorded data folder), even with ``force``."""
+    return check_output(out, inputs, force, flag=flag, stdout=stdout, run_data=run_data_files(run_dir))
 
 
 def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
