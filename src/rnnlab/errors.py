@@ -61,6 +61,10 @@ class CheckpointError(RnnlabError, ValueError):
     """A checkpoint or run folder that cannot be read, written or used."""
 
 
+class RunFolderTakenError(CheckpointError):
+    """A new run's folder is in use: it holds a run or other files, or another process holds its lock."""
+
+
 class NonFiniteError(RnnlabError, FloatingPointError):
     """Training produced a NaN or infinite loss or gradient."""
 

@@ -558,10 +558,11 @@ def test_confusions_are_summarised_and_match_the_dense_matrix(tmp_path):
 # ----------------------------------------------------------------------------- real processes
 
 
-def _cli(*argv, env=None) -> subprocess.Popen:
+def _cli(*argv, env=None, cwd=None) -> subprocess.Popen:
     e = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.Popen([sys.executable, "-c", "import sys; from rnnlab.cli.main import main; sys.exit(main())",
-                             *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+                             *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+                            cwd=cwd)
 
 
 def resume_pair(run: Path, max_steps: int, pause: float = 0.5) -> tuple[subprocess.Popen, subprocess.Popen]:
@@ -589,6 +590,30 @@ def test_two_writers_one_refusal_and_the_run_survives(copy_of):
     steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     assert steps == list(range(1, 15))
     usable(run)
+
+
+def test_runs_started_together_without_out_take_one_folder_each(tmp_path):
+    """A sweep launched in parallel without --out: every run trains, each in its own runs/toy[-N]
+    (the ones that find their folder taken move on to the next name)."""
+    argv = ["train", "toy", "--hidden-size", "4", "--max-steps", "3", "--checkpoint-every", "1", "--quiet", "--no-report"]
+    procs = [_cli(*argv, env={"RNNLAB_TEST_CHECKPOINT_PAUSE": "0.3"}, cwd=tmp_path) for _ in range(3)]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=300)]]
+    assert [code for code, _ in results] == [0, 0, 0], results
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["toy", "toy-2", "toy-3"]
+    for run in (tmp_path / "runs").iterdir():
+        steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                 if r["kind"] == "train"]
+        assert steps == [1, 2, 3], run
+        usable(run)
+
+
+def test_new_run_dir_skips_names_just_taken(tmp_path):
+    from rnnlab.train import new_run_dir
+
+    (tmp_path / "toy-2").mkdir()
+    (tmp_path / "toy-2" / "notes.txt").write_text("mine\n")
+    assert new_run_dir(tmp_path / "toy") == tmp_path / "toy"
+    assert new_run_dir(tmp_path / "toy", skip=[tmp_path / "toy"]) == tmp_path / "toy-3"
 
 
 def _toy_until_first_checkpoint(run: Path, max_steps: int, pause: float) -> tuple[list, subprocess.Popen]:

@@ -121,3 +121,28 @@ def test_resume_refuses_other_speech_flags(words_run, few, capsys):
     # The run's own settings given again are accepted (and continue it).
     assert main(["train", "speech", "--resume", str(words_run), "--audio-dir", str(few), "--n-mfcc", "13",
                  "--hidden", "8", "--max-steps", "3", "--quiet"]) == 0
+
+
+def test_run_records_its_audio_folder(words_run, few, capsys):
+    """The audio folder is recorded with a checksum, so no command writes into it, even with --force."""
+    rec = json.loads((words_run / "config.json").read_text())["data_files"]["audio_dir"]
+    assert rec["path"] == str(few.absolute()) and len(rec["sha256"]) == 64
+    out = few / "model.onnx"
+    assert main(["export", str(words_run), "--onnx", str(out), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "the run's training data" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_evaluate_refuses_a_changed_audio_folder(few, tmp_path, capsys):
+    import shutil
+
+    audio = tmp_path / "audio"
+    shutil.copytree(few, audio)
+    run = tmp_path / "run"
+    assert main(["train", "speech", "--audio-dir", str(audio), "--out", str(run), "--quiet", *SMALL]) == 0
+    wav = sorted(audio.glob("*.wav"))[0]
+    wav.write_bytes(wav.read_bytes()[:-2] + b"\x01\x02")   # one sample edited
+    assert main(["evaluate", str(run), "--split", "test"]) == 1
+    err = capsys.readouterr().err
+    assert "audio_dir" in err and err.count("\n") == 1, err

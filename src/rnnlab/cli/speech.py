@@ -121,7 +121,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def build() -> SpeechTask:
             return SpeechTask(SpeechConfig(**flags()))  # every data error is raised here, before any model is built
 
-        result = run.start(build, "speech", flags, CONFIG_KEYS, ("data_dir", "audio_dir", "labels"),
+        result = run.start(build, "speech", flags, CONFIG_KEYS, SpeechTask.data_keys,
                            **TRAIN_DEFAULTS[mode if mode in TRAIN_DEFAULTS else "words"])
         if run.given.get("quiet") and not as_json:  # --json always prints its object
             return

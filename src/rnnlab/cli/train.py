@@ -37,12 +37,16 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from rnnlab.errors import ConfigError, Interrupted, expected
+from rnnlab.errors import ConfigError, Interrupted, RunFolderTakenError, expected
 from rnnlab.outputs import is_stdout
+
+# Without --out, a run takes the first free runs/TASK[-N]; runs started together (a sweep launched
+# in parallel) each move on to the next name when another took theirs first, this many times.
+DEFAULT_OUT_TRIES = 8
 
 # name -> (type, default, flag, help). None defaults mean "not given": a resumed run keeps its own value.
 _COMMON: dict[str, tuple[Any, Any, str, str]] = {
-    "out": (Optional[Path], None, "--out", "Run folder to create (default: a free runs/TASK[-N])."),
+    "out": (Optional[Path], None, "--out", "Run folder to create (default: the first free runs/TASK[-N], also when several runs start at once)."),
     "resume_run": (Optional[Path], None, "--resume", "Continue this run folder from its latest checkpoint."),
     "overwrite": (bool, False, "--overwrite", "Start the --out run folder again from scratch if it holds a run (deletes it)."),
     "max_steps": (Optional[int], None, "--max-steps", "Stop after this many optimizer steps (0 = no limit)."),
@@ -123,8 +127,16 @@ class TrainArgs:
             data = self.check_resume(task_name, task_config, keys or {}, path_keys)
             return _not_interrupted(resume(self.resume_run, data_paths=data, **self.given))
         task = build_task()
-        out = self.out if self.out is not None else new_run_dir(Path("runs") / (task_name or task.name))
-        return _not_interrupted(fit(task, self.config(**task_defaults), out, overwrite=self.overwrite))
+        if self.out is not None:
+            return _not_interrupted(fit(task, self.config(**task_defaults), self.out, overwrite=self.overwrite))
+        base, taken = Path("runs") / (task_name or task.name), []
+        for _ in range(DEFAULT_OUT_TRIES - 1):
+            taken.append(new_run_dir(base, skip=taken))
+            try:
+                return _not_interrupted(fit(task, self.config(**task_defaults), taken[-1]))
+            except RunFolderTakenError:   # another process started a run there meanwhile: take the next name
+                continue
+        return _not_interrupted(fit(task, self.config(**task_defaults), new_run_dir(base, skip=taken)))
 
     def check_resume(self, task_name: str | None, task_config: Callable[[], dict[str, Any]] | None,
                      keys: dict[str, str], path_keys: tuple[str, ...]) -> dict[str, str]:

@@ -299,6 +299,7 @@ TRAIN_DEFAULTS = {
 
 class SpeechTask:
     name = "speech"
+    data_keys = ("data_dir", "audio_dir", "labels")   # recorded with checksums in the run folder
     train_defaults = TRAIN_DEFAULTS["words"]
     items_name = "utterances"
     # TrainConfig.compile: the training step calls encode (features are computed without grad, in

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from rnnlab.errors import CheckpointError
+from rnnlab.errors import CheckpointError, RunFolderTakenError
 
 LOCK_NAME = ".rnnlab.lock"
 # The name earlier releases used: a generic name a user's own file may have (and a lock truncates
@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-class RunLockedError(CheckpointError):
+class RunLockedError(RunFolderTakenError):
     """Another process holds the run folder's lock."""
 
 

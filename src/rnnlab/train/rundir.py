@@ -30,12 +30,12 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from torch import nn
 
 from rnnlab._version import __version__
-from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, RunFolderTakenError
 from rnnlab.outputs import check_output, enclosing_run, inside, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
@@ -71,15 +71,16 @@ def _is_free(folder: Path) -> bool:
     return all(p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()) for p in entries)
 
 
-def new_run_dir(base: str | Path) -> Path:
-    """``base`` if it is free (absent or an empty folder), else the first free ``base-N``."""
+def new_run_dir(base: str | Path, skip: Collection[Path] = ()) -> Path:
+    """``base`` if it is free (absent or an empty folder), else the first free ``base-N``; never a
+    name in ``skip`` (folders another process has just taken)."""
     base = Path(base)
     if base.name in ("", ".."):
         base = Path(os.path.abspath(base))              # "." or "..": name the suggestion after the folder
     if not base.name:                                   # the root
         return base / "run"
     candidate, n = base, 1
-    while not _is_free(candidate):
+    while candidate in skip or not _is_free(candidate):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
@@ -110,11 +111,11 @@ def check_new_run_dir(out: Path) -> None:
         raise CheckpointError(f"run folder {out}: expected a folder or a new name, got an existing file")
     if not _is_free(out):
         if is_run_config(out / CONFIG):
-            raise CheckpointError(
+            raise RunFolderTakenError(
                 f"run folder {out}: expected a new or empty folder, got {describe_run(out)}; continue it with "
                 f"--resume {out} (Python: resume=True), or start it again from scratch with --overwrite (Python: overwrite=True)"
             )
-        raise CheckpointError(
+        raise RunFolderTakenError(
             f"run folder {out}: expected a new or empty folder, got {describe_run(out)} "
             f"({_listed(out)}); pick another --out "
             f"(free: {new_run_dir(out)})"
