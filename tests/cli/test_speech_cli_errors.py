@@ -4,6 +4,7 @@ do not apply are one line, help text keeps its brackets, train and evaluate agre
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -48,10 +49,10 @@ def one_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--stream", "--chunk-ms", "-50"], "--chunk-ms: expected a number of milliseconds > 0, got -50"),
-    (["--stream", "--chunk-ms", "0"], "--chunk-ms: expected a number of milliseconds > 0, got 0"),
-    (["--beam", "-3"], "--beam: expected an integer >= 1, got -3"),
-    (["--beam", "0"], "--beam: expected an integer >= 1, got 0"),
+    (["--stream", "--chunk-ms", "-50"], "--chunk-ms (chunk_ms): expected a number of milliseconds > 0, got -50"),
+    (["--stream", "--chunk-ms", "0"], "--chunk-ms (chunk_ms): expected a number of milliseconds > 0, got 0"),
+    (["--beam", "-3"], "--beam (beam): expected an integer >= 1, got -3"),
+    (["--beam", "0"], "--beam (beam): expected an integer >= 1, got 0"),
     (["--chunk-ms", "50"], "--chunk-ms: expected it only with --stream"),
     (["--stream", "--beam", "2"], "--beam: expected no --beam with --stream (streaming decodes greedily"),
 ])
@@ -62,7 +63,7 @@ def test_transcribe_refuses_bad_or_idle_flags(runs, few, capsys, flags, message)
 
 def test_transcribe_refuses_beam_on_a_words_run(runs, few, capsys):
     assert main(["transcribe", str(runs["words"]), str(few / "5_theo_1.wav"), "--beam", "5"]) == 1
-    assert "--beam: expected a connected-digit (ctc) run" in one_line(capsys)
+    assert "--beam (beam): expected a connected-digit (ctc) run" in one_line(capsys)
     # the flags where they apply still work
     assert main(["transcribe", str(runs["ctc"]), str(few / "5_theo_1.wav"), "--beam", "3"]) == 0
     assert main(["transcribe", str(runs["words"]), str(few / "5_theo_1.wav"), "--stream", "--chunk-ms", "50"]) == 0
@@ -126,3 +127,22 @@ def test_help_keeps_its_brackets(capsys, monkeypatch):
     assert "in [this, this+20] dB" in out
     assert "[1-this, 1+this]" in out
     assert "file,label[,speaker,take]" in out
+
+
+def test_python_api_checks_beam_and_chunk_as_the_cli(runs, few):
+    """transcribe_file / stream_file refuse what `rnnlab transcribe` refuses (a chunk of 0 ms was one
+    sample per chunk; beam 0 was greedy; a beam on a words run was ignored)."""
+    from rnnlab.errors import ConfigError
+    from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file
+
+    wav = few / "5_theo_1.wav"
+    ctc, words = load_speech_run(runs["ctc"]), load_speech_run(runs["words"])
+    for task_model, kwargs, message in ((ctc, {"beam": 0}, "--beam (beam): expected an integer >= 1, got 0"),
+                                        (ctc, {"beam": 2.5}, "got 2.5"),
+                                        (words, {"beam": 3}, "expected a connected-digit (ctc) run")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            transcribe_file(*task_model, wav, **kwargs)
+    for chunk_ms in (0, -5.0, float("nan")):
+        with pytest.raises(ConfigError, match=re.escape("--chunk-ms (chunk_ms): expected a number of milliseconds > 0")):
+            stream_file(*ctc, wav, chunk_ms=chunk_ms)
+    assert transcribe_file(*ctc, wav, beam=2)["text"] == transcribe_file(*ctc, wav, beam=2)["text"]

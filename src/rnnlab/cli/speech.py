@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -160,13 +159,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         import torch  # lazy: keeps --help fast
 
-        from rnnlab.tasks.speech import load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast
+        from rnnlab.tasks.speech import check_decoding_options, load_speech_run, stream_file, transcribe_file  # lazy: keeps --help fast
 
-        # Values first, then flags that do not apply, then (with the run read) flags its mode has no use for.
-        if beam is not None and beam < 1:
-            raise ConfigError(expected("--beam", "an integer >= 1", beam))
-        if stream and not (math.isfinite(chunk_ms) and chunk_ms > 0):
-            raise ConfigError(expected("--chunk-ms", "a number of milliseconds > 0", f"{chunk_ms:g}"))
+        # Flags that do not apply first, then (with the run read) values and flags its mode has no use for.
         if not stream and ctx.get_parameter_source("chunk_ms").name in ("COMMANDLINE", "ENVIRONMENT"):
             raise ConfigError(expected("--chunk-ms", "it only with --stream (offline transcription reads each file "
                                        "whole)", f"--chunk-ms {chunk_ms:g} without --stream"))
@@ -175,9 +170,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                        f"--beam {beam}"))
         torch.set_num_threads(max(1, threads))
         task, model = load_speech_run(run_dir, checkpoint)
-        if beam is not None and task.config.mode != "ctc":
-            raise ConfigError(expected("--beam", "a connected-digit (ctc) run (a words run classifies each "
-                                       "recording: there is no beam to search)", f"--beam {beam} for a words run"))
+        check_decoding_options(task, beam, chunk_ms if stream else None)   # before any file: one error, not one per file
 
         def transcribe_one(path: Path) -> None:
             """Print one file's transcription (offline, or chunk by chunk with ``stream``)."""

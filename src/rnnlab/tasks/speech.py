@@ -23,6 +23,7 @@ the training recordings and live in the run's metadata (and the model's buffers)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -755,6 +756,22 @@ def _windows(path: str | os.PathLike, sample_rate: int, core: int, margin: int
         yield lo, buf[lo - buf_start:], core_start, float("inf")
 
 
+def check_decoding_options(task: SpeechTask, beam: int | None = None, chunk_ms: float | None = None) -> None:
+    """ConfigError unless ``beam`` (a prefix beam width: above 1, ctc runs only) and ``chunk_ms`` (the audio of
+    a streaming chunk) can be used on ``task``'s run; None is not given. The checks of
+    :func:`transcribe_file`, :func:`stream_file` and ``rnnlab transcribe``."""
+    if beam is not None:
+        if not is_int_at_least(beam, 1):
+            raise ConfigError(expected("--beam (beam)", "an integer >= 1", repr(beam)))
+        if beam > 1 and task.config.mode != "ctc":
+            raise ConfigError(expected("--beam (beam)", "a connected-digit (ctc) run (a words run classifies each "
+                                       "recording: there is no beam to search)", f"beam {beam} for a words run"))
+    if chunk_ms is not None and not (isinstance(chunk_ms, (int, float)) and not isinstance(chunk_ms, bool)
+                                     and math.isfinite(chunk_ms) and chunk_ms > 0):
+        raise ConfigError(expected("--chunk-ms (chunk_ms)", "a number of milliseconds > 0",
+                                   f"{chunk_ms:g}" if isinstance(chunk_ms, float) else repr(chunk_ms)))
+
+
 def _transcribe_wave(task: SpeechTask, model: SpeechModel, wave: np.ndarray, beam: int | None, offset_s: float = 0.0
                      ) -> tuple[str, float, list[dict[str, Any]]]:
     with torch.no_grad():
@@ -779,7 +796,9 @@ def transcribe_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLik
 
     A ctc run reads a file longer than ``LONG_FILE_S`` in windows (``WINDOW_S`` cores with
     ``MARGIN_S`` either side), so memory does not grow with the file; its score is then the
-    sum of the windows' scores. A words run classifies one recording and refuses long files."""
+    sum of the windows' scores. A words run classifies one recording and refuses long files.
+    ``beam``: the prefix beam width of a ctc run (default: the run's; 1 = greedy)."""
+    check_decoding_options(task, beam)
     sr = task.fcfg.sample_rate
     info = audio_info(path)
     if info.seconds > LONG_FILE_S:
@@ -830,6 +849,7 @@ def stream_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike, c
     chunk whose processing emitted it, and ``compute_s``, the time that chunk took to process.
     Greedy CTC never takes a token back, so a token is final when it is emitted; on a live
     signal it appears at ``audio_s + compute_s`` (when the processing keeps up, ``rtf < 1``)."""
+    check_decoding_options(task, chunk_ms=chunk_ms)
     c = task.config
     if c.bidirectional:
         raise ConfigError(expected("a model to stream", "a unidirectional one", "a bidirectional run"))
