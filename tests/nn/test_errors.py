@@ -294,3 +294,38 @@ def test_cell_batch_zero_behaves_as_torch(name: str) -> None:
     a, b = ref(torch.randn(0, 3)), ours(torch.randn(0, 3))
     a, b = (a if isinstance(a, tuple) else (a,)), (b if isinstance(b, tuple) else (b,))
     assert [t.shape for t in b] == [t.shape for t in a] == [(0, 4)] * len(a)
+
+
+# ------------------------------------------------------------------ torch.nn's own words
+def _cell_call(name, x, h):
+    return lambda m: getattr(m, name)(3, 4)(x, (h, h) if name == "LSTMCell" else h)
+
+
+TORCH_WORDED = {
+    **{f"{n} 4-D input": (lambda m, n=n: getattr(m, n)(3, 4)(torch.randn(2, 2, 2, 3))) for n in LAYERS},
+    **{f"{n} float64 input": (lambda m, n=n: getattr(m, n)(3, 4)(torch.randn(2, 3, dtype=torch.float64))) for n in CELLS},
+    **{f"{n} 2-D state, 1-D input": _cell_call(n, torch.randn(3), torch.randn(2, 4)) for n in CELLS},
+    **{f"{n} 1-D state, 2-D input": _cell_call(n, torch.randn(1, 3), torch.randn(4)) for n in CELLS},
+    "LSTMCell 1-D c": lambda m: m.LSTMCell(3, 4)(torch.randn(4, 3), (torch.randn(4, 4), torch.randn(4))),
+    **{f"{n} unknown keyword": (lambda m, n=n: getattr(m, n)(3, 4, foo=1)) for n in [*LAYERS, *CELLS]},
+    "GRU nonlinearity": lambda m: m.GRU(3, 4, nonlinearity="tanh"),
+}
+
+
+@pytest.mark.parametrize("case", list(TORCH_WORDED))
+def test_messages_hold_torch_nn_words(case: str) -> None:
+    """Code written against torch.nn that matches its error text (pytest.raises(match=...)) still
+    matches: rnnlab's message quotes torch.nn's, and the error is of the type torch.nn raises
+    (except torch.nn.LSTMCell's IndexError for a 1-D c, which is a ShapeError)."""
+    with pytest.raises(Exception) as theirs:
+        TORCH_WORDED[case](nn)
+    with pytest.raises(RnnlabError) as ours:
+        TORCH_WORDED[case](rnnlab)
+    assert str(theirs.value).split(": ", 1)[-1] in str(ours.value), (str(theirs.value), str(ours.value))
+    if case != "LSTMCell 1-D c":
+        assert isinstance(ours.value, type(theirs.value)), (type(theirs.value), type(ours.value).__mro__)
+
+
+def test_reprs_as_torch_nn() -> None:
+    assert repr(rnnlab.RNN(3, 4, nonlinearity="relu")) == repr(nn.RNN(3, 4, nonlinearity="relu"))
+    assert repr(rnnlab.RNNCell(3, 4, nonlinearity="relu")) == repr(nn.RNNCell(3, 4, nonlinearity="relu"))

@@ -318,3 +318,26 @@ def test_in_place_op_on_the_output_works_like_torch(mode: str) -> None:
         (out ** 2).sum().backward()
         grads.append(x.grad)
     assert_close("grad[input]", grads[1], grads[0], 1e-10, mode)
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_dropout_on_packed_sequences_draws_torch_nn_masks(name, bidirectional, enforce_sorted):
+    """Between-layer dropout on a PackedSequence of unequal lengths: the same seed gives torch.nn's
+    outputs and gradients, and leaves the generator where torch.nn leaves it (the masks are drawn
+    over the packed rows, not the padded batch)."""
+    ref = getattr(nn, name)(3, 8, num_layers=3, dropout=0.5, bidirectional=bidirectional).double()
+    ours = getattr(rnnlab, name)(3, 8, num_layers=3, dropout=0.5, bidirectional=bidirectional).double()
+    ours.load_state_dict(ref.state_dict())
+    lengths = [4, 3, 2] if enforce_sorted else [2, 4, 3]
+    x = torch.randn(4, 3, 3, dtype=torch.float64)
+    results = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(5)
+        out = m(pack_padded_sequence(xi, lengths, enforce_sorted=enforce_sorted))[0].data
+        out.square().sum().backward()
+        results.append((out.detach(), xi.grad, torch.rand(3)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)

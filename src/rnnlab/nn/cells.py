@@ -68,7 +68,7 @@ class CellBase(nn.Module):
         if self.bias is not True:
             s += f", bias={self.bias}"
         if self.mode == "rnn_relu":
-            s += ", nonlinearity='relu'"
+            s += ", nonlinearity=relu"       # torch.nn.RNNCell's spelling
         for key, value in cell_kwargs(self.options).items():
             s += f", {key}={value!r}"
         return s
@@ -92,8 +92,8 @@ class CellBase(nn.Module):
         w = self.weight_ih
         if x.dtype != w.dtype:
             raise DTypeError(with_torch(f"input dtype: expected {w.dtype} (the weights' dtype), got {x.dtype}",
-                                        f"expected scalar type {str(w.dtype).split('.')[-1].capitalize()} but found "
-                                        f"{str(x.dtype).split('.')[-1].capitalize()}"))
+                                        f"mat1 and mat2 must have the same dtype, but got {_scalar_name(x.dtype)} and "
+                                        f"{_scalar_name(w.dtype)}"))
         if x.device != w.device:
             raise DeviceError(f"input device: expected {w.device} (the weights' device), got {x.device}")
 
@@ -112,8 +112,12 @@ class CellBase(nn.Module):
                 torch_msg = f"hidden{index} has inconsistent hidden_size: got {s.shape[-1]}, expected {self.hidden_size}"
             elif s.dim() == 2 and not unbatched:
                 torch_msg = f"Input batch size {x.shape[0]} doesn't match hidden{index} batch size {s.shape[0]}"
-            else:
-                torch_msg = f"Expected hidden{index} to be {len(want)}D for {len(want)}D input, got {s.dim()}D"
+            elif unbatched:              # a 2-D state for a 1-D input: torch.nn reads its rows as the size
+                torch_msg = f"hidden{index} has inconsistent hidden_size: got {s.shape[0]}, expected {self.hidden_size}"
+            elif index == 0:             # a 1-D state for a 2-D input: torch.nn reads its size as the batch
+                torch_msg = f"Input batch size {x.shape[0]} doesn't match hidden{index} batch size {s.shape[0]}"
+            else:                        # torch.nn.LSTMCell indexes the missing dimension of c
+                torch_msg = "Dimension out of range (expected to be in range of [-1, 0], but got 1)"
             raise ShapeError(with_torch(f"{name} shape: expected {want}, got {tuple(s.shape)}", torch_msg))
         if s.dtype != x.dtype:
             raise DTypeError(f"{name} dtype: expected {x.dtype} (the input's dtype), got {s.dtype}")
@@ -134,6 +138,14 @@ class CellBase(nn.Module):
         return h1, c1
 
 
+def _scalar_name(dtype: torch.dtype) -> str:
+    """A dtype as torch's C++ messages name it (Float, Double, Half, BFloat16)."""
+    return _SCALAR_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+_SCALAR_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
+
+
 class RNNCell(CellBase):
     """One step of the Elman RNN, a drop-in replacement for ``torch.nn.RNNCell``."""
 
@@ -145,7 +157,7 @@ class RNNCell(CellBase):
                                          f"Unknown nonlinearity: {nonlinearity}"))
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, bias, device, dtype,
-                         CellOptions.from_dict(options))
+                         CellOptions.from_dict(options, type(self).__name__))
 
     @quiet_under_trace
     @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
@@ -165,7 +177,7 @@ class GRUCell(CellBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
-        super().__init__("gru", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
+        super().__init__("gru", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options, type(self).__name__))
 
     @quiet_under_trace
     @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's
@@ -186,7 +198,7 @@ class LSTMCell(CellBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device: Any = None, dtype: Any = None, **options: Any) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options))
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, CellOptions.from_dict(options, type(self).__name__))
 
     @quiet_under_trace
     @outside_autocast       # torch.autocast: the step in the weights' dtype, outputs in autocast's

@@ -358,9 +358,7 @@ class RecurrentBase(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
-        if self.mode == "rnn_relu":
-            s += ", nonlinearity='relu'"
-        for key, value in cell_kwargs(self.options).items():
+        for key, value in cell_kwargs(self.options).items():   # (torch.nn's RNN shows no nonlinearity either)
             s += f", {key}={value!r}"
         return s
 
@@ -394,7 +392,8 @@ class RecurrentBase(nn.Module):
             if input.dim() not in (2, 3):
                 raise ShapeError(with_torch(
                     f"input: expected a 3-D (batched) or 2-D (unbatched) tensor, got {input.dim()}-D with shape {tuple(input.shape)}",
-                    f"{self._torch_name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"))
+                    f"{self._torch_name}: Expected input to be 2D or 3D, got {input.dim()}D"
+                    f"{' tensor' if self.mode.startswith('rnn') else ''} instead"))   # (torch.nn's RNN says 'tensor')
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         self._check_input(x)
@@ -450,7 +449,13 @@ class RecurrentBase(nn.Module):
                     c_n.append(c)
             layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:   # (a 1-layer call reads no float)
-                layer_input = F.dropout(layer_input, p=self.dropout, training=True)
+                if packed:   # torch.nn's mask: drawn over the packed rows, so one seed gives the same numbers
+                    keep = F.dropout(layer_input.new_ones(int(batch_sizes.sum()), layer_input.shape[-1]),
+                                     p=self.dropout, training=True)
+                    layer_input = layer_input * pad_packed_sequence(
+                        PackedSequence(keep, batch_sizes, sorted_indices, unsorted_indices))[0]
+                else:
+                    layer_input = F.dropout(layer_input, p=self.dropout, training=True)
 
         output = layer_input                                                       # (T, B, D·P)
         h_n = torch.stack(h_n, 0)
@@ -550,7 +555,7 @@ class RNN(RecurrentBase):
                                          f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."))
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options))
+                         dropout, bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options, "RNNBase"))   # torch.nn names its base class
 
 
 class LSTM(RecurrentBase):
@@ -567,7 +572,7 @@ class LSTM(RecurrentBase):
                  proj_size: int = 0, device: Any = None, dtype: Any = None,
                  engine: str = "auto", **options: Any) -> None:
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options))
+                         bidirectional, proj_size, device, dtype, engine, CellOptions.from_dict(options, "RNNBase"))
 
 
 class GRU(RecurrentBase):
@@ -584,4 +589,4 @@ class GRU(RecurrentBase):
                  engine: str = "auto", **options: Any) -> None:
         _no_proj_size("GRU", proj_size)
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options))
+                         bidirectional, 0, device, dtype, engine, CellOptions.from_dict(options, "RNNBase"))

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, ConfigTypeError, with_torch
 
 INITS = ("torch", "orthogonal", "chrono", "identity")
 GRU_RESETS = ("after", "before")
@@ -51,13 +51,15 @@ class CellOptions:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CellOptions":
-        """Build from keyword arguments or saved JSON; unknown keys are a ConfigError.
+    def from_dict(cls, d: dict[str, Any], owner: str = "") -> "CellOptions":
+        """Build from keyword arguments or saved JSON; unknown keys are a ConfigTypeError (quoting
+        torch.nn's words for an unexpected keyword argument of ``owner``, the class it is given to).
         ``zoneout=(p_h, p_c)`` is accepted as a shorthand for zoneout=p_h, zoneout_cell=p_c."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"cell options: expected keys among {sorted(known)}, got unknown {unknown}")
+        if unknown:   # a TypeError too, as a misspelt keyword argument of torch.nn's constructors
+            raise ConfigTypeError(with_torch(f"cell options: expected keys among {sorted(known)}, got unknown {unknown}",
+                                             f"{owner}{'.' if owner else ''}__init__() got an unexpected keyword argument {unknown[0]!r}"))
         d = dict(d)
         z = d.get("zoneout")
         if isinstance(z, (tuple, list)):
