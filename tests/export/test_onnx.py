@@ -49,6 +49,8 @@ def _assert_model_export_matches(m, tmp_path) -> None:
     got = run_onnx(onnx_session(path), x)[0]
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), m(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"run_onnx inputs: expected 1, in the graph's order \(x\), got 2"):
+        run_onnx(onnx_session(path), x, x)
 
 
 @pytest.mark.parametrize("cls,kw", LAYERS, ids=lambda v: getattr(v, "__name__", str(v)))

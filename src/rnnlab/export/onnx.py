@@ -61,7 +61,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.errors import ConfigError, optional_module
+from rnnlab.errors import ConfigError, expected, optional_module
 from rnnlab.data.audio_features import deltas, normalize_utterance
 from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
@@ -230,11 +230,15 @@ def onnx_session(path: str | Path, threads: int | None = None):
 
 
 def run_onnx(session, *inputs: Any) -> list:
-    """Run a session on tensors/arrays given in the graph's input order; returns NumPy arrays."""
-    feeds = {}
-    for spec, v in zip(session.get_inputs(), _flat(inputs) if not isinstance(inputs[0], (list,)) else inputs):
-        feeds[spec.name] = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
-    return session.run(None, feeds)
+    """Run a session on tensors/arrays given in the graph's input order (one per input: a
+    ConfigError naming the graph's inputs otherwise); returns NumPy arrays."""
+    specs = session.get_inputs()
+    values = list(_flat(inputs) if not isinstance(inputs[0], (list,)) else inputs)
+    if len(values) != len(specs):
+        raise ConfigError(expected("run_onnx inputs", f"{len(specs)}, in the graph's order "
+                                   f"({', '.join(i.name for i in specs)})", len(values)))
+    return session.run(None, {spec.name: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+                              for spec, v in zip(specs, values)})
 
 
 RUNTIME_CHECK = (3, 7)   # (batch, steps) of the example that export_run runs the written file on, where a task has them
