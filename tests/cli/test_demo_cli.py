@@ -12,12 +12,17 @@ def test_probe_json(capsys):
     assert out["metric"] == "mse" and abs(out["chance"] - 1 / 6) < 1e-9 and len(out["loss_curve"]) == 5
 
 
-def test_probe_and_demo_errors(capsys):
+def test_probe_and_demo_errors(capsys, tmp_path):
     assert main(["probe", "nope"]) == 1
     assert "probe: expected one of" in capsys.readouterr().err
     assert main(["demo", "--quick", "--full"]) == 1
     assert main(["demo", "--quick", "--jobs", "0"]) == 1
     assert "--jobs: expected an integer >= 1" in capsys.readouterr().err
+    for flags, message in ((["--threads", "-1"], "--threads (demo threads): expected an integer >= 0, got -1"),
+                           (["--max-time", "nan"], "--max-time (demo seconds): expected a number of seconds >= 0")):
+        assert main(["demo", "--quick", *flags, "--out", str(tmp_path / "d")]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_train_probe_makes_a_run_folder_with_a_report(tmp_path):

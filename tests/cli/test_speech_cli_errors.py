@@ -55,6 +55,7 @@ def one_line(capsys) -> str:
     (["--beam", "0"], "--beam (beam): expected an integer >= 1, got 0"),
     (["--chunk-ms", "50"], "--chunk-ms: expected it only with --stream"),
     (["--stream", "--beam", "2"], "--beam: expected no --beam with --stream (streaming decodes greedily"),
+    (["--threads", "-1"], "--threads: expected an integer >= 0 (0: torch's default), got -1"),
 ])
 def test_transcribe_refuses_bad_or_idle_flags(runs, few, capsys, flags, message):
     assert main(["transcribe", str(runs["ctc"]), str(few / "5_theo_1.wav"), *flags]) == 1

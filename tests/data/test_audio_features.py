@@ -7,6 +7,8 @@ deltas 1e-9 in float64.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -165,6 +167,10 @@ def test_config_validation_and_round_trip():
             AudioFeatures(FeatureConfig(**bad))
     with pytest.raises(ConfigError, match="unknown|expected"):
         FeatureConfig.from_dict({"kind": "mfcc", "hop": 10})
+    for kind in ("logmel", "mfcc"):   # a ZeroDivisionError / numpy ValueError further down before
+        for n_mels in (0, -3, 2.5):
+            with pytest.raises(ConfigError, match=re.escape(f"--n-mels (n_mels): expected an integer >= 1, got {n_mels}")):
+                FeatureConfig(kind=kind, n_mels=n_mels)
     # an odd n_fft framed one step fewer than frame_count said (an IndexError downstream)
     with pytest.raises(ConfigError, match="n_fft: expected an even number of samples, got 401"):
         AudioFeatures(FeatureConfig(n_fft=401))

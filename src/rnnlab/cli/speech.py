@@ -149,7 +149,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         chunk_ms: float = typer.Option(100.0, "--chunk-ms", help="With --stream: audio per chunk."),
         beam: Optional[int] = typer.Option(None, "--beam", help="ctc, offline: prefix beam width (default: the run's; 1 = greedy)."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
-        threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend)."),
+        threads: int = typer.Option(1, "--threads", help="torch threads (one suits batch-1 audio; more only contend; 0: torch's default)."),
     ) -> None:
         """Print what a speech run hears in each audio file.
 
@@ -168,7 +168,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if stream and beam is not None:
             raise ConfigError(expected("--beam", "no --beam with --stream (streaming decodes greedily, step by step)",
                                        f"--beam {beam}"))
-        torch.set_num_threads(max(1, threads))
+        if threads < 0:
+            raise ConfigError(expected("--threads", "an integer >= 0 (0: torch's default)", threads))
+        if threads:
+            torch.set_num_threads(threads)
         task, model = load_speech_run(run_dir, checkpoint)
         check_decoding_options(task, beam, chunk_ms if stream else None)   # before any file: one error, not one per file
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.errors import ConfigError, DataError, DTypeError, ShapeError, expected
+from rnnlab.errors import ConfigError, DataError, DTypeError, ShapeError, expected, is_int_at_least
 
 KINDS = ("logmel", "mfcc")
 NORMALIZATIONS = ("none", "utterance", "running")
@@ -261,8 +261,10 @@ class FeatureConfig:
             raise ConfigError(expected("n_fft", f">= the window ({self.win_length} samples)", repr(self.n_fft)))
         if self.n_fft_ % 2:   # centred frames pad n_fft // 2 each side: an odd n_fft gives one frame fewer
             raise ConfigError(expected("n_fft", "an even number of samples", repr(self.n_fft)))
+        if not is_int_at_least(self.n_mels, 1):
+            raise ConfigError(expected("--n-mels (n_mels)", "an integer >= 1", repr(self.n_mels)))
         if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
-            raise ConfigError(expected("n_mfcc", f"1..n_mels ({self.n_mels})", repr(self.n_mfcc)))
+            raise ConfigError(expected("--n-mfcc (n_mfcc)", f"1..--n-mels ({self.n_mels})", repr(self.n_mfcc)))
 
     @property
     def win_length(self) -> int:

@@ -27,7 +27,7 @@ from rnnlab.analysis import plots
 from rnnlab.analysis.gates import probe_gate_stats
 from rnnlab.analysis.gradflow import probe_grad_flow
 from rnnlab.data.probes import PROBES
-from rnnlab.errors import ConfigError, OutputError, expected
+from rnnlab.errors import ConfigError, OutputError, expected, is_int_at_least
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import ReportSection, escape, figure_to_img, render_page, table
 from rnnlab.tasks.probe import LABEL, RUN_HIDDEN, RUN_LR, RUN_MEMORY_BIAS, run_probe
@@ -92,9 +92,12 @@ class DemoConfig:
         for c in self.cells:
             if c not in CELL_ORDER:
                 raise ConfigError(expected("demo cell", f"one of {CELL_ORDER}", repr(c)))
-        if self.steps < 0 or self.seconds < 0 or self.hidden_size < 1 or self.threads < 0:
-            raise ConfigError(expected("demo steps/seconds/hidden_size", "non-negative (hidden_size >= 1)",
-                                       (self.steps, self.seconds, self.hidden_size)))
+        for name, value, least in (("demo steps", self.steps, 0), ("demo hidden_size", self.hidden_size, 1),
+                                   ("--threads (demo threads)", self.threads, 0)):
+            if not is_int_at_least(value, least):
+                raise ConfigError(expected(name, f"an integer >= {least}", repr(value)))
+        if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds >= 0):
+            raise ConfigError(expected("--max-time (demo seconds)", "a number of seconds >= 0 (0: no cap)", repr(self.seconds)))
 
     def plan(self) -> list[tuple[str, int, int]]:
         """(task, length, steps) in run order."""
