@@ -162,3 +162,27 @@ def test_resume_and_evaluate_refuse_a_changed_clip(tmp_path, capsys):
     assert "expected the data the run was trained on" in capsys.readouterr().err
     assert main(["evaluate", str(run)]) == 1
     assert "expected the data the run was trained on" in capsys.readouterr().err
+
+
+def test_no_output_replaces_a_clip_an_index_names(tmp_path, capsys):
+    """Outputs beside a frames run never replace the clips its training index names, nor those of
+    the index the command reads, even with --force (each was one more file an output could be)."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        np.save(tmp_path / f"c{i}.npy", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    (tmp_path / "index.csv").write_text("path,label\n" + "".join(f"c{i}.npy,{'ab'[i % 2]}\n" for i in range(4)))
+    (tmp_path / "new.csv").write_text("path,label\nc4.npy,a\nc5.npy,b\n")
+    run = tmp_path / "run"
+    assert main(["train", "classify", "--train", str(tmp_path / "index.csv"), "--input", "frames", "--max-steps", "1",
+                 "--hidden", "4", "--embed", "4", "--batch-size", "4", "--no-report", "--quiet", "--out", str(run)]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("c*.npy")}
+    for argv in (["evaluate", str(run), "--confusion", str(tmp_path / "c1.npy"), "--force"],
+                 ["evaluate", str(run), "--csv", str(tmp_path / "new.csv"), "--confusion", str(tmp_path / "c4.npy"), "--force"],
+                 ["predict", str(run), "--csv", str(tmp_path / "new.csv"), "--out", str(tmp_path / "c5.npy"), "--force"],
+                 ["predict", str(run), "--csv", str(tmp_path / "new.csv"), "--out", str(tmp_path / "c0.npy"), "--force"]):
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("training data" in err or "input" in err), err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("c*.npy")} == before
+    assert main(["evaluate", str(run)]) == 0

@@ -244,25 +244,32 @@ def _clip_digest(path: str) -> str:
     return "missing"
 
 
+def _index_entries(path: str, path_col: str, fmt: str) -> list[tuple[str, str]]:
+    """(name as written, path) of each clip an index names, once each, in the index's order; none
+    for an index that cannot be parsed."""
+    try:
+        table = read_table(path, fmt)
+        pc = table.col(path_col, "--path-col")
+    except (DataError, ConfigError):
+        return []
+    root = os.path.dirname(os.path.abspath(path))
+    names = dict.fromkeys(row[pc].strip() for row in table.cells if isinstance(row[pc], str) and row[pc].strip())
+    return [(name, os.path.join(root, name)) for name in names]
+
+
+def index_clips(path: str, path_col: str, fmt: str) -> list[str]:
+    """The clip files (or frame folders) an index names: data of a run that outputs must not replace."""
+    return [clip for _, clip in _index_entries(path, path_col, fmt)]
+
+
 def index_checksum(path: str, path_col: str, fmt: str) -> str:
     """SHA-256 of an index of clips and of the content of every clip it names, so that a run's
     record of its data changes when a clip file is replaced, not only when the index is edited.
     Every byte of every clip is hashed: about the cost of reading them, which training does anyway.
     An index that cannot be parsed is hashed by its own bytes alone."""
     h = hashlib.sha256(sha256_of(path).encode())
-    try:
-        table = read_table(path, fmt)
-        pc = table.col(path_col, "--path-col")
-    except (DataError, ConfigError):
-        return h.hexdigest()
-    root = os.path.dirname(os.path.abspath(path))
-    seen: set[str] = set()
-    for row in table.cells:
-        rel = row[pc]
-        if not isinstance(rel, str) or not rel.strip() or rel.strip() in seen:
-            continue
-        seen.add(rel.strip())
-        h.update(f"{rel.strip()}\0{_clip_digest(os.path.join(root, rel.strip()))}\n".encode())
+    for name, clip in _index_entries(path, path_col, fmt):
+        h.update(f"{name}\0{_clip_digest(clip)}\n".encode())
     return h.hexdigest()
 
 

@@ -53,7 +53,7 @@ from rnnlab.data.tables import (
     load_text_classification,
     read_table,
 )
-from rnnlab.data.frames import check_frame_shape, check_frames_config, index_checksum, read_examples
+from rnnlab.data.frames import check_frame_shape, check_frames_config, index_checksum, index_clips, read_examples
 from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
 from rnnlab.data.ucr import is_ucr, ucr_path
@@ -66,7 +66,7 @@ from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
 from rnnlab.tasks.video import build_frame_encoder, report_sections as frame_sections
 from rnnlab.train.rundir import check_run_output, load_run, read_run_config
-from rnnlab.train.task import ReportSection, StepOutput, register_data_checksum, register_task
+from rnnlab.train.task import ReportSection, StepOutput, register_data_checksum, register_data_members, register_task
 
 POOLS = ("last", "mean", "max")
 INPUTS = ("auto", "text", "numeric", "frames")
@@ -1176,6 +1176,18 @@ def frames_data_checksum(path: str, task_config: dict[str, Any]) -> str | None:
 
 
 register_data_checksum("classify", frames_data_checksum)
+
+
+def frames_data_members(path: str, task_config: dict[str, Any]) -> list[str]:
+    """The clips a frames index names (:func:`rnnlab.data.frames.index_clips`); none for other input."""
+    try:
+        c = ClassifyConfig.from_dict(task_config)
+    except RnnlabError:
+        return []
+    return index_clips(path, c.path_col, "auto" if c.format == "ts" else c.format) if c.resolved_input() == "frames" else []
+
+
+register_data_members("classify", frames_data_members)
 
 
 # ----------------------------------------------------------------------------- run folders

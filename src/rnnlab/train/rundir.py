@@ -39,7 +39,7 @@ from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, 
 from rnnlab.outputs import check_output, enclosing_run, inside, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
-from rnnlab.train.task import Task, build_task, data_checksum_hook
+from rnnlab.train.task import Task, build_task, data_checksum_hook, data_members_hook
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -357,21 +357,37 @@ def resolve_data_paths(run_dir: str | Path, task_config: dict[str, Any],
     return out
 
 
-def run_data_files(run_dir: str | Path) -> list[str]:
-    """The training data files a run recorded, where they are now: outputs of commands reading the
-    run must not replace them (the run would no longer verify against its data)."""
+def _with_members(files: Iterable[str | Path | None], cfg: dict[str, Any]) -> list[str | Path]:
+    """``files`` and the files each names, by the run's task (the clips of an index)."""
+    files = [f for f in files if f]
+    hook = data_members_hook(cfg["task"]) if isinstance(cfg.get("task"), str) else None
+    if hook is None:
+        return files
+    return files + [m for f in files if Path(f).is_file() for m in hook(str(f), cfg.get("task_config") or {})]
+
+
+def _run_config_or_none(run_dir: str | Path) -> dict[str, Any]:
     try:
-        cfg = read_run_config(run_dir)
+        return read_run_config(run_dir)
     except RnnlabError:
-        return []
+        return {}
+
+
+def run_data_files(run_dir: str | Path) -> list[str | Path]:
+    """The training data files a run recorded, where they are now, and the files they name (the
+    clips of an index): outputs of commands reading the run must not replace them (the run would
+    no longer verify against its data)."""
+    cfg = _run_config_or_none(run_dir)
     found = resolve_data_paths(run_dir, cfg.get("task_config") or {}, cfg.get("data_files"))
-    return [found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)]
+    return _with_members([found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)], cfg)
 
 
 def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str | Path | None] = (),
                      force: bool = False, flag: str = "--out", stdout: bool = False) -> Path:
     """:func:`rnnlab.outputs.check_output` for a command that reads the run at ``run_dir``: never one
-    of the run's training data files (nor a file in a recorded data folder), even with ``force``."""
+    of the run's training data files (nor a file in a recorded data folder, nor a clip an index
+    names), even with ``force``; never an input of the command, nor a file an input names."""
+    inputs = _with_members(inputs, _run_config_or_none(run_dir))
     return check_output(out, inputs, force, flag=flag, stdout=stdout, run_data=run_data_files(run_dir))
 
 

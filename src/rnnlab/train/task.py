@@ -94,6 +94,24 @@ def register_data_checksum(name: str, fn: DataChecksum) -> None:
     _CHECKSUMS[name] = fn
 
 
+# ... and which files it names: ``fn(path, task_config) -> paths`` (the clips of an index), which
+# commands writing beside the run must not replace, as they must not replace the data file itself.
+DataMembers = Callable[[str, dict[str, Any]], "list[str]"]
+_MEMBERS: dict[str, DataMembers] = {}
+
+
+def register_data_members(name: str, fn: DataMembers) -> None:
+    """Register ``fn(path, task_config) -> [paths]``: the files a data path of task ``name`` names."""
+    _MEMBERS[name] = fn
+
+
+def data_members_hook(name: str) -> DataMembers | None:
+    """The data members function task ``name`` registered, if any (built-in tasks looked up by name)."""
+    if name not in _REGISTRY:
+        importlib.import_module(TASKS_PACKAGE)
+    return _MEMBERS.get(name)
+
+
 def data_checksum_hook(name: str) -> DataChecksum | None:
     """The data checksum task ``name`` registered, if any (the built-in tasks are looked up by name)."""
     if name not in _REGISTRY:
