@@ -145,4 +145,4 @@ def test_evaluate_refuses_a_changed_audio_folder(few, tmp_path, capsys):
     wav.write_bytes(wav.read_bytes()[:-2] + b"\x01\x02")   # one sample edited
     assert main(["evaluate", str(run), "--split", "test"]) == 1
     err = capsys.readouterr().err
-    assert "audio_dir" in err and err.count("\n") == 1, err
+    assert "audio_dir" in err and "a folder whose files changed" in err and err.count("\n") == 1, err

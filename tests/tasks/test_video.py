@@ -161,7 +161,8 @@ def test_resume_and_evaluate_refuse_a_changed_clip(tmp_path, capsys):
     assert main(["train", "classify", "--resume", str(run), "--max-steps", "2", "--quiet"]) == 1
     assert "expected the data the run was trained on" in capsys.readouterr().err
     assert main(["evaluate", str(run)]) == 1
-    assert "expected the data the run was trained on" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "expected the data the run was trained on" in err and "changed files it names (a clip" in err, err
 
 
 def test_no_output_replaces_a_clip_an_index_names(tmp_path, capsys):

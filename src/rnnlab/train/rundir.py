@@ -423,10 +423,19 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
             if got != want:
                 # a path given now that is not the recorded one is another file, not the same one changed
                 other = os.path.abspath(where) != os.path.abspath(rec["path"])
-                what = "a different file" if other else "a changed file"
-                fix = ("pass the file it was trained on" if other else "restore it")
+                task = cfg.get("task") if isinstance(cfg.get("task"), str) else ""
+                label = "checksum"   # of every file in a folder, or of an index and the clips it names
+                if Path(where).is_dir():
+                    what = "a different folder" if other else "a folder whose files changed (one edited, added or removed)"
+                elif data_members_hook(task) and _with_members([where], cfg)[1:]:
+                    what = ("a different file" if other else
+                            "a changed file, or changed files it names (a clip edited, added or removed)")
+                else:
+                    what, label = ("a different file" if other else "a changed file"), "sha256"
+                fix = (f"pass the {'folder' if Path(where).is_dir() else 'file'} it was trained on" if other
+                       else "restore it")
                 raise DataError(f"{file}: training data {key!r} ({where}): expected the data the run was trained on "
-                                f"(sha256 {want[:12]}), got {what} (sha256 {str(got)[:12]}); {fix}, "
+                                f"({label} {want[:12]}), got {what} ({label} {str(got)[:12]}); {fix}, "
                                 "or train a new run on the new data")
 
 
