@@ -152,7 +152,7 @@ def test_translate_show_attention_writes_png(run, tmp_path, capsys, monkeypatch)
     ("source\ttarget\nabc\tcba\nbca\n", "line 3: fields: expected 2 (as in the header), got 1"),
     ("source\ttarget\nabc\tcba\nbca\t \n", "line 3, column 'target': expected target text, got an empty cell"),
     ("source\tother\nabc\tcba\n", "target column"),
-    ("source\ttarget\nabc\tcba\n" + "a" * 120 + "\tx\n", "at most 100 tokens"),
+    ("source\ttarget\nabc\tcba\n" + "a" * 120 + "\tx\n", "bad.tsv: source on line 3 ('aaaa"),
 ], ids=["missing-value", "empty-cell", "missing-column", "too-long-source"])
 def test_train_bad_pairs_file_is_one_line(tmp_path, capsys, text, message):
     data = tmp_path / "bad.tsv"

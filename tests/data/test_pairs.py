@@ -89,8 +89,12 @@ def test_codec_separate_and_shared_with_unknown_counts_and_max_len():
     assert codec.source_tokens("rex") == ["r", "e", "<unk>", "<eos>"]
     tgt = codec.encode_targets(["R EH D"])
     assert codec.decode_target(tgt.ids[0] + [EOS_ID, 5]) == "R EH D"
-    with pytest.raises(DataError, match=r"source 2 \('dear'\): expected at most 4 tokens \(the model's maximum\), got 5"):
+    with pytest.raises(DataError, match=r"source 2 \('dear'\): expected at most 4 tokens with its <eos> \(the model's maximum\), got 5"):
         codec.encode_sources(["red", "dear"], max_len=4)
+    with pytest.raises(DataError, match=r"source on line 7 \('dear'\): expected at most 4 tokens with its <eos>"):
+        codec.encode_sources(["red", "dear"], max_len=4, lines=[6, 7])
+    with pytest.raises(DataError, match=r"target on line 3 \('R EH D'\): expected at most 2 tokens without <bos>/<eos>"):
+        codec.encode_targets(["R EH D"], max_len=2, lines=[3])
     with pytest.raises(DataError, match="source 1: expected non-empty text, got an empty line"):
         codec.encode_sources([" "])
     shared = PairCodec.build(Pairs(["ab"], ["ba c"]), "char", "char", shared=True)

@@ -331,29 +331,34 @@ class PairCodec:
         tvocab = Vocab.build([ttok.tokenize(t) for t in train.target], min_freq)
         return cls(stok, ttok, svocab, tvocab)
 
-    def encode_sources(self, texts: Sequence[str], max_len: int | None = None, origin: str = "source") -> Encoded:
+    def encode_sources(self, texts: Sequence[str], max_len: int | None = None, origin: str = "source",
+                       lines: Sequence[int] = ()) -> Encoded:
         """Source ids, each closed by ``<eos>``. A source longer than ``max_len`` tokens (with its
-        ``<eos>``) is a DataError naming it, not a silent truncation."""
-        return self._encode(texts, self.source_tokenizer, self.source_vocab, max_len, origin, close=True)
+        ``<eos>``) is a DataError naming it (by its file line, from ``lines``, where given), not a
+        silent truncation."""
+        return self._encode(texts, self.source_tokenizer, self.source_vocab, max_len, origin, True, lines)
 
-    def encode_targets(self, texts: Sequence[str], max_len: int | None = None, origin: str = "target") -> Encoded:
-        """Target ids without ``<bos>``/``<eos>`` (:func:`target_io` adds them)."""
-        return self._encode(texts, self.target_tokenizer, self.target_vocab, max_len, origin, close=False)
+    def encode_targets(self, texts: Sequence[str], max_len: int | None = None, origin: str = "target",
+                       lines: Sequence[int] = ()) -> Encoded:
+        """Target ids without ``<bos>``/``<eos>`` (:func:`target_io` adds them; ``max_len`` counts neither)."""
+        return self._encode(texts, self.target_tokenizer, self.target_vocab, max_len, origin, False, lines)
 
     @staticmethod
-    def _encode(texts, tok: Tokenizer, vocab: Vocab, max_len, origin, close) -> Encoded:
+    def _encode(texts, tok: Tokenizer, vocab: Vocab, max_len, origin, close, lines=()) -> Encoded:
         enc = Encoded([])
         for k, text in enumerate(texts):
+            where = f"{origin} on line {lines[k]}" if k < len(lines) and lines[k] else f"{origin} {k + 1}"
             if not text.strip():
-                raise DataError(expected(f"{origin} {k + 1}", "non-empty text", "an empty line"))
+                raise DataError(expected(where, "non-empty text", "an empty line"))
             seen = sum(enc.unknown.values())
             ids = vocab.encode(tok.tokenize(text), enc.unknown)
             enc.texts_with_unknown += sum(enc.unknown.values()) > seen
             if close:
                 ids.append(EOS_ID)
             if max_len is not None and len(ids) > max_len:
-                raise DataError(expected(f"{origin} {k + 1} ({text[:40]!r})", f"at most {max_len} tokens (the model's maximum)",
-                                         len(ids)))
+                counted = "with its <eos>" if close else "without <bos>/<eos>"
+                raise DataError(expected(f"{where} ({text[:40]!r})", f"at most {max_len} tokens {counted} (the "
+                                         f"model's maximum)", len(ids)))
             enc.ids.append(ids)
         return enc
 

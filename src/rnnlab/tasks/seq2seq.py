@@ -266,8 +266,8 @@ class Seq2SeqTask:
                                      "a run without one"))
         p = pairs[name]
         c = self.config
-        src = self.codec.encode_sources(p.source, c.max_source_len, f"{p.origin}: source").ids
-        tgt = self.codec.encode_targets(p.target, c.max_target_len, f"{p.origin}: target").ids
+        src = self.codec.encode_sources(p.source, c.max_source_len, f"{p.origin}: source", p.lines).ids
+        tgt = self.codec.encode_targets(p.target, c.max_target_len, f"{p.origin}: target", p.lines).ids
         self._splits[name] = _Split(p, src, tgt)
         return self._splits[name]
 
