@@ -15,9 +15,9 @@ pytest.importorskip("soxr")
 
 from rnnlab.cli.main import main  # noqa: E402
 
-SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--train-strings", "8",
-         "--valid-strings", "4", "--test-strings", "4", "--max-digits", "2", "--beam", "2", "--max-steps", "2",
+SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--max-steps", "2",
          "--no-report", "--unidirectional"]
+CTC = ["--train-strings", "8", "--valid-strings", "4", "--test-strings", "4", "--max-digits", "2", "--beam", "2"]   # ctc runs only
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def runs(few, tmp_path_factory) -> dict:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["train", "speech", "--audio-dir", str(few), "--mode", "ctc", "--pretrain-words", "1",
-                     "--out", str(out / "ctc"), "--json", *SMALL]) == 0
+                     "--out", str(out / "ctc"), "--json", *SMALL, *CTC]) == 0
     return {"words": out / "words", "ctc": out / "ctc", "ctc_json": json.loads(buf.getvalue().splitlines()[-1])}
 
 
@@ -87,7 +87,7 @@ def test_train_and_evaluate_mean_the_same_der(runs, capsys):
 
 def test_train_summary_line_names_greedy_and_beam(few, tmp_path, capsys):
     assert main(["train", "speech", "--audio-dir", str(few), "--mode", "ctc", "--pretrain-words", "1",
-                 "--out", str(tmp_path / "run"), *SMALL]) == 0
+                 "--out", str(tmp_path / "run"), *SMALL, *CTC]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "test strings: greedy DER " in line and "; prefix beam 2: DER " in line, line
 
@@ -147,3 +147,10 @@ def test_python_api_checks_beam_and_chunk_as_the_cli(runs, few):
         with pytest.raises(ConfigError, match=re.escape("--chunk-ms (chunk_ms): expected a number of milliseconds > 0")):
             stream_file(*ctc, wav, chunk_ms=chunk_ms)
     assert transcribe_file(*ctc, wav, beam=2)["text"] == transcribe_file(*ctc, wav, beam=2)["text"]
+
+
+def test_ctc_flags_are_refused_in_words_mode(few, tmp_path, capsys):
+    assert main(["train", "speech", "--audio-dir", str(few), "--max-digits", "3", "--beam", "4",
+                 "--out", str(tmp_path / "run"), *SMALL]) == 1
+    assert "--max-digits, --beam: expected them only with --mode ctc" in one_line(capsys)
+    assert not (tmp_path / "run").exists()

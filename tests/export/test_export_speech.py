@@ -13,16 +13,16 @@ import torch
 
 from rnnlab.cli.main import main
 
-SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--train-strings", "8",
-         "--valid-strings", "4", "--test-strings", "4", "--max-digits", "2", "--beam", "2", "--max-steps", "2",
+SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "8", "--valid-frac", "0.25", "--max-steps", "2",
          "--no-report", "--quiet"]
+CTC = ["--train-strings", "8", "--valid-strings", "4", "--test-strings", "4", "--max-digits", "2", "--beam", "2"]   # ctc runs only
 
 # words: bidirectional LSTM, running normalisation; ctc: unidirectional GRU, log-mel, per-utterance
 # normalisation, two frames a step
 SETUPS = {
     "words": ["--mode", "words"],
     "ctc": ["--mode", "ctc", "--cell", "gru", "--unidirectional", "--features", "logmel", "--normalize", "utterance",
-            "--frame-stack", "2"],
+            "--frame-stack", "2", *CTC],
 }
 
 

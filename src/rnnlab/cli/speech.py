@@ -37,6 +37,10 @@ def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]
     return out
 
 
+# The flags of `rnnlab train speech` that only a ctc run uses (--pretrain-words and --blank-bias are
+# refused by SpeechConfig, whose check sees their values).
+CTC_ONLY = ("train_strings", "valid_strings", "test_strings", "max_digits", "short_epochs", "string_noise", "beam")
+
 # Flag parameter -> task config key, where they differ (checked against the run on --resume).
 CONFIG_KEYS = {"feature_kind": "features.kind", "n_mels": "features.n_mels", "n_mfcc": "features.n_mfcc",
                "deltas": "features.deltas", "normalize": "features.normalize",
@@ -119,6 +123,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         def build() -> SpeechTask:
             return SpeechTask(SpeechConfig(**flags()))  # every data error is raised here, before any model is built
+
+        if mode == "words" and run.resume_run is None:   # (a resumed run's mode is the run's, whatever --mode says)
+            idle = [flag for name, (flag, _) in run.explicit.items() if name in CTC_ONLY]
+            if idle:
+                raise ConfigError(expected(", ".join(idle), "them only with --mode ctc (connected strings; a words "
+                                           "run classifies each recording)", "them in words mode"))
 
         result = run.start(build, "speech", flags, CONFIG_KEYS, SpeechTask.data_keys,
                            **TRAIN_DEFAULTS[mode if mode in TRAIN_DEFAULTS else "words"])
