@@ -139,7 +139,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                   "normalised for length)."),
         show_attention: bool = typer.Option(False, "--show-attention", help="Print the alignment under each output."),
         png: Optional[Path] = typer.Option(None, "--out", help="With --show-attention: write the best output's "
-                                           "alignment as a PNG here instead of printing it (stdin: one file per line, NAME-K.png)."),
+                                           "alignment as a PNG (or .svg, .pdf) here instead of printing it (stdin: one file per line, NAME-K.png)."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
@@ -159,7 +159,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         if png is not None and not show_attention:
             raise typer.BadParameter("--out writes the alignment: expected it with --show-attention")
-        from rnnlab.tasks.seq2seq import (attention_png_check, attention_text, load_seq2seq_run,
+        from rnnlab.tasks.seq2seq import (attention_png_check, attention_text, figure_format, load_seq2seq_run,
                                            unknown_summary, write_attention_png)  # lazy: keeps --help fast
 
         # --beam first: --nbest's limit is stated in terms of it, so a bad beam must not read as a bad nbest.
@@ -182,8 +182,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return png if text is not None else png.with_name(f"{png.stem}-{k}{png.suffix or '.png'}")
 
         png_check = attention_png_check(run_dir, force) if png is not None else None
-        if png is not None and text is not None:
-            png_check(png)      # before any work: a refused path costs no decoding
+        if png is not None:     # before any work: a refused path costs no decoding
+            figure_format(png)
+            if text is not None:
+                png_check(png)
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
         for k, line in enumerate([text] if text is not None else _stdin_lines(encoding), 1):
