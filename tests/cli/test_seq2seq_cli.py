@@ -251,3 +251,14 @@ def test_attention_plot_never_replaces_the_runs_training_data(tmp_path, capsys) 
     capsys.readouterr()
     assert main(["translate", str(run), "abc", "--show-attention", "--out", str(data), "--force"]) != 0
     assert "the run's training data" in capsys.readouterr().err and data.read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", ["--valid", "--test"])
+def test_a_missing_pairs_file_is_named_by_its_flag(tmp_path, capsys, flag):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("source\ttarget\nabc\tcba\nbca\tacb\n")
+    assert main(["train", "seq2seq", "--train", str(data), flag, str(tmp_path / "nosuch.tsv"), "--max-steps", "1",
+                 "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert f"{flag} (seq2seq {flag[2:]}): expected an existing file, got " in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

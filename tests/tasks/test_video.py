@@ -89,7 +89,7 @@ def test_named_data_set_splits_and_classes():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="classify dataset \\(--dataset\\): expected one of"):
+    with pytest.raises(ConfigError, match="classify dataset \\(--dataset\\): expected moving-digits, moving-digits-shuffled \\(clips\\) or ucr:NAME"):
         ClassifyConfig(dataset="moving-letters")
     with pytest.raises(ConfigError, match="--train/--valid/--test: expected none with --dataset"):
         ClassifyConfig(dataset="moving-digits", train="x.csv")

@@ -183,9 +183,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         png_check = attention_png_check(run_dir, force) if png is not None else None
         if png is not None:     # before any work: a refused path costs no decoding
-            figure_format(png)
             if text is not None:
                 png_check(png)
+            figure_format(png)
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
         for k, line in enumerate([text] if text is not None else _stdin_lines(encoding), 1):

@@ -412,7 +412,8 @@ def check_frame_encoder(name: str, weights: str) -> None:
 def check_frames_config(c: Any) -> None:
     """Checks of a ClassifyConfig with frames input (raises ConfigError)."""
     if c.dataset and c.dataset not in DATASETS:
-        raise ConfigError(expected("classify dataset (--dataset)", f"one of {DATASETS}", repr(c.dataset)))
+        raise ConfigError(expected("classify dataset (--dataset)", f"{', '.join(DATASETS)} (clips) or ucr:NAME "
+                                   "(a UCR/UEA set)", repr(c.dataset)))
     if c.dataset and (c.train or c.valid or c.test):
         raise ConfigError(expected("--train/--valid/--test", f"none with --dataset {c.dataset}",
                                    [p for p in (c.train, c.valid, c.test) if p]))

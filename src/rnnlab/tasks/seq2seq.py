@@ -230,6 +230,12 @@ class Seq2SeqTask:
             self._data_record = data.source
             return self._pairs
 
+        for key in ("train", "valid", "test"):   # named by its flag, before any file is read
+            path = getattr(c, key)
+            if path and not Path(path).is_file():
+                raise DataError(expected(field_name("seq2seq", key, c, SEQ2SEQ_FLAGS), "an existing file",
+                                         f"{path!r}, which {'is a folder' if Path(path).is_dir() else 'does not exist'}"))
+
         def read(path: str) -> Pairs:
             return read_pairs(path, _col(c.source_col), _col(c.target_col), c.format, c.header, c.encoding)
 
@@ -535,8 +541,9 @@ def attention_png_check(run_dir: str | Path, force: bool = False) -> Callable[[s
     data = run_data_files(run_dir)
 
     def check(path: str | Path) -> Path:
+        out = check_output(path, (), force, run_data=data)
         figure_format(path)
-        return check_output(path, (), force, run_data=data)
+        return out
     return check
 
 
