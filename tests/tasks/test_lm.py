@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
@@ -264,8 +265,10 @@ def test_init_std_reaches_the_model_through_the_task(text_file):
     assert torch.count_nonzero(m.rnn.bias_ih_l0) == 0 and m.rnn.weight_hh_l0.std() < 0.02
 
 
-def test_tied_default_embed_is_hidden(text_file):
-    t = small_task(text_file, level="word", tied=True)
+@pytest.mark.parametrize("level", ["word", "char"])
+def test_tied_default_embed_is_hidden(text_file, level):
+    """At either level (a char model with --tied was refused for the one-hot input it had not asked for)."""
+    t = small_task(text_file, level=level, tied=True)
     assert t.cfg.embed == t.cfg.hidden_size == 24
 
 
@@ -343,8 +346,10 @@ def test_cli_generate_errors_name_the_problem(cli_run, tmp_path, capsys, monkeyp
 def test_evaluate_run_on_test_split_and_on_a_file(cli_run, tmp_path):
     from rnnlab.tasks.lm import evaluate_run
 
-    test = evaluate_run(cli_run)
+    test = evaluate_run(cli_run, split="test")
     assert test["ppl"] < 12 and test["tokens"] > 0
+    # rnnlab evaluate's default split (this corpus repeats one sentence: every split scores alike)
+    assert inspect.signature(evaluate_run).parameters["split"].default == "valid"
     f = tmp_path / "new.txt"
     f.write_text("the lazy dog jumps over the quick brown fox.\n" * 3)
     assert evaluate_run(cli_run, text=str(f))["ppl"] < 12
@@ -404,3 +409,38 @@ def test_a_zero_valid_or_test_fraction_names_the_split_flag(text_file):
     --split, not the length of the text."""
     with pytest.raises(ConfigError, match=r"--split 0.5,0.5,0: expected valid and test fractions > 0"):
         small_task(text_file, split=(0.5, 0.5, 0.0)).ids("train")
+
+
+def test_generate_with_a_tiny_temperature_is_greedy(cli_run, capsys):
+    """A temperature so small that the logits overflow float32 samples the argmax, as temperature 0
+    does (it was a NaN in the sampler, after the prime was printed)."""
+    from rnnlab.cli.main import main
+
+    outs = []
+    for t in ("0", "1e-40", "1e-300"):
+        assert main(["generate", str(cli_run), "--prime", "the ", "--length", "12", "--temperature", t, "--seed", "3"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2] and len(outs[0]) > 12
+
+
+def test_evaluate_refuses_flags_a_text_file_or_split_ignores(cli_run, tmp_path, capsys):
+    from rnnlab.cli.main import main
+
+    f = tmp_path / "new.txt"
+    f.write_text("the lazy dog jumps over the quick brown fox.\n" * 3)
+    assert main(["evaluate", str(cli_run), "--text", str(f), "--split", "test"]) == 2
+    assert "--split: expected it without --text" in capsys.readouterr().err
+    assert main(["evaluate", str(cli_run), "--encoding", "latin-1"]) == 2
+    assert "--encoding: expected it with --text FILE" in capsys.readouterr().err
+    assert main(["evaluate", str(cli_run), "--text", str(f), "--encoding", "latin-1", "--json"]) == 0
+
+
+def test_messages_name_the_cause(cli_run, tmp_path, capsys):
+    from rnnlab.cli.main import main
+
+    text = cli_run.parent / "corpus.txt"
+    assert main(["generate", str(text), "--length", "5"]) == 1
+    assert "expected a language-model run, got a file, not a run folder" in capsys.readouterr().err
+    assert main(["train", "lm", "--text", str(text), "--max-tokens", "10", "--max-steps", "1",
+                 "--out", str(tmp_path / "run")]) == 1
+    assert "use a larger --max-tokens (now 10) or a smaller --bptt / --batch-size" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, json_number,
-                              register_evaluator, with_train_options)
+                              register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import ConfigError, expected
 
 
@@ -38,7 +38,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cell: str = typer.Option("lstm", "--cell", help="rnn | lstm | gru."),
         hidden_size: int = typer.Option(256, "--hidden-size", "--hidden", help="Hidden units per layer."),
         num_layers: int = typer.Option(1, "--num-layers", "--layers", help="Stacked recurrent layers."),
-        embed: Optional[int] = typer.Option(None, "--embed", help="Embedding size; 0 = one-hot (default: one-hot for char, 200 for word)."),
+        embed: Optional[int] = typer.Option(None, "--embed", help="Embedding size; 0 = one-hot (default: --hidden-size with --tied, else one-hot for char, 200 for word)."),
         dropout: float = typer.Option(0.0, "--dropout", help="Dropout on embeddings, between layers, before the decoder."),
         tied: bool = typer.Option(False, "--tied", help="Share the input embedding with the output layer (needs --embed = --hidden-size, or --layers >= 2); with --adaptive-softmax the embedding is read from its clusters."),
         bptt: int = typer.Option(35, "--bptt", help="Truncated-BPTT length."),
@@ -124,7 +124,10 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
     from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--text", "--encoding"))   # a misspelt flag: a usage error, as for the others
-    return evaluate_run(run_dir, opts.get("text"), split, opts.get("encoding"), checkpoint)
+    if "encoding" in opts and "text" not in opts:
+        raise usage_error("BadOptionUsage", "--encoding: expected it with --text FILE (the run's own splits "
+                          "are read with the run's encoding)", "--encoding")
+    return evaluate_run(run_dir, opts.get("text"), split, checkpoint=checkpoint, encoding=opts.get("encoding"))
 
 
 def _summary(run_dir: Path) -> dict[str, float]:

@@ -471,6 +471,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """
         if split not in ("train", "valid", "test"):   # named as the flag (the tasks name their parameter)
             raise ConfigError(expected("--split", "valid, test or train", repr(split)))
+        scored = [a.split("=")[0] for a in ctx.args if a.split("=")[0] in ("--csv", "--text")]
+        if scored and ctx.get_parameter_source("split").name in ("COMMANDLINE", "ENVIRONMENT"):
+            raise usage_error("BadOptionUsage", f"--split: expected it without {scored[0]} (a file given is scored "
+                              f"whole; --split picks one of the run's own parts), got both", "--split")
         metrics = evaluate_command(run_dir, split, checkpoint, list(ctx.args))
         if as_json:
             print(json.dumps(json_number(metrics)))

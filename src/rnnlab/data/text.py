@@ -314,11 +314,13 @@ def corpus_from_files(files: dict[str, Path], encoding: str, split: Sequence[flo
     return Corpus(train, valid, test, source={**source, "split": record})
 
 
-def check_long_enough(n_tokens: int, bptt: int, batch_size: int, what: str) -> None:
-    """Training needs ``bptt × batch_size + 1`` tokens: one full chunk for every batch row plus the target shift."""
+def check_long_enough(n_tokens: int, bptt: int, batch_size: int, what: str, max_tokens: int | None = None) -> None:
+    """Training needs ``bptt × batch_size + 1`` tokens: one full chunk for every batch row plus the
+    target shift. ``max_tokens``: the cap the text was cut to, named in the advice when given."""
     need = bptt * batch_size + 1
     if n_tokens < need:
+        cap = f"a larger --max-tokens (now {max_tokens})" if max_tokens is not None else "a longer text"
         raise DataError(
             f"{what}: expected at least bptt × batch_size + 1 = {bptt} × {batch_size} + 1 = {need} tokens, "
-            f"got {n_tokens}; use a longer text or a smaller --bptt / --batch-size"
+            f"got {n_tokens}; use {cap} or a smaller --bptt / --batch-size"
         )

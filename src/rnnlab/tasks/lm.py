@@ -77,7 +77,7 @@ class LMConfig:
     cell: str = "lstm"                    # rnn | lstm | gru
     hidden_size: int = 256                # d2l's setting
     num_layers: int = 1
-    embed: int | None = None              # 0: one-hot input; None: one-hot for char (d2l), 200 for word (pytorch/examples)
+    embed: int | None = None              # 0: one-hot input; None: hidden_size when tied, else one-hot for char (d2l), 200 for word (pytorch/examples)
     dropout: float = 0.0                  # on embeddings, between layers and before the decoder
     tied: bool = False                    # decoder weight = embedding weight (needs embed == hidden_size); with
                                           # adaptive_cutoffs the embedding is read from the softmax's clusters
@@ -153,8 +153,8 @@ class LMConfig:
                             and list(cutoffs) == sorted(set(cutoffs))):
             raise ConfigError(expected("--adaptive-softmax", "increasing positive integers such as 2000,10000", list(cutoffs)))
         embed = self.embed
-        if embed is None:
-            embed = (self.hidden_size if self.tied else 200) if level == "word" else 0
+        if embed is None:   # tied weights need an embedding of the output layer's width, at either level
+            embed = self.hidden_size if self.tied else 200 if level == "word" else 0
         if not isinstance(embed, int) or embed < 0:
             raise ConfigError(expected("--embed", "an integer >= 0 (0 = one-hot input)", embed))
         if self.tied and (embed == 0 or (embed != self.hidden_size and self.num_layers == 1)):
@@ -425,7 +425,7 @@ class LMTask:
     def _check_lengths(self) -> None:
         where = self._source.get("path") or self._source.get("name") or "corpus"
         check_long_enough(self.ids("train").numel(), self.cfg.bptt, self.cfg.batch_size,
-                          f"training text of {where} ({self.cfg.level} level)")
+                          f"training text of {where} ({self.cfg.level} level)", self.cfg.max_tokens)
         for s in ("valid", "test"):
             n = self.ids(s).numel()
             if n < 2:
@@ -599,7 +599,10 @@ def _choose(logits: torch.Tensor, temperature: float, top_k: int | None, gen: to
     if top_k is not None and top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = torch.softmax(logits / temperature, dim=-1)
+    scaled = logits / temperature
+    if not torch.isfinite(scaled.max()):    # so small a temperature that the logits overflow: its limit, greedy
+        return int(torch.argmax(logits))
+    probs = torch.softmax(scaled, dim=-1)
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
@@ -613,7 +616,8 @@ def read_lm_run(run_dir: str | Path) -> LMTask:
     before any model is built or any weight is read.
     """
     if not (Path(run_dir) / CONFIG).is_file():   # one message, not the run reader's inside ours
-        got = "a folder without a run's config.json" if Path(run_dir).is_dir() else "no such folder"
+        got = ("a folder without a run's config.json" if Path(run_dir).is_dir() else
+               "a file, not a run folder" if Path(run_dir).exists() else "no such folder")
         raise CheckpointError(expected(f"run folder {run_dir}", "a language-model run", got))
     cfg = read_run_config(run_dir)
     if cfg["task"] != TASK_NAME:
@@ -641,9 +645,11 @@ def generate_from_run(run_dir: str | Path, prime: str, length: int, temperature:
     return generate(model, task.vocab, prime, length, temperature, top_k, seed)
 
 
-def evaluate_run(run_dir: str | Path, text: str | None = None, split: str = "test", encoding: str | None = None,
-                 checkpoint: str = "best") -> dict[str, float]:
-    """Test perplexity of a language-model run, on its own test split or on a text file."""
+def evaluate_run(run_dir: str | Path, text: str | None = None, split: str = "valid", checkpoint: str = "best",
+                 encoding: str | None = None) -> dict[str, float]:
+    """Perplexity of a language-model run on one of its own splits (valid by default, as ``rnnlab
+    evaluate``) or on a text file (read with ``encoding``, default the run's); the parameters in the
+    order of :func:`rnnlab.tasks.classify.evaluate_run`'s."""
     task = read_lm_run(run_dir)
     if text is not None:
         read_text(text, encoding or task.cfg.encoding)  # file errors before the weights are read
