@@ -117,7 +117,7 @@ LIBRARY = [
         "forecast table layout: expected a long table (id_col) or a wide one, not both"),
     Bad(["backtest", "RUN", "--csv", "TEXT", "--json"], 1, "expected a forecaster"),
     Bad(["train", "toy", "--compile", "--compile-backend", "bogus", "--out", "r6"], 1,
-        "compile_backend: expected a torch.compile backend"),
+        "--compile-backend (train config compile_backend): expected a torch.compile backend"),
 ]
 
 

@@ -171,10 +171,10 @@ def test_compile_methods_default_and_bad_declarations():
 
 
 def test_a_bad_backend_is_refused_before_the_run_folder_is_made(tmp_path):
-    with pytest.raises(ConfigError, match="compile_backend: expected a torch.compile backend"):
+    with pytest.raises(ConfigError, match=r"--compile-backend \(train config compile_backend\): expected a torch.compile backend"):
         fit(toy_task(), toy_config(compile=True, compile_backend="bogus"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match="compile: expected true or false"):
+    with pytest.raises(ConfigError, match=r"--compile \(train config compile\): expected true or false"):
         toy_config(compile="yes")
 
 

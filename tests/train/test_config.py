@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -36,8 +37,24 @@ def test_from_dict_round_trip_and_unknown_keys():
     ],
 )
 def test_bad_values_name_the_field(changes, field):
-    with pytest.raises(ConfigError, match=f"train config {field}: expected"):
+    flag = "" if field == "limits" else f"--{field.replace('_', '-')} \\("
+    with pytest.raises(ConfigError, match=f"{flag}train config {field}\\)?: expected"):
         TrainConfig.from_dict({**TrainConfig().to_dict(), **changes})
+
+
+def test_lr_is_one_rule_and_fields_name_their_flags():
+    """--lr 0 and --lr -1 get the same message; TRAIN_FLAGS spells every flag that differs from the
+    field's name, so an error names the flag a command-line user typed."""
+    from rnnlab.cli.train import _COMMON
+    from rnnlab.train.config import TRAIN_FLAGS
+
+    for lr in (0.0, -1.0):
+        with pytest.raises(ConfigError, match=r"--lr \(train config lr\): expected a finite number > 0, got"):
+            TrainConfig(lr=lr)
+    for f in dataclasses.fields(TrainConfig):
+        common = _COMMON.get(f.name) or _COMMON.get(f"no_{f.name}")    # report: --no-report
+        flag = common[2] if common else ""
+        assert TRAIN_FLAGS.get(f.name, f"--{f.name.replace('_', '-')}") == flag.split("/")[0], f.name
 
 
 def test_new_run_dir_suffixes_and_reuse_is_refused(tmp_path):

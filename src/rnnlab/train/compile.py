@@ -65,7 +65,7 @@ DEFAULT_METHODS: dict[str, bool] = {"forward": False}
 def check_backend(name: str) -> None:
     """ConfigError (one line) unless ``name`` is a torch.compile backend of this torch."""
     if name not in torch.compiler.list_backends(exclude_tags=()):
-        raise ConfigError(f"train config compile_backend: expected a torch.compile backend such as inductor, "
+        raise ConfigError(f"--compile-backend (train config compile_backend): expected a torch.compile backend such as inductor, "
                           f"aot_eager or eager (torch.compiler.list_backends(exclude_tags=()) lists them), got {name!r}")
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from rnnlab.errors import ConfigError, expected
+from rnnlab.errors import ConfigError, expected, field_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "ntasgd")
 SCHEDULES = ("none", "step", "plateau", "cosine")
@@ -30,6 +30,12 @@ RESUME_MUTABLE = frozenset(
 )
 # compile and compile_backend are among them: compiling changes how the step is computed, not the
 # model or the data, so a run may be continued with or without it (to rounding, like threads).
+
+
+# The fields whose flag on `rnnlab train *` is spelled otherwise than --field-name ("": none), for
+# error messages (rnnlab.errors.field_name).
+TRAIN_FLAGS = {"compile": "--compile", "report": "--no-report", "step_size": "", "gamma": "", "plateau_factor": "",
+               "plateau_patience": "", "min_lr": "", "warmup_steps": ""}
 
 
 @dataclass
@@ -84,7 +90,7 @@ class TrainConfig:
     def validate(self) -> None:
         def check(ok: bool, what: str, want: str, got: object) -> None:
             if not ok:
-                raise ConfigError(expected(f"train config {what}", want, repr(got)))
+                raise ConfigError(expected(field_name("train config", what, self, TRAIN_FLAGS), want, repr(got)))
 
         for name in ("max_steps", "max_epochs", "eval_every", "checkpoint_every", "patience",
                      "plateau_patience", "warmup_steps", "threads"):
@@ -93,11 +99,10 @@ class TrainConfig:
         for name in ("devices", "num_nodes", "keep_last", "step_size", "nonmono"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
-        for name in ("max_time", "lr", "weight_decay", "momentum", "clip", "gamma", "plateau_factor", "min_lr"):
-            v = getattr(self, name)
-            check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
-                  name, "a finite number >= 0", v)
-        check(self.lr > 0, "lr", "a number > 0", self.lr)
+        for name in ("lr", "max_time", "weight_decay", "momentum", "clip", "gamma", "plateau_factor", "min_lr"):
+            v, least = getattr(self, name), "> 0" if name == "lr" else ">= 0"
+            check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (v > 0 if name == "lr" else v >= 0), name, f"a finite number {least}", v)
         check(self.plateau_factor >= 1, "plateau_factor", "a number >= 1", self.plateau_factor)
         check(self.gamma <= 1, "gamma", "a number in [0, 1]", self.gamma)
         check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
