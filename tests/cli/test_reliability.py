@@ -607,6 +607,30 @@ def test_runs_started_together_without_out_take_one_folder_each(tmp_path):
         usable(run)
 
 
+def test_a_default_folder_taken_meanwhile_moves_the_run_to_the_next_name(tmp_path, monkeypatch, capfd):
+    """The race itself, made certain: another process creates runs/toy between this one picking the
+    name and locking it; the run goes on in runs/toy-2 and the other's folder is left alone."""
+    import rnnlab.train as train_api
+    from rnnlab.errors import RunFolderTakenError
+
+    monkeypatch.chdir(tmp_path)
+    real_fit, tried = train_api.fit, []
+
+    def fit_after_another_process(task, config, out, **kw):
+        tried.append(Path(out))
+        if len(tried) == 1:
+            (Path(out) / "config.json").parent.mkdir(parents=True)
+            (Path(out) / "notes.txt").write_text("the other run's\n")
+            raise RunFolderTakenError(f"run folder {out}: taken")
+        return real_fit(task, config, out, **kw)
+
+    monkeypatch.setattr(train_api, "fit", fit_after_another_process)
+    assert main(["train", "toy", "--hidden-size", "4", "--max-steps", "2", "--quiet", "--no-report"]) in (0, None)
+    assert tried == [Path("runs/toy"), Path("runs/toy-2")]
+    assert (tmp_path / "runs/toy/notes.txt").read_text() == "the other run's\n"
+    usable(tmp_path / "runs/toy-2")
+
+
 def test_new_run_dir_skips_names_just_taken(tmp_path):
     from rnnlab.train import new_run_dir
 

@@ -146,15 +146,18 @@ def test_translate_show_attention_writes_png(run, tmp_path, capsys, monkeypatch)
     capsys.readouterr()
     assert main(["translate", str(run), "abc", "--out", str(tmp_path / "x.png")]) == 2
     assert "--out writes the alignment: expected it with --show-attention" in capsys.readouterr().err
-    # the format follows the suffix; one matplotlib does not write alone is refused before any decoding
+    # the format follows the suffix; one matplotlib does not write is refused before any decoding
     assert main(["translate", str(run), "abc", "--show-attention", "--out", str(tmp_path / "a.svg")]) == 0
     assert (tmp_path / "a.svg").read_text().lstrip().startswith("<?xml")
+    assert main(["translate", str(run), "abc", "--show-attention", "--out", str(tmp_path / "a.jpg")]) == 0
+    assert (tmp_path / "a.jpg").read_bytes()[:3] == b"\xff\xd8\xff"          # JPEG, not PNG bytes
     for stdin in (False, True):
         monkeypatch.setattr("sys.stdin", io.StringIO("abc\n"))
         assert main(["translate", str(run), *([] if stdin else ["abc"]), "--show-attention", "--out",
-                     str(tmp_path / "a.jpg")]) == 1
-        assert "--out: expected a file name ending in .png, .svg, .pdf (the plot's format), got 'a.jpg'" in capsys.readouterr().err
-    assert not list(tmp_path.glob("a*.jpg"))
+                     str(tmp_path / "a.docx")]) == 1
+        err = capsys.readouterr().err
+        assert "--out (path): expected a file name ending in one of " in err and ".png" in err and "got 'a.docx'" in err
+    assert not list(tmp_path.glob("a*.docx"))
 
 
 @pytest.mark.parametrize("text,message", [

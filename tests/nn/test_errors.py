@@ -307,7 +307,7 @@ TORCH_WORDED = {
     **{f"{n} 2-D state, 1-D input": _cell_call(n, torch.randn(3), torch.randn(2, 4)) for n in CELLS},
     **{f"{n} 1-D state, 2-D input": _cell_call(n, torch.randn(1, 3), torch.randn(4)) for n in CELLS},
     "LSTMCell 1-D c": lambda m: m.LSTMCell(3, 4)(torch.randn(4, 3), (torch.randn(4, 4), torch.randn(4))),
-    **{f"{n} unknown keyword": (lambda m, n=n: getattr(m, n)(3, 4, foo=1)) for n in [*LAYERS, *CELLS]},
+    **{f"{n} unknown keyword": (lambda m, n=n: getattr(m, n)(3, 4, foo=1, bar=2)) for n in [*LAYERS, *CELLS]},
     "GRU nonlinearity": lambda m: m.GRU(3, 4, nonlinearity="tanh"),
 }
 

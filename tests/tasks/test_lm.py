@@ -444,3 +444,6 @@ def test_messages_name_the_cause(cli_run, tmp_path, capsys):
     assert main(["train", "lm", "--text", str(text), "--max-tokens", "10", "--max-steps", "1",
                  "--out", str(tmp_path / "run")]) == 1
     assert "use a larger --max-tokens (now 10) or a smaller --bptt / --batch-size" in capsys.readouterr().err
+    assert main(["train", "lm", "--text", str(text), "--max-tokens", "1000000", "--bptt", "500", "--max-steps", "1",
+                 "--out", str(tmp_path / "run")]) == 1    # a cap that cut nothing is not the cause
+    assert "use a longer text or a smaller --bptt / --batch-size" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def test_streaming_equals_offline(few_fsdd, tmp_path, mode):
     path = few_fsdd / "2_jackson_0.wav"
     partial = []
     streamed = stream_file(task, model, path, chunk_ms=100, on_partial=lambda t, s: partial.append((t, s)))
-    offline = transcribe_file(task, model, path, beam=1)
+    offline = transcribe_file(task, model, path, beam=1 if task.config.mode == "ctc" else None)
     assert streamed["text"] == offline["text"]
     assert streamed["rtf"] > 0 and partial and partial[-1][0] == streamed["text"]
     if mode == "ctc":

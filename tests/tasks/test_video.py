@@ -162,7 +162,7 @@ def test_resume_and_evaluate_refuse_a_changed_clip(tmp_path, capsys):
     assert "expected the data the run was trained on" in capsys.readouterr().err
     assert main(["evaluate", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "expected the data the run was trained on" in err and "changed files it names (a clip" in err, err
+    assert "expected the data the run was trained on" in err and "changed files it names (one edited" in err, err
 
 
 def test_no_output_replaces_a_clip_an_index_names(tmp_path, capsys):
@@ -184,6 +184,7 @@ def test_no_output_replaces_a_clip_an_index_names(tmp_path, capsys):
         capsys.readouterr()
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and ("training data" in err or "input" in err), err
+        assert err.count("\n") == 1 and ("other than the run's training data" in err
+                                          or "other than the input, got the input file itself" in err), err
     assert {p.name: p.read_bytes() for p in tmp_path.glob("c*.npy")} == before
     assert main(["evaluate", str(run)]) == 0

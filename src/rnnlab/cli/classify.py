@@ -16,8 +16,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options,
-                              missing_option, print_train_json, register_evaluator, usage_error, with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
+                              missing_option, print_train_json, register_evaluator, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
 from rnnlab.outputs import atomic_open, check_output, shown, status_stream
 
@@ -60,9 +60,7 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
                                        write_confusion)  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--csv", "--confusion", "--force", "--encoding"))
-    if "encoding" in opts and "csv" not in opts:
-        raise usage_error("BadOptionUsage", "--encoding: expected it with --csv FILE (the run's own splits "
-                          "are read with the run's encoding)", "--encoding")
+    check_encoding_flag(opts, "--csv")
     if "confusion" in opts:
         check_run_output(opts["confusion"], run_dir, [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     with print_data_warnings():

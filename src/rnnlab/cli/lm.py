@@ -16,8 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, extra_options, json_number,
-                              register_evaluator, usage_error, with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
+                              json_number, register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, expected
 
 
@@ -120,13 +120,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 
 def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
-    """``rnnlab evaluate RUN [--split S] [--text FILE [--encoding E]]`` for a language-model run."""
+    """``rnnlab evaluate RUN [--split S | --text FILE [--encoding E]]`` for a language-model run."""
     from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
     opts = extra_options(extra, ("--text", "--encoding"))   # a misspelt flag: a usage error, as for the others
-    if "encoding" in opts and "text" not in opts:
-        raise usage_error("BadOptionUsage", "--encoding: expected it with --text FILE (the run's own splits "
-                          "are read with the run's encoding)", "--encoding")
+    check_encoding_flag(opts, "--text")
     return evaluate_run(run_dir, opts.get("text"), split, checkpoint=checkpoint, encoding=opts.get("encoding"))
 
 

@@ -139,7 +139,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                   "normalised for length)."),
         show_attention: bool = typer.Option(False, "--show-attention", help="Print the alignment under each output."),
         png: Optional[Path] = typer.Option(None, "--out", help="With --show-attention: write the best output's "
-                                           "alignment as a PNG (or .svg, .pdf) here instead of printing it (stdin: one file per line, NAME-K.png)."),
+                                           "alignment as a PNG (or the image format its suffix names: .svg, .pdf, .jpg, ...) here instead of printing it (stdin: one file per line, NAME-K.png)."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per input."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
@@ -184,8 +184,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         png_check = attention_png_check(run_dir, force) if png is not None else None
         if png is not None:     # before any work: a refused path costs no decoding
             if text is not None:
-                png_check(png)
-            figure_format(png)
+                png_check(png)      # (its format included)
+            else:
+                figure_format(png)
         unknown: Counter = Counter()
         with_unknown = bad = total = 0
         for k, line in enumerate([text] if text is not None else _stdin_lines(encoding), 1):

@@ -324,6 +324,14 @@ def usage_error(kind: str, message: str, option: str = "", possibilities: list[s
     return cls(option, message) if kind == "BadOptionUsage" else cls(message)
 
 
+def check_encoding_flag(opts: dict[str, Any], file_flag: str) -> None:
+    """A usage error for ``--encoding`` without the file it reads (``--csv``, ``--text``): the run's
+    own splits are read with the run's encoding."""
+    if "encoding" in opts and file_flag.lstrip("-") not in opts:
+        raise usage_error("BadOptionUsage", f"--encoding: expected it with {file_flag} FILE (the run's own splits "
+                          "are read with the run's encoding)", "--encoding")
+
+
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
     """``--name VALUE`` / ``--name=VALUE`` pairs (and the bare ``--force``) from ``rnnlab evaluate``'s
     extra arguments; only the ``allowed`` names are accepted: any other flag (a typo) or a flag

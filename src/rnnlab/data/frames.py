@@ -250,7 +250,7 @@ def _index_entries(path: str, path_col: str, fmt: str) -> list[tuple[str, str]]:
     try:
         table = read_table(path, fmt)
         pc = table.col(path_col, "--path-col")
-    except (DataError, ConfigError):
+    except (DataError, ConfigError, OSError):
         return []
     root = os.path.dirname(os.path.abspath(path))
     names = dict.fromkeys(row[pc].strip() for row in table.cells if isinstance(row[pc], str) and row[pc].strip())

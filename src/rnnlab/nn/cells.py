@@ -110,11 +110,9 @@ class CellBase(nn.Module):
                 torch_msg = f"{cls}: Expected {which} to be 1D or 2D, got {s.dim()}D instead"
             elif s.shape[-1] != self.hidden_size:
                 torch_msg = f"hidden{index} has inconsistent hidden_size: got {s.shape[-1]}, expected {self.hidden_size}"
-            elif s.dim() == 2 and not unbatched:
-                torch_msg = f"Input batch size {x.shape[0]} doesn't match hidden{index} batch size {s.shape[0]}"
             elif unbatched:              # a 2-D state for a 1-D input: torch.nn reads its rows as the size
                 torch_msg = f"hidden{index} has inconsistent hidden_size: got {s.shape[0]}, expected {self.hidden_size}"
-            elif index == 0:             # a 1-D state for a 2-D input: torch.nn reads its size as the batch
+            elif s.dim() == 2 or index == 0:   # (a 1-D state for a 2-D input: torch.nn reads its size as the batch)
                 torch_msg = f"Input batch size {x.shape[0]} doesn't match hidden{index} batch size {s.shape[0]}"
             else:                        # torch.nn.LSTMCell indexes the missing dimension of c
                 torch_msg = "Dimension out of range (expected to be in range of [-1, 0], but got 1)"

@@ -52,14 +52,17 @@ class CellOptions:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, d: dict[str, Any], owner: str = "") -> "CellOptions":
-        """Build from keyword arguments or saved JSON; unknown keys are a ConfigTypeError (quoting
-        torch.nn's words for an unexpected keyword argument of ``owner``, the class it is given to).
+        """Build from keyword arguments or saved JSON; unknown keys are a ConfigTypeError (a TypeError,
+        as a misspelt keyword argument of torch.nn's constructors), quoting torch.nn's words where
+        ``owner``, the class the keywords were given to, is named.
         ``zoneout=(p_h, p_c)`` is accepted as a shorthand for zoneout=p_h, zoneout_cell=p_c."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:   # a TypeError too, as a misspelt keyword argument of torch.nn's constructors
-            raise ConfigTypeError(with_torch(f"cell options: expected keys among {sorted(known)}, got unknown {unknown}",
-                                             f"{owner}{'.' if owner else ''}__init__() got an unexpected keyword argument {unknown[0]!r}"))
+        unknown = [k for k in d if k not in known]      # in the order given: torch.nn names the first
+        if unknown:
+            message = f"cell options: expected keys among {sorted(known)}, got unknown {unknown}"
+            if owner:
+                message = with_torch(message, f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+            raise ConfigTypeError(message)
         d = dict(d)
         z = d.get("zoneout")
         if isinstance(z, (tuple, list)):

@@ -1163,16 +1163,23 @@ def build_classify_task(config: dict[str, Any], metadata: dict[str, Any] | None 
 register_task("classify", build_classify_task)
 
 
-def frames_data_checksum(path: str, task_config: dict[str, Any]) -> str | None:
-    """The checksum a run records for a data path: for frames input, of the index and of every
-    clip it names (:func:`rnnlab.data.frames.index_checksum`); else None (the file's own)."""
+def _frames_index(path: str, task_config: dict[str, Any]) -> tuple[str, str] | None:
+    """(path column, format) to read the data file ``path`` as an index of clips with; None where
+    the run's input is not frames or ``path`` is no file."""
     try:
         c = ClassifyConfig.from_dict(task_config)
     except RnnlabError:
         return None
-    if c.resolved_input() != "frames":
+    if c.resolved_input() != "frames" or not os.path.isfile(path):
         return None
-    return index_checksum(path, c.path_col, "auto" if c.format == "ts" else c.format)
+    return c.path_col, "auto" if c.format == "ts" else c.format
+
+
+def frames_data_checksum(path: str, task_config: dict[str, Any]) -> str | None:
+    """The checksum a run records for a data path: for frames input, of the index and of every
+    clip it names (:func:`rnnlab.data.frames.index_checksum`); else None (the file's own)."""
+    index = _frames_index(path, task_config)
+    return None if index is None else index_checksum(path, *index)
 
 
 register_data_checksum("classify", frames_data_checksum)
@@ -1180,11 +1187,8 @@ register_data_checksum("classify", frames_data_checksum)
 
 def frames_data_members(path: str, task_config: dict[str, Any]) -> list[str]:
     """The clips a frames index names (:func:`rnnlab.data.frames.index_clips`); none for other input."""
-    try:
-        c = ClassifyConfig.from_dict(task_config)
-    except RnnlabError:
-        return []
-    return index_clips(path, c.path_col, "auto" if c.format == "ts" else c.format) if c.resolved_input() == "frames" else []
+    index = _frames_index(path, task_config)
+    return [] if index is None else index_clips(path, *index)
 
 
 register_data_members("classify", frames_data_members)

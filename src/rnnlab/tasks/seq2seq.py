@@ -521,23 +521,24 @@ def attention_figure(source_tokens: Sequence[str], output_tokens: Sequence[str],
     return fig
 
 
-FIGURE_FORMATS = ("png", "svg", "pdf")   # what matplotlib writes without extra packages
-
-
 def figure_format(path: str | Path) -> str:
-    """The format an attention plot at ``path`` is written in, from its suffix (none: png); a
-    ConfigError for another suffix, rather than PNG bytes under a .jpg name."""
+    """The format an attention plot at ``path`` is written in: its suffix's, where matplotlib writes
+    it (png, svg, pdf, jpg, ...; none: png); a ConfigError for another suffix, rather than PNG bytes
+    under its name."""
+    from matplotlib.backend_bases import FigureCanvasBase  # lazy: matplotlib only where a plot is written
+
     suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix and suffix not in FIGURE_FORMATS:
-        raise ConfigError(expected("--out", f"a file name ending in {', '.join('.' + f for f in FIGURE_FORMATS)} "
+    known = sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"raw", "rgba", "pgf"})   # (not images)
+    if suffix and suffix not in known:
+        raise ConfigError(expected("--out (path)", f"a file name ending in one of {', '.join('.' + f for f in known)} "
                                    "(the plot's format)", repr(Path(path).name)))
     return suffix or "png"
 
 
 def attention_png_check(run_dir: str | Path, force: bool = False) -> Callable[[str | Path], Path]:
-    """A check of where attention plots of the run at ``run_dir`` may go (a format of
-    :data:`FIGURE_FORMATS`, :func:`rnnlab.outputs.check_output`; never over the run's training data,
-    even with ``force``), the run's data files read once for all the plots of a call."""
+    """A check of where attention plots of the run at ``run_dir`` may go (:func:`figure_format`,
+    :func:`rnnlab.outputs.check_output`; never over the run's training data, even with ``force``),
+    the run's data files read once for all the plots of a call."""
     data = run_data_files(run_dir)
 
     def check(path: str | Path) -> Path:
@@ -548,8 +549,8 @@ def attention_png_check(run_dir: str | Path, force: bool = False) -> Callable[[s
 
 
 def write_attention_png(t: Translation, path: str | Path, which: int = 0) -> Path:
-    """The alignment of ``t``'s output ``which`` as a heat map at ``path`` (PNG, or SVG/PDF by its
-    suffix), written through a temporary file and renamed over ``path`` (a link there is replaced,
+    """The alignment of ``t``'s output ``which`` as a heat map at ``path`` (PNG, or the format its
+    suffix names: :func:`figure_format`), written through a temporary file and renamed over ``path`` (a link there is replaced,
     its target left alone)."""
     fig = attention_figure(t.source_tokens, t.output_tokens[which], t.attention[which],
                            f"{t.source} -> {t.outputs[which]}")

@@ -23,6 +23,7 @@ the training recordings and live in the run's metadata (and the model's buffers)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -35,11 +36,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.data.audio import audio_info, iter_audio, load_audio
+from rnnlab.data.audio import audio_info, find_audio_files, iter_audio, load_audio
 from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStream, feature_stats
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
 from rnnlab.data.recordings import (OFFICIAL_TEST_TAKES, Recording, fsdd_recordings, label_csv_columns, make_split,
                                      read_label_csv, scan_recordings)
+from rnnlab.data.registry import sha256_of
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name, is_int_at_least
 from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
@@ -48,7 +50,7 @@ from rnnlab.tasks.classify import classification_metrics
 from rnnlab.tasks.ctc import Hypothesis, align, beam_search, digit_error_rate, greedy_decode, string_accuracy
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.train.rundir import load_run, read_run_config
-from rnnlab.train.task import ReportSection, StepOutput, register_task
+from rnnlab.train.task import ReportSection, StepOutput, register_data_checksum, register_data_members, register_task
 
 MODES = ("words", "ctc")
 DATASETS = ("", "fsdd")
@@ -300,7 +302,8 @@ TRAIN_DEFAULTS = {
 
 class SpeechTask:
     name = "speech"
-    data_keys = ("data_dir", "audio_dir", "labels")   # recorded with checksums in the run folder
+    # recorded with checksums in the run folder (the FSDD copy of --data-dir is a named data set: not recorded)
+    data_keys = ("audio_dir", "labels")
     train_defaults = TRAIN_DEFAULTS["words"]
     items_name = "utterances"
     # TrainConfig.compile: the training step calls encode (features are computed without grad, in
@@ -715,6 +718,41 @@ def build_speech_task(config: dict[str, Any], metadata: dict[str, Any] | None = 
 register_task("speech", build_speech_task)
 
 
+def _recorded_audio(path: str, task_config: dict[str, Any]) -> list[Path] | None:
+    """The recordings a data path of a speech run stands for: the audio files in an audio folder
+    (not its other files), or those a label CSV names; None for another path."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return find_audio_files(p)
+        if p.is_file() and p.suffix.lower() == ".csv":
+            return [r.path for r in read_label_csv(p, task_config.get("audio_dir") or None)]
+    except (DataError, OSError):
+        return None
+    return None
+
+
+def speech_data_checksum(path: str, task_config: dict[str, Any]) -> str | None:
+    """SHA-256 of what a speech run reads from a data path: an audio folder's recordings (names and
+    bytes), or a label CSV's bytes and those of the recordings it names; None: the path's own."""
+    audio = _recorded_audio(path, task_config)
+    if audio is None:
+        return None
+    h = hashlib.sha256(sha256_of(path).encode() if Path(path).is_file() else b"")
+    for f in audio:
+        h.update(f"{f.name}\0{sha256_of(f) if f.is_file() else 'missing'}\n".encode())
+    return h.hexdigest()
+
+
+def speech_data_members(path: str, task_config: dict[str, Any]) -> list[str]:
+    """The recordings a label CSV names, wherever they are (outputs must not replace them)."""
+    return [str(f) for f in _recorded_audio(path, task_config) or []] if Path(path).is_file() else []
+
+
+register_data_checksum("speech", speech_data_checksum)
+register_data_members("speech", speech_data_members)
+
+
 # ----------------------------------------------------------------------------- run folders: transcribe
 
 
@@ -757,13 +795,13 @@ def _windows(path: str | os.PathLike, sample_rate: int, core: int, margin: int
 
 
 def check_decoding_options(task: SpeechTask, beam: int | None = None, chunk_ms: float | None = None) -> None:
-    """ConfigError unless ``beam`` (a prefix beam width: above 1, ctc runs only) and ``chunk_ms`` (the audio of
+    """ConfigError unless ``beam`` (a prefix beam width: ctc runs only) and ``chunk_ms`` (the audio of
     a streaming chunk) can be used on ``task``'s run; None is not given. The checks of
     :func:`transcribe_file`, :func:`stream_file` and ``rnnlab transcribe``."""
     if beam is not None:
         if not is_int_at_least(beam, 1):
             raise ConfigError(expected("--beam (beam)", "an integer >= 1", repr(beam)))
-        if beam > 1 and task.config.mode != "ctc":
+        if task.config.mode != "ctc":
             raise ConfigError(expected("--beam (beam)", "a connected-digit (ctc) run (a words run classifies each "
                                        "recording: there is no beam to search)", f"beam {beam} for a words run"))
     if chunk_ms is not None and not (isinstance(chunk_ms, (int, float)) and not isinstance(chunk_ms, bool)

@@ -248,7 +248,7 @@ def data_checksum(path: str | Path, task: str = "", task_config: dict[str, Any] 
     With the ``task`` name and its config, the checksum that task registered (see
     :func:`rnnlab.train.task.register_data_checksum`) when it gives one for this path."""
     p = Path(path)
-    hook = data_checksum_hook(task) if task and task_config is not None and p.is_file() else None
+    hook = data_checksum_hook(task) if task and task_config is not None and p.exists() else None
     if hook is not None:
         got = hook(str(p), task_config)
         if got is not None:
@@ -373,11 +373,11 @@ def _run_config_or_none(run_dir: str | Path) -> dict[str, Any]:
         return {}
 
 
-def run_data_files(run_dir: str | Path) -> list[str | Path]:
+def run_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None) -> list[str | Path]:
     """The training data files a run recorded, where they are now, and the files they name (the
     clips of an index): outputs of commands reading the run must not replace them (the run would
-    no longer verify against its data)."""
-    cfg = _run_config_or_none(run_dir)
+    no longer verify against its data). ``cfg``: the run's config.json, if read already."""
+    cfg = _run_config_or_none(run_dir) if cfg is None else cfg
     found = resolve_data_paths(run_dir, cfg.get("task_config") or {}, cfg.get("data_files"))
     return _with_members([found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)], cfg)
 
@@ -387,8 +387,9 @@ def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str 
     """:func:`rnnlab.outputs.check_output` for a command that reads the run at ``run_dir``: never one
     of the run's training data files (nor a file in a recorded data folder, nor a clip an index
     names), even with ``force``; never an input of the command, nor a file an input names."""
-    inputs = _with_members(inputs, _run_config_or_none(run_dir))
-    return check_output(out, inputs, force, flag=flag, stdout=stdout, run_data=run_data_files(run_dir))
+    cfg = _run_config_or_none(run_dir)
+    return check_output(out, _with_members(inputs, cfg), force, flag=flag, stdout=stdout,
+                        run_data=run_data_files(run_dir, cfg))
 
 
 def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
@@ -418,18 +419,17 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
                             f"(moved or deleted since training?); put it back there")
         want = rec.get("sha256")
         if want:
-            got = data_checksum(where, cfg.get("task") if isinstance(cfg.get("task"), str) else "",
-                                task_config if task_config is not None else cfg.get("task_config"))
+            task = cfg.get("task") if isinstance(cfg.get("task"), str) else ""
+            got = data_checksum(where, task, task_config if task_config is not None else cfg.get("task_config"))
             if got != want:
                 # a path given now that is not the recorded one is another file, not the same one changed
                 other = os.path.abspath(where) != os.path.abspath(rec["path"])
-                task = cfg.get("task") if isinstance(cfg.get("task"), str) else ""
                 label = "checksum"   # of every file in a folder, or of an index and the clips it names
                 if Path(where).is_dir():
                     what = "a different folder" if other else "a folder whose files changed (one edited, added or removed)"
                 elif data_members_hook(task) and _with_members([where], cfg)[1:]:
                     what = ("a different file" if other else
-                            "a changed file, or changed files it names (a clip edited, added or removed)")
+                            "a changed file, or changed files it names (one edited, added or removed)")
                 else:
                     what, label = ("a different file" if other else "a changed file"), "sha256"
                 fix = (f"pass the {'folder' if Path(where).is_dir() else 'file'} it was trained on" if other
