@@ -148,3 +148,25 @@ def test_evaluate_refuses_a_changed_audio_folder(few, tmp_path, capsys):
     assert main(["evaluate", str(run), "--split", "test"]) == 1
     err = capsys.readouterr().err
     assert "audio_dir" in err and "a folder whose files changed" in err and err.count("\n") == 1, err
+
+
+def test_speech_checksums_cover_the_recordings_read(few, tmp_path):
+    """An audio folder's checksum covers its recordings, not its other files; a label CSV's covers
+    the CSV and the recordings it names, and those recordings are what outputs must not replace."""
+    import shutil
+
+    from rnnlab.tasks.speech import speech_data_checksum, speech_data_members
+
+    audio = tmp_path / "audio"
+    shutil.copytree(few, audio)
+    wavs = sorted(audio.glob("*.wav"))[:3]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(f"{w.name},{w.name[0]}\n" for w in wavs))
+    cfg = {"audio_dir": str(audio), "labels": str(labels)}
+    folder, listed = speech_data_checksum(str(audio), cfg), speech_data_checksum(str(labels), cfg)
+    assert sorted(speech_data_members(str(labels), cfg)) == sorted(str(w) for w in wavs)
+    assert speech_data_members(str(audio), cfg) == []
+    (audio / "notes.txt").write_text("not a recording\n")
+    assert speech_data_checksum(str(audio), cfg) == folder
+    wavs[1].write_bytes(wavs[1].read_bytes() + b"\0\0")
+    assert speech_data_checksum(str(audio), cfg) != folder and speech_data_checksum(str(labels), cfg) != listed
