@@ -525,10 +525,8 @@ def figure_format(path: str | Path) -> str:
     """The format an attention plot at ``path`` is written in: its suffix's, where matplotlib writes
     it (png, svg, pdf, jpg, ...; none: png); a ConfigError for another suffix, rather than PNG bytes
     under its name."""
-    from matplotlib.backend_bases import FigureCanvasBase  # lazy: matplotlib only where a plot is written
-
     suffix = Path(path).suffix.lower().lstrip(".")
-    known = sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"raw", "rgba", "pgf"})   # (not images)
+    known = sorted(set(pyplot().FigureCanvasBase.get_supported_filetypes()) - {"raw", "rgba", "pgf"})   # (not images)
     if suffix and suffix not in known:
         raise ConfigError(expected("--out (path)", f"a file name ending in one of {', '.join('.' + f for f in known)} "
                                    "(the plot's format)", repr(Path(path).name)))
