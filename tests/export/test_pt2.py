@@ -19,3 +19,26 @@ def test_layers_that_unroll_under_export_are_refused(tmp_path, capsys, flags, na
     assert main(["export", str(run), "--pt2", str(tmp_path / "m.pt2")]) == 1
     err = capsys.readouterr().err
     assert named in err and "use --onnx" in err and not (tmp_path / "m.pt2").exists()
+
+
+def test_input_minimums_name_the_least_size_a_program_reads():
+    """A model that reads the last 24 steps exports with a sequence axis of at least 24, which an
+    AOTInductor package does not check by itself: input_minimums reports it (rnnlab export prints it)."""
+    import torch
+
+    import rnnlab
+    from rnnlab.export.pt2 import export_program, input_minimums
+
+    class LastSteps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnnlab.LSTM(2, 4)
+
+        def forward(self, x):
+            return self.rnn(x[-24:])[0][-1]
+
+    axes = {"input": {0: "seq", 1: "batch"}}
+    program = export_program(LastSteps().eval(), (torch.randn(30, 3, 2),), axes, ["input"])
+    assert input_minimums(program, ["input"], axes) == {"input axis 0": 24}
+    whole = export_program(rnnlab.LSTM(2, 4).eval(), (torch.randn(30, 3, 2),), axes, ["input"])
+    assert input_minimums(whole, ["input"], axes) == {}

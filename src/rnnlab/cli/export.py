@@ -56,9 +56,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if pt2 is not None:
             from rnnlab.engine.fast import kernel_library  # lazy: keeps --help fast
             from rnnlab.export.pt2 import export_run_pt2  # lazy: keeps --help fast
-            written = export_run_pt2(run, pt2, checkpoint, force=force, prepared=prepared)
-            say(f"wrote {written} (load the operators first: torch.ops.load_library({kernel_library()!r}))")
-            record["pt2"] = {"path": str(written), "kernel_library": kernel_library()}
+            packaged = export_run_pt2(run, pt2, checkpoint, force=force, prepared=prepared)
+            say(f"wrote {packaged.path} (load the operators first: torch.ops.load_library({kernel_library()!r}))")
+            if packaged.minimums:
+                least = ", ".join(f"{k} at least {v}" for k, v in packaged.minimums.items())
+                say(f"the package needs inputs of {least}; it does not check them (AOTInductor checks input sizes "
+                    "only where AOTI_RUNTIME_CHECK_INPUTS=1 is set), and reads a smaller input past its end")
+            record["pt2"] = {"path": str(packaged.path), "kernel_library": kernel_library(),
+                             "min_sizes": packaged.minimums}
         if as_json:
             typer.echo(json.dumps(json_number(record)))
 

@@ -102,8 +102,35 @@ def prepare_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best",
     return Prepared(path, model, args, in_names, axes)
 
 
+def input_minimums(program, names: list[str], axes: dict) -> dict[str, int]:
+    """``{"NAME axis D": least size}`` for each dynamic input axis that ``program`` (torch.export's)
+    needs above 2 (torch's bound for any dynamic axis, which the packages' code does not rely on):
+    a forecaster's sequence axis, for instance, holds at least its context. An AOTInductor package
+    checks input sizes only where ``AOTI_RUNTIME_CHECK_INPUTS=1`` is set in the process that loads
+    it; elsewhere a shorter input is read past its end."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    out = {}
+    for name, spec in zip(names, program.graph_signature.user_inputs):
+        shape = getattr(placeholders[spec].meta.get("val"), "shape", ())
+        for d in axes.get(name, {}):
+            size = shape[d] if d < len(shape) else None
+            bound = program.range_constraints.get(size.node.expr) if isinstance(size, torch.SymInt) else None
+            if bound is not None and int(bound.lower) > 2:
+                out[f"{name} axis {d}"] = int(bound.lower)
+    return out
+
+
+@dataclass
+class Packaged:
+    """What :func:`export_run_pt2` wrote: the package, and the least sizes its inputs need
+    (:func:`input_minimums`)."""
+
+    path: Path
+    minimums: dict[str, int]
+
+
 def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "best", force: bool = False,
-                   prepared: Prepared | None = None) -> Path:
+                   prepared: Prepared | None = None) -> Packaged:
     """Compile a training run's model into an AOTInductor package at ``path`` (``.pt2``);
     ``prepared``: the run as :func:`prepare_pt2` checked it already."""
     p = prepared if prepared is not None else prepare_pt2(run_dir, path, checkpoint, force)
@@ -118,4 +145,4 @@ def export_run_pt2(run_dir: str | Path, path: str | Path, checkpoint: str = "bes
         tmp.unlink(missing_ok=True)
         raise
     commit(tmp, p.path)
-    return p.path
+    return Packaged(p.path, input_minimums(program, p.names, p.axes))
