@@ -194,6 +194,12 @@ def test_int8_refuses_what_the_int8_step_does_not_run(make, says) -> None:
 def test_int8_refuses_the_reference_engine() -> None:
     with pytest.raises(ConfigError, match="int8=True: expected a layer the C\\+\\+ int8 step runs"):
         Stream(rnnlab.LSTM(4, 8).eval(), use_kernels=False, int8=True)
+    # a layer's own engine= counts as set_engine's choice does (it was passed over: int8 ran the kernels)
+    with pytest.raises(ConfigError, match="int8=True: expected a layer the C\\+\\+ int8 step runs"):
+        Stream(rnnlab.LSTM(4, 8, engine="reference").eval(), int8=True)
+    assert Stream(rnnlab.LSTM(4, 8, engine="reference").eval()).backend in ("numba", "numpy")
+    assert Stream(rnnlab.LSTM(4, 8, engine="reference").eval(), use_kernels=True).backend.startswith("kernels") \
+        or not fast.available()
 
 
 def test_export_int8_runs_in_onnxruntime_close_to_the_float_model(tmp_path) -> None:

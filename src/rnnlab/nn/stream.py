@@ -113,8 +113,9 @@ class Stream:
             raise ConfigError("module: batch_first must be a bool")
         self.module = module
         self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
-        # None: the process-wide engine choice (rnnlab.set_engine) decides, as for the layers
-        self._engine = "auto" if use_kernels is None else "fast" if use_kernels else "reference"
+        # None: the layer's own engine= (an rnnlab layer's), else the process-wide choice (rnnlab.set_engine)
+        own = getattr(module, "engine", "auto") if isinstance(getattr(module, "engine", None), str) else "auto"
+        self._engine = own if use_kernels is None else "fast" if use_kernels else "reference"
         self._cpp = None
         self.refresh()
         self.reset()
