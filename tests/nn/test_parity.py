@@ -341,3 +341,24 @@ def test_dropout_on_packed_sequences_draws_torch_nn_masks(name, bidirectional, e
         results.append((out.detach(), xi.grad, torch.rand(3)))
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cells_keep_no_weights_when_only_the_weights_want_gradients(name):
+    """A cell step on an input and state without grad: the weight gradients are torch.nn's, and a
+    weight updated in place between forward and backward is no error, as with torch.nn's cells."""
+    ref = getattr(nn, name)(3, 8).double()
+    ours = getattr(rnnlab, name)(3, 8).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, dtype=torch.float64)
+    grads = []
+    for m in (ref, ours):
+        out = m(x)
+        (out[0] if isinstance(out, tuple) else out).square().sum().backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+        out = m(x)
+        with torch.no_grad():
+            m.weight_ih.add_(1.0)
+        (out[0] if isinstance(out, tuple) else out).sum().backward()   # torch.nn: no version error
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from rnnlab.cells import FAMILIES
 from rnnlab.engine import get_engine
+from rnnlab.engine.autodiff import torch_scan
 from rnnlab.engine.scan import ScanTag, scan
 from rnnlab.errors import ConfigError, DeviceError, DTypeError, ShapeError, StateError, with_torch
 from rnnlab.nn import variants as _variants
@@ -131,6 +132,10 @@ class CellBase(nn.Module):
         # torch.jit.trace records registered operators, not Python autograd functions: the fast
         # engine takes rnnlab's operators under tracing (and is the reference where none is built).
         run = get_engine("fast") if torch.jit.is_tracing() else scan
+        if run is scan and torch.is_grad_enabled() and not any(t is not None and t.requires_grad for t in (x, h, c)):
+            # Only the weights want a gradient: in plain ops autograd keeps the input and state for it,
+            # not the weights, as torch.nn's cells (a weight updated in place before backward is no error).
+            run = torch_scan
         out, h1, c1 = run(self.mode, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
                           self.bias_ih, self.bias_hh)
         return h1, c1
