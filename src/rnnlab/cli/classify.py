@@ -19,7 +19,7 @@ import typer
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
                               missing_option, print_train_json, register_evaluator, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
-from rnnlab.outputs import atomic_open, check_output, shown, status_stream
+from rnnlab.outputs import atomic_open, shown, status_stream
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:

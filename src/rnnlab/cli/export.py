@@ -50,7 +50,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             from rnnlab.export.onnx import export_run  # lazy: keeps --help fast
             done = export_run(run, onnx, checkpoint, force=force, int8=int8)
             say("wrote " + " and ".join(str(p) for p in done.paths))
-            say(_check_line(done))
+            say(_check_line(done, int8))
             record["onnx"] = [{"path": str(p), "runtime_difference": d} for p, d in zip(done.paths, done.difference)]
             record["checked_shape"], record["traced_shape"] = list(done.checked), list(done.traced)
         if pt2 is not None:
@@ -68,12 +68,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             typer.echo(json.dumps(json_number(record)))
 
 
-def _check_line(done) -> str:
+def _check_line(done, int8: bool) -> str:
     """The status line of export_run's ONNX Runtime check."""
     if any(d is None for d in done.difference):
         return "not run in ONNX Runtime: onnxruntime is not installed (pip install 'rnnlab[onnx]')"
     worst = max(done.difference)
-    what = "the int8 graph's largest difference from the float model" if done.int8 else "largest difference from the model"
+    what = "the int8 graph's largest difference from the float model" if int8 else "largest difference from the model"
     inputs = (f"example inputs of shape {done.checked} (traced with {done.traced})" if done.checked != done.traced
               else f"the traced example inputs (shape {done.traced})")
     return f"ONNX Runtime on {inputs}: {what} {worst:.1e} (relative to the largest output, where above 1)"

@@ -130,7 +130,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise ConfigError(expected(", ".join(idle), "them only with --mode ctc (connected strings; a words "
                                            "run classifies each recording)", "them in words mode"))
 
-        result = run.start(build, "speech", flags, CONFIG_KEYS, SpeechTask.data_keys,
+        result = run.start(build, "speech", flags, CONFIG_KEYS, (*SpeechTask.data_keys, "data_dir"),   # (paths, compared absolute)
                            **TRAIN_DEFAULTS[mode if mode in TRAIN_DEFAULTS else "words"])
         if run.given.get("quiet") and not as_json:  # --json always prints its object
             return

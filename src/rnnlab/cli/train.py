@@ -126,17 +126,17 @@ class TrainArgs:
                 raise ConfigError(f"--out: expected nothing or the --resume folder {self.resume_run}, got {self.out}")
             data = self.check_resume(task_name, task_config, keys or {}, path_keys)
             return _not_interrupted(resume(self.resume_run, data_paths=data, **self.given))
-        task = build_task()
+        task, config = build_task(), self.config(**task_defaults)
         if self.out is not None:
-            return _not_interrupted(fit(task, self.config(**task_defaults), self.out, overwrite=self.overwrite))
+            return _not_interrupted(fit(task, config, self.out, overwrite=self.overwrite))
         base, taken = Path("runs") / (task_name or task.name), []
-        for _ in range(DEFAULT_OUT_TRIES - 1):
+        while True:
             taken.append(new_run_dir(base, skip=taken))
             try:
-                return _not_interrupted(fit(task, self.config(**task_defaults), taken[-1]))
+                return _not_interrupted(fit(task, config, taken[-1]))
             except RunFolderTakenError:   # another process started a run there meanwhile: take the next name
-                continue
-        return _not_interrupted(fit(task, self.config(**task_defaults), new_run_dir(base, skip=taken)))
+                if len(taken) == DEFAULT_OUT_TRIES:
+                    raise
 
     def check_resume(self, task_name: str | None, task_config: Callable[[], dict[str, Any]] | None,
                      keys: dict[str, str], path_keys: tuple[str, ...]) -> dict[str, str]:

@@ -346,10 +346,12 @@ class PairCodec:
     @staticmethod
     def _encode(texts, tok: Tokenizer, vocab: Vocab, max_len, origin, close, lines=()) -> Encoded:
         enc = Encoded([])
+        def where(k: int) -> str:   # for the errors only
+            return f"{origin} on line {lines[k]}" if k < len(lines) and lines[k] else f"{origin} {k + 1}"
+
         for k, text in enumerate(texts):
-            where = f"{origin} on line {lines[k]}" if k < len(lines) and lines[k] else f"{origin} {k + 1}"
             if not text.strip():
-                raise DataError(expected(where, "non-empty text", "an empty line"))
+                raise DataError(expected(where(k), "non-empty text", "an empty line"))
             seen = sum(enc.unknown.values())
             ids = vocab.encode(tok.tokenize(text), enc.unknown)
             enc.texts_with_unknown += sum(enc.unknown.values()) > seen
@@ -357,7 +359,7 @@ class PairCodec:
                 ids.append(EOS_ID)
             if max_len is not None and len(ids) > max_len:
                 counted = "with its <eos>" if close else "without <bos>/<eos>"
-                raise DataError(expected(f"{where} ({text[:40]!r})", f"at most {max_len} tokens {counted} (the "
+                raise DataError(expected(f"{where(k)} ({text[:40]!r})", f"at most {max_len} tokens {counted} (the "
                                          f"model's maximum)", len(ids)))
             enc.ids.append(ids)
         return enc

@@ -82,7 +82,7 @@ def load_ts(
     keys: list[str] = []
     lines: list[int] = []
     dims: int | None = None
-    dropped_steps = dropped_cases = cases = 0
+    dropped_steps = dropped_cases = 0
     for ln, raw in enumerate(text.splitlines(), start=1):
         s = raw.strip()
         if not s or s.startswith("#"):
@@ -146,7 +146,6 @@ def load_ts(
                             f"(@seriesLength), got {lens[0]}")
         vals = np.array(cols, dtype=np.float64).T  # (T, D)
         where = [f"{path}, line {ln}, value {t + 1}" for t in range(len(vals))]
-        cases += 1
         if missing == "drop":
             keep = ~np.isnan(vals).any(axis=1)
             if not keep.any():
@@ -170,7 +169,7 @@ def load_ts(
         raise DataError(f"{path}: expected an @data line, got none")
     if not seqs:
         raise DataError(f"{path}: expected at least one case after @data, got none")
-    warn_dropped(path, _count(dropped_cases, cases, "cases (no step without a missing value)"),
+    warn_dropped(path, _count(dropped_cases, len(seqs) + dropped_cases, "cases (no step without a missing value)"),
                  _count(dropped_steps, None, "time steps with a missing value inside the other cases",
                         "time step with a missing value inside the other cases"))
     if header.get("equallength") and len({len(x) for x in seqs}) > 1:

@@ -74,7 +74,7 @@ from rnnlab.tasks.speech import SpeechModel
 from rnnlab.nn.seq2seq import DecoderState, EncoderDecoder, Memory
 from rnnlab.tasks.lm import LanguageModel
 from rnnlab.tasks.video import FullClips, frames_example
-from rnnlab.train.rundir import load_run, run_data_files
+from rnnlab.train.rundir import check_run_output, load_run
 
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 _CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.RNNCell, "rnn_relu": nn.RNNCell}
@@ -278,7 +278,6 @@ class Exported:
     difference: tuple[float | None, ...]
     checked: tuple[int, ...]
     traced: tuple[int, ...]
-    int8: bool = False
 
 
 class SortedClassifier(nn.Module):
@@ -676,11 +675,10 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     """
     if is_stdout(path):   # before the seq2seq names are made from it: "-" is no stem
         check_output(path, (), force, flag="--onnx")
-    data = run_data_files(run_dir)   # never replaced, even with force: the run checks its data against them
     task, model, _ = load_run(run_dir, checkpoint)
     batch, steps = RUNTIME_CHECK
     if isinstance(model, EncoderDecoder):
-        paths = [check_output(p, (), force, flag="--onnx", run_data=data) for p in seq2seq_paths(path)]
+        paths = [check_run_output(p, run_dir, force=force, flag="--onnx") for p in seq2seq_paths(path)]
         tmps = [atomic_path(p) for p in paths]
         diffs = []
         try:
@@ -698,8 +696,8 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
             raise
         for t, p in zip(tmps, paths):
             commit(t, p)
-        return Exported(tuple(paths), tuple(diffs), *shapes, int8)
-    path = check_output(path, (), force, flag="--onnx", run_data=data)
+        return Exported(tuple(paths), tuple(diffs), *shapes)
+    path = check_run_output(path, run_dir, force=force, flag="--onnx")
     args, in_names, out_names, axes = example_for_export(task, model)
     check_args = example_for_export(task, model, batch, steps)[0]
     if in_names == ["input", "lengths"]:
@@ -719,4 +717,4 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         tmp.unlink(missing_ok=True)
         raise
     commit(tmp, path)
-    return Exported((path,), (diff,), tuple(_flat(check_args)[0].shape), tuple(_flat(args)[0].shape), int8)
+    return Exported((path,), (diff,), tuple(_flat(check_args)[0].shape), tuple(_flat(args)[0].shape))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -48,12 +49,20 @@ def figure_to_img(fig, alt: str = "plot", dpi: int = 110) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def score_cell(v: float) -> str:
+    """A score as plain-text tables print it, in at most 10 characters: 4 decimals below 10,000,
+    4 significant digits from there (2.202e+04); "-" when undefined (NaN), as :func:`table` shows it."""
+    if math.isnan(v):
+        return "-"
+    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """An HTML table; floats are shown with 4 significant digits."""
+    """An HTML table; floats are shown with 4 significant digits, "-" where undefined (NaN)."""
 
     def cell(v: object) -> str:
         if isinstance(v, float):
-            return escape(f"{v:.4g}")
+            return "-" if math.isnan(v) else escape(f"{v:.4g}")
         return escape(v)
 
     head = "".join(f"<th>{escape(h)}</th>" for h in header)

@@ -60,7 +60,7 @@ from rnnlab.data.ucr import is_ucr, ucr_path
 from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, RnnlabError, expected,
                            field_name, is_int_at_least)
 from rnnlab.outputs import atomic_open, check_output
-from rnnlab.report.html import figure_to_img, pyplot, table
+from rnnlab.report.html import figure_to_img, pyplot, score_cell, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
 from rnnlab.tasks.transfer import copy_lm_weights, load_lm_source
@@ -1117,16 +1117,11 @@ class ClassifyTask:
         return sections
 
 
-def _score(v: float) -> str:
-    """A precision or recall as the tables show it: 4 decimals, "-" where undefined (NaN)."""
-    return "-" if math.isnan(v) else f"{v:.4f}"
-
-
 def classification_report_sections(m: dict[str, Any], names: list[str], what: str) -> list[ReportSection]:
     rows = [["model", m["acc"], m["macro_f1"]], ["majority class", m["majority_acc"], m["majority_macro_f1"]]]
     html = f"<p>{m['n']} examples of the {what}.</p>" + table(["", "accuracy", "macro-F1"], rows)
     html += table(["class", "precision", "recall", "support"],
-                  [[names[i], _score(m["precision"][i]), _score(m["recall"][i]), int(m["support"][i])]
+                  [[names[i], m["precision"][i], m["recall"][i], int(m["support"][i])]
                    for i in _classes_shown(m, names)])
     sections = [ReportSection("Classification: scores beside the majority-class baseline", html)]
     plt = pyplot()
@@ -1271,7 +1266,7 @@ def format_metrics(m: dict[str, Any], names: list[str]) -> str:
     shown = _classes_shown(m, names)
     for i in shown:
         n = names[i]
-        lines.append(f"{n[:16]:<16}{_score(m['precision'][i]):>10}{_score(m['recall'][i]):>10}{int(m['support'][i]):>9}")
+        lines.append(f"{n[:16]:<16}{score_cell(m['precision'][i]):>10}{score_cell(m['recall'][i]):>10}{int(m['support'][i]):>9}")
     if len(shown) < len(names):
         lines.append(f"({len(names) - len(shown)} smaller classes not shown; --json lists every class)")
     if "confusion" in m and len(names) <= PRINTED_CONFUSION:

@@ -54,8 +54,8 @@ from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, ch
                                 load_forecast_series)
 from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least,
                            listed)
-from rnnlab.outputs import atomic_open, check_output
-from rnnlab.report.html import figure_to_img, pyplot, table
+from rnnlab.outputs import atomic_open
+from rnnlab.report.html import figure_to_img, pyplot, score_cell, table
 from rnnlab.tasks.cell_options import check_cell_options
 from rnnlab.tasks.forecast_baselines import ets_available, ets_forecast, theta_forecast
 from rnnlab.tasks.recurrent import CELLS, recurrent_layer
@@ -500,9 +500,7 @@ class ForecastTask:
                                 for s in series if s.time_values is not None},
         }
         self._prepared()  # every data error (values float32 cannot hold) before a model is built
-        sid, org = self.pairs("valid")
-        warn_mase_left_out(f"{c.data}: validation windows", self.mase_left_out(series, sid, org),
-                           len(np.unique(sid)), self.season)
+        self.warn_validation_mase()
         self.train_defaults = budget(len(self.pairs("train")[1]), c.batch_size)
         self._meta["train_defaults"] = self.train_defaults
 
@@ -792,6 +790,12 @@ class ForecastTask:
         scored origin; NaN for the targets that have none (:func:`mase_scale`), which MASE leaves out."""
         first = {int(i): int(origins[sid == i].min()) for i in np.unique(sid)}
         return {i: mase_scale(series[i].targets[:t], self.season) for i, t in first.items()}
+
+    def warn_validation_mase(self) -> None:
+        """The DataWarning naming the series that MASE leaves out of the validation windows, if any."""
+        sid, org = self.pairs("valid")
+        warn_mase_left_out(f"{self.config.data}: validation windows", self.mase_left_out(self.series, sid, org),
+                           len(np.unique(sid)), self.season)
 
     def mase_left_out(self, series: list[SeriesFrame], sid: np.ndarray, origins: np.ndarray,
                       scales: dict[int, np.ndarray] | None = None) -> list[str]:
@@ -1325,7 +1329,6 @@ def scores_table(m: dict[str, Any], season: int) -> str:
         rows.append(["Theta"] + [m[f"theta_{k}"] for k in keys])
     if "ets_mae" in m:
         rows.append(["ETS (statsforecast)"] + [m[f"ets_{k}"] for k in keys])
-    rows = [[r[0]] + [score_cell(v) if math.isnan(v) else v for v in r[1:]] for r in rows]   # an undefined MASE
     html = f"<p>{m['windows']} windows.</p>" + table(["", "MAE", "RMSE", "sMAPE %", "MASE"], rows)
     html += "".join(f"<p>{note}</p>" for note in score_notes(m))
     if "coverage" in m:
@@ -1422,9 +1425,7 @@ def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
         return task.evaluate_file(model, path)
     m = task.evaluate(model, split)
     if m["mase_series_left_out"]:
-        sid, org = task.pairs(split)
-        warn_mase_left_out(f"{task.config.data}: validation windows", task.mase_left_out(task.series, sid, org),
-                           m["series"], task.season)
+        task.warn_validation_mase()
     return m
 
 
@@ -1485,14 +1486,6 @@ def score_notes(m: dict[str, Any]) -> list[str]:
         tail = ": undefined for every series" if math.isnan(m.get("mase", 0.0)) else ""
         notes.append(f"MASE leaves out {k} of {int(m['series'])} series ({why}){tail}.")
     return notes + baselines_left_out(m)
-
-
-def score_cell(v: float) -> str:
-    """A score as the plain-text table prints it, in at most 10 characters: 4 decimals below 10,000,
-    4 significant digits from there (2.202e+04); "-" when undefined."""
-    if math.isnan(v):
-        return "-"
-    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
 
 
 def format_scores(m: dict[str, Any]) -> str:

@@ -427,7 +427,7 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
                 label = "checksum"   # of every file in a folder, or of an index and the clips it names
                 if Path(where).is_dir():
                     what = "a different folder" if other else "a folder whose files changed (one edited, added or removed)"
-                elif data_members_hook(task) and _with_members([where], cfg)[1:]:
+                elif _with_members([where], cfg)[1:]:
                     what = ("a different file" if other else
                             "a changed file, or changed files it names (one edited, added or removed)")
                 else:

@@ -105,18 +105,21 @@ def register_data_members(name: str, fn: DataMembers) -> None:
     _MEMBERS[name] = fn
 
 
-def data_members_hook(name: str) -> DataMembers | None:
-    """The data members function task ``name`` registered, if any (built-in tasks looked up by name)."""
+def _registered(table: dict[str, Any], name: str) -> Any:
+    """What task ``name`` registered in ``table``, if anything (the built-in tasks are looked up by name)."""
     if name not in _REGISTRY:
         importlib.import_module(TASKS_PACKAGE)
-    return _MEMBERS.get(name)
+    return table.get(name)
+
+
+def data_members_hook(name: str) -> DataMembers | None:
+    """The data members function task ``name`` registered, if any."""
+    return _registered(_MEMBERS, name)
 
 
 def data_checksum_hook(name: str) -> DataChecksum | None:
-    """The data checksum task ``name`` registered, if any (the built-in tasks are looked up by name)."""
-    if name not in _REGISTRY:
-        importlib.import_module(TASKS_PACKAGE)
-    return _CHECKSUMS.get(name)
+    """The data checksum task ``name`` registered, if any."""
+    return _registered(_CHECKSUMS, name)
 
 
 def build_task(name: str, config: dict[str, Any], metadata: dict[str, Any] | None = None) -> Task:
