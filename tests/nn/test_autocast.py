@@ -199,9 +199,22 @@ def test_dtypes_and_values_match_torch_nn(make):
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, 5) if isinstance(ref, nn.RNNCell) else torch.randn(6, 2, 5)
     with torch.autocast("cpu", dtype=AMP):
-        r_ref, r_ours = ref(x), ours(x)
+        r_ours = ours(x)
+        try:
+            r_ref = ref(x)
+        except RuntimeError as exc:
+            # torch.nn's LSTM under CPU autocast is oneDNN's bfloat16 LSTM, which some CPUs lack
+            # (AVX2 ones: "could not create a primitive descriptor"): compare with its float32
+            # numbers and the dtype it returns where it runs (the autocast dtype for these cases)
+            if "primitive descriptor" not in str(exc):
+                raise
+            r_ref = None
     flat = lambda r: [t for item in (r if isinstance(r, tuple) else (r,)) for t in _states(item)]  # noqa: E731
-    assert [t.dtype for t in flat(r_ours)] == [t.dtype for t in flat(r_ref)]
+    if r_ref is None:
+        r_ref = ref(x)
+        assert [t.dtype for t in flat(r_ours)] == [AMP] * len(flat(r_ref))
+    else:
+        assert [t.dtype for t in flat(r_ours)] == [t.dtype for t in flat(r_ref)]
     for a, b in zip(flat(r_ours), flat(r_ref)):
         torch.testing.assert_close(a.float(), b.float(), rtol=3e-2, atol=3e-2)
 
