@@ -8,6 +8,10 @@ that torch.compile calls for it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
@@ -490,6 +494,37 @@ def test_a_compiled_gru_or_rnn_runs_its_inference_operator_with_one_graph(cell, 
     with pytest.raises(RuntimeError, match="inference only"):
         getattr(torch.ops.rnnlab, op)(torch.randn(2, 1, 5), torch.zeros(1, 16), m.weight_ih_l0, m.weight_hh_l0,
                                       m.bias_ih_l0, m.bias_hh_l0, *extra)
+
+
+def test_the_inference_operators_autograd_kernel_is_in_cpp(tmp_path):
+    """The inference-only operators refuse a gradient, and run under no_grad, in a process that
+    loaded the kernels' library alone (an AOTInductor package's): their autograd kernel is C++,
+    so no call passes through Python (as torch.library's Python autograd registration would)."""
+    code = (
+        "import torch\n"
+        f"torch.ops.load_library({fast.kernel_library()!r})\n"
+        "w_ih, w_hh = torch.randn(64, 3, requires_grad=True), torch.randn(64, 16, requires_grad=True)\n"
+        "x, h = torch.randn(2, 1, 3), torch.zeros(1, 16)\n"
+        "for call in (lambda: torch.ops.rnnlab.lstm_infer(x, h, h, w_ih, w_hh, None, None),\n"
+        "             lambda: torch.ops.rnnlab.lstm_step_pack(w_ih, w_hh, None, None, 1)):\n"
+        "    try:\n"
+        "        call()\n"
+        "        raise SystemExit('no refusal')\n"
+        "    except RuntimeError as e:\n"
+        "        assert 'rnnlab::' in str(e) and 'is inference only' in str(e), str(e)\n"
+        "with torch.no_grad():\n"
+        "    out = torch.ops.rnnlab.lstm_infer(x, h, h, w_ih, w_hh, None, None)[0]\n"
+        "assert out.shape == (2, 1, 16) and not out.requires_grad\n"
+        "for name in ('lstm_infer', 'gru_infer', 'rnn_infer', 'lstm_step_pack', 'lstm_step'):\n"
+        "    dump = torch._C._dispatch_dump('rnnlab::' + name)\n"
+        "    line = next(l for l in dump.splitlines() if l.startswith('Autograd'))\n"
+        "    assert 'fast_kernels.cpp' in line, line\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 
 def test_the_operator_refuses_a_gradient():

@@ -1238,6 +1238,21 @@ std::tuple<Tensor, Tensor> lstm_step_op(const Tensor& x, const Tensor& h, const 
   return {h_new, c_new};
 }
 
+// The Autograd kernel of the inference-only operators (lstm_infer, gru_infer, rnn_infer, lstm_step_pack,
+// lstm_step): they have no backward, so with grad mode on an input that requires grad is refused
+// at the call; otherwise the call goes on below autograd. In C++ rather than a Python autograd
+// registration, which every call would cross, under no_grad too, at a cost of tens of microseconds
+// (a compiled graph calls these operators at each call, lstm_step at every decoding step).
+void inference_only(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  if (at::GradMode::is_enabled()) {
+    for (const c10::IValue& v : torch::jit::last(*stack, op.schema().arguments().size()))
+      TORCH_CHECK(!(v.isTensor() && v.toTensor().requires_grad()), op.schema().name(),
+                  " is inference only (no autograd formula): call it under torch.no_grad() or with inputs "
+                  "that do not require grad");
+  }
+  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnlab, m) {
@@ -1271,6 +1286,11 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("rnn_infer", &rnn_infer_op);
   m.impl("lstm_step_pack", &lstm_step_pack_op);
   m.impl("lstm_step", &lstm_step_op);
+}
+
+TORCH_LIBRARY_IMPL(rnnlab, Autograd, m) {
+  for (const char* name : {"lstm_infer", "gru_infer", "rnn_infer", "lstm_step_pack", "lstm_step"})
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&inference_only>());
 }
 
 // The loops touch no Python object: release the GIL so other Python threads run meanwhile.

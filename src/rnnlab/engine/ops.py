@@ -61,8 +61,8 @@ a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` s
     rnnlab::lstm_step(x, h, c, packed) -> (h_new, c_new)
 
 (helpers: :func:`rnnlab.engine.fast.lstm_step_pack`, :func:`rnnlab.engine.fast.lstm_step`). They
-are inference only: their autograd formula refuses, when the forward runs, any input that
-requires a gradient.
+are inference only, as the three operators above: their autograd kernel (in C++, so that a call
+does not pass through Python) refuses, with grad mode on, any input that requires a gradient.
 
 The backward operators have no derivative of their own: ``create_graph=True`` through a compiled
 model raises, while the eager engines' double backward is unchanged.
@@ -111,6 +111,15 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, w_ih, w_hh, mask, hs, cs, gates, hn, tcs)
 
 
+def _column_sums(t: Tensor) -> Tensor:
+    """The sum of ``t`` (..., N) over all leading dimensions: a bias gradient. Taken as a row of ones
+    times the (rows, N) matrix, which a compiled graph runs as one GEMM: inductor's own kernel for
+    a sum over rows walks each block of columns down every row, several times slower than the GEMM
+    or ATen's sum (benchmarks/bench_compile.py's training step shows the difference)."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return torch.mm(t2.new_ones(1, t2.shape[0]), t2).view(-1)
+
+
 def _backward(ctx, d_hs, d_cs, *_):
     """d_hs (T+1, B, H): the gradient of every h_t the graph read (its outputs hs[1:] and h_T);
     the kernels' d_out is its rows 1..T, their d_h_last zero (the same sum, d_out[T-1] + d_h_T)."""
@@ -128,8 +137,11 @@ def _backward(ctx, d_hs, d_cs, *_):
     if mode != "gru":
         dhw = dxw
     need = ctx.needs_input_grad
-    which = (need[1], need[4], need[5], need[6] and ctx.has_bias, need[7] and ctx.has_bias)
-    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(which, dxw, dhw, x, w_ih, hs)
+    dx, dw_ih, dw_hh, _, _ = input_and_weight_grads((need[1], need[4], need[5], False, False), dxw, dhw, x, w_ih, hs)
+    db_ih = _column_sums(dxw) if need[6] and ctx.has_bias else None
+    db_hh = None
+    if need[7] and ctx.has_bias:    # (for the LSTM and the RNN, the same sum: two leaves, two tensors)
+        db_hh = db_ih.clone() if dhw is dxw and db_ih is not None else _column_sums(dhw)
     return (None, dx, dh0 if need[2] else None, dc0 if mode == "lstm" and need[3] else None,
             dw_ih, dw_hh, db_ih, db_hh, None)
 
@@ -220,19 +232,9 @@ def _fake_rnn_infer(x, h0, w_ih, w_hh, b_ih, b_hh, relu):
     return _fake_gru_infer(x, h0, w_ih, w_hh, b_ih, b_hh)
 
 
-def _refuse_grad(name):
-    def setup_context(ctx, inputs, output):
-        raise RuntimeError(f"rnnlab::{name} is inference only (no autograd formula): call it under "
-                           "torch.no_grad() or with inputs that do not require grad")
-
-    def backward(ctx, *grads):  # pragma: no cover - setup_context raised before any backward exists
-        raise RuntimeError(f"rnnlab::{name} is inference only")
-    return backward, setup_context
-
-
 def register() -> None:
-    """Add the fake implementations and the autograd formula to the C++ operators (once; the
-    kernels' module must be loaded, which defines the operators)."""
+    """Add the fake implementations, and the training operators' autograd formulas, to the C++
+    operators (once; the kernels' module must be loaded, which defines the operators)."""
     global _registered
     tag_compile_caches()       # every trace: a tag the user set since is extended again
     if _registered:
@@ -248,9 +250,6 @@ def register() -> None:
     torch.library.register_fake("rnnlab::lstm_infer")(_fake_infer)
     torch.library.register_fake("rnnlab::gru_infer")(_fake_gru_infer)
     torch.library.register_fake("rnnlab::rnn_infer")(_fake_rnn_infer)
-    for name in ("lstm_step_pack", "lstm_step", "lstm_infer", "gru_infer", "rnn_infer"):
-        backward, setup = _refuse_grad(name)
-        torch.library.register_autograd(f"rnnlab::{name}", backward, setup_context=setup)
     _registered = True
 
 
