@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,14 @@ def pytest_configure(config):
 
         fast.available()
         variants._KERNELS.get()
+
+
+def run_fresh_python(code: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``code`` in a new interpreter in ``cwd``, without PYTHONPATH (only what is installed is
+    importable there, as in a user's process that never imported rnnlab); output captured as text."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
 
 
 @pytest.fixture

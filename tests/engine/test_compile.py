@@ -5,10 +5,6 @@ AOTInductor package that runs in a fresh process without rnnlab's Python code.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
@@ -21,6 +17,7 @@ from rnnlab.tasks.toy import ToyConfig, ToyTask
 from rnnlab.train import TrainConfig
 from rnnlab.train.loop import fit
 from rnnlab.train.rundir import load_run
+from tests.conftest import run_fresh_python
 
 pytestmark = [
     pytest.mark.skipif(not fast_mod.available(), reason=f"fast engine unavailable: {fast_mod.unavailable_reason()}"),
@@ -458,8 +455,6 @@ def test_pt2_export_of_a_run_runs_in_a_fresh_process_without_rnnlab(tmp_path):
         "assert not any(k.startswith('rnnlab') for k in sys.modules), 'rnnlab was imported'\n"
         "print((out - io['y']).abs().max().item())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=300)
+    res = run_fresh_python(code, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert float(res.stdout.strip().splitlines()[-1]) < 1e-5

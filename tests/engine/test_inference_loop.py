@@ -8,10 +8,6 @@ that torch.compile calls for it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
@@ -19,6 +15,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 import rnnlab
 from rnnlab.engine import fast, plan, record_gates
 from rnn_parity import lstm_pair64, settable_isas, torch_threads
+from tests.conftest import run_fresh_python
 
 
 ISAS = settable_isas()
@@ -521,9 +518,7 @@ def test_the_inference_operators_autograd_kernel_is_in_cpp(tmp_path):
         "    assert 'fast_kernels.cpp' in line, line\n"
         "print('ok')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=300)
+    res = run_fresh_python(code, tmp_path)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 
