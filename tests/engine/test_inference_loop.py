@@ -528,6 +528,10 @@ def test_the_operator_refuses_a_gradient():
     with pytest.raises(RuntimeError, match="inference only"):
         torch.ops.rnnlab.lstm_infer(torch.randn(2, 1, 3), torch.zeros(1, 16), torch.zeros(1, 16),
                                     m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
+    # after rnnlab registered its Python parts, the autograd kernel is still the C++ one
+    for name in ("lstm_infer", "gru_infer", "rnn_infer", "lstm_step_pack", "lstm_step"):
+        line = next(x for x in torch._C._dispatch_dump(f"rnnlab::{name}").splitlines() if x.startswith("Autograd"))
+        assert "fast_kernels.cpp" in line, line
 
 
 def test_an_empty_batch_gives_empty_outputs():

@@ -256,7 +256,8 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
 @torch.compiler.assume_constant_result
 def _ops_ready() -> bool:
     """Whether the kernels' operators are there (loading the kernels now if needed), with their
-    fake implementations and autograd formula. A constant to the compilers: run once, when traced."""
+    fake implementations and the training operators' autograd formulas. A constant to the
+    compilers: run once, when traced."""
     if _KERNELS.get() is None:
         return False
     ops.register()

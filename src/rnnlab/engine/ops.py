@@ -115,7 +115,9 @@ def _column_sums(t: Tensor) -> Tensor:
     """The sum of ``t`` (..., N) over all leading dimensions: a bias gradient. Taken as a row of ones
     times the (rows, N) matrix, which a compiled graph runs as one GEMM: inductor's own kernel for
     a sum over rows walks each block of columns down every row, several times slower than the GEMM
-    or ATen's sum (benchmarks/bench_compile.py's training step shows the difference)."""
+    or ATen's sum (benchmarks/bench_compile.py's training step shows the difference). The GEMM adds
+    in a plainer order than ATen's sum, so in float32 its rounding error is larger (still some 1e-6
+    of the sum; float64 agrees with the eager engines to the parity tests' 1e-12)."""
     t2 = t.reshape(-1, t.shape[-1])
     return torch.mm(t2.new_ones(1, t2.shape[0]), t2).view(-1)
 
