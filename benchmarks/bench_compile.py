@@ -1,7 +1,8 @@
 """torch.compile of rnnlab's LSTM (fullgraph, through the fast engine's operators) vs eager rnnlab vs
 torch.compile of torch.nn.LSTM: training step (forward + backward of a fixed random projection of
 the output) and inference, median wall and CPU ms (the four models take turns in every repeat,
-so load changes fall on all alike); the compile time of a 2-layer language model and its graph
+in a new seeded order each time, so load changes fall on all alike and none always runs after the
+same neighbour); the compile time of a 2-layer language model and its graph
 count across 5 sequence lengths.
 
     python benchmarks/bench_compile.py [--size T B I H] [--proj P] [--layer-norm] [--repeats N] [--threads N]
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import time
 
@@ -32,11 +34,17 @@ from rnnlab.suites.bench import SIZES
 
 def _interleaved_medians(fns: dict, repeats: int) -> dict:
     """{name: (median wall ms, median CPU ms of this thread)} of each fn(), the fns taking turns in
-    every repeat, so that a change in the machine's load falls on all of them alike."""
+    every repeat, so that a change in the machine's load falls on all of them alike, in an order
+    drawn anew for each repeat (seeded): a call finds the caches holding the weights of the call
+    before it, and a fixed order would give each fn the same neighbour every time (compiled rnnlab
+    after eager rnnlab: its own weights, warm)."""
     wall = {name: [] for name in fns}
     cpu = {name: [] for name in fns}
+    order = list(fns.items())
+    rng = random.Random(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name, fn in order:
             t, c = time.perf_counter(), time.thread_time()
             fn()
             cpu[name].append((time.thread_time() - c) * 1e3)
