@@ -961,8 +961,9 @@ class StreamerInt8 {
 // ------------------------------------------------------------------ torch.library operators
 // The row-major loops and the LSTM's unit-major loop as dispatcher operators, so that torch.compile,
 // torch.export and AOTInductor see one opaque call per layer-direction (engine/ops.py adds their fake
-// implementations, and the training operators' autograd formulas, in Python). Registered in C++ so that a package compiled by
-// AOTInductor finds them with torch.ops.load_library alone, without rnnlab's Python code.
+// implementations, and the training operators' autograd formulas, in Python). Registered in C++ so
+// that a package compiled by AOTInductor finds them with torch.ops.load_library alone, without
+// rnnlab's Python code.
 // Unused buffers come back as empty tensors (an operator returns no None). Outputs never alias
 // inputs or each other: the input projection is computed here, and the LSTM's and RNN's shared
 // pre-activation gradient comes back once (dhw empty).

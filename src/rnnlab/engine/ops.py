@@ -62,7 +62,8 @@ a pure function, for decoding loops that ``torch.compile`` or ``torch.export`` s
 
 (helpers: :func:`rnnlab.engine.fast.lstm_step_pack`, :func:`rnnlab.engine.fast.lstm_step`). They
 are inference only, as the three operators above: their autograd kernel (in C++, so that a call
-does not pass through Python) refuses, with grad mode on, any input that requires a gradient.
+does not pass through a Python autograd kernel) refuses, with grad mode on, any input that
+requires a gradient.
 
 The backward operators have no derivative of their own: ``create_graph=True`` through a compiled
 model raises, while the eager engines' double backward is unchanged.
