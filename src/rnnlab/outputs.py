@@ -80,10 +80,12 @@ def shown(out: str | Path) -> str:
 
 
 def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
-                 flag: str = "--out", stdout: bool = False, run_data: Iterable[str | Path] = ()) -> Path:
+                 flag: str = "--out", stdout: bool = False, run_data: Iterable[str | Path] = (),
+                 named: Iterable[str | Path] = ()) -> Path:
     """``out`` if a command may write it; an OutputError naming the flag otherwise (see the module).
     With ``stdout``, ``-`` is accepted (standard output); without, it is refused. ``run_data``: the
-    training data files of the run the command reads, never replaced, even with ``force``."""
+    training data files of the run the command reads, never replaced, even with ``force``;
+    ``named``: the files the inputs name (the clips of an index), which the command reads too."""
     if is_stdout(out):
         if stdout:
             return Path(STDOUT)
@@ -95,6 +97,10 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
         if inp is not None and str(inp) and _same(out, Path(inp)):
             raise OutputError(f"{flag} {out}: expected a file other than the input, got the input file itself; "
                               "write the output elsewhere")
+    for member in named:
+        if _same(out, Path(member)):
+            raise OutputError(f"{flag} {out}: expected a file other than those the input names, got one the command "
+                              "reads; write the output elsewhere")
     for data in run_data:
         if _same(out, Path(data)) or (Path(data).is_dir() and inside(out, Path(data))):
             raise OutputError(f"{flag} {out}: expected a file other than the run's training data, got "

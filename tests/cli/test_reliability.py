@@ -607,7 +607,7 @@ def test_runs_started_together_without_out_take_one_folder_each(tmp_path):
         usable(run)
 
 
-def test_a_default_folder_taken_meanwhile_moves_the_run_to_the_next_name(tmp_path, monkeypatch, capfd):
+def test_a_default_folder_taken_meanwhile_moves_the_run_to_the_next_name(tmp_path, monkeypatch):
     """The race itself, made certain: another process creates runs/toy between this one picking the
     name and locking it; the run goes on in runs/toy-2 and the other's folder is left alone."""
     import rnnlab.train as train_api

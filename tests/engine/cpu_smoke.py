@@ -169,13 +169,6 @@ def main(work: Path) -> dict:
     m = rnnlab.LSTM(I, H)
     weights = (m.weight_ih_l0.detach(), m.weight_hh_l0.detach(), m.bias_ih_l0.detach(), m.bias_hh_l0.detach())
     h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
-    out, h, c = ops.op_scan("lstm", x, h0, c0, *weights, None)
-    r_out, r_h, r_c = reference_scan("lstm", x, h0, c0, *weights, None)
-    diffs["lstm operator"] = rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c})
-    # the unit-major operator pair torch.compile calls for float32 LSTMs (rnnlab::lstm_tiled_forward,
-    # lstm_tiled_backward), forward and backward against the reference scan where the tiled loop
-    # runs; elsewhere it is not chosen, and called anyway it refuses with one error
-    rec["tiled_operator"] = fast._tiled_op_ready()
 
     def scan_grads(f, b=B):
         # b = B: no padding, backward reads the states behind the output; b = 5: a padded batch,
@@ -185,14 +178,38 @@ def main(work: Path) -> dict:
         ((out * w_out[:, :b]).sum() + (h * h).sum() + c.sum()).backward()
         return {"out": out.detach(), "h": h.detach(), "c": c.detach(), **{f"d{k}": t.grad for k, t in enumerate(ins)}}
 
+    def reference_grads(b=B):
+        return scan_grads(lambda *a: reference_scan("lstm", *a, None), b)
+
+    # forward and backward (ops._backward: the bias gradients as one product with a row of ones)
+    diffs["lstm operator"] = rel(scan_grads(lambda *a: ops.op_scan("lstm", *a, None)), reference_grads())
+    # the inference-only operators through the dispatcher (their C++ autograd kernel): the step pair
+    # on every CPU, the inference loop's operator where that loop runs; a gradient refused
+    cell = torch.nn.LSTMCell(I, H)
+    packed = fast.lstm_step_pack(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    with torch.no_grad():
+        got = fast.lstm_step(x[0, :1], h0[:1], c0[:1], packed)           # (a batch-1 step)
+        want = cell(x[0, :1], (h0[:1], c0[:1]))
+        diffs["lstm step operator"] = rel({"h": got[0], "c": got[1]}, {"h": want[0], "c": want[1]})
+        if K.infer_isa(H):
+            out, h, c = torch.ops.rnnlab.lstm_infer(x, h0, c0, *weights)
+            r_out, r_h, r_c = reference_scan("lstm", x, h0, c0, *weights, None)
+            diffs["lstm inference operator"] = rel({"out": out, "h": h, "c": c}, {"out": r_out, "h": r_h, "c": r_c})
+    try:
+        fast.lstm_step(x[0, :1].clone().requires_grad_(), h0[:1], c0[:1], packed)
+    except RuntimeError as exc:
+        rec["step_refusal"] = str(exc).splitlines()[0]
+    # the unit-major operator pair torch.compile calls for float32 LSTMs (rnnlab::lstm_tiled_forward,
+    # lstm_tiled_backward), forward and backward against the reference scan where the tiled loop
+    # runs; elsewhere it is not chosen, and called anyway it refuses with one error
+    rec["tiled_operator"] = fast._tiled_op_ready()
     try:
         got = scan_grads(ops.op_tiled_lstm)
     except RuntimeError as exc:
         rec["tiled_operator_error"] = str(exc).splitlines()[0]
     else:
-        diffs["lstm tiled operator"] = rel(got, scan_grads(lambda *a: reference_scan("lstm", *a, None)))
-        diffs["lstm tiled operator padded"] = rel(scan_grads(ops.op_tiled_lstm, 5),
-                                                  scan_grads(lambda *a: reference_scan("lstm", *a, None), 5))
+        diffs["lstm tiled operator"] = rel(got, reference_grads())
+        diffs["lstm tiled operator padded"] = rel(scan_grads(ops.op_tiled_lstm, 5), reference_grads(5))
     rec.update(diffs=diffs, calls=dict(calls), variant_gemm=list(KV.gemm_counts(True)))
     rec.update(int8_isa=K.int8_isa(), int8_stream=int8_stream_diff(), int8_gru_stream=int8_gru_stream_diff())
 

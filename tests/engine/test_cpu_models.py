@@ -62,9 +62,11 @@ def smoke(model: str, tmp_path: Path) -> dict:
 
 def check_parity(rec: dict) -> None:
     assert rec["fast"] and rec["variant_kernels"]
-    optional = {"lstm tiled", "lstm tiled operator", "lstm tiled operator padded"}   # where the tiled loop runs
+    optional = {"lstm tiled", "lstm tiled operator", "lstm tiled operator padded",   # where the tiled loop runs
+                "lstm inference operator"}                                             # where the inference loop runs
     assert set(rec["diffs"]) - optional == {"rnn", "lstm", "gru", "lstm layer_norm", "lstm operator", "lstm inference",
-                                            "gru inference", "rnn inference"}
+                                            "gru inference", "rnn inference", "lstm step operator"}
+    assert "rnnlab::lstm_step is inference only" in rec["step_refusal"]   # the operators' C++ autograd kernel
     for name, d in rec["diffs"].items():
         assert d < TOLERANCE, (name, d)
     assert rec["calls"]["reference"] == 0                   # the fast engine ran every layer itself
@@ -84,6 +86,7 @@ def test_avx2_cpu_haswell(built, tmp_path):
     assert rec["onednn"][0] is False and "not AVX-512" in rec["onednn"][1]
     assert rec["tiled_isa"] == "avx2"
     assert rec["infer_isa"] == "avx2" and rec["calls"]["inference"] == 4   # the inference loop's AVX2 code ran
+    assert "lstm inference operator" in rec["diffs"]          # and its operator, through the dispatcher
     assert rec["calls"]["gru inference"] == 4 and rec["calls"]["rnn inference"] == 4   # and the GRU's, RNN's
     assert rec["int8_isa"] == "avx2"
     assert rec["tiled_operator"] and "lstm tiled operator" in rec["diffs"]   # what torch.compile calls here
@@ -104,6 +107,7 @@ def test_cpu_without_avx_nehalem(built, tmp_path):
     assert rec["onednn"][0] is False
     assert rec["tiled_isa"] == "" and rec["rows_isa"] == ""
     assert rec["infer_isa"] == "" and rec["calls"]["inference"] == 0      # no-grad forwards on the row-major loop
+    assert "lstm inference operator" not in rec["diffs"]
     assert rec["calls"]["gru inference"] == 0 and rec["calls"]["rnn inference"] == 0
     assert rec["int8_isa"] == "base"
     assert not rec["tiled_operator"] and "neither AVX-512 nor AVX2" in rec["tiled_operator_error"]

@@ -447,3 +447,8 @@ def test_messages_name_the_cause(cli_run, tmp_path, capsys):
     assert main(["train", "lm", "--text", str(text), "--max-tokens", "1000000", "--bptt", "500", "--max-steps", "1",
                  "--out", str(tmp_path / "run")]) == 1    # a cap that cut nothing is not the cause
     assert "use a longer text or a smaller --bptt / --batch-size" in capsys.readouterr().err
+    # a cap below the whole text but above the training split (the only one it cuts) cut nothing either
+    cap = str(len(text.read_text()))
+    assert main(["train", "lm", "--text", str(text), "--max-tokens", cap, "--bptt", "500", "--max-steps", "1",
+                 "--out", str(tmp_path / "run")]) == 1
+    assert "use a longer text or a smaller --bptt / --batch-size" in capsys.readouterr().err

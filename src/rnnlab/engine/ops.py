@@ -112,14 +112,13 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, w_ih, w_hh, mask, hs, cs, gates, hn, tcs)
 
 
-def _column_sums(t: Tensor) -> Tensor:
-    """The sum of ``t`` (..., N) over all leading dimensions: a bias gradient. Taken as a row of ones
-    times the (rows, N) matrix, which a compiled graph runs as one GEMM: inductor's own kernel for
+def _column_sums(t2: Tensor) -> Tensor:
+    """The sum of a (rows, N) matrix over its rows: a bias gradient. Taken as a row of ones
+    times the matrix, which a compiled graph runs as one GEMM: inductor's own kernel for
     a sum over rows walks each block of columns down every row, several times slower than the GEMM
     or ATen's sum (benchmarks/bench_compile.py's training step shows the difference). The GEMM adds
     in a plainer order than ATen's sum, so in float32 its rounding error is larger (still some 1e-6
     of the sum; float64 agrees with the eager engines to the parity tests' 1e-12)."""
-    t2 = t.reshape(-1, t.shape[-1])
     return torch.mm(t2.new_ones(1, t2.shape[0]), t2).view(-1)
 
 
@@ -140,11 +139,8 @@ def _backward(ctx, d_hs, d_cs, *_):
     if mode != "gru":
         dhw = dxw
     need = ctx.needs_input_grad
-    dx, dw_ih, dw_hh, _, _ = input_and_weight_grads((need[1], need[4], need[5], False, False), dxw, dhw, x, w_ih, hs)
-    db_ih = _column_sums(dxw) if need[6] and ctx.has_bias else None
-    db_hh = None
-    if need[7] and ctx.has_bias:    # (for the LSTM and the RNN, the same sum: two leaves, two tensors)
-        db_hh = db_ih.clone() if dhw is dxw and db_ih is not None else _column_sums(dhw)
+    which = (need[1], need[4], need[5], need[6] and ctx.has_bias, need[7] and ctx.has_bias)
+    dx, dw_ih, dw_hh, db_ih, db_hh = input_and_weight_grads(which, dxw, dhw, x, w_ih, hs, colsum=_column_sums)
     return (None, dx, dh0 if need[2] else None, dc0 if mode == "lstm" and need[3] else None,
             dw_ih, dw_hh, db_ih, db_hh, None)
 

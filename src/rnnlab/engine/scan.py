@@ -57,22 +57,31 @@ def wanted(needs_input_grad, positions, has_bias: bool = True) -> tuple[bool, ..
     return x, w_ih, w_hh, b_ih and has_bias, b_hh and has_bias
 
 
-def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, mm=torch.mm):
+def _row_sums(t2: Tensor) -> Tensor:
+    return t2.sum(0)
+
+
+def input_and_weight_grads(need, dxw: Tensor, dhw: Tensor, x: Tensor, w_ih: Tensor, hs: Tensor, mm=torch.mm,
+                           colsum=_row_sums):
     """After the BPTT loop: ∂L/∂x and the weight and bias gradients, one matmul (or sum) each.
 
     dxw (T, B, G·H) is ∂L/∂(x W_ih^T + b_ih) and dhw (T, B, G·H) is ∂L/∂(h W_hh^T + b_hh) (the same
     tensor where both pre-activations are summed before any nonlinearity); hs (T+1, B, P) holds
     h_0..h_T. ``need`` says which of (x, W_ih, W_hh, b_ih, b_hh) want a gradient (see
     :func:`wanted`), so nothing is computed that nobody asked for. ``mm`` multiplies two matrices
-    (the fast engines pass their own, which may call oneDNN)."""
+    (the fast engines pass their own, which may call oneDNN); ``colsum`` sums a (rows, N) matrix
+    over its rows (the compiled operators pass their own). Where dhw is dxw (LSTM, RNN) the two bias
+    gradients are one sum, returned as two tensors (two leaves)."""
     need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh = need
     T, B, GH = dxw.shape
     dxw2, dhw2 = dxw.view(T * B, GH), dhw.view(T * B, GH)
     dx = mm(dxw2, w_ih).view(T, B, x.shape[2]) if need_x else None
     dw_ih = mm(dxw2.t(), x.reshape(T * B, x.shape[2])) if need_w_ih else None
     dw_hh = mm(dhw2.t(), hs[:-1].reshape(T * B, hs.shape[2])) if need_w_hh else None
-    db_ih = dxw2.sum(0) if need_b_ih else None
-    db_hh = dhw2.sum(0) if need_b_hh else None
+    db_ih = colsum(dxw2) if need_b_ih else None
+    db_hh = None
+    if need_b_hh:
+        db_hh = db_ih.clone() if dhw is dxw and db_ih is not None else colsum(dhw2)
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 

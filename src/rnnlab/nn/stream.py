@@ -114,7 +114,8 @@ class Stream:
         self.module = module
         self.use_numba = K.HAVE_NUMBA if use_numba is None else (use_numba and K.HAVE_NUMBA)
         # None: the layer's own engine= (an rnnlab layer's), else the process-wide choice (rnnlab.set_engine)
-        own = getattr(module, "engine", "auto") if isinstance(getattr(module, "engine", None), str) else "auto"
+        own = getattr(module, "engine", None)
+        own = own if isinstance(own, str) else "auto"
         self._engine = own if use_kernels is None else "fast" if use_kernels else "reference"
         self._cpp = None
         self.refresh()

@@ -424,8 +424,8 @@ class LMTask:
 
     def _check_lengths(self) -> None:
         where = self._source.get("path") or self._source.get("name") or "corpus"
-        cap = self.cfg.max_tokens   # named in the advice only where it cut the text
-        cut = cap is not None and sum(self.ids(s).numel() for s in ("train", "valid", "test")) >= cap
+        cap = self.cfg.max_tokens   # named in the advice only where it cut the training text (the only one it cuts)
+        cut = cap is not None and self.ids("train").numel() >= cap
         check_long_enough(self.ids("train").numel(), self.cfg.bptt, self.cfg.batch_size,
                           f"training text of {where} ({self.cfg.level} level)", cap if cut else None)
         for s in ("valid", "test"):

@@ -357,13 +357,12 @@ def resolve_data_paths(run_dir: str | Path, task_config: dict[str, Any],
     return out
 
 
-def _with_members(files: Iterable[str | Path | None], cfg: dict[str, Any]) -> list[str | Path]:
-    """``files`` and the files each names, by the run's task (the clips of an index)."""
-    files = [f for f in files if f]
+def _members(files: Iterable[str | Path | None], cfg: dict[str, Any]) -> list[str]:
+    """The files each of ``files`` names, by the run's task (the clips of an index)."""
     hook = data_members_hook(cfg["task"]) if isinstance(cfg.get("task"), str) else None
     if hook is None:
-        return files
-    return files + [m for f in files if Path(f).is_file() for m in hook(str(f), cfg.get("task_config") or {})]
+        return []
+    return [m for f in files if f and Path(f).is_file() for m in hook(str(f), cfg.get("task_config") or {})]
 
 
 def _run_config_or_none(run_dir: str | Path) -> dict[str, Any]:
@@ -379,7 +378,8 @@ def run_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None) -> li
     no longer verify against its data). ``cfg``: the run's config.json, if read already."""
     cfg = _run_config_or_none(run_dir) if cfg is None else cfg
     found = resolve_data_paths(run_dir, cfg.get("task_config") or {}, cfg.get("data_files"))
-    return _with_members([found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)], cfg)
+    files = [found[k] for k in (cfg.get("data_files") or {}) if isinstance(found.get(k), str)]
+    return files + _members(files, cfg)
 
 
 def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str | Path | None] = (),
@@ -388,8 +388,9 @@ def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str 
     of the run's training data files (nor a file in a recorded data folder, nor a clip an index
     names), even with ``force``; never an input of the command, nor a file an input names."""
     cfg = _run_config_or_none(run_dir)
-    return check_output(out, _with_members(inputs, cfg), force, flag=flag, stdout=stdout,
-                        run_data=run_data_files(run_dir, cfg))
+    inputs = list(inputs)
+    return check_output(out, inputs, force, flag=flag, stdout=stdout, run_data=run_data_files(run_dir, cfg),
+                        named=_members(inputs, cfg))
 
 
 def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
@@ -427,7 +428,7 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
                 label = "checksum"   # of every file in a folder, or of an index and the clips it names
                 if Path(where).is_dir():
                     what = "a different folder" if other else "a folder whose files changed (one edited, added or removed)"
-                elif _with_members([where], cfg)[1:]:
+                elif _members([where], cfg):
                     what = ("a different file" if other else
                             "a changed file, or changed files it names (one edited, added or removed)")
                 else:
