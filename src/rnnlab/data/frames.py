@@ -19,14 +19,13 @@ and its direction, so no single frame can answer it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from rnnlab.data.registry import sha256_of
+from rnnlab.data.digest import listing_digest, sha256_of
 from rnnlab.data.tables import LabelMap, _finish_labels, read_table
 from rnnlab.errors import ConfigError, DataError, expected, optional_module
 
@@ -239,8 +238,7 @@ def _clip_digest(path: str) -> str:
         return sha256_of(path)
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
-        return hashlib.sha256("".join(f"{n}\0{sha256_of(os.path.join(path, n))}\n"
-                                      for n in names).encode()).hexdigest()
+        return listing_digest((n, sha256_of(os.path.join(path, n))) for n in names)
     return "missing"
 
 
@@ -267,10 +265,8 @@ def index_checksum(path: str, path_col: str, fmt: str) -> str:
     record of its data changes when a clip file is replaced, not only when the index is edited.
     Every byte of every clip is hashed: about the cost of reading them, which training does anyway.
     An index that cannot be parsed is hashed by its own bytes alone."""
-    h = hashlib.sha256(sha256_of(path).encode())
-    for name, clip in _index_entries(path, path_col, fmt):
-        h.update(f"{name}\0{_clip_digest(clip)}\n".encode())
-    return h.hexdigest()
+    return listing_digest(((name, _clip_digest(clip)) for name, clip in _index_entries(path, path_col, fmt)),
+                          head=sha256_of(path).encode())
 
 
 # ----------------------------------------------------------------------------- moving digits

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
+from rnnlab.data.digest import sha256_of
 from rnnlab.data.pair_sets import load_pair_dataset
 from rnnlab.errors import DataError, expected
 
@@ -106,14 +107,6 @@ def cache_dir() -> Path:
     """``$RNNLAB_DATA`` if set, else ``~/.cache/rnnlab``."""
     env = os.environ.get("RNNLAB_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rnnlab"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verify(path: Path, rf: RemoteFile) -> None:

@@ -23,7 +23,6 @@ the training recordings and live in the run's metadata (and the model's buffers)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import time
@@ -41,7 +40,7 @@ from rnnlab.data.audio_features import AudioFeatures, FeatureConfig, FeatureStre
 from rnnlab.data.digit_strings import ConnectedDigits, StringConfig
 from rnnlab.data.recordings import (OFFICIAL_TEST_TAKES, Recording, fsdd_recordings, label_csv_columns, make_split,
                                      read_label_csv, scan_recordings)
-from rnnlab.data.registry import sha256_of
+from rnnlab.data.digest import listing_digest, sha256_of
 from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name, is_int_at_least
 from rnnlab.nn.stream import Stream
 from rnnlab.report.html import figure_to_img, pyplot, table
@@ -738,10 +737,8 @@ def speech_data_checksum(path: str, task_config: dict[str, Any]) -> str | None:
     audio = _recorded_audio(path, task_config)
     if audio is None:
         return None
-    h = hashlib.sha256(sha256_of(path).encode() if Path(path).is_file() else b"")
-    for f in audio:
-        h.update(f"{f.name}\0{sha256_of(f) if f.is_file() else 'missing'}\n".encode())
-    return h.hexdigest()
+    return listing_digest(((f.name, sha256_of(f) if f.is_file() else "missing") for f in audio),
+                          head=sha256_of(path).encode() if Path(path).is_file() else b"")
 
 
 def speech_data_members(path: str, task_config: dict[str, Any]) -> list[str]:

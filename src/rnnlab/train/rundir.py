@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any, Collection, Iterable
 from torch import nn
 
 from rnnlab._version import __version__
+from rnnlab.data.digest import listing_digest, sha256_of
 from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, RunFolderTakenError
 from rnnlab.outputs import check_output, enclosing_run, inside, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
@@ -235,14 +235,6 @@ def make_run_dir(out: Path) -> None:
     check_writable(out)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_checksum(path: str | Path, task: str = "", task_config: dict[str, Any] | None = None) -> str | None:
     """SHA-256 of a data file, or of a data folder's files (names and contents, sorted); None if absent.
     With the ``task`` name and its config, the checksum that task registered (see
@@ -254,12 +246,10 @@ def data_checksum(path: str | Path, task: str = "", task_config: dict[str, Any] 
         if got is not None:
             return got
     if p.is_file():
-        return _sha256(p)
+        return sha256_of(p)
     if p.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
-            h.update(f"{f.relative_to(p).as_posix()}\0{_sha256(f)}\n".encode())
-        return h.hexdigest()
+        files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+        return listing_digest((f.relative_to(p).as_posix(), sha256_of(f)) for f in files)
     return None
 
 
