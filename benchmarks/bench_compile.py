@@ -7,6 +7,12 @@ count across 5 sequence lengths.
 
     python benchmarks/bench_compile.py [--size T B I H] [--proj P] [--layer-norm] [--repeats N] [--threads N]
         [--backend inductor] [--json FILE]
+    python benchmarks/bench_compile.py --overhead [--size T B I H] [--repeats N] [--json FILE]
+
+``--overhead`` measures instead what a call costs beyond its operator: thread CPU µs per call of
+an eager and a compiled rnnlab LSTM (inference, one step of the size's batch) and of its inference
+operator called alone, back to back ("warm") and after 3.5 ms of other Python work each time
+("after other work", as a call inside a model meets the CPU's caches and predictors).
 
 ``--proj P`` gives both LSTMs a projection to P units (``proj_size``), which rnnlab compiles as one
 operator running its eager engine (``rnnlab_eager::scan``). ``--layer-norm`` times rnnlab's
@@ -96,6 +102,43 @@ def lm_compile(backend: str, lengths=(12, 20, 28, 36, 44), B: int = 8, vocab: in
             "graphs": int(torch._dynamo.utils.counters["stats"]["unique_graphs"])}
 
 
+def _other_work(seconds: float = 0.0035) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def call_overhead(B: int, I: int, H: int, repeats: int, backend: str) -> dict:
+    """Median thread-CPU µs per call (T = 1, inference) of rnnlab's LSTM eager and compiled and of
+    its inference operator alone, warm and after other work; the layers' cost beyond the operator."""
+    model = rnnlab.LSTM(I, H, batch_first=True)
+    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=True)
+    x = torch.randn(B, 1, I)
+    weights = [p.detach() for p in model.parameters()]        # w_ih, w_hh, b_ih, b_hh
+    calls = {"eager": lambda: model(x), "compiled": lambda: compiled(x),
+             "operator": lambda: torch.ops.rnnlab.lstm_infer(x.transpose(0, 1), x.new_zeros(B, H),
+                                                             x.new_zeros(B, H), *weights)}
+    out = {}
+    with torch.no_grad():
+        for f in calls.values():
+            f(), f()                                   # compiles; first calls
+        for mode, before in (("warm", None), ("after_other_work", _other_work)):
+            times = {name: [] for name in calls}
+            order, rng = list(calls.items()), random.Random(0)
+            for _ in range(repeats):
+                rng.shuffle(order)
+                for name, f in order:
+                    if before:
+                        before()
+                    c = time.thread_time()
+                    f()
+                    times[name].append((time.thread_time() - c) * 1e6)
+            med = {name: round(statistics.median(v), 1) for name, v in times.items()}
+            out[mode] = {"us_per_call": med, "beyond_operator_us": {
+                name: round(med[name] - med["operator"], 1) for name in ("eager", "compiled")}}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, nargs=4, default=list(SIZES[0]), metavar=("T", "B", "I", "H"))
@@ -105,10 +148,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="inductor")
     p.add_argument("--json", default=None)
+    p.add_argument("--overhead", action="store_true", help="what a call costs beyond its operator (see above)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     T, B, I, H = a.size
+    if a.overhead:
+        res = {"size": {"T": 1, "B": B, "I": I, "H": H}, "threads": a.threads, "repeats": a.repeats,
+               "backend": a.backend, "torch": torch.__version__, "load_before": os.getloadavg()[0],
+               "call_overhead": call_overhead(B, I, H, a.repeats, a.backend), "load_after": os.getloadavg()[0]}
+        _emit(res, a.json)
+        return
     x = torch.randn(B, T, I)
     w_out = torch.randn(B, T, a.proj or H)
     ours = rnnlab.LSTM(I, H, batch_first=True, proj_size=a.proj, layer_norm=a.layer_norm)
@@ -149,10 +199,14 @@ def main() -> None:
     res["lm_2layer"] = lm_compile(a.backend)
     res["cpu_s"] = round(time.process_time() - cpu0, 1)
     res["load_after"] = os.getloadavg()[0]
+    _emit(res, a.json)
+
+
+def _emit(res: dict, path: str | None) -> None:
     text = json.dumps(res, indent=2)
     print(text)
-    if a.json:
-        with open(a.json, "w") as f:
+    if path:
+        with open(path, "w") as f:
             f.write(text + "\n")
 
 
