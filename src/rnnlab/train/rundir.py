@@ -36,7 +36,7 @@ from torch import nn
 from rnnlab._version import __version__
 from rnnlab.data.digest import listing_digest, sha256_of
 from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, RunFolderTakenError
-from rnnlab.outputs import check_output, enclosing_run, inside, is_temporary
+from rnnlab.outputs import check_output, enclosing_run, inside, is_stdout, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
 from rnnlab.train.task import Task, build_task, data_checksum_hook, data_members_hook
@@ -377,6 +377,8 @@ def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str 
     """:func:`rnnlab.outputs.check_output` for a command that reads the run at ``run_dir``: never one
     of the run's training data files (nor a file in a recorded data folder, nor a clip an index
     names), even with ``force``; never an input of the command, nor a file an input names."""
+    if is_stdout(out):                  # nothing on disk to protect: no need to list the run's data
+        return check_output(out, flag=flag, stdout=stdout)
     cfg = _run_config_or_none(run_dir)
     inputs = list(inputs)
     return check_output(out, inputs, force, flag=flag, stdout=stdout, run_data=run_data_files(run_dir, cfg),
