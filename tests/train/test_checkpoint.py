@@ -129,9 +129,12 @@ def test_nonfinite_tensors_are_never_written(tmp_path):
 
 def test_keep_last_and_the_only_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    r = fit(toy_task(), train_config(max_steps=9, checkpoint_every=1, keep_last=2, eval_every=0), out)
+    task = toy_task()
+    scores = iter([1.0, 2.0])                          # the epoch end (step 5), then the last step (9): worse
+    task.evaluate = lambda model, split="valid": {"loss": next(scores), "rmse": 1.0}
+    r = fit(task, train_config(max_steps=9, checkpoint_every=1, keep_last=2, eval_every=0), out)
     steps = [int(p.name[5:]) for p in list_checkpoints(out / "checkpoints")]
-    # newest two, plus the best evaluation (epoch end at step 5) if it is older
+    # newest two, plus the best evaluation if it is older
     assert r.best_step == 5 and steps == [5, 8, 9]
     root = tmp_path / "only"
     save_checkpoint(root / "step-00000003", toy_task().build_model(), {}, {})

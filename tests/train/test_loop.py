@@ -100,6 +100,41 @@ def test_plateau_divides_lr_and_early_stopping_stops(tmp_path):
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.025, 0.00625])
 
 
+class Falling(ToyTask):
+    """Valid loss that improves at every evaluation."""
+
+    def __init__(self, **kw):
+        super().__init__(ToyConfig(**TASK))
+        self.evals = 0
+
+    def evaluate(self, model, split="valid"):
+        self.evals += 1
+        return {"loss": 1.0 / self.evals, "rmse": 1.0}
+
+
+def test_a_budget_ending_between_evaluations_scores_the_last_step_for_best(tmp_path):
+    # scheduled evaluations at steps 3, 5 (epoch end) and 6; the budget ends at 7
+    r = fit(Falling(), train_config(max_steps=7, eval_every=3), tmp_path / "run")
+    evals = [c["step"] for c in curve(tmp_path / "run") if c["kind"] == "eval"]
+    assert evals == [3, 5, 6, 7] and r.best_step == 7 and r.metrics["loss"] == pytest.approx(1 / 4)
+    latest = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1], toy_task().build_model())
+    assert latest.meta["step"] == 7 and latest.meta["best_step"] == 7
+    # a budget ending on a scheduled evaluation is not evaluated twice
+    task = Falling()
+    fit(task, train_config(max_steps=6, eval_every=3), tmp_path / "at6")
+    assert task.evals == 3
+
+
+def test_the_last_steps_evaluation_leaves_the_schedule_and_early_stopping_alone(tmp_path):
+    task = Flat(ToyConfig(**TASK))
+    r = fit(task, train_config(max_steps=7, eval_every=3, schedule="plateau", plateau_factor=4.0, lr=0.1,
+                               patience=10), tmp_path / "run")
+    latest = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1], toy_task().build_model())
+    # evaluations 3 (best), 5, 6 without improvement; the one at 7 counts for nothing
+    assert r.best_step == 3 and latest.meta["loop"]["bad_evals"] == 2
+    assert latest.state["scheduler"]["last_epoch"] == 3           # stepped by the three scheduled ones
+
+
 class Rising(ToyTask):
     """Valid loss that only gets worse: the first evaluation is the lowest."""
 

@@ -60,7 +60,7 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "nonmono": (Optional[int], None, "--nonmono", "ntasgd: start averaging when the valid loss is worse than the best before the last N evals."),
     "clip": (Optional[float], None, "--clip", "Clip the global gradient norm to this (0 = off)."),
     "schedule": (Optional[str], None, "--schedule", "none | step | plateau | cosine."),
-    "eval_every": (Optional[int], None, "--eval-every", "Evaluate every N steps (and at each epoch end)."),
+    "eval_every": (Optional[int], None, "--eval-every", "Evaluate every N steps (and at each epoch end, and at the last step when --max-steps or --max-time ends the run between evaluations)."),
     "checkpoint_every": (Optional[int], None, "--checkpoint-every", "Checkpoint every N steps."),
     "keep_last": (Optional[int], None, "--keep-last", "Keep the newest K checkpoints (and the best)."),
     "patience": (Optional[int], None, "--patience", "Early stopping after N evals without improvement."),

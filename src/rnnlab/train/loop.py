@@ -16,9 +16,13 @@ One step, in order (the checkpoint is taken at the end, so a resumed run starts 
     -> advance the epoch after its last batch -> decide to stop -> checkpoint if due
 
 The epoch's last batch is known by looking one batch ahead, so the epoch-end evaluation belongs
-to the same step as the batch and a checkpoint never falls between them. Evaluations happen only
-at these scheduled points (never "one more at the end"), because an evaluation can change the
-trajectory (decay-on-plateau, early stopping).
+to the same step as the batch and a checkpoint never falls between them. Only the scheduled
+evaluations drive what can change the trajectory (decay-on-plateau, NT-ASGD, early stopping).
+A run whose budget (``max_steps``, ``max_time``) ends between them is evaluated once more at its
+last step, for "best" alone: its final weights can be the best, and the summary scores them.
+Continued later with a larger budget, such a run follows the same steps as one trained straight
+through, except that this evaluation may have raised the bar for "best" (and so for early
+stopping's count of evaluations without improvement).
 """
 
 from __future__ import annotations
@@ -341,6 +345,11 @@ def _lock_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 
+# Stops after which the run's last step is evaluated if it was not: its budget ran out. A signal
+# stops without (a prompt exit, resumed later as if uninterrupted); the other stops follow an evaluation.
+_FINAL_EVALUATION = ("max_steps", "max_time")
+
+
 def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", resume: bool = False,
         overwrite: bool = False) -> RunResult:
     """Train ``task`` into the run folder ``out``; continue it from its latest checkpoint if ``resume``.
@@ -491,13 +500,16 @@ class _Run:
         t = self.fabric.all_reduce(t, reduce_op="sum")
         return [bool(v > 0) for v in t.tolist()]
 
-    def _evaluate(self) -> bool:
-        """Evaluate on "valid"; update plateau schedule, best and early stopping. True if improved."""
+    def _evaluate(self, final: bool = False) -> bool:
+        """Evaluate on "valid"; update plateau schedule, best and early stopping. True if improved.
+        ``final`` (the run's last step, off the schedule): best only, so that the schedule, NT-ASGD
+        and the count of evaluations without improvement stay those of the scheduled evaluations."""
         self.model.eval()
         with torch.no_grad(), self._averaged(), self._eager():
             metrics = {k: float(v) for k, v in self.task.evaluate(self.model, "valid").items()}
         self.model.train()
-        if isinstance(self.optimizer, NTASGD) and self.optimizer.observe(metrics["loss"], self.loop.step) and self.bar:
+        if (not final and isinstance(self.optimizer, NTASGD) and self.optimizer.observe(metrics["loss"], self.loop.step)
+                and self.bar):
             self.bar.note(f"ntasgd: averaging from step {self.loop.step}")
         if "loss" not in metrics:
             raise ConfigError(f"task {self.task.name} evaluate: expected a 'loss' entry, got {sorted(metrics)}")
@@ -506,15 +518,18 @@ class _Run:
         loop.last_eval_step = loop.step
         if self.log is not None:
             self._log({"kind": "eval", "step": loop.step, "epoch": loop.epoch, **{f"valid_{k}": v for k, v in metrics.items()}})
-        if self.config.schedule == "plateau":
+        if self.config.schedule == "plateau" and not final:
             self.scheduler.step(metrics["loss"])
         finite = math.isfinite(metrics["loss"])
         if self.config.select == "last":   # _save moves "best" to each checkpoint; nothing to stop early on
             return False
         if finite and (loop.best_loss is None or metrics["loss"] < loop.best_loss):
-            loop.best_loss, loop.best_step, loop.bad_evals = metrics["loss"], loop.step, 0
+            loop.best_loss, loop.best_step = metrics["loss"], loop.step
+            if not final:
+                loop.bad_evals = 0
             return True
-        loop.bad_evals += 1
+        if not final:
+            loop.bad_evals += 1
         return False
 
     def _eager(self):
@@ -716,6 +731,10 @@ class _Run:
                             self._end_epoch()
                             loop.batch_in_epoch = 0
                         stop = self._stop_reason(got_signal, time_up)
+                        if stop in _FINAL_EVALUATION and loop.last_eval_step != loop.step:
+                            # the budget ends between evaluations: the weights it ends with are
+                            # scored too, so that "best" and the summary can be them
+                            improved = self._evaluate(final=True) or improved
                         due = loop.step % c.checkpoint_every == 0 if c.checkpoint_every else is_last
                         if improved or stop or due:
                             self._save()
