@@ -348,6 +348,9 @@ def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
             continue
         if not name.startswith("-"):
             raise usage_error("UsageError", f"Got unexpected extra argument ({a})")
+        if name == "--debug":
+            raise usage_error("NoSuchOption", "No such option: --debug (it goes before the command: "
+                              "rnnlab --debug evaluate ...)", name)
         if name not in allowed:
             known = list(allowed) + list(EVALUATE_OPTIONS)
             raise usage_error("NoSuchOption", f"No such option: {name}", name,
@@ -437,8 +440,7 @@ def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str
         verify_data_files(run_dir, saved)  # scores on the run's own split: the data must be the run's
     if name in _EVALUATORS:
         return _EVALUATORS[name](run_dir, split, checkpoint, extra)
-    if extra:
-        raise ConfigError(f"evaluate: expected no extra options for task {name!r}, got {extra}")
+    extra_options(extra, ())                 # none for this task: a usage error, as for a misspelt flag
     return evaluate_run(run_dir, split=split, checkpoint=checkpoint)
 
 
