@@ -40,11 +40,14 @@ def reviews(tmp_path) -> str:
 def test_word_lm_weights_and_vocab_are_transferred_and_frozen_first(tmp_path):
     run = lm_run(tmp_path, "word", embed=6)
     _, lm, _ = load_run(run)
-    task = ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(run), freeze_epochs=1,
-                                       hidden_size=99, embed_dim=99, batch_size=8))
+    task = ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(run), freeze_epochs=1, batch_size=8))
     lm_task, _, _ = load_run(run)
     assert task.vocab.itos == lm_task.vocab.itos  # word vocabularies have <unk>: nothing appended
     assert task.metadata()["arch"] == {"embed_dim": 6, "cell": "lstm", "hidden_size": 8, "num_layers": 1}
+    # the config (config.json) says what was built: the language model's sizes, not the defaults
+    got = task.config_dict()
+    assert {k: got[k] for k in ("level", "cell", "embed_dim", "hidden_size", "num_layers")} == {
+        "level": "word", "cell": "lstm", "embed_dim": 6, "hidden_size": 8, "num_layers": 1}
     torch.manual_seed(0)
     model = task.build_model()
     torch.testing.assert_close(model.embed.weight, lm.embedding.weight)
@@ -87,6 +90,14 @@ def test_one_hot_char_lm_becomes_an_identity_embedding(tmp_path):
     unk = task.vocab.stoi["<unk>"]
     encoded = task.split("train").inputs + task.split("valid").inputs
     assert len(encoded) == 30 and sum(int((x == unk).sum()) for x in encoded) == 2
+
+
+def test_init_from_refuses_sizes_that_contradict_the_language_model(tmp_path):
+    run = lm_run(tmp_path, "word", embed=6)
+    with pytest.raises(ConfigError, match=r"got --level \(classify level\) 'char' \(the language model's: 'word'\); "
+                                          r"--cell \(classify cell\) 'gru' \(the language model's: 'lstm'\); "
+                                          r"--hidden-size \(classify hidden_size\) 99 \(the language model's: 8\)$"):
+        ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(run), level="char", cell="gru", hidden_size=99))
 
 
 def test_init_from_a_missing_run(tmp_path):

@@ -117,7 +117,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         valid_frac: float = typer.Option(0.2, "--valid-frac", help="Held out of --train when no --valid."),
         data_seed: int = typer.Option(0, "--data-seed", help="Seeds the train/valid split and the batch order."),
         no_scale: bool = typer.Option(False, "--no-scale", help="Numeric: do not standardise inputs."),
-        init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding, rnn."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="An lm run: start from its vocab, embedding and rnn (and so its token level, cell and sizes)."),
         freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="With --init-from: epochs with transferred weights fixed."),
         cell_option: Optional[List[str]] = cell_option_flag(),
         dataset: str = typer.Option("", "--dataset", help="A named data set instead of files: ucr:NAME (a UCR/UEA set, e.g. ucr:GunPoint, from --data-dir or the installed aeon/sktime) or moving-digits (frames)."),

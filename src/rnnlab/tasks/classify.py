@@ -333,6 +333,20 @@ class LSTMFCN(nn.Module):
         return self.head(self.features(x, lengths))
 
 
+def _adopt_lm(config: ClassifyConfig, lm: Any) -> ClassifyConfig:
+    """``config`` with the language model's token level and layer sizes, which the classifier takes
+    from ``init_from`` (so that config.json says what was trained); a flag given with another value
+    than the model's (not left at its default) is refused rather than ignored."""
+    model = {"level": lm.vocab.level, **{k: lm.arch[k] for k in ("cell", "embed_dim", "hidden_size", "num_layers")}}
+    defaults = {f.name: f.default for f in dataclasses.fields(ClassifyConfig)}
+    clash = [f"{field_name('classify', k, config, CLASSIFY_FLAGS)} {getattr(config, k)!r} (the language "
+             f"model's: {v!r})" for k, v in model.items() if getattr(config, k) not in (v, defaults[k])]
+    if clash:
+        raise ConfigError(expected("--init-from", "the language model's own token level and layer sizes, which the "
+                                   "classifier takes from it (leave those flags out)", "; ".join(clash)))
+    return dataclasses.replace(config, **model)
+
+
 class MemberEnsemble(nn.Module):
     """Several classifiers of the same shape (seeds and/or folds): ``forward`` gives the log of
     their mean class probabilities (so argmax and cross-entropy are the ensemble's);
@@ -605,6 +619,7 @@ class ClassifyTask:
             raise ConfigError(expected("classify train", "a data file", "none"))
         if self.kind == "text" and config.init_from:
             self._lm = load_lm_source(config.init_from)
+            config = self.config = _adopt_lm(config, self._lm)
         train = self._read(self._path("train"), None, require_labels=True)
         self._value_cols = self._wide_columns(train)
         self.label_map = train.label_map
