@@ -47,7 +47,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def demo(
         quick: bool = typer.Option(False, "--quick", help="The short suite (under a minute on 2 cores; checksum up to T=100, no ablation)."),
         full: bool = typer.Option(False, "--full", help="Longer lengths and more steps (tens of minutes)."),
-        seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers."),
+        seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers on one machine (another CPU rounds differently, which the vanilla RNN's runs can magnify)."),
         out: str = typer.Option("demo-out", "--out", help="Folder for results.json and report.html."),
         seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Wall-time cap per training run, in seconds (0 = none)."),
         threads: int = typer.Option(1, "--threads", help="torch threads per run (1: fastest for these small models)."),
