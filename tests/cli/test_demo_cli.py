@@ -77,3 +77,16 @@ def test_probe_errors_name_the_probe_commands_own_flags(capsys):
     assert main(["probe", "adding", "--seed", "-1"]) == 1
     err = capsys.readouterr().err
     assert "probe seed: expected an int >= 0, got -1" in err and "--data-seed" not in err
+
+
+def test_demo_json_prints_the_results_object_alone_on_stdout(tmp_path, capsys, monkeypatch):
+    from rnnlab.suites import demo as demo_suite
+
+    monkeypatch.setitem(demo_suite.SUITES, "quick", {"steps": 3, "checksum_steps": 3, "lengths": {"checksum": [6]}})
+    out = tmp_path / "d"
+    assert main(["demo", "--quick", "--jobs", "1", "--json", "--out", str(out)]) in (0, None)
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == json.loads((out / "results.json").read_text())
+    assert [(r["task"], r["length"], r["steps"]) for r in json.loads(lines[0])["records"]] == [("checksum", 6, 3)] * 3
+    assert "demo done in" in captured.err

@@ -54,6 +54,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         jobs: int = typer.Option(2, "--jobs", help="Runs trained at once in worker processes (2 for 2 cores)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
         force: bool = typer.Option(False, "--force", help="Replace results.json and report.html if --out holds them already."),
+        as_json: bool = typer.Option(False, "--json", help="Also print results.json's object on stdout, on one line "
+                                     "(the progress and the closing line go to stderr)."),
     ) -> None:
         """RNN vs LSTM vs GRU on the probe tasks: trains them all, writes results.json and report.html."""
         if quick and full:
@@ -65,7 +67,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         cfg = DemoConfig(suite="quick" if quick else "full" if full else "default", seed=seed, seconds=seconds,
                          threads=threads)
         res = run_demo(cfg, out, progress=not quiet, jobs=jobs, force=force)
-        typer.echo(f"demo done in {res.seconds:.0f} s: {res.report} (open in a browser), {res.results_json}")
+        typer.echo(f"demo done in {res.seconds:.0f} s: {res.report} (open in a browser), {res.results_json}",
+                   err=as_json)
+        if as_json:
+            typer.echo(json.dumps(json.loads(res.results_json.read_text(encoding="utf-8"))))
 
     @app.command("probe")
     def probe(

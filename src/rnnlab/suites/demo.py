@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rnnlab.analysis import plots
@@ -134,14 +135,15 @@ class DemoResult:
 
 
 class _Progress:
-    """A rich progress display: the whole suite, and the run now training (model, task, step)."""
+    """A rich progress display: the whole suite, and the run now training (model, task, step); on
+    stderr, as training's progress bar, so that stdout holds only what ``--json`` prints."""
 
     def __init__(self, total_runs: int, enabled: bool) -> None:
         self.enabled = enabled
         if not enabled:
             return
         self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), transient=False)
+                          TimeElapsedColumn(), transient=False, console=Console(stderr=True))
         self.suite = self.p.add_task("demo suite (runs)", total=total_runs)
         self.run = self.p.add_task("", total=1, visible=False)
 
