@@ -250,3 +250,13 @@ def test_cell_option_help_names_every_cell_option():
     from rnnlab.tasks.cell_options import KEYS
 
     assert [k for k in KEYS if f"{k}=" not in CELL_OPTION_HELP] == []
+
+
+def test_a_bare_json_on_bench_means_standard_output():
+    from rnnlab.cli.main import _bare_json_means_stdout as bare
+
+    assert bare(["bench", "--json"]) == ["bench", "--json", "-"]
+    assert bare(["--debug", "bench", "--json", "--quick"]) == ["--debug", "bench", "--json", "-", "--quick"]
+    for given in (["bench", "--json", "out.json"], ["bench", "--json", "-", "--quick"], ["bench", "--json=x.json"],
+                  ["evaluate", "run", "--json"], ["train", "lm", "--json", "--quiet"]):
+        assert bare(given) == given

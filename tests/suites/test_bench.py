@@ -85,10 +85,11 @@ def test_cli_quick_json(tmp_path, monkeypatch, capsys) -> None:
     for r in data:
         assert {"kind", "cell", "T", "B", "I", "H", "rnnlab", "torch", "ratio"} <= set(r)
         assert r["ratio"] == pytest.approx(r["rnnlab"] / r["torch"])
-    # --json -: the records on stdout as one JSON list, the table on stderr
+    # --json without a file (as on every other command), like --json -: the records on stdout as one
+    # JSON list, the table on stderr
     capsys.readouterr()
     monkeypatch.chdir(tmp_path)
-    assert main(["bench", "--quick", "--no-onnx", "--no-variants", "--no-gradgrad", "--json", "-"]) in (0, None)
+    assert main(["bench", "--json", "--quick", "--no-onnx", "--no-variants", "--no-gradgrad"]) in (0, None)
     printed = capsys.readouterr()
     assert [r["kind"] for r in json.loads(printed.out)] == [r["kind"] for r in data] and "ratio" in printed.err
     assert not (tmp_path / "-").exists()

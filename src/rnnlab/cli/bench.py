@@ -15,8 +15,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
         quick: bool = typer.Option(False, "--quick", help="Fewer repeats and a shorter memory sequence (< 1 min)."),
-        json_path: Path = typer.Option(None, "--json", help="Write the records to this JSON file ('-': print them "
-                                       "to stdout as one JSON list, the table then going to stderr)."),
+        json_path: Path = typer.Option(None, "--json", help="Write the records to this JSON file ('-', or no file: "
+                                       "print them to stdout as one JSON list, the table then going to stderr)."),
         engine: str = typer.Option("fast", "--engine", help="auto | fast | reference | checkpoint: the rnnlab engine to time against torch.nn."),
         threads: int = typer.Option(2, "--threads", help="torch.set_num_threads for the run."),
         no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX Runtime records."),

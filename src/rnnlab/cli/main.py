@@ -138,12 +138,28 @@ def _one_line(text: str, whole: bool) -> str:
     return " ".join(lines) if whole or len(lines) <= 1 else f"{lines[0]} ..."
 
 
+# Commands whose --json takes a file ('-': standard output).
+_JSON_FILE_COMMANDS = ("bench",)
+
+
+def _bare_json_means_stdout(args: list[str]) -> list[str]:
+    """``rnnlab bench --json`` with no file after it (at the end, or before another option) as
+    ``--json -``: standard output, as the bare flag means on every other command."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in _JSON_FILE_COMMANDS:
+        return args
+    for i, a in enumerate(args):
+        if a == "--json" and (i + 1 == len(args) or (args[i + 1].startswith("-") and args[i + 1] != "-")):
+            return args[:i + 1] + ["-"] + args[i + 1:]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn every failure into an exit status and at most one line
     on stderr (usage errors keep typer's usage block)."""
     global _DEBUG
     _DEBUG = False
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _bare_json_means_stdout(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args   # also before the callback has run (an error while parsing)
     try:
         code = app(args=args, standalone_mode=False, prog_name="rnnlab")
