@@ -79,10 +79,7 @@ def run_row(name: str, args: list[str], test: bool) -> dict:
     if proc.returncode != 0:
         rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         return rec
-    rec.update(summarize_run(REPO / run_dir))
-    # The budget can end between evaluations: score the final weights on the validation split too.
-    final = evaluate_run(REPO / run_dir, split="valid", checkpoint="latest")
-    rec.update({f"final_valid_{k}": v for k, v in final.items()})
+    rec.update(summarize_run(REPO / run_dir))   # a budget ending between evaluations: its last step's too
     if test:
         t1 = time.perf_counter()
         rec.update({f"test_{k}": v for k, v in evaluate_run(REPO / run_dir, split="test").items()})
@@ -95,7 +92,6 @@ def fmt(rec: dict) -> str:
         return f"| {rec['row']} | `{rec['command']}` | failed: {rec.get('error')} | {rec['wall_s']} s |"
     figs = [f"steps {int(rec.get('steps', 0))}"]
     for key, label in (("train_ppl", "train ppl"), ("valid_ppl", "valid ppl"), ("valid_loss", "valid nats/tok"),
-                       ("final_valid_loss", "final-weights valid nats/tok"), ("final_valid_ppl", "final-weights valid ppl"),
                        ("test_ppl", "test ppl"), ("tokens_per_s", "tokens/s")):
         if key in rec:
             figs.append(f"{label} {rec[key]:.3f}" if key != "tokens_per_s" else f"{label} {rec[key]:,.0f}")

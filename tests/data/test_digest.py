@@ -33,3 +33,25 @@ def test_a_data_folder_checksum_names_and_contents(tmp_path: Path) -> None:
     assert data_checksum(tmp_path) == want
     (tmp_path / "y.txt").rename(tmp_path / "z.txt")          # a rename changes it
     assert data_checksum(tmp_path) != want
+
+
+def test_the_speech_and_clip_index_checksums_keep_their_layout(tmp_path: Path) -> None:
+    from rnnlab.data.frames import index_checksum
+    from rnnlab.tasks.speech import speech_data_checksum
+
+    sha = lambda b: hashlib.sha256(b).hexdigest()   # noqa: E731
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "b.wav").write_bytes(b"BB")
+    (audio / "a.wav").write_bytes(b"A")
+    assert speech_data_checksum(str(audio), {}) == hashlib.sha256(
+        f"a.wav\0{sha(b'A')}\nb.wav\0{sha(b'BB')}\n".encode()).hexdigest()
+    (tmp_path / "clip.npy").write_bytes(b"clip")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0.png").write_bytes(b"png")
+    index = tmp_path / "index.csv"
+    index.write_text("path,label\nclip.npy,1\nframes,2\ngone.npy,3\n")
+    folder = sha(f"0.png\0{sha(b'png')}\n".encode())
+    assert index_checksum(str(index), "path", "csv") == hashlib.sha256(
+        sha(index.read_bytes()).encode()
+        + f"clip.npy\0{sha(b'clip')}\nframes\0{folder}\ngone.npy\0missing\n".encode()).hexdigest()

@@ -118,3 +118,15 @@ def test_init_from_a_layered_lm_says_what_it_needs(tmp_path):
     run = lm_run(tmp_path, "word", 8, locked_dropout=True)
     with pytest.raises(ConfigError, match="one recurrent stack"):
         ClassifyTask(ClassifyConfig(train=reviews(tmp_path), init_from=str(run)))
+
+
+def test_the_command_line_refuses_a_size_flag_given_at_its_default_with_init_from(tmp_path, capsys):
+    from rnnlab.cli import main
+
+    run = lm_run(tmp_path, "word", embed=6)
+    out = tmp_path / "clf"
+    # 64 is --hidden-size's default: the Python API cannot tell it from "not given", the command line can
+    assert main(["train", "classify", "--train", reviews(tmp_path), "--init-from", str(run), "--hidden-size", "64",
+                 "--max-steps", "1", "--quiet", "--out", str(out)]) == 1
+    assert "--hidden-size (classify hidden_size) 64 (the language model's: 8)" in capsys.readouterr().err
+    assert not out.exists()

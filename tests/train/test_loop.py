@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -125,7 +127,7 @@ def test_a_budget_ending_between_evaluations_scores_the_last_step_for_best(tmp_p
     assert task.evals == 3
 
 
-def test_the_last_steps_evaluation_leaves_the_schedule_and_early_stopping_alone(tmp_path):
+def test_the_last_steps_evaluation_leaves_the_schedule_and_early_stopping_alone(tmp_path, monkeypatch):
     task = Flat(ToyConfig(**TASK))
     r = fit(task, train_config(max_steps=7, eval_every=3, schedule="plateau", plateau_factor=4.0, lr=0.1,
                                patience=10), tmp_path / "run")
@@ -133,6 +135,42 @@ def test_the_last_steps_evaluation_leaves_the_schedule_and_early_stopping_alone(
     # evaluations 3 (best), 5, 6 without improvement; the one at 7 counts for nothing
     assert r.best_step == 3 and latest.meta["loop"]["bad_evals"] == 2
     assert latest.state["scheduler"]["last_epoch"] == 3           # stepped by the three scheduled ones
+    # early stopping's bar is the lowest scheduled evaluation, even when the last step set "best"
+    fit(Falling(), train_config(max_steps=7, eval_every=3), tmp_path / "falling")
+    loop = load_checkpoint(list_checkpoints(tmp_path / "falling" / "checkpoints")[-1], toy_task().build_model()).meta["loop"]
+    assert (loop["best_step"], loop["best_loss"], loop["scheduled_best_loss"]) == (7, 1 / 4, 1 / 3)
+    # NT-ASGD's trigger watches the scheduled evaluations only
+    from rnnlab.train.ntasgd import NTASGD
+    seen = []
+    observe = NTASGD.observe
+    monkeypatch.setattr(NTASGD, "observe", lambda self, loss, step=None: seen.append(step) or observe(self, loss, step))
+    fit(Flat(ToyConfig(**TASK)), train_config(max_steps=7, eval_every=3, optimizer="ntasgd", lr=0.1), tmp_path / "nt")
+    assert seen == [3, 5, 6]
+
+
+class SignalAt(Falling):
+    """Falling, with a SIGTERM to this process during the given (1-based) training step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.at, self.calls = step, 0
+
+    def training_step(self, model, batch, carry):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().training_step(model, batch, carry)
+
+
+def test_a_run_signalled_at_its_last_step_is_evaluated_there_when_resumed(tmp_path):
+    out = tmp_path / "run"
+    r = fit(SignalAt(7), train_config(max_steps=7, eval_every=3), out)
+    assert r.stop_reason == "SIGTERM" and r.step == 7 and r.best_step == 6        # no evaluation on a signal
+    again = Falling()
+    again.evals = 10                       # its next evaluation scores 1/11, below step 6's 1/3
+    r = fit(again, train_config(max_steps=7, eval_every=3), out, resume=True)
+    assert r.step == 7 and r.best_step == 7 and again.evals == 11
+    assert [c["step"] for c in curve(out) if c["kind"] == "eval"] == [3, 5, 6, 7]
 
 
 class Rising(ToyTask):

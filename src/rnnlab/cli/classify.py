@@ -139,8 +139,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         run: TrainArgs = None,
     ) -> None:
         """Train a sequence classifier (text, numeric sequences, or video / image sequences)."""
-        from rnnlab.tasks.classify import (ClassifyConfig, ClassifyTask, baseline_table, format_baselines,
-                                           format_metrics)  # lazy: keeps --help fast
+        from rnnlab.tasks.classify import (ClassifyConfig, ClassifyTask, baseline_table, check_lm_fields,
+                                           format_baselines, format_metrics)  # lazy: keeps --help fast
         from rnnlab.train import load_run  # lazy: keeps --help fast
 
         def config() -> ClassifyConfig:
@@ -162,7 +162,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def build() -> ClassifyTask:
             if train is None and not dataset:
                 raise missing_option("--train", "a training file")
-            return ClassifyTask(config())  # every data error is raised here, before any model is built
+            task = ClassifyTask(config())  # every data error is raised here, before any model is built
+            if init_from:   # a size flag given even at its default must be the language model's
+                check_lm_fields(task.config, {k: v for k, (_, v) in run.explicit.items()})
+            return task
 
         cpu0 = time.process_time()
         with print_data_warnings():

@@ -129,15 +129,11 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
 
 
 def _summary(run_dir: Path) -> dict[str, float]:
-    """The run's headline numbers; a run stopped before its first evaluation (--max-steps inside
-    the first epoch) has its checkpoint scored on the valid split here, as every task's summary
-    scores its run, so that valid scores are never missing."""
-    from rnnlab.tasks.lm import evaluate_run, summarize_run  # lazy: keeps --help fast
+    """The run's headline numbers (its valid scores are its last evaluation's: a run whose budget
+    ends between evaluations is evaluated at its last step)."""
+    from rnnlab.tasks.lm import summarize_run  # lazy: keeps --help fast
 
-    s = summarize_run(run_dir)
-    if not any(k.startswith("valid_") for k in s):
-        s.update({f"valid_{k}": v for k, v in evaluate_run(run_dir, split="valid").items()})
-    return s
+    return summarize_run(run_dir)
 
 
 def _print_summary(run_dir: Path) -> None:

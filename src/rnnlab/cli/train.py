@@ -436,11 +436,12 @@ def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str
 
     saved = read_run_config(run_dir)
     name = saved["task"]
+    if name not in _EVALUATORS:
+        extra_options(extra, ())             # none for this task: a usage error, as for a misspelt flag, first
     if not any(a.split("=")[0] in ("--csv", "--text") for a in extra):
         verify_data_files(run_dir, saved)  # scores on the run's own split: the data must be the run's
     if name in _EVALUATORS:
         return _EVALUATORS[name](run_dir, split, checkpoint, extra)
-    extra_options(extra, ())                 # none for this task: a usage error, as for a misspelt flag
     return evaluate_run(run_dir, split=split, checkpoint=checkpoint)
 
 

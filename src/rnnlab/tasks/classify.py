@@ -333,18 +333,30 @@ class LSTMFCN(nn.Module):
         return self.head(self.features(x, lengths))
 
 
-def _adopt_lm(config: ClassifyConfig, lm: Any) -> ClassifyConfig:
-    """``config`` with the language model's token level and layer sizes, which the classifier takes
-    from ``init_from`` (so that config.json says what was trained); a flag given with another value
-    than the model's (not left at its default) is refused rather than ignored."""
-    model = {"level": lm.vocab.level, **{k: lm.arch[k] for k in ("cell", "embed_dim", "hidden_size", "num_layers")}}
-    defaults = {f.name: f.default for f in dataclasses.fields(ClassifyConfig)}
-    clash = [f"{field_name('classify', k, config, CLASSIFY_FLAGS)} {getattr(config, k)!r} (the language "
-             f"model's: {v!r})" for k, v in model.items() if getattr(config, k) not in (v, defaults[k])]
+# The fields a classifier takes from the language model of ``init_from``.
+LM_FIELDS = ("level", "cell", "embed_dim", "hidden_size", "num_layers")
+
+
+def check_lm_fields(config: ClassifyConfig, given: dict[str, Any]) -> None:
+    """ConfigError unless each of ``given`` (LM_FIELDS named by the user: field -> value) is the
+    value ``config`` took from the language model of ``init_from``."""
+    clash = [f"{field_name('classify', k, config, CLASSIFY_FLAGS)} {v!r} (the language model's: "
+             f"{getattr(config, k)!r})" for k, v in given.items() if k in LM_FIELDS and v != getattr(config, k)]
     if clash:
         raise ConfigError(expected("--init-from", "the language model's own token level and layer sizes, which the "
                                    "classifier takes from it (leave those flags out)", "; ".join(clash)))
-    return dataclasses.replace(config, **model)
+
+
+def _adopt_lm(config: ClassifyConfig, lm: Any) -> ClassifyConfig:
+    """``config`` with the language model's token level and layer sizes, which the classifier takes
+    from ``init_from`` (so that config.json says what was trained). A field set to another value
+    than its default and the model's is refused rather than ignored (the command line also refuses
+    a flag given at its default value: check_lm_fields)."""
+    model = {"level": lm.vocab.level, **{k: lm.arch[k] for k in LM_FIELDS if k != "level"}}
+    adopted = dataclasses.replace(config, **model)
+    defaults = {f.name: f.default for f in dataclasses.fields(ClassifyConfig)}
+    check_lm_fields(adopted, {k: getattr(config, k) for k in LM_FIELDS if getattr(config, k) != defaults[k]})
+    return adopted
 
 
 class MemberEnsemble(nn.Module):

@@ -20,9 +20,9 @@ to the same step as the batch and a checkpoint never falls between them. Only th
 evaluations drive what can change the trajectory (decay-on-plateau, NT-ASGD, early stopping).
 A run whose budget (``max_steps``, ``max_time``) ends between them is evaluated once more at its
 last step, for "best" alone: its final weights can be the best, and the summary scores them.
-Continued later with a larger budget, such a run follows the same steps as one trained straight
-through, except that this evaluation may have raised the bar for "best" (and so for early
-stopping's count of evaluations without improvement).
+Continued later with a larger budget, such a run trains as one run straight through (early
+stopping keeps its own bar, the lowest scheduled evaluation); its metrics hold that one more
+evaluation, and its "best" may be that step.
 """
 
 from __future__ import annotations
@@ -100,9 +100,10 @@ class LoopState:
     epoch: int = 0
     batch_in_epoch: int = 0                 # batches of ``epoch`` already consumed
     last_eval_step: int | None = None
-    best_loss: float | None = None
+    best_loss: float | None = None          # "best": the lowest validation loss, at best_step
     best_step: int | None = None
-    bad_evals: int = 0                      # evaluations since the best one (early stopping)
+    scheduled_best_loss: float | None = None   # the lowest of the scheduled evaluations (early stopping's bar)
+    bad_evals: int = 0                      # scheduled evaluations since that one (early stopping)
     skipped_steps: int = 0
     records: int = 0                        # lines of metrics.jsonl at this point (truncated to on resume)
     epoch_loss_sum: float = 0.0             # sum of this epoch's finite step losses (for the epoch record)
@@ -110,6 +111,9 @@ class LoopState:
 
     @classmethod
     def from_meta(cls, data: dict[str, Any], where: Path) -> "LoopState":
+        if isinstance(data, dict) and "scheduled_best_loss" not in data:
+            # saved before a run's last step could be evaluated off the schedule: every evaluation was scheduled
+            data = {**data, "scheduled_best_loss": data.get("best_loss")}
         try:
             state = cls(**data)
         except TypeError as exc:
@@ -117,8 +121,8 @@ class LoopState:
         for f in dataclasses.fields(cls):
             v = getattr(state, f.name)
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            if f.name in ("epoch_loss_sum", "best_loss"):
-                ok = number or (v is None and f.name == "best_loss")
+            if f.name in ("epoch_loss_sum", "best_loss", "scheduled_best_loss"):
+                ok = number or (v is None and f.name != "epoch_loss_sum")
             else:
                 ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (
                     v is None and f.name in ("last_eval_step", "best_step"))
@@ -346,7 +350,8 @@ def _lock_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 # Stops after which the run's last step is evaluated if it was not: its budget ran out. A signal
-# stops without (a prompt exit, resumed later as if uninterrupted); the other stops follow an evaluation.
+# stops without (a prompt exit; a run stopped so at its last step is evaluated when resumed); the
+# other stops follow an evaluation.
 _FINAL_EVALUATION = ("max_steps", "max_time")
 
 
@@ -501,9 +506,10 @@ class _Run:
         return [bool(v > 0) for v in t.tolist()]
 
     def _evaluate(self, final: bool = False) -> bool:
-        """Evaluate on "valid"; update plateau schedule, best and early stopping. True if improved.
-        ``final`` (the run's last step, off the schedule): best only, so that the schedule, NT-ASGD
-        and the count of evaluations without improvement stay those of the scheduled evaluations."""
+        """Evaluate on "valid"; update plateau schedule, best and early stopping. True if "best"
+        moved here. ``final`` (the run's last step, off the schedule): "best" only; the schedule,
+        NT-ASGD and early stopping see the scheduled evaluations alone, so that a run continued
+        with a larger budget trains as one run straight through."""
         self.model.eval()
         with torch.no_grad(), self._averaged(), self._eager():
             metrics = {k: float(v) for k, v in self.task.evaluate(self.model, "valid").items()}
@@ -523,14 +529,23 @@ class _Run:
         finite = math.isfinite(metrics["loss"])
         if self.config.select == "last":   # _save moves "best" to each checkpoint; nothing to stop early on
             return False
+        if not final:
+            if finite and (loop.scheduled_best_loss is None or metrics["loss"] < loop.scheduled_best_loss):
+                loop.scheduled_best_loss, loop.bad_evals = metrics["loss"], 0
+            else:
+                loop.bad_evals += 1
         if finite and (loop.best_loss is None or metrics["loss"] < loop.best_loss):
             loop.best_loss, loop.best_step = metrics["loss"], loop.step
-            if not final:
-                loop.bad_evals = 0
             return True
-        if not final:
-            loop.bad_evals += 1
         return False
+
+    def _final_evaluation(self) -> None:
+        """The run's last step, scored when its budget ended it between scheduled evaluations: saved
+        first (a job killed during a long evaluation keeps its checkpoint), then evaluated, then saved
+        again if it became "best"."""
+        self._save()
+        if self._evaluate(final=True) or self.config.select == "last":
+            self._save()
 
     def _eager(self):
         """Evaluation runs the model eagerly even when the training step is compiled."""
@@ -711,6 +726,8 @@ class _Run:
         stop = self._stop_reason(None, False)
         self.model_f.train()
         try:
+            if stop in _FINAL_EVALUATION and loop.step and loop.last_eval_step != loop.step:
+                self._final_evaluation()   # a signal stopped the run at its last step, before that evaluation
             with _Signals() as signals:
                 while stop is None:
                     batches = iter(task.train_batches(loop.epoch, self.rank, self.world))
@@ -731,12 +748,12 @@ class _Run:
                             self._end_epoch()
                             loop.batch_in_epoch = 0
                         stop = self._stop_reason(got_signal, time_up)
+                        due = loop.step % c.checkpoint_every == 0 if c.checkpoint_every else is_last
                         if stop in _FINAL_EVALUATION and loop.last_eval_step != loop.step:
                             # the budget ends between evaluations: the weights it ends with are
                             # scored too, so that "best" and the summary can be them
-                            improved = self._evaluate(final=True) or improved
-                        due = loop.step % c.checkpoint_every == 0 if c.checkpoint_every else is_last
-                        if improved or stop or due:
+                            self._final_evaluation()
+                        elif improved or stop or due:
                             self._save()
                         if stop:
                             break
