@@ -173,6 +173,16 @@ def test_a_run_signalled_at_its_last_step_is_evaluated_there_when_resumed(tmp_pa
     assert [c["step"] for c in curve(out) if c["kind"] == "eval"] == [3, 5, 6, 7]
 
 
+def test_a_finished_run_is_not_evaluated_again_and_keeps_its_last_evaluation_when_continued(tmp_path):
+    out = tmp_path / "run"
+    fit(Flat(ToyConfig(**TASK)), train_config(max_steps=7, eval_every=3), out)      # 7 does not move best (3)
+    task = Falling()
+    fit(task, train_config(max_steps=7, eval_every=3), out, resume=True)             # nothing left to do
+    assert task.evals == 0
+    fit(Flat(ToyConfig(**TASK)), train_config(max_steps=9, eval_every=3), out, resume=True)
+    assert [c["step"] for c in curve(out) if c["kind"] == "eval"] == [3, 5, 6, 7, 9]
+
+
 class Rising(ToyTask):
     """Valid loss that only gets worse: the first evaluation is the lowest."""
 

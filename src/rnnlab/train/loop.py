@@ -111,13 +111,14 @@ class LoopState:
 
     @classmethod
     def from_meta(cls, data: dict[str, Any], where: Path) -> "LoopState":
+        given = data
         if isinstance(data, dict) and "scheduled_best_loss" not in data:
             # saved before a run's last step could be evaluated off the schedule: every evaluation was scheduled
             data = {**data, "scheduled_best_loss": data.get("best_loss")}
         try:
             state = cls(**data)
         except TypeError as exc:
-            raise CheckpointError(f"{where}: loop state expected {[f.name for f in dataclasses.fields(cls)]}, got {sorted(data)}") from exc
+            raise CheckpointError(f"{where}: loop state expected {[f.name for f in dataclasses.fields(cls)]}, got {sorted(given)}") from exc
         for f in dataclasses.fields(cls):
             v = getattr(state, f.name)
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -539,13 +540,15 @@ class _Run:
             return True
         return False
 
-    def _final_evaluation(self) -> None:
+    def _final_evaluation(self, saved: bool = False) -> None:
         """The run's last step, scored when its budget ended it between scheduled evaluations: saved
-        first (a job killed during a long evaluation keeps its checkpoint), then evaluated, then saved
-        again if it became "best"."""
-        self._save()
-        if self._evaluate(final=True) or self.config.select == "last":
+        first (a job killed during a long evaluation keeps its checkpoint; ``saved``: it is on disk
+        already, as on resume), then evaluated, then saved again with the evaluation (its record,
+        the step it was taken at, "best"), so that a later resume neither repeats nor loses it."""
+        if not saved:
             self._save()
+        self._evaluate(final=True)
+        self._save()
 
     def _eager(self):
         """Evaluation runs the model eagerly even when the training step is compiled."""
@@ -727,7 +730,8 @@ class _Run:
         self.model_f.train()
         try:
             if stop in _FINAL_EVALUATION and loop.step and loop.last_eval_step != loop.step:
-                self._final_evaluation()   # a signal stopped the run at its last step, before that evaluation
+                # a signal (or a kill during it) stopped the run at its last step before that evaluation
+                self._final_evaluation(saved=True)
             with _Signals() as signals:
                 while stop is None:
                     batches = iter(task.train_batches(loop.epoch, self.rank, self.world))
