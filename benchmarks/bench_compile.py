@@ -38,12 +38,12 @@ import rnnlab
 from rnnlab.suites.bench import SIZES
 
 
-def _interleaved_medians(fns: dict, repeats: int) -> dict:
+def _interleaved_medians(fns: dict, repeats: int, before=None) -> dict:
     """{name: (median wall ms, median CPU ms of this thread)} of each fn(), the fns taking turns in
     every repeat, so that a change in the machine's load falls on all of them alike, in an order
     drawn anew for each repeat (seeded): a call finds the caches holding the weights of the call
     before it, and a fixed order would give each fn the same neighbour every time (compiled rnnlab
-    after eager rnnlab: its own weights, warm)."""
+    after eager rnnlab: its own weights, warm). ``before()``, if given, runs untimed before each call."""
     wall = {name: [] for name in fns}
     cpu = {name: [] for name in fns}
     order = list(fns.items())
@@ -51,6 +51,8 @@ def _interleaved_medians(fns: dict, repeats: int) -> dict:
     for _ in range(repeats):
         rng.shuffle(order)
         for name, fn in order:
+            if before is not None:
+                before()
             t, c = time.perf_counter(), time.thread_time()
             fn()
             cpu[name].append((time.thread_time() - c) * 1e3)
@@ -123,17 +125,8 @@ def call_overhead(B: int, I: int, H: int, repeats: int, backend: str) -> dict:
         for f in calls.values():
             f(), f()                                   # compiles; first calls
         for mode, before in (("warm", None), ("after_other_work", _other_work)):
-            times = {name: [] for name in calls}
-            order, rng = list(calls.items()), random.Random(0)
-            for _ in range(repeats):
-                rng.shuffle(order)
-                for name, f in order:
-                    if before:
-                        before()
-                    c = time.thread_time()
-                    f()
-                    times[name].append((time.thread_time() - c) * 1e6)
-            med = {name: round(statistics.median(v), 1) for name, v in times.items()}
+            med = {name: round(cpu_ms * 1e3, 1)
+                   for name, (_, cpu_ms) in _interleaved_medians(calls, repeats, before).items()}
             out[mode] = {"us_per_call": med, "beyond_operator_us": {
                 name: round(med[name] - med["operator"], 1) for name in ("eager", "compiled")}}
     return out

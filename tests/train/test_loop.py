@@ -102,16 +102,24 @@ def test_plateau_divides_lr_and_early_stopping_stops(tmp_path):
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.025, 0.00625])
 
 
-class Falling(ToyTask):
-    """Valid loss that improves at every evaluation."""
+class Scored(ToyTask):
+    """The toy task whose n-th evaluation (from 1) scores a valid loss of ``score(n)``."""
 
-    def __init__(self, **kw):
+    score = staticmethod(float)
+
+    def __init__(self):
         super().__init__(ToyConfig(**TASK))
         self.evals = 0
 
     def evaluate(self, model, split="valid"):
         self.evals += 1
-        return {"loss": 1.0 / self.evals, "rmse": 1.0}
+        return {"loss": self.score(self.evals), "rmse": 1.0}
+
+
+class Falling(Scored):
+    """Valid loss that improves at every evaluation."""
+
+    score = staticmethod(lambda n: 1.0 / n)
 
 
 def test_a_budget_ending_between_evaluations_scores_the_last_step_for_best(tmp_path):
@@ -183,16 +191,8 @@ def test_a_finished_run_is_not_evaluated_again_and_keeps_its_last_evaluation_whe
     assert [c["step"] for c in curve(out) if c["kind"] == "eval"] == [3, 5, 6, 7, 9]
 
 
-class Rising(ToyTask):
-    """Valid loss that only gets worse: the first evaluation is the lowest."""
-
-    def __init__(self, **kw):
-        super().__init__(ToyConfig(**TASK))
-        self.evals = 0
-
-    def evaluate(self, model, split="valid"):
-        self.evals += 1
-        return {"loss": float(self.evals), "rmse": 1.0}
+class Rising(Scored):
+    """Valid loss that only gets worse: the first evaluation is the lowest (score(n) = n)."""
 
 
 def test_select_last_keeps_the_newest_checkpoint_as_best_and_never_stops_early(tmp_path):
