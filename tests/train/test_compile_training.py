@@ -219,7 +219,8 @@ def test_every_train_command_has_the_compile_flags_with_one_help():
 def test_without_the_private_graph_hook_compiling_still_runs_uncounted(monkeypatch):
     """torch._dynamo.lookup_backend is private: where a torch lacks it the model is compiled by
     the backend's name and the graphs go uncounted (None), instead of failing."""
-    monkeypatch.setattr(train_compile, "_lookup_backend", None)
+    found = train_compile._private()
+    monkeypatch.setattr(train_compile, "_private", lambda: NS(**{**vars(found), "lookup_backend": None}))
     model = torch.nn.Linear(3, 2)
     compiled = CompiledModel(model, {"forward": True}, BACKEND)
     assert compiled.counter.backend == BACKEND

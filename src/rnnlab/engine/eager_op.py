@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.engine.compile_cache import tag_compile_caches
+from rnnlab.engine.compiler_marks import assume_constant_result
 from rnnlab.engine.scan import ScanTag, scan_backward, scan_forward
 
 _LEARNED = 8        # x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr: the inputs that may need gradients
@@ -108,7 +109,7 @@ def _register() -> None:
     scan_op.register_autograd(backward, setup_context=setup_context)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def eager_op_ready() -> bool:
     """Registers the operators once, when first traced (a constant to the compilers)."""
     global _registered

@@ -41,6 +41,7 @@ from torch import Tensor
 from rnnlab.cells import CELL_NAMES, FAMILIES
 from rnnlab.engine import ops, record
 from rnnlab.engine.autodiff import backward_needs_autodiff, torch_scan, use_autodiff
+from rnnlab.engine.compiler_marks import assume_constant_result
 from rnnlab.engine.dispatch import Plan, plan  # noqa: F401 (re-exported: fast.plan)
 from rnnlab.engine.eager_op import eager_op_ready, gradient_to_come, op_eager_scan
 from rnnlab.engine.kernels import FAST_KERNELS as _KERNELS, empty_cache, set_onednn, set_reuse  # noqa: F401 (re-exported)
@@ -253,7 +254,7 @@ def _tiled_backward(ctx, d_out, d_h_last, d_c_last):
             dw_ih, dw_hh, db_ih, db_hh)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _ops_ready() -> bool:
     """Whether the kernels' operators are there (loading the kernels now if needed), with their
     fake implementations and the training operators' autograd formulas. A constant to the
@@ -264,14 +265,14 @@ def _ops_ready() -> bool:
     return True
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _tiled_op_ready() -> bool:
     """Whether a compiled float32 LSTM takes the unit-major operator: the loop runs on this CPU and
     set_tiled has not switched it off (read when traced, as _ops_ready)."""
     return _KERNELS.module.tiled_choice() != "off" and _KERNELS.module.tiled_op_isa_for(8) != ""
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _rows_op_ready(hidden: int) -> bool:
     """Whether a compiled float32 LSTM of ``hidden`` units takes the row-major operator (op_scan),
     whose kernel runs lstm_tiled.h's row-major training loop for that size (rows_isa_for's rule
@@ -280,7 +281,7 @@ def _rows_op_ready(hidden: int) -> bool:
     return m.tiled_choice() == "auto" and m.infer_isa(hidden) != ""
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _infer_op_ready(hidden: int) -> bool:
     """Whether a compiled float32 layer of ``hidden`` units without a gradient to come takes its
     inference operator: the loop runs here for that size (infer_isa), set_tiled has not switched it

@@ -37,6 +37,7 @@ from rnnlab.cells import gru_variants, layernorm, lstm_variants
 from rnnlab.engine import record
 from rnnlab.engine.autodiff import backward_needs_autodiff, recompute_grads, torch_variant_scan, use_autodiff
 from rnnlab.engine.compile_cache import tag_compile_caches
+from rnnlab.engine.compiler_marks import assume_constant_result
 from rnnlab.engine.dispatch import plan, resolve_engine
 from rnnlab.engine.eager_op import gradient_to_come, output_grads
 from rnnlab.engine.kernels import VARIANT_KERNELS as _KERNELS
@@ -644,7 +645,7 @@ def _register_ops() -> None:
     scan_op.register_autograd(backward, setup_context=setup_context)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _variant_ops_ready() -> bool:
     """Registers the operators once, when first traced (a constant to the compilers)."""
     global _ops_registered

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import torch
@@ -41,22 +42,25 @@ from torch import nn
 
 from rnnlab.errors import ConfigError
 
-# Private torch symbols, looked up once here; without one, compiling still works and only what it
-# serves is dropped: graph counting (torch._dynamo.lookup_backend wraps the named backend;
-# CompileContext.current_compile_id tells a repeated hand-over from a new graph) and the duck-sizing
-# switch (fx config use_duck_shape).
-try:
-    import torch._dynamo as _dynamo
-    import torch._guards as _guards
-except ImportError:  # pragma: no cover - every torch rnnlab supports has them
-    _dynamo = _guards = None
-try:
-    import torch.fx.experimental._config as _fx_config
-except ImportError:  # pragma: no cover
-    _fx_config = None
-_lookup_backend = getattr(_dynamo, "lookup_backend", None)
-_current_compile_id = getattr(getattr(_guards, "CompileContext", None), "current_compile_id", None)
-_DUCK_SWITCH = _fx_config is not None and hasattr(_fx_config, "use_duck_shape")
+
+@functools.cache
+def _private() -> SimpleNamespace:
+    """Private torch symbols, looked up once, when a run first compiles (not when rnnlab is imported:
+    torch._dynamo takes over a second to import). Without one, compiling still works and only what
+    it serves is dropped: graph counting (``lookup_backend`` wraps the named backend;
+    ``current_compile_id`` tells a repeated hand-over from a new graph) and the duck-sizing switch
+    (``fx_config``, with its ``use_duck_shape``)."""
+    try:
+        import torch._dynamo, torch._guards, torch.fx.experimental._config  # lazy: the compiler loads only when a run compiles
+    except ImportError:  # pragma: no cover - every torch rnnlab supports has them
+        return SimpleNamespace(lookup_backend=None, current_compile_id=None, fx_config=None)
+    fx_config = torch.fx.experimental._config
+    return SimpleNamespace(
+        lookup_backend=getattr(torch._dynamo, "lookup_backend", None),
+        current_compile_id=getattr(getattr(torch._guards, "CompileContext", None), "current_compile_id", None),
+        fx_config=fx_config if hasattr(fx_config, "use_duck_shape") else None,
+    )
+
 
 # What a task without ``compile_methods`` gets: its model's forward, graph breaks allowed.
 DEFAULT_METHODS: dict[str, bool] = {"forward": False}
@@ -77,8 +81,9 @@ class GraphCounter:
     def __init__(self, name: str) -> None:
         check_backend(name)
         self.name = name
-        self.counts = _lookup_backend is not None
-        self._inner: Callable[..., Any] | None = _lookup_backend(name) if self.counts else None
+        lookup = _private().lookup_backend
+        self.counts = lookup is not None
+        self._inner: Callable[..., Any] | None = lookup(name) if self.counts else None
         self._ids: set[str] = set()
         self._anonymous = 0
 
@@ -93,7 +98,8 @@ class GraphCounter:
         return len(self._ids) + self._anonymous if self.counts else None
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
-        compile_id = _current_compile_id() if _current_compile_id is not None else None
+        current = _private().current_compile_id
+        compile_id = current() if current is not None else None
         if compile_id is None:
             self._anonymous += 1
         else:
@@ -114,12 +120,13 @@ def compile_methods(task: Any) -> dict[str, bool]:
 
 
 def _without_duck_sizing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if not _DUCK_SWITCH:
+    fx_config = _private().fx_config
+    if fx_config is None:
         return fn
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with _fx_config.patch(use_duck_shape=False):   # read when dynamo traces, i.e. inside the call
+        with fx_config.patch(use_duck_shape=False):   # read when dynamo traces, i.e. inside the call
             return fn(*args, **kwargs)
 
     return call
