@@ -51,6 +51,9 @@ def print_data_warnings() -> Iterator[None]:
         yield
 
 
+EVALUATE_FLAGS = ("--csv", "--confusion", "--force", "--encoding")   # rnnlab evaluate's flags for a classifier
+
+
 def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--csv FILE [--encoding ENC]] [--confusion OUT.csv [--force]]`` for a
     classifier: scores beside the majority class; ``--confusion`` writes the whole confusion matrix
@@ -59,7 +62,7 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     from rnnlab.tasks.classify import (check_run_output, evaluate_run, flat_metrics,
                                        write_confusion)  # lazy: keeps --help fast
 
-    opts = extra_options(extra, ("--csv", "--confusion", "--force", "--encoding"))
+    opts = extra_options(extra, EVALUATE_FLAGS)
     check_encoding_flag(opts, "--csv")
     if "confusion" in opts:
         check_run_output(opts["confusion"], run_dir, [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
@@ -84,7 +87,7 @@ def write_baselines(run_dir: Path, table: dict, trained: bytes) -> None:
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    register_evaluator("classify", evaluate_classify)
+    register_evaluator("classify", evaluate_classify, EVALUATE_FLAGS)
 
     @train_app.command("classify")
     @with_train_options

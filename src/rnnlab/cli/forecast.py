@@ -53,7 +53,7 @@ def _one_stdout(out: Path | None, as_json: bool) -> None:
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    register_evaluator("forecast", evaluate_forecast)
+    register_evaluator("forecast", evaluate_forecast, ("--csv",))
 
     @train_app.command("forecast")
     @with_train_options

@@ -22,7 +22,7 @@ from rnnlab.errors import ConfigError, expected
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    register_evaluator("lm", _evaluate_lm)
+    register_evaluator("lm", _evaluate_lm, EVALUATE_FLAGS)
 
     @train_app.command("lm")
     @with_train_options
@@ -119,11 +119,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out.flush()
 
 
+EVALUATE_FLAGS = ("--text", "--encoding")   # rnnlab evaluate's flags for a language model
+
+
 def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
     """``rnnlab evaluate RUN [--split S | --text FILE [--encoding E]]`` for a language-model run."""
     from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
-    opts = extra_options(extra, ("--text", "--encoding"))   # a misspelt flag: a usage error, as for the others
+    opts = extra_options(extra, EVALUATE_FLAGS)
     check_encoding_flag(opts, "--text")
     return evaluate_run(run_dir, opts.get("text"), split, checkpoint=checkpoint, encoding=opts.get("encoding"))
 

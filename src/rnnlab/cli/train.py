@@ -368,9 +368,9 @@ def csv_option(extra: list[str]) -> str | None:
     return extra_options(extra, ("--csv",)).get("csv")
 
 
-# task name -> evaluator(run_dir, split, checkpoint, extra_args) -> metrics
+# task name -> (evaluator(run_dir, split, checkpoint, extra_args) -> metrics, the extra flags it takes)
 Evaluator = Callable[[Path, str, str, list[str]], dict[str, float]]
-_EVALUATORS: dict[str, Evaluator] = {}
+_EVALUATORS: dict[str, tuple[Evaluator, tuple[str, ...]]] = {}
 
 
 def _is_count(key: str) -> bool:
@@ -425,9 +425,10 @@ def _not_interrupted(result: Any) -> Any:
                       f"--resume {result.run_dir}", code)
 
 
-def register_evaluator(task_name: str, fn: Evaluator) -> None:
-    """Let ``rnnlab evaluate RUN`` hand runs of ``task_name`` (and any extra flags) to ``fn``."""
-    _EVALUATORS[task_name] = fn
+def register_evaluator(task_name: str, fn: Evaluator, options: tuple[str, ...] = ()) -> None:
+    """Let ``rnnlab evaluate RUN`` hand runs of ``task_name`` (and their extra flags, among
+    ``options``: any other is a usage error before the run's data is read) to ``fn``."""
+    _EVALUATORS[task_name] = (fn, options)
 
 
 def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict[str, float]:
@@ -435,13 +436,12 @@ def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str
     from rnnlab.train.rundir import verify_data_files  # lazy: keeps --help fast
 
     saved = read_run_config(run_dir)
-    name = saved["task"]
-    if name not in _EVALUATORS:
-        extra_options(extra, ())             # none for this task: a usage error, as for a misspelt flag, first
-    if not any(a.split("=")[0] in ("--csv", "--text") for a in extra):
+    fn, options = _EVALUATORS.get(saved["task"], (None, ()))
+    opts = extra_options(extra, options)     # a misspelt flag: a usage error, first
+    if not ({"csv", "text"} & set(opts)):
         verify_data_files(run_dir, saved)  # scores on the run's own split: the data must be the run's
-    if name in _EVALUATORS:
-        return _EVALUATORS[name](run_dir, split, checkpoint, extra)
+    if fn is not None:
+        return fn(run_dir, split, checkpoint, extra)
     return evaluate_run(run_dir, split=split, checkpoint=checkpoint)
 
 
