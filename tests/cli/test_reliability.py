@@ -734,6 +734,13 @@ def test_overwrite_refuses_a_folder_the_new_run_reads(lab, copy_of, capfd):
                            "--max-steps", "1", "--quiet", "--no-report", "--out", lm, "--overwrite")
     assert code in ERROR and "not an input of this run" in one_error_line(err) and "init_from" in err, err
     assert snapshot(lm) == before
+    # a language model's text inside the run folder it would overwrite (the lm task's config is its .cfg)
+    (lm / "notes.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 30)
+    before = snapshot(lm)
+    code, _, err = run_cli(capfd, "train", "lm", "--text", lm / "notes.txt", "--hidden", "8", "--bptt", "8",
+                           "--batch-size", "4", "--max-steps", "1", "--quiet", "--no-report", "--out", lm, "--overwrite")
+    assert code in ERROR and "not an input of this run" in one_error_line(err) and "text" in err, err
+    assert snapshot(lm) == before
 
 
 def test_usage_mistakes_name_the_flag(copy_of, capfd, tmp_path):

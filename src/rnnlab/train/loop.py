@@ -394,7 +394,7 @@ def fit(task: Task, config: TrainConfig | None = None, out: str | Path = "run", 
     devices, num_nodes = _world(config)
     locked = devices * num_nodes == 1 or _is_rank_zero_by_env()
     if overwrite:   # before anything is deleted: never an input of the run it starts
-        check_not_an_input(out, getattr(task, "config", None))
+        check_not_an_input(out, task.config_dict())
     if locked:  # fail before any process is launched; hold the folder until training ends
         _lock_run_dir(out, resume, overwrite)
     try:

@@ -22,7 +22,6 @@ time (``rnnlab.train.lock``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -165,12 +164,13 @@ def check_clearable(out: Path) -> None:
         )
 
 
-def check_not_an_input(out: Path, task_config: Any) -> None:
+def check_not_an_input(out: Path, task_config: dict[str, Any]) -> None:
     """Refuse an ``--overwrite`` of ``out`` when it is, or holds, a path the task reads (its data, a
-    ``--init-from`` run): the deletion would destroy an input of the run it starts."""
-    if not dataclasses.is_dataclass(task_config) or not out.exists():
+    ``--init-from`` run), given as its ``config_dict()``: the deletion would destroy an input of the
+    run it starts."""
+    if not out.exists():
         return
-    for name, value in dataclasses.asdict(task_config).items():
+    for name, value in task_config.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, str) and v and Path(v).exists() and (os.path.realpath(v) == os.path.realpath(out) or inside(Path(v), out)):
                 raise ConfigError(f"--overwrite {out}: expected a folder that is not an input of this run, got "
