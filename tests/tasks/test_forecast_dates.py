@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rnnlab.data.tables import SeriesFrame, infer_frequency, parse_time
-from rnnlab.errors import DataError, DataWarning
+from rnnlab.errors import ConfigError, DataError, DataWarning
 from rnnlab.tasks.forecast import (ForecastConfig, ForecastTask, calendar_features, calendar_offset, extended,
                                    future_time_values, future_times, warn_gaps)
 
@@ -142,6 +142,28 @@ def test_forecast_file_refuses_another_frequency_than_the_runs(tmp_path):
     daily.write_text("month,passengers\n" + "\n".join(f"{d},1" for d in days(datetime.date(2024, 1, 1), 40)) + "\n")
     with pytest.raises(DataError, match=r"d.csv: expected monthly timestamps \(the run's training data\), got daily"):
         task.forecast_file(task.build_model(), str(daily), 3, str(tmp_path / "f.csv"))
+    # steps where the run had dates: their calendar inputs would be those of 1970
+    steps = tmp_path / "steps.csv"
+    steps.write_text("month,passengers\n" + "\n".join(f"{k},{100 + k}" for k in range(40)) + "\n")
+    with pytest.raises(DataError, match=r"steps.csv: expected monthly timestamps \(the run's training data\), "
+                                        r"got plain numbers"):
+        task.forecast_file(task.build_model(), str(steps), 3, str(tmp_path / "f.csv"))
+    scattered = tmp_path / "scattered.csv"       # dates 1 to 60 days apart: no calendar frequency
+    start, gaps = datetime.date(2020, 1, 1), np.random.default_rng(0).integers(1, 60, size=40).cumsum()
+    scattered.write_text("month,passengers\n" + "\n".join(
+        f"{start + datetime.timedelta(days=int(g))},{100 + k}" for k, g in enumerate(gaps)) + "\n")
+    with pytest.raises(DataError, match=r"got dates with no calendar frequency"):
+        task.forecast_file(task.build_model(), str(scattered), 3, str(tmp_path / "f.csv"))
+
+
+def test_dates_with_no_calendar_frequency_are_named_when_training(tmp_path):
+    start, gaps = datetime.date(2020, 1, 1), np.random.default_rng(3).integers(1, 5, size=60).cumsum()
+    data = tmp_path / "irregular.csv"
+    data.write_text("t,y\n" + "\n".join(f"{start + datetime.timedelta(days=int(g))},{np.sin(k / 5):.3f}"
+                                        for k, g in enumerate(gaps)) + "\n")
+    with pytest.warns(DataWarning, match=r"irregular.csv: the time column's dates have no calendar frequency "
+                                         r"\(hourly to yearly; median step \d+(\.\d+)? days\)"):
+        ForecastTask(ForecastConfig(data=str(data), time_col="t", targets=["y"], horizon=3, context=8, hidden_size=8))
 
 
 def test_a_single_series_shorter_than_the_context_is_padded_and_masked(tmp_path):
@@ -223,3 +245,15 @@ def test_a_series_on_a_fixed_day_keeps_it_past_a_short_month(monkeypatch):
         assert after(on_30th, 2) == ["2021-05-30", "2021-06-30"]
         assert after(end_feb, 2) == ["2021-03-30", "2021-04-30"]
         assert after(month_ends, 2) == ["2021-05-31", "2021-06-30"]
+
+
+def test_seasonal_differencing_without_a_season_is_refused(tmp_path):
+    steps = tmp_path / "steps.csv"
+    steps.write_text("t,y\n" + "\n".join(f"{k},{np.sin(k / 5):.3f}" for k in range(80)) + "\n")
+    base = dict(data=str(steps), time_col="t", targets=["y"], horizon=3, context=8, hidden_size=8, diff="seasonal")
+    with pytest.raises(ConfigError, match=r"--diff seasonal: expected a season of 2 or more steps .*, got none "
+                                          r"\(the time column holds no calendar dates to infer it from\)"):
+        ForecastTask(ForecastConfig(**base))
+    with pytest.raises(ConfigError, match=r"got none \(the monthly season of 12 steps is longer than --context 8\)"):
+        monthly_task(tmp_path, diff="seasonal", context=8)
+    assert ForecastTask(ForecastConfig(**base, season=5)).lag == 5

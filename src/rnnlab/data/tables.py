@@ -752,17 +752,26 @@ FREQUENCIES = (
 )
 
 
+def is_number(cell: str) -> bool:
+    """Whether a cell reads as a plain number."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def plain_numbers(times: Sequence[str]) -> bool:
+    """Whether a time column holds plain numbers (steps) rather than dates: its first cell decides."""
+    return bool(times) and is_number(times[0])
+
+
 def infer_frequency(times: Sequence[str] | None, values: np.ndarray | None) -> tuple[str, int]:
     """The calendar frequency of a time column and its seasonal period, from the median spacing
     of its timestamps: ("monthly", 12), ("daily", 7), ... ("", 0) when the column is absent,
     numeric, or irregular."""
-    if times is None or values is None or len(values) < 2:
-        return "", 0
-    try:
-        float(times[0])
-        return "", 0  # plain numbers: steps, not dates
-    except ValueError:
-        pass
+    if times is None or values is None or len(values) < 2 or plain_numbers(times):
+        return "", 0   # plain numbers: steps, not dates
     step = float(np.median(np.diff(values)))
     for name, period, lo, hi in FREQUENCIES:
         if lo <= step <= hi:

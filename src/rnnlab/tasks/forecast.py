@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
-                                load_forecast_series)
+                                is_number, load_forecast_series, plain_numbers)
 from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least,
                            listed)
 from rnnlab.outputs import atomic_open
@@ -455,9 +455,19 @@ class ForecastTask:
             raise ConfigError(expected("forecast data", "a CSV file", "none"))
         if not c.targets and not c.wide:
             raise ConfigError(expected("forecast targets", "at least one --target column", "none"))
+        self.freq = ""            # not known before the data is read
         series = self.load(c.data)
         self.freq, inferred = infer_frequency(series[0].times, series[0].time_values)
         self.season = c.season or (inferred if inferred <= c.context else 0)
+        if c.diff == "seasonal" and self.season < 2:
+            why = (f"--season {c.season}" if c.season
+                   else f"the {self.freq} season of {inferred} steps is longer than --context {c.context}"
+                   if inferred > c.context else f"{self.freq} dates have a season of 1" if self.freq
+                   else "no --time-col to infer it from" if not c.time_col
+                   else "the time column holds no calendar dates to infer it from")
+            raise ConfigError(expected("--diff seasonal", "a season of 2 or more steps (--season N, or dates "
+                                       "with a calendar frequency)", f"none ({why}); --diff first differences "
+                                       "by one step"))
         # how `forecast` steps past a file's end where the file cannot tell (see future_time_values)
         self.offset, self.time_step = calendar_offset(series[0]), median_step(series[0])
         self.local_calendar = True   # calendar features on the dates' own wall clock (calendar_features)
@@ -533,7 +543,7 @@ class ForecastTask:
         c = self.config
         series = load_forecast_series(path, c.targets, c.covariates, c.time_col or None, c.id_col or None, c.wide,
                                       c.missing, c.format, encoding=c.encoding)
-        warn_gaps(path, series)
+        warn_gaps(path, series, irregular=not self.freq)   # a dated run refuses such a file (check_frequency)
         return series
 
     @property
@@ -1027,11 +1037,20 @@ class ForecastTask:
     def check_frequency(self, path: str, series: list[SeriesFrame]) -> None:
         """The run's calendar inputs are those of its training frequency: a file at another gets
         wrong ones."""
+        if not self.freq:
+            return
         for s in series:
             freq = infer_frequency(s.times, s.time_values)[0]
-            if self.freq and freq and freq != self.freq:
-                raise DataError(f"{path}{self._label(s)}: expected {self.freq} timestamps (the run's training "
-                                f"data), got {freq} ones")
+            if freq == self.freq or not s.times or len(s.times) < 2:   # one row cannot tell (the run's offset steps it)
+                continue
+            if freq:
+                got = f"{freq} ones"
+            elif plain_numbers(s.times):
+                got = "plain numbers (steps, not dates)"
+            else:
+                got = "dates with no calendar frequency"
+            raise DataError(f"{path}{self._label(s)}: expected {self.freq} timestamps (the run's training "
+                            f"data), got {got}")
 
     # --- report ------------------------------------------------------------------------
 
@@ -1087,23 +1106,22 @@ def extended(s: SeriesFrame, horizon: int, future: np.ndarray | None = None) -> 
                        t, s.lines, s.path, s.name)
 
 
-def _numeric(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
-
-
-def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
+def warn_gaps(path: str, series: list[SeriesFrame], irregular: bool = True) -> None:
     """A DataWarning when a dated series skips steps (a missing month): the model reads its rows as
     consecutive steps, so its seasons and calendar inputs slip there. Steps longer than the
     frequency's longest (31 days for monthly data) by half count as gaps; a series whose dates
-    pandas finds regular (business days skipping weekends) has none."""
-    warn_uneven_steps(path, [s for s in series if s.times and _numeric(s.times[-1])])
+    pandas finds regular (business days skipping weekends) has none. With ``irregular``, also
+    one for dates with no calendar frequency at all."""
+    warn_uneven_steps(path, [s for s in series if s.times and is_number(s.times[-1])])
     for s in series:
         freq = infer_frequency(s.times, s.time_values)[0]
         if not freq:
+            if irregular and s.times and len(s) >= 3 and not plain_numbers(s.times):
+                label = f" (series {s.name!r})" if s.name else ""
+                days = float(np.median(np.diff(s.time_values))) / 86400
+                warnings.warn(f"{path}{label}: the time column's dates have no calendar frequency (hourly to yearly; "
+                              f"median step {days:g} days): rows are read as consecutive steps, with no season or "
+                              "calendar inputs from the dates", DataWarning, stacklevel=3)
             continue
         longest = next(hi for name, _, _, hi in FREQUENCIES if name == freq)
         gaps = np.flatnonzero(np.diff(s.time_values) > 1.5 * longest)
@@ -1159,7 +1177,7 @@ def calendar_offset(frame: SeriesFrame) -> str:
     """The step of a date column as a pandas offset alias ("MS", "ME", "QS-OCT", "YS-JAN", "B",
     "W-SUN", "D", "h", ...): months, quarters and years are no fixed number of seconds. "" for
     numbers, irregular dates, fewer than three rows, or without pandas (an optional dependency)."""
-    if frame.times is None or frame.time_values is None or len(frame) < 3 or _numeric(frame.times[-1]):
+    if frame.times is None or frame.time_values is None or len(frame) < 3 or is_number(frame.times[-1]):
         return ""
     pd = _pandas()
     if pd is None:
@@ -1185,7 +1203,7 @@ def utc_offset(cell: str) -> tuple[str, float] | None:
     """The zone designator an ISO datetime cell ends with ("+01:00", "Z") and its offset from UTC
     in seconds; None for a cell without one (read as UTC, see rnnlab.data.tables.parse_time)."""
     s = cell.strip()
-    m = _ZONE.search(s, 11) if len(s) > 11 and not _numeric(s) else None   # after the date and an hour digit
+    m = _ZONE.search(s, 11) if len(s) > 11 and not is_number(s) else None   # after the date and an hour digit
     if m is None:
         return None
     try:
@@ -1280,7 +1298,7 @@ def future_times(frame: SeriesFrame, future: np.ndarray | None) -> list[str] | N
     if frame.times is None or future is None:
         return None
     raw = frame.times[-1].strip()
-    if _numeric(raw):
+    if is_number(raw):
         return [str(int(t)) if float(t).is_integer() and abs(t) < 1e15 else f"{t:.15g}" for t in future]
     zone, shift = utc_offset(raw) or ("", 0.0)
     raw = raw[: len(raw) - len(zone)]
@@ -1305,7 +1323,7 @@ def future_times(frame: SeriesFrame, future: np.ndarray | None) -> list[str] | N
 
 def time_number(cell: str) -> int | float | str:
     """A numeric time cell as a number (an int when whole), for JSON; any other cell as written."""
-    if not _numeric(cell):
+    if not is_number(cell):
         return cell
     v = float(cell)
     return int(v) if v.is_integer() and abs(v) < 1e15 else v
