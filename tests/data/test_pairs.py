@@ -131,3 +131,8 @@ def test_pad_batch_and_target_io():
 def test_grouped_references():
     p = Pairs(["read", "a", "read", "read"], ["R EH D", "AH", "R IY D", "R EH D"])
     assert p.grouped() == (["read", "a"], [["R EH D", "R IY D"], ["AH"]])
+
+
+def test_a_min_freq_that_keeps_no_token_is_refused():
+    with pytest.raises(ConfigError, match=r"--min-freq: expected at most 3 \(the most frequent token, 'a', .*got 4"):
+        Vocab.build([list("abcab"), list("ba")], min_freq=4)

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import typer
 
+from rnnlab.cli.classify import print_data_warnings
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
                               json_number, register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, expected
@@ -84,7 +85,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             )
 
         def build() -> LMTask:  # every data error is raised here, before any model is built
-            return LMTask(config())
+            with print_data_warnings():   # most tokens <unk>: one line on stderr
+                return LMTask(config())
 
         t0 = time.perf_counter()
         result = run.start(build, "lm", config, {"cell_option": "cell_options",

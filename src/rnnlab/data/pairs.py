@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from rnnlab.data.tables import Table, _read_text, detect_format, read_table
+from rnnlab.data.text import check_some_kept
 from rnnlab.errors import ConfigError, DataError, expected, optional_module
 from rnnlab.nn.seq2seq import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # noqa: F401 (the vocabulary's ids)
 
@@ -250,6 +251,7 @@ class Vocab:
             counts.update(toks)
         kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in SPECIALS),
                       key=lambda t: (-counts[t], t))
+        check_some_kept(counts, kept, min_freq, SPECIALS)
         if max_size is not None:
             kept = kept[:max_size]
         return cls(list(SPECIALS) + kept)

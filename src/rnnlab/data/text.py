@@ -121,6 +121,16 @@ def detokenize(tokens: Iterable[str], level: str) -> str:
     return "".join(out)
 
 
+def check_some_kept(counts: Counter, kept: Sequence[str], min_freq: int, specials: Sequence[str] = ()) -> None:
+    """ConfigError when ``--min-freq`` leaves no token of the data (``specials`` aside) in the
+    vocabulary: all would be ``<unk>``, and the model would learn nothing but that."""
+    ranked = [(t, c) for t, c in counts.most_common() if t not in specials]
+    if ranked and not kept:
+        token, most = ranked[0]
+        raise ConfigError(expected("--min-freq", f"at most {most} (the most frequent token, {token!r}, occurs "
+                                   f"{most} times)", f"{min_freq}: every token would be <unk>"))
+
+
 @dataclass
 class Vocab:
     """Token <-> id. Specials first (``<unk>``, ``<eos>`` for words), then by falling frequency.
@@ -151,6 +161,7 @@ class Vocab:
         counts = Counter(tokens)
         specials = [UNK, EOS] if level == "word" else []
         kept = [t for t, c in counts.items() if c >= min_freq and t not in specials]
+        check_some_kept(counts, kept, min_freq, specials)
         if level == "char" and len(kept) < len([t for t in counts if t not in specials]):
             specials = [UNK]  # something was dropped: it needs a name
         # Sorted by (-count, token) so the ids do not depend on dict or file order quirks.

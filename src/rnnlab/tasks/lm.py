@@ -21,6 +21,7 @@ import html
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,7 +46,7 @@ from rnnlab.data.text import (
     read_text,
     tokenize,
 )
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected
 from rnnlab.nn.adaptive import TiedAdaptiveEmbedding
 from rnnlab.nn.regularize import LockedDropout, WeightDrop, embedding_dropout
 from rnnlab.report.html import figure_to_img, pyplot, table
@@ -391,9 +392,21 @@ class LMTask:
             if self.cfg.max_tokens is not None:
                 toks["train"] = toks["train"][: self.cfg.max_tokens]
             self._ids = {s: self.vocab.encode(toks[s]) for s in SPLITS}
+            self._warn_unknown()
             self._source = corpus.source
             self._tokens = {s: int(t.numel()) for s, t in self._ids.items()}
             self._check_lengths()
+
+    def _warn_unknown(self) -> None:
+        """A DataWarning when most training tokens are ``<unk>`` (a high ``--min-freq``): the
+        perplexity then measures mostly how well the model predicts ``<unk>``."""
+        if self.vocab.unk is None or not self._ids["train"].numel():
+            return
+        share = float((self._ids["train"] == self.vocab.stoi[self.vocab.unk]).float().mean())
+        if share > 0.5:
+            warnings.warn(f"--min-freq {self.cfg.min_freq}: {share:.0%} of the training tokens are "
+                          f"{self.vocab.unk}, so the perplexity mostly measures how well it is predicted; "
+                          "lower --min-freq", DataWarning, stacklevel=2)
 
     # -- data
 
