@@ -18,7 +18,7 @@ def test_probe_and_demo_errors(capsys, tmp_path):
     assert main(["demo", "--quick", "--full"]) == 1
     assert main(["demo", "--quick", "--jobs", "0"]) == 1
     assert "--jobs: expected an integer >= 1" in capsys.readouterr().err
-    for flags, message in ((["--threads", "-1"], "--threads (demo threads): expected an integer >= 0, got -1"),
+    for flags, message in ((["--threads", "0"], "--threads (demo threads): expected an integer >= 1, got 0"),
                            (["--max-time", "nan"], "--max-time (demo seconds): expected a number of seconds >= 0")):
         assert main(["demo", "--quick", *flags, "--out", str(tmp_path / "d")]) == 1
         assert message in capsys.readouterr().err

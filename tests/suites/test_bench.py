@@ -100,6 +100,10 @@ def test_bad_config() -> None:
         BenchConfig(cells=("transformer",))
     with pytest.raises(ConfigError, match="engine"):
         BenchConfig(engine="nope")
+    with pytest.raises(ConfigError, match=r"--threads \(bench threads\): expected an integer >= 1, got 0"):
+        BenchConfig(threads=0)
+    with pytest.raises(ConfigError, match=r"--repeats \(bench repeats\): expected an integer >= 0, got -1"):
+        BenchConfig(repeats=-1)      # (no median of no repeats, after minutes of timing)
 
 
 def test_memory_counts_the_checkpoint_engines_segment_states() -> None:

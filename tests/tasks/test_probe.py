@@ -47,7 +47,8 @@ def test_memory_bias_sets_the_memory_gate_only():
 
 
 @pytest.mark.parametrize("bad", [{"cell": "tcn"}, {"probe": "nope"}, {"length": 0}, {"params": {"x": 1}},
-                                 {"hidden_size": "8"}, {"bogus": 1}, {"hidden": 8, "hidden_size": 8}])
+                                 {"hidden_size": "8"}, {"bogus": 1}, {"hidden": 8, "hidden_size": 8},
+                                 {"memory_bias": float("nan")}, {"memory_bias": float("-inf")}])
 def test_config_errors(bad):
     with pytest.raises(ConfigError):
         ProbeConfig.from_dict(bad)

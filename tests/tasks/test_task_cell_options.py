@@ -64,7 +64,9 @@ def test_bad_flags_name_the_flag(items, words):
 @pytest.mark.parametrize("options, cell, words", [
     ({"layer_nrom": True}, "lstm", "unknown ['layer_nrom']"),
     ({"layer_norm": True}, "rnn", "layer_norm: expected False for RNN"),
-    ({"init": "chrono"}, "lstm", "t_max: expected a number > 2"),
+    ({"init": "chrono"}, "lstm", "t_max: expected a finite number > 2"),
+    ({"init": "chrono", "t_max": float("inf")}, "gru", "t_max: expected a finite number > 2"),
+    ({"forget_bias": float("nan")}, "lstm", "forget_bias: expected a finite number, got nan"),
     ({"zoneout": 1.5}, "gru", "zoneout: expected a probability"),
     ({"peephole": True}, "gru", "peephole"),
     ({"layer_norm": "yes"}, "lstm", "layer_norm: expected True or False"),

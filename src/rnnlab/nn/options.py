@@ -14,6 +14,7 @@ code keeps a ``CellOptions`` in its config, saves ``to_dict()`` as JSON, and bui
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -140,8 +141,8 @@ class CellOptions:
             if family == "RNN":
                 raise ConfigError("init: expected 'chrono' only for LSTM or GRU (it sets gate biases), got RNN")
             if self.t_max is None or isinstance(self.t_max, bool) or not isinstance(self.t_max, (int, float)) \
-                    or self.t_max <= 2:
-                raise ConfigError(f"t_max: expected a number > 2 with init='chrono', got {self.t_max!r}")
+                    or not 2 < self.t_max < math.inf:
+                raise ConfigError(f"t_max: expected a finite number > 2 with init='chrono', got {self.t_max!r}")
             if self.forget_bias is not None:
                 raise ConfigError(f"forget_bias: expected None with init='chrono' (chrono sets it), got {self.forget_bias!r}")
         elif self.t_max is not None:
@@ -149,8 +150,9 @@ class CellOptions:
         if self.forget_bias is not None:
             if family == "RNN":
                 raise ConfigError(f"forget_bias: expected None for RNN (no gates), got {self.forget_bias!r}")
-            if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)):
-                raise ConfigError(f"forget_bias: expected a number, got {self.forget_bias!r}")
+            if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) \
+                    or not math.isfinite(self.forget_bias):
+                raise ConfigError(f"forget_bias: expected a finite number, got {self.forget_bias!r}")
         if not bias and (self.forget_bias is not None or self.init in ("chrono", "identity")):
             raise ConfigError("bias: expected True with forget_bias/init='chrono'/'identity' (they set biases), got False")
         return self

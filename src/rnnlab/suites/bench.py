@@ -41,7 +41,7 @@ from torch import nn
 
 from rnnlab._version import __version__
 from rnnlab.engine import fast, get_engine
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, expected, is_int_at_least
 from rnnlab.export.onnx import _flat, export_onnx, onnx_session
 from rnnlab.nn import GRU, LSTM, RNN
 from rnnlab.nn.options import cell_kwargs, variant_bench_configs
@@ -82,8 +82,10 @@ class BenchConfig:
         for c in self.cells:
             if c not in _RNNLAB:
                 raise ConfigError(f"cells: expected names from {list(CELLS)}, got {c!r}")
-        if self.threads < 1:
-            raise ConfigError(f"threads: expected an int >= 1, got {self.threads}")
+        for name, value, least in (("--threads (bench threads)", self.threads, 1),
+                                   ("--repeats (bench repeats)", self.repeats, 0)):
+            if not is_int_at_least(value, least):
+                raise ConfigError(expected(name, f"an integer >= {least}", repr(value)))
         get_engine(self.engine)
 
     @property

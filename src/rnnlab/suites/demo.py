@@ -94,7 +94,7 @@ class DemoConfig:
             if c not in CELL_ORDER:
                 raise ConfigError(expected("demo cell", f"one of {CELL_ORDER}", repr(c)))
         for name, value, least in (("demo steps", self.steps, 0), ("demo hidden_size", self.hidden_size, 1),
-                                   ("--threads (demo threads)", self.threads, 0)):
+                                   ("--threads (demo threads)", self.threads, 1)):
             if not is_int_at_least(value, least):
                 raise ConfigError(expected(name, f"an integer >= {least}", repr(value)))
         if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds >= 0):

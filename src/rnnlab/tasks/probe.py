@@ -12,6 +12,7 @@ and returns a :class:`ProbeResult`; ``rnnlab probe`` and ``rnnlab demo`` both ca
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ class ProbeConfig:
             v = getattr(self, name)
             check(not isinstance(v, bool) and isinstance(v, int) and v >= 1, name, "an int >= 1", v)
         check(self.memory_bias is None or (not isinstance(self.memory_bias, bool)
-                                           and isinstance(self.memory_bias, (int, float))),
-              "memory_bias", "a number or None", self.memory_bias)
+                                           and isinstance(self.memory_bias, (int, float))
+                                           and math.isfinite(self.memory_bias)),
+              "memory_bias", "a finite number or None", self.memory_bias)
         self.cell_options = check_cell_options(self.cell_options, self.cell)
         check(self.memory_bias is None or self.cell == "rnn" or not sets_memory_gate_bias(self.cell_options),
               "memory_bias", "None with --cell-option forget_bias, init=chrono (they set the memory-gate bias) "
