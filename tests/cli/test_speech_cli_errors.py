@@ -155,3 +155,11 @@ def test_ctc_flags_are_refused_in_words_mode(few, tmp_path, capsys):
                  "--out", str(tmp_path / "run"), *SMALL]) == 1
     assert "--max-digits, --beam: expected them only with --mode ctc" in one_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_dataset_none_with_an_audio_folder_is_the_folder(few, tmp_path, capsys):
+    """--help says "none with --audio-dir": the word is taken, as leaving --dataset out is."""
+    assert main(["train", "speech", "--dataset", "none", "--audio-dir", str(few), "--out", str(tmp_path / "r"),
+                 "--quiet", *SMALL]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["task_config"]
+    assert saved["dataset"] == "" and saved["audio_dir"]

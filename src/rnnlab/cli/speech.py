@@ -55,7 +55,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("speech")
     @with_train_options
     def train_speech(
-        dataset: str = typer.Option("fsdd", "--dataset", help="fsdd (the Free Spoken Digit Dataset; none with --audio-dir)."),
+        dataset: str = typer.Option("fsdd", "--dataset", help="fsdd (the Free Spoken Digit Dataset), or none with --audio-dir (the default there)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="With --dataset: a local copy (default: the user cache, fetched if missing)."),
         audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Your recordings: {label}_{speaker}_{take}.wav, or labels from --labels."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="With --audio-dir: a CSV with columns file,label\\[,speaker,take], files relative to --audio-dir; --split official needs take, --split speaker:NAME needs speaker."),
@@ -104,7 +104,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             both = MODE_DEFAULTS.get(mode, {}).get("bidirectional") if bidirectional is None else bidirectional
             by_direction = direction_defaults(mode, both)
             return dict(
-                mode=mode, dataset="" if audio_dir is not None and "dataset" not in run.explicit else dataset or "", data_dir=str(data_dir) if data_dir else "",
+                mode=mode, dataset="" if (audio_dir is not None and "dataset" not in run.explicit) or dataset == "none" else dataset or "", data_dir=str(data_dir) if data_dir else "",
                 audio_dir=str(audio_dir) if audio_dir else "", labels=str(labels) if labels else "", split=split,
                 features=_features(feature_kind, n_mels, n_mfcc, deltas, normalize), cell=cell, hidden_size=hidden_size,
                 num_layers=num_layers, dropout=dropout,

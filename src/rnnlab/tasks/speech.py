@@ -144,7 +144,7 @@ class SpeechConfig:
                                                           "blank_bias": self.blank_bias})
         check(isinstance(self.blank_bias, (int, float)) and not isinstance(self.blank_bias, bool)
               and np.isfinite(self.blank_bias), "blank_bias", "a finite number", self.blank_bias)
-        check(self.dataset in DATASETS, "dataset", "'fsdd' or '' (with audio_dir)", self.dataset)
+        check(self.dataset in DATASETS, "dataset", "'fsdd', or '' (none) with an audio folder", self.dataset)
         check(bool(self.dataset) != bool(self.audio_dir), "data", "exactly one of dataset and audio_dir",
               {"dataset": self.dataset, "audio_dir": self.audio_dir})
         check(not self.labels or bool(self.audio_dir), "labels", "a CSV only with audio_dir", self.labels)
