@@ -27,6 +27,7 @@ import re
 import shutil
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,9 @@ def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     except FileNotFoundError as exc:
         raise CheckpointError(f"{file}: expected training state, got no such file") from exc
     except Exception as exc:  # UnpicklingError (refused object), RuntimeError/EOFError (truncated)
+        if not zipfile.is_zipfile(file):   # torch.save writes a zip archive: this is none
+            raise CheckpointError(f"{file}: expected training state (a torch.save zip archive), got a corrupt or "
+                                  "truncated file (move its checkpoint folder away to resume from an earlier one)") from exc
         reason = _short_reason(exc)
         raise CheckpointError(
             f"{file}: expected weights-only training state, got a file that weights_only loading refuses "
