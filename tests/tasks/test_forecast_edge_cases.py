@@ -17,7 +17,7 @@ import torch
 
 from rnnlab.cli.main import main
 from rnnlab.data.tables import SeriesFrame, parse_time
-from rnnlab.errors import DataError, DataWarning
+from rnnlab.errors import ConfigError, DataError, DataWarning
 from rnnlab.tasks.forecast import (ForecastConfig, ForecastTask, Forecaster, calendar_features, calendar_offset,
                                    forecast_metrics, format_scores, future_time_values, future_times, mase_scale,
                                    warn_gaps)
@@ -303,3 +303,14 @@ def test_cli_prints_what_it_leaves_out_and_numeric_times_as_numbers(tmp_path, ca
     assert "rnnlab: warning:" in cap.err and "backtest: 1 of 2 series left out of the MASE scores" in cap.err
     assert main(["forecast", str(run), "--csv", path, "--horizon", "2", "--json"]) == 0
     assert [r["t"] for r in json.loads(capsys.readouterr().out)["rows"]] == [76, 77, 76, 77]
+
+
+@pytest.mark.parametrize("roles, says", [
+    ({"targets": ["y", "y"]}, r"--target \(forecast targets\): expected a column given once, in one role, got 'y' twice"),
+    ({"targets": ["y"], "id_col": "y"}, r"--id-col \(forecast id_col\): .*got 'y', the --target column"),
+    ({"targets": ["y"], "covariates": ["t"], "time_col": "t"}, r"--time-col \(forecast time_col\): .*got 't', the "
+                                                               r"--covariates column"),
+])
+def test_a_column_in_two_roles_is_refused(roles, says):
+    with pytest.raises(ConfigError, match=says):
+        ForecastConfig(data="x.csv", horizon=2, **roles)

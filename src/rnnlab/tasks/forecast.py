@@ -161,6 +161,17 @@ class ForecastConfig:
         check(len(set(self.quantiles)) == len(self.quantiles), "quantiles", "distinct values", self.quantiles)
         check(not (self.id_col and self.wide), "table layout", "a long table (id_col) or a wide one, not both",
               "both")
+        roles = [("targets", list(self.targets)), ("covariates", list(self.covariates)),
+                 ("time_col", [self.time_col] if self.time_col else []), ("id_col", [self.id_col] if self.id_col else [])]
+        seen: dict[str, str] = {}
+        for role, names in roles:       # a column is one thing: y,y trained two copies of one series
+            for name in names:
+                if name in seen:
+                    first = seen[name]
+                    got = f"{name!r} twice" if first == role else f"{name!r}, the {FORECAST_FLAGS.get(first, '--' + first.replace('_', '-'))} column"
+                    raise ConfigError(expected(field_name("forecast", role, self, FORECAST_FLAGS),
+                                               "a column given once, in one role", got))
+                seen[name] = role
         check(not (self.wide and self.covariates), "covariates", "none with a wide table (every column is a series)",
               self.covariates)
         if self.mode == "autoregressive":
