@@ -125,7 +125,9 @@ class TrainArgs:
             if self.out is not None and os.path.realpath(self.out) != os.path.realpath(self.resume_run):
                 raise ConfigError(f"--out: expected nothing or the --resume folder {self.resume_run}, got {self.out}")
             data = self.check_resume(task_name, task_config, keys or {}, path_keys)
-            return _not_interrupted(resume(self.resume_run, data_paths=data, **self.given))
+            # --quiet and --no-report are this command's, as its summary is: not the run's first command's
+            talk = {"quiet": False, "report": True, **self.given}
+            return _not_interrupted(resume(self.resume_run, data_paths=data, **talk))
         task, config = build_task(), self.config(**task_defaults)
         if self.out is not None:
             return _not_interrupted(fit(task, config, self.out, overwrite=self.overwrite))

@@ -76,6 +76,11 @@ from rnnlab.train.rundir import (
 from rnnlab.train.task import Task
 
 
+# The flag that lets a run stopped for each reason go on.
+_BUDGET_FLAGS = {"max_steps": "a larger --max-steps", "max_epochs": "a larger --max-epochs",
+                 "max_time": "a larger --max-time", "early_stopping": "a larger --patience"}
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -302,8 +307,8 @@ def _prepare_run_dir(out: Path, task: Task, config: TrainConfig, resume: bool) -
             + ", ".join(f"{k}={new[k]!r} (was {old.get(k)!r})" for k in changed)
         )
     verify_data_files(out, saved, mine)
-    applied = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in sorted(RESUME_MUTABLE)
-               if k in new and k in old and _json_normal(old[k]) != _json_normal(new[k])]
+    applied = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in sorted(RESUME_MUTABLE - {"quiet", "report"})
+               if k in new and k in old and _json_normal(old[k]) != _json_normal(new[k])]   # (how it talks: not news)
     applied += [f"{k} {rec.get('path')!r} -> {os.path.abspath(mine[k])!r} (same content)" for k, rec in recorded.items()
                 if isinstance(rec, dict) and k in mine and isinstance(mine[k], str)
                 and os.path.abspath(mine[k]) != rec.get("path")]
@@ -727,6 +732,7 @@ class _Run:
             restore_rng(self.rng_state)  # last, just before the first step, as at save time
         t_start = time.monotonic()
         stop = self._stop_reason(None, False)
+        already = stop                       # a resumed run that had already reached its budget
         self.model_f.train()
         try:
             if stop in _FINAL_EVALUATION and loop.step and loop.last_eval_step != loop.step:
@@ -775,6 +781,10 @@ class _Run:
             write_report(self.out, task, self.model, self.log.records)
         if self.fabric.is_global_zero and not c.quiet:
             # status, as the progress bar: on stderr, so that stdout holds only what --json prints
+            if already is not None and stop == already:
+                raise_it = _BUDGET_FLAGS.get(stop, "a larger budget")
+                print(f"rnnlab: nothing to train: the run had already stopped ({stop}) at step {loop.step}; "
+                      f"give {raise_it} to continue it", file=sys.stderr, flush=True)
             print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}",
                   file=sys.stderr, flush=True)
             if self.compiled is not None:
