@@ -369,3 +369,11 @@ def test_drop_without_anything_to_drop_is_silent(tmp_path):
         load_sequences_wide(write(tmp_path, "w.csv", WIDE), "label", missing="drop")
         load_text_classification(write(tmp_path, "t.csv", "text,label\nx,a\ny,b\n"), "text", "label", missing="drop")
         load_forecast_table(write(tmp_path, "f.csv", "y\n1\n2\n"), ["y"], missing="drop")
+
+
+def test_a_semicolon_separated_file_gets_a_hint(tmp_path):
+    f = tmp_path / "semi.csv"
+    f.write_text("t;y\n1;2.5\n2;3.5\n3;4.0\n")
+    with pytest.raises(DataError, match=r"--target 'y' not found; expected one of \['t;y'\], got 'y' \(one column "
+                                        r"whose name holds ';': a ';'-separated file\? write it with commas or tabs\)"):
+        load_forecast_series(str(f), ["y"], time_col="t")

@@ -62,8 +62,11 @@ class Table:
     def col(self, name: str, role: str = "column") -> int:
         """Index of column ``name``; a DataError listing the available columns otherwise."""
         if name not in self.columns:
+            hint = ""
+            if len(self.columns) == 1 and (sep := next((c for c in ";|" if c in self.columns[0]), None)):
+                hint = f" (one column whose name holds {sep!r}: a {sep!r}-separated file? write it with commas or tabs)"
             raise DataError(
-                f"{self.path}: {role} {name!r} not found; expected one of {self.columns}, got {name!r}"
+                f"{self.path}: {role} {name!r} not found; expected one of {self.columns}, got {name!r}{hint}"
             )
         return self.columns.index(name)
 

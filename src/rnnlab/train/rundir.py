@@ -409,7 +409,8 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
             relative = os.path.normpath(Path(os.path.abspath(run_dir)) / rec["run_relative"]) if rec.get("run_relative") else None
             also = f" or {relative}" if relative and relative != os.path.normpath(rec["path"]) else ""
             raise DataError(f"{file}: training data {key!r}: expected it at {rec['path']}{also}, got no such file "
-                            f"(moved or deleted since training?); put it back there")
+                            f"(moved or deleted since training?); put it back there, or give its new place with the flag "
+                            "that named it (e.g. --resume RUN --text NEW_PATH)")
         want = rec.get("sha256")
         if want:
             task = cfg.get("task") if isinstance(cfg.get("task"), str) else ""
