@@ -23,7 +23,7 @@ from rnnlab.data.text import (
     read_text,
     tokenize,
 )
-from rnnlab.errors import ConfigError, DataError, DataWarning
+from rnnlab.errors import ConfigError, DataError
 
 
 
@@ -293,12 +293,3 @@ def test_a_min_freq_that_keeps_no_token_is_refused():
         Vocab.build(toks, "word", min_freq=7)
     assert Vocab.build(toks, "word", min_freq=6).itos == ["<unk>", "<eos>", "the"]
 
-
-def test_most_training_tokens_unknown_is_a_data_warning(tmp_path):
-    from rnnlab.tasks.lm import LMConfig, LMTask
-
-    words = " ".join(f"w{k}" for k in range(400))
-    text = tmp_path / "t.txt"
-    text.write_text((words + " the the the\n") * 2)
-    with pytest.warns(DataWarning, match=r"--min-freq 3: 9\d% of the training tokens are <unk>"):
-        LMTask(LMConfig(text=str(text), level="word", min_freq=3, bptt=4, batch_size=2, hidden_size=8))

@@ -152,8 +152,15 @@ def test_forecast_file_refuses_another_frequency_than_the_runs(tmp_path):
     start, gaps = datetime.date(2020, 1, 1), np.random.default_rng(0).integers(1, 60, size=40).cumsum()
     scattered.write_text("month,passengers\n" + "\n".join(
         f"{start + datetime.timedelta(days=int(g))},{100 + k}" for k, g in enumerate(gaps)) + "\n")
-    with pytest.raises(DataError, match=r"got dates with no calendar frequency"):
-        task.forecast_file(task.build_model(), str(scattered), 3, str(tmp_path / "f.csv"))
+    with pytest.warns(DataWarning, match=r"scattered.csv: the time column's dates have no calendar frequency"):
+        task.forecast_file(task.build_model(), str(scattered), 3, str(tmp_path / "f.csv"))   # their own calendar
+    one = tmp_path / "one.csv"         # a single row of a plain number is a step too
+    one.write_text("month,passengers\n5,100\n")
+    for other in (steps, one):
+        for use in (lambda f: task.evaluate_file(task.build_model(), f),
+                    lambda f: task.backtest_file(task.build_model(), f, 1)):
+            with pytest.raises(DataError, match=r"expected monthly timestamps \(the run's training data\), got plain"):
+                use(str(other))
 
 
 def test_dates_with_no_calendar_frequency_are_named_when_training(tmp_path):
@@ -162,7 +169,8 @@ def test_dates_with_no_calendar_frequency_are_named_when_training(tmp_path):
     data.write_text("t,y\n" + "\n".join(f"{start + datetime.timedelta(days=int(g))},{np.sin(k / 5):.3f}"
                                         for k, g in enumerate(gaps)) + "\n")
     with pytest.warns(DataWarning, match=r"irregular.csv: the time column's dates have no calendar frequency "
-                                         r"\(hourly to yearly; median step \d+(\.\d+)? days\)"):
+                                         r"\(hourly to yearly; median step \d+(\.\d+)? days\): rows are read as "
+                                         r"consecutive steps"):
         ForecastTask(ForecastConfig(data=str(data), time_col="t", targets=["y"], horizon=3, context=8, hidden_size=8))
 
 
@@ -251,9 +259,10 @@ def test_seasonal_differencing_without_a_season_is_refused(tmp_path):
     steps = tmp_path / "steps.csv"
     steps.write_text("t,y\n" + "\n".join(f"{k},{np.sin(k / 5):.3f}" for k in range(80)) + "\n")
     base = dict(data=str(steps), time_col="t", targets=["y"], horizon=3, context=8, hidden_size=8, diff="seasonal")
-    with pytest.raises(ConfigError, match=r"--diff seasonal: expected a season of 2 or more steps .*, got none "
-                                          r"\(the time column holds no calendar dates to infer it from\)"):
+    with pytest.raises(ConfigError, match=r"--diff seasonal: expected a season of 2 or more steps .*, got a season "
+                                          r"of 0 \(the time column holds no calendar dates to infer it from\)"):
         ForecastTask(ForecastConfig(**base))
-    with pytest.raises(ConfigError, match=r"got none \(the monthly season of 12 steps is longer than --context 8\)"):
+    with pytest.raises(ConfigError, match=r"got a season of 0 \(the monthly season of 12 steps is longer than the "
+                                          r"context of 8 rows\)"):
         monthly_task(tmp_path, diff="seasonal", context=8)
     assert ForecastTask(ForecastConfig(**base, season=5)).lag == 5

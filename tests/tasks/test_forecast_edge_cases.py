@@ -308,9 +308,19 @@ def test_cli_prints_what_it_leaves_out_and_numeric_times_as_numbers(tmp_path, ca
 @pytest.mark.parametrize("roles, says", [
     ({"targets": ["y", "y"]}, r"--target \(forecast targets\): expected a column given once, in one role, got 'y' twice"),
     ({"targets": ["y"], "id_col": "y"}, r"--id-col \(forecast id_col\): .*got 'y', the --target column"),
-    ({"targets": ["y"], "covariates": ["t"], "time_col": "t"}, r"--time-col \(forecast time_col\): .*got 't', the "
-                                                               r"--covariates column"),
+    ({"targets": ["y"], "time_col": "y"}, r"--time-col \(forecast time_col\): .*got 'y', the --target column"),
+    ({"targets": ["y"], "covariates": ["y"]}, r"--covariates \(forecast covariates\): .*got 'y', the --target column"),
 ])
-def test_a_column_in_two_roles_is_refused(roles, says):
+def test_a_column_in_two_roles_is_refused_for_a_new_run(roles, says, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("t,y\n" + "\n".join(f"{k},{math.sin(k / 4):.3f}" for k in range(60)) + "\n")
     with pytest.raises(ConfigError, match=says):
-        ForecastConfig(data="x.csv", horizon=2, **roles)
+        ForecastTask(ForecastConfig(data=str(data), horizon=2, context=8, **roles))
+
+
+def test_a_numeric_time_column_may_also_be_a_covariate(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("t,y\n" + "\n".join(f"{k},{math.sin(k / 4):.3f}" for k in range(60)) + "\n")
+    task = ForecastTask(ForecastConfig(data=str(data), targets=["y"], time_col="t", covariates=["t"], horizon=2,
+                                       context=8, hidden_size=8))
+    assert task.frame.covariate_names == ["t"]

@@ -7,13 +7,14 @@ import itertools
 import json
 import math
 import types
+import warnings
 
 import pytest
 import torch
 
 import rnnlab
 from rnnlab.data.text import EOS, UNK, contiguous_split
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import ConfigError, DataError, DataWarning
 from rnnlab.tasks.lm import LanguageModel, LMConfig, LMTask, generate, lm_report_sections
 from rnnlab.train.task import Task, build_task
 from lm_corpus import LM_TEXT
@@ -452,3 +453,14 @@ def test_messages_name_the_cause(cli_run, tmp_path, capsys):
     assert main(["train", "lm", "--text", str(text), "--max-tokens", cap, "--bptt", "500", "--max-steps", "1",
                  "--out", str(tmp_path / "run")]) == 1
     assert "use a longer text or a smaller --bptt / --batch-size" in capsys.readouterr().err
+
+
+def test_most_training_tokens_unknown_is_a_data_warning(tmp_path):
+    words = " ".join(f"w{k}" for k in range(400))
+    text = tmp_path / "t.txt"
+    text.write_text((words + " the the the\n") * 2)
+    with pytest.warns(DataWarning, match=r"--min-freq 3: 9\d% of the training tokens are <unk>"):
+        LMTask(LMConfig(text=str(text), level="word", min_freq=3, bptt=4, batch_size=2, hidden_size=8))
+    with warnings.catch_warnings():      # at --min-freq 1 the <unk> are the text's own: nothing to say
+        warnings.simplefilter("error", DataWarning)
+        LMTask(LMConfig(text=str(text), level="word", min_freq=1, bptt=4, batch_size=2, hidden_size=8))

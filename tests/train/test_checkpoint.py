@@ -110,11 +110,14 @@ def test_crafted_pickle_in_state_is_refused_and_never_runs(trained, tmp_path):
         load_checkpoint(path, toy_task().build_model())
     msg = str(info.value)
     assert str(path / STATE) in msg and "weights_only" in msg and "GLOBAL posix.system" in msg
-    (path / STATE).write_bytes(pickle.dumps(_Evil(marker)))     # a bare (legacy-format) pickle too
-    with pytest.raises(CheckpointError, match="state.pt"):
+    torch.save({"optimizer": _Evil(marker)}, path / STATE, _use_new_zipfile_serialization=False)   # torch's legacy format
+    with pytest.raises(CheckpointError, match=r"state.pt: expected weights-only training state, got a file that "
+                                              r"weights_only loading refuses .*GLOBAL posix.system"):
+        load_checkpoint(path)
+    (path / STATE).write_bytes(pickle.dumps(_Evil(marker)))     # a bare pickle, no torch file at all
+    with pytest.raises(CheckpointError, match="state.pt: expected training state .*got a corrupt or truncated file"):
         load_checkpoint(path)
     assert not marker.exists()
-
 
 
 def test_nonfinite_tensors_are_never_written(tmp_path):

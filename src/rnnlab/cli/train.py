@@ -440,7 +440,7 @@ def evaluate_command(run_dir: Path, split: str, checkpoint: str, extra: list[str
     saved = read_run_config(run_dir)
     fn, options = _EVALUATORS.get(saved["task"], (None, ()))
     opts = extra_options(extra, options)     # a misspelt flag: a usage error, first
-    if not ({"csv", "text"} & set(opts)):
+    if not (opts.get("csv") or opts.get("text")):
         verify_data_files(run_dir, saved)  # scores on the run's own split: the data must be the run's
     if fn is not None:
         return fn(run_dir, split, checkpoint, extra)

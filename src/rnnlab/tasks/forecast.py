@@ -92,6 +92,24 @@ ETS_MAX_FITS = 1000
 FORECAST_FLAGS = {"data": "--csv", "targets": "--target", "seed": "--data-seed",
                   "cell_options": "--cell-option"}
 
+def check_column_roles(c: "ForecastConfig") -> None:
+    """ConfigError for a column given twice or in two roles (``y,y`` trained two copies of one
+    series). A numeric time column may also be a covariate (a trend input). Checked for a new run
+    only: runs trained before this check still load."""
+    seen: dict[str, str] = {}
+    roles = [("targets", list(c.targets)), ("covariates", list(c.covariates)),
+             ("id_col", [c.id_col] if c.id_col else []), ("time_col", [c.time_col] if c.time_col else [])]
+    for role, names in roles:
+        for name in names:
+            first = seen.get(name)
+            if first is not None and not (role == "time_col" and first == "covariates"):
+                got = (f"{name!r} twice" if first == role
+                       else f"{name!r}, the {FORECAST_FLAGS.get(first, '--' + first.replace('_', '-'))} column")
+                raise ConfigError(expected(field_name("forecast", role, c, FORECAST_FLAGS),
+                                           "a column given once, in one role", got))
+            seen[name] = role
+
+
 @dataclass
 class ForecastConfig:
     data: str = ""                     # CSV/TSV/JSONL: one row per time step (and series, with id_col)
@@ -161,17 +179,6 @@ class ForecastConfig:
         check(len(set(self.quantiles)) == len(self.quantiles), "quantiles", "distinct values", self.quantiles)
         check(not (self.id_col and self.wide), "table layout", "a long table (id_col) or a wide one, not both",
               "both")
-        roles = [("targets", list(self.targets)), ("covariates", list(self.covariates)),
-                 ("time_col", [self.time_col] if self.time_col else []), ("id_col", [self.id_col] if self.id_col else [])]
-        seen: dict[str, str] = {}
-        for role, names in roles:       # a column is one thing: y,y trained two copies of one series
-            for name in names:
-                if name in seen:
-                    first = seen[name]
-                    got = f"{name!r} twice" if first == role else f"{name!r}, the {FORECAST_FLAGS.get(first, '--' + first.replace('_', '-'))} column"
-                    raise ConfigError(expected(field_name("forecast", role, self, FORECAST_FLAGS),
-                                               "a column given once, in one role", got))
-                seen[name] = role
         check(not (self.wide and self.covariates), "covariates", "none with a wide table (every column is a series)",
               self.covariates)
         if self.mode == "autoregressive":
@@ -466,19 +473,20 @@ class ForecastTask:
             raise ConfigError(expected("forecast data", "a CSV file", "none"))
         if not c.targets and not c.wide:
             raise ConfigError(expected("forecast targets", "at least one --target column", "none"))
+        check_column_roles(c)
         self.freq = ""            # not known before the data is read
         series = self.load(c.data)
         self.freq, inferred = infer_frequency(series[0].times, series[0].time_values)
         self.season = c.season or (inferred if inferred <= c.context else 0)
         if c.diff == "seasonal" and self.season < 2:
             why = (f"--season {c.season}" if c.season
-                   else f"the {self.freq} season of {inferred} steps is longer than --context {c.context}"
+                   else f"the {self.freq} season of {inferred} steps is longer than the context of {c.context} rows"
                    if inferred > c.context else f"{self.freq} dates have a season of 1" if self.freq
                    else "no --time-col to infer it from" if not c.time_col
                    else "the time column holds no calendar dates to infer it from")
             raise ConfigError(expected("--diff seasonal", "a season of 2 or more steps (--season N, or dates "
-                                       "with a calendar frequency)", f"none ({why}); --diff first differences "
-                                       "by one step"))
+                                       "with a calendar frequency)", f"a season of {self.season} ({why}); "
+                                       "--diff first differences by one step"))
         # how `forecast` steps past a file's end where the file cannot tell (see future_time_values)
         self.offset, self.time_step = calendar_offset(series[0]), median_step(series[0])
         self.local_calendar = True   # calendar features on the dates' own wall clock (calendar_features)
@@ -554,7 +562,14 @@ class ForecastTask:
         c = self.config
         series = load_forecast_series(path, c.targets, c.covariates, c.time_col or None, c.id_col or None, c.wide,
                                       c.missing, c.format, encoding=c.encoding)
-        warn_gaps(path, series, irregular=not self.freq)   # a dated run refuses such a file (check_frequency)
+        warn_gaps(path, series)
+        return series
+
+    def load_other(self, path: str) -> list[SeriesFrame]:
+        """A file other than the run's own data (forecast, evaluate --csv, backtest), checked against
+        the run's time frequency."""
+        series = self.load(path)
+        self.check_frequency(path, series)
         return series
 
     @property
@@ -883,7 +898,7 @@ class ForecastTask:
         full context; series with none are left out, named in a DataWarning and counted
         (``series_left_out``)."""
         c = self.config
-        series = self.load(path)
+        series = self.load_other(path)
         sid, org = [], []
         for i, s in enumerate(series):
             t = np.arange(c.context, len(s) - c.horizon + 1)
@@ -981,7 +996,7 @@ class ForecastTask:
         return total
 
     def backtest_file(self, model: nn.Module, path: str, windows: int, out: str | None = None) -> dict[str, Any]:
-        bt = self.backtest(model, self.load(path), windows)
+        bt = self.backtest(model, self.load_other(path), windows)
         warn_mase_left_out(f"{path}: backtest", bt["_mase_left_out"], bt["series"], self.season)
         if out:
             write_rows(out, bt["per_window"])
@@ -996,9 +1011,8 @@ class ForecastTask:
         if c.mode == "direct" and horizon > c.horizon:
             raise ConfigError(expected("--horizon", f"at most the trained horizon {c.horizon} (direct mode; "
                                        "train with a longer --horizon or --mode autoregressive)", horizon))
-        series = self.load(path)
+        series = self.load_other(path)
         self.check_short(path, series)
-        self.check_frequency(path, series)
         # the file's own calendar step, else the run's (a file of one or two rows, or with gaps)
         future = [future_time_values(s, horizon, calendar_offset(s) or self.offset, self.freq or None,
                                      self.time_step) for s in series]
@@ -1046,20 +1060,21 @@ class ForecastTask:
                               "contexts only) never saw", DataWarning, stacklevel=3)
 
     def check_frequency(self, path: str, series: list[SeriesFrame]) -> None:
-        """The run's calendar inputs are those of its training frequency: a file at another gets
-        wrong ones."""
+        """A run trained on dates takes its calendar inputs from them: a file of plain-number times
+        would give those of 1970, and one at another frequency wrong ones. (Dates with no calendar
+        frequency are only warned about, by warn_gaps: their calendar inputs are their own.)"""
         if not self.freq:
             return
         for s in series:
-            freq = infer_frequency(s.times, s.time_values)[0]
-            if freq == self.freq or not s.times or len(s.times) < 2:   # one row cannot tell (the run's offset steps it)
+            if not s.times:
                 continue
-            if freq:
-                got = f"{freq} ones"
-            elif plain_numbers(s.times):
+            if plain_numbers(s.times):
                 got = "plain numbers (steps, not dates)"
             else:
-                got = "dates with no calendar frequency"
+                freq = infer_frequency(s.times, s.time_values)[0]
+                if not freq or freq == self.freq:   # (one row cannot tell: the run's offset steps it)
+                    continue
+                got = f"{freq} ones"
             raise DataError(f"{path}{self._label(s)}: expected {self.freq} timestamps (the run's training "
                             f"data), got {got}")
 
@@ -1117,22 +1132,18 @@ def extended(s: SeriesFrame, horizon: int, future: np.ndarray | None = None) -> 
                        t, s.lines, s.path, s.name)
 
 
-def warn_gaps(path: str, series: list[SeriesFrame], irregular: bool = True) -> None:
+def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
     """A DataWarning when a dated series skips steps (a missing month): the model reads its rows as
     consecutive steps, so its seasons and calendar inputs slip there. Steps longer than the
     frequency's longest (31 days for monthly data) by half count as gaps; a series whose dates
-    pandas finds regular (business days skipping weekends) has none. With ``irregular``, also
-    one for dates with no calendar frequency at all."""
+    pandas finds regular (business days skipping weekends) has none. One more for series whose
+    dates have no calendar frequency at all."""
     warn_uneven_steps(path, [s for s in series if s.times and is_number(s.times[-1])])
+    warn_no_frequency(path, [s for s in series if s.times and len(s) >= 3 and not plain_numbers(s.times)
+                             and not infer_frequency(s.times, s.time_values)[0]], len(series))
     for s in series:
         freq = infer_frequency(s.times, s.time_values)[0]
         if not freq:
-            if irregular and s.times and len(s) >= 3 and not plain_numbers(s.times):
-                label = f" (series {s.name!r})" if s.name else ""
-                days = float(np.median(np.diff(s.time_values))) / 86400
-                warnings.warn(f"{path}{label}: the time column's dates have no calendar frequency (hourly to yearly; "
-                              f"median step {days:g} days): rows are read as consecutive steps, with no season or "
-                              "calendar inputs from the dates", DataWarning, stacklevel=3)
             continue
         longest = next(hi for name, _, _, hi in FREQUENCIES if name == freq)
         gaps = np.flatnonzero(np.diff(s.time_values) > 1.5 * longest)
@@ -1143,6 +1154,20 @@ def warn_gaps(path: str, series: list[SeriesFrame], irregular: bool = True) -> N
                           f"from {s.times[k]} to {s.times[k + 1]}: rows are read as consecutive steps, so seasons "
                           "and calendar inputs slip there; add the missing rows (with empty cells and --missing to fill them)",
                           DataWarning, stacklevel=3)
+
+
+def warn_no_frequency(path: str, found: list[SeriesFrame], total: int) -> None:
+    """One DataWarning for the dated series whose median step is no calendar frequency (hourly to
+    yearly): their rows are read as consecutive steps. Names the first."""
+    if not found:
+        return
+    s = found[0]
+    step = float(np.median(np.diff(s.time_values)))
+    shown = f"{step / 86400:g} days" if step >= 86400 else f"{step / 3600:g} hours"
+    where = (f"{path}: {len(found)} of {total} series have dates with no calendar frequency; series {s.name!r}"
+             if total > 1 else f"{path} (series {s.name!r})" if s.name else path)
+    warnings.warn(f"{where}: the time column's dates have no calendar frequency (hourly to yearly; median step "
+                  f"{shown}): rows are read as consecutive steps", DataWarning, stacklevel=4)
 
 
 def uneven_steps(s: SeriesFrame) -> tuple[np.ndarray, float]:

@@ -400,8 +400,8 @@ class LMTask:
     def _warn_unknown(self) -> None:
         """A DataWarning when most training tokens are ``<unk>`` (a high ``--min-freq``): the
         perplexity then measures mostly how well the model predicts ``<unk>``."""
-        if self.vocab.unk is None or not self._ids["train"].numel():
-            return
+        if self.vocab.unk is None or self.cfg.min_freq < 2 or not self._ids["train"].numel():
+            return   # (at --min-freq 1 every <unk> is the text's own)
         share = float((self._ids["train"] == self.vocab.stoi[self.vocab.unk]).float().mean())
         if share > 0.5:
             warnings.warn(f"--min-freq {self.cfg.min_freq}: {share:.0%} of the training tokens are "

@@ -345,8 +345,8 @@ def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     except FileNotFoundError as exc:
         raise CheckpointError(f"{file}: expected training state, got no such file") from exc
     except Exception as exc:  # UnpicklingError (refused object), RuntimeError/EOFError (truncated)
-        if not zipfile.is_zipfile(file):   # torch.save writes a zip archive: this is none
-            raise CheckpointError(f"{file}: expected training state (a torch.save zip archive), got a corrupt or "
+        if not zipfile.is_zipfile(file) and "GLOBAL" not in str(exc):   # neither torch.save's zip nor a pickle it refuses
+            raise CheckpointError(f"{file}: expected training state (torch.save's file), got a corrupt or "
                                   "truncated file (move its checkpoint folder away to resume from an earlier one)") from exc
         reason = _short_reason(exc)
         raise CheckpointError(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
@@ -51,13 +52,14 @@ def _private() -> SimpleNamespace:
     ``current_compile_id`` tells a repeated hand-over from a new graph) and the duck-sizing switch
     (``fx_config``, with its ``use_duck_shape``)."""
     try:
-        import torch._dynamo, torch._guards, torch.fx.experimental._config  # lazy: the compiler loads only when a run compiles
-    except ImportError:  # pragma: no cover - every torch rnnlab supports has them
+        import torch._dynamo as dynamo   # lazy: the compiler loads only when a run compiles
+    except ImportError:  # pragma: no cover - every torch rnnlab supports has it
         return SimpleNamespace(lookup_backend=None, current_compile_id=None, fx_config=None)
-    fx_config = torch.fx.experimental._config
+    # dynamo imports these two itself; each is looked up on its own, so one missing drops only its use
+    guards, fx_config = sys.modules.get("torch._guards"), sys.modules.get("torch.fx.experimental._config")
     return SimpleNamespace(
-        lookup_backend=getattr(torch._dynamo, "lookup_backend", None),
-        current_compile_id=getattr(getattr(torch._guards, "CompileContext", None), "current_compile_id", None),
+        lookup_backend=getattr(dynamo, "lookup_backend", None),
+        current_compile_id=getattr(getattr(guards, "CompileContext", None), "current_compile_id", None),
         fx_config=fx_config if hasattr(fx_config, "use_duck_shape") else None,
     )
 

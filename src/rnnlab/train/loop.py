@@ -76,9 +76,11 @@ from rnnlab.train.rundir import (
 from rnnlab.train.task import Task
 
 
-# The flag that lets a run stopped for each reason go on.
-_BUDGET_FLAGS = {"max_steps": "a larger --max-steps", "max_epochs": "a larger --max-epochs",
-                 "max_time": "a larger --max-time", "early_stopping": "a larger --patience"}
+# What lets a run that stopped for each reason go on (a resume's stop reason is never max_time: its clock restarts).
+_BUDGET_FLAGS = {"max_steps": "give a larger --max-steps to continue it",
+                 "max_epochs": "give a larger --max-epochs to continue it",
+                 "early_stopping": "early stopping ended it (its --patience cannot change on --resume): train a new run "
+                                   "to go further"}
 
 
 @dataclass
@@ -782,9 +784,8 @@ class _Run:
         if self.fabric.is_global_zero and not c.quiet:
             # status, as the progress bar: on stderr, so that stdout holds only what --json prints
             if already is not None and stop == already:
-                raise_it = _BUDGET_FLAGS.get(stop, "a larger budget")
                 print(f"rnnlab: nothing to train: the run had already stopped ({stop}) at step {loop.step}; "
-                      f"give {raise_it} to continue it", file=sys.stderr, flush=True)
+                      f"{_BUDGET_FLAGS.get(stop, 'give it a larger budget to continue it')}", file=sys.stderr, flush=True)
             print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}",
                   file=sys.stderr, flush=True)
             if self.compiled is not None:

@@ -385,6 +385,10 @@ def check_run_output(out: str | Path, run_dir: str | Path, inputs: Iterable[str 
                         named=_members(inputs, cfg))
 
 
+# The `rnnlab train` flag of each recorded data key, where it is not --key.
+_DATA_FLAGS = {"data": "--csv"}
+
+
 def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
                       task_config: dict[str, Any] | None = None) -> None:
     """DataError unless every data file recorded in ``config.json`` is present (at its absolute or
@@ -409,8 +413,9 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
             relative = os.path.normpath(Path(os.path.abspath(run_dir)) / rec["run_relative"]) if rec.get("run_relative") else None
             also = f" or {relative}" if relative and relative != os.path.normpath(rec["path"]) else ""
             raise DataError(f"{file}: training data {key!r}: expected it at {rec['path']}{also}, got no such file "
-                            f"(moved or deleted since training?); put it back there, or give its new place with the flag "
-                            "that named it (e.g. --resume RUN --text NEW_PATH)")
+                            f"(moved or deleted since training?); put it back there (a resumed run may also take its new "
+                            f"place: rnnlab train {cfg.get('task', 'TASK')} --resume {run_dir} "
+                            f"{_DATA_FLAGS.get(key, '--' + key.replace('_', '-'))} NEW_PATH)")
         want = rec.get("sha256")
         if want:
             task = cfg.get("task") if isinstance(cfg.get("task"), str) else ""
