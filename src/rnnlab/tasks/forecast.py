@@ -92,10 +92,11 @@ ETS_MAX_FITS = 1000
 FORECAST_FLAGS = {"data": "--csv", "targets": "--target", "seed": "--data-seed",
                   "cell_options": "--cell-option"}
 
+
 def check_column_roles(c: "ForecastConfig") -> None:
     """ConfigError for a column given twice or in two roles (``y,y`` trained two copies of one
-    series). A numeric time column may also be a covariate (a trend input). Checked for a new run
-    only: runs trained before this check still load."""
+    series). A numeric time column may also be a covariate (a trend input). Checked when a run is
+    trained, not when one is loaded: a saved run keeps loading as it was trained."""
     seen: dict[str, str] = {}
     roles = [("targets", list(c.targets)), ("covariates", list(c.covariates)),
              ("id_col", [c.id_col] if c.id_col else []), ("time_col", [c.time_col] if c.time_col else [])]
