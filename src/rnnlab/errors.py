@@ -92,6 +92,12 @@ def is_int_at_least(value: object, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
+def flag_of(name: str, flags: dict[str, str]) -> str:
+    """The command-line flag of config field ``name``: ``flags[name]`` where it is spelled otherwise
+    ("" for none), else ``--name`` with dashes."""
+    return flags.get(name, "--" + name.replace("_", "-"))
+
+
 def field_name(task: str, name: str, config: object, flags: dict[str, str]) -> str:
     """How an error names the field ``name`` of a task's ``config`` (a dataclass): the flag that sets
     it beside the field, ``--hidden-size (classify hidden_size)``, so that a command-line user and a
@@ -100,7 +106,7 @@ def field_name(task: str, name: str, config: object, flags: dict[str, str]) -> s
     fields = getattr(config, "__dataclass_fields__", {})
     if name not in fields:
         return f"{task} {name}"
-    flag = flags.get(name, "--" + name.replace("_", "-"))
+    flag = flag_of(name, flags)
     return f"{flag} ({task} {name})" if flag else f"{task} {name}"
 
 

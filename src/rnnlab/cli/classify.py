@@ -7,17 +7,16 @@ reaches :func:`rnnlab.tasks.classify.evaluate_run`.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
-                              missing_option, print_train_json, register_evaluator, with_train_options)
+                              missing_option, print_data_warnings, print_train_json, register_evaluator,
+                              with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
 from rnnlab.outputs import atomic_open, shown, status_stream
 
@@ -33,22 +32,6 @@ def split_list(values: Optional[List[str]]) -> list[str]:
 # ``rnnlab train classify`` flag (parameter) -> ClassifyConfig key, where the names differ.
 CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "embed_dim": "embed_dim", "data_seed": "seed", "no_scale": "scale",
                "cell_option": "cell_options", "no_baselines": "baselines"}
-@contextmanager
-def print_data_warnings() -> Iterator[None]:
-    """A context in which rnnlab's DataWarnings print as one ``rnnlab: warning:`` line on stderr
-    (other warnings keep Python's format)."""
-    with warnings.catch_warnings():                  # restores showwarning and the filters after
-        shown = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            if issubclass(category, DataWarning):
-                print(f"rnnlab: warning: {message}", file=sys.stderr)
-            else:
-                shown(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-        warnings.simplefilter("always", DataWarning)
-        yield
 
 
 EVALUATE_FLAGS = ("--csv", "--confusion", "--force", "--encoding")   # rnnlab evaluate's flags for a classifier

@@ -11,9 +11,9 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import print_data_warnings, split_list
+from rnnlab.cli.classify import split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, json_number,
-                              missing_option, register_evaluator, usage_error, with_train_options)
+                              missing_option, print_data_warnings, register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
 from rnnlab.outputs import is_stdout, shown, status_stream
 

@@ -16,9 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.classify import print_data_warnings
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
-                              json_number, register_evaluator, with_train_options)
+                              json_number, print_data_warnings, register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, expected
 
 

@@ -31,13 +31,15 @@ import math
 import numbers
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-from rnnlab.errors import ConfigError, Interrupted, RunFolderTakenError, expected
+from rnnlab.errors import ConfigError, DataWarning, Interrupted, RunFolderTakenError, expected
 from rnnlab.outputs import is_stdout
 
 # Without --out, a run takes the first free runs/TASK[-N]; runs started together (a sweep launched
@@ -332,6 +334,24 @@ def check_encoding_flag(opts: dict[str, Any], file_flag: str) -> None:
     if "encoding" in opts and file_flag.lstrip("-") not in opts:
         raise usage_error("BadOptionUsage", f"--encoding: expected it with {file_flag} FILE (the run's own splits "
                           "are read with the run's encoding)", "--encoding")
+
+
+@contextmanager
+def print_data_warnings() -> Iterator[None]:
+    """A context in which rnnlab's DataWarnings print as one ``rnnlab: warning:`` line on stderr
+    (other warnings keep Python's format)."""
+    with warnings.catch_warnings():                  # restores showwarning and the filters after
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, DataWarning):
+                print(f"rnnlab: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", DataWarning)
+        yield
 
 
 def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:

@@ -124,8 +124,10 @@ def detokenize(tokens: Iterable[str], level: str) -> str:
 def check_some_kept(counts: Counter, kept: Sequence[str], min_freq: int, specials: Sequence[str] = ()) -> None:
     """ConfigError when ``--min-freq`` leaves no token of the data (``specials`` aside) in the
     vocabulary: all would be ``<unk>``, and the model would learn nothing but that."""
+    if kept:
+        return
     ranked = [(t, c) for t, c in counts.most_common() if t not in specials]
-    if ranked and not kept:
+    if ranked:
         token, most = ranked[0]
         raise ConfigError(expected("--min-freq", f"at most {most} (the most frequent token, {token!r}, occurs "
                                    f"{most} times)", f"{min_freq}: every token would be <unk>"))

@@ -52,8 +52,8 @@ from torch import nn
 
 from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
                                 is_number, load_forecast_series, plain_numbers)
-from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least,
-                           listed)
+from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, flag_of,
+                           is_int_at_least, listed)
 from rnnlab.outputs import atomic_open
 from rnnlab.report.html import figure_to_img, pyplot, score_cell, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -105,7 +105,7 @@ def check_column_roles(c: "ForecastConfig") -> None:
             first = seen.get(name)
             if first is not None and not (role == "time_col" and first == "covariates"):
                 got = (f"{name!r} twice" if first == role
-                       else f"{name!r}, the {FORECAST_FLAGS.get(first, '--' + first.replace('_', '-'))} column")
+                       else f"{name!r}, the {flag_of(first, FORECAST_FLAGS)} column")
                 raise ConfigError(expected(field_name("forecast", role, c, FORECAST_FLAGS),
                                            "a column given once, in one role", got))
             seen[name] = role
@@ -475,7 +475,6 @@ class ForecastTask:
         if not c.targets and not c.wide:
             raise ConfigError(expected("forecast targets", "at least one --target column", "none"))
         check_column_roles(c)
-        self.freq = ""            # not known before the data is read
         series = self.load(c.data)
         self.freq, inferred = infer_frequency(series[0].times, series[0].time_values)
         self.season = c.season or (inferred if inferred <= c.context else 0)
@@ -1140,11 +1139,12 @@ def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
     pandas finds regular (business days skipping weekends) has none. One more for series whose
     dates have no calendar frequency at all."""
     warn_uneven_steps(path, [s for s in series if s.times and is_number(s.times[-1])])
-    warn_no_frequency(path, [s for s in series if s.times and len(s) >= 3 and not plain_numbers(s.times)
-                             and not infer_frequency(s.times, s.time_values)[0]], len(series))
+    no_frequency = []
     for s in series:
         freq = infer_frequency(s.times, s.time_values)[0]
         if not freq:
+            if s.times and len(s) >= 3 and not plain_numbers(s.times):
+                no_frequency.append(s)
             continue
         longest = next(hi for name, _, _, hi in FREQUENCIES if name == freq)
         gaps = np.flatnonzero(np.diff(s.time_values) > 1.5 * longest)
@@ -1155,6 +1155,7 @@ def warn_gaps(path: str, series: list[SeriesFrame]) -> None:
                           f"from {s.times[k]} to {s.times[k + 1]}: rows are read as consecutive steps, so seasons "
                           "and calendar inputs slip there; add the missing rows (with empty cells and --missing to fill them)",
                           DataWarning, stacklevel=3)
+    warn_no_frequency(path, no_frequency, len(series))
 
 
 def warn_no_frequency(path: str, found: list[SeriesFrame], total: int) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from rnnlab._version import __version__
 from rnnlab.data.digest import listing_digest, sha256_of
-from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, RunFolderTakenError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, RunFolderTakenError, flag_of
 from rnnlab.outputs import check_output, enclosing_run, inside, is_stdout, is_temporary
 from rnnlab.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, read_meta, write_json_atomic
 from rnnlab.train.lock import LEGACY_LOCK_NAME, LOCK_NAME
@@ -415,7 +415,7 @@ def verify_data_files(run_dir: str | Path, cfg: dict[str, Any] | None = None,
             raise DataError(f"{file}: training data {key!r}: expected it at {rec['path']}{also}, got no such file "
                             f"(moved or deleted since training?); put it back there (a resumed run may also take its new "
                             f"place: rnnlab train {cfg.get('task', 'TASK')} --resume {run_dir} "
-                            f"{_DATA_FLAGS.get(key, '--' + key.replace('_', '-'))} NEW_PATH)")
+                            f"{flag_of(key, _DATA_FLAGS)} NEW_PATH)")
         want = rec.get("sha256")
         if want:
             task = cfg.get("task") if isinstance(cfg.get("task"), str) else ""
