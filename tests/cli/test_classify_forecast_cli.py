@@ -37,6 +37,14 @@ def test_classify_commands(tmp_path, capsys):
     assert main(["train", "classify", "--train", str(data), "--text-col", "body"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rnnlab: error:") and "--text-col 'body' not found" in err
+    # a file for a trained run: the missing column is the run's (predict and evaluate take no --text-col)
+    other = tmp_path / "other.csv"
+    other.write_text("body,label\nok,pos\n")
+    for command in (["predict", str(run), "--csv", str(other), "--out", "-"], ["evaluate", str(run), "--csv", str(other)]):
+        assert main(command) == 1
+        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {other}: expected a column 'text', as the run's data "
+                                                   "had (its --text-col when it was trained); got the columns "
+                                                   "['body', 'label']")
 
 
 def test_forecast_commands(tmp_path, capsys):
@@ -70,6 +78,13 @@ def test_forecast_commands(tmp_path, capsys):
     assert main(["forecast", str(run), "--csv", str(data), "--horizon", "2", "--out", str(tmp_path / "g.csv"),
                  "--json"]) == 0
     assert [r["t"] for r in json.loads(capsys.readouterr().out)["rows"]] == [120, 121]
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(data.read_text().replace("t,y", "t,value", 1))
+    for command in (["forecast", "--horizon", "2", "--out", "-"], ["backtest"], ["evaluate"]):
+        assert main([command[0], str(run), "--csv", str(renamed), *command[1:]]) == 1
+        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {renamed}: expected a column 'y', as the run's "
+                                                   "data had (its --target when it was trained); got the columns "
+                                                   "['t', 'value']")
     # the training file ends where validation ended for a run without held-out windows: nothing to backtest
     run2 = tmp_path / "run2"
     assert main(["train", "forecast", "--csv", str(data), "--target", "y", "--context", "16", "--horizon", "4",

@@ -23,6 +23,8 @@ Line numbers are 1-based physical lines of the file (the header is line 1 of a C
 from __future__ import annotations
 
 import codecs
+import contextlib
+import contextvars
 import csv
 import io
 import json
@@ -49,6 +51,22 @@ EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".
 # ----------------------------------------------------------------------------- raw tables
 
 
+# True while a trained run reads a file other than its own data (predict, evaluate --csv, forecast,
+# backtest): a missing column is then one the run was trained with, and the flag that named it
+# belongs to the training command, not to the one reading the file.
+_FOR_A_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnlab_columns_for_a_run", default=False)
+
+
+@contextlib.contextmanager
+def columns_of_a_run():
+    """Within the block, :meth:`Table.col` words a missing column as the run's."""
+    token = _FOR_A_RUN.set(True)
+    try:
+        yield
+    finally:
+        _FOR_A_RUN.reset(token)
+
+
 @dataclass
 class Table:
     """A file read as rows of cells. ``cells[i][j]`` is a str, or for JSONL any JSON value
@@ -65,6 +83,10 @@ class Table:
             hint = ""
             if len(self.columns) == 1 and (sep := next((c for c in ";|" if c in self.columns[0]), None)):
                 hint = f" (one column whose name holds {sep!r}: a {sep!r}-separated file? write it with commas or tabs)"
+            if _FOR_A_RUN.get():
+                flag = f" (its {role} when it was trained)" if role.startswith("--") else ""
+                raise DataError(f"{self.path}: expected a column {name!r}, as the run's data had{flag}; got the "
+                                f"columns {self.columns}{hint}")
             raise DataError(
                 f"{self.path}: {role} {name!r} not found; expected one of {self.columns}, got {name!r}{hint}"
             )

@@ -46,6 +46,7 @@ from rnnlab.data.tables import (
     Scaler,
     SequenceExamples,
     TextExamples,
+    columns_of_a_run,
     detect_format,
     label_key,
     load_sequences_long,
@@ -1070,7 +1071,8 @@ class ClassifyTask:
     # --- files: evaluate / predict ----------------------------------------------------
 
     def load_file(self, path: str, require_labels: bool) -> _Split:
-        return self._encode(self._read(path, self.label_map, require_labels))
+        with columns_of_a_run():
+            return self._encode(self._read(path, self.label_map, require_labels))
 
     def evaluate_file(self, model: nn.Module, path: str) -> dict[str, Any]:
         """Full metrics on a labelled file (labels unseen in training are an error)."""
@@ -1083,7 +1085,8 @@ class ClassifyTask:
         if self.kind != "numeric" or not c.id_col or path.lower().endswith(".ts") or c.format == "ts":
             return None
         table = read_table(path, c.format, c.encoding)
-        ii = table.col(c.id_col, "--id-col")
+        with columns_of_a_run():
+            ii = table.col(c.id_col, "--id-col")
         ids = {ln: label_key(row[ii]) for ln, row in zip(table.lines, table.cells)}
         return [ids[ln] for ln in split.lines]
 
@@ -1094,7 +1097,8 @@ class ClassifyTask:
         like any other (it cannot be scored; a DataWarning counts such rows). Returns the number
         of rows written."""
         labels = _OpenLabelMap(list(self.label_map.names))
-        split = self._encode(self._read(path, labels, require_labels=False))
+        with columns_of_a_run():
+            split = self._encode(self._read(path, labels, require_labels=False))
         if labels.unseen:
             unseen = int(np.sum(split.labels >= len(self.label_map)))
             what = "rows" if self.kind == "text" else "sequences"

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, infer_frequency,
-                                is_number, load_forecast_series, plain_numbers)
+from rnnlab.data.tables import (FREQUENCIES, Scaler, SeriesFrame, as_float32, check_length, columns_of_a_run,
+                                infer_frequency, is_number, load_forecast_series, plain_numbers)
 from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, flag_of,
                            is_int_at_least, listed)
 from rnnlab.outputs import atomic_open
@@ -568,7 +568,8 @@ class ForecastTask:
     def load_other(self, path: str) -> list[SeriesFrame]:
         """A file other than the run's own data (forecast, evaluate --csv, backtest), checked against
         the run's time frequency."""
-        series = self.load(path)
+        with columns_of_a_run():
+            series = self.load(path)
         self.check_frequency(path, series)
         return series
 
