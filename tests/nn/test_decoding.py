@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from rnnlab.data.pairs import BOS_ID, EOS_ID, pad_batch
+from rnnlab.data.pairs import BOS_ID, EOS_ID, PAD_ID, pad_batch
 from rnnlab.errors import ConfigError
 from rnnlab.nn.decoding import beam_search, greedy_decode, length_penalty
 from rnnlab.nn.seq2seq import EncoderDecoder
@@ -74,24 +74,40 @@ def test_batch_equals_one_example_at_a_time():
 
 @pytest.mark.parametrize("alpha", [0.0, 0.8])
 def test_wide_beam_finds_the_exact_n_best(alpha):
-    """Vocabulary of 5 (4 specials + 1), limit 3: 1 + 4 + 16 outputs end in <eos>, 64 are cut at
-    the limit. A beam of 25 keeps all of them that can rank: its 5 best are the true 5 best."""
-    V, limit = 5, 3
+    """Vocabulary of 6 (4 specials + 2), limit 3; an output holds <unk> and the two words (never
+    <pad> or <bos>): 1 + 3 + 9 outputs end in <eos>, 27 are cut at the limit. A beam of 25 keeps
+    all of them that can rank: its 5 best are the true 5 best."""
+    V, limit = 6, 3
     m = _model(V=V, seed=3, eos_bias=1.0)
     src = SOURCES[0]
-    others = [k for k in range(V) if k != EOS_ID]
+    others = [k for k in range(V) if k not in (EOS_ID, PAD_ID, BOS_ID)]
     scored = {}
     for n in range(limit):              # n tokens, then <eos> as step n + 1
         for toks in itertools.product(others, repeat=n):
             scored[(toks, True)] = _log_prob(m, src, list(toks), True) / length_penalty(n + 1, alpha)
     for toks in itertools.product(others, repeat=limit):     # cut at the limit
         scored[(toks, False)] = _log_prob(m, src, list(toks), False) / length_penalty(limit, alpha)
-    assert len(scored) == 1 + 4 + 16 + 64
+    assert len(scored) == 1 + 3 + 9 + 27
     best = sorted(scored.items(), key=lambda kv: -kv[1])[:5]
     (hyps,) = beam_search(m, torch.tensor([src]), torch.tensor([len(src)]), beam=25, nbest=5, alpha=alpha,
                           early_stop=False, max_len=limit)
     assert [(tuple(h.tokens), h.finished) for h in hyps] == [k for k, _ in best]
     assert [h.score for h in hyps] == pytest.approx([s for _, s in best], abs=1e-9)
+
+
+def test_pad_and_bos_are_never_output_even_when_ranked_first():
+    """A model that ranks <bos> and <pad> above every other token (as one early in training may)
+    still decodes real tokens only; the log-probabilities stay the model's own."""
+    m = _model(eos_bias=-5.0)
+    with torch.no_grad():
+        m.output.bias[[BOS_ID, PAD_ID]] += 20.0
+    src, lengths = pad_batch(SOURCES)
+    for g, hyps in zip(greedy_decode(m, src, lengths, max_len=5), beam_search(m, src, lengths, beam=3, nbest=3, max_len=5)):
+        for h in [g, *hyps]:
+            assert h.tokens and not {BOS_ID, PAD_ID} & set(h.tokens)
+        assert len({(tuple(h.tokens), h.finished) for h in hyps}) == 3
+    for s, h in zip(SOURCES, greedy_decode(m, src, lengths, max_len=5)):
+        assert h.log_prob == pytest.approx(_log_prob(m, s, h.tokens, h.finished), abs=1e-9)
 
 
 def test_nbest_is_sorted_and_distinct():

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.errors import ConfigError, expected
-from rnnlab.nn.seq2seq import BOS_ID, EOS_ID, EncoderDecoder
+from rnnlab.nn.seq2seq import BOS_ID, EOS_ID, PAD_ID, EncoderDecoder
 
 
 @dataclass
@@ -45,9 +45,19 @@ def length_penalty(n: int, alpha: float) -> float:
     return ((5.0 + n) / 6.0) ** alpha
 
 
-def _log_probs(logits: Tensor) -> Tensor:
+# Token ids no output holds, whatever the model ranks them (a runtime driving the exported
+# decoder step skips them too).
+NEVER_OUTPUT = (PAD_ID, BOS_ID)
+
+
+def _log_probs(logits: Tensor, bos_id: int) -> Tensor:
+    """Log-probabilities of the next token, with ``<pad>`` and ``<bos>`` at -inf: a model early in
+    training may rank them first, but neither can be part of an output (the decoded text would drop
+    them and hide steps that were scored)."""
     # Half-precision logits are summed over many steps: accumulate in float32 at least.
-    return torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    logp = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+    logp[:, [*NEVER_OUTPUT, bos_id]] = float("-inf")
+    return logp
 
 
 def _limits(src_lengths: Tensor, max_len: int | None) -> list[int]:
@@ -75,7 +85,7 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
     live = list(range(B))
     for t in range(1, max(limits) + 1):
         logits, state, w = model.step(y, state, memory)
-        logp = _log_probs(logits)                  # (B, V)
+        logp = _log_probs(logits, bos_id)          # (B, V)
         best_lp, y = logp.max(dim=-1)
         best, best_lp_l = y.tolist(), best_lp.tolist()
         if w is not None:
@@ -128,7 +138,7 @@ def beam_search(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, beam: i
     done = [False] * B
     for t in range(1, max(limits) + 1):
         logits, state, w = model.step(y, state, memory)
-        logp = _log_probs(logits)                  # (B·K, V)
+        logp = _log_probs(logits, bos_id)          # (B·K, V)
         V = logp.shape[-1]
         cand = (scores.view(B * K, 1) + logp).view(B, K * V)
         top_s, top_i = cand.topk(min(2 * K, K * V), dim=1)                # (B, 2K)
