@@ -210,6 +210,15 @@ def test_resume_refuses_changed_flags(run, tmp_path, capsys):
     for named in ("--hidden-size 999 (the run has 16)", "--cell 'gru' (the run has 'lstm')",
                   "--attention 'none' (the run has 'general')", "--lr 0.5 (the run has 0.002)"):
         assert named in err, err
+    # on/off flags are named as typed, with how the run was trained (not as the config's inverse value)
+    assert main(["train", "seq2seq", "--resume", str(run), "--no-input-feeding", "--unidirectional", "--tied",
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    for named in ("--unidirectional (the run was trained with --bidirectional)",
+                  "--no-input-feeding (the run was trained without --no-input-feeding)",
+                  "--tied (the run was trained without --tied)"):
+        assert named in err, err
     assert main(["train", "seq2seq", "--resume", str(run), "--train", str(other), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "training data 'train'" in err, err

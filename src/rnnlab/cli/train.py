@@ -98,6 +98,9 @@ class TrainArgs:
     given: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields set on the command line
     overwrite: bool = False
     explicit: dict[str, tuple[str, Any]] = field(default_factory=dict)  # task params given: name -> (flag, value)
+    # on/off flags given: name -> how a run without that flag was trained ("without --no-header",
+    # "with --bidirectional"), for the resume refusal (the flag's value is the config's inverse for --no-*)
+    switched: dict[str, str] = field(default_factory=dict)
 
     def config(self, **task_defaults: Any):
         """A TrainConfig: TrainConfig's defaults, then the task's defaults, then the flags."""
@@ -172,7 +175,8 @@ class TrainArgs:
                         continue
                     got, want = os.path.abspath(got), os.path.abspath(want) if isinstance(want, str) and want else want
                 if _normal(got) != _normal(want):
-                    bad.append(f"{flag} {_show(got)} (the run has {_show(want)})")
+                    bad.append(f"{flag} (the run was trained {self.switched[name]})" if name in self.switched
+                               else f"{flag} {_show(got)} (the run has {_show(want)})")
         old = saved["train_config"]
         for name, value in self.given.items():
             if name in RESUME_MUTABLE or name not in old or _normal(value) == _normal(old[name]):
@@ -201,6 +205,20 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
 
 def _normal(v: Any) -> Any:
     return json.loads(json.dumps(v))
+
+
+def _typed(param: Any, name: str, value: Any) -> tuple[tuple[str, Any], str | None]:
+    """``((flag, value), other)`` for a task flag given: the flag as typed (an on/off pair's second
+    name when it was that one) and, for an on/off flag, how a run trained the other way was given."""
+    if param is None or not getattr(param, "opts", None):
+        return (f"--{name}", value), None
+    if not (getattr(param, "is_flag", False) and isinstance(value, bool)):
+        return (param.opts[0], value), None
+    pair = list(getattr(param, "secondary_opts", None) or [])
+    if not pair:                                  # a lone switch (--tied, --no-header): given means on
+        return (param.opts[0], value), f"without {param.opts[0]}"
+    on, off = param.opts[0], pair[0]
+    return ((on if value else off), value), f"with {off if value else on}"
 
 
 def _show(v: Any) -> str:
@@ -243,14 +261,17 @@ def with_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         if flags["no_report"]:
             given["report"] = False
         explicit: dict[str, tuple[str, Any]] = {}
+        switched: dict[str, str] = {}
         if ctx is not None:
-            opts = {p.name: (p.opts[0] if p.opts else p.name) for p in ctx.command.params}
+            params = {p.name: p for p in ctx.command.params}
             for name, value in kwargs.items():
                 source = ctx.get_parameter_source(name)
                 if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-                    explicit[name] = (opts.get(name, f"--{name}"), value)
+                    explicit[name], other = _typed(params.get(name), name, value)
+                    if other is not None:
+                        switched[name] = other
         return fn(**kwargs, run=TrainArgs(out=out, resume_run=resume_run, given=given, overwrite=overwrite,
-                                          explicit=explicit))
+                                          explicit=explicit, switched=switched))
 
     # The context tells a flag given on the command line from a default (checked on --resume).
     context = inspect.Parameter("rnnlab_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
