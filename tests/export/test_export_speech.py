@@ -136,6 +136,15 @@ def test_seq2seq_to_stdout_is_refused_before_writing(seq2seq_run, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_seq2seq_to_a_folder_is_refused_as_a_one_graph_run_is(seq2seq_run, tmp_path, capsys) -> None:
+    """`--onnx FOLDER`: one line, as for every other run, not the two graphs written beside the folder."""
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    assert main(["export", str(seq2seq_run), "--onnx", str(folder)]) == 1
+    assert capsys.readouterr().err.strip() == f"rnnlab: error: --onnx {folder}: expected a file path, got a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"] and not any(folder.iterdir())
+
+
 def test_speech_with_options_that_change_the_equations_is_refused(few, tmp_path, capsys) -> None:
     """layer_norm has no fused ONNX operator for packed recordings: one line, no file (was an
     AttributeError from the variant graph, shown as an unexpected error)."""

@@ -72,6 +72,32 @@ def test_train_a_few_steps_then_transcribe(few_fsdd, tmp_path, mode):
         assert ends == sorted(ends)
 
 
+def test_a_token_on_the_last_step_ends_with_the_audio(few_fsdd, tmp_path, monkeypatch):
+    """The last recurrent step holds frames padded past the audio: a token emitted there (here
+    one spanning every step) ends at the file's duration, not after it, alone and in a window
+    of a long file (its offset added)."""
+    from rnnlab.data.audio import load_audio
+    from rnnlab.tasks import ctc
+    from rnnlab.tasks.speech import _transcribe_wave
+
+    task, result = train(small(few_fsdd, mode="ctc"), tmp_path / "run", steps=1)
+    task, model = load_speech_run(result.run_dir)
+    wave = load_audio(few_fsdd / "1_george_0.wav", task.fcfg.sample_rate)
+    steps = []
+
+    def every_step(lp, beam):
+        steps.append(len(lp))
+        return ctc.Hypothesis((1,), -1.0, -1.0, (ctc.Token(1, 0, len(lp), -1.0),))
+
+    monkeypatch.setattr(task, "decode", every_step)
+    seconds = len(wave) / task.fcfg.sample_rate
+    for offset in (0.0, 30.0):
+        _, _, [token] = _transcribe_wave(task, model, wave, 1, offset)
+        assert token["start_s"] == offset and token["end_s"] == round(offset + seconds, 3)
+    # the case is real: the steps' own span runs past the audio
+    assert steps[0] * task.fcfg.hop_ms * task.config.frame_stack / 1000 > seconds
+
+
 def test_ctc_strings_keep_to_their_split(few_fsdd):
     task = SpeechTask(small(few_fsdd, mode="ctc"))
     test_paths = {p for srcs in task.part("test").sources for p in srcs}

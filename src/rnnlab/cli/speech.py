@@ -21,7 +21,10 @@ from rnnlab.errors import ConfigError, DataError, expected
 def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
     """``rnnlab evaluate RUN [--split test]`` for a speech run: loss and accuracy (words) or DER and
     string accuracy (ctc: ``der``/``string_acc`` greedy, as training reports and selects on;
-    ``beam_der``/``beam_string_acc`` with the run's prefix beam width ``beam``), and accuracy per speaker."""
+    ``beam_der``/``beam_string_acc`` with the run's prefix beam width ``beam``), and per speaker:
+    ``acc[SPEAKER]`` (words: recordings right) or ``beam_digit_acc[SPEAKER]`` (ctc: the share of
+    the reference digits the beam decoded right, on the edit alignment; insertions count in
+    ``beam_der`` only, as they belong to no speaker's digit)."""
     from rnnlab.tasks.speech import load_speech_run  # lazy: keeps --help fast
 
     task, model = load_speech_run(run_dir, checkpoint)
@@ -30,8 +33,9 @@ def evaluate_speech(run_dir: Path, split: str, checkpoint: str, extra: list[str]
     if "beam" in m:
         out["beam"] = int(m["beam"])
     out["n"] = int(m["n"])
+    name = "acc" if task.config.mode == "words" else "beam_digit_acc"
     for spk, acc in m.get("per_speaker", {}).items():
-        out[f"acc[{spk}]"] = float(acc)
+        out[f"{name}[{spk}]"] = float(acc)
     return out
 
 

@@ -66,7 +66,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.errors import ConfigError, expected, optional_module
+from rnnlab.errors import ConfigError, OutputError, expected, optional_module
 from rnnlab.data.audio_features import deltas, normalize_utterance
 from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
@@ -712,6 +712,8 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     task, model, _ = load_run(run_dir, checkpoint)
     batch, steps = RUNTIME_CHECK
     if isinstance(model, EncoderDecoder):
+        if not is_stdout(path) and Path(path).is_dir():   # refused as one graph's folder is, not written beside it
+            raise OutputError(f"--onnx {path}: expected a file path, got a folder")
         paths = [check_run_output(p, run_dir, force=force, flag="--onnx") for p in seq2seq_paths(path)]
         tmps = [atomic_path(p) for p in paths]
         diffs = []

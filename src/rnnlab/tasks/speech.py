@@ -818,9 +818,12 @@ def _transcribe_wave(task: SpeechTask, model: SpeechModel, wave: np.ndarray, bea
         return task.labels[k], float(lp[k]), [{"token": task.labels[k], "start_s": round(offset_s, 3), "end_s": end,
                                                 "score": float(lp[k])}]
     hyp = task.decode(out[:, 0].double().numpy(), beam)
+    # the last recurrent step holds frames padded past the audio (a frame's window, frame stacking):
+    # a token it emits ends with the audio, not after it
+    stop = offset_s + len(wave) / task.fcfg.sample_rate
     return task.text(hyp.labels), hyp.log_prob, [
-        {"token": task.labels[t.label - 1], "start_s": round(offset_s + _seconds(t.start, task), 3),
-         "end_s": round(offset_s + _seconds(t.end, task), 3), "score": t.log_prob} for t in hyp.tokens]
+        {"token": task.labels[t.label - 1], "start_s": round(min(offset_s + _seconds(t.start, task), stop), 3),
+         "end_s": round(min(offset_s + _seconds(t.end, task), stop), 3), "score": t.log_prob} for t in hyp.tokens]
 
 
 def transcribe_file(task: SpeechTask, model: SpeechModel, path: str | os.PathLike,
