@@ -83,3 +83,17 @@ def test_validation_and_test_sets_are_drawn_apart():
     model = task.build_model().eval()
     with torch.no_grad():
         assert task.evaluate(model, "valid") != task.evaluate(model, "test")
+
+
+def test_a_probe_is_timed_by_its_training_loop_not_its_setup(monkeypatch):
+    """``seconds`` is the training loop's time (what --max-time bounds), not fit's whole call, so
+    that the first run of a process, which pays the one-time setup (importing the training
+    library), compares fairly with the next."""
+    import rnnlab.tasks.probe as probe
+    from rnnlab.train import fit
+
+    results = []
+    monkeypatch.setattr(probe, "fit", lambda *a: results.append(fit(*a)) or results[-1])
+    res = run_probe("checksum", "lstm", 5, steps=2, hidden_size=8)
+    [result] = results
+    assert res.seconds == result.train_seconds > 0 and res.steps == 2

@@ -285,3 +285,11 @@ def test_tensorboard_logger_when_installed(tmp_path):
     fit(toy_task(), train_config(max_steps=4, eval_every=2), tmp_path / "run")
     events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_the_result_times_the_training_loop_within_the_call(tmp_path):
+    import time
+
+    t = time.monotonic()
+    result = fit(toy_task(), train_config(max_steps=3), tmp_path / "run")
+    assert 0 < result.train_seconds <= time.monotonic() - t

@@ -49,7 +49,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         full: bool = typer.Option(False, "--full", help="Longer lengths and more steps (tens of minutes)."),
         seed: int = typer.Option(0, "--seed", help="Seeds data, init and training: same seed, same numbers on one machine (another CPU rounds differently, which the vanilla RNN's runs can magnify)."),
         out: str = typer.Option("demo-out", "--out", help="Folder for results.json and report.html."),
-        seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Wall-time cap per training run, in seconds (0 = none)."),
+        seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Cap on each run's training loop, in seconds of wall time (0 = none)."),
         threads: int = typer.Option(1, "--threads", help="torch threads per run (1: fastest for these small models)."),
         jobs: int = typer.Option(2, "--jobs", help="Runs trained at once in worker processes (2 for 2 cores)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
@@ -84,7 +84,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         memory_bias: Optional[float] = typer.Option(None, "--memory-bias", help="LSTM forget / GRU update gate "
                                                     "bias at init (default 4, the demo's; none when a "
                                                     "--cell-option sets forget_bias, init=chrono or coupled_gates)."),
-        seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Wall-time cap in seconds (0 = none)."),
+        seconds: float = typer.Option(0.0, "--max-time", "--seconds", help="Cap on the training loop, in seconds of wall time (0 = none)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
         cell_option: Optional[List[str]] = cell_option_flag(),
     ) -> None:

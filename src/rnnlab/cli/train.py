@@ -53,7 +53,7 @@ _COMMON: dict[str, tuple[Any, Any, str, str]] = {
     "overwrite": (bool, False, "--overwrite", "Start the --out run folder again from scratch if it holds a run (deletes it)."),
     "max_steps": (Optional[int], None, "--max-steps", "Stop after this many optimizer steps (0 = no limit)."),
     "max_epochs": (Optional[int], None, "--max-epochs", "Stop after this many epochs (0 = no limit)."),
-    "max_time": (Optional[float], None, "--max-time", "Stop after this many seconds of this invocation."),
+    "max_time": (Optional[float], None, "--max-time", "Stop after this many seconds of training in this invocation (its training loop: setup before the first step, such as building the model and loading the training library, is not counted)."),
     "seed": (Optional[int], None, "--seed", "Random seed."),
     "optimizer": (Optional[str], None, "--optimizer", "sgd | adam | adamw | ntasgd (SGD, then averaged: AWD-LSTM's NT-ASGD)."),
     "lr": (Optional[float], None, "--lr", "Learning rate."),

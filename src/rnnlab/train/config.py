@@ -43,7 +43,7 @@ class TrainConfig:
     # --- when to stop (whichever comes first) ---
     max_steps: int = 1000               # optimizer steps; 0 = no step limit
     max_epochs: int = 0                 # passes over train_batches; 0 = no epoch limit
-    max_time: float = 0.0               # seconds of wall time for this invocation (a job slot); 0 = none
+    max_time: float = 0.0               # seconds of wall time in this invocation's training loop (setup not counted); 0 = none
     seed: int = 0                       # seeds torch, numpy and random before the model is built
 
     # --- optimisation ---

@@ -97,6 +97,9 @@ class RunResult:
     resumed_from: Path | None = None        # the checkpoint this invocation started from
     compile: dict[str, Any] | None = None   # with config.compile: backend, first_step_s, graphs, recompiles
     model: nn.Module | None = field(default=None, repr=False)   # the trained model (rank 0's), for notebooks
+    # seconds in this invocation's training loop (steps, evaluations, checkpoints), the span --max-time
+    # bounds; setup before it (the first import of the training library, building the model) is not counted
+    train_seconds: float = 0.0
 
 
 @dataclass
@@ -773,6 +776,7 @@ class _Run:
                         raise DataError(f"task {task.name} train_batches(epoch={loop.epoch}): expected batches, got none")
                     stop = stop or self._stop_reason(None, False)
         finally:
+            train_seconds = time.monotonic() - t_start
             if self.bar is not None:
                 self.bar.close()
             if self.compiled is not None:
@@ -794,5 +798,5 @@ class _Run:
             run_dir=self.out, step=loop.step, epoch=loop.epoch, stop_reason=stop, last_checkpoint=self.last_saved,
             best_step=loop.best_step, best_loss=loop.best_loss, metrics=dict(self.last_metrics),
             skipped_steps=loop.skipped_steps, resumed_from=self.start, model=self.model,
-            compile=None if self.compiled is None else self.compiled.summary(),
+            compile=None if self.compiled is None else self.compiled.summary(), train_seconds=train_seconds,
         )
