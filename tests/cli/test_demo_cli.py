@@ -23,6 +23,13 @@ def test_probe_and_demo_errors(capsys, tmp_path):
         assert main(["demo", "--quick", *flags, "--out", str(tmp_path / "d")]) == 1
         assert message in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    # a gate bias for the vanilla RNN, which has no gate, is refused (it was ignored), before any run folder
+    for argv in (["probe", "checksum", "--cell", "rnn", "--memory-bias", "2"],
+                 ["train", "probe", "--cell", "rnn", "--memory-bias", "2", "--out", str(tmp_path / "p")]):
+        assert main(argv) == 1
+        assert ("--memory-bias: expected a gated --cell (lstm: forget gate, gru: update gate; the vanilla RNN has no "
+                "gate), got --cell rnn") in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 def test_train_probe_makes_a_run_folder_with_a_report(tmp_path):

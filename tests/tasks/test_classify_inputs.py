@@ -283,3 +283,15 @@ def test_evaluate_json_confusion_rows_are_counts_and_undefined_scores_null(text_
     assert main(["evaluate", str(run), "--csv", only_pos]) == 0
     out = capsys.readouterr().out
     assert "\nconfusion[neg]     0 0\n" in out and "recall[neg]        nan" in out   # printed as before
+
+
+@pytest.mark.parametrize("kw,also", [(dict(text_col="label"), "--text-col"),
+                                     (dict(id_col="id", feature_cols=["v", "label"]), "--feature-cols"),
+                                     (dict(id_col="label"), "--id-col"),
+                                     (dict(value_cols=["a", "label"]), "--value-cols")])
+def test_the_label_column_cannot_be_an_input_too(kw, also):
+    """A class read as an input would be learnt from itself: refused, naming both flags."""
+    with pytest.raises(ConfigError, match=rf"--label-col \(classify label_col\): expected a column other than the "
+                                          rf"inputs' \(it is also {also}\), got 'label'"):
+        ClassifyConfig(train="x.csv", **kw)
+    ClassifyConfig(train="x.csv", **{**kw, "label_col": "class"})      # any other label column is fine

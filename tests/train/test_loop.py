@@ -293,3 +293,18 @@ def test_the_result_times_the_training_loop_within_the_call(tmp_path):
     t = time.monotonic()
     result = fit(toy_task(), train_config(max_steps=3), tmp_path / "run")
     assert 0 < result.train_seconds <= time.monotonic() - t
+
+
+def test_a_checkpoint_folder_given_as_the_run_says_how_to_name_it(tmp_path):
+    from rnnlab.train.rundir import load_run, read_run_config
+
+    out = tmp_path / "run"
+    result = fit(toy_task(), train_config(max_steps=3), out)
+    step = result.last_checkpoint
+    want = (f"run folder {step}: expected a run folder, got a checkpoint of the run {out}; give the run and the "
+            f"checkpoint: {out} --checkpoint {step.name}")
+    for read in (load_run, read_run_config):
+        with pytest.raises(CheckpointError) as err:
+            read(step)
+        assert str(err.value) == want
+    load_run(out, step.name)        # the way the message names works

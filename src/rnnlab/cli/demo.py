@@ -11,6 +11,13 @@ from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flag
 from rnnlab.errors import ConfigError, expected
 
 
+def check_memory_bias(cell: str, memory_bias: float | None) -> None:
+    """--memory-bias sets a gate's bias: refused for the vanilla RNN, which has none (it was ignored)."""
+    if memory_bias is not None and cell == "rnn":
+        raise ConfigError(expected("--memory-bias", "a gated --cell (lstm: forget gate, gru: update gate; the "
+                                   "vanilla RNN has no gate)", "--cell rnn"))
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @train_app.command("probe")
@@ -31,6 +38,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
         from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # lazy: keeps --help fast
+
+        check_memory_bias(cell, memory_bias)
 
         def config() -> ProbeConfig:
             return ProbeConfig(
@@ -92,6 +101,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         the demo's settings; `rnnlab train probe` trains a run folder instead)."""
         from rnnlab.tasks.probe import run_probe  # lazy: keeps --help fast
 
+        check_memory_bias(cell, memory_bias)
         r = run_probe(task, cell, length, steps=steps, seconds=seconds, hidden_size=hidden_size, seed=seed, lr=lr,
                       memory_bias="auto" if memory_bias is None else memory_bias,
                       cell_options=cell_options_from_flags(cell_option))

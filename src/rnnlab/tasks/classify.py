@@ -59,7 +59,7 @@ from rnnlab.data.text import UNK, Vocab, tokenize
 from rnnlab.data.ts_format import load_ts
 from rnnlab.data.ucr import is_ucr, ucr_path
 from rnnlab.errors import (CheckpointError, ConfigError, DataError, DataWarning, RnnlabError, expected,
-                           field_name, is_int_at_least)
+                           field_name, flag_of, is_int_at_least)
 from rnnlab.outputs import atomic_open, check_output
 from rnnlab.report.html import figure_to_img, pyplot, score_cell, table
 from rnnlab.tasks.cell_options import check_cell_options
@@ -193,6 +193,15 @@ class ClassifyConfig:
         self.cell_options = check_cell_options(self.cell_options, self.cell)
         check(self.resolved_arch() == "rnn" or self.resolved_input() == "numeric", "arch",
               "rnn for text and frames input (lstm-fcn reads numeric sequences)", self.arch)
+        # the class read as an input too would be learnt from itself
+        inputs = {"text": [("text_col", self.text_col)],
+                  "numeric": [("id_col", self.id_col), ("time_col", self.time_col),
+                              *(("feature_cols", c) for c in self.feature_cols),
+                              *(("value_cols", c) for c in self.value_cols)]}.get(self.resolved_input(), [])
+        clash = next((name for name, col in inputs if col and col == self.label_col), None)
+        if clash is not None:
+            check(False, "label_col", f"a column other than the inputs' (it is also {flag_of(clash, CLASSIFY_FLAGS)})",
+                  self.label_col)
         if is_ucr(self.dataset):
             check(not (self.train or self.valid or self.test), "train/valid/test", f"none with --dataset "
                   f"{self.dataset} (it names its files)", [p for p in (self.train, self.valid, self.test) if p])

@@ -302,6 +302,14 @@ def write_run_config(out: Path, task: Task, train_config: dict[str, Any],
     )
 
 
+def _refuse_a_checkpoint_folder(run_dir: Path) -> None:
+    """A CheckpointError saying how to name it, when ``run_dir`` is one of a run's checkpoint folders."""
+    run = run_dir.parent.parent
+    if run_dir.parent.name == CHECKPOINTS and is_run_config(run / CONFIG):
+        raise CheckpointError(f"run folder {run_dir}: expected a run folder, got a checkpoint of the run {run}; "
+                              f"give the run and the checkpoint: {run} --checkpoint {run_dir.name}")
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     file = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
@@ -310,6 +318,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     try:
         cfg = json.loads(file.read_text())
     except FileNotFoundError as exc:
+        _refuse_a_checkpoint_folder(Path(run_dir))
         raise CheckpointError(f"{file}: expected a run folder's config.json, got no such file") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{file}: expected JSON, got unreadable data ({exc})") from exc
@@ -496,6 +505,7 @@ def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
         raise CheckpointError(f"run folder {run_dir}: expected a run folder, got no such folder")
     path = (best_checkpoint(run_dir) if which == "best" else None) or latest_checkpoint(run_dir)
     if path is None:
+        _refuse_a_checkpoint_folder(run_dir)
         raise CheckpointError(f"run folder {run_dir}: expected at least one complete checkpoint, got none")
     return path
 
