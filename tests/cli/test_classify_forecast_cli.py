@@ -37,6 +37,12 @@ def test_classify_commands(tmp_path, capsys):
     assert main(["train", "classify", "--train", str(data), "--text-col", "body"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rnnlab: error:") and "--text-col 'body' not found" in err
+    # a folder or a missing file as --csv is named by the flag
+    for command in ("predict", "evaluate"):
+        for path, got in ((tmp_path, "expected a file, got a folder"), (tmp_path / "nope.csv",
+                                                                       "expected an existing file, got no such file")):
+            assert main([command, str(run), "--csv", str(path)]) == 1
+            assert capsys.readouterr().err.strip() == f"rnnlab: error: --csv {path}: {got}"
     # a file for a trained run: the missing column is the run's (predict and evaluate take no --text-col)
     other = tmp_path / "other.csv"
     other.write_text("body,label\nok,pos\n")
@@ -78,6 +84,9 @@ def test_forecast_commands(tmp_path, capsys):
     assert main(["forecast", str(run), "--csv", str(data), "--horizon", "2", "--out", str(tmp_path / "g.csv"),
                  "--json"]) == 0
     assert [r["t"] for r in json.loads(capsys.readouterr().out)["rows"]] == [120, 121]
+    for command in (["forecast", "--horizon", "2"], ["backtest"], ["evaluate"]):
+        assert main([command[0], str(run), "--csv", str(tmp_path), *command[1:]]) == 1
+        assert capsys.readouterr().err.strip() == f"rnnlab: error: --csv {tmp_path}: expected a file, got a folder"
     renamed = tmp_path / "renamed.csv"
     renamed.write_text(data.read_text().replace("t,y", "t,value", 1))
     for command in (["forecast", "--horizon", "2", "--out", "-"], ["backtest"], ["evaluate"]):

@@ -14,9 +14,9 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
-                              missing_option, print_data_warnings, print_train_json, register_evaluator,
-                              with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag,
+                              check_input_file, extra_options, missing_option, print_data_warnings, print_train_json,
+                              register_evaluator, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
 from rnnlab.outputs import atomic_open, shown, status_stream
 
@@ -47,6 +47,7 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
 
     opts = extra_options(extra, EVALUATE_FLAGS)
     check_encoding_flag(opts, "--csv")
+    check_input_file(opts.get("csv"), "--csv")
     if "confusion" in opts:
         check_run_output(opts["confusion"], run_dir, [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     with print_data_warnings():
@@ -203,6 +204,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
         from rnnlab.tasks.classify import predict_run  # lazy: keeps --help fast
 
+        check_input_file(csv, "--csv")
         with print_data_warnings():
             n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
         print(f"predict: {n} rows -> {shown(out)}", file=status_stream(out))

@@ -12,8 +12,9 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.classify import split_list
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, csv_option, json_number,
-                              missing_option, print_data_warnings, register_evaluator, usage_error, with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_input_file, csv_option,
+                              json_number, missing_option, print_data_warnings, register_evaluator, usage_error,
+                              with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
 from rnnlab.outputs import is_stdout, shown, status_stream
 
@@ -41,8 +42,10 @@ def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[st
     """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
     from rnnlab.tasks.forecast import evaluate_run  # lazy: keeps --help fast
 
+    csv = csv_option(extra)
+    check_input_file(csv, "--csv")
     with print_data_warnings():  # series too short to score are named on stderr
-        return evaluate_run(str(run_dir), csv_option(extra), split, checkpoint)
+        return evaluate_run(str(run_dir), csv, split, checkpoint)
 
 
 def _one_stdout(out: Path | None, as_json: bool) -> None:
@@ -159,6 +162,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         _one_stdout(out, as_json)
         target = str(out) if out else (None if as_json else "forecast.csv")
+        check_input_file(csv, "--csv")
         with print_data_warnings():  # series shorter than the context are padded: said on stderr
             rows = forecast_run(str(run), str(csv), horizon, target, checkpoint, force, missing, encoding)
         if as_json:
@@ -183,6 +187,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
         _one_stdout(out, as_json)
+        check_input_file(csv, "--csv")
         with print_data_warnings():  # series left out (no full context, no MASE unit): one line each on stderr
             bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing,
                               encoding)

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-from rnnlab.errors import ConfigError, DataWarning, Interrupted, RunFolderTakenError, expected
+from rnnlab.errors import ConfigError, DataError, DataWarning, Interrupted, RunFolderTakenError, expected
 from rnnlab.outputs import is_stdout
 
 # Without --out, a run takes the first free runs/TASK[-N]; runs started together (a sweep launched
@@ -355,6 +355,17 @@ def check_encoding_flag(opts: dict[str, Any], file_flag: str) -> None:
     if "encoding" in opts and file_flag.lstrip("-") not in opts:
         raise usage_error("BadOptionUsage", f"--encoding: expected it with {file_flag} FILE (the run's own splits "
                           "are read with the run's encoding)", "--encoding")
+
+
+def check_input_file(path: str | os.PathLike | None, flag: str) -> None:
+    """Refuse, naming ``flag``, a file a command is to read that is a folder or does not exist
+    (the readers name it only as a data file); None (not given) passes."""
+    if path is None or not str(path):
+        return
+    if Path(path).is_dir():
+        raise DataError(f"{flag} {path}: expected a file, got a folder")
+    if not Path(path).exists():
+        raise DataError(f"{flag} {path}: expected an existing file, got no such file")
 
 
 @contextmanager
