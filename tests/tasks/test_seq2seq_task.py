@@ -89,6 +89,23 @@ def test_scheduled_sampling_is_seeded_and_first_step_teacher_forced(tmp_path):
     assert not torch.allclose(a, forced)  # some inputs after the first were the model's own
 
 
+def test_scheduled_sampling_feeds_back_what_greedy_decoding_would_choose(tmp_path):
+    """The model's own previous output, fed back, is never <pad> or <bos> (as decoding never
+    chooses them), even from a model that ranks them first."""
+    from rnnlab.nn.decoding import NEVER_OUTPUT
+
+    data = write_pairs(tmp_path / "p.tsv", [(w, w[::-1]) for w in WORDS])
+    task = Seq2Seq(Seq2SeqConfig(train=str(data), scheduled_sampling=0.99, **small()))
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    with torch.no_grad():
+        model.output.bias[list(NEVER_OUTPUT)] += 50.0
+    fed, step = [], model.step
+    model.step = lambda y, *a: fed.append(y.clone()) or step(y, *a)
+    task._logits(model, next(iter(task.train_batches(0))), "cpu")
+    assert len(fed) > 1 and not any(set(y.tolist()) & set(NEVER_OUTPUT) for y in fed[1:])
+
+
 def test_run_rebuilds_codec_and_model(run):
     run_dir, data = run
     cfg = json.loads((run_dir / "config.json").read_text())
