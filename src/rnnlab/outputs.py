@@ -79,6 +79,12 @@ def shown(out: str | Path) -> str:
     return "standard output" if is_stdout(out) else str(out)
 
 
+def refuse_folder(out: str | Path, flag: str) -> None:
+    """An OutputError naming ``flag`` when ``out``, a file a command is to write, is a folder."""
+    if Path(out).is_dir():
+        raise OutputError(f"{flag} {out}: expected a file path, got a folder")
+
+
 def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
                  flag: str = "--out", stdout: bool = False, run_data: Iterable[str | Path] = (),
                  named: Iterable[str | Path] = ()) -> Path:
@@ -91,8 +97,7 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), forc
             return Path(STDOUT)
         raise OutputError(f"{flag} -: expected a file path (this output cannot go to standard output)")
     out = Path(out)
-    if out.is_dir():
-        raise OutputError(f"{flag} {out}: expected a file path, got a folder")
+    refuse_folder(out, flag)
     for inp in inputs:
         if inp is not None and str(inp) and _same(out, Path(inp)):
             raise OutputError(f"{flag} {out}: expected a file other than the input, got the input file itself; "

@@ -48,8 +48,8 @@ def test_classify_commands(tmp_path, capsys):
     other.write_text("body,label\nok,pos\n")
     for command in (["predict", str(run), "--csv", str(other), "--out", "-"], ["evaluate", str(run), "--csv", str(other)]):
         assert main(command) == 1
-        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {other}: expected a column 'text', as the run's data "
-                                                   "had (its --text-col when it was trained); got the columns "
+        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {other}: expected a column 'text' as the run's data "
+                                                   "had (its --text-col when it was trained), got the columns "
                                                    "['body', 'label']")
 
 
@@ -91,8 +91,8 @@ def test_forecast_commands(tmp_path, capsys):
     renamed.write_text(data.read_text().replace("t,y", "t,value", 1))
     for command in (["forecast", "--horizon", "2", "--out", "-"], ["backtest"], ["evaluate"]):
         assert main([command[0], str(run), "--csv", str(renamed), *command[1:]]) == 1
-        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {renamed}: expected a column 'y', as the run's "
-                                                   "data had (its --target when it was trained); got the columns "
+        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {renamed}: expected a column 'y' as the run's "
+                                                   "data had (its --target when it was trained), got the columns "
                                                    "['t', 'value']")
     # the training file ends where validation ended for a run without held-out windows: nothing to backtest
     run2 = tmp_path / "run2"

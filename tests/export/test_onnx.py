@@ -363,37 +363,3 @@ def test_export_without_onnxruntime_says_it_did_not_run_the_graph(tmp_path, monk
     assert main(["export", str(run), "--onnx", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"wrote {out}", "not run in ONNX Runtime: onnxruntime is not installed (pip install 'rnnlab[onnx]')"]
-
-
-def test_packed_shape_notes_are_dropped_and_other_stderr_lines_kept(capfd) -> None:
-    """What reaches file descriptor 2 inside the filter comes back after it, less torch's C++
-    notes on packed-sequence shape inference."""
-    import os
-
-    from rnnlab.export.onnx import _without_packed_shape_notes
-
-    note = ("[W1207 06:31:16.691027642 shape_type_inference.cpp:1994] Warning: The shape inference of "
-            "prim::PackPadded type is missing, so it may result in wrong shape inference for the exported graph.\n")
-    with _without_packed_shape_notes():
-        os.write(2, note.encode())
-        os.write(2, b"another line\n")
-        os.write(2, note.replace("PackPadded", "PadPacked").encode())
-    assert capfd.readouterr().err == "another line\n"
-
-
-def test_export_of_a_classifier_prints_only_its_own_lines(tmp_path, capfd) -> None:
-    """A text classifier's graph holds packed sequences: torch's notes on their shape inference
-    stay out of `rnnlab export`'s output, which is the file written and the ONNX Runtime check."""
-    from rnnlab.cli.main import main
-
-    data = tmp_path / "t.csv"
-    data.write_text("text,label\n" + "".join(f"good movie {i},pos\nbad film {i},neg\n" for i in range(12)))
-    run = tmp_path / "c"
-    assert main(["train", "classify", "--train", str(data), "--hidden-size", "8", "--max-steps", "2", "--quiet",
-                 "--no-report", "--out", str(run)]) == 0
-    capfd.readouterr()
-    assert main(["export", str(run), "--onnx", str(tmp_path / "c.onnx")]) == 0
-    cap = capfd.readouterr()
-    assert "PackPadded" not in cap.err + cap.out and "PadPacked" not in cap.err + cap.out
-    assert cap.err == ""
-    assert cap.out.startswith(f"wrote {tmp_path / 'c.onnx'}\nONNX Runtime on example inputs"), cap.out

@@ -110,6 +110,24 @@ def test_pad_and_bos_are_never_output_even_when_ranked_first():
         assert h.log_prob == pytest.approx(_log_prob(m, s, h.tokens, h.finished), abs=1e-9)
 
 
+def test_the_ids_never_chosen_follow_the_ids_given():
+    """With other special ids, the given <pad> and <bos> are the ones skipped, never the <eos>
+    (id 1 here, rnnlab's <bos>); a vocabulary of the skipped tokens alone is refused."""
+    m = _model(eos_bias=-5.0)
+    with torch.no_grad():
+        m.output.bias[1] += 30.0                        # <eos> under these ids: ends every output at once
+        m.output.bias[[5, 6]] += 50.0                   # the given <bos> and <pad>: ranked first, never chosen
+    src, lengths = pad_batch(SOURCES)
+    for h in greedy_decode(m, src, lengths, max_len=6, bos_id=5, eos_id=1, pad_id=6):
+        assert h.tokens == [] and h.finished
+    for (h,) in beam_search(m, src, lengths, beam=2, max_len=6, bos_id=5, eos_id=1, pad_id=6):
+        assert h.tokens == [] and h.finished
+    tiny = EncoderDecoder(9, 2, embedding_size=5, hidden_size=6).double().eval()
+    with pytest.raises(ConfigError, match=r"target vocabulary: expected a token besides <pad> \(0\) and <bos> \(1\), "
+                                          r"got 2 token\(s\)"):
+        greedy_decode(tiny, src, lengths, eos_id=5)
+
+
 def test_nbest_is_sorted_and_distinct():
     m = _model(eos_bias=1.5)
     src, lengths = pad_batch(SOURCES)

@@ -291,7 +291,8 @@ def test_evaluate_json_confusion_rows_are_counts_and_undefined_scores_null(text_
                                      (dict(value_cols=["a", "label"]), "--value-cols")])
 def test_the_label_column_cannot_be_an_input_too(kw, also):
     """A class read as an input would be learnt from itself: refused, naming both flags."""
+    config = ClassifyConfig(train="x.csv", **kw)          # a saved run's config still loads
     with pytest.raises(ConfigError, match=rf"--label-col \(classify label_col\): expected a column other than the "
                                           rf"inputs' \(it is also {also}\), got 'label'"):
-        ClassifyConfig(train="x.csv", **kw)
-    ClassifyConfig(train="x.csv", **{**kw, "label_col": "class"})      # any other label column is fine
+        ClassifyTask(config)                              # refused before the file is read
+    ClassifyConfig(train="x.csv", **{**kw, "label_col": "class"}).check_label_is_not_an_input()

@@ -92,8 +92,19 @@ def test_a_probe_is_timed_by_its_training_loop_not_its_setup(monkeypatch):
     import rnnlab.tasks.probe as probe
     from rnnlab.train import fit
 
+    import time
+
     results = []
+    build = probe.ProbeTask.build_model
+
+    def slow_build(self):                         # setup that a first run pays
+        time.sleep(1.0)
+        return build(self)
+
+    monkeypatch.setattr(probe.ProbeTask, "build_model", slow_build)
     monkeypatch.setattr(probe, "fit", lambda *a: results.append(fit(*a)) or results[-1])
+    t = time.monotonic()
     res = run_probe("checksum", "lstm", 5, steps=2, hidden_size=8)
     [result] = results
-    assert res.seconds == result.train_seconds > 0 and res.steps == 2
+    assert res.seconds == result.train_seconds and 0 < res.seconds <= time.monotonic() - t - 1.0
+    assert res.steps == 2

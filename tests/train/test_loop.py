@@ -287,24 +287,36 @@ def test_tensorboard_logger_when_installed(tmp_path):
     assert events and events[0].stat().st_size > 0
 
 
-def test_the_result_times_the_training_loop_within_the_call(tmp_path):
+def test_the_result_times_the_training_loop_not_the_setup(tmp_path):
+    """``train_seconds`` (what --max-time bounds) leaves out what fit does before the first step:
+    here a model that takes a second to build."""
     import time
 
+    class SlowToBuild(ToyTask):
+        def build_model(self):
+            time.sleep(1.0)
+            return super().build_model()
+
     t = time.monotonic()
-    result = fit(toy_task(), train_config(max_steps=3), tmp_path / "run")
-    assert 0 < result.train_seconds <= time.monotonic() - t
+    result = fit(SlowToBuild(ToyConfig(**TASK)), train_config(max_steps=3), tmp_path / "run")
+    assert 0 < result.train_seconds <= time.monotonic() - t - 1.0
 
 
-def test_a_checkpoint_folder_given_as_the_run_says_how_to_name_it(tmp_path):
+def test_a_checkpoint_folder_given_as_the_run_says_how_to_name_it(tmp_path, monkeypatch):
     from rnnlab.train.rundir import load_run, read_run_config
 
     out = tmp_path / "run"
     result = fit(toy_task(), train_config(max_steps=3), out)
     step = result.last_checkpoint
-    want = (f"run folder {step}: expected a run folder, got a checkpoint of the run {out}; give the run and the "
-            f"checkpoint: {out} --checkpoint {step.name}")
+    want = (f"run folder {step}: expected a run folder, got a checkpoint of the run {out}; give the run folder "
+            f"{out} (with --checkpoint {step.name} where the command takes one; --resume continues from the latest)")
     for read in (load_run, read_run_config):
         with pytest.raises(CheckpointError) as err:
             read(step)
         assert str(err.value) == want
     load_run(out, step.name)        # the way the message names works
+    # named from inside the checkpoint folder, relative paths: found as well
+    monkeypatch.chdir(step)
+    with pytest.raises(CheckpointError, match=r"run folder \.: expected a run folder, got a checkpoint of the run "
+                                              r"\.\./\.\.; give the run folder \.\./\.\. \(with --checkpoint"):
+        load_run(".")

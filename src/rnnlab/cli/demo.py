@@ -39,7 +39,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Train one cell on one probe as a full run (folder, checkpoints, resume, report.html)."""
         from rnnlab.tasks.probe import ProbeConfig, ProbeTask  # lazy: keeps --help fast
 
-        check_memory_bias(cell, memory_bias)
+        if run.resume_run is None:        # a run trained so before this check still resumes with its own flags
+            check_memory_bias(cell, memory_bias)
 
         def config() -> ProbeConfig:
             return ProbeConfig(

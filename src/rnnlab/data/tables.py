@@ -85,7 +85,7 @@ class Table:
                 hint = f" (one column whose name holds {sep!r}: a {sep!r}-separated file? write it with commas or tabs)"
             if _FOR_A_RUN.get():
                 flag = f" (its {role} when it was trained)" if role.startswith("--") else ""
-                raise DataError(f"{self.path}: expected a column {name!r}, as the run's data had{flag}; got the "
+                raise DataError(f"{self.path}: expected a column {name!r} as the run's data had{flag}, got the "
                                 f"columns {self.columns}{hint}")
             raise DataError(
                 f"{self.path}: {role} {name!r} not found; expected one of {self.columns}, got {name!r}{hint}"

@@ -47,15 +47,10 @@ A speech run is one graph from waveforms and their lengths, the features include
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import json
 import logging
-import os
-import re
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +61,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.errors import ConfigError, OutputError, expected, optional_module
+from rnnlab.errors import ConfigError, expected, optional_module
 from rnnlab.data.audio_features import deltas, normalize_utterance
 from rnnlab.export.variant_graph import equations_differ, variant_twin
 from rnnlab.nn.cells import CellBase
 from rnnlab.nn.layers import RecurrentBase
 from rnnlab.nn.regularize import WeightDrop
-from rnnlab.outputs import atomic_path, check_output, commit, is_stdout
+from rnnlab.outputs import atomic_path, check_output, commit, is_stdout, refuse_folder
 from rnnlab.tasks.classify import SequenceClassifier, pool_states
 from rnnlab.tasks.forecast import Forecaster
 from rnnlab.tasks.speech import SpeechModel
@@ -197,35 +192,6 @@ def export_onnx(
         torch.onnx.export(twin, args, str(path), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
     return path
-
-
-# What torch's TorchScript exporter prints, in C++ and straight to the process's stderr (outside
-# Python's warnings), for each packed-sequence node of a graph: that its shape inference has no rule
-# for it. export_run runs every graph it writes in ONNX Runtime at other shapes than the traced ones
-# and reports the difference, which is the check those lines ask for.
-_PACKED_SHAPE_NOTE = re.compile(r"shape inference of prim::(PackPadded|PadPacked) type is missing")
-
-
-@contextlib.contextmanager
-def _without_packed_shape_notes():
-    """Runs the block with file descriptor 2 (stderr) caught, then passes on every line it wrote
-    except torch's notes on packed-sequence shape inference (``_PACKED_SHAPE_NOTE``)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            kept = [line for line in caught.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not _PACKED_SHAPE_NOTE.search(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 def _eval_outputs(module: nn.Module, *args: Any) -> list[torch.Tensor]:
@@ -712,15 +678,14 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
     task, model, _ = load_run(run_dir, checkpoint)
     batch, steps = RUNTIME_CHECK
     if isinstance(model, EncoderDecoder):
-        if not is_stdout(path) and Path(path).is_dir():   # refused as one graph's folder is, not written beside it
-            raise OutputError(f"--onnx {path}: expected a file path, got a folder")
+        if not is_stdout(path):
+            refuse_folder(path, "--onnx")     # as for one graph, rather than the two written beside the folder
         paths = [check_run_output(p, run_dir, force=force, flag="--onnx") for p in seq2seq_paths(path)]
         tmps = [atomic_path(p) for p in paths]
         diffs = []
         try:
             traced = seq2seq_interfaces(model.eval())
-            with _without_packed_shape_notes():
-                export_seq2seq(model, *tmps, interfaces=traced)
+            export_seq2seq(model, *tmps, interfaces=traced)
             checks = seq2seq_interfaces(model, batch, steps)
             shapes = (tuple(checks["encoder"][1][0].shape), tuple(traced["encoder"][1][0].shape))
             for t, part in zip(tmps, ("encoder", "decoder")):
@@ -747,9 +712,7 @@ def export_run(run_dir: str | Path, path: str | Path, checkpoint: str = "best", 
         model = graph
     tmp = atomic_path(path)
     try:
-        with _without_packed_shape_notes():
-            export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names,
-                        dynamic_axes=axes)
+        export_onnx(model, tmp, example_inputs=args, input_names=in_names, output_names=out_names, dynamic_axes=axes)
         diff = _checked(tmp, model, check_args, in_names, f"ONNX export of the {task.name} run", int8)
         _stamp(tmp, task)
     except BaseException:

@@ -45,18 +45,29 @@ def length_penalty(n: int, alpha: float) -> float:
     return ((5.0 + n) / 6.0) ** alpha
 
 
-# Token ids no output holds, whatever the model ranks them (a runtime driving the exported
-# decoder step skips them too).
+# Token ids no output holds, whatever the model ranks them (rnnlab's vocabularies; a runtime
+# driving the exported decoder step skips them too).
 NEVER_OUTPUT = (PAD_ID, BOS_ID)
 
 
-def _log_probs(logits: Tensor, bos_id: int) -> Tensor:
-    """Log-probabilities of the next token, with ``<pad>`` and ``<bos>`` at -inf: a model early in
-    training may rank them first, but neither can be part of an output (the decoded text would drop
-    them and hide steps that were scored)."""
+def _never(model: EncoderDecoder, pad_id: int, bos_id: int, eos_id: int) -> list[int]:
+    """The ids decoding never chooses: ``<pad>`` and ``<bos>`` (a model early in training may rank
+    them first, but neither can be part of an output: the decoded text would drop them and hide
+    steps that were scored), unless one is also the ``<eos>`` id; a ConfigError when no other token
+    is left to choose."""
+    V = model.output.out_features
+    never = sorted({pad_id, bos_id} - {eos_id})
+    if not any(k not in never for k in range(V)):
+        raise ConfigError(expected("target vocabulary", f"a token besides <pad> ({pad_id}) and <bos> ({bos_id})",
+                                   f"{V} token(s)"))
+    return never
+
+
+def _log_probs(logits: Tensor, never: list[int]) -> Tensor:
+    """Log-probabilities of the next token, the ``never`` ids at -inf (the others keep the model's own)."""
     # Half-precision logits are summed over many steps: accumulate in float32 at least.
     logp = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
-    logp[:, [*NEVER_OUTPUT, bos_id]] = float("-inf")
+    logp[:, never] = float("-inf")
     return logp
 
 
@@ -70,8 +81,9 @@ def _limits(src_lengths: Tensor, max_len: int | None) -> list[int]:
 
 @torch.no_grad()
 def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_len: int | None = None,
-                  bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> list[Hypothesis]:
-    """The most probable token at every step, for each source of the batch."""
+                  bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[Hypothesis]:
+    """The most probable token at every step (never ``<pad>`` or ``<bos>``), for each source of the batch."""
+    never = _never(model, pad_id, bos_id, eos_id)
     B = src.shape[0]
     limits = _limits(src_lengths, max_len)
     S_of = [int(n) for n in src_lengths]
@@ -85,7 +97,7 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
     live = list(range(B))
     for t in range(1, max(limits) + 1):
         logits, state, w = model.step(y, state, memory)
-        logp = _log_probs(logits, bos_id)          # (B, V)
+        logp = _log_probs(logits, never)          # (B, V)
         best_lp, y = logp.max(dim=-1)
         best, best_lp_l = y.tolist(), best_lp.tolist()
         if w is not None:
@@ -113,8 +125,9 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, max_l
 @torch.no_grad()
 def beam_search(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, beam: int = 5, nbest: int = 1,
                 alpha: float = 0.6, early_stop: bool = True, max_len: int | None = None,
-                bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> list[list[Hypothesis]]:
-    """The ``nbest`` best hypotheses of a width-``beam`` search, best first, for each source."""
+                bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[list[Hypothesis]]:
+    """The ``nbest`` best hypotheses of a width-``beam`` search, best first, for each source (no
+    hypothesis holds ``<pad>`` or ``<bos>``)."""
     for name, v in (("beam", beam), ("nbest", nbest)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(expected(name, "an int >= 1", repr(v)))
@@ -122,6 +135,7 @@ def beam_search(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, beam: i
         raise ConfigError(expected("nbest", f"at most the beam width {beam}", nbest))
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
         raise ConfigError(expected("alpha (length normalisation)", "a number >= 0", repr(alpha)))
+    never = _never(model, pad_id, bos_id, eos_id)
     B, K, dev = src.shape[0], beam, src.device
     limits = _limits(src_lengths, max_len)
     S_of = [int(n) for n in src_lengths]
@@ -138,7 +152,7 @@ def beam_search(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, beam: i
     done = [False] * B
     for t in range(1, max(limits) + 1):
         logits, state, w = model.step(y, state, memory)
-        logp = _log_probs(logits, bos_id)          # (B·K, V)
+        logp = _log_probs(logits, never)          # (B·K, V)
         V = logp.shape[-1]
         cand = (scores.view(B * K, 1) + logp).view(B, K * V)
         top_s, top_i = cand.topk(min(2 * K, K * V), dim=1)                # (B, 2K)

@@ -193,20 +193,24 @@ class ClassifyConfig:
         self.cell_options = check_cell_options(self.cell_options, self.cell)
         check(self.resolved_arch() == "rnn" or self.resolved_input() == "numeric", "arch",
               "rnn for text and frames input (lstm-fcn reads numeric sequences)", self.arch)
-        # the class read as an input too would be learnt from itself
+        if is_ucr(self.dataset):
+            check(not (self.train or self.valid or self.test), "train/valid/test", f"none with --dataset "
+                  f"{self.dataset} (it names its files)", [p for p in (self.train, self.valid, self.test) if p])
+        elif self.resolved_input() == "frames":
+            check_frames_config(self)
+
+    def check_label_is_not_an_input(self) -> None:
+        """ConfigError when the class column is also read as an input (it would be learnt from
+        itself). Checked when a run is trained, not when one is loaded: a saved run keeps loading."""
         inputs = {"text": [("text_col", self.text_col)],
                   "numeric": [("id_col", self.id_col), ("time_col", self.time_col),
                               *(("feature_cols", c) for c in self.feature_cols),
                               *(("value_cols", c) for c in self.value_cols)]}.get(self.resolved_input(), [])
         clash = next((name for name, col in inputs if col and col == self.label_col), None)
         if clash is not None:
-            check(False, "label_col", f"a column other than the inputs' (it is also {flag_of(clash, CLASSIFY_FLAGS)})",
-                  self.label_col)
-        if is_ucr(self.dataset):
-            check(not (self.train or self.valid or self.test), "train/valid/test", f"none with --dataset "
-                  f"{self.dataset} (it names its files)", [p for p in (self.train, self.valid, self.test) if p])
-        elif self.resolved_input() == "frames":
-            check_frames_config(self)
+            raise ConfigError(expected(field_name("classify", "label_col", self, CLASSIFY_FLAGS),
+                                       f"a column other than the inputs' (it is also {flag_of(clash, CLASSIFY_FLAGS)})",
+                                       repr(self.label_col)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -639,6 +643,7 @@ class ClassifyTask:
             return
         if not config.train and not config.dataset:
             raise ConfigError(expected("classify train", "a data file", "none"))
+        config.check_label_is_not_an_input()
         if self.kind == "text" and config.init_from:
             self._lm = load_lm_source(config.init_from)
             config = self.config = _adopt_lm(config, self._lm)

@@ -304,10 +304,13 @@ def write_run_config(out: Path, task: Task, train_config: dict[str, Any],
 
 def _refuse_a_checkpoint_folder(run_dir: Path) -> None:
     """A CheckpointError saying how to name it, when ``run_dir`` is one of a run's checkpoint folders."""
-    run = run_dir.parent.parent
-    if run_dir.parent.name == CHECKPOINTS and is_run_config(run / CONFIG):
-        raise CheckpointError(f"run folder {run_dir}: expected a run folder, got a checkpoint of the run {run}; "
-                              f"give the run and the checkpoint: {run} --checkpoint {run_dir.name}")
+    folder = Path(os.path.abspath(run_dir))
+    run = folder.parent.parent
+    if folder.parent.name == CHECKPOINTS and is_run_config(run / CONFIG):
+        shown = os.path.relpath(run) if not os.path.isabs(run_dir) else str(run)
+        raise CheckpointError(f"run folder {run_dir}: expected a run folder, got a checkpoint of the run {shown}; "
+                              f"give the run folder {shown} (with --checkpoint {folder.name} where the command takes "
+                              "one; --resume continues from the latest)")
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
