@@ -34,3 +34,14 @@ def test_version_flag(capsys):
     from rnnlab import __version__
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith(f"rnnlab {__version__} (torch ")
+
+
+def test_the_layer_flags_without_plan_are_refused(capsys):
+    """--hidden-size, --inference, ... describe the layer --plan shows: alone they were ignored."""
+    for flags, flag in ((["--hidden", "8"], "--hidden-size"), (["--inference"], "--inference"),
+                        (["--json", "--batch-size", "4"], "--batch-size")):
+        assert main(["info", *flags]) == 1
+        assert capsys.readouterr().err.strip() == (f"rnnlab: error: {flag}: expected it with --plan CELL (it describes "
+                                                   "the layer whose path --plan shows), got it without --plan")
+    assert main(["info", "--plan", "lstm", "--hidden", "8", "--inference", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)

@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.train import cell_option_flag, cell_options_from_flags
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, expected
 
 
 def _version(dist: str) -> str | None:
@@ -93,6 +93,10 @@ def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engi
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    # info's flags that only --plan reads
+    _PLAN_ONLY = ("hidden_size", "input_size", "batch_size", "steps", "dtype", "engine", "padded", "inference",
+                  "cell_option")
+
     @app.command("info")
     def info(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of lines."),
@@ -113,8 +117,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                        help="With --plan: the path without a gradient to come (torch.no_grad, "
                                             "torch.inference_mode, evaluation): nothing kept for backward."),
         cell_option: Optional[List[str]] = cell_option_flag(),
+        ctx: typer.Context = None,
     ) -> None:
         """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
+        if plan is None:       # the layer's flags describe the layer --plan shows: alone they were ignored
+            given = [p.opts[0] for p in ctx.command.params if p.name in _PLAN_ONLY
+                     and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
+            if given:
+                raise ConfigError(expected(given[0], "it with --plan CELL (it describes the layer whose path --plan "
+                                           "shows)", "it without --plan"))
         if plan is not None:
             _print_plan(plan, hidden_size, batch_size, steps, dtype, engine, padded,
                         cell_options_from_flags(cell_option), as_json, inference, input_size)
