@@ -19,17 +19,10 @@ import torch
 
 from rnnlab.data.pairs import pad_batch
 from rnnlab.export.onnx import export_seq2seq, onnx_session
-from rnnlab.nn.decoding import NEVER_OUTPUT
+from rnnlab.nn.decoding import next_token
 from rnnlab.nn.seq2seq import BOS_ID
 from rnnlab.train import load_run
 from _report import emit
-
-
-def next_token(logits: np.ndarray) -> np.ndarray:
-    """The greedy choice, as rnnlab.nn.decoding makes it: never <pad> or <bos>."""
-    logits = logits.copy()
-    logits[:, list(NEVER_OUTPUT)] = -np.inf
-    return logits.argmax(-1).astype(np.int64)
 
 
 def ort_greedy(enc, dec, src: torch.Tensor, lengths: torch.Tensor, steps: int) -> np.ndarray:
@@ -46,7 +39,7 @@ def ort_greedy(enc, dec, src: torch.Tensor, lengths: torch.Tensor, steps: int) -
         res = dict(zip(dec_names, dec.run(None, {k: v for k, v in {"y_prev": y, **state, **fixed}.items() if k in wanted})))
         state = {k: res[f"{k}_out"] for k in state}
         logits.append(res["logits"])
-        y = next_token(res["logits"])
+        y = next_token(torch.from_numpy(res["logits"])).numpy()
     return np.stack(logits, 1)
 
 
@@ -77,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
             for _ in range(args.steps):
                 logits, state, _ = model.step(y, state, memory)
                 want.append(logits)
-                y = torch.from_numpy(next_token(logits.numpy()))
+                y = next_token(logits)
         want = torch.stack(want, 1).numpy()
         err = max(err, float(np.abs(got - want).max()))
         same += int((got.argmax(-1) == want.argmax(-1)).all(1).sum())

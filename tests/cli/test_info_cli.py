@@ -44,4 +44,7 @@ def test_the_layer_flags_without_plan_are_refused(capsys):
         assert capsys.readouterr().err.strip() == (f"rnnlab: error: {flag}: expected it with --plan CELL (it describes "
                                                    "the layer whose path --plan shows), got it without --plan")
     assert main(["info", "--plan", "lstm", "--hidden", "8", "--inference", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)
+    from rnnlab.nn import LSTM
+
+    # the flags reach the plan: it is the layer's own for those sizes
+    assert json.loads(capsys.readouterr().out) == LSTM(32, 8).plan(32, 35, inference=True).to_dict()

@@ -10,7 +10,7 @@ import torch
 
 from rnnlab.data.pairs import pad_batch
 from rnnlab.errors import ConfigError
-from rnnlab.nn.decoding import NEVER_OUTPUT, greedy_decode
+from rnnlab.nn.decoding import greedy_decode, next_token
 from rnnlab.nn.seq2seq import BOS_ID, EOS_ID, EncoderDecoder
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install rnnlab[onnx]")
@@ -24,13 +24,6 @@ CONFIGS = [
     dict(cell="lstm", attention="none", input_feeding=False, bidirectional=False),
     dict(cell="rnn", attention="dot", input_feeding=False, tie_embeddings=True, embedding_size=8),
 ]
-
-
-def _next_token(logits: np.ndarray) -> np.ndarray:
-    """A runtime's greedy choice as docs/seq2seq.md asks for it: never <pad> or <bos>."""
-    logits = logits.copy()
-    logits[:, list(NEVER_OUTPUT)] = -np.inf
-    return logits.argmax(-1).astype(np.int64)
 
 
 def _ort_greedy(enc, dec, src: torch.Tensor, lengths: torch.Tensor, steps: int):
@@ -47,7 +40,7 @@ def _ort_greedy(enc, dec, src: torch.Tensor, lengths: torch.Tensor, steps: int):
         outs = dict(zip(out_names, dec.run(None, feeds)))
         state = {k: outs[f"{k}_out"] for k in state}
         all_logits.append(outs["logits"])
-        y = _next_token(outs["logits"])
+        y = next_token(torch.from_numpy(outs["logits"])).numpy()
         tokens.append(y)
     return np.stack(all_logits, 1), np.stack(tokens, 1)
 
@@ -73,7 +66,7 @@ def test_onnxruntime_matches_rnnlab_step_by_step(tmp_path, kw) -> None:
         for _ in range(steps):
             logits, state, _ = model.step(y, state, memory)
             want.append(logits)
-            y = torch.from_numpy(_next_token(logits.numpy()))
+            y = next_token(logits)
     want = torch.stack(want, 1)
     torch.testing.assert_close(torch.from_numpy(got_logits), want, atol=1e-5, rtol=1e-5)
 

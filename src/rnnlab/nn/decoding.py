@@ -21,6 +21,7 @@ can reach at most its log p / lp(limit)), or at its limit. With K = 1 and ``earl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -48,6 +49,13 @@ def length_penalty(n: int, alpha: float) -> float:
 # Token ids no output holds, whatever the model ranks them (rnnlab's vocabularies; a runtime
 # driving the exported decoder step skips them too).
 NEVER_OUTPUT = (PAD_ID, BOS_ID)
+
+
+def next_token(logits: Tensor, never: Sequence[int] = NEVER_OUTPUT) -> Tensor:
+    """The greedy choice over ``logits`` (..., V): the most probable token not in ``never`` (by
+    default ``<pad>`` and ``<bos>``), as :func:`greedy_decode` makes it; no gradient."""
+    idx = torch.tensor(list(never), dtype=torch.long, device=logits.device)
+    return logits.detach().index_fill(-1, idx, float("-inf")).argmax(-1)
 
 
 def _never(model: EncoderDecoder, pad_id: int, bos_id: int, eos_id: int) -> list[int]:

@@ -39,7 +39,7 @@ from rnnlab.metrics.sequence import (
     closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate,
 )
 from rnnlab.nn.attention import ATTENTIONS
-from rnnlab.nn.decoding import NEVER_OUTPUT, Hypothesis, beam_search, greedy_decode
+from rnnlab.nn.decoding import Hypothesis, beam_search, greedy_decode, next_token
 from rnnlab.nn.seq2seq import EncoderDecoder
 from rnnlab.outputs import atomic_path, check_output, commit
 from rnnlab.report.html import escape, figure_to_img, pyplot, table
@@ -322,9 +322,7 @@ class Seq2SeqTask:
         out, y = [], tgt_in[:, 0]
         for t in range(tgt_in.shape[1]):
             if t > 0:
-                own = out[-1].detach().clone()
-                own[:, list(NEVER_OUTPUT)] = float("-inf")         # the greedy output, as decoding chooses it
-                y = torch.where(use_own[:, t], own.argmax(-1), tgt_in[:, t])
+                y = torch.where(use_own[:, t], next_token(out[-1]), tgt_in[:, t])
             lg, state, _ = model.step(y, state, memory)
             out.append(lg)
         return torch.stack(out, 1)
