@@ -187,6 +187,18 @@ def test_bad_training_data_are_one_line(tmp_path):
         Seq2Seq(Seq2SeqConfig(train=str(long), max_source_len=10, **small()))
 
 
+def test_a_copy_task_is_said(tmp_path, recwarn):
+    """One column given twice (by name and by position) trains a model that copies its input:
+    warned, not refused (an autoencoder may be meant); distinct columns say nothing."""
+    from rnnlab.errors import DataWarning
+    data = write_pairs(tmp_path / "p.tsv", [(w, w[::-1]) for w in WORDS])
+    with pytest.warns(DataWarning, match="every target equals its source .*--source-col 0, --target-col source"):
+        Seq2Seq(Seq2SeqConfig(train=str(data), source_col="0", target_col="source", **small())).split("train")
+    recwarn.clear()
+    Seq2Seq(Seq2SeqConfig(train=str(data), **small())).split("train")
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+
+
 def test_other_task_run_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"task": "lm", "task_config": {}, "train_config": {}}))
     with pytest.raises(CheckpointError, match="expected a sequence-to-sequence run .* got a run of task 'lm'"):

@@ -16,7 +16,8 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from rnnlab.cli.train import TrainArgs, cell_option_flag, cell_options_from_flags, print_train_json, with_train_options
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, print_data_warnings, print_train_json,
+                              with_train_options)
 from rnnlab.errors import ConfigError, DataError, expected
 
 # ``rnnlab train seq2seq`` flag (parameter) -> Seq2SeqConfig key, where the names differ (checked on --resume).
@@ -118,7 +119,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         def build() -> Seq2SeqTask:  # every data error is raised here, before any model is built
             return Seq2SeqTask(Seq2SeqConfig(**flags()))
 
-        result = run.start(build, "seq2seq", flags, CONFIG_KEYS, Seq2SeqTask.data_keys, **Seq2SeqTask.train_defaults)
+        with print_data_warnings():  # every target equal to its source: one line on stderr
+            result = run.start(build, "seq2seq", flags, CONFIG_KEYS, Seq2SeqTask.data_keys, **Seq2SeqTask.train_defaults)
         if run.given.get("quiet") and not as_json:  # --json always prints its object
             return
         task, model, _ = load_run(result.run_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch import nn
 
 from rnnlab.data.pair_sets import PAIR_DATASETS, hash_split, load_pair_dataset
 from rnnlab.data.pairs import PAD_ID, SPLITS, TOKEN_KINDS, PairCodec, Pairs, pad_batch, read_pairs, target_io
-from rnnlab.errors import CheckpointError, ConfigError, DataError, expected, field_name, is_int_at_least
+from rnnlab.errors import CheckpointError, ConfigError, DataError, DataWarning, expected, field_name, is_int_at_least
 from rnnlab.metrics.sequence import (
     closest_reference, corpus_bleu, corpus_chrf, exact_match, g2p_scores, token_error_rate,
 )
@@ -240,6 +241,11 @@ class Seq2SeqTask:
             return read_pairs(path, _col(c.source_col), _col(c.target_col), c.format, c.header, c.encoding)
 
         train = read(c.train)
+        if train.source == train.target:
+            # two spellings of one column (--source-col 1 --target-col target) or a copy task: say so,
+            # since a model that learns to copy scores perfectly and translates nothing
+            warnings.warn(f"{c.train}: every target equals its source (--source-col {c.source_col}, --target-col "
+                          f"{c.target_col}): the model learns to copy its input", DataWarning, stacklevel=2)
         out: dict[str, Pairs] = {}
         if c.valid:
             out["train"], out["valid"] = train, read(c.valid)
