@@ -184,10 +184,26 @@ def test_truncation_warns_and_counts(tmp_path):
 def test_test_series_longer_than_the_training_ones_warn(tmp_path):
     # the test file is read when the task is built (before any training), so the warning comes then
     with pytest.warns(DataWarning, match=r"b.ts: 8 of 8 sequences are longer than 12 steps .*\(the run's input "
-                      r"length, its longest training series; --max-len 256\)"):
+                      r"length, its longest training series; --max-len 512\)"):
         task = ClassifyTask(ClassifyConfig(train=ts_file(tmp_path / "a.ts", length=12),
                                            test=ts_file(tmp_path / "b.ts", length=16)))
     assert all(len(s) == 12 for s in task.split("test").inputs)
+
+
+def test_max_len_auto_keeps_twice_the_steps_for_lstm_fcn(tmp_path):
+    """--max-len 0 (auto): LSTM-FCN keeps up to 512 steps (its LSTM reads the variables as steps),
+    a recurrent classifier 256; a given --max-len applies to both."""
+    path = ts_file(tmp_path / "t.ts", length=300)
+    fcn = ClassifyTask(ClassifyConfig(train=path))
+    assert fcn.config.resolved_max_len() == 512 and (fcn.factor, fcn.length) == (1, 300)
+    with pytest.warns(DataWarning, match="longer than --max-len 256: every series is downsampled by 2"):
+        rnn = ClassifyTask(ClassifyConfig(train=path, arch="rnn"))
+    assert (rnn.factor, rnn.length) == (2, 150)
+    with pytest.warns(DataWarning, match="longer than --max-len 100: every series is downsampled by 3"):
+        given = ClassifyTask(ClassifyConfig(train=path, max_len=100))
+    assert (given.factor, given.length) == (3, 100)
+    with pytest.raises(ConfigError, match="max_len"):
+        ClassifyConfig(train=path, max_len=-1)
 
 
 def test_nothing_cut_means_no_warning(tmp_path):

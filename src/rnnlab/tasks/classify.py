@@ -80,6 +80,12 @@ NORMALIZE = ("auto", "channel", "series", "series-scale", "none")
 # z-normalised instead and its own scale becomes an input (series-scale).
 AMPLITUDE_SPREAD = 100.0
 LONG_SERIES = ("auto", "downsample", "truncate")   # auto: downsample numeric series, truncate token sequences
+# The input length beyond which sequences are downsampled or cut (--max-len 0, auto): a recurrent
+# classifier backpropagates through every step, so 256; LSTM-FCN's LSTM reads the variables as its
+# steps (dimension shuffle) and only its convolutions run along time, so it keeps twice as many, as
+# the paper keeps every step: averaging a signal over many steps removes the fast detail that some
+# classes differ in (electrical appliances' current, for one).
+MAX_LEN = {"lstm-fcn": 512, "rnn": 256}
 
 # Validation when no --valid file is given (numeric input, --folds 0 = auto): below KFOLD_BELOW
 # training series, a 20 % holdout leaves a handful of series per class to pick a checkpoint on, so
@@ -123,7 +129,7 @@ class ClassifyConfig:
     encoding: str = "utf-8"            # of the data files (utf-16, cp1252, latin-1, ...)
     level: str = "word"                # text: word or char tokens (as the lm task)
     min_freq: int = 1                  # text: rarer tokens become <unk>
-    max_len: int = 256                 # longer sequences are downsampled or cut (long_series), always with a warning
+    max_len: int = 0                   # longer sequences are downsampled or cut (long_series), always with a warning; 0 = auto (MAX_LEN)
     cell: str = "lstm"                 # lstm | gru | rnn
     embed_dim: int = 64                # embedding / input-projection width
     hidden_size: int = 64
@@ -176,9 +182,11 @@ class ClassifyConfig:
               "ensemble", "an integer >= 1", self.ensemble)
         check(not (self.folds >= 2 and self.valid), "folds", "0 or 1 with a valid file (the folds are cut from "
               "train)", self.folds)
-        for name in ("embed_dim", "hidden_size", "num_layers", "batch_size", "max_len", "min_freq"):
+        for name in ("embed_dim", "hidden_size", "num_layers", "batch_size", "min_freq"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1", v)
+        check(isinstance(self.max_len, int) and not isinstance(self.max_len, bool) and self.max_len >= 0, "max_len",
+              "an integer >= 1, or 0 for auto", self.max_len)
         check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
         check(0 < self.valid_frac < 1, "valid_frac", "a number in (0, 1)", self.valid_frac)
         check(self.freeze_epochs >= 0, "freeze_epochs", "an integer >= 0", self.freeze_epochs)
@@ -239,6 +247,10 @@ class ClassifyConfig:
         if self.arch != "auto":
             return self.arch
         return "lstm-fcn" if self.resolved_input() == "numeric" else "rnn"
+
+    def resolved_max_len(self) -> int:
+        """``max_len``, or with 0 (auto) the architecture's MAX_LEN."""
+        return self.max_len or MAX_LEN[self.resolved_arch()]
 
     def resolved_long(self) -> str:
         if self.long_series != "auto":
@@ -809,11 +821,12 @@ class ClassifyTask:
             self.scaler = Scaler.fit(values, f"{c.train or c.dataset}: training part") if self.normalize != "none" else None
             longest = max(len(s) for s in train.seqs)
             # One factor for every series (train, test, predict), so a step means the same time span in all.
-            self.factor = math.ceil(longest / c.max_len) if c.resolved_long() == "downsample" else 1
-            self.length = min(math.ceil(longest / self.factor), c.max_len)
+            max_len = c.resolved_max_len()
+            self.factor = math.ceil(longest / max_len) if c.resolved_long() == "downsample" else 1
+            self.length = min(math.ceil(longest / self.factor), max_len)
             if self.factor > 1:
                 warnings.warn(f"{c.train or c.dataset}: series up to {longest} steps are longer than --max-len "
-                              f"{c.max_len}: every series is downsampled by {self.factor} (the mean of each "
+                              f"{max_len}: every series is downsampled by {self.factor} (the mean of each "
                               f"{self.factor} steps); pass --max-len {longest} to keep every step", DataWarning,
                               stacklevel=3)
 
@@ -843,7 +856,7 @@ class ClassifyTask:
             # runs of rnnlab before these options: channel scaling (or none), first max_len steps kept
             self.normalize = meta.get("normalize", "channel" if self.scaler else "none")
             self.factor = int(meta.get("factor", 1))
-            self.length = int(meta.get("length", self.config.max_len))
+            self.length = int(meta.get("length", self.config.resolved_max_len()))
 
     def _tokens(self, text: str) -> list[str]:
         level = self.vocab.level if hasattr(self, "vocab") else self.config.level
@@ -854,15 +867,15 @@ class ClassifyTask:
         if self.kind == "frames":
             return _Split(check_frame_shape(ex, self.frame_shape), np.asarray(ex.labels, dtype=np.int64)
                           if ex.labels is not None else None, ex.lines, ex.path)
-        cut = 0
+        cut, max_len = 0, c.resolved_max_len()
         if self.kind == "text":
             inputs = []
             for t in ex.texts:
                 tokens = self._tokens(t)
-                cut += len(tokens) > c.max_len
-                inputs.append(self.vocab.encode(tokens[: c.max_len]).numpy())
+                cut += len(tokens) > max_len
+                inputs.append(self.vocab.encode(tokens[:max_len]).numpy())
             raw = None
-            limit = c.max_len
+            limit = max_len
         else:
             if ex.dims != self.dims:
                 raise DataError(expected(f"{ex.path}: variables per step", self.dims, ex.dims))
@@ -881,8 +894,8 @@ class ClassifyTask:
             raw = list(ex.seqs)
         if cut:
             after = f" after downsampling by {self.factor}" if self.kind == "numeric" and self.factor > 1 else ""
-            why = f"--max-len {c.max_len}" if limit == c.max_len else \
-                f"the run's input length, its longest training series; --max-len {c.max_len}"
+            why = f"--max-len {max_len}" if limit == max_len else \
+                f"the run's input length, its longest training series; --max-len {max_len}"
             warnings.warn(f"{ex.path}: {cut} of {len(inputs)} sequences are longer than {limit} steps{after} "
                           f"and were cut to their first {limit} ({why})", DataWarning, stacklevel=3)
         labels = np.asarray(ex.labels, dtype=np.int64) if ex.labels is not None else None
