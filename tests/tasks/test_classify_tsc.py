@@ -196,6 +196,7 @@ def test_max_len_auto_keeps_twice_the_steps_for_lstm_fcn(tmp_path):
     path = ts_file(tmp_path / "t.ts", length=300)
     fcn = ClassifyTask(ClassifyConfig(train=path))
     assert fcn.config.resolved_max_len() == 512 and (fcn.factor, fcn.length) == (1, 300)
+    assert fcn.config.max_len == 512     # the run's config records the limit that applied, not 0
     with pytest.warns(DataWarning, match="longer than --max-len 256: every series is downsampled by 2"):
         rnn = ClassifyTask(ClassifyConfig(train=path, arch="rnn"))
     assert (rnn.factor, rnn.length) == (2, 150)
@@ -204,6 +205,12 @@ def test_max_len_auto_keeps_twice_the_steps_for_lstm_fcn(tmp_path):
     assert (given.factor, given.length) == (3, 100)
     with pytest.raises(ConfigError, match="max_len"):
         ClassifyConfig(train=path, max_len=-1)
+    text = tmp_path / "t.csv"
+    text.write_text("text,label\n" + "".join(f"{'w ' * 300},{i % 2}\n" for i in range(4)))
+    task = ClassifyTask(ClassifyConfig(train=str(text), folds=1, valid_frac=0.5))
+    with pytest.warns(DataWarning, match="4 of 4 sequences are longer than 256 steps"):
+        assert all(len(x) == 256 for x in task.split("train").inputs)
+    assert task.config.max_len == 256
 
 
 def test_nothing_cut_means_no_warning(tmp_path):

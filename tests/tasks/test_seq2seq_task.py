@@ -197,6 +197,15 @@ def test_a_copy_task_is_said(tmp_path, recwarn):
     recwarn.clear()
     Seq2Seq(Seq2SeqConfig(train=str(data), **small())).split("train")
     assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+    # said once, when the run is built: not again when the run is read back and its splits rebuilt
+    copy = write_pairs(tmp_path / "copy.tsv", [(w, w) for w in WORDS])
+    with pytest.warns(DataWarning, match="every target equals its source"):
+        task = Seq2Seq(Seq2SeqConfig(train=str(copy), **small()))
+    fit(task, TrainConfig.for_task(task, max_steps=1, max_epochs=0, quiet=True, report=False), tmp_path / "run")
+    recwarn.clear()
+    loaded = load_run(tmp_path / "run")[0]
+    loaded.split("valid")
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
 
 
 def test_other_task_run_is_refused(tmp_path):

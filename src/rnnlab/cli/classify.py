@@ -91,7 +91,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the data files (utf-16, cp1252, latin-1, ...)."),
         level: str = typer.Option("word", "--level", help="Text tokens: word | char."),
         min_freq: int = typer.Option(1, "--min-freq", help="Rarer tokens become <unk>."),
-        max_len: int = typer.Option(0, "--max-len", help="Longer sequences are downsampled (numeric) or cut (text), with a warning; see --long-series. 0 (auto): 512 steps for --arch lstm-fcn, 256 for rnn."),
+        max_len: int = typer.Option(0, "--max-len", help="Longer sequences are downsampled (numeric) or cut (text), with a warning; see --long-series. 0 (auto): 512 steps for LSTM-FCN (--arch auto on numeric series), 256 for --arch rnn, text and frames."),
         cell: str = typer.Option("lstm", "--cell", help="lstm | gru | rnn."),
         embed_dim: int = typer.Option(64, "--embed", help="Embedding / input projection width."),
         hidden_size: int = typer.Option(64, "--hidden-size", "--hidden", help="Hidden size."),

@@ -656,6 +656,9 @@ class ClassifyTask:
         if not config.train and not config.dataset:
             raise ConfigError(expected("classify train", "a data file", "none"))
         config.check_label_is_not_an_input()
+        # the length limit that applies, not 0 (auto), so that config.json says what was trained
+        # and a resumed run compares with it
+        config = self.config = dataclasses.replace(config, max_len=config.resolved_max_len())
         if self.kind == "text" and config.init_from:
             self._lm = load_lm_source(config.init_from)
             config = self.config = _adopt_lm(config, self._lm)

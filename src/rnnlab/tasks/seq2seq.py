@@ -211,6 +211,12 @@ class Seq2SeqTask:
             return
         c = self.config
         pairs = self._load_pairs()
+        if not c.dataset and pairs["train"].source == pairs["train"].target:
+            # two spellings of one column (--source-col 1 --target-col source) or a copy task: said
+            # when a run is built, not each time one is read back, since a model that learns to
+            # copy scores perfectly and translates nothing
+            warnings.warn(f"{c.train}: every target equals its source (--source-col {c.source_col}, --target-col "
+                          f"{c.target_col}): the model learns to copy its input", DataWarning, stacklevel=2)
         self.codec = PairCodec.build(pairs["train"], self.source_kind, self.target_kind, c.shared_vocab, c.min_freq,
                                      c.subword_vocab_size)
         self._meta = {"codec": self.codec.to_json(), "data": self._data_record,
@@ -241,11 +247,6 @@ class Seq2SeqTask:
             return read_pairs(path, _col(c.source_col), _col(c.target_col), c.format, c.header, c.encoding)
 
         train = read(c.train)
-        if train.source == train.target:
-            # two spellings of one column (--source-col 1 --target-col target) or a copy task: say so,
-            # since a model that learns to copy scores perfectly and translates nothing
-            warnings.warn(f"{c.train}: every target equals its source (--source-col {c.source_col}, --target-col "
-                          f"{c.target_col}): the model learns to copy its input", DataWarning, stacklevel=2)
         out: dict[str, Pairs] = {}
         if c.valid:
             out["train"], out["valid"] = train, read(c.valid)
