@@ -93,9 +93,8 @@ def _print_plan(cell: str, hidden: int, batch: int, steps: int, dtype: str, engi
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    # info's flags that only --plan reads
-    _PLAN_ONLY = ("hidden_size", "input_size", "batch_size", "steps", "dtype", "engine", "padded", "inference",
-                  "cell_option")
+    # info's flags that --plan does not need: every other one describes the layer --plan shows
+    _NOT_PLAN = ("as_json", "no_build", "plan")
 
     @app.command("info")
     def info(
@@ -121,8 +120,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ) -> None:
         """Versions, CPU, engines and the path each cell takes here, optional extras and devices."""
         if plan is None:       # the layer's flags describe the layer --plan shows: alone they were ignored
-            given = [p.opts[0] for p in ctx.command.params if p.name in _PLAN_ONLY
-                     and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
+            given = [p.opts[0] for p in ctx.command.params if p.name not in _NOT_PLAN
+                     and getattr(ctx.get_parameter_source(p.name), "name", None) == "COMMANDLINE"]
             if given:
                 raise ConfigError(expected(given[0], "it with --plan CELL (it describes the layer whose path --plan "
                                            "shows)", "it without --plan"))

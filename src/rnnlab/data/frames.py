@@ -427,9 +427,9 @@ def read_examples(c: Any, path: str, label_map: LabelMap | None, require_labels:
     size = tuple(c.size) if c.size else None
     if c.dataset and path.startswith(f"{c.dataset}:"):
         return dataset_examples(c.dataset, path.split(":", 1)[1], label_map, c.dataset_size, c.seed, c.frames, size,
-                                c.resolved_max_len())
+                                c.max_len)
     fmt = "auto" if c.format == "ts" else c.format
-    return load_frame_index(path, c.path_col, c.label_col, label_map, fmt, require_labels, c.frames, size, c.resolved_max_len())
+    return load_frame_index(path, c.path_col, c.label_col, label_map, fmt, require_labels, c.frames, size, c.max_len)
 
 
 def check_frame_shape(ex: FrameExamples, shape: list[int]) -> list[np.ndarray]:

@@ -635,6 +635,10 @@ class ClassifyTask:
     data_keys = ("train", "valid", "test")   # recorded with checksums in the run folder
 
     def __init__(self, config: ClassifyConfig, metadata: dict[str, Any] | None = None) -> None:
+        if config.max_len == 0:
+            # auto: the limit that applies, so that config.json says what was trained, a resumed
+            # run compares with it and everything below reads config.max_len
+            config = dataclasses.replace(config, max_len=config.resolved_max_len())
         self.config = config
         self.kind = config.resolved_input()
         self._epoch = 0
@@ -656,9 +660,6 @@ class ClassifyTask:
         if not config.train and not config.dataset:
             raise ConfigError(expected("classify train", "a data file", "none"))
         config.check_label_is_not_an_input()
-        # the length limit that applies, not 0 (auto), so that config.json says what was trained
-        # and a resumed run compares with it
-        config = self.config = dataclasses.replace(config, max_len=config.resolved_max_len())
         if self.kind == "text" and config.init_from:
             self._lm = load_lm_source(config.init_from)
             config = self.config = _adopt_lm(config, self._lm)
@@ -824,12 +825,11 @@ class ClassifyTask:
             self.scaler = Scaler.fit(values, f"{c.train or c.dataset}: training part") if self.normalize != "none" else None
             longest = max(len(s) for s in train.seqs)
             # One factor for every series (train, test, predict), so a step means the same time span in all.
-            max_len = c.resolved_max_len()
-            self.factor = math.ceil(longest / max_len) if c.resolved_long() == "downsample" else 1
-            self.length = min(math.ceil(longest / self.factor), max_len)
+            self.factor = math.ceil(longest / c.max_len) if c.resolved_long() == "downsample" else 1
+            self.length = min(math.ceil(longest / self.factor), c.max_len)
             if self.factor > 1:
                 warnings.warn(f"{c.train or c.dataset}: series up to {longest} steps are longer than --max-len "
-                              f"{max_len}: every series is downsampled by {self.factor} (the mean of each "
+                              f"{c.max_len}: every series is downsampled by {self.factor} (the mean of each "
                               f"{self.factor} steps); pass --max-len {longest} to keep every step", DataWarning,
                               stacklevel=3)
 
@@ -859,7 +859,7 @@ class ClassifyTask:
             # runs of rnnlab before these options: channel scaling (or none), first max_len steps kept
             self.normalize = meta.get("normalize", "channel" if self.scaler else "none")
             self.factor = int(meta.get("factor", 1))
-            self.length = int(meta.get("length", self.config.resolved_max_len()))
+            self.length = int(meta.get("length", self.config.max_len))
 
     def _tokens(self, text: str) -> list[str]:
         level = self.vocab.level if hasattr(self, "vocab") else self.config.level
@@ -870,15 +870,15 @@ class ClassifyTask:
         if self.kind == "frames":
             return _Split(check_frame_shape(ex, self.frame_shape), np.asarray(ex.labels, dtype=np.int64)
                           if ex.labels is not None else None, ex.lines, ex.path)
-        cut, max_len = 0, c.resolved_max_len()
+        cut = 0
         if self.kind == "text":
             inputs = []
             for t in ex.texts:
                 tokens = self._tokens(t)
-                cut += len(tokens) > max_len
-                inputs.append(self.vocab.encode(tokens[:max_len]).numpy())
+                cut += len(tokens) > c.max_len
+                inputs.append(self.vocab.encode(tokens[: c.max_len]).numpy())
             raw = None
-            limit = max_len
+            limit = c.max_len
         else:
             if ex.dims != self.dims:
                 raise DataError(expected(f"{ex.path}: variables per step", self.dims, ex.dims))
@@ -897,8 +897,8 @@ class ClassifyTask:
             raw = list(ex.seqs)
         if cut:
             after = f" after downsampling by {self.factor}" if self.kind == "numeric" and self.factor > 1 else ""
-            why = f"--max-len {max_len}" if limit == max_len else \
-                f"the run's input length, its longest training series; --max-len {max_len}"
+            why = f"--max-len {c.max_len}" if limit == c.max_len else \
+                f"the run's input length, its longest training series; --max-len {c.max_len}"
             warnings.warn(f"{ex.path}: {cut} of {len(inputs)} sequences are longer than {limit} steps{after} "
                           f"and were cut to their first {limit} ({why})", DataWarning, stacklevel=3)
         labels = np.asarray(ex.labels, dtype=np.int64) if ex.labels is not None else None
