@@ -78,8 +78,7 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "load_avg_1min": round(os.getloadavg()[0], 2)}
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def describe(name: str, data_dir: str) -> dict:
@@ -137,6 +136,8 @@ def run_set(name: str, args: argparse.Namespace) -> dict:
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
         "train_cpu_s": result["timing"]["train_cpu_s"], "baselines_cpu_s": result["timing"]["baselines_cpu_s"],
         "wall_s": round(wall, 1), "load_avg_1min_end": round(os.getloadavg()[0], 2),
+        # per row: rows merged from invocations on different machines each name their own
+        "machine": machine(), "threads": args.threads,
         "smoke": bool(args.smoke),
     }
 
@@ -175,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         section = data.setdefault(section_name(args), {"rows": []}) if section_name(args) else data
         section["rows"] = [r for r in section["rows"] if r["set"] != name] + [row]
         section["rows"].sort(key=lambda r: SETS.index(r["set"]) if r["set"] in SETS else len(SETS))
-        section["machine"] = machine()
-        section["threads"] = args.threads
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         dtw = row["nn1_dtw_acc"]

@@ -57,6 +57,16 @@ def test_tables_match_their_json():
     assert _load_tool("docs_tables").main(["--check"]) == 0
 
 
+def test_ucr_tables_name_the_machine_of_each_row():
+    machines = _load_tool("docs_tables")._ucr_machines
+    amd = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0+cpu"}
+    rows = [{"set": "GunPoint", "machine": amd, "threads": 1}, {"set": "OSULeaf", "machine": amd, "threads": 1}]
+    assert machines(rows) == "Machine: AMD EPYC, 2 cores, 1 torch thread, torch 2.13.0+cpu"
+    rows[1] = {"set": "OSULeaf", "machine": {**amd, "cpu": "Intel Xeon"}, "threads": 2}
+    assert machines(rows) == ("Machines: AMD EPYC, 2 cores, 1 torch thread, torch 2.13.0+cpu (GunPoint); "
+                              "Intel Xeon, 2 cores, 2 torch threads, torch 2.13.0+cpu (OSULeaf)")
+
+
 def test_every_shown_command_and_flag_exists():
     import typer.main
 

@@ -177,20 +177,32 @@ def ucr_table() -> str:
                      f"{r['train_cpu_s']:.0f} + {r['baselines_cpu_s']:.0f} | {r['wall_s']:.0f} |")
     dtw = [r for r in rows if r["nn1_dtw_acc"] is not None]
     pub = [r for r in rows if r["published_lstm_fcn_acc"] is not None]
-    m = data.get("machine", {})
     lines += ["", f"Model accuracy ≥ 1-NN DTW on {sum(r['model_acc'] >= r['nn1_dtw_acc'] for r in dtw)} of "
               f"{len(dtw)} sets; at or above LSTM-FCN's published accuracy on "
               f"{sum(_reached(r, r['model_acc']) for r in pub)} of {len(pub)} "
               f"(compared as test series right, or at the figure's two digits where it has two); "
               f"above the majority class on {sum(r['model_acc'] > r['majority_acc'] for r in rows)} of {len(rows)}. "
               f"DTW: {', '.join(sorted({DTW_NAMES.get(r['dtw_backend'], r['dtw_backend']) for r in dtw}))}. "
-              f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores shared with other jobs (load average up to "
-              f"{max(r['load_avg_1min_end'] for r in rows):.1f}), {data.get('threads', '?')} torch thread, "
-              f"torch {m.get('torch', '?')}."]
+              f"{_ucr_machines(rows)}; load average up to {max(r['load_avg_1min_end'] for r in rows):.1f} "
+              "(the cores were shared with other jobs)."]
     missing = [n for n in UCR_SETS if n not in {r["set"] for r in rows}]
     if missing:
         lines.append(f"Not in this run: {', '.join(missing)}.")
     return "\n".join(lines)
+
+
+def _ucr_machines(rows: list[dict]) -> str:
+    """"Machine: ..." for the rows of one table; each row names the machine it ran on, and rows
+    merged from several machines say which sets ran where."""
+    where: dict[str, list[str]] = {}
+    for r in rows:
+        m = r["machine"]
+        thread = "thread" if r["threads"] == 1 else "threads"
+        where.setdefault(f"{m['cpu']}, {m['cores']} cores, {r['threads']} torch {thread}, torch {m['torch']}",
+                         []).append(r["set"])
+    if len(where) == 1:
+        return f"Machine: {next(iter(where))}"
+    return "Machines: " + "; ".join(f"{desc} ({', '.join(sets)})" for desc, sets in where.items())
 
 
 def _ucr_section_table(data: dict, key: str, label: str, how: str) -> str:
@@ -207,12 +219,9 @@ def _ucr_section_table(data: dict, key: str, label: str, how: str) -> str:
         lines.append(f"| {r['set']} | {_acc(r['model_acc'])} | {_correct(r, r['model_acc'])} / {r['n_test']} | "
                      f"{_published(r)} | {_published_right(r)} | {_acc(d['model_acc']) if d else ''} | "
                      f"{r.get('best_step') or ''} / {r['steps']} | {r['train_cpu_s']:.0f} | {r['wall_s']:.0f} |")
-    m = section.get("machine", {})
     reached = sum(_reached(r, r["model_acc"]) for r in rows)
     lines += ["", f"At or above LSTM-FCN's published accuracy on {reached} of {len(rows)} sets {how} (compared as "
-              f"test series right). "
-              f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {section.get('threads', '?')} torch thread, "
-              f"torch {m.get('torch', '?')}."]
+              f"test series right). {_ucr_machines(rows)}."]
     # the published protocol retrains only the sets whose figure came with it (IEEE Access 2019)
     published = [r["set"] for r in default.values() if r.get("published_lstm_fcn_acc") is not None
                  and (key != "published_protocol" or r.get("published_source", "ieee-access-2019") == "ieee-access-2019")]
