@@ -104,6 +104,7 @@ LIBRARY = [
     Bad(["train", "classify", "--dataset", "ucr:NoSuchSet", "--data-dir", ".", "--out", "r5"], 1,
         "NoSuchSet_TRAIN.ts: expected a file in one of"),
     Bad(["evaluate", "EMPTY"], 1, "expected a run folder's config.json"),
+    Bad(["report", "EMPTY"], 1, "expected a run folder's config.json"),
     Bad(["generate", "RUN"], 1, "expected a language model"),
     Bad(["predict", "RUN", "--csv", "TEXT"], 1, "expected a classifier"),
     Bad(["train", "speech", "--mode", "phones", "--out", "r3"], 1, "--mode (speech mode): expected one of"),
@@ -233,6 +234,27 @@ def test_help_exits_0_on_stdout(workdir: Path):
     proc = run_cli(["train", "lm", "--help"], workdir)
     assert proc.returncode == 0 and proc.stderr == ""
     assert "Usage: rnnlab train lm" in proc.stdout and "--hidden" in proc.stdout
+
+
+def test_help_paragraphs_are_reflowed_and_lists_keep_their_lines(capsys, monkeypatch):
+    """Typer prints a later paragraph of a docstring with the source's line breaks: they are
+    joined, except after a list item (a line ending in ':' or ';')."""
+    from rnnlab.cli.main import _help_text, main
+
+    doc = """First line.
+
+        A paragraph wrapped
+        in the source.
+
+        Options by task:
+        classify: --csv;
+        lm: --text."""
+    assert _help_text(doc) == ("First line.\n\nA paragraph wrapped in the source.\n\n"
+                               "Options by task:\nclassify: --csv;\nlm: --text.")
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("TERMINAL_WIDTH", "400")
+    assert main(["translate", "--help"]) == 0
+    assert "natural-log probability given the source" in capsys.readouterr().out
 
 
 def test_the_command_line_imports_no_heavy_library_before_a_command_runs(workdir: Path):

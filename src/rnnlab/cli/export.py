@@ -30,6 +30,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         needs only the run folder.
 
         A seq2seq run is two ONNX files beside --onnx: STEM.encoder.onnx and STEM.decoder.onnx (one step).
+
         Where onnxruntime is installed, each ONNX file is run on an example batch other than the traced
         one (another batch size and length) and is written only if it gives the model's outputs; the
         largest difference is printed (with --int8, the int8 file's difference from the float model)."""
@@ -43,7 +44,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         say = typer.echo if not as_json else (lambda line: typer.echo(line, err=True))
         prepared = None
         if pt2 is not None:   # its refusals come before --onnx is written, so a refused export writes nothing
-            from rnnlab.export.pt2 import prepare_pt2  # lazy: keeps --help fast
+            from rnnlab.export.pt2 import export_run_pt2, prepare_pt2  # lazy: keeps --help fast
             prepared = prepare_pt2(run, pt2, checkpoint, force=force)
         record: dict = {"onnx": None, "pt2": None, "int8": int8}
         if onnx is not None:
@@ -55,7 +56,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             record["checked_shape"], record["traced_shape"] = list(done.checked), list(done.traced)
         if pt2 is not None:
             from rnnlab.engine.fast import kernel_library  # lazy: keeps --help fast
-            from rnnlab.export.pt2 import export_run_pt2  # lazy: keeps --help fast
             packaged = export_run_pt2(run, pt2, checkpoint, force=force, prepared=prepared)
             say(f"wrote {packaged.path} (load the operators first: torch.ops.load_library({kernel_library()!r}))")
             if packaged.minimums:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import importlib.metadata
+import inspect
 import os
 import re
 import sys
@@ -40,7 +41,7 @@ app = typer.Typer(
 train_app = typer.Typer(help="Train a model for a task into a run folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-_AREAS = ["info", "train", "demo", "lm", "classify", "forecast", "speech", "seq2seq", "bench", "export"]
+_AREAS = ["info", "train", "demo", "lm", "classify", "forecast", "speech", "seq2seq", "bench", "export", "report"]
 _DEBUG = False
 _KEEP_LOGS = 20   # traceback logs kept in the log folder; older ones are deleted
 
@@ -83,6 +84,25 @@ for _area in _AREAS:
             raise
         continue
     _module.register(app, train_app)
+
+
+def _help_text(doc: str) -> str:
+    """A command's docstring as its --help shows it. Typer keeps the line breaks of every paragraph
+    after the first, so the source's wrapping would show as ragged lines: each line is joined to the
+    next, except after a line ending in ":" or ";" (the items of a list)."""
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines = para.splitlines()
+        joined = lines[0] if lines else ""
+        for prev, line in zip(lines, lines[1:]):
+            joined += ("\n" if prev.rstrip().endswith((":", ";")) else " ") + line.strip()
+        paragraphs.append(joined)
+    return "\n\n".join(paragraphs)
+
+
+for _info in app.registered_commands + train_app.registered_commands:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _help_text(_info.callback.__doc__)
 
 
 def _out_of_memory(exc: BaseException) -> str:

@@ -3,13 +3,18 @@ task's own sections. Built from metrics.jsonl records, so it can be redrawn from
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from rnnlab.report.html import ReportSection, escape, figure_to_img, matplotlib_agg, pyplot, render_page, table
+from rnnlab.errors import CheckpointError
+from rnnlab.train.metrics import read_records
+from rnnlab.train.rundir import load_run, read_run_config, resolve_checkpoint
 from rnnlab.train.task import Task
 
 
@@ -67,3 +72,27 @@ def write_report(run_dir: str | Path, task: Task, model: nn.Module, records: lis
     out = run_dir / "report.html"
     out.write_text(page)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenReport:
+    report: Path            # RUN/report.html
+    plots: list[Path]       # the RUN/plots/*.png this drawing wrote
+    checkpoint: Path        # the checkpoint whose weights the task's sections show
+
+
+def report_run(run_dir: str | Path, checkpoint: str = "latest") -> WrittenReport:
+    """Draw ``report.html`` and ``plots/`` of a finished or stopped run again from its folder: the
+    curves from metrics.jsonl, the task's sections from ``checkpoint`` ("latest", the weights
+    training ends with and reports on; "best"; or a checkpoint folder)."""
+    run_dir = Path(run_dir)
+    records_path = run_dir / "metrics.jsonl"
+    read_run_config(run_dir)                         # a folder that is no run: said as evaluate says it
+    path = resolve_checkpoint(run_dir, checkpoint)
+    if not records_path.is_file():
+        raise CheckpointError(f"run folder {run_dir}: expected metrics.jsonl (the curves are drawn from it), got none")
+    task, model, _ = load_run(run_dir, str(path))
+    start = time.time_ns()
+    report = write_report(run_dir, task, model, read_records(records_path))
+    plots = sorted(p for p in (run_dir / "plots").glob("*.png") if p.stat().st_mtime_ns >= start)
+    return WrittenReport(report=report, plots=plots, checkpoint=path)
