@@ -238,10 +238,11 @@ def test_help_exits_0_on_stdout(workdir: Path):
 
 def test_help_paragraphs_are_reflowed_and_lists_keep_their_lines(capsys, monkeypatch):
     """Typer prints a later paragraph of a docstring with the source's line breaks: they are
-    joined, except after a list item (a line ending in ':' or ';')."""
+    joined, except after a list item of a later paragraph (a line ending in ":" or ";")."""
     from rnnlab.cli.main import _help_text, main
 
-    doc = """First line.
+    doc = """First paragraph (the summary);
+        one line.
 
         A paragraph wrapped
         in the source.
@@ -249,7 +250,7 @@ def test_help_paragraphs_are_reflowed_and_lists_keep_their_lines(capsys, monkeyp
         Options by task:
         classify: --csv;
         lm: --text."""
-    assert _help_text(doc) == ("First line.\n\nA paragraph wrapped in the source.\n\n"
+    assert _help_text(doc) == ("First paragraph (the summary); one line.\n\nA paragraph wrapped in the source.\n\n"
                                "Options by task:\nclassify: --csv;\nlm: --text.")
     monkeypatch.setenv("COLUMNS", "400")
     monkeypatch.setenv("TERMINAL_WIDTH", "400")

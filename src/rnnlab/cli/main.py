@@ -89,13 +89,14 @@ for _area in _AREAS:
 def _help_text(doc: str) -> str:
     """A command's docstring as its --help shows it. Typer keeps the line breaks of every paragraph
     after the first, so the source's wrapping would show as ragged lines: each line is joined to the
-    next, except after a line ending in ":" or ";" (the items of a list)."""
+    next, except, after the first paragraph (the one-line summary of the command list), after a line
+    ending in ":" or ";" (the items of a list)."""
     paragraphs = []
-    for para in inspect.cleandoc(doc).split("\n\n"):
+    for i, para in enumerate(inspect.cleandoc(doc).split("\n\n")):
         lines = para.splitlines()
         joined = lines[0] if lines else ""
         for prev, line in zip(lines, lines[1:]):
-            joined += ("\n" if prev.rstrip().endswith((":", ";")) else " ") + line.strip()
+            joined += ("\n" if i and prev.rstrip().endswith((":", ";")) else " ") + line.strip()
         paragraphs.append(joined)
     return "\n\n".join(paragraphs)
 
