@@ -274,9 +274,11 @@ def test_resume_refuses_contradicting_flags_in_one_line(lab, copy_of, capfd):
     assert code == 0 and "applying keep_last 3 -> 1, max_steps 3 -> 5" in err, err
     usable(toy)
     # at its budget, nothing is trained, and that is said (the run's first --quiet is not this command's)
-    code, _, err = run_cli(capfd, "train", "toy", "--resume", toy, "--no-report")
-    assert code == 0 and ("rnnlab: nothing to train: the run had already stopped (max_steps) at step 5; give a "
-                          "larger --max-steps to continue it") in err and "applying" not in err, err
+    # (with --quiet too, and with the budget it has given again)
+    for extra in ([], ["--quiet"], ["--max-steps", "5", "--quiet"]):
+        code, _, err = run_cli(capfd, "train", "toy", "--resume", toy, "--no-report", *extra)
+        assert code == 0 and ("rnnlab: nothing to train: the run had already stopped (max_steps) at step 5; give a "
+                              "larger --max-steps to continue it") in err and "applying" not in err, (extra, err)
 
 
 def test_an_existing_run_names_both_ways_forward(lab, copy_of, capfd, tmp_path):

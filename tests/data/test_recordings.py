@@ -188,3 +188,10 @@ def test_labels_from_csv(tmp_path):
     (tmp_path / "hdr.csv").write_text("path,digit\na.wav,1\n")
     with pytest.raises(DataError, match="columns file, label"):
         read_label_csv(tmp_path / "hdr.csv")
+    # a spreadsheet's UTF-16 export (its byte-order mark says so) is read; other bytes are named
+    (tmp_path / "u16.csv").write_text("file,label,speaker\na.wav,yes,ann\nb.flac,no,bob\n", encoding="utf-16")
+    assert [r.label for r in read_label_csv(tmp_path / "u16.csv")] == ["yes", "no"]
+    (tmp_path / "cp.csv").write_bytes("file,label\na.wav,café\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"cp.csv, line 2: expected UTF-8 text, got undecodable bytes .*save the "
+                                        r"file as UTF-8"):
+        read_label_csv(tmp_path / "cp.csv")

@@ -63,6 +63,9 @@ def test_missing_column_names_file_and_choices(tmp_path):
     path = write(tmp_path, "a.csv", "text,label\nx,1\ny,2\n")
     with pytest.raises(DataError, match=r"a\.csv: --label-col 'lab' not found; expected one of \['text', 'label'\]"):
         load_text_classification(path, "text", "lab")
+    numbers = write(tmp_path, "n.csv", "label,v0,v1\n1,0.5,0.7\n0,0.1,0.2\n")   # a numeric table read as text
+    with pytest.raises(DataError, match=r"--text-col 'text' not found.*pass --input numeric"):
+        load_text_classification(numbers, "text", "label")
 
 
 @pytest.mark.parametrize("content", ["", "   \n\n", "text,label\n"])
@@ -200,7 +203,8 @@ def test_forecast_duplicate_and_unsorted_timestamps(tmp_path):
                                         r"timestamps, got a duplicate of line 3"):
         load_forecast_table(dup, ["y"], time_col="t")
     uns = write(tmp_path, "u.csv", "t,y\n2024-01-02,1\n2024-01-01,2\n")
-    with pytest.raises(DataError, match=r"line 3, column 't': time: .* got one earlier than line 2"):
+    with pytest.raises(DataError, match=r"line 3, column 't': time: .* got one earlier than line 2; sort the file by "
+                                        r"time; if the file holds several series .* with --id-col"):
         load_forecast_table(uns, ["y"], time_col="t")
     bad = write(tmp_path, "b.csv", "t,y\nmonday,1\n")
     with pytest.raises(DataError, match=r"line 2, column 't': expected a number or an ISO date"):

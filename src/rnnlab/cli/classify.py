@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag,
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_file_flags,
                               check_input_file, extra_options, missing_option, print_data_warnings, print_train_json,
                               register_evaluator, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
@@ -34,24 +34,24 @@ CONFIG_KEYS = {"fmt": "format", "input_kind": "input", "embed_dim": "embed_dim",
                "cell_option": "cell_options", "no_baselines": "baselines"}
 
 
-EVALUATE_FLAGS = ("--csv", "--confusion", "--force", "--encoding")   # rnnlab evaluate's flags for a classifier
+EVALUATE_FLAGS = ("--csv", "--confusion", "--force", "--encoding", "--missing")   # rnnlab evaluate's, for a classifier
 
 
 def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
-    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC]] [--confusion OUT.csv [--force]]`` for a
-    classifier: scores beside the majority class; ``--confusion`` writes the whole confusion matrix
-    (printed output summarises it by its largest cells beyond a few classes); ``--encoding`` reads
-    ``--csv`` (default: the run's encoding)."""
+    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC] [--missing POLICY]] [--confusion OUT.csv [--force]]``
+    for a classifier: scores beside the majority class; ``--confusion`` writes the whole confusion
+    matrix (printed output summarises it by its largest cells beyond a few classes); ``--encoding``
+    and ``--missing`` read ``--csv`` (default: as the run read its data)."""
     from rnnlab.tasks.classify import (check_run_output, evaluate_run, flat_metrics,
                                        write_confusion)  # lazy: keeps --help fast
 
     opts = extra_options(extra, EVALUATE_FLAGS)
-    check_encoding_flag(opts, "--csv")
+    check_file_flags(opts, "--csv")
     check_input_file(opts.get("csv"), "--csv")
     if "confusion" in opts:
         check_run_output(opts["confusion"], run_dir, [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     with print_data_warnings():
-        m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("encoding"))
+        m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("encoding"), opts.get("missing"))
     if "confusion" in opts:
         write_confusion(m, m["names"], opts["confusion"], force=True)
     return flat_metrics(m)
@@ -193,12 +193,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_cmd(
-        run: Path = typer.Argument(..., help="A classifier run folder."),
+        run: Path = typer.Argument(..., metavar="RUN", help="A classifier run folder."),
         csv: Path = typer.Option(..., "--csv", help="File to classify (same format/columns as training; label optional)."),
         out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities (CSV); - for standard output."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
-        missing: Optional[str] = typer.Option(None, "--missing", help="Missing cells: error | drop (default: the run's policy)."),
+        missing: Optional[str] = typer.Option(None, "--missing", help="Missing cells: error | drop | ffill | interpolate (the last two for numeric series; default: the run's policy)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""

@@ -15,7 +15,7 @@ from rnnlab.cli.train import json_number
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("export")
     def export(
-        run: Path = typer.Argument(..., help="A training-run folder."),
+        run: Path = typer.Argument(..., metavar="RUN", help="A training-run folder."),
         onnx: Path = typer.Option(None, "--onnx", help="Where to write the ONNX model."),
         pt2: Path = typer.Option(None, "--pt2", help="Where to write an AOTInductor package (.pt2; "
                                  "torch.export + AOTInductor, dynamic batch and sequence axes)."),

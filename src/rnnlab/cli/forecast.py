@@ -12,9 +12,9 @@ from typing import List, Optional
 import typer
 
 from rnnlab.cli.classify import split_list
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_input_file, csv_option,
-                              json_number, missing_option, print_data_warnings, register_evaluator, usage_error,
-                              with_train_options)
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_file_flags, check_input_file,
+                              extra_options, json_number, missing_option, print_data_warnings, register_evaluator,
+                              usage_error, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
 from rnnlab.outputs import is_stdout, shown, status_stream
 
@@ -38,14 +38,19 @@ def _floats(values: Optional[List[str]]) -> list[float]:
     return out
 
 
+EVALUATE_FLAGS = ("--csv", "--encoding", "--missing")   # rnnlab evaluate's, for a forecaster
+
+
 def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -> dict:
-    """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: scores beside the naive baselines."""
+    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC] [--missing POLICY]]`` for a forecaster:
+    scores beside the naive baselines."""
     from rnnlab.tasks.forecast import evaluate_run  # lazy: keeps --help fast
 
-    csv = csv_option(extra)
-    check_input_file(csv, "--csv")
+    opts = extra_options(extra, EVALUATE_FLAGS)
+    check_file_flags(opts, "--csv")
+    check_input_file(opts.get("csv"), "--csv")
     with print_data_warnings():  # series too short to score are named on stderr
-        return evaluate_run(str(run_dir), csv, split, checkpoint)
+        return evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("missing"), opts.get("encoding"))
 
 
 def _one_stdout(out: Path | None, as_json: bool) -> None:
@@ -56,7 +61,7 @@ def _one_stdout(out: Path | None, as_json: bool) -> None:
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    register_evaluator("forecast", evaluate_forecast, ("--csv",))
+    register_evaluator("forecast", evaluate_forecast, EVALUATE_FLAGS)
 
     @train_app.command("forecast")
     @with_train_options
@@ -147,7 +152,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("forecast")
     def forecast_cmd(
-        run: Path = typer.Argument(..., help="A forecaster run folder."),
+        run: Path = typer.Argument(..., metavar="RUN", help="A forecaster run folder."),
         csv: Path = typer.Option(..., "--csv", help="History to forecast from (its last --context rows are used)."),
         horizon: int = typer.Option(..., "--horizon", help="Steps to forecast past the end of the file."),
         out: Optional[Path] = typer.Option(None, "--out", help="Where to write the forecast rows as CSV; - for standard output (default: forecast.csv, or no file with --json)."),
@@ -173,7 +178,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("backtest")
     def backtest_cmd(
-        run: Path = typer.Argument(..., help="A forecaster run folder."),
+        run: Path = typer.Argument(..., metavar="RUN", help="A forecaster run folder."),
         csv: Path = typer.Option(..., "--csv", help="Series to backtest on."),
         windows: int = typer.Option(5, "--windows", help="K: at most K horizon-long windows per series, rolling forward from the end of the run's validation span (a series the run never saw: from its first full --context)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Per-window scores as CSV; - for standard output (the summary then goes to stderr)."),

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_encoding_flag, extra_options,
+from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_file_flags, extra_options,
                               json_number, print_data_warnings, register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, expected
 
@@ -97,7 +97,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("generate")
     def generate_cmd(
-        run: Path = typer.Argument(..., help="A language-model run folder (rnnlab train lm --out RUN)."),
+        run: Path = typer.Argument(..., metavar="RUN", help="A language-model run folder (rnnlab train lm --out RUN)."),
         prime: str = typer.Option("", "--prime", help="Text to start from; empty starts at a line break."),
         length: int = typer.Option(200, "--length", help="Tokens (characters or words) to generate."),
         temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy (argmax)."),
@@ -128,7 +128,7 @@ def _evaluate_lm(run_dir: Path, split: str, checkpoint: str, extra: list[str]) -
     from rnnlab.tasks.lm import evaluate_run  # lazy: keeps --help fast
 
     opts = extra_options(extra, EVALUATE_FLAGS)
-    check_encoding_flag(opts, "--text")
+    check_file_flags(opts, "--text")
     return evaluate_run(run_dir, opts.get("text"), split, checkpoint=checkpoint, encoding=opts.get("encoding"))
 
 

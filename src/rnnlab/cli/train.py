@@ -349,12 +349,13 @@ def usage_error(kind: str, message: str, option: str = "", possibilities: list[s
     return cls(option, message) if kind == "BadOptionUsage" else cls(message)
 
 
-def check_encoding_flag(opts: dict[str, Any], file_flag: str) -> None:
-    """A usage error for ``--encoding`` without the file it reads (``--csv``, ``--text``): the run's
-    own splits are read with the run's encoding."""
-    if "encoding" in opts and file_flag.lstrip("-") not in opts:
-        raise usage_error("BadOptionUsage", f"--encoding: expected it with {file_flag} FILE (the run's own splits "
-                          "are read with the run's encoding)", "--encoding")
+def check_file_flags(opts: dict[str, Any], file_flag: str) -> None:
+    """A usage error for ``--encoding`` or ``--missing`` without the file they read (``--csv``,
+    ``--text``): the run's own splits are read as the run read them."""
+    for name, what in (("encoding", "encoding"), ("missing", "--missing policy")):
+        if name in opts and file_flag.lstrip("-") not in opts:
+            raise usage_error("BadOptionUsage", f"--{name}: expected it with {file_flag} FILE (the run's own splits "
+                              f"are read with the run's {what})", f"--{name}")
 
 
 def check_input_file(path: str | os.PathLike | None, flag: str) -> None:
@@ -415,11 +416,6 @@ def extra_options(extra: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
             value = rest.pop(0)
         opts[name[2:]] = value
     return opts
-
-
-def csv_option(extra: list[str]) -> str | None:
-    """``--csv FILE`` (or ``--csv=FILE``) from ``rnnlab evaluate``'s extra arguments; nothing else is accepted."""
-    return extra_options(extra, ("--csv",)).get("csv")
 
 
 # task name -> (evaluator(run_dir, split, checkpoint, extra_args) -> metrics, the extra flags it takes)
@@ -530,10 +526,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Evaluate a trained run on its held-out split, or on a file.
 
         Extra options by the run's task (other tasks take none):
-        classify: --csv FILE [--encoding ENC], --confusion OUT.csv [--force];
-        forecast: --csv FILE;
+        classify: --csv FILE [--encoding ENC] [--missing POLICY], --confusion OUT.csv [--force];
+        forecast: --csv FILE [--encoding ENC] [--missing POLICY];
         lm: --text FILE [--encoding ENC].
         """
+        if str(run_dir).startswith("-"):   # unknown flags are let through for the task's own: not as RUN
+            raise usage_error("NoSuchOption", f"No such option: {run_dir}", str(run_dir),
+                              difflib.get_close_matches(str(run_dir), list(EVALUATE_OPTIONS)) or list(EVALUATE_OPTIONS))
         if split not in ("train", "valid", "test"):   # named as the flag (the tasks name their parameter)
             raise ConfigError(expected("--split", "valid, test or train", repr(split)))
         scored = [a.split("=")[0] for a in ctx.args if a.split("=")[0] in ("--csv", "--text")]

@@ -25,6 +25,7 @@ Splits (each a :class:`Split` of disjoint train and test recordings):
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import Iterable, Sequence
 
 from rnnlab.data.audio import AUDIO_EXTENSIONS, check_audio_folder, find_audio_files
 from rnnlab.data.registry import dataset_folder
+from rnnlab.data.tables import bom_encoding
 from rnnlab.errors import DataError, expected
 
 # {label}_{speaker}_{take}: label and speaker without underscores, take a non-negative int.
@@ -79,10 +81,23 @@ def scan_recordings(folder: str | os.PathLike, extensions: tuple[str, ...] = AUD
     return [parse_name(p) for p in find_audio_files(folder, extensions)]
 
 
+def _label_text(path: Path) -> io.StringIO:
+    """A label CSV's text: UTF-8 (a UTF-8 byte-order mark dropped), or the UTF-16/32 its byte-order
+    mark names; other bytes are one DataError (these commands take no --encoding)."""
+    raw = path.read_bytes()
+    encoding = bom_encoding(raw) or "utf-8"
+    try:
+        text = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"label CSV {path}, line {line}: expected UTF-8 text, got undecodable bytes "
+                        f"{raw[exc.start:exc.start + 4]!r}; save the file as UTF-8") from None
+    return io.StringIO(text.lstrip("\ufeff"), newline="")
+
+
 def label_csv_columns(csv_path: str | os.PathLike) -> list[str]:
     """The column names in the header of a label CSV (``[]`` for an empty file)."""
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f).fieldnames or [])
+    return list(csv.DictReader(_label_text(Path(csv_path))).fieldnames or [])
 
 
 def read_label_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike | None = None) -> list[Recording]:
@@ -96,7 +111,7 @@ def read_label_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike | N
         got = "a folder" if path.is_dir() else "no such file"
         raise DataError(expected(f"label CSV {str(path)!r}", "an existing file", got))
     base = check_audio_folder(audio_dir) if audio_dir else path.parent
-    with open(path, newline="", encoding="utf-8") as f:
+    with _label_text(path) as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         missing = [c for c in ("file", "label") if c not in columns]

@@ -83,6 +83,8 @@ class Table:
             hint = ""
             if len(self.columns) == 1 and (sep := next((c for c in ";|" if c in self.columns[0]), None)):
                 hint = f" (one column whose name holds {sep!r}: a {sep!r}-separated file? write it with commas or tabs)"
+            elif role == "--text-col" and self.cells and sum(is_number(v) for v in self.cells[0]) >= 2:
+                hint = " (its columns hold numbers: for one numeric series per row, pass --input numeric)"
             if _FOR_A_RUN.get():
                 flag = f" (its {role} when it was trained)" if role.startswith("--") else ""
                 raise DataError(f"{self.path}: expected a column {name!r} as the run's data had{flag}, got the "
@@ -781,7 +783,7 @@ def is_number(cell: str) -> bool:
     """Whether a cell reads as a plain number."""
     try:
         float(cell)
-    except ValueError:
+    except (TypeError, ValueError):   # TypeError: a JSON null or list
         return False
     return True
 
@@ -804,15 +806,20 @@ def infer_frequency(times: Sequence[str] | None, values: np.ndarray | None) -> t
     return "", 0
 
 
-def check_increasing(times: Sequence[float], where: Sequence[str], lines: Sequence[int], what: str = "time") -> None:
-    """``where[k]`` locates row k for the message; ``lines[k]`` is its line number."""
+def check_increasing(times: Sequence[float], where: Sequence[str], lines: Sequence[int], what: str = "time",
+                     one_series: bool = False) -> None:
+    """``where[k]`` locates row k for the message; ``lines[k]`` is its line number. ``one_series``:
+    the file was read as one series (no --id-col, not --wide), so a long table of several series
+    is the likely cause and the message names --id-col."""
+    several = ("; if the file holds several series one after another, name the column that tells them apart "
+               "with --id-col" if one_series else "")
     for k in range(1, len(times)):
         if times[k] == times[k - 1]:
             raise DataError(f"{where[k]}: {what}: expected strictly increasing timestamps, "
-                            f"got a duplicate of line {lines[k - 1]}")
+                            f"got a duplicate of line {lines[k - 1]}{several}")
         if times[k] < times[k - 1]:
             raise DataError(f"{where[k]}: {what}: expected strictly increasing timestamps, "
-                            f"got one earlier than line {lines[k - 1]}; sort the file by time")
+                            f"got one earlier than line {lines[k - 1]}; sort the file by time{several}")
 
 
 # ----------------------------------------------------------------------------- forecasting
@@ -866,7 +873,7 @@ def load_forecast_table(
     if time_col:
         tci = table.col(time_col, "--time-col")
         tv = [parse_time(row[tci], table.where(r, time_col)) for r, row in enumerate(table.cells)]
-        check_increasing(tv, [table.where(r, time_col) for r in range(len(tv))], table.lines)
+        check_increasing(tv, [table.where(r, time_col) for r in range(len(tv))], table.lines, one_series=True)
         times_raw = [str(row[tci]).strip() for row in table.cells]
         tvals = np.array(tv)
     if missing == "drop":

@@ -1263,13 +1263,13 @@ def load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyT
 
 
 def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
-                 checkpoint: str = "best", encoding: str | None = None) -> dict[str, Any]:
-    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC]]`` for a classifier: full metrics beside
-    the majority class, on a labelled file (read with ``encoding``, default the run's) or on the
-    run's own ``split``; ``names`` holds the class names."""
+                 checkpoint: str = "best", encoding: str | None = None, missing: str | None = None) -> dict[str, Any]:
+    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC] [--missing POLICY]]`` for a classifier: full
+    metrics beside the majority class, on a labelled file (read with ``encoding`` and ``missing``,
+    default the run's) or on the run's own ``split``; ``names`` holds the class names."""
     task, model = load_classify_run(run_dir, checkpoint)
     if path:
-        task = with_file_options(task, encoding=encoding)
+        task = with_file_options(task, missing, encoding)
     m = task.evaluate_file(model, path) if path else task.evaluate_detailed(model, task.split(split))
     m["names"] = list(task.label_map.names)
     return m

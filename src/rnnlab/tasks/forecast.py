@@ -1471,15 +1471,16 @@ def _load_forecast_run(run_dir: str, checkpoint: str = "best") -> tuple[Forecast
     return task, model
 
 
-def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
-                 checkpoint: str = "best") -> dict[str, Any]:
-    """``rnnlab evaluate RUN [--csv FILE]`` for a forecaster: every window of the file (or the
-    run's own validation windows), with the naive baselines beside the model."""
+def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid", checkpoint: str = "best",
+                 missing: str | None = None, encoding: str | None = None) -> dict[str, Any]:
+    """``rnnlab evaluate RUN [--csv FILE [--encoding ENC] [--missing POLICY]]`` for a forecaster:
+    every window of the file (read with ``missing`` and ``encoding``, default the run's), or the
+    run's own validation windows, with the naive baselines beside the model."""
     if split not in ("valid",) and path is None:
         raise ConfigError(expected("--split for a forecaster", "valid (or --csv FILE)", repr(split)))
     task, model = _load_forecast_run(run_dir, checkpoint)
     if path:
-        return task.evaluate_file(model, path)
+        return _file_options(task, missing, encoding).evaluate_file(model, path)
     m = task.evaluate(model, split)
     if m["mase_series_left_out"]:
         task.warn_validation_mase()

@@ -458,9 +458,10 @@ def resume(run_dir: str | Path, data_paths: dict[str, str] | None = None, **chan
         raise CheckpointError(f"{file}: train_config: {exc} (was the file edited?)") from exc
     config = TrainConfig.from_dict({**saved["train_config"], **changes})
     done = [ckpt.checkpoint_step(p) or 0 for p in ckpt.list_checkpoints(run_dir / CHECKPOINTS)]
-    if changes.get("max_steps") and done and config.max_steps <= max(done):
-        # it would stop at once, and config.json would record a budget below the steps the run has
-        raise ConfigError(expected("max_steps (--max-steps)", f"more than the {max(done)} steps the run has done",
+    if changes.get("max_steps") and done and config.max_steps < max(done):
+        # config.json would record a budget below the steps the run has (the budget it has reached
+        # trains nothing, and says so, as a resume without --max-steps does)
+        raise ConfigError(expected("max_steps (--max-steps)", f"at least the {max(done)} steps the run has done",
                                    repr(config.max_steps)))
     return fit(task, config, run_dir, resume=True)
 
@@ -785,11 +786,12 @@ class _Run:
             self.optimizer.use_average()
         if self.fabric.is_global_zero and c.report:
             write_report(self.out, task, self.model, self.log.records)
+        if self.fabric.is_global_zero and already is not None and stop == already:
+            # said even with --quiet, as the changes a resume applies are: the command did nothing
+            print(f"rnnlab: nothing to train: the run had already stopped ({stop}) at step {loop.step}; "
+                  f"{_BUDGET_FLAGS.get(stop, 'give it a larger budget to continue it')}", file=sys.stderr, flush=True)
         if self.fabric.is_global_zero and not c.quiet:
             # status, as the progress bar: on stderr, so that stdout holds only what --json prints
-            if already is not None and stop == already:
-                print(f"rnnlab: nothing to train: the run had already stopped ({stop}) at step {loop.step}; "
-                      f"{_BUDGET_FLAGS.get(stop, 'give it a larger budget to continue it')}", file=sys.stderr, flush=True)
             print(f"rnnlab: stopped ({stop}) at step {loop.step}, epoch {loop.epoch}; run folder {self.out}",
                   file=sys.stderr, flush=True)
             if self.compiled is not None:

@@ -119,7 +119,8 @@ def report_run(run_dir: str | Path, checkpoint: str = "latest") -> WrittenReport
             raise CheckpointError(f"run folder {run_dir}: expected metrics.jsonl (the curves are drawn from it), "
                                   "got none")
         if (run_dir / "plots").is_symlink():
-            raise OutputError(f"{run_dir / 'plots'}: expected the run's plots folder, got a link (not followed)")
+            raise OutputError(f"{run_dir / 'plots'}: expected the run's plots folder, got a link (not followed: the "
+                              "plots would be written where it points); remove the link and run the command again")
         task, model, _ = load_run(run_dir, str(path))
         kept = read_meta(resolve_checkpoint(run_dir, "latest")).get("loop", {}).get("records")
         records = read_records(records_path)
