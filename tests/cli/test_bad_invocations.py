@@ -54,6 +54,7 @@ USAGE = [
     Bad(["train", "lm", "--max-steps"], 2, "--max-steps"),
     Bad(["train", "classify"], 2, "Missing option '--train'"),
     Bad(["evaluate", "--bogus"], 2, "No such option: --bogus"),   # not taken as the run folder
+    Bad(["evaluate", "--csv", "x.csv", "run"], 2, "--csv: expected it after the run folder"),
     Bad(["train", "classify", "--train", "x.csv", "--dropout", "high"], 2, "Invalid value for '--dropout'"),
     Bad(["train", "forecast", "--csv", "x.csv"], 2, "Missing option '--target'"),
     Bad(["train", "forecast", "--csv", "x.csv", "--target", "y", "--horizon", "1.5"], 2,

@@ -64,7 +64,8 @@ def test_missing_column_names_file_and_choices(tmp_path):
     with pytest.raises(DataError, match=r"a\.csv: --label-col 'lab' not found; expected one of \['text', 'label'\]"):
         load_text_classification(path, "text", "lab")
     numbers = write(tmp_path, "n.csv", "label,v0,v1\n1,0.5,0.7\n0,0.1,0.2\n")   # a numeric table read as text
-    with pytest.raises(DataError, match=r"--text-col 'text' not found.*pass --input numeric"):
+    with pytest.raises(DataError, match=r"--text-col 'text' not found.*with --text-col; or, if each row is a series "
+                                        r"of numbers, pass --input numeric"):
         load_text_classification(numbers, "text", "label")
 
 

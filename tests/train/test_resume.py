@@ -202,7 +202,7 @@ def test_resume_with_a_budget_below_the_steps_done_is_refused(tmp_path):
 
     fit(toy_task(), train_config(max_steps=4, checkpoint_every=2), tmp_path / "run")
     before = (tmp_path / "run" / "config.json").read_text()
-    with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\): expected at least the 4 steps the run has done, got 3"):
+    with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\): expected more than the 4 steps the run has done, got 3"):
         resume(tmp_path / "run", max_steps=3)
     assert (tmp_path / "run" / "config.json").read_text() == before
     assert json.loads(before)["train_config"]["max_steps"] == 4

@@ -531,8 +531,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         lm: --text FILE [--encoding ENC].
         """
         if str(run_dir).startswith("-"):   # unknown flags are let through for the task's own: not as RUN
-            raise usage_error("NoSuchOption", f"No such option: {run_dir}", str(run_dir),
-                              difflib.get_close_matches(str(run_dir), list(EVALUATE_OPTIONS)) or list(EVALUATE_OPTIONS))
+            flag = str(run_dir).split("=")[0]
+            if any(flag in options for _, options in _EVALUATORS.values()):
+                raise usage_error("BadOptionUsage", f"{flag}: expected it after the run folder "
+                                  f"(rnnlab evaluate RUN {flag} ...), got it before", flag)
+            raise usage_error("NoSuchOption", f"No such option: {flag}", flag,
+                              difflib.get_close_matches(flag, list(EVALUATE_OPTIONS)) or list(EVALUATE_OPTIONS))
         if split not in ("train", "valid", "test"):   # named as the flag (the tasks name their parameter)
             raise ConfigError(expected("--split", "valid, test or train", repr(split)))
         scored = [a.split("=")[0] for a in ctx.args if a.split("=")[0] in ("--csv", "--text")]

@@ -90,8 +90,11 @@ def _label_text(path: Path) -> io.StringIO:
         text = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"label CSV {path}, line {line}: expected UTF-8 text, got undecodable bytes "
-                        f"{raw[exc.start:exc.start + 4]!r}; save the file as UTF-8") from None
+        where = f", line {line}" if encoding == "utf-8" else ""   # (UTF-16/32 newlines are not b"\n")
+        said = "" if encoding == "utf-8" else " (as its byte-order mark says)"
+        raise DataError(f"label CSV {path}{where}: expected {encoding.upper()} text{said}, got "
+                        f"undecodable bytes {raw[exc.start:exc.start + 4]!r} at byte offset {exc.start}; save the "
+                        "file as UTF-8") from None
     return io.StringIO(text.lstrip("\ufeff"), newline="")
 
 

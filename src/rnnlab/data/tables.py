@@ -83,8 +83,9 @@ class Table:
             hint = ""
             if len(self.columns) == 1 and (sep := next((c for c in ";|" if c in self.columns[0]), None)):
                 hint = f" (one column whose name holds {sep!r}: a {sep!r}-separated file? write it with commas or tabs)"
-            elif role == "--text-col" and self.cells and sum(is_number(v) for v in self.cells[0]) >= 2:
-                hint = " (its columns hold numbers: for one numeric series per row, pass --input numeric)"
+            elif role == "--text-col" and not _FOR_A_RUN.get() and self.cells and sum(map(is_number, self.cells[0])) >= 2:
+                hint = (" (name the text column with --text-col; or, if each row is a series of numbers, pass "
+                        "--input numeric)")
             if _FOR_A_RUN.get():
                 flag = f" (its {role} when it was trained)" if role.startswith("--") else ""
                 raise DataError(f"{self.path}: expected a column {name!r} as the run's data had{flag}, got the "

@@ -458,10 +458,11 @@ def resume(run_dir: str | Path, data_paths: dict[str, str] | None = None, **chan
         raise CheckpointError(f"{file}: train_config: {exc} (was the file edited?)") from exc
     config = TrainConfig.from_dict({**saved["train_config"], **changes})
     done = [ckpt.checkpoint_step(p) or 0 for p in ckpt.list_checkpoints(run_dir / CHECKPOINTS)]
-    if changes.get("max_steps") and done and config.max_steps < max(done):
-        # config.json would record a budget below the steps the run has (the budget it has reached
-        # trains nothing, and says so, as a resume without --max-steps does)
-        raise ConfigError(expected("max_steps (--max-steps)", f"at least the {max(done)} steps the run has done",
+    own = saved["train_config"].get("max_steps")
+    if changes.get("max_steps") and done and config.max_steps <= max(done) and config.max_steps != own:
+        # it would stop at once, and config.json would record a budget it never had (the run's own
+        # budget, reached, trains nothing and says so, as a resume without --max-steps does)
+        raise ConfigError(expected("max_steps (--max-steps)", f"more than the {max(done)} steps the run has done",
                                    repr(config.max_steps)))
     return fit(task, config, run_dir, resume=True)
 
