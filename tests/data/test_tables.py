@@ -205,7 +205,7 @@ def test_forecast_duplicate_and_unsorted_timestamps(tmp_path):
         load_forecast_table(dup, ["y"], time_col="t")
     uns = write(tmp_path, "u.csv", "t,y\n2024-01-02,1\n2024-01-01,2\n")
     with pytest.raises(DataError, match=r"line 3, column 't': time: .* got one earlier than line 2; sort the file by "
-                                        r"time; if the file holds several series .* with --id-col"):
+                                        r"time; if the file holds several series, name the column .* with --id-col"):
         load_forecast_table(uns, ["y"], time_col="t")
     bad = write(tmp_path, "b.csv", "t,y\nmonday,1\n")
     with pytest.raises(DataError, match=r"line 2, column 't': expected a number or an ISO date"):

@@ -812,7 +812,7 @@ def check_increasing(times: Sequence[float], where: Sequence[str], lines: Sequen
     """``where[k]`` locates row k for the message; ``lines[k]`` is its line number. ``one_series``:
     the file was read as one series (no --id-col, not --wide), so a long table of several series
     is the likely cause and the message names --id-col."""
-    several = ("; if the file holds several series one after another, name the column that tells them apart "
+    several = ("; if the file holds several series, name the column that tells them apart "
                "with --id-col" if one_series else "")
     for k in range(1, len(times)):
         if times[k] == times[k - 1]:

@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
-from rnnlab.report.html import ReportSection, escape, figure_to_img, matplotlib_agg, pyplot, render_page, table
 from rnnlab.errors import CheckpointError, OutputError
 from rnnlab.outputs import atomic_open, atomic_path, commit
+from rnnlab.report.html import ReportSection, escape, figure_to_img, matplotlib_agg, pyplot, render_page, table
 from rnnlab.train.checkpoint import read_meta
 from rnnlab.train.lock import run_lock
 from rnnlab.train.metrics import read_records
