@@ -112,6 +112,11 @@ def test_translate_stdin_bytes_not_in_the_encoding_are_a_bad_line(run, capsys, m
         assert main(["translate", str(run), "--json", "--encoding", enc]) == 0
         rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [r["source"] for r in rows] == ["abc", "bca", "cab"] and not any(r["unknown"] for r in rows), enc
+    # a UTF-16 stream read as UTF-8 is refused at once (every line would be garbled), naming --encoding
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO("abc\n".encode("utf-16")))))
+    assert main(["translate", str(run)]) == 1
+    cap = capsys.readouterr()
+    assert cap.out == "" and "got a UTF-16 stream" in cap.err and "pass --encoding utf-16" in cap.err
     assert main(["translate", str(run), "-", "--encoding", "nope"]) == 1
     assert "--encoding: expected it without INPUT" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"abc\n")))

@@ -35,6 +35,7 @@ def _stdin_lines(encoding: str) -> Iterator[str]:
     if buffer is None:             # a text stream without bytes, as an embedding program may set
         yield from (line.rstrip("\r\n") for line in sys.stdin)
         return
+    _refuse_a_foreign_bom(buffer, encoding)
     stream = io.TextIOWrapper(buffer, encoding=encoding, errors="surrogateescape", newline=None)
     try:
         for k, line in enumerate(stream):
@@ -42,6 +43,27 @@ def _stdin_lines(encoding: str) -> Iterator[str]:
             yield line.removeprefix("\ufeff") if k == 0 else line      # a byte-order mark is not text
     finally:
         stream.detach()            # stdin itself stays open
+
+
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),   # UTF-32 LE first: it
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # starts with UTF-16 LE's
+
+
+def _refuse_a_foreign_bom(buffer, encoding: str) -> None:
+    """Stdin that starts with a UTF-16/32 byte-order mark read in another encoding would be every
+    line garbled: one error naming --encoding instead, before any output."""
+    peek = getattr(buffer, "peek", None)
+    head = peek(4)[:4] if peek is not None else b""
+    try:
+        codec = codecs.lookup(encoding).name.replace("_", "-")
+    except LookupError:
+        return                     # an unknown --encoding is named where the stream is opened
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            if not codec.startswith(name):
+                raise DataError(f"stdin: encoding: expected {encoding} text, got a {name.upper()} stream (it starts "
+                                f"with a {name.upper()} byte-order mark); pass --encoding {name}")
+            return
 
 
 def _decoded(line: str, k: int, encoding: str) -> str:
