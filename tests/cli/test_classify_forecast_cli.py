@@ -207,6 +207,14 @@ def test_predict_out_dash(tmp_path, capsys, monkeypatch):
     preds = list(csv.DictReader(cap.out.splitlines()))
     assert len(preds) == 10 and {"pred", "p_pos", "p_neg"} <= set(preds[0])
     assert "10 rows -> standard output" in cap.err and not (tmp_path / "-").exists()
+    # --json: the same rows as numbers, and no file unless --out names one
+    assert main(["predict", str(run), "--csv", str(data), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["out"] is None and not (tmp_path / "preds.csv").exists()
+    assert [r["pred"] for r in record["rows"]] == [r["pred"] for r in preds]
+    assert [round(r["p_pos"], 6) for r in record["rows"]] == [float(r["p_pos"]) for r in preds]
+    assert main(["predict", str(run), "--csv", str(data), "--json", "--out", "p.csv"]) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == "p.csv" and (tmp_path / "p.csv").exists()
 
 
 def test_baselines_are_written_only_into_the_run_just_trained(tmp_path):

@@ -16,9 +16,9 @@ import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_file_flags,
                               check_input_file, extra_options, missing_option, print_data_warnings, print_train_json,
-                              register_evaluator, with_train_options)
+                              register_evaluator, usage_error, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
-from rnnlab.outputs import atomic_open, shown, status_stream
+from rnnlab.outputs import atomic_open, is_stdout, shown, status_stream
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -195,16 +195,24 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def predict_cmd(
         run: Path = typer.Argument(..., metavar="RUN", help="A classifier run folder."),
         csv: Path = typer.Option(..., "--csv", help="File to classify (same format/columns as training; label optional)."),
-        out: Path = typer.Option(Path("preds.csv"), "--out", help="Where to write labels and class probabilities (CSV); - for standard output."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Where to write labels and class probabilities (CSV); - for standard output (default: preds.csv, or no file with --json)."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best | latest | a checkpoint folder of the run."),
         force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
         missing: Optional[str] = typer.Option(None, "--missing", help="Missing cells: error | drop | ffill | interpolate (the last two for numeric series; default: the run's policy)."),
         encoding: Optional[str] = typer.Option(None, "--encoding", help="Encoding of --csv (default: the run's)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON object (a file only with --out)."),
     ) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
         from rnnlab.tasks.classify import predict_run  # lazy: keeps --help fast
 
+        if as_json and out is not None and is_stdout(out):
+            raise usage_error("BadOptionUsage", "--out -: expected a file path with --json (both would be written "
+                              "to standard output)", "--out")
+        target = str(out) if out is not None else (None if as_json else "preds.csv")
         check_input_file(csv, "--csv")
         with print_data_warnings():
-            n = predict_run(str(run), str(csv), str(out), checkpoint, force, missing, encoding)
-        print(f"predict: {n} rows -> {shown(out)}", file=status_stream(out))
+            rows = predict_run(str(run), str(csv), target, checkpoint, force, missing, encoding)
+        if as_json:
+            print(json.dumps({"out": target, "rows": rows}))
+        else:
+            print(f"predict: {len(rows)} rows -> {shown(target)}", file=status_stream(target))

@@ -1121,11 +1121,18 @@ class ClassifyTask:
         return [ids[ln] for ln in split.lines]
 
     def predict_file(self, model: nn.Module, path: str, out: str) -> int:
-        """Write ``out`` (CSV): the sequence id (long layout: the ``id_col`` column), the input
-        line, the label when the file has one, the predicted label, and one probability per class
-        (``p_<label>``). A label unseen in training is written as it is and the row predicted
-        like any other (it cannot be scored; a DataWarning counts such rows). Returns the number
-        of rows written."""
+        """Write ``out`` (CSV) with the columns of :meth:`predict_rows`, probabilities to six
+        decimals. Returns the number of rows written."""
+        rows = self.predict_rows(model, path)
+        write_predictions(rows, out, list(self.label_map.names))
+        return len(rows)
+
+    def predict_rows(self, model: nn.Module, path: str) -> list[dict[str, Any]]:
+        """One dict per sequence of ``path``: the sequence id (long layout: the ``id_col`` column),
+        the input ``line``, the ``label`` when the file has one, the predicted label (``pred``) and
+        one probability per class (``p_<label>``), in that order. A label unseen in training is
+        given as it is and the row predicted like any other (it cannot be scored; a DataWarning
+        counts such rows)."""
         labels = _OpenLabelMap(list(self.label_map.names))
         with columns_of_a_run():
             split = self._encode(self._read(path, labels, require_labels=False))
@@ -1146,23 +1153,16 @@ class ClassifyTask:
 
         names = self.label_map.names
         given = names + list(labels.unseen)
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            header = ["line", "pred"] + [f"p_{n}" for n in names]
+        rows = []
+        for i, p in enumerate(probs):
+            row: dict[str, Any] = {} if ids is None else {self.config.id_col: ids[i]}
+            row["line"] = split.lines[i]
             if split.labels is not None:
-                header.insert(1, "label")
-            if ids is not None:
-                header.insert(0, self.config.id_col)
-            w.writerow(header)
-            for i, p in enumerate(probs):
-                row = [split.lines[i], names[int(p.argmax())]] + [f"{v:.6f}" for v in p]
-                if split.labels is not None:
-                    row.insert(1, given[int(split.labels[i])])
-                if ids is not None:
-                    row.insert(0, ids[i])
-                w.writerow(row)
-        return len(probs)
+                row["label"] = given[int(split.labels[i])]
+            row["pred"] = names[int(p.argmax())]
+            row.update((f"p_{n}", float(v)) for n, v in zip(names, p))
+            rows.append(row)
+        return rows
 
     # --- report ------------------------------------------------------------------------
 
@@ -1309,14 +1309,31 @@ def with_file_options(task: Any, missing: str | None = None, encoding: str | Non
     return task
 
 
-def predict_run(run_dir: str, path: str, out: str, checkpoint: str = "best", force: bool = False,
-                missing: str | None = None, encoding: str | None = None) -> int:
-    """``rnnlab predict RUN --csv FILE --out preds.csv`` (``-``: standard output): labels and class
-    probabilities. The output path is checked before anything is read (see
-    :func:`rnnlab.outputs.check_output`)."""
-    check_run_output(out, run_dir, [path], force, stdout=True)
+def write_predictions(rows: list[dict[str, Any]], out: str, names: list[str]) -> None:
+    """The rows of :meth:`ClassifyTask.predict_rows` as CSV at ``out`` (``-``: standard output),
+    probabilities to six decimals."""
+    header = list(rows[0]) if rows else ["line", "pred"] + [f"p_{n}" for n in names]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for row in rows:
+            w.writerow([f"{v:.6f}" if k.startswith("p_") else v for k, v in row.items()])
+
+
+def predict_run(run_dir: str, path: str, out: str | None, checkpoint: str = "best", force: bool = False,
+                missing: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+    """``rnnlab predict RUN --csv FILE --out preds.csv`` (``-``: standard output; None: no file):
+    the rows of :meth:`ClassifyTask.predict_rows`, labels and class probabilities. The output path
+    is checked before anything is read (see :func:`rnnlab.outputs.check_output`)."""
+    if out is not None:
+        check_run_output(out, run_dir, [path], force, stdout=True)
     task, model = load_classify_run(run_dir, checkpoint)
-    return with_file_options(task, missing, encoding).predict_file(model, path, out)
+    task = with_file_options(task, missing, encoding)
+    rows = task.predict_rows(model, path)
+    if out is not None:
+        write_predictions(rows, out, list(task.label_map.names))
+    return rows
 
 
 def format_metrics(m: dict[str, Any], names: list[str]) -> str:
