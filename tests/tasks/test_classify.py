@@ -243,3 +243,8 @@ def test_long_layout_task_and_predict(tmp_path):
     model = quick_fit(task, epochs=1)
     n = task.predict_file(model, str(path), str(tmp_path / "p.csv"))
     assert n == 24
+    rows = task.predict_rows(model, str(path))
+    assert [r["id"] for r in rows] == [f"s{s}" for s in range(24)] and list(rows[0])[:4] == ["id", "line", "label", "pred"]
+    with open(tmp_path / "p.csv") as fh:
+        header, first = next(csv.reader(fh)), next(csv.reader(fh))
+    assert header == ["sid", "line", "label", "pred", "p_even", "p_odd"] and first[0] == "s0"

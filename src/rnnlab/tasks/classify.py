@@ -1124,12 +1124,12 @@ class ClassifyTask:
         """Write ``out`` (CSV) with the columns of :meth:`predict_rows`, probabilities to six
         decimals. Returns the number of rows written."""
         rows = self.predict_rows(model, path)
-        write_predictions(rows, out, list(self.label_map.names))
+        write_predictions(rows, out, list(self.label_map.names), self.config.id_col)
         return len(rows)
 
     def predict_rows(self, model: nn.Module, path: str) -> list[dict[str, Any]]:
-        """One dict per sequence of ``path``: the sequence id (long layout: the ``id_col`` column),
-        the input ``line``, the ``label`` when the file has one, the predicted label (``pred``) and
+        """One dict per sequence of ``path``: the sequence ``id`` (long layout: its ``id_col`` value;
+        a fixed key, which no column name can clash with), the input ``line``, the ``label`` when the file has one, the predicted label (``pred``) and
         one probability per class (``p_<label>``), in that order. A label unseen in training is
         given as it is and the row predicted like any other (it cannot be scored; a DataWarning
         counts such rows)."""
@@ -1155,7 +1155,7 @@ class ClassifyTask:
         given = names + list(labels.unseen)
         rows = []
         for i, p in enumerate(probs):
-            row: dict[str, Any] = {} if ids is None else {self.config.id_col: ids[i]}
+            row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
             row["line"] = split.lines[i]
             if split.labels is not None:
                 row["label"] = given[int(split.labels[i])]
@@ -1309,16 +1309,18 @@ def with_file_options(task: Any, missing: str | None = None, encoding: str | Non
     return task
 
 
-def write_predictions(rows: list[dict[str, Any]], out: str, names: list[str]) -> None:
+def write_predictions(rows: list[dict[str, Any]], out: str, names: list[str], id_col: str = "") -> None:
     """The rows of :meth:`ClassifyTask.predict_rows` as CSV at ``out`` (``-``: standard output),
-    probabilities to six decimals."""
-    header = list(rows[0]) if rows else ["line", "pred"] + [f"p_{n}" for n in names]
+    the ``id`` column under its own name ``id_col``, probabilities to six decimals."""
+    keys = list(rows[0]) if rows else ["line", "pred"] + [f"p_{n}" for n in names]
+    probs = {f"p_{n}" for n in names}
+    header = [id_col if k == "id" else k for k in keys]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for row in rows:
-            w.writerow([f"{v:.6f}" if k.startswith("p_") else v for k, v in row.items()])
+            w.writerow([f"{v:.6f}" if k in probs else v for k, v in row.items()])
 
 
 def predict_run(run_dir: str, path: str, out: str | None, checkpoint: str = "best", force: bool = False,
@@ -1332,7 +1334,7 @@ def predict_run(run_dir: str, path: str, out: str | None, checkpoint: str = "bes
     task = with_file_options(task, missing, encoding)
     rows = task.predict_rows(model, path)
     if out is not None:
-        write_predictions(rows, out, list(task.label_map.names))
+        write_predictions(rows, out, list(task.label_map.names), task.config.id_col)
     return rows
 
 
