@@ -109,6 +109,9 @@ def run_set(name: str, args: argparse.Namespace) -> dict:
         out = out.with_name(f"{out.name}-ensemble{args.ensemble}")
         cmd += ["--ensemble", str(args.ensemble)]
         command += f" --ensemble {args.ensemble}"
+    if args.max_len:
+        cmd += ["--max-len", str(args.max_len)]
+        command += f" --max-len {args.max_len}"
     cmd += ["--out", str(out), "--overwrite", "--threads", str(args.threads), "--quiet", "--no-report", "--json"]
     if args.smoke:
         cmd += ["--max-steps", "3"]
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="docs/data/results-classify.json", help="results file (rows merged by set)")
     p.add_argument("--out", default="runs/bench-ucr", help="run folders")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=0,
+                   help="rnnlab's --max-len for every set (default 0: rnnlab's own default, not passed)")
     p.add_argument("--smoke", action="store_true", help="a few steps per set: checks the script, not the figures")
     p.add_argument("--protocol", choices=("default", "published"), default="default",
                    help="published: the sets with a published LSTM-FCN figure, under its training protocol")

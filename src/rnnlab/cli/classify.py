@@ -16,9 +16,9 @@ import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_file_flags,
                               check_input_file, extra_options, missing_option, print_data_warnings, print_train_json,
-                              register_evaluator, usage_error, with_train_options)
+                              one_stdout, register_evaluator, with_train_options)
 from rnnlab.errors import CheckpointError, DataWarning
-from rnnlab.outputs import atomic_open, is_stdout, shown, status_stream
+from rnnlab.outputs import atomic_open, shown, status_stream
 
 
 def split_list(values: Optional[List[str]]) -> list[str]:
@@ -51,7 +51,8 @@ def evaluate_classify(run_dir: Path, split: str, checkpoint: str, extra: list[st
     if "confusion" in opts:
         check_run_output(opts["confusion"], run_dir, [opts.get("csv")], bool(opts.get("force")), flag="--confusion")
     with print_data_warnings():
-        m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("encoding"), opts.get("missing"))
+        m = evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, missing=opts.get("missing"),
+                             encoding=opts.get("encoding"))
     if "confusion" in opts:
         write_confusion(m, m["names"], opts["confusion"], force=True)
     return flat_metrics(m)
@@ -205,9 +206,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Predict a class (and every class probability) for each sequence of a file."""
         from rnnlab.tasks.classify import predict_run  # lazy: keeps --help fast
 
-        if as_json and out is not None and is_stdout(out):
-            raise usage_error("BadOptionUsage", "--out -: expected a file path with --json (both would be written "
-                              "to standard output)", "--out")
+        one_stdout(out, as_json)
         target = str(out) if out is not None else (None if as_json else "preds.csv")
         check_input_file(csv, "--csv")
         with print_data_warnings():

@@ -13,10 +13,10 @@ import typer
 
 from rnnlab.cli.classify import split_list
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, check_file_flags, check_input_file,
-                              extra_options, json_number, missing_option, print_data_warnings, register_evaluator,
-                              usage_error, with_train_options)
+                              extra_options, json_number, missing_option, one_stdout, print_data_warnings,
+                              register_evaluator, with_train_options)
 from rnnlab.errors import ConfigError, DataWarning, expected
-from rnnlab.outputs import is_stdout, shown, status_stream
+from rnnlab.outputs import shown, status_stream
 
 
 # ``rnnlab train forecast`` flag (parameter) -> ForecastConfig key, where the names differ.
@@ -50,14 +50,8 @@ def evaluate_forecast(run_dir: Path, split: str, checkpoint: str, extra: list[st
     check_file_flags(opts, "--csv")
     check_input_file(opts.get("csv"), "--csv")
     with print_data_warnings():  # series too short to score are named on stderr
-        return evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, opts.get("missing"), opts.get("encoding"))
-
-
-def _one_stdout(out: Path | None, as_json: bool) -> None:
-    """``--out -`` and ``--json`` would both write to standard output: refused as a usage error."""
-    if as_json and is_stdout(out):
-        raise usage_error("BadOptionUsage", "--out -: expected a file path with --json (both would be written "
-                          "to standard output)", "--out")
+        return evaluate_run(str(run_dir), opts.get("csv"), split, checkpoint, missing=opts.get("missing"),
+                            encoding=opts.get("encoding"))
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -165,7 +159,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Forecast the next steps after the end of every series of a file."""
         from rnnlab.tasks.forecast import forecast_run  # lazy: keeps --help fast
 
-        _one_stdout(out, as_json)
+        one_stdout(out, as_json)
         target = str(out) if out else (None if as_json else "forecast.csv")
         check_input_file(csv, "--csv")
         with print_data_warnings():  # series shorter than the context are padded: said on stderr
@@ -191,7 +185,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Rolling-origin evaluation on data after the run's validation span, beside the baselines."""
         from rnnlab.tasks.forecast import backtest_run, format_scores  # lazy: keeps --help fast
 
-        _one_stdout(out, as_json)
+        one_stdout(out, as_json)
         check_input_file(csv, "--csv")
         with print_data_warnings():  # series left out (no full context, no MASE unit): one line each on stderr
             bt = backtest_run(str(run), str(csv), windows, str(out) if out else None, checkpoint, force, missing,

@@ -18,6 +18,7 @@ import typer
 
 from rnnlab.cli.train import (TrainArgs, cell_option_flag, cell_options_from_flags, print_data_warnings, print_train_json,
                               with_train_options)
+from rnnlab.data.encodings import foreign_bom
 from rnnlab.errors import ConfigError, DataError, expected
 
 # ``rnnlab train seq2seq`` flag (parameter) -> Seq2SeqConfig key, where the names differ (checked on --resume).
@@ -45,25 +46,14 @@ def _stdin_lines(encoding: str) -> Iterator[str]:
         stream.detach()            # stdin itself stays open
 
 
-_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),   # UTF-32 LE first: it
-              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # starts with UTF-16 LE's
-
-
 def _refuse_a_foreign_bom(buffer, encoding: str) -> None:
     """Stdin that starts with a UTF-16/32 byte-order mark read in another encoding would be every
     line garbled: one error naming --encoding instead, before any output."""
     peek = getattr(buffer, "peek", None)
-    head = peek(4)[:4] if peek is not None else b""
-    try:
-        codec = codecs.lookup(encoding).name.replace("_", "-")
-    except LookupError:
-        return                     # an unknown --encoding is named where the stream is opened
-    for bom, name in _WIDE_BOMS:
-        if head.startswith(bom):
-            if not codec.startswith(name):
-                raise DataError(f"stdin: encoding: expected {encoding} text, got a {name.upper()} stream (it starts "
-                                f"with a {name.upper()} byte-order mark); pass --encoding {name}")
-            return
+    bom = foreign_bom(peek(4)[:4] if peek is not None else b"", encoding)
+    if bom:
+        raise DataError(f"stdin: encoding: expected {encoding} text, got a {bom.upper()} stream (it starts "
+                        f"with a {bom.upper()} byte-order mark); pass --encoding {bom}")
 
 
 def _decoded(line: str, k: int, encoding: str) -> str:

@@ -349,6 +349,13 @@ def usage_error(kind: str, message: str, option: str = "", possibilities: list[s
     return cls(option, message) if kind == "BadOptionUsage" else cls(message)
 
 
+def one_stdout(out: str | os.PathLike | None, as_json: bool) -> None:
+    """``--out -`` and ``--json`` would both write to standard output: refused as a usage error."""
+    if as_json and is_stdout(out):
+        raise usage_error("BadOptionUsage", "--out -: expected a file path with --json (both would be written "
+                          "to standard output)", "--out")
+
+
 def check_file_flags(opts: dict[str, Any], file_flag: str) -> None:
     """A usage error for ``--encoding`` or ``--missing`` without the file they read (``--csv``,
     ``--text``): the run's own splits are read as the run read them."""

@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 from rnnlab.data.audio import AUDIO_EXTENSIONS, check_audio_folder, find_audio_files
 from rnnlab.data.registry import dataset_folder
-from rnnlab.data.tables import bom_encoding
+from rnnlab.data.encodings import bom_encoding
 from rnnlab.errors import DataError, expected
 
 # {label}_{speaker}_{take}: label and speaker without underscores, take a non-negative int.
@@ -95,7 +95,7 @@ def _label_text(path: Path) -> io.StringIO:
         raise DataError(f"label CSV {path}{where}: expected {encoding.upper()} text{said}, got "
                         f"undecodable bytes {raw[exc.start:exc.start + 4]!r} at byte offset {exc.start}; save the "
                         "file as UTF-8") from None
-    return io.StringIO(text.lstrip("\ufeff"), newline="")
+    return io.StringIO(text, newline="")   # (the decoders above drop the byte-order mark)
 
 
 def label_csv_columns(csv_path: str | os.PathLike) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from rnnlab.data.encodings import foreign_bom
 from rnnlab.errors import ConfigError, DataError, DataWarning, expected, listed
 
 MISSING_POLICIES = ("error", "drop", "ffill", "interpolate")
@@ -118,25 +119,16 @@ def detect_format(path: str, fmt: str = "auto", also: Sequence[str] = ()) -> str
     return EXTENSIONS[ext]
 
 
-def bom_encoding(raw: bytes) -> str | None:
-    """The encoding a byte-order mark announces (UTF-32 before UTF-16: its LE mark starts with UTF-16's)."""
-    for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8")):
-        if raw.startswith(bom):
-            return name
-    return None
-
-
 def decode_file(path: str, raw: bytes, encoding: str) -> str:
     """``raw`` decoded as ``encoding``, or one DataError with advice that fits the bytes: a UTF-16/32
     byte-order mark names its encoding, other undecodable bytes name their line."""
     try:
-        codec = codecs.lookup(encoding).name
+        codecs.lookup(encoding)
     except LookupError:
         raise ConfigError(expected("--encoding", "a codec Python knows (utf-8, utf-16, cp1252, latin-1, ...)",
                                    repr(encoding))) from None
-    bom = bom_encoding(raw)
-    if bom in ("utf-16", "utf-32") and not codec.startswith(bom.replace("-", "_")) and not codec.startswith(bom):
+    bom = foreign_bom(raw, encoding)
+    if bom:
         raise DataError(f"{path}: encoding: expected {encoding} text, got a {bom.upper()} file (it starts with a "
                         f"{bom.upper()} byte-order mark); pass --encoding {bom}, or save the file as UTF-8")
     try:

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from rnnlab.data.tables import bom_encoding
+from rnnlab.data.encodings import foreign_bom
 from rnnlab.errors import ConfigError, DataError, expected
 
 LEVELS = ("char", "word")
@@ -63,9 +63,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
         raise DataError(expected("text file", "a file", f"the folder {str(p)!r}"))
     raw = p.read_bytes()
 
-    bom = bom_encoding(raw)
-    codec = codecs.lookup(encoding).name
-    if bom in ("utf-16", "utf-32") and not codec.startswith((bom, bom.replace("-", "_"))):
+    bom = foreign_bom(raw, encoding)
+    if bom:
         raise DataError(f"text file {str(p)!r}: expected valid {encoding} bytes, got a {bom.upper()} file (it starts "
                         f"with a {bom.upper()} byte-order mark); pass --encoding {bom}, or save the file as UTF-8")
     try:

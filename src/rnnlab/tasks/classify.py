@@ -1262,8 +1262,8 @@ def load_classify_run(run_dir: str, checkpoint: str = "best") -> tuple[ClassifyT
     return task, model
 
 
-def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid",
-                 checkpoint: str = "best", encoding: str | None = None, missing: str | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid", checkpoint: str = "best", *,
+                 missing: str | None = None, encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab evaluate RUN [--csv FILE [--encoding ENC] [--missing POLICY]]`` for a classifier: full
     metrics beside the majority class, on a labelled file (read with ``encoding`` and ``missing``,
     default the run's) or on the run's own ``split``; ``names`` holds the class names."""

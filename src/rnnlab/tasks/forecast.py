@@ -1471,7 +1471,7 @@ def _load_forecast_run(run_dir: str, checkpoint: str = "best") -> tuple[Forecast
     return task, model
 
 
-def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid", checkpoint: str = "best",
+def evaluate_run(run_dir: str, path: str | None = None, split: str = "valid", checkpoint: str = "best", *,
                  missing: str | None = None, encoding: str | None = None) -> dict[str, Any]:
     """``rnnlab evaluate RUN [--csv FILE [--encoding ENC] [--missing POLICY]]`` for a forecaster:
     every window of the file (read with ``missing`` and ``encoding``, default the run's), or the

@@ -87,6 +87,9 @@ def write_report(run_dir: str | Path, task: Task, model: nn.Module,
     model.eval()
     own = task.report_sections(model, str(run_dir))
     plots = run_dir / "plots"
+    if plots.is_symlink():
+        raise OutputError(f"{plots}: expected the run's plots folder, got a link (not followed: the plots would be "
+                          "written where it points); remove the link and run the command again")
     plots.mkdir(exist_ok=True)
     curves, written = _curves(records, task.metric_name, plots)
     page = render_page(f"rnnlab run: {run_dir.name}", [summary, *curves, *own, settings],
@@ -118,11 +121,9 @@ def report_run(run_dir: str | Path, checkpoint: str = "latest") -> WrittenReport
         if not records_path.is_file():
             raise CheckpointError(f"run folder {run_dir}: expected metrics.jsonl (the curves are drawn from it), "
                                   "got none")
-        if (run_dir / "plots").is_symlink():
-            raise OutputError(f"{run_dir / 'plots'}: expected the run's plots folder, got a link (not followed: the "
-                              "plots would be written where it points); remove the link and run the command again")
-        task, model, _ = load_run(run_dir, str(path))
-        kept = read_meta(resolve_checkpoint(run_dir, "latest")).get("loop", {}).get("records")
+        task, model, meta = load_run(run_dir, str(path))
+        latest = resolve_checkpoint(run_dir, "latest")
+        kept = (meta if path == latest else read_meta(latest)).get("loop", {}).get("records")
         records = read_records(records_path)
         try:
             report, plots = write_report(run_dir, task, model, records if kept is None else records[:kept])
